@@ -1,0 +1,80 @@
+#include "dsl/checker.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "dsl/parser.h"
+
+namespace waymark::dsl {
+
+namespace fs = std::filesystem;
+
+CheckedFile CheckSource(const std::string& path, std::string source, const SchemaRegistry& schemas,
+                        DiagnosticSink& diags) {
+  CheckedFile f{path, std::move(source), std::nullopt};
+  int before = diags.errors();
+  std::optional<Journey> ast = Parse(f.source, path, diags);
+  if (ast && diags.errors() == before) {
+    f.journey = Compile(*ast, schemas, diags);
+  } else if (ast) {
+    Compile(*ast, schemas, diags);  // report the rest of its problems too
+  }
+  return f;
+}
+
+CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegistry& schemas) {
+  CheckResult r;
+  std::vector<std::string> files;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
+        if (e.is_regular_file() && e.path().extension() == ".journey") {
+          found.push_back(e.path().string());
+        }
+      }
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::exists(p, ec)) {
+      files.push_back(p);
+    } else {
+      r.diags.Error(p, {}, "no such file or directory");
+    }
+  }
+  std::map<std::string, std::string> names;  // journey name -> first file
+  for (const std::string& path : files) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      r.diags.Error(path, {}, "cannot read file");
+      continue;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    CheckedFile f = CheckSource(path, ss.str(), schemas, r.diags);
+    if (f.journey) {
+      auto [it, inserted] = names.emplace(f.journey->name, path);
+      if (!inserted) {
+        Loc loc;
+        size_t kw = f.source.find("journey");
+        size_t at = kw == std::string::npos ? kw : f.source.find(f.journey->name, kw + 7);
+        if (at != std::string::npos) {
+          loc.line = 1 + int(std::count(f.source.begin(), f.source.begin() + long(at), '\n'));
+          size_t nl = f.source.rfind('\n', at);
+          loc.col = int(at - (nl == std::string::npos ? 0 : nl + 1)) + 1;
+        }
+        r.diags.Error(path, loc, "journey '" + f.journey->name + "' is already defined in " +
+                                    it->second + ": journey names must be unique");
+        f.journey.reset();
+      }
+    }
+    r.files.push_back(std::move(f));
+  }
+  r.diags.Sort();
+  return r;
+}
+
+}  // namespace waymark::dsl

@@ -1,0 +1,36 @@
+// `waymark check` as a library: expand paths, read, parse and compile every
+// journey, and check what spans files (journey names are unique).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dsl/compiler.h"
+#include "dsl/diagnostics.h"
+#include "dsl/ir.h"
+#include "dsl/schema_registry.h"
+
+namespace waymark::dsl {
+
+struct CheckedFile {
+  std::string path;
+  std::string source;
+  std::optional<CompiledJourney> journey;  // set when the file compiled
+};
+
+struct CheckResult {
+  std::vector<CheckedFile> files;
+  DiagnosticSink diags;  // sorted by path, line, column
+};
+
+// Expands PATHs (files, or directories searched for *.journey, sorted) and
+// checks each file. A path that does not exist is reported as an error
+// diagnostic on that path.
+CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegistry& schemas);
+
+// Checks one in-memory source (tests, fuzzing, benchmarks).
+CheckedFile CheckSource(const std::string& path, std::string source, const SchemaRegistry& schemas,
+                        DiagnosticSink& diags);
+
+}  // namespace waymark::dsl

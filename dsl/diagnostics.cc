@@ -1,0 +1,80 @@
+#include "dsl/diagnostics.h"
+
+#include <algorithm>
+
+namespace waymark::dsl {
+
+void DiagnosticSink::Add(Severity severity, std::string path, Loc loc, std::string message) {
+  if (severity == Severity::kError) ++errors_;
+  if (severity == Severity::kWarning) ++warnings_;
+  diags_.push_back({std::move(path), loc, severity, std::move(message)});
+}
+
+void DiagnosticSink::Sort() {
+  std::stable_sort(diags_.begin(), diags_.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    if (a.path != b.path) return a.path < b.path;
+    if (a.loc.line != b.loc.line) return a.loc.line < b.loc.line;
+    return a.loc.col < b.loc.col;
+  });
+}
+
+const char* SeverityName(Severity s) {
+  switch (s) {
+    case Severity::kError:
+      return "error";
+    case Severity::kWarning:
+      return "warning";
+    case Severity::kNote:
+      return "note";
+  }
+  return "error";
+}
+
+namespace {
+
+std::string_view LineOf(std::string_view source, int line) {
+  size_t start = 0;
+  for (int l = 1; l < line; ++l) {
+    size_t nl = source.find('\n', start);
+    if (nl == std::string_view::npos) return {};
+    start = nl + 1;
+  }
+  size_t end = source.find('\n', start);
+  std::string_view text = source.substr(start, end == std::string_view::npos ? end : end - start);
+  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+  return text;
+}
+
+}  // namespace
+
+std::string Render(const Diagnostic& d, std::string_view source) {
+  std::string out = d.path;
+  if (d.loc.line > 0) {
+    out += ":" + std::to_string(d.loc.line) + ":" + std::to_string(d.loc.col);
+  }
+  out += ": ";
+  out += SeverityName(d.severity);
+  out += ": " + d.message + "\n";
+  if (d.loc.line > 0 && !source.empty()) {
+    std::string_view text = LineOf(source, d.loc.line);
+    out += "  ";
+    out += text;
+    out += "\n  ";
+    // Keep tabs so the caret lines up under the same characters.
+    for (int i = 1; i < d.loc.col && size_t(i - 1) < text.size(); ++i) {
+      out += text[i - 1] == '\t' ? '\t' : ' ';
+    }
+    out += "^\n";
+  }
+  return out;
+}
+
+nlohmann::json ToJson(const Diagnostic& d) {
+  return {{"path", d.path},
+          {"line", d.loc.line},
+          {"column", d.loc.col},
+          {"severity", SeverityName(d.severity)},
+          {"message", d.message}};
+}
+
+}  // namespace waymark::dsl

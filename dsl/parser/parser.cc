@@ -1,0 +1,714 @@
+// The parser driver and the conversion from the X3 parse tree to the AST.
+#include "dsl/parser.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "dsl/parser/grammar.h"
+
+namespace waymark::dsl {
+namespace {
+
+using parser::Iterator;
+
+// Maps text offsets to 1-based line:column.
+class LineIndex {
+ public:
+  explicit LineIndex(std::string_view text) : begin_(text.data()) {
+    starts_.push_back(0);
+    for (size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '\n') starts_.push_back(i + 1);
+    }
+  }
+  Loc At(Iterator it) const {
+    size_t off = size_t(it - begin_);
+    auto up = std::upper_bound(starts_.begin(), starts_.end(), off);
+    size_t line = size_t(up - starts_.begin());
+    return Loc{int(line), int(off - starts_[line - 1] + 1)};
+  }
+
+ private:
+  const char* begin_;
+  std::vector<size_t> starts_;
+};
+
+// What stands at `it`, for "found ..." in messages.
+std::string FoundAt(Iterator it, Iterator last) {
+  if (it == last) return "end of file";
+  size_t n = 0;
+  auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  if (is_word(*it)) {
+    while (it + n != last && is_word(it[n]) && n < 40) ++n;
+  } else {
+    n = 1;
+  }
+  return "'" + std::string(it, n) + "'";
+}
+
+constexpr std::string_view kTopLevel[] = {"step",     "entry",    "exit",  "goal",
+                                          "description", "label", "priority", "over_cap",
+                                          "timezone", "quiet"};
+
+// After a syntax error: the start of the next line that begins with a
+// top-level keyword, or a line whose first column holds the journey's `}`.
+Iterator Resync(Iterator from, Iterator last) {
+  Iterator p = from;
+  while (p != last) {
+    while (p != last && *p != '\n') ++p;
+    if (p == last) break;
+    ++p;  // start of a line
+    if (p != last && *p == '}') return p;
+    Iterator q = p;
+    while (q != last && (*q == ' ' || *q == '\t')) ++q;
+    for (std::string_view kw : kTopLevel) {
+      if (size_t(last - q) > kw.size() && std::string_view(q, kw.size()) == kw &&
+          !(std::isalnum(static_cast<unsigned char>(q[kw.size()])) || q[kw.size()] == '_')) {
+        return q;
+      }
+    }
+  }
+  return last;
+}
+
+class Converter {
+ public:
+  Converter(std::string_view text, const std::string& path, DiagnosticSink& diags)
+      : text_(text), path_(path), diags_(diags), lines_(text) {}
+
+  std::optional<Journey> Run();
+
+ private:
+  Loc LocOf(const boost::spirit::x3::position_tagged& node) const {
+    if (node.id_first < 0 || size_t(node.id_first) >= positions_.size()) return {};
+    return lines_.At(positions_[size_t(node.id_first)]);
+  }
+  void Error(Loc loc, std::string msg) { diags_.Error(path_, loc, std::move(msg)); }
+
+  void SyntaxError(const parser::SyntaxError& e) {
+    Error(lines_.At(e.where),
+          "expected " + e.expected + ", found " + FoundAt(e.where, text_.data() + text_.size()));
+  }
+
+  // Tokens and literals.
+  std::string Unquote(const std::string& quoted, Loc loc);
+  std::string EventType(const raw::Token& t) {
+    if (!t.empty() && t.front() == '"') return Unquote(t, LocOf(t));
+    return t;
+  }
+  int64_t Duration(const raw::DurLit& d);
+  double Number(const raw::NumLit& n);
+  std::optional<int> Integer(const raw::NumLit& n, const char* what, int min);
+  int TimeOfDay(const raw::Token& t);
+
+  // Expressions.
+  ExprPtr Convert(const raw::Or& e);
+  ExprPtr Convert(const raw::And& e);
+  ExprPtr Convert(const raw::Unary& e);
+  ExprPtr Convert(const raw::Compare& e);
+  ExprPtr Convert(const raw::Primary& e);
+  ExprPtr Literal(Loc loc, nlohmann::json v) {
+    auto x = std::make_shared<Expr>();
+    x->kind = Expr::Kind::kLiteral;
+    x->loc = loc;
+    x->value = std::move(v);
+    return x;
+  }
+
+  // Statements.
+  Block Convert(const raw::Block& b);
+  StmtPtr Convert(const raw::Statement& s);
+
+  // Items.
+  void Item(const raw::Item& item, Journey& j);
+  void Setting(const raw::Setting& s, Journey& j);
+  void EntryItem(const raw::EntryItem& item, Journey& j);
+  EventMatch OnEvent(const raw::OnEvent& on);
+  bool Once(const std::string& key, Loc loc);
+
+  std::string_view text_;
+  const std::string& path_;
+  DiagnosticSink& diags_;
+  LineIndex lines_;
+  std::vector<Iterator> positions_;
+  std::map<std::string, Loc> seen_;  // settings already given
+  int syntax_errors_ = 0;
+};
+
+std::string Converter::Unquote(const std::string& q, Loc loc) {
+  std::string out;
+  for (size_t i = 1; i + 1 < q.size(); ++i) {
+    char c = q[i];
+    if (c != '\\') {
+      out += c;
+      continue;
+    }
+    char e = q[++i];
+    switch (e) {
+      case '"':
+      case '\\':
+      case '/':
+        out += e;
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'u': {
+        unsigned cp = 0;
+        bool ok = i + 4 < q.size() - 0;
+        for (int k = 1; ok && k <= 4; ++k) {
+          char h = q[i + k];
+          int v = std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
+                  : (h >= 'a' && h <= 'f')                    ? h - 'a' + 10
+                  : (h >= 'A' && h <= 'F')                    ? h - 'A' + 10
+                                                              : -1;
+          if (v < 0) ok = false;
+          cp = cp * 16 + unsigned(v);
+        }
+        if (!ok || (cp >= 0xD800 && cp <= 0xDFFF)) {
+          Error(loc, "invalid \\u escape in string (expected four hex digits, not a surrogate)");
+          return out;
+        }
+        i += 4;
+        if (cp < 0x80) {
+          out += char(cp);
+        } else if (cp < 0x800) {
+          out += char(0xC0 | (cp >> 6));
+          out += char(0x80 | (cp & 0x3F));
+        } else {
+          out += char(0xE0 | (cp >> 12));
+          out += char(0x80 | ((cp >> 6) & 0x3F));
+          out += char(0x80 | (cp & 0x3F));
+        }
+        break;
+      }
+      default:
+        Error(loc, std::string("unknown escape '\\") + e + "' in string");
+    }
+  }
+  return out;
+}
+
+int64_t Converter::Duration(const raw::DurLit& d) {
+  static constexpr std::string_view kUnits = "wdhms";
+  static constexpr int64_t kSeconds[] = {604800, 86400, 3600, 60, 1};
+  int64_t total = 0;
+  size_t last_unit = 0;
+  bool first = true;
+  size_t i = 0;
+  while (i < d.size()) {
+    int64_t n = 0;
+    while (i < d.size() && std::isdigit(static_cast<unsigned char>(d[i]))) {
+      if (n > 1'000'000'000) {
+        Error(LocOf(d), "duration '" + d + "' is too long");
+        return 0;
+      }
+      n = n * 10 + (d[i++] - '0');
+    }
+    size_t unit = kUnits.find(d[i++]);
+    if (!first && unit <= last_unit) {
+      Error(LocOf(d), "duration '" + d + "' must list its units from largest to smallest (w d h m s), each once");
+      return 0;
+    }
+    first = false;
+    last_unit = unit;
+    total += n * kSeconds[unit];
+  }
+  if (total > int64_t(100) * 365 * 86400) {
+    Error(LocOf(d), "duration '" + d + "' is longer than 100 years");
+    return 0;
+  }
+  return total;
+}
+
+double Converter::Number(const raw::NumLit& n) {
+  double v = 0;
+  auto r = std::from_chars(n.data(), n.data() + n.size(), v);
+  if (r.ec != std::errc() || !std::isfinite(v)) Error(LocOf(n), "number '" + n + "' is out of range");
+  return v;
+}
+
+std::optional<int> Converter::Integer(const raw::NumLit& n, const char* what, int min) {
+  double v = Number(n);
+  if (v != std::floor(v) || v < min || v > 1'000'000) {
+    Error(LocOf(n), std::string(what) + " must be a whole number from " + std::to_string(min) +
+                        " to 1000000, not " + n);
+    return std::nullopt;
+  }
+  return int(v);
+}
+
+int Converter::TimeOfDay(const raw::Token& t) {
+  size_t colon = t.find(':');
+  int h = std::stoi(t.substr(0, colon));
+  int m = std::stoi(t.substr(colon + 1));
+  if (h > 23 || m > 59) {
+    Error(LocOf(t), "invalid time of day '" + t + "' (expected 00:00 to 23:59)");
+    return 0;
+  }
+  return h * 60 + m;
+}
+
+// --- expressions ---
+
+ExprPtr Converter::Convert(const raw::Or& e) {
+  ExprPtr acc = Convert(e.first);
+  for (const raw::And& rhs : e.rest) {
+    auto x = std::make_shared<Expr>();
+    x->kind = Expr::Kind::kBinary;
+    x->loc = acc->loc;
+    x->op = "or";
+    x->args = {acc, Convert(rhs)};
+    acc = x;
+  }
+  return acc;
+}
+
+ExprPtr Converter::Convert(const raw::And& e) {
+  ExprPtr acc = Convert(e.first);
+  for (const raw::Unary& rhs : e.rest) {
+    auto x = std::make_shared<Expr>();
+    x->kind = Expr::Kind::kBinary;
+    x->loc = acc->loc;
+    x->op = "and";
+    x->args = {acc, Convert(rhs)};
+    acc = x;
+  }
+  return acc;
+}
+
+ExprPtr Converter::Convert(const raw::Unary& e) {
+  struct V {
+    Converter& c;
+    ExprPtr operator()(const boost::spirit::x3::forward_ast<raw::Negation>& n) const {
+      auto x = std::make_shared<Expr>();
+      x->kind = Expr::Kind::kNot;
+      x->loc = c.LocOf(n.get());
+      x->op = "not";
+      x->args = {c.Convert(n.get().operand)};
+      return x;
+    }
+    ExprPtr operator()(const raw::Compare& cmp) const { return c.Convert(cmp); }
+  };
+  return boost::apply_visitor(V{*this}, e);
+}
+
+ExprPtr Converter::Convert(const raw::Compare& e) {
+  ExprPtr lhs = Convert(e.lhs);
+  if (!e.tail) return lhs;
+  struct V {
+    Converter& c;
+    ExprPtr lhs;
+    ExprPtr operator()(const raw::BinaryTail& t) const {
+      auto x = std::make_shared<Expr>();
+      x->kind = Expr::Kind::kBinary;
+      x->loc = c.LocOf(t);
+      x->op = t.op;
+      x->args = {lhs, c.Convert(t.rhs)};
+      return x;
+    }
+    ExprPtr operator()(const raw::InTail& t) const {
+      auto x = std::make_shared<Expr>();
+      x->kind = Expr::Kind::kIn;
+      x->loc = c.LocOf(t);
+      x->op = t.op.rfind("not", 0) == 0 ? "not_in" : "in";
+      x->args.push_back(lhs);
+      for (const raw::Primary& v : t.values) x->args.push_back(c.Convert(v));
+      return x;
+    }
+  };
+  return boost::apply_visitor(V{*this, lhs}, *e.tail);
+}
+
+ExprPtr Converter::Convert(const raw::Primary& e) {
+  namespace x3 = boost::spirit::x3;
+  struct V {
+    Converter& c;
+    ExprPtr operator()(const raw::NullLit& n) const { return c.Literal(c.LocOf(n), nullptr); }
+    ExprPtr operator()(const raw::BoolLit& b) const { return c.Literal(c.LocOf(b), b == "true"); }
+    ExprPtr operator()(const raw::NumLit& n) const { return c.Literal(c.LocOf(n), c.Number(n)); }
+    ExprPtr operator()(const raw::StrLit& s) const {
+      return c.Literal(c.LocOf(s), c.Unquote(s, c.LocOf(s)));
+    }
+    ExprPtr operator()(const raw::DurLit& d) const {
+      auto x = std::make_shared<Expr>();
+      x->kind = Expr::Kind::kDuration;
+      x->loc = c.LocOf(d);
+      x->seconds = c.Duration(d);
+      return x;
+    }
+    ExprPtr operator()(const x3::forward_ast<raw::Call>& call) const {
+      auto x = std::make_shared<Expr>();
+      x->kind = Expr::Kind::kCall;
+      x->loc = c.LocOf(call.get());
+      x->op = call.get().name;
+      for (const raw::Or& a : call.get().args) x->args.push_back(c.Convert(a));
+      return x;
+    }
+    ExprPtr operator()(const raw::Path& p) const {
+      auto x = std::make_shared<Expr>();
+      x->kind = Expr::Kind::kPath;
+      x->loc = c.LocOf(p);
+      x->path.push_back(p.root);
+      x->path.insert(x->path.end(), p.fields.begin(), p.fields.end());
+      return x;
+    }
+    ExprPtr operator()(const x3::forward_ast<raw::Or>& o) const { return c.Convert(o.get()); }
+  };
+  return boost::apply_visitor(V{*this}, e);
+}
+
+// --- statements ---
+
+Block Converter::Convert(const raw::Block& b) {
+  Block out;
+  for (const raw::Statement& s : b) out.push_back(Convert(s));
+  return out;
+}
+
+StmtPtr Converter::Convert(const raw::Statement& s) {
+  namespace x3 = boost::spirit::x3;
+  struct V {
+    Converter& c;
+    Stmt& out;
+    void operator()(const raw::Send& s) const {
+      out.loc = c.LocOf(s);
+      SendStmt send;
+      send.template_name = c.Unquote(s.template_name, c.LocOf(s.template_name));
+      send.to = c.Convert(s.to);
+      if (s.intent == "transactional") {
+        send.intent = Intent::kTransactional;
+      } else if (s.intent == "marketing") {
+        send.intent = Intent::kMarketing;
+      } else if (s.intent == "digest") {
+        send.intent = Intent::kDigest;
+      } else {
+        c.Error(c.LocOf(s.intent), "unknown intent '" + s.intent +
+                                       "' (expected transactional, marketing or digest)");
+      }
+      if (s.via) send.via = c.Unquote(*s.via, c.LocOf(*s.via));
+      if (s.priority) send.priority = c.Integer(*s.priority, "priority", 0);
+      out.v = std::move(send);
+    }
+    void operator()(const raw::WaitDur& w) const {
+      out.loc = c.LocOf(w);
+      out.v = WaitStmt{c.Duration(w.duration)};
+    }
+    void operator()(const raw::WaitUntil& w) const {
+      static constexpr std::string_view kDays[] = {"mon", "tue", "wed", "thu",
+                                                   "fri", "sat", "sun"};
+      static constexpr std::string_view kLong[] = {"monday", "tuesday",  "wednesday", "thursday",
+                                                   "friday", "saturday", "sunday"};
+      out.loc = c.LocOf(w);
+      WaitUntilStmt u;
+      u.minute_of_day = c.TimeOfDay(w.time);
+      for (const raw::Token& d : w.days) {
+        int found = -1;
+        for (int i = 0; i < 7; ++i) {
+          if (d == kDays[i] || d == kLong[i]) found = i;
+        }
+        if (found < 0) {
+          c.Error(c.LocOf(d), "unknown weekday '" + d + "' (expected mon, tue, wed, thu, fri, sat or sun)");
+        } else if (std::find(u.days.begin(), u.days.end(), found) != u.days.end()) {
+          c.Error(c.LocOf(d), "weekday '" + d + "' is listed twice");
+        } else {
+          u.days.push_back(found);
+        }
+      }
+      std::sort(u.days.begin(), u.days.end());
+      if (w.zone) u.zone = c.Convert(*w.zone);
+      if (w.fallback) u.fallback = c.Unquote(*w.fallback, c.LocOf(*w.fallback));
+      out.v = std::move(u);
+    }
+    void operator()(const x3::forward_ast<raw::WaitFor>& fw) const {
+      const raw::WaitFor& w = fw.get();
+      out.loc = c.LocOf(w);
+      WaitForStmt f;
+      f.event = c.EventType(w.event);
+      if (w.within) f.within_s = c.Duration(*w.within);
+      if (w.when) f.when = c.Convert(*w.when);
+      if (w.received) f.received = c.Convert(*w.received);
+      if (w.timeout) f.timeout = c.Convert(*w.timeout);
+      out.v = std::move(f);
+    }
+    void operator()(const x3::forward_ast<raw::If>& fi) const {
+      const raw::If& i = fi.get();
+      out.loc = c.LocOf(i);
+      IfStmt s;
+      s.arms.push_back({c.LocOf(i), c.Convert(i.cond), c.Convert(i.body)});
+      for (const raw::ElseIf& e : i.else_ifs) {
+        s.arms.push_back({c.LocOf(e), c.Convert(e.cond), c.Convert(e.body)});
+      }
+      if (i.else_body) s.else_body = c.Convert(*i.else_body);
+      out.v = std::move(s);
+    }
+    void operator()(const x3::forward_ast<raw::Match>& fm) const {
+      const raw::Match& m = fm.get();
+      out.loc = c.LocOf(m);
+      MatchStmt s;
+      s.value = c.Convert(m.value);
+      for (const raw::Case& k : m.cases) {
+        MatchStmt::Case mc;
+        mc.loc = c.LocOf(k);
+        for (const raw::Primary& v : k.values) mc.values.push_back(c.Convert(v));
+        mc.body = c.Convert(k.body);
+        s.cases.push_back(std::move(mc));
+      }
+      if (m.else_body) s.else_body = c.Convert(*m.else_body);
+      out.v = std::move(s);
+    }
+    void operator()(const x3::forward_ast<raw::Split>& fs) const {
+      const raw::Split& sp = fs.get();
+      out.loc = c.LocOf(sp);
+      SplitStmt s;
+      for (const raw::SplitArm& a : sp.arms) {
+        SplitStmt::Arm arm;
+        arm.loc = c.LocOf(a);
+        arm.name = a.name;
+        arm.percent = c.Number(a.percent);
+        arm.holdout = a.name == "holdout";
+        if (arm.holdout && a.body) {
+          c.Error(c.LocOf(a), "the holdout arm takes no block: held-out instances end at once");
+        } else if (!arm.holdout && !a.body) {
+          c.Error(c.LocOf(a), "split arm '" + a.name + "' needs a block ('{ ... }')");
+        }
+        if (a.body) arm.body = c.Convert(*a.body);
+        s.arms.push_back(std::move(arm));
+      }
+      out.v = std::move(s);
+    }
+    void operator()(const raw::Set& s) const {
+      out.loc = c.LocOf(s);
+      out.v = SetStmt{s.name, c.Convert(s.value)};
+    }
+    void operator()(const raw::Emit& e) const {
+      out.loc = c.LocOf(e);
+      EmitStmt em;
+      em.event = c.EventType(e.event);
+      for (const raw::EmitField& f : e.fields) em.fields.emplace_back(f.name, c.Convert(f.value));
+      out.v = std::move(em);
+    }
+    void operator()(const raw::Goto& g) const {
+      out.loc = c.LocOf(g);
+      out.v = GotoStmt{g.target, c.LocOf(g.target)};
+    }
+    void operator()(const raw::End& e) const {
+      out.loc = c.LocOf(e);
+      out.v = EndStmt{};
+    }
+  };
+  auto stmt = std::make_shared<Stmt>();
+  boost::apply_visitor(V{*this, *stmt}, s);
+  return stmt;
+}
+
+// --- items ---
+
+bool Converter::Once(const std::string& key, Loc loc) {
+  auto [it, inserted] = seen_.emplace(key, loc);
+  if (!inserted) {
+    Error(loc, "'" + key + "' is already set at line " + std::to_string(it->second.line));
+  }
+  return inserted;
+}
+
+EventMatch Converter::OnEvent(const raw::OnEvent& on) {
+  EventMatch m;
+  m.loc = LocOf(on.event);
+  m.event = EventType(on.event);
+  if (on.when) m.when = Convert(*on.when);
+  return m;
+}
+
+void Converter::Setting(const raw::Setting& s, Journey& j) {
+  Loc loc = LocOf(s);
+  if (!Once(s.key, loc)) return;
+  if (s.key == "description") {
+    const auto& v = boost::get<raw::StrLit>(s.value);
+    j.description = Unquote(v, LocOf(v));
+  } else if (s.key == "label") {
+    const auto& v = boost::get<raw::StrLit>(s.value);
+    j.label = Unquote(v, LocOf(v));
+  } else if (s.key == "priority") {
+    if (auto p = Integer(boost::get<raw::NumLit>(s.value), "priority", 0)) j.priority = *p;
+  } else if (s.key == "over_cap") {
+    const auto& v = boost::get<raw::Token>(s.value);
+    if (v == "defer") {
+      j.over_cap_defer = true;
+    } else if (v != "skip") {
+      Error(LocOf(v), "unknown over_cap policy '" + v + "' (expected skip or defer)");
+    }
+  }
+}
+
+void Converter::EntryItem(const raw::EntryItem& item, Journey& j) {
+  struct V {
+    Converter& c;
+    Journey& j;
+    void operator()(const raw::OnEvent& on) const { j.triggers.push_back(c.OnEvent(on)); }
+    void operator()(const raw::Reentry& r) const {
+      Loc loc = c.LocOf(r);
+      if (!c.Once("reentry", loc)) return;
+      j.reentry_loc = loc;
+      if (r.mode == "always") {
+        j.reentry = Reentry::kAlways;
+        if (r.period) c.Error(c.LocOf(*r.period), "'reentry always' takes no period; did you mean 'reentry once per ...'?");
+      } else if (r.mode == "once") {
+        j.reentry = Reentry::kOnce;
+        if (r.period) {
+          j.reentry = Reentry::kOncePer;
+          j.reentry_period_s = c.Duration(*r.period);
+          if (j.reentry_period_s == 0) {
+            c.Error(c.LocOf(*r.period), "'reentry once per 0s' is contradictory: use 'reentry always'");
+          }
+        }
+      } else {
+        c.Error(c.LocOf(r.mode), "unknown reentry mode '" + r.mode + "' (expected once, always or once per DURATION)");
+      }
+    }
+    void operator()(const raw::Setting& s) const {
+      Loc loc = c.LocOf(s);
+      if (!c.Once(s.key, loc)) return;
+      if (s.key == "key") {
+        j.key = c.Convert(boost::get<raw::Or>(s.value));
+      } else if (s.key == "max_concurrent") {
+        j.max_concurrent_loc = loc;
+        j.max_concurrent_given = true;
+        if (auto n = c.Integer(boost::get<raw::NumLit>(s.value), "max_concurrent", 1)) {
+          j.max_concurrent = *n;
+        }
+      }
+    }
+  };
+  boost::apply_visitor(V{*this, j}, item);
+}
+
+void Converter::Item(const raw::Item& item, Journey& j) {
+  struct V {
+    Converter& c;
+    Journey& j;
+    void operator()(const raw::Setting& s) const { c.Setting(s, j); }
+    void operator()(const raw::Timezone& t) const {
+      Loc loc = c.LocOf(t);
+      if (!c.Once("timezone", loc)) return;
+      j.timezone = c.Convert(t.zone);
+      j.timezone_loc = loc;
+      if (t.fallback) j.timezone_fallback = c.Unquote(*t.fallback, c.LocOf(*t.fallback));
+    }
+    void operator()(const raw::QuietHours& q) const {
+      Loc loc = c.LocOf(q);
+      if (!c.Once("quiet hours", loc)) return;
+      j.quiet_hours = {c.TimeOfDay(q.start), c.TimeOfDay(q.end)};
+      j.quiet_hours_loc = loc;
+    }
+    void operator()(const raw::Entry& e) const {
+      if (!c.Once("entry", c.LocOf(e))) return;
+      for (const raw::EntryItem& item : e.items) c.EntryItem(item, j);
+    }
+    void operator()(const raw::Exit& e) const { j.exits.push_back(c.OnEvent(e.on)); }
+    void operator()(const raw::Goal& g) const {
+      Goal goal;
+      goal.loc = c.LocOf(g);
+      goal.name = g.name;
+      goal.match = c.OnEvent(g.on);
+      goal.within_s = c.Duration(g.within);
+      goal.exit = g.and_exit.has_value();
+      j.goals.push_back(std::move(goal));
+    }
+    void operator()(const raw::Step& s) const {
+      j.steps.push_back({c.LocOf(s.name), s.name, c.Convert(s.body)});
+    }
+  };
+  boost::apply_visitor(V{*this, j}, item);
+}
+
+std::optional<Journey> Converter::Run() {
+  Iterator first = text_.data();
+  Iterator last = text_.data() + text_.size();
+  Journey j;
+  j.path = path_;
+
+  raw::Header header;
+  parser::ParseOutcome h = parser::ParseHeader(first, last, header, positions_);
+  if (h.error || !h.matched) {
+    if (h.error) {
+      SyntaxError(*h.error);
+    } else {
+      parser::SkipBlanks(first, last);
+      Error(lines_.At(first), "expected 'journey NAME {', found " + FoundAt(first, last));
+    }
+    return std::nullopt;
+  }
+  j.name = header.name;
+  j.loc = LocOf(header.name);
+
+  bool closed = false;
+  while (true) {
+    parser::SkipBlanks(first, last);
+    if (first == last) break;
+    if (*first == '}') {
+      ++first;
+      closed = true;
+      break;
+    }
+    raw::Item item;
+    Iterator start = first;
+    parser::ParseOutcome r = parser::ParseItem(first, last, item, positions_);
+    if (r.matched) {
+      Item(item, j);
+      continue;
+    }
+    ++syntax_errors_;
+    if (r.error) {
+      SyntaxError(*r.error);
+      first = Resync(std::max(r.error->where, start), last);
+    } else {
+      Error(lines_.At(start),
+            "expected a journey item (entry, exit, goal, step, description, label, priority, "
+            "over_cap, timezone, quiet hours) or '}', found " + FoundAt(start, last));
+      first = Resync(start, last);
+    }
+  }
+  if (!closed) {
+    ++syntax_errors_;
+    Error(lines_.At(last), "expected '}' to close journey '" + j.name + "', found end of file");
+  } else {
+    parser::SkipBlanks(first, last);
+    if (first != last) {
+      ++syntax_errors_;
+      Error(lines_.At(first), "unexpected " + FoundAt(first, last) +
+                                  " after the end of the journey (one journey per file)");
+    }
+  }
+  if (syntax_errors_ > 0) return std::nullopt;
+  return j;
+}
+
+}  // namespace
+
+const char* IntentName(Intent i) {
+  switch (i) {
+    case Intent::kTransactional:
+      return "transactional";
+    case Intent::kMarketing:
+      return "marketing";
+    case Intent::kDigest:
+      return "digest";
+  }
+  return "marketing";
+}
+
+std::optional<Journey> Parse(std::string_view text, const std::string& path,
+                             DiagnosticSink& diags) {
+  return Converter(text, path, diags).Run();
+}
+
+}  // namespace waymark::dsl

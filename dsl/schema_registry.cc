@@ -1,0 +1,104 @@
+#include "dsl/schema_registry.h"
+
+#include <filesystem>
+#include <fstream>
+
+namespace waymark::dsl {
+
+namespace fs = std::filesystem;
+
+const char* TypeName(Type t) {
+  switch (t) {
+    case Type::kAny:
+      return "any";
+    case Type::kString:
+      return "string";
+    case Type::kNumber:
+      return "number";
+    case Type::kBool:
+      return "bool";
+    case Type::kNull:
+      return "null";
+    case Type::kDuration:
+      return "duration";
+    case Type::kObject:
+      return "object";
+    case Type::kArray:
+      return "array";
+  }
+  return "any";
+}
+
+Result<SchemaRegistry> SchemaRegistry::Load(const std::string& dir) {
+  SchemaRegistry reg;
+  fs::path events = fs::path(dir) / "events";
+  std::error_code ec;
+  if (!fs::is_directory(events, ec)) return reg;
+  for (const auto& entry : fs::directory_iterator(events, ec)) {
+    const fs::path& p = entry.path();
+    if (p.extension() != ".json") continue;
+    std::ifstream in(p);
+    if (!in) return Status::Error(p.string() + ": cannot read");
+    nlohmann::json schema = nlohmann::json::parse(in, nullptr, false);
+    if (schema.is_discarded() || !schema.is_object()) {
+      return Status::Error(p.string() + ": not a JSON Schema object");
+    }
+    reg.Add(p.stem().string(), std::move(schema));
+  }
+  if (ec) return Status::Error(events.string() + ": " + ec.message());
+  return reg;
+}
+
+void SchemaRegistry::Add(const std::string& event_type, nlohmann::json schema) {
+  schemas_[event_type] = std::move(schema);
+}
+
+namespace {
+
+Type FromSchemaType(const nlohmann::json& s) {
+  if (!s.is_object() || !s.contains("type")) return Type::kAny;
+  const nlohmann::json& t = s["type"];
+  std::vector<std::string> types;
+  if (t.is_string()) {
+    types.push_back(t.get<std::string>());
+  } else if (t.is_array()) {
+    for (const auto& x : t) {
+      if (x.is_string() && x != "null") types.push_back(x.get<std::string>());
+    }
+  }
+  if (types.size() != 1) return Type::kAny;  // a nullable type counts as its non-null type
+  const std::string& n = types[0];
+  if (n == "string") return Type::kString;
+  if (n == "number" || n == "integer") return Type::kNumber;
+  if (n == "boolean") return Type::kBool;
+  if (n == "object") return Type::kObject;
+  if (n == "array") return Type::kArray;
+  if (n == "null") return Type::kNull;
+  return Type::kAny;
+}
+
+}  // namespace
+
+SchemaRegistry::Lookup SchemaRegistry::Field(const std::string& event_type,
+                                             const std::vector<std::string>& fields) const {
+  const nlohmann::json* s = &schemas_.at(event_type);
+  for (const std::string& f : fields) {
+    if (!s->is_object()) return {true, Type::kAny};
+    auto props = s->find("properties");
+    if (props != s->end() && props->is_object() && props->contains(f)) {
+      s = &(*props)[f];
+      continue;
+    }
+    auto extra = s->find("additionalProperties");
+    bool closed = extra != s->end() && extra->is_boolean() && !extra->get<bool>();
+    if (closed) return {false, Type::kAny};
+    if (extra != s->end() && extra->is_object()) {
+      s = &*extra;
+      continue;
+    }
+    return {true, Type::kAny};
+  }
+  return {true, FromSchemaType(*s)};
+}
+
+}  // namespace waymark::dsl

@@ -1,0 +1,145 @@
+// `waymark check` and `waymark graph`.
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "dsl/checker.h"
+#include "dsl/graph.h"
+#include "engine/cli/commands.h"
+
+namespace waymark::cli {
+namespace {
+
+struct SchemaOption {
+  std::string dir = "schemas";
+};
+
+// Prints diagnostics GCC-style to stderr, with the source line and a caret.
+void PrintDiagnostics(const dsl::CheckResult& r) {
+  std::map<std::string, const std::string*> sources;
+  for (const dsl::CheckedFile& f : r.files) sources[f.path] = &f.source;
+  for (const dsl::Diagnostic& d : r.diags.all()) {
+    auto it = sources.find(d.path);
+    std::cerr << dsl::Render(d, it == sources.end() ? std::string_view() : *it->second);
+  }
+}
+
+std::string Plural(size_t n, const std::string& word) {
+  if (n == 1) return "1 " + word;
+  bool es = word.size() > 2 && word.compare(word.size() - 2, 2, "ch") == 0;
+  return std::to_string(n) + " " + word + (es ? "es" : "s");
+}
+
+std::string Shape(const dsl::CompiledJourney& j) {
+  std::map<dsl::State::Kind, size_t> kinds;
+  for (const dsl::State& s : j.states) ++kinds[s.kind];
+  size_t waits = kinds[dsl::State::Kind::kWait] + kinds[dsl::State::Kind::kWaitUntil] +
+                 kinds[dsl::State::Kind::kWaitEvent];
+  return Plural(j.states.size(), "state") + ": " + Plural(kinds[dsl::State::Kind::kSend], "send") +
+         ", " + Plural(waits, "wait") + ", " +
+         Plural(kinds[dsl::State::Kind::kBranch] + kinds[dsl::State::Kind::kMatch] +
+                    kinds[dsl::State::Kind::kSplit],
+                "branch") +
+         "; " + Plural(j.triggers.size(), "trigger") + ", " + Plural(j.exits.size(), "exit") +
+         ", " + Plural(j.goals.size(), "goal");
+}
+
+Result<dsl::SchemaRegistry> LoadSchemas(const std::string& dir) {
+  auto r = dsl::SchemaRegistry::Load(dir);
+  if (!r.ok()) std::cerr << "waymark: " << r.error() << "\n";
+  return r;
+}
+
+}  // namespace
+
+void RegisterCheck(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("check", "Compile journeys and report every problem found");
+  auto paths = std::make_shared<std::vector<std::string>>();
+  auto json = std::make_shared<bool>(false);
+  auto schemas = std::make_shared<SchemaOption>();
+  cmd->add_option("paths", *paths, "journey files or directories (default: journeys)");
+  cmd->add_flag("--json", *json, "print the result as JSON on stdout");
+  cmd->add_option("--schemas", schemas->dir, "directory with events/TYPE.json schemas")
+      ->capture_default_str();
+  cmd->callback([=] {
+    auto reg = LoadSchemas(schemas->dir);
+    if (!reg.ok()) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    std::vector<std::string> in = paths->empty() ? std::vector<std::string>{"journeys"} : *paths;
+    dsl::CheckResult r = dsl::CheckPaths(in, reg.value());
+    if (*json) {
+      nlohmann::json out;
+      out["files"] = nlohmann::json::array();
+      for (const dsl::CheckedFile& f : r.files) {
+        nlohmann::json fj = {{"path", f.path}, {"ok", f.journey.has_value()}};
+        if (f.journey) {
+          fj["journey"] = f.journey->name;
+          fj["version"] = f.journey->version;
+          fj["states"] = f.journey->states.size();
+        }
+        out["files"].push_back(fj);
+      }
+      out["diagnostics"] = nlohmann::json::array();
+      for (const dsl::Diagnostic& d : r.diags.all()) out["diagnostics"].push_back(dsl::ToJson(d));
+      out["errors"] = r.diags.errors();
+      out["warnings"] = r.diags.warnings();
+      std::cout << out.dump(2) << "\n";
+    } else {
+      PrintDiagnostics(r);
+      size_t ok = 0;
+      for (const dsl::CheckedFile& f : r.files) {
+        if (!f.journey) continue;
+        ++ok;
+        std::cout << "ok  " << f.journey->name << "  " << f.journey->version.substr(0, 12) << "  "
+                  << Shape(*f.journey) << "  (" << f.path << ")\n";
+      }
+      std::cout << "checked " << Plural(r.files.size(), "journey") << ": " << ok << " ok, "
+                << Plural(size_t(r.diags.errors()), "error") << ", "
+                << Plural(size_t(r.diags.warnings()), "warning") << "\n";
+    }
+    *exit_code = r.diags.errors() > 0 ? kExitRejected : kExitOk;
+  });
+}
+
+void RegisterGraph(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("graph", "Draw a journey's compiled state machine");
+  auto file = std::make_shared<std::string>();
+  auto format = std::make_shared<std::string>("dot");
+  auto schemas = std::make_shared<SchemaOption>();
+  cmd->add_option("file", *file, "the .journey file")->required();
+  cmd->add_option("--format", *format, "dot (Graphviz), mermaid, or json (the compiled form)")
+      ->check(CLI::IsMember({"dot", "mermaid", "json"}))
+      ->capture_default_str();
+  cmd->add_option("--schemas", schemas->dir, "directory with events/TYPE.json schemas")
+      ->capture_default_str();
+  cmd->callback([=] {
+    auto reg = LoadSchemas(schemas->dir);
+    if (!reg.ok()) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    dsl::CheckResult r = dsl::CheckPaths({*file}, reg.value());
+    PrintDiagnostics(r);
+    if (r.files.size() != 1 || !r.files[0].journey) {
+      *exit_code = kExitRejected;
+      return;
+    }
+    const dsl::CompiledJourney& j = *r.files[0].journey;
+    if (*format == "dot") {
+      std::cout << dsl::ToDot(j);
+    } else if (*format == "mermaid") {
+      std::cout << dsl::ToMermaid(j);
+    } else {
+      nlohmann::json out = j.ToJson();
+      out["version"] = j.version;
+      out["source_map"] = j.SourceMap();
+      std::cout << out.dump(2) << "\n";
+    }
+    *exit_code = kExitOk;
+  });
+}
+
+}  // namespace waymark::cli

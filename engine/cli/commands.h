@@ -1,0 +1,19 @@
+// The `waymark` subcommands. Each Register* adds one subcommand to the app;
+// the callback stores its exit code in `*exit_code`.
+//
+// Exit codes (docs/operations.md): 0 ok, 1 input rejected, 2 usage or
+// configuration error.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace waymark::cli {
+
+constexpr int kExitOk = 0;
+constexpr int kExitRejected = 1;
+constexpr int kExitUsage = 2;
+
+void RegisterCheck(CLI::App& app, int* exit_code);
+void RegisterGraph(CLI::App& app, int* exit_code);
+
+}  // namespace waymark::cli

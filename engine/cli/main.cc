@@ -1,0 +1,22 @@
+// waymark: lifecycle email journeys. See README.md and docs/.
+#include <iostream>
+
+#include "engine/cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"waymark: lifecycle email journeys as checked, replayable state machines"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "waymark 0.1.0");
+  int exit_code = waymark::cli::kExitOk;
+  waymark::cli::RegisterCheck(app, &exit_code);
+  waymark::cli::RegisterGraph(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return waymark::cli::kExitUsage;
+  }
+  return exit_code;
+}
