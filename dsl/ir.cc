@@ -78,7 +78,8 @@ std::string DurationToString(int64_t s) {
   static constexpr int64_t kSec[] = {604800, 86400, 3600, 60, 1};
   static constexpr char kUnit[] = "wdhms";
   std::string out;
-  for (int i = 0; i < 5; ++i) {
+  // Weeks only when the whole duration is in weeks: "30d" reads better than "4w2d".
+  for (int i = s % kSec[0] == 0 ? 0 : 1; i < 5; ++i) {
     if (s >= kSec[i]) {
       out += std::to_string(s / kSec[i]) + kUnit[i];
       s %= kSec[i];

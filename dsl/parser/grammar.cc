@@ -96,19 +96,54 @@ WAYMARK_KW(false);
 
 // --- tokens ---
 x3::rule<struct skipper_class> const skipper = "white space";
+struct name_class : annotate {};
+struct event_type_class : annotate {};
+struct time_class : annotate {};
+struct str_class : annotate {};
+struct num_class : annotate {};
+struct dur_class : annotate {};
+struct bool_class : annotate {};
+struct null_class : annotate {};
+
 x3::rule<struct ident_class, std::string> const ident = "name";
-x3::rule<struct name_class, raw::Token> const name = "name";
-x3::rule<struct event_type_class, raw::Token> const event_type = "event type (like user.signup)";
-x3::rule<struct time_class, raw::Token> const time_of_day = "time of day (HH:MM)";
-x3::rule<struct str_class, raw::StrLit> const str_lit = "string";
-x3::rule<struct num_class, raw::NumLit> const num_lit = "number";
-x3::rule<struct dur_class, raw::DurLit> const dur_lit = "duration (like 30m, 4h or 7d)";
-x3::rule<struct bool_class, raw::BoolLit> const bool_lit = "true or false";
-x3::rule<struct null_class, raw::NullLit> const null_lit = "null";
+x3::rule<struct root_class, std::string> const root = "name";
+x3::rule<name_class, raw::Token> const name = "name";
+x3::rule<event_type_class, raw::Token> const event_type = "event type (like user.signup)";
+x3::rule<time_class, raw::Token> const time_of_day = "time of day (HH:MM)";
+x3::rule<str_class, raw::StrLit> const str_lit = "string";
+x3::rule<num_class, raw::NumLit> const num_lit = "number";
+x3::rule<dur_class, raw::DurLit> const dur_lit = "duration (like 30m, 4h or 7d)";
+x3::rule<bool_class, raw::BoolLit> const bool_lit = "true or false";
+x3::rule<null_class, raw::NullLit> const null_lit = "null";
 x3::rule<struct assign_class> const assign = "'='";
 
 auto const skipper_def = x3::space | ('#' >> *(char_ - x3::eol));
 auto const ident_def = lexeme[(x3::alpha | char_('_')) >> *idchar];
+// Words that end or continue a clause cannot start a path or a call, so
+// `send "x" to intent marketing` says the recipient is missing.
+auto const reserved = lexeme[
+    (lit("and") >> !idchar) |
+    (lit("or") >> !idchar) |
+    (lit("not") >> !idchar) |
+    (lit("in") >> !idchar) |
+    (lit("when") >> !idchar) |
+    (lit("within") >> !idchar) |
+    (lit("received") >> !idchar) |
+    (lit("timeout") >> !idchar) |
+    (lit("intent") >> !idchar) |
+    (lit("via") >> !idchar) |
+    (lit("priority") >> !idchar) |
+    (lit("to") >> !idchar) |
+    (lit("on") >> !idchar) |
+    (lit("fallback") >> !idchar) |
+    (lit("per") >> !idchar) |
+    (lit("with") >> !idchar) |
+    (lit("else") >> !idchar) |
+    (lit("case") >> !idchar) |
+    (lit("true") >> !idchar) |
+    (lit("false") >> !idchar) |
+    (lit("null") >> !idchar)];
+auto const root_def = !reserved >> ident;
 auto const name_def = raw[ident];
 auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\n")) > '"'];
 auto const event_seg = (x3::alpha | char_('_')) >> *(idchar | char_('-'));
@@ -122,7 +157,7 @@ auto const bool_lit_def = raw[kw_true | kw_false];
 auto const null_lit_def = x3::omit[kw_null];
 auto const assign_def = lit('=') >> !lit('=');
 
-BOOST_SPIRIT_DEFINE(skipper, ident, name, event_type, time_of_day, str_lit, num_lit, dur_lit,
+BOOST_SPIRIT_DEFINE(skipper, ident, root, name, event_type, time_of_day, str_lit, num_lit, dur_lit,
                     bool_lit, null_lit, assign)
 
 // --- expressions ---
@@ -166,9 +201,9 @@ auto const list_end_def = lit(']');
 auto const literal_def = null_lit | bool_lit | dur_lit | num_lit | str_lit;
 auto const primary_def = null_lit | bool_lit | dur_lit | num_lit | str_lit | call | path |
                          ('(' > expr > ')');
-auto const call_def = ident >> '(' > -(expr % ',') > args_end;
+auto const call_def = root >> '(' > -(expr % ',') > args_end;
 auto const args_end_def = lit(')');
-auto const path_def = lexeme[ident >> *('.' >> ident)];
+auto const path_def = lexeme[root >> *('.' >> ident)];
 
 BOOST_SPIRIT_DEFINE(expr, and_expr, unary, negation, compare, cmp_op, binary_tail, in_tail,
                     list_end, literal, primary, call, args_end, path)

@@ -88,8 +88,10 @@ class Converter {
   void Error(Loc loc, std::string msg) { diags_.Error(path_, loc, std::move(msg)); }
 
   void SyntaxError(const parser::SyntaxError& e) {
-    Error(lines_.At(e.where),
-          "expected " + e.expected + ", found " + FoundAt(e.where, text_.data() + text_.size()));
+    Iterator at = e.where;
+    parser::SkipBlanks(at, text_.data() + text_.size());
+    Error(lines_.At(at),
+          "expected " + e.expected + ", found " + FoundAt(at, text_.data() + text_.size()));
   }
 
   // Tokens and literals.

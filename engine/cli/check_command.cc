@@ -17,12 +17,14 @@ struct SchemaOption {
 
 // Prints diagnostics GCC-style to stderr, with the source line and a caret.
 void PrintDiagnostics(const dsl::CheckResult& r) {
+  std::cout.flush();
   std::map<std::string, const std::string*> sources;
   for (const dsl::CheckedFile& f : r.files) sources[f.path] = &f.source;
   for (const dsl::Diagnostic& d : r.diags.all()) {
     auto it = sources.find(d.path);
     std::cerr << dsl::Render(d, it == sources.end() ? std::string_view() : *it->second);
   }
+  std::cerr.flush();
 }
 
 std::string Plural(size_t n, const std::string& word) {
