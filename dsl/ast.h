@@ -63,6 +63,7 @@ struct WaitUntilStmt {
   std::vector<int> days;   // 0 = Monday .. 6 = Sunday; empty = any day
   ExprPtr zone;            // null: the journey's timezone
   std::optional<std::string> fallback;
+  Loc fallback_loc;
 };
 struct WaitForStmt {
   std::string event;
@@ -105,8 +106,13 @@ struct SetStmt {
   ExprPtr value;
 };
 struct EmitStmt {
+  struct Field {
+    Loc loc;  // of the name
+    std::string name;
+    ExprPtr value;
+  };
   std::string event;
-  std::vector<std::pair<std::string, ExprPtr>> fields;
+  std::vector<Field> fields;
 };
 struct GotoStmt {
   std::string target;
@@ -154,9 +160,11 @@ struct Journey {
   ExprPtr timezone;  // null: UTC
   std::string timezone_fallback = "UTC";
   Loc timezone_loc;
+  Loc timezone_fallback_loc;
   std::optional<std::pair<int, int>> quiet_hours;  // minutes of day [start, end)
   Loc quiet_hours_loc;
 
+  Loc entry_loc;  // of the entry block; unset when there is none
   std::vector<EventMatch> triggers;
   ExprPtr key;  // null: event.subject
   Reentry reentry = Reentry::kOnce;

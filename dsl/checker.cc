@@ -25,6 +25,33 @@ CheckedFile CheckSource(const std::string& path, std::string source, const Schem
   return f;
 }
 
+namespace {
+
+std::string Plural(size_t n, const std::string& word) {
+  return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+}
+
+}  // namespace
+
+std::string RenderDiagnostics(const CheckResult& r) {
+  std::map<std::string, const std::string*> sources;
+  for (const CheckedFile& f : r.files) sources[f.path] = &f.source;
+  std::string out;
+  for (const Diagnostic& d : r.diags.all()) {
+    auto it = sources.find(d.path);
+    out += Render(d, it == sources.end() ? std::string_view() : *it->second);
+  }
+  return out;
+}
+
+std::string Summary(const CheckResult& r) {
+  size_t ok = 0;
+  for (const CheckedFile& f : r.files) ok += f.journey.has_value();
+  return "checked " + Plural(r.files.size(), "journey") + ": " + std::to_string(ok) + " ok, " +
+         Plural(size_t(r.diags.errors()), "error") + ", " +
+         Plural(size_t(r.diags.warnings()), "warning");
+}
+
 CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegistry& schemas) {
   CheckResult r;
   std::vector<std::string> files;

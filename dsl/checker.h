@@ -29,6 +29,12 @@ struct CheckResult {
 // diagnostic on that path.
 CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegistry& schemas);
 
+// The report `waymark check` prints: every diagnostic with its source line
+// and caret, in order.
+std::string RenderDiagnostics(const CheckResult& r);
+// "checked 2 journeys: 1 ok, 3 errors, 1 warning".
+std::string Summary(const CheckResult& r);
+
 // Checks one in-memory source (tests, fuzzing, benchmarks).
 CheckedFile CheckSource(const std::string& path, std::string source, const SchemaRegistry& schemas,
                         DiagnosticSink& diags);

@@ -37,6 +37,9 @@ std::string Suggest(const std::string& name, const std::vector<std::string>& can
   std::string best;
   size_t best_d = name.size() / 3 + 1;
   for (const std::string& c : candidates) {
+    // "lowercase" -> "lower", "startswith" -> "starts_with"
+    bool prefix = c.size() >= 3 && (name.rfind(c, 0) == 0 || c.rfind(name, 0) == 0);
+    if (prefix && best.empty()) best = c;
     size_t d = EditDistance(name, c);
     if (d < best_d || (d == best_d && best.empty() && d <= 2)) {
       best = c;
@@ -106,7 +109,7 @@ class Compiler {
   // --- statement checks ---
   void CheckBlock(const Block& b, const Scope& scope);
   void CheckStmt(const Stmt& s, const Scope& scope);
-  void CheckQuietHoursBeforeSend(const Block& b);
+  void CheckQuietHoursBeforeSend(const CompiledJourney& c);
 
   // --- lowering ---
   std::string LowerBlock(const Block& b, const std::function<std::string(size_t)>& id_of,
@@ -126,6 +129,8 @@ class Compiler {
   std::set<std::string> warned_no_schema_;
   std::set<std::pair<int, int>> flagged_;  // statements already reported unreachable
   bool silent_ = false;                    // type inference without diagnostics
+  bool ambiguous_ = false;                 // duplicate names: no machine can be built
+  bool unknown_goto_ = false;
 
   // lowering state
   std::vector<State> states_;
@@ -216,13 +221,19 @@ Type Compiler::CheckEventPath(const Expr& e, const std::vector<std::string>& typ
   for (const std::string& f : fields) dotted += "." + f;
   if (found.empty()) {
     if (!silent_) {
+      std::vector<std::string> known;
+      std::vector<std::string> parent(fields.begin(), fields.end() - 1);
+      for (const std::string& t : types) {
+        for (std::string& n : schemas_.FieldNames(t, parent)) known.push_back(std::move(n));
+      }
+      std::string hint = Suggest(fields.back(), known);
       if (types.size() == 1) {
         Error(e.loc, "event type '" + types[0] + "' has no field '" + dotted +
-                         "' (schemas/events/" + types[0] + ".json)");
+                         "' (schemas/events/" + types[0] + ".json)" + hint);
       } else {
         std::string list;
         for (const std::string& t : types) list += (list.empty() ? "" : ", ") + t;
-        Error(e.loc, "none of the event types " + list + " has a field '" + dotted + "'");
+        Error(e.loc, "none of the event types " + list + " has a field '" + dotted + "'" + hint);
       }
     }
     return Type::kAny;
@@ -399,22 +410,6 @@ void Compiler::CheckZoneExpr(const ExprPtr& e, const Scope& scope) {
 
 // --- statements ---
 
-void Compiler::CheckQuietHoursBeforeSend(const Block& b) {
-  if (!j_.quiet_hours) return;
-  auto [qs, qe] = *j_.quiet_hours;
-  auto inside = [&](int m) { return qs < qe ? (m >= qs && m < qe) : (m >= qs || m < qe); };
-  for (size_t i = 0; i + 1 < b.size(); ++i) {
-    const auto* until = std::get_if<WaitUntilStmt>(&b[i]->v);
-    const auto* send = std::get_if<SendStmt>(&b[i + 1]->v);
-    if (until && send && send->intent != Intent::kTransactional && inside(until->minute_of_day)) {
-      Warning(b[i]->loc, "this waits until " + TimeOfDayToString(until->minute_of_day) +
-                             ", inside the quiet hours (" + TimeOfDayToString(qs) + " to " +
-                             TimeOfDayToString(qe) + "): the send after it is held until " +
-                             TimeOfDayToString(qe));
-    }
-  }
-}
-
 void Compiler::CheckBlock(const Block& b, const Scope& scope) {
   bool dead = false;
   for (const StmtPtr& s : b) {
@@ -427,7 +422,6 @@ void Compiler::CheckBlock(const Block& b, const Scope& scope) {
     CheckStmt(*s, scope);
     dead = std::holds_alternative<EndStmt>(s->v) || std::holds_alternative<GotoStmt>(s->v);
   }
-  CheckQuietHoursBeforeSend(b);
 }
 
 void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
@@ -443,7 +437,7 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
           if (x.template_name.empty()) Error(s.loc, "template name is empty");
         } else if constexpr (std::is_same_v<T, WaitUntilStmt>) {
           CheckZoneExpr(x.zone, scope);
-          if (x.fallback) CheckZoneLiteral(*x.fallback, s.loc);
+          if (x.fallback) CheckZoneLiteral(*x.fallback, x.fallback_loc);
         } else if constexpr (std::is_same_v<T, WaitForStmt>) {
           Scope waited{{x.event}};
           CheckCondition(x.when, waited);
@@ -488,6 +482,7 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
             if (!names.emplace(a.name, a.loc).second) {
               Error(a.loc, "split arm '" + a.name + "' is already defined at line " +
                                std::to_string(names[a.name].line));
+              ambiguous_ = true;
             }
             if (a.percent <= 0 || a.percent > 100) {
               Error(a.loc, "split arm '" + a.name + "' must have a share above 0% and at most 100%");
@@ -506,12 +501,13 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
           Check(x.value, scope);
         } else if constexpr (std::is_same_v<T, EmitStmt>) {
           std::set<std::string> seen;
-          for (const auto& [name, e] : x.fields) {
-            if (!seen.insert(name).second) Error(e->loc, "field '" + name + "' is given twice");
-            Check(e, scope);
-            if (schemas_.Has(x.event) && !schemas_.Field(x.event, {name}).known) {
-              Error(e->loc, "event type '" + x.event + "' has no field 'data." + name +
-                                "' (schemas/events/" + x.event + ".json)");
+          for (const EmitStmt::Field& f : x.fields) {
+            if (!seen.insert(f.name).second) Error(f.loc, "field '" + f.name + "' is given twice");
+            Check(f.value, scope);
+            if (schemas_.Has(x.event) && !schemas_.Field(x.event, {f.name}).known) {
+              Error(f.loc, "event type '" + x.event + "' has no field 'data." + f.name +
+                               "' (schemas/events/" + x.event + ".json)" +
+                               Suggest(f.name, schemas_.FieldNames(x.event, {})));
             }
           }
         }
@@ -607,7 +603,7 @@ void Compiler::LowerStmt(const Stmt& s, const std::string& id, const std::string
         } else if constexpr (std::is_same_v<T, EmitStmt>) {
           st.kind = State::Kind::kEmit;
           st.event = x.event;
-          st.fields = x.fields;
+          for (const EmitStmt::Field& f : x.fields) st.fields.emplace_back(f.name, f.value);
         } else if constexpr (std::is_same_v<T, EndStmt>) {
           st.kind = State::Kind::kEnd;
           st.next.clear();
@@ -631,21 +627,34 @@ std::string Compiler::Resolve(const std::string& id, const std::string& from,
   return target;
 }
 
+// A `wait until` inside the quiet hours, followed (through set and emit
+// only) by a send that quiet hours apply to.
+void Compiler::CheckQuietHoursBeforeSend(const CompiledJourney& c) {
+  if (!c.quiet_hours) return;
+  auto [qs, qe] = *c.quiet_hours;
+  auto inside = [&](int m) { return qs < qe ? (m >= qs && m < qe) : (m >= qs || m < qe); };
+  for (const State& s : c.states) {
+    if (s.kind != State::Kind::kWaitUntil || s.minute_of_day < 0 || !inside(s.minute_of_day)) {
+      continue;
+    }
+    const State* n = c.Find(s.next);
+    std::set<const State*> seen;
+    while (n && (n->kind == State::Kind::kSet || n->kind == State::Kind::kEmit) &&
+           seen.insert(n).second) {
+      n = c.Find(n->next);
+    }
+    if (n && n->kind == State::Kind::kSend && n->intent != Intent::kTransactional) {
+      Warning(s.loc, "this waits until " + TimeOfDayToString(s.minute_of_day) +
+                         ", inside the quiet hours (" + TimeOfDayToString(qs) + " to " +
+                         TimeOfDayToString(qe) + "): the send after it is held until " +
+                         TimeOfDayToString(qe));
+    }
+  }
+}
+
 void Compiler::CheckGraph(CompiledJourney& c) {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < c.states.size(); ++i) index[c.states[i].id] = i;
-
-  // Control falling off the end of the journey.
-  for (const State& s : c.states) {
-    for (const std::string& n : s.Successors()) {
-      if (n == kFall) {
-        Error(s.loc, "control can reach the end of the journey after this " +
-                         std::string(StateKindName(s.kind)) +
-                         " without 'end' or 'goto': say how the journey finishes");
-        break;
-      }
-    }
-  }
 
   // Reachability from the start.
   std::vector<bool> reached(c.states.size(), false);
@@ -660,8 +669,24 @@ void Compiler::CheckGraph(CompiledJourney& c) {
       if (auto it = index.find(n); it != index.end()) work.push_back(it->second);
     }
   }
-  std::set<size_t> reported_steps;
+  // Control falling off the end of the journey (from reachable states only).
   for (size_t i = 0; i < c.states.size(); ++i) {
+    const State& s = c.states[i];
+    if (!reached[i]) continue;
+    for (const std::string& n : s.Successors()) {
+      if (n == kFall) {
+        Error(s.loc, "control can reach the end of the journey after this " +
+                         std::string(StateKindName(s.kind)) +
+                         " without 'end' or 'goto': say how the journey finishes");
+        break;
+      }
+    }
+  }
+
+  // Unreachable steps and statements. After a goto to an unknown step the
+  // intended target is unclear: do not pile on.
+  std::set<size_t> reported_steps;
+  for (size_t i = 0; i < c.states.size() && !unknown_goto_; ++i) {
     const State& s = c.states[i];
     size_t step = state_step_[s.id];
     if (reached[i] || reported_steps.count(step)) continue;
@@ -755,7 +780,8 @@ std::optional<CompiledJourney> Compiler::Run() {
 
   // Header and entry.
   if (j_.triggers.empty()) {
-    Error(j_.loc, "journey '" + j_.name + "' has no entry trigger: add entry { on EVENT_TYPE }");
+    Error(j_.entry_loc.line > 0 ? j_.entry_loc : j_.loc,
+          "journey '" + j_.name + "' has no entry trigger: add entry { on EVENT_TYPE }");
   }
   for (const EventMatch& t : j_.triggers) CheckCondition(t.when, Scope{{t.event}});
   {
@@ -779,7 +805,7 @@ std::optional<CompiledJourney> Compiler::Run() {
               "one instance");
   }
   CheckZoneExpr(j_.timezone, Scope{trigger_types_});
-  if (j_.timezone) CheckZoneLiteral(j_.timezone_fallback, j_.timezone_loc);
+  if (j_.timezone) CheckZoneLiteral(j_.timezone_fallback, j_.timezone_fallback_loc);
   if (j_.quiet_hours && j_.quiet_hours->first == j_.quiet_hours->second) {
     Error(j_.quiet_hours_loc, "quiet hours from " + TimeOfDayToString(j_.quiet_hours->first) +
                                   " to the same time can never be satisfied: they cover the "
@@ -810,7 +836,7 @@ std::optional<CompiledJourney> Compiler::Run() {
     // Lowering needs well-formed steps; report graph problems once the
     // rest is clean, so one mistake does not echo as several.
     bool duplicate_steps = step_names.size() != j_.steps.size();
-    if (j_.steps.empty() || duplicate_steps) return std::nullopt;
+    if (j_.steps.empty() || duplicate_steps || ambiguous_) return std::nullopt;
   }
 
   // Lowering: each step continues into the next; the last falls off.
@@ -834,6 +860,7 @@ std::optional<CompiledJourney> Compiler::Run() {
   for (const auto& [id, jump] : jumps_) {
     if (!step_entry_.count(jump.target_step)) {
       Error(jump.loc, "no step named '" + jump.target_step + "'" + Suggest(jump.target_step, names));
+      unknown_goto_ = true;
     }
   }
   // Resolve gotos in every transition.
@@ -886,8 +913,9 @@ std::optional<CompiledJourney> Compiler::Run() {
   c.start = start;
   c.states = std::move(states_);
   CheckGraph(c);
+  c.Finalize();  // also indexes the states for Find()
+  CheckQuietHoursBeforeSend(c);
   if (diags_.errors() > errors_before) return std::nullopt;
-  c.Finalize();
   return c;
 }
 

@@ -101,4 +101,20 @@ SchemaRegistry::Lookup SchemaRegistry::Field(const std::string& event_type,
   return {true, FromSchemaType(*s)};
 }
 
+std::vector<std::string> SchemaRegistry::FieldNames(const std::string& event_type,
+                                                    const std::vector<std::string>& parent) const {
+  std::vector<std::string> out;
+  auto it = schemas_.find(event_type);
+  if (it == schemas_.end()) return out;
+  const nlohmann::json* s = &it->second;
+  for (const std::string& f : parent) {
+    if (!s->is_object() || !s->contains("properties") || !(*s)["properties"].contains(f)) return out;
+    s = &(*s)["properties"][f];
+  }
+  if (s->is_object() && s->contains("properties") && (*s)["properties"].is_object()) {
+    for (const auto& [k, _] : (*s)["properties"].items()) out.push_back(k);
+  }
+  return out;
+}
+
 }  // namespace waymark::dsl

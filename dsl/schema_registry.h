@@ -37,6 +37,10 @@ class SchemaRegistry {
   // The type of data.<fields...> in `event_type`'s schema. The type must be
   // registered.
   Lookup Field(const std::string& event_type, const std::vector<std::string>& fields) const;
+  // The property names the schema lists at data.<parent...>, for "did you
+  // mean" hints.
+  std::vector<std::string> FieldNames(const std::string& event_type,
+                                      const std::vector<std::string>& parent) const;
 
  private:
   std::map<std::string, nlohmann::json> schemas_;

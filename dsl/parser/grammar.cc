@@ -108,6 +108,13 @@ struct null_class : annotate {};
 x3::rule<struct ident_class, std::string> const ident = "name";
 x3::rule<struct root_class, std::string> const root = "name";
 x3::rule<name_class, raw::Token> const name = "name";
+struct intent_word_class : annotate {};
+struct policy_word_class : annotate {};
+struct reentry_word_class : annotate {};
+x3::rule<intent_word_class, raw::Token> const intent_word =
+    "intent (transactional, marketing or digest)";
+x3::rule<policy_word_class, raw::Token> const policy_word = "skip or defer";
+x3::rule<reentry_word_class, raw::Token> const reentry_word = "once, always or once per DURATION";
 x3::rule<event_type_class, raw::Token> const event_type = "event type (like user.signup)";
 x3::rule<time_class, raw::Token> const time_of_day = "time of day (HH:MM)";
 x3::rule<str_class, raw::StrLit> const str_lit = "string";
@@ -119,8 +126,10 @@ x3::rule<struct assign_class> const assign = "'='";
 
 auto const skipper_def = x3::space | ('#' >> *(char_ - x3::eol));
 auto const ident_def = lexeme[(x3::alpha | char_('_')) >> *idchar];
-// Words that end or continue a clause cannot start a path or a call, so
-// `send "x" to intent marketing` says the recipient is missing.
+// Words that end or continue a clause, or start an item or a statement,
+// cannot start a path, a call, an event type or a keyword argument, so
+// `send "x" to intent marketing` says the recipient is missing. (`key` is
+// a path root and stays usable.)
 auto const reserved = lexeme[
     (lit("and") >> !idchar) |
     (lit("or") >> !idchar) |
@@ -142,12 +151,37 @@ auto const reserved = lexeme[
     (lit("case") >> !idchar) |
     (lit("true") >> !idchar) |
     (lit("false") >> !idchar) |
-    (lit("null") >> !idchar)];
+    (lit("null") >> !idchar) |
+    (lit("journey") >> !idchar) |
+    (lit("description") >> !idchar) |
+    (lit("label") >> !idchar) |
+    (lit("over_cap") >> !idchar) |
+    (lit("timezone") >> !idchar) |
+    (lit("quiet") >> !idchar) |
+    (lit("entry") >> !idchar) |
+    (lit("reentry") >> !idchar) |
+    (lit("max_concurrent") >> !idchar) |
+    (lit("exit") >> !idchar) |
+    (lit("goal") >> !idchar) |
+    (lit("step") >> !idchar) |
+    (lit("send") >> !idchar) |
+    (lit("wait") >> !idchar) |
+    (lit("if") >> !idchar) |
+    (lit("match") >> !idchar) |
+    (lit("split") >> !idchar) |
+    (lit("set") >> !idchar) |
+    (lit("emit") >> !idchar) |
+    (lit("goto") >> !idchar) |
+    (lit("end") >> !idchar)];
 auto const root_def = !reserved >> ident;
 auto const name_def = raw[ident];
-auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\n")) > '"'];
+x3::rule<struct close_quote_class> const close_quote =
+    "closing '\"' (a string ends on the line it starts)";
+auto const close_quote_def = lit('"');
+BOOST_SPIRIT_DEFINE(close_quote)
+auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\n")) > close_quote];
 auto const event_seg = (x3::alpha | char_('_')) >> *(idchar | char_('-'));
-auto const event_type_def = raw[lexeme[event_seg >> *('.' >> event_seg)]] | raw[quoted];
+auto const event_type_def = raw[lexeme[!reserved >> event_seg >> *('.' >> event_seg)]] | raw[quoted];
 auto const time_of_day_def = raw[lexeme[x3::digit >> -x3::digit >> ':' >> x3::digit >> x3::digit]];
 auto const str_lit_def = raw[quoted];
 auto const num_lit_def =
@@ -157,6 +191,10 @@ auto const bool_lit_def = raw[kw_true | kw_false];
 auto const null_lit_def = x3::omit[kw_null];
 auto const assign_def = lit('=') >> !lit('=');
 
+auto const intent_word_def = raw[!reserved >> ident];
+auto const policy_word_def = raw[!reserved >> ident];
+auto const reentry_word_def = raw[!reserved >> ident];
+BOOST_SPIRIT_DEFINE(intent_word, policy_word, reentry_word)
 BOOST_SPIRIT_DEFINE(skipper, ident, root, name, event_type, time_of_day, str_lit, num_lit, dur_lit,
                     bool_lit, null_lit, assign)
 
@@ -177,8 +215,7 @@ x3::rule<and_class, raw::And> const and_expr = "expression";
 x3::rule<struct unary_class, raw::Unary> const unary = "expression";
 x3::rule<negation_class, raw::Negation> const negation = "expression";
 x3::rule<compare_class, raw::Compare> const compare = "expression";
-x3::rule<primary_class, raw::Primary> const primary =
-    "a value (literal, path like event.data.plan, or function call)";
+x3::rule<primary_class, raw::Primary> const primary = "expression";
 x3::rule<struct literal_class, raw::Primary> const literal = "a literal (string, number, bool or null)";
 x3::rule<binary_tail_class, raw::BinaryTail> const binary_tail = "comparison";
 x3::rule<struct cmp_op_class, std::string> const cmp_op = "comparison operator";
@@ -254,7 +291,7 @@ auto const statement_def = send | wait_for | wait_until | wait_dur | if_stmt | m
                            split_stmt | set_stmt | emit_stmt | goto_stmt | end_stmt;
 auto const block_def = '{' > *statement > block_end;
 auto const block_end_def = lit('}');
-auto const send_def = nokw >> kw_send > str_lit > kw_to > expr > kw_intent > name >
+auto const send_def = nokw >> kw_send > str_lit > kw_to > expr > kw_intent > intent_word >
                       -(kw_via > str_lit) > -(kw_priority > num_lit);
 auto const wait_dur_def = nokw >> kw_wait > dur_lit;
 auto const day_list_def = name % ',';
@@ -312,12 +349,12 @@ x3::rule<step_class, raw::Step> const step = "step";
 x3::rule<header_class, raw::Header> const header = "journey header";
 
 auto const setting_def = (raw[kw_description | kw_label] > str_lit) |
-                         (raw[kw_priority] > num_lit) | (raw[kw_over_cap] > name);
+                         (raw[kw_priority] > num_lit) | (raw[kw_over_cap] > policy_word);
 auto const entry_setting_def = (raw[kw_key] > expr) | (raw[kw_max_concurrent] > num_lit);
 auto const timezone_def = kw_timezone > expr > -(kw_fallback > str_lit);
 auto const quiet_def = kw_quiet > kw_hours > time_of_day > kw_to > time_of_day;
 auto const on_event_def = kw_on > event_type > -(kw_when > expr);
-auto const reentry_def = kw_reentry > name > -(kw_per > dur_lit);
+auto const reentry_def = kw_reentry > reentry_word > -(kw_per > dur_lit);
 auto const entry_item_def = on_event | reentry | entry_setting;
 auto const entry_end_def = lit('}');
 auto const entry_def = nokw >> kw_entry > '{' > *entry_item > entry_end;

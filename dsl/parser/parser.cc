@@ -38,7 +38,14 @@ class LineIndex {
 // What stands at `it`, for "found ..." in messages.
 std::string FoundAt(Iterator it, Iterator last) {
   if (it == last) return "end of file";
+  if (*it == '\n' || *it == '\r') return "end of line";
   size_t n = 0;
+  if (*it == '"') {
+    n = 1;
+    while (it + n != last && it[n] != '"' && it[n] != '\n' && n < 40) ++n;
+    if (it + n != last && it[n] == '"') ++n;
+    return std::string(it, n);
+  }
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   if (is_word(*it)) {
     while (it + n != last && is_word(it[n]) && n < 40) ++n;
@@ -89,7 +96,8 @@ class Converter {
 
   void SyntaxError(const parser::SyntaxError& e) {
     Iterator at = e.where;
-    parser::SkipBlanks(at, text_.data() + text_.size());
+    // A string must close on its own line: report that line, not the next.
+    if (e.expected.rfind("closing", 0) != 0) parser::SkipBlanks(at, text_.data() + text_.size());
     Error(lines_.At(at),
           "expected " + e.expected + ", found " + FoundAt(at, text_.data() + text_.size()));
   }
@@ -148,6 +156,7 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
       continue;
     }
     char e = q[++i];
+    Loc at{loc.line, loc.col + int(i) - 1};
     switch (e) {
       case '"':
       case '\\':
@@ -176,7 +185,7 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
           cp = cp * 16 + unsigned(v);
         }
         if (!ok || (cp >= 0xD800 && cp <= 0xDFFF)) {
-          Error(loc, "invalid \\u escape in string (expected four hex digits, not a surrogate)");
+          Error(at, "invalid \\u escape in string (expected four hex digits, not a surrogate)");
           return out;
         }
         i += 4;
@@ -193,7 +202,7 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
         break;
       }
       default:
-        Error(loc, std::string("unknown escape '\\") + e + "' in string");
+        Error(at, std::string("unknown escape '\\") + e + "' in string (expected \\\" \\\\ \\n \\t \\r or \\uXXXX)");
     }
   }
   return out;
@@ -254,7 +263,7 @@ int Converter::TimeOfDay(const raw::Token& t) {
   int m = std::stoi(t.substr(colon + 1));
   if (h > 23 || m > 59) {
     Error(LocOf(t), "invalid time of day '" + t + "' (expected 00:00 to 23:59)");
-    return 0;
+    return -1;
   }
   return h * 60 + m;
 }
@@ -427,7 +436,10 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
       }
       std::sort(u.days.begin(), u.days.end());
       if (w.zone) u.zone = c.Convert(*w.zone);
-      if (w.fallback) u.fallback = c.Unquote(*w.fallback, c.LocOf(*w.fallback));
+      if (w.fallback) {
+        u.fallback = c.Unquote(*w.fallback, c.LocOf(*w.fallback));
+        u.fallback_loc = c.LocOf(*w.fallback);
+      }
       out.v = std::move(u);
     }
     void operator()(const x3::forward_ast<raw::WaitFor>& fw) const {
@@ -495,7 +507,9 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
       out.loc = c.LocOf(e);
       EmitStmt em;
       em.event = c.EventType(e.event);
-      for (const raw::EmitField& f : e.fields) em.fields.emplace_back(f.name, c.Convert(f.value));
+      for (const raw::EmitField& f : e.fields) {
+        em.fields.push_back({c.LocOf(f.name), f.name, c.Convert(f.value)});
+      }
       out.v = std::move(em);
     }
     void operator()(const raw::Goto& g) const {
@@ -603,16 +617,26 @@ void Converter::Item(const raw::Item& item, Journey& j) {
       if (!c.Once("timezone", loc)) return;
       j.timezone = c.Convert(t.zone);
       j.timezone_loc = loc;
-      if (t.fallback) j.timezone_fallback = c.Unquote(*t.fallback, c.LocOf(*t.fallback));
+      if (t.fallback) {
+        j.timezone_fallback = c.Unquote(*t.fallback, c.LocOf(*t.fallback));
+        j.timezone_fallback_loc = c.LocOf(*t.fallback);
+      }
     }
     void operator()(const raw::QuietHours& q) const {
       Loc loc = c.LocOf(q);
       if (!c.Once("quiet hours", loc)) return;
-      j.quiet_hours = {c.TimeOfDay(q.start), c.TimeOfDay(q.end)};
+      int start = c.TimeOfDay(q.start), end = c.TimeOfDay(q.end);
+      if (start >= 0 && end >= 0) j.quiet_hours = {start, end};
       j.quiet_hours_loc = loc;
     }
     void operator()(const raw::Entry& e) const {
-      if (!c.Once("entry", c.LocOf(e))) return;
+      Loc loc = c.LocOf(e);
+      if (j.entry_loc.line > 0) {
+        c.Error(loc, "a journey has one entry block; the first is at line " +
+                         std::to_string(j.entry_loc.line));
+        return;
+      }
+      j.entry_loc = loc;
       for (const raw::EntryItem& item : e.items) c.EntryItem(item, j);
     }
     void operator()(const raw::Exit& e) const { j.exits.push_back(c.OnEvent(e.on)); }
@@ -681,7 +705,9 @@ std::optional<Journey> Converter::Run() {
   }
   if (!closed) {
     ++syntax_errors_;
-    Error(lines_.At(last), "expected '}' to close journey '" + j.name + "', found end of file");
+    Iterator end = last;
+    while (end != text_.data() && std::isspace(static_cast<unsigned char>(end[-1]))) --end;
+    Error(lines_.At(end), "expected '}' to close journey '" + j.name + "', found end of file");
   } else {
     parser::SkipBlanks(first, last);
     if (first != last) {

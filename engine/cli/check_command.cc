@@ -2,7 +2,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <sstream>
 
 #include "dsl/checker.h"
 #include "dsl/graph.h"
@@ -18,12 +17,7 @@ struct SchemaOption {
 // Prints diagnostics GCC-style to stderr, with the source line and a caret.
 void PrintDiagnostics(const dsl::CheckResult& r) {
   std::cout.flush();
-  std::map<std::string, const std::string*> sources;
-  for (const dsl::CheckedFile& f : r.files) sources[f.path] = &f.source;
-  for (const dsl::Diagnostic& d : r.diags.all()) {
-    auto it = sources.find(d.path);
-    std::cerr << dsl::Render(d, it == sources.end() ? std::string_view() : *it->second);
-  }
+  std::cerr << dsl::RenderDiagnostics(r);
   std::cerr.flush();
 }
 
@@ -91,16 +85,12 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
       std::cout << out.dump(2) << "\n";
     } else {
       PrintDiagnostics(r);
-      size_t ok = 0;
       for (const dsl::CheckedFile& f : r.files) {
         if (!f.journey) continue;
-        ++ok;
         std::cout << "ok  " << f.journey->name << "  " << f.journey->version.substr(0, 12) << "  "
                   << Shape(*f.journey) << "  (" << f.path << ")\n";
       }
-      std::cout << "checked " << Plural(r.files.size(), "journey") << ": " << ok << " ok, "
-                << Plural(size_t(r.diags.errors()), "error") << ", "
-                << Plural(size_t(r.diags.warnings()), "warning") << "\n";
+      std::cout << dsl::Summary(r) << "\n";
     }
     *exit_code = r.diags.errors() > 0 ? kExitRejected : kExitOk;
   });

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite:
+#   1. the full suite (ctest) in build/;
+#   2. the language's tests again under AddressSanitizer + UBSan (build-asan/);
+#   3. the parser fuzzer (libFuzzer, clang) for WAYMARK_FUZZ_SECONDS (default 60).
+# Prints each ctest summary and a combined closing line; exits non-zero if
+# anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc)
+fuzz_seconds=${WAYMARK_FUZZ_SECONDS:-60}
+
+bash scripts/setup.sh || exit 2
+
+passed=0 failed=0 status=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# run_ctest DIR [ctest args...]: runs ctest, adds its counts to the totals.
+run_ctest() {
+  local dir=$1
+  shift
+  (cd "$dir" && ctest --output-on-failure -j"$jobs" "$@") 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line
+  line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  if [[ -n $line ]]; then
+    local f t
+    f=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    t=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+    passed=$((passed + t - f))
+    failed=$((failed + f))
+  fi
+  if ((rc != 0)); then status=1; fi
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null || return 1
+  ninja -C "$dir" || return 1
+}
+
+echo "== build (RelWithDebInfo) =="
+if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+  echo "== test suite =="
+  run_ctest build
+else
+  echo "build failed"; status=1; failed=$((failed + 1))
+fi
+
+echo "== language tests under ASan + UBSan =="
+if build build-asan -DCMAKE_BUILD_TYPE=Debug -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    run_ctest build-asan -L dsl
+else
+  echo "sanitizer build failed"; status=1; failed=$((failed + 1))
+fi
+
+echo "== parser fuzzing (${fuzz_seconds}s) =="
+if build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+  -DCMAKE_CXX_COMPILER=clang++ -DWAYMARK_FUZZ=ON -DWAYMARK_BENCH=OFF \
+  -DWAYMARK_FUZZ_SECONDS="$fuzz_seconds"; then
+  run_ctest build-fuzz -L fuzz
+else
+  echo "fuzz build failed"; status=1; failed=$((failed + 1))
+fi
+
+echo
+echo "all suites: $passed passed, $failed failed"
+exit $status

@@ -1,0 +1,231 @@
+// Behaviour of the compiler and the compiled form beyond the golden files:
+// the content hash, the JSON round trip, expression printing, multi-file
+// checks.
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "dsl/checker.h"
+#include "dsl/parser.h"
+
+namespace waymark::dsl {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kRoot = WAYMARK_SOURCE_DIR;
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+SchemaRegistry Schemas() {
+  auto r = SchemaRegistry::Load((kRoot / "schemas").string());
+  EXPECT_TRUE(r.ok()) << r.error();
+  return r.value();
+}
+
+CompiledJourney MustCompile(const std::string& src, const SchemaRegistry& schemas = {}) {
+  DiagnosticSink d;
+  CheckedFile f = CheckSource("test.journey", src, schemas, d);
+  std::string report;
+  for (const Diagnostic& x : d.all()) report += Render(x, src);
+  EXPECT_EQ(d.errors(), 0) << report;
+  if (!f.journey) return {};
+  return *f.journey;
+}
+
+std::vector<fs::path> BundledJourneys() {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(kRoot / "journeys")) {
+    if (e.path().extension() == ".journey") out.push_back(e.path());
+  }
+  return out;
+}
+
+TEST(CompiledForm, JsonRoundTripKeepsFormAndVersion) {
+  SchemaRegistry schemas = Schemas();
+  ASSERT_GE(BundledJourneys().size(), 6u);
+  for (const fs::path& p : BundledJourneys()) {
+    CompiledJourney j = MustCompile(ReadFile(p), schemas);
+    ASSERT_EQ(j.version.size(), 64u) << p;
+    Result<CompiledJourney> back = CompiledJourney::FromJson(j.ToJson());
+    ASSERT_TRUE(back.ok()) << p << ": " << back.error();
+    EXPECT_EQ(back.value().ToJson(), j.ToJson()) << p;
+    EXPECT_EQ(back.value().version, j.version) << p;
+  }
+}
+
+TEST(CompiledForm, FromJsonRejectsMalformedInput) {
+  EXPECT_FALSE(CompiledJourney::FromJson(nlohmann::json::object()).ok());
+  EXPECT_FALSE(CompiledJourney::FromJson({{"format", "waymark.journey/1"}}).ok());
+  EXPECT_FALSE(CompiledJourney::FromJson({{"format", "waymark.journey/99"}}).ok());
+}
+
+const char* kBase = R"(journey j {
+  entry { on user.signup }
+  step a {
+    send "welcome" to trigger.data.email intent transactional
+    wait 1d
+    end
+  }
+}
+)";
+
+TEST(CompiledForm, VersionIgnoresLayoutAndComments) {
+  std::string relaid = R"(# a comment
+journey j {
+    entry {
+        on user.signup   # trigger
+    }
+
+    step a {
+        send "welcome"
+          to trigger.data.email
+          intent transactional
+        wait 24h   # the same duration, written differently
+        end
+    }
+})";
+  CompiledJourney a = MustCompile(kBase);
+  CompiledJourney b = MustCompile(relaid);
+  EXPECT_EQ(a.version, b.version);
+  EXPECT_NE(a.SourceMap(), b.SourceMap());
+}
+
+TEST(CompiledForm, VersionChangesWithBehaviour) {
+  std::string changed = std::regex_replace(std::string(kBase), std::regex("wait 1d"), "wait 2d");
+  EXPECT_NE(MustCompile(kBase).version, MustCompile(changed).version);
+  std::string relabelled = std::regex_replace(std::string(kBase), std::regex("journey j \\{"),
+                                              "journey j {\n label \"b\"");
+  EXPECT_NE(MustCompile(kBase).version, MustCompile(relabelled).version);
+}
+
+TEST(CompiledForm, StateIdsFollowStructure) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on user.signup }
+  step a {
+    wait for order.placed within 1h
+      received { send "x" to key intent marketing }
+      timeout { if key == "k" { end } else { send "y" to key intent marketing } }
+    split { one 50% { end } two 50% { end } }
+  }
+})");
+  std::vector<std::string> ids;
+  for (const State& s : j.states) ids.push_back(s.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "a.received.0", "a.timeout.0",
+                                           "a.timeout.0.then.0", "a.timeout.0.else.0", "a.1",
+                                           "a.1.one.0", "a.1.two.0"}));
+  const State* wait = j.Find("a");
+  ASSERT_NE(wait, nullptr);
+  EXPECT_EQ(wait->on_event, "a.received.0");
+  EXPECT_EQ(wait->on_timeout, "a.timeout.0");
+  EXPECT_EQ(j.Find("a.received.0")->next, "a.1");  // a block falls through to what follows
+}
+
+TEST(CompiledForm, GotosAndEmptyStepsAreResolved) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on user.signup }
+  step a { wait 1d  goto c }
+  step b { }
+  step c { wait 2d  goto b2 }
+  step b2 { }
+  step d { send "x" to key intent marketing  goto a }
+})");
+  EXPECT_EQ(j.start, "a");
+  EXPECT_EQ(j.Find("a.1"), nullptr);  // the goto is an edge, not a state
+  EXPECT_EQ(j.Find("a")->next, "c");
+  EXPECT_EQ(j.Find("c")->next, "d");
+  EXPECT_EQ(j.Find("d")->next, "a");
+}
+
+TEST(Expressions, CanonicalFormReparsesToTheSameTree) {
+  const char* exprs[] = {
+      "event.data.a == 1 or event.data.b == 2 and not exists(event.data.c)",
+      "(event.data.a == 1 or event.data.b == 2) and key != \"k\"",
+      "not (event.data.a > 1 and event.data.b < 2)",
+      "lower(trim(event.subject)) in [\"a\", \"b\"] or event.data.n not in [1, 2.5, -3]",
+      "event.data.flag == true and event.data.maybe == null",
+  };
+  for (const char* e : exprs) {
+    std::string src = std::string("journey j {\n entry { on x.y when ") + e +
+                      " }\n step a { end }\n}\n";
+    CompiledJourney a = MustCompile(src);
+    ASSERT_EQ(a.triggers.size(), 1u) << e;
+    std::string printed = ExprToString(a.triggers[0].when);
+    std::string src2 = std::string("journey j {\n entry { on x.y when ") + printed +
+                       " }\n step a { end }\n}\n";
+    CompiledJourney b = MustCompile(src2);
+    EXPECT_EQ(ExprToJson(a.triggers[0].when), ExprToJson(b.triggers[0].when))
+        << e << "\nprinted as: " << printed;
+  }
+}
+
+TEST(Expressions, PrecedenceAndAssociativity) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on x.y when key == "a" or key == "b" and key == "c" }
+  step a { end }
+})");
+  // `and` binds tighter than `or`.
+  EXPECT_EQ(ExprToJson(j.triggers[0].when)["op"], "or");
+  EXPECT_EQ(ExprToString(j.triggers[0].when), "key == \"a\" or key == \"b\" and key == \"c\"");
+}
+
+TEST(Parser, ReportsEverySyntaxErrorInOnePass) {
+  DiagnosticSink d;
+  auto j = Parse(R"(journey j {
+  entry { on user.signup when }
+  step a { send "x" to intent marketing }
+  step b { wait 5min }
+  step c { end }
+})",
+                 "t.journey", d);
+  EXPECT_FALSE(j.has_value());
+  ASSERT_EQ(d.errors(), 3) << "one error per broken item";
+  EXPECT_EQ(d.all()[0].loc.line, 2);
+  EXPECT_EQ(d.all()[1].loc.line, 3);
+  EXPECT_EQ(d.all()[2].loc.line, 4);
+}
+
+TEST(Parser, StringEscapes) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  description "tab\there \"quoted\" \u00e9\u20ac"
+  entry { on user.signup }
+  step a { end }
+})");
+  EXPECT_EQ(j.description, "tab\there \"quoted\" \xC3\xA9\xE2\x82\xAC");
+}
+
+TEST(Checker, JourneyNamesAreUniqueAcrossFiles) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_dup_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "a.journey") << kBase;
+  std::ofstream(dir / "b.journey") << kBase;
+  CheckResult r = CheckPaths({dir.string()}, {});
+  fs::remove_all(dir);
+  ASSERT_EQ(r.diags.errors(), 1);
+  EXPECT_NE(r.diags.all()[0].message.find("already defined"), std::string::npos);
+  EXPECT_EQ(r.diags.all()[0].loc.line, 1);
+}
+
+TEST(Checker, MissingPathIsAnError) {
+  CheckResult r = CheckPaths({"/nonexistent/x.journey"}, {});
+  EXPECT_EQ(r.diags.errors(), 1);
+}
+
+TEST(Checker, EveryKindOfWaitBreaksALoop) {
+  for (const char* wait : {"wait 1h", "wait until 09:00", "wait for order.placed within 1d"}) {
+    std::string src = std::string("journey j {\n entry { on user.signup }\n step a {\n  ") +
+                      wait + "\n  send \"x\" to key intent marketing\n  goto a\n }\n}\n";
+    MustCompile(src);
+  }
+}
+
+}  // namespace
+}  // namespace waymark::dsl
