@@ -631,7 +631,7 @@ std::string Compiler::Resolve(const std::string& id, const std::string& from,
 // only) by a send that quiet hours apply to.
 void Compiler::CheckQuietHoursBeforeSend(const CompiledJourney& c) {
   if (!c.quiet_hours) return;
-  auto [qs, qe] = *c.quiet_hours;
+  int qs = c.quiet_hours->first, qe = c.quiet_hours->second;
   auto inside = [&](int m) { return qs < qe ? (m >= qs && m < qe) : (m >= qs || m < qe); };
   for (const State& s : c.states) {
     if (s.kind != State::Kind::kWaitUntil || s.minute_of_day < 0 || !inside(s.minute_of_day)) {

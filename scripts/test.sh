@@ -43,7 +43,7 @@ build() {  # build DIR [cmake args...]
 }
 
 echo "== build (RelWithDebInfo) =="
-if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWAYMARK_BENCH=ON; then
   echo "== test suite =="
   run_ctest build
 else
