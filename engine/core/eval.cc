@@ -1,0 +1,173 @@
+#include "engine/core/eval.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace waymark {
+
+using nlohmann::json;
+
+namespace {
+
+const json kNull;
+
+const json* Walk(const json* v, const std::vector<std::string>& path, size_t from) {
+  for (size_t i = from; i < path.size(); ++i) {
+    if (!v || !v->is_object()) return nullptr;
+    auto it = v->find(path[i]);
+    if (it == v->end()) return nullptr;
+    v = &*it;
+  }
+  return v;
+}
+
+bool Equal(const json& a, const json& b) {
+  if (a.is_number() && b.is_number()) return a.get<double>() == b.get<double>();
+  return a == b;
+}
+
+// -1, 0, 1, or 2 when the values are not ordered against each other.
+int Compare(const json& a, const json& b) {
+  if (a.is_number() && b.is_number()) {
+    double x = a.get<double>(), y = b.get<double>();
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  if (a.is_string() && b.is_string()) {
+    int c = a.get_ref<const std::string&>().compare(b.get_ref<const std::string&>());
+    return c < 0 ? -1 : c > 0 ? 1 : 0;
+  }
+  return 2;
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  return s;
+}
+
+// Length in characters of UTF-8 text.
+size_t Utf8Length(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+json Call(const dsl::Expr& e, const EvalScope& scope) {
+  const std::string& f = e.op;
+  if (f == "exists") {
+    json v = Eval(e.args[0], scope);
+    return !v.is_null();
+  }
+  std::vector<json> a;
+  for (const dsl::ExprPtr& x : e.args) a.push_back(Eval(x, scope));
+  auto str = [&](size_t i) -> const std::string* {
+    return i < a.size() && a[i].is_string() ? &a[i].get_ref<const std::string&>() : nullptr;
+  };
+  if (f == "lower" || f == "upper" || f == "trim" || f == "domain") {
+    const std::string* s = str(0);
+    if (!s) return nullptr;
+    if (f == "lower") return Lower(*s);
+    if (f == "upper") {
+      std::string u = *s;
+      std::transform(u.begin(), u.end(), u.begin(),
+                     [](unsigned char c) { return char(std::toupper(c)); });
+      return u;
+    }
+    if (f == "trim") {
+      size_t b = s->find_first_not_of(" \t\r\n");
+      if (b == std::string::npos) return "";
+      size_t en = s->find_last_not_of(" \t\r\n");
+      return s->substr(b, en - b + 1);
+    }
+    size_t at = s->rfind('@');
+    if (at == std::string::npos) return nullptr;
+    return Lower(s->substr(at + 1));
+  }
+  if (f == "contains" || f == "starts_with" || f == "ends_with") {
+    const std::string* s = str(0);
+    const std::string* p = str(1);
+    if (!s || !p) return false;
+    if (f == "contains") return s->find(*p) != std::string::npos;
+    if (f == "starts_with") return s->rfind(*p, 0) == 0;
+    return s->size() >= p->size() && s->compare(s->size() - p->size(), p->size(), *p) == 0;
+  }
+  if (f == "length") {
+    if (const std::string* s = str(0)) return Utf8Length(*s);
+    if (!a.empty() && a[0].is_array()) return a[0].size();
+    return nullptr;
+  }
+  return nullptr;  // unknown functions are rejected by the checker
+}
+
+}  // namespace
+
+json Eval(const dsl::ExprPtr& p, const EvalScope& scope) {
+  if (!p) return nullptr;
+  const dsl::Expr& e = *p;
+  switch (e.kind) {
+    case dsl::Expr::Kind::kLiteral:
+      return e.value;
+    case dsl::Expr::Kind::kDuration:
+      return e.seconds;
+    case dsl::Expr::Kind::kPath: {
+      const std::string& root = e.path[0];
+      const json* v = nullptr;
+      if (root == "event") {
+        v = Walk(scope.event, e.path, 1);
+      } else if (root == "trigger") {
+        v = Walk(scope.trigger, e.path, 1);
+      } else if (root == "vars") {
+        v = Walk(scope.vars, e.path, 1);
+      } else if (root == "key") {
+        return scope.key && e.path.size() == 1 ? json(*scope.key) : json();
+      }
+      return v ? *v : json();
+    }
+    case dsl::Expr::Kind::kNot: {
+      json v = Eval(e.args[0], scope);
+      return v.is_boolean() ? json(!v.get<bool>()) : json();
+    }
+    case dsl::Expr::Kind::kBinary: {
+      if (e.op == "and") {
+        json a = Eval(e.args[0], scope);
+        if (!(a.is_boolean() && a.get<bool>())) return false;
+        json b = Eval(e.args[1], scope);
+        return b.is_boolean() && b.get<bool>();
+      }
+      if (e.op == "or") {
+        json a = Eval(e.args[0], scope);
+        if (a.is_boolean() && a.get<bool>()) return true;
+        json b = Eval(e.args[1], scope);
+        return b.is_boolean() && b.get<bool>();
+      }
+      json a = Eval(e.args[0], scope);
+      json b = Eval(e.args[1], scope);
+      if (e.op == "==") return Equal(a, b);
+      if (e.op == "!=") return !Equal(a, b);
+      int c = Compare(a, b);
+      if (c == 2) return false;
+      if (e.op == "<") return c < 0;
+      if (e.op == "<=") return c <= 0;
+      if (e.op == ">") return c > 0;
+      if (e.op == ">=") return c >= 0;
+      return false;
+    }
+    case dsl::Expr::Kind::kIn: {
+      json v = Eval(e.args[0], scope);
+      bool found = false;
+      for (size_t i = 1; i < e.args.size() && !found; ++i) found = Equal(v, Eval(e.args[i], scope));
+      return e.op == "in" ? found : !found;
+    }
+    case dsl::Expr::Kind::kCall:
+      return Call(e, scope);
+  }
+  return nullptr;
+}
+
+bool Holds(const dsl::ExprPtr& e, const EvalScope& scope) {
+  if (!e) return true;
+  json v = Eval(e, scope);
+  return v.is_boolean() && v.get<bool>();
+}
+
+}  // namespace waymark

@@ -1,0 +1,229 @@
+#include "engine/core/event.h"
+
+#include <date/date.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validation_results.hpp>
+#include <valijson/validator.hpp>
+
+namespace waymark {
+
+namespace {
+
+bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  out = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    out = out * 10 + (s[i] - '0');
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<Micros> ParseRfc3339(std::string_view s) {
+  // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
+  int y, mo, d, h, mi, sec;
+  auto bad = [&] { return Status::Error("invalid RFC 3339 time '" + std::string(s) + "'"); };
+  if (!Digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !Digits(s, 5, 2, mo) ||
+      s[7] != '-' || !Digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !Digits(s, 11, 2, h) || s[13] != ':' || !Digits(s, 14, 2, mi) || s[16] != ':' ||
+      !Digits(s, 17, 2, sec)) {
+    return bad();
+  }
+  size_t p = 19;
+  int64_t frac = 0;
+  if (p < s.size() && s[p] == '.') {
+    ++p;
+    int digits = 0;
+    while (p < s.size() && s[p] >= '0' && s[p] <= '9') {
+      if (digits < 6) frac = frac * 10 + (s[p] - '0');
+      ++digits;
+      ++p;
+    }
+    if (digits == 0) return bad();
+    for (int i = digits; i < 6; ++i) frac *= 10;
+  }
+  int offset_min = 0;
+  if (p < s.size() && (s[p] == 'Z' || s[p] == 'z')) {
+    ++p;
+  } else if (p < s.size() && (s[p] == '+' || s[p] == '-')) {
+    int oh, om;
+    if (!Digits(s, p + 1, 2, oh) || p + 3 >= s.size() || s[p + 3] != ':' ||
+        !Digits(s, p + 4, 2, om) || oh > 23 || om > 59) {
+      return bad();
+    }
+    offset_min = (s[p] == '-' ? -1 : 1) * (oh * 60 + om);
+    p += 6;
+  } else {
+    return bad();
+  }
+  if (p != s.size() || mo < 1 || mo > 12 || h > 23 || mi > 59 || sec > 60) return bad();
+  date::year_month_day ymd{date::year{y}, date::month{unsigned(mo)}, date::day{unsigned(d)}};
+  if (!ymd.ok()) return bad();
+  int64_t days = date::sys_days(ymd).time_since_epoch().count();
+  int64_t secs = days * 86400 + h * 3600 + mi * 60 + std::min(sec, 59) - offset_min * 60;
+  return secs * kMicrosPerSecond + frac;
+}
+
+std::string FormatRfc3339(Micros t) {
+  using namespace std::chrono;
+  auto tp = sys_time<microseconds>(microseconds(t));
+  auto dp = date::floor<date::days>(tp);
+  date::year_month_day ymd(dp);
+  auto tod = date::make_time(tp - dp);
+  char buf[64];
+  int us = int(tod.subseconds().count());
+  int n = std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d", int(ymd.year()),
+                        unsigned(ymd.month()), unsigned(ymd.day()), int(tod.hours().count()),
+                        int(tod.minutes().count()), int(tod.seconds().count()));
+  if (us != 0) n += std::snprintf(buf + n, sizeof buf - size_t(n), ".%06d", us);
+  std::snprintf(buf + n, sizeof buf - size_t(n), "Z");
+  return buf;
+}
+
+nlohmann::json Event::ToJson() const {
+  nlohmann::json j = {{"specversion", "1.0"}, {"id", id},     {"source", source},
+                      {"type", type},         {"time", FormatRfc3339(time)}, {"data", data}};
+  if (!subject.empty()) j["subject"] = subject;
+  return j;
+}
+
+Result<Event> Event::FromJson(const nlohmann::json& j) {
+  try {
+    Event e;
+    e.id = j.at("id").get<std::string>();
+    e.source = j.at("source").get<std::string>();
+    e.type = j.at("type").get<std::string>();
+    e.subject = j.value("subject", "");
+    auto t = ParseRfc3339(j.at("time").get<std::string>());
+    if (!t.ok()) return t.status();
+    e.time = t.value();
+    e.data = j.value("data", nlohmann::json::object());
+    return e;
+  } catch (const nlohmann::json::exception& ex) {
+    return Status::Error(std::string("malformed stored event: ") + ex.what());
+  }
+}
+
+struct EventDecoder::Schemas {
+  std::map<std::string, std::unique_ptr<valijson::Schema>> by_type;
+};
+
+EventDecoder::~EventDecoder() = default;
+
+Result<std::unique_ptr<EventDecoder>> EventDecoder::Create(const std::string& schema_dir,
+                                                           size_t max_bytes) {
+  std::unique_ptr<EventDecoder> d(new EventDecoder());
+  d->max_bytes_ = max_bytes;
+  d->schemas_ = std::make_unique<Schemas>();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path dir = fs::path(schema_dir) / "events";
+  if (schema_dir.empty() || !fs::is_directory(dir, ec)) return d;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+    if (doc.is_discarded()) return Status::Error(entry.path().string() + ": not JSON");
+    auto schema = std::make_unique<valijson::Schema>();
+    try {
+      valijson::SchemaParser parser;
+      valijson::adapters::NlohmannJsonAdapter adapter(doc);
+      parser.populateSchema(adapter, *schema);
+    } catch (const std::exception& e) {
+      return Status::Error(entry.path().string() + ": " + e.what());
+    }
+    d->schemas_->by_type[entry.path().stem().string()] = std::move(schema);
+  }
+  return d;
+}
+
+bool EventDecoder::HasSchema(const std::string& type) const {
+  return schemas_->by_type.count(type) > 0;
+}
+
+Result<Event> EventDecoder::Decode(std::string_view text, Micros now) const {
+  if (text.size() > max_bytes_) {
+    return Status::Error("event of " + std::to_string(text.size()) + " bytes is over the " +
+                         std::to_string(max_bytes_) + "-byte limit");
+  }
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Status::Error("malformed JSON");
+  return Decode(j, text.size(), now);
+}
+
+Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros now) const {
+  if (size > max_bytes_) {
+    return Status::Error("event of " + std::to_string(size) + " bytes is over the " +
+                         std::to_string(max_bytes_) + "-byte limit");
+  }
+  if (!j.is_object()) return Status::Error("an event must be a JSON object");
+  auto str = [&](const char* k, bool required, std::string& out) -> Status {
+    auto it = j.find(k);
+    if (it == j.end() || it->is_null()) {
+      return required ? Status::Error(std::string("missing required CloudEvents attribute '") + k + "'")
+                      : Status();
+    }
+    if (!it->is_string()) return Status::Error(std::string("CloudEvents attribute '") + k + "' must be a string");
+    out = it->get<std::string>();
+    if (required && out.empty()) {
+      return Status::Error(std::string("CloudEvents attribute '") + k + "' must not be empty");
+    }
+    return Status();
+  };
+  Event e;
+  std::string specversion, time;
+  for (Status s : {str("specversion", true, specversion), str("id", true, e.id),
+                   str("source", true, e.source), str("type", true, e.type),
+                   str("subject", false, e.subject), str("time", false, time)}) {
+    if (!s.ok()) return s;
+  }
+  if (specversion != "1.0") {
+    return Status::Error("unsupported CloudEvents specversion '" + specversion + "' (expected 1.0)");
+  }
+  if (time.empty()) {
+    e.time = now;
+    e.time_assigned = true;
+  } else {
+    auto t = ParseRfc3339(time);
+    if (!t.ok()) return Status::Error("CloudEvents attribute 'time': " + t.error());
+    e.time = t.value();
+  }
+  if (auto it = j.find("data"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return Status::Error("'data' must be a JSON object");
+    e.data = *it;
+  }
+  auto schema = schemas_->by_type.find(e.type);
+  if (schema != schemas_->by_type.end()) {
+    valijson::Validator validator;
+    valijson::ValidationResults results;
+    valijson::adapters::NlohmannJsonAdapter target(e.data);
+    if (!validator.validate(*schema->second, target, &results)) {
+      valijson::ValidationResults::Error err;
+      std::string msg = "'data' does not match schemas/events/" + e.type + ".json";
+      // The innermost error names the field best.
+      std::string detail, where;
+      while (results.popError(err)) {
+        std::string ctx;
+        for (const std::string& c : err.context) ctx += c;
+        if (ctx.size() >= where.size()) {
+          where = ctx;
+          detail = err.description;
+        }
+      }
+      if (!detail.empty()) msg += ": " + where + ": " + detail;
+      return Status::Error(msg);
+    }
+  }
+  return e;
+}
+
+}  // namespace waymark

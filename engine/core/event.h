@@ -1,0 +1,68 @@
+// CloudEvents 1.0 (JSON) as the engine sees them, and their decoding.
+//
+// Decoding never throws: bad input comes back as an error whose message is
+// the dead letter's reason.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/base/result.h"
+
+namespace waymark {
+
+// Microseconds since the Unix epoch, UTC.
+using Micros = int64_t;
+constexpr Micros kMicrosPerSecond = 1'000'000;
+
+// RFC 3339 timestamps ("2026-03-08T09:30:00Z", "...+01:00", fractions).
+Result<Micros> ParseRfc3339(std::string_view s);
+// "2026-03-08T09:30:00Z", with microseconds when they are not zero.
+std::string FormatRfc3339(Micros t);
+
+struct Event {
+  std::string id;
+  std::string source;
+  std::string type;
+  std::string subject;
+  Micros time = 0;
+  bool time_assigned = false;  // `time` was missing; stamped at ingestion
+  nlohmann::json data = nlohmann::json::object();
+
+  // {"id","source","type","subject","time","data", "specversion"}: what
+  // journey expressions see as `event` / `trigger`, and what is stored.
+  nlohmann::json ToJson() const;
+  static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
+};
+
+// Validates and decodes one CloudEvent. Thread-compatible (const after
+// construction).
+class EventDecoder {
+ public:
+  // `schema_dir` holds events/TYPE.json (JSON Schemas of `data`); may be
+  // empty. Unknown event types are accepted without a data check.
+  static Result<std::unique_ptr<EventDecoder>> Create(const std::string& schema_dir,
+                                                      size_t max_bytes = 1 << 20);
+  ~EventDecoder();
+
+  // Decodes a JSON text. `now` stamps events without `time`.
+  Result<Event> Decode(std::string_view text, Micros now) const;
+  // Decodes an already parsed value (an element of a JSON array).
+  Result<Event> Decode(const nlohmann::json& j, size_t size, Micros now) const;
+
+  bool HasSchema(const std::string& type) const;
+  size_t max_bytes() const { return max_bytes_; }
+
+ private:
+  struct Schemas;
+  EventDecoder() = default;
+  std::unique_ptr<Schemas> schemas_;
+  size_t max_bytes_ = 1 << 20;
+};
+
+}  // namespace waymark

@@ -1,0 +1,49 @@
+// A journey instance: one person's run through one pinned journey version.
+// See docs/engine.md, "Instances".
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/base/result.h"
+#include "engine/core/event.h"
+
+namespace waymark {
+
+enum class InstanceStatus { kActive, kWaiting, kCompleted, kExited };
+const char* InstanceStatusName(InstanceStatus s);
+
+struct Instance {
+  std::string id;  // journey/key/seq
+  std::string journey;
+  std::string version;
+  std::string key;
+  int64_t seq = 0;
+  InstanceStatus status = InstanceStatus::kActive;
+  std::string at;  // the state it waits in; "" once finished
+  enum class WaitKind { kNone, kTimer, kEvent };
+  WaitKind wait = WaitKind::kNone;
+  Micros due = 0;          // the pending timer (0: none)
+  std::string wait_event;  // for kEvent
+  Micros time = 0;         // the instance clock; only moves forward
+  Micros entered_at = 0;
+  nlohmann::json trigger;  // the event that started it (Event::ToJson)
+  nlohmann::json event;    // the last event that moved it
+  nlohmann::json vars = nlohmann::json::object();
+  std::map<std::string, int64_t> visits;  // state id -> times entered
+  std::vector<std::string> goals;         // goals reached
+  std::string outcome;                    // completed / exited: why
+  int64_t revision = 0;                   // history records written so far
+
+  bool Finished() const {
+    return status == InstanceStatus::kCompleted || status == InstanceStatus::kExited;
+  }
+  nlohmann::json ToJson() const;
+  static Result<Instance> FromJson(const nlohmann::json& j);
+  static std::string MakeId(const std::string& journey, const std::string& key, int64_t seq);
+};
+
+}  // namespace waymark

@@ -1,0 +1,77 @@
+#include "engine/core/local_time.h"
+
+#include <map>
+#include <mutex>
+
+#include <date/tz.h>
+
+namespace waymark {
+
+namespace {
+
+using std::chrono::seconds;
+using LocalSeconds = date::local_time<seconds>;
+
+// The instant of local time `l`, by the rules in the header.
+Micros Resolve(LocalSeconds l, const date::time_zone* z) {
+  date::local_info info = z->get_info(l);
+  // unique: first is the only offset; nonexistent: first is the offset
+  // before the gap; ambiguous: first is the earlier (pre-transition) offset.
+  auto sys = l.time_since_epoch() - info.first.offset;
+  return std::chrono::duration_cast<std::chrono::microseconds>(sys).count();
+}
+
+LocalSeconds ToLocal(Micros t, const date::time_zone* z) {
+  date::sys_seconds s{std::chrono::duration_cast<seconds>(std::chrono::microseconds(t))};
+  if (t < 0 && t % kMicrosPerSecond != 0) s -= seconds(1);  // floor
+  return z->to_local(s);
+}
+
+}  // namespace
+
+const date::time_zone* FindZone(const std::string& name) {
+  static std::mutex mu;
+  static std::map<std::string, const date::time_zone*> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(name);
+  if (it != cache.end()) return it->second;
+  const date::time_zone* z = nullptr;
+  try {
+    if (!name.empty()) z = date::locate_zone(name);
+  } catch (const std::exception&) {
+    z = nullptr;
+  }
+  cache[name] = z;
+  return z;
+}
+
+Micros NextLocalTime(Micros t, int minute_of_day, const std::vector<int>& days,
+                     const date::time_zone* z) {
+  LocalSeconds local = ToLocal(t, z);
+  date::local_days day = date::floor<date::days>(local);
+  for (int i = -1; i <= 8; ++i) {
+    date::local_days d = day + date::days(i);
+    if (!days.empty()) {
+      int wd = int(date::weekday(d).iso_encoding()) - 1;  // 0 = Monday
+      if (std::find(days.begin(), days.end(), wd) == days.end()) continue;
+    }
+    Micros at = Resolve(LocalSeconds(d.time_since_epoch()) + std::chrono::minutes(minute_of_day), z);
+    if (at > t) return at;
+  }
+  return t + 7 * 86400 * kMicrosPerSecond;  // unreachable with a valid day list
+}
+
+int LocalMinuteOfDay(Micros t, const date::time_zone* z) {
+  LocalSeconds local = ToLocal(t, z);
+  auto since = local - date::floor<date::days>(local);
+  return int(std::chrono::duration_cast<std::chrono::minutes>(since).count());
+}
+
+Micros QuietHoursRelease(Micros t, int start, int end, const date::time_zone* z) {
+  int m = LocalMinuteOfDay(t, z);
+  bool inside = start < end ? (m >= start && m < end) : (m >= start || m < end);
+  if (!inside) return t;
+  return NextLocalTime(t, end, {}, z);
+}
+
+}  // namespace waymark
