@@ -1,0 +1,472 @@
+#include "engine/store/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <map>
+
+namespace waymark {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kSchemaVersion = 1;
+
+#define SEND_COLUMNS                                                                         \
+  "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
+  "requested_at, not_before, data"
+
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  source TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, subject TEXT NOT NULL,
+  time INTEGER NOT NULL, body TEXT NOT NULL,
+  UNIQUE (source, id));
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq);
+CREATE TABLE IF NOT EXISTS journey_versions (
+  hash TEXT PRIMARY KEY, name TEXT NOT NULL, body TEXT NOT NULL, source_map TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+  id TEXT PRIMARY KEY, journey TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
+  finished INTEGER NOT NULL, entered_at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_key ON instances (journey, key, seq);
+CREATE INDEX IF NOT EXISTS instances_active ON instances (id) WHERE finished = 0;
+CREATE TABLE IF NOT EXISTS history (
+  instance_id TEXT NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL, kind TEXT NOT NULL,
+  state TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (instance_id, n)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timers (instance_id TEXT PRIMARY KEY, due INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due);
+CREATE TABLE IF NOT EXISTS sends (
+  key TEXT PRIMARY KEY, instance_id TEXT NOT NULL, journey TEXT NOT NULL, person TEXT NOT NULL,
+  state TEXT NOT NULL, template TEXT NOT NULL, recipient TEXT NOT NULL, intent TEXT NOT NULL,
+  via TEXT NOT NULL, priority INTEGER NOT NULL, requested_at INTEGER NOT NULL,
+  not_before INTEGER NOT NULL, data TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+  delivered INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS sends_pending ON sends (requested_at) WHERE done = 0;
+CREATE INDEX IF NOT EXISTS sends_instance ON sends (instance_id);
+CREATE INDEX IF NOT EXISTS sends_person ON sends (person, requested_at) WHERE delivered = 1;
+CREATE TABLE IF NOT EXISTS send_results (
+  key TEXT NOT NULL, attempt INTEGER NOT NULL, time INTEGER NOT NULL, result TEXT NOT NULL,
+  final INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (key, attempt)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
+  reason TEXT NOT NULL, raw TEXT NOT NULL);
+)sql";
+
+// A prepared statement, reset on destruction of each use.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK) {
+      error_ = sqlite3_errmsg(db);
+      s_ = nullptr;
+    }
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return s_ != nullptr; }
+  const std::string& error() const { return error_; }
+  sqlite3_stmt* get() { return s_; }
+
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), int(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  // Runs a statement that returns no rows.
+  Status Exec() {
+    int rc = sqlite3_step(s_);
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    if (rc != SQLITE_DONE) return Status::Error(std::string("sqlite: ") + sqlite3_errmsg(db_));
+    return Status();
+  }
+  // Steps; true while there is a row.
+  bool Next(Status& st) {
+    int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc != SQLITE_DONE) st = Status::Error(std::string("sqlite: ") + sqlite3_errmsg(db_));
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    return false;
+  }
+  std::string Text(int col) {
+    const unsigned char* t = sqlite3_column_text(s_, col);
+    return t ? std::string(reinterpret_cast<const char*>(t), size_t(sqlite3_column_bytes(s_, col)))
+             : std::string();
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(s_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+  std::string error_;
+};
+
+class SqliteStore : public Store {
+ public:
+  ~SqliteStore() override {
+    stmts_.clear();
+    sqlite3_close(db_);
+  }
+
+  Status Open(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+        SQLITE_OK) {
+      return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(db_));
+    }
+    sqlite3_busy_timeout(db_, 10000);
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                               "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
+      if (Status s = ExecSql(pragma); !s.ok()) return s;
+    }
+    if (Status s = ExecSql(kSchema); !s.ok()) return s;
+    // Schema version: refuse a store written by a newer binary.
+    Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
+    Status st;
+    if (get.Next(st)) {
+      int v = std::stoi(get.Text(0));
+      sqlite3_reset(get.get());
+      if (v > kSchemaVersion) {
+        return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
+                             ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
+                             "): upgrade waymark");
+      }
+    } else {
+      Stmt put(db_, "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)");
+      if (Status s = put.Bind(1, std::to_string(kSchemaVersion)).Exec(); !s.ok()) return s;
+    }
+    return st;
+  }
+
+  Status Commit(const Batch& b) override {
+    if (b.empty()) return Status();
+    if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
+    Status s = Write(b);
+    if (!s.ok()) {
+      ExecSql("ROLLBACK");
+      return s;
+    }
+    return ExecSql("COMMIT");
+  }
+
+  Result<std::vector<bool>> EventsSeen(
+      const std::vector<std::pair<std::string, std::string>>& ids) override {
+    Stmt& q = S("SELECT 1 FROM events WHERE source = ?1 AND id = ?2");
+    std::vector<bool> out;
+    Status st;
+    for (const auto& [source, id] : ids) {
+      q.Bind(1, source).Bind(2, id);
+      bool seen = q.Next(st);
+      if (seen) sqlite3_reset(q.get());
+      if (!st.ok()) return st;
+      out.push_back(seen);
+    }
+    return out;
+  }
+
+  Result<std::vector<Event>> EventsBySubject(const std::string& subject) override {
+    Stmt& q = S("SELECT body FROM events WHERE subject = ?1 ORDER BY seq");
+    q.Bind(1, subject);
+    std::vector<Event> out;
+    Status st;
+    while (q.Next(st)) {
+      auto e = Event::FromJson(json::parse(q.Text(0)));
+      if (!e.ok()) {
+        sqlite3_reset(q.get());
+        return e.status();
+      }
+      out.push_back(std::move(e).value());
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) override {
+    Stmt& q = S("SELECT hash, name, body, source_map FROM journey_versions WHERE hash = ?1");
+    q.Bind(1, hash);
+    Status st;
+    std::optional<JourneyVersionRow> out;
+    if (q.Next(st)) {
+      out = JourneyVersionRow{q.Text(0), q.Text(1), q.Text(2), q.Text(3)};
+      sqlite3_reset(q.get());
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<Instance>> ActiveInstances() override {
+    return QueryInstances(S("SELECT body FROM instances WHERE finished = 0 ORDER BY id"));
+  }
+
+  Result<std::vector<Instance>> Instances(const std::string& journey,
+                                          const std::string& key) override {
+    Stmt& q = S("SELECT body FROM instances WHERE journey = ?1 AND key = ?2 ORDER BY seq");
+    q.Bind(1, journey).Bind(2, key);
+    return QueryInstances(q);
+  }
+
+  Result<std::pair<int64_t, Micros>> Entries(const std::string& journey,
+                                             const std::string& key) override {
+    Stmt& q = S("SELECT COUNT(*), COALESCE(MAX(entered_at), 0) FROM instances "
+                "WHERE journey = ?1 AND key = ?2");
+    q.Bind(1, journey).Bind(2, key);
+    Status st;
+    std::pair<int64_t, Micros> out{0, 0};
+    if (q.Next(st)) {
+      out = {q.Int(0), q.Int(1)};
+      sqlite3_reset(q.get());
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<HistoryRow>> History(const std::string& instance_id) override {
+    Stmt& q = S("SELECT n, time, kind, state, detail FROM history WHERE instance_id = ?1 "
+                "ORDER BY n");
+    q.Bind(1, instance_id);
+    std::vector<HistoryRow> out;
+    Status st;
+    while (q.Next(st)) {
+      out.push_back({instance_id, q.Int(0), q.Int(1), q.Text(2), q.Text(3), json::parse(q.Text(4))});
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<std::pair<std::string, Micros>>> DueTimers(Micros until,
+                                                               size_t limit) override {
+    Stmt& q = S("SELECT instance_id, due FROM timers WHERE due <= ?1 ORDER BY due, instance_id "
+                "LIMIT ?2");
+    q.Bind(1, until).Bind(2, int64_t(limit));
+    std::vector<std::pair<std::string, Micros>> out;
+    Status st;
+    while (q.Next(st)) out.emplace_back(q.Text(0), q.Int(1));
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<SendRow>> PendingSends(size_t limit) override {
+    Stmt& q = S("SELECT " SEND_COLUMNS " FROM sends WHERE done = 0 ORDER BY requested_at, key "
+                "LIMIT ?1");
+    q.Bind(1, int64_t(limit));
+    return QuerySends(q);
+  }
+
+  Result<std::vector<SendRow>> Sends(const std::string& instance_id) override {
+    Stmt& q = S("SELECT " SEND_COLUMNS " FROM sends WHERE instance_id = ?1 ORDER BY requested_at, key");
+    q.Bind(1, instance_id);
+    return QuerySends(q);
+  }
+
+  Result<std::vector<SendResultRow>> SendResults(const std::string& key) override {
+    Stmt& q = S("SELECT attempt, time, result, final, detail FROM send_results WHERE key = ?1 "
+                "ORDER BY attempt");
+    q.Bind(1, key);
+    std::vector<SendResultRow> out;
+    Status st;
+    while (q.Next(st)) {
+      out.push_back({key, int(q.Int(0)), q.Int(1), q.Text(2), q.Int(3) != 0, json::parse(q.Text(4))});
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<int64_t> CountDelivered(const std::string& person, Micros since) override {
+    Stmt& q = S("SELECT COUNT(*) FROM sends WHERE person = ?1 AND delivered = 1 AND "
+                "requested_at >= ?2");
+    q.Bind(1, person).Bind(2, since);
+    Status st;
+    int64_t n = 0;
+    if (q.Next(st)) {
+      n = q.Int(0);
+      sqlite3_reset(q.get());
+    }
+    if (!st.ok()) return st;
+    return n;
+  }
+
+  Result<std::vector<DeadLetterRow>> DeadLetters() override {
+    Stmt& q = S("SELECT id, time, input, reason, raw FROM dead_letters ORDER BY id");
+    std::vector<DeadLetterRow> out;
+    Status st;
+    while (q.Next(st)) out.push_back({q.Int(0), q.Int(1), q.Text(2), q.Text(3), q.Text(4)});
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<StoreCounts> Counts() override {
+    StoreCounts c;
+    Status st;
+    std::pair<const char*, int64_t*> qs[] = {{"SELECT COUNT(*) FROM events", &c.events},
+                                             {"SELECT COUNT(*) FROM instances", &c.instances},
+                                             {"SELECT COUNT(*) FROM sends", &c.sends},
+                                             {"SELECT COUNT(*) FROM dead_letters", &c.dead_letters}};
+    for (auto& [sql, out] : qs) {
+      Stmt& q = S(sql);
+      if (q.Next(st)) {
+        *out = q.Int(0);
+        sqlite3_reset(q.get());
+      }
+      if (!st.ok()) return st;
+    }
+    return c;
+  }
+
+ private:
+
+  Status ExecSql(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      return Status::Error("sqlite: " + msg);
+    }
+    return Status();
+  }
+
+  // Cached prepared statements, one per SQL text.
+  Stmt& S(const char* sql) {
+    auto it = stmts_.find(sql);
+    if (it == stmts_.end()) it = stmts_.emplace(sql, std::make_unique<Stmt>(db_, sql)).first;
+    return *it->second;
+  }
+
+  Result<std::vector<Instance>> QueryInstances(Stmt& q) {
+    std::vector<Instance> out;
+    Status st;
+    while (q.Next(st)) {
+      auto i = Instance::FromJson(json::parse(q.Text(0)));
+      if (!i.ok()) {
+        sqlite3_reset(q.get());
+        return i.status();
+      }
+      out.push_back(std::move(i).value());
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<SendRow>> QuerySends(Stmt& q) {
+    std::vector<SendRow> out;
+    Status st;
+    while (q.Next(st)) {
+      SendRow r;
+      r.key = q.Text(0);
+      r.instance_id = q.Text(1);
+      r.journey = q.Text(2);
+      r.person = q.Text(3);
+      r.state = q.Text(4);
+      r.template_name = q.Text(5);
+      r.recipient = q.Text(6);
+      r.intent = q.Text(7);
+      r.via = q.Text(8);
+      r.priority = int(q.Int(9));
+      r.requested_at = q.Int(10);
+      r.not_before = q.Int(11);
+      r.data = json::parse(q.Text(12));
+      out.push_back(std::move(r));
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Status Write(const Batch& b) {
+    for (const Event& e : b.events) {
+      Stmt& q = S("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      q.Bind(1, e.source).Bind(2, e.id).Bind(3, e.type).Bind(4, e.subject).Bind(5, e.time);
+      q.Bind(6, e.ToJson().dump());
+      if (Status s = q.Exec(); !s.ok()) return s;
+    }
+    for (const JourneyVersionRow& v : b.journey_versions) {
+      Stmt& q = S("INSERT OR IGNORE INTO journey_versions (hash, name, body, source_map) "
+                  "VALUES (?1, ?2, ?3, ?4)");
+      if (Status s = q.Bind(1, v.hash).Bind(2, v.name).Bind(3, v.body).Bind(4, v.source_map).Exec();
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (const HistoryRow& h : b.history) {
+      // Plain INSERT: the history is append-only and (instance, n) unique, so
+      // a second writer of the same record fails the whole batch.
+      Stmt& q = S("INSERT INTO history (instance_id, n, time, kind, state, detail) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      q.Bind(1, h.instance_id).Bind(2, h.n).Bind(3, h.time).Bind(4, h.kind).Bind(5, h.state);
+      if (Status s = q.Bind(6, h.detail.dump()).Exec(); !s.ok()) return s;
+    }
+    for (const Instance& i : b.instances) {
+      Stmt& q = S("INSERT INTO instances (id, journey, key, seq, finished, entered_at, body) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET "
+                  "finished = excluded.finished, body = excluded.body");
+      q.Bind(1, i.id).Bind(2, i.journey).Bind(3, i.key).Bind(4, i.seq);
+      q.Bind(5, int64_t(i.Finished())).Bind(6, i.entered_at).Bind(7, i.ToJson().dump());
+      if (Status s = q.Exec(); !s.ok()) return s;
+    }
+    for (const auto& [id, due] : b.timers) {
+      if (due == 0) {
+        if (Status s = S("DELETE FROM timers WHERE instance_id = ?1").Bind(1, id).Exec(); !s.ok()) {
+          return s;
+        }
+      } else {
+        Stmt& q = S("INSERT INTO timers (instance_id, due) VALUES (?1, ?2) "
+                    "ON CONFLICT (instance_id) DO UPDATE SET due = excluded.due");
+        if (Status s = q.Bind(1, id).Bind(2, due).Exec(); !s.ok()) return s;
+      }
+    }
+    for (const SendRow& r : b.sends) {
+      Stmt& q = S("INSERT OR IGNORE INTO sends (" SEND_COLUMNS
+                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+      q.Bind(1, r.key).Bind(2, r.instance_id).Bind(3, r.journey).Bind(4, r.person).Bind(5, r.state);
+      q.Bind(6, r.template_name).Bind(7, r.recipient).Bind(8, r.intent).Bind(9, r.via);
+      q.Bind(10, int64_t(r.priority)).Bind(11, r.requested_at).Bind(12, r.not_before);
+      if (Status s = q.Bind(13, r.data.dump()).Exec(); !s.ok()) return s;
+    }
+    for (const SendResultRow& r : b.results) {
+      Stmt& q = S("INSERT INTO send_results (key, attempt, time, result, final, detail) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      q.Bind(1, r.key).Bind(2, int64_t(r.attempt)).Bind(3, r.time).Bind(4, r.result);
+      if (Status s = q.Bind(5, int64_t(r.final)).Bind(6, r.detail.dump()).Exec(); !s.ok()) return s;
+      bool delivered = r.result == "accepted" || r.result == "duplicate";
+      if (r.final || delivered) {
+        Stmt& u = S("UPDATE sends SET done = MAX(done, ?2), delivered = MAX(delivered, ?3) "
+                    "WHERE key = ?1");
+        if (Status s = u.Bind(1, r.key).Bind(2, int64_t(r.final)).Bind(3, int64_t(delivered)).Exec();
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    for (const DeadLetterRow& d : b.dead_letters) {
+      Stmt& q = S("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");
+      if (Status s = q.Bind(1, d.time).Bind(2, d.input).Bind(3, d.reason).Bind(4, d.raw).Exec();
+          !s.ok()) {
+        return s;
+      }
+    }
+    return Status();
+  }
+
+  sqlite3* db_ = nullptr;
+  std::map<std::string, std::unique_ptr<Stmt>> stmts_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  auto s = std::make_unique<SqliteStore>();
+  if (Status st = s->Open(path); !st.ok()) return st;
+  return std::unique_ptr<Store>(std::move(s));
+}
+
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
+  if (url.rfind("sqlite:", 0) == 0) return OpenSqliteStore(url.substr(7));
+  return Status::Error("unknown store URL '" + url + "' (expected sqlite:PATH)");
+}
+
+}  // namespace waymark

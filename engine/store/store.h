@@ -1,0 +1,138 @@
+// The event-sourced store: one interface, several implementations (SQLite
+// now, PostgreSQL next), one conformance suite
+// (tests/engine/store_conformance_test.cc) that every implementation passes.
+//
+// The log is the truth and is append-only: ingested events, per-instance
+// history, journey versions, sends and their results, dead letters.
+// Instance rows are a projection of the history (docs/engine.md, "Replay").
+// A Batch commits in one transaction: all of it or none of it.
+//
+// Thread safety: a Store is used by one thread at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/base/result.h"
+#include "engine/core/event.h"
+#include "engine/core/instance.h"
+
+namespace waymark {
+
+struct HistoryRow {
+  std::string instance_id;
+  int64_t n = 0;  // 1, 2, ... per instance
+  Micros time = 0;
+  std::string kind;
+  std::string state;
+  nlohmann::json detail = nlohmann::json::object();
+};
+
+struct SendRow {
+  std::string key;  // idempotency key
+  std::string instance_id;
+  std::string journey;
+  std::string person;  // the instance key (frequency caps count per person)
+  std::string state;
+  std::string template_name;
+  std::string recipient;
+  std::string intent;
+  std::string via;
+  int priority = 0;
+  Micros requested_at = 0;
+  Micros not_before = 0;
+  nlohmann::json data = nlohmann::json::object();  // what the template sees
+};
+
+struct SendResultRow {
+  std::string key;
+  int attempt = 1;
+  Micros time = 0;
+  std::string result;  // accepted, duplicate, capped, dead_letter, ...
+  bool final = true;   // no further attempt will be made
+  nlohmann::json detail = nlohmann::json::object();
+};
+
+struct DeadLetterRow {
+  int64_t id = 0;  // assigned by the store
+  Micros time = 0;
+  std::string input;  // where it came from: "events.jsonl:17", "http", "send wm-..."
+  std::string reason;
+  std::string raw;
+};
+
+struct JourneyVersionRow {
+  std::string hash;
+  std::string name;
+  std::string body;  // compiled form JSON
+  std::string source_map;
+};
+
+struct Batch {
+  std::vector<Event> events;  // ingested; a (source, id) already stored is skipped
+  std::vector<JourneyVersionRow> journey_versions;  // a stored hash is skipped
+  std::vector<HistoryRow> history;
+  std::vector<Instance> instances;  // upserted
+  std::vector<std::pair<std::string, Micros>> timers;  // instance id -> due; 0 clears
+  std::vector<SendRow> sends;
+  std::vector<SendResultRow> results;
+  std::vector<DeadLetterRow> dead_letters;
+
+  bool empty() const {
+    return events.empty() && journey_versions.empty() && history.empty() && instances.empty() &&
+           timers.empty() && sends.empty() && results.empty() && dead_letters.empty();
+  }
+};
+
+struct StoreCounts {
+  int64_t events = 0;
+  int64_t instances = 0;
+  int64_t sends = 0;
+  int64_t dead_letters = 0;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Status Commit(const Batch& batch) = 0;
+
+  // For each (source, id): whether the event is already stored.
+  virtual Result<std::vector<bool>> EventsSeen(
+      const std::vector<std::pair<std::string, std::string>>& ids) = 0;
+  virtual Result<std::vector<Event>> EventsBySubject(const std::string& subject) = 0;
+
+  virtual Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) = 0;
+
+  // Instances not finished (to load at start-up).
+  virtual Result<std::vector<Instance>> ActiveInstances() = 0;
+  virtual Result<std::vector<Instance>> Instances(const std::string& journey,
+                                                  const std::string& key) = 0;
+  // Entries of `key` into `journey` so far, and when it last entered.
+  virtual Result<std::pair<int64_t, Micros>> Entries(const std::string& journey,
+                                                     const std::string& key) = 0;
+  virtual Result<std::vector<HistoryRow>> History(const std::string& instance_id) = 0;
+
+  // Timers due at or before `until`, earliest first.
+  virtual Result<std::vector<std::pair<std::string, Micros>>> DueTimers(Micros until,
+                                                                       size_t limit) = 0;
+  // Sends without a final result, oldest first: the recovery scan.
+  virtual Result<std::vector<SendRow>> PendingSends(size_t limit) = 0;
+  virtual Result<std::vector<SendRow>> Sends(const std::string& instance_id) = 0;
+  virtual Result<std::vector<SendResultRow>> SendResults(const std::string& key) = 0;
+  // Sends to `person` requested at or after `since` whose latest result is
+  // one of accepted/duplicate (frequency caps).
+  virtual Result<int64_t> CountDelivered(const std::string& person, Micros since) = 0;
+  virtual Result<std::vector<DeadLetterRow>> DeadLetters() = 0;
+  virtual Result<StoreCounts> Counts() = 0;
+};
+
+// Opens a store from a URL: "sqlite:PATH".
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
+
+}  // namespace waymark

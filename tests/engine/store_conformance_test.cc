@@ -1,0 +1,266 @@
+// The store conformance suite: every Store implementation must pass it.
+// Each implementation registers a factory in kFactories; the PostgreSQL
+// store joins with its own.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include "engine/store/sqlite_store.h"
+
+namespace waymark {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Opens a store; calling it again opens the same store anew (a restart).
+struct Factory {
+  std::string name;
+  std::function<std::function<Result<std::unique_ptr<Store>>()>(const std::string& test)> make;
+};
+
+const Factory kFactories[] = {
+    {"sqlite",
+     [](std::string test) {
+       std::replace(test.begin(), test.end(), '/', '_');
+       fs::path p = fs::temp_directory_path() /
+                    ("waymark_conf_" + std::to_string(::getpid()) + "_" + test + ".db");
+       fs::remove(p);
+       fs::remove(p.string() + "-wal");
+       fs::remove(p.string() + "-shm");
+       return [p] { return OpenSqliteStore(p.string()); };
+     }},
+};
+
+class StoreConformance : public testing::TestWithParam<Factory> {
+ protected:
+  void SetUp() override {
+    open_ = GetParam().make(testing::UnitTest::GetInstance()->current_test_info()->name());
+    Reopen();
+  }
+  void Reopen() {
+    store_.reset();
+    auto s = open_();
+    ASSERT_TRUE(s.ok()) << s.error();
+    store_ = std::move(s).value();
+  }
+  static Event Ev(const std::string& id, const std::string& subject = "u1", Micros t = 1000) {
+    Event e;
+    e.id = id;
+    e.source = "test";
+    e.type = "user.signup";
+    e.subject = subject;
+    e.time = t;
+    e.data = {{"n", id}};
+    return e;
+  }
+  static Instance Inst(const std::string& key, int64_t seq, bool finished = false) {
+    Instance i;
+    i.id = Instance::MakeId("j", key, seq);
+    i.journey = "j";
+    i.version = "v1";
+    i.key = key;
+    i.seq = seq;
+    i.entered_at = 100 * seq;
+    i.status = finished ? InstanceStatus::kCompleted : InstanceStatus::kWaiting;
+    i.trigger = Ev("t").ToJson();
+    i.event = i.trigger;
+    return i;
+  }
+  static SendRow Send(const std::string& key, const std::string& person = "u1", Micros at = 10) {
+    SendRow r;
+    r.key = key;
+    r.instance_id = "j/" + person + "/1";
+    r.journey = "j";
+    r.person = person;
+    r.state = "s";
+    r.template_name = "welcome";
+    r.recipient = "a@example.com";
+    r.intent = "marketing";
+    r.requested_at = at;
+    r.not_before = at;
+    r.data = {{"x", 1}};
+    return r;
+  }
+
+  std::function<Result<std::unique_ptr<Store>>()> open_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(StoreConformance, EventsAreUniqueBySourceAndId) {
+  Batch b;
+  b.events = {Ev("e1"), Ev("e2")};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch again;
+  again.events = {Ev("e1"), Ev("e3")};  // e1 re-sent
+  ASSERT_TRUE(store_->Commit(again).ok());
+  auto seen = store_->EventsSeen({{"test", "e1"}, {"test", "e3"}, {"test", "e4"}, {"other", "e1"}});
+  ASSERT_TRUE(seen.ok()) << seen.error();
+  EXPECT_EQ(seen.value(), (std::vector<bool>{true, true, false, false}));
+  EXPECT_EQ(store_->Counts().value().events, 3);
+  auto by = store_->EventsBySubject("u1");
+  ASSERT_TRUE(by.ok());
+  ASSERT_EQ(by.value().size(), 3u);
+  EXPECT_EQ(by.value()[0].id, "e1");
+  EXPECT_EQ(by.value()[0].data, (nlohmann::json{{"n", "e1"}}));
+  EXPECT_EQ(by.value()[2].id, "e3");
+}
+
+TEST_P(StoreConformance, JourneyVersionsAreImmutable) {
+  Batch b;
+  b.journey_versions = {{"h1", "j", "{\"a\":1}", "{}"}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  b.journey_versions = {{"h1", "j", "{\"a\":2}", "{}"}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  auto v = store_->JourneyVersion("h1");
+  ASSERT_TRUE(v.ok() && v.value().has_value());
+  EXPECT_EQ(v.value()->body, "{\"a\":1}");
+  EXPECT_FALSE(store_->JourneyVersion("h2").value().has_value());
+}
+
+TEST_P(StoreConformance, ABatchCommitsWhollyOrNotAtAll) {
+  Batch b;
+  b.events = {Ev("e1")};
+  b.history = {{"j/u1/1", 1, 5, "entered", "", {}}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  // The same history record again: the append-only log refuses it, and
+  // nothing else in the batch lands.
+  Batch bad;
+  bad.events = {Ev("e2")};
+  bad.instances = {Inst("u1", 1)};
+  bad.history = {{"j/u1/1", 2, 6, "wait", "s", {}}, {"j/u1/1", 1, 7, "entered", "", {}}};
+  EXPECT_FALSE(store_->Commit(bad).ok());
+  EXPECT_EQ(store_->EventsSeen({{"test", "e2"}}).value(), std::vector<bool>{false});
+  EXPECT_EQ(store_->History("j/u1/1").value().size(), 1u);
+  EXPECT_TRUE(store_->ActiveInstances().value().empty());
+}
+
+TEST_P(StoreConformance, HistoryIsOrderedPerInstance) {
+  Batch b;
+  for (int n = 1; n <= 5; ++n) b.history.push_back({"j/u1/1", n, n * 10, "k" + std::to_string(n), "s", {{"n", n}}});
+  b.history.push_back({"j/u2/1", 1, 1, "entered", "", {}});
+  ASSERT_TRUE(store_->Commit(b).ok());
+  auto h = store_->History("j/u1/1");
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h.value().size(), 5u);
+  for (int n = 1; n <= 5; ++n) {
+    EXPECT_EQ(h.value()[size_t(n - 1)].n, n);
+    EXPECT_EQ(h.value()[size_t(n - 1)].detail["n"], n);
+  }
+}
+
+TEST_P(StoreConformance, InstancesAreAProjectionThatSurvivesRestart) {
+  Batch b;
+  b.instances = {Inst("u1", 1, true), Inst("u1", 2), Inst("u2", 1)};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Instance updated = Inst("u2", 1, true);
+  updated.vars = {{"x", 1}};
+  Batch b2;
+  b2.instances = {updated};
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  Reopen();
+  auto active = store_->ActiveInstances();
+  ASSERT_TRUE(active.ok());
+  ASSERT_EQ(active.value().size(), 1u);
+  EXPECT_EQ(active.value()[0].id, "j/u1/2");
+  auto u1 = store_->Instances("j", "u1");
+  ASSERT_EQ(u1.value().size(), 2u);
+  EXPECT_EQ(u1.value()[0].seq, 1);
+  auto u2 = store_->Instances("j", "u2").value();
+  ASSERT_EQ(u2.size(), 1u);
+  EXPECT_EQ(u2[0].vars, (nlohmann::json{{"x", 1}}));
+  EXPECT_EQ(u2[0].status, InstanceStatus::kCompleted);
+  auto entries = store_->Entries("j", "u1");
+  ASSERT_TRUE(entries.ok());
+  EXPECT_EQ(entries.value().first, 2);
+  EXPECT_EQ(entries.value().second, 200);
+  EXPECT_EQ(store_->Entries("j", "nobody").value().first, 0);
+}
+
+TEST_P(StoreConformance, TimersAreSetMovedAndCleared) {
+  Batch b;
+  b.timers = {{"a", 300}, {"b", 100}, {"c", 200}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch b2;
+  b2.timers = {{"c", 0}, {"a", 50}};
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  auto due = store_->DueTimers(1000, 10);
+  ASSERT_TRUE(due.ok());
+  EXPECT_EQ(due.value(), (std::vector<std::pair<std::string, Micros>>{{"a", 50}, {"b", 100}}));
+  EXPECT_EQ(store_->DueTimers(60, 10).value().size(), 1u);
+  EXPECT_EQ(store_->DueTimers(1000, 1).value().size(), 1u);
+}
+
+TEST_P(StoreConformance, SendsStayPendingUntilAFinalResult) {
+  Batch b;
+  b.sends = {Send("k1", "u1", 10), Send("k2", "u1", 20), Send("k3", "u2", 30)};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch dup;
+  SendRow changed = Send("k1");
+  changed.template_name = "other";
+  dup.sends = {changed};  // the outbox keeps the first
+  ASSERT_TRUE(store_->Commit(dup).ok());
+  EXPECT_EQ(store_->PendingSends(10).value().size(), 3u);
+  Batch r;
+  r.results = {{"k1", 1, 40, "accepted", true, {{"provider_id", "p1"}}},
+               {"k2", 1, 41, "retry_later", false, {}}};
+  ASSERT_TRUE(store_->Commit(r).ok());
+  auto pending = store_->PendingSends(10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending.value().size(), 2u);
+  EXPECT_EQ(pending.value()[0].key, "k2");
+  EXPECT_EQ(pending.value()[1].key, "k3");
+  EXPECT_EQ(pending.value()[0].data, (nlohmann::json{{"x", 1}}));
+  auto sends = store_->Sends("j/u1/1").value();
+  ASSERT_EQ(sends.size(), 2u);
+  EXPECT_EQ(sends[0].template_name, "welcome");
+  auto results = store_->SendResults("k1").value();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].detail["provider_id"], "p1");
+  // A result is appended once per attempt.
+  EXPECT_FALSE(store_->Commit(r).ok());
+  EXPECT_EQ(store_->CountDelivered("u1", 0).value(), 1);
+  EXPECT_EQ(store_->CountDelivered("u1", 11).value(), 0);
+  EXPECT_EQ(store_->CountDelivered("u2", 0).value(), 0);
+}
+
+TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
+  Batch b;
+  b.dead_letters = {{0, 5, "events.jsonl:3", "malformed JSON", "{nope"},
+                    {0, 6, "events.jsonl:9", "missing required CloudEvents attribute 'id'", "{}"}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Reopen();
+  auto d = store_->DeadLetters();
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d.value().size(), 2u);
+  EXPECT_EQ(d.value()[0].input, "events.jsonl:3");
+  EXPECT_EQ(d.value()[0].raw, "{nope");
+  EXPECT_EQ(d.value()[1].reason, "missing required CloudEvents attribute 'id'");
+  EXPECT_LT(d.value()[0].id, d.value()[1].id);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, testing::ValuesIn(kFactories),
+                         [](const testing::TestParamInfo<Factory>& i) { return i.param.name; });
+
+TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
+  fs::path p = fs::temp_directory_path() / ("waymark_newer_" + std::to_string(::getpid()) + ".db");
+  fs::remove(p);
+  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='99' WHERE key='schema_version'", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto s = OpenSqliteStore(p.string());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().find("newer"), std::string::npos) << s.error();
+  fs::remove(p);
+}
+
+}  // namespace
+}  // namespace waymark
