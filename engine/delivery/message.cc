@@ -1,0 +1,223 @@
+#include "engine/delivery/message.h"
+
+#include <chrono>
+
+#include <date/date.h>
+
+#include "engine/base/sha256.h"
+
+namespace waymark {
+
+namespace {
+
+bool HasControl(std::string_view s) {
+  for (char c : s) {
+    if (c == '\r' || c == '\n' || c == '\0') return true;
+  }
+  return false;
+}
+
+bool Ascii(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) return false;
+  }
+  return true;
+}
+
+std::string Base64(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
+    for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+// RFC 2047 "B" encoded words, split on UTF-8 boundaries so each word stays
+// within 75 characters.
+std::string EncodeWords(std::string_view s) {
+  if (Ascii(s)) return std::string(s);
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t n = 0;
+    while (i + n < s.size()) {
+      size_t len = 1;
+      unsigned char c = static_cast<unsigned char>(s[i + n]);
+      if (c >= 0xF0) len = 4;
+      else if (c >= 0xE0) len = 3;
+      else if (c >= 0xC0) len = 2;
+      if (n + len > 45) break;
+      n += len;
+    }
+    if (!out.empty()) out += "\r\n ";
+    out += "=?UTF-8?B?" + Base64(s.substr(i, n)) + "?=";
+    i += n;
+  }
+  return out;
+}
+
+// "Name <addr>" or "addr" -> display name and address.
+bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
+  size_t lt = mb.rfind('<');
+  if (lt == std::string_view::npos) {
+    name.clear();
+    addr = std::string(mb);
+    return ValidAddress(addr);
+  }
+  size_t gt = mb.find('>', lt);
+  if (gt == std::string_view::npos || gt + 1 != mb.size()) return false;
+  name = std::string(mb.substr(0, lt));
+  while (!name.empty() && name.back() == ' ') name.pop_back();
+  if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+  addr = std::string(mb.substr(lt + 1, gt - lt - 1));
+  return ValidAddress(addr);
+}
+
+std::string Mailbox(const std::string& name, const std::string& addr) {
+  if (name.empty()) return addr;
+  bool plain = Ascii(name) && name.find_first_of("\"(),:;<>@[\\]") == std::string::npos;
+  std::string shown = plain ? name : Ascii(name) ? "\"" + name + "\"" : EncodeWords(name);
+  return shown + " <" + addr + ">";
+}
+
+// Quoted-printable (RFC 2045), lines normalised to CRLF, soft breaks at 76.
+std::string QuotedPrintable(std::string_view in) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out, line;
+  auto flush = [&](bool hard) {
+    out += line;
+    out += hard ? "\r\n" : "=\r\n";
+    line.clear();
+  };
+  for (size_t i = 0; i < in.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(in[i]);
+    if (c == '\r') continue;
+    if (c == '\n') {
+      if (!line.empty() && (line.back() == ' ' || line.back() == '\t')) {
+        char w = line.back();
+        line.pop_back();
+        line += '=';
+        line += kHex[uint8_t(w) >> 4];
+        line += kHex[uint8_t(w) & 15];
+      }
+      flush(true);
+      continue;
+    }
+    std::string enc;
+    if ((c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t') {
+      enc = std::string(1, char(c));
+    } else {
+      enc = {'=', kHex[c >> 4], kHex[c & 15]};
+    }
+    if (line.size() + enc.size() > 75) flush(false);
+    line += enc;
+  }
+  if (!line.empty()) flush(true);
+  return out;
+}
+
+std::string RfcDate(Micros t) {
+  using namespace std::chrono;
+  auto tp = sys_seconds(duration_cast<seconds>(microseconds(t)));
+  auto dp = date::floor<date::days>(tp);
+  date::year_month_day ymd(dp);
+  date::weekday wd(dp);
+  auto tod = date::make_time(tp - dp);
+  static const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s, %02u %s %04d %02d:%02d:%02d +0000", kDays[wd.c_encoding()],
+                unsigned(ymd.day()), kMonths[unsigned(ymd.month()) - 1], int(ymd.year()),
+                int(tod.hours().count()), int(tod.minutes().count()), int(tod.seconds().count()));
+  return buf;
+}
+
+}  // namespace
+
+bool ValidAddress(std::string_view a) {
+  if (a.empty() || a.size() > 254) return false;
+  size_t at = a.rfind('@');
+  if (at == std::string_view::npos || at == 0 || at + 1 == a.size() || at > 64) return false;
+  for (unsigned char c : a) {
+    if (c <= 0x20 || c == 0x7F || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' ||
+        c == ',' || c == ';' || c == ':' || c == '\\' || c == '[' || c == ']') {
+      return false;
+    }
+  }
+  std::string_view local = a.substr(0, at), domain = a.substr(at + 1);
+  if (local.front() == '.' || local.back() == '.' || local.find("..") != std::string_view::npos) return false;
+  if (domain.find('@') != std::string_view::npos || domain.find('.') == std::string_view::npos) return false;
+  if (domain.front() == '.' || domain.back() == '.' || domain.find("..") != std::string_view::npos) return false;
+  if (domain.front() == '-' || domain.back() == '-') return false;
+  return true;
+}
+
+Result<std::string> BuildMessage(const MessageParams& p) {
+  const RenderedMessage& c = p.content;
+  for (auto [name, value] : {std::pair{"Subject", std::string_view(c.subject)},
+                             std::pair{"From", std::string_view(p.from)},
+                             std::pair{"To", std::string_view(p.to)},
+                             std::pair{"List-Unsubscribe", std::string_view(p.unsubscribe_url)}}) {
+    if (HasControl(value)) {
+      return Status::Error(std::string("CR, LF or NUL in the ") + name + " header: refused");
+    }
+  }
+  if (!ValidAddress(p.to)) return Status::Error("invalid recipient address '" + p.to + "'");
+  std::string from_name, from_addr;
+  if (!SplitMailbox(p.from, from_name, from_addr)) {
+    return Status::Error("invalid sender '" + p.from + "'");
+  }
+  std::string boundary = "=_wm_" + Sha256Hex(p.idempotency_key).substr(0, 24);
+  std::string m;
+  auto header = [&](const char* name, const std::string& value) {
+    m += name;
+    m += ": ";
+    m += value;
+    m += "\r\n";
+  };
+  header("Message-ID", "<" + p.idempotency_key + "@waymark>");
+  header("Date", RfcDate(p.date));
+  header("From", Mailbox(from_name, from_addr));
+  header("To", p.to);
+  header("Subject", EncodeWords(c.subject));
+  header("MIME-Version", "1.0");
+  header("X-Waymark-Idempotency-Key", p.idempotency_key);
+  if (p.list_unsubscribe) {
+    header("List-Unsubscribe", "<" + p.unsubscribe_url + ">");
+    header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click");
+  }
+  auto part = [&](const char* type, const std::string& body) {
+    std::string s = std::string("Content-Type: ") + type + "; charset=UTF-8\r\n" +
+                    "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + QuotedPrintable(body);
+    return s;
+  };
+  if (!c.text.empty() && !c.html.empty()) {
+    header("Content-Type", "multipart/alternative; boundary=\"" + boundary + "\"");
+    m += "\r\n";
+    m += "--" + boundary + "\r\n" + part("text/plain", c.text);
+    m += "--" + boundary + "\r\n" + part("text/html", c.html);
+    m += "--" + boundary + "--\r\n";
+  } else {
+    m += part(c.html.empty() ? "text/plain" : "text/html", c.html.empty() ? c.text : c.html);
+  }
+  return m;
+}
+
+}  // namespace waymark

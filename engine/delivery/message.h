@@ -1,0 +1,35 @@
+// RFC 5322 / MIME messages: multipart/alternative (text + html), UTF-8,
+// RFC 2047 encoded words for non-ASCII headers, quoted-printable bodies,
+// Message-ID from the idempotency key, and for marketing mail RFC 8058
+// one-click unsubscribe headers. Output is deterministic: the same send
+// always gives the same bytes (Date comes from the send's time).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "engine/base/result.h"
+#include "engine/core/event.h"
+#include "engine/delivery/template.h"
+
+namespace waymark {
+
+struct MessageParams {
+  std::string idempotency_key;
+  std::string from;  // "Name <addr>" or "addr"
+  std::string to;    // an address
+  Micros date = 0;
+  bool list_unsubscribe = false;
+  std::string unsubscribe_url;  // https URI, with list_unsubscribe
+  RenderedMessage content;
+};
+
+// An addr-spec we are willing to send to: local@domain, printable ASCII or
+// UTF-8, no spaces, quotes, angle brackets, CR, LF or NUL; a dotted domain.
+bool ValidAddress(std::string_view addr);
+
+// Fails (with the reason) when a header value holds CR, LF or NUL, or an
+// address is invalid: no header can be injected.
+Result<std::string> BuildMessage(const MessageParams& p);
+
+}  // namespace waymark
