@@ -15,5 +15,8 @@ constexpr int kExitUsage = 2;
 
 void RegisterCheck(CLI::App& app, int* exit_code);
 void RegisterGraph(CLI::App& app, int* exit_code);
+void RegisterRun(CLI::App& app, int* exit_code);
+void RegisterInspect(CLI::App& app, int* exit_code);
+void RegisterRender(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

@@ -10,6 +10,9 @@ int main(int argc, char** argv) {
   int exit_code = waymark::cli::kExitOk;
   waymark::cli::RegisterCheck(app, &exit_code);
   waymark::cli::RegisterGraph(app, &exit_code);
+  waymark::cli::RegisterRun(app, &exit_code);
+  waymark::cli::RegisterInspect(app, &exit_code);
+  waymark::cli::RegisterRender(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

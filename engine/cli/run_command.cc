@@ -1,0 +1,384 @@
+// `waymark run`, `waymark inspect` and `waymark render` on the embedded
+// default (SQLite store, file transport).
+#include <csignal>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "engine/cli/commands.h"
+#include "engine/delivery/message.h"
+#include "engine/runtime/engine.h"
+
+namespace waymark::cli {
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+Micros WallNow() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t ParseDurationSeconds(const std::string& s) {
+  static const std::map<char, int64_t> kUnit = {{'w', 604800}, {'d', 86400}, {'h', 3600},
+                                                {'m', 60},     {'s', 1}};
+  int64_t total = 0, n = 0;
+  bool digits = false;
+  for (char c : s) {
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      n = n * 10 + (c - '0');
+      digits = true;
+    } else if (kUnit.count(c) && digits) {
+      total += n * kUnit.at(c);
+      n = 0;
+      digits = false;
+    } else {
+      return -1;
+    }
+  }
+  return digits ? -1 : total;
+}
+
+struct RunOptions {
+  std::string events;
+  std::string store = "sqlite:waymark.db";
+  std::string transport = "file:outbox";
+  std::string journeys = "journeys";
+  std::string schemas = "schemas";
+  std::string clock = "wall";
+  bool until_idle = false;
+  std::string advance = "0s";
+  size_t batch = 1000;
+  bool json = false;
+};
+
+void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_json) {
+  const RunSummary& s = e.summary();
+  auto dead = store.DeadLetters();
+  if (as_json) {
+    nlohmann::json j = {{"events_by_type", s.events_by_type},
+                        {"duplicates", s.duplicates},
+                        {"unknown_types", s.unknown_types},
+                        {"instances", {{"started", s.started},
+                                       {"completed", s.completed},
+                                       {"exited", s.exited},
+                                       {"waiting", e.waiting()}}},
+                        {"entries_refused", s.entries_refused},
+                        {"sends", s.sends},
+                        {"held_sends", e.held_sends()},
+                        {"dead_letters", s.dead_letters},
+                        {"timers_fired", s.timers_fired},
+                        {"outbox", t.Describe()}};
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  int64_t total = 0;
+  for (const auto& [_, n] : s.events_by_type) total += n;
+  std::cout << "\nwaymark run: summary\n";
+  std::cout << "  events in: " << total << " (" << s.duplicates << " duplicates skipped, "
+            << s.unknown_types << " of types no journey uses)\n";
+  for (const auto& [type, n] : s.events_by_type) std::cout << "    " << type << ": " << n << "\n";
+  std::cout << "  instances: " << s.started << " started, " << e.waiting() << " waiting, "
+            << s.completed << " completed, " << s.exited << " exited\n";
+  for (const auto& [why, n] : s.entries_refused) {
+    std::cout << "    not entered (" << why << "): " << n << "\n";
+  }
+  std::cout << "  timers fired: " << s.timers_fired << "\n";
+  int64_t sends = 0;
+  for (const auto& [_, by] : s.sends) {
+    for (const auto& [__, n] : by) sends += n;
+  }
+  std::cout << "  sends: " << sends << " dispatched, " << e.held_sends()
+            << " held (quiet hours or not yet due)\n";
+  for (const auto& [tmpl, by] : s.sends) {
+    std::cout << "    " << tmpl << ":";
+    for (const auto& [result, n] : by) std::cout << " " << result << " " << n;
+    std::cout << "\n";
+  }
+  int64_t dl = 0;
+  for (const auto& [_, n] : s.dead_letters) dl += n;
+  std::cout << "  dead letters: " << dl << "\n";
+  for (const auto& [why, n] : s.dead_letters) std::cout << "    " << why << ": " << n << "\n";
+  if (dead.ok() && !dead.value().empty()) {
+    size_t shown = 0;
+    for (auto it = dead.value().rbegin(); it != dead.value().rend() && shown < 5; ++it, ++shown) {
+      std::cout << "      " << it->input << ": " << it->reason << "\n";
+    }
+  }
+  std::cout << "  messages: " << t.Describe() << "\n";
+}
+
+int Run(const RunOptions& o) {
+  bool event_clock = o.clock == "event";
+  int64_t advance = ParseDurationSeconds(o.advance);
+  if (advance < 0) {
+    std::cerr << "waymark run: --advance: invalid duration '" << o.advance << "'\n";
+    return kExitUsage;
+  }
+  auto store = OpenStore(o.store);
+  if (!store.ok()) {
+    std::cerr << "waymark run: " << store.error() << "\n";
+    return kExitUsage;
+  }
+  auto transport = OpenTransport(o.transport);
+  if (!transport.ok()) {
+    std::cerr << "waymark run: " << transport.error() << "\n";
+    return kExitUsage;
+  }
+  EngineOptions eo;
+  eo.journeys_dir = o.journeys;
+  eo.schemas_dir = o.schemas;
+  eo.event_clock = event_clock;
+  auto engine = Engine::Create(eo, store.value().get(), transport.value().get());
+  if (!engine.ok()) {
+    std::cerr << "waymark run: " << engine.error() << "\n";
+    return kExitUsage;
+  }
+  Engine& e = *engine.value();
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+
+  std::istream* in = nullptr;
+  std::ifstream file;
+  if (o.events == "-") {
+    in = &std::cin;
+  } else if (!o.events.empty()) {
+    file.open(o.events, std::ios::binary);
+    if (!file) {
+      std::cerr << "waymark run: cannot read " << o.events << "\n";
+      return kExitUsage;
+    }
+    in = &file;
+  }
+  std::string name = o.events == "-" ? "stdin" : o.events;
+  Micros last_event = e.clock();
+  if (in) {
+    std::vector<RawInput> batch;
+    std::string line;
+    size_t lineno = 0;
+    auto flush = [&]() -> bool {
+      if (batch.empty()) return true;
+      Status s = e.Ingest(batch, WallNow());
+      batch.clear();
+      if (!s.ok()) {
+        std::cerr << "waymark run: " << s.message() << "\n";
+        return false;
+      }
+      return true;
+    };
+    while (!g_stop && std::getline(*in, line)) {
+      ++lineno;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      batch.push_back({name + ":" + std::to_string(lineno), std::move(line)});
+      if (batch.size() >= o.batch && !flush()) return 3;
+    }
+    if (!flush()) return 3;
+    last_event = e.clock();
+  }
+  if (event_clock && o.until_idle && !g_stop) {
+    if (Status s = e.Advance(last_event + advance * kMicrosPerSecond); !s.ok()) {
+      std::cerr << "waymark run: " << s.message() << "\n";
+      return 3;
+    }
+  } else if (!event_clock) {
+    // Serve: fire timers and release held sends at wall-clock time.
+    while (!g_stop) {
+      Micros now = WallNow();
+      if (Status s = e.Advance(now); !s.ok()) {
+        std::cerr << "waymark run: " << s.message() << "\n";
+        return 3;
+      }
+      auto next = e.NextDue();
+      if (o.until_idle && (!next || *next > now)) break;
+      Micros wait = next ? std::min<Micros>(*next - now, kMicrosPerSecond) : kMicrosPerSecond;
+      std::this_thread::sleep_for(std::chrono::microseconds(std::max<Micros>(wait, 1000)));
+    }
+  }
+  PrintSummary(e, *transport.value(), *store.value(), o.json);
+  return kExitOk;
+}
+
+std::string Time(Micros t) { return FormatRfc3339(t); }
+
+int Inspect(const std::string& journey, const std::string& key, const std::string& store_url,
+            bool as_json) {
+  auto store = OpenStore(store_url);
+  if (!store.ok()) {
+    std::cerr << "waymark inspect: " << store.error() << "\n";
+    return kExitUsage;
+  }
+  Store& s = *store.value();
+  auto instances = s.Instances(journey, key);
+  auto inputs = s.EventsBySubject(key);
+  if (!instances.ok() || !inputs.ok()) {
+    std::cerr << "waymark inspect: " << (instances.ok() ? inputs.error() : instances.error()) << "\n";
+    return 3;
+  }
+  nlohmann::json out = {{"journey", journey}, {"key", key}, {"inputs", nlohmann::json::array()},
+                        {"instances", nlohmann::json::array()}};
+  for (const Event& ev : inputs.value()) out["inputs"].push_back(ev.ToJson());
+  for (const Instance& i : instances.value()) {
+    nlohmann::json ij = {{"id", i.id}, {"version", i.version}, {"status", InstanceStatusName(i.status)},
+                         {"outcome", i.outcome}, {"entered_at", Time(i.entered_at)},
+                         {"vars", i.vars}, {"goals", i.goals}};
+    if (i.due) ij["next_timer"] = Time(i.due);
+    ij["history"] = nlohmann::json::array();
+    auto h = s.History(i.id);
+    if (h.ok()) {
+      for (const HistoryRow& r : h.value()) {
+        ij["history"].push_back({{"n", r.n}, {"time", Time(r.time)}, {"kind", r.kind},
+                                 {"state", r.state}, {"detail", r.detail}});
+      }
+    }
+    ij["sends"] = nlohmann::json::array();
+    auto sends = s.Sends(i.id);
+    if (sends.ok()) {
+      for (const SendRow& r : sends.value()) {
+        nlohmann::json sj = {{"idempotency_key", r.key}, {"template", r.template_name},
+                             {"to", r.recipient}, {"intent", r.intent},
+                             {"requested_at", Time(r.requested_at)},
+                             {"not_before", Time(r.not_before)}, {"results", nlohmann::json::array()}};
+        auto results = s.SendResults(r.key);
+        if (results.ok()) {
+          for (const SendResultRow& x : results.value()) {
+            sj["results"].push_back({{"attempt", x.attempt}, {"time", Time(x.time)},
+                                     {"result", x.result}, {"detail", x.detail}});
+          }
+        }
+        ij["sends"].push_back(sj);
+      }
+    }
+    out["instances"].push_back(ij);
+  }
+  if (as_json) {
+    std::cout << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  std::cout << "journey " << journey << ", key " << key << "\n";
+  std::cout << "inputs for this key (" << out["inputs"].size() << "):\n";
+  for (const auto& ev : out["inputs"]) {
+    std::cout << "  " << ev["time"].get<std::string>() << "  " << ev["type"].get<std::string>()
+              << "  (" << ev["source"].get<std::string>() << " " << ev["id"].get<std::string>()
+              << ")\n";
+  }
+  if (instances.value().empty()) {
+    std::cout << "no instance of " << journey << " for " << key
+              << ": no trigger matched, or entry was refused (see the run summary)\n";
+  }
+  for (const auto& ij : out["instances"]) {
+    std::cout << "\ninstance " << ij["id"].get<std::string>() << "  version "
+              << ij["version"].get<std::string>().substr(0, 12) << "  "
+              << ij["status"].get<std::string>();
+    if (!ij["outcome"].get<std::string>().empty()) std::cout << " (" << ij["outcome"].get<std::string>() << ")";
+    std::cout << "\n";
+    for (const auto& r : ij["history"]) {
+      std::cout << "  " << r["time"].get<std::string>() << "  " << r["kind"].get<std::string>();
+      if (!r["state"].get<std::string>().empty()) std::cout << " [" << r["state"].get<std::string>() << "]";
+      if (!r["detail"].empty()) std::cout << "  " << r["detail"].dump();
+      std::cout << "\n";
+    }
+    for (const auto& sj : ij["sends"]) {
+      std::cout << "  send " << sj["template"].get<std::string>() << " to "
+                << sj["to"].get<std::string>() << " (" << sj["idempotency_key"].get<std::string>()
+                << "):";
+      if (sj["results"].empty()) std::cout << " pending until " << sj["not_before"].get<std::string>();
+      for (const auto& x : sj["results"]) {
+        std::cout << " " << x["result"].get<std::string>() << " at " << x["time"].get<std::string>();
+      }
+      std::cout << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+int Render(const std::string& name, const std::string& data_file, const std::string& dir) {
+  std::ifstream in(data_file);
+  if (!in) {
+    std::cerr << "waymark render: cannot read " << data_file << "\n";
+    return kExitUsage;
+  }
+  nlohmann::json data = nlohmann::json::parse(in, nullptr, false);
+  if (data.is_discarded()) {
+    std::cerr << "waymark render: " << data_file << " is not JSON\n";
+    return kExitRejected;
+  }
+  TemplateSet set(dir);
+  auto t = set.Get(name);
+  if (!t.ok()) {
+    std::cerr << "waymark render: " << t.error() << "\n";
+    return kExitRejected;
+  }
+  auto r = t.value()->Render(data);
+  if (!r.ok()) {
+    std::cerr << "waymark render: " << r.error() << "\n";
+    return kExitRejected;
+  }
+  MessageParams p;
+  p.idempotency_key = "wm-preview";
+  p.from = r.value().from.empty() ? "Waymark <noreply@waymark.example>" : r.value().from;
+  p.to = data.contains("to") && data["to"].is_string() ? data["to"].get<std::string>()
+                                                       : "preview@example.com";
+  p.date = 0;
+  p.list_unsubscribe = true;
+  p.unsubscribe_url = "https://waymark.example/unsubscribe?m=wm-preview";
+  p.content = r.value();
+  auto m = BuildMessage(p);
+  if (!m.ok()) {
+    std::cerr << "waymark render: " << m.error() << "\n";
+    return kExitRejected;
+  }
+  std::cout << m.value();
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterRun(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<RunOptions>();
+  auto* cmd = app.add_subcommand("run", "Run the journeys over events (embedded default: SQLite + files)");
+  cmd->add_option("--events", o->events, "CloudEvents JSON lines: a file, or - for stdin");
+  cmd->add_option("--store", o->store, "sqlite:PATH")->capture_default_str();
+  cmd->add_option("--transport", o->transport, "file:DIR")->capture_default_str();
+  cmd->add_option("--journeys", o->journeys, "journeys directory")->capture_default_str();
+  cmd->add_option("--schemas", o->schemas, "schemas directory")->capture_default_str();
+  cmd->add_option("--clock", o->clock, "wall (serve) or event (time follows the events)")
+      ->check(CLI::IsMember({"wall", "event"}))
+      ->capture_default_str();
+  cmd->add_flag("--until-idle", o->until_idle, "exit once the input is exhausted and nothing is due");
+  cmd->add_option("--advance", o->advance,
+                  "with --clock event --until-idle: fire timers up to the last event + DURATION")
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batch, "events per transaction")->capture_default_str();
+  cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->callback([=] { *exit_code = Run(*o); });
+}
+
+void RegisterInspect(CLI::App& app, int* exit_code) {
+  auto journey = std::make_shared<std::string>();
+  auto key = std::make_shared<std::string>();
+  auto store = std::make_shared<std::string>("sqlite:waymark.db");
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("inspect", "One person's trace through a journey: why (not)?");
+  cmd->add_option("journey", *journey, "journey name")->required();
+  cmd->add_option("key", *key, "instance key (the CloudEvents subject by default)")->required();
+  cmd->add_option("--store", *store, "sqlite:PATH")->capture_default_str();
+  cmd->add_flag("--json", *json, "print the trace as JSON");
+  cmd->callback([=] { *exit_code = Inspect(*journey, *key, *store, *json); });
+}
+
+void RegisterRender(CLI::App& app, int* exit_code) {
+  auto name = std::make_shared<std::string>();
+  auto data = std::make_shared<std::string>();
+  auto dir = std::make_shared<std::string>("journeys/templates");
+  auto* cmd = app.add_subcommand("render", "Preview a template as the RFC 5322 message it makes");
+  cmd->add_option("template", *name, "template name")->required();
+  cmd->add_option("--data", *data, "JSON file with trigger, event, vars, key")->required();
+  cmd->add_option("--templates", *dir, "templates directory")->capture_default_str();
+  cmd->callback([=] { *exit_code = Render(*name, *data, *dir); });
+}
+
+}  // namespace waymark::cli

@@ -1,0 +1,364 @@
+#include "engine/runtime/engine.h"
+
+#include <algorithm>
+
+#include "dsl/checker.h"
+#include "engine/core/eval.h"
+#include "engine/delivery/message.h"
+
+namespace waymark {
+
+using nlohmann::json;
+
+Engine::Engine(const EngineOptions& o, Store* s, Transport* t)
+    : options_(o),
+      store_(s),
+      transport_(t),
+      templates_(o.templates_dir.empty() ? o.journeys_dir + "/templates" : o.templates_dir) {}
+
+Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, Store* store,
+                                               Transport* transport) {
+  std::unique_ptr<Engine> e(new Engine(options, store, transport));
+  if (Status s = e->Start(); !s.ok()) return s;
+  return e;
+}
+
+Status Engine::Start() {
+  auto decoder = EventDecoder::Create(options_.schemas_dir, options_.max_event_bytes);
+  if (!decoder.ok()) return decoder.status();
+  decoder_ = std::move(decoder).value();
+
+  auto schemas = dsl::SchemaRegistry::Load(options_.schemas_dir);
+  if (!schemas.ok()) return schemas.status();
+  dsl::CheckResult checked = dsl::CheckPaths({options_.journeys_dir}, schemas.value());
+  if (checked.diags.errors() > 0) {
+    return Status::Error("journeys do not check:\n" + dsl::RenderDiagnostics(checked));
+  }
+  for (dsl::CheckedFile& f : checked.files) {
+    dsl::CompiledJourney& j = *f.journey;
+    batch_.journey_versions.push_back(
+        {j.version, j.name, j.ToJson().dump(), j.SourceMap().dump()});
+    for (const auto& t : j.triggers) listened_.insert(t.event);
+    for (const auto& x : j.exits) listened_.insert(x.event);
+    for (const auto& g : j.goals) listened_.insert(g.event);
+    for (const auto& s : j.states) {
+      if (s.kind == dsl::State::Kind::kWaitEvent) listened_.insert(s.event);
+    }
+    journeys_.emplace(j.name, std::move(j));
+  }
+
+  // Recovery: the instances still running, their timers, the sends not
+  // yet done.
+  auto active = store_->ActiveInstances();
+  if (!active.ok()) return active.status();
+  for (Instance& i : active.value()) {
+    if (!VersionOf(i)) {
+      return Status::Error("instance " + i.id + " is pinned to journey version " + i.version +
+                           ", which the store does not have");
+    }
+    clock_ = std::max(clock_, i.time);
+    if (i.due) timers_.insert({i.due, i.id});
+    by_key_[{i.journey, i.key}].push_back(i.id);
+    std::string id = i.id;
+    active_.emplace(id, std::move(i));
+  }
+  auto pending = store_->PendingSends(size_t(1) << 40);
+  if (!pending.ok()) return pending.status();
+  pending_ = std::move(pending).value();
+  return Commit();
+}
+
+const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
+  auto cur = journeys_.find(i.journey);
+  if (cur != journeys_.end() && cur->second.version == i.version) return &cur->second;
+  auto it = pinned_.find(i.version);
+  if (it != pinned_.end()) return it->second.get();
+  auto row = store_->JourneyVersion(i.version);
+  if (!row.ok() || !row.value()) return nullptr;
+  auto parsed = dsl::CompiledJourney::FromJson(json::parse(row.value()->body, nullptr, false));
+  if (!parsed.ok()) return nullptr;
+  auto owned = std::make_unique<dsl::CompiledJourney>(std::move(parsed).value());
+  const dsl::CompiledJourney* raw = owned.get();
+  pinned_[i.version] = std::move(owned);
+  return raw;
+}
+
+void Engine::DeadLetter(Micros time, const std::string& input, const std::string& reason,
+                        const std::string& raw) {
+  batch_.dead_letters.push_back({0, time, input, reason, raw.substr(0, 64 * 1024)});
+  // Group reasons for the summary by their first clause.
+  std::string kind = reason.substr(0, reason.find(':'));
+  ++summary_.dead_letters[kind];
+}
+
+Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now) {
+  // Decode everything first, then ask the store once which are repeats.
+  std::vector<std::pair<Event, const RawInput*>> events;
+  for (const RawInput& in : inputs) {
+    auto e = decoder_->Decode(in.text, wall_now);
+    if (!e.ok()) {
+      DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, e.error(), in.text);
+      continue;
+    }
+    events.emplace_back(std::move(e).value(), &in);
+  }
+  std::vector<std::pair<std::string, std::string>> ids;
+  for (const auto& [e, in] : events) ids.emplace_back(e.source, e.id);
+  auto seen = store_->EventsSeen(ids);
+  if (!seen.ok()) return seen.status();
+  for (size_t k = 0; k < events.size(); ++k) {
+    Event& e = events[k].first;
+    if (seen.value()[k] || !batch_ids_.insert({e.source, e.id}).second) {
+      ++summary_.duplicates;
+      continue;
+    }
+    if (options_.event_clock) FireTimers(e.time);
+    clock_ = std::max(clock_, e.time);
+    Route(e);
+    while (!emitted_.empty()) {
+      Event x = std::move(emitted_.front());
+      emitted_.pop_front();
+      if (batch_ids_.insert({x.source, x.id}).second) Route(x);
+    }
+  }
+  if (Status s = Commit(); !s.ok()) return s;
+  return Dispatch(options_.event_clock ? clock_ : wall_now);
+}
+
+Status Engine::Advance(Micros until) {
+  FireTimers(until);
+  clock_ = std::max(clock_, until);
+  if (Status s = Commit(); !s.ok()) return s;
+  return Dispatch(options_.event_clock ? clock_ : until);
+}
+
+Status Engine::DispatchDue(Micros now) { return Dispatch(now); }
+
+std::optional<Micros> Engine::NextDue() const {
+  std::optional<Micros> next;
+  if (!timers_.empty()) next = timers_.begin()->first;
+  for (const SendRow& s : pending_) {
+    if (!next || s.not_before < *next) next = s.not_before;
+  }
+  return next;
+}
+
+void Engine::FireTimers(Micros until) {
+  while (!timers_.empty() && timers_.begin()->first <= until) {
+    auto [due, id] = *timers_.begin();
+    timers_.erase(timers_.begin());
+    auto it = active_.find(id);
+    if (it == active_.end() || it->second.due != due) continue;
+    const dsl::CompiledJourney* j = VersionOf(it->second);
+    if (!j) continue;
+    clock_ = std::max(clock_, due);
+    ++summary_.timers_fired;
+    Apply(*j, Step(*j, it->second, {Input::Kind::kTimer, nullptr, due}, due));
+    while (!emitted_.empty()) {
+      Event x = std::move(emitted_.front());
+      emitted_.pop_front();
+      if (batch_ids_.insert({x.source, x.id}).second) Route(x);
+    }
+  }
+}
+
+void Engine::Route(const Event& e) {
+  batch_.events.push_back(e);
+  ++summary_.events_by_type[e.type];
+  if (!listened_.count(e.type)) {
+    ++summary_.unknown_types;
+    return;
+  }
+  json ej = e.ToJson();
+  for (auto& [name, j] : journeys_) {
+    std::string key = e.subject;
+    if (j.key) {
+      json empty = json::object();
+      EvalScope scope{&ej, &ej, &empty, nullptr};
+      json k = Eval(j.key, scope);
+      key = k.is_string() ? k.get<std::string>() : "";
+    }
+    if (key.empty()) continue;
+    auto ids = by_key_.find({name, key});
+    if (ids != by_key_.end()) {
+      std::vector<std::string> copy = ids->second;
+      for (const std::string& id : copy) {
+        auto it = active_.find(id);
+        if (it == active_.end()) continue;
+        const dsl::CompiledJourney* v = VersionOf(it->second);
+        if (!v) continue;
+        Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
+      }
+    }
+    for (const dsl::EventRule& t : j.triggers) {
+      if (t.event != e.type) continue;
+      json empty = json::object();
+      EvalScope scope{&ej, &ej, &empty, &key};
+      if (!Holds(t.when, scope)) continue;
+      TryEnter(j, key, e);
+      break;
+    }
+  }
+}
+
+void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e) {
+  auto ek = std::make_pair(j.name, key);
+  auto cached = entries_.find(ek);
+  if (cached == entries_.end()) {
+    auto r = store_->Entries(j.name, key);
+    cached = entries_.emplace(ek, r.ok() ? r.value() : std::pair<int64_t, Micros>{0, 0}).first;
+  }
+  auto& [count, last] = cached->second;
+  Micros now = std::max(e.time, clock_);
+  if (count > 0 && j.reentry == dsl::Reentry::kOnce) {
+    ++summary_.entries_refused["reentry once: entered before"];
+    return;
+  }
+  if (count > 0 && j.reentry == dsl::Reentry::kOncePer &&
+      now - last < j.reentry_period_s * kMicrosPerSecond) {
+    ++summary_.entries_refused["reentry once per " + dsl::DurationToString(j.reentry_period_s)];
+    return;
+  }
+  auto ids = by_key_.find(ek);
+  if (ids != by_key_.end() && int(ids->second.size()) >= j.max_concurrent) {
+    ++summary_.entries_refused["max_concurrent " + std::to_string(j.max_concurrent)];
+    return;
+  }
+  ++count;
+  last = now;
+  ++summary_.started;
+  Instance fresh = NewInstance(j, key, count, e);
+  fresh.time = now;
+  fresh.entered_at = now;
+  by_key_[ek].push_back(fresh.id);
+  std::string id = fresh.id;
+  active_[id] = fresh;
+  Apply(j, Step(j, active_[id], {Input::Kind::kStart, &e, 0}, now));
+}
+
+void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
+  if (!r.changed) return;
+  Instance& cur = active_[r.next.id];
+  int64_t n = cur.revision;
+  for (const Record& rec : r.records) {
+    batch_.history.push_back({r.next.id, ++n, rec.time, rec.kind, rec.state, rec.detail});
+  }
+  if (cur.due != r.next.due) {
+    if (cur.due) timers_.erase({cur.due, cur.id});
+    if (r.next.due) timers_.insert({r.next.due, r.next.id});
+    batch_.timers.emplace_back(r.next.id, r.next.due);
+  }
+  for (SendEffect& s : r.sends) {
+    SendRow row;
+    row.key = s.idempotency_key;
+    row.instance_id = s.instance_id;
+    row.journey = j.name;
+    row.person = r.next.key;
+    row.state = s.state;
+    row.template_name = s.template_name;
+    row.recipient = s.to;
+    row.intent = dsl::IntentName(s.intent);
+    row.via = s.via;
+    row.priority = s.priority;
+    row.requested_at = s.requested_at;
+    row.not_before = s.not_before;
+    row.data = std::move(s.data);
+    batch_.sends.push_back(row);
+    if (!ValidAddress(row.recipient)) {
+      std::string reason = "invalid recipient address '" + row.recipient + "'";
+      DeadLetter(s.requested_at, "send " + row.key + " (" + r.next.id + ")", reason, "");
+      batch_.results.push_back({row.key, 1, s.requested_at, "dead_letter", true, {{"reason", reason}}});
+      ++summary_.sends[row.template_name]["dead_letter"];
+      continue;
+    }
+    pending_.push_back(std::move(row));
+  }
+  for (Event& x : r.emits) emitted_.push_back(std::move(x));
+  if (r.next.Finished()) {
+    if (r.next.status == InstanceStatus::kCompleted) ++summary_.completed;
+    if (r.next.status == InstanceStatus::kExited) ++summary_.exited;
+    if (cur.due) {
+      timers_.erase({cur.due, cur.id});
+    }
+    auto& ids = by_key_[{r.next.journey, r.next.key}];
+    ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
+    batch_.instances.push_back(r.next);
+    dirty_.erase(r.next.id);
+    active_.erase(r.next.id);
+    return;
+  }
+  cur = std::move(r.next);
+  dirty_.insert(cur.id);
+}
+
+Status Engine::Commit() {
+  for (const std::string& id : dirty_) {
+    auto it = active_.find(id);
+    if (it != active_.end()) batch_.instances.push_back(it->second);
+  }
+  Status s = store_->Commit(batch_);
+  if (!s.ok()) return s;
+  batch_ = Batch();
+  dirty_.clear();
+  batch_ids_.clear();
+  return Status();
+}
+
+Status Engine::Dispatch(Micros now) {
+  std::vector<SendRow> later;
+  Batch results;
+  for (SendRow& s : pending_) {
+    if (s.not_before > now) {
+      later.push_back(std::move(s));
+      continue;
+    }
+    std::string result, detail, provider_id;
+    auto tmpl = templates_.Get(s.template_name);
+    Result<std::string> message = Status::Error("");
+    if (!tmpl.ok()) {
+      message = tmpl.status();
+    } else {
+      auto rendered = tmpl.value()->Render(s.data);
+      if (!rendered.ok()) {
+        message = rendered.status();
+      } else {
+        MessageParams p;
+        p.idempotency_key = s.key;
+        p.from = rendered.value().from.empty() ? options_.default_from : rendered.value().from;
+        p.to = s.recipient;
+        p.date = s.requested_at;
+        p.list_unsubscribe = s.intent != "transactional";
+        p.unsubscribe_url = options_.unsubscribe_url + "?m=" + s.key;
+        p.content = std::move(rendered).value();
+        message = BuildMessage(p);
+      }
+    }
+    if (!message.ok()) {
+      result = "dead_letter";
+      detail = message.error();
+      DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
+    } else {
+      TransportResult t = transport_->Send(s.key, message.value());
+      result = t.kind;
+      detail = t.detail;
+      provider_id = t.provider_id;
+    }
+    bool final = result != "retry_later";
+    if (attempts_[s.key] == 0) {
+      auto prior = store_->SendResults(s.key);
+      if (prior.ok()) attempts_[s.key] = int(prior.value().size());
+    }
+    json d = {{"detail", detail}};
+    if (!provider_id.empty()) d["provider_id"] = provider_id;
+    Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
+    results.results.push_back({s.key, ++attempts_[s.key], at, result, final, d});
+    ++summary_.sends[s.template_name][result];
+    if (!final) later.push_back(std::move(s));
+  }
+  pending_ = std::move(later);
+  results.dead_letters = std::move(batch_.dead_letters);
+  batch_.dead_letters.clear();
+  return store_->Commit(results);
+}
+
+}  // namespace waymark

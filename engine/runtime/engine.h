@@ -1,0 +1,110 @@
+// The engine: routes inputs to journey instances through the pure step
+// function, commits each batch in one store transaction, then dispatches
+// the resulting sends. One thread drives it. See docs/engine.md.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dsl/ir.h"
+#include "engine/core/event.h"
+#include "engine/core/step.h"
+#include "engine/delivery/template.h"
+#include "engine/delivery/transport.h"
+#include "engine/store/store.h"
+
+namespace waymark {
+
+struct EngineOptions {
+  std::string journeys_dir = "journeys";
+  std::string schemas_dir = "schemas";
+  std::string templates_dir;  // default: <journeys_dir>/templates
+  bool event_clock = true;    // false: the wall clock
+  size_t max_event_bytes = 1 << 20;
+  std::string default_from = "Waymark <noreply@waymark.example>";
+  std::string unsubscribe_url = "https://waymark.example/unsubscribe";
+};
+
+// One raw input and where it came from ("events.jsonl:17", "http").
+struct RawInput {
+  std::string position;
+  std::string text;
+};
+
+struct RunSummary {
+  std::map<std::string, int64_t> events_by_type;
+  int64_t duplicates = 0;      // re-sent events, recognised and skipped
+  int64_t unknown_types = 0;   // events no journey listens to
+  std::map<std::string, int64_t> dead_letters;  // reason -> count
+  int64_t started = 0, completed = 0, exited = 0;
+  std::map<std::string, int64_t> entries_refused;  // reason -> count
+  std::map<std::string, std::map<std::string, int64_t>> sends;  // template -> result -> count
+  int64_t timers_fired = 0;
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Create(const EngineOptions& options, Store* store,
+                                                Transport* transport);
+
+  // Decodes, deduplicates and routes a batch of inputs, fires the timers
+  // that fall before them (event clock), commits, then dispatches.
+  Status Ingest(const std::vector<RawInput>& inputs, Micros wall_now);
+  // Fires every timer due at or before `until`, commits, dispatches.
+  Status Advance(Micros until);
+  // Dispatches sends whose hold has passed by `now` (wall clock mode).
+  Status DispatchDue(Micros now);
+
+  Micros clock() const { return clock_; }
+  std::optional<Micros> NextDue() const;
+  size_t held_sends() const { return pending_.size(); }
+  size_t waiting() const { return active_.size(); }
+  const RunSummary& summary() const { return summary_; }
+  const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
+
+ private:
+  Engine(const EngineOptions& o, Store* s, Transport* t);
+  Status Start();
+
+  const dsl::CompiledJourney* VersionOf(const Instance& i);
+  void Route(const Event& e);
+  void TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e);
+  void Apply(const dsl::CompiledJourney& j, StepResult r);
+  void FireTimers(Micros until);
+  void DeadLetter(Micros time, const std::string& input, const std::string& reason,
+                  const std::string& raw);
+  Status Commit();
+  Status Dispatch(Micros now);
+
+  EngineOptions options_;
+  Store* store_;
+  Transport* transport_;
+  std::unique_ptr<EventDecoder> decoder_;
+  TemplateSet templates_;
+
+  std::map<std::string, dsl::CompiledJourney> journeys_;  // current version by name
+  std::map<std::string, std::unique_ptr<dsl::CompiledJourney>> pinned_;  // older versions by hash
+  std::set<std::string> listened_;  // event types some journey uses
+
+  std::unordered_map<std::string, Instance> active_;
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> by_key_;
+  std::map<std::pair<std::string, std::string>, std::pair<int64_t, Micros>> entries_;
+  std::set<std::pair<Micros, std::string>> timers_;
+  std::set<std::string> dirty_;
+  std::set<std::pair<std::string, std::string>> batch_ids_;  // (source, id) in this batch
+  std::deque<Event> emitted_;
+
+  Batch batch_;
+  std::vector<SendRow> pending_;  // committed sends not yet dispatched
+  std::map<std::string, int> attempts_;  // idempotency key -> attempts recorded
+  Micros clock_ = 0;
+  RunSummary summary_;
+};
+
+}  // namespace waymark
