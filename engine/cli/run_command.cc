@@ -61,6 +61,7 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
   auto dead = store.DeadLetters();
   if (as_json) {
     nlohmann::json j = {{"events_by_type", s.events_by_type},
+                        {"emitted_by_type", s.emitted_by_type},
                         {"duplicates", s.duplicates},
                         {"unknown_types", s.unknown_types},
                         {"instances", {{"started", s.started},
@@ -79,21 +80,27 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
   int64_t total = 0;
   for (const auto& [_, n] : s.events_by_type) total += n;
   std::cout << "\nwaymark run: summary\n";
+  int64_t emitted = 0;
+  for (const auto& [_, n] : s.emitted_by_type) emitted += n;
   std::cout << "  events in: " << total << " (" << s.duplicates << " duplicates skipped, "
             << s.unknown_types << " of types no journey uses)\n";
   for (const auto& [type, n] : s.events_by_type) std::cout << "    " << type << ": " << n << "\n";
+  if (emitted > 0) {
+    std::cout << "  events emitted by journeys: " << emitted << "\n";
+    for (const auto& [type, n] : s.emitted_by_type) std::cout << "    " << type << ": " << n << "\n";
+  }
   std::cout << "  instances: " << s.started << " started, " << e.waiting() << " waiting, "
             << s.completed << " completed, " << s.exited << " exited\n";
   for (const auto& [why, n] : s.entries_refused) {
     std::cout << "    not entered (" << why << "): " << n << "\n";
   }
   std::cout << "  timers fired: " << s.timers_fired << "\n";
-  int64_t sends = 0;
+  int64_t sends = 0, refused = 0;
   for (const auto& [_, by] : s.sends) {
-    for (const auto& [__, n] : by) sends += n;
+    for (const auto& [result, n] : by) (result == "dead_letter" ? refused : sends) += n;
   }
-  std::cout << "  sends: " << sends << " dispatched, " << e.held_sends()
-            << " held (quiet hours or not yet due)\n";
+  std::cout << "  sends: " << sends << " handed to the transport, " << refused
+            << " dead-lettered, " << e.held_sends() << " held (quiet hours or not yet due)\n";
   for (const auto& [tmpl, by] : s.sends) {
     std::cout << "    " << tmpl << ":";
     for (const auto& [result, n] : by) std::cout << " " << result << " " << n;

@@ -4,6 +4,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/base/result.h"
 
@@ -19,6 +21,14 @@ class Transport {
  public:
   virtual ~Transport() = default;
   virtual TransportResult Send(const std::string& idempotency_key, const std::string& message) = 0;
+  // Several messages at once, results in the same order. Transports with a
+  // cheaper way to do many (one flush, a provider's batch API) override it.
+  virtual std::vector<TransportResult> SendBatch(
+      const std::vector<std::pair<std::string, std::string>>& messages) {
+    std::vector<TransportResult> out;
+    for (const auto& [key, message] : messages) out.push_back(Send(key, message));
+    return out;
+  }
   // Where the messages go, for people ("outbox/ (one .eml per message)").
   virtual std::string Describe() const = 0;
 };

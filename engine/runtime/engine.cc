@@ -86,8 +86,17 @@ const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
 void Engine::DeadLetter(Micros time, const std::string& input, const std::string& reason,
                         const std::string& raw) {
   batch_.dead_letters.push_back({0, time, input, reason, raw.substr(0, 64 * 1024)});
-  // Group reasons for the summary by their first clause.
-  std::string kind = reason.substr(0, reason.find(':'));
+  // Group reasons for the summary: the first clause, quoted values elided.
+  std::string kind;
+  bool quoted = false;
+  for (char c : reason.substr(0, reason.find(": "))) {
+    if (c == '\'') {
+      kind += quoted ? "…'" : "'";
+      quoted = !quoted;
+    } else if (!quoted) {
+      kind += c;
+    }
+  }
   ++summary_.dead_letters[kind];
 }
 
@@ -114,12 +123,8 @@ Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now) {
     }
     if (options_.event_clock) FireTimers(e.time);
     clock_ = std::max(clock_, e.time);
-    Route(e);
-    while (!emitted_.empty()) {
-      Event x = std::move(emitted_.front());
-      emitted_.pop_front();
-      if (batch_ids_.insert({x.source, x.id}).second) Route(x);
-    }
+    Route(e, false);
+    RouteEmitted();
   }
   if (Status s = Commit(); !s.ok()) return s;
   return Dispatch(options_.event_clock ? clock_ : wall_now);
@@ -154,19 +159,25 @@ void Engine::FireTimers(Micros until) {
     clock_ = std::max(clock_, due);
     ++summary_.timers_fired;
     Apply(*j, Step(*j, it->second, {Input::Kind::kTimer, nullptr, due}, due));
-    while (!emitted_.empty()) {
-      Event x = std::move(emitted_.front());
-      emitted_.pop_front();
-      if (batch_ids_.insert({x.source, x.id}).second) Route(x);
-    }
+    RouteEmitted();
   }
 }
 
-void Engine::Route(const Event& e) {
+// Events the journeys emit go through the same path as inputs, at once and
+// in order, so they are part of the same deterministic history.
+void Engine::RouteEmitted() {
+  while (!emitted_.empty()) {
+    Event x = std::move(emitted_.front());
+    emitted_.pop_front();
+    if (batch_ids_.insert({x.source, x.id}).second) Route(x, true);
+  }
+}
+
+void Engine::Route(const Event& e, bool emitted) {
   batch_.events.push_back(e);
-  ++summary_.events_by_type[e.type];
+  ++(emitted ? summary_.emitted_by_type : summary_.events_by_type)[e.type];
   if (!listened_.count(e.type)) {
-    ++summary_.unknown_types;
+    if (!emitted) ++summary_.unknown_types;
     return;
   }
   json ej = e.ToJson();
@@ -305,60 +316,63 @@ Status Engine::Commit() {
 }
 
 Status Engine::Dispatch(Micros now) {
-  std::vector<SendRow> later;
+  std::vector<SendRow> later, ready;
+  std::vector<std::pair<std::string, std::string>> messages;
   Batch results;
-  for (SendRow& s : pending_) {
-    if (s.not_before > now) {
-      later.push_back(std::move(s));
-      continue;
-    }
-    std::string result, detail, provider_id;
-    auto tmpl = templates_.Get(s.template_name);
-    Result<std::string> message = Status::Error("");
-    if (!tmpl.ok()) {
-      message = tmpl.status();
-    } else {
-      auto rendered = tmpl.value()->Render(s.data);
-      if (!rendered.ok()) {
-        message = rendered.status();
-      } else {
-        MessageParams p;
-        p.idempotency_key = s.key;
-        p.from = rendered.value().from.empty() ? options_.default_from : rendered.value().from;
-        p.to = s.recipient;
-        p.date = s.requested_at;
-        p.list_unsubscribe = s.intent != "transactional";
-        p.unsubscribe_url = options_.unsubscribe_url + "?m=" + s.key;
-        p.content = std::move(rendered).value();
-        message = BuildMessage(p);
-      }
-    }
-    if (!message.ok()) {
-      result = "dead_letter";
-      detail = message.error();
-      DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
-    } else {
-      TransportResult t = transport_->Send(s.key, message.value());
-      result = t.kind;
-      detail = t.detail;
-      provider_id = t.provider_id;
-    }
-    bool final = result != "retry_later";
+  auto record = [&](SendRow& s, const std::string& result, const std::string& detail,
+                    const std::string& provider_id) {
     if (attempts_[s.key] == 0) {
       auto prior = store_->SendResults(s.key);
       if (prior.ok()) attempts_[s.key] = int(prior.value().size());
     }
+    bool final = result != "retry_later";
     json d = {{"detail", detail}};
     if (!provider_id.empty()) d["provider_id"] = provider_id;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     results.results.push_back({s.key, ++attempts_[s.key], at, result, final, d});
     ++summary_.sends[s.template_name][result];
     if (!final) later.push_back(std::move(s));
+  };
+  for (SendRow& s : pending_) {
+    if (s.not_before > now) {
+      later.push_back(std::move(s));
+      continue;
+    }
+    Result<std::string> message = Render(s);
+    if (!message.ok()) {
+      DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
+      record(s, "dead_letter", message.error(), "");
+      continue;
+    }
+    messages.emplace_back(s.key, std::move(message).value());
+    ready.push_back(std::move(s));
+  }
+  if (!messages.empty()) {
+    std::vector<TransportResult> sent = transport_->SendBatch(messages);
+    for (size_t i = 0; i < ready.size(); ++i) {
+      record(ready[i], sent[i].kind, sent[i].detail, sent[i].provider_id);
+    }
   }
   pending_ = std::move(later);
   results.dead_letters = std::move(batch_.dead_letters);
   batch_.dead_letters.clear();
   return store_->Commit(results);
+}
+
+Result<std::string> Engine::Render(const SendRow& s) {
+  auto tmpl = templates_.Get(s.template_name);
+  if (!tmpl.ok()) return tmpl.status();
+  auto rendered = tmpl.value()->Render(s.data);
+  if (!rendered.ok()) return rendered.status();
+  MessageParams p;
+  p.idempotency_key = s.key;
+  p.from = rendered.value().from.empty() ? options_.default_from : rendered.value().from;
+  p.to = s.recipient;
+  p.date = std::max(s.requested_at, s.not_before);  // when it is released
+  p.list_unsubscribe = s.intent != "transactional";
+  p.unsubscribe_url = options_.unsubscribe_url + "?m=" + s.key;
+  p.content = std::move(rendered).value();
+  return BuildMessage(p);
 }
 
 }  // namespace waymark

@@ -38,7 +38,8 @@ struct RawInput {
 };
 
 struct RunSummary {
-  std::map<std::string, int64_t> events_by_type;
+  std::map<std::string, int64_t> events_by_type;   // inputs
+  std::map<std::string, int64_t> emitted_by_type;  // events the journeys emitted
   int64_t duplicates = 0;      // re-sent events, recognised and skipped
   int64_t unknown_types = 0;   // events no journey listens to
   std::map<std::string, int64_t> dead_letters;  // reason -> count
@@ -73,7 +74,8 @@ class Engine {
   Status Start();
 
   const dsl::CompiledJourney* VersionOf(const Instance& i);
-  void Route(const Event& e);
+  void Route(const Event& e, bool emitted);
+  void RouteEmitted();
   void TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e);
   void Apply(const dsl::CompiledJourney& j, StepResult r);
   void FireTimers(Micros until);
@@ -81,6 +83,7 @@ class Engine {
                   const std::string& raw);
   Status Commit();
   Status Dispatch(Micros now);
+  Result<std::string> Render(const SendRow& s);
 
   EngineOptions options_;
   Store* store_;
