@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Sets everything up and runs the main job on the embedded default:
-# builds waymark, checks the bundled journeys and draws each one.
-# (Until the engine lands this is `waymark check` + `waymark graph`; see
-# README.md.)
+# Sets everything up and runs the main job on the embedded default: builds
+# waymark, checks and draws the bundled journeys, then runs them over the
+# bundled sample events (six weeks of traffic, with the event clock) into a
+# fresh SQLite store and file outbox, and prints what happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWAYMARK_BENCH=ON >/dev/null
 ninja -C build waymark >/dev/null
-waymark=build/engine/cli/waymark
+waymark=$PWD/build/engine/cli/waymark
+out=build/demo
 
 echo
 echo "== waymark check journeys/ =="
 $waymark check journeys
 
 echo
-echo "== waymark graph: state machines drawn to build/graphs/ =="
-mkdir -p build/graphs
+echo "== waymark graph: state machines drawn to $out/graphs/ =="
+rm -rf "$out"
+mkdir -p "$out/graphs"
 for j in journeys/*.journey; do
   name=$(basename "$j" .journey)
-  $waymark graph "$j" --format dot > "build/graphs/$name.dot"
-  dot -Tsvg "build/graphs/$name.dot" -o "build/graphs/$name.svg"
-  $waymark graph "$j" --format mermaid > "build/graphs/$name.mmd"
-  $waymark graph "$j" --format json > "build/graphs/$name.json"
-  printf '  %-16s -> build/graphs/%s.svg (.dot, .mmd, compiled form in .json)\n' "$name" "$name"
+  $waymark graph "$j" --format dot > "$out/graphs/$name.dot"
+  dot -Tsvg "$out/graphs/$name.dot" -o "$out/graphs/$name.svg"
+  $waymark graph "$j" --format mermaid > "$out/graphs/$name.mmd"
+  printf '  %-16s -> %s/graphs/%s.svg (and .dot, .mmd)\n' "$name" "$out" "$name"
 done
+
+echo
+echo "== waymark run: journeys/sample_events.jsonl, event clock =="
+$waymark run --events journeys/sample_events.jsonl --clock event --until-idle --advance 30d \
+  --store "sqlite:$out/waymark.db" --transport "file:$out/outbox"
+
+echo
+echo "Try: $waymark inspect abandoned_cart <subject> --store sqlite:$out/waymark.db"

@@ -115,6 +115,9 @@ Result<Event> Event::FromJson(const nlohmann::json& j) {
 
 struct EventDecoder::Schemas {
   std::map<std::string, std::unique_ptr<valijson::Schema>> by_type;
+  // Kept across calls: it caches the compiled regular expressions of
+  // `pattern` keywords, which would otherwise be compiled per event.
+  valijson::Validator validator;
 };
 
 EventDecoder::~EventDecoder() = default;
@@ -203,10 +206,9 @@ Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros 
   }
   auto schema = schemas_->by_type.find(e.type);
   if (schema != schemas_->by_type.end()) {
-    valijson::Validator validator;
     valijson::ValidationResults results;
     valijson::adapters::NlohmannJsonAdapter target(e.data);
-    if (!validator.validate(*schema->second, target, &results)) {
+    if (!schemas_->validator.validate(*schema->second, target, &results)) {
       valijson::ValidationResults::Error err;
       std::string msg = "'data' does not match schemas/events/" + e.type + ".json";
       // The innermost error names the field best.

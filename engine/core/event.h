@@ -40,8 +40,8 @@ struct Event {
   static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
 };
 
-// Validates and decodes one CloudEvent. Thread-compatible (const after
-// construction).
+// Validates and decodes one CloudEvent. Not thread-safe: one decoder per
+// thread (it caches compiled schema patterns).
 class EventDecoder {
  public:
   // `schema_dir` holds events/TYPE.json (JSON Schemas of `data`); may be

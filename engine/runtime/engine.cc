@@ -89,8 +89,10 @@ void Engine::DeadLetter(Micros time, const std::string& input, const std::string
   // Group reasons for the summary: the first clause, quoted values elided.
   std::string kind;
   bool quoted = false;
-  for (char c : reason.substr(0, reason.find(": "))) {
-    if (c == '\'') {
+  std::string head = reason.substr(0, reason.find(": "));
+  for (size_t i = 0; i < head.size(); ++i) {
+    char c = head[i];
+    if (c == '\'' && i > 0) {
       kind += quoted ? "…'" : "'";
       quoted = !quoted;
     } else if (!quoted) {
