@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite:
 #   1. the full suite (ctest) in build/;
-#   2. the language's tests again under AddressSanitizer + UBSan (build-asan/);
+#   2. the language and engine unit tests again under ASan + UBSan (build-asan/);
 #   3. the parser fuzzer (libFuzzer, clang) for WAYMARK_FUZZ_SECONDS (default 60).
 # Prints each ctest summary and a combined closing line; exits non-zero if
 # anything failed.
@@ -50,10 +50,10 @@ else
   echo "build failed"; status=1; failed=$((failed + 1))
 fi
 
-echo "== language tests under ASan + UBSan =="
+echo "== language and engine unit tests under ASan + UBSan =="
 if build build-asan -DCMAKE_BUILD_TYPE=Debug -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_ctest build-asan -L dsl
+    run_ctest build-asan -L "dsl|engine"
 else
   echo "sanitizer build failed"; status=1; failed=$((failed + 1))
 fi
