@@ -54,6 +54,7 @@ struct RunOptions {
   std::string advance = "0s";
   size_t batch = 1000;
   bool json = false;
+  std::string cap;  // "N/DURATION"
 };
 
 void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_json) {
@@ -71,6 +72,8 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
                         {"entries_refused", s.entries_refused},
                         {"sends", s.sends},
                         {"held_sends", e.held_sends()},
+                        {"capped", s.capped},
+                        {"deferred", s.deferred},
                         {"dead_letters", s.dead_letters},
                         {"timers_fired", s.timers_fired},
                         {"outbox", t.Describe()}};
@@ -97,10 +100,16 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
   std::cout << "  timers fired: " << s.timers_fired << "\n";
   int64_t sends = 0, refused = 0;
   for (const auto& [_, by] : s.sends) {
-    for (const auto& [result, n] : by) (result == "dead_letter" ? refused : sends) += n;
+    for (const auto& [result, n] : by) {
+      if (result == "dead_letter") refused += n;
+      if (result != "dead_letter" && result != "capped") sends += n;
+    }
   }
   std::cout << "  sends: " << sends << " handed to the transport, " << refused
             << " dead-lettered, " << e.held_sends() << " held (quiet hours or not yet due)\n";
+  if (s.capped || s.deferred) {
+    std::cout << "    frequency cap: " << s.capped << " skipped, " << s.deferred << " deferred\n";
+  }
   for (const auto& [tmpl, by] : s.sends) {
     std::cout << "    " << tmpl << ":";
     for (const auto& [result, n] : by) std::cout << " " << result << " " << n;
@@ -137,6 +146,22 @@ int Run(const RunOptions& o) {
     return kExitUsage;
   }
   EngineOptions eo;
+  if (!o.cap.empty()) {
+    size_t slash = o.cap.find('/');
+    int64_t window = slash == std::string::npos ? -1 : ParseDurationSeconds(o.cap.substr(slash + 1));
+    int max = 0;
+    try {
+      max = slash == std::string::npos ? 0 : std::stoi(o.cap.substr(0, slash));
+    } catch (const std::exception&) {
+      max = 0;
+    }
+    if (max <= 0 || window <= 0) {
+      std::cerr << "waymark run: --cap: expected N/DURATION such as 3/7d, not '" << o.cap << "'\n";
+      return kExitUsage;
+    }
+    eo.cap_max = max;
+    eo.cap_window_s = window;
+  }
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
   eo.event_clock = event_clock;
@@ -361,6 +386,9 @@ void RegisterRun(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--batch", o->batch, "events per transaction")->capture_default_str();
   cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->add_option("--cap", o->cap,
+                  "frequency cap per person across journeys for non-transactional sends, "
+                  "N/DURATION (e.g. 3/7d)");
   cmd->callback([=] { *exit_code = Run(*o); });
 }
 

@@ -168,10 +168,81 @@ void Engine::FireTimers(Micros until) {
 // Events the journeys emit go through the same path as inputs, at once and
 // in order, so they are part of the same deterministic history.
 void Engine::RouteEmitted() {
+  DecideSends();
   while (!emitted_.empty()) {
     Event x = std::move(emitted_.front());
     emitted_.pop_front();
     if (batch_ids_.insert({x.source, x.id}).second) Route(x, true);
+    DecideSends();
+  }
+}
+
+std::multiset<Micros>& Engine::CapTimes(const std::string& person, Micros since) {
+  auto it = cap_times_.find(person);
+  if (it != cap_times_.end()) return it->second;
+  std::multiset<Micros> times;
+  auto stored = store_->CapCountedTimes(person, since);
+  if (stored.ok()) times.insert(stored.value().begin(), stored.value().end());
+  return cap_times_.emplace(person, std::move(times)).first->second;
+}
+
+void Engine::DecideSends() {
+  if (proposed_.empty()) return;
+  std::vector<Proposed> round = std::move(proposed_);
+  proposed_.clear();
+  // Highest priority first: when two sends compete for the last slot under
+  // the cap at the same input, the more important one wins.
+  std::stable_sort(round.begin(), round.end(), [](const Proposed& a, const Proposed& b) {
+    return a.row.priority > b.row.priority;
+  });
+  Micros window = options_.cap_window_s * kMicrosPerSecond;
+  for (Proposed& p : round) {
+    SendRow& row = p.row;
+    if (!ValidAddress(row.recipient)) {
+      batch_.sends.push_back(row);
+      std::string reason = "invalid recipient address '" + row.recipient + "'";
+      DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
+      batch_.results.push_back({row.key, ++attempts_[row.key], row.requested_at, "dead_letter",
+                                true, {{"reason", reason}}});
+      ++summary_.sends[row.template_name]["dead_letter"];
+      continue;
+    }
+    if (options_.cap_max > 0 && row.intent != "transactional") {
+      std::multiset<Micros>& times = CapTimes(row.person, row.not_before - window);
+      auto in_window = [&](Micros t) {
+        return std::distance(times.upper_bound(t - window), times.upper_bound(t));
+      };
+      std::string rule = std::to_string(options_.cap_max) + " per " +
+                         dsl::DurationToString(options_.cap_window_s);
+      if (in_window(row.not_before) >= options_.cap_max) {
+        if (!p.defer) {
+          row.cap_counted = false;
+          batch_.sends.push_back(row);
+          batch_.results.push_back({row.key, ++attempts_[row.key], row.not_before, "capped", true,
+                                    {{"reason", "frequency cap " + rule + " reached"},
+                                     {"priority", row.priority}}});
+          ++summary_.capped;
+          ++summary_.sends[row.template_name]["capped"];
+          continue;
+        }
+        // Defer: to when enough earlier sends have left the window.
+        Micros t = row.not_before;
+        for (int guard = 0; guard < 1000 && in_window(t) >= options_.cap_max; ++guard) {
+          auto first = times.upper_bound(t - window);
+          auto nth = std::next(first, long(in_window(t) - options_.cap_max));
+          t = *nth + window;
+        }
+        batch_.results.push_back({row.key, ++attempts_[row.key], row.not_before, "deferred", false,
+                                  {{"reason", "frequency cap " + rule + " reached"},
+                                   {"until", FormatRfc3339(t)}}});
+        ++summary_.deferred;
+        row.not_before = t;
+      }
+      row.cap_counted = true;
+      times.insert(row.not_before);
+    }
+    batch_.sends.push_back(row);
+    pending_.push_back(std::move(row));
   }
 }
 
@@ -276,15 +347,7 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
     row.requested_at = s.requested_at;
     row.not_before = s.not_before;
     row.data = std::move(s.data);
-    batch_.sends.push_back(row);
-    if (!ValidAddress(row.recipient)) {
-      std::string reason = "invalid recipient address '" + row.recipient + "'";
-      DeadLetter(s.requested_at, "send " + row.key + " (" + r.next.id + ")", reason, "");
-      batch_.results.push_back({row.key, 1, s.requested_at, "dead_letter", true, {{"reason", reason}}});
-      ++summary_.sends[row.template_name]["dead_letter"];
-      continue;
-    }
-    pending_.push_back(std::move(row));
+    proposed_.push_back({std::move(row), j.over_cap_defer});
   }
   for (Event& x : r.emits) emitted_.push_back(std::move(x));
   if (r.next.Finished()) {

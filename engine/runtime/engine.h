@@ -29,6 +29,11 @@ struct EngineOptions {
   size_t max_event_bytes = 1 << 20;
   std::string default_from = "Waymark <noreply@waymark.example>";
   std::string unsubscribe_url = "https://waymark.example/unsubscribe";
+  // Frequency cap per person (instance key) across journeys: at most
+  // `cap_max` non-transactional sends in any `cap_window_s` before a send.
+  // 0: no cap.
+  int cap_max = 0;
+  int64_t cap_window_s = 0;
 };
 
 // One raw input and where it came from ("events.jsonl:17", "http").
@@ -45,6 +50,7 @@ struct RunSummary {
   std::map<std::string, int64_t> dead_letters;  // reason -> count
   int64_t started = 0, completed = 0, exited = 0;
   std::map<std::string, int64_t> entries_refused;  // reason -> count
+  int64_t capped = 0, deferred = 0;                // frequency cap decisions
   std::map<std::string, std::map<std::string, int64_t>> sends;  // template -> result -> count
   int64_t timers_fired = 0;
 };
@@ -79,6 +85,10 @@ class Engine {
   void TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e);
   void Apply(const dsl::CompiledJourney& j, StepResult r);
   void FireTimers(Micros until);
+  // Decides the sends one input produced, highest priority first:
+  // frequency cap (skip or defer), recipient check, then the outbox.
+  void DecideSends();
+  std::multiset<Micros>& CapTimes(const std::string& person, Micros since);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
   Status Commit();
@@ -102,6 +112,12 @@ class Engine {
   std::set<std::string> dirty_;
   std::set<std::pair<std::string, std::string>> batch_ids_;  // (source, id) in this batch
   std::deque<Event> emitted_;
+  struct Proposed {
+    SendRow row;
+    bool defer = false;  // the journey's over_cap policy
+  };
+  std::vector<Proposed> proposed_;  // sends of the input being handled
+  std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
 
   Batch batch_;
   std::vector<SendRow> pending_;  // committed sends not yet dispatched

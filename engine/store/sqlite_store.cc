@@ -13,7 +13,7 @@ constexpr int kSchemaVersion = 1;
 
 #define SEND_COLUMNS                                                                         \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
-  "requested_at, not_before, data"
+  "requested_at, not_before, cap_counted, data"
 
 
 const char* kSchema = R"sql(
@@ -40,11 +40,11 @@ CREATE TABLE IF NOT EXISTS sends (
   key TEXT PRIMARY KEY, instance_id TEXT NOT NULL, journey TEXT NOT NULL, person TEXT NOT NULL,
   state TEXT NOT NULL, template TEXT NOT NULL, recipient TEXT NOT NULL, intent TEXT NOT NULL,
   via TEXT NOT NULL, priority INTEGER NOT NULL, requested_at INTEGER NOT NULL,
-  not_before INTEGER NOT NULL, data TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
-  delivered INTEGER NOT NULL DEFAULT 0);
+  not_before INTEGER NOT NULL, cap_counted INTEGER NOT NULL, data TEXT NOT NULL,
+  done INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS sends_pending ON sends (requested_at) WHERE done = 0;
 CREATE INDEX IF NOT EXISTS sends_instance ON sends (instance_id);
-CREATE INDEX IF NOT EXISTS sends_person ON sends (person, requested_at) WHERE delivered = 1;
+CREATE INDEX IF NOT EXISTS sends_cap ON sends (person, not_before) WHERE cap_counted = 1;
 CREATE TABLE IF NOT EXISTS send_results (
   key TEXT NOT NULL, attempt INTEGER NOT NULL, time INTEGER NOT NULL, result TEXT NOT NULL,
   final INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (key, attempt)) WITHOUT ROWID;
@@ -277,18 +277,15 @@ class SqliteStore : public Store {
     return out;
   }
 
-  Result<int64_t> CountDelivered(const std::string& person, Micros since) override {
-    Stmt& q = S("SELECT COUNT(*) FROM sends WHERE person = ?1 AND delivered = 1 AND "
-                "requested_at >= ?2");
+  Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
+    Stmt& q = S("SELECT not_before FROM sends WHERE person = ?1 AND cap_counted = 1 AND "
+                "not_before >= ?2 ORDER BY not_before");
     q.Bind(1, person).Bind(2, since);
+    std::vector<Micros> out;
     Status st;
-    int64_t n = 0;
-    if (q.Next(st)) {
-      n = q.Int(0);
-      sqlite3_reset(q.get());
-    }
+    while (q.Next(st)) out.push_back(q.Int(0));
     if (!st.ok()) return st;
-    return n;
+    return out;
   }
 
   Result<std::vector<DeadLetterRow>> DeadLetters() override {
@@ -369,7 +366,8 @@ class SqliteStore : public Store {
       r.priority = int(q.Int(9));
       r.requested_at = q.Int(10);
       r.not_before = q.Int(11);
-      r.data = json::parse(q.Text(12));
+      r.cap_counted = q.Int(12) != 0;
+      r.data = json::parse(q.Text(13));
       out.push_back(std::move(r));
     }
     if (!st.ok()) return st;
@@ -421,25 +419,21 @@ class SqliteStore : public Store {
     }
     for (const SendRow& r : b.sends) {
       Stmt& q = S("INSERT OR IGNORE INTO sends (" SEND_COLUMNS
-                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
       q.Bind(1, r.key).Bind(2, r.instance_id).Bind(3, r.journey).Bind(4, r.person).Bind(5, r.state);
       q.Bind(6, r.template_name).Bind(7, r.recipient).Bind(8, r.intent).Bind(9, r.via);
       q.Bind(10, int64_t(r.priority)).Bind(11, r.requested_at).Bind(12, r.not_before);
-      if (Status s = q.Bind(13, r.data.dump()).Exec(); !s.ok()) return s;
+      q.Bind(13, int64_t(r.cap_counted));
+      if (Status s = q.Bind(14, r.data.dump()).Exec(); !s.ok()) return s;
     }
     for (const SendResultRow& r : b.results) {
       Stmt& q = S("INSERT INTO send_results (key, attempt, time, result, final, detail) "
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
       q.Bind(1, r.key).Bind(2, int64_t(r.attempt)).Bind(3, r.time).Bind(4, r.result);
       if (Status s = q.Bind(5, int64_t(r.final)).Bind(6, r.detail.dump()).Exec(); !s.ok()) return s;
-      bool delivered = r.result == "accepted" || r.result == "duplicate";
-      if (r.final || delivered) {
-        Stmt& u = S("UPDATE sends SET done = MAX(done, ?2), delivered = MAX(delivered, ?3) "
-                    "WHERE key = ?1");
-        if (Status s = u.Bind(1, r.key).Bind(2, int64_t(r.final)).Bind(3, int64_t(delivered)).Exec();
-            !s.ok()) {
-          return s;
-        }
+      if (r.final) {
+        Stmt& u = S("UPDATE sends SET done = 1 WHERE key = ?1");
+        if (Status s = u.Bind(1, r.key).Exec(); !s.ok()) return s;
       }
     }
     for (const DeadLetterRow& d : b.dead_letters) {

@@ -46,6 +46,7 @@ struct SendRow {
   int priority = 0;
   Micros requested_at = 0;
   Micros not_before = 0;
+  bool cap_counted = false;  // counts toward the person's frequency cap
   nlohmann::json data = nlohmann::json::object();  // what the template sees
 };
 
@@ -125,9 +126,10 @@ class Store {
   virtual Result<std::vector<SendRow>> PendingSends(size_t limit) = 0;
   virtual Result<std::vector<SendRow>> Sends(const std::string& instance_id) = 0;
   virtual Result<std::vector<SendResultRow>> SendResults(const std::string& key) = 0;
-  // Sends to `person` requested at or after `since` whose latest result is
-  // one of accepted/duplicate (frequency caps).
-  virtual Result<int64_t> CountDelivered(const std::string& person, Micros since) = 0;
+  // When the sends to `person` that count toward the frequency cap go out
+  // (their not_before), for those at or after `since`; ascending.
+  virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person,
+                                                      Micros since) = 0;
   virtual Result<std::vector<DeadLetterRow>> DeadLetters() = 0;
   virtual Result<StoreCounts> Counts() = 0;
 };

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dsl/ir.h"
+#include "tests/testing/files.h"
 
 namespace {
 
@@ -23,12 +24,7 @@ struct Outcome {
   std::string err;
 };
 
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using waymark::testing_util::ReadFile;
 
 // Runs a shell command in the repository root.
 Outcome Sh(const std::string& cmd) {
@@ -39,8 +35,8 @@ Outcome Sh(const std::string& cmd) {
   int status = std::system(full.c_str());
   Outcome r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = Slurp(dir / "out");
-  r.err = Slurp(dir / "err");
+  r.out = ReadFile(dir / "out");
+  r.err = ReadFile(dir / "err");
   fs::remove_all(dir);
   return r;
 }

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "dsl/checker.h"
+#include "tests/testing/files.h"
 #include "dsl/graph.h"
 
 namespace waymark::dsl {
@@ -25,14 +26,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kRoot = WAYMARK_SOURCE_DIR;
-
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+const fs::path kRoot = testing_util::SourceRoot();
+using testing_util::ReadFile;
 
 bool Updating() {
   const char* u = std::getenv("WAYMARK_UPDATE_GOLDEN");

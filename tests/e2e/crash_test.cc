@@ -24,6 +24,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/testing/files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -120,10 +122,7 @@ std::map<std::string, std::string> Outbox(const fs::path& dir) {
   std::map<std::string, std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (!e.is_regular_file()) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    out[e.path().filename().string()] = ss.str();
+    out[e.path().filename().string()] = waymark::testing_util::ReadFile(e.path());
   }
   return out;
 }

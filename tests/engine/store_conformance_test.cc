@@ -223,9 +223,23 @@ TEST_P(StoreConformance, SendsStayPendingUntilAFinalResult) {
   EXPECT_EQ(results[0].detail["provider_id"], "p1");
   // A result is appended once per attempt.
   EXPECT_FALSE(store_->Commit(r).ok());
-  EXPECT_EQ(store_->CountDelivered("u1", 0).value(), 1);
-  EXPECT_EQ(store_->CountDelivered("u1", 11).value(), 0);
-  EXPECT_EQ(store_->CountDelivered("u2", 0).value(), 0);
+
+}
+
+TEST_P(StoreConformance, CapCountedSendsByPersonAndTime) {
+  Batch b;
+  SendRow counted1 = Send("k1", "u1", 10), counted2 = Send("k2", "u1", 30),
+          free = Send("k3", "u1", 20), other = Send("k4", "u2", 15);
+  counted1.cap_counted = counted2.cap_counted = other.cap_counted = true;
+  counted2.not_before = 50;  // held: counts at the time it goes out
+  b.sends = {counted1, counted2, free, other};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  auto t = store_->CapCountedTimes("u1", 0);
+  ASSERT_TRUE(t.ok()) << t.error();
+  EXPECT_EQ(t.value(), (std::vector<Micros>{10, 50}));
+  EXPECT_EQ(store_->CapCountedTimes("u1", 11).value(), (std::vector<Micros>{50}));
+  EXPECT_EQ(store_->CapCountedTimes("u3", 0).value(), std::vector<Micros>{});
+  EXPECT_TRUE(store_->Sends("j/u1/1").value()[0].cap_counted);
 }
 
 TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {

@@ -1,0 +1,270 @@
+// The engine in-process, through the event clock: entry rules, duplicates,
+// bad input, timers before later events, emitted events, frequency caps,
+// DST through local-time waits, restart.
+#include "engine/runtime/engine.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace waymark {
+namespace {
+
+namespace fs = std::filesystem;
+
+class EngineTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("waymark_engine_" + std::to_string(getpid()) + "_" +
+            testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "journeys" / "templates");
+    for (const char* t : {"a", "b", "c", "m", "t", "hi", "low"}) {
+      std::ofstream(dir_ / "journeys" / "templates" / (std::string(t) + ".mustache"))
+          << "subject: " << t << "\n--- text\nHello {{key}}\n";
+    }
+  }
+  void TearDown() override {
+    engine_.reset();
+    store_.reset();
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  void Journey(const std::string& name, const std::string& src) {
+    std::ofstream(dir_ / "journeys" / (name + ".journey")) << src;
+  }
+  void Start(EngineOptions o = {}) {
+    engine_.reset();
+    store_.reset();
+    auto s = OpenStore("sqlite:" + (dir_ / "w.db").string());
+    ASSERT_TRUE(s.ok()) << s.error();
+    store_ = std::move(s).value();
+    if (!transport_) transport_ = OpenTransport("file:" + (dir_ / "outbox").string()).value();
+    o.journeys_dir = (dir_ / "journeys").string();
+    o.schemas_dir = "";
+    auto e = Engine::Create(o, store_.get(), transport_.get());
+    ASSERT_TRUE(e.ok()) << e.error();
+    engine_ = std::move(e).value();
+  }
+  static std::string Ev(const std::string& id, const std::string& type, const std::string& subject,
+                        const std::string& time, const std::string& data = "{}") {
+    return R"({"specversion":"1.0","id":")" + id + R"(","source":"t","type":")" + type +
+           R"(","subject":")" + subject + R"(","time":")" + time + R"(","data":)" + data + "}";
+  }
+  void Feed(const std::vector<std::string>& lines) {
+    std::vector<RawInput> in;
+    for (size_t i = 0; i < lines.size(); ++i) in.push_back({"t:" + std::to_string(i + 1), lines[i]});
+    Status s = engine_->Ingest(in, 0);
+    ASSERT_TRUE(s.ok()) << s.message();
+  }
+  std::vector<Instance> Instances(const std::string& j, const std::string& key) {
+    return store_->Instances(j, key).value();
+  }
+  std::map<std::string, int64_t> Results(const std::string& tmpl) {
+    auto it = engine_->summary().sends.find(tmpl);
+    return it == engine_->summary().sends.end() ? std::map<std::string, int64_t>{} : it->second;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Engine> engine_;
+};
+
+const char* kSimple = R"(journey j {
+  entry { on user.signup  reentry once per 1d  max_concurrent 1 }
+  step s { send "a" to trigger.data.email intent marketing  wait 2h  end }
+})";
+
+TEST_F(EngineTest, ReentryAndConcurrencyRules) {
+  Journey("j", kSimple);
+  Journey("k", R"(journey k {
+  entry { on user.signup  reentry always  max_concurrent 1 }
+  step s { send "c" to trigger.data.email intent marketing  wait 2h  end }
+})");
+  Start();
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", d),
+        Ev("2", "user.signup", "u", "2026-03-01T11:00:00Z", d),    // both still running
+        Ev("3", "user.signup", "u", "2026-03-01T13:00:00Z", d),    // finished; j: < 1d
+        Ev("4", "user.signup", "u", "2026-03-02T10:30:00Z", d)});  // j allowed again
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 3600 * kMicrosPerSecond).ok());
+  auto j = Instances("j", "u");
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0].id, "j/u/1");
+  EXPECT_EQ(j[1].id, "j/u/2");
+  EXPECT_EQ(engine_->summary().entries_refused.at("reentry once per 1d"), 2);
+  // k: always, but never two at once: 11:00 is refused, 13:00 and the next
+  // day enter.
+  EXPECT_EQ(Instances("k", "u").size(), 3u);
+  EXPECT_EQ(engine_->summary().entries_refused.at("max_concurrent 1"), 1);
+}
+
+TEST_F(EngineTest, ReentryOnce) {
+  Journey("o", R"(journey o {
+  entry { on user.signup }
+  step s { send "c" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", d),
+        Ev("2", "user.signup", "u", "2026-04-01T10:00:00Z", d)});
+  EXPECT_EQ(Instances("o", "u").size(), 1u);
+  EXPECT_EQ(engine_->summary().entries_refused.at("reentry once: entered before"), 1);
+}
+
+TEST_F(EngineTest, DuplicatesBadInputAndUnknownTypes) {
+  Journey("j", kSimple);
+  Start();
+  std::string d = R"({"email":"u@x.io"})";
+  std::string big(2 << 20, 'x');
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", d),
+        Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", d), "{broken",
+        R"({"specversion":"1.0","source":"t","type":"x"})",
+        Ev("9", "user.signup", "v", "2026-03-01T10:00:00Z", R"({"email":"not an address"})"),
+        Ev("5", "something.else", "u", "2026-03-01T10:00:00Z"),
+        R"({"specversion":"1.0","id":"b","source":"t","type":"x","data":")" + big + R"("})"});
+  const RunSummary& s = engine_->summary();
+  EXPECT_EQ(s.duplicates, 1);
+  EXPECT_EQ(s.unknown_types, 1);
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 4u);
+  EXPECT_EQ(dead[0].input, "t:3");
+  EXPECT_EQ(dead[0].reason, "malformed JSON");
+  EXPECT_EQ(dead[1].reason, "missing required CloudEvents attribute 'id'");
+  EXPECT_NE(dead[2].reason.find("over the 1048576-byte limit"), std::string::npos) << dead[2].reason;
+  EXPECT_NE(dead[3].reason.find("invalid recipient address 'not an address'"), std::string::npos);
+  EXPECT_EQ(Instances("j", "v").size(), 1u) << "a bad recipient dead-letters the send, not the instance";
+}
+
+TEST_F(EngineTest, TimersFireBeforeLaterEventsAndEmitsRoute) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s {
+    wait for order.placed within 1h
+      received { end }
+      timeout { emit cart.abandoned with { email: trigger.data.email } }
+    end
+  }
+})");
+  Journey("k", R"(journey k {
+  entry { on cart.abandoned }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  // The purchase comes after the timeout: the timeout must win.
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+        Ev("2", "order.placed", "u", "2026-03-01T11:30:00Z")});
+  auto j = Instances("j", "u");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].status, InstanceStatus::kCompleted);
+  auto h = store_->History(j[0].id).value();
+  bool timeout = false;
+  for (const auto& r : h) timeout |= r.kind == "timeout";
+  EXPECT_TRUE(timeout);
+  ASSERT_EQ(Instances("k", "u").size(), 1u) << "the emitted event started journey k";
+  EXPECT_EQ(Results("b").at("accepted"), 1);
+  EXPECT_EQ(engine_->summary().emitted_by_type.at("cart.abandoned"), 1);
+}
+
+TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
+  Journey("hi", R"(journey hi {
+  priority 5
+  entry { on order.placed  reentry always }
+  step s { send "hi" to trigger.data.email intent marketing  end }
+})");
+  Journey("low", R"(journey low {
+  priority 1
+  entry { on order.placed  reentry always }
+  step s { send "low" to trigger.data.email intent marketing  end }
+})");
+  Journey("t", R"(journey t {
+  entry { on order.placed  reentry always }
+  step s { send "t" to trigger.data.email intent transactional  end }
+})");
+  EngineOptions o;
+  o.cap_max = 1;
+  o.cap_window_s = 86400;
+  Start(o);
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "order.placed", "u", "2026-03-01T10:00:00Z", d)});
+  // One slot: the higher priority journey gets it; transactional is never capped.
+  EXPECT_EQ(Results("hi").at("accepted"), 1);
+  EXPECT_EQ(Results("low").at("capped"), 1);
+  EXPECT_EQ(Results("t").at("accepted"), 1);
+  EXPECT_EQ(engine_->summary().capped, 1);
+  // The next day the window has room again.
+  Feed({Ev("2", "order.placed", "u", "2026-03-02T10:00:01Z", d)});
+  EXPECT_EQ(Results("hi").at("accepted"), 2);
+  EXPECT_EQ(Results("low").at("capped"), 2);
+  // The reason is recorded with the send.
+  auto sends = store_->Sends("low/u/1").value();
+  ASSERT_EQ(sends.size(), 1u);
+  auto results = store_->SendResults(sends[0].key).value();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].result, "capped");
+  EXPECT_EQ(results[0].detail["reason"], "frequency cap 1 per 1d reached");
+}
+
+TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
+  Journey("a", R"(journey a {
+  over_cap defer
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  send "b" to trigger.data.email intent marketing  end }
+})");
+  EngineOptions o;
+  o.cap_max = 1;
+  o.cap_window_s = 3600;
+  Start(o);
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
+  EXPECT_EQ(Results("a").at("accepted"), 1);
+  EXPECT_TRUE(Results("b").empty()) << "deferred, not yet sent";
+  EXPECT_EQ(engine_->summary().deferred, 1);
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 3600 * kMicrosPerSecond).ok());
+  EXPECT_EQ(Results("b").at("accepted"), 1);
+  auto sends = store_->Sends("a/u/1").value();
+  ASSERT_EQ(sends.size(), 2u);
+  const SendRow& b = sends[0].template_name == "b" ? sends[0] : sends[1];
+  EXPECT_EQ(FormatRfc3339(b.not_before), "2026-03-01T11:00:00Z");
+  EXPECT_EQ(store_->SendResults(b.key).value().front().result, "deferred");
+}
+
+TEST_F(EngineTest, WaitUntilAcrossTheSpringForwardGapInNewYork) {
+  Journey("d", R"(journey d {
+  timezone "America/New_York"
+  entry { on user.signup }
+  step s { wait until 02:30  send "m" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  // 2026-03-08 00:30 EST. 02:30 does not exist that day: 03:30 EDT (07:30Z).
+  Feed({Ev("1", "user.signup", "u", "2026-03-08T05:30:00Z", R"({"email":"u@x.io"})")});
+  auto i = Instances("d", "u");
+  ASSERT_EQ(i.size(), 1u);
+  EXPECT_EQ(FormatRfc3339(i[0].due), "2026-03-08T07:30:00Z");
+  ASSERT_TRUE(engine_->Advance(i[0].due).ok());
+  auto sends = store_->Sends("d/u/1").value();
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(FormatRfc3339(sends[0].requested_at), "2026-03-08T07:30:00Z");
+}
+
+TEST_F(EngineTest, RestartResumesWaitingInstances) {
+  Journey("j", kSimple);
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
+  EXPECT_EQ(engine_->waiting(), 1u);
+  Start();  // a new engine over the same store
+  EXPECT_EQ(engine_->waiting(), 1u);
+  // The same event again is recognised, not a second entry.
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
+  EXPECT_EQ(engine_->summary().duplicates, 1);
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 3600 * kMicrosPerSecond).ok());
+  auto is = Instances("j", "u");
+  ASSERT_EQ(is.size(), 1u);
+  EXPECT_EQ(is[0].status, InstanceStatus::kCompleted);
+}
+
+}  // namespace
+}  // namespace waymark
