@@ -34,4 +34,9 @@ $waymark run --events journeys/sample_events.jsonl --clock event --until-idle --
   --store "sqlite:$out/waymark.db" --transport "file:$out/outbox"
 
 echo
-echo "Try: $waymark inspect abandoned_cart <subject> --store sqlite:$out/waymark.db"
+echo "== waymark replay: every stored history through the step function again =="
+$waymark replay --store "sqlite:$out/waymark.db"
+
+echo
+echo "Why did (or didn't) someone get a message? For example:"
+echo "  $waymark inspect password_reset leon.moreau@gmx.de --store sqlite:$out/waymark.db"

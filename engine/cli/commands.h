@@ -18,5 +18,6 @@ void RegisterGraph(CLI::App& app, int* exit_code);
 void RegisterRun(CLI::App& app, int* exit_code);
 void RegisterInspect(CLI::App& app, int* exit_code);
 void RegisterRender(CLI::App& app, int* exit_code);
+void RegisterReplay(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

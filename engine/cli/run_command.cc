@@ -10,6 +10,7 @@
 #include "engine/cli/commands.h"
 #include "engine/delivery/message.h"
 #include "engine/runtime/engine.h"
+#include "engine/runtime/replay.h"
 
 namespace waymark::cli {
 namespace {
@@ -390,6 +391,36 @@ void RegisterRun(CLI::App& app, int* exit_code) {
                   "frequency cap per person across journeys for non-transactional sends, "
                   "N/DURATION (e.g. 3/7d)");
   cmd->callback([=] { *exit_code = Run(*o); });
+}
+
+void RegisterReplay(CLI::App& app, int* exit_code) {
+  auto store = std::make_shared<std::string>("sqlite:waymark.db");
+  auto mode = std::make_shared<std::string>("verify");
+  auto* cmd = app.add_subcommand(
+      "replay", "Replay stored histories through the step function and report divergences");
+  cmd->add_option("--mode", *mode, "verify: every stored history must reproduce exactly")
+      ->check(CLI::IsMember({"verify"}))
+      ->capture_default_str();
+  cmd->add_option("--store", *store, "sqlite:PATH")->capture_default_str();
+  cmd->callback([=] {
+    auto s = OpenStore(*store);
+    if (!s.ok()) {
+      std::cerr << "waymark replay: " << s.error() << "\n";
+      *exit_code = kExitUsage;
+      return;
+    }
+    auto r = VerifyHistories(*s.value());
+    if (!r.ok()) {
+      std::cerr << "waymark replay: " << r.error() << "\n";
+      *exit_code = 3;
+      return;
+    }
+    for (const std::string& p : r.value().problems) std::cerr << "divergence: " << p << "\n";
+    std::cout << "replayed " << r.value().instances << " instances (" << r.value().inputs
+              << " inputs, " << r.value().records << " history records): "
+              << r.value().divergences << " divergences\n";
+    *exit_code = r.value().divergences == 0 ? kExitOk : kExitRejected;
+  });
 }
 
 void RegisterInspect(CLI::App& app, int* exit_code) {

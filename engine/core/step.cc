@@ -262,6 +262,7 @@ StepResult Stepper::Run(const Input& input) {
       r_.changed = true;
       Record("entered", "", {{"trigger", input.event->type},
                              {"event_id", input.event->id},
+                             {"event_source", input.event->source},
                              {"version", j_.version}});
       Advance(j_.start);
       break;
@@ -278,7 +279,8 @@ StepResult Stepper::Run(const Input& input) {
         if (!Holds(g.when, scope)) continue;
         r_.changed = true;
         I().goals.push_back(g.name);
-        Record("goal", "", {{"goal", g.name}, {"event_id", e.id}, {"values", Used(g.when, scope)}});
+        Record("goal", "", {{"goal", g.name}, {"event_id", e.id}, {"event_source", e.source},
+                            {"values", Used(g.when, scope)}});
         if (g.exit) {
           I().event = ej;
           Finish(InstanceStatus::kExited, "goal " + g.name);
@@ -292,6 +294,7 @@ StepResult Stepper::Run(const Input& input) {
         I().event = ej;
         Finish(InstanceStatus::kExited, "exit on " + x.event);
         Record("exited", "", {{"reason", "exit on " + x.event}, {"event_id", e.id},
+                              {"event_source", e.source},
                               {"values", Used(x.when, scope)}});
         return std::move(r_);
       }
@@ -301,6 +304,7 @@ StepResult Stepper::Run(const Input& input) {
           r_.changed = true;
           I().event = ej;
           Record("received", s->id, {{"event", e.type}, {"event_id", e.id},
+                                     {"event_source", e.source},
                                      {"values", Used(s->when, scope)}});
           Advance(s->on_event);
         }

@@ -187,6 +187,28 @@ class SqliteStore : public Store {
     return out;
   }
 
+  Result<std::optional<Event>> EventById(const std::string& source,
+                                         const std::string& id) override {
+    Stmt& q = S("SELECT body FROM events WHERE source = ?1 AND id = ?2");
+    q.Bind(1, source).Bind(2, id);
+    Status st;
+    std::optional<Event> out;
+    if (q.Next(st)) {
+      auto e = Event::FromJson(json::parse(q.Text(0)));
+      sqlite3_reset(q.get());
+      if (!e.ok()) return e.status();
+      out = std::move(e).value();
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<Instance>> InstancesAfter(const std::string& after_id, size_t limit) override {
+    Stmt& q = S("SELECT body FROM instances WHERE id > ?1 ORDER BY id LIMIT ?2");
+    q.Bind(1, after_id).Bind(2, int64_t(limit));
+    return QueryInstances(q);
+  }
+
   Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) override {
     Stmt& q = S("SELECT hash, name, body, source_map FROM journey_versions WHERE hash = ?1");
     q.Bind(1, hash);

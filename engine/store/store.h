@@ -107,6 +107,8 @@ class Store {
   virtual Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) = 0;
   virtual Result<std::vector<Event>> EventsBySubject(const std::string& subject) = 0;
+  virtual Result<std::optional<Event>> EventById(const std::string& source,
+                                                 const std::string& id) = 0;
 
   virtual Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) = 0;
 
@@ -114,6 +116,10 @@ class Store {
   virtual Result<std::vector<Instance>> ActiveInstances() = 0;
   virtual Result<std::vector<Instance>> Instances(const std::string& journey,
                                                   const std::string& key) = 0;
+  // All instances, `limit` at a time, in id order after `after_id` ("" for
+  // the first page).
+  virtual Result<std::vector<Instance>> InstancesAfter(const std::string& after_id,
+                                                       size_t limit) = 0;
   // Entries of `key` into `journey` so far, and when it last entered.
   virtual Result<std::pair<int64_t, Micros>> Entries(const std::string& journey,
                                                      const std::string& key) = 0;

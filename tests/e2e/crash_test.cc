@@ -196,6 +196,8 @@ TEST_F(CrashTest, KilledRunsEndLikeAnUninterruptedRun) {
   auto sa = Rows(a / "w.db", "SELECT key, recipient FROM sends");
   auto sb = Rows(b / "w.db", "SELECT key, recipient FROM sends");
   EXPECT_EQ(sa, sb);
+  // Every stored history replays exactly through the step function.
+  EXPECT_EQ(RunToEnd({WAYMARK_BINARY, "replay", "--store", "sqlite:" + (b / "w.db").string()}), 0);
   auto dup = Rows(b / "w.db",
                   "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
   auto pending = Rows(b / "w.db", "SELECT 'n', COUNT(*) FROM sends WHERE done = 0");

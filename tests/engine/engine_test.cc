@@ -2,6 +2,9 @@
 // bad input, timers before later events, emitted events, frequency caps,
 // DST through local-time waits, restart.
 #include "engine/runtime/engine.h"
+#include "engine/runtime/replay.h"
+
+#include <sqlite3.h>
 
 #include <unistd.h>
 
@@ -248,6 +251,58 @@ TEST_F(EngineTest, WaitUntilAcrossTheSpringForwardGapInNewYork) {
   auto sends = store_->Sends("d/u/1").value();
   ASSERT_EQ(sends.size(), 1u);
   EXPECT_EQ(FormatRfc3339(sends[0].requested_at), "2026-03-08T07:30:00Z");
+}
+
+TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
+  Journey("j", R"(journey j {
+  timezone trigger.data.tz fallback "UTC"
+  quiet hours 21:00 to 08:00
+  entry { on user.signup  reentry always }
+  exit on user.deleted
+  goal bought on order.placed within 7d
+  step s {
+    send "a" to trigger.data.email intent marketing
+    wait for order.placed within 1d
+      received { set bought = true }
+      timeout { split { x 50% { send "b" to trigger.data.email intent marketing } y 50% { wait until 09:00 on mon } } }
+    if vars.bought == true { end } else { send "c" to trigger.data.email intent marketing  end }
+  }
+})");
+  Start();
+  std::vector<std::string> lines;
+  for (int u = 0; u < 40; ++u) {
+    std::string s = "u" + std::to_string(u);
+    std::string t = "2026-03-0" + std::to_string(1 + u % 5) + "T2" + std::to_string(u % 4) + ":00:00Z";
+    lines.push_back(Ev("s" + s, "user.signup", s, t,
+                       R"({"email":")" + s + R"(@x.io","tz":"Europe/Berlin"})"));
+    if (u % 3 == 0) lines.push_back(Ev("o" + s, "order.placed", s, "2026-03-06T10:00:00Z"));
+    if (u % 7 == 0) lines.push_back(Ev("d" + s, "user.deleted", s, "2026-03-06T11:00:00Z"));
+  }
+  std::sort(lines.begin(), lines.end(), [](const std::string& a, const std::string& b) {
+    return a.substr(a.find("\"time\"")) < b.substr(b.find("\"time\""));
+  });
+  Feed(lines);
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 10 * 86400 * kMicrosPerSecond).ok());
+  auto r = VerifyHistories(*store_);
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r.value().instances, 40);
+  EXPECT_GT(r.value().records, 200);
+  EXPECT_EQ(r.value().divergences, 0) << (r.value().problems.empty() ? "" : r.value().problems[0]);
+  // Change one stored decision: the replay must notice.
+  engine_.reset();
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE history SET detail = '{\"arm\":\"x\",\"bucket\":1}' "
+                             "WHERE kind = 'split' AND detail LIKE '%\"y\"%'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  ASSERT_GT(sqlite3_changes(db), 0);
+  sqlite3_close(db);
+  store_ = OpenStore("sqlite:" + (dir_ / "w.db").string()).value();
+  auto tampered = VerifyHistories(*store_);
+  ASSERT_TRUE(tampered.ok());
+  EXPECT_GT(tampered.value().divergences, 0);
 }
 
 TEST_F(EngineTest, RestartResumesWaitingInstances) {

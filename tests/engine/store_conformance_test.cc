@@ -108,6 +108,10 @@ TEST_P(StoreConformance, EventsAreUniqueBySourceAndId) {
   EXPECT_EQ(by.value()[0].id, "e1");
   EXPECT_EQ(by.value()[0].data, (nlohmann::json{{"n", "e1"}}));
   EXPECT_EQ(by.value()[2].id, "e3");
+  auto one = store_->EventById("test", "e3");
+  ASSERT_TRUE(one.ok() && one.value().has_value());
+  EXPECT_EQ(one.value()->data, (nlohmann::json{{"n", "e3"}}));
+  EXPECT_FALSE(store_->EventById("other", "e3").value().has_value());
 }
 
 TEST_P(StoreConformance, JourneyVersionsAreImmutable) {
@@ -179,6 +183,12 @@ TEST_P(StoreConformance, InstancesAreAProjectionThatSurvivesRestart) {
   EXPECT_EQ(entries.value().first, 2);
   EXPECT_EQ(entries.value().second, 200);
   EXPECT_EQ(store_->Entries("j", "nobody").value().first, 0);
+  auto page1 = store_->InstancesAfter("", 2).value();
+  ASSERT_EQ(page1.size(), 2u);
+  EXPECT_EQ(page1[0].id, "j/u1/1");
+  auto page2 = store_->InstancesAfter(page1.back().id, 2).value();
+  ASSERT_EQ(page2.size(), 1u);
+  EXPECT_EQ(page2[0].id, "j/u2/1");
 }
 
 TEST_P(StoreConformance, TimersAreSetMovedAndCleared) {
