@@ -1,11 +1,17 @@
 // `waymark run`, `waymark inspect` and `waymark render` on the embedded
 // default (SQLite store, file transport).
+#include <condition_variable>
 #include <csignal>
 #include <chrono>
+#include <deque>
+#include <future>
+#include <mutex>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
+
+#include <httplib.h>
 
 #include "engine/cli/commands.h"
 #include "engine/delivery/message.h"
@@ -55,8 +61,71 @@ struct RunOptions {
   std::string advance = "0s";
   size_t batch = 1000;
   bool json = false;
-  std::string cap;  // "N/DURATION"
+  std::string cap;     // "N/DURATION"
+  std::string listen;  // "HOST:PORT" (port 0: any free port)
 };
+
+// Requests from the HTTP thread to the engine thread. Each is answered only
+// after its events are committed.
+class Inbox {
+ public:
+  struct Request {
+    std::vector<RawInput> inputs;
+    std::promise<std::pair<Status, std::vector<InputOutcome>>> done;
+  };
+  void Push(std::shared_ptr<Request> r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    q_.push_back(std::move(r));
+    cv_.notify_one();
+  }
+  std::vector<std::shared_ptr<Request>> TakeAll(std::chrono::milliseconds wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, wait, [&] { return !q_.empty(); });
+    std::vector<std::shared_ptr<Request>> out(q_.begin(), q_.end());
+    q_.clear();
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Request>> q_;
+};
+
+// POST /events: one CloudEvent or a JSON array of them.
+void ServeEvents(httplib::Server& svr, Inbox& inbox) {
+  svr.Post("/events", [&inbox](const httplib::Request& req, httplib::Response& res) {
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+    auto fail = [&](int code, const std::string& why) {
+      res.status = code;
+      res.set_content(nlohmann::json{{"error", why}}.dump() + "\n", "application/json");
+    };
+    if (body.is_discarded()) return fail(400, "malformed JSON");
+    if (!body.is_object() && !body.is_array()) {
+      return fail(400, "expected one CloudEvent (an object) or an array of them");
+    }
+    auto r = std::make_shared<Inbox::Request>();
+    const nlohmann::json items = body.is_array() ? body : nlohmann::json::array({body});
+    for (size_t i = 0; i < items.size(); ++i) {
+      r->inputs.push_back({"http[" + std::to_string(i) + "]", items[i].dump()});
+    }
+    auto future = r->done.get_future();
+    inbox.Push(r);
+    auto [status, outcomes] = future.get();
+    if (!status.ok()) return fail(503, status.message());
+    nlohmann::json out = {{"stored", 0}, {"duplicates", 0}, {"dead_letters", nlohmann::json::array()}};
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      if (outcomes[i].kind == InputOutcome::Kind::kStored) out["stored"] = out["stored"].get<int>() + 1;
+      if (outcomes[i].kind == InputOutcome::Kind::kDuplicate) {
+        out["duplicates"] = out["duplicates"].get<int>() + 1;
+      }
+      if (outcomes[i].kind == InputOutcome::Kind::kDeadLetter) {
+        out["dead_letters"].push_back({{"index", i}, {"reason", outcomes[i].reason}});
+      }
+    }
+    res.set_content(out.dump() + "\n", "application/json");
+  });
+}
 
 void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_json) {
   const RunSummary& s = e.summary();
@@ -212,7 +281,52 @@ int Run(const RunOptions& o) {
     if (!flush()) return 3;
     last_event = e.clock();
   }
-  if (event_clock && o.until_idle && !g_stop) {
+  if (!o.listen.empty() && !g_stop) {
+    size_t colon = o.listen.rfind(':');
+    std::string host = colon == std::string::npos ? o.listen : o.listen.substr(0, colon);
+    int port = colon == std::string::npos ? -1 : std::atoi(o.listen.c_str() + colon + 1);
+    httplib::Server svr;
+    svr.set_payload_max_length(64 << 20);
+    Inbox inbox;
+    ServeEvents(svr, inbox);
+    int bound = port == 0 ? svr.bind_to_any_port(host) : (svr.bind_to_port(host, port) ? port : -1);
+    if (port < 0 || bound < 0) {
+      std::cerr << "waymark run: cannot listen on " << o.listen << "\n";
+      return kExitUsage;
+    }
+    std::thread http([&] { svr.listen_after_bind(); });
+    std::cerr << "waymark run: listening on http://" << host << ":" << bound << "/events\n";
+    std::cerr.flush();
+    Status failed;
+    while (!g_stop && failed.ok()) {
+      auto requests = inbox.TakeAll(std::chrono::milliseconds(200));
+      if (!requests.empty()) {
+        std::vector<RawInput> all;
+        for (const auto& r : requests) all.insert(all.end(), r->inputs.begin(), r->inputs.end());
+        std::vector<InputOutcome> outcomes;
+        failed = e.Ingest(all, WallNow(), &outcomes);
+        size_t at = 0;
+        for (const auto& r : requests) {
+          std::vector<InputOutcome> mine;
+          if (failed.ok()) {
+            mine.assign(outcomes.begin() + long(at), outcomes.begin() + long(at + r->inputs.size()));
+          }
+          at += r->inputs.size();
+          r->done.set_value({failed, std::move(mine)});
+        }
+      }
+      if (!event_clock && failed.ok()) failed = e.Advance(WallNow());
+    }
+    svr.stop();
+    http.join();
+    for (const auto& r : inbox.TakeAll(std::chrono::milliseconds(0))) {
+      r->done.set_value({Status::Error("shutting down"), {}});
+    }
+    if (!failed.ok()) {
+      std::cerr << "waymark run: " << failed.message() << "\n";
+      return 3;
+    }
+  } else if (event_clock && o.until_idle && !g_stop) {
     if (Status s = e.Advance(last_event + advance * kMicrosPerSecond); !s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
@@ -387,6 +501,9 @@ void RegisterRun(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--batch", o->batch, "events per transaction")->capture_default_str();
   cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->add_option("--listen", o->listen,
+                  "serve POST /events on HOST:PORT (port 0: any free port, printed); answers "
+                  "after the events are stored");
   cmd->add_option("--cap", o->cap,
                   "frequency cap per person across journeys for non-transactional sends, "
                   "N/DURATION (e.g. 3/7d)");

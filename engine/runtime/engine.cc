@@ -102,16 +102,24 @@ void Engine::DeadLetter(Micros time, const std::string& input, const std::string
   ++summary_.dead_letters[kind];
 }
 
-Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now) {
+Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
+                      std::vector<InputOutcome>* outcomes) {
+  std::vector<InputOutcome> local(inputs.size());
+  std::vector<InputOutcome>& out = outcomes ? *outcomes : local;
+  out.assign(inputs.size(), {});
   // Decode everything first, then ask the store once which are repeats.
   std::vector<std::pair<Event, const RawInput*>> events;
-  for (const RawInput& in : inputs) {
+  std::vector<size_t> index;  // events[k] is inputs[index[k]]
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const RawInput& in = inputs[i];
     auto e = decoder_->Decode(in.text, wall_now);
     if (!e.ok()) {
       DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, e.error(), in.text);
+      out[i] = {InputOutcome::Kind::kDeadLetter, e.error()};
       continue;
     }
     events.emplace_back(std::move(e).value(), &in);
+    index.push_back(i);
   }
   std::vector<std::pair<std::string, std::string>> ids;
   for (const auto& [e, in] : events) ids.emplace_back(e.source, e.id);
@@ -121,6 +129,7 @@ Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now) {
     Event& e = events[k].first;
     if (seen.value()[k] || !batch_ids_.insert({e.source, e.id}).second) {
       ++summary_.duplicates;
+      out[index[k]].kind = InputOutcome::Kind::kDuplicate;
       continue;
     }
     if (options_.event_clock) FireTimers(e.time);

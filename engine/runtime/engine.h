@@ -42,6 +42,13 @@ struct RawInput {
   std::string text;
 };
 
+// What became of one input of a batch.
+struct InputOutcome {
+  enum class Kind { kStored, kDuplicate, kDeadLetter };
+  Kind kind = Kind::kStored;
+  std::string reason;  // for dead letters
+};
+
 struct RunSummary {
   std::map<std::string, int64_t> events_by_type;   // inputs
   std::map<std::string, int64_t> emitted_by_type;  // events the journeys emitted
@@ -62,7 +69,10 @@ class Engine {
 
   // Decodes, deduplicates and routes a batch of inputs, fires the timers
   // that fall before them (event clock), commits, then dispatches.
-  Status Ingest(const std::vector<RawInput>& inputs, Micros wall_now);
+  // `outcomes`, when given, receives one entry per input, valid once the
+  // call returned ok (everything is then durably stored).
+  Status Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
+                std::vector<InputOutcome>* outcomes = nullptr);
   // Fires every timer due at or before `until`, commits, dispatches.
   Status Advance(Micros until);
   // Dispatches sends whose hold has passed by `now` (wall clock mode).

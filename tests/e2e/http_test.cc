@@ -1,0 +1,104 @@
+// `waymark run --listen`: POST /events through a real socket on loopback,
+// answered only after the events are stored; SIGTERM stops it cleanly.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <sqlite3.h>
+
+#include "tests/testing/files.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string Ev(const std::string& id, const std::string& subject) {
+  return json{{"specversion", "1.0"}, {"id", id}, {"source", "t"}, {"type", "user.signup"},
+              {"subject", subject}, {"time", "2026-03-01T10:00:00Z"},
+              {"data", {{"email", subject + "@example.com"}, {"plan", "free"}}}}
+      .dump();
+}
+
+int Count(const fs::path& db, const char* sql) {
+  sqlite3* h = nullptr;
+  sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(h, sql, -1, &s, nullptr);
+  int n = s && sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+  sqlite3_finalize(s);
+  sqlite3_close(h);
+  return n;
+}
+
+TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_http_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path err = dir / "err";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    int null = ::open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    std::string journeys = (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
+    std::string store = "sqlite:" + (dir / "w.db").string();
+    std::string out = "file:" + (dir / "outbox").string();
+    execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas",
+          "/nonexistent", "--listen", "127.0.0.1:0", "--clock", "event", "--store", store.c_str(),
+          "--transport", out.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // The port is printed once the socket is bound.
+  int port = 0;
+  for (int i = 0; i < 100 && port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::smatch m;
+    std::string text = waymark::testing_util::ReadFile(err);
+    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/events)"))) port = std::stoi(m[1]);
+  }
+  ASSERT_GT(port, 0) << waymark::testing_util::ReadFile(err);
+  httplib::Client cli("127.0.0.1", port);
+
+  auto one = cli.Post("/events", Ev("e1", "u1"), "application/json");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+  EXPECT_EQ(json::parse(one->body)["stored"], 1);
+  // Stored before the answer: the store already has it.
+  EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM events WHERE id = 'e1'"), 1);
+
+  auto many = cli.Post("/events", "[" + Ev("e2", "u2") + "," + Ev("e1", "u1") + R"(,{"id":"x"}])",
+                       "application/json");
+  ASSERT_TRUE(many);
+  EXPECT_EQ(many->status, 200);
+  json body = json::parse(many->body);
+  EXPECT_EQ(body["stored"], 1);
+  EXPECT_EQ(body["duplicates"], 1);
+  ASSERT_EQ(body["dead_letters"].size(), 1u);
+  EXPECT_EQ(body["dead_letters"][0]["index"], 2);
+
+  auto bad = cli.Post("/events", "{nope", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM instances"), 2);
+  EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM dead_letters"), 1);
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+}  // namespace
