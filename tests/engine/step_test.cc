@@ -34,6 +34,8 @@ Event Ev(const std::string& type, const char* time, nlohmann::json data = nlohma
 }
 
 struct Driver {
+  explicit Driver(dsl::CompiledJourney journey) : j(std::move(journey)) {}
+
   dsl::CompiledJourney j;
   Instance i;
   std::vector<SendEffect> sends;
