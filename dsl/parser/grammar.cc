@@ -238,7 +238,7 @@ auto const list_end_def = lit(']');
 auto const literal_def = null_lit | bool_lit | dur_lit | num_lit | str_lit;
 auto const primary_def = null_lit | bool_lit | dur_lit | num_lit | str_lit | call | path |
                          ('(' > expr > ')');
-auto const call_def = root >> '(' > -(expr % ',') > args_end;
+auto const call_def = (root >> '(') > -(expr % ',') > args_end;
 auto const args_end_def = lit(')');
 auto const path_def = lexeme[root >> *('.' >> ident)];
 
@@ -300,7 +300,7 @@ auto const wait_until_def = nokw >> kw_wait >> kw_until > time_of_day > -(kw_on 
 auto const wait_for_def = nokw >> kw_wait >> kw_for > event_type > -(kw_within > dur_lit) >
                           -(kw_when > expr) > -(kw_received > block) > -(kw_timeout > block);
 auto const if_stmt_def = kw_if > expr > block > *else_if > -(kw_else > block);
-auto const else_if_def = kw_else >> kw_if > expr > block;
+auto const else_if_def = (kw_else >> kw_if) > expr > block;
 auto const match_stmt_def = kw_match > expr > '{' > *case_ > -(kw_else > block) > match_end;
 auto const match_end_def = lit('}');
 auto const case__def = kw_case > (literal % ',') > block;
