@@ -65,6 +65,12 @@ Status Engine::Start() {
   auto pending = store_->PendingSends(size_t(1) << 40);
   if (!pending.ok()) return pending.status();
   pending_ = std::move(pending).value();
+  // Attempts already recorded for recovered sends (new sends start at 0).
+  for (const SendRow& s : pending_) {
+    auto prior = store_->SendResults(s.key);
+    if (!prior.ok()) return prior.status();
+    if (!prior.value().empty()) attempts_[s.key] = int(prior.value().size());
+  }
   return Commit();
 }
 
@@ -148,8 +154,6 @@ Status Engine::Advance(Micros until) {
   return Dispatch(options_.event_clock ? clock_ : until);
 }
 
-Status Engine::DispatchDue(Micros now) { return Dispatch(now); }
-
 std::optional<Micros> Engine::NextDue() const {
   std::optional<Micros> next;
   if (!timers_.empty()) next = timers_.begin()->first;
@@ -211,8 +215,8 @@ void Engine::DecideSends() {
       batch_.sends.push_back(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
-      batch_.results.push_back({row.key, ++attempts_[row.key], row.requested_at, "dead_letter",
-                                true, {{"reason", reason}}});
+      batch_.results.push_back({row.key, 1, row.requested_at, "dead_letter", true,
+                                {{"reason", reason}}});
       ++summary_.sends[row.template_name]["dead_letter"];
       continue;
     }
@@ -227,7 +231,7 @@ void Engine::DecideSends() {
         if (!p.defer) {
           row.cap_counted = false;
           batch_.sends.push_back(row);
-          batch_.results.push_back({row.key, ++attempts_[row.key], row.not_before, "capped", true,
+          batch_.results.push_back({row.key, 1, row.not_before, "capped", true,
                                     {{"reason", "frequency cap " + rule + " reached"},
                                      {"priority", row.priority}}});
           ++summary_.capped;
@@ -395,15 +399,12 @@ Status Engine::Dispatch(Micros now) {
   Batch results;
   auto record = [&](SendRow& s, const std::string& result, const std::string& detail,
                     const std::string& provider_id) {
-    if (attempts_[s.key] == 0) {
-      auto prior = store_->SendResults(s.key);
-      if (prior.ok()) attempts_[s.key] = int(prior.value().size());
-    }
     bool final = result != "retry_later";
     json d = {{"detail", detail}};
     if (!provider_id.empty()) d["provider_id"] = provider_id;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     results.results.push_back({s.key, ++attempts_[s.key], at, result, final, d});
+    if (final) attempts_.erase(s.key);
     ++summary_.sends[s.template_name][result];
     if (!final) later.push_back(std::move(s));
   };

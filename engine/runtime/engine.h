@@ -75,8 +75,6 @@ class Engine {
                 std::vector<InputOutcome>* outcomes = nullptr);
   // Fires every timer due at or before `until`, commits, dispatches.
   Status Advance(Micros until);
-  // Dispatches sends whose hold has passed by `now` (wall clock mode).
-  Status DispatchDue(Micros now);
 
   Micros clock() const { return clock_; }
   std::optional<Micros> NextDue() const;
@@ -131,7 +129,7 @@ class Engine {
 
   Batch batch_;
   std::vector<SendRow> pending_;  // committed sends not yet dispatched
-  std::map<std::string, int> attempts_;  // idempotency key -> attempts recorded
+  std::map<std::string, int> attempts_;  // pending send -> attempts recorded so far
   Micros clock_ = 0;
   RunSummary summary_;
 };
