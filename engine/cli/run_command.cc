@@ -389,7 +389,7 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
                              {"to", r.recipient}, {"intent", r.intent},
                              {"requested_at", Time(r.requested_at)},
                              {"not_before", Time(r.not_before)}, {"results", nlohmann::json::array()}};
-        auto results = s.SendResults(r.key);
+        auto results = s.SendResults(r.seq);
         if (results.ok()) {
           for (const SendResultRow& x : results.value()) {
             sj["results"].push_back({{"attempt", x.attempt}, {"time", Time(x.time)},

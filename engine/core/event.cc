@@ -32,8 +32,8 @@ Result<Micros> ParseRfc3339(std::string_view s) {
   // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
   int y, mo, d, h, mi, sec;
   auto bad = [&] { return Status::Error("invalid RFC 3339 time '" + std::string(s) + "'"); };
-  if (!Digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !Digits(s, 5, 2, mo) ||
-      s[7] != '-' || !Digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+  if (!Digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !Digits(s, 5, 2, mo) || s[7] != '-' ||
+      !Digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
       !Digits(s, 11, 2, h) || s[13] != ':' || !Digits(s, 14, 2, mi) || s[16] != ':' ||
       !Digits(s, 17, 2, sec)) {
     return bad();
@@ -90,10 +90,21 @@ std::string FormatRfc3339(Micros t) {
 }
 
 nlohmann::json Event::ToJson() const {
-  nlohmann::json j = {{"specversion", "1.0"}, {"id", id},     {"source", source},
-                      {"type", type},         {"time", FormatRfc3339(time)}, {"data", data}};
+  nlohmann::json j = {
+      {"specversion", "1.0"},        {"id", id},    {"source", source}, {"type", type},
+      {"time", FormatRfc3339(time)}, {"data", data}};
   if (!subject.empty()) j["subject"] = subject;
   return j;
+}
+
+const JsonDoc& Event::Doc() const {
+  if (!doc_) doc_ = std::make_shared<const nlohmann::json>(ToJson());
+  return doc_;
+}
+
+nlohmann::json EventRef(const JsonDoc& d) {
+  if (!d) return nullptr;
+  return {{"source", d->value("source", "")}, {"id", d->value("id", "")}};
 }
 
 Result<Event> Event::FromJson(const nlohmann::json& j) {
@@ -172,10 +183,12 @@ Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros 
   auto str = [&](const char* k, bool required, std::string& out) -> Status {
     auto it = j.find(k);
     if (it == j.end() || it->is_null()) {
-      return required ? Status::Error(std::string("missing required CloudEvents attribute '") + k + "'")
-                      : Status();
+      return required
+                 ? Status::Error(std::string("missing required CloudEvents attribute '") + k + "'")
+                 : Status();
     }
-    if (!it->is_string()) return Status::Error(std::string("CloudEvents attribute '") + k + "' must be a string");
+    if (!it->is_string())
+      return Status::Error(std::string("CloudEvents attribute '") + k + "' must be a string");
     out = it->get<std::string>();
     if (required && out.empty()) {
       return Status::Error(std::string("CloudEvents attribute '") + k + "' must not be empty");
@@ -184,13 +197,14 @@ Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros 
   };
   Event e;
   std::string specversion, time;
-  for (Status s : {str("specversion", true, specversion), str("id", true, e.id),
-                   str("source", true, e.source), str("type", true, e.type),
-                   str("subject", false, e.subject), str("time", false, time)}) {
+  for (Status s :
+       {str("specversion", true, specversion), str("id", true, e.id), str("source", true, e.source),
+        str("type", true, e.type), str("subject", false, e.subject), str("time", false, time)}) {
     if (!s.ok()) return s;
   }
   if (specversion != "1.0") {
-    return Status::Error("unsupported CloudEvents specversion '" + specversion + "' (expected 1.0)");
+    return Status::Error("unsupported CloudEvents specversion '" + specversion +
+                         "' (expected 1.0)");
   }
   if (time.empty()) {
     e.time = now;

@@ -25,6 +25,10 @@ Result<Micros> ParseRfc3339(std::string_view s);
 // "2026-03-08T09:30:00Z", with microseconds when they are not zero.
 std::string FormatRfc3339(Micros t);
 
+// An immutable JSON document shared by everything that holds it (instances,
+// sends, the batch being written): an event is parsed once and never copied.
+using JsonDoc = std::shared_ptr<const nlohmann::json>;
+
 struct Event {
   std::string id;
   std::string source;
@@ -37,8 +41,17 @@ struct Event {
   // {"id","source","type","subject","time","data", "specversion"}: what
   // journey expressions see as `event` / `trigger`, and what is stored.
   nlohmann::json ToJson() const;
+  // ToJson(), built on first use and shared from then on. The fields must
+  // not change after the first call.
+  const JsonDoc& Doc() const;
   static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
+
+ private:
+  mutable JsonDoc doc_;
 };
+
+// A reference to a stored event document: {"source", "id"} (null for none).
+nlohmann::json EventRef(const JsonDoc& doc);
 
 // Validates and decodes one CloudEvent. Not thread-safe: one decoder per
 // thread (it caches compiled schema patterns).

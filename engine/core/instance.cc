@@ -20,7 +20,23 @@ std::string Instance::MakeId(const std::string& journey, const std::string& key,
   return journey + "/" + key + "/" + std::to_string(seq);
 }
 
+namespace {
+
+const nlohmann::json& Deref(const JsonDoc& d) {
+  static const nlohmann::json kNull;
+  return d ? *d : kNull;
+}
+
+}  // namespace
+
 nlohmann::json Instance::ToJson() const {
+  nlohmann::json j = ToRow();
+  j["trigger"] = Deref(trigger);
+  j["event"] = Deref(event);
+  return j;
+}
+
+nlohmann::json Instance::ToRow() const {
   static const char* kWait[] = {"none", "timer", "event"};
   return {{"id", id},
           {"journey", journey},
@@ -34,8 +50,8 @@ nlohmann::json Instance::ToJson() const {
           {"wait_event", wait_event},
           {"time", time},
           {"entered_at", entered_at},
-          {"trigger", trigger},
-          {"event", event},
+          {"trigger", EventRef(trigger)},
+          {"event", EventRef(event)},
           {"vars", vars},
           {"visits", visits},
           {"goals", goals},
@@ -43,7 +59,20 @@ nlohmann::json Instance::ToJson() const {
           {"revision", revision}};
 }
 
-Result<Instance> Instance::FromJson(const nlohmann::json& j) {
+Result<Instance> Instance::FromJson(const nlohmann::json& j, const Resolver& resolve) {
+  auto doc = [&](const char* name, JsonDoc& out) -> Status {
+    const nlohmann::json& v = j.at(name);
+    if (v.is_null()) return Status();
+    if (!resolve) {
+      out = std::make_shared<const nlohmann::json>(v);
+      return Status();
+    }
+    auto d = resolve(v.at("source").get<std::string>(), v.at("id").get<std::string>());
+    if (!d.ok())
+      return Status::Error("instance " + j.value("id", "") + ": " + name + ": " + d.error());
+    out = std::move(d).value();
+    return Status();
+  };
   try {
     Instance i;
     i.id = j.at("id").get<std::string>();
@@ -58,13 +87,15 @@ Result<Instance> Instance::FromJson(const nlohmann::json& j) {
                                        : InstanceStatus::kActive;
     i.at = j.at("at").get<std::string>();
     std::string wait = j.at("wait").get<std::string>();
-    i.wait = wait == "timer" ? WaitKind::kTimer : wait == "event" ? WaitKind::kEvent : WaitKind::kNone;
+    i.wait = wait == "timer"   ? WaitKind::kTimer
+             : wait == "event" ? WaitKind::kEvent
+                               : WaitKind::kNone;
     i.due = j.at("due").get<Micros>();
     i.wait_event = j.at("wait_event").get<std::string>();
     i.time = j.at("time").get<Micros>();
     i.entered_at = j.at("entered_at").get<Micros>();
-    i.trigger = j.at("trigger");
-    i.event = j.at("event");
+    if (Status s = doc("trigger", i.trigger); !s.ok()) return s;
+    if (Status s = doc("event", i.event); !s.ok()) return s;
     i.vars = j.at("vars");
     i.visits = j.at("visits").get<std::map<std::string, int64_t>>();
     i.goals = j.at("goals").get<std::vector<std::string>>();

@@ -2,6 +2,7 @@
 // See docs/engine.md, "Instances".
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -30,8 +31,8 @@ struct Instance {
   std::string wait_event;  // for kEvent
   Micros time = 0;         // the instance clock; only moves forward
   Micros entered_at = 0;
-  nlohmann::json trigger;  // the event that started it (Event::ToJson)
-  nlohmann::json event;    // the last event that moved it
+  JsonDoc trigger;  // the event that started it (Event::Doc)
+  JsonDoc event;    // the last event that moved it
   nlohmann::json vars = nlohmann::json::object();
   std::map<std::string, int64_t> visits;  // state id -> times entered
   std::vector<std::string> goals;         // goals reached
@@ -41,8 +42,14 @@ struct Instance {
   bool Finished() const {
     return status == InstanceStatus::kCompleted || status == InstanceStatus::kExited;
   }
+  // The whole instance, events included (for people: inspect, replay).
   nlohmann::json ToJson() const;
-  static Result<Instance> FromJson(const nlohmann::json& j);
+  // The stored form: the same, with `trigger` and `event` as references
+  // ({"source", "id"}) to events the store holds once.
+  nlohmann::json ToRow() const;
+  // Reads either form; references are looked up with `resolve`.
+  using Resolver = std::function<Result<JsonDoc>(const std::string& source, const std::string& id)>;
+  static Result<Instance> FromJson(const nlohmann::json& j, const Resolver& resolve = nullptr);
   static std::string MakeId(const std::string& journey, const std::string& key, int64_t seq);
 };
 

@@ -55,7 +55,8 @@ Micros NextLocalTime(Micros t, int minute_of_day, const std::vector<int>& days,
       int wd = int(date::weekday(d).iso_encoding()) - 1;  // 0 = Monday
       if (std::find(days.begin(), days.end(), wd) == days.end()) continue;
     }
-    Micros at = Resolve(LocalSeconds(d.time_since_epoch()) + std::chrono::minutes(minute_of_day), z);
+    Micros at =
+        Resolve(LocalSeconds(d.time_since_epoch()) + std::chrono::minutes(minute_of_day), z);
     if (at > t) return at;
   }
   return t + 7 * 86400 * kMicrosPerSecond;  // unreachable with a valid day list

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
+#include <date/tz.h>
 #include "engine/base/sha256.h"
 #include "engine/core/eval.h"
-#include <date/tz.h>
 
 #include "engine/core/local_time.h"
 
@@ -44,9 +44,7 @@ class Stepper {
  private:
   Instance& I() { return r_.next; }
   Micros Now() const { return r_.next.time; }
-  EvalScope Scope() {
-    return EvalScope{&I().event, &I().trigger, &I().vars, &I().key};
-  }
+  EvalScope Scope() { return EvalScope{I().event.get(), I().trigger.get(), &I().vars, &I().key}; }
   void Record(const std::string& kind, const std::string& state, json detail = json::object()) {
     r_.records.push_back({Now(), kind, state, std::move(detail)});
   }
@@ -97,10 +95,12 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       send.not_before = Now();
       if (j_.quiet_hours && s.intent != dsl::Intent::kTransactional) {
         const date::time_zone* z = Zone(j_.timezone, j_.timezone_fallback);
-        send.not_before = QuietHoursRelease(Now(), j_.quiet_hours->first, j_.quiet_hours->second, z);
+        send.not_before =
+            QuietHoursRelease(Now(), j_.quiet_hours->first, j_.quiet_hours->second, z);
       }
-      send.data = {{"trigger", I().trigger}, {"event", I().event}, {"vars", I().vars},
-                   {"key", I().key}, {"journey", j_.name}};
+      send.trigger = I().trigger;
+      send.event = I().event;
+      send.vars = I().vars;
       json detail = {{"template", s.template_name},
                      {"to", send.to},
                      {"intent", dsl::IntentName(s.intent)},
@@ -120,7 +120,8 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       I().at = s.id;
       I().wait = Instance::WaitKind::kTimer;
       I().due = Now() + s.delay_s * kMicrosPerSecond;
-      Record("wait", s.id, {{"until", FormatRfc3339(I().due)}, {"for", dsl::DurationToString(s.delay_s)}});
+      Record("wait", s.id,
+             {{"until", FormatRfc3339(I().due)}, {"for", dsl::DurationToString(s.delay_s)}});
       stop = true;
       return;
     }
@@ -132,9 +133,10 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       I().at = s.id;
       I().wait = Instance::WaitKind::kTimer;
       I().due = NextLocalTime(Now(), s.minute_of_day, s.days, z);
-      Record("wait", s.id, {{"until", FormatRfc3339(I().due)},
-                            {"local", dsl::TimeOfDayToString(s.minute_of_day)},
-                            {"zone", z->name()}});
+      Record("wait", s.id,
+             {{"until", FormatRfc3339(I().due)},
+              {"local", dsl::TimeOfDayToString(s.minute_of_day)},
+              {"zone", z->name()}});
       stop = true;
       return;
     }
@@ -153,8 +155,9 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
     case K::kBranch: {
       for (size_t i = 0; i < s.cases.size(); ++i) {
         if (Holds(s.cases[i].when, scope)) {
-          Record("branch", s.id, {{"taken", dsl::ExprToString(s.cases[i].when)},
-                                  {"values", Used(s.cases[i].when, scope)}});
+          Record("branch", s.id,
+                 {{"taken", dsl::ExprToString(s.cases[i].when)},
+                  {"values", Used(s.cases[i].when, scope)}});
           next = s.cases[i].next;
           return;
         }
@@ -260,17 +263,18 @@ StepResult Stepper::Run(const Input& input) {
   switch (input.kind) {
     case Input::Kind::kStart: {
       r_.changed = true;
-      Record("entered", "", {{"trigger", input.event->type},
-                             {"event_id", input.event->id},
-                             {"event_source", input.event->source},
-                             {"version", j_.version}});
+      Record("entered", "",
+             {{"trigger", input.event->type},
+              {"event_id", input.event->id},
+              {"event_source", input.event->source},
+              {"version", j_.version}});
       Advance(j_.start);
       break;
     }
     case Input::Kind::kEvent: {
       const Event& e = *input.event;
-      json ej = e.ToJson();
-      EvalScope scope{&ej, &I().trigger, &I().vars, &I().key};
+      const JsonDoc& ej = e.Doc();
+      EvalScope scope{ej.get(), I().trigger.get(), &I().vars, &I().key};
       // Goals, then exits, then the instance's own wait.
       for (const dsl::GoalRule& g : j_.goals) {
         if (g.event != e.type) continue;
@@ -279,8 +283,11 @@ StepResult Stepper::Run(const Input& input) {
         if (!Holds(g.when, scope)) continue;
         r_.changed = true;
         I().goals.push_back(g.name);
-        Record("goal", "", {{"goal", g.name}, {"event_id", e.id}, {"event_source", e.source},
-                            {"values", Used(g.when, scope)}});
+        Record("goal", "",
+               {{"goal", g.name},
+                {"event_id", e.id},
+                {"event_source", e.source},
+                {"values", Used(g.when, scope)}});
         if (g.exit) {
           I().event = ej;
           Finish(InstanceStatus::kExited, "goal " + g.name);
@@ -293,9 +300,11 @@ StepResult Stepper::Run(const Input& input) {
         r_.changed = true;
         I().event = ej;
         Finish(InstanceStatus::kExited, "exit on " + x.event);
-        Record("exited", "", {{"reason", "exit on " + x.event}, {"event_id", e.id},
-                              {"event_source", e.source},
-                              {"values", Used(x.when, scope)}});
+        Record("exited", "",
+               {{"reason", "exit on " + x.event},
+                {"event_id", e.id},
+                {"event_source", e.source},
+                {"values", Used(x.when, scope)}});
         return std::move(r_);
       }
       if (I().wait == Instance::WaitKind::kEvent && I().wait_event == e.type) {
@@ -303,9 +312,11 @@ StepResult Stepper::Run(const Input& input) {
         if (s && Holds(s->when, scope)) {
           r_.changed = true;
           I().event = ej;
-          Record("received", s->id, {{"event", e.type}, {"event_id", e.id},
-                                     {"event_source", e.source},
-                                     {"values", Used(s->when, scope)}});
+          Record("received", s->id,
+                 {{"event", e.type},
+                  {"event_id", e.id},
+                  {"event_source", e.source},
+                  {"values", Used(s->when, scope)}});
           Advance(s->on_event);
         }
       }
@@ -341,7 +352,7 @@ Instance NewInstance(const dsl::CompiledJourney& j, const std::string& key, int6
   i.seq = seq;
   i.time = trigger.time;
   i.entered_at = trigger.time;
-  i.trigger = trigger.ToJson();
+  i.trigger = trigger.Doc();
   i.event = i.trigger;
   return i;
 }

@@ -34,7 +34,9 @@ struct SendEffect {
   int priority = 0;
   Micros requested_at = 0;
   Micros not_before = 0;  // quiet hours: not sent before this instant
-  nlohmann::json data;    // what the template sees: trigger, event, vars, key
+  // What the template sees, with the instance key and the journey name.
+  JsonDoc trigger, event;
+  nlohmann::json vars;
 };
 
 // One line of an instance's history: what happened and the values it used.

@@ -62,18 +62,76 @@ int SectionDepth(const std::string& t) {
   return max;
 }
 
-Result<std::string> RenderPart(const std::string& tmpl_name, const char* part,
-                               const std::string& text, const mus::data& data, bool html) {
-  if (text.empty()) return std::string();
-  mus::mustache m{text};
-  if (!m.is_valid()) {
-    return Status::Error("template '" + tmpl_name + "' (" + part + "): " + m.error_message());
+}  // namespace
+
+// One part (subject, from, text, html), parsed once.
+struct Template::Part {
+  std::string text;
+  std::unique_ptr<mus::mustache> compiled;  // rendering keeps state in it
+};
+
+// A tree of the dotted names the template uses ("trigger.data.items"):
+// rendering converts exactly these subtrees of the data. `all`: convert
+// everything (the template changes its delimiters, so names are unknown).
+struct Template::Names {
+  bool whole = false;
+  bool all = false;
+  std::map<std::string, Names> children;
+
+  void Add(const std::string& dotted) {
+    if (dotted.empty() || dotted == ".") return;
+    Names* n = this;
+    size_t start = 0;
+    while (true) {
+      size_t dot = dotted.find('.', start);
+      n = &n->children[dotted.substr(start, dot - start)];
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    n->whole = true;
   }
-  if (!html) m.set_custom_escape([](const std::string& s) { return s; });
+
+  void Scan(const std::string& t) {
+    for (size_t p = t.find("{{"); p != std::string::npos; p = t.find("{{", p + 2)) {
+      bool triple = t.compare(p, 3, "{{{") == 0;
+      size_t begin = p + (triple ? 3 : 2);
+      size_t end = t.find(triple ? "}}}" : "}}", begin);
+      if (end == std::string::npos) return;
+      std::string tag = t.substr(begin, end - begin);
+      tag.erase(0, tag.find_first_not_of(" \t"));
+      if (!triple && !tag.empty()) {
+        char sigil = tag[0];
+        if (sigil == '=') all = true;  // new delimiters: names unknown from here
+        if (sigil == '!' || sigil == '/' || sigil == '>' || sigil == '=') continue;
+        if (sigil == '#' || sigil == '^' || sigil == '&') tag.erase(0, 1);
+      }
+      tag.erase(0, tag.find_first_not_of(" \t"));
+      tag.erase(tag.find_last_not_of(" \t") + 1);
+      Add(tag);
+      p = end;
+    }
+  }
+
+  mus::data Convert(const nlohmann::json& j) const {
+    if (whole || !j.is_object()) return ToData(j);
+    mus::data d{mus::data::type::object};
+    for (const auto& [k, child] : children) {
+      auto it = j.find(k);
+      if (it != j.end()) d.set(k, child.Convert(*it));
+    }
+    return d;
+  }
+};
+
+namespace {
+
+Result<std::string> RenderPart(const std::string& tmpl_name, const char* part, mus::mustache* m,
+                               const mus::data& data) {
+  if (!m) return std::string();
   StrictContext ctx(&data);
-  std::string out = m.render(ctx);
-  if (!m.is_valid()) {
-    return Status::Error("template '" + tmpl_name + "' (" + part + "): " + m.error_message());
+  std::string out = m->render(ctx);
+  if (!m->is_valid()) {
+    return Status::Error("template '" + tmpl_name + "' (" + part + "): " + m->error_message());
   }
   if (!ctx.missing.empty()) {
     return Status::Error("template '" + tmpl_name + "' (" + part + "): no value for '" +
@@ -87,10 +145,15 @@ Result<std::string> RenderPart(const std::string& tmpl_name, const char* part,
 
 }  // namespace
 
+Template::Template() = default;
+Template::Template(Template&&) noexcept = default;
+Template::~Template() = default;
+
 Result<Template> Template::Parse(const std::string& name, const std::string& text) {
   if (text.size() > kMaxTemplateBytes) {
     return Status::Error("template '" + name + "' is over the 256 KiB limit");
   }
+  std::string subject, from, text_part, html_part;
   Template t;
   t.name_ = name;
   std::istringstream in(text);
@@ -100,7 +163,7 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line == "--- text" || line == "--- html") {
       header = false;
-      part = line == "--- text" ? &t.text_ : &t.html_;
+      part = line == "--- text" ? &text_part : &html_part;
       continue;
     }
     if (header) {
@@ -113,9 +176,9 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
       std::string value = line.substr(colon + 1);
       value.erase(0, value.find_first_not_of(' '));
       if (key == "subject") {
-        t.subject_ = value;
+        subject = value;
       } else if (key == "from") {
-        t.from_ = value;
+        from = value;
       } else {
         return Status::Error("template '" + name + "': unknown header '" + key + "'");
       }
@@ -123,33 +186,65 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
       *part += line + "\n";
     }
   }
-  if (t.subject_.empty()) return Status::Error("template '" + name + "' has no subject");
-  if (t.text_.empty() && t.html_.empty()) {
+  if (subject.empty()) return Status::Error("template '" + name + "' has no subject");
+  if (text_part.empty() && html_part.empty()) {
     return Status::Error("template '" + name + "' has neither a text nor an html part");
   }
-  for (const std::string* p : {&t.subject_, &t.text_, &t.html_}) {
-    if (SectionDepth(*p) > kMaxDepth) {
+  t.names_ = std::make_unique<Names>();
+  std::pair<std::unique_ptr<Part>*, std::string*> parts[] = {
+      {&t.subject_, &subject}, {&t.from_, &from}, {&t.text_, &text_part}, {&t.html_, &html_part}};
+  for (auto& [slot, source] : parts) {
+    if (SectionDepth(*source) > kMaxDepth) {
       return Status::Error("template '" + name + "': sections nested deeper than 16");
     }
+    if (source->empty()) continue;
+    const char* label = slot == &t.subject_ ? "subject"
+                        : slot == &t.from_  ? "from"
+                        : slot == &t.text_  ? "text"
+                                            : "html";
+    auto part = std::make_unique<Part>();
+    part->text = std::move(*source);
+    part->compiled = std::make_unique<mus::mustache>(part->text);
+    if (!part->compiled->is_valid()) {
+      return Status::Error("template '" + name + "' (" + label +
+                           "): " + part->compiled->error_message());
+    }
+    if (slot != &t.html_) part->compiled->set_custom_escape([](const std::string& v) { return v; });
+    t.names_->Scan(part->text);
+    *slot = std::move(part);
   }
   return t;
 }
 
 Result<RenderedMessage> Template::Render(const nlohmann::json& data) const {
-  mus::data d = ToData(data);
+  if (!data.is_object()) return Status::Error("template data must be a JSON object");
+  TemplateRoots roots;
+  for (const auto& [k, v] : data.items()) roots.emplace_back(k, &v);
+  return Render(roots);
+}
+
+Result<RenderedMessage> Template::Render(const TemplateRoots& roots) const {
+  mus::data d{mus::data::type::object};
+  for (const auto& [root, value] : roots) {
+    if (!value) continue;
+    if (names_->all) {
+      d.set(root, ToData(*value));
+    } else if (auto it = names_->children.find(root); it != names_->children.end()) {
+      d.set(root, it->second.Convert(*value));
+    }
+  }
   RenderedMessage m;
-  auto subject = RenderPart(name_, "subject", subject_, d, false);
-  if (!subject.ok()) return subject.status();
-  m.subject = subject.value();
-  auto from = RenderPart(name_, "from", from_, d, false);
-  if (!from.ok()) return from.status();
-  m.from = from.value();
-  auto text = RenderPart(name_, "text", text_, d, false);
-  if (!text.ok()) return text.status();
-  m.text = text.value();
-  auto html = RenderPart(name_, "html", html_, d, true);
-  if (!html.ok()) return html.status();
-  m.html = html.value();
+  std::pair<std::string*, const Part*> parts[] = {{&m.subject, subject_.get()},
+                                                  {&m.from, from_.get()},
+                                                  {&m.text, text_.get()},
+                                                  {&m.html, html_.get()}};
+  const char* labels[] = {"subject", "from", "text", "html"};
+  for (size_t k = 0; k < 4; ++k) {
+    auto out = RenderPart(name_, labels[k],
+                          parts[k].second ? parts[k].second->compiled.get() : nullptr, d);
+    if (!out.ok()) return out.status();
+    *parts[k].first = std::move(out).value();
+  }
   return m;
 }
 

@@ -14,6 +14,9 @@
 // the subject and text part are not escaped. Limits: 256 KiB of template,
 // sections nested 16 deep, 1 MiB rendered. The data is what the send saw:
 // {trigger, event, vars, key, journey}.
+//
+// A template is parsed once. Rendering converts only the parts of the data
+// that the template names (a name's whole subtree), not the whole event.
 #pragma once
 
 #include <map>
@@ -33,15 +36,27 @@ struct RenderedMessage {
   std::string html;
 };
 
+// The data's top-level names and their values, which are not copied.
+using TemplateRoots = std::vector<std::pair<std::string, const nlohmann::json*>>;
+
 class Template {
  public:
   static Result<Template> Parse(const std::string& name, const std::string& text);
+  // `data` must be an object: its members are the roots.
   Result<RenderedMessage> Render(const nlohmann::json& data) const;
+  Result<RenderedMessage> Render(const TemplateRoots& roots) const;
   const std::string& name() const { return name_; }
 
+  Template(Template&&) noexcept;
+  ~Template();
+
  private:
+  Template();
+  struct Part;
+  struct Names;
   std::string name_;
-  std::string subject_, from_, text_, html_;
+  std::unique_ptr<Part> subject_, from_, text_, html_;
+  std::unique_ptr<Names> names_;  // the names the parts use
 };
 
 // Loads templates lazily from a directory and caches them.

@@ -36,8 +36,7 @@ Status Engine::Start() {
   }
   for (dsl::CheckedFile& f : checked.files) {
     dsl::CompiledJourney& j = *f.journey;
-    batch_.journey_versions.push_back(
-        {j.version, j.name, j.ToJson().dump(), j.SourceMap().dump()});
+    batch_.journey_versions.push_back({j.version, j.name, j.ToJson().dump(), j.SourceMap().dump()});
     for (const auto& t : j.triggers) listened_.insert(t.event);
     for (const auto& x : j.exits) listened_.insert(x.event);
     for (const auto& g : j.goals) listened_.insert(g.event);
@@ -67,7 +66,7 @@ Status Engine::Start() {
   pending_ = std::move(pending).value();
   // Attempts already recorded for recovered sends (new sends start at 0).
   for (const SendRow& s : pending_) {
-    auto prior = store_->SendResults(s.key);
+    auto prior = store_->SendResults(s.seq);
     if (!prior.ok()) return prior.status();
     if (!prior.value().empty()) attempts_[s.key] = int(prior.value().size());
   }
@@ -215,8 +214,8 @@ void Engine::DecideSends() {
       batch_.sends.push_back(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
-      batch_.results.push_back({row.key, 1, row.requested_at, "dead_letter", true,
-                                {{"reason", reason}}});
+      batch_.results.push_back(
+          {0, row.key, 1, row.requested_at, "dead_letter", true, {{"reason", reason}}});
       ++summary_.sends[row.template_name]["dead_letter"];
       continue;
     }
@@ -225,15 +224,20 @@ void Engine::DecideSends() {
       auto in_window = [&](Micros t) {
         return std::distance(times.upper_bound(t - window), times.upper_bound(t));
       };
-      std::string rule = std::to_string(options_.cap_max) + " per " +
-                         dsl::DurationToString(options_.cap_window_s);
+      std::string rule =
+          std::to_string(options_.cap_max) + " per " + dsl::DurationToString(options_.cap_window_s);
       if (in_window(row.not_before) >= options_.cap_max) {
         if (!p.defer) {
           row.cap_counted = false;
           batch_.sends.push_back(row);
-          batch_.results.push_back({row.key, 1, row.not_before, "capped", true,
-                                    {{"reason", "frequency cap " + rule + " reached"},
-                                     {"priority", row.priority}}});
+          batch_.results.push_back(
+              {0,
+               row.key,
+               1,
+               row.not_before,
+               "capped",
+               true,
+               {{"reason", "frequency cap " + rule + " reached"}, {"priority", row.priority}}});
           ++summary_.capped;
           ++summary_.sends[row.template_name]["capped"];
           continue;
@@ -245,9 +249,14 @@ void Engine::DecideSends() {
           auto nth = std::next(first, long(in_window(t) - options_.cap_max));
           t = *nth + window;
         }
-        batch_.results.push_back({row.key, ++attempts_[row.key], row.not_before, "deferred", false,
-                                  {{"reason", "frequency cap " + rule + " reached"},
-                                   {"until", FormatRfc3339(t)}}});
+        batch_.results.push_back(
+            {0,
+             row.key,
+             ++attempts_[row.key],
+             row.not_before,
+             "deferred",
+             false,
+             {{"reason", "frequency cap " + rule + " reached"}, {"until", FormatRfc3339(t)}}});
         ++summary_.deferred;
         row.not_before = t;
       }
@@ -260,18 +269,18 @@ void Engine::DecideSends() {
 }
 
 void Engine::Route(const Event& e, bool emitted) {
+  const json* ej = e.Doc().get();  // before the copy below, so both share it
   batch_.events.push_back(e);
   ++(emitted ? summary_.emitted_by_type : summary_.events_by_type)[e.type];
   if (!listened_.count(e.type)) {
     if (!emitted) ++summary_.unknown_types;
     return;
   }
-  json ej = e.ToJson();
   for (auto& [name, j] : journeys_) {
     std::string key = e.subject;
     if (j.key) {
       json empty = json::object();
-      EvalScope scope{&ej, &ej, &empty, nullptr};
+      EvalScope scope{ej, ej, &empty, nullptr};
       json k = Eval(j.key, scope);
       key = k.is_string() ? k.get<std::string>() : "";
     }
@@ -290,7 +299,7 @@ void Engine::Route(const Event& e, bool emitted) {
     for (const dsl::EventRule& t : j.triggers) {
       if (t.event != e.type) continue;
       json empty = json::object();
-      EvalScope scope{&ej, &ej, &empty, &key};
+      EvalScope scope{ej, ej, &empty, &key};
       if (!Holds(t.when, scope)) continue;
       TryEnter(j, key, e);
       break;
@@ -343,7 +352,6 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
   if (cur.due != r.next.due) {
     if (cur.due) timers_.erase({cur.due, cur.id});
     if (r.next.due) timers_.insert({r.next.due, r.next.id});
-    batch_.timers.emplace_back(r.next.id, r.next.due);
   }
   for (SendEffect& s : r.sends) {
     SendRow row;
@@ -359,7 +367,9 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
     row.priority = s.priority;
     row.requested_at = s.requested_at;
     row.not_before = s.not_before;
-    row.data = std::move(s.data);
+    row.trigger = std::move(s.trigger);
+    row.event = std::move(s.event);
+    row.vars = std::move(s.vars);
     proposed_.push_back({std::move(row), j.over_cap_defer});
   }
   for (Event& x : r.emits) emitted_.push_back(std::move(x));
@@ -387,6 +397,16 @@ Status Engine::Commit() {
   }
   Status s = store_->Commit(batch_);
   if (!s.ok()) return s;
+  // The sends held for dispatch learn their outbox position. They were
+  // added to the batch and to pending_ in the same order.
+  size_t k = 0;
+  for (SendRow& p : pending_) {
+    if (p.seq != 0) continue;
+    while (k < batch_.sends.size() && batch_.sends[k].key != p.key) ++k;
+    if (k == batch_.sends.size())
+      return Status::Error("internal: send " + p.key + " was not committed");
+    p.seq = batch_.sends[k].seq;
+  }
   batch_ = Batch();
   dirty_.clear();
   batch_ids_.clear();
@@ -403,7 +423,7 @@ Status Engine::Dispatch(Micros now) {
     json d = {{"detail", detail}};
     if (!provider_id.empty()) d["provider_id"] = provider_id;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
-    results.results.push_back({s.key, ++attempts_[s.key], at, result, final, d});
+    results.results.push_back({s.seq, s.key, ++attempts_[s.key], at, result, final, d});
     if (final) attempts_.erase(s.key);
     ++summary_.sends[s.template_name][result];
     if (!final) later.push_back(std::move(s));
@@ -437,7 +457,12 @@ Status Engine::Dispatch(Micros now) {
 Result<std::string> Engine::Render(const SendRow& s) {
   auto tmpl = templates_.Get(s.template_name);
   if (!tmpl.ok()) return tmpl.status();
-  auto rendered = tmpl.value()->Render(s.data);
+  json key = s.person, journey = s.journey;
+  auto rendered = tmpl.value()->Render(TemplateRoots{{"trigger", s.trigger.get()},
+                                                     {"event", s.event.get()},
+                                                     {"vars", &s.vars},
+                                                     {"key", &key},
+                                                     {"journey", &journey}});
   if (!rendered.ok()) return rendered.status();
   MessageParams p;
   p.idempotency_key = s.key;

@@ -17,7 +17,8 @@ std::string ReplayOne(Store& store, const dsl::CompiledJourney& j, const Instanc
   auto history = store.History(stored.id);
   if (!history.ok()) return history.error();
   const std::vector<HistoryRow>& h = history.value();
-  auto trigger = Event::FromJson(stored.trigger);
+  if (!stored.trigger) return "no trigger event";
+  auto trigger = Event::FromJson(*stored.trigger);
   if (!trigger.ok()) return "trigger: " + trigger.error();
   Instance inst = NewInstance(j, stored.key, stored.seq, trigger.value());
   inst.time = stored.entered_at;

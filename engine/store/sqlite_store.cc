@@ -9,46 +9,48 @@ namespace {
 
 using nlohmann::json;
 
-constexpr int kSchemaVersion = 1;
+// 2: events are stored once; instances and sends refer to them; an
+// instance's `due` is its timer (no timers table); sends and results are
+// keyed by outbox position, so the hot indexes grow at their ends (an
+// index on the idempotency key, a hash, would dirty a random page per send).
+constexpr int kSchemaVersion = 2;
 
-#define SEND_COLUMNS                                                                         \
+#define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
-  "requested_at, not_before, cap_counted, data"
-
+  "requested_at, not_before, cap_counted, context"
 
 const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE events (
+  seq INTEGER PRIMARY KEY,
   source TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, subject TEXT NOT NULL,
   time INTEGER NOT NULL, body TEXT NOT NULL,
   UNIQUE (source, id));
-CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq);
-CREATE TABLE IF NOT EXISTS journey_versions (
+CREATE INDEX events_subject ON events (subject, seq);
+CREATE TABLE journey_versions (
   hash TEXT PRIMARY KEY, name TEXT NOT NULL, body TEXT NOT NULL, source_map TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS instances (
+CREATE TABLE instances (
   id TEXT PRIMARY KEY, journey TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
-  finished INTEGER NOT NULL, entered_at INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS instances_key ON instances (journey, key, seq);
-CREATE INDEX IF NOT EXISTS instances_active ON instances (id) WHERE finished = 0;
-CREATE TABLE IF NOT EXISTS history (
+  finished INTEGER NOT NULL, entered_at INTEGER NOT NULL, due INTEGER NOT NULL,
+  body TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX instances_key ON instances (journey, key, seq);
+CREATE INDEX instances_active ON instances (due) WHERE finished = 0;
+CREATE TABLE history (
   instance_id TEXT NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL, kind TEXT NOT NULL,
   state TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (instance_id, n)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS timers (instance_id TEXT PRIMARY KEY, due INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS timers_due ON timers (due);
-CREATE TABLE IF NOT EXISTS sends (
-  key TEXT PRIMARY KEY, instance_id TEXT NOT NULL, journey TEXT NOT NULL, person TEXT NOT NULL,
+CREATE TABLE sends (
+  seq INTEGER PRIMARY KEY, key TEXT NOT NULL, instance_id TEXT NOT NULL, journey TEXT NOT NULL, person TEXT NOT NULL,
   state TEXT NOT NULL, template TEXT NOT NULL, recipient TEXT NOT NULL, intent TEXT NOT NULL,
   via TEXT NOT NULL, priority INTEGER NOT NULL, requested_at INTEGER NOT NULL,
-  not_before INTEGER NOT NULL, cap_counted INTEGER NOT NULL, data TEXT NOT NULL,
+  not_before INTEGER NOT NULL, cap_counted INTEGER NOT NULL, context TEXT NOT NULL,
   done INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS sends_pending ON sends (requested_at) WHERE done = 0;
-CREATE INDEX IF NOT EXISTS sends_instance ON sends (instance_id);
-CREATE INDEX IF NOT EXISTS sends_cap ON sends (person, not_before) WHERE cap_counted = 1;
-CREATE TABLE IF NOT EXISTS send_results (
-  key TEXT NOT NULL, attempt INTEGER NOT NULL, time INTEGER NOT NULL, result TEXT NOT NULL,
-  final INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (key, attempt)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letters (
+CREATE INDEX sends_pending ON sends (requested_at) WHERE done = 0;
+CREATE INDEX sends_instance ON sends (instance_id);
+CREATE INDEX sends_cap ON sends (person, not_before) WHERE cap_counted = 1;
+CREATE TABLE send_results (
+  send_seq INTEGER NOT NULL, attempt INTEGER NOT NULL, key TEXT NOT NULL, time INTEGER NOT NULL,
+  result TEXT NOT NULL, final INTEGER NOT NULL, detail TEXT NOT NULL,
+  PRIMARY KEY (send_seq, attempt)) WITHOUT ROWID;
+CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
   reason TEXT NOT NULL, raw TEXT NOT NULL);
 )sql";
@@ -125,26 +127,48 @@ class SqliteStore : public Store {
                                "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
       if (Status s = ExecSql(pragma); !s.ok()) return s;
     }
-    if (Status s = ExecSql(kSchema); !s.ok()) return s;
-    // Schema version: refuse a store written by a newer binary.
-    Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
-    Status st;
-    if (get.Next(st)) {
-      int v = std::stoi(get.Text(0));
-      sqlite3_reset(get.get());
-      if (v > kSchemaVersion) {
-        return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
-                             ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
-                             "): upgrade waymark");
-      }
-    } else {
-      Stmt put(db_, "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)");
-      if (Status s = put.Bind(1, std::to_string(kSchemaVersion)).Exec(); !s.ok()) return s;
+    // Schema version: a new store gets this binary's; any other is refused.
+    // Inside one write transaction, so two processes opening a new store
+    // do not both create it.
+    if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
+    Status s = CheckOrCreateSchema(path);
+    if (!s.ok()) {
+      ExecSql("ROLLBACK");
+      return s;
     }
-    return st;
+    return ExecSql("COMMIT");
   }
 
-  Status Commit(const Batch& b) override {
+  Status CheckOrCreateSchema(const std::string& path) {
+    if (Status s =
+            ExecSql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+        !s.ok()) {
+      return s;
+    }
+    Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
+    Status st;
+    if (!get.Next(st)) {
+      if (!st.ok()) return st;
+      if (Status s = ExecSql(kSchema); !s.ok()) return s;
+      Stmt put(db_, "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)");
+      return put.Bind(1, std::to_string(kSchemaVersion)).Exec();
+    }
+    int v = std::stoi(get.Text(0));
+    sqlite3_reset(get.get());
+    if (v > kSchemaVersion) {
+      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
+                           ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
+                           "): upgrade waymark");
+    }
+    if (v < kSchemaVersion) {
+      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
+                           " from an earlier development version of waymark, which this one (" +
+                           std::to_string(kSchemaVersion) + ") cannot read: start a new store");
+    }
+    return Status();
+  }
+
+  Status Commit(Batch& b) override {
     if (b.empty()) return Status();
     if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
     Status s = Write(b);
@@ -235,8 +259,9 @@ class SqliteStore : public Store {
 
   Result<std::pair<int64_t, Micros>> Entries(const std::string& journey,
                                              const std::string& key) override {
-    Stmt& q = S("SELECT COUNT(*), COALESCE(MAX(entered_at), 0) FROM instances "
-                "WHERE journey = ?1 AND key = ?2");
+    Stmt& q =
+        S("SELECT COUNT(*), COALESCE(MAX(entered_at), 0) FROM instances "
+          "WHERE journey = ?1 AND key = ?2");
     q.Bind(1, journey).Bind(2, key);
     Status st;
     std::pair<int64_t, Micros> out{0, 0};
@@ -249,22 +274,25 @@ class SqliteStore : public Store {
   }
 
   Result<std::vector<HistoryRow>> History(const std::string& instance_id) override {
-    Stmt& q = S("SELECT n, time, kind, state, detail FROM history WHERE instance_id = ?1 "
-                "ORDER BY n");
+    Stmt& q =
+        S("SELECT n, time, kind, state, detail FROM history WHERE instance_id = ?1 "
+          "ORDER BY n");
     q.Bind(1, instance_id);
     std::vector<HistoryRow> out;
     Status st;
     while (q.Next(st)) {
-      out.push_back({instance_id, q.Int(0), q.Int(1), q.Text(2), q.Text(3), json::parse(q.Text(4))});
+      out.push_back(
+          {instance_id, q.Int(0), q.Int(1), q.Text(2), q.Text(3), json::parse(q.Text(4))});
     }
     if (!st.ok()) return st;
     return out;
   }
 
   Result<std::vector<std::pair<std::string, Micros>>> DueTimers(Micros until,
-                                                               size_t limit) override {
-    Stmt& q = S("SELECT instance_id, due FROM timers WHERE due <= ?1 ORDER BY due, instance_id "
-                "LIMIT ?2");
+                                                                size_t limit) override {
+    Stmt& q =
+        S("SELECT id, due FROM instances WHERE finished = 0 AND due > 0 AND due <= ?1 "
+          "ORDER BY due, id LIMIT ?2");
     q.Bind(1, until).Bind(2, int64_t(limit));
     std::vector<std::pair<std::string, Micros>> out;
     Status st;
@@ -274,34 +302,40 @@ class SqliteStore : public Store {
   }
 
   Result<std::vector<SendRow>> PendingSends(size_t limit) override {
-    Stmt& q = S("SELECT " SEND_COLUMNS " FROM sends WHERE done = 0 ORDER BY requested_at, key "
+    Stmt& q = S("SELECT seq, " SEND_COLUMNS
+                " FROM sends WHERE done = 0 ORDER BY requested_at, seq "
                 "LIMIT ?1");
     q.Bind(1, int64_t(limit));
     return QuerySends(q);
   }
 
   Result<std::vector<SendRow>> Sends(const std::string& instance_id) override {
-    Stmt& q = S("SELECT " SEND_COLUMNS " FROM sends WHERE instance_id = ?1 ORDER BY requested_at, key");
+    Stmt& q = S("SELECT seq, " SEND_COLUMNS
+                " FROM sends WHERE instance_id = ?1 "
+                "ORDER BY requested_at, seq");
     q.Bind(1, instance_id);
     return QuerySends(q);
   }
 
-  Result<std::vector<SendResultRow>> SendResults(const std::string& key) override {
-    Stmt& q = S("SELECT attempt, time, result, final, detail FROM send_results WHERE key = ?1 "
-                "ORDER BY attempt");
-    q.Bind(1, key);
+  Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) override {
+    Stmt& q =
+        S("SELECT attempt, key, time, result, final, detail FROM send_results "
+          "WHERE send_seq = ?1 ORDER BY attempt");
+    q.Bind(1, send_seq);
     std::vector<SendResultRow> out;
     Status st;
     while (q.Next(st)) {
-      out.push_back({key, int(q.Int(0)), q.Int(1), q.Text(2), q.Int(3) != 0, json::parse(q.Text(4))});
+      out.push_back({send_seq, q.Text(1), int(q.Int(0)), q.Int(2), q.Text(3), q.Int(4) != 0,
+                     json::parse(q.Text(5))});
     }
     if (!st.ok()) return st;
     return out;
   }
 
   Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
-    Stmt& q = S("SELECT not_before FROM sends WHERE person = ?1 AND cap_counted = 1 AND "
-                "not_before >= ?2 ORDER BY not_before");
+    Stmt& q =
+        S("SELECT not_before FROM sends WHERE person = ?1 AND cap_counted = 1 AND "
+          "not_before >= ?2 ORDER BY not_before");
     q.Bind(1, person).Bind(2, since);
     std::vector<Micros> out;
     Status st;
@@ -322,10 +356,11 @@ class SqliteStore : public Store {
   Result<StoreCounts> Counts() override {
     StoreCounts c;
     Status st;
-    std::pair<const char*, int64_t*> qs[] = {{"SELECT COUNT(*) FROM events", &c.events},
-                                             {"SELECT COUNT(*) FROM instances", &c.instances},
-                                             {"SELECT COUNT(*) FROM sends", &c.sends},
-                                             {"SELECT COUNT(*) FROM dead_letters", &c.dead_letters}};
+    std::pair<const char*, int64_t*> qs[] = {
+        {"SELECT COUNT(*) FROM events", &c.events},
+        {"SELECT COUNT(*) FROM instances", &c.instances},
+        {"SELECT COUNT(*) FROM sends", &c.sends},
+        {"SELECT COUNT(*) FROM dead_letters", &c.dead_letters}};
     for (auto& [sql, out] : qs) {
       Stmt& q = S(sql);
       if (q.Next(st)) {
@@ -338,7 +373,6 @@ class SqliteStore : public Store {
   }
 
  private:
-
   Status ExecSql(const char* sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -356,57 +390,104 @@ class SqliteStore : public Store {
     return *it->second;
   }
 
-  Result<std::vector<Instance>> QueryInstances(Stmt& q) {
-    std::vector<Instance> out;
+  // The stored document of an event, for the references in instance and
+  // send rows; `cache` shares one document between the rows of one query.
+  Result<JsonDoc> EventDoc(const std::string& source, const std::string& id,
+                           std::map<std::pair<std::string, std::string>, JsonDoc>& cache) {
+    auto it = cache.find({source, id});
+    if (it != cache.end()) return it->second;
+    Stmt& q = S("SELECT body FROM events WHERE source = ?1 AND id = ?2");
+    q.Bind(1, source).Bind(2, id);
     Status st;
-    while (q.Next(st)) {
-      auto i = Instance::FromJson(json::parse(q.Text(0)));
-      if (!i.ok()) {
-        sqlite3_reset(q.get());
-        return i.status();
-      }
+    if (!q.Next(st)) {
+      if (!st.ok()) return st;
+      return Status::Error("event (" + source + ", " + id + ") is not in the store");
+    }
+    json body = json::parse(q.Text(0), nullptr, false);
+    sqlite3_reset(q.get());
+    if (body.is_discarded())
+      return Status::Error("event (" + source + ", " + id + "): stored body is not JSON");
+    JsonDoc doc = std::make_shared<const json>(std::move(body));
+    cache.emplace(std::make_pair(source, id), doc);
+    return doc;
+  }
+
+  Result<std::vector<Instance>> QueryInstances(Stmt& q) {
+    // Rows first, then the events they refer to (one statement at a time).
+    std::vector<std::string> bodies;
+    Status st;
+    while (q.Next(st)) bodies.push_back(q.Text(0));
+    if (!st.ok()) return st;
+    std::map<std::pair<std::string, std::string>, JsonDoc> cache;
+    auto resolve = [&](const std::string& source, const std::string& id) {
+      return EventDoc(source, id, cache);
+    };
+    std::vector<Instance> out;
+    for (const std::string& body : bodies) {
+      json j = json::parse(body, nullptr, false);
+      if (j.is_discarded()) return Status::Error("stored instance is not JSON");
+      auto i = Instance::FromJson(j, resolve);
+      if (!i.ok()) return i.status();
       out.push_back(std::move(i).value());
     }
-    if (!st.ok()) return st;
     return out;
   }
 
   Result<std::vector<SendRow>> QuerySends(Stmt& q) {
     std::vector<SendRow> out;
+    std::vector<std::string> contexts;
     Status st;
     while (q.Next(st)) {
       SendRow r;
-      r.key = q.Text(0);
-      r.instance_id = q.Text(1);
-      r.journey = q.Text(2);
-      r.person = q.Text(3);
-      r.state = q.Text(4);
-      r.template_name = q.Text(5);
-      r.recipient = q.Text(6);
-      r.intent = q.Text(7);
-      r.via = q.Text(8);
-      r.priority = int(q.Int(9));
-      r.requested_at = q.Int(10);
-      r.not_before = q.Int(11);
-      r.cap_counted = q.Int(12) != 0;
-      r.data = json::parse(q.Text(13));
+      r.seq = q.Int(0);
+      r.key = q.Text(1);
+      r.instance_id = q.Text(2);
+      r.journey = q.Text(3);
+      r.person = q.Text(4);
+      r.state = q.Text(5);
+      r.template_name = q.Text(6);
+      r.recipient = q.Text(7);
+      r.intent = q.Text(8);
+      r.via = q.Text(9);
+      r.priority = int(q.Int(10));
+      r.requested_at = q.Int(11);
+      r.not_before = q.Int(12);
+      r.cap_counted = q.Int(13) != 0;
+      contexts.push_back(q.Text(14));
       out.push_back(std::move(r));
     }
     if (!st.ok()) return st;
+    std::map<std::pair<std::string, std::string>, JsonDoc> cache;
+    for (size_t k = 0; k < out.size(); ++k) {
+      json c = json::parse(contexts[k], nullptr, false);
+      if (c.is_discarded() || !c.is_object()) {
+        return Status::Error("send " + out[k].key + ": stored context is not a JSON object");
+      }
+      for (auto [name, doc] : {std::pair{"trigger", &out[k].trigger}, {"event", &out[k].event}}) {
+        const json& ref = c.value(name, json());
+        if (!ref.is_object()) continue;
+        auto d = EventDoc(ref.value("source", ""), ref.value("id", ""), cache);
+        if (!d.ok()) return Status::Error("send " + out[k].key + ": " + name + ": " + d.error());
+        *doc = std::move(d).value();
+      }
+      out[k].vars = c.value("vars", json::object());
+    }
     return out;
   }
 
-  Status Write(const Batch& b) {
+  Status Write(Batch& b) {
     for (const Event& e : b.events) {
-      Stmt& q = S("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      Stmt& q =
+          S("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
       q.Bind(1, e.source).Bind(2, e.id).Bind(3, e.type).Bind(4, e.subject).Bind(5, e.time);
-      q.Bind(6, e.ToJson().dump());
+      q.Bind(6, e.Doc()->dump());
       if (Status s = q.Exec(); !s.ok()) return s;
     }
     for (const JourneyVersionRow& v : b.journey_versions) {
-      Stmt& q = S("INSERT OR IGNORE INTO journey_versions (hash, name, body, source_map) "
-                  "VALUES (?1, ?2, ?3, ?4)");
+      Stmt& q =
+          S("INSERT OR IGNORE INTO journey_versions (hash, name, body, source_map) "
+            "VALUES (?1, ?2, ?3, ?4)");
       if (Status s = q.Bind(1, v.hash).Bind(2, v.name).Bind(3, v.body).Bind(4, v.source_map).Exec();
           !s.ok()) {
         return s;
@@ -415,47 +496,54 @@ class SqliteStore : public Store {
     for (const HistoryRow& h : b.history) {
       // Plain INSERT: the history is append-only and (instance, n) unique, so
       // a second writer of the same record fails the whole batch.
-      Stmt& q = S("INSERT INTO history (instance_id, n, time, kind, state, detail) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      Stmt& q =
+          S("INSERT INTO history (instance_id, n, time, kind, state, detail) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
       q.Bind(1, h.instance_id).Bind(2, h.n).Bind(3, h.time).Bind(4, h.kind).Bind(5, h.state);
       if (Status s = q.Bind(6, h.detail.dump()).Exec(); !s.ok()) return s;
     }
     for (const Instance& i : b.instances) {
-      Stmt& q = S("INSERT INTO instances (id, journey, key, seq, finished, entered_at, body) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET "
-                  "finished = excluded.finished, body = excluded.body");
+      Stmt& q =
+          S("INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, body) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET "
+            "finished = excluded.finished, due = excluded.due, body = excluded.body");
       q.Bind(1, i.id).Bind(2, i.journey).Bind(3, i.key).Bind(4, i.seq);
-      q.Bind(5, int64_t(i.Finished())).Bind(6, i.entered_at).Bind(7, i.ToJson().dump());
+      q.Bind(5, int64_t(i.Finished())).Bind(6, i.entered_at).Bind(7, i.due);
+      q.Bind(8, i.ToRow().dump());
       if (Status s = q.Exec(); !s.ok()) return s;
     }
-    for (const auto& [id, due] : b.timers) {
-      if (due == 0) {
-        if (Status s = S("DELETE FROM timers WHERE instance_id = ?1").Bind(1, id).Exec(); !s.ok()) {
-          return s;
-        }
-      } else {
-        Stmt& q = S("INSERT INTO timers (instance_id, due) VALUES (?1, ?2) "
-                    "ON CONFLICT (instance_id) DO UPDATE SET due = excluded.due");
-        if (Status s = q.Bind(1, id).Bind(2, due).Exec(); !s.ok()) return s;
-      }
-    }
-    for (const SendRow& r : b.sends) {
-      Stmt& q = S("INSERT OR IGNORE INTO sends (" SEND_COLUMNS
+    std::map<std::string, int64_t> batch_seq;  // sends of this batch, for their results
+    for (SendRow& r : b.sends) {
+      Stmt& q = S("INSERT INTO sends (" SEND_COLUMNS
                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
       q.Bind(1, r.key).Bind(2, r.instance_id).Bind(3, r.journey).Bind(4, r.person).Bind(5, r.state);
       q.Bind(6, r.template_name).Bind(7, r.recipient).Bind(8, r.intent).Bind(9, r.via);
       q.Bind(10, int64_t(r.priority)).Bind(11, r.requested_at).Bind(12, r.not_before);
       q.Bind(13, int64_t(r.cap_counted));
-      if (Status s = q.Bind(14, r.data.dump()).Exec(); !s.ok()) return s;
+      json context = {
+          {"trigger", EventRef(r.trigger)}, {"event", EventRef(r.event)}, {"vars", r.vars}};
+      if (Status s = q.Bind(14, context.dump()).Exec(); !s.ok()) return s;
+      r.seq = sqlite3_last_insert_rowid(db_);
+      batch_seq[r.key] = r.seq;
     }
-    for (const SendResultRow& r : b.results) {
-      Stmt& q = S("INSERT INTO send_results (key, attempt, time, result, final, detail) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      q.Bind(1, r.key).Bind(2, int64_t(r.attempt)).Bind(3, r.time).Bind(4, r.result);
-      if (Status s = q.Bind(5, int64_t(r.final)).Bind(6, r.detail.dump()).Exec(); !s.ok()) return s;
+    for (SendResultRow& r : b.results) {
+      if (r.send_seq == 0) {
+        auto it = batch_seq.find(r.key);
+        if (it == batch_seq.end()) {
+          return Status::Error("result for send " + r.key +
+                               ", which is neither stored nor in the batch");
+        }
+        r.send_seq = it->second;
+      }
+      Stmt& q =
+          S("INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      q.Bind(1, r.send_seq).Bind(2, int64_t(r.attempt)).Bind(3, r.key).Bind(4, r.time);
+      q.Bind(5, r.result).Bind(6, int64_t(r.final));
+      if (Status s = q.Bind(7, r.detail.dump()).Exec(); !s.ok()) return s;
       if (r.final) {
-        Stmt& u = S("UPDATE sends SET done = 1 WHERE key = ?1");
-        if (Status s = u.Bind(1, r.key).Exec(); !s.ok()) return s;
+        Stmt& u = S("UPDATE sends SET done = 1 WHERE seq = ?1");
+        if (Status s = u.Bind(1, r.send_seq).Exec(); !s.ok()) return s;
       }
     }
     for (const DeadLetterRow& d : b.dead_letters) {

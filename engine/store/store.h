@@ -34,6 +34,7 @@ struct HistoryRow {
 };
 
 struct SendRow {
+  int64_t seq = 0;  // position in the outbox: set by Store::Commit
   std::string key;  // idempotency key
   std::string instance_id;
   std::string journey;
@@ -47,10 +48,17 @@ struct SendRow {
   Micros requested_at = 0;
   Micros not_before = 0;
   bool cap_counted = false;  // counts toward the person's frequency cap
-  nlohmann::json data = nlohmann::json::object();  // what the template sees
+  // What the template sees besides `key` (person) and `journey`: the
+  // instance's trigger and last event (stored as references to the events
+  // table) and its variables when the send was decided.
+  JsonDoc trigger, event;
+  nlohmann::json vars = nlohmann::json::object();
 };
 
 struct SendResultRow {
+  // The send: its outbox position, or 0 for a send committed in the same
+  // batch, which is then found by `key`.
+  int64_t send_seq = 0;
   std::string key;
   int attempt = 1;
   Micros time = 0;
@@ -78,15 +86,15 @@ struct Batch {
   std::vector<Event> events;  // ingested; a (source, id) already stored is skipped
   std::vector<JourneyVersionRow> journey_versions;  // a stored hash is skipped
   std::vector<HistoryRow> history;
-  std::vector<Instance> instances;  // upserted
-  std::vector<std::pair<std::string, Micros>> timers;  // instance id -> due; 0 clears
+  // Upserted. An instance's `due` is its durable timer.
+  std::vector<Instance> instances;
   std::vector<SendRow> sends;
   std::vector<SendResultRow> results;
   std::vector<DeadLetterRow> dead_letters;
 
   bool empty() const {
     return events.empty() && journey_versions.empty() && history.empty() && instances.empty() &&
-           timers.empty() && sends.empty() && results.empty() && dead_letters.empty();
+           sends.empty() && results.empty() && dead_letters.empty();
   }
 };
 
@@ -101,7 +109,9 @@ class Store {
  public:
   virtual ~Store() = default;
 
-  virtual Status Commit(const Batch& batch) = 0;
+  // Writes the batch in one transaction. Sets the `seq` of each send (and
+  // the `send_seq` of results that named their send by key).
+  virtual Status Commit(Batch& batch) = 0;
 
   // For each (source, id): whether the event is already stored.
   virtual Result<std::vector<bool>> EventsSeen(
@@ -125,17 +135,17 @@ class Store {
                                                      const std::string& key) = 0;
   virtual Result<std::vector<HistoryRow>> History(const std::string& instance_id) = 0;
 
-  // Timers due at or before `until`, earliest first.
+  // Timers (the `due` of unfinished instances) at or before `until`,
+  // earliest first.
   virtual Result<std::vector<std::pair<std::string, Micros>>> DueTimers(Micros until,
-                                                                       size_t limit) = 0;
+                                                                        size_t limit) = 0;
   // Sends without a final result, oldest first: the recovery scan.
   virtual Result<std::vector<SendRow>> PendingSends(size_t limit) = 0;
   virtual Result<std::vector<SendRow>> Sends(const std::string& instance_id) = 0;
-  virtual Result<std::vector<SendResultRow>> SendResults(const std::string& key) = 0;
+  virtual Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) = 0;
   // When the sends to `person` that count toward the frequency cap go out
   // (their not_before), for those at or after `since`; ascending.
-  virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person,
-                                                      Micros since) = 0;
+  virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) = 0;
   virtual Result<std::vector<DeadLetterRow>> DeadLetters() = 0;
   virtual Result<StoreCounts> Counts() = 0;
 };

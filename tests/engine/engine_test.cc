@@ -206,7 +206,7 @@ TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
   // The reason is recorded with the send.
   auto sends = store_->Sends("low/u/1").value();
   ASSERT_EQ(sends.size(), 1u);
-  auto results = store_->SendResults(sends[0].key).value();
+  auto results = store_->SendResults(sends[0].seq).value();
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].result, "capped");
   EXPECT_EQ(results[0].detail["reason"], "frequency cap 1 per 1d reached");
@@ -232,7 +232,7 @@ TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   ASSERT_EQ(sends.size(), 2u);
   const SendRow& b = sends[0].template_name == "b" ? sends[0] : sends[1];
   EXPECT_EQ(FormatRfc3339(b.not_before), "2026-03-01T11:00:00Z");
-  EXPECT_EQ(store_->SendResults(b.key).value().front().result, "deferred");
+  EXPECT_EQ(store_->SendResults(b.seq).value().front().result, "deferred");
 }
 
 TEST_F(EngineTest, WaitUntilAcrossTheSpringForwardGapInNewYork) {

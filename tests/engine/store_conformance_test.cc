@@ -67,7 +67,7 @@ class StoreConformance : public testing::TestWithParam<Factory> {
     i.seq = seq;
     i.entered_at = 100 * seq;
     i.status = finished ? InstanceStatus::kCompleted : InstanceStatus::kWaiting;
-    i.trigger = Ev("t").ToJson();
+    i.trigger = Ev("t").Doc();  // rows refer to it: batches store it too
     i.event = i.trigger;
     return i;
   }
@@ -83,7 +83,9 @@ class StoreConformance : public testing::TestWithParam<Factory> {
     r.intent = "marketing";
     r.requested_at = at;
     r.not_before = at;
-    r.data = {{"x", 1}};
+    r.trigger = Ev("t").Doc();
+    r.event = Ev("e9").Doc();
+    r.vars = {{"x", 1}};
     return r;
   }
 
@@ -134,7 +136,7 @@ TEST_P(StoreConformance, ABatchCommitsWhollyOrNotAtAll) {
   // The same history record again: the append-only log refuses it, and
   // nothing else in the batch lands.
   Batch bad;
-  bad.events = {Ev("e2")};
+  bad.events = {Ev("e2"), Ev("t")};
   bad.instances = {Inst("u1", 1)};
   bad.history = {{"j/u1/1", 2, 6, "wait", "s", {}}, {"j/u1/1", 1, 7, "entered", "", {}}};
   EXPECT_FALSE(store_->Commit(bad).ok());
@@ -145,7 +147,8 @@ TEST_P(StoreConformance, ABatchCommitsWhollyOrNotAtAll) {
 
 TEST_P(StoreConformance, HistoryIsOrderedPerInstance) {
   Batch b;
-  for (int n = 1; n <= 5; ++n) b.history.push_back({"j/u1/1", n, n * 10, "k" + std::to_string(n), "s", {{"n", n}}});
+  for (int n = 1; n <= 5; ++n)
+    b.history.push_back({"j/u1/1", n, n * 10, "k" + std::to_string(n), "s", {{"n", n}}});
   b.history.push_back({"j/u2/1", 1, 1, "entered", "", {}});
   ASSERT_TRUE(store_->Commit(b).ok());
   auto h = store_->History("j/u1/1");
@@ -159,6 +162,7 @@ TEST_P(StoreConformance, HistoryIsOrderedPerInstance) {
 
 TEST_P(StoreConformance, InstancesAreAProjectionThatSurvivesRestart) {
   Batch b;
+  b.events = {Ev("t")};
   b.instances = {Inst("u1", 1, true), Inst("u1", 2), Inst("u2", 1)};
   ASSERT_TRUE(store_->Commit(b).ok());
   Instance updated = Inst("u2", 1, true);
@@ -191,53 +195,119 @@ TEST_P(StoreConformance, InstancesAreAProjectionThatSurvivesRestart) {
   EXPECT_EQ(page2[0].id, "j/u2/1");
 }
 
-TEST_P(StoreConformance, TimersAreSetMovedAndCleared) {
+TEST_P(StoreConformance, RowsReferToEventsStoredOnce) {
+  Instance i = Inst("u1", 1);
+  Event later = Ev("e2", "u1", 2000);
+  later.data = {{"order", {{"total", 42.5}, {"items", {"a", "b"}}}}};
+  i.event = later.Doc();
+  SendRow s = Send("k1");
+  s.event = later.Doc();
   Batch b;
-  b.timers = {{"a", 300}, {"b", 100}, {"c", 200}};
+  b.events = {Ev("t"), later};
+  b.instances = {i};
+  b.sends = {s};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Reopen();
+  auto got = store_->Instances("j", "u1");
+  ASSERT_TRUE(got.ok()) << got.error();
+  ASSERT_EQ(got.value().size(), 1u);
+  EXPECT_EQ(got.value()[0].ToJson(), i.ToJson());
+  EXPECT_EQ(*got.value()[0].event, *later.Doc());
+  auto sends = store_->Sends("j/u1/1");
+  ASSERT_TRUE(sends.ok()) << sends.error();
+  ASSERT_EQ(sends.value().size(), 1u);
+  EXPECT_EQ(*sends.value()[0].trigger, *Ev("t").Doc());
+  EXPECT_EQ(*sends.value()[0].event, *later.Doc());
+  EXPECT_EQ(sends.value()[0].vars, (nlohmann::json{{"x", 1}}));
+}
+
+TEST_P(StoreConformance, ARowNamingAnEventTheStoreLacksIsAnErrorOnRead) {
+  Batch b;
+  b.instances = {Inst("u1", 1)};  // its trigger "t" is not stored
+  ASSERT_TRUE(store_->Commit(b).ok());
+  auto got = store_->Instances("j", "u1");
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.error().find("not in the store"), std::string::npos) << got.error();
+}
+
+TEST_P(StoreConformance, TimersAreTheDueTimesOfUnfinishedInstances) {
+  Batch b;
+  b.events = {Ev("t")};
+  for (auto [key, due] : {std::pair{"a", 300}, {"b", 100}, {"c", 200}, {"d", 0}}) {
+    Instance i = Inst(key, 1);
+    i.due = due;
+    b.instances.push_back(i);
+  }
+  Instance done = Inst("e", 1, true);
+  done.due = 10;  // finished: not a timer
+  b.instances.push_back(done);
   ASSERT_TRUE(store_->Commit(b).ok());
   Batch b2;
-  b2.timers = {{"c", 0}, {"a", 50}};
+  Instance c = Inst("c", 1), a = Inst("a", 1);
+  c.due = 0;
+  a.due = 50;
+  b2.instances = {c, a};
   ASSERT_TRUE(store_->Commit(b2).ok());
+  Reopen();
   auto due = store_->DueTimers(1000, 10);
-  ASSERT_TRUE(due.ok());
-  EXPECT_EQ(due.value(), (std::vector<std::pair<std::string, Micros>>{{"a", 50}, {"b", 100}}));
+  ASSERT_TRUE(due.ok()) << due.error();
+  EXPECT_EQ(due.value(),
+            (std::vector<std::pair<std::string, Micros>>{{"j/a/1", 50}, {"j/b/1", 100}}));
   EXPECT_EQ(store_->DueTimers(60, 10).value().size(), 1u);
   EXPECT_EQ(store_->DueTimers(1000, 1).value().size(), 1u);
 }
 
 TEST_P(StoreConformance, SendsStayPendingUntilAFinalResult) {
   Batch b;
+  b.events = {Ev("t"), Ev("e9")};
   b.sends = {Send("k1", "u1", 10), Send("k2", "u1", 20), Send("k3", "u2", 30)};
   ASSERT_TRUE(store_->Commit(b).ok());
-  Batch dup;
-  SendRow changed = Send("k1");
-  changed.template_name = "other";
-  dup.sends = {changed};  // the outbox keeps the first
-  ASSERT_TRUE(store_->Commit(dup).ok());
+  // Commit numbers the outbox in order.
+  EXPECT_GT(b.sends[0].seq, 0);
+  EXPECT_LT(b.sends[0].seq, b.sends[1].seq);
+  EXPECT_LT(b.sends[1].seq, b.sends[2].seq);
   EXPECT_EQ(store_->PendingSends(10).value().size(), 3u);
   Batch r;
-  r.results = {{"k1", 1, 40, "accepted", true, {{"provider_id", "p1"}}},
-               {"k2", 1, 41, "retry_later", false, {}}};
+  r.results = {{b.sends[0].seq, "k1", 1, 40, "accepted", true, {{"provider_id", "p1"}}},
+               {b.sends[1].seq, "k2", 1, 41, "retry_later", false, {}}};
   ASSERT_TRUE(store_->Commit(r).ok());
   auto pending = store_->PendingSends(10);
   ASSERT_TRUE(pending.ok());
   ASSERT_EQ(pending.value().size(), 2u);
   EXPECT_EQ(pending.value()[0].key, "k2");
+  EXPECT_EQ(pending.value()[0].seq, b.sends[1].seq);
   EXPECT_EQ(pending.value()[1].key, "k3");
-  EXPECT_EQ(pending.value()[0].data, (nlohmann::json{{"x", 1}}));
+  EXPECT_EQ(pending.value()[0].vars, (nlohmann::json{{"x", 1}}));
+  EXPECT_EQ((*pending.value()[0].trigger)["data"]["n"], "t");
   auto sends = store_->Sends("j/u1/1").value();
   ASSERT_EQ(sends.size(), 2u);
   EXPECT_EQ(sends[0].template_name, "welcome");
-  auto results = store_->SendResults("k1").value();
+  auto results = store_->SendResults(b.sends[0].seq).value();
   ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].key, "k1");
   EXPECT_EQ(results[0].detail["provider_id"], "p1");
   // A result is appended once per attempt.
   EXPECT_FALSE(store_->Commit(r).ok());
+}
 
+TEST_P(StoreConformance, AResultNamesItsSendByKeyWithinTheBatch) {
+  Batch b;
+  b.events = {Ev("t"), Ev("e9")};
+  b.sends = {Send("k1"), Send("k2")};
+  b.results = {{0, "k2", 1, 10, "capped", true, {}}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  EXPECT_EQ(b.results[0].send_seq, b.sends[1].seq);
+  auto pending = store_->PendingSends(10).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].key, "k1");
+  Batch stray;
+  stray.results = {{0, "nowhere", 1, 10, "accepted", true, {}}};
+  EXPECT_FALSE(store_->Commit(stray).ok());
 }
 
 TEST_P(StoreConformance, CapCountedSendsByPersonAndTime) {
   Batch b;
+  b.events = {Ev("t"), Ev("e9")};
   SendRow counted1 = Send("k1", "u1", 10), counted2 = Send("k2", "u1", 30),
           free = Send("k3", "u1", 20), other = Send("k4", "u2", 15);
   counted1.cap_counted = counted2.cap_counted = other.cap_counted = true;
@@ -283,6 +353,22 @@ TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
   auto s = OpenSqliteStore(p.string());
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().find("newer"), std::string::npos) << s.error();
+  fs::remove(p);
+}
+
+TEST(SqliteStore, RefusesAStoreFromAnOlderDevelopmentVersion) {
+  fs::path p = fs::temp_directory_path() / ("waymark_older_" + std::to_string(::getpid()) + ".db");
+  fs::remove(p);
+  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='1' WHERE key='schema_version'", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto s = OpenSqliteStore(p.string());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().find("start a new store"), std::string::npos) << s.error();
   fs::remove(p);
 }
 

@@ -1,0 +1,176 @@
+// Templates and messages: strict Mustache rendering (only the names a
+// template uses are converted, with the same result as converting all),
+// and RFC 5322 / MIME output that refuses header injection.
+#include <gtest/gtest.h>
+
+#include "engine/delivery/message.h"
+#include "engine/delivery/template.h"
+
+namespace waymark {
+namespace {
+
+using nlohmann::json;
+
+Template Parse(const std::string& text) {
+  auto t = Template::Parse("t", text);
+  EXPECT_TRUE(t.ok()) << t.error();
+  return std::move(t).value();
+}
+
+const json kData = {{"trigger",
+                     {{"data",
+                       {{"first_name", "Ana <b>"},
+                        {"total", 42.5},
+                        {"items", {{{"name", "Tea"}, {"qty", 2}}, {{"name", "Mug"}, {"qty", 1}}}},
+                        {"vip", true},
+                        {"unused", {{"deep", {1, 2, 3}}}}}}}},
+                    {"event", {{"type", "user.signup"}}},
+                    {"vars", {{"region", "dach"}}},
+                    {"key", "u1"},
+                    {"journey", "welcome"}};
+
+TEST(Template, RendersPartsWithHtmlEscapedOnlyInHtml) {
+  Template t = Parse(
+      "subject: Hi {{trigger.data.first_name}}\n"
+      "from: Acme <a@acme.example>\n"
+      "--- text\n"
+      "Hi {{trigger.data.first_name}}, {{trigger.data.total}} ({{key}} in {{journey}})\n"
+      "--- html\n"
+      "<p>{{trigger.data.first_name}} {{{trigger.data.first_name}}} {{&vars.region}}</p>\n");
+  auto m = t.Render(kData);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().subject, "Hi Ana <b>");
+  EXPECT_EQ(m.value().from, "Acme <a@acme.example>");
+  EXPECT_EQ(m.value().text, "Hi Ana <b>, 42.5 (u1 in welcome)\n");
+  EXPECT_EQ(m.value().html, "<p>Ana &lt;b&gt; Ana <b> dach</p>\n");
+}
+
+TEST(Template, SectionsSeeTheirItemsAndTheOuterNames) {
+  Template t = Parse(
+      "subject: s\n--- text\n"
+      "{{#trigger.data.items}}{{qty}}x {{name}} for {{key}};{{/trigger.data.items}}"
+      "{{#trigger.data.vip}} VIP{{/trigger.data.vip}}{{^vars.missing_ok}} "
+      "none{{/vars.missing_ok}}\n");
+  auto m = t.Render(kData);
+  // {{^vars.missing_ok}} names a value that is absent: strict rendering
+  // reports it rather than guessing.
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.error().find("no value for 'vars.missing_ok'"), std::string::npos) << m.error();
+  Template ok = Parse(
+      "subject: s\n--- text\n"
+      "{{#trigger.data.items}}{{qty}}x {{name}} for {{key}};{{/trigger.data.items}}"
+      "{{#trigger.data.vip}} VIP{{/trigger.data.vip}}\n");
+  auto r = ok.Render(kData);
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r.value().text, "2x Tea for u1;1x Mug for u1; VIP\n");
+}
+
+TEST(Template, AMissingNameIsAnErrorNamingIt) {
+  Template t = Parse("subject: Hi {{trigger.data.nickname}}\n--- text\nx\n");
+  auto m = t.Render(kData);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error(), "template 't' (subject): no value for 'trigger.data.nickname'");
+}
+
+TEST(Template, RenderingFromRootsEqualsRenderingTheWholeObject) {
+  Template t = Parse(
+      "subject: {{trigger.data.first_name}}\n--- text\n"
+      "{{#trigger.data.items}}{{name}}{{/trigger.data.items}} {{vars.region}} {{event.type}}\n");
+  TemplateRoots roots;
+  for (const auto& [k, v] : kData.items()) roots.emplace_back(k, &v);
+  auto a = t.Render(kData), b = t.Render(roots);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a.value().subject, b.value().subject);
+  EXPECT_EQ(a.value().text, b.value().text);
+  EXPECT_EQ(b.value().text, "TeaMug dach user.signup\n");
+  // Rendering again gives the same (a parsed template is reused).
+  EXPECT_EQ(t.Render(roots).value().text, b.value().text);
+}
+
+TEST(Template, ChangedDelimitersStillFindTheirNames) {
+  Template t = Parse("subject: s\n--- text\n{{=<% %>=}}Hi <%trigger.data.first_name%>\n");
+  auto m = t.Render(kData);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().text, "Hi Ana <b>\n");
+}
+
+TEST(Template, LimitsAndFormatErrors) {
+  std::string deep = "subject: s\n--- text\n";
+  for (int i = 0; i < 17; ++i) deep += "{{#vars.a}}";
+  for (int i = 0; i < 17; ++i) deep += "{{/vars.a}}";
+  auto d = Template::Parse("t", deep + "\n");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.error().find("nested deeper than 16"), std::string::npos);
+  auto big = Template::Parse("t", "subject: s\n--- text\n" + std::string(300 * 1024, 'x'));
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error().find("256 KiB"), std::string::npos);
+  EXPECT_FALSE(Template::Parse("t", "subject: s\n").ok());   // no part
+  EXPECT_FALSE(Template::Parse("t", "--- text\nx\n").ok());  // no subject
+  EXPECT_FALSE(Template::Parse("t", "subjekt: s\n--- text\nx\n").ok());
+  auto bad = Template::Parse("t", "subject: s\n--- text\n{{#a}}x\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("(text)"), std::string::npos) << bad.error();
+  EXPECT_FALSE(Parse("subject: s\n--- text\nx\n").Render(json::array()).ok());
+}
+
+MessageParams Params() {
+  MessageParams p;
+  p.idempotency_key = "wm-0123456789abcdef0123456789abcdef01234567";
+  p.from = "Acme <hello@acme.example>";
+  p.to = "ana@example.com";
+  p.date = 1772962200LL * kMicrosPerSecond;  // 2026-03-08T09:30:00Z
+  p.content = {"Grüße aus Köln", "", "Hallo Ana\n", "<p>Hallo Ana</p>\n"};
+  return p;
+}
+
+TEST(Message, IsDeterministicMimeWithEncodedHeaders) {
+  auto a = BuildMessage(Params()), b = BuildMessage(Params());
+  ASSERT_TRUE(a.ok()) << a.error();
+  EXPECT_EQ(a.value(), b.value());
+  const std::string& m = a.value();
+  EXPECT_NE(m.find("Subject: =?UTF-8?"), std::string::npos) << m;
+  EXPECT_NE(m.find("Message-ID: <wm-0123456789abcdef0123456789abcdef01234567@"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find("Content-Type: multipart/alternative;"), std::string::npos);
+  EXPECT_NE(m.find("Content-Type: text/plain; charset=UTF-8"), std::string::npos);
+  EXPECT_NE(m.find("Content-Type: text/html; charset=UTF-8"), std::string::npos);
+  EXPECT_NE(m.find("Date: Sun, 08 Mar 2026 09:30:00 +0000"), std::string::npos) << m;
+  EXPECT_EQ(m.find("List-Unsubscribe"), std::string::npos);  // transactional
+  for (size_t i = 0; i < m.size(); ++i) {                    // every line ends in CRLF
+    if (m[i] == '\n') {
+      ASSERT_TRUE(i > 0 && m[i - 1] == '\r') << "bare LF at " << i;
+    }
+  }
+}
+
+TEST(Message, MarketingMailCarriesOneClickUnsubscribe) {
+  MessageParams p = Params();
+  p.list_unsubscribe = true;
+  p.unsubscribe_url = "https://acme.example/u?m=" + p.idempotency_key;
+  auto m = BuildMessage(p);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_NE(m.value().find("List-Unsubscribe: <https://acme.example/u?m=wm-"), std::string::npos);
+  EXPECT_NE(m.value().find("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+            std::string::npos);
+}
+
+TEST(Message, RefusesHeaderInjectionAndBadAddresses) {
+  for (const std::string& subject :
+       {std::string("a\r\nBcc: x@y.z"), std::string("a\nb"), std::string("a\0b", 3)}) {
+    MessageParams p = Params();
+    p.content.subject = subject;
+    EXPECT_FALSE(BuildMessage(p).ok()) << subject;
+  }
+  MessageParams p = Params();
+  p.from = "Acme <hello@acme.example>\r\nBcc: x@y.z";
+  EXPECT_FALSE(BuildMessage(p).ok());
+  for (const char* bad : {"", "ana", "ana@", "@x.io", "a b@x.io", "a@x", "<a@x.io>", "a@x.io\n"}) {
+    EXPECT_FALSE(ValidAddress(bad)) << bad;
+  }
+  for (const char* good : {"ana@example.com", "a.b+tag@sub.example.co", "jörg@example.de"}) {
+    EXPECT_TRUE(ValidAddress(good)) << good;
+  }
+}
+
+}  // namespace
+}  // namespace waymark
