@@ -9,7 +9,7 @@ PACKAGES=(
   clang libclang-rt-14-dev clang-format
   libboost-dev nlohmann-json3-dev libcli11-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
-  libsqlite3-dev libkainjow-mustache-dev libvalijson-dev libtomlplusplus-dev
+  libjemalloc-dev libsqlite3-dev libkainjow-mustache-dev libvalijson-dev libtomlplusplus-dev
   libspdlog-dev libcurl4-openssl-dev libcpp-httplib-dev libluajit-5.1-dev
   libnats-dev nats-server libpqxx-dev postgresql
   python3-aiosmtpd graphviz hyperfine
