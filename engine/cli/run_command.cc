@@ -1,13 +1,15 @@
 // `waymark run`, `waymark inspect` and `waymark render` on the embedded
 // default (SQLite store, file transport).
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <csignal>
-#include <chrono>
 #include <deque>
-#include <future>
-#include <mutex>
 #include <fstream>
+#include <future>
 #include <iostream>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -22,7 +24,9 @@ namespace waymark::cli {
 namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
-void OnSignal(int) { g_stop = 1; }
+void OnSignal(int) {
+  g_stop = 1;
+}
 
 Micros WallNow() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -31,8 +35,8 @@ Micros WallNow() {
 }
 
 int64_t ParseDurationSeconds(const std::string& s) {
-  static const std::map<char, int64_t> kUnit = {{'w', 604800}, {'d', 86400}, {'h', 3600},
-                                                {'m', 60},     {'s', 1}};
+  static const std::map<char, int64_t> kUnit = {
+      {'w', 604800}, {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
   int64_t total = 0, n = 0;
   bool digits = false;
   for (char c : s) {
@@ -113,9 +117,11 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
     inbox.Push(r);
     auto [status, outcomes] = future.get();
     if (!status.ok()) return fail(503, status.message());
-    nlohmann::json out = {{"stored", 0}, {"duplicates", 0}, {"dead_letters", nlohmann::json::array()}};
+    nlohmann::json out = {
+        {"stored", 0}, {"duplicates", 0}, {"dead_letters", nlohmann::json::array()}};
     for (size_t i = 0; i < outcomes.size(); ++i) {
-      if (outcomes[i].kind == InputOutcome::Kind::kStored) out["stored"] = out["stored"].get<int>() + 1;
+      if (outcomes[i].kind == InputOutcome::Kind::kStored)
+        out["stored"] = out["stored"].get<int>() + 1;
       if (outcomes[i].kind == InputOutcome::Kind::kDuplicate) {
         out["duplicates"] = out["duplicates"].get<int>() + 1;
       }
@@ -135,10 +141,11 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
                         {"emitted_by_type", s.emitted_by_type},
                         {"duplicates", s.duplicates},
                         {"unknown_types", s.unknown_types},
-                        {"instances", {{"started", s.started},
-                                       {"completed", s.completed},
-                                       {"exited", s.exited},
-                                       {"waiting", e.waiting()}}},
+                        {"instances",
+                         {{"started", s.started},
+                          {"completed", s.completed},
+                          {"exited", s.exited},
+                          {"waiting", e.waiting()}}},
                         {"entries_refused", s.entries_refused},
                         {"sends", s.sends},
                         {"held_sends", e.held_sends()},
@@ -160,7 +167,8 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
   for (const auto& [type, n] : s.events_by_type) std::cout << "    " << type << ": " << n << "\n";
   if (emitted > 0) {
     std::cout << "  events emitted by journeys: " << emitted << "\n";
-    for (const auto& [type, n] : s.emitted_by_type) std::cout << "    " << type << ": " << n << "\n";
+    for (const auto& [type, n] : s.emitted_by_type)
+      std::cout << "    " << type << ": " << n << "\n";
   }
   std::cout << "  instances: " << s.started << " started, " << e.waiting() << " waiting, "
             << s.completed << " completed, " << s.exited << " exited\n";
@@ -175,8 +183,8 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
       if (result != "dead_letter" && result != "capped") sends += n;
     }
   }
-  std::cout << "  sends: " << sends << " handed to the transport, " << refused
-            << " dead-lettered, " << e.held_sends() << " held (quiet hours or not yet due)\n";
+  std::cout << "  sends: " << sends << " handed to the transport, " << refused << " dead-lettered, "
+            << e.held_sends() << " held (quiet hours or not yet due)\n";
   if (s.capped || s.deferred) {
     std::cout << "    frequency cap: " << s.capped << " skipped, " << s.deferred << " deferred\n";
   }
@@ -218,7 +226,8 @@ int Run(const RunOptions& o) {
   EngineOptions eo;
   if (!o.cap.empty()) {
     size_t slash = o.cap.find('/');
-    int64_t window = slash == std::string::npos ? -1 : ParseDurationSeconds(o.cap.substr(slash + 1));
+    int64_t window =
+        slash == std::string::npos ? -1 : ParseDurationSeconds(o.cap.substr(slash + 1));
     int max = 0;
     try {
       max = slash == std::string::npos ? 0 : std::stoi(o.cap.substr(0, slash));
@@ -309,7 +318,8 @@ int Run(const RunOptions& o) {
         for (const auto& r : requests) {
           std::vector<InputOutcome> mine;
           if (failed.ok()) {
-            mine.assign(outcomes.begin() + long(at), outcomes.begin() + long(at + r->inputs.size()));
+            mine.assign(outcomes.begin() + long(at),
+                        outcomes.begin() + long(at + r->inputs.size()));
           }
           at += r->inputs.size();
           r->done.set_value({failed, std::move(mine)});
@@ -349,7 +359,9 @@ int Run(const RunOptions& o) {
   return kExitOk;
 }
 
-std::string Time(Micros t) { return FormatRfc3339(t); }
+std::string Time(Micros t) {
+  return FormatRfc3339(t);
+}
 
 int Inspect(const std::string& journey, const std::string& key, const std::string& store_url,
             bool as_json) {
@@ -362,38 +374,73 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
   auto instances = s.Instances(journey, key);
   auto inputs = s.EventsBySubject(key);
   if (!instances.ok() || !inputs.ok()) {
-    std::cerr << "waymark inspect: " << (instances.ok() ? inputs.error() : instances.error()) << "\n";
+    std::cerr << "waymark inspect: " << (instances.ok() ? inputs.error() : instances.error())
+              << "\n";
     return 3;
   }
-  nlohmann::json out = {{"journey", journey}, {"key", key}, {"inputs", nlohmann::json::array()},
+  nlohmann::json out = {{"journey", journey},
+                        {"key", key},
+                        {"inputs", nlohmann::json::array()},
                         {"instances", nlohmann::json::array()}};
-  for (const Event& ev : inputs.value()) out["inputs"].push_back(ev.ToJson());
+  // The inputs: events whose subject is the key, and every event the
+  // instances' histories name (a computed key, such as a lower-cased
+  // subject, is reached by events with other subjects).
+  std::vector<Event> events = std::move(inputs).value();
+  std::set<std::pair<std::string, std::string>> listed;
+  for (const Event& ev : events) listed.insert({ev.source, ev.id});
   for (const Instance& i : instances.value()) {
-    nlohmann::json ij = {{"id", i.id}, {"version", i.version}, {"status", InstanceStatusName(i.status)},
-                         {"outcome", i.outcome}, {"entered_at", Time(i.entered_at)},
-                         {"vars", i.vars}, {"goals", i.goals}};
+    auto h = s.History(i.id);
+    if (!h.ok()) continue;
+    for (const HistoryRow& r : h.value()) {
+      if (!r.detail.contains("event_id")) continue;
+      std::pair<std::string, std::string> ref{r.detail.value("event_source", ""),
+                                              r.detail["event_id"].get<std::string>()};
+      if (!listed.insert(ref).second) continue;
+      auto ev = s.EventById(ref.first, ref.second);
+      if (ev.ok() && ev.value()) events.push_back(std::move(*ev.value()));
+    }
+  }
+  std::stable_sort(events.begin(), events.end(),
+                   [](const Event& a, const Event& b) { return a.time < b.time; });
+  for (const Event& ev : events) out["inputs"].push_back(ev.ToJson());
+  for (const Instance& i : instances.value()) {
+    nlohmann::json ij = {{"id", i.id},
+                         {"version", i.version},
+                         {"status", InstanceStatusName(i.status)},
+                         {"outcome", i.outcome},
+                         {"entered_at", Time(i.entered_at)},
+                         {"vars", i.vars},
+                         {"goals", i.goals}};
     if (i.due) ij["next_timer"] = Time(i.due);
     ij["history"] = nlohmann::json::array();
     auto h = s.History(i.id);
     if (h.ok()) {
       for (const HistoryRow& r : h.value()) {
-        ij["history"].push_back({{"n", r.n}, {"time", Time(r.time)}, {"kind", r.kind},
-                                 {"state", r.state}, {"detail", r.detail}});
+        ij["history"].push_back({{"n", r.n},
+                                 {"time", Time(r.time)},
+                                 {"kind", r.kind},
+                                 {"state", r.state},
+                                 {"detail", r.detail}});
       }
     }
     ij["sends"] = nlohmann::json::array();
     auto sends = s.Sends(i.id);
     if (sends.ok()) {
       for (const SendRow& r : sends.value()) {
-        nlohmann::json sj = {{"idempotency_key", r.key}, {"template", r.template_name},
-                             {"to", r.recipient}, {"intent", r.intent},
+        nlohmann::json sj = {{"idempotency_key", r.key},
+                             {"template", r.template_name},
+                             {"to", r.recipient},
+                             {"intent", r.intent},
                              {"requested_at", Time(r.requested_at)},
-                             {"not_before", Time(r.not_before)}, {"results", nlohmann::json::array()}};
+                             {"not_before", Time(r.not_before)},
+                             {"results", nlohmann::json::array()}};
         auto results = s.SendResults(r.seq);
         if (results.ok()) {
           for (const SendResultRow& x : results.value()) {
-            sj["results"].push_back({{"attempt", x.attempt}, {"time", Time(x.time)},
-                                     {"result", x.result}, {"detail", x.detail}});
+            sj["results"].push_back({{"attempt", x.attempt},
+                                     {"time", Time(x.time)},
+                                     {"result", x.result},
+                                     {"detail", x.detail}});
           }
         }
         ij["sends"].push_back(sj);
@@ -406,7 +453,7 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     return kExitOk;
   }
   std::cout << "journey " << journey << ", key " << key << "\n";
-  std::cout << "inputs for this key (" << out["inputs"].size() << "):\n";
+  std::cout << "inputs (" << out["inputs"].size() << "):\n";
   for (const auto& ev : out["inputs"]) {
     std::cout << "  " << ev["time"].get<std::string>() << "  " << ev["type"].get<std::string>()
               << "  (" << ev["source"].get<std::string>() << " " << ev["id"].get<std::string>()
@@ -420,11 +467,13 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     std::cout << "\ninstance " << ij["id"].get<std::string>() << "  version "
               << ij["version"].get<std::string>().substr(0, 12) << "  "
               << ij["status"].get<std::string>();
-    if (!ij["outcome"].get<std::string>().empty()) std::cout << " (" << ij["outcome"].get<std::string>() << ")";
+    if (!ij["outcome"].get<std::string>().empty())
+      std::cout << " (" << ij["outcome"].get<std::string>() << ")";
     std::cout << "\n";
     for (const auto& r : ij["history"]) {
       std::cout << "  " << r["time"].get<std::string>() << "  " << r["kind"].get<std::string>();
-      if (!r["state"].get<std::string>().empty()) std::cout << " [" << r["state"].get<std::string>() << "]";
+      if (!r["state"].get<std::string>().empty())
+        std::cout << " [" << r["state"].get<std::string>() << "]";
       if (!r["detail"].empty()) std::cout << "  " << r["detail"].dump();
       std::cout << "\n";
     }
@@ -432,9 +481,11 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
       std::cout << "  send " << sj["template"].get<std::string>() << " to "
                 << sj["to"].get<std::string>() << " (" << sj["idempotency_key"].get<std::string>()
                 << "):";
-      if (sj["results"].empty()) std::cout << " pending until " << sj["not_before"].get<std::string>();
+      if (sj["results"].empty())
+        std::cout << " pending until " << sj["not_before"].get<std::string>();
       for (const auto& x : sj["results"]) {
-        std::cout << " " << x["result"].get<std::string>() << " at " << x["time"].get<std::string>();
+        std::cout << " " << x["result"].get<std::string>() << " at "
+                  << x["time"].get<std::string>();
       }
       std::cout << "\n";
     }
@@ -486,7 +537,8 @@ int Render(const std::string& name, const std::string& data_file, const std::str
 
 void RegisterRun(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<RunOptions>();
-  auto* cmd = app.add_subcommand("run", "Run the journeys over events (embedded default: SQLite + files)");
+  auto* cmd =
+      app.add_subcommand("run", "Run the journeys over events (embedded default: SQLite + files)");
   cmd->add_option("--events", o->events, "CloudEvents JSON lines: a file, or - for stdin");
   cmd->add_option("--store", o->store, "sqlite:PATH")->capture_default_str();
   cmd->add_option("--transport", o->transport, "file:DIR")->capture_default_str();
@@ -495,7 +547,8 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--clock", o->clock, "wall (serve) or event (time follows the events)")
       ->check(CLI::IsMember({"wall", "event"}))
       ->capture_default_str();
-  cmd->add_flag("--until-idle", o->until_idle, "exit once the input is exhausted and nothing is due");
+  cmd->add_flag("--until-idle", o->until_idle,
+                "exit once the input is exhausted and nothing is due");
   cmd->add_option("--advance", o->advance,
                   "with --clock event --until-idle: fire timers up to the last event + DURATION")
       ->capture_default_str();
@@ -534,8 +587,8 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
     }
     for (const std::string& p : r.value().problems) std::cerr << "divergence: " << p << "\n";
     std::cout << "replayed " << r.value().instances << " instances (" << r.value().inputs
-              << " inputs, " << r.value().records << " history records): "
-              << r.value().divergences << " divergences\n";
+              << " inputs, " << r.value().records << " history records): " << r.value().divergences
+              << " divergences\n";
     *exit_code = r.value().divergences == 0 ? kExitOk : kExitRejected;
   });
 }

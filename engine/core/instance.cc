@@ -56,6 +56,7 @@ nlohmann::json Instance::ToRow() const {
           {"visits", visits},
           {"goals", goals},
           {"outcome", outcome},
+          {"goals_open_until", goals_open_until},
           {"revision", revision}};
 }
 
@@ -100,6 +101,7 @@ Result<Instance> Instance::FromJson(const nlohmann::json& j, const Resolver& res
     i.visits = j.at("visits").get<std::map<std::string, int64_t>>();
     i.goals = j.at("goals").get<std::vector<std::string>>();
     i.outcome = j.at("outcome").get<std::string>();
+    i.goals_open_until = j.at("goals_open_until").get<Micros>();
     i.revision = j.at("revision").get<int64_t>();
     return i;
   } catch (const nlohmann::json::exception& e) {

@@ -37,7 +37,10 @@ struct Instance {
   std::map<std::string, int64_t> visits;  // state id -> times entered
   std::vector<std::string> goals;         // goals reached
   std::string outcome;                    // completed / exited: why
-  int64_t revision = 0;                   // history records written so far
+  // Finished, with goals whose windows are open until this instant (0: none
+  // open): the instance still records them.
+  Micros goals_open_until = 0;
+  int64_t revision = 0;  // history records written so far
 
   bool Finished() const {
     return status == InstanceStatus::kCompleted || status == InstanceStatus::kExited;

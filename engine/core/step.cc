@@ -58,6 +58,8 @@ class Stepper {
   }
   const date::time_zone* Zone(const dsl::ExprPtr& expr, const std::string& fallback);
   void Advance(std::string id);
+  // Records the goals `e` reaches; true when one of them ends the instance.
+  bool Goals(const Event& e);
   void Exec(const dsl::State& s, std::string& next, bool& stop);
 
   const dsl::CompiledJourney& j_;
@@ -258,8 +260,40 @@ void Stepper::Advance(std::string id) {
   Finish(InstanceStatus::kExited, "error: step limit");
 }
 
+bool Stepper::Goals(const Event& e) {
+  const JsonDoc& ej = e.Doc();
+  EvalScope scope{ej.get(), I().trigger.get(), &I().vars, &I().key};
+  bool finished = I().Finished();
+  for (const dsl::GoalRule& g : j_.goals) {
+    if (g.event != e.type) continue;
+    if (std::find(I().goals.begin(), I().goals.end(), g.name) != I().goals.end()) continue;
+    if (Now() - I().entered_at > g.within_s * kMicrosPerSecond) continue;
+    if (!Holds(g.when, scope)) continue;
+    r_.changed = true;
+    I().goals.push_back(g.name);
+    json detail = {{"goal", g.name},
+                   {"event_id", e.id},
+                   {"event_source", e.source},
+                   {"values", Used(g.when, scope)}};
+    if (finished) detail["after"] = I().outcome;  // converted after the journey ended
+    Record("goal", "", std::move(detail));
+    if (g.exit && !finished) {
+      I().event = ej;
+      Finish(InstanceStatus::kExited, "goal " + g.name);
+      Record("exited", "", {{"reason", "goal " + g.name}});
+      return true;
+    }
+  }
+  return false;
+}
+
 StepResult Stepper::Run(const Input& input) {
-  if (I().Finished()) return std::move(r_);
+  if (I().Finished()) {
+    // A finished instance still converts: its goals listen until their
+    // windows close (docs/language.md, "Exits and goals").
+    if (input.kind == Input::Kind::kEvent) Goals(*input.event);
+    return std::move(r_);
+  }
   switch (input.kind) {
     case Input::Kind::kStart: {
       r_.changed = true;
@@ -276,25 +310,7 @@ StepResult Stepper::Run(const Input& input) {
       const JsonDoc& ej = e.Doc();
       EvalScope scope{ej.get(), I().trigger.get(), &I().vars, &I().key};
       // Goals, then exits, then the instance's own wait.
-      for (const dsl::GoalRule& g : j_.goals) {
-        if (g.event != e.type) continue;
-        if (std::find(I().goals.begin(), I().goals.end(), g.name) != I().goals.end()) continue;
-        if (Now() - I().entered_at > g.within_s * kMicrosPerSecond) continue;
-        if (!Holds(g.when, scope)) continue;
-        r_.changed = true;
-        I().goals.push_back(g.name);
-        Record("goal", "",
-               {{"goal", g.name},
-                {"event_id", e.id},
-                {"event_source", e.source},
-                {"values", Used(g.when, scope)}});
-        if (g.exit) {
-          I().event = ej;
-          Finish(InstanceStatus::kExited, "goal " + g.name);
-          Record("exited", "", {{"reason", "goal " + g.name}});
-          return std::move(r_);
-        }
-      }
+      if (Goals(e)) return std::move(r_);
       for (const dsl::EventRule& x : j_.exits) {
         if (x.event != e.type || !Holds(x.when, scope)) continue;
         r_.changed = true;
@@ -362,6 +378,18 @@ StepResult Step(const dsl::CompiledJourney& j, const Instance& instance, const I
   Stepper s(j, instance, time);
   StepResult r = s.Run(input);
   r.next.revision += int64_t(r.records.size());
+  // A finished instance keeps listening for the goals it has not reached
+  // until the last of their windows closes.
+  r.next.goals_open_until = 0;
+  if (r.next.Finished()) {
+    for (const dsl::GoalRule& g : j.goals) {
+      if (std::find(r.next.goals.begin(), r.next.goals.end(), g.name) != r.next.goals.end())
+        continue;
+      r.next.goals_open_until =
+          std::max(r.next.goals_open_until, r.next.entered_at + g.within_s * kMicrosPerSecond);
+    }
+    if (r.next.goals_open_until < r.next.time) r.next.goals_open_until = 0;
+  }
   return r;
 }
 

@@ -61,6 +61,15 @@ Status Engine::Start() {
     std::string id = i.id;
     active_.emplace(id, std::move(i));
   }
+  auto watching = store_->GoalWatchingInstances(clock_);
+  if (!watching.ok()) return watching.status();
+  for (Instance& i : watching.value()) {
+    if (!VersionOf(i)) {
+      return Status::Error("instance " + i.id + " is pinned to journey version " + i.version +
+                           ", which the store does not have");
+    }
+    Watch(std::move(i));
+  }
   auto pending = store_->PendingSends(size_t(1) << 40);
   if (!pending.ok()) return pending.status();
   pending_ = std::move(pending).value();
@@ -268,7 +277,32 @@ void Engine::DecideSends() {
   }
 }
 
+void Engine::Watch(Instance i) {
+  watching_by_key_[{i.journey, i.key}].push_back(i.id);
+  watch_ends_.insert({i.goals_open_until, i.id});
+  std::string id = i.id;
+  watching_[id] = std::move(i);
+}
+
+void Engine::Unwatch(const std::string& id) {
+  auto it = watching_.find(id);
+  if (it == watching_.end()) return;
+  auto& ids = watching_by_key_[{it->second.journey, it->second.key}];
+  ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+  if (ids.empty()) watching_by_key_.erase({it->second.journey, it->second.key});
+  watch_ends_.erase({it->second.goals_open_until, id});
+  watching_.erase(it);
+}
+
+// Forgets finished instances whose last goal window has closed.
+void Engine::CloseGoalWindows() {
+  while (!watch_ends_.empty() && watch_ends_.begin()->first < clock_) {
+    Unwatch(watch_ends_.begin()->second);
+  }
+}
+
 void Engine::Route(const Event& e, bool emitted) {
+  CloseGoalWindows();
   const json* ej = e.Doc().get();  // before the copy below, so both share it
   batch_.events.push_back(e);
   ++(emitted ? summary_.emitted_by_type : summary_.events_by_type)[e.type];
@@ -291,6 +325,17 @@ void Engine::Route(const Event& e, bool emitted) {
       for (const std::string& id : copy) {
         auto it = active_.find(id);
         if (it == active_.end()) continue;
+        const dsl::CompiledJourney* v = VersionOf(it->second);
+        if (!v) continue;
+        Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
+      }
+    }
+    auto watched = watching_by_key_.find({name, key});
+    if (watched != watching_by_key_.end()) {
+      std::vector<std::string> copy = watched->second;
+      for (const std::string& id : copy) {
+        auto it = watching_.find(id);
+        if (it == watching_.end()) continue;
         const dsl::CompiledJourney* v = VersionOf(it->second);
         if (!v) continue;
         Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
@@ -344,7 +389,8 @@ void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, con
 
 void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
   if (!r.changed) return;
-  Instance& cur = active_[r.next.id];
+  auto running = active_.find(r.next.id);
+  const Instance& cur = running != active_.end() ? running->second : watching_.at(r.next.id);
   int64_t n = cur.revision;
   for (const Record& rec : r.records) {
     batch_.history.push_back({r.next.id, ++n, rec.time, rec.kind, rec.state, rec.detail});
@@ -373,21 +419,24 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
     proposed_.push_back({std::move(row), j.over_cap_defer});
   }
   for (Event& x : r.emits) emitted_.push_back(std::move(x));
-  if (r.next.Finished()) {
-    if (r.next.status == InstanceStatus::kCompleted) ++summary_.completed;
-    if (r.next.status == InstanceStatus::kExited) ++summary_.exited;
-    if (cur.due) {
-      timers_.erase({cur.due, cur.id});
-    }
-    auto& ids = by_key_[{r.next.journey, r.next.key}];
-    ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
-    batch_.instances.push_back(r.next);
-    dirty_.erase(r.next.id);
-    active_.erase(r.next.id);
+  if (!r.next.Finished()) {
+    running->second = std::move(r.next);
+    dirty_.insert(running->second.id);
     return;
   }
-  cur = std::move(r.next);
-  dirty_.insert(cur.id);
+  // Finished now (or it was, and reached a goal since).
+  if (running != active_.end()) {
+    if (r.next.status == InstanceStatus::kCompleted) ++summary_.completed;
+    if (r.next.status == InstanceStatus::kExited) ++summary_.exited;
+    auto& ids = by_key_[{r.next.journey, r.next.key}];
+    ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
+    active_.erase(running);
+  } else {
+    Unwatch(r.next.id);
+  }
+  batch_.instances.push_back(r.next);
+  dirty_.erase(r.next.id);
+  if (r.next.goals_open_until >= clock_) Watch(std::move(r.next));
 }
 
 Status Engine::Commit() {

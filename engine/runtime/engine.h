@@ -52,12 +52,12 @@ struct InputOutcome {
 struct RunSummary {
   std::map<std::string, int64_t> events_by_type;   // inputs
   std::map<std::string, int64_t> emitted_by_type;  // events the journeys emitted
-  int64_t duplicates = 0;      // re-sent events, recognised and skipped
-  int64_t unknown_types = 0;   // events no journey listens to
-  std::map<std::string, int64_t> dead_letters;  // reason -> count
+  int64_t duplicates = 0;                          // re-sent events, recognised and skipped
+  int64_t unknown_types = 0;                       // events no journey listens to
+  std::map<std::string, int64_t> dead_letters;     // reason -> count
   int64_t started = 0, completed = 0, exited = 0;
-  std::map<std::string, int64_t> entries_refused;  // reason -> count
-  int64_t capped = 0, deferred = 0;                // frequency cap decisions
+  std::map<std::string, int64_t> entries_refused;               // reason -> count
+  int64_t capped = 0, deferred = 0;                             // frequency cap decisions
   std::map<std::string, std::map<std::string, int64_t>> sends;  // template -> result -> count
   int64_t timers_fired = 0;
 };
@@ -92,6 +92,9 @@ class Engine {
   void RouteEmitted();
   void TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e);
   void Apply(const dsl::CompiledJourney& j, StepResult r);
+  void Watch(Instance i);
+  void Unwatch(const std::string& id);
+  void CloseGoalWindows();
   void FireTimers(Micros until);
   // Decides the sends one input produced, highest priority first:
   // frequency cap (skip or defer), recipient check, then the outbox.
@@ -109,12 +112,17 @@ class Engine {
   std::unique_ptr<EventDecoder> decoder_;
   TemplateSet templates_;
 
-  std::map<std::string, dsl::CompiledJourney> journeys_;  // current version by name
+  std::map<std::string, dsl::CompiledJourney> journeys_;                 // current version by name
   std::map<std::string, std::unique_ptr<dsl::CompiledJourney>> pinned_;  // older versions by hash
   std::set<std::string> listened_;  // event types some journey uses
 
   std::unordered_map<std::string, Instance> active_;
   std::map<std::pair<std::string, std::string>, std::vector<std::string>> by_key_;
+  // Finished instances whose goals are still open, by key, and when each
+  // stops listening.
+  std::unordered_map<std::string, Instance> watching_;
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> watching_by_key_;
+  std::set<std::pair<Micros, std::string>> watch_ends_;
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, Micros>> entries_;
   std::set<std::pair<Micros, std::string>> timers_;
   std::set<std::string> dirty_;
@@ -124,11 +132,11 @@ class Engine {
     SendRow row;
     bool defer = false;  // the journey's over_cap policy
   };
-  std::vector<Proposed> proposed_;  // sends of the input being handled
+  std::vector<Proposed> proposed_;                          // sends of the input being handled
   std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
 
   Batch batch_;
-  std::vector<SendRow> pending_;  // committed sends not yet dispatched
+  std::vector<SendRow> pending_;         // committed sends not yet dispatched
   std::map<std::string, int> attempts_;  // pending send -> attempts recorded so far
   Micros clock_ = 0;
   RunSummary summary_;

@@ -31,9 +31,10 @@ CREATE TABLE journey_versions (
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, journey TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
   finished INTEGER NOT NULL, entered_at INTEGER NOT NULL, due INTEGER NOT NULL,
-  body TEXT NOT NULL) WITHOUT ROWID;
+  goals_open_until INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX instances_key ON instances (journey, key, seq);
 CREATE INDEX instances_active ON instances (due) WHERE finished = 0;
+CREATE INDEX instances_goals ON instances (goals_open_until) WHERE goals_open_until > 0;
 CREATE TABLE history (
   instance_id TEXT NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL, kind TEXT NOT NULL,
   state TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (instance_id, n)) WITHOUT ROWID;
@@ -244,6 +245,12 @@ class SqliteStore : public Store {
     }
     if (!st.ok()) return st;
     return out;
+  }
+
+  Result<std::vector<Instance>> GoalWatchingInstances(Micros after) override {
+    Stmt& q = S("SELECT body FROM instances WHERE goals_open_until > ?1 ORDER BY id");
+    q.Bind(1, after);
+    return QueryInstances(q);
   }
 
   Result<std::vector<Instance>> ActiveInstances() override {
@@ -504,12 +511,13 @@ class SqliteStore : public Store {
     }
     for (const Instance& i : b.instances) {
       Stmt& q =
-          S("INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, body) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET "
-            "finished = excluded.finished, due = excluded.due, body = excluded.body");
+          S("INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
+            "goals_open_until, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+            "ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
+            "goals_open_until = excluded.goals_open_until, body = excluded.body");
       q.Bind(1, i.id).Bind(2, i.journey).Bind(3, i.key).Bind(4, i.seq);
       q.Bind(5, int64_t(i.Finished())).Bind(6, i.entered_at).Bind(7, i.due);
-      q.Bind(8, i.ToRow().dump());
+      q.Bind(8, i.goals_open_until).Bind(9, i.ToRow().dump());
       if (Status s = q.Exec(); !s.ok()) return s;
     }
     std::map<std::string, int64_t> batch_seq;  // sends of this batch, for their results

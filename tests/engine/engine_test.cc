@@ -21,9 +21,9 @@ namespace fs = std::filesystem;
 class EngineTest : public testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("waymark_engine_" + std::to_string(getpid()) + "_" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        fs::temp_directory_path() / ("waymark_engine_" + std::to_string(getpid()) + "_" +
+                                     testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "journeys" / "templates");
     for (const char* t : {"a", "b", "c", "m", "t", "hi", "low"}) {
@@ -59,7 +59,8 @@ class EngineTest : public testing::Test {
   }
   void Feed(const std::vector<std::string>& lines) {
     std::vector<RawInput> in;
-    for (size_t i = 0; i < lines.size(); ++i) in.push_back({"t:" + std::to_string(i + 1), lines[i]});
+    for (size_t i = 0; i < lines.size(); ++i)
+      in.push_back({"t:" + std::to_string(i + 1), lines[i]});
     Status s = engine_->Ingest(in, 0);
     ASSERT_TRUE(s.ok()) << s.message();
   }
@@ -138,9 +139,11 @@ TEST_F(EngineTest, DuplicatesBadInputAndUnknownTypes) {
   EXPECT_EQ(dead[0].input, "t:3");
   EXPECT_EQ(dead[0].reason, "malformed JSON");
   EXPECT_EQ(dead[1].reason, "missing required CloudEvents attribute 'id'");
-  EXPECT_NE(dead[2].reason.find("over the 1048576-byte limit"), std::string::npos) << dead[2].reason;
+  EXPECT_NE(dead[2].reason.find("over the 1048576-byte limit"), std::string::npos)
+      << dead[2].reason;
   EXPECT_NE(dead[3].reason.find("invalid recipient address 'not an address'"), std::string::npos);
-  EXPECT_EQ(Instances("j", "v").size(), 1u) << "a bad recipient dead-letters the send, not the instance";
+  EXPECT_EQ(Instances("j", "v").size(), 1u)
+      << "a bad recipient dead-letters the send, not the instance";
 }
 
 TEST_F(EngineTest, TimersFireBeforeLaterEventsAndEmitsRoute) {
@@ -272,9 +275,10 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   std::vector<std::string> lines;
   for (int u = 0; u < 40; ++u) {
     std::string s = "u" + std::to_string(u);
-    std::string t = "2026-03-0" + std::to_string(1 + u % 5) + "T2" + std::to_string(u % 4) + ":00:00Z";
-    lines.push_back(Ev("s" + s, "user.signup", s, t,
-                       R"({"email":")" + s + R"(@x.io","tz":"Europe/Berlin"})"));
+    std::string t =
+        "2026-03-0" + std::to_string(1 + u % 5) + "T2" + std::to_string(u % 4) + ":00:00Z";
+    lines.push_back(
+        Ev("s" + s, "user.signup", s, t, R"({"email":")" + s + R"(@x.io","tz":"Europe/Berlin"})"));
     if (u % 3 == 0) lines.push_back(Ev("o" + s, "order.placed", s, "2026-03-06T10:00:00Z"));
     if (u % 7 == 0) lines.push_back(Ev("d" + s, "user.deleted", s, "2026-03-06T11:00:00Z"));
   }
@@ -293,8 +297,9 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   store_.reset();
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE history SET detail = '{\"arm\":\"x\",\"bucket\":1}' "
-                             "WHERE kind = 'split' AND detail LIKE '%\"y\"%'",
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE history SET detail = '{\"arm\":\"x\",\"bucket\":1}' "
+                         "WHERE kind = 'split' AND detail LIKE '%\"y\"%'",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   ASSERT_GT(sqlite3_changes(db), 0);
@@ -319,6 +324,51 @@ TEST_F(EngineTest, RestartResumesWaitingInstances) {
   auto is = Instances("j", "u");
   ASSERT_EQ(is.size(), 1u);
   EXPECT_EQ(is[0].status, InstanceStatus::kCompleted);
+}
+
+// Conversions count after the journey ends (a finished or held-out
+// instance), until the goal's window closes, and across a restart.
+TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  goal bought on order.placed within 7d
+  step s {
+    split { mail 50% { send "a" to trigger.data.email intent marketing }  holdout 50% }
+    end
+  }
+})");
+  Start();
+  // Two keys, one per arm (the arm is fixed per key).
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 2 && i < 100; ++i) {
+    std::string k = "k" + std::to_string(i);
+    bool held = SplitBucket("j", k, "s") >= 50;  // arms in order: mail, then holdout
+    if ((keys.empty() && held) || (keys.size() == 1 && !held)) keys.push_back(k);
+  }
+  ASSERT_EQ(keys.size(), 2u);
+  Feed({Ev("s1", "user.signup", keys[0], "2026-03-01T10:00:00Z", R"({"email":"a@x.io"})"),
+        Ev("s2", "user.signup", keys[1], "2026-03-01T10:00:00Z", R"({"email":"b@x.io"})")});
+  for (const std::string& k : keys) {
+    ASSERT_EQ(Instances("j", k)[0].status, InstanceStatus::kCompleted) << k;
+    EXPECT_TRUE(Instances("j", k)[0].goals.empty());
+  }
+  Start();  // the open goal windows survive a restart
+  Feed({Ev("o1", "order.placed", keys[0], "2026-03-05T10:00:00Z"),
+        Ev("o2", "order.placed", keys[0], "2026-03-06T10:00:00Z"),    // once only
+        Ev("o3", "order.placed", keys[1], "2026-03-08T10:00:01Z")});  // window closed
+  auto held = Instances("j", keys[0])[0];
+  EXPECT_EQ(held.goals, std::vector<std::string>{"bought"});
+  EXPECT_EQ(held.outcome, "held out (holdout)");
+  auto h = store_->History(held.id).value();
+  ASSERT_FALSE(h.empty());
+  EXPECT_EQ(h.back().kind, "goal");
+  EXPECT_EQ(h.back().detail["after"], "held out (holdout)");
+  EXPECT_EQ(h.back().detail["event_id"], "o1");
+  EXPECT_TRUE(Instances("j", keys[1])[0].goals.empty());
+  // The late conversion replays like any other record.
+  auto report = VerifyHistories(*store_);
+  ASSERT_TRUE(report.ok()) << report.error();
+  EXPECT_EQ(report.value().divergences, 0) << report.value().problems.front();
 }
 
 }  // namespace

@@ -257,6 +257,24 @@ TEST_P(StoreConformance, TimersAreTheDueTimesOfUnfinishedInstances) {
   EXPECT_EQ(store_->DueTimers(1000, 1).value().size(), 1u);
 }
 
+TEST_P(StoreConformance, FinishedInstancesWithOpenGoalsAreFoundByWindow) {
+  Batch b;
+  b.events = {Ev("t")};
+  Instance open = Inst("a", 1, true), closed = Inst("b", 1, true), running = Inst("c", 1);
+  open.goals_open_until = 500;
+  closed.goals_open_until = 90;
+  b.instances = {open, closed, running, Inst("d", 1, true)};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Reopen();
+  auto w = store_->GoalWatchingInstances(100);
+  ASSERT_TRUE(w.ok()) << w.error();
+  ASSERT_EQ(w.value().size(), 1u);
+  EXPECT_EQ(w.value()[0].id, "j/a/1");
+  EXPECT_EQ(w.value()[0].goals_open_until, 500);
+  EXPECT_EQ(store_->GoalWatchingInstances(0).value().size(), 2u);
+  EXPECT_TRUE(store_->GoalWatchingInstances(500).value().empty());
+}
+
 TEST_P(StoreConformance, SendsStayPendingUntilAFinalResult) {
   Batch b;
   b.events = {Ev("t"), Ev("e9")};

@@ -1,0 +1,100 @@
+// `waymark inspect` through the binary: one person's trace, including the
+// inputs that reached the instance under another spelling of the key.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/files.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string Shell(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
+TEST(Inspect, TracesInputsDecisionsAndSendsOfOnePerson) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_inspect_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string root = waymark::testing_util::SourceRoot().string();
+  // The reset is requested as "Ana@Example.com " and confirmed as
+  // "ANA@example.com": the journey's key lower(trim(subject)) joins them.
+  std::ofstream(dir / "events.jsonl") << json{{"specversion", "1.0"},
+                                              {"id", "r1"},
+                                              {"source", "auth"},
+                                              {"type", "user.password-reset-requested"},
+                                              {"subject", "Ana@Example.com "},
+                                              {"time", "2026-03-02T16:00:00Z"},
+                                              {"data",
+                                               {{"email", "ana@example.com"},
+                                                {"reset_url", "https://app.acme.io/reset?t=1"},
+                                                {"expires_at", "2026-03-02T17:00:00Z"}}}}
+                                             .dump()
+                                      << "\n"
+                                      << json{{"specversion", "1.0"},
+                                              {"id", "c1"},
+                                              {"source", "auth"},
+                                              {"type", "user.password-changed"},
+                                              {"subject", "ANA@example.com"},
+                                              {"time", "2026-03-02T16:10:00Z"},
+                                              {"data", {{"method", "reset_link"}}}}
+                                             .dump()
+                                      << "\n";
+  std::string store = "sqlite:" + (dir / "w.db").string();
+  int status = 0;
+  Shell(std::string(WAYMARK_BINARY) + " run --journeys " + root + "/journeys --schemas " + root +
+            "/schemas --events " + (dir / "events.jsonl").string() + " --store " + store +
+            " --transport file:" + (dir / "outbox").string() + " --clock event --until-idle 2>&1",
+        &status);
+  ASSERT_EQ(status, 0);
+  std::string out =
+      Shell(std::string(WAYMARK_BINARY) + " inspect password_reset ana@example.com --store " +
+                store + " --json",
+            &status);
+  ASSERT_EQ(status, 0) << out;
+  json trace = json::parse(out);
+  std::vector<std::string> inputs;
+  for (const json& e : trace["inputs"]) inputs.push_back(e["id"]);
+  EXPECT_EQ(inputs, (std::vector<std::string>{"r1", "c1"}));
+  ASSERT_EQ(trace["instances"].size(), 1u);
+  const json& i = trace["instances"][0];
+  EXPECT_EQ(i["status"], "completed");
+  std::vector<std::string> kinds;
+  for (const json& r : i["history"]) kinds.push_back(r["kind"]);
+  EXPECT_EQ(kinds, (std::vector<std::string>{"entered", "send", "waiting", "received", "send",
+                                             "completed"}));
+  EXPECT_EQ(i["history"][3]["detail"]["event_id"], "c1");
+  EXPECT_EQ(i["history"][3]["detail"]["values"]["event.data.method"], "reset_link");
+  ASSERT_EQ(i["sends"].size(), 2u);
+  EXPECT_EQ(i["sends"][0]["template"], "password_reset");
+  EXPECT_EQ(i["sends"][1]["template"], "password_changed");
+  for (const json& s : i["sends"]) {
+    ASSERT_EQ(s["results"].size(), 1u);
+    EXPECT_EQ(s["results"][0]["result"], "accepted");
+    EXPECT_TRUE(fs::exists(dir / "outbox" / (s["idempotency_key"].get<std::string>() + ".eml")));
+  }
+  // The readable form says the same.
+  std::string text = Shell(
+      std::string(WAYMARK_BINARY) + " inspect password_reset ana@example.com --store " + store,
+      &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(text.find("inputs (2)"), std::string::npos) << text;
+  EXPECT_NE(text.find("password_changed"), std::string::npos) << text;
+  fs::remove_all(dir);
+}
+
+}  // namespace
