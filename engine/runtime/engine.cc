@@ -50,11 +50,12 @@ Status Engine::Start() {
   // yet done.
   auto active = store_->ActiveInstances();
   if (!active.ok()) return active.status();
+  auto unpinned = [](const Instance& i) {
+    return Status::Error("instance " + i.id + " is pinned to journey version " + i.version +
+                         ", which the store does not have");
+  };
   for (Instance& i : active.value()) {
-    if (!VersionOf(i)) {
-      return Status::Error("instance " + i.id + " is pinned to journey version " + i.version +
-                           ", which the store does not have");
-    }
+    if (!VersionOf(i)) return unpinned(i);
     clock_ = std::max(clock_, i.time);
     if (i.due) timers_.insert({i.due, i.id});
     by_key_[{i.journey, i.key}].push_back(i.id);
@@ -64,10 +65,7 @@ Status Engine::Start() {
   auto watching = store_->GoalWatchingInstances(clock_);
   if (!watching.ok()) return watching.status();
   for (Instance& i : watching.value()) {
-    if (!VersionOf(i)) {
-      return Status::Error("instance " + i.id + " is pinned to journey version " + i.version +
-                           ", which the store does not have");
-    }
+    if (!VersionOf(i)) return unpinned(i);
     Watch(std::move(i));
   }
   auto pending = store_->PendingSends(size_t(1) << 40);
@@ -277,6 +275,20 @@ void Engine::DecideSends() {
   }
 }
 
+void Engine::StepEach(const KeyIndex& index, const std::unordered_map<std::string, Instance>& pool,
+                      const std::pair<std::string, std::string>& key, const Event& e) {
+  auto ids = index.find(key);
+  if (ids == index.end()) return;
+  std::vector<std::string> copy = ids->second;  // Apply edits the index
+  for (const std::string& id : copy) {
+    auto it = pool.find(id);
+    if (it == pool.end()) continue;
+    const dsl::CompiledJourney* v = VersionOf(it->second);
+    if (!v) continue;
+    Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
+  }
+}
+
 void Engine::Watch(Instance i) {
   watching_by_key_[{i.journey, i.key}].push_back(i.id);
   watch_ends_.insert({i.goals_open_until, i.id});
@@ -319,28 +331,10 @@ void Engine::Route(const Event& e, bool emitted) {
       key = k.is_string() ? k.get<std::string>() : "";
     }
     if (key.empty()) continue;
-    auto ids = by_key_.find({name, key});
-    if (ids != by_key_.end()) {
-      std::vector<std::string> copy = ids->second;
-      for (const std::string& id : copy) {
-        auto it = active_.find(id);
-        if (it == active_.end()) continue;
-        const dsl::CompiledJourney* v = VersionOf(it->second);
-        if (!v) continue;
-        Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
-      }
-    }
-    auto watched = watching_by_key_.find({name, key});
-    if (watched != watching_by_key_.end()) {
-      std::vector<std::string> copy = watched->second;
-      for (const std::string& id : copy) {
-        auto it = watching_.find(id);
-        if (it == watching_.end()) continue;
-        const dsl::CompiledJourney* v = VersionOf(it->second);
-        if (!v) continue;
-        Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
-      }
-    }
+    // The key's running instances, then its finished ones still
+    // listening for goals.
+    StepEach(by_key_, active_, {name, key}, e);
+    StepEach(watching_by_key_, watching_, {name, key}, e);
     for (const dsl::EventRule& t : j.triggers) {
       if (t.event != e.type) continue;
       json empty = json::object();

@@ -84,6 +84,9 @@ class Engine {
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
 
  private:
+  // Instance ids by (journey, key).
+  using KeyIndex = std::map<std::pair<std::string, std::string>, std::vector<std::string>>;
+
   Engine(const EngineOptions& o, Store* s, Transport* t);
   Status Start();
 
@@ -92,6 +95,9 @@ class Engine {
   void RouteEmitted();
   void TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e);
   void Apply(const dsl::CompiledJourney& j, StepResult r);
+  // Steps each instance of `pool` that `index` lists under `key` with `e`.
+  void StepEach(const KeyIndex& index, const std::unordered_map<std::string, Instance>& pool,
+                const std::pair<std::string, std::string>& key, const Event& e);
   void Watch(Instance i);
   void Unwatch(const std::string& id);
   void CloseGoalWindows();
@@ -117,11 +123,11 @@ class Engine {
   std::set<std::string> listened_;  // event types some journey uses
 
   std::unordered_map<std::string, Instance> active_;
-  std::map<std::pair<std::string, std::string>, std::vector<std::string>> by_key_;
+  KeyIndex by_key_;
   // Finished instances whose goals are still open, by key, and when each
   // stops listening.
   std::unordered_map<std::string, Instance> watching_;
-  std::map<std::pair<std::string, std::string>, std::vector<std::string>> watching_by_key_;
+  KeyIndex watching_by_key_;
   std::set<std::pair<Micros, std::string>> watch_ends_;
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, Micros>> entries_;
   std::set<std::pair<Micros, std::string>> timers_;

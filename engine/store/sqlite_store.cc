@@ -131,13 +131,7 @@ class SqliteStore : public Store {
     // Schema version: a new store gets this binary's; any other is refused.
     // Inside one write transaction, so two processes opening a new store
     // do not both create it.
-    if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
-    Status s = CheckOrCreateSchema(path);
-    if (!s.ok()) {
-      ExecSql("ROLLBACK");
-      return s;
-    }
-    return ExecSql("COMMIT");
+    return InTransaction([&] { return CheckOrCreateSchema(path); });
   }
 
   Status CheckOrCreateSchema(const std::string& path) {
@@ -171,13 +165,7 @@ class SqliteStore : public Store {
 
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
-    if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
-    Status s = Write(b);
-    if (!s.ok()) {
-      ExecSql("ROLLBACK");
-      return s;
-    }
-    return ExecSql("COMMIT");
+    return InTransaction([&] { return Write(b); });
   }
 
   Result<std::vector<bool>> EventsSeen(
@@ -214,18 +202,12 @@ class SqliteStore : public Store {
 
   Result<std::optional<Event>> EventById(const std::string& source,
                                          const std::string& id) override {
-    Stmt& q = S("SELECT body FROM events WHERE source = ?1 AND id = ?2");
-    q.Bind(1, source).Bind(2, id);
-    Status st;
-    std::optional<Event> out;
-    if (q.Next(st)) {
-      auto e = Event::FromJson(json::parse(q.Text(0)));
-      sqlite3_reset(q.get());
-      if (!e.ok()) return e.status();
-      out = std::move(e).value();
-    }
-    if (!st.ok()) return st;
-    return out;
+    auto doc = LoadEventDoc(source, id);
+    if (!doc.ok()) return doc.status();
+    if (!doc.value()) return std::optional<Event>();
+    auto e = Event::FromJson(*doc.value());
+    if (!e.ok()) return e.status();
+    return std::optional<Event>(std::move(e).value());
   }
 
   Result<std::vector<Instance>> InstancesAfter(const std::string& after_id, size_t limit) override {
@@ -380,6 +362,18 @@ class SqliteStore : public Store {
   }
 
  private:
+  // Runs `body` in one write transaction: all of it, or none if it fails.
+  template <typename Body>
+  Status InTransaction(Body body) {
+    if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
+    Status s = body();
+    if (!s.ok()) {
+      ExecSql("ROLLBACK");
+      return s;
+    }
+    return ExecSql("COMMIT");
+  }
+
   Status ExecSql(const char* sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -397,24 +391,33 @@ class SqliteStore : public Store {
     return *it->second;
   }
 
+  // The stored body of an event as a document; null when there is none.
+  Result<JsonDoc> LoadEventDoc(const std::string& source, const std::string& id) {
+    Stmt& q = S("SELECT body FROM events WHERE source = ?1 AND id = ?2");
+    q.Bind(1, source).Bind(2, id);
+    Status st;
+    if (!q.Next(st)) {
+      if (!st.ok()) return st;
+      return JsonDoc();
+    }
+    json body = json::parse(q.Text(0), nullptr, false);
+    sqlite3_reset(q.get());
+    if (body.is_discarded()) {
+      return Status::Error("event (" + source + ", " + id + "): stored body is not JSON");
+    }
+    return JsonDoc(std::make_shared<const json>(std::move(body)));
+  }
+
   // The stored document of an event, for the references in instance and
   // send rows; `cache` shares one document between the rows of one query.
   Result<JsonDoc> EventDoc(const std::string& source, const std::string& id,
                            std::map<std::pair<std::string, std::string>, JsonDoc>& cache) {
     auto it = cache.find({source, id});
     if (it != cache.end()) return it->second;
-    Stmt& q = S("SELECT body FROM events WHERE source = ?1 AND id = ?2");
-    q.Bind(1, source).Bind(2, id);
-    Status st;
-    if (!q.Next(st)) {
-      if (!st.ok()) return st;
-      return Status::Error("event (" + source + ", " + id + ") is not in the store");
-    }
-    json body = json::parse(q.Text(0), nullptr, false);
-    sqlite3_reset(q.get());
-    if (body.is_discarded())
-      return Status::Error("event (" + source + ", " + id + "): stored body is not JSON");
-    JsonDoc doc = std::make_shared<const json>(std::move(body));
+    auto loaded = LoadEventDoc(source, id);
+    if (!loaded.ok()) return loaded.status();
+    JsonDoc doc = std::move(loaded).value();
+    if (!doc) return Status::Error("event (" + source + ", " + id + ") is not in the store");
     cache.emplace(std::make_pair(source, id), doc);
     return doc;
   }
@@ -520,7 +523,6 @@ class SqliteStore : public Store {
       q.Bind(8, i.goals_open_until).Bind(9, i.ToRow().dump());
       if (Status s = q.Exec(); !s.ok()) return s;
     }
-    std::map<std::string, int64_t> batch_seq;  // sends of this batch, for their results
     for (SendRow& r : b.sends) {
       Stmt& q = S("INSERT INTO sends (" SEND_COLUMNS
                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
@@ -532,10 +534,15 @@ class SqliteStore : public Store {
           {"trigger", EventRef(r.trigger)}, {"event", EventRef(r.event)}, {"vars", r.vars}};
       if (Status s = q.Bind(14, context.dump()).Exec(); !s.ok()) return s;
       r.seq = sqlite3_last_insert_rowid(db_);
-      batch_seq[r.key] = r.seq;
     }
+    // Results that name a send of this batch by key (capped, dead-lettered,
+    // deferred at decision time): the map is built only when one does.
+    std::map<std::string, int64_t> batch_seq;
     for (SendResultRow& r : b.results) {
       if (r.send_seq == 0) {
+        if (batch_seq.empty()) {
+          for (const SendRow& sent : b.sends) batch_seq[sent.key] = sent.seq;
+        }
         auto it = batch_seq.find(r.key);
         if (it == batch_seq.end()) {
           return Status::Error("result for send " + r.key +

@@ -358,36 +358,30 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, testing::ValuesIn(kFactories),
                          [](const testing::TestParamInfo<Factory>& i) { return i.param.name; });
 
-TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
-  fs::path p = fs::temp_directory_path() / ("waymark_newer_" + std::to_string(::getpid()) + ".db");
+// Opens a store whose meta table says `version`; returns the error.
+std::string OpenWithSchemaVersion(const std::string& version) {
+  fs::path p = fs::temp_directory_path() /
+               ("waymark_version_" + std::to_string(::getpid()) + "_" + version + ".db");
   fs::remove(p);
-  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  { EXPECT_TRUE(OpenSqliteStore(p.string()).ok()); }
   sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='99' WHERE key='schema_version'", nullptr,
-                         nullptr, nullptr),
-            SQLITE_OK);
+  EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+  std::string sql = "UPDATE meta SET value='" + version + "' WHERE key='schema_version'";
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
   auto s = OpenSqliteStore(p.string());
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.error().find("newer"), std::string::npos) << s.error();
   fs::remove(p);
+  return s.ok() ? "" : s.error();
+}
+
+TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
+  std::string error = OpenWithSchemaVersion("99");
+  EXPECT_NE(error.find("newer"), std::string::npos) << error;
 }
 
 TEST(SqliteStore, RefusesAStoreFromAnOlderDevelopmentVersion) {
-  fs::path p = fs::temp_directory_path() / ("waymark_older_" + std::to_string(::getpid()) + ".db");
-  fs::remove(p);
-  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='1' WHERE key='schema_version'", nullptr,
-                         nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
-  auto s = OpenSqliteStore(p.string());
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.error().find("start a new store"), std::string::npos) << s.error();
-  fs::remove(p);
+  std::string error = OpenWithSchemaVersion("1");
+  EXPECT_NE(error.find("start a new store"), std::string::npos) << error;
 }
 
 }  // namespace
