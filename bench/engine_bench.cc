@@ -32,12 +32,12 @@ std::vector<RawInput> MakeEvents(int n) {
     char time[32];
     std::snprintf(time, sizeof time, "2026-03-%02dT%02d:%02d:%02dZ", 2 + i / 86400, (i / 3600) % 24,
                   (i / 60) % 60, i % 60);
-    out.push_back({"bench:" + std::to_string(i + 1),
-                   R"({"specversion":"1.0","id":"e)" + std::to_string(i) +
-                       R"(","source":"bench","type":"user.signup","subject":")" + u +
-                       R"(","time":")" + time + R"(","data":{"email":")" + u +
-                       R"(@example.com","user_id":")" + u +
-                       R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free","seats":1,"marketing_opt_in":true}})"});
+    out.push_back(
+        {"bench:" + std::to_string(i + 1),
+         R"({"specversion":"1.0","id":"e)" + std::to_string(i) +
+             R"(","source":"bench","type":"user.signup","subject":")" + u + R"(","time":")" + time +
+             R"(","data":{"email":")" + u + R"(@example.com","user_id":")" + u +
+             R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free","seats":1,"marketing_opt_in":true}})"});
   }
   return out;
 }
@@ -61,10 +61,14 @@ double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::s
   for (size_t i = 0; i < events.size(); i += batch) {
     std::vector<RawInput> chunk(events.begin() + long(i),
                                 events.begin() + long(std::min(events.size(), i + batch)));
-    if (Status s = engine.value()->Ingest(chunk, 0); !s.ok()) {
+    if (Status s = engine.value()->Submit(chunk, 0); !s.ok()) {
       std::fprintf(stderr, "%s\n", s.message().c_str());
       std::exit(1);
     }
+  }
+  if (Status s = engine.value()->Flush(0); !s.ok()) {
+    std::fprintf(stderr, "%s\n", s.message().c_str());
+    std::exit(1);
   }
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   if (!engine.value()->summary().dead_letters.empty()) {
@@ -84,8 +88,10 @@ double RunFloor(const std::vector<RawInput>& events, size_t batch, const fs::pat
   fs::create_directories(dir);
   sqlite3* db = nullptr;
   sqlite3_open((dir / "floor.db").c_str(), &db);
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-               "CREATE TABLE events (id TEXT PRIMARY KEY, body TEXT)", nullptr, nullptr, nullptr);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               "CREATE TABLE events (id TEXT PRIMARY KEY, body TEXT)",
+               nullptr, nullptr, nullptr);
   sqlite3_stmt* ins = nullptr;
   sqlite3_prepare_v2(db, "INSERT INTO events VALUES (?1, ?2)", -1, &ins, nullptr);
   auto t0 = Clock::now();

@@ -273,7 +273,7 @@ int Run(const RunOptions& o) {
     size_t lineno = 0;
     auto flush = [&]() -> bool {
       if (batch.empty()) return true;
-      Status s = e.Ingest(batch, WallNow());
+      Status s = e.Submit(batch, WallNow());
       batch.clear();
       if (!s.ok()) {
         std::cerr << "waymark run: " << s.message() << "\n";
@@ -288,6 +288,10 @@ int Run(const RunOptions& o) {
       if (batch.size() >= o.batch && !flush()) return 3;
     }
     if (!flush()) return 3;
+    if (Status s = e.Flush(WallNow()); !s.ok()) {
+      std::cerr << "waymark run: " << s.message() << "\n";
+      return 3;
+    }
     last_event = e.clock();
   }
   if (!o.listen.empty() && !g_stop) {

@@ -1,5 +1,7 @@
 #include "engine/core/event.h"
 
+#include "engine/base/json_text.h"
+
 #include <date/date.h>
 
 #include <chrono>
@@ -102,9 +104,17 @@ const JsonDoc& Event::Doc() const {
   return doc_;
 }
 
-nlohmann::json EventRef(const JsonDoc& d) {
-  if (!d) return nullptr;
-  return {{"source", d->value("source", "")}, {"id", d->value("id", "")}};
+void AppendEventRef(std::string& out, const JsonDoc& d) {
+  if (!d) {
+    out += "null";
+    return;
+  }
+  auto field = [&](const char* name) -> std::string_view {
+    auto it = d->find(name);
+    return it != d->end() && it->is_string() ? std::string_view(it->get_ref<const std::string&>())
+                                             : std::string_view();
+  };
+  JsonObjectWriter(out).Str("source", field("source")).Str("id", field("id")).Close();
 }
 
 Result<Event> Event::FromJson(const nlohmann::json& j) {

@@ -50,8 +50,9 @@ struct Event {
   mutable JsonDoc doc_;
 };
 
-// A reference to a stored event document: {"source", "id"} (null for none).
-nlohmann::json EventRef(const JsonDoc& doc);
+// Appends a reference to a stored event document, as JSON text:
+// {"source":..,"id":..} (null for none).
+void AppendEventRef(std::string& out, const JsonDoc& doc);
 
 // Validates and decodes one CloudEvent. Not thread-safe: one decoder per
 // thread (it caches compiled schema patterns).

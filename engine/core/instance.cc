@@ -1,5 +1,7 @@
 #include "engine/core/instance.h"
 
+#include "engine/base/json_text.h"
+
 namespace waymark {
 
 const char* InstanceStatusName(InstanceStatus s) {
@@ -30,34 +32,36 @@ const nlohmann::json& Deref(const JsonDoc& d) {
 }  // namespace
 
 nlohmann::json Instance::ToJson() const {
-  nlohmann::json j = ToRow();
+  nlohmann::json j = nlohmann::json::parse(RowText());
   j["trigger"] = Deref(trigger);
   j["event"] = Deref(event);
   return j;
 }
 
-nlohmann::json Instance::ToRow() const {
+std::string Instance::RowText() const {
   static const char* kWait[] = {"none", "timer", "event"};
-  return {{"id", id},
-          {"journey", journey},
-          {"version", version},
-          {"key", key},
-          {"seq", seq},
-          {"status", InstanceStatusName(status)},
-          {"at", at},
-          {"wait", kWait[int(wait)]},
-          {"due", due},
-          {"wait_event", wait_event},
-          {"time", time},
-          {"entered_at", entered_at},
-          {"trigger", EventRef(trigger)},
-          {"event", EventRef(event)},
-          {"vars", vars},
-          {"visits", visits},
-          {"goals", goals},
-          {"outcome", outcome},
-          {"goals_open_until", goals_open_until},
-          {"revision", revision}};
+  std::string out;
+  out.reserve(512);
+  JsonObjectWriter w(out);
+  w.Str("id", id).Str("journey", journey).Str("version", version).Str("key", key).Int("seq", seq);
+  w.Str("status", InstanceStatusName(status)).Str("at", at).Str("wait", kWait[int(wait)]);
+  w.Int("due", due).Str("wait_event", wait_event).Int("time", time).Int("entered_at", entered_at);
+  AppendEventRef(w.Value("trigger"), trigger);
+  AppendEventRef(w.Value("event"), event);
+  w.Raw("vars", vars.dump());
+  JsonObjectWriter v(w.Value("visits"));
+  for (const auto& [state, n] : visits) v.Int(state, n);
+  v.Close();
+  std::string& g = w.Value("goals");
+  g += '[';
+  for (size_t k = 0; k < goals.size(); ++k) {
+    if (k) g += ',';
+    AppendJsonString(g, goals[k]);
+  }
+  g += ']';
+  w.Str("outcome", outcome).Int("goals_open_until", goals_open_until).Int("revision", revision);
+  w.Close();
+  return out;
 }
 
 Result<Instance> Instance::FromJson(const nlohmann::json& j, const Resolver& resolve) {

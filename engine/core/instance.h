@@ -47,9 +47,9 @@ struct Instance {
   }
   // The whole instance, events included (for people: inspect, replay).
   nlohmann::json ToJson() const;
-  // The stored form: the same, with `trigger` and `event` as references
-  // ({"source", "id"}) to events the store holds once.
-  nlohmann::json ToRow() const;
+  // The stored form, as JSON text: the same, with `trigger` and `event` as
+  // references ({"source", "id"}) to events the store holds once.
+  std::string RowText() const;
   // Reads either form; references are looked up with `resolve`.
   using Resolver = std::function<Result<JsonDoc>(const std::string& source, const std::string& id)>;
   static Result<Instance> FromJson(const nlohmann::json& j, const Resolver& resolve = nullptr);

@@ -77,7 +77,10 @@ Status Engine::Start() {
     if (!prior.ok()) return prior.status();
     if (!prior.value().empty()) attempts_[s.key] = int(prior.value().size());
   }
-  return Commit();
+  committer_ = std::make_unique<Committer>(store_);
+  committer_->Start(std::move(batch_));
+  batch_ = Batch();
+  return Settle();
 }
 
 const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
@@ -116,6 +119,13 @@ void Engine::DeadLetter(Micros time, const std::string& input, const std::string
 
 Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
                       std::vector<InputOutcome>* outcomes) {
+  if (Status s = Submit(inputs, wall_now, outcomes); !s.ok()) return s;
+  return Flush(wall_now);
+}
+
+Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
+                      std::vector<InputOutcome>* outcomes) {
+  if (!failed_.ok()) return failed_;
   std::vector<InputOutcome> local(inputs.size());
   std::vector<InputOutcome>& out = outcomes ? *outcomes : local;
   out.assign(inputs.size(), {});
@@ -139,7 +149,8 @@ Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
   if (!seen.ok()) return seen.status();
   for (size_t k = 0; k < events.size(); ++k) {
     Event& e = events[k].first;
-    if (seen.value()[k] || !batch_ids_.insert({e.source, e.id}).second) {
+    if (seen.value()[k] || inflight_ids_.count({e.source, e.id}) ||
+        !batch_ids_.insert({e.source, e.id}).second) {
       ++summary_.duplicates;
       out[index[k]].kind = InputOutcome::Kind::kDuplicate;
       continue;
@@ -149,15 +160,24 @@ Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
     Route(e, false);
     RouteEmitted();
   }
-  if (Status s = Commit(); !s.ok()) return s;
-  return Dispatch(options_.event_clock ? clock_ : wall_now);
+  return Hand(DispatchTime(wall_now));
 }
 
 Status Engine::Advance(Micros until) {
+  if (!failed_.ok()) return failed_;
   FireTimers(until);
   clock_ = std::max(clock_, until);
-  if (Status s = Commit(); !s.ok()) return s;
-  return Dispatch(options_.event_clock ? clock_ : until);
+  return Flush(until);
+}
+
+Status Engine::Flush(Micros wall_now) {
+  // Twice: the sends of the last batch are dispatched once it is durable,
+  // and their results need one more commit.
+  for (int round = 0; round < 2; ++round) {
+    if (Status s = Hand(DispatchTime(wall_now)); !s.ok()) return s;
+    if (Status s = Settle(); !s.ok()) return s;
+  }
+  return Status();
 }
 
 std::optional<Micros> Engine::NextDue() const {
@@ -218,7 +238,7 @@ void Engine::DecideSends() {
   for (Proposed& p : round) {
     SendRow& row = p.row;
     if (!ValidAddress(row.recipient)) {
-      batch_.sends.push_back(row);
+      batch_.sends.push_back(row);  // recorded, never dispatched
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
       batch_.results.push_back(
@@ -271,7 +291,7 @@ void Engine::DecideSends() {
       times.insert(row.not_before);
     }
     batch_.sends.push_back(row);
-    pending_.push_back(std::move(row));
+    staged_.emplace_back(batch_.sends.size() - 1, std::move(row));
   }
 }
 
@@ -433,40 +453,50 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
   if (r.next.goals_open_until >= clock_) Watch(std::move(r.next));
 }
 
-Status Engine::Commit() {
+Status Engine::Settle() {
+  if (!failed_.ok()) return failed_;
+  Committer::Done done = committer_->Wait();
+  if (!done.status.ok()) {
+    failed_ = done.status;
+    return failed_;
+  }
+  for (auto& [k, row] : inflight_sends_) {
+    row.seq = done.send_seqs.at(k);
+    pending_.push_back(std::move(row));
+  }
+  inflight_sends_.clear();
+  inflight_ids_.clear();
+  return Status();
+}
+
+Status Engine::Hand(Micros now) {
+  if (Status s = Settle(); !s.ok()) return s;
+  Dispatch(now);
   for (const std::string& id : dirty_) {
     auto it = active_.find(id);
     if (it != active_.end()) batch_.instances.push_back(it->second);
   }
-  Status s = store_->Commit(batch_);
-  if (!s.ok()) return s;
-  // The sends held for dispatch learn their outbox position. They were
-  // added to the batch and to pending_ in the same order.
-  size_t k = 0;
-  for (SendRow& p : pending_) {
-    if (p.seq != 0) continue;
-    while (k < batch_.sends.size() && batch_.sends[k].key != p.key) ++k;
-    if (k == batch_.sends.size())
-      return Status::Error("internal: send " + p.key + " was not committed");
-    p.seq = batch_.sends[k].seq;
-  }
-  batch_ = Batch();
   dirty_.clear();
+  if (batch_.empty()) return Status();
+  inflight_ids_ = std::move(batch_ids_);
   batch_ids_.clear();
+  inflight_sends_ = std::move(staged_);
+  staged_.clear();
+  committer_->Start(std::move(batch_));
+  batch_ = Batch();
   return Status();
 }
 
-Status Engine::Dispatch(Micros now) {
+void Engine::Dispatch(Micros now) {
   std::vector<SendRow> later, ready;
   std::vector<std::pair<std::string, std::string>> messages;
-  Batch results;
   auto record = [&](SendRow& s, const std::string& result, const std::string& detail,
                     const std::string& provider_id) {
     bool final = result != "retry_later";
     json d = {{"detail", detail}};
     if (!provider_id.empty()) d["provider_id"] = provider_id;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
-    results.results.push_back({s.seq, s.key, ++attempts_[s.key], at, result, final, d});
+    batch_.results.push_back({s.seq, s.key, ++attempts_[s.key], at, result, final, d});
     if (final) attempts_.erase(s.key);
     ++summary_.sends[s.template_name][result];
     if (!final) later.push_back(std::move(s));
@@ -492,9 +522,6 @@ Status Engine::Dispatch(Micros now) {
     }
   }
   pending_ = std::move(later);
-  results.dead_letters = std::move(batch_.dead_letters);
-  batch_.dead_letters.clear();
-  return store_->Commit(results);
 }
 
 Result<std::string> Engine::Render(const SendRow& s) {

@@ -17,6 +17,7 @@
 #include "engine/core/step.h"
 #include "engine/delivery/template.h"
 #include "engine/delivery/transport.h"
+#include "engine/runtime/committer.h"
 #include "engine/store/store.h"
 
 namespace waymark {
@@ -68,17 +69,25 @@ class Engine {
                                                 Transport* transport);
 
   // Decodes, deduplicates and routes a batch of inputs, fires the timers
-  // that fall before them (event clock), commits, then dispatches.
-  // `outcomes`, when given, receives one entry per input, valid once the
-  // call returned ok (everything is then durably stored).
+  // that fall before them (event clock), and hands the batch to the
+  // writer thread, which commits it while the next one is built. Before
+  // that it waits for the batch in flight and dispatches its sends (their
+  // results join this batch). `outcomes`, when given, receives one entry
+  // per input. Nothing is durable until Flush returns.
+  Status Submit(const std::vector<RawInput>& inputs, Micros wall_now,
+                std::vector<InputOutcome>* outcomes = nullptr);
+  // Waits until every batch submitted is durably stored and every send
+  // due is dispatched with its result stored.
+  Status Flush(Micros wall_now);
+  // Submit, then Flush: on return ok, the inputs are durably stored.
   Status Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
                 std::vector<InputOutcome>* outcomes = nullptr);
-  // Fires every timer due at or before `until`, commits, dispatches.
+  // Fires every timer due at or before `until`, then Flush.
   Status Advance(Micros until);
 
   Micros clock() const { return clock_; }
   std::optional<Micros> NextDue() const;
-  size_t held_sends() const { return pending_.size(); }
+  size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
   size_t waiting() const { return active_.size(); }
   const RunSummary& summary() const { return summary_; }
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
@@ -108,8 +117,13 @@ class Engine {
   std::multiset<Micros>& CapTimes(const std::string& person, Micros since);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
-  Status Commit();
-  Status Dispatch(Micros now);
+  Micros DispatchTime(Micros wall_now) const { return options_.event_clock ? clock_ : wall_now; }
+  // Waits for the batch in flight; its sends join pending_.
+  Status Settle();
+  // Settle, dispatch what is due, hand the batch being built to the writer.
+  Status Hand(Micros now);
+  // Renders and sends what is due in pending_; results go into batch_.
+  void Dispatch(Micros now);
   Result<std::string> Render(const SendRow& s);
 
   EngineOptions options_;
@@ -132,7 +146,8 @@ class Engine {
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, Micros>> entries_;
   std::set<std::pair<Micros, std::string>> timers_;
   std::set<std::string> dirty_;
-  std::set<std::pair<std::string, std::string>> batch_ids_;  // (source, id) in this batch
+  std::set<std::pair<std::string, std::string>> batch_ids_;     // (source, id) in this batch
+  std::set<std::pair<std::string, std::string>> inflight_ids_;  // ... in the batch in flight
   std::deque<Event> emitted_;
   struct Proposed {
     SendRow row;
@@ -141,11 +156,16 @@ class Engine {
   std::vector<Proposed> proposed_;                          // sends of the input being handled
   std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
 
-  Batch batch_;
+  Batch batch_;  // being built
+  // Sends to dispatch once their batch is durable, with their position in
+  // its `sends`: of the batch being built, of the batch in flight.
+  std::vector<std::pair<size_t, SendRow>> staged_, inflight_sends_;
   std::vector<SendRow> pending_;         // committed sends not yet dispatched
   std::map<std::string, int> attempts_;  // pending send -> attempts recorded so far
   Micros clock_ = 0;
   RunSummary summary_;
+  Status failed_;  // a failed commit: the engine stops (the store has the truth)
+  std::unique_ptr<Committer> committer_;  // last: stops first
 };
 
 }  // namespace waymark

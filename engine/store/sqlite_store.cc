@@ -2,7 +2,10 @@
 
 #include <sqlite3.h>
 
+#include "engine/base/json_text.h"
+
 #include <map>
+#include <unordered_map>
 
 namespace waymark {
 namespace {
@@ -73,10 +76,13 @@ class Stmt {
   const std::string& error() const { return error_; }
   sqlite3_stmt* get() { return s_; }
 
+  // Text is bound without a copy: it must outlive the statement's next
+  // Exec/Next, so temporaries are refused at compile time.
   Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.data(), int(v.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s_, i, v.data(), int(v.size()), SQLITE_STATIC);
     return *this;
   }
+  Stmt& Bind(int i, std::string&& v) = delete;
   Stmt& Bind(int i, int64_t v) {
     sqlite3_bind_int64(s_, i, v);
     return *this;
@@ -114,24 +120,37 @@ class Stmt {
 class SqliteStore : public Store {
  public:
   ~SqliteStore() override {
-    stmts_.clear();
+    reads_.clear();
+    writes_.clear();
+    sqlite3_close(rdb_);
     sqlite3_close(db_);
   }
 
+  // Two connections: `db_` writes (Commit, on the engine's writer thread),
+  // `rdb_` reads (everything else, on the engine's thread). In WAL mode a
+  // reader never waits for the writer and sees what is committed.
   Status Open(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-        SQLITE_OK) {
-      return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(db_));
+    if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
+      return Status::Error("the SQLite store needs a file path, not '" + path + "'");
     }
-    sqlite3_busy_timeout(db_, 10000);
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                               "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
-      if (Status s = ExecSql(pragma); !s.ok()) return s;
+    for (sqlite3** db : {&db_, &rdb_}) {
+      if (sqlite3_open_v2(path.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+          SQLITE_OK) {
+        return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(*db));
+      }
+      sqlite3_busy_timeout(*db, 10000);
+      for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                                 "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
+        if (Status s = ExecSql(*db, pragma); !s.ok()) return s;
+      }
+      // Schema version: a new store gets this binary's; any other is
+      // refused. Inside one write transaction, so two processes opening a
+      // new store do not both create it.
+      if (db == &db_) {
+        if (Status s = InTransaction([&] { return CheckOrCreateSchema(path); }); !s.ok()) return s;
+      }
     }
-    // Schema version: a new store gets this binary's; any other is refused.
-    // Inside one write transaction, so two processes opening a new store
-    // do not both create it.
-    return InTransaction([&] { return CheckOrCreateSchema(path); });
+    return Status();
   }
 
   Status CheckOrCreateSchema(const std::string& path) {
@@ -146,7 +165,8 @@ class SqliteStore : public Store {
       if (!st.ok()) return st;
       if (Status s = ExecSql(kSchema); !s.ok()) return s;
       Stmt put(db_, "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)");
-      return put.Bind(1, std::to_string(kSchemaVersion)).Exec();
+      std::string version = std::to_string(kSchemaVersion);
+      return put.Bind(1, version).Exec();
     }
     int v = std::stoi(get.Text(0));
     sqlite3_reset(get.get());
@@ -374,9 +394,10 @@ class SqliteStore : public Store {
     return ExecSql("COMMIT");
   }
 
-  Status ExecSql(const char* sql) {
+  Status ExecSql(const char* sql) { return ExecSql(db_, sql); }
+  static Status ExecSql(sqlite3* db, const char* sql) {
     char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown error";
       sqlite3_free(err);
       return Status::Error("sqlite: " + msg);
@@ -384,10 +405,15 @@ class SqliteStore : public Store {
     return Status();
   }
 
-  // Cached prepared statements, one per SQL text.
-  Stmt& S(const char* sql) {
-    auto it = stmts_.find(sql);
-    if (it == stmts_.end()) it = stmts_.emplace(sql, std::make_unique<Stmt>(db_, sql)).first;
+  // Cached prepared statements, one per SQL text: S for reads, W for the
+  // writes of Commit. Every caller passes a string literal, so the
+  // literal's address names the statement.
+  Stmt& S(const char* sql) { return Prepared(reads_, rdb_, sql); }
+  Stmt& W(const char* sql) { return Prepared(writes_, db_, sql); }
+  using Statements = std::unordered_map<const char*, std::unique_ptr<Stmt>>;
+  static Stmt& Prepared(Statements& cache, sqlite3* db, const char* sql) {
+    auto it = cache.find(sql);
+    if (it == cache.end()) it = cache.emplace(sql, std::make_unique<Stmt>(db, sql)).first;
     return *it->second;
   }
 
@@ -488,15 +514,16 @@ class SqliteStore : public Store {
   Status Write(Batch& b) {
     for (const Event& e : b.events) {
       Stmt& q =
-          S("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
+          W("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      std::string body = e.Doc()->dump();
       q.Bind(1, e.source).Bind(2, e.id).Bind(3, e.type).Bind(4, e.subject).Bind(5, e.time);
-      q.Bind(6, e.Doc()->dump());
+      q.Bind(6, body);
       if (Status s = q.Exec(); !s.ok()) return s;
     }
     for (const JourneyVersionRow& v : b.journey_versions) {
       Stmt& q =
-          S("INSERT OR IGNORE INTO journey_versions (hash, name, body, source_map) "
+          W("INSERT OR IGNORE INTO journey_versions (hash, name, body, source_map) "
             "VALUES (?1, ?2, ?3, ?4)");
       if (Status s = q.Bind(1, v.hash).Bind(2, v.name).Bind(3, v.body).Bind(4, v.source_map).Exec();
           !s.ok()) {
@@ -507,32 +534,38 @@ class SqliteStore : public Store {
       // Plain INSERT: the history is append-only and (instance, n) unique, so
       // a second writer of the same record fails the whole batch.
       Stmt& q =
-          S("INSERT INTO history (instance_id, n, time, kind, state, detail) "
+          W("INSERT INTO history (instance_id, n, time, kind, state, detail) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      std::string detail = h.detail.dump();
       q.Bind(1, h.instance_id).Bind(2, h.n).Bind(3, h.time).Bind(4, h.kind).Bind(5, h.state);
-      if (Status s = q.Bind(6, h.detail.dump()).Exec(); !s.ok()) return s;
+      if (Status s = q.Bind(6, detail).Exec(); !s.ok()) return s;
     }
     for (const Instance& i : b.instances) {
       Stmt& q =
-          S("INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
+          W("INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
             "goals_open_until, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
             "ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
             "goals_open_until = excluded.goals_open_until, body = excluded.body");
       q.Bind(1, i.id).Bind(2, i.journey).Bind(3, i.key).Bind(4, i.seq);
       q.Bind(5, int64_t(i.Finished())).Bind(6, i.entered_at).Bind(7, i.due);
-      q.Bind(8, i.goals_open_until).Bind(9, i.ToRow().dump());
+      std::string row = i.RowText();
+      q.Bind(8, i.goals_open_until).Bind(9, row);
       if (Status s = q.Exec(); !s.ok()) return s;
     }
     for (SendRow& r : b.sends) {
-      Stmt& q = S("INSERT INTO sends (" SEND_COLUMNS
+      Stmt& q = W("INSERT INTO sends (" SEND_COLUMNS
                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
       q.Bind(1, r.key).Bind(2, r.instance_id).Bind(3, r.journey).Bind(4, r.person).Bind(5, r.state);
       q.Bind(6, r.template_name).Bind(7, r.recipient).Bind(8, r.intent).Bind(9, r.via);
       q.Bind(10, int64_t(r.priority)).Bind(11, r.requested_at).Bind(12, r.not_before);
       q.Bind(13, int64_t(r.cap_counted));
-      json context = {
-          {"trigger", EventRef(r.trigger)}, {"event", EventRef(r.event)}, {"vars", r.vars}};
-      if (Status s = q.Bind(14, context.dump()).Exec(); !s.ok()) return s;
+      std::string context;
+      JsonObjectWriter c(context);
+      AppendEventRef(c.Value("trigger"), r.trigger);
+      AppendEventRef(c.Value("event"), r.event);
+      c.Raw("vars", r.vars.dump());
+      c.Close();
+      if (Status s = q.Bind(14, context).Exec(); !s.ok()) return s;
       r.seq = sqlite3_last_insert_rowid(db_);
     }
     // Results that name a send of this batch by key (capped, dead-lettered,
@@ -551,18 +584,19 @@ class SqliteStore : public Store {
         r.send_seq = it->second;
       }
       Stmt& q =
-          S("INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
+          W("INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
       q.Bind(1, r.send_seq).Bind(2, int64_t(r.attempt)).Bind(3, r.key).Bind(4, r.time);
+      std::string detail = r.detail.dump();
       q.Bind(5, r.result).Bind(6, int64_t(r.final));
-      if (Status s = q.Bind(7, r.detail.dump()).Exec(); !s.ok()) return s;
+      if (Status s = q.Bind(7, detail).Exec(); !s.ok()) return s;
       if (r.final) {
-        Stmt& u = S("UPDATE sends SET done = 1 WHERE seq = ?1");
+        Stmt& u = W("UPDATE sends SET done = 1 WHERE seq = ?1");
         if (Status s = u.Bind(1, r.send_seq).Exec(); !s.ok()) return s;
       }
     }
     for (const DeadLetterRow& d : b.dead_letters) {
-      Stmt& q = S("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");
+      Stmt& q = W("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");
       if (Status s = q.Bind(1, d.time).Bind(2, d.input).Bind(3, d.reason).Bind(4, d.raw).Exec();
           !s.ok()) {
         return s;
@@ -571,8 +605,9 @@ class SqliteStore : public Store {
     return Status();
   }
 
-  sqlite3* db_ = nullptr;
-  std::map<std::string, std::unique_ptr<Stmt>> stmts_;
+  sqlite3* db_ = nullptr;   // writes
+  sqlite3* rdb_ = nullptr;  // reads
+  Statements reads_, writes_;
 };
 
 }  // namespace

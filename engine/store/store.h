@@ -7,7 +7,9 @@
 // Instance rows are a projection of the history (docs/engine.md, "Replay").
 // A Batch commits in one transaction: all of it or none of it.
 //
-// Thread safety: a Store is used by one thread at a time.
+// Thread safety: Commit may run on one thread (the engine's writer) while
+// the read methods run on another; neither group is called from two
+// threads at once. A read sees what is committed, never a batch in flight.
 #pragma once
 
 #include <memory>

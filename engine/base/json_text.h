@@ -1,0 +1,55 @@
+// Writing JSON text directly, for the rows the store writes on the hot
+// path (an instance row, an event reference), where building an
+// nlohmann::json tree only to dump it would cost more than the write.
+// The output is what nlohmann::json::dump() would produce for the same
+// value, so either can read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace waymark {
+
+// Appends `s` as a JSON string (quoted, escaped). `s` must be UTF-8.
+void AppendJsonString(std::string& out, std::string_view s);
+
+// Builds one JSON object: {"k":v,...} in the order the fields are added.
+class JsonObjectWriter {
+ public:
+  explicit JsonObjectWriter(std::string& out) : out_(out) { out_ += '{'; }
+  JsonObjectWriter& Str(std::string_view key, std::string_view v) {
+    Key(key);
+    AppendJsonString(out_, v);
+    return *this;
+  }
+  JsonObjectWriter& Int(std::string_view key, int64_t v) {
+    Key(key);
+    out_ += std::to_string(v);
+    return *this;
+  }
+  // `json` must already be JSON text.
+  JsonObjectWriter& Raw(std::string_view key, std::string_view json) {
+    Key(key);
+    out_ += json;
+    return *this;
+  }
+  // Starts a value the caller appends to `out()` itself.
+  std::string& Value(std::string_view key) {
+    Key(key);
+    return out_;
+  }
+  void Close() { out_ += '}'; }
+
+ private:
+  void Key(std::string_view key) {
+    if (!first_) out_ += ',';
+    first_ = false;
+    AppendJsonString(out_, key);
+    out_ += ':';
+  }
+  std::string& out_;
+  bool first_ = true;
+};
+
+}  // namespace waymark

@@ -1,0 +1,53 @@
+#include "engine/runtime/committer.h"
+
+namespace waymark {
+
+Committer::Committer(Store* store) : store_(store), thread_([this] { Run(); }) {}
+
+Committer::~Committer() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void Committer::Start(Batch batch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = std::move(batch);
+  }
+  busy_ = true;
+  cv_.notify_all();
+}
+
+Committer::Done Committer::Wait() {
+  if (!busy_) return {};
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return done_.has_value(); });
+  Done d = std::move(*done_);
+  done_.reset();
+  busy_ = false;
+  return d;
+}
+
+void Committer::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || job_.has_value(); });
+    if (!job_) return;  // stopping, nothing in flight
+    Batch b = std::move(*job_);
+    job_.reset();
+    lock.unlock();
+    Done d{store_->Commit(b), {}};
+    d.send_seqs.reserve(b.sends.size());
+    for (const SendRow& s : b.sends) d.send_seqs.push_back(s.seq);
+    b = Batch();  // freed here, off the engine's thread
+    lock.lock();
+    done_ = std::move(d);
+    cv_.notify_all();
+  }
+}
+
+}  // namespace waymark

@@ -1,0 +1,49 @@
+// The engine's writer thread: commits one batch in the background while
+// the engine builds the next (docs/engine.md, "Batches and the writer").
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "engine/store/store.h"
+
+namespace waymark {
+
+class Committer {
+ public:
+  explicit Committer(Store* store);
+  ~Committer();  // waits for the batch in flight, then stops the thread
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+
+  // Starts committing `batch`. At most one batch is in flight: call Wait
+  // first.
+  void Start(Batch batch);
+  bool busy() const { return busy_; }
+
+  // What became of the batch in flight (ok, nothing, when none was): the
+  // outbox position of each of its sends, in order. The batch itself is
+  // freed on the writer thread.
+  struct Done {
+    Status status;
+    std::vector<int64_t> send_seqs;
+  };
+  Done Wait();
+
+ private:
+  void Run();
+
+  Store* store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<Batch> job_;  // guarded by mu_
+  std::optional<Done> done_;  // guarded by mu_
+  bool stop_ = false;         // guarded by mu_
+  bool busy_ = false;         // the engine thread's view: started, not yet waited for
+  std::thread thread_;
+};
+
+}  // namespace waymark
