@@ -43,4 +43,57 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
+void AppendJson(std::string& out, const nlohmann::json& v) {
+  using T = nlohmann::json::value_t;
+  switch (v.type()) {
+    case T::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [k, x] : v.get_ref<const nlohmann::json::object_t&>()) {
+        if (!first) out += ',';
+        first = false;
+        AppendJsonString(out, k);
+        out += ':';
+        AppendJson(out, x);
+      }
+      out += '}';
+      return;
+    }
+    case T::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& x : v) {
+        if (!first) out += ',';
+        first = false;
+        AppendJson(out, x);
+      }
+      out += ']';
+      return;
+    }
+    case T::string:
+      AppendJsonString(out, v.get_ref<const std::string&>());
+      return;
+    case T::number_integer:
+      out += std::to_string(v.get<int64_t>());
+      return;
+    case T::number_unsigned:
+      out += std::to_string(v.get<uint64_t>());
+      return;
+    case T::boolean:
+      out += v.get<bool>() ? "true" : "false";
+      return;
+    case T::null:
+      out += "null";
+      return;
+    default:  // floats (shortest round trip), binary, discarded: as dump() writes them
+      out += v.dump();
+  }
+}
+
+std::string DumpJson(const nlohmann::json& v) {
+  std::string out;
+  AppendJson(out, v);
+  return out;
+}
+
 }  // namespace waymark

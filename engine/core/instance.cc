@@ -48,7 +48,7 @@ std::string Instance::RowText() const {
   w.Int("due", due).Str("wait_event", wait_event).Int("time", time).Int("entered_at", entered_at);
   AppendEventRef(w.Value("trigger"), trigger);
   AppendEventRef(w.Value("event"), event);
-  w.Raw("vars", vars.dump());
+  AppendJson(w.Value("vars"), vars);
   JsonObjectWriter v(w.Value("visits"));
   for (const auto& [state, n] : visits) v.Int(state, n);
   v.Close();

@@ -516,7 +516,7 @@ class SqliteStore : public Store {
       Stmt& q =
           W("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      std::string body = e.Doc()->dump();
+      std::string body = DumpJson(*e.Doc());
       q.Bind(1, e.source).Bind(2, e.id).Bind(3, e.type).Bind(4, e.subject).Bind(5, e.time);
       q.Bind(6, body);
       if (Status s = q.Exec(); !s.ok()) return s;
@@ -536,7 +536,7 @@ class SqliteStore : public Store {
       Stmt& q =
           W("INSERT INTO history (instance_id, n, time, kind, state, detail) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      std::string detail = h.detail.dump();
+      std::string detail = DumpJson(h.detail);
       q.Bind(1, h.instance_id).Bind(2, h.n).Bind(3, h.time).Bind(4, h.kind).Bind(5, h.state);
       if (Status s = q.Bind(6, detail).Exec(); !s.ok()) return s;
     }
@@ -563,7 +563,7 @@ class SqliteStore : public Store {
       JsonObjectWriter c(context);
       AppendEventRef(c.Value("trigger"), r.trigger);
       AppendEventRef(c.Value("event"), r.event);
-      c.Raw("vars", r.vars.dump());
+      c.Raw("vars", DumpJson(r.vars));
       c.Close();
       if (Status s = q.Bind(14, context).Exec(); !s.ok()) return s;
       r.seq = sqlite3_last_insert_rowid(db_);
@@ -587,7 +587,7 @@ class SqliteStore : public Store {
           W("INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
       q.Bind(1, r.send_seq).Bind(2, int64_t(r.attempt)).Bind(3, r.key).Bind(4, r.time);
-      std::string detail = r.detail.dump();
+      std::string detail = DumpJson(r.detail);
       q.Bind(5, r.result).Bind(6, int64_t(r.final));
       if (Status s = q.Bind(7, detail).Exec(); !s.ok()) return s;
       if (r.final) {
