@@ -16,7 +16,10 @@ using nlohmann::json;
 // instance's `due` is its timer (no timers table); sends and results are
 // keyed by outbox position, so the hot indexes grow at their ends (an
 // index on the idempotency key, a hash, would dirty a random page per send).
-constexpr int kSchemaVersion = 2;
+// 3: the history records one step wrote are one row (a run n..last_n);
+// an instance's (journey, key) is found through its id, journey/key/seq,
+// which is the primary key (no second index on every new instance).
+constexpr int kSchemaVersion = 3;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
@@ -35,12 +38,11 @@ CREATE TABLE instances (
   id TEXT PRIMARY KEY, journey TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
   finished INTEGER NOT NULL, entered_at INTEGER NOT NULL, due INTEGER NOT NULL,
   goals_open_until INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX instances_key ON instances (journey, key, seq);
 CREATE INDEX instances_active ON instances (due) WHERE finished = 0;
 CREATE INDEX instances_goals ON instances (goals_open_until) WHERE goals_open_until > 0;
 CREATE TABLE history (
-  instance_id TEXT NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL, kind TEXT NOT NULL,
-  state TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (instance_id, n)) WITHOUT ROWID;
+  instance_id TEXT NOT NULL, n INTEGER NOT NULL, last_n INTEGER NOT NULL,
+  records TEXT NOT NULL, PRIMARY KEY (instance_id, n)) WITHOUT ROWID;
 CREATE TABLE sends (
   seq INTEGER PRIMARY KEY, key TEXT NOT NULL, instance_id TEXT NOT NULL, journey TEXT NOT NULL, person TEXT NOT NULL,
   state TEXT NOT NULL, template TEXT NOT NULL, recipient TEXT NOT NULL, intent TEXT NOT NULL,
@@ -261,8 +263,11 @@ class SqliteStore : public Store {
 
   Result<std::vector<Instance>> Instances(const std::string& journey,
                                           const std::string& key) override {
-    Stmt& q = S("SELECT body FROM instances WHERE journey = ?1 AND key = ?2 ORDER BY seq");
-    q.Bind(1, journey).Bind(2, key);
+    Stmt& q =
+        S("SELECT body FROM instances WHERE id >= ?3 AND id < ?4 AND journey = ?1 AND key = ?2 "
+          "ORDER BY seq");
+    auto [from, to] = IdRange(journey, key);
+    q.Bind(1, journey).Bind(2, key).Bind(3, from).Bind(4, to);
     return QueryInstances(q);
   }
 
@@ -270,8 +275,9 @@ class SqliteStore : public Store {
                                              const std::string& key) override {
     Stmt& q =
         S("SELECT COUNT(*), COALESCE(MAX(entered_at), 0) FROM instances "
-          "WHERE journey = ?1 AND key = ?2");
-    q.Bind(1, journey).Bind(2, key);
+          "WHERE id >= ?3 AND id < ?4 AND journey = ?1 AND key = ?2");
+    auto [from, to] = IdRange(journey, key);
+    q.Bind(1, journey).Bind(2, key).Bind(3, from).Bind(4, to);
     Status st;
     std::pair<int64_t, Micros> out{0, 0};
     if (q.Next(st)) {
@@ -283,15 +289,28 @@ class SqliteStore : public Store {
   }
 
   Result<std::vector<HistoryRow>> History(const std::string& instance_id) override {
-    Stmt& q =
-        S("SELECT n, time, kind, state, detail FROM history WHERE instance_id = ?1 "
-          "ORDER BY n");
+    Stmt& q = S("SELECT n, last_n, records FROM history WHERE instance_id = ?1 ORDER BY n");
     q.Bind(1, instance_id);
     std::vector<HistoryRow> out;
     Status st;
     while (q.Next(st)) {
-      out.push_back(
-          {instance_id, q.Int(0), q.Int(1), q.Text(2), q.Text(3), json::parse(q.Text(4))});
+      int64_t n = q.Int(0), last = q.Int(1);
+      json records = json::parse(q.Text(2), nullptr, false);
+      if (!records.is_array() || int64_t(records.size()) != last - n + 1) {
+        sqlite3_reset(q.get());
+        return Status::Error("history of " + instance_id + " at " + std::to_string(n) +
+                             ": stored records are malformed");
+      }
+      for (json& r : records) {
+        if (!r.is_array() || r.size() != 4 || !r[0].is_number_integer() || !r[1].is_string() ||
+            !r[2].is_string()) {
+          sqlite3_reset(q.get());
+          return Status::Error("history of " + instance_id + " at " + std::to_string(n) +
+                               ": stored record is malformed");
+        }
+        out.push_back({instance_id, n++, r[0].get<Micros>(), r[1].get<std::string>(),
+                       r[2].get<std::string>(), std::move(r[3])});
+      }
     }
     if (!st.ok()) return st;
     return out;
@@ -448,6 +467,17 @@ class SqliteStore : public Store {
     return doc;
   }
 
+  // The ids of (journey, key)'s instances, journey/key/seq, lie in
+  // [journey/key/, journey/key0): '0' follows '/'. Other keys that start
+  // with "key/" fall in the range too; the queries check journey and key.
+  static std::pair<std::string, std::string> IdRange(const std::string& journey,
+                                                     const std::string& key) {
+    std::string from = journey + "/" + key + "/";
+    std::string to = from;
+    to.back() = '0';
+    return {std::move(from), std::move(to)};
+  }
+
   Result<std::vector<Instance>> QueryInstances(Stmt& q) {
     // Rows first, then the events they refer to (one statement at a time).
     std::vector<std::string> bodies;
@@ -530,15 +560,34 @@ class SqliteStore : public Store {
         return s;
       }
     }
-    for (const HistoryRow& h : b.history) {
-      // Plain INSERT: the history is append-only and (instance, n) unique, so
-      // a second writer of the same record fails the whole batch.
-      Stmt& q =
-          W("INSERT INTO history (instance_id, n, time, kind, state, detail) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      std::string detail = DumpJson(h.detail);
-      q.Bind(1, h.instance_id).Bind(2, h.n).Bind(3, h.time).Bind(4, h.kind).Bind(5, h.state);
-      if (Status s = q.Bind(6, detail).Exec(); !s.ok()) return s;
+    // One row per run of consecutive records of one instance (what one
+    // step wrote). Plain INSERT: the history is append-only and a run
+    // starts where the stored one ended, so a second writer of the same
+    // records fails the whole batch on the key (instance, n).
+    for (size_t k = 0, end; k < b.history.size(); k = end) {
+      const HistoryRow& first = b.history[k];
+      for (end = k + 1; end < b.history.size() && b.history[end].instance_id == first.instance_id &&
+                        b.history[end].n == b.history[end - 1].n + 1;
+           ++end) {
+      }
+      std::string records = "[";
+      for (size_t r = k; r < end; ++r) {
+        const HistoryRow& h = b.history[r];
+        records += r == k ? "[" : ",[";
+        records += std::to_string(h.time);
+        records += ',';
+        AppendJsonString(records, h.kind);
+        records += ',';
+        AppendJsonString(records, h.state);
+        records += ',';
+        AppendJson(records, h.detail);
+        records += ']';
+      }
+      records += ']';
+      int64_t last = b.history[end - 1].n;
+      Stmt& q = W("INSERT INTO history (instance_id, n, last_n, records) VALUES (?1, ?2, ?3, ?4)");
+      q.Bind(1, first.instance_id).Bind(2, first.n).Bind(3, last).Bind(4, records);
+      if (Status s = q.Exec(); !s.ok()) return s;
     }
     for (const Instance& i : b.instances) {
       Stmt& q =

@@ -160,6 +160,53 @@ TEST_P(StoreConformance, HistoryIsOrderedPerInstance) {
   }
 }
 
+TEST_P(StoreConformance, HistoryRecordsWrittenTogetherAreReadOneByOne) {
+  auto rec = [](const std::string& id, int64_t n) {
+    return HistoryRow{id, n, n * 10, "k" + std::to_string(n), "s", {{"n", n}, {"q", "a\"b"}}};
+  };
+  Batch b;
+  b.history = {rec("j/u1/1", 1), rec("j/u1/1", 2), rec("j/u2/1", 1), rec("j/u1/1", 3)};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch b2;
+  b2.history = {rec("j/u1/1", 4), rec("j/u1/1", 5)};
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  Reopen();
+  auto h = store_->History("j/u1/1");
+  ASSERT_TRUE(h.ok()) << h.error();
+  ASSERT_EQ(h.value().size(), 5u);
+  for (int64_t n = 1; n <= 5; ++n) {
+    const HistoryRow& r = h.value()[size_t(n - 1)];
+    EXPECT_EQ(r.n, n);
+    EXPECT_EQ(r.time, n * 10);
+    EXPECT_EQ(r.kind, "k" + std::to_string(n));
+    EXPECT_EQ(r.detail, (nlohmann::json{{"n", n}, {"q", "a\"b"}}));
+  }
+  EXPECT_EQ(store_->History("j/u2/1").value().size(), 1u);
+  // A second writer of records from 4 on (a stale copy of the instance)
+  // is refused, whatever it writes after them.
+  Batch stale;
+  stale.history = {rec("j/u1/1", 4), rec("j/u1/1", 5), rec("j/u1/1", 6)};
+  EXPECT_FALSE(store_->Commit(stale).ok());
+  EXPECT_EQ(store_->History("j/u1/1").value().size(), 5u);
+}
+
+TEST_P(StoreConformance, AKeyIsNotConfusedWithKeysThatStartWithIt) {
+  Batch b;
+  b.events = {Ev("t")};
+  b.instances = {Inst("a", 1), Inst("a/b", 1), Inst("a/b", 2), Inst("a0", 1), Inst("a", 2)};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  auto a = store_->Instances("j", "a");
+  ASSERT_TRUE(a.ok()) << a.error();
+  ASSERT_EQ(a.value().size(), 2u);
+  EXPECT_EQ(a.value()[0].id, "j/a/1");
+  EXPECT_EQ(a.value()[1].id, "j/a/2");
+  EXPECT_EQ(store_->Instances("j", "a/b").value().size(), 2u);
+  EXPECT_EQ(store_->Entries("j", "a").value().first, 2);
+  EXPECT_EQ(store_->Entries("j", "a/b").value().first, 2);
+  EXPECT_EQ(store_->Entries("j", "a0").value().first, 1);
+  EXPECT_EQ(store_->Entries("j", "a/").value().first, 0);
+}
+
 TEST_P(StoreConformance, InstancesAreAProjectionThatSurvivesRestart) {
   Batch b;
   b.events = {Ev("t")};
