@@ -298,8 +298,8 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE history SET detail = '{\"arm\":\"x\",\"bucket\":1}' "
-                         "WHERE kind = 'split' AND detail LIKE '%\"y\"%'",
+                         "UPDATE history SET records = replace(records, '\"arm\":\"y\"', "
+                         "'\"arm\":\"x\"') WHERE records LIKE '%\"arm\":\"y\"%'",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   ASSERT_GT(sqlite3_changes(db), 0);
