@@ -58,7 +58,7 @@ Status Engine::Start() {
     if (!VersionOf(i)) return unpinned(i);
     clock_ = std::max(clock_, i.time);
     if (i.due) timers_.insert({i.due, i.id});
-    by_key_[{i.journey, i.key}].push_back(i.id);
+    by_key_[KeyOf(i.journey, i.key)].push_back(i.id);
     std::string id = i.id;
     active_.emplace(id, std::move(i));
   }
@@ -67,6 +67,11 @@ Status Engine::Start() {
   for (Instance& i : watching.value()) {
     if (!VersionOf(i)) return unpinned(i);
     Watch(std::move(i));
+  }
+  auto entries = store_->AllEntries();
+  if (!entries.ok()) return entries.status();
+  for (const EntryCount& c : entries.value()) {
+    entries_[KeyOf(c.journey, c.key)] = {c.count, c.last};
   }
   auto pending = store_->PendingSends(size_t(1) << 40);
   if (!pending.ok()) return pending.status();
@@ -296,8 +301,8 @@ void Engine::DecideSends() {
 }
 
 void Engine::StepEach(const KeyIndex& index, const std::unordered_map<std::string, Instance>& pool,
-                      const std::pair<std::string, std::string>& key, const Event& e) {
-  auto ids = index.find(key);
+                      const std::string& key_of, const Event& e) {
+  auto ids = index.find(key_of);
   if (ids == index.end()) return;
   std::vector<std::string> copy = ids->second;  // Apply edits the index
   for (const std::string& id : copy) {
@@ -310,7 +315,7 @@ void Engine::StepEach(const KeyIndex& index, const std::unordered_map<std::strin
 }
 
 void Engine::Watch(Instance i) {
-  watching_by_key_[{i.journey, i.key}].push_back(i.id);
+  watching_by_key_[KeyOf(i.journey, i.key)].push_back(i.id);
   watch_ends_.insert({i.goals_open_until, i.id});
   std::string id = i.id;
   watching_[id] = std::move(i);
@@ -319,9 +324,10 @@ void Engine::Watch(Instance i) {
 void Engine::Unwatch(const std::string& id) {
   auto it = watching_.find(id);
   if (it == watching_.end()) return;
-  auto& ids = watching_by_key_[{it->second.journey, it->second.key}];
+  std::string key_of = KeyOf(it->second.journey, it->second.key);
+  auto& ids = watching_by_key_[key_of];
   ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
-  if (ids.empty()) watching_by_key_.erase({it->second.journey, it->second.key});
+  if (ids.empty()) watching_by_key_.erase(key_of);
   watch_ends_.erase({it->second.goals_open_until, id});
   watching_.erase(it);
 }
@@ -353,8 +359,9 @@ void Engine::Route(const Event& e, bool emitted) {
     if (key.empty()) continue;
     // The key's running instances, then its finished ones still
     // listening for goals.
-    StepEach(by_key_, active_, {name, key}, e);
-    StepEach(watching_by_key_, watching_, {name, key}, e);
+    std::string key_of = KeyOf(name, key);
+    StepEach(by_key_, active_, key_of, e);
+    StepEach(watching_by_key_, watching_, key_of, e);
     for (const dsl::EventRule& t : j.triggers) {
       if (t.event != e.type) continue;
       json empty = json::object();
@@ -367,13 +374,8 @@ void Engine::Route(const Event& e, bool emitted) {
 }
 
 void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e) {
-  auto ek = std::make_pair(j.name, key);
-  auto cached = entries_.find(ek);
-  if (cached == entries_.end()) {
-    auto r = store_->Entries(j.name, key);
-    cached = entries_.emplace(ek, r.ok() ? r.value() : std::pair<int64_t, Micros>{0, 0}).first;
-  }
-  auto& [count, last] = cached->second;
+  std::string ek = KeyOf(j.name, key);
+  auto& [count, last] = entries_[ek];
   Micros now = std::max(e.time, clock_);
   if (count > 0 && j.reentry == dsl::Reentry::kOnce) {
     ++summary_.entries_refused["reentry once: entered before"];
@@ -442,7 +444,7 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
   if (running != active_.end()) {
     if (r.next.status == InstanceStatus::kCompleted) ++summary_.completed;
     if (r.next.status == InstanceStatus::kExited) ++summary_.exited;
-    auto& ids = by_key_[{r.next.journey, r.next.key}];
+    auto& ids = by_key_[KeyOf(r.next.journey, r.next.key)];
     ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
     active_.erase(running);
   } else {

@@ -93,8 +93,13 @@ class Engine {
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
 
  private:
-  // Instance ids by (journey, key).
-  using KeyIndex = std::map<std::pair<std::string, std::string>, std::vector<std::string>>;
+  // "journey/key": a journey name has no '/', so this names one key of
+  // one journey.
+  static std::string KeyOf(const std::string& journey, const std::string& key) {
+    return journey + "/" + key;
+  }
+  // Instance ids by KeyOf(journey, key).
+  using KeyIndex = std::unordered_map<std::string, std::vector<std::string>>;
 
   Engine(const EngineOptions& o, Store* s, Transport* t);
   Status Start();
@@ -106,7 +111,7 @@ class Engine {
   void Apply(const dsl::CompiledJourney& j, StepResult r);
   // Steps each instance of `pool` that `index` lists under `key` with `e`.
   void StepEach(const KeyIndex& index, const std::unordered_map<std::string, Instance>& pool,
-                const std::pair<std::string, std::string>& key, const Event& e);
+                const std::string& key_of, const Event& e);
   void Watch(Instance i);
   void Unwatch(const std::string& id);
   void CloseGoalWindows();
@@ -143,7 +148,9 @@ class Engine {
   std::unordered_map<std::string, Instance> watching_;
   KeyIndex watching_by_key_;
   std::set<std::pair<Micros, std::string>> watch_ends_;
-  std::map<std::pair<std::string, std::string>, std::pair<int64_t, Micros>> entries_;
+  // Entries so far and the last entry's time, by KeyOf(journey, key), for
+  // every key that ever entered (loaded at start).
+  std::unordered_map<std::string, std::pair<int64_t, Micros>> entries_;
   std::set<std::pair<Micros, std::string>> timers_;
   std::set<std::string> dirty_;
   std::set<std::pair<std::string, std::string>> batch_ids_;     // (source, id) in this batch

@@ -271,19 +271,14 @@ class SqliteStore : public Store {
     return QueryInstances(q);
   }
 
-  Result<std::pair<int64_t, Micros>> Entries(const std::string& journey,
-                                             const std::string& key) override {
+  Result<std::vector<EntryCount>> AllEntries() override {
+    // In primary-key order, which groups by journey and key.
     Stmt& q =
-        S("SELECT COUNT(*), COALESCE(MAX(entered_at), 0) FROM instances "
-          "WHERE id >= ?3 AND id < ?4 AND journey = ?1 AND key = ?2");
-    auto [from, to] = IdRange(journey, key);
-    q.Bind(1, journey).Bind(2, key).Bind(3, from).Bind(4, to);
+        S("SELECT journey, key, COUNT(*), MAX(entered_at) FROM instances "
+          "GROUP BY journey, key");
+    std::vector<EntryCount> out;
     Status st;
-    std::pair<int64_t, Micros> out{0, 0};
-    if (q.Next(st)) {
-      out = {q.Int(0), q.Int(1)};
-      sqlite3_reset(q.get());
-    }
+    while (q.Next(st)) out.push_back({q.Text(0), q.Text(1), q.Int(2), q.Int(3)});
     if (!st.ok()) return st;
     return out;
   }

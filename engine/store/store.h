@@ -100,6 +100,13 @@ struct Batch {
   }
 };
 
+struct EntryCount {
+  std::string journey;
+  std::string key;
+  int64_t count = 0;
+  Micros last = 0;  // entered_at of the latest entry
+};
+
 struct StoreCounts {
   int64_t events = 0;
   int64_t instances = 0;
@@ -135,9 +142,9 @@ class Store {
   // the first page).
   virtual Result<std::vector<Instance>> InstancesAfter(const std::string& after_id,
                                                        size_t limit) = 0;
-  // Entries of `key` into `journey` so far, and when it last entered.
-  virtual Result<std::pair<int64_t, Micros>> Entries(const std::string& journey,
-                                                     const std::string& key) = 0;
+  // Every (journey, key) that has entered: how many times, and when it
+  // last entered. The engine loads them once and keeps them in memory.
+  virtual Result<std::vector<EntryCount>> AllEntries() = 0;
   virtual Result<std::vector<HistoryRow>> History(const std::string& instance_id) = 0;
 
   // Timers (the `due` of unfinished instances) at or before `until`,

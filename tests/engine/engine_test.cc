@@ -310,6 +310,30 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   EXPECT_GT(tampered.value().divergences, 0);
 }
 
+TEST_F(EngineTest, EntryRulesRememberEntriesAcrossRestarts) {
+  Journey("j", kSimple);  // reentry once per 1d
+  Journey("o", R"(journey o {
+  entry { on user.signup  reentry once }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", d)});
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 3600 * kMicrosPerSecond).ok());
+  Start();  // a new engine on the same store: it knows u entered both
+  Feed({Ev("2", "user.signup", "u", "2026-03-01T20:00:00Z", d)});  // j: < 1d; o: once
+  EXPECT_EQ(Instances("j", "u").size(), 1u);
+  EXPECT_EQ(Instances("o", "u").size(), 1u);
+  EXPECT_EQ(engine_->summary().entries_refused.at("reentry once: entered before"), 1);
+  EXPECT_EQ(engine_->summary().entries_refused.at("reentry once per 1d"), 1);
+  Start();
+  Feed({Ev("3", "user.signup", "u", "2026-03-02T10:30:00Z", d)});  // j again, as its 2nd entry
+  auto j = Instances("j", "u");
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[1].id, "j/u/2");
+  EXPECT_EQ(Instances("o", "u").size(), 1u);
+}
+
 TEST_F(EngineTest, RestartResumesWaitingInstances) {
   Journey("j", kSimple);
   Start();

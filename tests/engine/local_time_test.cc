@@ -12,7 +12,9 @@ Micros T(const char* s) {
   return r.value();
 }
 
-std::string F(Micros t) { return FormatRfc3339(t); }
+std::string F(Micros t) {
+  return FormatRfc3339(t);
+}
 
 TEST(Rfc3339, ParsesOffsetsAndFractions) {
   EXPECT_EQ(F(T("2026-03-08T09:30:00Z")), "2026-03-08T09:30:00Z");
@@ -29,10 +31,13 @@ TEST(LocalTime, NextLocalTimeIsStrictlyAfter) {
   const auto* berlin = FindZone("Europe/Berlin");
   ASSERT_NE(berlin, nullptr);
   // 09:00 Berlin in winter is 08:00Z.
-  EXPECT_EQ(F(NextLocalTime(T("2026-01-15T07:00:00Z"), 9 * 60, {}, berlin)), "2026-01-15T08:00:00Z");
-  EXPECT_EQ(F(NextLocalTime(T("2026-01-15T08:00:00Z"), 9 * 60, {}, berlin)), "2026-01-16T08:00:00Z");
+  EXPECT_EQ(F(NextLocalTime(T("2026-01-15T07:00:00Z"), 9 * 60, {}, berlin)),
+            "2026-01-15T08:00:00Z");
+  EXPECT_EQ(F(NextLocalTime(T("2026-01-15T08:00:00Z"), 9 * 60, {}, berlin)),
+            "2026-01-16T08:00:00Z");
   // Weekdays: 2026-01-15 is a Thursday; the next Monday is the 19th.
-  EXPECT_EQ(F(NextLocalTime(T("2026-01-15T07:00:00Z"), 9 * 60, {0}, berlin)), "2026-01-19T08:00:00Z");
+  EXPECT_EQ(F(NextLocalTime(T("2026-01-15T07:00:00Z"), 9 * 60, {0}, berlin)),
+            "2026-01-19T08:00:00Z");
   EXPECT_EQ(FindZone("Mars/Base"), nullptr);
 }
 
@@ -41,7 +46,8 @@ TEST(LocalTime, NewYorkSpringForwardGap) {
   // 2026-03-08: clocks jump from 02:00 EST to 03:00 EDT. 02:30 does not
   // exist; it is read with the offset before the gap (-05:00): 07:30Z,
   // which is 03:30 EDT.
-  EXPECT_EQ(F(NextLocalTime(T("2026-03-08T05:00:00Z"), 2 * 60 + 30, {}, ny)), "2026-03-08T07:30:00Z");
+  EXPECT_EQ(F(NextLocalTime(T("2026-03-08T05:00:00Z"), 2 * 60 + 30, {}, ny)),
+            "2026-03-08T07:30:00Z");
   // 09:00 on the same day is EDT (-04:00).
   EXPECT_EQ(F(NextLocalTime(T("2026-03-08T05:00:00Z"), 9 * 60, {}, ny)), "2026-03-08T13:00:00Z");
   // The day before, EST (-05:00).
@@ -60,7 +66,8 @@ TEST(LocalTime, NewYorkFallBackOverlap) {
 TEST(LocalTime, BerlinTransitions) {
   const auto* berlin = FindZone("Europe/Berlin");
   // 2026-03-29: 02:00 CET -> 03:00 CEST. 02:15 is read as CET: 01:15Z.
-  EXPECT_EQ(F(NextLocalTime(T("2026-03-28T23:00:00Z"), 2 * 60 + 15, {}, berlin)), "2026-03-29T01:15:00Z");
+  EXPECT_EQ(F(NextLocalTime(T("2026-03-28T23:00:00Z"), 2 * 60 + 15, {}, berlin)),
+            "2026-03-29T01:15:00Z");
   // 2026-10-25: 03:00 CEST -> 02:00 CET; 02:30 happens twice, the earlier
   // (CEST) is 00:30Z.
   EXPECT_EQ(F(NextLocalTime(T("2026-10-24T22:00:00Z"), 150, {}, berlin)), "2026-10-25T00:30:00Z");
@@ -69,14 +76,19 @@ TEST(LocalTime, BerlinTransitions) {
 TEST(LocalTime, QuietHoursWrapMidnightAndRespectDst) {
   const auto* ny = FindZone("America/New_York");
   // Quiet 21:00-08:00. 23:00 EST (04:00Z next day) is held until 08:00 EST.
-  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T04:00:00Z"), 21 * 60, 8 * 60, ny)), "2026-01-16T13:00:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T04:00:00Z"), 21 * 60, 8 * 60, ny)),
+            "2026-01-16T13:00:00Z");
   // 06:00 is quiet too; 12:00 is not.
-  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T11:00:00Z"), 21 * 60, 8 * 60, ny)), "2026-01-16T13:00:00Z");
-  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T17:00:00Z"), 21 * 60, 8 * 60, ny)), "2026-01-16T17:00:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T11:00:00Z"), 21 * 60, 8 * 60, ny)),
+            "2026-01-16T13:00:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T17:00:00Z"), 21 * 60, 8 * 60, ny)),
+            "2026-01-16T17:00:00Z");
   // Overnight into the spring-forward day: released at 08:00 EDT = 12:00Z.
-  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T04:00:00Z"), 21 * 60, 8 * 60, ny)), "2026-03-08T12:00:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T04:00:00Z"), 21 * 60, 8 * 60, ny)),
+            "2026-03-08T12:00:00Z");
   // A window inside one day.
-  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T18:30:00Z"), 13 * 60, 14 * 60, ny)), "2026-01-16T19:00:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-01-16T18:30:00Z"), 13 * 60, 14 * 60, ny)),
+            "2026-01-16T19:00:00Z");
 }
 
 }  // namespace

@@ -19,7 +19,9 @@ dsl::CompiledJourney Compile(const std::string& src) {
   return f.journey ? *f.journey : dsl::CompiledJourney{};
 }
 
-Micros T(const char* s) { return ParseRfc3339(s).value(); }
+Micros T(const char* s) {
+  return ParseRfc3339(s).value();
+}
 
 Event Ev(const std::string& type, const char* time, nlohmann::json data = nlohmann::json::object(),
          const std::string& subject = "u1", const std::string& id = "") {
@@ -176,7 +178,8 @@ TEST(Step, SplitProportionsAndStability) {
   for (int k = 0; k < n; ++k) {
     Driver r{j};
     r.Start(Ev("user.signup", "2026-01-10T10:00:00Z", {}, "user-" + std::to_string(k)));
-    std::string arm = r.i.outcome.rfind("held out", 0) == 0 ? "holdout" : r.i.vars["arm"].get<std::string>();
+    std::string arm =
+        r.i.outcome.rfind("held out", 0) == 0 ? "holdout" : r.i.vars["arm"].get<std::string>();
     ++counts[arm];
     // Stable: the same key lands in the same arm again.
     Driver again{j};
@@ -187,8 +190,8 @@ TEST(Step, SplitProportionsAndStability) {
   EXPECT_NEAR(counts["a"] * 100.0 / n, 45.0, 2.0);
   EXPECT_NEAR(counts["b"] * 100.0 / n, 42.5, 2.0);
   EXPECT_NEAR(counts["holdout"] * 100.0 / n, 12.5, 2.0);
-  std::printf("split over %d keys: a %.2f%%, b %.2f%%, holdout %.2f%%\n", n, counts["a"] * 100.0 / n,
-              counts["b"] * 100.0 / n, counts["holdout"] * 100.0 / n);
+  std::printf("split over %d keys: a %.2f%%, b %.2f%%, holdout %.2f%%\n", n,
+              counts["a"] * 100.0 / n, counts["b"] * 100.0 / n, counts["holdout"] * 100.0 / n);
 }
 
 TEST(Step, QuietHoursHoldMarketingNotTransactional) {
@@ -203,7 +206,8 @@ TEST(Step, QuietHoursHoldMarketingNotTransactional) {
   }
 })")};
   // 23:30 in Berlin (winter) = 22:30Z.
-  r.Start(Ev("user.signup", "2026-01-10T22:30:00Z", {{"email", "a@x.io"}, {"tz", "Europe/Berlin"}}));
+  r.Start(
+      Ev("user.signup", "2026-01-10T22:30:00Z", {{"email", "a@x.io"}, {"tz", "Europe/Berlin"}}));
   ASSERT_EQ(r.sends.size(), 2u);
   EXPECT_EQ(FormatRfc3339(r.sends[0].not_before), "2026-01-11T07:00:00Z");
   EXPECT_EQ(r.sends[1].not_before, r.sends[1].requested_at);
