@@ -104,6 +104,15 @@ const JsonDoc& Event::Doc() const {
   return doc_;
 }
 
+void Event::Seal() {
+  if (doc_) return;
+  nlohmann::json d = std::move(data);
+  data = nlohmann::json::object();
+  nlohmann::json j = ToJson();  // with empty data: cheap
+  j["data"] = std::move(d);
+  doc_ = std::make_shared<const nlohmann::json>(std::move(j));
+}
+
 void AppendEventRef(std::string& out, const JsonDoc& d) {
   if (!d) {
     out += "null";
@@ -181,10 +190,10 @@ Result<Event> EventDecoder::Decode(std::string_view text, Micros now) const {
   }
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return Status::Error("malformed JSON");
-  return Decode(j, text.size(), now);
+  return Decode(std::move(j), text.size(), now);
 }
 
-Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros now) const {
+Result<Event> EventDecoder::Decode(nlohmann::json j, size_t size, Micros now) const {
   if (size > max_bytes_) {
     return Status::Error("event of " + std::to_string(size) + " bytes is over the " +
                          std::to_string(max_bytes_) + "-byte limit");
@@ -226,7 +235,7 @@ Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros 
   }
   if (auto it = j.find("data"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) return Status::Error("'data' must be a JSON object");
-    e.data = *it;
+    e.data = std::move(*it);
   }
   auto schema = schemas_->by_type.find(e.type);
   if (schema != schemas_->by_type.end()) {
@@ -249,6 +258,7 @@ Result<Event> EventDecoder::Decode(const nlohmann::json& j, size_t size, Micros 
       return Status::Error(msg);
     }
   }
+  e.Seal();
   return e;
 }
 

@@ -44,6 +44,9 @@ struct Event {
   // ToJson(), built on first use and shared from then on. The fields must
   // not change after the first call.
   const JsonDoc& Doc() const;
+  // Builds Doc() now, moving `data` into it rather than copying: `data` is
+  // empty afterwards, and the event is read through Doc().
+  void Seal();
   static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
 
  private:
@@ -66,8 +69,9 @@ class EventDecoder {
 
   // Decodes a JSON text. `now` stamps events without `time`.
   Result<Event> Decode(std::string_view text, Micros now) const;
-  // Decodes an already parsed value (an element of a JSON array).
-  Result<Event> Decode(const nlohmann::json& j, size_t size, Micros now) const;
+  // Decodes an already parsed value (an element of a JSON array). The
+  // event comes back sealed (Event::Seal).
+  Result<Event> Decode(nlohmann::json j, size_t size, Micros now) const;
 
   bool HasSchema(const std::string& type) const;
   size_t max_bytes() const { return max_bytes_; }

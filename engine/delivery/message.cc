@@ -30,7 +30,8 @@ std::string Base64(std::string_view in) {
   std::string out;
   size_t i = 0;
   for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
+    uint32_t v =
+        uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
     for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
   }
   if (i + 1 == in.size()) {
@@ -59,9 +60,12 @@ std::string EncodeWords(std::string_view s) {
     while (i + n < s.size()) {
       size_t len = 1;
       unsigned char c = static_cast<unsigned char>(s[i + n]);
-      if (c >= 0xF0) len = 4;
-      else if (c >= 0xE0) len = 3;
-      else if (c >= 0xC0) len = 2;
+      if (c >= 0xF0)
+        len = 4;
+      else if (c >= 0xE0)
+        len = 3;
+      else if (c >= 0xC0)
+        len = 2;
       if (n + len > 45) break;
       n += len;
     }
@@ -84,7 +88,8 @@ bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
   if (gt == std::string_view::npos || gt + 1 != mb.size()) return false;
   name = std::string(mb.substr(0, lt));
   while (!name.empty() && name.back() == ' ') name.pop_back();
-  if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+  if (name.size() >= 2 && name.front() == '"' && name.back() == '"')
+    name = name.substr(1, name.size() - 2);
   addr = std::string(mb.substr(lt + 1, gt - lt - 1));
   return ValidAddress(addr);
 }
@@ -119,14 +124,15 @@ std::string QuotedPrintable(std::string_view in) {
       flush(true);
       continue;
     }
-    std::string enc;
-    if ((c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t') {
-      enc = std::string(1, char(c));
+    bool plain = (c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t';
+    if (line.size() + (plain ? 1 : 3) > 75) flush(false);
+    if (plain) {
+      line += char(c);
     } else {
-      enc = {'=', kHex[c >> 4], kHex[c & 15]};
+      line += '=';
+      line += kHex[c >> 4];
+      line += kHex[c & 15];
     }
-    if (line.size() + enc.size() > 75) flush(false);
-    line += enc;
   }
   if (!line.empty()) flush(true);
   return out;
@@ -162,19 +168,22 @@ bool ValidAddress(std::string_view a) {
     }
   }
   std::string_view local = a.substr(0, at), domain = a.substr(at + 1);
-  if (local.front() == '.' || local.back() == '.' || local.find("..") != std::string_view::npos) return false;
-  if (domain.find('@') != std::string_view::npos || domain.find('.') == std::string_view::npos) return false;
-  if (domain.front() == '.' || domain.back() == '.' || domain.find("..") != std::string_view::npos) return false;
+  if (local.front() == '.' || local.back() == '.' || local.find("..") != std::string_view::npos)
+    return false;
+  if (domain.find('@') != std::string_view::npos || domain.find('.') == std::string_view::npos)
+    return false;
+  if (domain.front() == '.' || domain.back() == '.' || domain.find("..") != std::string_view::npos)
+    return false;
   if (domain.front() == '-' || domain.back() == '-') return false;
   return true;
 }
 
 Result<std::string> BuildMessage(const MessageParams& p) {
   const RenderedMessage& c = p.content;
-  for (auto [name, value] : {std::pair{"Subject", std::string_view(c.subject)},
-                             std::pair{"From", std::string_view(p.from)},
-                             std::pair{"To", std::string_view(p.to)},
-                             std::pair{"List-Unsubscribe", std::string_view(p.unsubscribe_url)}}) {
+  for (auto [name, value] :
+       {std::pair{"Subject", std::string_view(c.subject)},
+        std::pair{"From", std::string_view(p.from)}, std::pair{"To", std::string_view(p.to)},
+        std::pair{"List-Unsubscribe", std::string_view(p.unsubscribe_url)}}) {
     if (HasControl(value)) {
       return Status::Error(std::string("CR, LF or NUL in the ") + name + " header: refused");
     }

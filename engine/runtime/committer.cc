@@ -24,8 +24,10 @@ void Committer::Start(Batch batch) {
 
 Committer::Done Committer::Wait() {
   if (!busy_) return {};
+  auto t0 = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return done_.has_value(); });
+  wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Done d = std::move(*done_);
   done_.reset();
   busy_ = false;
@@ -40,11 +42,14 @@ void Committer::Run() {
     Batch b = std::move(*job_);
     job_.reset();
     lock.unlock();
+    auto t0 = std::chrono::steady_clock::now();
     Done d{store_->Commit(b), {}};
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     d.send_seqs.reserve(b.sends.size());
     for (const SendRow& s : b.sends) d.send_seqs.push_back(s.seq);
     b = Batch();  // freed here, off the engine's thread
     lock.lock();
+    commit_seconds_ += took;
     done_ = std::move(d);
     cv_.notify_all();
   }

@@ -2,6 +2,7 @@
 // the engine builds the next (docs/engine.md, "Batches and the writer").
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -33,16 +34,23 @@ class Committer {
   };
   Done Wait();
 
+  // Seconds spent committing, and seconds the engine's thread spent in
+  // Wait, since the start: how well the two threads overlap.
+  double commit_seconds() const { return commit_seconds_; }
+  double wait_seconds() const { return wait_seconds_; }
+
  private:
   void Run();
 
   Store* store_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::optional<Batch> job_;  // guarded by mu_
-  std::optional<Done> done_;  // guarded by mu_
-  bool stop_ = false;         // guarded by mu_
-  bool busy_ = false;         // the engine thread's view: started, not yet waited for
+  std::optional<Batch> job_;   // guarded by mu_
+  std::optional<Done> done_;   // guarded by mu_
+  bool stop_ = false;          // guarded by mu_
+  bool busy_ = false;          // the engine thread's view: started, not yet waited for
+  double commit_seconds_ = 0;  // written by the writer, read after Wait
+  double wait_seconds_ = 0;
   std::thread thread_;
 };
 

@@ -399,8 +399,8 @@ void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, con
   fresh.entered_at = now;
   by_key_[ek].push_back(fresh.id);
   std::string id = fresh.id;
-  active_[id] = fresh;
-  Apply(j, Step(j, active_[id], {Input::Kind::kStart, &e, 0}, now));
+  const Instance& entered = active_.insert_or_assign(std::move(id), std::move(fresh)).first->second;
+  Apply(j, Step(j, entered, {Input::Kind::kStart, &e, 0}, now));
 }
 
 void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {

@@ -90,6 +90,7 @@ class Engine {
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
   size_t waiting() const { return active_.size(); }
   const RunSummary& summary() const { return summary_; }
+  const Committer& committer() const { return *committer_; }
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
 
  private:

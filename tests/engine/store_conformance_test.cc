@@ -202,7 +202,9 @@ TEST_P(StoreConformance, AKeyIsNotConfusedWithKeysThatStartWithIt) {
   EXPECT_EQ(a.value()[1].id, "j/a/2");
   EXPECT_EQ(store_->Instances("j", "a/b").value().size(), 2u);
   std::map<std::string, int64_t> counts;
-  for (const EntryCount& c : store_->AllEntries().value()) counts[c.key] = c.count;
+  auto entries = store_->AllEntries();
+  ASSERT_TRUE(entries.ok()) << entries.error();
+  for (const EntryCount& c : entries.value()) counts[c.key] = c.count;
   EXPECT_EQ(counts, (std::map<std::string, int64_t>{{"a", 2}, {"a/b", 2}, {"a0", 1}}));
 }
 
