@@ -165,7 +165,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     Route(e, false);
     RouteEmitted();
   }
-  return Hand(DispatchTime(wall_now));
+  return Hand(DispatchTime(wall_now), true);
 }
 
 Status Engine::Advance(Micros until) {
@@ -176,10 +176,11 @@ Status Engine::Advance(Micros until) {
 }
 
 Status Engine::Flush(Micros wall_now) {
-  // Twice: the sends of the last batch are dispatched once it is durable,
-  // and their results need one more commit.
-  for (int round = 0; round < 2; ++round) {
-    if (Status s = Hand(DispatchTime(wall_now)); !s.ok()) return s;
+  // The batch being built is committed; then the sends it made are
+  // dispatched; then their results are committed.
+  Micros now = DispatchTime(wall_now);
+  for (bool dispatch : {true, true, false}) {
+    if (Status s = Hand(now, dispatch); !s.ok()) return s;
     if (Status s = Settle(); !s.ok()) return s;
   }
   return Status();
@@ -471,21 +472,24 @@ Status Engine::Settle() {
   return Status();
 }
 
-Status Engine::Hand(Micros now) {
+Status Engine::Hand(Micros now, bool dispatch) {
   if (Status s = Settle(); !s.ok()) return s;
-  Dispatch(now);
   for (const std::string& id : dirty_) {
     auto it = active_.find(id);
     if (it != active_.end()) batch_.instances.push_back(it->second);
   }
   dirty_.clear();
-  if (batch_.empty()) return Status();
-  inflight_ids_ = std::move(batch_ids_);
-  batch_ids_.clear();
-  inflight_sends_ = std::move(staged_);
-  staged_.clear();
-  committer_->Start(std::move(batch_));
-  batch_ = Batch();
+  if (!batch_.empty()) {
+    inflight_ids_ = std::move(batch_ids_);
+    batch_ids_.clear();
+    inflight_sends_ = std::move(staged_);
+    staged_.clear();
+    committer_->Start(std::move(batch_));
+    batch_ = Batch();
+  }
+  // While the writer commits: the sends already durable go out, and their
+  // results start the next batch.
+  if (dispatch) Dispatch(now);
   return Status();
 }
 

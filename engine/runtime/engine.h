@@ -71,9 +71,10 @@ class Engine {
   // Decodes, deduplicates and routes a batch of inputs, fires the timers
   // that fall before them (event clock), and hands the batch to the
   // writer thread, which commits it while the next one is built. Before
-  // that it waits for the batch in flight and dispatches its sends (their
-  // results join this batch). `outcomes`, when given, receives one entry
-  // per input. Nothing is durable until Flush returns.
+  // that it waits for the batch in flight; after, it dispatches the sends
+  // that batch made (their results join the next batch). `outcomes`, when
+  // given, receives one entry per input. Nothing is durable until Flush
+  // returns.
   Status Submit(const std::vector<RawInput>& inputs, Micros wall_now,
                 std::vector<InputOutcome>* outcomes = nullptr);
   // Waits until every batch submitted is durably stored and every send
@@ -126,8 +127,9 @@ class Engine {
   Micros DispatchTime(Micros wall_now) const { return options_.event_clock ? clock_ : wall_now; }
   // Waits for the batch in flight; its sends join pending_.
   Status Settle();
-  // Settle, dispatch what is due, hand the batch being built to the writer.
-  Status Hand(Micros now);
+  // Settle, hand the batch being built to the writer, then (when
+  // `dispatch`) send what is due while it commits.
+  Status Hand(Micros now, bool dispatch);
   // Renders and sends what is due in pending_; results go into batch_.
   void Dispatch(Micros now);
   Result<std::string> Render(const SendRow& s);

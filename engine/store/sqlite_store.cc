@@ -119,6 +119,11 @@ class Stmt {
   std::string error_;
 };
 
+// No global memory statistics: they take a process-wide lock on every
+// allocation SQLite makes. sqlite3_config works only before SQLite is
+// initialised, so this runs at static initialisation, before main().
+const int kNoMemoryStatistics = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+
 class SqliteStore : public Store {
  public:
   ~SqliteStore() override {
@@ -136,8 +141,10 @@ class SqliteStore : public Store {
       return Status::Error("the SQLite store needs a file path, not '" + path + "'");
     }
     for (sqlite3** db : {&db_, &rdb_}) {
-      if (sqlite3_open_v2(path.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-          SQLITE_OK) {
+      // NOMUTEX: each connection is used by one thread at a time (store.h).
+      if (sqlite3_open_v2(path.c_str(), db,
+                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                          nullptr) != SQLITE_OK) {
         return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(*db));
       }
       sqlite3_busy_timeout(*db, 10000);
