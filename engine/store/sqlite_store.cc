@@ -18,7 +18,9 @@ using nlohmann::json;
 // index on the idempotency key, a hash, would dirty a random page per send).
 // 3: the history records one step wrote are one row (a run n..last_n);
 // an instance's (journey, key) is found through its id, journey/key/seq,
-// which is the primary key (no second index on every new instance).
+// which is the primary key (no second index on every new instance); the
+// sends without a final result are listed in sends_pending (a send row is
+// never rewritten).
 constexpr int kSchemaVersion = 3;
 
 #define SEND_COLUMNS                                                                       \
@@ -47,9 +49,8 @@ CREATE TABLE sends (
   seq INTEGER PRIMARY KEY, key TEXT NOT NULL, instance_id TEXT NOT NULL, journey TEXT NOT NULL, person TEXT NOT NULL,
   state TEXT NOT NULL, template TEXT NOT NULL, recipient TEXT NOT NULL, intent TEXT NOT NULL,
   via TEXT NOT NULL, priority INTEGER NOT NULL, requested_at INTEGER NOT NULL,
-  not_before INTEGER NOT NULL, cap_counted INTEGER NOT NULL, context TEXT NOT NULL,
-  done INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX sends_pending ON sends (requested_at) WHERE done = 0;
+  not_before INTEGER NOT NULL, cap_counted INTEGER NOT NULL, context TEXT NOT NULL);
+CREATE TABLE sends_pending (seq INTEGER PRIMARY KEY);
 CREATE INDEX sends_instance ON sends (instance_id);
 CREATE INDEX sends_cap ON sends (person, not_before) WHERE cap_counted = 1;
 CREATE TABLE send_results (
@@ -333,7 +334,7 @@ class SqliteStore : public Store {
 
   Result<std::vector<SendRow>> PendingSends(size_t limit) override {
     Stmt& q = S("SELECT seq, " SEND_COLUMNS
-                " FROM sends WHERE done = 0 ORDER BY requested_at, seq "
+                " FROM sends_pending JOIN sends USING (seq) ORDER BY requested_at, seq "
                 "LIMIT ?1");
     q.Bind(1, int64_t(limit));
     return QuerySends(q);
@@ -618,6 +619,8 @@ class SqliteStore : public Store {
       c.Close();
       if (Status s = q.Bind(14, context).Exec(); !s.ok()) return s;
       r.seq = sqlite3_last_insert_rowid(db_);
+      Stmt& p = W("INSERT INTO sends_pending (seq) VALUES (?1)");
+      if (Status s = p.Bind(1, r.seq).Exec(); !s.ok()) return s;
     }
     // Results that name a send of this batch by key (capped, dead-lettered,
     // deferred at decision time): the map is built only when one does.
@@ -642,7 +645,7 @@ class SqliteStore : public Store {
       q.Bind(5, r.result).Bind(6, int64_t(r.final));
       if (Status s = q.Bind(7, detail).Exec(); !s.ok()) return s;
       if (r.final) {
-        Stmt& u = W("UPDATE sends SET done = 1 WHERE seq = ?1");
+        Stmt& u = W("DELETE FROM sends_pending WHERE seq = ?1");
         if (Status s = u.Bind(1, r.send_seq).Exec(); !s.ok()) return s;
       }
     }

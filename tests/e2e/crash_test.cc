@@ -229,7 +229,7 @@ TEST_F(CrashTest, KilledRunsEndLikeAnUninterruptedRun) {
   // Every stored history replays exactly through the step function.
   EXPECT_EQ(RunToEnd({WAYMARK_BINARY, "replay", "--store", "sqlite:" + (b / "w.db").string()}), 0);
   auto dup = Rows(b / "w.db", "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
-  auto pending = Rows(b / "w.db", "SELECT 'n', COUNT(*) FROM sends WHERE done = 0");
+  auto pending = Rows(b / "w.db", "SELECT 'n', COUNT(*) FROM sends_pending");
   std::printf(
       "crash test: %d kills, %zu messages, %zu lost, %zu unexpected, %zu differing, "
       "%s duplicate answers from the transport, %s sends still held; clean run %.1f s\n",
