@@ -80,15 +80,35 @@ std::string FormatRfc3339(Micros t) {
   auto tp = sys_time<microseconds>(microseconds(t));
   auto dp = date::floor<date::days>(tp);
   date::year_month_day ymd(dp);
-  auto tod = date::make_time(tp - dp);
-  char buf[64];
-  int us = int(tod.subseconds().count());
-  int n = std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d", int(ymd.year()),
-                        unsigned(ymd.month()), unsigned(ymd.day()), int(tod.hours().count()),
-                        int(tod.minutes().count()), int(tod.seconds().count()));
-  if (us != 0) n += std::snprintf(buf + n, sizeof buf - size_t(n), ".%06d", us);
-  std::snprintf(buf + n, sizeof buf - size_t(n), "Z");
-  return buf;
+  int64_t us_of_day = (tp - dp).count();
+  int64_t secs = us_of_day / kMicrosPerSecond;
+  int us = int(us_of_day % kMicrosPerSecond);
+  // Fixed-width fields, written directly (this runs for every event).
+  char buf[32];
+  auto put = [&](int at, int64_t v, int width) {
+    for (int i = width - 1; i >= 0; --i, v /= 10) buf[at + i] = char('0' + v % 10);
+  };
+  int year = int(ymd.year());
+  if (year < 0 || year > 9999) return date::format("%FT%TZ", tp);  // outside RFC 3339
+  put(0, year, 4);
+  buf[4] = '-';
+  put(5, unsigned(ymd.month()), 2);
+  buf[7] = '-';
+  put(8, unsigned(ymd.day()), 2);
+  buf[10] = 'T';
+  put(11, secs / 3600, 2);
+  buf[13] = ':';
+  put(14, secs / 60 % 60, 2);
+  buf[16] = ':';
+  put(17, secs % 60, 2);
+  int n = 19;
+  if (us != 0) {
+    buf[n++] = '.';
+    put(n, us, 6);
+    n += 6;
+  }
+  buf[n++] = 'Z';
+  return std::string(buf, size_t(n));
 }
 
 nlohmann::json Event::ToJson() const {
