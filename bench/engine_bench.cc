@@ -43,7 +43,7 @@ std::vector<RawInput> MakeEvents(int n) {
 }
 
 struct Threads {
-  double commit_s = 0, wait_s = 0;
+  double commit_s = 0, wait_s = 0, engine_cpu_s = 0, writer_cpu_s = 0;
 };
 
 double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::string& transport,
@@ -62,6 +62,7 @@ double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::s
     std::exit(1);
   }
   auto t0 = Clock::now();
+  double cpu0 = ThreadCpuSeconds();
   for (size_t i = 0; i < events.size(); i += batch) {
     std::vector<RawInput> chunk(events.begin() + long(i),
                                 events.begin() + long(std::min(events.size(), i + batch)));
@@ -75,6 +76,8 @@ double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::s
     std::exit(1);
   }
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  threads->engine_cpu_s = ThreadCpuSeconds() - cpu0;
+  threads->writer_cpu_s = engine.value()->committer().commit_cpu_seconds();
   threads->commit_s = engine.value()->committer().commit_seconds();
   threads->wait_s = engine.value()->committer().wait_seconds();
   if (!engine.value()->summary().dead_letters.empty()) {
@@ -140,6 +143,8 @@ int main(int argc, char** argv) {
   std::printf(
       "    of its %.2f s: writer thread committing %.2f s; engine thread waiting for it %.2f s\n",
       null_s, threads.commit_s, threads.wait_s);
+  std::printf("    CPU per event: engine thread %.1f us, writer thread %.1f us\n",
+              threads.engine_cpu_s / n * 1e6, threads.writer_cpu_s / n * 1e6);
   if (!null_only) {
     std::printf("  engine, file transport: %.0f events/s (%lld .eml files)\n", n / file_s,
                 (long long)sends);

@@ -34,9 +34,9 @@ json Used(const dsl::ExprPtr& e, const EvalScope& scope) {
 
 class Stepper {
  public:
-  Stepper(const dsl::CompiledJourney& j, const Instance& in, Micros time)
-      : j_(j), r_{in, {}, {}, {}, false} {
-    r_.next.time = std::max(time, in.time);
+  Stepper(const dsl::CompiledJourney& j, Instance in, Micros time)
+      : j_(j), r_{std::move(in), {}, {}, {}, false} {
+    r_.next.time = std::max(time, r_.next.time);
   }
 
   StepResult Run(const Input& input);
@@ -373,10 +373,14 @@ Instance NewInstance(const dsl::CompiledJourney& j, const std::string& key, int6
   return i;
 }
 
-StepResult Step(const dsl::CompiledJourney& j, const Instance& instance, const Input& input,
-                Micros time) {
-  Stepper s(j, instance, time);
+StepResult Step(const dsl::CompiledJourney& j, Instance instance, const Input& input, Micros time) {
+  Micros before = instance.time;
+  Stepper s(j, std::move(instance), time);
   StepResult r = s.Run(input);
+  if (!r.changed) {
+    r.next.time = before;  // untouched: exactly the instance given
+    return r;
+  }
   r.next.revision += int64_t(r.records.size());
   // A finished instance keeps listening for the goals it has not reached
   // until the last of their windows closes.

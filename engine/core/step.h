@@ -59,8 +59,10 @@ struct StepResult {
 Instance NewInstance(const dsl::CompiledJourney& j, const std::string& key, int64_t seq,
                      const Event& trigger);
 
-StepResult Step(const dsl::CompiledJourney& j, const Instance& instance, const Input& input,
-                Micros time);
+// The step function. `instance` is taken by value (move it in to spare a
+// copy); when the input does not concern it (`changed` false), `next` is
+// exactly the instance given.
+StepResult Step(const dsl::CompiledJourney& j, Instance instance, const Input& input, Micros time);
 
 // "wm-" + 40 hex digits of SHA-256("journey/state/key/seq/visit").
 std::string IdempotencyKey(const std::string& journey, const std::string& state,

@@ -1,6 +1,14 @@
 #include "engine/runtime/committer.h"
 
+#include <time.h>
+
 namespace waymark {
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
 
 Committer::Committer(Store* store) : store_(store), thread_([this] { Run(); }) {}
 
@@ -43,13 +51,16 @@ void Committer::Run() {
     job_.reset();
     lock.unlock();
     auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuSeconds();
     Done d{store_->Commit(b), {}};
     double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double cpu = ThreadCpuSeconds() - cpu0;
     d.send_seqs.reserve(b.sends.size());
     for (const SendRow& s : b.sends) d.send_seqs.push_back(s.seq);
     b = Batch();  // freed here, off the engine's thread
     lock.lock();
     commit_seconds_ += took;
+    commit_cpu_seconds_ += cpu;
     done_ = std::move(d);
     cv_.notify_all();
   }

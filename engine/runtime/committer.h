@@ -13,6 +13,9 @@
 
 namespace waymark {
 
+// CPU time the calling thread has used.
+double ThreadCpuSeconds();
+
 class Committer {
  public:
   explicit Committer(Store* store);
@@ -34,9 +37,11 @@ class Committer {
   };
   Done Wait();
 
-  // Seconds spent committing, and seconds the engine's thread spent in
-  // Wait, since the start: how well the two threads overlap.
+  // Seconds spent committing (wall clock, and CPU time of the writer
+  // thread), and seconds the engine's thread spent in Wait, since the
+  // start: how well the two threads overlap.
   double commit_seconds() const { return commit_seconds_; }
+  double commit_cpu_seconds() const { return commit_cpu_seconds_; }
   double wait_seconds() const { return wait_seconds_; }
 
  private:
@@ -50,6 +55,7 @@ class Committer {
   bool stop_ = false;          // guarded by mu_
   bool busy_ = false;          // the engine thread's view: started, not yet waited for
   double commit_seconds_ = 0;  // written by the writer, read after Wait
+  double commit_cpu_seconds_ = 0;
   double wait_seconds_ = 0;
   std::thread thread_;
 };

@@ -205,7 +205,7 @@ void Engine::FireTimers(Micros until) {
     if (!j) continue;
     clock_ = std::max(clock_, due);
     ++summary_.timers_fired;
-    Apply(*j, Step(*j, it->second, {Input::Kind::kTimer, nullptr, due}, due));
+    Apply(*j, Step(*j, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
     RouteEmitted();
   }
 }
@@ -301,7 +301,7 @@ void Engine::DecideSends() {
   }
 }
 
-void Engine::StepEach(const KeyIndex& index, const std::unordered_map<std::string, Instance>& pool,
+void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Instance>& pool,
                       const std::string& key_of, const Event& e) {
   auto ids = index.find(key_of);
   if (ids == index.end()) return;
@@ -311,7 +311,14 @@ void Engine::StepEach(const KeyIndex& index, const std::unordered_map<std::strin
     if (it == pool.end()) continue;
     const dsl::CompiledJourney* v = VersionOf(it->second);
     if (!v) continue;
-    Apply(*v, Step(*v, it->second, {Input::Kind::kEvent, &e, 0}, e.time));
+    Input in{Input::Kind::kEvent, &e, 0};
+    Micros due = it->second.due;
+    // A running instance moves into the step and back (Apply); a finished
+    // one, still watching for goals, is stepped as a copy.
+    Apply(*v,
+          &pool == &active_ ? Step(*v, std::move(it->second), in, e.time)
+                            : Step(*v, it->second, in, e.time),
+          due);
   }
 }
 
@@ -400,20 +407,24 @@ void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, con
   fresh.entered_at = now;
   by_key_[ek].push_back(fresh.id);
   std::string id = fresh.id;
-  const Instance& entered = active_.insert_or_assign(std::move(id), std::move(fresh)).first->second;
-  Apply(j, Step(j, entered, {Input::Kind::kStart, &e, 0}, now));
+  active_.insert_or_assign(std::move(id), Instance());  // its state arrives through Apply
+  Apply(j, Step(j, std::move(fresh), {Input::Kind::kStart, &e, 0}, now), 0);
 }
 
-void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
-  if (!r.changed) return;
+void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) {
   auto running = active_.find(r.next.id);
-  const Instance& cur = running != active_.end() ? running->second : watching_.at(r.next.id);
-  int64_t n = cur.revision;
-  for (const Record& rec : r.records) {
-    batch_.history.push_back({r.next.id, ++n, rec.time, rec.kind, rec.state, rec.detail});
+  if (!r.changed) {
+    // Unchanged: a running instance's state goes back where it came from.
+    if (running != active_.end()) running->second = std::move(r.next);
+    return;
   }
-  if (cur.due != r.next.due) {
-    if (cur.due) timers_.erase({cur.due, cur.id});
+  int64_t n = r.next.revision - int64_t(r.records.size());
+  for (Record& rec : r.records) {
+    batch_.history.push_back({r.next.id, ++n, rec.time, std::move(rec.kind), std::move(rec.state),
+                              std::move(rec.detail)});
+  }
+  if (old_due != r.next.due) {
+    if (old_due) timers_.erase({old_due, r.next.id});
     if (r.next.due) timers_.insert({r.next.due, r.next.id});
   }
   for (SendEffect& s : r.sends) {
@@ -451,9 +462,13 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r) {
   } else {
     Unwatch(r.next.id);
   }
-  batch_.instances.push_back(r.next);
   dirty_.erase(r.next.id);
-  if (r.next.goals_open_until >= clock_) Watch(std::move(r.next));
+  if (r.next.goals_open_until >= clock_) {
+    batch_.instances.push_back(r.next);
+    Watch(std::move(r.next));
+  } else {
+    batch_.instances.push_back(std::move(r.next));
+  }
 }
 
 Status Engine::Settle() {

@@ -110,9 +110,12 @@ class Engine {
   void Route(const Event& e, bool emitted);
   void RouteEmitted();
   void TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e);
-  void Apply(const dsl::CompiledJourney& j, StepResult r);
+  // Records what a step did. A running instance was moved into the step:
+  // its state comes back in `r.next`, changed or not. `old_due`: its timer
+  // before the step.
+  void Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due);
   // Steps each instance of `pool` that `index` lists under `key` with `e`.
-  void StepEach(const KeyIndex& index, const std::unordered_map<std::string, Instance>& pool,
+  void StepEach(const KeyIndex& index, std::unordered_map<std::string, Instance>& pool,
                 const std::string& key_of, const Event& e);
   void Watch(Instance i);
   void Unwatch(const std::string& id);

@@ -97,7 +97,8 @@ Result<ReplayReport> VerifyHistories(Store& store, size_t max_problems) {
       if (!v) {
         auto row = store.JourneyVersion(stored.version);
         if (!row.ok()) return row.status();
-        if (!row.value()) return Status::Error("journey version " + stored.version + " is not stored");
+        if (!row.value())
+          return Status::Error("journey version " + stored.version + " is not stored");
         auto j = dsl::CompiledJourney::FromJson(json::parse(row.value()->body, nullptr, false));
         if (!j.ok()) return j.status();
         if (j.value().version != stored.version) {
@@ -109,7 +110,8 @@ Result<ReplayReport> VerifyHistories(Store& store, size_t max_problems) {
       std::string why = ReplayOne(store, *v, stored, report);
       if (!why.empty()) {
         ++report.divergences;
-        if (report.problems.size() < max_problems) report.problems.push_back(stored.id + ": " + why);
+        if (report.problems.size() < max_problems)
+          report.problems.push_back(stored.id + ": " + why);
       }
     }
   }
