@@ -124,6 +124,11 @@ const JsonDoc& Event::Doc() const {
   return doc_;
 }
 
+void Event::SealWith(nlohmann::json doc) {
+  data = nlohmann::json::object();
+  doc_ = std::make_shared<const nlohmann::json>(std::move(doc));
+}
+
 void Event::Seal() {
   if (doc_) return;
   nlohmann::json d = std::move(data);
@@ -278,7 +283,19 @@ Result<Event> EventDecoder::Decode(nlohmann::json j, size_t size, Micros now) co
       return Status::Error(msg);
     }
   }
-  e.Seal();
+  // Usually the input is already the document Seal would build: exactly
+  // the attributes it keeps, the time in canonical form. Then it is used
+  // as it is.
+  auto data = j.find("data");
+  bool canonical = !e.time_assigned && data != j.end() &&
+                   j.size() == (e.subject.empty() ? 6u : 7u) &&
+                   (e.subject.empty() || j.contains("subject")) && time == FormatRfc3339(e.time);
+  if (canonical) {
+    *data = std::move(e.data);
+    e.SealWith(std::move(j));
+  } else {
+    e.Seal();
+  }
   return e;
 }
 

@@ -47,6 +47,9 @@ struct Event {
   // Builds Doc() now, moving `data` into it rather than copying: `data` is
   // empty afterwards, and the event is read through Doc().
   void Seal();
+  // Seal with `doc`, which must equal what Seal would build (the decoder
+  // passes the input itself when it is already in that form).
+  void SealWith(nlohmann::json doc);
   static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
 
  private:

@@ -1,0 +1,93 @@
+// Decoding CloudEvents: the document every later stage reads is the same
+// whatever form the input took.
+#include "engine/core/event.h"
+
+#include <gtest/gtest.h>
+
+namespace waymark {
+namespace {
+
+using nlohmann::json;
+
+std::unique_ptr<EventDecoder> Decoder() {
+  auto d = EventDecoder::Create("");
+  EXPECT_TRUE(d.ok()) << d.error();
+  return std::move(d).value();
+}
+
+TEST(EventDecoder, TheDocumentIsCanonicalWhateverTheInputForm) {
+  json expected = {{"specversion", "1.0"},
+                   {"id", "e1"},
+                   {"source", "s"},
+                   {"type", "user.signup"},
+                   {"subject", "u1"},
+                   {"time", "2026-03-08T09:30:00Z"},
+                   {"data", {{"email", "a@x.io"}, {"n", 1}}}};
+  const char* inputs[] = {
+      // already canonical (used as it is)
+      R"({"specversion":"1.0","id":"e1","source":"s","type":"user.signup","subject":"u1","time":"2026-03-08T09:30:00Z","data":{"email":"a@x.io","n":1}})",
+      // an offset
+      R"({"specversion":"1.0","id":"e1","source":"s","type":"user.signup","subject":"u1","time":"2026-03-08T10:30:00+01:00","data":{"email":"a@x.io","n":1}})",
+      // lower-case separators
+      R"({"specversion":"1.0","id":"e1","source":"s","type":"user.signup","subject":"u1","time":"2026-03-08t09:30:00z","data":{"email":"a@x.io","n":1}})",
+      // an extension attribute (not kept)
+      R"({"specversion":"1.0","id":"e1","source":"s","type":"user.signup","subject":"u1","time":"2026-03-08T09:30:00Z","traceparent":"x","data":{"email":"a@x.io","n":1}})",
+  };
+  auto d = Decoder();
+  for (const char* in : inputs) {
+    auto e = d->Decode(in, 0);
+    ASSERT_TRUE(e.ok()) << in << ": " << e.error();
+    EXPECT_EQ(*e.value().Doc(), expected) << in;
+    EXPECT_EQ(e.value().time, ParseRfc3339("2026-03-08T09:30:00Z").value());
+  }
+}
+
+TEST(EventDecoder, AbsentOrEmptyPartsAreNormalised) {
+  auto d = Decoder();
+  // No subject, no data, an empty subject, a null data: the document has
+  // no subject and an empty data object.
+  for (
+      const char* in : {
+          R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"2026-03-08T09:30:00Z"})",
+          R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":"","time":"2026-03-08T09:30:00Z","data":{}})",
+          R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":null,"time":"2026-03-08T09:30:00Z","data":null})",
+      }) {
+    auto e = d->Decode(in, 0);
+    ASSERT_TRUE(e.ok()) << in << ": " << e.error();
+    EXPECT_EQ(*e.value().Doc(), (json{{"specversion", "1.0"},
+                                      {"id", "e1"},
+                                      {"source", "s"},
+                                      {"type", "t"},
+                                      {"time", "2026-03-08T09:30:00Z"},
+                                      {"data", json::object()}}))
+        << in;
+  }
+  // No time: stamped with the time given.
+  auto e = d->Decode(R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data":{}})",
+                     ParseRfc3339("2026-01-01T00:00:00.5Z").value());
+  ASSERT_TRUE(e.ok());
+  EXPECT_TRUE(e.value().time_assigned);
+  EXPECT_EQ(e.value().Doc()->at("time"), "2026-01-01T00:00:00.500000Z");
+}
+
+TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
+  auto d = Decoder();
+  std::pair<const char*, const char*> cases[] = {
+      {"{", "malformed JSON"},
+      {"[1]", "must be a JSON object"},
+      {R"({"id":"e1","source":"s","type":"t"})", "'specversion'"},
+      {R"({"specversion":"0.3","id":"e1","source":"s","type":"t"})", "specversion '0.3'"},
+      {R"({"specversion":"1.0","source":"s","type":"t"})", "'id'"},
+      {R"({"specversion":"1.0","id":"","source":"s","type":"t"})", "'id' must not be empty"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"yesterday"})", "'time'"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data":[1]})", "'data'"},
+  };
+  for (const auto& [in, want] : cases) {
+    auto e = d->Decode(in, 0);
+    ASSERT_FALSE(e.ok()) << in;
+    EXPECT_NE(e.error().find(want), std::string::npos) << in << " -> " << e.error();
+  }
+}
+
+}  // namespace
+}  // namespace waymark
