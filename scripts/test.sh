@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite:
+#   0. starts the real servers the tests use (PostgreSQL) on free loopback
+#      ports (scripts/servers.sh), and stops them at the end, also on failure;
 #   1. the full suite (ctest) in build/;
 #   2. the language and engine unit tests again under ASan + UBSan (build-asan/);
 #   3. the parser fuzzer (libFuzzer, clang) for WAYMARK_FUZZ_SECONDS (default 60).
@@ -15,7 +17,9 @@ bash scripts/setup.sh || exit 2
 
 passed=0 failed=0 status=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+source scripts/servers.sh
+trap 'stop_servers; rm -f "$log"' EXIT
+start_postgres || { echo "could not start PostgreSQL"; exit 2; }
 
 # run_ctest DIR [ctest args...]: runs ctest, adds its counts to the totals.
 run_ctest() {

@@ -19,5 +19,6 @@ void RegisterRun(CLI::App& app, int* exit_code);
 void RegisterInspect(CLI::App& app, int* exit_code);
 void RegisterRender(CLI::App& app, int* exit_code);
 void RegisterReplay(CLI::App& app, int* exit_code);
+void RegisterMigrate(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

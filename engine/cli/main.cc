@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   waymark::cli::RegisterInspect(app, &exit_code);
   waymark::cli::RegisterRender(app, &exit_code);
   waymark::cli::RegisterReplay(app, &exit_code);
+  waymark::cli::RegisterMigrate(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

@@ -19,6 +19,7 @@
 #include "engine/delivery/message.h"
 #include "engine/runtime/engine.h"
 #include "engine/runtime/replay.h"
+#include "engine/store/postgres_store.h"
 
 namespace waymark::cli {
 namespace {
@@ -594,6 +595,33 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
               << " inputs, " << r.value().records << " history records): " << r.value().divergences
               << " divergences\n";
     *exit_code = r.value().divergences == 0 ? kExitOk : kExitRejected;
+  });
+}
+
+void RegisterMigrate(CLI::App& app, int* exit_code) {
+  auto store = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand(
+      "migrate", "Bring a PostgreSQL store's schema to this version (an SQLite store needs none)");
+  cmd->add_option("--store", *store, "postgresql://USER@HOST:PORT/DB")->required();
+  cmd->callback([=] {
+    if (!IsPostgresUrl(*store)) {
+      std::cerr << "waymark migrate: only a PostgreSQL store is migrated (an SQLite store is "
+                   "created at its version when first opened)\n";
+      *exit_code = kExitUsage;
+      return;
+    }
+    auto r = MigratePostgres(*store);
+    if (!r.ok()) {
+      std::cerr << "waymark migrate: " << r.error() << "\n";
+      *exit_code = 3;
+      return;
+    }
+    auto [from, to] = r.value();
+    if (from == to) {
+      std::cout << "schema version " << to << ": up to date\n";
+    } else {
+      std::cout << "schema version " << from << " -> " << to << "\n";
+    }
   });
 }
 

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "engine/base/json_text.h"
+#include "engine/store/rows.h"
 
 #include <map>
 #include <unordered_map>
@@ -214,12 +215,12 @@ class SqliteStore : public Store {
   }
 
   Result<std::vector<Event>> EventsBySubject(const std::string& subject) override {
-    Stmt& q = S("SELECT body FROM events WHERE subject = ?1 ORDER BY seq");
+    Stmt& q = S("SELECT source, id, body FROM events WHERE subject = ?1 ORDER BY seq");
     q.Bind(1, subject);
     std::vector<Event> out;
     Status st;
     while (q.Next(st)) {
-      auto e = Event::FromJson(json::parse(q.Text(0)));
+      auto e = rows::ParseEvent(q.Text(0), q.Text(1), q.Text(2));
       if (!e.ok()) {
         sqlite3_reset(q.get());
         return e.status();
@@ -228,16 +229,6 @@ class SqliteStore : public Store {
     }
     if (!st.ok()) return st;
     return out;
-  }
-
-  Result<std::optional<Event>> EventById(const std::string& source,
-                                         const std::string& id) override {
-    auto doc = LoadEventDoc(source, id);
-    if (!doc.ok()) return doc.status();
-    if (!doc.value()) return std::optional<Event>();
-    auto e = Event::FromJson(*doc.value());
-    if (!e.ok()) return e.status();
-    return std::optional<Event>(std::move(e).value());
   }
 
   Result<std::vector<Instance>> InstancesAfter(const std::string& after_id, size_t limit) override {
@@ -274,7 +265,7 @@ class SqliteStore : public Store {
     Stmt& q =
         S("SELECT body FROM instances WHERE id >= ?3 AND id < ?4 AND journey = ?1 AND key = ?2 "
           "ORDER BY seq");
-    auto [from, to] = IdRange(journey, key);
+    auto [from, to] = rows::InstanceIdRange(journey, key);
     q.Bind(1, journey).Bind(2, key).Bind(3, from).Bind(4, to);
     return QueryInstances(q);
   }
@@ -297,22 +288,10 @@ class SqliteStore : public Store {
     std::vector<HistoryRow> out;
     Status st;
     while (q.Next(st)) {
-      int64_t n = q.Int(0), last = q.Int(1);
-      json records = json::parse(q.Text(2), nullptr, false);
-      if (!records.is_array() || int64_t(records.size()) != last - n + 1) {
+      if (Status s = rows::ReadHistoryRun(instance_id, q.Int(0), q.Int(1), q.Text(2), out);
+          !s.ok()) {
         sqlite3_reset(q.get());
-        return Status::Error("history of " + instance_id + " at " + std::to_string(n) +
-                             ": stored records are malformed");
-      }
-      for (json& r : records) {
-        if (!r.is_array() || r.size() != 4 || !r[0].is_number_integer() || !r[1].is_string() ||
-            !r[2].is_string()) {
-          sqlite3_reset(q.get());
-          return Status::Error("history of " + instance_id + " at " + std::to_string(n) +
-                               ": stored record is malformed");
-        }
-        out.push_back({instance_id, n++, r[0].get<Micros>(), r[1].get<std::string>(),
-                       r[2].get<std::string>(), std::move(r[3])});
+        return s;
       }
     }
     if (!st.ok()) return st;
@@ -439,46 +418,24 @@ class SqliteStore : public Store {
     return *it->second;
   }
 
-  // The stored body of an event as a document; null when there is none.
-  Result<JsonDoc> LoadEventDoc(const std::string& source, const std::string& id) {
+ public:
+  Result<std::string> EventBody(const std::string& source, const std::string& id) override {
     Stmt& q = S("SELECT body FROM events WHERE source = ?1 AND id = ?2");
     q.Bind(1, source).Bind(2, id);
     Status st;
     if (!q.Next(st)) {
       if (!st.ok()) return st;
-      return JsonDoc();
+      return std::string();
     }
-    json body = json::parse(q.Text(0), nullptr, false);
+    std::string body = q.Text(0);
     sqlite3_reset(q.get());
-    if (body.is_discarded()) {
-      return Status::Error("event (" + source + ", " + id + "): stored body is not JSON");
-    }
-    return JsonDoc(std::make_shared<const json>(std::move(body)));
+    return body;
   }
 
-  // The stored document of an event, for the references in instance and
-  // send rows; `cache` shares one document between the rows of one query.
-  Result<JsonDoc> EventDoc(const std::string& source, const std::string& id,
-                           std::map<std::pair<std::string, std::string>, JsonDoc>& cache) {
-    auto it = cache.find({source, id});
-    if (it != cache.end()) return it->second;
-    auto loaded = LoadEventDoc(source, id);
-    if (!loaded.ok()) return loaded.status();
-    JsonDoc doc = std::move(loaded).value();
-    if (!doc) return Status::Error("event (" + source + ", " + id + ") is not in the store");
-    cache.emplace(std::make_pair(source, id), doc);
-    return doc;
-  }
-
-  // The ids of (journey, key)'s instances, journey/key/seq, lie in
-  // [journey/key/, journey/key0): '0' follows '/'. Other keys that start
-  // with "key/" fall in the range too; the queries check journey and key.
-  static std::pair<std::string, std::string> IdRange(const std::string& journey,
-                                                     const std::string& key) {
-    std::string from = journey + "/" + key + "/";
-    std::string to = from;
-    to.back() = '0';
-    return {std::move(from), std::move(to)};
+ private:
+  rows::EventDocs Docs() {
+    return rows::EventDocs(
+        [this](const std::string& source, const std::string& id) { return EventBody(source, id); });
   }
 
   Result<std::vector<Instance>> QueryInstances(Stmt& q) {
@@ -487,15 +444,10 @@ class SqliteStore : public Store {
     Status st;
     while (q.Next(st)) bodies.push_back(q.Text(0));
     if (!st.ok()) return st;
-    std::map<std::pair<std::string, std::string>, JsonDoc> cache;
-    auto resolve = [&](const std::string& source, const std::string& id) {
-      return EventDoc(source, id, cache);
-    };
+    rows::EventDocs docs = Docs();
     std::vector<Instance> out;
     for (const std::string& body : bodies) {
-      json j = json::parse(body, nullptr, false);
-      if (j.is_discarded()) return Status::Error("stored instance is not JSON");
-      auto i = Instance::FromJson(j, resolve);
+      auto i = rows::ParseInstance(body, docs);
       if (!i.ok()) return i.status();
       out.push_back(std::move(i).value());
     }
@@ -526,20 +478,9 @@ class SqliteStore : public Store {
       out.push_back(std::move(r));
     }
     if (!st.ok()) return st;
-    std::map<std::pair<std::string, std::string>, JsonDoc> cache;
+    rows::EventDocs docs = Docs();
     for (size_t k = 0; k < out.size(); ++k) {
-      json c = json::parse(contexts[k], nullptr, false);
-      if (c.is_discarded() || !c.is_object()) {
-        return Status::Error("send " + out[k].key + ": stored context is not a JSON object");
-      }
-      for (auto [name, doc] : {std::pair{"trigger", &out[k].trigger}, {"event", &out[k].event}}) {
-        const json& ref = c.value(name, json());
-        if (!ref.is_object()) continue;
-        auto d = EventDoc(ref.value("source", ""), ref.value("id", ""), cache);
-        if (!d.ok()) return Status::Error("send " + out[k].key + ": " + name + ": " + d.error());
-        *doc = std::move(d).value();
-      }
-      out[k].vars = c.value("vars", json::object());
+      if (Status s = rows::ParseSendContext(contexts[k], out[k], docs); !s.ok()) return s;
     }
     return out;
   }
@@ -568,25 +509,9 @@ class SqliteStore : public Store {
     // starts where the stored one ended, so a second writer of the same
     // records fails the whole batch on the key (instance, n).
     for (size_t k = 0, end; k < b.history.size(); k = end) {
+      end = rows::HistoryRunEnd(b.history, k);
       const HistoryRow& first = b.history[k];
-      for (end = k + 1; end < b.history.size() && b.history[end].instance_id == first.instance_id &&
-                        b.history[end].n == b.history[end - 1].n + 1;
-           ++end) {
-      }
-      std::string records = "[";
-      for (size_t r = k; r < end; ++r) {
-        const HistoryRow& h = b.history[r];
-        records += r == k ? "[" : ",[";
-        records += std::to_string(h.time);
-        records += ',';
-        AppendJsonString(records, h.kind);
-        records += ',';
-        AppendJsonString(records, h.state);
-        records += ',';
-        AppendJson(records, h.detail);
-        records += ']';
-      }
-      records += ']';
+      std::string records = rows::HistoryRunText(b.history, k, end);
       int64_t last = b.history[end - 1].n;
       Stmt& q = W("INSERT INTO history (instance_id, n, last_n, records) VALUES (?1, ?2, ?3, ?4)");
       q.Bind(1, first.instance_id).Bind(2, first.n).Bind(3, last).Bind(4, records);
@@ -611,32 +536,16 @@ class SqliteStore : public Store {
       q.Bind(6, r.template_name).Bind(7, r.recipient).Bind(8, r.intent).Bind(9, r.via);
       q.Bind(10, int64_t(r.priority)).Bind(11, r.requested_at).Bind(12, r.not_before);
       q.Bind(13, int64_t(r.cap_counted));
-      std::string context;
-      JsonObjectWriter c(context);
-      AppendEventRef(c.Value("trigger"), r.trigger);
-      AppendEventRef(c.Value("event"), r.event);
-      c.Raw("vars", DumpJson(r.vars));
-      c.Close();
+      std::string context = rows::SendContext(r);
       if (Status s = q.Bind(14, context).Exec(); !s.ok()) return s;
       r.seq = sqlite3_last_insert_rowid(db_);
       Stmt& p = W("INSERT INTO sends_pending (seq) VALUES (?1)");
       if (Status s = p.Bind(1, r.seq).Exec(); !s.ok()) return s;
     }
     // Results that name a send of this batch by key (capped, dead-lettered,
-    // deferred at decision time): the map is built only when one does.
-    std::map<std::string, int64_t> batch_seq;
+    // deferred at decision time).
+    if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
     for (SendResultRow& r : b.results) {
-      if (r.send_seq == 0) {
-        if (batch_seq.empty()) {
-          for (const SendRow& sent : b.sends) batch_seq[sent.key] = sent.seq;
-        }
-        auto it = batch_seq.find(r.key);
-        if (it == batch_seq.end()) {
-          return Status::Error("result for send " + r.key +
-                               ", which is neither stored nor in the batch");
-        }
-        r.send_seq = it->second;
-      }
       Stmt& q =
           W("INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
@@ -670,11 +579,6 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
   auto s = std::make_unique<SqliteStore>();
   if (Status st = s->Open(path); !st.ok()) return st;
   return std::unique_ptr<Store>(std::move(s));
-}
-
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
-  if (url.rfind("sqlite:", 0) == 0) return OpenSqliteStore(url.substr(7));
-  return Status::Error("unknown store URL '" + url + "' (expected sqlite:PATH)");
 }
 
 }  // namespace waymark

@@ -126,8 +126,10 @@ class Store {
   virtual Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) = 0;
   virtual Result<std::vector<Event>> EventsBySubject(const std::string& subject) = 0;
-  virtual Result<std::optional<Event>> EventById(const std::string& source,
-                                                 const std::string& id) = 0;
+  // The stored body of an event ("" when the store has none).
+  virtual Result<std::string> EventBody(const std::string& source, const std::string& id) = 0;
+  // The stored event, if any.
+  Result<std::optional<Event>> EventById(const std::string& source, const std::string& id);
 
   virtual Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) = 0;
 
@@ -162,7 +164,9 @@ class Store {
   virtual Result<StoreCounts> Counts() = 0;
 };
 
-// Opens a store from a URL: "sqlite:PATH".
+// Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"
+// (a PostgreSQL database must have been migrated: MigratePostgres).
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
+bool IsPostgresUrl(const std::string& url);
 
 }  // namespace waymark

@@ -55,35 +55,22 @@ void WriteEvents(const fs::path& path, int n) {
     int64_t t = base + std::uniform_int_distribution<int64_t>(0, 20 * 86400)(rng);
     std::string email = u + "@example.com";
     const char* plan = std::uniform_int_distribution<int>(0, 3)(rng) == 0 ? "pro" : "free";
-    evs.push_back({t,
-                   {{"specversion", "1.0"},
-                    {"id", "s-" + u},
-                    {"source", "app"},
-                    {"type", "user.signup"},
-                    {"subject", u},
-                    {"time", Iso(t)},
-                    {"data", {{"email", email}, {"plan", plan}}}}});
+    auto add = [&](int64_t at, const std::string& id, const char* source, const char* type,
+                   const nlohmann::json& data) {
+      nlohmann::json j = {{"specversion", "1.0"}, {"id", id},     {"source", source},
+                          {"type", type},         {"subject", u}, {"time", Iso(at)}};
+      if (!data.is_null()) j["data"] = data;
+      evs.push_back({at, std::move(j)});
+    };
+    add(t, "s-" + u, "app", "user.signup", {{"email", email}, {"plan", plan}});
     int r = std::uniform_int_distribution<int>(0, 9)(rng);
     if (r < 4) {
       int64_t at = t + std::uniform_int_distribution<int64_t>(3600, 6 * 86400)(rng);
-      evs.push_back({at,
-                     {{"specversion", "1.0"},
-                      {"id", "o-" + u},
-                      {"source", "shop"},
-                      {"type", "order.placed"},
-                      {"subject", u},
-                      {"time", Iso(at)},
-                      {"data", {{"order_id", "ord-" + u}}}}});
+      add(at, "o-" + u, "shop", "order.placed", {{"order_id", "ord-" + u}});
     }
     if (r == 9) {
       int64_t at = t + std::uniform_int_distribution<int64_t>(60, 5 * 86400)(rng);
-      evs.push_back({at,
-                     {{"specversion", "1.0"},
-                      {"id", "d-" + u},
-                      {"source", "app"},
-                      {"type", "user.deleted"},
-                      {"subject", u},
-                      {"time", Iso(at)}}});
+      add(at, "d-" + u, "app", "user.deleted", nullptr);
     }
   }
   std::stable_sort(evs.begin(), evs.end(), [](const E& a, const E& b) { return a.t < b.t; });

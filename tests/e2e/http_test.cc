@@ -13,8 +13,8 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <nlohmann/json.hpp>
 #include <sqlite3.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/testing/files.h"
 
@@ -24,8 +24,12 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string Ev(const std::string& id, const std::string& subject) {
-  return json{{"specversion", "1.0"}, {"id", id}, {"source", "t"}, {"type", "user.signup"},
-              {"subject", subject}, {"time", "2026-03-01T10:00:00Z"},
+  return json{{"specversion", "1.0"},
+              {"id", id},
+              {"source", "t"},
+              {"type", "user.signup"},
+              {"subject", subject},
+              {"time", "2026-03-01T10:00:00Z"},
               {"data", {{"email", subject + "@example.com"}, {"plan", "free"}}}}
       .dump();
 }
@@ -52,7 +56,8 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
     dup2(fd, 2);
     int null = ::open("/dev/null", O_WRONLY);
     dup2(null, 1);
-    std::string journeys = (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
+    std::string journeys =
+        (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
     std::string store = "sqlite:" + (dir / "w.db").string();
     std::string out = "file:" + (dir / "outbox").string();
     execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas",
@@ -66,7 +71,8 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::smatch m;
     std::string text = waymark::testing_util::ReadFile(err);
-    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/events)"))) port = std::stoi(m[1]);
+    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/events)")))
+      port = std::stoi(m[1]);
   }
   ASSERT_GT(port, 0) << waymark::testing_util::ReadFile(err);
   httplib::Client cli("127.0.0.1", port);

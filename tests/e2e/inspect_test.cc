@@ -10,21 +10,14 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/files.h"
+#include "tests/testing/process.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string Shell(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
+using waymark::testing_util::Shell;
 
 TEST(Inspect, TracesInputsDecisionsAndSendsOfOnePerson) {
   fs::path dir = fs::temp_directory_path() / ("waymark_inspect_" + std::to_string(getpid()));

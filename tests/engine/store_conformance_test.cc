@@ -1,16 +1,25 @@
 // The store conformance suite: every Store implementation must pass it.
-// Each implementation registers a factory in kFactories; the PostgreSQL
-// store joins with its own.
+// Each implementation registers a factory in kFactories.
+//
+// PostgreSQL runs against a real server: WAYMARK_TEST_POSTGRES names it
+// (postgresql://USER@HOST:PORT, no database), and each test gets a new
+// database. scripts/test.sh starts a server on a free loopback port and
+// sets the variable; without it these tests fail, saying so.
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include "engine/store/postgres_store.h"
 #include "engine/store/sqlite_store.h"
+
+#include <pqxx/pqxx>
 
 namespace waymark {
 namespace {
@@ -33,6 +42,37 @@ const Factory kFactories[] = {
        fs::remove(p.string() + "-wal");
        fs::remove(p.string() + "-shm");
        return [p] { return OpenSqliteStore(p.string()); };
+     }},
+    {"postgresql",
+     [](std::string test) -> std::function<Result<std::unique_ptr<Store>>()> {
+       const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+       if (!server || !*server) {
+         return [] {
+           return Result<std::unique_ptr<Store>>(
+               Status::Error("WAYMARK_TEST_POSTGRES is not set: run the suite with "
+                             "scripts/test.sh, which starts a PostgreSQL server for it"));
+         };
+       }
+       std::string db = "conf_" + std::to_string(::getpid()) + "_";
+       for (char c : test)
+         db += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '_';
+       db = db.substr(0, 63);
+       try {
+         pqxx::connection admin(std::string(server) + "/postgres");
+         pqxx::nontransaction n(admin);
+         n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
+         n.exec("CREATE DATABASE " + n.quote_name(db));
+       } catch (const std::exception& e) {
+         std::string error = std::string("creating the test database: ") + e.what();
+         return [error] { return Result<std::unique_ptr<Store>>(Status::Error(error)); };
+       }
+       std::string url = std::string(server) + "/" + db;
+       auto migrated = MigratePostgres(url);
+       if (!migrated.ok()) {
+         std::string error = migrated.error();
+         return [error] { return Result<std::unique_ptr<Store>>(Status::Error(error)); };
+       }
+       return [url] { return OpenPostgresStore(url); };
      }},
 };
 
@@ -392,15 +432,19 @@ TEST_P(StoreConformance, CapCountedSendsByPersonAndTime) {
 
 TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
   Batch b;
+  // Raw input may be any bytes: NUL, invalid UTF-8.
+  const std::string bytes("{\"a\":\"\0\xff\xfe\"", 10);
   b.dead_letters = {{0, 5, "events.jsonl:3", "malformed JSON", "{nope"},
-                    {0, 6, "events.jsonl:9", "missing required CloudEvents attribute 'id'", "{}"}};
+                    {0, 6, "events.jsonl:9", "missing required CloudEvents attribute 'id'", "{}"},
+                    {0, 7, "events.jsonl:11", "malformed JSON", bytes}};
   ASSERT_TRUE(store_->Commit(b).ok());
   Reopen();
   auto d = store_->DeadLetters();
   ASSERT_TRUE(d.ok());
-  ASSERT_EQ(d.value().size(), 2u);
+  ASSERT_EQ(d.value().size(), 3u);
   EXPECT_EQ(d.value()[0].input, "events.jsonl:3");
   EXPECT_EQ(d.value()[0].raw, "{nope");
+  EXPECT_EQ(d.value()[2].raw, bytes);
   EXPECT_EQ(d.value()[1].reason, "missing required CloudEvents attribute 'id'");
   EXPECT_LT(d.value()[0].id, d.value()[1].id);
 }
@@ -422,6 +466,44 @@ std::string OpenWithSchemaVersion(const std::string& version) {
   auto s = OpenSqliteStore(p.string());
   fs::remove(p);
   return s.ok() ? "" : s.error();
+}
+
+// PostgreSQL: `waymark migrate` brings an empty database to this version,
+// is idempotent, and a store is refused until then or once it is newer.
+TEST(PostgresStore, MigrationsAreAppliedOnceAndVersionsAreChecked) {
+  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+  std::string db = "migrate_" + std::to_string(::getpid());
+  {
+    pqxx::connection admin(std::string(server) + "/postgres");
+    pqxx::nontransaction n(admin);
+    n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
+    n.exec("CREATE DATABASE " + n.quote_name(db));
+  }
+  std::string url = std::string(server) + "/" + db;
+  auto unmigrated = OpenPostgresStore(url);
+  ASSERT_FALSE(unmigrated.ok());
+  EXPECT_NE(unmigrated.error().find("waymark migrate"), std::string::npos) << unmigrated.error();
+  auto first = MigratePostgres(url);
+  ASSERT_TRUE(first.ok()) << first.error();
+  EXPECT_EQ(first.value().first, 0);
+  EXPECT_GE(first.value().second, 1);
+  auto again = MigratePostgres(url);
+  ASSERT_TRUE(again.ok()) << again.error();
+  EXPECT_EQ(again.value().first, again.value().second);
+  ASSERT_TRUE(OpenPostgresStore(url).ok());
+  {
+    pqxx::connection c(url);
+    pqxx::work t(c);
+    t.exec("UPDATE meta SET value = '99' WHERE key = 'schema_version'");
+    t.commit();
+  }
+  auto newer = OpenPostgresStore(url);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.error().find("newer"), std::string::npos) << newer.error();
+  auto refused = MigratePostgres(url);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().find("newer"), std::string::npos) << refused.error();
 }
 
 TEST(SqliteStore, RefusesAStoreFromANewerVersion) {

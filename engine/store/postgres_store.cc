@@ -1,0 +1,513 @@
+#include "engine/store/postgres_store.h"
+
+#include <pqxx/pqxx>
+
+#include "engine/base/json_text.h"
+#include "engine/store/rows.h"
+
+namespace waymark {
+namespace {
+
+using nlohmann::json;
+
+// Migration k takes the schema from version k to k + 1. Append only: a
+// released migration never changes.
+const char* const kMigrations[] = {
+    // 1: the schema of the SQLite store's version 3, in PostgreSQL's types.
+    // Instance ids sort bytewise (COLLATE "C") for the (journey, key) range.
+    R"sql(
+CREATE TABLE events (
+  seq BIGSERIAL PRIMARY KEY,
+  source TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, subject TEXT NOT NULL,
+  time BIGINT NOT NULL, body TEXT NOT NULL,
+  UNIQUE (source, id));
+CREATE INDEX events_subject ON events (subject, seq);
+CREATE TABLE journey_versions (
+  hash TEXT PRIMARY KEY, name TEXT NOT NULL, body TEXT NOT NULL, source_map TEXT NOT NULL);
+CREATE TABLE instances (
+  id TEXT COLLATE "C" PRIMARY KEY, journey TEXT NOT NULL, key TEXT NOT NULL,
+  seq BIGINT NOT NULL, finished BOOLEAN NOT NULL, entered_at BIGINT NOT NULL,
+  due BIGINT NOT NULL, goals_open_until BIGINT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX instances_active ON instances (due) WHERE NOT finished;
+CREATE INDEX instances_goals ON instances (goals_open_until) WHERE goals_open_until > 0;
+CREATE TABLE history (
+  instance_id TEXT COLLATE "C" NOT NULL, n BIGINT NOT NULL, last_n BIGINT NOT NULL,
+  records TEXT NOT NULL, PRIMARY KEY (instance_id, n));
+CREATE TABLE sends (
+  seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL, instance_id TEXT NOT NULL,
+  journey TEXT NOT NULL, person TEXT NOT NULL, state TEXT NOT NULL, template TEXT NOT NULL,
+  recipient TEXT NOT NULL, intent TEXT NOT NULL, via TEXT NOT NULL, priority INTEGER NOT NULL,
+  requested_at BIGINT NOT NULL, not_before BIGINT NOT NULL, cap_counted BOOLEAN NOT NULL,
+  context TEXT NOT NULL);
+CREATE TABLE sends_pending (seq BIGINT PRIMARY KEY);
+CREATE INDEX sends_instance ON sends (instance_id);
+CREATE INDEX sends_cap ON sends (person, not_before) WHERE cap_counted;
+CREATE TABLE send_results (
+  send_seq BIGINT NOT NULL, attempt INTEGER NOT NULL, key TEXT NOT NULL, time BIGINT NOT NULL,
+  result TEXT NOT NULL, final BOOLEAN NOT NULL, detail TEXT NOT NULL,
+  PRIMARY KEY (send_seq, attempt));
+CREATE TABLE dead_letters (
+  id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, input TEXT NOT NULL, reason TEXT NOT NULL,
+  raw BYTEA NOT NULL);
+)sql",
+};
+constexpr int kSchemaVersion = int(std::size(kMigrations));
+
+// Bad input may hold bytes PostgreSQL's text refuses (NUL, invalid UTF-8):
+// the raw input of a dead letter is kept as bytes, passed as hex.
+std::string Hex(const std::string& s) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (unsigned char c : s) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+std::string Unhex(const std::string& s) {
+  auto v = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::string out;
+  for (size_t i = 0; i + 1 < s.size(); i += 2) out += char(v(s[i]) << 4 | v(s[i + 1]));
+  return out;
+}
+
+// Runs `body`, turning libpqxx's exceptions into a Status naming `what`.
+template <typename Body>
+auto Guard(const char* what, Body body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const pqxx::sql_error& e) {
+    return Status::Error(std::string("postgresql: ") + what + ": " + e.what() +
+                         (e.sqlstate().empty() ? "" : " (SQLSTATE " + e.sqlstate() + ")"));
+  } catch (const std::exception& e) {
+    return Status::Error(std::string("postgresql: ") + what + ": " + e.what());
+  }
+}
+
+// The schema version a database has: 0 for none.
+int SchemaVersion(pqxx::transaction_base& t) {
+  if (t.exec("SELECT to_regclass('meta') IS NOT NULL")[0][0].as<bool>() == false) return 0;
+  pqxx::result r = t.exec("SELECT value FROM meta WHERE key = 'schema_version'");
+  return r.empty() ? 0 : std::stoi(r[0][0].as<std::string>());
+}
+
+#define SEND_COLUMNS                                                                       \
+  "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
+  "requested_at, not_before, cap_counted, context"
+
+class PostgresStore : public Store {
+ public:
+  Status Open(const std::string& url) {
+    return Guard("opening the store", [&]() -> Status {
+      write_ = std::make_unique<pqxx::connection>(url);
+      read_ = std::make_unique<pqxx::connection>(url);
+      {
+        pqxx::read_transaction t(*read_);
+        int v = SchemaVersion(t);
+        if (v == 0) {
+          return Status::Error("the database has no waymark schema: run `waymark migrate --store " +
+                               Redacted(url) + "`");
+        }
+        if (v > kSchemaVersion) {
+          return Status::Error("the database has schema version " + std::to_string(v) +
+                               ", newer than this waymark knows (" +
+                               std::to_string(kSchemaVersion) + "): upgrade waymark");
+        }
+        if (v < kSchemaVersion) {
+          return Status::Error("the database has schema version " + std::to_string(v) +
+                               "; this waymark needs " + std::to_string(kSchemaVersion) +
+                               ": run `waymark migrate`");
+        }
+      }
+      Prepare();
+      return Status();
+    });
+  }
+
+  Status Commit(Batch& b) override {
+    if (b.empty()) return Status();
+    return Guard("commit", [&]() -> Status {
+      pqxx::work t(*write_);
+      if (Status s = Write(t, b); !s.ok()) return s;  // the transaction is rolled back
+      t.commit();
+      return Status();
+    });
+  }
+
+  Result<std::vector<bool>> EventsSeen(
+      const std::vector<std::pair<std::string, std::string>>& ids) override {
+    return Guard("events seen", [&]() -> Result<std::vector<bool>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<bool> out;
+      out.reserve(ids.size());
+      for (const auto& [source, id] : ids) {
+        out.push_back(!t.exec_prepared("event_seen", source, id).empty());
+      }
+      return out;
+    });
+  }
+
+  Result<std::vector<Event>> EventsBySubject(const std::string& subject) override {
+    return Guard("events by subject", [&]() -> Result<std::vector<Event>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<Event> out;
+      for (const auto& row : t.exec_prepared("events_by_subject", subject)) {
+        auto e = rows::ParseEvent(row[0].as<std::string>(), row[1].as<std::string>(),
+                                  row[2].as<std::string>());
+        if (!e.ok()) return e.status();
+        out.push_back(std::move(e).value());
+      }
+      return out;
+    });
+  }
+
+  Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) override {
+    return Guard("journey version", [&]() -> Result<std::optional<JourneyVersionRow>> {
+      pqxx::nontransaction t(*read_);
+      pqxx::result r = t.exec_prepared("journey_version", hash);
+      if (r.empty()) return std::optional<JourneyVersionRow>();
+      return std::optional<JourneyVersionRow>(
+          JourneyVersionRow{r[0][0].as<std::string>(), r[0][1].as<std::string>(),
+                            r[0][2].as<std::string>(), r[0][3].as<std::string>()});
+    });
+  }
+
+  Result<std::vector<Instance>> ActiveInstances() override {
+    return QueryInstances("active_instances");
+  }
+  Result<std::vector<Instance>> GoalWatchingInstances(Micros after) override {
+    return QueryInstances("goal_watching_instances", after);
+  }
+  Result<std::vector<Instance>> Instances(const std::string& journey,
+                                          const std::string& key) override {
+    auto [from, to] = rows::InstanceIdRange(journey, key);
+    return QueryInstances("instances_of_key", journey, key, from, to);
+  }
+  Result<std::vector<Instance>> InstancesAfter(const std::string& after_id, size_t limit) override {
+    return QueryInstances("instances_after", after_id, int64_t(limit));
+  }
+
+  Result<std::vector<EntryCount>> AllEntries() override {
+    return Guard("entries", [&]() -> Result<std::vector<EntryCount>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<EntryCount> out;
+      for (const auto& row : t.exec_prepared("all_entries")) {
+        out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<int64_t>(),
+                       row[3].as<int64_t>()});
+      }
+      return out;
+    });
+  }
+
+  Result<std::vector<HistoryRow>> History(const std::string& instance_id) override {
+    return Guard("history", [&]() -> Result<std::vector<HistoryRow>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<HistoryRow> out;
+      for (const auto& row : t.exec_prepared("history", instance_id)) {
+        if (Status s = rows::ReadHistoryRun(instance_id, row[0].as<int64_t>(), row[1].as<int64_t>(),
+                                            row[2].as<std::string>(), out);
+            !s.ok()) {
+          return s;
+        }
+      }
+      return out;
+    });
+  }
+
+  Result<std::vector<std::pair<std::string, Micros>>> DueTimers(Micros until,
+                                                                size_t limit) override {
+    return Guard("due timers", [&]() -> Result<std::vector<std::pair<std::string, Micros>>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<std::pair<std::string, Micros>> out;
+      for (const auto& row : t.exec_prepared("due_timers", until, int64_t(limit))) {
+        out.emplace_back(row[0].as<std::string>(), row[1].as<int64_t>());
+      }
+      return out;
+    });
+  }
+
+  Result<std::vector<SendRow>> PendingSends(size_t limit) override {
+    return QuerySends("pending_sends", int64_t(limit));
+  }
+  Result<std::vector<SendRow>> Sends(const std::string& instance_id) override {
+    return QuerySends("sends_of_instance", instance_id);
+  }
+
+  Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) override {
+    return Guard("send results", [&]() -> Result<std::vector<SendResultRow>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<SendResultRow> out;
+      for (const auto& row : t.exec_prepared("send_results", send_seq)) {
+        json detail = json::parse(row[5].as<std::string>(), nullptr, false);
+        if (detail.is_discarded()) return Status::Error("stored send result detail is not JSON");
+        out.push_back({send_seq, row[1].as<std::string>(), row[0].as<int>(), row[2].as<int64_t>(),
+                       row[3].as<std::string>(), row[4].as<bool>(), std::move(detail)});
+      }
+      return out;
+    });
+  }
+
+  Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
+    return Guard("cap counted times", [&]() -> Result<std::vector<Micros>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<Micros> out;
+      for (const auto& row : t.exec_prepared("cap_counted", person, since)) {
+        out.push_back(row[0].as<int64_t>());
+      }
+      return out;
+    });
+  }
+
+  Result<std::vector<DeadLetterRow>> DeadLetters() override {
+    return Guard("dead letters", [&]() -> Result<std::vector<DeadLetterRow>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<DeadLetterRow> out;
+      for (const auto& row : t.exec_prepared("dead_letters")) {
+        out.push_back({row[0].as<int64_t>(), row[1].as<int64_t>(), row[2].as<std::string>(),
+                       row[3].as<std::string>(), Unhex(row[4].as<std::string>())});
+      }
+      return out;
+    });
+  }
+
+  Result<StoreCounts> Counts() override {
+    return Guard("counts", [&]() -> Result<StoreCounts> {
+      pqxx::nontransaction t(*read_);
+      pqxx::row r = t.exec1(
+          "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM instances), "
+          "(SELECT COUNT(*) FROM sends), (SELECT COUNT(*) FROM dead_letters)");
+      return StoreCounts{r[0].as<int64_t>(), r[1].as<int64_t>(), r[2].as<int64_t>(),
+                         r[3].as<int64_t>()};
+    });
+  }
+
+ private:
+  // A URL without its password, for messages.
+  static std::string Redacted(const std::string& url) {
+    size_t scheme = url.find("://");
+    size_t at = url.find('@');
+    if (scheme == std::string::npos || at == std::string::npos) return url;
+    size_t colon = url.find(':', scheme + 3);
+    if (colon == std::string::npos || colon > at) return url;
+    return url.substr(0, colon) + ":***" + url.substr(at);
+  }
+
+  void Prepare() {
+    pqxx::connection& r = *read_;
+    r.prepare("event_seen", "SELECT 1 FROM events WHERE source = $1 AND id = $2");
+    r.prepare("event_body", "SELECT body FROM events WHERE source = $1 AND id = $2");
+    r.prepare("events_by_subject",
+              "SELECT source, id, body FROM events WHERE subject = $1 ORDER BY seq");
+    r.prepare("journey_version",
+              "SELECT hash, name, body, source_map FROM journey_versions WHERE hash = $1");
+    r.prepare("active_instances", "SELECT body FROM instances WHERE NOT finished ORDER BY id");
+    r.prepare("goal_watching_instances",
+              "SELECT body FROM instances WHERE goals_open_until > $1 ORDER BY id");
+    r.prepare("instances_of_key",
+              "SELECT body FROM instances WHERE id >= $3 AND id < $4 AND journey = $1 AND "
+              "key = $2 ORDER BY seq");
+    r.prepare("instances_after", "SELECT body FROM instances WHERE id > $1 ORDER BY id LIMIT $2");
+    r.prepare(
+        "all_entries",
+        "SELECT journey, key, COUNT(*), MAX(entered_at) FROM instances GROUP BY journey, key");
+    r.prepare("history",
+              "SELECT n, last_n, records FROM history WHERE instance_id = $1 ORDER BY n");
+    r.prepare("due_timers",
+              "SELECT id, due FROM instances WHERE NOT finished AND due > 0 AND due <= $1 "
+              "ORDER BY due, id LIMIT $2");
+    r.prepare("pending_sends", "SELECT seq, " SEND_COLUMNS
+                               " FROM sends_pending JOIN sends USING (seq) "
+                               "ORDER BY requested_at, seq LIMIT $1");
+    r.prepare("sends_of_instance", "SELECT seq, " SEND_COLUMNS
+                                   " FROM sends WHERE instance_id = $1 ORDER BY requested_at, seq");
+    r.prepare("send_results",
+              "SELECT attempt, key, time, result, final, detail FROM send_results "
+              "WHERE send_seq = $1 ORDER BY attempt");
+    r.prepare("cap_counted",
+              "SELECT not_before FROM sends WHERE person = $1 AND cap_counted AND "
+              "not_before >= $2 ORDER BY not_before");
+    r.prepare("dead_letters",
+              "SELECT id, time, input, reason, encode(raw, 'hex') FROM dead_letters ORDER BY id");
+
+    pqxx::connection& w = *write_;
+    w.prepare("insert_event",
+              "INSERT INTO events (source, id, type, subject, time, body) "
+              "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, id) DO NOTHING");
+    w.prepare("insert_version",
+              "INSERT INTO journey_versions (hash, name, body, source_map) "
+              "VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING");
+    w.prepare("insert_history",
+              "INSERT INTO history (instance_id, n, last_n, records) VALUES ($1, $2, $3, $4)");
+    w.prepare("upsert_instance",
+              "INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
+              "goals_open_until, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+              "ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
+              "goals_open_until = excluded.goals_open_until, body = excluded.body");
+    w.prepare("insert_send", "INSERT INTO sends (" SEND_COLUMNS
+                             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                             "$14) RETURNING seq");
+    w.prepare("insert_pending", "INSERT INTO sends_pending (seq) VALUES ($1)");
+    w.prepare("insert_result",
+              "INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7)");
+    w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = $1");
+    w.prepare("insert_dead_letter",
+              "INSERT INTO dead_letters (time, input, reason, raw) "
+              "VALUES ($1, $2, $3, decode($4, 'hex'))");
+  }
+
+ public:
+  Result<std::string> EventBody(const std::string& source, const std::string& id) override {
+    return Guard("event", [&]() -> Result<std::string> {
+      pqxx::nontransaction t(*read_);
+      pqxx::result r = t.exec_prepared("event_body", source, id);
+      return r.empty() ? std::string() : r[0][0].as<std::string>();
+    });
+  }
+
+ private:
+  rows::EventDocs Docs() {
+    return rows::EventDocs(
+        [this](const std::string& source, const std::string& id) { return EventBody(source, id); });
+  }
+
+  template <typename... Args>
+  Result<std::vector<Instance>> QueryInstances(const char* statement, Args&&... args) {
+    auto bodies = Guard("instances", [&]() -> Result<std::vector<std::string>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<std::string> out;
+      pqxx::result res = t.exec_prepared(statement, std::forward<Args>(args)...);
+      for (const pqxx::row& row : res) out.push_back(row[0].as<std::string>());
+      return out;
+    });
+    if (!bodies.ok()) return bodies.status();
+    rows::EventDocs docs = Docs();
+    std::vector<Instance> out;
+    for (const std::string& body : bodies.value()) {
+      auto i = rows::ParseInstance(body, docs);
+      if (!i.ok()) return i.status();
+      out.push_back(std::move(i).value());
+    }
+    return out;
+  }
+
+  template <typename... Args>
+  Result<std::vector<SendRow>> QuerySends(const char* statement, Args&&... args) {
+    std::vector<std::string> contexts;
+    auto sends = Guard("sends", [&]() -> Result<std::vector<SendRow>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<SendRow> out;
+      pqxx::result res = t.exec_prepared(statement, std::forward<Args>(args)...);
+      for (const pqxx::row& row : res) {
+        SendRow r;
+        r.seq = row[0].as<int64_t>();
+        r.key = row[1].as<std::string>();
+        r.instance_id = row[2].as<std::string>();
+        r.journey = row[3].as<std::string>();
+        r.person = row[4].as<std::string>();
+        r.state = row[5].as<std::string>();
+        r.template_name = row[6].as<std::string>();
+        r.recipient = row[7].as<std::string>();
+        r.intent = row[8].as<std::string>();
+        r.via = row[9].as<std::string>();
+        r.priority = row[10].as<int>();
+        r.requested_at = row[11].as<int64_t>();
+        r.not_before = row[12].as<int64_t>();
+        r.cap_counted = row[13].as<bool>();
+        contexts.push_back(row[14].as<std::string>());
+        out.push_back(std::move(r));
+      }
+      return out;
+    });
+    if (!sends.ok()) return sends.status();
+    std::vector<SendRow> out = std::move(sends).value();
+    rows::EventDocs docs = Docs();
+    for (size_t k = 0; k < out.size(); ++k) {
+      if (Status s = rows::ParseSendContext(contexts[k], out[k], docs); !s.ok()) return s;
+    }
+    return out;
+  }
+
+  Status Write(pqxx::work& t, Batch& b) {
+    for (const Event& e : b.events) {
+      t.exec_prepared("insert_event", e.source, e.id, e.type, e.subject, e.time,
+                      DumpJson(*e.Doc()));
+    }
+    for (const JourneyVersionRow& v : b.journey_versions) {
+      t.exec_prepared("insert_version", v.hash, v.name, v.body, v.source_map);
+    }
+    for (size_t k = 0, end; k < b.history.size(); k = end) {
+      end = rows::HistoryRunEnd(b.history, k);
+      t.exec_prepared("insert_history", b.history[k].instance_id, b.history[k].n,
+                      b.history[end - 1].n, rows::HistoryRunText(b.history, k, end));
+    }
+    for (const Instance& i : b.instances) {
+      t.exec_prepared("upsert_instance", i.id, i.journey, i.key, i.seq, i.Finished(), i.entered_at,
+                      i.due, i.goals_open_until, i.RowText());
+    }
+    for (SendRow& r : b.sends) {
+      pqxx::result seq =
+          t.exec_prepared("insert_send", r.key, r.instance_id, r.journey, r.person, r.state,
+                          r.template_name, r.recipient, r.intent, r.via, r.priority, r.requested_at,
+                          r.not_before, r.cap_counted, rows::SendContext(r));
+      r.seq = seq[0][0].as<int64_t>();
+      t.exec_prepared("insert_pending", r.seq);
+    }
+    if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
+    for (SendResultRow& r : b.results) {
+      t.exec_prepared("insert_result", r.send_seq, r.attempt, r.key, r.time, r.result, r.final,
+                      DumpJson(r.detail));
+      if (r.final) t.exec_prepared("delete_pending", r.send_seq);
+    }
+    for (const DeadLetterRow& d : b.dead_letters) {
+      t.exec_prepared("insert_dead_letter", d.time, d.input, d.reason, Hex(d.raw));
+    }
+    return Status();
+  }
+
+  std::unique_ptr<pqxx::connection> write_, read_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url) {
+  auto s = std::make_unique<PostgresStore>();
+  if (Status st = s->Open(url); !st.ok()) return st;
+  return std::unique_ptr<Store>(std::move(s));
+}
+
+Result<std::pair<int, int>> MigratePostgres(const std::string& url) {
+  return Guard("migrate", [&]() -> Result<std::pair<int, int>> {
+    pqxx::connection c(url);
+    int from = -1, to = 0;
+    for (;;) {
+      pqxx::work t(c);
+      // One migrator at a time; the lock ends with the transaction.
+      t.exec("SELECT pg_advisory_xact_lock(7345612)");
+      t.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+      int v = SchemaVersion(t);
+      if (from < 0) from = v;
+      if (v > kSchemaVersion) {
+        return Status::Error("the database has schema version " + std::to_string(v) +
+                             ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
+                             "): upgrade waymark");
+      }
+      to = v;
+      if (v == kSchemaVersion) {
+        t.commit();
+        break;
+      }
+      t.exec(kMigrations[v]);
+      t.exec_params(
+          "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+          "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+          std::to_string(v + 1));
+      t.commit();
+    }
+    return std::make_pair(from, to);
+  });
+}
+
+}  // namespace waymark

@@ -1,0 +1,23 @@
+// The Store on PostgreSQL (libpqxx): the production store. The same
+// conformance suite as SQLite (tests/engine/store_conformance_test.cc).
+// The schema is versioned: MigratePostgres applies what a database lacks
+// (`waymark migrate`); opening a store checks that its version is this
+// binary's. See docs/engine.md, "PostgreSQL".
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/store/store.h"
+
+namespace waymark {
+
+// `url`: a libpq connection URI, postgresql://USER@HOST:PORT/DB[?...].
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url);
+
+// Brings the database's schema to this binary's version, one migration at
+// a time, each in its own transaction, under an advisory lock (several
+// processes may run it at once). Returns the versions it went from and to.
+Result<std::pair<int, int>> MigratePostgres(const std::string& url);
+
+}  // namespace waymark
