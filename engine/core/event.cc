@@ -28,6 +28,21 @@ bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
   return true;
 }
 
+// CloudEvents strings exclude the control characters U+0000-U+001F and
+// U+007F-U+009F (in UTF-8, C1 is 0xC2 0x80-0x9F). Keys and ids made of
+// them would also break stores and headers downstream.
+bool HasControlCharacter(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7F) return true;
+    if (c == 0xC2 && i + 1 < s.size()) {
+      unsigned char d = static_cast<unsigned char>(s[i + 1]);
+      if (d >= 0x80 && d <= 0x9F) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<Micros> ParseRfc3339(std::string_view s) {
@@ -236,6 +251,11 @@ Result<Event> EventDecoder::Decode(nlohmann::json j, size_t size, Micros now) co
     out = it->get<std::string>();
     if (required && out.empty()) {
       return Status::Error(std::string("CloudEvents attribute '") + k + "' must not be empty");
+    }
+    if (HasControlCharacter(out)) {
+      return Status::Error(std::string("CloudEvents attribute '") + k +
+                           "' contains a control character (U+0000-U+001F, U+007F-U+009F are "
+                           "not allowed)");
     }
     return Status();
   };

@@ -81,12 +81,22 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
       {R"({"specversion":"1.0","id":"","source":"s","type":"t"})", "'id' must not be empty"},
       {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"yesterday"})", "'time'"},
       {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data":[1]})", "'data'"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":"a\u0000b"})",
+       "'subject' contains a control character"},
+      {R"({"specversion":"1.0","id":"e\n1","source":"s","type":"t"})",
+       "'id' contains a control character"},
+      {R"({"specversion":"1.0","id":"e1","source":"s\u0085","type":"t"})",
+       "'source' contains a control character"},
   };
   for (const auto& [in, want] : cases) {
     auto e = d->Decode(in, 0);
     ASSERT_FALSE(e.ok()) << in;
     EXPECT_NE(e.error().find(want), std::string::npos) << in << " -> " << e.error();
   }
+  // Letters beyond ASCII are not control characters.
+  auto e = d->Decode(
+      R"({"specversion":"1.0","id":"é1","source":"s","type":"t","subject":"Grüße Ā 日本 😀"})", 0);
+  EXPECT_TRUE(e.ok()) << e.error();
 }
 
 }  // namespace
