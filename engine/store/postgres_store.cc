@@ -54,7 +54,7 @@ CREATE TABLE dead_letters (
 constexpr int kSchemaVersion = int(std::size(kMigrations));
 
 // Bad input may hold bytes PostgreSQL's text refuses (NUL, invalid UTF-8):
-// the raw input of a dead letter is kept as bytes, passed as hex.
+// the raw input of a dead letter is kept as bytes, written as hex.
 std::string Hex(const std::string& s) {
   static const char kHex[] = "0123456789abcdef";
   std::string out;
@@ -332,30 +332,37 @@ class PostgresStore : public Store {
               "SELECT id, time, input, reason, encode(raw, 'hex') FROM dead_letters ORDER BY id");
 
     pqxx::connection& w = *write_;
-    w.prepare("insert_event",
+    // Staging tables for the rows that need ON CONFLICT; private to this
+    // connection and emptied at each commit.
+    {
+      pqxx::nontransaction n(w);
+      n.exec(
+          "CREATE TEMP TABLE events_in (ord BIGINT, source TEXT, id TEXT, type TEXT, "
+          "subject TEXT, time BIGINT, body TEXT) ON COMMIT DELETE ROWS");
+      n.exec(
+          "CREATE TEMP TABLE instances_in (ord BIGINT, id TEXT COLLATE \"C\", journey TEXT, "
+          "key TEXT, seq BIGINT, finished BOOLEAN, entered_at BIGINT, due BIGINT, "
+          "goals_open_until BIGINT, body TEXT) ON COMMIT DELETE ROWS");
+    }
+    w.prepare("events_from_staging",
               "INSERT INTO events (source, id, type, subject, time, body) "
-              "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, id) DO NOTHING");
+              "SELECT source, id, type, subject, time, body FROM events_in ORDER BY ord "
+              "ON CONFLICT (source, id) DO NOTHING");
     w.prepare("insert_version",
               "INSERT INTO journey_versions (hash, name, body, source_map) "
               "VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING");
-    w.prepare("insert_history",
-              "INSERT INTO history (instance_id, n, last_n, records) VALUES ($1, $2, $3, $4)");
-    w.prepare("upsert_instance",
+    // An instance written twice in one batch: its last row wins.
+    w.prepare("instances_from_staging",
               "INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
-              "goals_open_until, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+              "goals_open_until, body) "
+              "SELECT DISTINCT ON (id) id, journey, key, seq, finished, entered_at, due, "
+              "goals_open_until, body FROM instances_in ORDER BY id, ord DESC "
               "ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
               "goals_open_until = excluded.goals_open_until, body = excluded.body");
-    w.prepare("insert_send", "INSERT INTO sends (" SEND_COLUMNS
-                             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-                             "$14) RETURNING seq");
-    w.prepare("insert_pending", "INSERT INTO sends_pending (seq) VALUES ($1)");
-    w.prepare("insert_result",
-              "INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
-              "VALUES ($1, $2, $3, $4, $5, $6, $7)");
-    w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = $1");
-    w.prepare("insert_dead_letter",
-              "INSERT INTO dead_letters (time, input, reason, raw) "
-              "VALUES ($1, $2, $3, decode($4, 'hex'))");
+    w.prepare("next_send_seqs",
+              "SELECT nextval(pg_get_serial_sequence('sends', 'seq')) AS seq "
+              "FROM generate_series(1, $1) ORDER BY seq");
+    w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
   }
 
  public:
@@ -430,39 +437,83 @@ class PostgresStore : public Store {
     return out;
   }
 
+  // One batch, a few round trips: append-only rows are COPYed; events and
+  // instances go through staging tables (ON COMMIT DELETE ROWS) for their
+  // ON CONFLICT; send positions are drawn from the sequence first.
   Status Write(pqxx::work& t, Batch& b) {
-    for (const Event& e : b.events) {
-      t.exec_prepared("insert_event", e.source, e.id, e.type, e.subject, e.time,
-                      DumpJson(*e.Doc()));
+    using Cols = std::vector<std::string>;
+    if (!b.events.empty()) {
+      pqxx::stream_to in(t, "events_in",
+                         Cols{"ord", "source", "id", "type", "subject", "time", "body"});
+      for (size_t k = 0; k < b.events.size(); ++k) {
+        const Event& e = b.events[k];
+        in << std::make_tuple(int64_t(k), e.source, e.id, e.type, e.subject, e.time,
+                              DumpJson(*e.Doc()));
+      }
+      in.complete();
+      t.exec_prepared("events_from_staging");
     }
     for (const JourneyVersionRow& v : b.journey_versions) {
       t.exec_prepared("insert_version", v.hash, v.name, v.body, v.source_map);
     }
-    for (size_t k = 0, end; k < b.history.size(); k = end) {
-      end = rows::HistoryRunEnd(b.history, k);
-      t.exec_prepared("insert_history", b.history[k].instance_id, b.history[k].n,
-                      b.history[end - 1].n, rows::HistoryRunText(b.history, k, end));
+    if (!b.history.empty()) {
+      pqxx::stream_to h(t, "history", Cols{"instance_id", "n", "last_n", "records"});
+      for (size_t k = 0, end; k < b.history.size(); k = end) {
+        end = rows::HistoryRunEnd(b.history, k);
+        h << std::make_tuple(b.history[k].instance_id, b.history[k].n, b.history[end - 1].n,
+                             rows::HistoryRunText(b.history, k, end));
+      }
+      h.complete();
     }
-    for (const Instance& i : b.instances) {
-      t.exec_prepared("upsert_instance", i.id, i.journey, i.key, i.seq, i.Finished(), i.entered_at,
-                      i.due, i.goals_open_until, i.RowText());
+    if (!b.instances.empty()) {
+      pqxx::stream_to in(t, "instances_in",
+                         Cols{"ord", "id", "journey", "key", "seq", "finished", "entered_at", "due",
+                              "goals_open_until", "body"});
+      for (size_t k = 0; k < b.instances.size(); ++k) {
+        const Instance& i = b.instances[k];
+        in << std::make_tuple(int64_t(k), i.id, i.journey, i.key, i.seq, i.Finished(), i.entered_at,
+                              i.due, i.goals_open_until, i.RowText());
+      }
+      in.complete();
+      t.exec_prepared("instances_from_staging");
     }
-    for (SendRow& r : b.sends) {
-      pqxx::result seq =
-          t.exec_prepared("insert_send", r.key, r.instance_id, r.journey, r.person, r.state,
-                          r.template_name, r.recipient, r.intent, r.via, r.priority, r.requested_at,
-                          r.not_before, r.cap_counted, rows::SendContext(r));
-      r.seq = seq[0][0].as<int64_t>();
-      t.exec_prepared("insert_pending", r.seq);
+    if (!b.sends.empty()) {
+      pqxx::result seqs = t.exec_prepared("next_send_seqs", int64_t(b.sends.size()));
+      for (size_t k = 0; k < b.sends.size(); ++k) b.sends[k].seq = seqs[int(k)][0].as<int64_t>();
+      pqxx::stream_to out(t, "sends",
+                          Cols{"seq", "key", "instance_id", "journey", "person", "state",
+                               "template", "recipient", "intent", "via", "priority", "requested_at",
+                               "not_before", "cap_counted", "context"});
+      for (const SendRow& r : b.sends) {
+        out << std::make_tuple(r.seq, r.key, r.instance_id, r.journey, r.person, r.state,
+                               r.template_name, r.recipient, r.intent, r.via, r.priority,
+                               r.requested_at, r.not_before, r.cap_counted, rows::SendContext(r));
+      }
+      out.complete();
+      pqxx::stream_to pending(t, "sends_pending", Cols{"seq"});
+      for (const SendRow& r : b.sends) pending << std::make_tuple(r.seq);
+      pending.complete();
     }
     if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
-    for (SendResultRow& r : b.results) {
-      t.exec_prepared("insert_result", r.send_seq, r.attempt, r.key, r.time, r.result, r.final,
-                      DumpJson(r.detail));
-      if (r.final) t.exec_prepared("delete_pending", r.send_seq);
+    if (!b.results.empty()) {
+      std::string done = "{";
+      pqxx::stream_to out(t, "send_results",
+                          Cols{"send_seq", "attempt", "key", "time", "result", "final", "detail"});
+      for (const SendResultRow& r : b.results) {
+        out << std::make_tuple(r.send_seq, r.attempt, r.key, r.time, r.result, r.final,
+                               DumpJson(r.detail));
+        if (r.final) done += (done.size() > 1 ? "," : "") + std::to_string(r.send_seq);
+      }
+      out.complete();
+      done += "}";
+      if (done.size() > 2) t.exec_prepared("delete_pending", done);
     }
-    for (const DeadLetterRow& d : b.dead_letters) {
-      t.exec_prepared("insert_dead_letter", d.time, d.input, d.reason, Hex(d.raw));
+    if (!b.dead_letters.empty()) {
+      pqxx::stream_to out(t, "dead_letters", Cols{"time", "input", "reason", "raw"});
+      for (const DeadLetterRow& d : b.dead_letters) {
+        out << std::make_tuple(d.time, d.input, d.reason, "\\x" + Hex(d.raw));
+      }
+      out.complete();
     }
     return Status();
   }

@@ -285,6 +285,21 @@ TEST_P(StoreConformance, InstancesAreAProjectionThatSurvivesRestart) {
   EXPECT_EQ(page2[0].id, "j/u2/1");
 }
 
+TEST_P(StoreConformance, AnInstanceWrittenTwiceInOneBatchKeepsItsLastRow) {
+  Instance later = Inst("u1", 1, true);
+  later.vars = {{"step", 2}};
+  Batch b;
+  b.events = {Ev("t")};
+  b.instances = {Inst("u1", 1), Inst("u2", 1), later};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  auto u1 = store_->Instances("j", "u1");
+  ASSERT_TRUE(u1.ok()) << u1.error();
+  ASSERT_EQ(u1.value().size(), 1u);
+  EXPECT_EQ(u1.value()[0].status, InstanceStatus::kCompleted);
+  EXPECT_EQ(u1.value()[0].vars, (nlohmann::json{{"step", 2}}));
+  EXPECT_EQ(store_->ActiveInstances().value().size(), 1u);  // u2
+}
+
 TEST_P(StoreConformance, RowsReferToEventsStoredOnce) {
   Instance i = Inst("u1", 1);
   Event later = Ev("e2", "u1", 2000);
