@@ -28,9 +28,8 @@ bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
   return true;
 }
 
-// CloudEvents strings exclude the control characters U+0000-U+001F and
-// U+007F-U+009F (in UTF-8, C1 is 0xC2 0x80-0x9F). Keys and ids made of
-// them would also break stores and headers downstream.
+}  // namespace
+
 bool HasControlCharacter(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
@@ -42,8 +41,6 @@ bool HasControlCharacter(std::string_view s) {
   }
   return false;
 }
-
-}  // namespace
 
 Result<Micros> ParseRfc3339(std::string_view s) {
   // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)

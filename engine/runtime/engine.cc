@@ -365,6 +365,10 @@ void Engine::Route(const Event& e, bool emitted) {
       key = k.is_string() ? k.get<std::string>() : "";
     }
     if (key.empty()) continue;
+    if (HasControlCharacter(key)) {  // from the key expression over the data
+      ++summary_.entries_refused["key contains a control character"];
+      continue;
+    }
     // The key's running instances, then its finished ones still
     // listening for goals.
     std::string key_of = KeyOf(name, key);

@@ -310,6 +310,22 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   EXPECT_GT(tampered.value().divergences, 0);
 }
 
+TEST_F(EngineTest, AKeyWithAControlCharacterIsRefusedAndCounted) {
+  Journey("j", R"(journey j {
+  entry { on user.signup  key event.data.account }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z",
+           R"({"email":"u@x.io","account":"acme\u0000corp"})"),
+        Ev("2", "user.signup", "v", "2026-03-01T10:00:01Z",
+           R"({"email":"v@x.io","account":"acme"})")});
+  EXPECT_EQ(engine_->summary().entries_refused.at("key contains a control character"), 1);
+  EXPECT_EQ(engine_->summary().started, 1);
+  EXPECT_EQ(Instances("j", "acme").size(), 1u);
+  EXPECT_EQ(store_->AllEntries().value().size(), 1u);
+}
+
 TEST_F(EngineTest, EntryRulesRememberEntriesAcrossRestarts) {
   Journey("j", kSimple);  // reentry once per 1d
   Journey("o", R"(journey o {
