@@ -43,6 +43,26 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
+std::string Printable(std::string_view s) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned c = static_cast<unsigned char>(s[i]);
+    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(s[i + 1]) <= 0x9F) {
+      c = static_cast<unsigned char>(s[++i]);  // C1: U+0080-U+009F
+    } else if (c >= 0x20 && c != 0x7F) {
+      out += s[i];
+      continue;
+    }
+    out += "\\u00";
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
 void AppendJson(std::string& out, const nlohmann::json& v) {
   using T = nlohmann::json::value_t;
   switch (v.type()) {

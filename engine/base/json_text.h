@@ -16,6 +16,11 @@ namespace waymark {
 // Appends `s` as a JSON string (quoted, escaped). `s` must be UTF-8.
 void AppendJsonString(std::string& out, std::string_view s);
 
+// `s` with its control characters (U+0000-U+001F, U+007F-U+009F) written
+// as \uXXXX: for text quoted in messages and stored in text columns, which
+// must not hold NUL.
+std::string Printable(std::string_view s);
+
 // Appends `v` as JSON text: the same text as v.dump(), written faster.
 // Strings in `v` must be UTF-8 (as they are when `v` was parsed).
 void AppendJson(std::string& out, const nlohmann::json& v);

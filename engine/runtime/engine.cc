@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "dsl/checker.h"
+#include "engine/base/json_text.h"
 #include "engine/core/eval.h"
 #include "engine/delivery/message.h"
 
@@ -244,7 +245,8 @@ void Engine::DecideSends() {
   for (Proposed& p : round) {
     SendRow& row = p.row;
     if (!ValidAddress(row.recipient)) {
-      batch_.sends.push_back(row);  // recorded, never dispatched
+      row.recipient = Printable(row.recipient);  // quoted and stored: no control characters
+      batch_.sends.push_back(row);               // recorded, never dispatched
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
       batch_.results.push_back(

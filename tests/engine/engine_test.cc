@@ -326,6 +326,23 @@ TEST_F(EngineTest, AKeyWithAControlCharacterIsRefusedAndCounted) {
   EXPECT_EQ(store_->AllEntries().value().size(), 1u);
 }
 
+TEST_F(EngineTest, AnAddressWithAControlCharacterIsDeadLetteredPrintably) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u\u0000@x.io"})")});
+  EXPECT_EQ(Results("a").at("dead_letter"), 1);
+  auto sends = store_->Sends("j/u/1");
+  ASSERT_TRUE(sends.ok()) << sends.error();
+  ASSERT_EQ(sends.value().size(), 1u);
+  EXPECT_EQ(sends.value()[0].recipient, "u\\u0000@x.io");
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].reason, "invalid recipient address 'u\\u0000@x.io'");
+}
+
 TEST_F(EngineTest, EntryRulesRememberEntriesAcrossRestarts) {
   Journey("j", kSimple);  // reentry once per 1d
   Journey("o", R"(journey o {

@@ -28,6 +28,12 @@ TEST(JsonText, WritesWhatDumpWrites) {
   }
 }
 
+TEST(JsonText, PrintableEscapesControlCharactersOnly) {
+  EXPECT_EQ(Printable(std::string("a\0b\n\x7f", 5)), "a\\u0000b\\u000a\\u007f");
+  EXPECT_EQ(Printable("x\xc2\x85y"), "x\\u0085y");           // C1 NEL
+  EXPECT_EQ(Printable("Grüße Ā 日本 😀"), "Grüße Ā 日本 😀");  // letters stay
+}
+
 TEST(JsonText, ObjectWriterWritesFieldsInOrder) {
   std::string out;
   JsonObjectWriter w(out);
