@@ -43,19 +43,40 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
+namespace {
+
+// The code point of the control character starting at s[i] (U+0000-U+001F,
+// U+007F, or U+0080-U+009F, which UTF-8 writes as 0xC2 0x80-0x9F), or -1.
+int ControlAt(std::string_view s, size_t i) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  if (c < 0x20 || c == 0x7F) return c;
+  if (c == 0xC2 && i + 1 < s.size()) {
+    unsigned char d = static_cast<unsigned char>(s[i + 1]);
+    if (d >= 0x80 && d <= 0x9F) return d;
+  }
+  return -1;
+}
+
+}  // namespace
+
+bool HasControlCharacter(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (ControlAt(s, i) >= 0) return true;
+  }
+  return false;
+}
+
 std::string Printable(std::string_view s) {
   static const char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
-    unsigned c = static_cast<unsigned char>(s[i]);
-    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-        static_cast<unsigned char>(s[i + 1]) <= 0x9F) {
-      c = static_cast<unsigned char>(s[++i]);  // C1: U+0080-U+009F
-    } else if (c >= 0x20 && c != 0x7F) {
+    int c = ControlAt(s, i);
+    if (c < 0) {
       out += s[i];
       continue;
     }
+    if (c >= 0x80) ++i;  // the second byte of a C1 character
     out += "\\u00";
     out += kHex[c >> 4];
     out += kHex[c & 15];

@@ -16,6 +16,11 @@ namespace waymark {
 // Appends `s` as a JSON string (quoted, escaped). `s` must be UTF-8.
 void AppendJsonString(std::string& out, std::string_view s);
 
+// Whether `s` (UTF-8) holds a control character, U+0000-U+001F or
+// U+007F-U+009F: CloudEvents string attributes exclude them, and keys and
+// ids made of them would break stores and headers downstream.
+bool HasControlCharacter(std::string_view s);
+
 // `s` with its control characters (U+0000-U+001F, U+007F-U+009F) written
 // as \uXXXX: for text quoted in messages and stored in text columns, which
 // must not hold NUL.

@@ -30,18 +30,6 @@ bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
 
 }  // namespace
 
-bool HasControlCharacter(std::string_view s) {
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7F) return true;
-    if (c == 0xC2 && i + 1 < s.size()) {
-      unsigned char d = static_cast<unsigned char>(s[i + 1]);
-      if (d >= 0x80 && d <= 0x9F) return true;
-    }
-  }
-  return false;
-}
-
 Result<Micros> ParseRfc3339(std::string_view s) {
   // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
   int y, mo, d, h, mi, sec;

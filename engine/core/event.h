@@ -20,11 +20,6 @@ namespace waymark {
 using Micros = int64_t;
 constexpr Micros kMicrosPerSecond = 1'000'000;
 
-// Whether `s` (UTF-8) holds a control character, U+0000-U+001F or
-// U+007F-U+009F: CloudEvents string attributes exclude them, and keys and
-// ids made of them would break stores and headers downstream.
-bool HasControlCharacter(std::string_view s);
-
 // RFC 3339 timestamps ("2026-03-08T09:30:00Z", "...+01:00", fractions).
 Result<Micros> ParseRfc3339(std::string_view s);
 // "2026-03-08T09:30:00Z", with microseconds when they are not zero.
