@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite:
-#   0. starts the real servers the tests use (PostgreSQL) on free loopback
+#   0. starts the real servers the tests use (PostgreSQL, nats-server) on free loopback
 #      ports (scripts/servers.sh), and stops them at the end, also on failure;
 #   1. the full suite (ctest) in build/;
 #   2. the language and engine unit tests again under ASan + UBSan (build-asan/);
@@ -20,6 +20,7 @@ log=$(mktemp)
 source scripts/servers.sh
 trap 'stop_servers; rm -f "$log"' EXIT
 start_postgres || { echo "could not start PostgreSQL"; exit 2; }
+start_nats || { echo "could not start nats-server"; exit 2; }
 
 # run_ctest DIR [ctest args...]: runs ctest, adds its counts to the totals.
 run_ctest() {

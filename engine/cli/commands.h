@@ -20,5 +20,6 @@ void RegisterInspect(CLI::App& app, int* exit_code);
 void RegisterRender(CLI::App& app, int* exit_code);
 void RegisterReplay(CLI::App& app, int* exit_code);
 void RegisterMigrate(CLI::App& app, int* exit_code);
+void RegisterPublish(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   waymark::cli::RegisterRender(app, &exit_code);
   waymark::cli::RegisterReplay(app, &exit_code);
   waymark::cli::RegisterMigrate(app, &exit_code);
+  waymark::cli::RegisterPublish(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

@@ -19,6 +19,7 @@
 #include "engine/delivery/message.h"
 #include "engine/runtime/engine.h"
 #include "engine/runtime/replay.h"
+#include "engine/source/jetstream.h"
 #include "engine/store/postgres_store.h"
 
 namespace waymark::cli {
@@ -66,8 +67,9 @@ struct RunOptions {
   std::string advance = "0s";
   size_t batch = 1000;
   bool json = false;
-  std::string cap;     // "N/DURATION"
-  std::string listen;  // "HOST:PORT" (port 0: any free port)
+  std::string cap;          // "N/DURATION"
+  std::string listen;       // "HOST:PORT" (port 0: any free port)
+  JetStreamOptions source;  // source.url empty: no stream
 };
 
 // Requests from the HTTP thread to the engine thread. Each is answered only
@@ -112,7 +114,7 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
     auto r = std::make_shared<Inbox::Request>();
     const nlohmann::json items = body.is_array() ? body : nlohmann::json::array({body});
     for (size_t i = 0; i < items.size(); ++i) {
-      r->inputs.push_back({"http[" + std::to_string(i) + "]", items[i].dump()});
+      r->inputs.push_back({"http[" + std::to_string(i) + "]", items[i].dump(), {}});
     }
     auto future = r->done.get_future();
     inbox.Push(r);
@@ -207,6 +209,98 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
   std::cout << "  messages: " << t.Describe() << "\n";
 }
 
+// Reads the stream until SIGTERM/SIGINT (or, with --until-idle, until the
+// consumer has nothing left). A batch's messages are acked only once it is
+// durable: after the Submit that follows it, or a Flush. Dead letters are
+// also published to the dead-letter stream, after the commit.
+Status ConsumeStream(Engine& e, JetStream& js, const RunOptions& o, bool event_clock) {
+  if (Status s = js.Subscribe(); !s.ok()) return s;
+  struct Submitted {
+    std::vector<JetStreamMessage> messages;
+    std::vector<InputOutcome> outcomes;
+  };
+  std::vector<Submitted> undurable;  // submitted, not known to be durable
+  auto finish = [&]() -> Status {
+    for (Submitted& b : undurable) {
+      for (size_t i = 0; i < b.messages.size(); ++i) {
+        if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
+        if (Status s = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason); !s.ok()) {
+          return s;  // not acked: delivered again, stored once, published once
+        }
+      }
+      js.Ack(b.messages);
+    }
+    undurable.clear();
+    return Status();
+  };
+  auto submit = [&](std::vector<JetStreamMessage> group) -> Status {
+    std::vector<RawInput> inputs;
+    inputs.reserve(group.size());
+    for (JetStreamMessage& m : group) {
+      inputs.push_back(m.input);
+      if (int64_t(m.delivered) >= js.options().max_deliver) {
+        inputs.back().reject = "delivered " + std::to_string(m.delivered) +
+                               " times without being committed (max_deliver)";
+      }
+    }
+    Submitted b{std::move(group), {}};
+    if (Status s = e.Submit(inputs, WallNow(), &b.outcomes); !s.ok()) return s;
+    // Submit waited for the batch before this one: all submitted before is
+    // durable now.
+    if (Status s = finish(); !s.ok()) return s;
+    undurable.push_back(std::move(b));
+    return Status();
+  };
+  while (!g_stop) {
+    auto fetched = js.Fetch(o.batch);
+    if (!fetched.ok()) return fetched.status();
+    std::vector<JetStreamMessage> msgs = std::move(fetched).value();
+    if (msgs.empty()) {
+      if (Status s = e.Flush(WallNow()); !s.ok()) return s;
+      if (Status s = finish(); !s.ok()) return s;
+      if (!event_clock) {
+        if (Status s = e.Advance(WallNow()); !s.ok()) return s;
+      }
+      if (o.until_idle) {
+        auto left = js.Unfinished();
+        if (left.ok() && left.value() == 0) {
+          auto next = e.NextDue();
+          if (event_clock || !next || *next > WallNow()) break;
+        }
+      }
+      continue;
+    }
+    // First deliveries go in one batch; a message delivered before goes
+    // alone, so that one that kills the engine takes nothing else with it.
+    std::vector<JetStreamMessage> first;
+    for (JetStreamMessage& m : msgs) {
+      if (m.delivered <= 1) {
+        first.push_back(std::move(m));
+        continue;
+      }
+      if (!first.empty()) {
+        if (Status s = submit(std::move(first)); !s.ok()) return s;
+        first.clear();
+      }
+      std::vector<JetStreamMessage> alone;
+      alone.push_back(std::move(m));
+      if (Status s = submit(std::move(alone)); !s.ok()) return s;
+    }
+    if (!first.empty()) {
+      if (Status s = submit(std::move(first)); !s.ok()) return s;
+    }
+    if (!event_clock) {
+      auto next = e.NextDue();
+      if (next && *next <= WallNow()) {
+        if (Status s = e.Advance(WallNow()); !s.ok()) return s;
+        if (Status s = finish(); !s.ok()) return s;
+      }
+    }
+  }
+  if (Status s = e.Flush(WallNow()); !s.ok()) return s;
+  return finish();
+}
+
 int Run(const RunOptions& o) {
   bool event_clock = o.clock == "event";
   int64_t advance = ParseDurationSeconds(o.advance);
@@ -268,7 +362,18 @@ int Run(const RunOptions& o) {
   }
   std::string name = o.events == "-" ? "stdin" : o.events;
   Micros last_event = e.clock();
-  if (in) {
+  if (!o.source.url.empty()) {
+    auto js = JetStream::Connect(o.source);
+    if (!js.ok()) {
+      std::cerr << "waymark run: " << js.error() << "\n";
+      return kExitUsage;
+    }
+    if (Status s = ConsumeStream(e, *js.value(), o, event_clock); !s.ok()) {
+      std::cerr << "waymark run: " << s.message() << "\n";
+      return 3;
+    }
+    last_event = e.clock();
+  } else if (in) {
     std::vector<RawInput> batch;
     std::string line;
     size_t lineno = 0;
@@ -285,7 +390,7 @@ int Run(const RunOptions& o) {
     while (!g_stop && std::getline(*in, line)) {
       ++lineno;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      batch.push_back({name + ":" + std::to_string(lineno), std::move(line)});
+      batch.push_back({name + ":" + std::to_string(lineno), std::move(line), {}});
       if (batch.size() >= o.batch && !flush()) return 3;
     }
     if (!flush()) return 3;
@@ -545,6 +650,9 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   auto* cmd =
       app.add_subcommand("run", "Run the journeys over events (embedded default: SQLite + files)");
   cmd->add_option("--events", o->events, "CloudEvents JSON lines: a file, or - for stdin");
+  cmd->add_option("--source", o->source.url,
+                  "NATS JetStream server, nats://HOST:PORT (stream and consumer are created or "
+                  "checked)");
   cmd->add_option("--store", o->store, "sqlite:PATH")->capture_default_str();
   cmd->add_option("--transport", o->transport, "file:DIR")->capture_default_str();
   cmd->add_option("--journeys", o->journeys, "journeys directory")->capture_default_str();

@@ -140,7 +140,8 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
   std::vector<size_t> index;  // events[k] is inputs[index[k]]
   for (size_t i = 0; i < inputs.size(); ++i) {
     const RawInput& in = inputs[i];
-    auto e = decoder_->Decode(in.text, wall_now);
+    auto e = in.reject.empty() ? decoder_->Decode(in.text, wall_now)
+                               : Result<Event>(Status::Error(in.reject));
     if (!e.ok()) {
       DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, e.error(), in.text);
       out[i] = {InputOutcome::Kind::kDeadLetter, e.error()};

@@ -41,6 +41,10 @@ struct EngineOptions {
 struct RawInput {
   std::string position;
   std::string text;
+  // Set by a source that has judged the input already (a message delivered
+  // too many times): it is not decoded but stored as a dead letter with
+  // this reason.
+  std::string reject;
 };
 
 // What became of one input of a batch.

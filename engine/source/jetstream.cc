@@ -1,0 +1,314 @@
+#include "engine/source/jetstream.h"
+
+#include <nats/nats.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+namespace waymark {
+namespace {
+
+constexpr int64_t kNanos = 1'000'000'000;
+constexpr const char* kDeadSubjects = "deadletter.>";
+constexpr const char* kEventSubjects = "events.>";
+
+std::string Why(natsStatus s, jsErrCode jerr = jsErrCode(0)) {
+  std::string m = natsStatus_GetText(s);
+  const char* last = nats_GetLastError(nullptr);
+  if (last && *last && m != last) m += std::string(": ") + last;
+  if (jerr != 0) m += " (JetStream error " + std::to_string(int(jerr)) + ")";
+  return m;
+}
+
+}  // namespace
+
+struct JetStream::Impl {
+  natsOptions* opts = nullptr;
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  natsSubscription* sub = nullptr;
+
+  mutable std::mutex mu;  // totals: the ack handler runs on the library's thread
+  PublishTotals totals;
+
+  ~Impl() {
+    natsSubscription_Destroy(sub);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(opts);
+  }
+
+  static void OnPublished(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+    auto* self = static_cast<Impl*>(closure);
+    {
+      std::lock_guard<std::mutex> lock(self->mu);
+      if (pa) {
+        ++(pa->Duplicate ? self->totals.duplicates : self->totals.stored);
+      } else {
+        ++self->totals.failed;
+        if (self->totals.first_error.empty()) {
+          self->totals.first_error =
+              pae && pae->ErrText ? pae->ErrText : natsStatus_GetText(pae ? pae->Err : NATS_ERR);
+        }
+      }
+    }
+    natsMsg_Destroy(msg);
+  }
+};
+
+JetStream::JetStream(const JetStreamOptions& o) : options_(o), impl_(std::make_unique<Impl>()) {}
+JetStream::~JetStream() = default;
+
+namespace {
+
+// Creates the stream, or checks the one there: its subjects must be
+// exactly `subject`, its storage a file, its duplicate window long enough.
+// The retention (max age) is brought to the configured one.
+Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
+                    const JetStreamOptions& o) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char* subjects[] = {subject};
+  cfg.Name = name.c_str();
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Retention = js_LimitsPolicy;
+  cfg.Duplicates = o.duplicate_window_s * kNanos;
+  cfg.MaxAge = o.max_age_s * kNanos;
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s = js_GetStreamInfo(&si, js, name.c_str(), nullptr, &jerr);
+  if (s == NATS_NOT_FOUND) {
+    s = js_AddStream(&si, js, &cfg, nullptr, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) return Status::Error("cannot create stream " + name + ": " + Why(s, jerr));
+    return Status();
+  }
+  if (s != NATS_OK) return Status::Error("cannot read stream " + name + ": " + Why(s, jerr));
+  std::string differs;
+  const jsStreamConfig* have = si->Config;
+  if (have->SubjectsLen != 1 || std::string(have->Subjects[0]) != subject) {
+    differs += std::string(" subjects must be exactly ") + subject + ";";
+  }
+  if (have->Storage != js_FileStorage) differs += " storage must be file;";
+  if (have->Retention != js_LimitsPolicy) differs += " retention must be limits;";
+  if (have->Duplicates < o.duplicate_window_s * kNanos) {
+    differs += " duplicate window is " + std::to_string(have->Duplicates / kNanos) +
+               " s, less than the " + std::to_string(o.duplicate_window_s) + " s configured;";
+  }
+  bool retention = have->MaxAge != cfg.MaxAge;
+  jsStreamInfo_Destroy(si);
+  if (!differs.empty()) {
+    return Status::Error("stream " + name + " exists but does not fit:" + differs +
+                         " fix or delete it (nats stream edit/rm)");
+  }
+  if (retention) {
+    s = js_UpdateStream(&si, js, &cfg, nullptr, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) return Status::Error("cannot update stream " + name + ": " + Why(s, jerr));
+  }
+  return Status();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o) {
+  if (o.url.rfind("nats://", 0) != 0) {
+    return Status::Error("source: expected nats://HOST:PORT, not '" + o.url + "'");
+  }
+  if (o.duplicate_window_s < 600) {
+    return Status::Error(
+        "source: duplicate_window must be at least 10m (it is how a re-published "
+        "event is recognised)");
+  }
+  if (o.max_deliver < 2) return Status::Error("source: max_deliver must be at least 2");
+  std::unique_ptr<JetStream> j(new JetStream(o));
+  Impl& m = *j->impl_;
+  natsStatus s = natsOptions_Create(&m.opts);
+  if (s == NATS_OK) s = natsOptions_SetURL(m.opts, o.url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetName(m.opts, "waymark");
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(m.opts, -1);  // forever
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(m.opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetReconnectJitter(m.opts, 500, 1000);
+  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(m.opts, 64 << 20);
+  if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
+  if (s != NATS_OK) return Status::Error("cannot connect to " + o.url + ": " + Why(s));
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = 10000;
+  jo.PublishAsync.MaxPending = 4096;
+  jo.PublishAsync.AckHandler = &Impl::OnPublished;
+  jo.PublishAsync.AckHandlerClosure = &m;
+  s = natsConnection_JetStream(&m.js, m.nc, &jo);
+  if (s != NATS_OK) return Status::Error("JetStream: " + Why(s));
+  if (Status st = EnsureStream(m.js, o.stream, kEventSubjects, o); !st.ok()) return st;
+  if (Status st = EnsureStream(m.js, o.stream + "_DEAD", kDeadSubjects, o); !st.ok()) return st;
+  return j;
+}
+
+Status JetStream::Subscribe() {
+  Impl& m = *impl_;
+  const JetStreamOptions& o = options_;
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = o.consumer.c_str();
+  cc.AckPolicy = js_AckExplicit;
+  cc.DeliverPolicy = js_DeliverAll;
+  cc.AckWait = o.ack_wait_s * kNanos;
+  cc.MaxDeliver = o.max_deliver;
+  cc.MaxAckPending = 100000;
+  cc.FilterSubject = kEventSubjects;
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s =
+      js_GetConsumerInfo(&ci, m.js, o.stream.c_str(), o.consumer.c_str(), nullptr, &jerr);
+  if (s == NATS_NOT_FOUND) {
+    s = js_AddConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
+    if (s != NATS_OK) {
+      return Status::Error("cannot create consumer " + o.consumer + ": " + Why(s, jerr));
+    }
+  } else if (s != NATS_OK) {
+    return Status::Error("cannot read consumer " + o.consumer + ": " + Why(s, jerr));
+  } else {
+    const jsConsumerConfig* have = ci->Config;
+    bool pull = have->DeliverSubject == nullptr || *have->DeliverSubject == 0;
+    bool explicit_acks = have->AckPolicy == js_AckExplicit;
+    bool tunable = have->MaxDeliver != cc.MaxDeliver || have->AckWait != cc.AckWait;
+    jsConsumerInfo_Destroy(ci);
+    ci = nullptr;
+    if (!pull || !explicit_acks) {
+      return Status::Error("consumer " + o.consumer + " on stream " + o.stream +
+                           " exists but is not a pull consumer with explicit acks; delete it "
+                           "(nats consumer rm) and start again");
+    }
+    if (tunable) {
+      s = js_UpdateConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
+      if (s != NATS_OK) {
+        return Status::Error("cannot update consumer " + o.consumer + ": " + Why(s, jerr));
+      }
+    }
+  }
+  jsConsumerInfo_Destroy(ci);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = o.stream.c_str();
+  so.Consumer = o.consumer.c_str();
+  s = js_PullSubscribe(&m.sub, m.js, kEventSubjects, o.consumer.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) return Status::Error("cannot subscribe to " + o.consumer + ": " + Why(s, jerr));
+  return Status();
+}
+
+Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
+  Impl& m = *impl_;
+  std::vector<JetStreamMessage> out;
+  natsMsgList list = {nullptr, 0};
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s = natsSubscription_Fetch(&list, m.sub, int(max), options_.fetch_wait_ms, &jerr);
+  if (s == NATS_TIMEOUT) return out;
+  if (s != NATS_OK) {
+    // Disconnected, reconnecting, or the server is restarting: the
+    // connection retries forever; so does the caller, after a pause.
+    natsMsgList_Destroy(&list);
+    if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) {
+      return Status::Error("NATS: " + Why(s, jerr));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.fetch_wait_ms));
+    return out;
+  }
+  out.reserve(size_t(list.Count));
+  for (int i = 0; i < list.Count; ++i) {
+    natsMsg* msg = list.Msgs[i];
+    list.Msgs[i] = nullptr;
+    JetStreamMessage jm;
+    jm.handle =
+        std::shared_ptr<void>(msg, [](void* p) { natsMsg_Destroy(static_cast<natsMsg*>(p)); });
+    jm.subject = natsMsg_GetSubject(msg);
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      jm.stream_seq = meta->Sequence.Stream;
+      jm.delivered = meta->NumDelivered;
+      jsMsgMetaData_Destroy(meta);
+    }
+    jm.input.position = "nats:" + options_.stream + ":" + std::to_string(jm.stream_seq);
+    jm.input.text.assign(natsMsg_GetData(msg), size_t(natsMsg_GetDataLength(msg)));
+    out.push_back(std::move(jm));
+  }
+  natsMsgList_Destroy(&list);
+  return out;
+}
+
+void JetStream::Ack(const std::vector<JetStreamMessage>& messages) {
+  for (const JetStreamMessage& jm : messages) {
+    natsMsg_Ack(static_cast<natsMsg*>(jm.handle.get()), nullptr);
+  }
+  natsConnection_FlushTimeout(impl_->nc, 5000);
+}
+
+Status JetStream::PublishDeadLetter(const JetStreamMessage& jm, const std::string& reason) {
+  Impl& m = *impl_;
+  std::string subject = "deadletter." + jm.subject;
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, jm.input.text.data(),
+                                int(jm.input.text.size()));
+  std::string seq = std::to_string(jm.stream_seq);
+  // Header values are single lines.
+  std::string one_line = reason;
+  for (char& c : one_line) {
+    if (c == '\r' || c == '\n') c = ' ';
+  }
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Waymark-Reason", one_line.c_str());
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Waymark-Stream-Seq", seq.c_str());
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Waymark-Subject", jm.subject.c_str());
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  std::string id = options_.stream + ":" + seq;
+  po.MsgId = id.c_str();
+  jsPubAck* pa = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  if (s == NATS_OK) s = js_PublishMsg(&pa, m.js, msg, &po, &jerr);
+  jsPubAck_Destroy(pa);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK)
+    return Status::Error("cannot publish dead letter to " + subject + ": " + Why(s, jerr));
+  return Status();
+}
+
+Result<uint64_t> JetStream::Unfinished() {
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s = js_GetConsumerInfo(&ci, impl_->js, options_.stream.c_str(),
+                                    options_.consumer.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) return Status::Error("cannot read consumer: " + Why(s, jerr));
+  uint64_t n = ci->NumPending + uint64_t(ci->NumAckPending);
+  jsConsumerInfo_Destroy(ci);
+  return n;
+}
+
+Status JetStream::PublishAsync(const std::string& subject, const std::string& msg_id,
+                               const std::string& data) {
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = msg_id.c_str();
+  natsStatus s = js_PublishAsync(impl_->js, subject.c_str(), data.data(), int(data.size()), &po);
+  if (s != NATS_OK) return Status::Error("cannot publish to " + subject + ": " + Why(s));
+  return Status();
+}
+
+Result<JetStream::PublishTotals> JetStream::CompletePublishing() {
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 60000;
+  natsStatus s = js_PublishAsyncComplete(impl_->js, &po);
+  if (s != NATS_OK) return Status::Error("waiting for publish acknowledgements: " + Why(s));
+  return totals();
+}
+
+JetStream::PublishTotals JetStream::totals() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->totals;
+}
+
+}  // namespace waymark

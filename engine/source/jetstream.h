@@ -1,0 +1,81 @@
+// NATS JetStream: the stream events arrive on, the durable pull consumer
+// `waymark run --source` reads it through, and the asynchronous publisher
+// behind `waymark publish`. See docs/engine.md, "The JetStream source".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/base/result.h"
+#include "engine/runtime/engine.h"
+
+namespace waymark {
+
+struct JetStreamOptions {
+  std::string url;                    // nats://HOST:PORT
+  std::string stream = "EVENTS";      // subjects events.>
+  std::string consumer = "waymark";   // durable pull consumer
+  int64_t max_deliver = 10;           // deliveries before a message is a dead letter
+  int64_t ack_wait_s = 60;            // redelivery after this long without an ack
+  int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (at least 600)
+  int64_t max_age_s = 7 * 86400;      // retention
+  int64_t fetch_wait_ms = 500;        // longest wait for the first message of a fetch
+};
+
+// One fetched message. Acked through JetStream::Ack only.
+struct JetStreamMessage {
+  RawInput input;  // position "nats:STREAM:SEQ"
+  std::string subject;
+  uint64_t stream_seq = 0;
+  uint64_t delivered = 0;        // 1 on first delivery
+  std::shared_ptr<void> handle;  // the natsMsg
+};
+
+class JetStream {
+ public:
+  // Connects (reconnecting forever afterwards) and creates or checks the
+  // event stream and the dead-letter stream. A stream whose subjects,
+  // storage or duplicate window differ is refused with what differs.
+  static Result<std::unique_ptr<JetStream>> Connect(const JetStreamOptions& o);
+  ~JetStream();
+
+  // --- consuming (waymark run) ---
+  // Creates or checks the durable consumer and subscribes to it.
+  Status Subscribe();
+  // Up to `max` messages, waiting up to fetch_wait_ms for the first; empty
+  // when there are none or the connection is down (it reconnects).
+  Result<std::vector<JetStreamMessage>> Fetch(size_t max);
+  // Acks each message. An ack that is lost makes the server deliver the
+  // message again, and the engine recognises it as a stored event.
+  void Ack(const std::vector<JetStreamMessage>& messages);
+  // Publishes the message to deadletter.<subject> in the dead-letter
+  // stream with the reason in the header Waymark-Reason, once (its
+  // Nats-Msg-Id is the source stream sequence).
+  Status PublishDeadLetter(const JetStreamMessage& m, const std::string& reason);
+  // Messages of the consumer not yet delivered or not yet acked.
+  Result<uint64_t> Unfinished();
+
+  // --- publishing (waymark publish) ---
+  // Publishes asynchronously; at most 4,096 in flight.
+  Status PublishAsync(const std::string& subject, const std::string& msg_id,
+                      const std::string& data);
+  struct PublishTotals {
+    uint64_t stored = 0, duplicates = 0, failed = 0;
+    std::string first_error;
+  };
+  // Waits for every acknowledgement of what PublishAsync sent.
+  Result<PublishTotals> CompletePublishing();
+  PublishTotals totals() const;  // so far (for progress)
+
+  const JetStreamOptions& options() const { return options_; }
+
+ private:
+  struct Impl;
+  explicit JetStream(const JetStreamOptions& o);
+  JetStreamOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace waymark
