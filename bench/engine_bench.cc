@@ -37,7 +37,8 @@ std::vector<RawInput> MakeEvents(int n) {
          R"({"specversion":"1.0","id":"e)" + std::to_string(i) +
              R"(","source":"bench","type":"user.signup","subject":")" + u + R"(","time":")" + time +
              R"(","data":{"email":")" + u + R"(@example.com","user_id":")" + u +
-             R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free","seats":1,"marketing_opt_in":true}})"});
+             R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free","seats":1,"marketing_opt_in":true}})",
+         {}});
   }
   return out;
 }

@@ -60,7 +60,7 @@ class EngineTest : public testing::Test {
   void Feed(const std::vector<std::string>& lines) {
     std::vector<RawInput> in;
     for (size_t i = 0; i < lines.size(); ++i)
-      in.push_back({"t:" + std::to_string(i + 1), lines[i]});
+      in.push_back({"t:" + std::to_string(i + 1), lines[i], {}});
     Status s = engine_->Ingest(in, 0);
     ASSERT_TRUE(s.ok()) << s.message();
   }

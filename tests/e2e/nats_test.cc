@@ -1,0 +1,152 @@
+// The production path through the binaries: `waymark publish` into a real
+// NATS JetStream server, `waymark run --source` on a real PostgreSQL, and
+// the file transport. WAYMARK_TEST_NATS and WAYMARK_TEST_POSTGRES name the
+// servers (scripts/test.sh starts both).
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <tuple>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include "tests/testing/files.h"
+#include "tests/testing/nats.h"
+#include "tests/testing/process.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using waymark::testing_util::NatsClient;
+using waymark::testing_util::NatsUrl;
+using waymark::testing_util::ReadFile;
+using waymark::testing_util::Shell;
+
+using States = std::map<std::string, std::tuple<int64_t, int64_t, std::string>>;
+
+std::map<std::string, std::string> Messages(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.is_regular_file()) out[e.path().filename().string()] = ReadFile(e.path());
+  }
+  return out;
+}
+
+// Final instance states: id -> (finished, due, body).
+States PostgresStates(const std::string& url) {
+  States out;
+  pqxx::connection c(url);
+  pqxx::read_transaction t(c);
+  for (const auto& r : t.exec("SELECT id, finished::int, due, body FROM instances")) {
+    out[r[0].as<std::string>()] = {r[1].as<int64_t>(), r[2].as<int64_t>(), r[3].as<std::string>()};
+  }
+  return out;
+}
+
+States SqliteStates(const fs::path& path) {
+  States out;
+  sqlite3* db = nullptr;
+  sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(db, "SELECT id, finished, due, body FROM instances", -1, &s, nullptr);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    out[reinterpret_cast<const char*>(sqlite3_column_text(s, 0))] = {
+        sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2),
+        reinterpret_cast<const char*>(sqlite3_column_text(s, 3))};
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return out;
+}
+
+class Nats : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats_ = NatsUrl();
+    ASSERT_FALSE(nats_.empty()) << "WAYMARK_TEST_NATS is not set: run scripts/test.sh";
+    const char* pg = std::getenv("WAYMARK_TEST_POSTGRES");
+    ASSERT_TRUE(pg && *pg) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+    NatsClient c(nats_);
+    ASSERT_TRUE(c.ok()) << "cannot connect to " << nats_;
+    c.DeleteStreams({"EVENTS", "EVENTS_DEAD"});
+    std::string db = "nats_" + std::to_string(getpid());
+    {
+      pqxx::connection admin(std::string(pg) + "/postgres");
+      pqxx::nontransaction n(admin);
+      n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
+      n.exec("CREATE DATABASE " + n.quote_name(db));
+    }
+    pg_ = std::string(pg) + "/" + db;
+    dir_ = fs::temp_directory_path() / ("waymark_nats_e2e_" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    int status = 0;
+    std::string out = Shell(bin_ + " migrate --store " + pg_ + " 2>&1", &status);
+    ASSERT_EQ(status, 0) << out;
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  std::string Run(const std::string& input, const std::string& store, const fs::path& outbox,
+                  int* status, const std::string& extra = "") {
+    return Shell(bin_ + " run --journeys " + root_ + "/journeys --schemas " + root_ + "/schemas " +
+                     input + " --clock event --until-idle --advance 30d --store " + store +
+                     " --transport file:" + outbox.string() + " " + extra + " 2>&1",
+                 status);
+  }
+
+  std::string nats_, pg_;
+  fs::path dir_;
+  std::string root_ = waymark::testing_util::SourceRoot().string();
+  std::string bin_ = WAYMARK_BINARY;
+};
+
+TEST_F(Nats, PublishThenRunGivesTheSameSendsAndStatesAsTheEmbeddedRun) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  std::string first = Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  // Three lines of the sample cannot be routed (not JSON, no type): they
+  // are refused by line, and the exit status says so.
+  EXPECT_EQ(WEXITSTATUS(status), 1) << first;
+  EXPECT_NE(first.find("sample_events.jsonl:300: not published"), std::string::npos) << first;
+  EXPECT_NE(first.find("3 lines refused"), std::string::npos) << first;
+  // Re-published within the duplicate window: nothing is added.
+  std::string again = Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  EXPECT_NE(again.find(": 0 stored, 4587 duplicates"), std::string::npos) << again;
+
+  std::string on_nats = Run("--source " + nats_, pg_, dir_ / "nats", &status);
+  ASSERT_EQ(status, 0) << on_nats;
+  std::string embedded =
+      Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
+  ASSERT_EQ(status, 0) << embedded;
+
+  auto a = Messages(dir_ / "nats"), b = Messages(dir_ / "embedded");
+  EXPECT_GT(a.size(), 1000u);
+  EXPECT_TRUE(a == b) << a.size() << " messages from NATS + PostgreSQL, " << b.size()
+                      << " embedded";
+  States pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+  EXPECT_GT(pg.size(), 500u);
+  EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
+                          << " on SQLite";
+
+  // The six invalid events of the sample (a bad specversion, a bad time,
+  // four schema violations) are dead letters in the store and on the
+  // dead-letter stream, with the reason in a header.
+  NatsClient c(nats_);
+  auto dead = c.Messages("EVENTS_DEAD");
+  ASSERT_EQ(dead.size(), 6u);
+  for (const auto& m : dead) {
+    EXPECT_EQ(m.subject.rfind("deadletter.events.", 0), 0u) << m.subject;
+    EXPECT_FALSE(m.headers.at("Waymark-Reason").empty());
+  }
+  EXPECT_NE(on_nats.find("unsupported CloudEvents specversion"), std::string::npos) << on_nats;
+  // The stream is consumed: a second run finds nothing new.
+  std::string rerun = Run("--source " + nats_, pg_, dir_ / "nats", &status, "--json");
+  ASSERT_EQ(status, 0) << rerun;
+  EXPECT_NE(rerun.find("\"events_by_type\": {}"), std::string::npos) << rerun;
+}
+
+}  // namespace
