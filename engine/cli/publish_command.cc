@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/cli/commands.h"
+#include "engine/cli/config.h"
 #include "engine/source/jetstream.h"
 
 namespace waymark::cli {
@@ -17,6 +18,7 @@ namespace {
 struct PublishOptions {
   std::string input;
   JetStreamOptions stream;
+  std::string config;
 };
 
 // The subject for an event type: events.<type>, where the type must make
@@ -121,7 +123,18 @@ void RegisterPublish(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--stream", o->stream.stream, "stream (created when missing)")
       ->capture_default_str();
-  cmd->callback([=] { *exit_code = Publish(*o); });
+  cmd->add_option("--config", o->config,
+                  "configuration file (default: ./waymark.toml when there is one)");
+  cmd->callback([=] {
+    auto c = Config::Load(o->config);
+    if (!c.ok()) {
+      std::cerr << "waymark publish: " << c.error() << "\n";
+      *exit_code = kExitUsage;
+      return;
+    }
+    c.value().UnderSource(cmd, o->stream);
+    *exit_code = Publish(*o);
+  });
 }
 
 }  // namespace waymark::cli

@@ -16,6 +16,7 @@
 #include <httplib.h>
 
 #include "engine/cli/commands.h"
+#include "engine/cli/config.h"
 #include "engine/delivery/message.h"
 #include "engine/runtime/engine.h"
 #include "engine/runtime/replay.h"
@@ -36,26 +37,6 @@ Micros WallNow() {
       .count();
 }
 
-int64_t ParseDurationSeconds(const std::string& s) {
-  static const std::map<char, int64_t> kUnit = {
-      {'w', 604800}, {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
-  int64_t total = 0, n = 0;
-  bool digits = false;
-  for (char c : s) {
-    if (std::isdigit(static_cast<unsigned char>(c))) {
-      n = n * 10 + (c - '0');
-      digits = true;
-    } else if (kUnit.count(c) && digits) {
-      total += n * kUnit.at(c);
-      n = 0;
-      digits = false;
-    } else {
-      return -1;
-    }
-  }
-  return digits ? -1 : total;
-}
-
 struct RunOptions {
   std::string events;
   std::string store = "sqlite:waymark.db";
@@ -70,6 +51,7 @@ struct RunOptions {
   std::string cap;          // "N/DURATION"
   std::string listen;       // "HOST:PORT" (port 0: any free port)
   JetStreamOptions source;  // source.url empty: no stream
+  std::string config;       // waymark.toml
 };
 
 // Requests from the HTTP thread to the engine thread. Each is answered only
@@ -673,7 +655,26 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--cap", o->cap,
                   "frequency cap per person across journeys for non-transactional sends, "
                   "N/DURATION (e.g. 3/7d)");
-  cmd->callback([=] { *exit_code = Run(*o); });
+  cmd->add_option("--config", o->config,
+                  "configuration file (default: ./waymark.toml when there is one)");
+  cmd->callback([=] {
+    auto c = Config::Load(o->config);
+    if (!c.ok()) {
+      std::cerr << "waymark run: " << c.error() << "\n";
+      *exit_code = kExitUsage;
+      return;
+    }
+    const Config& cfg = c.value();
+    cfg.Under(cmd, "--journeys", "", "journeys", o->journeys);
+    cfg.Under(cmd, "--schemas", "", "schemas", o->schemas);
+    cfg.Under(cmd, "--store", "store", "url", o->store);
+    cfg.Under(cmd, "--transport", "transport", "url", o->transport);
+    cfg.Under(cmd, "--clock", "engine", "clock", o->clock);
+    cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
+    cfg.UnderInt(cmd, "--batch", "engine", "batch", o->batch);
+    cfg.UnderSource(cmd, o->source);
+    *exit_code = Run(*o);
+  });
 }
 
 void RegisterReplay(CLI::App& app, int* exit_code) {

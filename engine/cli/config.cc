@@ -1,0 +1,195 @@
+#include "engine/cli/config.h"
+
+#include <filesystem>
+#include <map>
+
+#include <toml++/toml.h>
+#include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validation_results.hpp>
+#include <valijson/validator.hpp>
+
+#include "engine/cli/config_schema.h"  // generated: kConfigSchema
+
+namespace waymark::cli {
+namespace {
+
+using nlohmann::json;
+
+json ToJson(const toml::node& n) {
+  if (const auto* t = n.as_table()) {
+    json o = json::object();
+    for (const auto& [k, v] : *t) o[std::string(k.str())] = ToJson(v);
+    return o;
+  }
+  if (const auto* a = n.as_array()) {
+    json arr = json::array();
+    for (const auto& v : *a) arr.push_back(ToJson(v));
+    return arr;
+  }
+  if (auto s = n.value<std::string>(); s && n.is_string()) return *s;
+  if (n.is_integer()) return *n.value<int64_t>();
+  if (n.is_floating_point()) return *n.value<double>();
+  if (n.is_boolean()) return *n.value<bool>();
+  // Dates and times: no key takes one; the schema refuses what this is.
+  return json::object({{"toml", "date or time"}});
+}
+
+std::string Where(const std::vector<std::string>& path) {
+  if (path.empty()) return "top level";
+  std::string s = "[" + path[0] + "]";
+  for (size_t i = 1; i < path.size(); ++i) s += (i == 1 ? " " : ".") + path[i];
+  return s;
+}
+
+// Unknown keys first, each named with the keys that are allowed there.
+Status CheckKeys(const json& doc, const json& schema, const json& root,
+                 std::vector<std::string>& path) {
+  const json* s = &schema;
+  if (s->contains("$ref")) {
+    std::string ref = (*s)["$ref"].get<std::string>();  // "#/definitions/NAME"
+    s = &root["definitions"][ref.substr(ref.rfind('/') + 1)];
+  }
+  if (!doc.is_object() || !s->contains("properties")) return Status();
+  const json& props = (*s)["properties"];
+  for (const auto& [k, v] : doc.items()) {
+    if (!props.contains(k)) {
+      std::string known;
+      for (const auto& [name, _] : props.items()) known += (known.empty() ? "" : ", ") + name;
+      std::string at = path.empty() ? "" : " in " + Where(path);
+      return Status::Error("unknown key '" + k + "'" + at + " (known: " + known + ")");
+    }
+    path.push_back(k);
+    if (Status st = CheckKeys(v, props[k], root, path); !st.ok()) return st;
+    path.pop_back();
+  }
+  return Status();
+}
+
+}  // namespace
+
+int64_t ParseDurationSeconds(const std::string& s) {
+  static const std::map<char, int64_t> kUnit = {
+      {'w', 604800}, {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
+  int64_t total = 0, n = 0;
+  bool digits = false;
+  for (char c : s) {
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      n = n * 10 + (c - '0');
+      digits = true;
+    } else if (kUnit.count(c) && digits) {
+      total += n * kUnit.at(c);
+      n = 0;
+      digits = false;
+    } else {
+      return -1;
+    }
+  }
+  return digits ? -1 : total;
+}
+
+Status ValidateConfig(const json& doc) {
+  static const json schema_doc = json::parse(kConfigSchema);
+  std::vector<std::string> path;
+  if (Status s = CheckKeys(doc, schema_doc, schema_doc, path); !s.ok()) return s;
+  static const valijson::Schema* schema = [] {
+    auto* s = new valijson::Schema();
+    valijson::SchemaParser parser;
+    valijson::adapters::NlohmannJsonAdapter adapter(schema_doc);
+    parser.populateSchema(adapter, *s);
+    return s;
+  }();
+  valijson::Validator validator;
+  valijson::ValidationResults results;
+  valijson::adapters::NlohmannJsonAdapter target(doc);
+  if (validator.validate(*schema, target, &results)) return Status();
+  // The innermost error names the key best.
+  valijson::ValidationResults::Error err;
+  std::vector<std::string> where;
+  std::string detail;
+  while (results.popError(err)) {
+    std::vector<std::string> p;
+    for (const std::string& c : err.context) {
+      if (c.size() > 2 && c.front() == '[' && c.back() == ']')
+        p.push_back(c.substr(1, c.size() - 2));
+    }
+    if (detail.empty() || p.size() > where.size()) {
+      where = p;
+      detail = err.description;
+    }
+  }
+  std::string value;
+  const json* v = &doc;
+  for (const std::string& k : where) v = v->is_object() && v->contains(k) ? &(*v)[k] : nullptr;
+  if (v && !where.empty()) value = " (is " + v->dump() + ")";
+  // What the schema says the key takes.
+  const json* node = &schema_doc;
+  for (const std::string& k : where) {
+    if (!node->contains("properties") || !(*node)["properties"].contains(k)) break;
+    node = &(*node)["properties"][k];
+    if (node->contains("$ref")) {
+      std::string ref = (*node)["$ref"].get<std::string>();
+      node = &schema_doc["definitions"][ref.substr(ref.rfind('/') + 1)];
+    }
+  }
+  std::string expected;
+  if (!where.empty() && node->contains("description")) {
+    expected = "; expected " + (*node)["description"].get<std::string>();
+  }
+  while (!detail.empty() && detail.back() == '.') detail.pop_back();
+  return Status::Error(Where(where) + value + ": " + detail + expected);
+}
+
+Result<Config> Config::Load(const std::string& path) {
+  Config c;
+  c.path_ = path.empty() ? "waymark.toml" : path;
+  if (path.empty() && !std::filesystem::exists(c.path_)) {
+    c.path_.clear();
+    return c;
+  }
+  toml::table t;
+  try {
+    t = toml::parse_file(c.path_);
+  } catch (const toml::parse_error& e) {
+    return Status::Error(c.path_ + ":" + std::to_string(e.source().begin.line) + ":" +
+                         std::to_string(e.source().begin.column) + ": " +
+                         std::string(e.description()));
+  }
+  c.doc_ = ToJson(t);
+  if (Status s = ValidateConfig(c.doc_); !s.ok())
+    return Status::Error(c.path_ + ": " + s.message());
+  return c;
+}
+
+const nlohmann::json* Config::Find(const std::string& section, const std::string& key) const {
+  const json* at = &doc_;
+  if (!section.empty()) {
+    auto it = doc_.find(section);
+    if (it == doc_.end()) return nullptr;
+    at = &*it;
+  }
+  auto it = at->find(key);
+  return it == at->end() ? nullptr : &*it;
+}
+
+void Config::Under(CLI::App* cmd, const std::string& flag, const std::string& section,
+                   const std::string& key, std::string& out) const {
+  const json* v = Find(section, key);
+  if (v && !Given(cmd, flag)) out = v->get<std::string>();
+}
+
+void Config::UnderSource(CLI::App* cmd, JetStreamOptions& s) const {
+  Under(cmd, "--source", "source", "url", s.url);
+  Under(cmd, "--stream", "source", "stream", s.stream);
+  Under(cmd, "", "source", "consumer", s.consumer);
+  UnderInt(cmd, "", "source", "max_deliver", s.max_deliver);
+  // Durations: the schema has checked their form.
+  for (auto [key, out] : {std::pair<const char*, int64_t*>{"ack_wait", &s.ack_wait_s},
+                          {"duplicate_window", &s.duplicate_window_s},
+                          {"retention", &s.max_age_s}}) {
+    if (const json* v = Find("source", key)) *out = ParseDurationSeconds(v->get<std::string>());
+  }
+}
+
+}  // namespace waymark::cli

@@ -1,0 +1,55 @@
+// waymark.toml: read, checked against schemas/config/waymark.schema.json
+// (compiled into the binary), and laid under the command-line flags, which
+// win. Every key is documented in docs/operations.md.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/base/result.h"
+#include "engine/source/jetstream.h"
+
+namespace waymark::cli {
+
+// "90s", "20m", "7d", "1d12h" -> seconds; -1 if malformed.
+int64_t ParseDurationSeconds(const std::string& s);
+
+class Config {
+ public:
+  // `path` empty: ./waymark.toml when it exists, else an empty
+  // configuration. A file that does not parse, or breaks the schema (an
+  // unknown key, a bad value), is an error naming the key.
+  static Result<Config> Load(const std::string& path);
+
+  // The value at [section] key (section "" for top-level keys), or null.
+  const nlohmann::json* Find(const std::string& section, const std::string& key) const;
+
+  // Sets `out` from [section] key unless `cmd` has `flag` and it was given.
+  void Under(CLI::App* cmd, const std::string& flag, const std::string& section,
+             const std::string& key, std::string& out) const;
+  template <typename Int>
+  void UnderInt(CLI::App* cmd, const std::string& flag, const std::string& section,
+                const std::string& key, Int& out) const {
+    const nlohmann::json* v = Find(section, key);
+    if (v && !Given(cmd, flag)) out = v->get<Int>();
+  }
+  // The [source] table under --source (and --stream where the command has it).
+  void UnderSource(CLI::App* cmd, JetStreamOptions& s) const;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  static bool Given(CLI::App* cmd, const std::string& flag) {
+    const CLI::Option* opt = cmd->get_option_no_throw(flag);
+    return opt && opt->count() > 0;
+  }
+  std::string path_;
+  nlohmann::json doc_ = nlohmann::json::object();
+};
+
+// Checks a configuration document against the schema (for tests).
+Status ValidateConfig(const nlohmann::json& doc);
+
+}  // namespace waymark::cli

@@ -1,0 +1,109 @@
+// waymark.toml: the schema refuses unknown keys and bad values, naming the
+// key; the documented example is valid; every key is documented.
+#include "engine/cli/config.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/files.h"
+
+namespace waymark::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using testing_util::ReadFile;
+using testing_util::SourceRoot;
+
+Result<Config> LoadText(const std::string& text) {
+  fs::path p = fs::temp_directory_path() / ("waymark_config_" + std::to_string(getpid()) + ".toml");
+  std::ofstream(p) << text;
+  auto c = Config::Load(p.string());
+  fs::remove(p);
+  return c;
+}
+
+TEST(Config, TheDocumentedExampleIsValidAndEveryKeyIsInTheOperationsGuide) {
+  auto c = Config::Load((SourceRoot() / "docs/waymark.toml").string());
+  ASSERT_TRUE(c.ok()) << c.error();
+  EXPECT_EQ(c.value().Find("source", "max_deliver")->get<int>(), 10);
+  auto schema =
+      nlohmann::json::parse(ReadFile(SourceRoot() / "schemas/config/waymark.schema.json"));
+  std::string guide = ReadFile(SourceRoot() / "docs/operations.md");
+  std::string example = ReadFile(SourceRoot() / "docs/waymark.toml");
+  int keys = 0;
+  for (const auto& [k, v] : schema["properties"].items()) {
+    if (!v.contains("properties")) {
+      ++keys;
+      EXPECT_NE(guide.find("| `" + k + "` |"), std::string::npos) << k;
+      EXPECT_NE(example.find(k + " = "), std::string::npos) << k;
+      continue;
+    }
+    for (const auto& [key, _] : v["properties"].items()) {
+      ++keys;
+      EXPECT_NE(guide.find("| `[" + k + "] " + key + "` |"), std::string::npos) << k << "." << key;
+      EXPECT_NE(example.find(key + " = "), std::string::npos) << k << "." << key;
+    }
+  }
+  EXPECT_GE(keys, 14);
+}
+
+TEST(Config, AnUnknownKeyIsNamedWithTheKeysAllowedThere) {
+  auto c = LoadText("[source]\nurl = \"nats://127.0.0.1:4222\"\nstrem = \"X\"\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("unknown key 'strem' in [source]"), std::string::npos) << c.error();
+  EXPECT_NE(c.error().find("stream"), std::string::npos) << c.error();
+  auto top = LoadText("jorneys = \"j\"\n");
+  ASSERT_FALSE(top.ok());
+  EXPECT_NE(top.error().find("unknown key 'jorneys'"), std::string::npos) << top.error();
+}
+
+TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
+  struct Case {
+    std::string text, names;
+  } cases[] = {
+      {"[source]\nack_wait = \"ten\"\n", "[source] ack_wait (is \"ten\")"},
+      {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
+      {"[engine]\nclock = \"fast\"\n", "[engine] clock (is \"fast\")"},
+      {"[store]\nurl = 5\n", "[store] url (is 5)"},
+      {"[store]\nurl = \"mysql://x\"\n", "[store] url"},
+      {"[engine]\nbatch = \"many\"\n", "[engine] batch"},
+      {"[source]\nretention = 1979-05-27\n", "[source] retention"},
+  };
+  for (const Case& k : cases) {
+    auto c = LoadText(k.text);
+    ASSERT_FALSE(c.ok()) << k.text;
+    EXPECT_NE(c.error().find(k.names), std::string::npos) << c.error();
+  }
+  auto syntax = LoadText("[source\nurl = 1\n");
+  ASSERT_FALSE(syntax.ok());
+  EXPECT_NE(syntax.error().find(":1:"), std::string::npos) << syntax.error();
+}
+
+TEST(Config, FlagsWinOverTheFile) {
+  auto c = LoadText("journeys = \"from-file\"\n[store]\nurl = \"sqlite:file.db\"\n");
+  ASSERT_TRUE(c.ok()) << c.error();
+  CLI::App app;
+  std::string journeys = "default", store = "sqlite:default.db";
+  app.add_option("--journeys", journeys);
+  app.add_option("--store", store);
+  app.parse(std::vector<std::string>{"sqlite:flag.db", "--store"});  // reversed: argv order
+  c.value().Under(&app, "--journeys", "", "journeys", journeys);
+  c.value().Under(&app, "--store", "store", "url", store);
+  EXPECT_EQ(journeys, "from-file");
+  EXPECT_EQ(store, "sqlite:flag.db");
+}
+
+TEST(Config, DurationsAreParsed) {
+  EXPECT_EQ(ParseDurationSeconds("90s"), 90);
+  EXPECT_EQ(ParseDurationSeconds("1d12h"), 129600);
+  EXPECT_EQ(ParseDurationSeconds("2w"), 1209600);
+  EXPECT_EQ(ParseDurationSeconds("10"), -1);
+  EXPECT_EQ(ParseDurationSeconds("m"), -1);
+}
+
+}  // namespace
+}  // namespace waymark::cli
