@@ -5,9 +5,12 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <thread>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -147,6 +150,68 @@ TEST_F(Nats, PublishThenRunGivesTheSameSendsAndStatesAsTheEmbeddedRun) {
   std::string rerun = Run("--source " + nats_, pg_, dir_ / "nats", &status, "--json");
   ASSERT_EQ(status, 0) << rerun;
   EXPECT_NE(rerun.find("\"events_by_type\": {}"), std::string::npos) << rerun;
+}
+
+// A message that was delivered max_deliver - 1 times without an ack (as if
+// the engine had died on it each time) is a dead letter on its last
+// delivery, with the reason; so is a message that is not JSON; and the
+// events behind them are processed: the stream does not stall.
+TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
+  fs::path config = dir_ / "waymark.toml";
+  std::ofstream(config) << "[source]\nurl = \"" << nats_
+                        << "\"\nmax_deliver = 3\nack_wait = \"1s\"\n";
+  NatsClient c(nats_);
+  // The stream and the consumer, as `waymark run` makes them.
+  int status = 0;
+  std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;
+  auto signup = [](const std::string& id, const std::string& user) {
+    return R"({"specversion":"1.0","id":")" + id +
+           R"(","source":"app","type":"user.signup","subject":")" + user +
+           R"(","time":"2026-03-02T10:00:00Z","data":{"email":")" + user +
+           R"(@example.com","user_id":")" + user +
+           R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
+           R"("seats":1,"marketing_opt_in":true}})";
+  };
+  std::string poison = signup("p1", "u1");
+  ASSERT_TRUE(c.Publish("events.user.signup", poison));
+  // Two deliveries that are never acked.
+  natsSubscription* sub = nullptr;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = "EVENTS";
+  so.Consumer = "waymark";
+  ASSERT_EQ(js_PullSubscribe(&sub, c.js(), "events.>", "waymark", nullptr, &so, nullptr), NATS_OK);
+  for (int i = 0; i < 2; ++i) {
+    natsMsgList list = {nullptr, 0};
+    ASSERT_EQ(natsSubscription_Fetch(&list, sub, 1, 5000, nullptr), NATS_OK) << i;
+    ASSERT_EQ(list.Count, 1);
+    natsMsgList_Destroy(&list);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past ack_wait
+  }
+  natsSubscription_Destroy(sub);
+  ASSERT_TRUE(c.Publish("events.cart.updated", "{not json"));
+  std::string good = signup("g1", "u2");
+  ASSERT_TRUE(c.Publish("events.user.signup", good));
+
+  std::string out = Run("--config " + config.string(), pg_, dir_ / "out", &status, "--json");
+  ASSERT_EQ(status, 0) << out;
+  // Only the good event is processed; the poison is not.
+  EXPECT_NE(out.find("\"user.signup\": 1"), std::string::npos) << out;
+  auto dead = c.Messages("EVENTS_DEAD");
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_EQ(dead[0].data, poison);
+  EXPECT_EQ(dead[0].headers.at("Waymark-Reason"),
+            "delivered 3 times without being committed (max_deliver)");
+  EXPECT_EQ(dead[1].headers.at("Waymark-Reason"), "malformed JSON");
+  EXPECT_EQ(dead[1].subject, "deadletter.events.cart.updated");
+  // Both are dead letters in the store too, with their positions.
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  auto rows = t.exec("SELECT input, reason FROM dead_letters ORDER BY id");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][0].as<std::string>(), "nats:EVENTS:1");
+  EXPECT_EQ(rows[1][1].as<std::string>(), "malformed JSON");
 }
 
 }  // namespace
