@@ -50,6 +50,11 @@ CREATE TABLE dead_letters (
   id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, input TEXT NOT NULL, reason TEXT NOT NULL,
   raw BYTEA NOT NULL);
 )sql",
+    // 2: where each stream source has got to (written with its batch).
+    R"sql(
+CREATE TABLE source_positions (
+  source TEXT PRIMARY KEY, seq BIGINT NOT NULL, restarts BIGINT NOT NULL);
+)sql",
 };
 constexpr int kSchemaVersion = int(std::size(kMigrations));
 
@@ -272,6 +277,17 @@ class PostgresStore : public Store {
     });
   }
 
+  Result<std::optional<SourcePosition>> Position(const std::string& source) override {
+    return Guard("position", [&]() -> Result<std::optional<SourcePosition>> {
+      pqxx::nontransaction t(*read_);
+      std::optional<SourcePosition> out;
+      for (const auto& row : t.exec_prepared("position", source)) {
+        out = SourcePosition{source, uint64_t(row[0].as<int64_t>()), row[1].as<int64_t>()};
+      }
+      return out;
+    });
+  }
+
   Result<StoreCounts> Counts() override {
     return Guard("counts", [&]() -> Result<StoreCounts> {
       pqxx::nontransaction t(*read_);
@@ -330,6 +346,7 @@ class PostgresStore : public Store {
               "not_before >= $2 ORDER BY not_before");
     r.prepare("dead_letters",
               "SELECT id, time, input, reason, encode(raw, 'hex') FROM dead_letters ORDER BY id");
+    r.prepare("position", "SELECT seq, restarts FROM source_positions WHERE source = $1");
 
     pqxx::connection& w = *write_;
     // Staging tables for the rows that need ON CONFLICT; private to this
@@ -363,6 +380,9 @@ class PostgresStore : public Store {
               "SELECT nextval(pg_get_serial_sequence('sends', 'seq')) AS seq "
               "FROM generate_series(1, $1) ORDER BY seq");
     w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
+    w.prepare("put_position",
+              "INSERT INTO source_positions (source, seq, restarts) VALUES ($1, $2, $3) "
+              "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
   }
 
  public:
@@ -514,6 +534,10 @@ class PostgresStore : public Store {
         out << std::make_tuple(d.time, d.input, d.reason, "\\x" + Hex(d.raw));
       }
       out.complete();
+    }
+    if (b.position) {
+      t.exec_prepared("put_position", b.position->source, int64_t(b.position->seq),
+                      b.position->restarts);
     }
     return Status();
   }

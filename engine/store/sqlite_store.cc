@@ -22,11 +22,16 @@ using nlohmann::json;
 // which is the primary key (no second index on every new instance); the
 // sends without a final result are listed in sends_pending (a send row is
 // never rewritten).
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
   "requested_at, not_before, cap_counted, context"
+
+// Version 4 added this table; a version 3 store gets it when opened.
+#define kSourcePositions \
+  "CREATE TABLE source_positions (source TEXT PRIMARY KEY, seq INTEGER NOT NULL, " \
+  "restarts INTEGER NOT NULL);"
 
 const char* kSchema = R"sql(
 CREATE TABLE events (
@@ -61,7 +66,7 @@ CREATE TABLE send_results (
 CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
   reason TEXT NOT NULL, raw TEXT NOT NULL);
-)sql";
+)sql" kSourcePositions;
 
 // A prepared statement, reset on destruction of each use.
 class Stmt {
@@ -181,6 +186,13 @@ class SqliteStore : public Store {
     }
     int v = std::stoi(get.Text(0));
     sqlite3_reset(get.get());
+    if (v == 3) {
+      if (Status s = ExecSql(kSourcePositions); !s.ok()) return s;
+      if (Status s = ExecSql("UPDATE meta SET value = '4' WHERE key = 'schema_version'"); !s.ok()) {
+        return s;
+      }
+      v = 4;
+    }
     if (v > kSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
                            ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
@@ -359,6 +371,19 @@ class SqliteStore : public Store {
     std::vector<DeadLetterRow> out;
     Status st;
     while (q.Next(st)) out.push_back({q.Int(0), q.Int(1), q.Text(2), q.Text(3), q.Text(4)});
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<std::optional<SourcePosition>> Position(const std::string& source) override {
+    Stmt& q = S("SELECT seq, restarts FROM source_positions WHERE source = ?1");
+    q.Bind(1, source);
+    Status st;
+    std::optional<SourcePosition> out;
+    if (q.Next(st)) {
+      out = SourcePosition{source, uint64_t(q.Int(0)), q.Int(1)};
+      sqlite3_reset(q.get());
+    }
     if (!st.ok()) return st;
     return out;
   }
@@ -561,6 +586,16 @@ class SqliteStore : public Store {
     for (const DeadLetterRow& d : b.dead_letters) {
       Stmt& q = W("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");
       if (Status s = q.Bind(1, d.time).Bind(2, d.input).Bind(3, d.reason).Bind(4, d.raw).Exec();
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (b.position) {
+      Stmt& q = W(
+          "INSERT INTO source_positions (source, seq, restarts) VALUES (?1, ?2, ?3) "
+          "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
+      int64_t seq = int64_t(b.position->seq);
+      if (Status s = q.Bind(1, b.position->source).Bind(2, seq).Bind(3, b.position->restarts).Exec();
           !s.ok()) {
         return s;
       }

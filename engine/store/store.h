@@ -84,6 +84,16 @@ struct JourneyVersionRow {
   std::string source_map;
 };
 
+// How far a stream source has got: the last stream sequence whose batch is
+// committed (written in that batch's transaction), and how many times in a
+// row the source restarted over the message after it (docs/engine.md,
+// "The JetStream source").
+struct SourcePosition {
+  std::string source;  // "STREAM/CONSUMER"
+  uint64_t seq = 0;
+  int64_t restarts = 0;
+};
+
 struct Batch {
   std::vector<Event> events;  // ingested; a (source, id) already stored is skipped
   std::vector<JourneyVersionRow> journey_versions;  // a stored hash is skipped
@@ -93,10 +103,11 @@ struct Batch {
   std::vector<SendRow> sends;
   std::vector<SendResultRow> results;
   std::vector<DeadLetterRow> dead_letters;
+  std::optional<SourcePosition> position;  // upserted
 
   bool empty() const {
     return events.empty() && journey_versions.empty() && history.empty() && instances.empty() &&
-           sends.empty() && results.empty() && dead_letters.empty();
+           sends.empty() && results.empty() && dead_letters.empty() && !position;
   }
 };
 
@@ -162,6 +173,8 @@ class Store {
   virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) = 0;
   virtual Result<std::vector<DeadLetterRow>> DeadLetters() = 0;
   virtual Result<StoreCounts> Counts() = 0;
+  // The position of a stream source; nullopt when it never committed.
+  virtual Result<std::optional<SourcePosition>> Position(const std::string& source) = 0;
 };
 
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"

@@ -464,6 +464,30 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
   EXPECT_LT(d.value()[0].id, d.value()[1].id);
 }
 
+TEST_P(StoreConformance, ASourcePositionIsCommittedWithItsBatch) {
+  EXPECT_FALSE(store_->Position("EVENTS/waymark").value().has_value());
+  Batch b;
+  b.events = {Ev("e1")};
+  b.position = SourcePosition{"EVENTS/waymark", 41, 0};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch only;  // a position alone is a batch
+  only.position = SourcePosition{"EVENTS/waymark", 42, 2};
+  EXPECT_FALSE(only.empty());
+  ASSERT_TRUE(store_->Commit(only).ok());
+  // A failed batch moves no position.
+  Batch bad;
+  bad.history = {{"j/u1/1", 1, 5, "entered", "", {}}, {"j/u1/1", 1, 6, "entered", "", {}}};
+  bad.position = SourcePosition{"EVENTS/waymark", 99, 0};
+  EXPECT_FALSE(store_->Commit(bad).ok());
+  Reopen();
+  auto p = store_->Position("EVENTS/waymark");
+  ASSERT_TRUE(p.ok()) << p.error();
+  ASSERT_TRUE(p.value().has_value());
+  EXPECT_EQ(p.value()->seq, 42u);
+  EXPECT_EQ(p.value()->restarts, 2);
+  EXPECT_FALSE(store_->Position("EVENTS/other").value().has_value());
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, testing::ValuesIn(kFactories),
                          [](const testing::TestParamInfo<Factory>& i) { return i.param.name; });
 
@@ -524,6 +548,27 @@ TEST(PostgresStore, MigrationsAreAppliedOnceAndVersionsAreChecked) {
 TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
   std::string error = OpenWithSchemaVersion("99");
   EXPECT_NE(error.find("newer"), std::string::npos) << error;
+}
+
+TEST(SqliteStore, AVersion3StoreGainsSourcePositionsWhenOpened) {
+  fs::path p = fs::temp_directory_path() / ("waymark_v3_" + std::to_string(::getpid()) + ".db");
+  fs::remove(p);
+  { EXPECT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(sqlite3_exec(db,
+                         "DROP TABLE source_positions; UPDATE meta SET value='3' WHERE "
+                         "key='schema_version'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto s = OpenSqliteStore(p.string());
+  ASSERT_TRUE(s.ok()) << s.error();
+  Batch b;
+  b.position = SourcePosition{"S/c", 7, 0};
+  ASSERT_TRUE(s.value()->Commit(b).ok());
+  EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
+  fs::remove(p);
 }
 
 TEST(SqliteStore, RefusesAStoreFromAnOlderDevelopmentVersion) {
