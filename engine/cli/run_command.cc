@@ -192,11 +192,37 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
 }
 
 // Reads the stream until SIGTERM/SIGINT (or, with --until-idle, until the
-// consumer has nothing left). A batch's messages are acked only once it is
-// durable: after the Submit that follows it, or a Flush. Dead letters are
-// also published to the dead-letter stream, after the commit.
-Status ConsumeStream(Engine& e, JetStream& js, const RunOptions& o, bool event_clock) {
-  if (Status s = js.Subscribe(); !s.ok()) return s;
+// consumer has nothing left); docs/engine.md, "The JetStream source". Each
+// batch carries the stream position to the store in its transaction; its
+// messages are acked once it is durable (after the Submit that follows
+// it, or a Flush), and its dead letters published to the dead-letter stream.
+Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o,
+                     bool event_clock) {
+  const JetStreamOptions& so = js.options();
+  const std::string name = so.stream + "/" + so.consumer;
+  auto pos = store.Position(name);
+  if (!pos.ok()) return pos.status();
+  uint64_t committed = pos.value() ? pos.value()->seq : 0;
+  int64_t restarts = pos.value() ? pos.value()->restarts : 0;
+  auto sub = js.Subscribe(committed);
+  if (!sub.ok()) return sub.status();
+  uint64_t isolate_until = 0, poison = 0;
+  if (sub.value() > committed) {
+    // The last process died holding messages after `committed`, before
+    // committing them. Count it; until past what it held, messages go one
+    // per transaction, so that the one it dies on is the next after the
+    // position; when the engine has stopped max_deliver - 1 times in a row
+    // there, that message is a dead letter.
+    ++restarts;
+    e.SetPosition({name, committed, restarts});
+    if (Status s = e.Flush(WallNow()); !s.ok()) return s;
+    isolate_until = sub.value();
+    if (restarts + 1 >= so.max_deliver) poison = committed + 1;
+    std::cerr << "waymark run: resuming " << name << " after " << committed << " (restart "
+              << restarts << " over message " << committed + 1 << ")\n";
+  }
+  uint64_t submitted_through = committed;
+
   struct Submitted {
     std::vector<JetStreamMessage> messages;
     std::vector<InputOutcome> outcomes;
@@ -204,7 +230,7 @@ Status ConsumeStream(Engine& e, JetStream& js, const RunOptions& o, bool event_c
   std::vector<Submitted> undurable;  // submitted, not known to be durable
   auto finish = [&]() -> Status {
     for (Submitted& b : undurable) {
-      for (size_t i = 0; i < b.messages.size(); ++i) {
+      for (size_t i = 0; i < b.outcomes.size(); ++i) {
         if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
         if (Status s = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason); !s.ok()) {
           return s;  // not acked: delivered again, stored once, published once
@@ -220,11 +246,23 @@ Status ConsumeStream(Engine& e, JetStream& js, const RunOptions& o, bool event_c
     inputs.reserve(group.size());
     for (JetStreamMessage& m : group) {
       inputs.push_back(m.input);
-      if (int64_t(m.delivered) >= js.options().max_deliver) {
-        inputs.back().reject = "delivered " + std::to_string(m.delivered) +
-                               " times without being committed (max_deliver)";
+      if (m.stream_seq == poison) {
+        inputs.back().reject = "the engine stopped " + std::to_string(restarts) +
+                               " times in a row before committing it (max_deliver " +
+                               std::to_string(so.max_deliver) + ")";
       }
     }
+    // Failpoint for the tests of this path (docs/reliability.md): die on an
+    // event, as a process with a bug would.
+    static const char* abort_on = std::getenv("WAYMARK_FAILPOINT_ABORT_ON_EVENT_ID");
+    if (abort_on && *abort_on) {
+      std::string needle = std::string("\"id\":\"") + abort_on + "\"";
+      for (const RawInput& in : inputs) {
+        if (in.reject.empty() && in.text.find(needle) != std::string::npos) std::abort();
+      }
+    }
+    submitted_through = group.back().stream_seq;
+    e.SetPosition({name, submitted_through, 0});
     Submitted b{std::move(group), {}};
     if (Status s = e.Submit(inputs, WallNow(), &b.outcomes); !s.ok()) return s;
     // Submit waited for the batch before this one: all submitted before is
@@ -252,24 +290,34 @@ Status ConsumeStream(Engine& e, JetStream& js, const RunOptions& o, bool event_c
       }
       continue;
     }
-    // First deliveries go in one batch; a message delivered before goes
-    // alone, so that one that kills the engine takes nothing else with it.
-    std::vector<JetStreamMessage> first;
+    std::vector<JetStreamMessage> group;
+    Submitted again;  // delivered again after being submitted: only acked
     for (JetStreamMessage& m : msgs) {
-      if (m.delivered <= 1) {
-        first.push_back(std::move(m));
+      if (m.stream_seq <= submitted_through) {
+        again.messages.push_back(std::move(m));
         continue;
       }
-      if (!first.empty()) {
-        if (Status s = submit(std::move(first)); !s.ok()) return s;
-        first.clear();
+      if (m.stream_seq <= isolate_until || m.stream_seq == poison) {
+        if (!group.empty()) {
+          if (Status s = submit(std::move(group)); !s.ok()) return s;
+          group.clear();
+        }
+        // Alone, and durable before the next is touched.
+        std::vector<JetStreamMessage> alone;
+        alone.push_back(std::move(m));
+        if (Status s = submit(std::move(alone)); !s.ok()) return s;
+        if (Status s = e.Flush(WallNow()); !s.ok()) return s;
+        if (Status s = finish(); !s.ok()) return s;
+        continue;
       }
-      std::vector<JetStreamMessage> alone;
-      alone.push_back(std::move(m));
-      if (Status s = submit(std::move(alone)); !s.ok()) return s;
+      group.push_back(std::move(m));
     }
-    if (!first.empty()) {
-      if (Status s = submit(std::move(first)); !s.ok()) return s;
+    if (!group.empty()) {
+      if (Status s = submit(std::move(group)); !s.ok()) return s;
+    }
+    if (!again.messages.empty()) {
+      again.outcomes.assign(again.messages.size(), {InputOutcome::Kind::kDuplicate, ""});
+      undurable.push_back(std::move(again));
     }
     if (!event_clock) {
       auto next = e.NextDue();
@@ -350,7 +398,7 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: " << js.error() << "\n";
       return kExitUsage;
     }
-    if (Status s = ConsumeStream(e, *js.value(), o, event_clock); !s.ok()) {
+    if (Status s = ConsumeStream(e, *store.value(), *js.value(), o, event_clock); !s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }

@@ -90,6 +90,10 @@ class Engine {
   // Fires every timer due at or before `until`, then Flush.
   Status Advance(Micros until);
 
+  // A stream source's position, committed with the batch being built (the
+  // next Submit's, or Flush's).
+  void SetPosition(SourcePosition p) { batch_.position = std::move(p); }
+
   Micros clock() const { return clock_; }
   std::optional<Micros> NextDue() const;
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }

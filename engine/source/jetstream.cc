@@ -149,34 +149,34 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o)
   return j;
 }
 
-Status JetStream::Subscribe() {
+Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
   Impl& m = *impl_;
   const JetStreamOptions& o = options_;
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
   cc.Durable = o.consumer.c_str();
   cc.AckPolicy = js_AckExplicit;
-  cc.DeliverPolicy = js_DeliverAll;
+  cc.DeliverPolicy = committed > 0 ? js_DeliverByStartSequence : js_DeliverAll;
+  cc.OptStartSeq = committed > 0 ? committed + 1 : 0;
   cc.AckWait = o.ack_wait_s * kNanos;
   cc.MaxDeliver = o.max_deliver;
   cc.MaxAckPending = 100000;
   cc.FilterSubject = kEventSubjects;
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr = jsErrCode(0);
+  uint64_t delivered = 0;  // past `committed`, by a process that is gone
   natsStatus s =
       js_GetConsumerInfo(&ci, m.js, o.stream.c_str(), o.consumer.c_str(), nullptr, &jerr);
-  if (s == NATS_NOT_FOUND) {
-    s = js_AddConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
-    if (s != NATS_OK) {
-      return Status::Error("cannot create consumer " + o.consumer + ": " + Why(s, jerr));
-    }
-  } else if (s != NATS_OK) {
+  bool create = s == NATS_NOT_FOUND;
+  if (s != NATS_OK && !create) {
     return Status::Error("cannot read consumer " + o.consumer + ": " + Why(s, jerr));
-  } else {
+  }
+  if (!create) {
     const jsConsumerConfig* have = ci->Config;
     bool pull = have->DeliverSubject == nullptr || *have->DeliverSubject == 0;
     bool explicit_acks = have->AckPolicy == js_AckExplicit;
     bool tunable = have->MaxDeliver != cc.MaxDeliver || have->AckWait != cc.AckWait;
+    uint64_t last = ci->Delivered.Stream;
     jsConsumerInfo_Destroy(ci);
     ci = nullptr;
     if (!pull || !explicit_acks) {
@@ -184,11 +184,27 @@ Status JetStream::Subscribe() {
                            " exists but is not a pull consumer with explicit acks; delete it "
                            "(nats consumer rm) and start again");
     }
-    if (tunable) {
+    if (last > committed) {
+      // Messages after the store's position were delivered and never
+      // committed: start again right after the position, so that they
+      // come first, in order, ahead of anything newer.
+      delivered = last;
+      s = js_DeleteConsumer(m.js, o.stream.c_str(), o.consumer.c_str(), nullptr, &jerr);
+      if (s != NATS_OK && s != NATS_NOT_FOUND) {
+        return Status::Error("cannot reset consumer " + o.consumer + ": " + Why(s, jerr));
+      }
+      create = true;
+    } else if (tunable) {
       s = js_UpdateConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
       if (s != NATS_OK) {
         return Status::Error("cannot update consumer " + o.consumer + ": " + Why(s, jerr));
       }
+    }
+  }
+  if (create) {
+    s = js_AddConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
+    if (s != NATS_OK) {
+      return Status::Error("cannot create consumer " + o.consumer + ": " + Why(s, jerr));
     }
   }
   jsConsumerInfo_Destroy(ci);
@@ -198,7 +214,7 @@ Status JetStream::Subscribe() {
   so.Consumer = o.consumer.c_str();
   s = js_PullSubscribe(&m.sub, m.js, kEventSubjects, o.consumer.c_str(), nullptr, &so, &jerr);
   if (s != NATS_OK) return Status::Error("cannot subscribe to " + o.consumer + ": " + Why(s, jerr));
-  return Status();
+  return delivered;
 }
 
 Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
@@ -229,7 +245,6 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
     jsMsgMetaData* meta = nullptr;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
       jm.stream_seq = meta->Sequence.Stream;
-      jm.delivered = meta->NumDelivered;
       jsMsgMetaData_Destroy(meta);
     }
     jm.input.position = "nats:" + options_.stream + ":" + std::to_string(jm.stream_seq);

@@ -29,7 +29,6 @@ struct JetStreamMessage {
   RawInput input;  // position "nats:STREAM:SEQ"
   std::string subject;
   uint64_t stream_seq = 0;
-  uint64_t delivered = 0;        // 1 on first delivery
   std::shared_ptr<void> handle;  // the natsMsg
 };
 
@@ -43,7 +42,12 @@ class JetStream {
 
   // --- consuming (waymark run) ---
   // Creates or checks the durable consumer and subscribes to it.
-  Status Subscribe();
+  // `committed` is the store's position (the last stream sequence whose
+  // batch is committed). A consumer that delivered past it (to a process
+  // that died before committing) is created again to start right after it,
+  // so that those messages come first and in order; the result is then the
+  // last sequence it had delivered, else 0.
+  Result<uint64_t> Subscribe(uint64_t committed);
   // Up to `max` messages, waiting up to fetch_wait_ms for the first; empty
   // when there are none or the connection is down (it reconnects).
   Result<std::vector<JetStreamMessage>> Fetch(size_t max);

@@ -380,9 +380,10 @@ class PostgresStore : public Store {
               "SELECT nextval(pg_get_serial_sequence('sends', 'seq')) AS seq "
               "FROM generate_series(1, $1) ORDER BY seq");
     w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
-    w.prepare("put_position",
-              "INSERT INTO source_positions (source, seq, restarts) VALUES ($1, $2, $3) "
-              "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
+    w.prepare(
+        "put_position",
+        "INSERT INTO source_positions (source, seq, restarts) VALUES ($1, $2, $3) "
+        "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
   }
 
  public:

@@ -29,7 +29,7 @@ constexpr int kSchemaVersion = 4;
   "requested_at, not_before, cap_counted, context"
 
 // Version 4 added this table; a version 3 store gets it when opened.
-#define kSourcePositions \
+#define kSourcePositions                                                           \
   "CREATE TABLE source_positions (source TEXT PRIMARY KEY, seq INTEGER NOT NULL, " \
   "restarts INTEGER NOT NULL);"
 
@@ -591,11 +591,12 @@ class SqliteStore : public Store {
       }
     }
     if (b.position) {
-      Stmt& q = W(
-          "INSERT INTO source_positions (source, seq, restarts) VALUES (?1, ?2, ?3) "
-          "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
+      Stmt& q =
+          W("INSERT INTO source_positions (source, seq, restarts) VALUES (?1, ?2, ?3) "
+            "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
       int64_t seq = int64_t(b.position->seq);
-      if (Status s = q.Bind(1, b.position->source).Bind(2, seq).Bind(3, b.position->restarts).Exec();
+      if (Status s =
+              q.Bind(1, b.position->source).Bind(2, seq).Bind(3, b.position->restarts).Exec();
           !s.ok()) {
         return s;
       }

@@ -152,19 +152,15 @@ TEST_F(Nats, PublishThenRunGivesTheSameSendsAndStatesAsTheEmbeddedRun) {
   EXPECT_NE(rerun.find("\"events_by_type\": {}"), std::string::npos) << rerun;
 }
 
-// A message that was delivered max_deliver - 1 times without an ack (as if
-// the engine had died on it each time) is a dead letter on its last
-// delivery, with the reason; so is a message that is not JSON; and the
-// events behind them are processed: the stream does not stall.
+// An event the engine dies on (a failpoint aborts the process when it
+// meets it) is found (after a restart, messages go one per transaction)
+// and, once the engine has stopped max_deliver - 1 times in a row before
+// it, becomes a dead letter with the reason; so does a message that is not JSON; and the events
+// around them are processed: the stream does not stall.
 TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
   fs::path config = dir_ / "waymark.toml";
-  std::ofstream(config) << "[source]\nurl = \"" << nats_
-                        << "\"\nmax_deliver = 3\nack_wait = \"1s\"\n";
+  std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nmax_deliver = 3\n";
   NatsClient c(nats_);
-  // The stream and the consumer, as `waymark run` makes them.
-  int status = 0;
-  std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
-  ASSERT_EQ(status, 0) << idle;
   auto signup = [](const std::string& id, const std::string& user) {
     return R"({"specversion":"1.0","id":")" + id +
            R"(","source":"app","type":"user.signup","subject":")" + user +
@@ -173,36 +169,41 @@ TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
            R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
            R"("seats":1,"marketing_opt_in":true}})";
   };
-  std::string poison = signup("p1", "u1");
-  ASSERT_TRUE(c.Publish("events.user.signup", poison));
-  // Two deliveries that are never acked.
-  natsSubscription* sub = nullptr;
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = "EVENTS";
-  so.Consumer = "waymark";
-  ASSERT_EQ(js_PullSubscribe(&sub, c.js(), "events.>", "waymark", nullptr, &so, nullptr), NATS_OK);
-  for (int i = 0; i < 2; ++i) {
-    natsMsgList list = {nullptr, 0};
-    ASSERT_EQ(natsSubscription_Fetch(&list, sub, 1, 5000, nullptr), NATS_OK) << i;
-    ASSERT_EQ(list.Count, 1);
-    natsMsgList_Destroy(&list);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past ack_wait
-  }
-  natsSubscription_Destroy(sub);
+  int status = 0;
+  std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("g0", "u0")));
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("p1", "u1")));
   ASSERT_TRUE(c.Publish("events.cart.updated", "{not json"));
-  std::string good = signup("g1", "u2");
-  ASSERT_TRUE(c.Publish("events.user.signup", good));
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("g1", "u2")));
 
-  std::string out = Run("--config " + config.string(), pg_, dir_ / "out", &status, "--json");
+  std::string crash = "WAYMARK_FAILPOINT_ABORT_ON_EVENT_ID=p1 ";
+  std::vector<std::string> runs;
+  for (int i = 0; i < 3; ++i) {
+    runs.push_back(Shell(crash + bin_ + " run --config " + config.string() + " --journeys " +
+                             root_ + "/journeys --schemas " + root_ +
+                             "/schemas --clock event --until-idle --store " + pg_ +
+                             " --transport file:" + (dir_ / "out").string() + " 2>&1",
+                         &status));
+    ASSERT_TRUE(WIFSIGNALED(status) || WEXITSTATUS(status) != 0) << runs.back();
+  }
+  // Run 2 commits the event before it alone, then dies on it alone.
+  EXPECT_NE(runs[1].find("restart 1 over message 1"), std::string::npos) << runs[1];
+  EXPECT_NE(runs[2].find("restart 1 over message 2"), std::string::npos) << runs[2];
+  std::string out = Shell(crash + bin_ + " run --config " + config.string() + " --journeys " +
+                              root_ + "/journeys --schemas " + root_ +
+                              "/schemas --clock event --until-idle --json --store " + pg_ +
+                              " --transport file:" + (dir_ / "out").string() + " 2>&1",
+                          &status);
   ASSERT_EQ(status, 0) << out;
-  // Only the good event is processed; the poison is not.
+  EXPECT_NE(out.find("restart 2 over message 2"), std::string::npos) << out;
+  // The event after it is processed (the one before it was, alone, by run 2).
   EXPECT_NE(out.find("\"user.signup\": 1"), std::string::npos) << out;
   auto dead = c.Messages("EVENTS_DEAD");
   ASSERT_EQ(dead.size(), 2u);
-  EXPECT_EQ(dead[0].data, poison);
+  EXPECT_EQ(dead[0].data, signup("p1", "u1"));
   EXPECT_EQ(dead[0].headers.at("Waymark-Reason"),
-            "delivered 3 times without being committed (max_deliver)");
+            "the engine stopped 2 times in a row before committing it (max_deliver 3)");
   EXPECT_EQ(dead[1].headers.at("Waymark-Reason"), "malformed JSON");
   EXPECT_EQ(dead[1].subject, "deadletter.events.cart.updated");
   // Both are dead letters in the store too, with their positions.
@@ -210,8 +211,11 @@ TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
   pqxx::read_transaction t(db);
   auto rows = t.exec("SELECT input, reason FROM dead_letters ORDER BY id");
   ASSERT_EQ(rows.size(), 2u);
-  EXPECT_EQ(rows[0][0].as<std::string>(), "nats:EVENTS:1");
+  EXPECT_EQ(rows[0][0].as<std::string>(), "nats:EVENTS:2");
   EXPECT_EQ(rows[1][1].as<std::string>(), "malformed JSON");
+  EXPECT_EQ(t.exec1("SELECT seq, restarts FROM source_positions")[0].as<int>(), 4);
+  EXPECT_EQ(t.exec1("SELECT string_agg(id, ',' ORDER BY id) FROM events")[0].as<std::string>(),
+            "g0,g1");
 }
 
 }  // namespace
