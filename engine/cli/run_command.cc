@@ -209,10 +209,10 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   uint64_t isolate_until = 0, poison = 0;
   if (sub.value() > committed) {
     // The last process died holding messages after `committed`, before
-    // committing them. Count it; until past what it held, messages go one
-    // per transaction, so that the one it dies on is the next after the
-    // position; when the engine has stopped max_deliver - 1 times in a row
-    // there, that message is a dead letter.
+    // committing them. Count it (a commit resets the count). What it held
+    // is probed below, the message after the position alone first; when
+    // the engine has stopped max_deliver - 1 times in a row there, that
+    // message is a dead letter.
     ++restarts;
     e.SetPosition({name, committed, restarts});
     if (Status s = e.Flush(WallNow()); !s.ok()) return s;
@@ -222,6 +222,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
               << restarts << " over message " << committed + 1 << ")\n";
   }
   uint64_t submitted_through = committed;
+  size_t stride = 1;
 
   struct Submitted {
     std::vector<JetStreamMessage> messages;
@@ -290,28 +291,36 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       }
       continue;
     }
-    std::vector<JetStreamMessage> group;
+    std::vector<JetStreamMessage> group, probe;
     Submitted again;  // delivered again after being submitted: only acked
+    // What the dead process held goes in groups of 1, 2, 4, ..., each
+    // durable before the next is touched: the first is the message after
+    // the position, alone; a message the engine dies on is found in a few
+    // restarts, and the rest costs a few commits.
+    auto commit_probe = [&]() -> Status {
+      if (probe.empty()) return Status();
+      if (Status s = submit(std::move(probe)); !s.ok()) return s;
+      probe.clear();
+      stride *= 2;
+      if (Status s = e.Commit(WallNow()); !s.ok()) return s;
+      return finish();
+    };
     for (JetStreamMessage& m : msgs) {
       if (m.stream_seq <= submitted_through) {
         again.messages.push_back(std::move(m));
         continue;
       }
-      if (m.stream_seq <= isolate_until || m.stream_seq == poison) {
-        if (!group.empty()) {
-          if (Status s = submit(std::move(group)); !s.ok()) return s;
-          group.clear();
+      if (m.stream_seq <= isolate_until) {
+        uint64_t seq = m.stream_seq;
+        probe.push_back(std::move(m));
+        if (probe.size() >= stride || seq == isolate_until) {
+          if (Status s = commit_probe(); !s.ok()) return s;
         }
-        // Alone, and durable before the next is touched.
-        std::vector<JetStreamMessage> alone;
-        alone.push_back(std::move(m));
-        if (Status s = submit(std::move(alone)); !s.ok()) return s;
-        if (Status s = e.Flush(WallNow()); !s.ok()) return s;
-        if (Status s = finish(); !s.ok()) return s;
         continue;
       }
       group.push_back(std::move(m));
     }
+    if (Status s = commit_probe(); !s.ok()) return s;
     if (!group.empty()) {
       if (Status s = submit(std::move(group)); !s.ok()) return s;
     }

@@ -188,6 +188,11 @@ Status Engine::Flush(Micros wall_now) {
   return Status();
 }
 
+Status Engine::Commit(Micros wall_now) {
+  if (Status s = Hand(DispatchTime(wall_now), false); !s.ok()) return s;
+  return Settle();
+}
+
 std::optional<Micros> Engine::NextDue() const {
   std::optional<Micros> next;
   if (!timers_.empty()) next = timers_.begin()->first;

@@ -84,6 +84,10 @@ class Engine {
   // Waits until every batch submitted is durably stored and every send
   // due is dispatched with its result stored.
   Status Flush(Micros wall_now);
+  // Makes what was submitted durable, without dispatching: one round of
+  // Flush. For a source that must not touch an input before the one
+  // before it is stored.
+  Status Commit(Micros wall_now);
   // Submit, then Flush: on return ok, the inputs are durably stored.
   Status Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
                 std::vector<InputOutcome>* outcomes = nullptr);

@@ -24,59 +24,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/testing/crash_workload.h"
 #include "tests/testing/files.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using namespace waymark::testing_util;
 
 const fs::path kJourneys = fs::path(WAYMARK_SOURCE_DIR) / "tests/e2e/crash_journeys";
-
-std::string Iso(int64_t s) {
-  time_t t = time_t(s);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
-  return buf;
-}
-
-// `n` events over ~`users` people, sorted by time: signups, purchases
-// (inside and outside the 3-day window), deletions.
-void WriteEvents(const fs::path& path, int n) {
-  std::mt19937 rng(7);
-  struct E {
-    int64_t t;
-    nlohmann::json j;
-  };
-  std::vector<E> evs;
-  int64_t base = 1772409600;  // 2026-03-02T00:00:00Z
-  int user = 0;
-  while (int(evs.size()) < n) {
-    std::string u = "u" + std::to_string(user++);
-    int64_t t = base + std::uniform_int_distribution<int64_t>(0, 20 * 86400)(rng);
-    std::string email = u + "@example.com";
-    const char* plan = std::uniform_int_distribution<int>(0, 3)(rng) == 0 ? "pro" : "free";
-    auto add = [&](int64_t at, const std::string& id, const char* source, const char* type,
-                   const nlohmann::json& data) {
-      nlohmann::json j = {{"specversion", "1.0"}, {"id", id},     {"source", source},
-                          {"type", type},         {"subject", u}, {"time", Iso(at)}};
-      if (!data.is_null()) j["data"] = data;
-      evs.push_back({at, std::move(j)});
-    };
-    add(t, "s-" + u, "app", "user.signup", {{"email", email}, {"plan", plan}});
-    int r = std::uniform_int_distribution<int>(0, 9)(rng);
-    if (r < 4) {
-      int64_t at = t + std::uniform_int_distribution<int64_t>(3600, 6 * 86400)(rng);
-      add(at, "o-" + u, "shop", "order.placed", {{"order_id", "ord-" + u}});
-    }
-    if (r == 9) {
-      int64_t at = t + std::uniform_int_distribution<int64_t>(60, 5 * 86400)(rng);
-      add(at, "d-" + u, "app", "user.deleted", nullptr);
-    }
-  }
-  std::stable_sort(evs.begin(), evs.end(), [](const E& a, const E& b) { return a.t < b.t; });
-  std::ofstream out(path);
-  for (const E& e : evs) out << e.j.dump() << "\n";
-}
 
 std::vector<std::string> Args(const fs::path& dir, const fs::path& events) {
   return {WAYMARK_BINARY,
@@ -100,26 +56,6 @@ std::vector<std::string> Args(const fs::path& dir, const fs::path& events) {
           "file:" + (dir / "outbox").string()};
 }
 
-pid_t Spawn(const std::vector<std::string>& args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int RunToEnd(const std::vector<std::string>& args) {
-  int status = 0;
-  waitpid(Spawn(args), &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 std::map<std::string, std::string> Rows(const fs::path& db, const char* sql) {
   sqlite3* h = nullptr;
   std::map<std::string, std::string> out;
@@ -132,15 +68,6 @@ std::map<std::string, std::string> Rows(const fs::path& db, const char* sql) {
   }
   sqlite3_finalize(s);
   sqlite3_close(h);
-  return out;
-}
-
-std::map<std::string, std::string> Outbox(const fs::path& dir) {
-  std::map<std::string, std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    out[e.path().filename().string()] = waymark::testing_util::ReadFile(e.path());
-  }
   return out;
 }
 

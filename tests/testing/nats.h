@@ -1,6 +1,6 @@
 // A real NATS JetStream server from a test: WAYMARK_TEST_NATS names it
 // (scripts/test.sh starts one; tests that use it hold the ctest resource
-// lock "nats").
+// lock "servers").
 #pragma once
 
 #include <nats/nats.h>
