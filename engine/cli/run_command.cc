@@ -402,7 +402,9 @@ int Run(const RunOptions& o) {
   std::string name = o.events == "-" ? "stdin" : o.events;
   Micros last_event = e.clock();
   if (!o.source.url.empty()) {
-    auto js = JetStream::Connect(o.source);
+    JetStreamOptions so = o.source;
+    so.wait_for_server = true;
+    auto js = JetStream::Connect(so);
     if (!js.ok()) {
       std::cerr << "waymark run: " << js.error() << "\n";
       return kExitUsage;

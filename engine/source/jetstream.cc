@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 
@@ -135,6 +136,13 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o)
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(m.opts, 500, 1000);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(m.opts, 64 << 20);
   if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
+  if (s == NATS_NO_SERVER && o.wait_for_server) {
+    std::fprintf(stderr,
+                 "waymark: no NATS server at %s yet; waiting for one (retrying every 2 s)\n",
+                 o.url.c_str());
+    s = natsOptions_SetRetryOnFailedConnect(m.opts, true, nullptr, nullptr);
+    if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
+  }
   if (s != NATS_OK) return Status::Error("cannot connect to " + o.url + ": " + Why(s));
   jsOptions jo;
   jsOptions_Init(&jo);

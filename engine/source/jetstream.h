@@ -22,6 +22,9 @@ struct JetStreamOptions {
   int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (at least 600)
   int64_t max_age_s = 7 * 86400;      // retention
   int64_t fetch_wait_ms = 500;        // longest wait for the first message of a fetch
+  // Connect: when no server answers, wait for one (a service) instead of
+  // failing (a command).
+  bool wait_for_server = false;
 };
 
 // One fetched message. Acked through JetStream::Ack only.
@@ -34,7 +37,8 @@ struct JetStreamMessage {
 
 class JetStream {
  public:
-  // Connects (reconnecting forever afterwards) and creates or checks the
+  // Connects (reconnecting forever afterwards; with wait_for_server, also
+  // at first, saying so on stderr) and creates or checks the
   // event stream and the dead-letter stream. A stream whose subjects,
   // storage or duplicate window differ is refused with what differs.
   static Result<std::unique_ptr<JetStream>> Connect(const JetStreamOptions& o);
