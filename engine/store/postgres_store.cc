@@ -58,6 +58,17 @@ CREATE TABLE source_positions (
 };
 constexpr int kSchemaVersion = int(std::size(kMigrations));
 
+// `v` as an element of a text array literal, then a comma: quoted, with
+// `"` and `\` escaped (NUL never gets here: such keys are refused).
+void AppendArrayElement(std::string& out, const std::string& v) {
+  out += '"';
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += "\",";
+}
+
 // Bad input may hold bytes PostgreSQL's text refuses (NUL, invalid UTF-8):
 // the raw input of a dead letter is kept as bytes, written as hex.
 std::string Hex(const std::string& s) {
@@ -144,11 +155,19 @@ class PostgresStore : public Store {
   Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) override {
     return Guard("events seen", [&]() -> Result<std::vector<bool>> {
-      pqxx::nontransaction t(*read_);
-      std::vector<bool> out;
-      out.reserve(ids.size());
+      // One round trip for the whole batch.
+      std::vector<bool> out(ids.size(), false);
+      if (ids.empty()) return out;
+      std::string sources = "{", names = "{";
       for (const auto& [source, id] : ids) {
-        out.push_back(!t.exec_prepared("event_seen", source, id).empty());
+        AppendArrayElement(sources, source);
+        AppendArrayElement(names, id);
+      }
+      sources.back() = '}';
+      names.back() = '}';
+      pqxx::nontransaction t(*read_);
+      for (const auto& row : t.exec_prepared("events_seen", sources, names)) {
+        out[size_t(row[0].as<int64_t>() - 1)] = true;
       }
       return out;
     });
@@ -312,7 +331,9 @@ class PostgresStore : public Store {
 
   void Prepare() {
     pqxx::connection& r = *read_;
-    r.prepare("event_seen", "SELECT 1 FROM events WHERE source = $1 AND id = $2");
+    r.prepare("events_seen",
+              "SELECT q.i FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS q(source, id, i) "
+              "JOIN events e ON e.source = q.source AND e.id = q.id");
     r.prepare("event_body", "SELECT body FROM events WHERE source = $1 AND id = $2");
     r.prepare("events_by_subject",
               "SELECT source, id, body FROM events WHERE subject = $1 ORDER BY seq");

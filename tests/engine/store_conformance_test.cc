@@ -156,6 +156,28 @@ TEST_P(StoreConformance, EventsAreUniqueBySourceAndId) {
   EXPECT_FALSE(store_->EventById("other", "e3").value().has_value());
 }
 
+TEST_P(StoreConformance, EventsAreRecognisedWhateverTheirIdsHold) {
+  // Ids and sources are any text without control characters.
+  std::vector<std::string> ids = {"a\"b", "c\\d", "e,f", "{g}", "h i", "NULL", "", "ü€😀", "'"};
+  Batch b;
+  for (const std::string& id : ids) b.events.push_back(Ev(id));
+  b.events.push_back(Ev("s"));
+  b.events.back().source = "sou\"rce,{x}";
+  ASSERT_TRUE(store_->Commit(b).ok());
+  std::vector<std::pair<std::string, std::string>> ask;
+  for (const std::string& id : ids) ask.emplace_back("test", id);
+  ask.emplace_back("sou\"rce,{x}", "s");
+  ask.emplace_back("test", "a");
+  ask.emplace_back("sou", "s");
+  auto seen = store_->EventsSeen(ask);
+  ASSERT_TRUE(seen.ok()) << seen.error();
+  std::vector<bool> want(ids.size() + 1, true);
+  want.push_back(false);
+  want.push_back(false);
+  EXPECT_EQ(seen.value(), want);
+  EXPECT_TRUE(store_->EventsSeen({}).value().empty());
+}
+
 TEST_P(StoreConformance, JourneyVersionsAreImmutable) {
   Batch b;
   b.journey_versions = {{"h1", "j", "{\"a\":1}", "{}"}};
