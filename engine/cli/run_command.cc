@@ -51,7 +51,8 @@ struct RunOptions {
   std::string cap;          // "N/DURATION"
   std::string listen;       // "HOST:PORT" (port 0: any free port)
   JetStreamOptions source;  // source.url empty: no stream
-  std::string config;       // waymark.toml
+  uint32_t partitions = 1, partition = 0;
+  std::string config;  // waymark.toml
 };
 
 // Requests from the HTTP thread to the engine thread. Each is answered only
@@ -138,6 +139,7 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
                         {"deferred", s.deferred},
                         {"dead_letters", s.dead_letters},
                         {"timers_fired", s.timers_fired},
+                        {"other_partitions", s.other_partitions},
                         {"outbox", t.Describe()}};
     std::cout << j.dump(2) << "\n";
     return;
@@ -150,6 +152,10 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
   std::cout << "  events in: " << total << " (" << s.duplicates << " duplicates skipped, "
             << s.unknown_types << " of types no journey uses)\n";
   for (const auto& [type, n] : s.events_by_type) std::cout << "    " << type << ": " << n << "\n";
+  if (s.other_partitions > 0) {
+    std::cout << "  events of other partitions (left to their engines): " << s.other_partitions
+              << "\n";
+  }
   if (emitted > 0) {
     std::cout << "  events emitted by journeys: " << emitted << "\n";
     for (const auto& [type, n] : s.emitted_by_type)
@@ -321,8 +327,15 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       group.push_back(std::move(m));
     }
     if (Status s = commit_probe(); !s.ok()) return s;
+    bool caught_up = msgs.size() < o.batch;
     if (!group.empty()) {
       if (Status s = submit(std::move(group)); !s.ok()) return s;
+    }
+    // Caught up with the stream: commit now rather than with the next batch,
+    // which may be a while coming (event-to-commit latency).
+    if (caught_up) {
+      if (Status s = e.Commit(WallNow()); !s.ok()) return s;
+      if (Status s = finish(); !s.ok()) return s;
     }
     if (!again.messages.empty()) {
       again.outcomes.assign(again.messages.size(), {InputOutcome::Kind::kDuplicate, ""});
@@ -378,6 +391,13 @@ int Run(const RunOptions& o) {
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
   eo.event_clock = event_clock;
+  if (o.partition >= o.partitions) {
+    std::cerr << "waymark run: --partition " << o.partition << " is not below [source] partitions ("
+              << o.partitions << ")\n";
+    return kExitUsage;
+  }
+  eo.partition = o.partition;
+  eo.partitions = o.partitions;
   auto engine = Engine::Create(eo, store.value().get(), transport.value().get());
   if (!engine.ok()) {
     std::cerr << "waymark run: " << engine.error() << "\n";
@@ -404,6 +424,8 @@ int Run(const RunOptions& o) {
   if (!o.source.url.empty()) {
     JetStreamOptions so = o.source;
     so.wait_for_server = true;
+    // One durable consumer per partition; each reads the whole stream.
+    if (o.partitions > 1) so.consumer += "-" + std::to_string(o.partition);
     auto js = JetStream::Connect(so);
     if (!js.ok()) {
       std::cerr << "waymark run: " << js.error() << "\n";
@@ -714,6 +736,8 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--cap", o->cap,
                   "frequency cap per person across journeys for non-transactional sends, "
                   "N/DURATION (e.g. 3/7d)");
+  cmd->add_option("--partition", o->partition,
+                  "with [source] partitions = N: the partition this engine handles, 0 to N-1");
   cmd->add_option("--config", o->config,
                   "configuration file (default: ./waymark.toml when there is one)");
   cmd->callback([=] {
@@ -732,6 +756,8 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
     cfg.UnderInt(cmd, "--batch", "engine", "batch", o->batch);
     cfg.UnderSource(cmd, o->source);
+    cfg.UnderInt(cmd, "", "source", "partitions", o->partitions);
+    cfg.UnderInt(cmd, "--partition", "source", "partition", o->partition);
     *exit_code = Run(*o);
   });
 }

@@ -24,6 +24,26 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, Sto
   return e;
 }
 
+uint32_t PartitionOf(std::string_view key, uint32_t partitions) {
+  if (partitions <= 1) return 0;
+  size_t b = key.find_first_not_of(" \t\r\n");
+  size_t e = key.find_last_not_of(" \t\r\n");
+  uint64_t h = 14695981039346656037ull;
+  if (b != std::string_view::npos) {
+    for (char c : key.substr(b, e - b + 1)) {
+      h = (h ^ uint8_t(std::tolower(static_cast<unsigned char>(c)))) * 1099511628211ull;
+    }
+  }
+  // FNV's low bits depend only on the low bits of the bytes: mix them all
+  // in (MurmurHash3's finaliser) before the modulo.
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return uint32_t(h % partitions);
+}
+
 Status Engine::Start() {
   auto decoder = EventDecoder::Create(options_.schemas_dir, options_.max_event_bytes);
   if (!decoder.ok()) return decoder.status();
@@ -56,6 +76,7 @@ Status Engine::Start() {
                          ", which the store does not have");
   };
   for (Instance& i : active.value()) {
+    if (!Mine(i.key)) continue;
     if (!VersionOf(i)) return unpinned(i);
     clock_ = std::max(clock_, i.time);
     if (i.due) timers_.insert({i.due, i.id});
@@ -66,17 +87,20 @@ Status Engine::Start() {
   auto watching = store_->GoalWatchingInstances(clock_);
   if (!watching.ok()) return watching.status();
   for (Instance& i : watching.value()) {
+    if (!Mine(i.key)) continue;
     if (!VersionOf(i)) return unpinned(i);
     Watch(std::move(i));
   }
   auto entries = store_->AllEntries();
   if (!entries.ok()) return entries.status();
   for (const EntryCount& c : entries.value()) {
-    entries_[KeyOf(c.journey, c.key)] = {c.count, c.last};
+    if (Mine(c.key)) entries_[KeyOf(c.journey, c.key)] = {c.count, c.last};
   }
   auto pending = store_->PendingSends(size_t(1) << 40);
   if (!pending.ok()) return pending.status();
-  pending_ = std::move(pending).value();
+  for (SendRow& s : pending.value()) {
+    if (Mine(s.person)) pending_.push_back(std::move(s));
+  }
   // Attempts already recorded for recovered sends (new sends start at 0).
   for (const SendRow& s : pending_) {
     auto prior = store_->SendResults(s.seq);
@@ -143,6 +167,12 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     auto e = in.reject.empty() ? decoder_->Decode(in.text, wall_now)
                                : Result<Event>(Status::Error(in.reject));
     if (!e.ok()) {
+      // Input that is not an event has no key: partition 0 keeps it, and
+      // a source's own verdict stays with the engine that gave it.
+      if (options_.partition != 0 && in.reject.empty()) {
+        out[i].kind = InputOutcome::Kind::kElsewhere;
+        continue;
+      }
       DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, e.error(), in.text);
       out[i] = {InputOutcome::Kind::kDeadLetter, e.error()};
       continue;
@@ -164,6 +194,11 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     }
     if (options_.event_clock) FireTimers(e.time);
     clock_ = std::max(clock_, e.time);
+    if (!Mine(e.subject)) {  // another engine's: it only moved the clock
+      ++summary_.other_partitions;
+      out[index[k]].kind = InputOutcome::Kind::kElsewhere;
+      continue;
+    }
     Route(e, false);
     RouteEmitted();
   }
@@ -375,6 +410,10 @@ void Engine::Route(const Event& e, bool emitted) {
     if (key.empty()) continue;
     if (HasControlCharacter(key)) {  // from the key expression over the data
       ++summary_.entries_refused["key contains a control character"];
+      continue;
+    }
+    if (!Mine(key)) {  // a key expression that does not follow the subject
+      ++summary_.entries_refused["key belongs to another partition than its event's subject"];
       continue;
     }
     // The key's running instances, then its finished ones still

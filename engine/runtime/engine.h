@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -35,7 +36,18 @@ struct EngineOptions {
   // 0: no cap.
   int cap_max = 0;
   int64_t cap_window_s = 0;
+  // Several engines sharing one stream (docs/engine.md, "Several engines"):
+  // this engine handles the keys of `partition` out of `partitions`; the
+  // events of other partitions only move its clock.
+  uint32_t partition = 0;
+  uint32_t partitions = 1;
 };
+
+// The partition of a key or an event subject: a 64-bit hash (FNV-1a, then
+// MurmurHash3's finaliser) of it lowercased and trimmed, so that
+// `lower(trim(event.subject))` keys fall with their subjects, modulo
+// `partitions`. Stable across versions: changing it moves keys.
+uint32_t PartitionOf(std::string_view key, uint32_t partitions);
 
 // One raw input and where it came from ("events.jsonl:17", "http").
 struct RawInput {
@@ -49,7 +61,8 @@ struct RawInput {
 
 // What became of one input of a batch.
 struct InputOutcome {
-  enum class Kind { kStored, kDuplicate, kDeadLetter };
+  // kElsewhere: another partition's event (several engines share a stream).
+  enum class Kind { kStored, kDuplicate, kDeadLetter, kElsewhere };
   Kind kind = Kind::kStored;
   std::string reason;  // for dead letters
 };
@@ -65,6 +78,7 @@ struct RunSummary {
   int64_t capped = 0, deferred = 0;                             // frequency cap decisions
   std::map<std::string, std::map<std::string, int64_t>> sends;  // template -> result -> count
   int64_t timers_fired = 0;
+  int64_t other_partitions = 0;  // events left to the engines of other partitions
 };
 
 class Engine {
@@ -117,6 +131,9 @@ class Engine {
 
   Engine(const EngineOptions& o, Store* s, Transport* t);
   Status Start();
+  bool Mine(std::string_view key) const {
+    return options_.partitions <= 1 || PartitionOf(key, options_.partitions) == options_.partition;
+  }
 
   const dsl::CompiledJourney* VersionOf(const Instance& i);
   void Route(const Event& e, bool emitted);

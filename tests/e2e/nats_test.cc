@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "tests/testing/files.h"
@@ -150,6 +151,52 @@ TEST_F(Nats, PublishThenRunGivesTheSameSendsAndStatesAsTheEmbeddedRun) {
   std::string rerun = Run("--source " + nats_, pg_, dir_ / "nats", &status, "--json");
   ASSERT_EQ(status, 0) << rerun;
   EXPECT_NE(rerun.find("\"events_by_type\": {}"), std::string::npos) << rerun;
+}
+
+// Two engines share one stream, each with its partition: together they
+// make exactly the messages and final states of one embedded run, and each
+// event is stored once.
+TEST_F(Nats, TwoEnginesSharingTheStreamActLikeOne) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  fs::path config = dir_ / "waymark.toml";
+  std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\npartitions = 2\n";
+  auto engine = [&](int p) {
+    return bin_ + " run --config " + config.string() + " --partition " + std::to_string(p) +
+           " --journeys " + root_ + "/journeys --schemas " + root_ +
+           "/schemas --clock event --until-idle --advance 30d --json --store " + pg_ +
+           " --transport file:" + (dir_ / "shared").string() + " > " +
+           (dir_ / ("p" + std::to_string(p) + ".json")).string() + " 2>&1";
+  };
+  Shell("(" + engine(0) + ") & (" + engine(1) + ") & wait", &status);
+  ASSERT_EQ(status, 0);
+  std::string embedded =
+      Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
+  ASSERT_EQ(status, 0) << embedded;
+
+  // Both did work.
+  for (int p : {0, 1}) {
+    auto j =
+        nlohmann::json::parse(ReadFile(dir_ / ("p" + std::to_string(p) + ".json")), nullptr, false);
+    ASSERT_TRUE(j.is_object()) << p;
+    EXPECT_GT(j["instances"]["started"].get<int>(), 100) << p;
+    EXPECT_GT(j["other_partitions"].get<int>(), 1000) << p;
+  }
+  auto a = Messages(dir_ / "shared"), b = Messages(dir_ / "embedded");
+  EXPECT_GT(a.size(), 1000u);
+  EXPECT_TRUE(a == b) << a.size() << " messages from two engines, " << b.size() << " embedded";
+  States pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+  EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
+                          << " on SQLite";
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(t.exec1("SELECT COUNT(*) FROM events")[0].as<int>(),
+            t.exec1("SELECT COUNT(DISTINCT (source, id)) FROM events")[0].as<int>());
+  EXPECT_EQ(t.exec1("SELECT COUNT(*) FROM dead_letters")[0].as<int>(), 7);
+  EXPECT_EQ(t.exec1("SELECT string_agg(source, ',' ORDER BY source) FROM source_positions")[0]
+                .as<std::string>(),
+            "EVENTS/waymark-0,EVENTS/waymark-1");
 }
 
 // An event the engine dies on (a failpoint aborts the process when it

@@ -430,3 +430,22 @@ TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
 
 }  // namespace
 }  // namespace waymark
+
+namespace waymark {
+namespace {
+
+// Engines sharing a stream split keys by PartitionOf: a key written with
+// other case or surrounding space falls with its subject, partitions are
+// all used, and one partition is everything.
+TEST(Partition, KeysFallWithTheirSubjectsWhateverTheirCaseAndSpace) {
+  EXPECT_EQ(PartitionOf("Ana@Example.com ", 8), PartitionOf("ana@example.com", 8));
+  EXPECT_EQ(PartitionOf("\tHiro.Silva@sundial.example", 16),
+            PartitionOf("hiro.silva@sundial.example", 16));
+  EXPECT_EQ(PartitionOf("anything", 1), 0u);
+  std::vector<int> used(4, 0);
+  for (int i = 0; i < 4000; ++i) ++used[PartitionOf("user-" + std::to_string(i), 4)];
+  for (int n : used) EXPECT_NEAR(n, 1000, 150);
+}
+
+}  // namespace
+}  // namespace waymark
