@@ -5,7 +5,8 @@
 // at the end: every event stored once, every message of an uninterrupted
 // embedded run of the same events sent once and byte for byte the same,
 // the same final instance states. Like a service manager, the harness
-// starts the engine again whenever it stops.
+// starts the engine again whenever it stops. Then the same with two
+// engines sharing the stream (30,000 events), one of them killed 10 times.
 //
 // WAYMARK_TEST_NATS, WAYMARK_TEST_POSTGRES and WAYMARK_TEST_SERVERS come
 // from scripts/test.sh; WAYMARK_CRASH_EVENTS overrides the size.
@@ -14,6 +15,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <functional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -51,131 +54,187 @@ std::map<std::string, std::string> PostgresRows(const std::string& url, const ch
   return out;
 }
 
-TEST(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
-  std::string nats = NatsUrl();
-  const char* pg_server = std::getenv("WAYMARK_TEST_POSTGRES");
-  const char* servers = std::getenv("WAYMARK_TEST_SERVERS");
-  ASSERT_TRUE(!nats.empty() && pg_server && servers) << "run scripts/test.sh";
-  int n =
-      std::getenv("WAYMARK_CRASH_EVENTS") ? std::atoi(std::getenv("WAYMARK_CRASH_EVENTS")) : 100000;
-  fs::path root = fs::temp_directory_path() / ("waymark_stream_crash_" + std::to_string(getpid()));
-  fs::remove_all(root);
-  fs::create_directories(root);
-  std::string db = "crash_" + std::to_string(getpid());
-  {
-    pqxx::connection admin(std::string(pg_server) + "/postgres");
-    pqxx::nontransaction t(admin);
-    t.exec("DROP DATABASE IF EXISTS " + t.quote_name(db));
-    t.exec("CREATE DATABASE " + t.quote_name(db));
+class StreamCrash : public testing::Test {
+ protected:
+  // Servers, a fresh database and stream, `n` events published, and the
+  // uninterrupted embedded run of them (the reference).
+  void Prepare(int n) {
+    nats_ = NatsUrl();
+    const char* pg_server = std::getenv("WAYMARK_TEST_POSTGRES");
+    ASSERT_TRUE(!nats_.empty() && pg_server && std::getenv("WAYMARK_TEST_SERVERS"))
+        << "run scripts/test.sh";
+    if (const char* size = std::getenv("WAYMARK_CRASH_EVENTS")) n = std::min(n, std::atoi(size));
+    n_ = n;
+    root_ = fs::temp_directory_path() / ("waymark_stream_crash_" + std::to_string(getpid()));
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    std::string db = "crash_" + std::to_string(getpid());
+    {
+      pqxx::connection admin(std::string(pg_server) + "/postgres");
+      pqxx::nontransaction t(admin);
+      t.exec("DROP DATABASE IF EXISTS " + t.quote_name(db));
+      t.exec("CREATE DATABASE " + t.quote_name(db));
+    }
+    pg_ = std::string(pg_server) + "/" + db;
+    {
+      NatsClient c(nats_);
+      ASSERT_TRUE(c.ok());
+      c.DeleteStreams({"EVENTS", "EVENTS_DEAD"});
+    }
+    events_ = root_ / "events.jsonl";
+    WriteEvents(events_, n);
+    int status = 0;
+    std::string out = Shell(bin_ + " migrate --store " + pg_ + " 2>&1", &status);
+    ASSERT_EQ(status, 0) << out;
+    out = Shell(bin_ + " publish " + events_.string() + " --source " + nats_ + " 2>&1", &status);
+    ASSERT_EQ(status, 0) << out;
+    auto t0 = Clock::now();
+    ASSERT_EQ(RunToEnd(Args({"--events", events_.string(), "--until-idle", "--advance", "10d",
+                             "--store", "sqlite:" + (root_ / "ref.db").string(), "--transport",
+                             "file:" + (root_ / "ref").string()})),
+              0);
+    clean_s_ = std::chrono::duration<double>(Clock::now() - t0).count();
   }
-  std::string pg = std::string(pg_server) + "/" + db;
-  {
-    NatsClient c(nats);
-    ASSERT_TRUE(c.ok());
-    c.DeleteStreams({"EVENTS", "EVENTS_DEAD"});
+  void TearDown() override {
+    if (!HasFailure() && !root_.empty()) fs::remove_all(root_);
   }
-  fs::path events = root / "events.jsonl";
-  WriteEvents(events, n);
-  std::string bin = WAYMARK_BINARY, journeys = WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys";
-  int status = 0;
-  std::string out = Shell(bin + " migrate --store " + pg + " 2>&1", &status);
-  ASSERT_EQ(status, 0) << out;
-  out = Shell(bin + " publish " + events.string() + " --source " + nats + " 2>&1", &status);
-  ASSERT_EQ(status, 0) << out;
 
-  auto args = [&](const std::vector<std::string>& more) {
+  std::vector<std::string> Args(const std::vector<std::string>& more) const {
     std::vector<std::string> a = {
-        bin,       "run",   "--journeys", journeys, "--schemas", (root / "no-schemas").string(),
+        bin_,      "run",   "--journeys", journeys_, "--schemas", (root_ / "no-schemas").string(),
         "--clock", "event", "--batch",    "500"};
     a.insert(a.end(), more.begin(), more.end());
     return a;
-  };
-  auto t0 = Clock::now();
-  ASSERT_EQ(RunToEnd(args({"--events", events.string(), "--until-idle", "--advance", "10d",
-                           "--store", "sqlite:" + (root / "ref.db").string(), "--transport",
-                           "file:" + (root / "ref").string()})),
-            0);
-  double clean_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  // The engine on the stream, writing to out/.
+  std::vector<std::string> StreamArgs(std::vector<std::string> more) const {
+    std::vector<std::string> a = {"--source", nats_,         "--store",
+                                  pg_,        "--transport", "file:" + (root_ / "out").string()};
+    a.insert(a.end(), more.begin(), more.end());
+    return Args(a);
+  }
 
-  // The stream run: killed at random, servers restarted under it.
-  std::vector<std::string> stream =
-      args({"--source", nats, "--store", pg, "--transport", "file:" + (root / "out").string()});
+  // Kills `engine` (started again after each kill) at random points until
+  // it has been killed `kills` times; `during(k)` runs halfway through the
+  // k-th slice. Returns how often it stopped by itself.
+  int KillRepeatedly(const std::vector<std::string>& engine, int kills,
+                     const std::function<void(int)>& during) {
+    std::mt19937 rng(5);
+    int killed = 0, stops = 0;
+    while (killed < kills) {
+      pid_t pid = Spawn(engine);
+      int slice_ms = std::max(2000, int(clean_s_ * 1000 / 12));
+      int delay = std::uniform_int_distribution<int>(slice_ms / 2, slice_ms * 3 / 2)(rng);
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay / 2));
+      during(killed);
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay / 2));
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ++killed;
+      } else {
+        ++stops;  // it stopped by itself (a lost server): start it again
+      }
+      EXPECT_LT(stops, 20) << "the engine keeps stopping by itself";
+      if (stops >= 20) break;
+    }
+    return stops;
+  }
+
+  // Compares the end state with the reference; returns a summary line.
+  std::string Compare() {
+    auto ref = Outbox(root_ / "ref"), got = Outbox(root_ / "out");
+    EXPECT_GT(ref.size(), size_t(n_));
+    size_t lost = 0, different = 0, unexpected = 0;
+    for (const auto& [name, body] : ref) {
+      auto it = got.find(name);
+      lost += it == got.end();
+      different += it != got.end() && it->second != body;
+    }
+    for (const auto& [name, _] : got) unexpected += ref.count(name) == 0;
+    EXPECT_EQ(lost, 0u);
+    EXPECT_EQ(unexpected, 0u);
+    EXPECT_EQ(different, 0u);
+    auto events_ref = SqliteRows(root_ / "ref.db", "SELECT source || ' ' || id, type FROM events");
+    auto events_got = PostgresRows(pg_, "SELECT source || ' ' || id, type FROM events");
+    EXPECT_GT(events_ref.size(), size_t(n_));  // the inputs and what the journeys emitted
+    EXPECT_TRUE(events_ref == events_got)
+        << events_got.size() << " events stored, expected " << events_ref.size();
+    auto states_ref = SqliteRows(root_ / "ref.db", "SELECT id, body FROM instances");
+    auto states_got = PostgresRows(pg_, "SELECT id, body FROM instances");
+    EXPECT_GT(states_ref.size(), size_t(n_ / 2));
+    size_t differing_states = 0;
+    for (const auto& [id, body] : states_ref) {
+      auto it = states_got.find(id);
+      differing_states += it == states_got.end() || it->second != body;
+    }
+    EXPECT_EQ(differing_states, 0u);
+    EXPECT_EQ(states_ref.size(), states_got.size());
+    auto sends_ref = SqliteRows(root_ / "ref.db", "SELECT key, recipient FROM sends");
+    auto sends_got = PostgresRows(pg_, "SELECT key, recipient FROM sends");
+    EXPECT_TRUE(sends_ref == sends_got)
+        << sends_got.size() << " sends, expected " << sends_ref.size();
+    auto dup =
+        PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
+    char line[400];
+    std::snprintf(line, sizeof line,
+                  "%zu messages, %zu lost, %zu unexpected, %zu differing; %zu events stored; %zu "
+                  "instances, %zu differing; %s duplicate answers from the transport",
+                  got.size(), lost, unexpected, different, events_got.size(), states_got.size(),
+                  differing_states, dup["n"].c_str());
+    return line;
+  }
+
+  std::string nats_, pg_;
+  fs::path root_, events_;
+  int n_ = 0;
+  double clean_s_ = 0;
+  std::string bin_ = WAYMARK_BINARY, journeys_ = WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys";
+};
+
+TEST_F(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(100000));
   std::string restart = "bash " WAYMARK_SOURCE_DIR "/scripts/servers.sh restart ";
-  std::mt19937 rng(5);
-  int kills = 0, stops = 0;
   bool nats_restarted = false, pg_restarted = false;
   auto t1 = Clock::now();
-  while (kills < 10) {
-    pid_t pid = Spawn(stream);
-    int slice_ms = std::max(2000, int(clean_s * 1000 / 12));
-    int delay = std::uniform_int_distribution<int>(slice_ms / 2, slice_ms * 3 / 2)(rng);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay / 2));
-    if (kills == 3 && !nats_restarted) {
+  int stops = KillRepeatedly(StreamArgs({}), 10, [&](int killed) {
+    int status = 0;
+    if (killed == 3 && !nats_restarted) {
       EXPECT_EQ(Shell(restart + "nats 2>&1", &status), "");
-      EXPECT_EQ(status, 0);
-      nats_restarted = true;
-    } else if (kills == 6 && !pg_restarted) {
+      nats_restarted = status == 0;
+    } else if (killed == 6 && !pg_restarted) {
       EXPECT_EQ(Shell(restart + "postgres 2>&1", &status), "");
-      EXPECT_EQ(status, 0);
-      pg_restarted = true;
+      pg_restarted = status == 0;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay / 2));
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      ++kills;
-    } else {
-      ++stops;  // it stopped by itself (a lost server): start it again
-    }
-    ASSERT_LT(stops, 20) << "the engine keeps stopping by itself";
-  }
-  ASSERT_EQ(RunToEnd(args({"--source", nats, "--until-idle", "--advance", "10d", "--store", pg,
-                           "--transport", "file:" + (root / "out").string()})),
-            0);
+  });
+  ASSERT_EQ(RunToEnd(StreamArgs({"--until-idle", "--advance", "10d"})), 0);
   double crashy_s = std::chrono::duration<double>(Clock::now() - t1).count();
-
-  auto ref = Outbox(root / "ref"), got = Outbox(root / "out");
-  EXPECT_GT(ref.size(), size_t(n));
-  size_t lost = 0, different = 0, unexpected = 0;
-  for (const auto& [name, body] : ref) {
-    auto it = got.find(name);
-    lost += it == got.end();
-    different += it != got.end() && it->second != body;
-  }
-  for (const auto& [name, _] : got) unexpected += ref.count(name) == 0;
-  EXPECT_EQ(lost, 0u);
-  EXPECT_EQ(unexpected, 0u);
-  EXPECT_EQ(different, 0u);
-
-  auto events_ref = SqliteRows(root / "ref.db", "SELECT source || ' ' || id, type FROM events");
-  auto events_got = PostgresRows(pg, "SELECT source || ' ' || id, type FROM events");
-  EXPECT_GT(events_ref.size(), size_t(n));  // the inputs and what the journeys emitted
-  EXPECT_TRUE(events_ref == events_got)
-      << events_got.size() << " events stored, expected " << events_ref.size();
-  auto states_ref = SqliteRows(root / "ref.db", "SELECT id, body FROM instances");
-  auto states_got = PostgresRows(pg, "SELECT id, body FROM instances");
-  EXPECT_GT(states_ref.size(), size_t(n / 2));
-  size_t differing_states = 0;
-  for (const auto& [id, body] : states_ref) {
-    auto it = states_got.find(id);
-    differing_states += it == states_got.end() || it->second != body;
-  }
-  EXPECT_EQ(differing_states, 0u);
-  EXPECT_EQ(states_ref.size(), states_got.size());
-  auto sends_ref = SqliteRows(root / "ref.db", "SELECT key, recipient FROM sends");
-  auto sends_got = PostgresRows(pg, "SELECT key, recipient FROM sends");
-  EXPECT_TRUE(sends_ref == sends_got)
-      << sends_got.size() << " sends, expected " << sends_ref.size();
-  auto dup = PostgresRows(pg, "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
-  std::printf(
-      "stream crash test: %d events, %d kills, %d stops, nats-server and PostgreSQL restarted "
-      "once; %zu messages, %zu lost, %zu unexpected, %zu differing; %zu events stored; %zu "
-      "instances, %zu differing; %s duplicate answers from the transport; uninterrupted "
-      "embedded run %.1f s, killed run %.1f s\n",
-      n, kills, stops, got.size(), lost, unexpected, different, events_got.size(),
-      states_got.size(), differing_states, dup["n"].c_str(), clean_s, crashy_s);
   EXPECT_TRUE(nats_restarted && pg_restarted);
-  if (!HasFailure()) fs::remove_all(root);
+  std::string result = Compare();
+  std::printf(
+      "stream crash test: %d events, 10 kills, %d stops, nats-server and PostgreSQL restarted "
+      "once; %s; uninterrupted embedded run %.1f s, killed run %.1f s\n",
+      n_, stops, result.c_str(), clean_s_, crashy_s);
+}
+
+TEST_F(StreamCrash, TwoEnginesShareTheStreamWhileOneIsKilledRepeatedly) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(30000));
+  std::ofstream(root_ / "waymark.toml") << "[source]\npartitions = 2\n";
+  std::string config = (root_ / "waymark.toml").string();
+  // Partition 0 runs to the end undisturbed; partition 1 is killed.
+  pid_t steady = Spawn(
+      StreamArgs({"--config", config, "--partition", "0", "--until-idle", "--advance", "10d"}));
+  int stops = KillRepeatedly(StreamArgs({"--config", config, "--partition", "1"}), 10, [](int) {});
+  ASSERT_EQ(RunToEnd(StreamArgs(
+                {"--config", config, "--partition", "1", "--until-idle", "--advance", "10d"})),
+            0);
+  int status = 0;
+  waitpid(steady, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::string result = Compare();
+  std::printf("two engines, partition 1 killed 10 times (%d stops): %d events; %s\n", stops, n_,
+              result.c_str());
 }
 
 }  // namespace
