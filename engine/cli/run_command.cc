@@ -754,7 +754,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--transport", "transport", "url", o->transport);
     cfg.Under(cmd, "--clock", "engine", "clock", o->clock);
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
-    cfg.UnderInt(cmd, "--batch", "engine", "batch", o->batch);
+    cfg.UnderInt(cmd, "--batch", "source", "batch", o->batch);
     cfg.UnderSource(cmd, o->source);
     cfg.UnderInt(cmd, "", "source", "partitions", o->partitions);
     cfg.UnderInt(cmd, "--partition", "source", "partition", o->partition);

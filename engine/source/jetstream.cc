@@ -185,6 +185,10 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
     bool explicit_acks = have->AckPolicy == js_AckExplicit;
     bool tunable = have->MaxDeliver != cc.MaxDeliver || have->AckWait != cc.AckWait;
     uint64_t last = ci->Delivered.Stream;
+    // An update may change only what the server lets change: keep where
+    // the consumer starts.
+    jsDeliverPolicy policy = have->DeliverPolicy;
+    uint64_t start = have->OptStartSeq;
     jsConsumerInfo_Destroy(ci);
     ci = nullptr;
     if (!pull || !explicit_acks) {
@@ -203,7 +207,10 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
       }
       create = true;
     } else if (tunable) {
-      s = js_UpdateConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
+      jsConsumerConfig update = cc;
+      update.DeliverPolicy = policy;
+      update.OptStartSeq = start;
+      s = js_UpdateConsumer(&ci, m.js, o.stream.c_str(), &update, nullptr, &jerr);
       if (s != NATS_OK) {
         return Status::Error("cannot update consumer " + o.consumer + ": " + Why(s, jerr));
       }

@@ -199,6 +199,54 @@ TEST_F(Nats, TwoEnginesSharingTheStreamActLikeOne) {
             "EVENTS/waymark-0,EVENTS/waymark-1");
 }
 
+// Changing max_deliver or ack_wait updates the consumer in place (the
+// position it starts from stays as the server has it).
+TEST_F(Nats, ChangedConsumerSettingsAreApplied) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  fs::path config = dir_ / "waymark.toml";
+  for (int max_deliver : {3, 5}) {
+    std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nmax_deliver = " << max_deliver
+                          << "\nack_wait = \"" << max_deliver * 10 << "s\"\n";
+    std::string out = Run("--config " + config.string(), pg_, dir_ / "out", &status);
+    ASSERT_EQ(status, 0) << out;
+    NatsClient c(nats_);
+    jsConsumerInfo* ci = nullptr;
+    ASSERT_EQ(js_GetConsumerInfo(&ci, c.js(), "EVENTS", "waymark", nullptr, nullptr), NATS_OK);
+    EXPECT_EQ(ci->Config->MaxDeliver, max_deliver);
+    EXPECT_EQ(ci->Config->AckWait, int64_t(max_deliver) * 10 * 1000000000);
+    jsConsumerInfo_Destroy(ci);
+  }
+}
+
+// SIGTERM: the engine that serves the stream finishes its batch, commits,
+// acks and exits 0; nothing is left unacked and every event is stored.
+TEST_F(Nats, SigtermCommitsAcksAndExitsZero) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  std::string cmd = bin_ + " run --source " + nats_ + " --journeys " + root_ +
+                    "/journeys --schemas " + root_ + "/schemas --clock event --batch 100 --store " +
+                    pg_ + " --transport file:" + (dir_ / "out").string();
+  // Serving (no --until-idle): it runs until the signal.
+  std::string out = Shell("(" + cmd + " > " + (dir_ / "log").string() +
+                              " 2>&1 & pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo exit=$?)",
+                          &status);
+  EXPECT_NE(out.find("exit=0"), std::string::npos) << out << ReadFile(dir_ / "log");
+  EXPECT_NE(ReadFile(dir_ / "log").find("waymark run: summary"), std::string::npos);
+  NatsClient c(nats_);
+  jsConsumerInfo* ci = nullptr;
+  ASSERT_EQ(js_GetConsumerInfo(&ci, c.js(), "EVENTS", "waymark", nullptr, nullptr), NATS_OK);
+  EXPECT_EQ(ci->NumAckPending, 0);
+  uint64_t delivered = ci->Delivered.Stream;
+  jsConsumerInfo_Destroy(ci);
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(uint64_t(t.exec1("SELECT seq FROM source_positions")[0].as<int64_t>()), delivered);
+  EXPECT_GT(delivered, 0u);
+}
+
 // An event the engine dies on (a failpoint aborts the process when it
 // meets it) is found (after a restart, messages go one per transaction)
 // and, once the engine has stopped max_deliver - 1 times in a row before

@@ -70,7 +70,7 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[engine]\nclock = \"fast\"\n", "[engine] clock (is \"fast\")"},
       {"[store]\nurl = 5\n", "[store] url (is 5)"},
       {"[store]\nurl = \"mysql://x\"\n", "[store] url"},
-      {"[engine]\nbatch = \"many\"\n", "[engine] batch"},
+      {"[source]\nbatch = \"many\"\n", "[source] batch"},
       {"[source]\nretention = 1979-05-27\n", "[source] retention"},
   };
   for (const Case& k : cases) {
