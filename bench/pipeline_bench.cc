@@ -36,6 +36,8 @@
 #include "bench/bench_events.h"
 #include "engine/source/jetstream.h"
 #include "engine/store/postgres_store.h"
+#include "tests/testing/db.h"
+#include "tests/testing/nats.h"
 
 namespace {
 
@@ -51,26 +53,12 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// A fresh database on the server.
-std::string FreshDatabase(const std::string& server, const std::string& name) {
-  pqxx::connection admin(server + "/postgres");
-  pqxx::nontransaction t(admin);
-  t.exec("DROP DATABASE IF EXISTS " + t.quote_name(name));
-  t.exec("CREATE DATABASE " + t.quote_name(name));
-  return server + "/" + name;
-}
-
 // Empty streams, then the events published; returns the publish rate.
 double Publish(const std::string& nats, const std::vector<RawInput>& events) {
   {
-    natsConnection* nc = nullptr;
-    jsCtx* js = nullptr;
-    if (natsConnection_ConnectTo(&nc, nats.c_str()) != NATS_OK) Die("cannot connect to " + nats);
-    natsConnection_JetStream(&js, nc, nullptr);
-    js_DeleteStream(js, "EVENTS", nullptr, nullptr);
-    js_DeleteStream(js, "EVENTS_DEAD", nullptr, nullptr);
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    testing_util::NatsClient c(nats);
+    if (!c.ok()) Die("cannot connect to " + nats);
+    c.DeleteStreams({"EVENTS", "EVENTS_DEAD"});
   }
   JetStreamOptions o;
   o.url = nats;
@@ -274,9 +262,9 @@ int main(int argc, char** argv) {
   std::vector<RawInput> events = bench::MakeEvents(int(n));
 
   double publish_rate = Publish(nats, events);
-  double floor = Floor(nats, FreshDatabase(server, "bench_floor"), n, batch);
+  double floor = Floor(nats, testing_util::FreshPostgresDatabase(server, "bench_floor"), n, batch);
 
-  std::string pg = FreshDatabase(server, "bench_engine");
+  std::string pg = testing_util::FreshPostgresDatabase(server, "bench_engine");
   if (auto m = MigratePostgres(pg); !m.ok()) Die(m.error());
   double total_s = 0;
   double rate = Throughput(nats, pg, n, batch, &total_s);
@@ -286,7 +274,7 @@ int main(int argc, char** argv) {
   size_t m = std::min(n, size_t(rate / 2 * 20));
   std::vector<RawInput> paced(events.begin(), events.begin() + long(m));
   Publish(nats, {});
-  std::string pg2 = FreshDatabase(server, "bench_latency");
+  std::string pg2 = testing_util::FreshPostgresDatabase(server, "bench_latency");
   if (auto mig = MigratePostgres(pg2); !mig.ok()) Die(mig.error());
   double p50 = 0, p99 = 0, achieved = 0;
   Latency(nats, pg2, paced, rate / 2, batch, &p50, &p99, &achieved);

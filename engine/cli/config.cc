@@ -1,6 +1,7 @@
 #include "engine/cli/config.h"
 
 #include <filesystem>
+#include <iostream>
 #include <map>
 
 #include <toml++/toml.h>
@@ -43,14 +44,17 @@ std::string Where(const std::vector<std::string>& path) {
   return s;
 }
 
+// A schema node, its "$ref" ("#/definitions/NAME") followed.
+const json* Resolve(const json& node, const json& root) {
+  if (!node.contains("$ref")) return &node;
+  std::string ref = node["$ref"].get<std::string>();
+  return &root["definitions"][ref.substr(ref.rfind('/') + 1)];
+}
+
 // Unknown keys first, each named with the keys that are allowed there.
 Status CheckKeys(const json& doc, const json& schema, const json& root,
                  std::vector<std::string>& path) {
-  const json* s = &schema;
-  if (s->contains("$ref")) {
-    std::string ref = (*s)["$ref"].get<std::string>();  // "#/definitions/NAME"
-    s = &root["definitions"][ref.substr(ref.rfind('/') + 1)];
-  }
+  const json* s = Resolve(schema, root);
   if (!doc.is_object() || !s->contains("properties")) return Status();
   const json& props = (*s)["properties"];
   for (const auto& [k, v] : doc.items()) {
@@ -127,11 +131,7 @@ Status ValidateConfig(const json& doc) {
   const json* node = &schema_doc;
   for (const std::string& k : where) {
     if (!node->contains("properties") || !(*node)["properties"].contains(k)) break;
-    node = &(*node)["properties"][k];
-    if (node->contains("$ref")) {
-      std::string ref = (*node)["$ref"].get<std::string>();
-      node = &schema_doc["definitions"][ref.substr(ref.rfind('/') + 1)];
-    }
+    node = Resolve((*node)["properties"][k], schema_doc);
   }
   std::string expected;
   if (!where.empty() && node->contains("description")) {
@@ -160,6 +160,15 @@ Result<Config> Config::Load(const std::string& path) {
   if (Status s = ValidateConfig(c.doc_); !s.ok())
     return Status::Error(c.path_ + ": " + s.message());
   return c;
+}
+
+std::optional<Config> Config::LoadOrSay(const std::string& command, const std::string& path) {
+  auto c = Load(path);
+  if (!c.ok()) {
+    std::cerr << "waymark " << command << ": " << c.error() << "\n";
+    return std::nullopt;
+  }
+  return std::move(c).value();
 }
 
 const nlohmann::json* Config::Find(const std::string& section, const std::string& key) const {

@@ -3,6 +3,7 @@
 // win. Every key is documented in docs/operations.md.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +23,8 @@ class Config {
   // configuration. A file that does not parse, or breaks the schema (an
   // unknown key, a bad value), is an error naming the key.
   static Result<Config> Load(const std::string& path);
+  // Load, or say why not on stderr as "waymark COMMAND: ..." and nullopt.
+  static std::optional<Config> LoadOrSay(const std::string& command, const std::string& path);
 
   // The value at [section] key (section "" for top-level keys), or null.
   const nlohmann::json* Find(const std::string& section, const std::string& key) const;

@@ -126,13 +126,12 @@ void RegisterPublish(CLI::App& app, int* exit_code) {
   cmd->add_option("--config", o->config,
                   "configuration file (default: ./waymark.toml when there is one)");
   cmd->callback([=] {
-    auto c = Config::Load(o->config);
-    if (!c.ok()) {
-      std::cerr << "waymark publish: " << c.error() << "\n";
+    auto c = Config::LoadOrSay("publish", o->config);
+    if (!c) {
       *exit_code = kExitUsage;
       return;
     }
-    c.value().UnderSource(cmd, o->stream);
+    c->UnderSource(cmd, o->stream);
     *exit_code = Publish(*o);
   });
 }

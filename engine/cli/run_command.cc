@@ -297,6 +297,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       }
       continue;
     }
+    bool caught_up = msgs.size() < o.batch;
     std::vector<JetStreamMessage> group, probe;
     Submitted again;  // delivered again after being submitted: only acked
     // What the dead process held goes in groups of 1, 2, 4, ..., each
@@ -326,8 +327,11 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       }
       group.push_back(std::move(m));
     }
+    if (!again.messages.empty()) {  // acked with the next batch made durable
+      again.outcomes.assign(again.messages.size(), {InputOutcome::Kind::kDuplicate, ""});
+      undurable.push_back(std::move(again));
+    }
     if (Status s = commit_probe(); !s.ok()) return s;
-    bool caught_up = msgs.size() < o.batch;
     if (!group.empty()) {
       if (Status s = submit(std::move(group)); !s.ok()) return s;
     }
@@ -336,10 +340,6 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     if (caught_up) {
       if (Status s = e.Commit(WallNow()); !s.ok()) return s;
       if (Status s = finish(); !s.ok()) return s;
-    }
-    if (!again.messages.empty()) {
-      again.outcomes.assign(again.messages.size(), {InputOutcome::Kind::kDuplicate, ""});
-      undurable.push_back(std::move(again));
     }
     if (!event_clock) {
       auto next = e.NextDue();
@@ -741,13 +741,12 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--config", o->config,
                   "configuration file (default: ./waymark.toml when there is one)");
   cmd->callback([=] {
-    auto c = Config::Load(o->config);
-    if (!c.ok()) {
-      std::cerr << "waymark run: " << c.error() << "\n";
+    auto c = Config::LoadOrSay("run", o->config);
+    if (!c) {
       *exit_code = kExitUsage;
       return;
     }
-    const Config& cfg = c.value();
+    const Config& cfg = *c;
     cfg.Under(cmd, "--journeys", "", "journeys", o->journeys);
     cfg.Under(cmd, "--schemas", "", "schemas", o->schemas);
     cfg.Under(cmd, "--store", "store", "url", o->store);

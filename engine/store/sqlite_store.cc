@@ -249,17 +249,25 @@ class SqliteStore : public Store {
     return QueryInstances(q);
   }
 
-  Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) override {
-    Stmt& q = S("SELECT hash, name, body, source_map FROM journey_versions WHERE hash = ?1");
-    q.Bind(1, hash);
+  // The row `q` finds, made by `row`, or nullopt when it finds none.
+  template <typename T, typename Row>
+  static Result<std::optional<T>> QueryOne(Stmt& q, Row row) {
     Status st;
-    std::optional<JourneyVersionRow> out;
+    std::optional<T> out;
     if (q.Next(st)) {
-      out = JourneyVersionRow{q.Text(0), q.Text(1), q.Text(2), q.Text(3)};
+      out = row();
       sqlite3_reset(q.get());
     }
     if (!st.ok()) return st;
     return out;
+  }
+
+  Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) override {
+    Stmt& q = S("SELECT hash, name, body, source_map FROM journey_versions WHERE hash = ?1");
+    q.Bind(1, hash);
+    return QueryOne<JourneyVersionRow>(q, [&] {
+      return JourneyVersionRow{q.Text(0), q.Text(1), q.Text(2), q.Text(3)};
+    });
   }
 
   Result<std::vector<Instance>> GoalWatchingInstances(Micros after) override {
@@ -378,14 +386,9 @@ class SqliteStore : public Store {
   Result<std::optional<SourcePosition>> Position(const std::string& source) override {
     Stmt& q = S("SELECT seq, restarts FROM source_positions WHERE source = ?1");
     q.Bind(1, source);
-    Status st;
-    std::optional<SourcePosition> out;
-    if (q.Next(st)) {
-      out = SourcePosition{source, uint64_t(q.Int(0)), q.Int(1)};
-      sqlite3_reset(q.get());
-    }
-    if (!st.ok()) return st;
-    return out;
+    return QueryOne<SourcePosition>(q, [&] {
+      return SourcePosition{source, uint64_t(q.Int(0)), q.Int(1)};
+    });
   }
 
   Result<StoreCounts> Counts() override {

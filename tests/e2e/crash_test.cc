@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/crash_workload.h"
+#include "tests/testing/db.h"
 #include "tests/testing/files.h"
 
 namespace {
@@ -54,21 +55,6 @@ std::vector<std::string> Args(const fs::path& dir, const fs::path& events) {
           "sqlite:" + (dir / "w.db").string(),
           "--transport",
           "file:" + (dir / "outbox").string()};
-}
-
-std::map<std::string, std::string> Rows(const fs::path& db, const char* sql) {
-  sqlite3* h = nullptr;
-  std::map<std::string, std::string> out;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) return out;
-  sqlite3_stmt* s = nullptr;
-  sqlite3_prepare_v2(h, sql, -1, &s, nullptr);
-  while (s && sqlite3_step(s) == SQLITE_ROW) {
-    out[reinterpret_cast<const char*>(sqlite3_column_text(s, 0))] =
-        reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
-  }
-  sqlite3_finalize(s);
-  sqlite3_close(h);
-  return out;
 }
 
 class CrashTest : public testing::Test {
@@ -134,16 +120,17 @@ TEST_F(CrashTest, KilledRunsEndLikeAnUninterruptedRun) {
   EXPECT_EQ(different, 0u);
 
   const char* kInstances = "SELECT id, body FROM instances";
-  auto ia = Rows(a / "w.db", kInstances), ib = Rows(b / "w.db", kInstances);
+  auto ia = SqliteRows(a / "w.db", kInstances), ib = SqliteRows(b / "w.db", kInstances);
   EXPECT_GT(ia.size(), 5000u);
   EXPECT_EQ(ia, ib) << "final instance states differ";
-  auto sa = Rows(a / "w.db", "SELECT key, recipient FROM sends");
-  auto sb = Rows(b / "w.db", "SELECT key, recipient FROM sends");
+  auto sa = SqliteRows(a / "w.db", "SELECT key, recipient FROM sends");
+  auto sb = SqliteRows(b / "w.db", "SELECT key, recipient FROM sends");
   EXPECT_EQ(sa, sb);
   // Every stored history replays exactly through the step function.
   EXPECT_EQ(RunToEnd({WAYMARK_BINARY, "replay", "--store", "sqlite:" + (b / "w.db").string()}), 0);
-  auto dup = Rows(b / "w.db", "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
-  auto pending = Rows(b / "w.db", "SELECT 'n', COUNT(*) FROM sends_pending");
+  auto dup =
+      SqliteRows(b / "w.db", "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
+  auto pending = SqliteRows(b / "w.db", "SELECT 'n', COUNT(*) FROM sends_pending");
   std::printf(
       "crash test: %d kills, %zu messages, %zu lost, %zu unexpected, %zu differing, "
       "%s duplicate answers from the transport, %s sends still held; clean run %.1f s\n",
@@ -160,15 +147,15 @@ TEST_F(CrashTest, RunsAreDeterministicAndReplayingTheInputAddsNothing) {
   ASSERT_EQ(RunToEnd(Args(a, events)), 0);
   ASSERT_EQ(RunToEnd(Args(b, events)), 0);
   const char* kHistory = "SELECT instance_id || '#' || n, last_n || records FROM history";
-  auto ha = Rows(a / "w.db", kHistory), hb = Rows(b / "w.db", kHistory);
-  EXPECT_GT(std::stoll(Rows(a / "w.db", "SELECT 'n', SUM(last_n - n + 1) FROM history")["n"]),
+  auto ha = SqliteRows(a / "w.db", kHistory), hb = SqliteRows(b / "w.db", kHistory);
+  EXPECT_GT(std::stoll(SqliteRows(a / "w.db", "SELECT 'n', SUM(last_n - n + 1) FROM history")["n"]),
             10000);
   EXPECT_EQ(ha, hb) << "histories differ between two runs of the same input";
   EXPECT_EQ(Outbox(a / "outbox"), Outbox(b / "outbox"));
   // Feed the same file again: every event is recognised, nothing changes.
-  auto before = Rows(a / "w.db", kHistory);
+  auto before = SqliteRows(a / "w.db", kHistory);
   ASSERT_EQ(RunToEnd(Args(a, events)), 0);
-  EXPECT_EQ(Rows(a / "w.db", kHistory), before);
+  EXPECT_EQ(SqliteRows(a / "w.db", kHistory), before);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "tests/testing/db.h"
 #include "tests/testing/files.h"
 #include "tests/testing/nats.h"
 #include "tests/testing/process.h"
@@ -24,12 +25,13 @@
 namespace {
 
 namespace fs = std::filesystem;
+using waymark::testing_util::FreshPostgresDatabase;
 using waymark::testing_util::NatsClient;
 using waymark::testing_util::NatsUrl;
+using waymark::testing_util::PostgresRows;
 using waymark::testing_util::ReadFile;
 using waymark::testing_util::Shell;
-
-using States = std::map<std::string, std::tuple<int64_t, int64_t, std::string>>;
+using waymark::testing_util::SqliteRows;
 
 std::map<std::string, std::string> Messages(const fs::path& dir) {
   std::map<std::string, std::string> out;
@@ -39,31 +41,13 @@ std::map<std::string, std::string> Messages(const fs::path& dir) {
   return out;
 }
 
-// Final instance states: id -> (finished, due, body).
-States PostgresStates(const std::string& url) {
-  States out;
-  pqxx::connection c(url);
-  pqxx::read_transaction t(c);
-  for (const auto& r : t.exec("SELECT id, finished::int, due, body FROM instances")) {
-    out[r[0].as<std::string>()] = {r[1].as<int64_t>(), r[2].as<int64_t>(), r[3].as<std::string>()};
-  }
-  return out;
+// Final instance states: id -> "finished|due|body".
+std::map<std::string, std::string> PostgresStates(const std::string& url) {
+  return PostgresRows(url, "SELECT id, finished::int || '|' || due || '|' || body FROM instances");
 }
 
-States SqliteStates(const fs::path& path) {
-  States out;
-  sqlite3* db = nullptr;
-  sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
-  sqlite3_stmt* s = nullptr;
-  sqlite3_prepare_v2(db, "SELECT id, finished, due, body FROM instances", -1, &s, nullptr);
-  while (sqlite3_step(s) == SQLITE_ROW) {
-    out[reinterpret_cast<const char*>(sqlite3_column_text(s, 0))] = {
-        sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2),
-        reinterpret_cast<const char*>(sqlite3_column_text(s, 3))};
-  }
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  return out;
+std::map<std::string, std::string> SqliteStates(const fs::path& path) {
+  return SqliteRows(path, "SELECT id, finished || '|' || due || '|' || body FROM instances");
 }
 
 class Nats : public ::testing::Test {
@@ -76,14 +60,7 @@ class Nats : public ::testing::Test {
     NatsClient c(nats_);
     ASSERT_TRUE(c.ok()) << "cannot connect to " << nats_;
     c.DeleteStreams({"EVENTS", "EVENTS_DEAD"});
-    std::string db = "nats_" + std::to_string(getpid());
-    {
-      pqxx::connection admin(std::string(pg) + "/postgres");
-      pqxx::nontransaction n(admin);
-      n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
-      n.exec("CREATE DATABASE " + n.quote_name(db));
-    }
-    pg_ = std::string(pg) + "/" + db;
+    pg_ = FreshPostgresDatabase(pg, "nats_" + std::to_string(getpid()));
     dir_ = fs::temp_directory_path() / ("waymark_nats_e2e_" + std::to_string(getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -131,7 +108,7 @@ TEST_F(Nats, PublishThenRunGivesTheSameSendsAndStatesAsTheEmbeddedRun) {
   EXPECT_GT(a.size(), 1000u);
   EXPECT_TRUE(a == b) << a.size() << " messages from NATS + PostgreSQL, " << b.size()
                       << " embedded";
-  States pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+  auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
   EXPECT_GT(pg.size(), 500u);
   EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
                           << " on SQLite";
@@ -169,8 +146,9 @@ TEST_F(Nats, TwoEnginesSharingTheStreamActLikeOne) {
            " --transport file:" + (dir_ / "shared").string() + " > " +
            (dir_ / ("p" + std::to_string(p) + ".json")).string() + " 2>&1";
   };
-  Shell("(" + engine(0) + ") & (" + engine(1) + ") & wait", &status);
-  ASSERT_EQ(status, 0);
+  // Both at once; each must exit 0.
+  Shell(engine(0) + " & a=$!; " + engine(1) + " & b=$!; wait $a && wait $b", &status);
+  ASSERT_EQ(status, 0) << ReadFile(dir_ / "p0.json") << ReadFile(dir_ / "p1.json");
   std::string embedded =
       Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
   ASSERT_EQ(status, 0) << embedded;
@@ -186,7 +164,7 @@ TEST_F(Nats, TwoEnginesSharingTheStreamActLikeOne) {
   auto a = Messages(dir_ / "shared"), b = Messages(dir_ / "embedded");
   EXPECT_GT(a.size(), 1000u);
   EXPECT_TRUE(a == b) << a.size() << " messages from two engines, " << b.size() << " embedded";
-  States pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+  auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
   EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
                           << " on SQLite";
   pqxx::connection db(pg_);

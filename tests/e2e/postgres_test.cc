@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
+#include "tests/testing/db.h"
 #include "tests/testing/files.h"
 #include "tests/testing/process.h"
 
@@ -47,14 +48,8 @@ std::string Summary(const std::string& out, const fs::path& dir) {
 TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
   const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
   ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
-  std::string db = "e2e_" + std::to_string(getpid());
-  {
-    pqxx::connection admin(std::string(server) + "/postgres");
-    pqxx::nontransaction n(admin);
-    n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
-    n.exec("CREATE DATABASE " + n.quote_name(db));
-  }
-  std::string pg = std::string(server) + "/" + db;
+  std::string pg =
+      waymark::testing_util::FreshPostgresDatabase(server, "e2e_" + std::to_string(getpid()));
   fs::path dir = fs::temp_directory_path() / ("waymark_pg_e2e_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);

@@ -23,6 +23,7 @@
 #include <pqxx/pqxx>
 
 #include "tests/testing/crash_workload.h"
+#include "tests/testing/db.h"
 #include "tests/testing/nats.h"
 #include "tests/testing/process.h"
 
@@ -30,29 +31,6 @@ namespace {
 
 using namespace waymark::testing_util;
 using Clock = std::chrono::steady_clock;
-
-std::map<std::string, std::string> SqliteRows(const fs::path& db, const char* sql) {
-  sqlite3* h = nullptr;
-  std::map<std::string, std::string> out;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) return out;
-  sqlite3_stmt* s = nullptr;
-  sqlite3_prepare_v2(h, sql, -1, &s, nullptr);
-  while (s && sqlite3_step(s) == SQLITE_ROW) {
-    out[reinterpret_cast<const char*>(sqlite3_column_text(s, 0))] =
-        reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
-  }
-  sqlite3_finalize(s);
-  sqlite3_close(h);
-  return out;
-}
-
-std::map<std::string, std::string> PostgresRows(const std::string& url, const char* sql) {
-  std::map<std::string, std::string> out;
-  pqxx::connection c(url);
-  pqxx::read_transaction t(c);
-  for (const auto& r : t.exec(sql)) out[r[0].as<std::string>()] = r[1].as<std::string>();
-  return out;
-}
 
 class StreamCrash : public testing::Test {
  protected:
@@ -68,14 +46,7 @@ class StreamCrash : public testing::Test {
     root_ = fs::temp_directory_path() / ("waymark_stream_crash_" + std::to_string(getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_);
-    std::string db = "crash_" + std::to_string(getpid());
-    {
-      pqxx::connection admin(std::string(pg_server) + "/postgres");
-      pqxx::nontransaction t(admin);
-      t.exec("DROP DATABASE IF EXISTS " + t.quote_name(db));
-      t.exec("CREATE DATABASE " + t.quote_name(db));
-    }
-    pg_ = std::string(pg_server) + "/" + db;
+    pg_ = FreshPostgresDatabase(pg_server, "crash_" + std::to_string(getpid()));
     {
       NatsClient c(nats_);
       ASSERT_TRUE(c.ok());

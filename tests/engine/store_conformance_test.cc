@@ -18,6 +18,7 @@
 
 #include "engine/store/postgres_store.h"
 #include "engine/store/sqlite_store.h"
+#include "tests/testing/db.h"
 
 #include <pqxx/pqxx>
 
@@ -57,16 +58,13 @@ const Factory kFactories[] = {
        for (char c : test)
          db += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '_';
        db = db.substr(0, 63);
+       std::string url;
        try {
-         pqxx::connection admin(std::string(server) + "/postgres");
-         pqxx::nontransaction n(admin);
-         n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
-         n.exec("CREATE DATABASE " + n.quote_name(db));
+         url = testing_util::FreshPostgresDatabase(server, db);
        } catch (const std::exception& e) {
          std::string error = std::string("creating the test database: ") + e.what();
          return [error] { return Result<std::unique_ptr<Store>>(Status::Error(error)); };
        }
-       std::string url = std::string(server) + "/" + db;
        auto migrated = MigratePostgres(url);
        if (!migrated.ok()) {
          std::string error = migrated.error();
@@ -534,14 +532,8 @@ std::string OpenWithSchemaVersion(const std::string& version) {
 TEST(PostgresStore, MigrationsAreAppliedOnceAndVersionsAreChecked) {
   const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
   ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
-  std::string db = "migrate_" + std::to_string(::getpid());
-  {
-    pqxx::connection admin(std::string(server) + "/postgres");
-    pqxx::nontransaction n(admin);
-    n.exec("DROP DATABASE IF EXISTS " + n.quote_name(db));
-    n.exec("CREATE DATABASE " + n.quote_name(db));
-  }
-  std::string url = std::string(server) + "/" + db;
+  std::string url =
+      testing_util::FreshPostgresDatabase(server, "migrate_" + std::to_string(::getpid()));
   auto unmigrated = OpenPostgresStore(url);
   ASSERT_FALSE(unmigrated.ok());
   EXPECT_NE(unmigrated.error().find("waymark migrate"), std::string::npos) << unmigrated.error();
