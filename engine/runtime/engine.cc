@@ -180,21 +180,29 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     events.emplace_back(std::move(e).value(), &in);
     index.push_back(i);
   }
+  // Another partition's event only moves the clock: it is decided before
+  // the repeats, since the engine of its partition may have stored it
+  // already, and that makes it no repeat here.
   std::vector<std::pair<std::string, std::string>> ids;
-  for (const auto& [e, in] : events) ids.emplace_back(e.source, e.id);
+  std::vector<bool> mine(events.size());
+  for (size_t k = 0; k < events.size(); ++k) {
+    const Event& e = events[k].first;
+    mine[k] = Mine(e.subject);
+    if (mine[k]) ids.emplace_back(e.source, e.id);
+  }
   auto seen = store_->EventsSeen(ids);
   if (!seen.ok()) return seen.status();
-  for (size_t k = 0; k < events.size(); ++k) {
+  for (size_t k = 0, m = 0; k < events.size(); ++k) {
     Event& e = events[k].first;
-    if (seen.value()[k] || inflight_ids_.count({e.source, e.id}) ||
-        !batch_ids_.insert({e.source, e.id}).second) {
+    if (mine[k] && (seen.value()[m++] || inflight_ids_.count({e.source, e.id}) ||
+                    !batch_ids_.insert({e.source, e.id}).second)) {
       ++summary_.duplicates;
       out[index[k]].kind = InputOutcome::Kind::kDuplicate;
       continue;
     }
     if (options_.event_clock) FireTimers(e.time);
     clock_ = std::max(clock_, e.time);
-    if (!Mine(e.subject)) {  // another engine's: it only moved the clock
+    if (!mine[k]) {
       ++summary_.other_partitions;
       out[index[k]].kind = InputOutcome::Kind::kElsewhere;
       continue;

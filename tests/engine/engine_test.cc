@@ -428,6 +428,45 @@ TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
   EXPECT_EQ(report.value().divergences, 0) << report.value().problems.front();
 }
 
+// Two engines share a store, one partition each. The second reads the
+// stream after the first has stored its events: those are another
+// partition's, not repeats, and they move its clock, so its timer fires at
+// the first event past the wait, as it would in a single engine.
+TEST_F(EngineTest, AnotherPartitionsStoredEventsMoveTheClockAndAreNoRepeats) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s {
+    wait for order.placed within 1h
+      received { end }
+      timeout { send "t" to "x@y.io" intent marketing  end }
+  }
+})");
+  std::string a, b;  // a key of partition 0, one of partition 1
+  for (int i = 0; a.empty() || b.empty(); ++i) {
+    std::string k = "user-" + std::to_string(i);
+    (PartitionOf(k, 2) == 0 ? a : b) = k;
+  }
+  std::vector<std::string> stream = {Ev("1", "user.signup", b, "2026-03-01T10:00:00Z"),
+                                     Ev("2", "user.signup", a, "2026-03-01T10:30:00Z"),
+                                     Ev("3", "order.placed", a, "2026-03-01T11:30:00Z")};
+  EngineOptions o;
+  o.event_clock = true;
+  o.partitions = 2;
+  o.partition = 0;
+  Start(o);
+  Feed(stream);
+  EXPECT_EQ(engine_->summary().other_partitions, 1);
+  o.partition = 1;
+  Start(o);
+  Feed(stream);
+  EXPECT_EQ(engine_->summary().duplicates, 0);
+  EXPECT_EQ(engine_->summary().other_partitions, 2);
+  EXPECT_EQ(engine_->summary().timers_fired, 1) << "event 3 is past b's wait";
+  auto j = Instances("j", b);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].status, InstanceStatus::kCompleted);
+}
+
 }  // namespace
 }  // namespace waymark
 
