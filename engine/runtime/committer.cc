@@ -57,12 +57,16 @@ void Committer::Run() {
     double cpu = ThreadCpuSeconds() - cpu0;
     d.send_seqs.reserve(b.sends.size());
     for (const SendRow& s : b.sends) d.send_seqs.push_back(s.seq);
-    b = Batch();  // freed here, off the engine's thread
     lock.lock();
     commit_seconds_ += took;
     commit_cpu_seconds_ += cpu;
     done_ = std::move(d);
     cv_.notify_all();
+    // Freed here, off the engine's thread, and after the engine has been
+    // told: it need not wait for this.
+    lock.unlock();
+    b = Batch();
+    lock.lock();
   }
 }
 

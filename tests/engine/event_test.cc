@@ -99,5 +99,21 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
   EXPECT_TRUE(e.ok()) << e.error();
 }
 
+// A value valijson cannot read as a string where the schema names a
+// format (an array for an e-mail address) is refused like any other
+// mismatch: valijson raises an error there, which must not end the process.
+TEST(EventDecoder, AFormatFieldHoldingAnArrayIsRefusedNotFatal) {
+  auto d = EventDecoder::Create(WAYMARK_SOURCE_DIR "/schemas");
+  ASSERT_TRUE(d.ok()) << d.error();
+  auto e = d.value()->Decode(
+      R"({"specversion":"1.0","id":"e1","source":"s","type":"digest.subscribed","subject":"u",)"
+      R"("data":{"email":[1,2],"frequency":"weekly"}})",
+      0);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().find("'data' does not match schemas/events/digest.subscribed.json"),
+            std::string::npos)
+      << e.error();
+}
+
 }  // namespace
 }  // namespace waymark
