@@ -125,9 +125,14 @@ const JsonDoc& Event::Doc() const {
   return doc_;
 }
 
-void Event::SealWith(nlohmann::json doc) {
+void Event::SealWith(nlohmann::json doc, std::string text) {
   data = nlohmann::json::object();
   doc_ = std::make_shared<const nlohmann::json>(std::move(doc));
+  text_ = std::move(text);
+}
+
+std::string Event::Text() const {
+  return text_.empty() ? DumpJson(*Doc()) : text_;
 }
 
 void Event::Seal() {
@@ -221,10 +226,15 @@ Result<Event> EventDecoder::Decode(std::string_view text, Micros now) const {
   }
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return Status::Error("malformed JSON");
-  return Decode(std::move(j), text.size(), now);
+  return DecodeParsed(std::move(j), text.size(), now, text);
 }
 
 Result<Event> EventDecoder::Decode(nlohmann::json j, size_t size, Micros now) const {
+  return DecodeParsed(std::move(j), size, now, {});
+}
+
+Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros now,
+                                         std::string_view text) const {
   if (size > max_bytes_) {
     return Status::Error("event of " + std::to_string(size) + " bytes is over the " +
                          std::to_string(max_bytes_) + "-byte limit");
@@ -310,7 +320,7 @@ Result<Event> EventDecoder::Decode(nlohmann::json j, size_t size, Micros now) co
                    (e.subject.empty() || j.contains("subject")) && time == FormatRfc3339(e.time);
   if (canonical) {
     *data = std::move(e.data);
-    e.SealWith(std::move(j));
+    e.SealWith(std::move(j), std::string(text));
   } else {
     e.Seal();
   }

@@ -48,12 +48,17 @@ struct Event {
   // empty afterwards, and the event is read through Doc().
   void Seal();
   // Seal with `doc`, which must equal what Seal would build (the decoder
-  // passes the input itself when it is already in that form).
-  void SealWith(nlohmann::json doc);
+  // passes the input itself when it is already in that form), and `text`,
+  // JSON text of `doc` (the input's own text), or empty.
+  void SealWith(nlohmann::json doc, std::string text = {});
+  // Doc() as JSON text, for the store: the input's own text when the
+  // decoder kept it (no second serialisation), otherwise Doc() dumped.
+  std::string Text() const;
   static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
 
  private:
   mutable JsonDoc doc_;
+  std::string text_;
 };
 
 // Appends a reference to a stored event document, as JSON text:
@@ -80,6 +85,9 @@ class EventDecoder {
   size_t max_bytes() const { return max_bytes_; }
 
  private:
+  // `text`: the JSON text `j` was parsed from, if any.
+  Result<Event> DecodeParsed(nlohmann::json j, size_t size, Micros now,
+                             std::string_view text) const;
   struct Schemas;
   EventDecoder() = default;
   std::unique_ptr<Schemas> schemas_;

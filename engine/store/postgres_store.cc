@@ -489,8 +489,7 @@ class PostgresStore : public Store {
                          Cols{"ord", "source", "id", "type", "subject", "time", "body"});
       for (size_t k = 0; k < b.events.size(); ++k) {
         const Event& e = b.events[k];
-        in << std::make_tuple(int64_t(k), e.source, e.id, e.type, e.subject, e.time,
-                              DumpJson(*e.Doc()));
+        in << std::make_tuple(int64_t(k), e.source, e.id, e.type, e.subject, e.time, e.Text());
       }
       in.complete();
       t.exec_prepared("events_from_staging");

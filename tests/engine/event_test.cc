@@ -39,6 +39,10 @@ TEST(EventDecoder, TheDocumentIsCanonicalWhateverTheInputForm) {
     ASSERT_TRUE(e.ok()) << in << ": " << e.error();
     EXPECT_EQ(*e.value().Doc(), expected) << in;
     EXPECT_EQ(e.value().time, ParseRfc3339("2026-03-08T09:30:00Z").value());
+    // The text the store keeps is the document: the input's own text
+    // when it was canonical, the document dumped when it was not.
+    EXPECT_EQ(json::parse(e.value().Text()), expected) << in;
+    EXPECT_EQ(e.value().Text() == in, in == inputs[0]) << in;
   }
 }
 
