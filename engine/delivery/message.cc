@@ -101,41 +101,43 @@ std::string Mailbox(const std::string& name, const std::string& addr) {
   return shown + " <" + addr + ">";
 }
 
-// Quoted-printable (RFC 2045), lines normalised to CRLF, soft breaks at 76.
-std::string QuotedPrintable(std::string_view in) {
+// Quoted-printable (RFC 2045), lines normalised to CRLF, soft breaks at 76,
+// appended to `out`.
+void AppendQuotedPrintable(std::string& out, std::string_view in) {
   static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out, line;
-  auto flush = [&](bool hard) {
-    out += line;
-    out += hard ? "\r\n" : "=\r\n";
-    line.clear();
+  size_t line = 0;  // characters on the current line
+  auto encoded = [&](unsigned char c) {
+    out += '=';
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
   };
-  for (size_t i = 0; i < in.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(in[i]);
+  for (char ch : in) {
+    unsigned char c = static_cast<unsigned char>(ch);
     if (c == '\r') continue;
     if (c == '\n') {
-      if (!line.empty() && (line.back() == ' ' || line.back() == '\t')) {
-        char w = line.back();
-        line.pop_back();
-        line += '=';
-        line += kHex[uint8_t(w) >> 4];
-        line += kHex[uint8_t(w) & 15];
+      if (line > 0 && (out.back() == ' ' || out.back() == '\t')) {  // no trailing white space
+        unsigned char w = static_cast<unsigned char>(out.back());
+        out.pop_back();
+        encoded(w);
       }
-      flush(true);
+      out += "\r\n";
+      line = 0;
       continue;
     }
     bool plain = (c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t';
-    if (line.size() + (plain ? 1 : 3) > 75) flush(false);
+    if (line + (plain ? 1 : 3) > 75) {
+      out += "=\r\n";
+      line = 0;
+    }
     if (plain) {
-      line += char(c);
+      out += char(c);
+      ++line;
     } else {
-      line += '=';
-      line += kHex[c >> 4];
-      line += kHex[c & 15];
+      encoded(c);
+      line += 3;
     }
   }
-  if (!line.empty()) flush(true);
-  return out;
+  if (line > 0) out += "\r\n";
 }
 
 std::string RfcDate(Micros t) {
@@ -195,6 +197,9 @@ Result<std::string> BuildMessage(const MessageParams& p) {
   }
   std::string boundary = "=_wm_" + Sha256Hex(p.idempotency_key).substr(0, 24);
   std::string m;
+  // One buffer: headers, then the parts (quoted-printable grows text by
+  // a few percent; more for non-ASCII).
+  m.reserve(1024 + (c.text.size() + c.html.size()) * 5 / 4);
   auto header = [&](const char* name, const std::string& value) {
     m += name;
     m += ": ";
@@ -213,18 +218,20 @@ Result<std::string> BuildMessage(const MessageParams& p) {
     header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click");
   }
   auto part = [&](const char* type, const std::string& body) {
-    std::string s = std::string("Content-Type: ") + type + "; charset=UTF-8\r\n" +
-                    "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + QuotedPrintable(body);
-    return s;
+    m += "Content-Type: ";
+    m += type;
+    m += "; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
+    AppendQuotedPrintable(m, body);
   };
   if (!c.text.empty() && !c.html.empty()) {
     header("Content-Type", "multipart/alternative; boundary=\"" + boundary + "\"");
-    m += "\r\n";
-    m += "--" + boundary + "\r\n" + part("text/plain", c.text);
-    m += "--" + boundary + "\r\n" + part("text/html", c.html);
+    m += "\r\n--" + boundary + "\r\n";
+    part("text/plain", c.text);
+    m += "--" + boundary + "\r\n";
+    part("text/html", c.html);
     m += "--" + boundary + "--\r\n";
   } else {
-    m += part(c.html.empty() ? "text/plain" : "text/html", c.html.empty() ? c.text : c.html);
+    part(c.html.empty() ? "text/plain" : "text/html", c.html.empty() ? c.text : c.html);
   }
   return m;
 }
