@@ -1,5 +1,9 @@
 #include "engine/base/json_text.h"
 
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+
 namespace waymark {
 
 void AppendJsonString(std::string& out, std::string_view s) {
@@ -135,6 +139,317 @@ std::string DumpJson(const nlohmann::json& v) {
   std::string out;
   AppendJson(out, v);
   return out;
+}
+
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(std::string_view t) : p_(t.data()), end_(t.data() + t.size()) {}
+
+  bool Document(nlohmann::json& out) {
+    Space();
+    if (!Value(out, 0)) return false;
+    Space();
+    return p_ == end_;
+  }
+
+ private:
+  void Space() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+
+  bool Literal(std::string_view word) {
+    if (size_t(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) return false;
+    p_ += word.size();
+    return true;
+  }
+
+  bool Value(nlohmann::json& out, int depth) {
+    if (p_ == end_) return false;
+    switch (*p_) {
+      case '{':
+        return Object(out, depth + 1);
+      case '[':
+        return Array(out, depth + 1);
+      case '"': {
+        std::string s;
+        if (!String(s)) return false;
+        out = std::move(s);
+        return true;
+      }
+      case 't':
+        out = true;
+        return Literal("true");
+      case 'f':
+        out = false;
+        return Literal("false");
+      case 'n':
+        out = nullptr;
+        return Literal("null");
+      default:
+        return Number(out);
+    }
+  }
+
+  bool Object(nlohmann::json& out, int depth) {
+    if (depth > kMaxJsonDepth) return false;
+    ++p_;  // {
+    out = nlohmann::json::object();
+    auto& members = out.get_ref<nlohmann::json::object_t&>();
+    Space();
+    if (p_ < end_ && *p_ == '}') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      if (p_ == end_ || *p_ != '"') return false;
+      std::string key;
+      if (!String(key)) return false;
+      Space();
+      if (p_ == end_ || *p_ != ':') return false;
+      ++p_;
+      Space();
+      nlohmann::json v;
+      if (!Value(v, depth)) return false;
+      members[std::move(key)] = std::move(v);  // a repeated key: the last wins, as in nlohmann
+      Space();
+      if (p_ == end_) return false;
+      if (*p_ == '}') {
+        ++p_;
+        return true;
+      }
+      if (*p_ != ',') return false;
+      ++p_;
+      Space();
+    }
+  }
+
+  bool Array(nlohmann::json& out, int depth) {
+    if (depth > kMaxJsonDepth) return false;
+    ++p_;  // [
+    out = nlohmann::json::array();
+    auto& items = out.get_ref<nlohmann::json::array_t&>();
+    Space();
+    if (p_ < end_ && *p_ == ']') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      items.emplace_back();
+      if (!Value(items.back(), depth)) return false;
+      Space();
+      if (p_ == end_) return false;
+      if (*p_ == ']') {
+        ++p_;
+        return true;
+      }
+      if (*p_ != ',') return false;
+      ++p_;
+      Space();
+    }
+  }
+
+  // -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?  Integers as nlohmann
+  // keeps them: unsigned when not negative, signed when negative, a
+  // double when they do not fit.
+  bool Number(nlohmann::json& out) {
+    const char* start = p_;
+    bool negative = p_ < end_ && *p_ == '-';
+    if (negative) ++p_;
+    auto digits = [&] {
+      const char* d = p_;
+      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+      return p_ - d;
+    };
+    if (p_ == end_) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else if (*p_ >= '1' && *p_ <= '9') {
+      digits();
+    } else {
+      return false;
+    }
+    bool integer = true;
+    if (p_ < end_ && *p_ == '.') {
+      ++p_;
+      if (digits() == 0) return false;
+      integer = false;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+      ++p_;
+      if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (digits() == 0) return false;
+      integer = false;
+    }
+    if (integer) {
+      if (negative) {
+        int64_t v = 0;
+        auto r = std::from_chars(start, p_, v);
+        if (r.ec == std::errc() && r.ptr == p_) {
+          out = v;
+          return true;
+        }
+      } else {
+        uint64_t v = 0;
+        auto r = std::from_chars(start, p_, v);
+        if (r.ec == std::errc() && r.ptr == p_) {
+          out = v;
+          return true;
+        }
+      }
+    }
+    double d = 0;
+    auto r = std::from_chars(start, p_, d);
+    if (r.ec == std::errc::result_out_of_range) {
+      // Underflow reads as the nearest value (zero or a subnormal), as
+      // strtod gives it; overflow is refused, as nlohmann refuses it.
+      d = std::strtod(std::string(start, p_).c_str(), nullptr);
+      if (!std::isfinite(d)) return false;
+    } else if (r.ec != std::errc() || r.ptr != p_) {
+      return false;
+    }
+    out = d;
+    return true;
+  }
+
+  static int Hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+
+  bool Hex4(uint32_t& v) {
+    if (end_ - p_ < 4) return false;
+    v = 0;
+    for (int i = 0; i < 4; ++i) {
+      int h = Hex(p_[i]);
+      if (h < 0) return false;
+      v = v << 4 | uint32_t(h);
+    }
+    p_ += 4;
+    return true;
+  }
+
+  static void PutUtf8(std::string& s, uint32_t cp) {
+    if (cp < 0x80) {
+      s += char(cp);
+    } else if (cp < 0x800) {
+      s += char(0xC0 | cp >> 6);
+      s += char(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      s += char(0xE0 | cp >> 12);
+      s += char(0x80 | (cp >> 6 & 0x3F));
+      s += char(0x80 | (cp & 0x3F));
+    } else {
+      s += char(0xF0 | cp >> 18);
+      s += char(0x80 | (cp >> 12 & 0x3F));
+      s += char(0x80 | (cp >> 6 & 0x3F));
+      s += char(0x80 | (cp & 0x3F));
+    }
+  }
+
+  // One well-formed UTF-8 sequence (RFC 3629) starting at p_ (a byte
+  // >= 0x80): its length, or 0.
+  size_t Utf8Sequence() const {
+    auto at = [&](size_t i) { return static_cast<unsigned char>(p_[i]); };
+    size_t left = size_t(end_ - p_);
+    unsigned char c = at(0);
+    auto cont = [&](size_t i) { return i < left && (at(i) & 0xC0) == 0x80; };
+    if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+      if (left < 3 || !cont(1) || !cont(2)) return 0;
+      if (c == 0xE0 && at(1) < 0xA0) return 0;  // overlong
+      if (c == 0xED && at(1) > 0x9F) return 0;  // a surrogate
+      return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+      if (left < 4 || !cont(1) || !cont(2) || !cont(3)) return 0;
+      if (c == 0xF0 && at(1) < 0x90) return 0;  // overlong
+      if (c == 0xF4 && at(1) > 0x8F) return 0;  // over U+10FFFF
+      return 4;
+    }
+    return 0;
+  }
+
+  bool String(std::string& s) {
+    ++p_;  // "
+    for (;;) {
+      const char* run = p_;
+      while (p_ < end_) {
+        unsigned char c = static_cast<unsigned char>(*p_);
+        if (c == '"' || c == '\\' || c < 0x20) break;
+        if (c < 0x80) {
+          ++p_;
+          continue;
+        }
+        size_t n = Utf8Sequence();
+        if (n == 0) return false;
+        p_ += n;
+      }
+      s.append(run, size_t(p_ - run));
+      if (p_ == end_) return false;
+      char c = *p_++;
+      if (c == '"') return true;
+      if (c != '\\') return false;  // a control character
+      if (p_ == end_) return false;
+      switch (*p_++) {
+        case '"':
+          s += '"';
+          break;
+        case '\\':
+          s += '\\';
+          break;
+        case '/':
+          s += '/';
+          break;
+        case 'b':
+          s += '\b';
+          break;
+        case 'f':
+          s += '\f';
+          break;
+        case 'n':
+          s += '\n';
+          break;
+        case 'r':
+          s += '\r';
+          break;
+        case 't':
+          s += '\t';
+          break;
+        case 'u': {
+          uint32_t cp = 0;
+          if (!Hex4(cp)) return false;
+          if (cp >= 0xDC00 && cp <= 0xDFFF) return false;  // a low surrogate first
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            uint32_t low = 0;
+            if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return false;
+            p_ += 2;
+            if (!Hex4(low) || low < 0xDC00 || low > 0xDFFF) return false;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          }
+          PutUtf8(s, cp);
+          break;
+        }
+        default:
+          return false;
+      }
+    }
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
+}  // namespace
+
+bool ParseJson(std::string_view text, nlohmann::json& out) {
+  nlohmann::json v;
+  if (!Reader(text).Document(v)) return false;
+  out = std::move(v);
+  return true;
 }
 
 }  // namespace waymark

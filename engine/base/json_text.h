@@ -31,6 +31,16 @@ std::string Printable(std::string_view s);
 void AppendJson(std::string& out, const nlohmann::json& v);
 std::string DumpJson(const nlohmann::json& v);
 
+// Reads JSON text (RFC 8259) into `out`: the same value, with the same
+// number types, as nlohmann::json::parse, about twice as fast (events are
+// parsed once each on the engine's thread). False, with `out` unchanged,
+// for anything nlohmann::json::parse refuses: bad syntax, malformed UTF-8,
+// lone surrogate escapes, control characters in strings, trailing text.
+// One difference: values nested deeper than kMaxJsonDepth are refused
+// too (the reader recurses).
+constexpr int kMaxJsonDepth = 512;
+bool ParseJson(std::string_view text, nlohmann::json& out);
+
 // Builds one JSON object: {"k":v,...} in the order the fields are added.
 class JsonObjectWriter {
  public:

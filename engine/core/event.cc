@@ -224,8 +224,8 @@ Result<Event> EventDecoder::Decode(std::string_view text, Micros now) const {
     return Status::Error("event of " + std::to_string(text.size()) + " bytes is over the " +
                          std::to_string(max_bytes_) + "-byte limit");
   }
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return Status::Error("malformed JSON");
+  nlohmann::json j;
+  if (!ParseJson(text, j)) return Status::Error("malformed JSON");
   return DecodeParsed(std::move(j), text.size(), now, text);
 }
 
