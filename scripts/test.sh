@@ -4,14 +4,15 @@
 #      ports (scripts/servers.sh), and stops them at the end, also on failure;
 #   1. the full suite (ctest) in build/;
 #   2. the language and engine unit tests again under ASan + UBSan (build-asan/);
-#   3. the parser fuzzer (libFuzzer, clang) for WAYMARK_FUZZ_SECONDS (default 60).
+#   3. the fuzzers (libFuzzer, clang), each for WAYMARK_FUZZ_SECONDS (default 45): the
+#      journey language, and event input (ParseJson against nlohmann, the decoder).
 # Prints each ctest summary and a combined closing line; exits non-zero if
 # anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 jobs=$(nproc)
-fuzz_seconds=${WAYMARK_FUZZ_SECONDS:-60}
+fuzz_seconds=${WAYMARK_FUZZ_SECONDS:-45}
 
 bash scripts/setup.sh || exit 2
 
@@ -63,8 +64,8 @@ else
   echo "sanitizer build failed"; status=1; failed=$((failed + 1))
 fi
 
-echo "== parser fuzzing (${fuzz_seconds}s) =="
-if NINJA_TARGETS=parser_fuzz build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+echo "== fuzzing (${fuzz_seconds}s each) =="
+if NINJA_TARGETS="parser_fuzz event_fuzz" build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
   -DCMAKE_CXX_COMPILER=clang++ -DWAYMARK_FUZZ=ON -DWAYMARK_BENCH=OFF \
   -DWAYMARK_FUZZ_SECONDS="$fuzz_seconds"; then
   run_ctest build-fuzz -L fuzz

@@ -36,8 +36,10 @@ std::string DumpJson(const nlohmann::json& v);
 // parsed once each on the engine's thread). False, with `out` unchanged,
 // for anything nlohmann::json::parse refuses: bad syntax, malformed UTF-8,
 // lone surrogate escapes, control characters in strings, trailing text.
-// One difference: values nested deeper than kMaxJsonDepth are refused
-// too (the reader recurses).
+// Two differences, both refusals: values nested deeper than kMaxJsonDepth
+// (the reader recurses), and text holding a NUL byte, which JSON cannot
+// hold anywhere (nlohmann stops reading at a NUL and accepts what came
+// before it).
 constexpr int kMaxJsonDepth = 512;
 bool ParseJson(std::string_view text, nlohmann::json& out);
 

@@ -171,10 +171,15 @@ TEST(JsonText, ParsesWhatNlohmannParsesAndRefusesWhatItRefuses) {
     ExpectSameAsNlohmann(t);
     if (HasFatalFailure()) return;
   }
+  // A NUL byte: nlohmann reads up to it and accepts; JSON cannot hold
+  // one, and ParseJson refuses it.
+  nlohmann::json v;
+  EXPECT_FALSE(ParseJson(std::string("{}\0", 3), v));
+  EXPECT_FALSE(ParseJson(std::string("\"a\0\"", 4), v));
+  EXPECT_FALSE(nlohmann::json::parse(std::string("{}\0", 3), nullptr, false).is_discarded());
   // Depth: within the limit as nlohmann; past it refused.
   std::string deep = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
   ExpectSameAsNlohmann(deep);
-  nlohmann::json v;
   EXPECT_FALSE(ParseJson("[" + deep + "]", v));
 }
 
