@@ -157,6 +157,20 @@ void AppendEventRef(std::string& out, const JsonDoc& d) {
   JsonObjectWriter(out).Str("source", field("source")).Str("id", field("id")).Close();
 }
 
+void AppendTriggerAndEventRefs(JsonObjectWriter& w, const JsonDoc& trigger, const JsonDoc& event) {
+  std::string& out = w.Value("trigger");
+  size_t from = out.size();
+  AppendEventRef(out, trigger);
+  size_t n = out.size() - from;
+  w.Value("event");
+  if (event.get() != trigger.get()) {
+    AppendEventRef(out, event);
+    return;
+  }
+  out.reserve(out.size() + n);  // so the copy below reads from a buffer that stays put
+  out.append(out.data() + from, n);
+}
+
 Result<Event> Event::FromJson(const nlohmann::json& j) {
   try {
     Event e;

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/json_text.h"
 #include "engine/base/result.h"
 
 namespace waymark {
@@ -64,6 +65,10 @@ struct Event {
 // Appends a reference to a stored event document, as JSON text:
 // {"source":..,"id":..} (null for none).
 void AppendEventRef(std::string& out, const JsonDoc& doc);
+// Appends "trigger":REF,"event":REF to `w`'s object. Usually both are the
+// same event (the one that started the instance): then its reference is
+// built once.
+void AppendTriggerAndEventRefs(JsonObjectWriter& w, const JsonDoc& trigger, const JsonDoc& event);
 
 // Validates and decodes one CloudEvent. Not thread-safe: one decoder per
 // thread (it caches compiled schema patterns).

@@ -46,8 +46,7 @@ std::string Instance::RowText() const {
   w.Str("id", id).Str("journey", journey).Str("version", version).Str("key", key).Int("seq", seq);
   w.Str("status", InstanceStatusName(status)).Str("at", at).Str("wait", kWait[int(wait)]);
   w.Int("due", due).Str("wait_event", wait_event).Int("time", time).Int("entered_at", entered_at);
-  AppendEventRef(w.Value("trigger"), trigger);
-  AppendEventRef(w.Value("event"), event);
+  AppendTriggerAndEventRefs(w, trigger, event);
   AppendJson(w.Value("vars"), vars);
   JsonObjectWriter v(w.Value("visits"));
   for (const auto& [state, n] : visits) v.Int(state, n);

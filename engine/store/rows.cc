@@ -45,9 +45,9 @@ Result<Instance> ParseInstance(const std::string& body, EventDocs& docs) {
 
 std::string SendContext(const SendRow& r) {
   std::string out;
+  out.reserve(128 + (r.vars.empty() ? 0 : 256));
   JsonObjectWriter c(out);
-  AppendEventRef(c.Value("trigger"), r.trigger);
-  AppendEventRef(c.Value("event"), r.event);
+  AppendTriggerAndEventRefs(c, r.trigger, r.event);
   AppendJson(c.Value("vars"), r.vars);
   c.Close();
   return out;
@@ -96,7 +96,9 @@ size_t HistoryRunEnd(const std::vector<HistoryRow>& h, size_t begin) {
 }
 
 std::string HistoryRunText(const std::vector<HistoryRow>& h, size_t begin, size_t end) {
-  std::string out = "[";
+  std::string out;
+  out.reserve(128 * (end - begin));
+  out += '[';
   for (size_t r = begin; r < end; ++r) {
     out += r == begin ? "[" : ",[";
     out += std::to_string(h[r].time);

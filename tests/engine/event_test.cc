@@ -103,6 +103,27 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
   EXPECT_TRUE(e.ok()) << e.error();
 }
 
+// Instance rows and send contexts refer to their trigger and event; when
+// both are one event its reference is written once and copied.
+TEST(EventRefs, TriggerAndEventAreWrittenWhetherTheSameOrNot) {
+  auto d = Decoder();
+  auto a = d->Decode(R"({"specversion":"1.0","id":"a\"1","source":"s","type":"t"})", 0);
+  auto b = d->Decode(R"({"specversion":"1.0","id":"b","source":"s2","type":"t"})", 0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const auto& [trigger, event] :
+       {std::pair{a.value().Doc(), a.value().Doc()}, std::pair{a.value().Doc(), b.value().Doc()},
+        std::pair{JsonDoc(), b.value().Doc()}, std::pair{JsonDoc(), JsonDoc()}}) {
+    std::string out;
+    JsonObjectWriter w(out);
+    AppendTriggerAndEventRefs(w, trigger, event);
+    w.Close();
+    auto ref = [](const JsonDoc& doc) {
+      return doc ? json{{"source", (*doc)["source"]}, {"id", (*doc)["id"]}} : json();
+    };
+    EXPECT_EQ(json::parse(out), (json{{"trigger", ref(trigger)}, {"event", ref(event)}})) << out;
+  }
+}
+
 // A value valijson cannot read as a string where the schema names a
 // format (an array for an e-mail address) is refused like any other
 // mismatch: valijson raises an error there, which must not end the process.
