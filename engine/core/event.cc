@@ -128,11 +128,12 @@ const JsonDoc& Event::Doc() const {
 void Event::SealWith(nlohmann::json doc, std::string text) {
   data = nlohmann::json::object();
   doc_ = std::make_shared<const nlohmann::json>(std::move(doc));
-  text_ = std::move(text);
+  if (!text.empty()) text_ = std::make_shared<const std::string>(std::move(text));
 }
 
-std::string Event::Text() const {
-  return text_.empty() ? DumpJson(*Doc()) : text_;
+const std::string& Event::Text() const {
+  if (!text_) text_ = std::make_shared<const std::string>(DumpJson(*Doc()));
+  return *text_;
 }
 
 void Event::Seal() {

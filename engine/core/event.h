@@ -53,13 +53,14 @@ struct Event {
   // JSON text of `doc` (the input's own text), or empty.
   void SealWith(nlohmann::json doc, std::string text = {});
   // Doc() as JSON text, for the store: the input's own text when the
-  // decoder kept it (no second serialisation), otherwise Doc() dumped.
-  std::string Text() const;
+  // decoder kept it (no second serialisation), otherwise Doc() dumped on
+  // first use. Shared like Doc(): copying the event does not copy it.
+  const std::string& Text() const;
   static Result<Event> FromJson(const nlohmann::json& j);  // a stored event
 
  private:
   mutable JsonDoc doc_;
-  std::string text_;
+  mutable std::shared_ptr<const std::string> text_;
 };
 
 // Appends a reference to a stored event document, as JSON text:

@@ -518,7 +518,7 @@ class SqliteStore : public Store {
       Stmt& q =
           W("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      std::string body = e.Text();
+      const std::string& body = e.Text();
       q.Bind(1, e.source).Bind(2, e.id).Bind(3, e.type).Bind(4, e.subject).Bind(5, e.time);
       q.Bind(6, body);
       if (Status s = q.Exec(); !s.ok()) return s;
