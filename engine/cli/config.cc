@@ -5,12 +5,8 @@
 #include <map>
 
 #include <toml++/toml.h>
-#include <valijson/adapters/nlohmann_json_adapter.hpp>
-#include <valijson/schema.hpp>
-#include <valijson/schema_parser.hpp>
-#include <valijson/validation_results.hpp>
-#include <valijson/validator.hpp>
 
+#include "engine/base/json_schema.h"
 #include "engine/cli/config_schema.h"  // generated: kConfigSchema
 
 namespace waymark::cli {
@@ -44,33 +40,6 @@ std::string Where(const std::vector<std::string>& path) {
   return s;
 }
 
-// A schema node, its "$ref" ("#/definitions/NAME") followed.
-const json* Resolve(const json& node, const json& root) {
-  if (!node.contains("$ref")) return &node;
-  std::string ref = node["$ref"].get<std::string>();
-  return &root["definitions"][ref.substr(ref.rfind('/') + 1)];
-}
-
-// Unknown keys first, each named with the keys that are allowed there.
-Status CheckKeys(const json& doc, const json& schema, const json& root,
-                 std::vector<std::string>& path) {
-  const json* s = Resolve(schema, root);
-  if (!doc.is_object() || !s->contains("properties")) return Status();
-  const json& props = (*s)["properties"];
-  for (const auto& [k, v] : doc.items()) {
-    if (!props.contains(k)) {
-      std::string known;
-      for (const auto& [name, _] : props.items()) known += (known.empty() ? "" : ", ") + name;
-      std::string at = path.empty() ? "" : " in " + Where(path);
-      return Status::Error("unknown key '" + k + "'" + at + " (known: " + known + ")");
-    }
-    path.push_back(k);
-    if (Status st = CheckKeys(v, props[k], root, path); !st.ok()) return st;
-    path.pop_back();
-  }
-  return Status();
-}
-
 }  // namespace
 
 int64_t ParseDurationSeconds(const std::string& s) {
@@ -94,51 +63,9 @@ int64_t ParseDurationSeconds(const std::string& s) {
 }
 
 Status ValidateConfig(const json& doc) {
-  static const json schema_doc = json::parse(kConfigSchema);
-  std::vector<std::string> path;
-  if (Status s = CheckKeys(doc, schema_doc, schema_doc, path); !s.ok()) return s;
-  static const valijson::Schema* schema = [] {
-    auto* s = new valijson::Schema();
-    valijson::SchemaParser parser;
-    valijson::adapters::NlohmannJsonAdapter adapter(schema_doc);
-    parser.populateSchema(adapter, *s);
-    return s;
-  }();
-  valijson::Validator validator;
-  valijson::ValidationResults results;
-  valijson::adapters::NlohmannJsonAdapter target(doc);
-  if (validator.validate(*schema, target, &results)) return Status();
-  // The innermost error names the key best.
-  valijson::ValidationResults::Error err;
-  std::vector<std::string> where;
-  std::string detail;
-  while (results.popError(err)) {
-    std::vector<std::string> p;
-    for (const std::string& c : err.context) {
-      if (c.size() > 2 && c.front() == '[' && c.back() == ']')
-        p.push_back(c.substr(1, c.size() - 2));
-    }
-    if (detail.empty() || p.size() > where.size()) {
-      where = p;
-      detail = err.description;
-    }
-  }
-  std::string value;
-  const json* v = &doc;
-  for (const std::string& k : where) v = v->is_object() && v->contains(k) ? &(*v)[k] : nullptr;
-  if (v && !where.empty()) value = " (is " + v->dump() + ")";
-  // What the schema says the key takes.
-  const json* node = &schema_doc;
-  for (const std::string& k : where) {
-    if (!node->contains("properties") || !(*node)["properties"].contains(k)) break;
-    node = Resolve((*node)["properties"][k], schema_doc);
-  }
-  std::string expected;
-  if (!where.empty() && node->contains("description")) {
-    expected = "; expected " + (*node)["description"].get<std::string>();
-  }
-  while (!detail.empty() && detail.back() == '.') detail.pop_back();
-  return Status::Error(Where(where) + value + ": " + detail + expected);
+  static const std::unique_ptr<SchemaCheck> check =
+      SchemaCheck::Compile(json::parse(kConfigSchema), Where).value();
+  return check->Check(doc);
 }
 
 Result<Config> Config::Load(const std::string& path) {

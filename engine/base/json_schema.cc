@@ -1,0 +1,111 @@
+#include "engine/base/json_schema.h"
+
+#include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validation_results.hpp>
+#include <valijson/validator.hpp>
+
+namespace waymark {
+
+using nlohmann::json;
+
+std::string SchemaCheck::Dotted(const std::vector<std::string>& path) {
+  if (path.empty()) return "top level";
+  std::string s = path[0];
+  for (size_t i = 1; i < path.size(); ++i) s += "." + path[i];
+  return s;
+}
+
+Result<std::unique_ptr<SchemaCheck>> SchemaCheck::Compile(json schema, Where where) {
+  std::unique_ptr<SchemaCheck> c(new SchemaCheck());
+  c->doc_ = std::move(schema);
+  c->where_ = where;
+  c->schema_ = std::make_unique<valijson::Schema>();
+  try {
+    valijson::SchemaParser parser;
+    valijson::adapters::NlohmannJsonAdapter adapter(c->doc_);
+    parser.populateSchema(adapter, *c->schema_);
+  } catch (const std::exception& e) {
+    return Status::Error(std::string("not a usable JSON Schema: ") + e.what());
+  }
+  return c;
+}
+
+SchemaCheck::~SchemaCheck() = default;
+
+// A schema node, its "$ref" ("#/definitions/NAME") followed.
+const json* SchemaCheck::Resolve(const json& node) const {
+  if (!node.is_object() || !node.contains("$ref")) return &node;
+  std::string ref = node["$ref"].get<std::string>();
+  const json& defs = doc_.contains("definitions") ? doc_["definitions"] : doc_;
+  std::string name = ref.substr(ref.rfind('/') + 1);
+  return defs.contains(name) ? &defs[name] : &node;
+}
+
+// Unknown keys first, each named with the keys that are allowed there.
+Status SchemaCheck::CheckKeys(const json& doc, const json& schema,
+                              std::vector<std::string>& path) const {
+  const json* s = Resolve(schema);
+  if (!doc.is_object() || !s->is_object() || !s->contains("properties")) return Status();
+  if (s->value("additionalProperties", json(true)) != json(false)) return Status();
+  const json& props = (*s)["properties"];
+  for (const auto& [k, v] : doc.items()) {
+    if (!props.contains(k)) {
+      std::string known;
+      for (const auto& [name, _] : props.items()) known += (known.empty() ? "" : ", ") + name;
+      std::string at = path.empty() ? "" : " in " + where_(path);
+      return Status::Error("unknown key '" + k + "'" + at + " (known: " + known + ")");
+    }
+    path.push_back(k);
+    if (Status st = CheckKeys(v, props[k], path); !st.ok()) return st;
+    path.pop_back();
+  }
+  return Status();
+}
+
+Status SchemaCheck::Check(const json& doc) const {
+  std::vector<std::string> path;
+  if (Status s = CheckKeys(doc, doc_, path); !s.ok()) return s;
+  valijson::Validator validator;
+  valijson::ValidationResults results;
+  valijson::adapters::NlohmannJsonAdapter target(doc);
+  try {
+    if (validator.validate(*schema_, target, &results)) return Status();
+  } catch (const std::exception& e) {
+    return Status::Error(std::string("cannot be checked against its schema: ") + e.what());
+  }
+  // The innermost error names the key best.
+  valijson::ValidationResults::Error err;
+  std::vector<std::string> where;
+  std::string detail;
+  while (results.popError(err)) {
+    std::vector<std::string> p;
+    for (const std::string& c : err.context) {
+      if (c.size() > 2 && c.front() == '[' && c.back() == ']')
+        p.push_back(c.substr(1, c.size() - 2));
+    }
+    if (detail.empty() || p.size() > where.size()) {
+      where = p;
+      detail = err.description;
+    }
+  }
+  std::string value;
+  const json* v = &doc;
+  for (const std::string& k : where) v = v->is_object() && v->contains(k) ? &(*v)[k] : nullptr;
+  if (v && !where.empty()) value = " (is " + v->dump() + ")";
+  // What the schema says the key takes.
+  const json* node = &doc_;
+  for (const std::string& k : where) {
+    if (!node->contains("properties") || !(*node)["properties"].contains(k)) break;
+    node = Resolve((*node)["properties"][k]);
+  }
+  std::string expected;
+  if (!where.empty() && node->contains("description")) {
+    expected = "; expected " + (*node)["description"].get<std::string>();
+  }
+  while (!detail.empty() && detail.back() == '.') detail.pop_back();
+  return Status::Error(where_(where) + value + ": " + detail + expected);
+}
+
+}  // namespace waymark
