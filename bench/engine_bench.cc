@@ -35,7 +35,8 @@ double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::s
   fs::remove_all(dir);
   fs::create_directories(dir);
   auto store = OpenStore("sqlite:" + (dir / "w.db").string());
-  auto t = OpenTransport(transport == "file" ? "file:" + (dir / "outbox").string() : "null:");
+  auto t = OpenTransport(transport == "file" ? "file:" + (dir / "outbox").string() : "null:",
+                         WAYMARK_PLUGIN_DIR);
   EngineOptions o;
   o.journeys_dir = WAYMARK_SOURCE_DIR "/bench/engine_journeys";
   o.schemas_dir = WAYMARK_SOURCE_DIR "/schemas";

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWAYMARK_BENCH=ON >/dev/null
 ninja -C build waymark >/dev/null
-waymark=$PWD/build/engine/cli/waymark
+waymark=$PWD/build/bin/waymark
 out=build/demo
 
 echo

@@ -21,5 +21,6 @@ void RegisterRender(CLI::App& app, int* exit_code);
 void RegisterReplay(CLI::App& app, int* exit_code);
 void RegisterMigrate(CLI::App& app, int* exit_code);
 void RegisterPublish(CLI::App& app, int* exit_code);
+void RegisterPlugins(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

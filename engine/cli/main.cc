@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   waymark::cli::RegisterReplay(app, &exit_code);
   waymark::cli::RegisterMigrate(app, &exit_code);
   waymark::cli::RegisterPublish(app, &exit_code);
+  waymark::cli::RegisterPlugins(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

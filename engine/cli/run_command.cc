@@ -41,6 +41,7 @@ struct RunOptions {
   std::string events;
   std::string store = "sqlite:waymark.db";
   std::string transport = "file:outbox";
+  std::string plugin_dir;  // "": DefaultPluginDir()
   std::string journeys = "journeys";
   std::string schemas = "schemas";
   std::string clock = "wall";
@@ -365,7 +366,8 @@ int Run(const RunOptions& o) {
     std::cerr << "waymark run: " << store.error() << "\n";
     return kExitUsage;
   }
-  auto transport = OpenTransport(o.transport);
+  auto transport = OpenTransport(
+      o.transport, o.plugin_dir.empty() ? DefaultPluginDir() : std::filesystem::path(o.plugin_dir));
   if (!transport.ok()) {
     std::cerr << "waymark run: " << transport.error() << "\n";
     return kExitUsage;
@@ -717,7 +719,12 @@ void RegisterRun(CLI::App& app, int* exit_code) {
                   "NATS JetStream server, nats://HOST:PORT (stream and consumer are created or "
                   "checked)");
   cmd->add_option("--store", o->store, "sqlite:PATH")->capture_default_str();
-  cmd->add_option("--transport", o->transport, "file:DIR")->capture_default_str();
+  cmd->add_option("--transport", o->transport,
+                  "file:DIR, null:, or PLUGIN:?KEY=VALUE&... (a plugin from --plugin-dir)")
+      ->capture_default_str();
+  cmd->add_option("--plugin-dir", o->plugin_dir,
+                  "the directory transport plugins are loaded from (default: "
+                  "../lib/waymark/plugins beside the waymark binary)");
   cmd->add_option("--journeys", o->journeys, "journeys directory")->capture_default_str();
   cmd->add_option("--schemas", o->schemas, "schemas directory")->capture_default_str();
   cmd->add_option("--clock", o->clock, "wall (serve) or event (time follows the events)")
@@ -751,6 +758,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--schemas", "", "schemas", o->schemas);
     cfg.Under(cmd, "--store", "store", "url", o->store);
     cfg.Under(cmd, "--transport", "transport", "url", o->transport);
+    cfg.Under(cmd, "--plugin-dir", "plugins", "dir", o->plugin_dir);
     cfg.Under(cmd, "--clock", "engine", "clock", o->clock);
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
     cfg.UnderInt(cmd, "--batch", "source", "batch", o->batch);

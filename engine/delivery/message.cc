@@ -76,24 +76,6 @@ std::string EncodeWords(std::string_view s) {
   return out;
 }
 
-// "Name <addr>" or "addr" -> display name and address.
-bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
-  size_t lt = mb.rfind('<');
-  if (lt == std::string_view::npos) {
-    name.clear();
-    addr = std::string(mb);
-    return ValidAddress(addr);
-  }
-  size_t gt = mb.find('>', lt);
-  if (gt == std::string_view::npos || gt + 1 != mb.size()) return false;
-  name = std::string(mb.substr(0, lt));
-  while (!name.empty() && name.back() == ' ') name.pop_back();
-  if (name.size() >= 2 && name.front() == '"' && name.back() == '"')
-    name = name.substr(1, name.size() - 2);
-  addr = std::string(mb.substr(lt + 1, gt - lt - 1));
-  return ValidAddress(addr);
-}
-
 std::string Mailbox(const std::string& name, const std::string& addr) {
   if (name.empty()) return addr;
   bool plain = Ascii(name) && name.find_first_of("\"(),:;<>@[\\]") == std::string::npos;
@@ -158,6 +140,23 @@ std::string RfcDate(Micros t) {
 }
 
 }  // namespace
+
+bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
+  size_t lt = mb.rfind('<');
+  if (lt == std::string_view::npos) {
+    name.clear();
+    addr = std::string(mb);
+    return ValidAddress(addr);
+  }
+  size_t gt = mb.find('>', lt);
+  if (gt == std::string_view::npos || gt + 1 != mb.size()) return false;
+  name = std::string(mb.substr(0, lt));
+  while (!name.empty() && name.back() == ' ') name.pop_back();
+  if (name.size() >= 2 && name.front() == '"' && name.back() == '"')
+    name = name.substr(1, name.size() - 2);
+  addr = std::string(mb.substr(lt + 1, gt - lt - 1));
+  return ValidAddress(addr);
+}
 
 bool ValidAddress(std::string_view a) {
   if (a.empty() || a.size() > 254) return false;

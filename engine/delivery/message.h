@@ -28,6 +28,10 @@ struct MessageParams {
 // UTF-8, no spaces, quotes, angle brackets, CR, LF or NUL; a dotted domain.
 bool ValidAddress(std::string_view addr);
 
+// "Name <addr>" or "addr" -> the display name and the address; false when
+// it is neither or the address is invalid.
+bool SplitMailbox(std::string_view mailbox, std::string& name, std::string& addr);
+
 // Fails (with the reason) when a header value holds CR, LF or NUL, or an
 // address is invalid: no header can be injected.
 Result<std::string> BuildMessage(const MessageParams& p);

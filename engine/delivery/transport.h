@@ -1,39 +1,54 @@
-// A transport takes one rendered RFC 5322 message and says what became of
-// it, in the result taxonomy of docs/delivery (accepted, duplicate, ...).
+// A transport takes rendered RFC 5322 messages and says what became of
+// each, in the result taxonomy of docs/plugins.md (accepted, duplicate,
+// throttled, ...). Every real transport is a plugin (docs/plugins.md,
+// engine/delivery/plugin.h); "null:" is built in, for benchmarks.
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "engine/base/result.h"
 
 namespace waymark {
 
+struct OutMessage {
+  std::string key;     // the idempotency key
+  std::string data;    // the complete RFC 5322 message, CRLF line ends
+  std::string from;    // the envelope sender, an addr-spec
+  std::string to;      // the envelope recipient, an addr-spec
+  std::string intent;  // transactional | marketing | digest
+  uint32_t attempt = 1;
+};
+
 struct TransportResult {
   std::string kind;         // accepted | duplicate | retry_later | permanent_message | ...
   std::string provider_id;  // the provider's id for an accepted message
-  std::string detail;
+  std::string detail;       // the provider's codes and text, or why
+  uint32_t retry_after_ms = 0;
 };
 
 class Transport {
  public:
   virtual ~Transport() = default;
-  virtual TransportResult Send(const std::string& idempotency_key, const std::string& message) = 0;
-  // Several messages at once, results in the same order. Transports with a
-  // cheaper way to do many (one flush, a provider's batch API) override it.
-  virtual std::vector<TransportResult> SendBatch(
-      const std::vector<std::pair<std::string, std::string>>& messages) {
-    std::vector<TransportResult> out;
-    for (const auto& [key, message] : messages) out.push_back(Send(key, message));
-    return out;
-  }
+  // Results in the order of the messages, one each.
+  virtual std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) = 0;
   // Where the messages go, for people ("outbox/ (one .eml per message)").
   virtual std::string Describe() const = 0;
 };
 
-// "file:DIR": one DIR/KEY.eml per accepted message, created exclusively.
-Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url);
+// A transport from its URL: "null:" (accepts everything, keeps nothing),
+// "file:DIR" (the file plugin, {"dir": DIR}), or "NAME:?K=V&..." (plugin
+// NAME, configured with {"K": V, ...}; a V that reads as a JSON number or
+// boolean is one). Plugins are loaded from `plugin_dir` only.
+Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
+                                                 const std::filesystem::path& plugin_dir);
+
+// The plugin directory of this installation: DIR/../lib/waymark/plugins,
+// where DIR holds the running binary (bin/ when installed, the build
+// tree's bin/ in development).
+std::filesystem::path DefaultPluginDir();
 
 }  // namespace waymark

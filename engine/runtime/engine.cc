@@ -569,10 +569,11 @@ Status Engine::Hand(Micros now, bool dispatch) {
 
 void Engine::Dispatch(Micros now) {
   std::vector<SendRow> later, ready;
-  std::vector<std::pair<std::string, std::string>> messages;
+  std::vector<OutMessage> messages;
   auto record = [&](SendRow& s, const std::string& result, const std::string& detail,
                     const std::string& provider_id) {
-    bool final = result != "retry_later";
+    // Not sent, and worth another attempt; everything else is final.
+    bool final = result != "retry_later" && result != "throttled" && result != "quota_exhausted";
     json d = {{"detail", detail}};
     if (!provider_id.empty()) d["provider_id"] = provider_id;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
@@ -586,13 +587,14 @@ void Engine::Dispatch(Micros now) {
       later.push_back(std::move(s));
       continue;
     }
-    Result<std::string> message = Render(s);
+    Result<OutMessage> message = Render(s);
     if (!message.ok()) {
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
       record(s, "dead_letter", message.error(), "");
       continue;
     }
-    messages.emplace_back(s.key, std::move(message).value());
+    messages.push_back(std::move(message).value());
+    messages.back().attempt = attempts_[s.key] + 1;
     ready.push_back(std::move(s));
   }
   if (!messages.empty()) {
@@ -604,7 +606,7 @@ void Engine::Dispatch(Micros now) {
   pending_ = std::move(later);
 }
 
-Result<std::string> Engine::Render(const SendRow& s) {
+Result<OutMessage> Engine::Render(const SendRow& s) {
   auto tmpl = templates_.Get(s.template_name);
   if (!tmpl.ok()) return tmpl.status();
   json key = s.person, journey = s.journey;
@@ -622,7 +624,16 @@ Result<std::string> Engine::Render(const SendRow& s) {
   p.list_unsubscribe = s.intent != "transactional";
   p.unsubscribe_url = options_.unsubscribe_url + "?m=" + s.key;
   p.content = std::move(rendered).value();
-  return BuildMessage(p);
+  Result<std::string> data = BuildMessage(p);
+  if (!data.ok()) return data.status();
+  OutMessage m;
+  std::string from_name;
+  SplitMailbox(p.from, from_name, m.from);  // BuildMessage checked it
+  m.key = s.key;
+  m.data = std::move(data).value();
+  m.to = s.recipient;
+  m.intent = s.intent;
+  return m;
 }
 
 }  // namespace waymark

@@ -164,7 +164,7 @@ class Engine {
   Status Hand(Micros now, bool dispatch);
   // Renders and sends what is due in pending_; results go into batch_.
   void Dispatch(Micros now);
-  Result<std::string> Render(const SendRow& s);
+  Result<OutMessage> Render(const SendRow& s);
 
   EngineOptions options_;
   Store* store_;

@@ -45,7 +45,7 @@ class EngineTest : public testing::Test {
     auto s = OpenStore("sqlite:" + (dir_ / "w.db").string());
     ASSERT_TRUE(s.ok()) << s.error();
     store_ = std::move(s).value();
-    if (!transport_) transport_ = OpenTransport("file:" + (dir_ / "outbox").string()).value();
+    if (!transport_) transport_ = OpenTransport("file:" + (dir_ / "outbox").string(), WAYMARK_PLUGIN_DIR).value();
     o.journeys_dir = (dir_ / "journeys").string();
     o.schemas_dir = "";
     auto e = Engine::Create(o, store_.get(), transport_.get());

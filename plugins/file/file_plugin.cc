@@ -1,0 +1,157 @@
+// The file transport plugin: DIR/<idempotency key>.eml, created
+// exclusively. A message is written to an unnamed file (O_TMPFILE) in
+// DIR/.tmp, made durable, then linked into place: link() fails if the name
+// exists, so a repeat is answered "duplicate" and a crash never leaves a
+// half-written message under its final name.
+#include <fcntl.h>
+#include <unistd.h>
+#include <waymark/transport_plugin.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+
+struct wm_transport {
+  fs::path dir;
+};
+
+namespace {
+
+template <size_t N>
+void Put(char (&field)[N], const std::string& s) {
+  std::snprintf(field, N, "%s", s.c_str());
+}
+
+void Fail(wm_send_result* r, uint32_t kind, const std::string& text) {
+  r->kind = kind;
+  Put(r->text, text);
+}
+
+// Writes `data` to a new unnamed file in .tmp; "" or the error.
+std::string WriteTmp(const fs::path& tmp, const wm_str& data, int& fd) {
+  fd = ::open(tmp.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return "open O_TMPFILE in " + tmp.string() + ": " + std::strerror(errno);
+  size_t off = 0;
+  while (off < data.len) {
+    ssize_t n = ::write(fd, data.ptr + off, data.len - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::string err = std::string("write: ") + std::strerror(errno);
+      ::close(fd);
+      fd = -1;
+      return err;
+    }
+    off += size_t(n);
+  }
+  return "";
+}
+
+int Create(const wm_host*, wm_str config_json, wm_transport** out, char* err, size_t err_size) {
+  try {
+    auto config = nlohmann::json::parse(config_json.ptr, config_json.ptr + config_json.len);
+    auto t = std::make_unique<wm_transport>();
+    t->dir = config.at("dir").get<std::string>();
+    std::error_code ec;
+    fs::create_directories(t->dir / ".tmp", ec);
+    if (ec) {
+      std::snprintf(err, err_size, "cannot create %s: %s", (t->dir / ".tmp").c_str(),
+                    ec.message().c_str());
+      return WM_ERR_CONFIG;
+    }
+    *out = t.release();
+    return WM_OK;
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_size, "%s", e.what());
+    return WM_ERR_INTERNAL;
+  }
+}
+
+void Destroy(wm_transport* t) {
+  delete t;
+}
+
+void Info(wm_transport* t, wm_transport_info* out) {
+  Put(out->description, t->dir.string() + "/ (one .eml file per message)");
+}
+
+// Writes every message to .tmp, makes them durable with one syncfs(), links
+// each into place (EEXIST: "duplicate"), then syncs the directory once. A
+// message is reported accepted only once it is durable.
+void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
+               uint32_t) {
+  try {
+    std::vector<int> fds(count, -1);
+    for (size_t i = 0; i < count; ++i) {
+      std::string err = WriteTmp(t->dir / ".tmp", wm_message_at(messages, i)->data, fds[i]);
+      if (!err.empty()) Fail(wm_result_at(results, i), WM_RESULT_RETRY_LATER, err);
+    }
+    int dfd = ::open(t->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || ::syncfs(dfd) != 0) {
+      std::string err = std::string("syncfs: ") + std::strerror(errno);
+      if (dfd >= 0) ::close(dfd);
+      for (size_t i = 0; i < count; ++i) {
+        if (fds[i] < 0) continue;
+        ::close(fds[i]);
+        Fail(wm_result_at(results, i), WM_RESULT_RETRY_LATER, err);
+      }
+      return;
+    }
+    for (size_t i = 0; i < count; ++i) {
+      if (fds[i] < 0) continue;
+      const wm_str& k = wm_message_at(messages, i)->idempotency_key;
+      std::string key(k.ptr, k.len);
+      wm_send_result* r = wm_result_at(results, i);
+      // The key is the file's name: it must not name another directory.
+      if (key.empty() || key[0] == '.' || key.find('/') != std::string::npos) {
+        ::close(fds[i]);
+        Fail(r, WM_RESULT_PERMANENT_MESSAGE, "idempotency key '" + key + "' is not a file name");
+        continue;
+      }
+      fs::path final_path = t->dir / (key + ".eml");
+      std::string proc = "/proc/self/fd/" + std::to_string(fds[i]);
+      int rc = ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, final_path.c_str(), AT_SYMLINK_FOLLOW);
+      int err = errno;
+      ::close(fds[i]);
+      if (rc != 0 && err == EEXIST) {
+        r->kind = WM_RESULT_DUPLICATE;
+        Put(r->provider_message_id, key);
+        Put(r->text, final_path.string() + " exists");
+      } else if (rc != 0) {
+        Fail(r, WM_RESULT_RETRY_LATER, std::string("link: ") + std::strerror(err));
+      } else {
+        r->kind = WM_RESULT_ACCEPTED;
+        Put(r->provider_message_id, key);
+        Put(r->text, final_path.string());
+      }
+    }
+    ::fsync(dfd);
+    ::close(dfd);
+  } catch (const std::exception& e) {  // out of memory: nothing is known to be written
+    for (size_t i = 0; i < count; ++i) {
+      wm_send_result* r = wm_result_at(results, i);
+      if (r->kind == WM_RESULT_UNSET) Fail(r, WM_RESULT_AMBIGUOUS, e.what());
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" const wm_transport_plugin waymark_transport_plugin = {
+    WAYMARK_TRANSPORT_PLUGIN_HEADER,
+    .name = "file",
+    .version = "0.1.0",
+    .summary = "one .eml file per message in a directory, created exclusively",
+    .config_schema = "file.schema.json",
+    .create = Create,
+    .destroy = Destroy,
+    .info = Info,
+    .send_batch = SendBatch,
+};

@@ -1,0 +1,324 @@
+// The plugin loader against real shared libraries, loaded with dlopen():
+// the checks of docs/plugins.md ("Loading"), the refusals before any plugin
+// code runs, and the results of the C ABI mapped into the taxonomy.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "engine/delivery/plugin.h"
+#include "engine/delivery/transport.h"
+
+namespace waymark {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Each test gets its own plugin directory holding copies of the plugins it
+// names: a new file each time, so no test sees another's loaded library.
+class PluginTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/wm_plugin_test_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    dir_ = root_ / "plugins";
+    fs::create_directory(dir_);
+    fs::permissions(dir_, fs::perms(0755));
+    marker_ = root_ / "constructors_ran";
+    ::setenv("WM_TEST_MARKER", marker_.c_str(), 1);
+  }
+  void TearDown() override {
+    ::unsetenv("WM_TEST_MARKER");
+    fs::remove_all(root_);
+  }
+
+  // Copies test plugin NAME (and its schema) into the directory as AS.so.
+  void Install(const std::string& name, const std::string& as = "") {
+    fs::copy_file(fs::path(WAYMARK_TEST_PLUGINS) / (name + ".so"),
+                  dir_ / ((as.empty() ? name : as) + ".so"));
+    if (!fs::exists(dir_ / "probe.schema.json")) {
+      fs::copy_file(fs::path(WAYMARK_TEST_PLUGINS) / "probe.schema.json",
+                    dir_ / "probe.schema.json");
+    }
+  }
+
+  // What the plugins' ELF constructors wrote: one line per library loaded.
+  std::string ConstructorsRan() {
+    std::ifstream in(marker_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  std::unique_ptr<Transport> Open(const json& config) {
+    auto p = Plugin::Load(dir_, "probe");
+    EXPECT_TRUE(p.ok()) << p.error();
+    if (!p.ok()) return nullptr;
+    auto t = p.value()->Create("test", config);
+    EXPECT_TRUE(t.ok()) << t.error();
+    return t.ok() ? std::move(t).value() : nullptr;
+  }
+
+  static OutMessage Message(const std::string& key) {
+    return {key, "Subject: hi\r\n\r\nbody\r\n", "news@example.com", "ana@example.org", "marketing",
+            1};
+  }
+
+  fs::path root_, dir_, marker_;
+};
+
+TEST_F(PluginTest, APluginIsLoadedDescribedAndItsConstructorRuns) {
+  Install("probe");
+  auto p = Plugin::Load(dir_, "probe");
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_EQ(p.value()->description().version, "0.0.1");
+  EXPECT_EQ(p.value()->description().abi_major, 1);
+  EXPECT_EQ(p.value()->description().config_schema, "probe.schema.json");
+  // The marker works: the refusals below are seen not to write it.
+  EXPECT_EQ(ConstructorsRan(), "probe\n");
+  auto again = Plugin::Load(dir_, "probe");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.value().get(), p.value().get());
+  EXPECT_EQ(ConstructorsRan(), "probe\n");
+}
+
+// The dynamic loader knows each library by the /proc/self/fd name it was
+// opened by; were that number reused, a second plugin would be taken for
+// the first.
+TEST_F(PluginTest, TwoCopiesInTwoDirectoriesAreTwoLibraries) {
+  Install("probe");
+  fs::path other = root_ / "other";
+  fs::create_directory(other);
+  fs::permissions(other, fs::perms(0755));
+  fs::copy_file(dir_ / "probe.so", other / "probe.so");
+  fs::copy_file(dir_ / "probe.schema.json", other / "probe.schema.json");
+  auto a = Plugin::Load(dir_, "probe");
+  auto b = Plugin::Load(other, "probe");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a.value().get(), b.value().get());
+  EXPECT_NE(&a.value()->descriptor(), &b.value()->descriptor());
+  EXPECT_EQ(ConstructorsRan(), "probe\nprobe\n");
+}
+
+TEST_F(PluginTest, AnotherMajorVersionIsRefusedBeforeAnyOfItsCodeRuns) {
+  Install("future");
+  auto p = Plugin::Load(dir_, "future");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().find("plugin 'future' (" + (dir_ / "future.so").string() +
+                           "): built for "
+                           "transport plugin ABI 2.0; this waymark loads ABI 1.x"),
+            std::string::npos)
+      << p.error();
+  EXPECT_EQ(ConstructorsRan(), "");
+}
+
+TEST_F(PluginTest, ALibraryWithoutTheDescriptorIsRefusedBeforeAnyOfItsCodeRuns) {
+  Install("nosym");
+  auto p = Plugin::Load(dir_, "nosym");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().find("no exported symbol 'waymark_transport_plugin': not a Waymark "
+                           "transport plugin"),
+            std::string::npos)
+      << p.error();
+  EXPECT_EQ(ConstructorsRan(), "");
+}
+
+TEST_F(PluginTest, AFileThatIsNotAnElfLibraryIsRefused) {
+  std::ofstream(dir_ / "text.so") << "#!/bin/sh\necho hello\n";
+  auto p = Plugin::Load(dir_, "text");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().find("not an ELF file"), std::string::npos) << p.error();
+  // An executable is ELF but not a shared library... nor are truncated files.
+  fs::copy_file(fs::path(WAYMARK_TEST_PLUGINS) / "probe.so", dir_ / "cut.so");
+  fs::resize_file(dir_ / "cut.so", 200);
+  auto cut = Plugin::Load(dir_, "cut");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.error().find("section headers"), std::string::npos) << cut.error();
+  EXPECT_EQ(ConstructorsRan(), "");
+}
+
+TEST_F(PluginTest, OnlyANameIsAcceptedAndOnlyFromThePluginDirectory) {
+  Install("probe");
+  for (const std::string& name :
+       std::vector<std::string>{"../plugins/probe", "/tmp/probe", "Probe", "probe.so", "", "a-b",
+                                std::string(33, 'a')}) {
+    auto p = Plugin::Load(dir_, name);
+    ASSERT_FALSE(p.ok()) << name;
+    EXPECT_NE(p.error().find("a plugin is named [a-z][a-z0-9_]{0,31}"), std::string::npos)
+        << p.error();
+  }
+  // A symlink that leads out of the directory is refused...
+  fs::copy_file(dir_ / "probe.so", root_ / "outside.so");
+  fs::create_symlink(root_ / "outside.so", dir_ / "evil.so");
+  auto evil = Plugin::Load(dir_, "evil");
+  ASSERT_FALSE(evil.ok());
+  EXPECT_NE(evil.error().find("a symlink to " + (root_ / "outside.so").string() + ", outside"),
+            std::string::npos)
+      << evil.error();
+  EXPECT_EQ(ConstructorsRan(), "");
+  // ...and so is a file or a directory others could replace it in.
+  fs::permissions(dir_ / "probe.so", fs::perms::group_write, fs::perm_options::add);
+  auto writable = Plugin::Load(dir_, "probe");
+  ASSERT_FALSE(writable.ok());
+  EXPECT_NE(writable.error().find("writable by group or others"), std::string::npos);
+  fs::permissions(dir_ / "probe.so", fs::perms::group_write, fs::perm_options::remove);
+  fs::permissions(dir_, fs::perms::others_write, fs::perm_options::add);
+  auto open_dir = Plugin::Load(dir_, "probe");
+  ASSERT_FALSE(open_dir.ok());
+  EXPECT_NE(open_dir.error().find("is writable by group or others"), std::string::npos);
+  fs::permissions(dir_, fs::perms::others_write, fs::perm_options::remove);
+  EXPECT_EQ(ConstructorsRan(), "");
+  EXPECT_TRUE(Plugin::Load(dir_, "probe").ok());
+}
+
+TEST_F(PluginTest, APluginWhoseDescriptorNamesAnotherIsRefused) {
+  Install("misnamed");
+  auto p = Plugin::Load(dir_, "misnamed");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().find("its descriptor names it 'probe'"), std::string::npos) << p.error();
+}
+
+TEST_F(PluginTest, APluginWithoutItsSchemaIsRefused) {
+  Install("probe");
+  fs::remove(dir_ / "probe.schema.json");
+  auto p = Plugin::Load(dir_, "probe");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().find("its configuration schema 'probe.schema.json' is not in"),
+            std::string::npos)
+      << p.error();
+}
+
+TEST_F(PluginTest, TheConfigurationIsCheckedAgainstThePluginsSchemaBeforeCreate) {
+  Install("probe");
+  auto p = Plugin::Load(dir_, "probe");
+  ASSERT_TRUE(p.ok()) << p.error();
+  auto unknown = p.value()->Create("main", {{"kindd", 1}});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error(),
+            "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: fail, "
+            "kind, max_batch, retry_after_ms, smtp_code)");
+  auto bad = p.value()->Create("main", {{"kind", "accepted"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("kind (is \"accepted\")"), std::string::npos) << bad.error();
+  auto failed = p.value()->Create("main", {{"fail", 1}});
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error(),
+            "transport 'main' (plugin probe 0.0.1): create failed: told to fail (instance main)");
+}
+
+TEST_F(PluginTest, EveryResultKindMapsToItsNameWithItsCodes) {
+  Install("probe");
+  const std::array<const char*, 10> names = {
+      "ambiguous",   "accepted",  "duplicate",           "throttled",         "quota_exhausted",
+      "retry_later", "ambiguous", "permanent_recipient", "permanent_message", "provider_fault"};
+  for (int kind = 0; kind < 11; ++kind) {
+    auto t = Open({{"kind", kind}, {"smtp_code", 550}, {"retry_after_ms", 1500}});
+    ASSERT_TRUE(t);
+    auto r = t->SendBatch({Message("k1")});
+    ASSERT_EQ(r.size(), 1u);
+    // 0 (unset) and 10 (not a kind) are plugin errors: counted as ambiguous.
+    EXPECT_EQ(r[0].kind, kind < 10 ? names[size_t(kind)] : "ambiguous") << kind;
+    EXPECT_EQ(r[0].retry_after_ms, 1500u);
+    EXPECT_NE(r[0].detail.find("smtp 550 5.1.1"), std::string::npos) << r[0].detail;
+    EXPECT_EQ(r[0].provider_id, kind == 1 || kind == 2 ? "probe-k1" : "") << kind;
+  }
+  auto throttled = Open({{"kind", 3}, {"retry_after_ms", 2000}});
+  EXPECT_EQ(throttled->SendBatch({Message("k")})[0].detail,
+            "scope domain retry after 2000 ms: call 1 of 1; to ana@example.org from "
+            "news@example.com; intent 2 attempt 1");
+}
+
+TEST_F(PluginTest, BatchesAreSplitAtThePluginsLimitAndAnsweredInOrder) {
+  Install("probe");
+  auto t = Open({{"max_batch", 2}});
+  ASSERT_TRUE(t);
+  std::vector<OutMessage> messages;
+  for (int i = 0; i < 5; ++i) messages.push_back(Message("m" + std::to_string(i)));
+  auto r = t->SendBatch(messages);
+  ASSERT_EQ(r.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(r[size_t(i)].provider_id, "probe-m" + std::to_string(i));
+    std::string call = "call " + std::to_string(i / 2 + 1) + " of " + (i < 4 ? "2" : "1");
+    EXPECT_EQ(r[size_t(i)].detail.rfind(call, 0), 0u) << r[size_t(i)].detail;
+  }
+  EXPECT_EQ(t->Describe(), "the probe (answers kind 1)");
+}
+
+TEST_F(PluginTest, TheListShowsEachPluginAndWhyOneIsRefused) {
+  Install("probe");
+  Install("future");
+  Install("nosym");
+  auto list = ListPlugins(dir_);
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].name, "future");
+  EXPECT_EQ(list[0].abi_major, 2);
+  EXPECT_NE(list[0].refused.find("built for transport plugin ABI 2.0"), std::string::npos);
+  EXPECT_EQ(list[1].name, "nosym");
+  EXPECT_NE(list[1].refused.find("no exported symbol"), std::string::npos);
+  EXPECT_EQ(list[2].name, "probe");
+  EXPECT_EQ(list[2].refused, "");
+  EXPECT_EQ(list[2].summary, "a test plugin that answers what it is told");
+  EXPECT_EQ(ConstructorsRan(), "probe\n");
+}
+
+TEST_F(PluginTest, TransportUrlsNameAPluginAndItsConfiguration) {
+  Install("probe");
+  auto t = OpenTransport("probe:?kind=5&retry_after_ms=250&max_batch=1", dir_);
+  ASSERT_TRUE(t.ok()) << t.error();
+  auto r = t.value()->SendBatch({Message("u")});
+  EXPECT_EQ(r[0].kind, "retry_later");
+  EXPECT_EQ(r[0].retry_after_ms, 250u);
+  auto bad = OpenTransport("probe:?kind", dir_);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("'kind' is not KEY=VALUE"), std::string::npos) << bad.error();
+  auto missing = OpenTransport("smtpx:?a=1", dir_);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().find("plugin 'smtpx'"), std::string::npos) << missing.error();
+}
+
+// Through the binary: `waymark plugins` and a run with a plugin transport.
+std::string RunBinary(const std::string& args, int* status) {
+  std::string out;
+  FILE* p = ::popen((std::string(WAYMARK_BINARY) + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = WEXITSTATUS(::pclose(p));
+  return out;
+}
+
+TEST_F(PluginTest, WaymarkPluginsListsTheDirectoryAndFailsWhenOneIsRefused) {
+  Install("probe");
+  int status = -1;
+  std::string out = RunBinary("plugins --plugin-dir " + dir_.string(), &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("probe        0.0.1    ABI 1.0   ok: a test plugin that answers what it is "
+                     "told (configuration: probe.schema.json)"),
+            std::string::npos)
+      << out;
+  Install("future");
+  out = RunBinary("plugins --json --plugin-dir " + dir_.string(), &status);
+  EXPECT_EQ(status, 1) << out;
+  json list = json::parse(out);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["name"], "future");
+  EXPECT_EQ(list[0]["ok"], false);
+  EXPECT_EQ(list[0]["abi"], "2.0");
+  // The installed layout: bin/waymark finds ../lib/waymark/plugins.
+  out = RunBinary("plugins", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("  file "), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace waymark
