@@ -59,7 +59,7 @@ fi
 echo "== language and engine unit tests under ASan + UBSan =="
 # Only what those tests run (their executables and the waymark binary the
 # CLI tests call): the end-to-end tests are not built here.
-if NINJA_TARGETS="tests/dsl/all tests/engine/all engine/cli/all" build build-asan \
+if NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/all" build build-asan \
   -DCMAKE_BUILD_TYPE=Debug -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan -L "dsl|engine"
