@@ -1,0 +1,152 @@
+// The provider simulator plugin, loaded as waymark loads it.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/delivery/plugin.h"
+#include "engine/delivery/transport.h"
+
+namespace waymark {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<Transport> Sim(const std::string& query) {
+  auto t = OpenTransport("sim:" + query, WAYMARK_PLUGIN_DIR);
+  EXPECT_TRUE(t.ok()) << t.error();
+  return t.ok() ? std::move(t).value() : nullptr;
+}
+
+OutMessage Message(const std::string& key, const std::string& to = "ana@example.org",
+                   uint32_t attempt = 1) {
+  return {key, "Subject: x\r\n\r\nbody\r\n", "news@example.com", to, "marketing", attempt};
+}
+
+std::vector<OutMessage> Messages(int n, const std::string& prefix) {
+  std::vector<OutMessage> m;
+  for (int i = 0; i < n; ++i) m.push_back(Message(prefix + std::to_string(i)));
+  return m;
+}
+
+TEST(SimPlugin, WithoutLimitsItAcceptsAndAnswersARepeatedKeyDuplicate) {
+  auto t = Sim("");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->Describe(), "the provider simulator (no rate limit, idempotent)");
+  auto r = t->SendBatch({Message("a"), Message("b"), Message("a")});
+  EXPECT_EQ(r[0].kind, "accepted");
+  EXPECT_EQ(r[0].provider_id, "sim-a");
+  EXPECT_EQ(r[1].kind, "accepted");
+  EXPECT_EQ(r[2].kind, "duplicate");
+  EXPECT_EQ(r[2].provider_id, "sim-a");
+}
+
+TEST(SimPlugin, WithoutIdempotencyARepeatIsAcceptedAgainAndRecorded) {
+  fs::path record = fs::temp_directory_path() / ("wm_sim_record_" + std::to_string(getpid()));
+  fs::remove(record);
+  auto t = Sim("?idempotent=false&record=" + record.string());
+  ASSERT_TRUE(t);
+  auto r = t->SendBatch({Message("a"), Message("a"), Message("b")});
+  for (const auto& x : r) EXPECT_EQ(x.kind, "accepted");
+  std::ifstream in(record);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["key"], "a");
+  EXPECT_EQ(lines[0]["repeat"], false);
+  EXPECT_EQ(lines[1]["key"], "a");
+  EXPECT_EQ(lines[1]["repeat"], true);
+  EXPECT_EQ(lines[2]["to"], "ana@example.org");
+  fs::remove(record);
+}
+
+TEST(SimPlugin, OverItsRateItAnswers429WithARetryAfter) {
+  // 10/s: one message per 100 ms, 5 at once. The batch takes far less
+  // than 100 ms, so exactly the burst is accepted.
+  auto t = Sim("?rate=10&burst=5");
+  ASSERT_TRUE(t);
+  auto r = t->SendBatch(Messages(8, "k"));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(r[size_t(i)].kind, "accepted") << i;
+  for (int i = 5; i < 8; ++i) {
+    EXPECT_EQ(r[size_t(i)].kind, "throttled") << i;
+    EXPECT_GT(r[size_t(i)].retry_after_ms, 0u);
+    EXPECT_LE(r[size_t(i)].retry_after_ms, 100u);
+    EXPECT_NE(r[size_t(i)].detail.find("http 429 rate_limit_exceeded scope provider"),
+              std::string::npos)
+        << r[size_t(i)].detail;
+  }
+  // After the retry-after, the next one goes through.
+  usleep(useconds_t(r[5].retry_after_ms) * 1000);
+  EXPECT_EQ(t->SendBatch({Message("k5")})[0].kind, "accepted");
+}
+
+TEST(SimPlugin, FailureRatesAreReproducibleFromTheSeed) {
+  auto count = [](const std::string& query, std::set<std::string>* which) {
+    auto t = Sim(query);
+    auto r = t->SendBatch(Messages(10000, "p"));
+    int n = 0;
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (r[i].kind == "permanent_recipient") {
+        ++n;
+        which->insert("p" + std::to_string(i));
+        EXPECT_EQ(r[i].detail, "smtp 550 5.1.1: no such user");
+      } else {
+        EXPECT_TRUE(r[i].kind == "retry_later" || r[i].kind == "accepted") << r[i].kind;
+      }
+    }
+    return n;
+  };
+  std::set<std::string> a, b, c;
+  int n = count("?permanent_rate=0.1&transient_rate=0.2&seed=7", &a);
+  EXPECT_NEAR(n, 1000, 150);
+  EXPECT_EQ(count("?permanent_rate=0.1&transient_rate=0.2&seed=7", &b), n);
+  EXPECT_EQ(a, b);
+  count("?permanent_rate=0.1&transient_rate=0.2&seed=8", &c);
+  EXPECT_NE(a, c);
+}
+
+TEST(SimPlugin, ADomainGetsItsOwnAnswerAndAFaultComesAfterNAcceptances) {
+  auto t = OpenTransport("sim:?fault_after=2", WAYMARK_PLUGIN_DIR);
+  ASSERT_TRUE(t.ok()) << t.error();
+  auto r = t.value()->SendBatch(Messages(4, "f"));
+  EXPECT_EQ(r[1].kind, "accepted");
+  EXPECT_EQ(r[2].kind, "provider_fault");
+  EXPECT_EQ(r[2].detail, "http 401 unauthorized: API key revoked");
+  // Per-domain answers nest, which the URL form cannot: configured as a
+  // waymark.toml table would configure it.
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  auto d = sim.value()->Create("sim", {{"domains",
+                                        {{"yahoo.com",
+                                          {{"kind", "throttled"},
+                                           {"smtp_code", 421},
+                                           {"enhanced", "4.7.0"},
+                                           {"text", "[TSS04] Messages temporarily deferred"},
+                                           {"retry_after_ms", 7200000}}}}}});
+  ASSERT_TRUE(d.ok()) << d.error();
+  auto y = d.value()->SendBatch({Message("y1", "bo@yahoo.com"), Message("y2", "bo@gmail.com")});
+  EXPECT_EQ(y[0].kind, "throttled");
+  EXPECT_EQ(y[0].retry_after_ms, 7200000u);
+  EXPECT_EQ(y[0].detail,
+            "smtp 421 4.7.0 scope provider retry after 7200000 ms: [TSS04] Messages "
+            "temporarily deferred");
+  EXPECT_EQ(y[1].kind, "accepted");
+}
+
+TEST(SimPlugin, ABadConfigurationNamesTheKey) {
+  auto t = OpenTransport("sim:?rate=0", WAYMARK_PLUGIN_DIR);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().find("rate (is 0)"), std::string::npos) << t.error();
+  EXPECT_NE(t.error().find("expected messages per second sustained"), std::string::npos);
+  auto u = OpenTransport("sim:?rates=3", WAYMARK_PLUGIN_DIR);
+  ASSERT_FALSE(u.ok());
+  EXPECT_NE(u.error().find("unknown key 'rates'"), std::string::npos) << u.error();
+}
+
+}  // namespace
+}  // namespace waymark
