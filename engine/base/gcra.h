@@ -30,6 +30,12 @@ class Gcra {
     return 0;
   }
 
+  // A new rate and burst from now on; what was taken stays taken.
+  void SetRate(double rate, uint32_t burst) {
+    interval_us_ = int64_t(1e6 / rate);
+    window_us_ = interval_us_ * int64_t(std::max<uint32_t>(burst, 1) - 1);
+  }
+
   int64_t interval_us() const { return interval_us_; }
 
  private:

@@ -11,11 +11,22 @@ namespace waymark {
 
 using nlohmann::json;
 
+namespace {
+
+// Whether a result used up one of a send's attempts: the provider's "slow
+// down" and "come back later" did not (docs/engine.md, "Sending").
+bool SpendsAnAttempt(const std::string& result) {
+  return result != "throttled" && result != "quota_exhausted" && result != "deferred";
+}
+
+}  // namespace
+
 Engine::Engine(const EngineOptions& o, Store* s, Transport* t)
     : options_(o),
       store_(s),
       transport_(t),
-      templates_(o.templates_dir.empty() ? o.journeys_dir + "/templates" : o.templates_dir) {}
+      templates_(o.templates_dir.empty() ? o.journeys_dir + "/templates" : o.templates_dir),
+      throttle_(o.send_rate, o.send_burst) {}
 
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, Store* store,
                                                Transport* transport) {
@@ -101,11 +112,14 @@ Status Engine::Start() {
   for (SendRow& s : pending.value()) {
     if (Mine(s.person)) pending_.push_back(std::move(s));
   }
-  // Attempts already recorded for recovered sends (new sends start at 0).
+  // Results already recorded for recovered sends (new sends start at 0).
   for (const SendRow& s : pending_) {
     auto prior = store_->SendResults(s.seq);
     if (!prior.ok()) return prior.status();
-    if (!prior.value().empty()) attempts_[s.key] = int(prior.value().size());
+    if (prior.value().empty()) continue;
+    SendProgress& p = progress_[s.key];
+    p.recorded = int(prior.value().size());
+    for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result);
   }
   committer_ = std::make_unique<Committer>(store_);
   committer_->Start(std::move(batch_));
@@ -210,7 +224,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     Route(e, false);
     RouteEmitted();
   }
-  return Hand(DispatchTime(wall_now), true);
+  return Hand(DispatchTime(wall_now), wall_now, true);
 }
 
 Status Engine::Advance(Micros until) {
@@ -225,14 +239,14 @@ Status Engine::Flush(Micros wall_now) {
   // dispatched; then their results are committed.
   Micros now = DispatchTime(wall_now);
   for (bool dispatch : {true, true, false}) {
-    if (Status s = Hand(now, dispatch); !s.ok()) return s;
+    if (Status s = Hand(now, wall_now, dispatch); !s.ok()) return s;
     if (Status s = Settle(); !s.ok()) return s;
   }
   return Status();
 }
 
 Status Engine::Commit(Micros wall_now) {
-  if (Status s = Hand(DispatchTime(wall_now), false); !s.ok()) return s;
+  if (Status s = Hand(DispatchTime(wall_now), wall_now, false); !s.ok()) return s;
   return Settle();
 }
 
@@ -241,6 +255,17 @@ std::optional<Micros> Engine::NextDue() const {
   if (!timers_.empty()) next = timers_.begin()->first;
   for (const SendRow& s : pending_) {
     if (!next || s.not_before < *next) next = s.not_before;
+  }
+  return next;
+}
+
+std::optional<Micros> Engine::NextRetry() const {
+  std::optional<Micros> next;
+  for (const SendRow& s : pending_) {
+    if (s.not_before > clock_ && options_.event_clock) continue;
+    auto p = progress_.find(s.key);
+    Micros at = p == progress_.end() ? 0 : p->second.retry_at;
+    if (!next || at < *next) next = at;
   }
   return next;
 }
@@ -336,7 +361,7 @@ void Engine::DecideSends() {
         batch_.results.push_back(
             {0,
              row.key,
-             ++attempts_[row.key],
+             ++progress_[row.key].recorded,
              row.not_before,
              "deferred",
              false,
@@ -546,7 +571,7 @@ Status Engine::Settle() {
   return Status();
 }
 
-Status Engine::Hand(Micros now, bool dispatch) {
+Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   if (Status s = Settle(); !s.ok()) return s;
   for (const std::string& id : dirty_) {
     auto it = active_.find(id);
@@ -563,45 +588,95 @@ Status Engine::Hand(Micros now, bool dispatch) {
   }
   // While the writer commits: the sends already durable go out, and their
   // results start the next batch.
-  if (dispatch) Dispatch(now);
+  if (dispatch) Dispatch(now, wall_now);
   return Status();
 }
 
-void Engine::Dispatch(Micros now) {
+void Engine::Dispatch(Micros now, Micros wall_now) {
   std::vector<SendRow> later, ready;
   std::vector<OutMessage> messages;
-  auto record = [&](SendRow& s, const std::string& result, const std::string& detail,
-                    const std::string& provider_id) {
-    // Not sent, and worth another attempt; everything else is final.
-    bool final = result != "retry_later" && result != "throttled" && result != "quota_exhausted";
-    json d = {{"detail", detail}};
-    if (!provider_id.empty()) d["provider_id"] = provider_id;
-    Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
-    batch_.results.push_back({s.seq, s.key, ++attempts_[s.key], at, result, final, d});
-    if (final) attempts_.erase(s.key);
-    ++summary_.sends[s.template_name][result];
-    if (!final) later.push_back(std::move(s));
+  auto hold = [&](SendRow& s, Micros until) {
+    progress_[s.key].retry_at = until;
+    later.push_back(std::move(s));
   };
+  static const SendProgress kFresh;
+  // Records one attempt's result and decides what follows (docs/engine.md,
+  // "Sending").
+  auto record = [&](SendRow& s, const TransportResult& r) {
+    // Most sends finish at their first attempt: no entry for them.
+    auto it = progress_.find(s.key);
+    SendProgress p = it == progress_.end() ? kFresh : it->second;
+    const std::string& result = r.kind;
+    Micros retry_after = Micros(r.retry_after_ms) * 1000;
+    bool final = true;
+    std::string gave_up;
+    if (result == "throttled") {
+      throttle_.Throttled(wall_now, retry_after);
+      final = false;
+    } else if (result == "quota_exhausted") {
+      throttle_.Suspend(wall_now + (retry_after ? retry_after : Micros(3600) * 1'000'000));
+      final = false;
+    } else if (SpendsAnAttempt(result) && (result == "retry_later" || result == "provider_fault")) {
+      ++p.spent;
+      final = p.spent >= options_.max_attempts;
+      if (final) gave_up = "gave up after " + std::to_string(p.spent) + " attempts: " + result;
+    } else if (SpendsAnAttempt(result)) {
+      ++p.spent;
+    }
+    json d = {{"detail", r.detail}};
+    if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
+    if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
+    Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
+    batch_.results.push_back({s.seq, s.key, ++p.recorded, at, result, final, d});
+    ++summary_.sends[s.template_name][result];
+    if (!gave_up.empty()) {
+      DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")",
+                 gave_up + (r.detail.empty() ? "" : " (" + r.detail + ")"), "");
+    }
+    if (final) {
+      if (it != progress_.end()) progress_.erase(it);
+      return;
+    }
+    progress_[s.key] = p;
+    Micros wait = retry_after;
+    if (result == "retry_later" || result == "provider_fault") {
+      // Exponential backoff with full jitter, and not before the retry-after.
+      Micros cap = options_.retry_base << std::min(p.spent - 1, 30);
+      cap = std::min(cap > 0 ? cap : options_.retry_max, options_.retry_max);
+      wait = std::max(wait, Micros(std::uniform_int_distribution<Micros>(0, cap)(jitter_)));
+    }
+    hold(s, wall_now + wait);
+  };
+  // Transactional mail goes first when the throttle is the limit.
+  std::stable_partition(pending_.begin(), pending_.end(),
+                        [](const SendRow& s) { return s.intent == "transactional"; });
   for (SendRow& s : pending_) {
     if (s.not_before > now) {
       later.push_back(std::move(s));
       continue;
     }
+    if (auto p = progress_.find(s.key); p != progress_.end() && p->second.retry_at > wall_now) {
+      later.push_back(std::move(s));
+      continue;
+    }
+    if (Micros wait = throttle_.Take(wall_now); wait > 0) {
+      hold(s, wall_now + wait);  // no attempt: it was never sent
+      continue;
+    }
     Result<OutMessage> message = Render(s);
     if (!message.ok()) {
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
-      record(s, "dead_letter", message.error(), "");
+      record(s, {"dead_letter", "", message.error(), 0});
       continue;
     }
     messages.push_back(std::move(message).value());
-    messages.back().attempt = attempts_[s.key] + 1;
+    auto p = progress_.find(s.key);
+    messages.back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
     ready.push_back(std::move(s));
   }
   if (!messages.empty()) {
     std::vector<TransportResult> sent = transport_->SendBatch(messages);
-    for (size_t i = 0; i < ready.size(); ++i) {
-      record(ready[i], sent[i].kind, sent[i].detail, sent[i].provider_id);
-    }
+    for (size_t i = 0; i < ready.size(); ++i) record(ready[i], sent[i]);
   }
   pending_ = std::move(later);
 }

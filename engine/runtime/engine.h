@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <string_view>
@@ -17,6 +18,7 @@
 #include "engine/core/event.h"
 #include "engine/core/step.h"
 #include "engine/delivery/template.h"
+#include "engine/delivery/throttle.h"
 #include "engine/delivery/transport.h"
 #include "engine/runtime/committer.h"
 #include "engine/store/store.h"
@@ -41,6 +43,14 @@ struct EngineOptions {
   // events of other partitions only move its clock.
   uint32_t partition = 0;
   uint32_t partitions = 1;
+  // Sending (docs/engine.md, "Sending"), on the wall clock: the
+  // transport's rate ceiling per second and burst (0: no pacing), and
+  // retries with exponential backoff and full jitter.
+  double send_rate = 0;
+  uint32_t send_burst = 1;
+  int max_attempts = 8;
+  Micros retry_base = 1'000'000;
+  Micros retry_max = 600'000'000;
 };
 
 // The partition of a key or an event subject: a 64-bit hash (FNV-1a, then
@@ -114,6 +124,9 @@ class Engine {
 
   Micros clock() const { return clock_; }
   std::optional<Micros> NextDue() const;
+  // The wall-clock time the next send held back by a retry or the
+  // throttle may go (only sends whose journey time has come).
+  std::optional<Micros> NextRetry() const;
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
   size_t waiting() const { return active_.size(); }
   const RunSummary& summary() const { return summary_; }
@@ -161,9 +174,9 @@ class Engine {
   Status Settle();
   // Settle, hand the batch being built to the writer, then (when
   // `dispatch`) send what is due while it commits.
-  Status Hand(Micros now, bool dispatch);
+  Status Hand(Micros now, Micros wall_now, bool dispatch);
   // Renders and sends what is due in pending_; results go into batch_.
-  void Dispatch(Micros now);
+  void Dispatch(Micros now, Micros wall_now);
   Result<OutMessage> Render(const SendRow& s);
 
   EngineOptions options_;
@@ -202,8 +215,16 @@ class Engine {
   // Sends to dispatch once their batch is durable, with their position in
   // its `sends`: of the batch being built, of the batch in flight.
   std::vector<std::pair<size_t, SendRow>> staged_, inflight_sends_;
-  std::vector<SendRow> pending_;         // committed sends not yet dispatched
-  std::map<std::string, int> attempts_;  // pending send -> attempts recorded so far
+  std::vector<SendRow> pending_;  // committed sends not yet dispatched
+  // Per pending send (by key): results recorded so far, attempts spent
+  // (docs/engine.md, "Sending"), and when it may go again (wall clock).
+  struct SendProgress {
+    int recorded = 0, spent = 0;
+    Micros retry_at = 0;
+  };
+  std::unordered_map<std::string, SendProgress> progress_;
+  Throttle throttle_;
+  std::mt19937_64 jitter_{std::random_device{}()};
   Micros clock_ = 0;
   RunSummary summary_;
   Status failed_;  // a failed commit: the engine stops (the store has the truth)

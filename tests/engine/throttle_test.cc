@@ -1,0 +1,99 @@
+// The adaptive throttle on simulated time, against a provider that
+// enforces its own limit with GCRA (as the sim plugin does).
+#include "engine/delivery/throttle.h"
+
+#include <deque>
+
+#include <gtest/gtest.h>
+
+namespace waymark {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000;
+
+TEST(Throttle, WithoutACeilingOnlySuspensionsHold) {
+  Throttle t(0, 1);
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(t.Take(0), 0);
+  t.Throttled(10, 2 * kSecond);
+  EXPECT_EQ(t.Take(10), 2 * kSecond);
+  EXPECT_EQ(t.Take(10 + 2 * kSecond), 0);
+}
+
+TEST(Throttle, ASignalHalvesTheRateOncePerSecondAndSuspends) {
+  Throttle t(20, 5);
+  EXPECT_EQ(t.rate(), 20);
+  t.Throttled(kSecond, 500'000);
+  EXPECT_EQ(t.rate(), 10);
+  EXPECT_EQ(t.learned(), 20);
+  t.Throttled(kSecond + 1000, 0);  // the same burst of 429s: one signal
+  EXPECT_EQ(t.rate(), 10);
+  EXPECT_EQ(t.Take(kSecond + 1000), 499'000);
+  t.Throttled(3 * kSecond, 0);
+  EXPECT_LT(t.rate(), 10);
+  for (int i = 0; i < 20; ++i) t.Throttled((4 + i) * kSecond, 0);
+  EXPECT_EQ(t.rate(), 20.0 / 64);  // the floor
+}
+
+struct Outcome {
+  int64_t accepted = 0, throttled = 0, throttled_late = 0, attempts_late = 0;
+  size_t max_in_a_second = 0;
+};
+
+// A greedy sender behind `t`, for `seconds`, against a provider allowing
+// `rate`/s with `burst`, which answers 429 with the time to its next slot.
+Outcome Greedy(Throttle& t, double rate, uint32_t burst, int seconds) {
+  Gcra provider(rate, burst);
+  Outcome o;
+  std::deque<int64_t> window;
+  int64_t now = 0;
+  while (now < seconds * kSecond) {
+    if (int64_t wait = t.Take(now); wait > 0) {
+      now += wait;
+      continue;
+    }
+    bool late = now > 60 * kSecond;  // after convergence
+    o.attempts_late += late;
+    if (int64_t wait = provider.Take(now); wait > 0) {
+      ++o.throttled;
+      o.throttled_late += late;
+      t.Throttled(now, wait);
+      continue;
+    }
+    ++o.accepted;
+    window.push_back(now);
+    while (window.front() <= now - kSecond) window.pop_front();
+    o.max_in_a_second = std::max(o.max_in_a_second, window.size());
+  }
+  return o;
+}
+
+TEST(Throttle, AtTheProvidersOwnLimitNothingIsThrottled) {
+  Throttle t(14, 30);
+  Outcome o = Greedy(t, 14, 30, 300);
+  EXPECT_EQ(o.throttled, 0);
+  EXPECT_NEAR(double(o.accepted), 14 * 300 + 30, 2);
+}
+
+TEST(Throttle, AboveTheProvidersLimitItConvergesBelowOnePercentThrottled) {
+  // Configured for 30/s; the provider takes 14/s with a burst of 30 (SES).
+  Throttle t(30, 30);
+  Outcome o = Greedy(t, 14, 30, 600);
+  EXPECT_GT(o.throttled, 0);  // it did have to learn
+  EXPECT_LT(double(o.throttled_late), 0.01 * double(o.attempts_late))
+      << o.throttled_late << " of " << o.attempts_late;
+  EXPECT_LE(o.max_in_a_second, 14u + 30u);
+  // ...and it still uses most of what the provider allows.
+  EXPECT_GT(double(o.accepted), 0.85 * 14 * 600) << o.accepted;
+  EXPECT_LE(t.rate(), 30);
+}
+
+TEST(Throttle, NeverAboveTheCeilingEvenWhenTheProviderAllowsMore) {
+  Throttle t(10, 1);
+  Outcome o = Greedy(t, 1000, 1000, 120);
+  EXPECT_EQ(o.throttled, 0);
+  EXPECT_NEAR(double(o.accepted), 10 * 120, 2);
+  EXPECT_EQ(t.rate(), 10);
+}
+
+}  // namespace
+}  // namespace waymark
