@@ -36,6 +36,11 @@ class Gcra {
     window_us_ = interval_us_ * int64_t(std::max<uint32_t>(burst, 1) - 1);
   }
 
+  // As if the whole burst had just been used: from `now_us` on, requests
+  // are paced at the rate until idle time earns the burst back. (A
+  // provider's 429 says its own bucket is empty.)
+  void Drain(int64_t now_us) { tat_us_ = std::max(tat_us_, now_us + window_us_); }
+
   int64_t interval_us() const { return interval_us_; }
 
  private:

@@ -119,7 +119,7 @@ void Config::UnderSource(CLI::App* cmd, JetStreamOptions& s) const {
   Under(cmd, "--source", "source", "url", s.url);
   Under(cmd, "--stream", "source", "stream", s.stream);
   Under(cmd, "", "source", "consumer", s.consumer);
-  UnderInt(cmd, "", "source", "max_deliver", s.max_deliver);
+  UnderNumber(cmd, "", "source", "max_deliver", s.max_deliver);
   // Durations: the schema has checked their form.
   for (auto [key, out] : {std::pair<const char*, int64_t*>{"ack_wait", &s.ack_wait_s},
                           {"duplicate_window", &s.duplicate_window_s},

@@ -32,11 +32,11 @@ class Config {
   // Sets `out` from [section] key unless `cmd` has `flag` and it was given.
   void Under(CLI::App* cmd, const std::string& flag, const std::string& section,
              const std::string& key, std::string& out) const;
-  template <typename Int>
-  void UnderInt(CLI::App* cmd, const std::string& flag, const std::string& section,
-                const std::string& key, Int& out) const {
+  template <typename Number>
+  void UnderNumber(CLI::App* cmd, const std::string& flag, const std::string& section,
+                   const std::string& key, Number& out) const {
     const nlohmann::json* v = Find(section, key);
-    if (v && !Given(cmd, flag)) out = v->get<Int>();
+    if (v && !Given(cmd, flag)) out = v->get<Number>();
   }
   // The [source] table under --source (and --stream where the command has it).
   void UnderSource(CLI::App* cmd, JetStreamOptions& s) const;

@@ -41,7 +41,11 @@ struct RunOptions {
   std::string events;
   std::string store = "sqlite:waymark.db";
   std::string transport = "file:outbox";
-  std::string plugin_dir;  // "": DefaultPluginDir()
+  std::string plugin_dir;     // "": DefaultPluginDir()
+  double transport_rate = 0;  // 0: no pacing
+  uint32_t transport_burst = 1;
+  int max_attempts = 8;
+  std::string retry_base = "1s", retry_max = "10m";
   std::string journeys = "journeys";
   std::string schemas = "schemas";
   std::string clock = "wall";
@@ -400,6 +404,19 @@ int Run(const RunOptions& o) {
   }
   eo.partition = o.partition;
   eo.partitions = o.partitions;
+  int64_t retry_base = ParseDurationSeconds(o.retry_base);
+  int64_t retry_max = ParseDurationSeconds(o.retry_max);
+  if (retry_base <= 0 || retry_max < retry_base || o.max_attempts < 1 || o.transport_rate < 0 ||
+      o.transport_burst < 1) {
+    std::cerr << "waymark run: expected --retry-base and --retry-max durations (base <= max), "
+                 "--max-attempts >= 1, --transport-rate >= 0 and --transport-burst >= 1\n";
+    return kExitUsage;
+  }
+  eo.send_rate = o.transport_rate;
+  eo.send_burst = o.transport_burst;
+  eo.max_attempts = o.max_attempts;
+  eo.retry_base = retry_base * kMicrosPerSecond;
+  eo.retry_max = retry_max * kMicrosPerSecond;
   auto engine = Engine::Create(eo, store.value().get(), transport.value().get());
   if (!engine.ok()) {
     std::cerr << "waymark run: " << engine.error() << "\n";
@@ -516,6 +533,21 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }
+    // Retries and throttled sends wait on the wall clock, whatever the
+    // journeys' clock.
+    while (!g_stop) {
+      auto next = e.NextRetry();
+      if (!next) break;
+      Micros wait = *next - WallNow();
+      if (wait > 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(std::min(wait, Micros(200'000))));
+        continue;
+      }
+      if (Status s = e.Flush(WallNow()); !s.ok()) {
+        std::cerr << "waymark run: " << s.message() << "\n";
+        return 3;
+      }
+    }
   } else if (!event_clock) {
     // Serve: fire timers and release held sends at wall-clock time.
     while (!g_stop) {
@@ -525,7 +557,9 @@ int Run(const RunOptions& o) {
         return 3;
       }
       auto next = e.NextDue();
-      if (o.until_idle && (!next || *next > now)) break;
+      auto retry = e.NextRetry();
+      if (o.until_idle && (!next || *next > now) && !retry) break;
+      if (retry && (!next || *retry < *next)) next = retry;
       Micros wait = next ? std::min<Micros>(*next - now, kMicrosPerSecond) : kMicrosPerSecond;
       std::this_thread::sleep_for(std::chrono::microseconds(std::max<Micros>(wait, 1000)));
     }
@@ -722,6 +756,17 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--transport", o->transport,
                   "file:DIR, null:, or PLUGIN:?KEY=VALUE&... (a plugin from --plugin-dir)")
       ->capture_default_str();
+  cmd->add_option("--transport-rate", o->transport_rate,
+                  "the transport's rate ceiling, messages/s (the throttle adapts below it)");
+  cmd->add_option("--transport-burst", o->transport_burst, "messages at once on top of the rate")
+      ->capture_default_str();
+  cmd->add_option("--max-attempts", o->max_attempts,
+                  "attempts of a transiently failing send before it is a dead letter")
+      ->capture_default_str();
+  cmd->add_option("--retry-base", o->retry_base, "the first retry's backoff ceiling (doubles)")
+      ->capture_default_str();
+  cmd->add_option("--retry-max", o->retry_max, "the largest backoff ceiling")
+      ->capture_default_str();
   cmd->add_option("--plugin-dir", o->plugin_dir,
                   "the directory transport plugins are loaded from (default: "
                   "../lib/waymark/plugins beside the waymark binary)");
@@ -759,12 +804,17 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--store", "store", "url", o->store);
     cfg.Under(cmd, "--transport", "transport", "url", o->transport);
     cfg.Under(cmd, "--plugin-dir", "plugins", "dir", o->plugin_dir);
+    cfg.UnderNumber(cmd, "--transport-rate", "transport", "rate", o->transport_rate);
+    cfg.UnderNumber(cmd, "--transport-burst", "transport", "burst", o->transport_burst);
+    cfg.UnderNumber(cmd, "--max-attempts", "delivery", "max_attempts", o->max_attempts);
+    cfg.Under(cmd, "--retry-base", "delivery", "retry_base", o->retry_base);
+    cfg.Under(cmd, "--retry-max", "delivery", "retry_max", o->retry_max);
     cfg.Under(cmd, "--clock", "engine", "clock", o->clock);
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
-    cfg.UnderInt(cmd, "--batch", "source", "batch", o->batch);
+    cfg.UnderNumber(cmd, "--batch", "source", "batch", o->batch);
     cfg.UnderSource(cmd, o->source);
-    cfg.UnderInt(cmd, "", "source", "partitions", o->partitions);
-    cfg.UnderInt(cmd, "--partition", "source", "partition", o->partition);
+    cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);
+    cfg.UnderNumber(cmd, "--partition", "source", "partition", o->partition);
     *exit_code = Run(*o);
   });
 }

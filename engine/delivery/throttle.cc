@@ -47,12 +47,16 @@ int64_t Throttle::Take(int64_t now_us) {
 
 void Throttle::Throttled(int64_t now_us, int64_t retry_after_us) {
   Suspend(now_us + std::max<int64_t>(retry_after_us, 0));
-  if (!gcra_ || (last_cut_ != 0 && now_us - last_cut_ < kSecond)) return;
-  last_cut_ = now_us;
-  learned_ = rate_;
-  rate_ = std::max(rate_ / 2, ceiling_ / 64);
-  gcra_->SetRate(rate_, burst_);
-  last_step_ = now_us;
+  if (!gcra_) return;
+  if (last_cut_ == 0 || now_us - last_cut_ >= kSecond) {
+    last_cut_ = now_us;
+    learned_ = rate_;
+    rate_ = std::max(rate_ / 2, ceiling_ / 64);
+    gcra_->SetRate(rate_, burst_);
+    last_step_ = now_us;
+  }
+  // The provider's bucket is empty: no burst until it has refilled.
+  gcra_->Drain(now_us);
 }
 
 void Throttle::Suspend(int64_t until_us) {

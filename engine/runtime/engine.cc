@@ -262,7 +262,7 @@ std::optional<Micros> Engine::NextDue() const {
 std::optional<Micros> Engine::NextRetry() const {
   std::optional<Micros> next;
   for (const SendRow& s : pending_) {
-    if (s.not_before > clock_ && options_.event_clock) continue;
+    if (s.not_before > clock_) continue;  // its journey time has not come
     auto p = progress_.find(s.key);
     Micros at = p == progress_.end() ? 0 : p->second.retry_at;
     if (!next || at < *next) next = at;

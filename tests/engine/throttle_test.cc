@@ -2,6 +2,7 @@
 // enforces its own limit with GCRA (as the sim plugin does).
 #include "engine/delivery/throttle.h"
 
+#include <cstdio>
 #include <deque>
 
 #include <gtest/gtest.h>
@@ -41,28 +42,32 @@ struct Outcome {
 
 // A greedy sender behind `t`, for `seconds`, against a provider allowing
 // `rate`/s with `burst`, which answers 429 with the time to its next slot.
+// As the engine does, it sends everything the throttle lets through at one
+// moment as one batch, and hears the answers after the batch.
 Outcome Greedy(Throttle& t, double rate, uint32_t burst, int seconds) {
   Gcra provider(rate, burst);
   Outcome o;
   std::deque<int64_t> window;
   int64_t now = 0;
   while (now < seconds * kSecond) {
-    if (int64_t wait = t.Take(now); wait > 0) {
-      now += wait;
-      continue;
-    }
+    int batch = 0;
+    int64_t wait = 0;
+    while (batch < 1000 && (wait = t.Take(now)) == 0) ++batch;
     bool late = now > 60 * kSecond;  // after convergence
-    o.attempts_late += late;
-    if (int64_t wait = provider.Take(now); wait > 0) {
-      ++o.throttled;
-      o.throttled_late += late;
-      t.Throttled(now, wait);
-      continue;
+    for (int i = 0; i < batch; ++i) {
+      o.attempts_late += late;
+      if (int64_t slot = provider.Take(now); slot > 0) {
+        ++o.throttled;
+        o.throttled_late += late;
+        t.Throttled(now, slot);
+        continue;
+      }
+      ++o.accepted;
+      window.push_back(now);
+      while (window.front() <= now - kSecond) window.pop_front();
+      o.max_in_a_second = std::max(o.max_in_a_second, window.size());
     }
-    ++o.accepted;
-    window.push_back(now);
-    while (window.front() <= now - kSecond) window.pop_front();
-    o.max_in_a_second = std::max(o.max_in_a_second, window.size());
+    if (batch == 0) now += wait;
   }
   return o;
 }
@@ -78,8 +83,14 @@ TEST(Throttle, AboveTheProvidersLimitItConvergesBelowOnePercentThrottled) {
   // Configured for 30/s; the provider takes 14/s with a burst of 30 (SES).
   Throttle t(30, 30);
   Outcome o = Greedy(t, 14, 30, 600);
+  std::printf("throttled %lld (after 60 s: %lld of %lld attempts), accepted %lld\n",
+              (long long)o.throttled, (long long)o.throttled_late, (long long)o.attempts_late,
+              (long long)o.accepted);
   EXPECT_GT(o.throttled, 0);  // it did have to learn
-  EXPECT_LT(double(o.throttled_late), 0.01 * double(o.attempts_late))
+  // The bar is 1 %; the design keeps it well under (a probe every few tens
+  // of seconds, one 429 each): 0.25 % here. Without spending the burst on
+  // a 429, the batches after each retry-after draw ~15 429s each (~1 %).
+  EXPECT_LT(double(o.throttled_late), 0.0025 * double(o.attempts_late))
       << o.throttled_late << " of " << o.attempts_late;
   EXPECT_LE(o.max_in_a_second, 14u + 30u);
   // ...and it still uses most of what the provider allows.

@@ -1,0 +1,110 @@
+// Sending against a rate-limited provider, through the binary: the sim
+// plugin enforces AWS SES's starting limits (14/s sustained, burst 30)
+// with 429s, and the engine is configured with a ceiling above them
+// (30/s), so it has to learn the limit from the provider's answers.
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_events.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string Waymark(const std::string& args) {
+  std::string out;
+  FILE* p = ::popen((std::string(WAYMARK_BINARY) + " " + args).c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_EQ(WEXITSTATUS(::pclose(p)), 0) << out;
+  return out;
+}
+
+TEST(Throttling, TheSesSeedScenarioCompletesWithinTheLimitAndLearnsIt) {
+  const int kSends = 2000;
+  fs::path dir = fs::temp_directory_path() / ("wm_throttle_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream events(dir / "events.jsonl");
+    for (const auto& e : waymark::bench::MakeEvents(kSends)) events << e.text << "\n";
+  }
+  std::string record = (dir / "accepted.jsonl").string();
+  std::string out =
+      Waymark("run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
+              " --journeys " WAYMARK_SOURCE_DIR
+              "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas --store sqlite:" +
+              (dir / "w.db").string() + " --transport 'sim:?rate=14&burst=30&record=" + record +
+              "'" + " --transport-rate 30 --transport-burst 30 --json 2>/dev/null");
+  json summary = json::parse(out);
+  // 0 lost: every send accepted once, and nothing held back.
+  EXPECT_EQ(summary["sends"]["welcome"]["accepted"], kSends) << summary["sends"].dump();
+  EXPECT_EQ(summary["held_sends"], 0);
+  EXPECT_EQ(summary["dead_letters"].size(), 0u);
+
+  // What the provider took: each key once, never more than the limit plus
+  // the burst in any second.
+  std::ifstream in(record);
+  std::set<std::string> keys;
+  std::deque<int64_t> window;
+  size_t most = 0;
+  int64_t first = -1, last = 0;
+  for (std::string line; std::getline(in, line);) {
+    json r = json::parse(line);
+    EXPECT_TRUE(keys.insert(r["key"].get<std::string>()).second) << r["key"];
+    int64_t at = r["at_us"];
+    if (first < 0) first = at;
+    last = at;
+    window.push_back(at);
+    while (window.front() <= at - 1'000'000) window.pop_front();
+    most = std::max(most, window.size());
+  }
+  EXPECT_EQ(keys.size(), size_t(kSends));
+  EXPECT_LE(most, 14u + 30u);
+  double seconds = double(last - first) / 1e6;
+  std::printf("%d sends in %.1f s (%.2f/s); most in one second: %zu\n", kSends, seconds,
+              kSends / seconds, most);
+
+  // Every attempt is in the store with its wall-clock time: after the first
+  // 30 s (convergence), fewer than 1 % of attempts were throttled.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "w.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT min(time) FROM send_results", -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  int64_t start = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT count(*), coalesce(sum(result = 'throttled'), 0), "
+                               "(SELECT count(*) FROM send_results WHERE result = 'throttled') "
+                               "FROM send_results WHERE time > ?1",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_int64(st, 1, start + 30'000'000);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  int64_t late = sqlite3_column_int64(st, 0), late_throttled = sqlite3_column_int64(st, 1),
+          throttled = sqlite3_column_int64(st, 2);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  std::printf("throttled: %lld in all; after 30 s, %lld of %lld attempts\n", (long long)throttled,
+              (long long)late_throttled, (long long)late);
+  EXPECT_GT(throttled, 0);  // it did have to learn the limit
+  EXPECT_GT(late, 1000);
+  EXPECT_LT(double(late_throttled), 0.01 * double(late));
+  fs::remove_all(dir);
+}
+
+}  // namespace
