@@ -297,7 +297,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
         auto left = js.Unfinished();
         if (left.ok() && left.value() == 0) {
           auto next = e.NextDue();
-          if (event_clock || !next || *next > WallNow()) break;
+          if ((event_clock || !next || *next > WallNow()) && !e.NextRetry()) break;
         }
       }
       continue;
@@ -346,11 +346,15 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       if (Status s = e.Commit(WallNow()); !s.ok()) return s;
       if (Status s = finish(); !s.ok()) return s;
     }
-    if (!event_clock) {
-      auto next = e.NextDue();
-      if (next && *next <= WallNow()) {
-        if (Status s = e.Advance(WallNow()); !s.ok()) return s;
-        if (Status s = finish(); !s.ok()) return s;
+    {
+      auto next = event_clock ? std::nullopt : e.NextDue();
+      auto retry = e.NextRetry();
+      if ((next && *next <= WallNow()) || (retry && *retry <= WallNow())) {
+        // The event clock moves with events only: sends due again are
+        // dispatched by a Flush.
+        Status s = event_clock ? e.Flush(WallNow()) : e.Advance(WallNow());
+        if (!s.ok()) return s;
+        if (Status f = finish(); !f.ok()) return f;
       }
     }
   }

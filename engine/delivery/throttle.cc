@@ -8,6 +8,12 @@ namespace {
 constexpr int64_t kSecond = 1'000'000;
 }
 
+int64_t RetryCeiling(int spent, int64_t base_us, int64_t max_us) {
+  int shift = std::clamp(spent - 1, 0, 40);
+  if (base_us > (max_us >> shift)) return max_us;  // doubling would pass the maximum
+  return std::min(base_us << shift, max_us);
+}
+
 Throttle::Throttle(double ceiling, uint32_t burst)
     : ceiling_(std::max(ceiling, 0.0)), rate_(ceiling_), learned_(ceiling_), burst_(burst) {
   if (ceiling_ > 0) gcra_.emplace(ceiling_, burst_);

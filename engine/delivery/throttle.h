@@ -12,6 +12,12 @@
 
 namespace waymark {
 
+// The ceiling of the backoff after `spent` attempts (>= 1): base doubled
+// per attempt after the first, at most `max`. The wait is drawn uniformly
+// from [0, ceiling] ("full jitter"), so that sends failing together do
+// not come back together.
+int64_t RetryCeiling(int spent, int64_t base_us, int64_t max_us);
+
 class Throttle {
  public:
   // ceiling <= 0: no pacing; suspensions still hold.

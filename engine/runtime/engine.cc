@@ -254,6 +254,7 @@ std::optional<Micros> Engine::NextDue() const {
   std::optional<Micros> next;
   if (!timers_.empty()) next = timers_.begin()->first;
   for (const SendRow& s : pending_) {
+    if (s.not_before <= clock_) continue;  // due: NextRetry says when it may go
     if (!next || s.not_before < *next) next = s.not_before;
   }
   return next;
@@ -641,8 +642,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     Micros wait = retry_after;
     if (result == "retry_later" || result == "provider_fault") {
       // Exponential backoff with full jitter, and not before the retry-after.
-      Micros cap = options_.retry_base << std::min(p.spent - 1, 30);
-      cap = std::min(cap > 0 ? cap : options_.retry_max, options_.retry_max);
+      Micros cap = RetryCeiling(p.spent, options_.retry_base, options_.retry_max);
       wait = std::max(wait, Micros(std::uniform_int_distribution<Micros>(0, cap)(jitter_)));
     }
     hold(s, wall_now + wait);

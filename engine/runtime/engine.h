@@ -123,6 +123,8 @@ class Engine {
   void SetPosition(SourcePosition p) { batch_.position = std::move(p); }
 
   Micros clock() const { return clock_; }
+  // The journey time the next timer fires or held send (quiet hours, a
+  // cap's deferral) comes due.
   std::optional<Micros> NextDue() const;
   // The wall-clock time the next send held back by a retry or the
   // throttle may go (only sends whose journey time has come).

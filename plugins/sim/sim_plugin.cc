@@ -56,9 +56,12 @@ uint32_t KindOf(const std::string& name) {
 double Chance(uint64_t seed, const wm_str& key, uint32_t attempt, uint64_t salt) {
   uint64_t h = 1469598103934665603ull ^ seed ^ (salt * 0x9E3779B97F4A7C15ull);
   for (size_t i = 0; i < key.len; ++i) h = (h ^ uint8_t(key.ptr[i])) * 1099511628211ull;
-  h ^= attempt;
+  h ^= uint64_t(attempt) * 0x9E3779B97F4A7C15ull;
+  // MurmurHash3's finaliser: every input bit moves every output bit.
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
   h ^= h >> 33;
   return double(h >> 11) / double(1ull << 53);
 }

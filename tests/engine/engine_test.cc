@@ -8,8 +8,10 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -45,7 +47,8 @@ class EngineTest : public testing::Test {
     auto s = OpenStore("sqlite:" + (dir_ / "w.db").string());
     ASSERT_TRUE(s.ok()) << s.error();
     store_ = std::move(s).value();
-    if (!transport_) transport_ = OpenTransport("file:" + (dir_ / "outbox").string(), WAYMARK_PLUGIN_DIR).value();
+    if (!transport_)
+      transport_ = OpenTransport("file:" + (dir_ / "outbox").string(), WAYMARK_PLUGIN_DIR).value();
     o.journeys_dir = (dir_ / "journeys").string();
     o.schemas_dir = "";
     auto e = Engine::Create(o, store_.get(), transport_.get());
@@ -484,6 +487,90 @@ TEST(Partition, KeysFallWithTheirSubjectsWhateverTheirCaseAndSpace) {
   std::vector<int> used(4, 0);
   for (int i = 0; i < 4000; ++i) ++used[PartitionOf("user-" + std::to_string(i), 4)];
   for (int n : used) EXPECT_NEAR(n, 1000, 150);
+}
+
+const char* kTransactional = R"(journey j {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent transactional  wait 2h  end }
+})";
+
+// Retries run on the wall clock the caller passes in, here simulated: each
+// transient failure waits a jittered backoff that doubles, and after the
+// last attempt the send is a dead letter with the provider's answer.
+TEST_F(EngineTest, TransientFailuresAreRetriedWithBackoffThenDeadLettered) {
+  Journey("j", kTransactional);
+  transport_ = OpenTransport("sim:?transient_rate=1", WAYMARK_PLUGIN_DIR).value();
+  EngineOptions o;
+  o.max_attempts = 4;
+  o.retry_base = 1'000'000;
+  o.retry_max = 3'000'000;
+  Start(o);
+  Micros wall = 1'000'000'000;
+  std::vector<RawInput> in = {
+      {"t:1", Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"), {}}};
+  ASSERT_TRUE(engine_->Ingest(in, wall).ok());
+  std::vector<Micros> waits;
+  for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
+    Micros next = *engine_->NextRetry();
+    waits.push_back(next - wall);
+    // Not a moment early: a flush before it sends nothing.
+    if (next > wall) {
+      ASSERT_TRUE(engine_->Flush(next - 1).ok());
+      EXPECT_EQ(Results("a").at("retry_later"), int64_t(waits.size()));
+    }
+    wall = std::max(wall, next);
+    ASSERT_TRUE(engine_->Flush(wall).ok());
+  }
+  // Four attempts: three waits, each within its doubling ceiling (1 s, 2 s,
+  // then 3 s, the maximum).
+  ASSERT_EQ(waits.size(), 3u);
+  EXPECT_LE(waits[0], 1'000'000);
+  EXPECT_LE(waits[1], 2'000'000);
+  EXPECT_LE(waits[2], 3'000'000);
+  EXPECT_EQ(Results("a").at("retry_later"), 4);
+  EXPECT_EQ(engine_->held_sends(), 0u);
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].reason,
+            "gave up after 4 attempts: retry_later (smtp 451 4.3.0: temporary failure)");
+  auto results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(results[size_t(i)].attempt, i + 1);
+    EXPECT_EQ(results[size_t(i)].final, i == 3);
+  }
+}
+
+// The provider's "slow down" spends no attempt, and its retry-after holds.
+TEST_F(EngineTest, AThrottledSendWaitsForTheRetryAfterWithoutSpendingAnAttempt) {
+  Journey("j", kTransactional);
+  transport_ = OpenTransport("sim:?rate=1&burst=1", WAYMARK_PLUGIN_DIR).value();
+  EngineOptions o;
+  o.max_attempts = 1;
+  Start(o);
+  std::vector<RawInput> in;
+  for (int i = 0; i < 3; ++i) {
+    in.push_back({"t:" + std::to_string(i),
+                  Ev(std::to_string(i), "user.signup", "u" + std::to_string(i),
+                     "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+                  {}});
+  }
+  // The sim paces on its own (real) clock: 1/s. Drive the engine with the
+  // real wall clock until every send is through.
+  auto wall = [] {
+    return Micros(std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count());
+  };
+  ASSERT_TRUE(engine_->Ingest(in, wall()).ok());
+  for (int round = 0; round < 100 && engine_->NextRetry(); ++round) {
+    Micros next = *engine_->NextRetry();
+    if (next > wall()) std::this_thread::sleep_for(std::chrono::microseconds(next - wall()));
+    ASSERT_TRUE(engine_->Flush(wall()).ok());
+  }
+  EXPECT_EQ(Results("a").at("accepted"), 3);
+  EXPECT_GE(Results("a").at("throttled"), 1);  // max_attempts 1, yet none given up
+  EXPECT_TRUE(store_->DeadLetters().value().empty());
 }
 
 }  // namespace

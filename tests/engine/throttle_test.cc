@@ -12,6 +12,15 @@ namespace {
 
 constexpr int64_t kSecond = 1'000'000;
 
+TEST(RetryCeiling, DoublesPerAttemptUpToTheMaximum) {
+  EXPECT_EQ(RetryCeiling(1, kSecond, 600 * kSecond), kSecond);
+  EXPECT_EQ(RetryCeiling(2, kSecond, 600 * kSecond), 2 * kSecond);
+  EXPECT_EQ(RetryCeiling(4, kSecond, 600 * kSecond), 8 * kSecond);
+  EXPECT_EQ(RetryCeiling(10, kSecond, 600 * kSecond), 512 * kSecond);
+  EXPECT_EQ(RetryCeiling(11, kSecond, 600 * kSecond), 600 * kSecond);
+  EXPECT_EQ(RetryCeiling(100, kSecond, 600 * kSecond), 600 * kSecond);  // no overflow
+}
+
 TEST(Throttle, WithoutACeilingOnlySuspensionsHold) {
   Throttle t(0, 1);
   for (int i = 0; i < 1000; ++i) EXPECT_EQ(t.Take(0), 0);

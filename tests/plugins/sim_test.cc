@@ -110,6 +110,21 @@ TEST(SimPlugin, FailureRatesAreReproducibleFromTheSeed) {
   EXPECT_NE(a, c);
 }
 
+TEST(SimPlugin, ATransientFailureIsDecidedAfreshForEachAttempt) {
+  auto t = Sim("?transient_rate=0.3&seed=3");
+  auto first = t->SendBatch(Messages(10000, "t"));
+  std::vector<OutMessage> again;
+  for (size_t i = 0; i < first.size(); ++i) {
+    if (first[i].kind == "retry_later")
+      again.push_back(Message("t" + std::to_string(i), "ana@example.org", 2));
+  }
+  EXPECT_NEAR(double(again.size()), 3000, 200);
+  auto second = t->SendBatch(again);
+  int failed = 0;
+  for (const auto& r : second) failed += r.kind == "retry_later";
+  EXPECT_NEAR(double(failed), 0.3 * double(again.size()), 150);
+}
+
 TEST(SimPlugin, ADomainGetsItsOwnAnswerAndAFaultComesAfterNAcceptances) {
   auto t = OpenTransport("sim:?fault_after=2", WAYMARK_PLUGIN_DIR);
   ASSERT_TRUE(t.ok()) << t.error();
