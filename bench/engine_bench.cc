@@ -1,13 +1,15 @@
 // Events per second through the embedded engine: SQLite store (WAL,
 // synchronous=FULL), the journey in bench/engine_journeys (send on entry,
-// then wait), with the null transport and with the file transport.
+// then wait), with the null transport, the sim plugin without limits (the
+// plugin ABI and the throttle's bookkeeping on top of null) and the file
+// transport.
 //
 // The floor, measured in the same run: the same events inserted into an
 // SQLite table in one transaction per batch, nothing else. The engine does
 // that and all of its own work (decode, validate, route, step, history,
 // instance, timer and outbox rows, render, transport, results).
 //
-// usage: engine_bench [EVENTS] [BATCH] [null]   (null: skip the file transport run)
+// usage: engine_bench [EVENTS] [BATCH] [null]   (null: only the null transport run)
 #include <sqlite3.h>
 
 #include <chrono>
@@ -35,8 +37,14 @@ double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::s
   fs::remove_all(dir);
   fs::create_directories(dir);
   auto store = OpenStore("sqlite:" + (dir / "w.db").string());
-  auto t = OpenTransport(transport == "file" ? "file:" + (dir / "outbox").string() : "null:",
+  auto t = OpenTransport(transport == "file"  ? "file:" + (dir / "outbox").string()
+                         : transport == "sim" ? "sim:"
+                                              : "null:",
                          WAYMARK_PLUGIN_DIR);
+  if (!t.ok()) {
+    std::fprintf(stderr, "%s\n", t.error().c_str());
+    std::exit(1);
+  }
   EngineOptions o;
   o.journeys_dir = WAYMARK_SOURCE_DIR "/bench/engine_journeys";
   o.schemas_dir = WAYMARK_SOURCE_DIR "/schemas";
@@ -118,6 +126,9 @@ int main(int argc, char** argv) {
   double null_s = RunEngine(events, batch, "null", dir, &sends, &threads);
   int64_t null_sends = sends;
   bool null_only = argc > 3 && std::string(argv[3]) == "null";
+  Threads sim_threads;
+  int64_t sim_sends = 0;
+  double sim_s = null_only ? 0 : RunEngine(events, batch, "sim", dir, &sim_sends, &sim_threads);
   double file_s = null_only ? 0 : RunEngine(events, batch, "file", dir, &sends, &file_threads);
   std::printf("engine_bench: %d events (each starts an instance that sends and waits), batch %zu\n",
               n, batch);
@@ -131,6 +142,11 @@ int main(int argc, char** argv) {
   std::printf("    CPU per event: engine thread %.1f us, writer thread %.1f us\n",
               threads.engine_cpu_s / n * 1e6, threads.writer_cpu_s / n * 1e6);
   if (!null_only) {
+    std::printf(
+        "  engine, sim plugin without limits: %.0f events/s (%lld sends); CPU per event: "
+        "engine thread %.1f us (%+.1f us over null)\n",
+        n / sim_s, (long long)sim_sends, sim_threads.engine_cpu_s / n * 1e6,
+        (sim_threads.engine_cpu_s - threads.engine_cpu_s) / n * 1e6);
     std::printf("  engine, file transport: %.0f events/s (%lld .eml files)\n", n / file_s,
                 (long long)sends);
   }
