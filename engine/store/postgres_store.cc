@@ -55,6 +55,14 @@ CREATE TABLE dead_letters (
 CREATE TABLE source_positions (
   source TEXT PRIMARY KEY, seq BIGINT NOT NULL, restarts BIGINT NOT NULL);
 )sql",
+    // 3: the suppression list, and a version a running engine polls.
+    R"sql(
+CREATE TABLE suppressions (
+  entry TEXT PRIMARY KEY, scope TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL,
+  created_at BIGINT NOT NULL);
+CREATE TABLE suppressions_version (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
+INSERT INTO suppressions_version VALUES (1, 0);
+)sql",
 };
 constexpr int kSchemaVersion = int(std::size(kMigrations));
 
@@ -307,6 +315,55 @@ class PostgresStore : public Store {
     });
   }
 
+  Result<std::vector<SuppressionRow>> Suppressions() override {
+    return Guard("suppressions", [&]() -> Result<std::vector<SuppressionRow>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<SuppressionRow> out;
+      for (const auto& row : t.exec_prepared("suppressions")) {
+        out.push_back({row[0].as<std::string>(), row[1].as<std::string>(),
+                       row[2].as<std::string>(), row[3].as<std::string>(), row[4].as<int64_t>()});
+      }
+      return out;
+    });
+  }
+
+  Result<int64_t> SuppressionsVersion() override {
+    return Guard("suppressions version", [&]() -> Result<int64_t> {
+      pqxx::nontransaction t(*read_);
+      return t.exec_prepared1("suppressions_version")[0].as<int64_t>();
+    });
+  }
+
+  Status Suppress(const std::vector<SuppressionRow>& rows) override {
+    return Guard("suppress", [&]() -> Status {
+      pqxx::work t(*write_);
+      WriteSuppressions(t, rows, true);
+      t.commit();
+      return Status();
+    });
+  }
+
+  Result<bool> Unsuppress(const std::string& entry) override {
+    return Guard("unsuppress", [&]() -> Result<bool> {
+      pqxx::work t(*write_);
+      bool removed = t.exec_prepared("unsuppress", entry).affected_rows() > 0;
+      if (removed) t.exec_prepared("bump_suppressions");
+      t.commit();
+      return removed;
+    });
+  }
+
+  // replace: a command's entries replace what is there; a batch's
+  // (bounces) leave an existing entry as it is.
+  static void WriteSuppressions(pqxx::work& t, const std::vector<SuppressionRow>& rows,
+                                bool replace) {
+    for (const SuppressionRow& r : rows) {
+      t.exec_prepared(replace ? "suppress_replace" : "suppress_keep", r.entry, r.scope, r.reason,
+                      r.source, r.created_at);
+    }
+    t.exec_prepared("bump_suppressions");
+  }
+
   Result<StoreCounts> Counts() override {
     return Guard("counts", [&]() -> Result<StoreCounts> {
       pqxx::nontransaction t(*read_);
@@ -368,6 +425,9 @@ class PostgresStore : public Store {
     r.prepare("dead_letters",
               "SELECT id, time, input, reason, encode(raw, 'hex') FROM dead_letters ORDER BY id");
     r.prepare("position", "SELECT seq, restarts FROM source_positions WHERE source = $1");
+    r.prepare("suppressions",
+              "SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
+    r.prepare("suppressions_version", "SELECT n FROM suppressions_version");
 
     pqxx::connection& w = *write_;
     // Staging tables for the rows that need ON CONFLICT; private to this
@@ -405,6 +465,14 @@ class PostgresStore : public Store {
         "put_position",
         "INSERT INTO source_positions (source, seq, restarts) VALUES ($1, $2, $3) "
         "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
+    w.prepare("suppress_replace",
+              "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO UPDATE "
+              "SET scope = excluded.scope, reason = excluded.reason, source = excluded.source, "
+              "created_at = excluded.created_at");
+    w.prepare("suppress_keep",
+              "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO NOTHING");
+    w.prepare("unsuppress", "DELETE FROM suppressions WHERE entry = $1");
+    w.prepare("bump_suppressions", "UPDATE suppressions_version SET n = n + 1");
   }
 
  public:
@@ -556,6 +624,7 @@ class PostgresStore : public Store {
       }
       out.complete();
     }
+    if (!b.suppressions.empty()) WriteSuppressions(t, b.suppressions, false);
     if (b.position) {
       t.exec_prepared("put_position", b.position->source, int64_t(b.position->seq),
                       b.position->restarts);

@@ -22,7 +22,7 @@ using nlohmann::json;
 // which is the primary key (no second index on every new instance); the
 // sends without a final result are listed in sends_pending (a send row is
 // never rewritten).
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
@@ -32,6 +32,12 @@ constexpr int kSchemaVersion = 4;
 #define kSourcePositions                                                           \
   "CREATE TABLE source_positions (source TEXT PRIMARY KEY, seq INTEGER NOT NULL, " \
   "restarts INTEGER NOT NULL);"
+// Version 5 added these; a version 3 or 4 store gets them when opened.
+#define kSuppressions                                                                       \
+  "CREATE TABLE suppressions (entry TEXT PRIMARY KEY, scope TEXT NOT NULL, "                \
+  "reason TEXT NOT NULL, source TEXT NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;" \
+  "CREATE TABLE suppressions_version (id INTEGER PRIMARY KEY CHECK (id = 1), "              \
+  "n INTEGER NOT NULL); INSERT INTO suppressions_version VALUES (1, 0);"
 
 const char* kSchema = R"sql(
 CREATE TABLE events (
@@ -66,7 +72,7 @@ CREATE TABLE send_results (
 CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
   reason TEXT NOT NULL, raw TEXT NOT NULL);
-)sql" kSourcePositions;
+)sql" kSourcePositions kSuppressions;
 
 // A prepared statement, reset on destruction of each use.
 class Stmt {
@@ -193,6 +199,13 @@ class SqliteStore : public Store {
       }
       v = 4;
     }
+    if (v == 4) {
+      if (Status s = ExecSql(kSuppressions); !s.ok()) return s;
+      if (Status s = ExecSql("UPDATE meta SET value = '5' WHERE key = 'schema_version'"); !s.ok()) {
+        return s;
+      }
+      v = 5;
+    }
     if (v > kSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
                            ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
@@ -204,6 +217,18 @@ class SqliteStore : public Store {
                            std::to_string(kSchemaVersion) + ") cannot read: start a new store");
     }
     return Status();
+  }
+
+  // replace: a command's entries replace what is there; a batch's (bounces)
+  // leave an existing entry as it is.
+  Status WriteSuppressions(const std::vector<SuppressionRow>& rows, bool replace) {
+    Stmt& q = replace ? W("INSERT OR REPLACE INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5)")
+                      : W("INSERT OR IGNORE INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5)");
+    for (const SuppressionRow& r : rows) {
+      q.Bind(1, r.entry).Bind(2, r.scope).Bind(3, r.reason).Bind(4, r.source);
+      if (Status s = q.Bind(5, r.created_at).Exec(); !s.ok()) return s;
+    }
+    return ExecSql("UPDATE suppressions_version SET n = n + 1");
   }
 
   Status Commit(Batch& b) override {
@@ -389,6 +414,38 @@ class SqliteStore : public Store {
     return QueryOne<SourcePosition>(q, [&] {
       return SourcePosition{source, uint64_t(q.Int(0)), q.Int(1)};
     });
+  }
+
+  Result<std::vector<SuppressionRow>> Suppressions() override {
+    Stmt& q = S("SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
+    std::vector<SuppressionRow> out;
+    Status st;
+    while (q.Next(st)) out.push_back({q.Text(0), q.Text(1), q.Text(2), q.Text(3), q.Int(4)});
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Result<int64_t> SuppressionsVersion() override {
+    Stmt& q = S("SELECT n FROM suppressions_version");
+    auto n = QueryOne<int64_t>(q, [&] { return q.Int(0); });
+    if (!n.ok()) return n.status();
+    return n.value().value_or(0);
+  }
+
+  Status Suppress(const std::vector<SuppressionRow>& rows) override {
+    return InTransaction([&] { return WriteSuppressions(rows, true); });
+  }
+
+  Result<bool> Unsuppress(const std::string& entry) override {
+    bool removed = false;
+    Status s = InTransaction([&] {
+      Stmt& q = W("DELETE FROM suppressions WHERE entry = ?1");
+      if (Status st = q.Bind(1, entry).Exec(); !st.ok()) return st;
+      removed = sqlite3_changes(db_) > 0;
+      return removed ? ExecSql("UPDATE suppressions_version SET n = n + 1") : Status();
+    });
+    if (!s.ok()) return s;
+    return removed;
   }
 
   Result<StoreCounts> Counts() override {
@@ -585,6 +642,9 @@ class SqliteStore : public Store {
         Stmt& u = W("DELETE FROM sends_pending WHERE seq = ?1");
         if (Status s = u.Bind(1, r.send_seq).Exec(); !s.ok()) return s;
       }
+    }
+    if (!b.suppressions.empty()) {
+      if (Status s = WriteSuppressions(b.suppressions, false); !s.ok()) return s;
     }
     for (const DeadLetterRow& d : b.dead_letters) {
       Stmt& q = W("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");

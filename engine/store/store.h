@@ -77,6 +77,15 @@ struct DeadLetterRow {
   std::string raw;
 };
 
+// A suppressed recipient (docs/engine.md, "Sending"): no mail goes to it.
+struct SuppressionRow {
+  std::string entry;          // a lowercased address, or a domain: "ana@example.com", "example.com"
+  std::string scope = "all";  // all | marketing (transactional mail still goes)
+  std::string reason;         // "550 5.1.1 no such user", "complained", ...
+  std::string source;         // bounce | cli | import
+  Micros created_at = 0;
+};
+
 struct JourneyVersionRow {
   std::string hash;
   std::string name;
@@ -104,10 +113,13 @@ struct Batch {
   std::vector<SendResultRow> results;
   std::vector<DeadLetterRow> dead_letters;
   std::optional<SourcePosition> position;  // upserted
+  // Added unless the entry is already suppressed (which it keeps as it is).
+  std::vector<SuppressionRow> suppressions;
 
   bool empty() const {
     return events.empty() && journey_versions.empty() && history.empty() && instances.empty() &&
-           sends.empty() && results.empty() && dead_letters.empty() && !position;
+           sends.empty() && results.empty() && dead_letters.empty() && !position &&
+           suppressions.empty();
   }
 };
 
@@ -175,6 +187,16 @@ class Store {
   virtual Result<StoreCounts> Counts() = 0;
   // The position of a stream source; nullopt when it never committed.
   virtual Result<std::optional<SourcePosition>> Position(const std::string& source) = 0;
+
+  // The suppression list, by entry. Suppress adds or replaces entries and
+  // Unsuppress removes one (false: it was not there), each in its own
+  // transaction, for commands: not concurrently with Commit on the same
+  // store object. Every change, these and a batch's, moves the version, so
+  // that a running engine sees a command's change at its next dispatch.
+  virtual Result<std::vector<SuppressionRow>> Suppressions() = 0;
+  virtual Status Suppress(const std::vector<SuppressionRow>& rows) = 0;
+  virtual Result<bool> Unsuppress(const std::string& entry) = 0;
+  virtual Result<int64_t> SuppressionsVersion() = 0;
 };
 
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"

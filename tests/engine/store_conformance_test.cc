@@ -484,6 +484,40 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
   EXPECT_LT(d.value()[0].id, d.value()[1].id);
 }
 
+TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion) {
+  int64_t v0 = store_->SuppressionsVersion().value();
+  EXPECT_TRUE(store_->Suppressions().value().empty());
+  ASSERT_TRUE(store_->Suppress({{"ana@example.com", "all", "unsubscribed by phone", "cli", 10},
+                                {"example.net", "marketing", "complaints", "import", 11}})
+                  .ok());
+  int64_t v1 = store_->SuppressionsVersion().value();
+  EXPECT_GT(v1, v0);
+  // A bounce in a batch does not replace an entry that is there...
+  Batch b;
+  b.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 20},
+                    {"bo@example.org", "all", "550 5.1.1", "bounce", 21}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  int64_t v2 = store_->SuppressionsVersion().value();
+  EXPECT_GT(v2, v1);
+  Reopen();
+  auto all = store_->Suppressions().value();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].entry, "ana@example.com");
+  EXPECT_EQ(all[0].reason, "unsubscribed by phone");
+  EXPECT_EQ(all[0].source, "cli");
+  EXPECT_EQ(all[1].entry, "bo@example.org");
+  EXPECT_EQ(all[1].source, "bounce");
+  EXPECT_EQ(all[1].created_at, 21);
+  EXPECT_EQ(all[2].scope, "marketing");
+  // ...and a command does.
+  ASSERT_TRUE(store_->Suppress({{"ana@example.com", "marketing", "asked", "cli", 30}}).ok());
+  EXPECT_EQ(store_->Suppressions().value()[0].scope, "marketing");
+  EXPECT_TRUE(store_->Unsuppress("example.net").value());
+  EXPECT_FALSE(store_->Unsuppress("example.net").value());
+  EXPECT_EQ(store_->Suppressions().value().size(), 2u);
+  EXPECT_GT(store_->SuppressionsVersion().value(), v2);
+}
+
 TEST_P(StoreConformance, ASourcePositionIsCommittedWithItsBatch) {
   EXPECT_FALSE(store_->Position("EVENTS/waymark").value().has_value());
   Batch b;
