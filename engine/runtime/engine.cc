@@ -121,6 +121,7 @@ Status Engine::Start() {
     p.recorded = int(prior.value().size());
     for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result);
   }
+  if (Status s = LoadSuppressions(); !s.ok()) return s;
   committer_ = std::make_unique<Committer>(store_);
   committer_->Start(std::move(batch_));
   batch_ = Batch();
@@ -258,6 +259,33 @@ std::optional<Micros> Engine::NextDue() const {
     if (!next || s.not_before < *next) next = s.not_before;
   }
   return next;
+}
+
+Status Engine::LoadSuppressions() {
+  auto version = store_->SuppressionsVersion();
+  if (!version.ok()) return version.status();
+  if (version.value() == suppressions_version_) return Status();
+  auto rows = store_->Suppressions();
+  if (!rows.ok()) return rows.status();
+  suppressed_.clear();
+  for (SuppressionRow& r : rows.value()) suppressed_[r.entry] = std::move(r);
+  suppressions_version_ = version.value();
+  return Status();
+}
+
+const SuppressionRow* Engine::SuppressedBy(const std::string& recipient,
+                                           const std::string& intent) const {
+  if (suppressed_.empty()) return nullptr;
+  std::string address = recipient;
+  for (char& c : address) c = char(std::tolower(static_cast<unsigned char>(c)));
+  size_t at = address.rfind('@');
+  for (const std::string& entry :
+       {address, at == std::string::npos ? std::string() : address.substr(at + 1)}) {
+    auto it = suppressed_.find(entry);
+    if (it == suppressed_.end()) continue;
+    if (it->second.scope == "all" || intent != "transactional") return &it->second;
+  }
+  return nullptr;
 }
 
 std::optional<Micros> Engine::NextRetry() const {
@@ -624,6 +652,14 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     } else if (SpendsAnAttempt(result)) {
       ++p.spent;
     }
+    if (result == "permanent_recipient") {
+      // The address will never accept mail: no journey sends to it again.
+      std::string entry = s.recipient;
+      for (char& c : entry) c = char(std::tolower(static_cast<unsigned char>(c)));
+      SuppressionRow row{entry, "all", r.detail, "bounce", wall_now};
+      suppressed_.emplace(entry, row);
+      batch_.suppressions.push_back(std::move(row));
+    }
     json d = {{"detail", r.detail}};
     if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
@@ -647,6 +683,13 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     }
     hold(s, wall_now + wait);
   };
+  // A command may have changed the suppression list: seen at this dispatch.
+  if (!pending_.empty()) {
+    if (Status s = LoadSuppressions(); !s.ok()) {
+      failed_ = s;
+      return;
+    }
+  }
   // Transactional mail goes first when the throttle is the limit.
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
@@ -657,6 +700,10 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     }
     if (auto p = progress_.find(s.key); p != progress_.end() && p->second.retry_at > wall_now) {
       later.push_back(std::move(s));
+      continue;
+    }
+    if (const SuppressionRow* by = SuppressedBy(s.recipient, s.intent)) {
+      record(s, {"suppressed", "", by->entry + " (" + by->source + ": " + by->reason + ")", 0});
       continue;
     }
     if (Micros wait = throttle_.Take(wall_now); wait > 0) {

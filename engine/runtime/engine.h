@@ -225,6 +225,13 @@ class Engine {
     Micros retry_at = 0;
   };
   std::unordered_map<std::string, SendProgress> progress_;
+  // The suppression list, by entry (address or domain), reloaded when the
+  // store's version moves (a command changed it).
+  std::unordered_map<std::string, SuppressionRow> suppressed_;
+  int64_t suppressions_version_ = -1;
+  Status LoadSuppressions();
+  // The entry that suppresses a send to `recipient` with `intent`, or null.
+  const SuppressionRow* SuppressedBy(const std::string& recipient, const std::string& intent) const;
   Throttle throttle_;
   std::mt19937_64 jitter_{std::random_device{}()};
   Micros clock_ = 0;

@@ -320,8 +320,8 @@ class PostgresStore : public Store {
       pqxx::nontransaction t(*read_);
       std::vector<SuppressionRow> out;
       for (const auto& row : t.exec_prepared("suppressions")) {
-        out.push_back({row[0].as<std::string>(), row[1].as<std::string>(),
-                       row[2].as<std::string>(), row[3].as<std::string>(), row[4].as<int64_t>()});
+        out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                       row[3].as<std::string>(), row[4].as<int64_t>()});
       }
       return out;
     });
@@ -469,8 +469,9 @@ class PostgresStore : public Store {
               "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO UPDATE "
               "SET scope = excluded.scope, reason = excluded.reason, source = excluded.source, "
               "created_at = excluded.created_at");
-    w.prepare("suppress_keep",
-              "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO NOTHING");
+    w.prepare(
+        "suppress_keep",
+        "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO NOTHING");
     w.prepare("unsuppress", "DELETE FROM suppressions WHERE entry = $1");
     w.prepare("bump_suppressions", "UPDATE suppressions_version SET n = n + 1");
   }

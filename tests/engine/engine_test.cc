@@ -2,6 +2,7 @@
 // bad input, timers before later events, emitted events, frequency caps,
 // DST through local-time waits, restart.
 #include "engine/runtime/engine.h"
+#include "engine/delivery/plugin.h"
 #include "engine/runtime/replay.h"
 
 #include <sqlite3.h>
@@ -571,6 +572,62 @@ TEST_F(EngineTest, AThrottledSendWaitsForTheRetryAfterWithoutSpendingAnAttempt) 
   EXPECT_EQ(Results("a").at("accepted"), 3);
   EXPECT_GE(Results("a").at("throttled"), 1);  // max_attempts 1, yet none given up
   EXPECT_TRUE(store_->DeadLetters().value().empty());
+}
+
+// Suppression: an entry (address or domain, by scope) stops the send
+// before the transport, with the reason recorded; a permanent recipient
+// failure adds the address; a command's change reaches a running engine.
+TEST_F(EngineTest, SuppressedRecipientsGetNothingAndBouncesAreSuppressed) {
+  Journey("j", kSimple);  // marketing
+  Journey("t", R"(journey t {
+  entry { on user.signup }
+  step s { send "t" to trigger.data.email intent transactional  wait 2h  end }
+})");
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  transport_ = sim.value()
+                   ->Create("sim", {{"domains",
+                                     {{"gone.example",
+                                       {{"kind", "permanent_recipient"},
+                                        {"smtp_code", 550},
+                                        {"enhanced", "5.1.1"},
+                                        {"text", "no such user"}}}}}})
+                   .value();
+  Start();
+  ASSERT_TRUE(store_
+                  ->Suppress({{"ana@x.io", "all", "asked us", "cli", 1},
+                              {"news.example", "marketing", "complaints", "cli", 1}})
+                  .ok());
+  auto data = [](const std::string& email) { return R"({"email":")" + email + R"("})"; };
+  Feed({Ev("1", "user.signup", "a", "2026-03-01T10:00:00Z", data("ANA@x.io")),
+        Ev("2", "user.signup", "b", "2026-03-01T10:00:00Z", data("bo@news.example")),
+        Ev("3", "user.signup", "c", "2026-03-01T10:00:00Z", data("cy@gone.example"))});
+  // ana: suppressed for both intents (the address is matched lowercased);
+  // bo: marketing suppressed by its domain, transactional goes.
+  EXPECT_EQ(Results("a").at("suppressed"), 2);
+  EXPECT_EQ(Results("t").at("suppressed"), 1);
+  EXPECT_EQ(Results("t").at("accepted"), 1);
+  auto sends = store_->Sends("j/a/1").value();
+  ASSERT_EQ(sends.size(), 1u);
+  auto r = store_->SendResults(sends[0].seq).value();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].result, "suppressed");
+  EXPECT_EQ(r[0].detail["detail"], "ana@x.io (cli: asked us)");
+  // cy's two sends went out in one transport batch, and both bounced.
+  EXPECT_EQ(Results("a").at("permanent_recipient") + Results("t").at("permanent_recipient"), 2);
+  auto all = store_->Suppressions().value();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].entry, "ana@x.io");
+  EXPECT_EQ(all[1].entry, "cy@gone.example");
+  EXPECT_EQ(all[1].source, "bounce");
+  EXPECT_EQ(all[1].reason, "smtp 550 5.1.1: no such user");
+  // A command removes ana's entry while the engine runs: her next send
+  // goes; cy's next one does not (the bounce suppressed it).
+  ASSERT_TRUE(store_->Unsuppress("ana@x.io").value());
+  Feed({Ev("4", "user.signup", "a2", "2026-03-03T10:00:00Z", data("ana@x.io")),
+        Ev("5", "user.signup", "c2", "2026-03-03T10:00:00Z", data("cy@gone.example"))});
+  EXPECT_EQ(Results("t").at("accepted"), 2);
+  EXPECT_EQ(Results("t").at("suppressed"), 2);
 }
 
 }  // namespace

@@ -487,8 +487,9 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
 TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion) {
   int64_t v0 = store_->SuppressionsVersion().value();
   EXPECT_TRUE(store_->Suppressions().value().empty());
-  ASSERT_TRUE(store_->Suppress({{"ana@example.com", "all", "unsubscribed by phone", "cli", 10},
-                                {"example.net", "marketing", "complaints", "import", 11}})
+  ASSERT_TRUE(store_
+                  ->Suppress({{"ana@example.com", "all", "unsubscribed by phone", "cli", 10},
+                              {"example.net", "marketing", "complaints", "import", 11}})
                   .ok());
   int64_t v1 = store_->SuppressionsVersion().value();
   EXPECT_GT(v1, v0);
