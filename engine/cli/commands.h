@@ -22,5 +22,6 @@ void RegisterReplay(CLI::App& app, int* exit_code);
 void RegisterMigrate(CLI::App& app, int* exit_code);
 void RegisterPublish(CLI::App& app, int* exit_code);
 void RegisterPlugins(CLI::App& app, int* exit_code);
+void RegisterSuppress(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

@@ -107,4 +107,57 @@ TEST(Throttling, TheSesSeedScenarioCompletesWithinTheLimitAndLearnsIt) {
   fs::remove_all(dir);
 }
 
+// `waymark suppress` through the binary, then a run that honours it.
+TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
+  fs::path dir = fs::temp_directory_path() / ("wm_suppress_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string store = " --store sqlite:" + (dir / "w.db").string();
+  auto run = [](const std::string& args, int* status) {
+    std::string out;
+    FILE* p = ::popen((std::string(WAYMARK_BINARY) + " " + args + " 2>&1").c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    *status = WEXITSTATUS(::pclose(p));
+    return out;
+  };
+  int status = -1;
+  EXPECT_EQ(run("suppress add User-1@Example.com --reason 'asked by phone'" + store, &status),
+            "suppressed user-1@example.com (all)\n");
+  EXPECT_EQ(status, 0);
+  std::ofstream(dir / "bad.txt") << "user-2@example.com\nnot@@valid\n";
+  EXPECT_EQ(run("suppress import " + (dir / "bad.txt").string() + store, &status),
+            "waymark suppress import: " + (dir / "bad.txt").string() +
+                ":2: 'not@@valid' is not a valid address\n");
+  EXPECT_EQ(status, 1);
+  std::ofstream(dir / "good.txt") << "# from the old system\nuser-2@example.com,marketing\n"
+                                     "user-3@example.com,all,complained\n";
+  EXPECT_EQ(run("suppress import " + (dir / "good.txt").string() + store, &status),
+            "imported 2 entries from " + (dir / "good.txt").string() + "\n");
+  json list = json::parse(run("suppress list --json" + store, &status));
+  ASSERT_EQ(list.size(), 3u);  // nothing from the refused file
+  EXPECT_EQ(list[0]["entry"], "user-1@example.com");
+  EXPECT_EQ(list[0]["reason"], "asked by phone");
+  EXPECT_EQ(list[2]["reason"], "complained");
+  EXPECT_EQ(run("suppress remove user-3@example.com" + store, &status),
+            "removed user-3@example.com\n");
+  run("suppress remove user-3@example.com" + store, &status);
+  EXPECT_EQ(status, 1);
+  // user-1: suppressed; user-2: marketing only, and welcome is
+  // transactional, so it goes; user-3: removed, so it goes.
+  {
+    std::ofstream events(dir / "events.jsonl");
+    for (const auto& e : waymark::bench::MakeEvents(5)) events << e.text << "\n";
+  }
+  json summary = json::parse(
+      Waymark("run --events " + (dir / "events.jsonl").string() + " --clock event --until-idle" +
+              " --journeys " WAYMARK_SOURCE_DIR
+              "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas" +
+              store + " --transport null: --json 2>/dev/null"));
+  EXPECT_EQ(summary["sends"]["welcome"]["suppressed"], 1) << summary["sends"].dump();
+  EXPECT_EQ(summary["sends"]["welcome"]["accepted"], 4);
+  fs::remove_all(dir);
+}
+
 }  // namespace

@@ -1,0 +1,186 @@
+// waymark suppress add|remove|list|import: the suppression list in the
+// store (docs/operations.md, "Suppression"). A running engine sees a change
+// at its next dispatch.
+#include <chrono>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/cli/commands.h"
+#include "engine/cli/config.h"
+#include "engine/core/event.h"
+#include "engine/delivery/message.h"
+#include "engine/store/store.h"
+
+namespace waymark::cli {
+namespace {
+
+struct SuppressOptions {
+  std::string store = "sqlite:waymark.db";
+  std::string config;
+  std::string entry, scope = "all", reason, file;
+  bool json = false;
+};
+
+Micros Now() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A lowercased address or domain, or why it is neither.
+Result<std::string> Entry(std::string e) {
+  for (char& c : e) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (e.find('@') != std::string::npos) {
+    if (!ValidAddress(e)) return Status::Error("'" + e + "' is not a valid address");
+    return e;
+  }
+  bool ok = !e.empty() && e.find('.') != std::string::npos && e.front() != '.' && e.back() != '.' &&
+            e.find("..") == std::string::npos;
+  for (char c : e) ok &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+  if (!ok) return Status::Error("'" + e + "' is neither an address nor a domain");
+  return e;
+}
+
+Result<std::unique_ptr<Store>> Open(const SuppressOptions& o) {
+  return OpenStore(o.store);
+}
+
+int Fail(const std::string& what, const std::string& why, int code) {
+  std::cerr << "waymark suppress " << what << ": " << why << "\n";
+  return code;
+}
+
+int Add(const SuppressOptions& o) {
+  auto entry = Entry(o.entry);
+  if (!entry.ok()) return Fail("add", entry.error(), kExitUsage);
+  auto store = Open(o);
+  if (!store.ok()) return Fail("add", store.error(), kExitUsage);
+  Status s = store.value()->Suppress(
+      {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : o.reason, "cli", Now()}});
+  if (!s.ok()) return Fail("add", s.message(), 3);
+  std::cout << "suppressed " << entry.value() << " (" << o.scope << ")\n";
+  return kExitOk;
+}
+
+int Remove(const SuppressOptions& o) {
+  auto entry = Entry(o.entry);
+  if (!entry.ok()) return Fail("remove", entry.error(), kExitUsage);
+  auto store = Open(o);
+  if (!store.ok()) return Fail("remove", store.error(), kExitUsage);
+  auto removed = store.value()->Unsuppress(entry.value());
+  if (!removed.ok()) return Fail("remove", removed.error(), 3);
+  if (!removed.value()) return Fail("remove", entry.value() + " is not suppressed", kExitRejected);
+  std::cout << "removed " << entry.value() << "\n";
+  return kExitOk;
+}
+
+int List(const SuppressOptions& o) {
+  auto store = Open(o);
+  if (!store.ok()) return Fail("list", store.error(), kExitUsage);
+  auto rows = store.value()->Suppressions();
+  if (!rows.ok()) return Fail("list", rows.error(), 3);
+  if (o.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : rows.value()) {
+      out.push_back({{"entry", r.entry},
+                     {"scope", r.scope},
+                     {"reason", r.reason},
+                     {"source", r.source},
+                     {"added", FormatRfc3339(r.created_at)}});
+    }
+    std::cout << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  for (const auto& r : rows.value()) {
+    std::cout << std::left << std::setw(32) << r.entry << " " << std::setw(9) << r.scope << " "
+              << std::setw(6) << r.source << " " << FormatRfc3339(r.created_at) << "  " << r.reason
+              << "\n";
+  }
+  std::cout << rows.value().size() << " suppressed\n";
+  return kExitOk;
+}
+
+// Lines "ENTRY[,SCOPE[,REASON]]"; blank lines and '#' comments skipped.
+// Every line is checked before anything is written: all or nothing.
+int Import(const SuppressOptions& o) {
+  std::ifstream in(o.file);
+  if (!in) return Fail("import", "cannot read " + o.file, kExitUsage);
+  std::vector<SuppressionRow> rows;
+  Micros now = Now();
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    size_t first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
+    std::string fields[3] = {line, "all", "imported from " + o.file};
+    size_t c1 = line.find(',');
+    if (c1 != std::string::npos) {
+      fields[0] = line.substr(0, c1);
+      size_t c2 = line.find(',', c1 + 1);
+      fields[1] = line.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1);
+      if (c2 != std::string::npos) fields[2] = line.substr(c2 + 1);
+    }
+    auto entry = Entry(fields[0]);
+    if (!entry.ok())
+      return Fail("import", o.file + ":" + std::to_string(n) + ": " + entry.error(), kExitRejected);
+    if (fields[1] != "all" && fields[1] != "marketing") {
+      return Fail("import",
+                  o.file + ":" + std::to_string(n) + ": scope '" + fields[1] +
+                      "' is neither all nor marketing",
+                  kExitRejected);
+    }
+    rows.push_back({entry.value(), fields[1], fields[2], "import", now});
+  }
+  auto store = Open(o);
+  if (!store.ok()) return Fail("import", store.error(), kExitUsage);
+  if (Status s = store.value()->Suppress(rows); !s.ok()) return Fail("import", s.message(), 3);
+  std::cout << "imported " << rows.size() << " entries from " << o.file << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterSuppress(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<SuppressOptions>();
+  auto* cmd = app.add_subcommand(
+      "suppress", "Manage the suppression list: addresses and domains that get no mail");
+  cmd->require_subcommand(1);
+  cmd->fallthrough();  // --store and --config also after the subcommand
+  cmd->add_option("--store", o->store, "sqlite:PATH or postgresql://...")->capture_default_str();
+  cmd->add_option("--config", o->config,
+                  "configuration file (default: ./waymark.toml when there is one)");
+  auto* add = cmd->add_subcommand("add", "Suppress an address or a whole domain");
+  add->add_option("entry", o->entry, "an address (ana@example.com) or a domain (example.com)")
+      ->required();
+  add->add_option("--scope", o->scope, "all, or marketing (transactional mail still goes)")
+      ->check(CLI::IsMember({"all", "marketing"}))
+      ->capture_default_str();
+  add->add_option("--reason", o->reason, "why, for the record");
+  auto* remove = cmd->add_subcommand("remove", "Remove an entry");
+  remove->add_option("entry", o->entry, "the address or domain")->required();
+  auto* list = cmd->add_subcommand("list", "List the entries");
+  list->add_flag("--json", o->json, "as JSON");
+  auto* import = cmd->add_subcommand(
+      "import", "Add entries from a file of lines ENTRY[,SCOPE[,REASON]] (all or none)");
+  import->add_option("file", o->file, "the file")->required();
+  auto run = [=](int (*what)(const SuppressOptions&)) {
+    return [=] {
+      auto c = Config::LoadOrSay("suppress", o->config);
+      if (!c) {
+        *exit_code = kExitUsage;
+        return;
+      }
+      c->Under(cmd, "--store", "store", "url", o->store);
+      *exit_code = what(*o);
+    };
+  };
+  add->callback(run(Add));
+  remove->callback(run(Remove));
+  list->callback(run(List));
+  import->callback(run(Import));
+}
+
+}  // namespace waymark::cli
