@@ -599,25 +599,33 @@ TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
   EXPECT_NE(error.find("newer"), std::string::npos) << error;
 }
 
-TEST(SqliteStore, AVersion3StoreGainsSourcePositionsWhenOpened) {
-  fs::path p = fs::temp_directory_path() / ("waymark_v3_" + std::to_string(::getpid()) + ".db");
-  fs::remove(p);
-  { EXPECT_TRUE(OpenSqliteStore(p.string()).ok()); }
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
-  EXPECT_EQ(sqlite3_exec(db,
-                         "DROP TABLE source_positions; UPDATE meta SET value='3' WHERE "
-                         "key='schema_version'",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
-  auto s = OpenSqliteStore(p.string());
-  ASSERT_TRUE(s.ok()) << s.error();
-  Batch b;
-  b.position = SourcePosition{"S/c", 7, 0};
-  ASSERT_TRUE(s.value()->Commit(b).ok());
-  EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
-  fs::remove(p);
+// A store made by an earlier version (3: no source positions; 3 and 4: no
+// suppression tables) gains what is missing when opened.
+TEST(SqliteStore, AVersion3Or4StoreGainsTheLaterTablesWhenOpened) {
+  for (int version : {3, 4}) {
+    fs::path p = fs::temp_directory_path() /
+                 ("waymark_v" + std::to_string(version) + "_" + std::to_string(::getpid()) + ".db");
+    fs::remove(p);
+    { EXPECT_TRUE(OpenSqliteStore(p.string()).ok()); }
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+    std::string downgrade = "DROP TABLE suppressions; DROP TABLE suppressions_version; " +
+                            std::string(version == 3 ? "DROP TABLE source_positions; " : "") +
+                            "UPDATE meta SET value='" + std::to_string(version) +
+                            "' WHERE key='schema_version'";
+    EXPECT_EQ(sqlite3_exec(db, downgrade.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    auto s = OpenSqliteStore(p.string());
+    ASSERT_TRUE(s.ok()) << version << ": " << s.error();
+    Batch b;
+    b.position = SourcePosition{"S/c", 7, 0};
+    b.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 1}};
+    ASSERT_TRUE(s.value()->Commit(b).ok());
+    EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
+    EXPECT_EQ(s.value()->Suppressions().value().size(), 1u);
+    EXPECT_EQ(s.value()->SuppressionsVersion().value(), 1);
+    fs::remove(p);
+  }
 }
 
 TEST(SqliteStore, RefusesAStoreFromAnOlderDevelopmentVersion) {
