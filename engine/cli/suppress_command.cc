@@ -31,8 +31,8 @@ Micros Now() {
 }
 
 // A lowercased address or domain, or why it is neither.
-Result<std::string> Entry(std::string e) {
-  for (char& c : e) c = char(std::tolower(static_cast<unsigned char>(c)));
+Result<std::string> Entry(const std::string& given) {
+  std::string e = SuppressionEntry(given);
   if (e.find('@') != std::string::npos) {
     if (!ValidAddress(e)) return Status::Error("'" + e + "' is not a valid address");
     return e;

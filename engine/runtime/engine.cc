@@ -276,8 +276,7 @@ Status Engine::LoadSuppressions() {
 const SuppressionRow* Engine::SuppressedBy(const std::string& recipient,
                                            const std::string& intent) const {
   if (suppressed_.empty()) return nullptr;
-  std::string address = recipient;
-  for (char& c : address) c = char(std::tolower(static_cast<unsigned char>(c)));
+  std::string address = SuppressionEntry(recipient);
   size_t at = address.rfind('@');
   for (const std::string& entry :
        {address, at == std::string::npos ? std::string() : address.substr(at + 1)}) {
@@ -645,7 +644,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     } else if (result == "quota_exhausted") {
       throttle_.Suspend(wall_now + (retry_after ? retry_after : Micros(3600) * 1'000'000));
       final = false;
-    } else if (SpendsAnAttempt(result) && (result == "retry_later" || result == "provider_fault")) {
+    } else if (result == "retry_later" || result == "provider_fault") {
       ++p.spent;
       final = p.spent >= options_.max_attempts;
       if (final) gave_up = "gave up after " + std::to_string(p.spent) + " attempts: " + result;
@@ -654,8 +653,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     }
     if (result == "permanent_recipient") {
       // The address will never accept mail: no journey sends to it again.
-      std::string entry = s.recipient;
-      for (char& c : entry) c = char(std::tolower(static_cast<unsigned char>(c)));
+      std::string entry = SuppressionEntry(s.recipient);
       SuppressionRow row{entry, "all", r.detail, "bounce", wall_now};
       suppressed_.emplace(entry, row);
       batch_.suppressions.push_back(std::move(row));

@@ -12,6 +12,7 @@
 // threads at once. A read sees what is committed, never a batch in flight.
 #pragma once
 
+#include <cctype>
 #include <memory>
 #include <optional>
 #include <string>
@@ -85,6 +86,12 @@ struct SuppressionRow {
   std::string source;         // bounce | cli | import
   Micros created_at = 0;
 };
+
+// An address or a domain as the suppression list keys it: lowercased.
+inline std::string SuppressionEntry(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
 
 struct JourneyVersionRow {
   std::string hash;

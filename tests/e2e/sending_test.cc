@@ -16,19 +16,18 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_events.h"
+#include "tests/testing/process.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string Waymark(const std::string& args) {
-  std::string out;
-  FILE* p = ::popen((std::string(WAYMARK_BINARY) + " " + args).c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  EXPECT_EQ(WEXITSTATUS(::pclose(p)), 0) << out;
+// `waymark ARGS`: its standard output, and its exit code in `*code`.
+std::string Waymark(const std::string& args, int* code) {
+  int status = -1;
+  std::string out = waymark::testing_util::Shell(std::string(WAYMARK_BINARY) + " " + args, &status);
+  *code = WEXITSTATUS(status);
   return out;
 }
 
@@ -42,12 +41,15 @@ TEST(Throttling, TheSesSeedScenarioCompletesWithinTheLimitAndLearnsIt) {
     for (const auto& e : waymark::bench::MakeEvents(kSends)) events << e.text << "\n";
   }
   std::string record = (dir / "accepted.jsonl").string();
-  std::string out =
-      Waymark("run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
-              " --journeys " WAYMARK_SOURCE_DIR
-              "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas --store sqlite:" +
-              (dir / "w.db").string() + " --transport 'sim:?rate=14&burst=30&record=" + record +
-              "'" + " --transport-rate 30 --transport-burst 30 --json 2>/dev/null");
+  int code = -1;
+  std::string out = Waymark(
+      "run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
+          " --journeys " WAYMARK_SOURCE_DIR "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR
+          "/schemas --store sqlite:" +
+          (dir / "w.db").string() + " --transport 'sim:?rate=14&burst=30&record=" + record + "'" +
+          " --transport-rate 30 --transport-burst 30 --json 2>/dev/null",
+      &code);
+  EXPECT_EQ(code, 0) << out;
   json summary = json::parse(out);
   // 0 lost: every send accepted once, and nothing held back.
   EXPECT_EQ(summary["sends"]["welcome"]["accepted"], kSends) << summary["sends"].dump();
@@ -113,36 +115,30 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::string store = " --store sqlite:" + (dir / "w.db").string();
-  auto run = [](const std::string& args, int* status) {
-    std::string out;
-    FILE* p = ::popen((std::string(WAYMARK_BINARY) + " " + args + " 2>&1").c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    *status = WEXITSTATUS(::pclose(p));
-    return out;
-  };
   int status = -1;
-  EXPECT_EQ(run("suppress add User-1@Example.com --reason 'asked by phone'" + store, &status),
+  // Its messages, errors included, and its exit code in `status`.
+  auto run = [&](const std::string& args, int* code) {
+    return Waymark(args + store + " 2>&1", code);
+  };
+  EXPECT_EQ(run("suppress add User-1@Example.com --reason 'asked by phone'", &status),
             "suppressed user-1@example.com (all)\n");
   EXPECT_EQ(status, 0);
   std::ofstream(dir / "bad.txt") << "user-2@example.com\nnot@@valid\n";
-  EXPECT_EQ(run("suppress import " + (dir / "bad.txt").string() + store, &status),
+  EXPECT_EQ(run("suppress import " + (dir / "bad.txt").string(), &status),
             "waymark suppress import: " + (dir / "bad.txt").string() +
                 ":2: 'not@@valid' is not a valid address\n");
   EXPECT_EQ(status, 1);
   std::ofstream(dir / "good.txt") << "# from the old system\nuser-2@example.com,marketing\n"
                                      "user-3@example.com,all,complained\n";
-  EXPECT_EQ(run("suppress import " + (dir / "good.txt").string() + store, &status),
+  EXPECT_EQ(run("suppress import " + (dir / "good.txt").string(), &status),
             "imported 2 entries from " + (dir / "good.txt").string() + "\n");
-  json list = json::parse(run("suppress list --json" + store, &status));
+  json list = json::parse(run("suppress list --json", &status));
   ASSERT_EQ(list.size(), 3u);  // nothing from the refused file
   EXPECT_EQ(list[0]["entry"], "user-1@example.com");
   EXPECT_EQ(list[0]["reason"], "asked by phone");
   EXPECT_EQ(list[2]["reason"], "complained");
-  EXPECT_EQ(run("suppress remove user-3@example.com" + store, &status),
-            "removed user-3@example.com\n");
-  run("suppress remove user-3@example.com" + store, &status);
+  EXPECT_EQ(run("suppress remove user-3@example.com", &status), "removed user-3@example.com\n");
+  run("suppress remove user-3@example.com", &status);
   EXPECT_EQ(status, 1);
   // user-1: suppressed; user-2: marketing only, and welcome is
   // transactional, so it goes; user-3: removed, so it goes.
@@ -152,9 +148,11 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   }
   json summary = json::parse(
       Waymark("run --events " + (dir / "events.jsonl").string() + " --clock event --until-idle" +
-              " --journeys " WAYMARK_SOURCE_DIR
-              "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas" +
-              store + " --transport null: --json 2>/dev/null"));
+                  " --journeys " WAYMARK_SOURCE_DIR
+                  "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas" +
+                  store + " --transport null: --json 2>/dev/null",
+              &status));
+  EXPECT_EQ(status, 0);
   EXPECT_EQ(summary["sends"]["welcome"]["suppressed"], 1) << summary["sends"].dump();
   EXPECT_EQ(summary["sends"]["welcome"]["accepted"], 4);
   fs::remove_all(dir);

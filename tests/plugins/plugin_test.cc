@@ -16,6 +16,7 @@
 
 #include "engine/delivery/plugin.h"
 #include "engine/delivery/transport.h"
+#include "tests/testing/process.h"
 
 namespace waymark {
 namespace {
@@ -287,13 +288,11 @@ TEST_F(PluginTest, TransportUrlsNameAPluginAndItsConfiguration) {
 }
 
 // Through the binary: `waymark plugins` and a run with a plugin transport.
-std::string RunBinary(const std::string& args, int* status) {
-  std::string out;
-  FILE* p = ::popen((std::string(WAYMARK_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = WEXITSTATUS(::pclose(p));
+std::string RunBinary(const std::string& args, int* code) {
+  int status = -1;
+  std::string out =
+      testing_util::Shell(std::string(WAYMARK_BINARY) + " " + args + " 2>&1", &status);
+  *code = WEXITSTATUS(status);
   return out;
 }
 
