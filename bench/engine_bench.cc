@@ -49,7 +49,8 @@ double RunEngine(const std::vector<RawInput>& events, size_t batch, const std::s
   o.journeys_dir = WAYMARK_SOURCE_DIR "/bench/engine_journeys";
   o.schemas_dir = WAYMARK_SOURCE_DIR "/schemas";
   o.event_clock = true;
-  auto engine = Engine::Create(o, store.value().get(), t.value().get());
+  auto engine =
+      Engine::Create(o, store.value().get(), {{.name = "bench", .transport = t.value().get()}});
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", engine.error().c_str());
     std::exit(1);

@@ -76,12 +76,12 @@ void BM_ThrottleTake(benchmark::State& state) {
 BENCHMARK(BM_ThrottleTake);
 
 void Send(benchmark::State& state, Transport& transport) {
-  OutMessage m{"wm-1",
-               "Subject: x\r\n\r\nbody\r\n",
-               "noreply@waymark.example",
-               "user-1@example.com",
-               "transactional",
-               1};
+  OutMessage m;
+  m.key = "wm-1";
+  m.data = "Subject: x\r\n\r\nbody\r\n";
+  m.from = "noreply@waymark.example";
+  m.to = "user-1@example.com";
+  m.intent = "transactional";
   std::vector<OutMessage> batch(size_t(state.range(0)), m);
   int64_t i = 0;
   for (auto _ : state) {
@@ -111,8 +111,12 @@ void BM_StageChain(benchmark::State& state) {
     MessageParams p = Params(i++);
     p.content = Welcome().Render(TemplateRoots{{"key", &key}, {"journey", &journey}}).value();
     benchmark::DoNotOptimize(throttle.Take(i * 1000));
-    std::vector<OutMessage> one = {{p.idempotency_key, BuildMessage(p).value(),
-                                    "noreply@waymark.example", p.to, "transactional", 1}};
+    std::vector<OutMessage> one(1);
+    one[0].key = p.idempotency_key;
+    one[0].data = BuildMessage(p).value();
+    one[0].from = "noreply@waymark.example";
+    one[0].to = p.to;
+    one[0].intent = "transactional";
     benchmark::DoNotOptimize(Sim().SendBatch(one));
     if (ns.size() < ns.capacity()) {
       ns.push_back(

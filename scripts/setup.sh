@@ -12,7 +12,7 @@ PACKAGES=(
   libjemalloc-dev libsqlite3-dev libkainjow-mustache-dev libvalijson-dev libtomlplusplus-dev
   libspdlog-dev libcurl4-openssl-dev libcpp-httplib-dev libluajit-5.1-dev
   libnats-dev nats-server libpqxx-dev postgresql
-  python3-aiosmtpd graphviz hyperfine
+  python3-aiosmtpd openssl graphviz hyperfine
 )
 
 missing=()

@@ -58,7 +58,61 @@ struct RunOptions {
   JetStreamOptions source;  // source.url empty: no stream
   uint32_t partitions = 1, partition = 0;
   std::string config;  // waymark.toml
+  // waymark.toml's [[provider]] tables; used when --transport is not given.
+  nlohmann::json providers = nlohmann::json::array();
 };
+
+// The providers sends go to, open: --transport's one, or waymark.toml's.
+struct OpenProviders {
+  std::vector<std::unique_ptr<Transport>> transports;
+  std::vector<Provider> providers;
+  std::string Describe() const {
+    std::string out;
+    for (const Provider& p : providers) {
+      out += (out.empty() ? "" : "; ") + (providers.size() > 1 ? p.name + ": " : std::string()) +
+             p.transport->Describe();
+    }
+    return out;
+  }
+};
+
+Result<OpenProviders> OpenProvidersFor(const RunOptions& o) {
+  std::filesystem::path dir =
+      o.plugin_dir.empty() ? DefaultPluginDir() : std::filesystem::path(o.plugin_dir);
+  OpenProviders out;
+  if (o.providers.empty()) {
+    auto t = OpenTransport(o.transport, dir);
+    if (!t.ok()) return t.status();
+    size_t colon = o.transport.find(':');
+    Provider p;
+    p.name = o.transport.substr(0, colon);
+    p.rate = o.transport_rate;
+    p.burst = o.transport_burst;
+    p.transport = t.value().get();
+    out.transports.push_back(std::move(t).value());
+    out.providers.push_back(p);
+    return out;
+  }
+  for (const nlohmann::json& c : o.providers) {  // checked against the schema
+    Provider p;
+    p.name = c.at("name").get<std::string>();
+    for (const Provider& q : out.providers) {
+      if (q.name == p.name)
+        return Status::Error("[[provider]] name '" + p.name + "' is used twice");
+    }
+    auto t = OpenTransport(p.name, c.at("plugin").get<std::string>(),
+                           c.value("config", nlohmann::json::object()), dir);
+    if (!t.ok()) return Status::Error("[[provider]] " + p.name + ": " + t.error());
+    p.intents = c.value("intents", std::vector<std::string>());
+    p.cost = c.value("cost", 0.0);
+    p.rate = c.value("rate", 0.0);
+    p.burst = c.value("burst", 1u);
+    p.transport = t.value().get();
+    out.transports.push_back(std::move(t).value());
+    out.providers.push_back(p);
+  }
+  return out;
+}
 
 // Requests from the HTTP thread to the engine thread. Each is answered only
 // after its events are committed.
@@ -124,7 +178,7 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
   });
 }
 
-void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_json) {
+void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as_json) {
   const RunSummary& s = e.summary();
   auto dead = store.DeadLetters();
   if (as_json) {
@@ -145,6 +199,7 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
                         {"dead_letters", s.dead_letters},
                         {"timers_fired", s.timers_fired},
                         {"other_partitions", s.other_partitions},
+                        {"providers", s.providers},
                         {"outbox", t.Describe()}};
     std::cout << j.dump(2) << "\n";
     return;
@@ -197,6 +252,18 @@ void PrintSummary(const Engine& e, const Transport& t, Store& store, bool as_jso
     size_t shown = 0;
     for (auto it = dead.value().rbegin(); it != dead.value().rend() && shown < 5; ++it, ++shown) {
       std::cout << "      " << it->input << ": " << it->reason << "\n";
+    }
+  }
+  if (t.providers.size() > 1) {
+    std::cout << "  providers (cheapest first):\n";
+    for (const Provider& p : t.providers) {
+      std::cout << "    " << p.name << ":";
+      auto by = s.providers.find(p.name);
+      if (by == s.providers.end()) std::cout << " nothing sent";
+      if (by != s.providers.end()) {
+        for (const auto& [result, n] : by->second) std::cout << " " << result << " " << n;
+      }
+      std::cout << "\n";
     }
   }
   std::cout << "  messages: " << t.Describe() << "\n";
@@ -374,8 +441,7 @@ int Run(const RunOptions& o) {
     std::cerr << "waymark run: " << store.error() << "\n";
     return kExitUsage;
   }
-  auto transport = OpenTransport(
-      o.transport, o.plugin_dir.empty() ? DefaultPluginDir() : std::filesystem::path(o.plugin_dir));
+  auto transport = OpenProvidersFor(o);
   if (!transport.ok()) {
     std::cerr << "waymark run: " << transport.error() << "\n";
     return kExitUsage;
@@ -416,12 +482,10 @@ int Run(const RunOptions& o) {
                  "--max-attempts >= 1, --transport-rate >= 0 and --transport-burst >= 1\n";
     return kExitUsage;
   }
-  eo.send_rate = o.transport_rate;
-  eo.send_burst = o.transport_burst;
   eo.max_attempts = o.max_attempts;
   eo.retry_base = retry_base * kMicrosPerSecond;
   eo.retry_max = retry_max * kMicrosPerSecond;
-  auto engine = Engine::Create(eo, store.value().get(), transport.value().get());
+  auto engine = Engine::Create(eo, store.value().get(), transport.value().providers);
   if (!engine.ok()) {
     std::cerr << "waymark run: " << engine.error() << "\n";
     return kExitUsage;
@@ -568,7 +632,7 @@ int Run(const RunOptions& o) {
       std::this_thread::sleep_for(std::chrono::microseconds(std::max<Micros>(wait, 1000)));
     }
   }
-  PrintSummary(e, *transport.value(), *store.value(), o.json);
+  PrintSummary(e, transport.value(), *store.value(), o.json);
   return kExitOk;
 }
 
@@ -696,11 +760,19 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
                 << "):";
       if (sj["results"].empty())
         std::cout << " pending until " << sj["not_before"].get<std::string>();
-      for (const auto& x : sj["results"]) {
-        std::cout << " " << x["result"].get<std::string>() << " at "
-                  << x["time"].get<std::string>();
-      }
+      // One line per attempt: what, when, from which provider, and why.
       std::cout << "\n";
+      for (const auto& x : sj["results"]) {
+        const nlohmann::json& d = x["detail"];
+        std::cout << "    " << x["time"].get<std::string>() << "  "
+                  << x["result"].get<std::string>();
+        if (d.contains("provider")) std::cout << " via " << d["provider"].get<std::string>();
+        if (d.contains("failed_over")) std::cout << " (failed over)";
+        if (d.contains("detail") && !d["detail"].get<std::string>().empty()) {
+          std::cout << ": " << d["detail"].get<std::string>();
+        }
+        std::cout << "\n";
+      }
     }
   }
   return kExitOk;
@@ -807,6 +879,16 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--schemas", "", "schemas", o->schemas);
     cfg.Under(cmd, "--store", "store", "url", o->store);
     cfg.Under(cmd, "--transport", "transport", "url", o->transport);
+    // [[provider]] tables, unless --transport names one.
+    if (const nlohmann::json* p = cfg.Find("", "provider")) {
+      if (cfg.Find("transport", "url")) {
+        std::cerr << "waymark run: " << cfg.path()
+                  << ": give [transport] url or [[provider]] tables, not both\n";
+        *exit_code = kExitUsage;
+        return;
+      }
+      if (cmd->get_option("--transport")->count() == 0) o->providers = *p;
+    }
     cfg.Under(cmd, "--plugin-dir", "plugins", "dir", o->plugin_dir);
     cfg.UnderNumber(cmd, "--transport-rate", "transport", "rate", o->transport_rate);
     cfg.UnderNumber(cmd, "--transport-burst", "transport", "burst", o->transport_burst);

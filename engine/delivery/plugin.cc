@@ -339,6 +339,11 @@ class PluginTransport : public Transport {
       m[i].envelope_from = {o.from.c_str(), o.from.size()};
       m[i].recipients = &rcpt[i];
       m[i].recipient_count = 1;
+      m[i].subject = {o.subject.c_str(), o.subject.size()};
+      m[i].from_header = {o.from_header.c_str(), o.from_header.size()};
+      m[i].text_body = {o.text.c_str(), o.text.size()};
+      m[i].html_body = {o.html.c_str(), o.html.size()};
+      m[i].list_unsubscribe = {o.list_unsubscribe.c_str(), o.list_unsubscribe.size()};
       std::memset(&r[i], 0, sizeof r[i]);
       r[i].struct_size = sizeof(wm_send_result);
     }
@@ -367,7 +372,8 @@ class PluginTransport : public Transport {
     add(Field(r.provider_code));
     if (r.kind == WM_RESULT_THROTTLED) {
       static const char* kScopes[] = {"provider", "provider", "domain", "recipient"};
-      add("scope " + std::string(r.throttle_scope < 4 ? kScopes[r.throttle_scope] : "provider"));
+      t.scope = r.throttle_scope < 4 ? kScopes[r.throttle_scope] : "provider";
+      add("scope " + t.scope);
     }
     if (r.retry_after_ms) add("retry after " + std::to_string(r.retry_after_ms) + " ms");
     std::string text = Field(r.text);

@@ -52,7 +52,8 @@ int64_t Throttle::Take(int64_t now_us) {
 }
 
 void Throttle::Throttled(int64_t now_us, int64_t retry_after_us) {
-  Suspend(now_us + std::max<int64_t>(retry_after_us, 0));
+  // Without pacing, a signal without a retry-after still pauses a second.
+  Suspend(now_us + std::max<int64_t>(retry_after_us, gcra_ ? 0 : kSecond));
   if (!gcra_) return;
   if (last_cut_ == 0 || now_us - last_cut_ >= kSecond) {
     last_cut_ = now_us;

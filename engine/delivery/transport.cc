@@ -16,7 +16,7 @@ class NullTransport : public Transport {
  public:
   std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
     std::vector<TransportResult> out(messages.size());
-    for (size_t i = 0; i < messages.size(); ++i) out[i] = {"accepted", messages[i].key, "", 0};
+    for (size_t i = 0; i < messages.size(); ++i) out[i] = {"accepted", messages[i].key, "", 0, ""};
     return out;
   }
   std::string Describe() const override { return "nowhere (null transport)"; }
@@ -52,20 +52,57 @@ fs::path DefaultPluginDir() {
   return exe.parent_path().parent_path() / "lib" / "waymark" / "plugins";
 }
 
+Result<std::unique_ptr<Transport>> OpenTransport(const std::string& instance,
+                                                 const std::string& plugin,
+                                                 const nlohmann::json& config,
+                                                 const fs::path& plugin_dir) {
+  if (plugin == "null") return std::unique_ptr<Transport>(new NullTransport());
+  auto loaded = Plugin::Load(plugin_dir, plugin);
+  if (!loaded.ok()) return loaded.status();
+  return loaded.value()->Create(instance, config);
+}
+
 Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
                                                  const fs::path& plugin_dir) {
-  if (url == "null:") return std::unique_ptr<Transport>(new NullTransport());
+  if (url == "null:") return OpenTransport("null", "null", json::object(), plugin_dir);
   size_t colon = url.find(':');
   if (colon == std::string::npos || colon == 0) {
     return Status::Error("transport '" + url +
-                         "': expected null:, file:DIR or PLUGIN:?KEY=VALUE&...");
+                         "': expected null:, file:DIR, smtp://HOST:PORT or PLUGIN:?KEY=VALUE&...");
   }
   std::string name = url.substr(0, colon), rest = url.substr(colon + 1);
   json config = json::object();
   if (name == "file") {
     if (rest.empty()) return Status::Error("transport '" + url + "': expected file:DIR");
     config["dir"] = rest;
-  } else if (!rest.empty()) {
+    rest.clear();
+  } else if (name == "smtp" || name == "smtps") {
+    // smtp://[USER:PASS@]HOST:PORT[?KEY=VALUE&...]: the credentials become
+    // the plugin's username and password, never part of its url.
+    size_t q = rest.find('?');
+    std::string authority = rest.substr(0, q);
+    rest = q == std::string::npos ? "" : rest.substr(q);
+    if (authority.rfind("//", 0) != 0 || authority.size() < 3) {
+      return Status::Error("transport '" + url + "': expected " + name +
+                           "://[USER:PASS@]HOST:PORT");
+    }
+    authority = authority.substr(2);
+    if (size_t at = authority.rfind('@'); at != std::string::npos) {
+      std::string userinfo = authority.substr(0, at), user, pass;
+      size_t c = userinfo.find(':');
+      if (!Unescape(userinfo.substr(0, c), user) ||
+          (c != std::string::npos && !Unescape(userinfo.substr(c + 1), pass))) {
+        return Status::Error("transport '" + name +
+                             "://...': malformed %-escape in the credentials");
+      }
+      config["username"] = user;
+      config["password"] = pass;
+      authority = authority.substr(at + 1);
+    }
+    config["url"] = name + "://" + authority;
+    name = "smtp";
+  }
+  if (!rest.empty()) {
     if (rest[0] != '?') {
       return Status::Error("transport '" + url + "': expected " + name + ":?KEY=VALUE&...");
     }
@@ -77,7 +114,7 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
       size_t eq = pair.find('=');
       if (eq == std::string::npos || eq == 0 || !Unescape(pair.substr(0, eq), key) ||
           !Unescape(pair.substr(eq + 1), value)) {
-        return Status::Error("transport '" + url + "': '" + pair + "' is not KEY=VALUE");
+        return Status::Error("transport " + name + ": '" + pair + "' is not KEY=VALUE");
       }
       // A number or a boolean is one; anything else is a string.
       json v;
@@ -85,9 +122,7 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
       i = amp + 1;
     }
   }
-  auto plugin = Plugin::Load(plugin_dir, name);
-  if (!plugin.ok()) return plugin.status();
-  return plugin.value()->Create(name, config);
+  return OpenTransport(name, name, config, plugin_dir);
 }
 
 }  // namespace waymark

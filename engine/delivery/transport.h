@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/base/result.h"
 
 namespace waymark {
@@ -21,6 +23,8 @@ struct OutMessage {
   std::string to;      // the envelope recipient, an addr-spec
   std::string intent;  // transactional | marketing | digest
   uint32_t attempt = 1;
+  // The parts `data` was built from (ABI 1.1's wm_message fields).
+  std::string subject, from_header, text, html, list_unsubscribe;
 };
 
 struct TransportResult {
@@ -28,6 +32,7 @@ struct TransportResult {
   std::string provider_id;  // the provider's id for an accepted message
   std::string detail;       // the provider's codes and text, or why
   uint32_t retry_after_ms = 0;
+  std::string scope;  // throttled: provider | domain | recipient
 };
 
 class Transport {
@@ -40,10 +45,19 @@ class Transport {
 };
 
 // A transport from its URL: "null:" (accepts everything, keeps nothing),
-// "file:DIR" (the file plugin, {"dir": DIR}), or "NAME:?K=V&..." (plugin
-// NAME, configured with {"K": V, ...}; a V that reads as a JSON number or
+// "file:DIR" (the file plugin, {"dir": DIR}), "smtp://[USER:PASS@]HOST:PORT"
+// or smtps:// (the smtp plugin, {"url", "username", "password"}), each
+// optionally followed by "?K=V&...", or "NAME:?K=V&..." (plugin NAME,
+// configured with {"K": V, ...}; a V that reads as a JSON number or
 // boolean is one). Plugins are loaded from `plugin_dir` only.
 Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
+                                                 const std::filesystem::path& plugin_dir);
+
+// An instance named `instance` of `plugin` ("null" is built in), with its
+// configuration (a [[provider]]'s config table).
+Result<std::unique_ptr<Transport>> OpenTransport(const std::string& instance,
+                                                 const std::string& plugin,
+                                                 const nlohmann::json& config,
                                                  const std::filesystem::path& plugin_dir);
 
 // The plugin directory of this installation: DIR/../lib/waymark/plugins,

@@ -14,23 +14,44 @@ using nlohmann::json;
 namespace {
 
 // Whether a result used up one of a send's attempts: the provider's "slow
-// down" and "come back later" did not (docs/engine.md, "Sending").
-bool SpendsAnAttempt(const std::string& result) {
-  return result != "throttled" && result != "quota_exhausted" && result != "deferred";
+// down" and "come back later" did not, nor a provider's fault that failed
+// over to another (docs/engine.md, "Sending").
+bool SpendsAnAttempt(const std::string& result, const json& detail) {
+  return result != "throttled" && result != "quota_exhausted" && result != "deferred" &&
+         !detail.contains("failed_over");
+}
+
+// A result the engine decides itself, with no provider asked.
+TransportResult Outcome(std::string kind, std::string detail) {
+  TransportResult r;
+  r.kind = std::move(kind);
+  r.detail = std::move(detail);
+  return r;
+}
+
+// The lowercased domain of an address ("" without an '@').
+std::string DomainOf(const std::string& address) {
+  size_t at = address.rfind('@');
+  std::string d = at == std::string::npos ? "" : address.substr(at + 1);
+  for (char& c : d) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return d;
 }
 
 }  // namespace
 
-Engine::Engine(const EngineOptions& o, Store* s, Transport* t)
+Engine::Engine(const EngineOptions& o, Store* s, std::vector<Provider> providers)
     : options_(o),
       store_(s),
-      transport_(t),
-      templates_(o.templates_dir.empty() ? o.journeys_dir + "/templates" : o.templates_dir),
-      throttle_(o.send_rate, o.send_burst) {}
+      router_(std::move(providers)),
+      templates_(o.templates_dir.empty() ? o.journeys_dir + "/templates" : o.templates_dir) {}
 
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, Store* store,
-                                               Transport* transport) {
-  std::unique_ptr<Engine> e(new Engine(options, store, transport));
+                                               std::vector<Provider> providers) {
+  if (providers.empty()) return Status::Error("no provider to send with");
+  for (const Provider& p : providers) {
+    if (!p.transport) return Status::Error("provider '" + p.name + "' has no transport");
+  }
+  std::unique_ptr<Engine> e(new Engine(options, store, std::move(providers)));
   if (Status s = e->Start(); !s.ok()) return s;
   return e;
 }
@@ -119,7 +140,7 @@ Status Engine::Start() {
     if (prior.value().empty()) continue;
     SendProgress& p = progress_[s.key];
     p.recorded = int(prior.value().size());
-    for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result);
+    for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result, r.detail);
   }
   if (Status s = LoadSuppressions(); !s.ok()) return s;
   committer_ = std::make_unique<Committer>(store_);
@@ -621,34 +642,51 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
 }
 
 void Engine::Dispatch(Micros now, Micros wall_now) {
-  std::vector<SendRow> later, ready;
-  std::vector<OutMessage> messages;
+  std::vector<SendRow> later;
+  // Per provider: the sends going to it and their messages.
+  std::vector<std::vector<SendRow>> ready(router_.size());
+  std::vector<std::vector<OutMessage>> messages(router_.size());
   auto hold = [&](SendRow& s, Micros until) {
     progress_[s.key].retry_at = until;
     later.push_back(std::move(s));
   };
   static const SendProgress kFresh;
-  // Records one attempt's result and decides what follows (docs/engine.md,
-  // "Sending").
-  auto record = [&](SendRow& s, const TransportResult& r) {
+  // Records one attempt's result (from `provider`, or -1 when none was
+  // asked) and decides what follows (docs/engine.md, "Sending").
+  auto record = [&](SendRow& s, int provider, const TransportResult& r) {
     // Most sends finish at their first attempt: no entry for them.
     auto it = progress_.find(s.key);
     SendProgress p = it == progress_.end() ? kFresh : it->second;
     const std::string& result = r.kind;
     Micros retry_after = Micros(r.retry_after_ms) * 1000;
-    bool final = true;
+    std::string domain = DomainGroup(DomainOf(s.recipient));
+    if (provider >= 0) router_.Record(provider, domain, r, wall_now);
+    bool final = true, failed_over = false;
     std::string gave_up;
-    if (result == "throttled") {
-      throttle_.Throttled(wall_now, retry_after);
+    Micros wait = retry_after;
+    if (result == "throttled" || result == "quota_exhausted") {
+      final = false;  // the router holds the provider or the domain back
+      if (r.scope == "recipient") {
+        // This mailbox is receiving too fast: back off, spending nothing.
+        ++p.held;
+        Micros cap = RetryCeiling(p.held, options_.retry_base, options_.retry_max);
+        wait = std::max(wait, Micros(std::uniform_int_distribution<Micros>(0, cap)(jitter_)));
+      } else {
+        wait = 0;  // the router says when a provider has room
+      }
+    } else if (result == "provider_fault" && router_.CanFailOver(provider, s.intent, wall_now)) {
+      // Not the message's fault, and another provider can take it now.
       final = false;
-    } else if (result == "quota_exhausted") {
-      throttle_.Suspend(wall_now + (retry_after ? retry_after : Micros(3600) * 1'000'000));
-      final = false;
+      failed_over = true;
+      wait = 0;
     } else if (result == "retry_later" || result == "provider_fault") {
       ++p.spent;
       final = p.spent >= options_.max_attempts;
       if (final) gave_up = "gave up after " + std::to_string(p.spent) + " attempts: " + result;
-    } else if (SpendsAnAttempt(result)) {
+      // Exponential backoff with full jitter, and not before the retry-after.
+      Micros cap = RetryCeiling(p.spent, options_.retry_base, options_.retry_max);
+      wait = std::max(wait, Micros(std::uniform_int_distribution<Micros>(0, cap)(jitter_)));
+    } else if (SpendsAnAttempt(result, json::object())) {
       ++p.spent;
     }
     if (result == "permanent_recipient") {
@@ -659,6 +697,11 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       batch_.suppressions.push_back(std::move(row));
     }
     json d = {{"detail", r.detail}};
+    if (provider >= 0) {
+      d["provider"] = router_.provider(provider).name;
+      ++summary_.providers[router_.provider(provider).name][result];
+    }
+    if (failed_over) d["failed_over"] = true;
     if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
@@ -673,12 +716,6 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       return;
     }
     progress_[s.key] = p;
-    Micros wait = retry_after;
-    if (result == "retry_later" || result == "provider_fault") {
-      // Exponential backoff with full jitter, and not before the retry-after.
-      Micros cap = RetryCeiling(p.spent, options_.retry_base, options_.retry_max);
-      wait = std::max(wait, Micros(std::uniform_int_distribution<Micros>(0, cap)(jitter_)));
-    }
     hold(s, wall_now + wait);
   };
   // A command may have changed the suppression list: seen at this dispatch.
@@ -701,27 +738,36 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       continue;
     }
     if (const SuppressionRow* by = SuppressedBy(s.recipient, s.intent)) {
-      record(s, {"suppressed", "", by->entry + " (" + by->source + ": " + by->reason + ")", 0});
+      record(s, -1, Outcome("suppressed", by->entry + " (" + by->source + ": " + by->reason + ")"));
       continue;
     }
-    if (Micros wait = throttle_.Take(wall_now); wait > 0) {
-      hold(s, wall_now + wait);  // no attempt: it was never sent
+    Router::Choice c = router_.Take(s.intent, DomainGroup(DomainOf(s.recipient)), wall_now);
+    if (c.provider < 0 && c.wait == 0) {
+      std::string why = "no provider sends " + s.intent + " mail";
+      DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", why, "");
+      record(s, -1, Outcome("dead_letter", why));
+      continue;
+    }
+    if (c.provider < 0) {
+      hold(s, wall_now + c.wait);  // no attempt: it was never sent
       continue;
     }
     Result<OutMessage> message = Render(s);
     if (!message.ok()) {
+      router_.Unused(c.provider);
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
-      record(s, {"dead_letter", "", message.error(), 0});
+      record(s, -1, Outcome("dead_letter", message.error()));
       continue;
     }
-    messages.push_back(std::move(message).value());
+    messages[c.provider].push_back(std::move(message).value());
     auto p = progress_.find(s.key);
-    messages.back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
-    ready.push_back(std::move(s));
+    messages[c.provider].back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
+    ready[c.provider].push_back(std::move(s));
   }
-  if (!messages.empty()) {
-    std::vector<TransportResult> sent = transport_->SendBatch(messages);
-    for (size_t i = 0; i < ready.size(); ++i) record(ready[i], sent[i]);
+  for (size_t i = 0; i < router_.size(); ++i) {
+    if (messages[i].empty()) continue;
+    std::vector<TransportResult> sent = router_.provider(int(i)).transport->SendBatch(messages[i]);
+    for (size_t j = 0; j < ready[i].size(); ++j) record(ready[i][j], int(i), sent[j]);
   }
   pending_ = std::move(later);
 }
@@ -753,6 +799,11 @@ Result<OutMessage> Engine::Render(const SendRow& s) {
   m.data = std::move(data).value();
   m.to = s.recipient;
   m.intent = s.intent;
+  m.subject = std::move(p.content.subject);
+  m.from_header = std::move(p.from);
+  m.text = std::move(p.content.text);
+  m.html = std::move(p.content.html);
+  if (p.list_unsubscribe) m.list_unsubscribe = std::move(p.unsubscribe_url);
   return m;
 }
 

@@ -17,9 +17,8 @@
 #include "dsl/ir.h"
 #include "engine/core/event.h"
 #include "engine/core/step.h"
+#include "engine/delivery/router.h"
 #include "engine/delivery/template.h"
-#include "engine/delivery/throttle.h"
-#include "engine/delivery/transport.h"
 #include "engine/runtime/committer.h"
 #include "engine/store/store.h"
 
@@ -43,11 +42,8 @@ struct EngineOptions {
   // events of other partitions only move its clock.
   uint32_t partition = 0;
   uint32_t partitions = 1;
-  // Sending (docs/engine.md, "Sending"), on the wall clock: the
-  // transport's rate ceiling per second and burst (0: no pacing), and
-  // retries with exponential backoff and full jitter.
-  double send_rate = 0;
-  uint32_t send_burst = 1;
+  // Sending (docs/engine.md, "Sending"), on the wall clock: retries with
+  // exponential backoff and full jitter. Rates are the providers'.
   int max_attempts = 8;
   Micros retry_base = 1'000'000;
   Micros retry_max = 600'000'000;
@@ -84,17 +80,20 @@ struct RunSummary {
   int64_t unknown_types = 0;                       // events no journey listens to
   std::map<std::string, int64_t> dead_letters;     // reason -> count
   int64_t started = 0, completed = 0, exited = 0;
-  std::map<std::string, int64_t> entries_refused;               // reason -> count
-  int64_t capped = 0, deferred = 0;                             // frequency cap decisions
-  std::map<std::string, std::map<std::string, int64_t>> sends;  // template -> result -> count
+  std::map<std::string, int64_t> entries_refused;                   // reason -> count
+  int64_t capped = 0, deferred = 0;                                 // frequency cap decisions
+  std::map<std::string, std::map<std::string, int64_t>> sends;      // template -> result -> count
+  std::map<std::string, std::map<std::string, int64_t>> providers;  // provider -> result -> count
   int64_t timers_fired = 0;
   int64_t other_partitions = 0;  // events left to the engines of other partitions
 };
 
 class Engine {
  public:
+  // Sends go to `providers` (docs/engine.md, "Providers and routing"):
+  // at least one; their transports must outlive the engine.
   static Result<std::unique_ptr<Engine>> Create(const EngineOptions& options, Store* store,
-                                                Transport* transport);
+                                                std::vector<Provider> providers);
 
   // Decodes, deduplicates and routes a batch of inputs, fires the timers
   // that fall before them (event clock), and hands the batch to the
@@ -144,7 +143,7 @@ class Engine {
   // Instance ids by KeyOf(journey, key).
   using KeyIndex = std::unordered_map<std::string, std::vector<std::string>>;
 
-  Engine(const EngineOptions& o, Store* s, Transport* t);
+  Engine(const EngineOptions& o, Store* s, std::vector<Provider> providers);
   Status Start();
   bool Mine(std::string_view key) const {
     return options_.partitions <= 1 || PartitionOf(key, options_.partitions) == options_.partition;
@@ -183,7 +182,7 @@ class Engine {
 
   EngineOptions options_;
   Store* store_;
-  Transport* transport_;
+  Router router_;
   std::unique_ptr<EventDecoder> decoder_;
   TemplateSet templates_;
 
@@ -222,6 +221,7 @@ class Engine {
   // (docs/engine.md, "Sending"), and when it may go again (wall clock).
   struct SendProgress {
     int recorded = 0, spent = 0;
+    int held = 0;  // recipient-scoped throttle answers: they back off, spending nothing
     Micros retry_at = 0;
   };
   std::unordered_map<std::string, SendProgress> progress_;
@@ -232,7 +232,6 @@ class Engine {
   Status LoadSuppressions();
   // The entry that suppresses a send to `recipient` with `intent`, or null.
   const SuppressionRow* SuppressedBy(const std::string& recipient, const std::string& intent) const;
-  Throttle throttle_;
   std::mt19937_64 jitter_{std::random_device{}()};
   Micros clock_ = 0;
   RunSummary summary_;

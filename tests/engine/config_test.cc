@@ -36,6 +36,16 @@ TEST(Config, TheDocumentedExampleIsValidAndEveryKeyIsInTheOperationsGuide) {
   std::string example = ReadFile(SourceRoot() / "docs/waymark.toml");
   int keys = 0;
   for (const auto& [k, v] : schema["properties"].items()) {
+    if (v.contains("items")) {  // an array of tables: [[k]]
+      EXPECT_NE(example.find("[[" + k + "]]"), std::string::npos) << k;
+      for (const auto& [key, _] : v["items"]["properties"].items()) {
+        ++keys;
+        EXPECT_NE(guide.find("| `[[" + k + "]] " + key + "` |"), std::string::npos)
+            << k << "." << key;
+        EXPECT_NE(example.find(key + " = "), std::string::npos) << k << "." << key;
+      }
+      continue;
+    }
     if (!v.contains("properties")) {
       ++keys;
       EXPECT_NE(guide.find("| `" + k + "` |"), std::string::npos) << k;

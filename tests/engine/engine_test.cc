@@ -52,7 +52,7 @@ class EngineTest : public testing::Test {
       transport_ = OpenTransport("file:" + (dir_ / "outbox").string(), WAYMARK_PLUGIN_DIR).value();
     o.journeys_dir = (dir_ / "journeys").string();
     o.schemas_dir = "";
-    auto e = Engine::Create(o, store_.get(), transport_.get());
+    auto e = Engine::Create(o, store_.get(), {{.name = "test", .transport = transport_.get()}});
     ASSERT_TRUE(e.ok()) << e.error();
     engine_ = std::move(e).value();
   }

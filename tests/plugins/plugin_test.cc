@@ -71,8 +71,13 @@ class PluginTest : public ::testing::Test {
   }
 
   static OutMessage Message(const std::string& key) {
-    return {key, "Subject: hi\r\n\r\nbody\r\n", "news@example.com", "ana@example.org", "marketing",
-            1};
+    OutMessage m;
+    m.key = key;
+    m.data = "Subject: hi\r\n\r\nbody\r\n";
+    m.from = "news@example.com";
+    m.to = "ana@example.org";
+    m.intent = "marketing";
+    return m;
   }
 
   fs::path root_, dir_, marker_;
@@ -301,7 +306,7 @@ TEST_F(PluginTest, WaymarkPluginsListsTheDirectoryAndFailsWhenOneIsRefused) {
   int status = -1;
   std::string out = RunBinary("plugins --plugin-dir " + dir_.string(), &status);
   EXPECT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("probe        0.0.1    ABI 1.0   ok: a test plugin that answers what it is "
+  EXPECT_NE(out.find("probe        0.0.1    ABI 1.1   ok: a test plugin that answers what it is "
                      "told (configuration: probe.schema.json)"),
             std::string::npos)
       << out;

@@ -86,7 +86,7 @@ const wm_transport_plugin waymark_transport_plugin = {
     .struct_size = (uint32_t)sizeof(wm_transport_plugin),
     .magic = WAYMARK_TRANSPORT_MAGIC,
     .abi_major = PROBE_ABI_MAJOR,
-    .abi_minor = WAYMARK_TRANSPORT_ABI_MINOR,
+    .abi_minor = PROBE_ABI_MAJOR == WAYMARK_TRANSPORT_ABI_MAJOR ? WAYMARK_TRANSPORT_ABI_MINOR : 0,
     .name = PROBE_DESCRIPTOR_NAME,
     .version = "0.0.1",
     .summary = "a test plugin that answers what it is told",

@@ -25,7 +25,14 @@ std::unique_ptr<Transport> Sim(const std::string& query) {
 
 OutMessage Message(const std::string& key, const std::string& to = "ana@example.org",
                    uint32_t attempt = 1) {
-  return {key, "Subject: x\r\n\r\nbody\r\n", "news@example.com", to, "marketing", attempt};
+  OutMessage m;
+  m.key = key;
+  m.data = "Subject: x\r\n\r\nbody\r\n";
+  m.from = "news@example.com";
+  m.to = to;
+  m.intent = "marketing";
+  m.attempt = attempt;
+  return m;
 }
 
 std::vector<OutMessage> Messages(int n, const std::string& prefix) {

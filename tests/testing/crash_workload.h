@@ -3,10 +3,6 @@
 // reading an outbox.
 #pragma once
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
@@ -19,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/files.h"
+#include "tests/testing/process.h"
 
 namespace waymark::testing_util {
 
@@ -68,27 +65,6 @@ inline void WriteEvents(const fs::path& path, int n) {
   std::stable_sort(evs.begin(), evs.end(), [](const E& a, const E& b) { return a.t < b.t; });
   std::ofstream out(path);
   for (const E& e : evs) out << e.j.dump() << "\n";
-}
-
-// Starts `args` (argv[0] a path) with stdout to /dev/null.
-inline pid_t Spawn(const std::vector<std::string>& args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-inline int RunToEnd(const std::vector<std::string>& args) {
-  int status = 0;
-  waitpid(Spawn(args), &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 // Every file in an outbox: name -> a 64-bit digest of its bytes (FNV-1a;

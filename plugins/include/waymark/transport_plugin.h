@@ -1,5 +1,5 @@
 /*
- * waymark/transport_plugin.h: the transport plugin C ABI, version 1.0.
+ * waymark/transport_plugin.h: the transport plugin C ABI, version 1.1.
  *
  * A transport plugin is a shared library that takes rendered RFC 5322
  * messages and says what became of each one, in the result taxonomy below.
@@ -78,7 +78,7 @@ extern "C" {
 /* Versions, names, symbols                                                  */
 
 #define WAYMARK_TRANSPORT_ABI_MAJOR 1
-#define WAYMARK_TRANSPORT_ABI_MINOR 0
+#define WAYMARK_TRANSPORT_ABI_MINOR 1
 
 /* "WMTP" read as a big-endian number; stored in native byte order. */
 #define WAYMARK_TRANSPORT_MAGIC 0x574D5450u
@@ -243,6 +243,16 @@ typedef struct wm_message {
    * engine sends one recipient per message today. */
   const wm_str* recipients;
   size_t recipient_count;
+  /* ABI 1.1. The message's parts as the journey rendered them, for
+   * providers whose API takes fields rather than a whole message (Resend,
+   * Postmark): UTF-8, not encoded, empty when absent. They say what `data`
+   * says; a plugin uses one or the other. Present when
+   * WM_HAS_FIELD(wm_message, m, list_unsubscribe). */
+  wm_str subject;
+  wm_str from_header;      /* the From mailbox: "Name <addr>" or "addr" */
+  wm_str text_body;        /* the text/plain part */
+  wm_str html_body;        /* the text/html part */
+  wm_str list_unsubscribe; /* RFC 8058 one-click URL (marketing mail), or empty */
 } wm_message;
 
 /* What became of one message. Allocated by the host and zeroed, with

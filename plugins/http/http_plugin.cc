@@ -1,0 +1,361 @@
+// The http transport plugin: JSON HTTP provider APIs over libcurl, one
+// keep-alive connection per instance.
+//   api "resend": POST {base_url}/emails with the message's parts (ABI 1.1)
+//     as Resend takes them, `Authorization: Bearer {api_key}`, and our
+//     idempotency key as `Idempotency-Key` (Resend keeps keys 24 hours).
+//   api "ses": POST {base_url}/v2/email/outbound-emails, the whole message
+//     as Content.Raw (base64), signed with AWS Signature Version 4
+//     (libcurl's CURLOPT_AWS_SIGV4).
+// Answers map into the result taxonomy as docs/plugins.md ("The http
+// plugin") lays out. The configuration is schemas/plugins/http.schema.json.
+#include <curl/curl.h>
+#include <waymark/transport_plugin.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+using nlohmann::json;
+
+namespace {
+
+int instances = 0;  // create() and destroy() never overlap (the ABI's rule)
+
+template <size_t N>
+void Put(char (&field)[N], const std::string& s) {
+  std::snprintf(field, N, "%s", s.c_str());
+}
+
+std::string Str(const wm_str& s) { return std::string(s.ptr, s.len); }
+
+bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+std::string Base64(const char* p, size_t n) {
+  static const char k[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((n + 2) / 3 * 4);
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = uint32_t(uint8_t(p[i])) << 16;
+    if (i + 1 < n) v |= uint32_t(uint8_t(p[i + 1])) << 8;
+    if (i + 2 < n) v |= uint8_t(p[i + 2]);
+    out += k[(v >> 18) & 63];
+    out += k[(v >> 12) & 63];
+    out += i + 1 < n ? k[(v >> 6) & 63] : '=';
+    out += i + 2 < n ? k[v & 63] : '=';
+  }
+  return out;
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+struct wm_transport {
+  const wm_host* host = nullptr;
+  std::string api, base_url, api_key, access_key_id, secret_access_key, region,
+      configuration_set, description;
+  long timeout_ms = 30000, connect_timeout_ms = 10000;
+  CURL* curl = nullptr;
+  char curl_error[CURL_ERROR_SIZE] = {};
+  // One request's answer.
+  std::string body, retry_after, error_type;
+  bool request_sent = false;
+};
+
+namespace {
+
+size_t OnBody(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<wm_transport*>(user);
+  if (t->body.size() < (1 << 20)) t->body.append(data, size * n);
+  return size * n;
+}
+
+size_t OnHeader(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<wm_transport*>(user);
+  std::string line(data, size * n);
+  size_t colon = line.find(':');
+  if (colon == std::string::npos) return size * n;
+  std::string name = Lower(line.substr(0, colon)), value = line.substr(colon + 1);
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
+  while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+    value.pop_back();
+  if (name == "retry-after") t->retry_after = value;
+  if (name == "x-amzn-errortype") t->error_type = value.substr(0, value.find(':'));
+  return size * n;
+}
+
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t ulnow) {
+  auto* t = static_cast<wm_transport*>(user);
+  if (ulnow > 0) t->request_sent = true;
+  return 0;
+}
+
+// Retry-After in seconds (HTTP dates are not used by these APIs).
+uint32_t RetryAfterMs(const std::string& v) {
+  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 6) return 0;
+  return uint32_t(std::stoul(v) * 1000);
+}
+
+// The request for one message, as the API takes it.
+std::string RequestBody(const wm_transport* t, const wm_message* m) {
+  json to = json::array();
+  for (size_t i = 0; i < m->recipient_count; ++i) to.push_back(Str(m->recipients[i]));
+  if (t->api == "resend") {
+    json j = {{"from", Str(m->from_header)}, {"to", to}, {"subject", Str(m->subject)}};
+    if (m->text_body.len) j["text"] = Str(m->text_body);
+    if (m->html_body.len) j["html"] = Str(m->html_body);
+    if (m->list_unsubscribe.len) {
+      j["headers"] = {{"List-Unsubscribe", "<" + Str(m->list_unsubscribe) + ">"},
+                      {"List-Unsubscribe-Post", "List-Unsubscribe=One-Click"}};
+    }
+    return j.dump();
+  }
+  json j = {{"Destination", {{"ToAddresses", to}}},
+            {"Content", {{"Raw", {{"Data", Base64(m->data.ptr, m->data.len)}}}}}};
+  if (m->envelope_from.len) j["FromEmailAddress"] = Str(m->envelope_from);
+  if (!t->configuration_set.empty()) j["ConfigurationSetName"] = t->configuration_set;
+  return j.dump();
+}
+
+// What an answer means (docs/plugins.md, "The http plugin").
+void Map(const wm_transport* t, long status, wm_send_result* r) {
+  json j = json::parse(t->body, nullptr, false);
+  std::string code, message;
+  if (j.is_object()) {
+    code = j.value("name", "");
+    if (code.empty()) code = t->error_type;
+    if (j.contains("message") && j["message"].is_string()) message = j["message"];
+    if (j.contains("Message") && j["Message"].is_string()) message = j["Message"];
+  }
+  if (code.empty()) code = t->error_type;
+  r->http_status = uint16_t(status);
+  Put(r->provider_code, code);
+  Put(r->text, message.empty() ? t->body.substr(0, 200) : message);
+  r->retry_after_ms = RetryAfterMs(t->retry_after);
+  if (status >= 200 && status < 300) {
+    std::string id = j.is_object() ? j.value(t->api == "resend" ? "id" : "MessageId", "") : "";
+    r->kind = WM_RESULT_ACCEPTED;
+    Put(r->provider_message_id, id);
+    Put(r->text, "");
+    return;
+  }
+  const std::string lower = Lower(code + " " + message);
+  if (status == 429 || code == "TooManyRequestsException" || code == "ThrottlingException") {
+    bool quota = lower.find("quota") != std::string::npos;
+    r->kind = quota ? WM_RESULT_QUOTA_EXHAUSTED : WM_RESULT_THROTTLED;
+    if (!quota) r->throttle_scope = WM_THROTTLE_PROVIDER;
+    return;
+  }
+  if (code == "LimitExceededException") {  // SES: the daily sending quota
+    r->kind = WM_RESULT_QUOTA_EXHAUSTED;
+    return;
+  }
+  if (status == 409) {
+    // Resend: the key was used before with another body (the send was
+    // accepted then), or its first request is still being processed.
+    r->kind = code == "concurrent_idempotent_requests" ? WM_RESULT_RETRY_LATER
+                                                         : WM_RESULT_DUPLICATE;
+    if (r->kind == WM_RESULT_RETRY_LATER && !r->retry_after_ms) r->retry_after_ms = 1000;
+    return;
+  }
+  if (status == 401 || status == 403 || code == "MailFromDomainNotVerifiedException" ||
+      code == "AccountSuspendedException" || code == "SendingPausedException" ||
+      code == "missing_api_key" || code == "invalid_api_key" || code == "restricted_api_key") {
+    r->kind = WM_RESULT_PROVIDER_FAULT;
+    return;
+  }
+  if (status >= 500 || status == 408) {
+    r->kind = WM_RESULT_RETRY_LATER;
+    return;
+  }
+  r->kind = WM_RESULT_PERMANENT_MESSAGE;  // 400, 422: validation, MessageRejected
+}
+
+void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
+  if (t->api == "resend" && !WM_HAS_FIELD(wm_message, m, list_unsubscribe)) {
+    r->kind = WM_RESULT_PERMANENT_MESSAGE;
+    Put(r->text, "the host is older than transport ABI 1.1: no message parts to send");
+    return;
+  }
+  CURL* c = t->curl;
+  t->body.clear();
+  t->retry_after.clear();
+  t->error_type.clear();
+  t->request_sent = false;
+  t->curl_error[0] = '\0';
+  std::string payload = RequestBody(t, m);
+  std::string url = t->base_url + (t->api == "resend" ? "/emails" : "/v2/email/outbound-emails");
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  headers = curl_slist_append(headers, "Accept: application/json");
+  if (t->api == "resend") {
+    headers = curl_slist_append(headers, ("Authorization: Bearer " + t->api_key).c_str());
+    headers =
+        curl_slist_append(headers, ("Idempotency-Key: " + Str(m->idempotency_key)).c_str());
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(payload.size()));
+  CURLcode rc = curl_easy_perform(c);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+  curl_slist_free_all(headers);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (rc == CURLE_OK) {
+    Map(t, status, r);
+    return;
+  }
+  Put(r->text, t->curl_error[0] ? t->curl_error : curl_easy_strerror(rc));
+  switch (rc) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+      r->kind = WM_RESULT_PROVIDER_FAULT;
+      return;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+      r->kind = WM_RESULT_RETRY_LATER;
+      return;
+    default:
+      // Once the request went out, the provider may have taken it.
+      r->kind = t->request_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
+  }
+}
+
+bool Loopback(const std::string& url) {
+  size_t at = url.find("://");
+  std::string host = at == std::string::npos ? url : url.substr(at + 3);
+  return StartsWith(host, "127.") || StartsWith(host, "localhost") || StartsWith(host, "[::1]");
+}
+
+int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* err,
+           size_t err_size) {
+  try {
+    json c = json::parse(config_json.ptr, config_json.ptr + config_json.len);
+    auto t = std::make_unique<wm_transport>();
+    t->host = host;
+    t->api = c.at("api").get<std::string>();
+    t->region = c.value("region", "us-east-1");
+    t->base_url = c.value("base_url", t->api == "resend"
+                                          ? std::string("https://api.resend.com")
+                                          : "https://email." + t->region + ".amazonaws.com");
+    while (!t->base_url.empty() && t->base_url.back() == '/') t->base_url.pop_back();
+    if (StartsWith(t->base_url, "http://") && !Loopback(t->base_url)) {
+      std::snprintf(err, err_size, "base_url %s: credentials would cross the network in clear",
+                    t->base_url.c_str());
+      return WM_ERR_CONFIG;
+    }
+    t->api_key = c.value("api_key", "");
+    t->access_key_id = c.value("access_key_id", "");
+    t->secret_access_key = c.value("secret_access_key", "");
+    t->configuration_set = c.value("configuration_set", "");
+    if (t->api == "resend" && t->api_key.empty()) {
+      std::snprintf(err, err_size, "api \"resend\" needs api_key");
+      return WM_ERR_CONFIG;
+    }
+    if (t->api == "ses" && (t->access_key_id.empty() || t->secret_access_key.empty())) {
+      std::snprintf(err, err_size, "api \"ses\" needs access_key_id and secret_access_key");
+      return WM_ERR_CONFIG;
+    }
+    t->timeout_ms = c.value("timeout_ms", 30000L);
+    t->connect_timeout_ms = c.value("connect_timeout_ms", 10000L);
+    std::string ca_file = c.value("ca_file", "");
+    if (instances == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      std::snprintf(err, err_size, "curl_global_init failed");
+      return WM_ERR_RESOURCE;
+    }
+    ++instances;
+    t->curl = curl_easy_init();
+    if (!t->curl) {
+      if (--instances == 0) curl_global_cleanup();
+      std::snprintf(err, err_size, "curl_easy_init failed");
+      return WM_ERR_RESOURCE;
+    }
+    CURL* h = t->curl;
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, t.get());
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, t.get());
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, t.get());
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->curl_error);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "waymark-http/0.1.0");
+    if (!ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, ca_file.c_str());
+    std::string account;
+    if (t->api == "ses") {
+      std::string sigv4 = "aws:amz:" + t->region + ":ses";
+      curl_easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4.c_str());  // copied by libcurl
+      curl_easy_setopt(h, CURLOPT_USERNAME, t->access_key_id.c_str());
+      curl_easy_setopt(h, CURLOPT_PASSWORD, t->secret_access_key.c_str());
+      account = "key " + t->access_key_id;
+    } else {
+      account = "key " + t->api_key.substr(0, std::min<size_t>(6, t->api_key.size())) + "...";
+    }
+    t->description = t->base_url + " (" + t->api + " API, " + account + ")";
+    *out = t.release();
+    return WM_OK;
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_size, "%s", e.what());
+    return WM_ERR_CONFIG;
+  }
+}
+
+void Destroy(wm_transport* t) {
+  curl_easy_cleanup(t->curl);
+  delete t;
+  if (--instances == 0) curl_global_cleanup();
+}
+
+void Info(wm_transport* t, wm_transport_info* out) {
+  Put(out->description, t->description);
+  if (t->api == "resend") {
+    out->flags = WM_TRANSPORT_IDEMPOTENT;
+    out->idempotency_window_s = 86400;
+  }
+}
+
+void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
+               uint32_t timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (size_t i = 0; i < count; ++i) {
+    wm_send_result* r = wm_result_at(results, i);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      r->kind = WM_RESULT_RETRY_LATER;
+      Put(r->text, "not attempted: the batch's time ran out");
+      continue;
+    }
+    try {
+      SendOne(t, wm_message_at(messages, i), r);
+    } catch (const std::exception& e) {  // out of memory
+      r->kind = t->request_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
+      Put(r->text, e.what());
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" const wm_transport_plugin waymark_transport_plugin = {
+    WAYMARK_TRANSPORT_PLUGIN_HEADER,
+    .name = "http",
+    .version = "0.1.0",
+    .summary = "JSON HTTP provider APIs: Resend (with Idempotency-Key) and SES v2 (SigV4)",
+    .config_schema = "http.schema.json",
+    .create = Create,
+    .destroy = Destroy,
+    .info = Info,
+    .send_batch = SendBatch,
+};

@@ -1,0 +1,108 @@
+#include "smtp_reply.h"
+
+#include <cctype>
+
+#include <waymark/transport_plugin.h>
+
+namespace waymark::smtp {
+namespace {
+
+bool StartsWith(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+// "4.7.0" at the start of `s`: class 2/4/5, subject and detail of 1-3 digits.
+size_t EnhancedLength(const std::string& s) {
+  if (s.size() < 5 || (s[0] != '2' && s[0] != '4' && s[0] != '5') || s[1] != '.') return 0;
+  size_t i = 2, digits = 0;
+  while (i < s.size() && std::isdigit(uint8_t(s[i])) && digits < 3) ++i, ++digits;
+  if (!digits || i >= s.size() || s[i] != '.') return 0;
+  size_t j = i + 1;
+  digits = 0;
+  while (j < s.size() && std::isdigit(uint8_t(s[j])) && digits < 3) ++j, ++digits;
+  if (!digits || (j < s.size() && !std::isspace(uint8_t(s[j])))) return 0;
+  return j;
+}
+
+}  // namespace
+
+Reply ParseReply(const std::string& lines) {
+  Reply r;
+  size_t start = 0;
+  while (start < lines.size()) {
+    size_t end = lines.find('\n', start);
+    if (end == std::string::npos) end = lines.size();
+    std::string line = lines.substr(start, end - start);
+    start = end + 1;
+    while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+    if (line.size() < 3 || !std::isdigit(uint8_t(line[0])) || !std::isdigit(uint8_t(line[1])) ||
+        !std::isdigit(uint8_t(line[2])) || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
+      continue;
+    }
+    int code = std::stoi(line.substr(0, 3));
+    if (code != r.code) r = Reply{code, "", ""};  // a new reply starts
+    std::string rest = line.size() > 4 ? line.substr(4) : "";
+    if (size_t n = EnhancedLength(rest)) {
+      r.enhanced = rest.substr(0, n);
+      rest = rest.substr(n);
+      while (!rest.empty() && rest[0] == ' ') rest.erase(0, 1);
+    }
+    if (!rest.empty()) r.text += (r.text.empty() ? "" : " ") + rest;
+  }
+  return r;
+}
+
+Mapped MapReply(const Reply& reply, Stage stage) {
+  const int code = reply.code;
+  const std::string& e = reply.enhanced;
+  Mapped m;
+  auto throttled = [&](uint32_t scope, uint32_t retry_after_ms = 0) {
+    m.kind = WM_RESULT_THROTTLED;
+    m.scope = scope;
+    m.retry_after_ms = retry_after_ms;
+    return m;
+  };
+  auto kind = [&](uint32_t k) {
+    m.kind = k;
+    return m;
+  };
+  if (code >= 400 && code < 500) {
+    // Yahoo's "421 4.7.0 [TSS04]": that path is suspended for about 2 hours.
+    if (reply.text.find("TSS04") != std::string::npos) {
+      return throttled(WM_THROTTLE_PROVIDER, 2 * 3600 * 1000);
+    }
+    if (e == "4.7.28") return throttled(WM_THROTTLE_DOMAIN);  // Gmail: rate limited
+    if (e == "4.2.1" && code == 450) return throttled(WM_THROTTLE_RECIPIENT);
+    if (code == 454 && stage != Stage::kAuth && stage != Stage::kConnect) {
+      return throttled(WM_THROTTLE_PROVIDER);  // SES: "454 Throttling failure"
+    }
+    if ((code == 421 || code == 451) && StartsWith(e, "4.7.")) {
+      return throttled(WM_THROTTLE_PROVIDER);  // Gmail: "421 4.7.0" unsolicited rate
+    }
+    // 421/451 otherwise, 452 4.2.2 over quota, 452 4.5.3 too many
+    // recipients (one per message here: as it stands, a retry).
+    return kind(WM_RESULT_RETRY_LATER);
+  }
+  if (code >= 500 && code < 600) {
+    if (stage == Stage::kAuth || code == 530 || code == 535 || e == "5.7.8" || e == "5.7.9" ||
+        e == "5.7.11") {
+      return kind(WM_RESULT_PROVIDER_FAULT);  // our credentials or TLS, not the message
+    }
+    if (code == 552 && e == "5.5.3") return kind(WM_RESULT_RETRY_LATER);  // too many recipients
+    if (StartsWith(e, "5.1.") && e != "5.1.7" && e != "5.1.8") {
+      return kind(WM_RESULT_PERMANENT_RECIPIENT);  // 5.1.7/5.1.8: the sender's address
+    }
+    if (e == "5.2.1") return kind(WM_RESULT_PERMANENT_RECIPIENT);  // mailbox disabled
+    if (!e.empty()) {
+      if (stage == Stage::kMail && StartsWith(e, "5.7.")) return kind(WM_RESULT_PROVIDER_FAULT);
+      return kind(WM_RESULT_PERMANENT_MESSAGE);  // 5.7.x policy, 5.3.4 size, 5.6.x content
+    }
+    if (code == 553 || (code == 550 && stage == Stage::kRcpt)) {
+      return kind(WM_RESULT_PERMANENT_RECIPIENT);
+    }
+    return kind(stage == Stage::kMail ? WM_RESULT_PROVIDER_FAULT : WM_RESULT_PERMANENT_MESSAGE);
+  }
+  return kind(WM_RESULT_AMBIGUOUS);  // no reply, or not one we know
+}
+
+}  // namespace waymark::smtp

@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""A real SMTP server for the smtp plugin's tests: aiosmtpd with a handler
+that answers on cue.
+
+A recipient whose local part is cueNNNxK (cue550x0@example.com) is answered
+with reply NNN below K times, then accepted; K = 0 means always. Replies at
+RCPT unless marked "data" (answered after the message body instead).
+
+Every connection and every reply is one JSON line in DIR/log.jsonl; every
+accepted message is DIR/N.eml. The port (bound on 127.0.0.1, chosen by the
+kernel) is written to DIR/port once the server listens.
+
+    smtp_server.py DIR [--tls CERT KEY] [--auth USER:PASS]
+"""
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import ssl
+import warnings
+
+from aiosmtpd.smtp import SMTP, AuthResult
+
+CUES = {
+    "421": ("rcpt", "421 4.7.0 Try again later, closing connection. (unsolicited rate)"),
+    "450": ("rcpt", "450 4.2.1 The user you are trying to contact is receiving mail too fast."),
+    "452": ("rcpt", "452 4.5.3 Your message has too many recipients."),
+    "550": ("rcpt", "550 5.1.1 The email account that you tried to reach does not exist."),
+    "554": ("data", "554 5.7.1 Message rejected: content policy."),
+    "451": ("data", "451 4.3.0 Mail server temporarily rejected message."),
+}
+CUE = re.compile(r"^cue(\d{3})x(\d+)@", re.IGNORECASE)
+
+
+class Log:
+    def __init__(self, directory):
+        self.dir = directory
+        self.file = open(os.path.join(directory, "log.jsonl"), "a", buffering=1)
+        self.messages = 0
+
+    def write(self, **fields):
+        self.file.write(json.dumps(fields) + "\n")
+
+
+class Handler:
+    def __init__(self, log):
+        self.log = log
+        self.answered = {}  # recipient -> times its cue was answered
+
+    def cue(self, address, stage):
+        m = CUE.match(address)
+        if not m or m.group(1) not in CUES or CUES[m.group(1)][0] != stage:
+            return None
+        times = int(m.group(2))
+        n = self.answered.get(address.lower(), 0)
+        if times and n >= times:
+            return None
+        self.answered[address.lower()] = n + 1
+        return CUES[m.group(1)][1]
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.cue(address, "rcpt")
+        if reply:
+            self.log.write(event="reply", stage="rcpt", rcpt=address, reply=reply)
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        for address in envelope.rcpt_tos:
+            reply = self.cue(address, "data")
+            if reply:
+                self.log.write(event="reply", stage="data", rcpt=address, reply=reply)
+                return reply
+        self.log.messages += 1
+        name = "%d.eml" % self.log.messages
+        with open(os.path.join(self.log.dir, name), "wb") as f:
+            f.write(envelope.original_content)
+        qid = "Q%06d" % self.log.messages
+        self.log.write(event="accepted", mail_from=envelope.mail_from, rcpt=envelope.rcpt_tos,
+                       file=name, id=qid, tls=session.ssl is not None,
+                       auth=session.auth_data)
+        return "250 2.0.0 Ok: queued as " + qid
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("dir")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--auth", metavar="USER:PASS")
+    a = p.parse_args()
+    # aiosmtpd's own messages (a refused TLS handshake's traceback) go to a
+    # file, not into the test's output.
+    logging.basicConfig(filename=os.path.join(a.dir, "server.log"), level=logging.INFO)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    log = Log(a.dir)
+    handler = Handler(log)
+    kwargs = {}
+    if a.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.tls[0], a.tls[1])
+        kwargs.update(tls_context=ctx, require_starttls=True)
+    if a.auth:
+        user, password = a.auth.split(":", 1)
+
+        def authenticate(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+            log.write(event="auth", mechanism=mechanism, ok=ok)
+            # handled=False: aiosmtpd answers a failure itself (535 5.7.8).
+            return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+        kwargs.update(authenticator=authenticate, auth_required=True,
+                      auth_require_tls=bool(a.tls))
+
+    class Server(SMTP):
+        def connection_made(self, transport):
+            log.write(event="connect")
+            super().connection_made(transport)
+
+    async def serve():
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Server(handler, hostname="waymark-test", **kwargs), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with open(os.path.join(a.dir, "port.tmp"), "w") as f:
+            f.write(str(port))
+        os.rename(os.path.join(a.dir, "port.tmp"), os.path.join(a.dir, "port"))
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
