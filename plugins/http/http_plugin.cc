@@ -30,9 +30,13 @@ void Put(char (&field)[N], const std::string& s) {
   std::snprintf(field, N, "%s", s.c_str());
 }
 
-std::string Str(const wm_str& s) { return std::string(s.ptr, s.len); }
+std::string Str(const wm_str& s) {
+  return std::string(s.ptr, s.len);
+}
 
-bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+bool StartsWith(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
 
 std::string Base64(const char* p, size_t n) {
   static const char k[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -59,8 +63,8 @@ std::string Lower(std::string s) {
 
 struct wm_transport {
   const wm_host* host = nullptr;
-  std::string api, base_url, api_key, access_key_id, secret_access_key, region,
-      configuration_set, description;
+  std::string api, base_url, api_key, access_key_id, secret_access_key, region, configuration_set,
+      description;
   long timeout_ms = 30000, connect_timeout_ms = 10000;
   CURL* curl = nullptr;
   char curl_error[CURL_ERROR_SIZE] = {};
@@ -160,8 +164,8 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
   if (status == 409) {
     // Resend: the key was used before with another body (the send was
     // accepted then), or its first request is still being processed.
-    r->kind = code == "concurrent_idempotent_requests" ? WM_RESULT_RETRY_LATER
-                                                         : WM_RESULT_DUPLICATE;
+    r->kind =
+        code == "concurrent_idempotent_requests" ? WM_RESULT_RETRY_LATER : WM_RESULT_DUPLICATE;
     if (r->kind == WM_RESULT_RETRY_LATER && !r->retry_after_ms) r->retry_after_ms = 1000;
     return;
   }
@@ -196,8 +200,7 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   headers = curl_slist_append(headers, "Accept: application/json");
   if (t->api == "resend") {
     headers = curl_slist_append(headers, ("Authorization: Bearer " + t->api_key).c_str());
-    headers =
-        curl_slist_append(headers, ("Idempotency-Key: " + Str(m->idempotency_key)).c_str());
+    headers = curl_slist_append(headers, ("Idempotency-Key: " + Str(m->idempotency_key)).c_str());
   }
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
@@ -243,9 +246,9 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     t->host = host;
     t->api = c.at("api").get<std::string>();
     t->region = c.value("region", "us-east-1");
-    t->base_url = c.value("base_url", t->api == "resend"
-                                          ? std::string("https://api.resend.com")
-                                          : "https://email." + t->region + ".amazonaws.com");
+    t->base_url =
+        c.value("base_url", t->api == "resend" ? std::string("https://api.resend.com")
+                                               : "https://email." + t->region + ".amazonaws.com");
     while (!t->base_url.empty() && t->base_url.back() == '/') t->base_url.pop_back();
     if (StartsWith(t->base_url, "http://") && !Loopback(t->base_url)) {
       std::snprintf(err, err_size, "base_url %s: credentials would cross the network in clear",

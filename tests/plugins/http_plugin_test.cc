@@ -1,0 +1,267 @@
+// The http plugin against a local HTTP server (cpp-httplib, in the test)
+// that answers as Resend and as SES v2 do.
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/delivery/message.h"
+#include "engine/delivery/transport.h"
+
+namespace waymark {
+namespace {
+
+using nlohmann::json;
+
+std::string Unbase64(const std::string& in) {
+  static const std::string k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t v = 0;
+  int bits = 0;
+  for (char c : in) {
+    size_t i = k.find(c);
+    if (i == std::string::npos) continue;  // '=' and anything else
+    v = (v << 6) | uint32_t(i);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += char((v >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// What the server saw of one request.
+struct Seen {
+  std::string path, authorization, idempotency_key, amz_date, content_type;
+  json body;
+};
+
+// A provider on 127.0.0.1, on a port of the kernel's choosing. The
+// recipient's local part picks the answer.
+class Provider {
+ public:
+  Provider() {
+    server_.Post("/emails", [this](const httplib::Request& q, httplib::Response& a) {
+      Seen s = Record(q);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (s.authorization != "Bearer re_test_key") {
+        return Answer(
+            a, 401,
+            {{"statusCode", 401}, {"name", "invalid_api_key"}, {"message", "API key is invalid"}});
+      }
+      std::string to = s.body["to"][0];
+      if (to.rfind("limited@", 0) == 0) {
+        a.set_header("retry-after", "2");
+        return Answer(
+            a, 429,
+            {{"name", "rate_limit_exceeded"},
+             {"message", "Too many requests. You can only make 10 requests per second."}});
+      }
+      if (to.rfind("quota@", 0) == 0) {
+        return Answer(a, 429,
+                      {{"name", "daily_quota_exceeded"},
+                       {"message", "You have reached your daily email sending quota."}});
+      }
+      if (to.rfind("invalid@", 0) == 0) {
+        return Answer(a, 422, {{"name", "validation_error"}, {"message", "Invalid `to` field."}});
+      }
+      if (to.rfind("broken@", 0) == 0) return Answer(a, 500, {{"name", "internal_server_error"}});
+      // Idempotency: the same key with the same body is answered as the
+      // first time; with another body, 409.
+      auto [it, fresh] = keys_.try_emplace(s.idempotency_key, s.body.dump(), "");
+      if (!fresh && it->second.first != s.body.dump()) {
+        return Answer(a, 409,
+                      {{"name", "invalid_idempotent_request"},
+                       {"message", "Same idempotency key used with a different request payload."}});
+      }
+      if (fresh) it->second.second = "re_" + std::to_string(++ids_);
+      Answer(a, 200, {{"id", it->second.second}});
+    });
+    server_.Post(
+        "/v2/email/outbound-emails", [this](const httplib::Request& q, httplib::Response& a) {
+          Seen s = Record(q);
+          std::string to = s.body["Destination"]["ToAddresses"][0];
+          if (to.rfind("rejected@", 0) == 0) {
+            a.set_header("x-amzn-ErrorType", "MessageRejected:http://internal.amazon.com/");
+            return Answer(a, 400, {{"message", "Email address is not verified."}});
+          }
+          if (to.rfind("limited@", 0) == 0) {
+            a.set_header("x-amzn-ErrorType", "TooManyRequestsException:");
+            return Answer(a, 429, {{"message", "Maximum sending rate exceeded."}});
+          }
+          if (to.rfind("paused@", 0) == 0) {
+            a.set_header("x-amzn-ErrorType", "SendingPausedException:");
+            return Answer(a, 400, {{"message", "Sending is paused for this account."}});
+          }
+          std::lock_guard<std::mutex> lock(mu_);
+          Answer(a, 200, {{"MessageId", "0100018e-ses-" + std::to_string(++ids_)}});
+        });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    // bind_to_any_port() listens already: a connection waits for the accept loop.
+  }
+  ~Provider() {
+    server_.stop();
+    thread_.join();
+  }
+  std::string Base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::vector<Seen> seen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+ private:
+  Seen Record(const httplib::Request& q) {
+    Seen s{q.path,
+           q.get_header_value("Authorization"),
+           q.get_header_value("Idempotency-Key"),
+           q.get_header_value("x-amz-date"),
+           q.get_header_value("Content-Type"),
+           json::parse(q.body, nullptr, false)};
+    std::lock_guard<std::mutex> lock(mu_);
+    seen_.push_back(s);
+    return s;
+  }
+  static void Answer(httplib::Response& a, int status, const json& body) {
+    a.status = status;
+    a.set_content(body.dump(), "application/json");
+  }
+
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<Seen> seen_;
+  std::map<std::string, std::pair<std::string, std::string>> keys_;  // key -> body, id
+  int ids_ = 0;
+};
+
+OutMessage Message(const std::string& key, const std::string& to,
+                   const std::string& subject = "Hello") {
+  MessageParams p;
+  p.idempotency_key = key;
+  p.from = "Waymark <news@waymark.example>";
+  p.to = to;
+  p.date = 1'780'000'000'000'000;
+  p.list_unsubscribe = true;
+  p.unsubscribe_url = "https://waymark.example/u?m=" + key;
+  p.content.subject = subject;
+  p.content.text = "Hi";
+  p.content.html = "<p>Hi</p>";
+  OutMessage m;
+  m.key = key;
+  m.data = BuildMessage(p).value();
+  m.from = "news@waymark.example";
+  m.to = to;
+  m.intent = "marketing";
+  m.subject = subject;
+  m.from_header = p.from;
+  m.text = p.content.text;
+  m.html = p.content.html;
+  m.list_unsubscribe = p.unsubscribe_url;
+  return m;
+}
+
+std::unique_ptr<Transport> Open(const std::string& query) {
+  auto t = OpenTransport("http:?" + query, WAYMARK_PLUGIN_DIR);
+  EXPECT_TRUE(t.ok()) << t.error();
+  return t.ok() ? std::move(t).value() : nullptr;
+}
+
+TEST(Http, ResendAnswersMapToResults) {
+  Provider provider;
+  auto t = Open("api=resend&api_key=re_test_key&base_url=" + provider.Base());
+  ASSERT_TRUE(t);
+  std::vector<OutMessage> batch = {
+      Message("k1", "ana@example.com"),
+      Message("k2", "limited@example.com"),
+      Message("k3", "quota@example.com"),
+      Message("k4", "invalid@example.com"),
+      Message("k5", "broken@example.com"),
+      Message("k1", "ana@example.com"),  // a retry: same key, same body
+      Message("k1", "ana@example.com", "Changed")};
+  auto r = t->SendBatch(batch);
+  ASSERT_EQ(r.size(), batch.size());
+  EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;
+  EXPECT_EQ(r[0].provider_id, "re_1");
+  EXPECT_EQ(r[1].kind, "throttled") << r[1].detail;
+  EXPECT_EQ(r[1].scope, "provider");
+  EXPECT_EQ(r[1].retry_after_ms, 2000u);
+  EXPECT_NE(r[1].detail.find("http 429 rate_limit_exceeded"), std::string::npos) << r[1].detail;
+  EXPECT_EQ(r[2].kind, "quota_exhausted") << r[2].detail;
+  EXPECT_EQ(r[3].kind, "permanent_message") << r[3].detail;
+  EXPECT_NE(r[3].detail.find("http 422 validation_error"), std::string::npos) << r[3].detail;
+  EXPECT_EQ(r[4].kind, "retry_later") << r[4].detail;
+  EXPECT_EQ(r[5].kind, "accepted") << r[5].detail;  // Resend replays the first answer
+  EXPECT_EQ(r[5].provider_id, "re_1");
+  EXPECT_EQ(r[6].kind, "duplicate") << r[6].detail;  // 409: the key was used, with another body
+  // What Resend was sent.
+  auto seen = provider.seen();
+  ASSERT_EQ(seen.size(), batch.size());
+  EXPECT_EQ(seen[0].path, "/emails");
+  EXPECT_EQ(seen[0].idempotency_key, "k1");
+  EXPECT_EQ(seen[0].content_type, "application/json");
+  EXPECT_EQ(seen[0].body["from"], "Waymark <news@waymark.example>");
+  EXPECT_EQ(seen[0].body["to"], json::array({"ana@example.com"}));
+  EXPECT_EQ(seen[0].body["subject"], "Hello");
+  EXPECT_EQ(seen[0].body["text"], "Hi");
+  EXPECT_EQ(seen[0].body["html"], "<p>Hi</p>");
+  EXPECT_EQ(seen[0].body["headers"]["List-Unsubscribe"], "<https://waymark.example/u?m=k1>");
+  EXPECT_EQ(seen[0].body["headers"]["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click");
+
+  // A bad key is the account's fault.
+  auto bad = Open("api=resend&api_key=re_other&base_url=" + provider.Base());
+  ASSERT_TRUE(bad);
+  r = bad->SendBatch({Message("k9", "ana@example.com")});
+  EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
+}
+
+TEST(Http, SesAnswersMapToResultsAndRequestsAreSigned) {
+  Provider provider;
+  auto t = Open(
+      "api=ses&access_key_id=AKIDEXAMPLE&secret_access_key=s3cret&region=eu-west-1"
+      "&base_url=" +
+      provider.Base());
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->Describe().find("s3cret"), std::string::npos) << t->Describe();
+  auto r =
+      t->SendBatch({Message("s1", "ana@example.com"), Message("s2", "rejected@example.com"),
+                    Message("s3", "limited@example.com"), Message("s4", "paused@example.com")});
+  EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;
+  EXPECT_EQ(r[0].provider_id, "0100018e-ses-1");
+  EXPECT_EQ(r[1].kind, "permanent_message") << r[1].detail;
+  EXPECT_NE(r[1].detail.find("MessageRejected"), std::string::npos) << r[1].detail;
+  EXPECT_EQ(r[2].kind, "throttled") << r[2].detail;
+  EXPECT_EQ(r[3].kind, "provider_fault") << r[3].detail;
+  auto seen = provider.seen();
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].path, "/v2/email/outbound-emails");
+  EXPECT_EQ(seen[0].authorization.rfind("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/", 0), 0u)
+      << seen[0].authorization;
+  EXPECT_NE(seen[0].authorization.find("/eu-west-1/ses/aws4_request"), std::string::npos);
+  EXPECT_FALSE(seen[0].amz_date.empty());
+  EXPECT_EQ(seen[0].body["FromEmailAddress"], "news@waymark.example");
+  // The whole message, as built, in Content.Raw.
+  EXPECT_EQ(Unbase64(seen[0].body["Content"]["Raw"]["Data"]),
+            Message("s1", "ana@example.com").data);
+}
+
+TEST(Http, CleartextCredentialsBeyondLoopbackAreRefused) {
+  auto t = OpenTransport("http:?api=resend&api_key=re_x&base_url=http://api.example.com",
+                         WAYMARK_PLUGIN_DIR);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().find("in clear"), std::string::npos) << t.error();
+  t = OpenTransport("http:?api=ses&base_url=https://email.example.com", WAYMARK_PLUGIN_DIR);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().find("access_key_id"), std::string::npos) << t.error();
+}
+
+}  // namespace
+}  // namespace waymark
