@@ -158,4 +158,40 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   fs::remove_all(dir);
 }
 
+// R3: a provider in a 5xx storm (30 % of attempts answered 451) with slow
+// answers (20 ms each) and a rate limit: every send gets through, once.
+TEST(Throttling, AStormOfTransientFailuresAndSlowAnswersLosesNothing) {
+  const int kSends = 300;
+  fs::path dir = fs::temp_directory_path() / ("wm_storm_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream events(dir / "events.jsonl");
+    for (const auto& e : waymark::bench::MakeEvents(kSends)) events << e.text << "\n";
+  }
+  std::string record = (dir / "accepted.jsonl").string();
+  int code = -1;
+  std::string out = Waymark(
+      "run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
+          " --journeys " WAYMARK_SOURCE_DIR "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR
+          "/schemas --store sqlite:" +
+          (dir / "w.db").string() +
+          " --transport 'sim:?transient_rate=0.3&latency_ms=20&rate=100&burst=20&record=" + record +
+          "' --max-attempts 20 --retry-base 1s --retry-max 4s --json 2>/dev/null",
+      &code);
+  ASSERT_EQ(code, 0) << out;
+  json summary = json::parse(out);
+  EXPECT_EQ(summary["sends"]["welcome"]["accepted"], kSends) << summary["sends"].dump();
+  EXPECT_GT(summary["sends"]["welcome"]["retry_later"].get<int>(), kSends / 5);  // it was a storm
+  EXPECT_EQ(summary["dead_letters"].size(), 0u);
+  EXPECT_EQ(summary["held_sends"], 0);
+  std::ifstream in(record);
+  std::set<std::string> keys;
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_TRUE(keys.insert(json::parse(line)["key"].get<std::string>()).second);
+  }
+  EXPECT_EQ(keys.size(), size_t(kSends));
+  fs::remove_all(dir);
+}
+
 }  // namespace
