@@ -217,7 +217,7 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as
               << "\n";
   }
   if (emitted > 0) {
-    std::cout << "  events emitted by journeys: " << emitted << "\n";
+    std::cout << "  events emitted (by journeys, and send results): " << emitted << "\n";
     for (const auto& [type, n] : s.emitted_by_type)
       std::cout << "    " << type << ": " << n << "\n";
   }

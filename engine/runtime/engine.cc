@@ -705,7 +705,30 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
-    batch_.results.push_back({s.seq, s.key, ++p.recorded, at, result, final, d});
+    ++p.recorded;
+    if (listened_.count(kSendResultEvent)) {
+      // For the journeys (docs/engine.md, "Send results as events"); an
+      // input like any other from here on: stored, replayed.
+      Event e;
+      e.id = s.key + "/" + std::to_string(p.recorded);
+      e.source = "waymark";
+      e.type = kSendResultEvent;
+      e.subject = s.person;
+      e.time = at;
+      e.data = {{"journey", s.journey},
+                {"instance", s.instance_id},
+                {"template", s.template_name},
+                {"send_key", s.key},
+                {"to", s.recipient},
+                {"intent", s.intent},
+                {"result", result},
+                {"final", final},
+                {"attempt", p.recorded},
+                {"detail", r.detail}};
+      if (provider >= 0) e.data["provider"] = router_.provider(provider).name;
+      emitted_.push_back(std::move(e));
+    }
+    batch_.results.push_back({s.seq, s.key, p.recorded, at, result, final, std::move(d)});
     ++summary_.sends[s.template_name][result];
     if (!gave_up.empty()) {
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")",
@@ -770,6 +793,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     for (size_t j = 0; j < ready[i].size(); ++j) record(ready[i][j], int(i), sent[j]);
   }
   pending_ = std::move(later);
+  RouteEmitted();  // the results' events, for the journeys that listen
 }
 
 Result<OutMessage> Engine::Render(const SendRow& s) {

@@ -49,6 +49,10 @@ struct EngineOptions {
   Micros retry_max = 600'000'000;
 };
 
+// The event type of send results, routed to the journeys that listen to
+// it (docs/engine.md, "Send results as events").
+inline constexpr const char* kSendResultEvent = "waymark.send.result";
+
 // The partition of a key or an event subject: a 64-bit hash (FNV-1a, then
 // MurmurHash3's finaliser) of it lowercased and trimmed, so that
 // `lower(trim(event.subject))` keys fall with their subjects, modulo

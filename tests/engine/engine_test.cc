@@ -630,5 +630,56 @@ TEST_F(EngineTest, SuppressedRecipientsGetNothingAndBouncesAreSuppressed) {
   EXPECT_EQ(Results("t").at("suppressed"), 2);
 }
 
+// Send results are events for the journeys that listen: a bounce ends the
+// journey at once, before its next send; the event is stored, and the
+// instance's history says why it ended.
+TEST_F(EngineTest, APermanentBounceCanEndTheJourney) {
+  Journey("t", R"(journey t {
+  entry { on user.signup }
+  exit on waymark.send.result when event.data.result == "permanent_recipient"
+  step s {
+    send "t" to trigger.data.email intent transactional
+    wait 2d
+    send "m" to trigger.data.email intent marketing
+    end
+  }
+})");
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  transport_ =
+      sim.value()
+          ->Create(
+              "sim",
+              {{"domains",
+                {{"gone.example",
+                  {{"kind", "permanent_recipient"}, {"smtp_code", 550}, {"enhanced", "5.1.1"}}}}}})
+          .value();
+  Start();
+  auto data = [](const std::string& email) { return R"({"email":")" + email + R"("})"; };
+  Feed({Ev("1", "user.signup", "ana", "2026-03-01T10:00:00Z", data("ana@x.io")),
+        Ev("2", "user.signup", "cy", "2026-03-01T10:00:00Z", data("cy@gone.example"))});
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 86400 * kMicrosPerSecond).ok());
+  auto cy = Instances("t", "cy");
+  ASSERT_EQ(cy.size(), 1u);
+  EXPECT_EQ(cy[0].status, InstanceStatus::kExited);
+  EXPECT_EQ(Results("t").at("permanent_recipient"), 1);
+  EXPECT_EQ(Results("t").at("accepted"), 1);        // ana's
+  EXPECT_EQ(Results("m").at("accepted"), 1);        // ana's; cy got no second mail
+  EXPECT_EQ(Results("m").count("suppressed"), 0u);  // not even tried
+  auto ana = Instances("t", "ana");
+  ASSERT_EQ(ana.size(), 1u);
+  EXPECT_EQ(ana[0].status, InstanceStatus::kCompleted);
+  auto h = store_->History(cy[0].id).value();
+  ASSERT_FALSE(h.empty());
+  EXPECT_EQ(h.back().kind, "exited") << h.back().detail.dump();
+  // One event per result: ana's two, cy's one.
+  EXPECT_EQ(engine_->summary().emitted_by_type.at("waymark.send.result"), 3);
+  // Stored as inputs, they replay.
+  auto report = VerifyHistories(*store_);
+  ASSERT_TRUE(report.ok()) << report.error();
+  EXPECT_EQ(report.value().divergences, 0)
+      << (report.value().problems.empty() ? "" : report.value().problems[0]);
+}
+
 }  // namespace
 }  // namespace waymark
