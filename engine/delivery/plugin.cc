@@ -304,6 +304,7 @@ class PluginTransport : public Transport {
     info.struct_size = sizeof info;
     plugin_->descriptor().info(t_, &info);
     max_batch_ = info.max_batch;
+    idempotent_ = (info.flags & WM_TRANSPORT_IDEMPOTENT) != 0;
     description_ = Field(info.description);
     return Status();
   }
@@ -319,6 +320,7 @@ class PluginTransport : public Transport {
   }
 
   std::string Describe() const override { return description_; }
+  bool Idempotent() const override { return idempotent_; }
 
  private:
   void Send(const std::vector<OutMessage>& messages, size_t from, size_t to,
@@ -398,6 +400,7 @@ class PluginTransport : public Transport {
   wm_host host_{};
   wm_transport* t_ = nullptr;
   uint32_t max_batch_ = 0;
+  bool idempotent_ = false;
   std::string description_;
 };
 

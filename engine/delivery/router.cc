@@ -28,8 +28,15 @@ bool Router::Serves(const State& s, const std::string& intent) const {
   return in.empty() || std::find(in.begin(), in.end(), intent) != in.end();
 }
 
-Router::Choice Router::Take(const std::string& intent, const std::string& domain_group,
-                            int64_t now) {
+int Router::Find(const std::string& name) const {
+  for (size_t i = 0; i < providers_.size(); ++i) {
+    if (providers_[i].config.name == name) return int(i);
+  }
+  return -1;
+}
+
+Router::Choice Router::Take(const std::string& intent, const std::string& domain_group, int64_t now,
+                            int only) {
   if (auto d = domain_paused_until_.find(domain_group); d != domain_paused_until_.end()) {
     if (now < d->second) return {-1, d->second - now};
     domain_paused_until_.erase(d);
@@ -37,7 +44,7 @@ Router::Choice Router::Take(const std::string& intent, const std::string& domain
   Choice c;
   for (size_t i = 0; i < providers_.size(); ++i) {
     State& s = providers_[i];
-    if (!Serves(s, intent)) continue;
+    if (!Serves(s, intent) || (only >= 0 && int(i) != only)) continue;
     int64_t wait;
     if (Open(s, now)) {
       wait = s.probing ? kCooldown : s.open_until - now;  // a probe's answer comes first

@@ -54,8 +54,12 @@ class Router {
     int64_t wait = 0;   // with -1: when to ask again; 0: no provider serves the intent
   };
   // The provider for a send of `intent` to `domain_group` at `now`; its
-  // throttle slot is taken. Domain keys are checked first.
-  Choice Take(const std::string& intent, const std::string& domain_group, int64_t now);
+  // throttle slot is taken. Domain keys are checked first. With `only` >=
+  // 0, that provider or none (a send that must go back to it).
+  Choice Take(const std::string& intent, const std::string& domain_group, int64_t now,
+              int only = -1);
+  // The provider named `name`, or -1.
+  int Find(const std::string& name) const;
   // What `provider` answered for a send to `domain_group`.
   void Record(int provider, const std::string& domain_group, const TransportResult& r, int64_t now);
   // A send `provider` was chosen for did not go (it could not be

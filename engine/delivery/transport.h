@@ -42,6 +42,9 @@ class Transport {
   virtual std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) = 0;
   // Where the messages go, for people ("outbox/ (one .eml per message)").
   virtual std::string Describe() const = 0;
+  // Whether the provider deduplicates by the idempotency key (Resend, for
+  // 24 hours): an `ambiguous` send may then be sent again, to it.
+  virtual bool Idempotent() const { return false; }
 };
 
 // A transport from its URL: "null:" (accepts everything, keeps nothing),

@@ -141,6 +141,12 @@ Status Engine::Start() {
     SendProgress& p = progress_[s.key];
     p.recorded = int(prior.value().size());
     for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result, r.detail);
+    // An ambiguous send still pending goes back to the provider that may
+    // have it.
+    const SendResultRow& last = prior.value().back();
+    if (last.result == "ambiguous" && last.detail.contains("provider")) {
+      p.pinned = router_.Find(last.detail["provider"].get<std::string>());
+    }
   }
   if (Status s = LoadSuppressions(); !s.ok()) return s;
   committer_ = std::make_unique<Committer>(store_);
@@ -674,12 +680,18 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       } else {
         wait = 0;  // the router says when a provider has room
       }
-    } else if (result == "provider_fault" && router_.CanFailOver(provider, s.intent, wall_now)) {
+    } else if (result == "provider_fault" && p.pinned < 0 &&
+               router_.CanFailOver(provider, s.intent, wall_now)) {
       // Not the message's fault, and another provider can take it now.
       final = false;
       failed_over = true;
       wait = 0;
-    } else if (result == "retry_later" || result == "provider_fault") {
+    } else if (result == "retry_later" || result == "provider_fault" ||
+               (result == "ambiguous" && provider >= 0 &&
+                router_.provider(provider).transport->Idempotent())) {
+      // An ambiguous send is sent again only to a provider that
+      // deduplicates by its key, and only to that one.
+      if (result == "ambiguous") p.pinned = provider;
       ++p.spent;
       final = p.spent >= options_.max_attempts;
       if (final) gave_up = "gave up after " + std::to_string(p.spent) + " attempts: " + result;
@@ -764,7 +776,9 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       record(s, -1, Outcome("suppressed", by->entry + " (" + by->source + ": " + by->reason + ")"));
       continue;
     }
-    Router::Choice c = router_.Take(s.intent, DomainGroup(DomainOf(s.recipient)), wall_now);
+    auto prior = progress_.find(s.key);
+    Router::Choice c = router_.Take(s.intent, DomainGroup(DomainOf(s.recipient)), wall_now,
+                                    prior == progress_.end() ? -1 : prior->second.pinned);
     if (c.provider < 0 && c.wait == 0) {
       std::string why = "no provider sends " + s.intent + " mail";
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", why, "");

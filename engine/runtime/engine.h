@@ -226,6 +226,9 @@ class Engine {
   struct SendProgress {
     int recorded = 0, spent = 0;
     int held = 0;  // recipient-scoped throttle answers: they back off, spending nothing
+    // The provider an `ambiguous` send must go back to (it deduplicates by
+    // the key; another provider would not), or -1.
+    int pinned = -1;
     Micros retry_at = 0;
   };
   std::unordered_map<std::string, SendProgress> progress_;

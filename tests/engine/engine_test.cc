@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/testing/files.h"
+
 namespace waymark {
 namespace {
 
@@ -52,7 +54,10 @@ class EngineTest : public testing::Test {
       transport_ = OpenTransport("file:" + (dir_ / "outbox").string(), WAYMARK_PLUGIN_DIR).value();
     o.journeys_dir = (dir_ / "journeys").string();
     o.schemas_dir = "";
-    auto e = Engine::Create(o, store_.get(), {{.name = "test", .transport = transport_.get()}});
+    auto e = Engine::Create(
+        o, store_.get(),
+        providers_.empty() ? std::vector<Provider>{{.name = "test", .transport = transport_.get()}}
+                           : providers_);
     ASSERT_TRUE(e.ok()) << e.error();
     engine_ = std::move(e).value();
   }
@@ -79,6 +84,7 @@ class EngineTest : public testing::Test {
   fs::path dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Transport> transport_;
+  std::vector<Provider> providers_;  // when set, instead of transport_
   std::unique_ptr<Engine> engine_;
 };
 
@@ -628,6 +634,57 @@ TEST_F(EngineTest, SuppressedRecipientsGetNothingAndBouncesAreSuppressed) {
         Ev("5", "user.signup", "c2", "2026-03-03T10:00:00Z", data("cy@gone.example"))});
   EXPECT_EQ(Results("t").at("accepted"), 2);
   EXPECT_EQ(Results("t").at("suppressed"), 2);
+}
+
+// An ambiguous answer (the provider may have the message) is sent again
+// only to a provider that deduplicates by the key, and only to that one:
+// never failed over to another, which would send it twice.
+TEST_F(EngineTest, AnAmbiguousSendGoesBackOnlyToAnIdempotentProvider) {
+  Journey("j", kTransactional);
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  nlohmann::json lost = {
+      {"lost.example", {{"kind", "ambiguous"}, {"text", "timed out after the body was sent"}}}};
+  for (bool idempotent : {true, false}) {
+    SCOPED_TRACE(idempotent ? "idempotent" : "not idempotent");
+    std::string record = (dir_ / ("b" + std::to_string(idempotent) + ".jsonl")).string();
+    auto a = sim.value()->Create("a", {{"domains", lost}, {"idempotent", idempotent}}).value();
+    auto b = sim.value()->Create("b", {{"record", record}}).value();
+    // a has room for one message a second, so a retry that was free to go
+    // anywhere would overflow to b.
+    providers_ = {{.name = "a", .transport = a.get(), .cost = 1, .rate = 1, .burst = 1},
+                  {.name = "b", .transport = b.get(), .cost = 2}};
+    fs::remove(dir_ / "w.db");
+    EngineOptions o;
+    o.max_attempts = 3;
+    o.retry_base = 1000;
+    o.retry_max = 1000;
+    Start(o);
+    Micros wall = 1'000'000'000;
+    std::vector<RawInput> in = {
+        {"t:1",
+         Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@lost.example"})"),
+         {}}};
+    ASSERT_TRUE(engine_->Ingest(in, wall).ok());
+    for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
+      wall = std::max(wall, *engine_->NextRetry());
+      ASSERT_TRUE(engine_->Flush(wall).ok());
+    }
+    auto results = store_->SendResults(1).value();
+    ASSERT_EQ(results.size(), idempotent ? 3u : 1u);
+    for (const auto& r : results) {
+      EXPECT_EQ(r.result, "ambiguous");
+      EXPECT_EQ(r.detail["provider"], "a");
+    }
+    EXPECT_TRUE(results.back().final);
+    EXPECT_EQ(testing_util::ReadFile(record), "");  // never to b
+    if (idempotent) {
+      auto dead = store_->DeadLetters().value();
+      ASSERT_EQ(dead.size(), 1u);
+      EXPECT_NE(dead[0].reason.find("gave up after 3 attempts: ambiguous"), std::string::npos);
+    }
+    engine_.reset();
+  }
 }
 
 // Send results are events for the journeys that listen: a bounce ends the
