@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/delivery/message.h"
+#include "engine/delivery/router.h"
 #include "engine/delivery/template.h"
 #include "engine/delivery/throttle.h"
 #include "engine/delivery/transport.h"
@@ -99,10 +100,24 @@ void BM_SimPlugin(benchmark::State& state) {
 BENCHMARK(BM_NullTransport)->Arg(1)->Arg(100);
 BENCHMARK(BM_SimPlugin)->Arg(1)->Arg(100);
 
-// The chain for one send: render, MIME, a throttle slot, the plugin.
+// Routing one send among three providers, the cheapest without room:
+// the domain key, two throttles, a slot.
+void BM_RouterTake(benchmark::State& state) {
+  Transport* t = &Sim();
+  Router router({{.name = "a", .transport = t, .intents = {"marketing"}, .cost = 1},
+                 {.name = "b", .transport = t, .cost = 2, .rate = 1e-3, .burst = 1},
+                 {.name = "c", .transport = t, .cost = 3, .rate = 1e9, .burst = 1000}});
+  int64_t now = 1'000'000;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(router.Take("transactional", DomainGroup("gmail.com"), now += 1000));
+  }
+}
+BENCHMARK(BM_RouterTake);
+
+// The chain for one send: render, MIME, routing (a slot), the plugin.
 void BM_StageChain(benchmark::State& state) {
   json key = "user-1", journey = "welcome";
-  Throttle throttle(1e9, 1000);
+  Router router({{.name = "sim", .transport = &Sim(), .rate = 1e9, .burst = 1000}});
   std::vector<double> ns;
   ns.reserve(1 << 20);
   int64_t i = 0;
@@ -110,7 +125,7 @@ void BM_StageChain(benchmark::State& state) {
     auto t0 = std::chrono::steady_clock::now();
     MessageParams p = Params(i++);
     p.content = Welcome().Render(TemplateRoots{{"key", &key}, {"journey", &journey}}).value();
-    benchmark::DoNotOptimize(throttle.Take(i * 1000));
+    benchmark::DoNotOptimize(router.Take("transactional", DomainGroup("example.com"), i * 1000));
     std::vector<OutMessage> one(1);
     one[0].key = p.idempotency_key;
     one[0].data = BuildMessage(p).value();
