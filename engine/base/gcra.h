@@ -30,6 +30,12 @@ class Gcra {
     return 0;
   }
 
+  // What Take would answer at `now`, counting nothing.
+  int64_t Wait(int64_t now_us) const {
+    int64_t allowed_at = std::max(tat_us_, now_us) - window_us_;
+    return now_us < allowed_at ? allowed_at - now_us : 0;
+  }
+
   // A new rate and burst from now on; what was taken stays taken.
   void SetRate(double rate, uint32_t burst) {
     interval_us_ = int64_t(1e6 / rate);

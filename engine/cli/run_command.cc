@@ -60,6 +60,7 @@ struct RunOptions {
   std::string config;  // waymark.toml
   // waymark.toml's [[provider]] tables; used when --transport is not given.
   nlohmann::json providers = nlohmann::json::array();
+  nlohmann::json domains = nlohmann::json::array();  // [[domain]] tables
 };
 
 // The providers sends go to, open: --transport's one, or waymark.toml's.
@@ -483,6 +484,11 @@ int Run(const RunOptions& o) {
     return kExitUsage;
   }
   eo.max_attempts = o.max_attempts;
+  for (const nlohmann::json& d : o.domains) {  // checked against the schema
+    eo.domains.push_back({d.at("name").get<std::string>(),
+                          d.value("domains", std::vector<std::string>()),
+                          d.at("rate").get<double>(), d.value("burst", 1u)});
+  }
   eo.retry_base = retry_base * kMicrosPerSecond;
   eo.retry_max = retry_max * kMicrosPerSecond;
   auto engine = Engine::Create(eo, store.value().get(), transport.value().providers);
@@ -879,6 +885,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--schemas", "", "schemas", o->schemas);
     cfg.Under(cmd, "--store", "store", "url", o->store);
     cfg.Under(cmd, "--transport", "transport", "url", o->transport);
+    if (const nlohmann::json* d = cfg.Find("", "domain")) o->domains = *d;
     // [[provider]] tables, unless --transport names one.
     if (const nlohmann::json* p = cfg.Find("", "provider")) {
       if (cfg.Find("transport", "url")) {

@@ -14,7 +14,11 @@ std::string DomainGroup(std::string_view domain) {
   return std::string(it == groups.end() ? domain : it->second);
 }
 
-Router::Router(std::vector<Provider> providers) {
+Router::Router(std::vector<Provider> providers, std::vector<DomainLimit> domains) {
+  for (const DomainLimit& d : domains) {
+    domain_limits_.emplace(d.name, Throttle(d.rate, d.burst));
+    for (const std::string& member : d.domains) domain_groups_[member] = d.name;
+  }
   std::stable_sort(providers.begin(), providers.end(),
                    [](const Provider& a, const Provider& b) { return a.cost < b.cost; });
   for (Provider& p : providers) {
@@ -26,6 +30,11 @@ Router::Router(std::vector<Provider> providers) {
 bool Router::Serves(const State& s, const std::string& intent) const {
   const auto& in = s.config.intents;
   return in.empty() || std::find(in.begin(), in.end(), intent) != in.end();
+}
+
+std::string Router::Group(const std::string& domain) const {
+  auto it = domain_groups_.find(domain);
+  return it != domain_groups_.end() ? it->second : DomainGroup(domain);
 }
 
 int Router::Find(const std::string& name) const {
@@ -41,6 +50,12 @@ Router::Choice Router::Take(const std::string& intent, const std::string& domain
     if (now < d->second) return {-1, d->second - now};
     domain_paused_until_.erase(d);
   }
+  // A configured rate for the group: asked first, its slot taken only
+  // once a provider has one.
+  auto limit = domain_limits_.find(domain_group);
+  if (limit != domain_limits_.end()) {
+    if (int64_t wait = limit->second.Wait(now); wait > 0) return {-1, wait};
+  }
   Choice c;
   for (size_t i = 0; i < providers_.size(); ++i) {
     State& s = providers_[i];
@@ -52,6 +67,7 @@ Router::Choice Router::Take(const std::string& intent, const std::string& domain
       wait = s.throttle.Take(now);
       if (wait == 0) {
         if (s.open_until != 0) s.probing = true;  // half-open: this send is the probe
+        if (limit != domain_limits_.end()) limit->second.Take(now);
         return {int(i), 0};
       }
     }
@@ -66,8 +82,12 @@ void Router::Record(int provider, const std::string& domain_group, const Transpo
   const int64_t retry_after = int64_t(r.retry_after_ms) * 1000;
   if (r.kind == "throttled") {
     if (r.scope == "domain") {
-      int64_t& until = domain_paused_until_[domain_group];
-      until = std::max(until, now + (retry_after ? retry_after : kDomainPause));
+      if (auto limit = domain_limits_.find(domain_group); limit != domain_limits_.end()) {
+        limit->second.Throttled(now, retry_after);  // a configured group adapts
+      } else {
+        int64_t& until = domain_paused_until_[domain_group];
+        until = std::max(until, now + (retry_after ? retry_after : kDomainPause));
+      }
     } else if (r.scope != "recipient") {
       s.throttle.Throttled(now, retry_after);
     }

@@ -37,6 +37,15 @@ struct Provider {
 // domain itself. Lowercase in, lowercase out.
 std::string DomainGroup(std::string_view domain);
 
+// A rate for a domain group, across providers (waymark.toml [[domain]]):
+// `name` is a group ("google") or a domain; `domains` join it.
+struct DomainLimit {
+  std::string name;
+  std::vector<std::string> domains = {};
+  double rate = 0;  // messages per second; the throttle adapts below it
+  uint32_t burst = 1;
+};
+
 class Router {
  public:
   // The circuit of a provider that faulted stays open `cooldown`, then lets
@@ -47,7 +56,11 @@ class Router {
   // signal that gave no retry-after.
   static constexpr int64_t kDomainPause = 60'000'000;
 
-  explicit Router(std::vector<Provider> providers);
+  explicit Router(std::vector<Provider> providers, std::vector<DomainLimit> domains = {});
+
+  // The group of a recipient domain: a [[domain]]'s when it lists the
+  // domain, otherwise DomainGroup's.
+  std::string Group(const std::string& domain) const;
 
   struct Choice {
     int provider = -1;  // -1: none now
@@ -89,6 +102,8 @@ class Router {
 
   std::vector<State> providers_;  // cheapest first
   std::map<std::string, int64_t> domain_paused_until_;
+  std::map<std::string, std::string> domain_groups_;  // configured: domain -> group
+  std::map<std::string, Throttle> domain_limits_;     // by group
 };
 
 }  // namespace waymark

@@ -51,6 +51,13 @@ int64_t Throttle::Take(int64_t now_us) {
   return gcra_->Take(now_us);
 }
 
+int64_t Throttle::Wait(int64_t now_us) {
+  if (now_us < suspended_until_) return suspended_until_ - now_us;
+  if (!gcra_) return 0;
+  Recover(now_us);
+  return gcra_->Wait(now_us);
+}
+
 void Throttle::Throttled(int64_t now_us, int64_t retry_after_us) {
   // Without pacing, a signal without a retry-after still pauses a second.
   Suspend(now_us + std::max<int64_t>(retry_after_us, gcra_ ? 0 : kSecond));

@@ -26,6 +26,8 @@ class Throttle {
   // 0 when a send may go now (and its slot is taken); otherwise how long
   // until one may.
   int64_t Take(int64_t now_us);
+  // What Take would answer at `now_us`, taking nothing.
+  int64_t Wait(int64_t now_us);
   // The provider answered "throttled" at `now_us`.
   void Throttled(int64_t now_us, int64_t retry_after_us);
   // Nothing goes before `until_us` (a retry-after, a quota's reset).

@@ -42,7 +42,7 @@ std::string DomainOf(const std::string& address) {
 Engine::Engine(const EngineOptions& o, Store* s, std::vector<Provider> providers)
     : options_(o),
       store_(s),
-      router_(std::move(providers)),
+      router_(std::move(providers), o.domains),
       templates_(o.templates_dir.empty() ? o.journeys_dir + "/templates" : o.templates_dir) {}
 
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, Store* store,
@@ -665,7 +665,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     SendProgress p = it == progress_.end() ? kFresh : it->second;
     const std::string& result = r.kind;
     Micros retry_after = Micros(r.retry_after_ms) * 1000;
-    std::string domain = DomainGroup(DomainOf(s.recipient));
+    std::string domain = router_.Group(DomainOf(s.recipient));
     if (provider >= 0) router_.Record(provider, domain, r, wall_now);
     bool final = true, failed_over = false;
     std::string gave_up;
@@ -777,7 +777,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       continue;
     }
     auto prior = progress_.find(s.key);
-    Router::Choice c = router_.Take(s.intent, DomainGroup(DomainOf(s.recipient)), wall_now,
+    Router::Choice c = router_.Take(s.intent, router_.Group(DomainOf(s.recipient)), wall_now,
                                     prior == progress_.end() ? -1 : prior->second.pinned);
     if (c.provider < 0 && c.wait == 0) {
       std::string why = "no provider sends " + s.intent + " mail";

@@ -45,6 +45,8 @@ struct EngineOptions {
   // Sending (docs/engine.md, "Sending"), on the wall clock: retries with
   // exponential backoff and full jitter. Rates are the providers'.
   int max_attempts = 8;
+  // Rates per recipient domain group, across providers ([[domain]]).
+  std::vector<DomainLimit> domains;
   Micros retry_base = 1'000'000;
   Micros retry_max = 600'000'000;
 };

@@ -4,6 +4,7 @@
 // and different intents.
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -231,6 +232,60 @@ config = { rate = 12, burst = 25, record = ")" +
               got["ses"].size(), got["resend"].size(), got["sendgrid"].size(),
               MostInASecond(got["ses"]), MostInASecond(got["resend"]),
               MostInASecond(got["sendgrid"]));
+}
+
+// waymark.toml [[domain]]: Google's domains share one rate across
+// providers, while other domains go at once.
+TEST_F(Routing, ADomainGroupRateHoldsAcrossProviders) {
+  const int kSends = 40;
+  {
+    std::ofstream out(dir_ / "events.jsonl");
+    auto evs = waymark::bench::MakeEvents(kSends);
+    for (int i = 0; i < kSends; ++i) {
+      std::string t = evs[size_t(i)].text, from = "@example.com";
+      // Three in four to Google (two domains), the rest elsewhere.
+      const char* domain = i % 4 == 3 ? "@example.org" : i % 2 ? "@googlemail.com" : "@gmail.com";
+      t.replace(t.find(from), from.size(), domain);
+      out << t << "\n";
+    }
+  }
+  json s = Run(R"(
+[[domain]]
+name = "google"
+rate = 5
+burst = 1
+
+[[provider]]
+name = "one"
+plugin = "sim"
+cost = 1
+config = { record = ")" +
+               Rec("one") + R"(" }
+
+[[provider]]
+name = "two"
+plugin = "sim"
+cost = 2
+rate = 1
+config = { record = ")" +
+               Rec("two") + R"(" }
+)");
+  ASSERT_TRUE(s.is_object());
+  std::vector<Accepted> google, other;
+  for (const char* p : {"one", "two"}) {
+    for (const Accepted& a : Record(Rec(p))) {
+      (a.to.find("@example.org") == std::string::npos ? google : other).push_back(a);
+    }
+  }
+  ASSERT_EQ(google.size() + other.size(), size_t(kSends));
+  std::sort(google.begin(), google.end(),
+            [](const Accepted& a, const Accepted& b) { return a.at_us < b.at_us; });
+  EXPECT_LE(MostInASecond(google), 5u + 1u);
+  // 30 to Google at 5/s: about 6 s; the others were not held behind them.
+  double span = double(google.back().at_us - google.front().at_us) / 1e6;
+  EXPECT_GT(span, 4.5);
+  for (const Accepted& a : other) EXPECT_LT(a.at_us - google.front().at_us, 1'000'000) << a.to;
+  std::printf("30 to Google in %.1f s, most in a second: %zu\n", span, MostInASecond(google));
 }
 
 }  // namespace

@@ -92,5 +92,33 @@ TEST_F(Router_, ADomainThrottlePausesItsMailHostGroupOnly) {
   EXPECT_EQ(r.Take("marketing", "x.org", now).provider, 0);
 }
 
+TEST_F(Router_, AConfiguredDomainRateHoldsAcrossProvidersAndTheTighterWins) {
+  Router r({{.name = "a", .transport = t_, .cost = 1, .rate = 1000, .burst = 10},
+            {.name = "b", .transport = t_, .cost = 2, .rate = 1000, .burst = 10}},
+           {{.name = "google", .domains = {"corp.example"}, .rate = 2, .burst = 1}});
+  EXPECT_EQ(r.Group("googlemail.com"), "google");
+  EXPECT_EQ(r.Group("corp.example"), "google");
+  EXPECT_EQ(r.Group("example.com"), "example.com");
+  int64_t now = 10 * kS;
+  EXPECT_EQ(r.Take("marketing", "google", now).provider, 0);
+  Router::Choice c = r.Take("marketing", "google", now);  // the group's pace, not a's
+  EXPECT_EQ(c.provider, -1);
+  EXPECT_EQ(c.wait, kS / 2);
+  EXPECT_EQ(r.Take("marketing", "example.com", now).provider, 0);  // others go on
+  EXPECT_EQ(r.Take("marketing", "google", now + kS / 2).provider, 0);
+  // A domain signal for the group: its rate halves and the retry-after holds.
+  r.Record(0, "google", Answer("throttled", "domain", 2000), now + kS / 2);
+  EXPECT_EQ(r.Take("marketing", "google", now + kS).wait, 3 * kS / 2);
+  // A provider without room does not spend the group's slot: the group
+  // has two, a takes one message a second, b (transactional) any.
+  Router tight({{.name = "a", .transport = t_, .intents = {"marketing"}, .rate = 1, .burst = 1},
+                {.name = "b", .transport = t_, .intents = {"transactional"}, .cost = 1}},
+               {{.name = "x.org", .rate = 1, .burst = 2}});
+  EXPECT_EQ(tight.Take("marketing", "x.org", now).provider, 0);
+  EXPECT_EQ(tight.Take("marketing", "x.org", now).provider, -1);      // a is full
+  EXPECT_EQ(tight.Take("transactional", "x.org", now).provider, 1);   // the group's second slot
+  EXPECT_EQ(tight.Take("transactional", "x.org", now).provider, -1);  // and no third
+}
+
 }  // namespace
 }  // namespace waymark
