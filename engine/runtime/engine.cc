@@ -297,6 +297,9 @@ Status Engine::LoadSuppressions() {
   suppressed_.clear();
   for (SuppressionRow& r : rows.value()) suppressed_[r.entry] = std::move(r);
   suppressions_version_ = version.value();
+  std::erase_if(unconfirmed_,
+                [this](const SuppressionRow& r) { return suppressed_.count(r.entry); });
+  for (const SuppressionRow& r : unconfirmed_) suppressed_.emplace(r.entry, r);
   return Status();
 }
 
@@ -706,6 +709,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       std::string entry = SuppressionEntry(s.recipient);
       SuppressionRow row{entry, "all", r.detail, "bounce", wall_now};
       suppressed_.emplace(entry, row);
+      unconfirmed_.push_back(row);
       batch_.suppressions.push_back(std::move(row));
     }
     json d = {{"detail", r.detail}};

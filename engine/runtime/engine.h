@@ -238,6 +238,11 @@ class Engine {
   // store's version moves (a command changed it).
   std::unordered_map<std::string, SuppressionRow> suppressed_;
   int64_t suppressions_version_ = -1;
+  // Bounces this engine suppressed that the store may not list yet (their
+  // batch is being built or committed): a reload keeps them until it
+  // finds them in the store. (A command that removes one before then is
+  // seen at the reload after.)
+  std::vector<SuppressionRow> unconfirmed_;
   Status LoadSuppressions();
   // The entry that suppresses a send to `recipient` with `intent`, or null.
   const SuppressionRow* SuppressedBy(const std::string& recipient, const std::string& intent) const;

@@ -636,6 +636,50 @@ TEST_F(EngineTest, SuppressedRecipientsGetNothingAndBouncesAreSuppressed) {
   EXPECT_EQ(Results("t").at("suppressed"), 2);
 }
 
+// A bounce is in memory before its batch is committed; a command that
+// moves the list's version in between makes the engine reload the list
+// from the store, which must not forget the bounce: the address's next
+// send is suppressed, not bounced again.
+TEST_F(EngineTest, ABounceStaysSuppressedWhileACommandReloadsTheList) {
+  Journey("t", R"(journey t {
+  entry { on user.signup }
+  step s { send "t" to trigger.data.email intent transactional  wait 2h  end }
+})");
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  transport_ =
+      sim.value()
+          ->Create("sim",
+                   {{"domains",
+                     {{"gone.example", {{"kind", "permanent_recipient"}, {"enhanced", "5.1.1"}}}}}})
+          .value();
+  Start();
+  auto in = [](const std::string& id, const std::string& key, const std::string& email) {
+    return std::vector<RawInput>{
+        {"t:" + id,
+         Ev(id, "user.signup", key, "2026-03-01T10:00:00Z", R"({"email":")" + email + R"("})"),
+         {}}};
+  };
+  // c1's send is dispatched while c2's batch commits: the bounce is
+  // recorded into the batch being built.
+  ASSERT_TRUE(engine_->Submit(in("1", "c1", "cy@gone.example"), 0).ok());
+  ASSERT_TRUE(engine_->Submit(in("2", "c2", "cy@gone.example"), 0).ok());
+  ASSERT_EQ(Results("t").at("permanent_recipient"), 1);
+  // A command moves the version; c2's send is dispatched with the reload,
+  // while the batch holding the bounce is still being committed.
+  // (As `waymark suppress` does: another process, its own connection.)
+  auto command = OpenStore("sqlite:" + (dir_ / "w.db").string());
+  ASSERT_TRUE(command.ok()) << command.error();
+  Status moved = command.value()->Suppress({{"someone@else.example", "all", "asked", "cli", 1}});
+  ASSERT_TRUE(moved.ok()) << moved.message();
+  command.value().reset();
+  Status third = engine_->Submit(in("3", "d", "d@x.io"), 0);
+  ASSERT_TRUE(third.ok()) << third.message();
+  ASSERT_TRUE(engine_->Flush(0).ok());
+  EXPECT_EQ(Results("t").at("permanent_recipient"), 1);
+  EXPECT_EQ(Results("t")["suppressed"], 1);
+}
+
 // An ambiguous answer (the provider may have the message) is sent again
 // only to a provider that deduplicates by the key, and only to that one:
 // never failed over to another, which would send it twice.
