@@ -111,9 +111,15 @@ class Routing : public ::testing::Test {
   fs::path dir_;
 };
 
-TEST_F(Routing, AProviderFaultFailsOverWithNothingLostAndSuppressionHonoured) {
+TEST_F(Routing, AProviderFaultFailsOverWithNothingLostAndSuppressionAndCapsHonoured) {
   const int kSends = 400;
   Events(kSends);
+  // A second marketing journey for the same people: with a cap of one
+  // marketing message a week, every second marketing send is capped.
+  std::ofstream(dir_ / "journeys" / "promo2.journey")
+      << "journey promo2 {\n  entry { on user.signup when event.data.seats == 2 }\n"
+         "  step s {\n    send \"welcome\" to trigger.data.email intent marketing\n"
+         "    end\n  }\n}\n";
   int code = -1;
   // Suppressed before the run: one whose send comes before the fault, one after.
   Waymark("suppress add user-4@example.com --reason test", &code);
@@ -121,6 +127,9 @@ TEST_F(Routing, AProviderFaultFailsOverWithNothingLostAndSuppressionHonoured) {
   Waymark("suppress add user-301@example.com --reason test", &code);
   ASSERT_EQ(code, 0);
   json s = Run(R"(
+[engine]
+cap = "1/7d"
+
 [[provider]]
 name = "cheap"
 plugin = "sim"
@@ -145,6 +154,8 @@ config = { record = ")" +
   EXPECT_EQ(to.size(), size_t(kSends - 2));  // nothing lost, nothing sent twice
   EXPECT_EQ(to.count("user-4@example.com") + to.count("user-301@example.com"), 0u);
   EXPECT_EQ(s["sends"]["welcome"]["suppressed"], 2);
+  EXPECT_EQ(s["capped"], kSends / 2);  // one per marketing person, whichever path
+  EXPECT_EQ(s["sends"]["welcome"]["capped"], kSends / 2);
   EXPECT_EQ(s["dead_letters"].size(), 0u) << s.dump();
   EXPECT_EQ(s["held_sends"], 0);
   // The faults: the cheapest provider's answers from the moment it failed

@@ -10,7 +10,10 @@ Every connection and every reply is one JSON line in DIR/log.jsonl; every
 accepted message is DIR/N.eml. The port (bound on 127.0.0.1, chosen by the
 kernel) is written to DIR/port once the server listens.
 
-    smtp_server.py DIR [--tls CERT KEY] [--auth USER:PASS]
+    smtp_server.py DIR [--tls CERT KEY [--implicit]] [--auth USER:PASS]
+
+--tls offers STARTTLS and requires it; with --implicit the connection is
+TLS from the start instead (smtps, port 465 style).
 """
 import argparse
 import asyncio
@@ -89,19 +92,24 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("dir")
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--implicit", action="store_true")
     p.add_argument("--auth", metavar="USER:PASS")
     a = p.parse_args()
     # aiosmtpd's own messages (a refused TLS handshake's traceback) go to a
     # file, not into the test's output.
     logging.basicConfig(filename=os.path.join(a.dir, "server.log"), level=logging.INFO)
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")  # aiosmtpd's advice on AUTH without TLS, for --implicit
     log = Log(a.dir)
     handler = Handler(log)
     kwargs = {}
+    server_ssl = None
     if a.tls:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(a.tls[0], a.tls[1])
-        kwargs.update(tls_context=ctx, require_starttls=True)
+        if a.implicit:
+            server_ssl = ctx
+        else:
+            kwargs.update(tls_context=ctx, require_starttls=True)
     if a.auth:
         user, password = a.auth.split(":", 1)
 
@@ -112,7 +120,7 @@ def main():
             return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
         kwargs.update(authenticator=authenticate, auth_required=True,
-                      auth_require_tls=bool(a.tls))
+                      auth_require_tls=bool(a.tls) and not a.implicit)
 
     class Server(SMTP):
         def connection_made(self, transport):
@@ -121,7 +129,8 @@ def main():
 
     async def serve():
         server = await asyncio.get_running_loop().create_server(
-            lambda: Server(handler, hostname="waymark-test", **kwargs), "127.0.0.1", 0)
+            lambda: Server(handler, hostname="waymark-test", **kwargs), "127.0.0.1", 0,
+            ssl=server_ssl)
         port = server.sockets[0].getsockname()[1]
         with open(os.path.join(a.dir, "port.tmp"), "w") as f:
             f.write(str(port))

@@ -233,6 +233,26 @@ TEST(Smtp, StartTlsAndAuthOrNothing) {
   EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
   EXPECT_EQ(server.Log("accepted").size(), 1u);
 
+  // Implicit TLS (smtps://), certificate checked, and AUTH.
+  SmtpServer implicit(
+      {"--tls", cert, (certs / "key.pem").string(), "--implicit", "--auth", "alice:s3cr%t"});
+  ASSERT_GT(implicit.port(), 0);
+  auto smtps = Open("smtps://alice:s3cr%25t@127.0.0.1:" + std::to_string(implicit.port()) +
+                    "?ca_file=" + cert);
+  ASSERT_TRUE(smtps);
+  EXPECT_NE(smtps->Describe().find("implicit TLS"), std::string::npos) << smtps->Describe();
+  r = smtps->SendBatch({Message("tls5", "ana@example.com")});
+  EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;
+  ASSERT_EQ(implicit.Log("accepted").size(), 1u);
+  EXPECT_EQ(implicit.Log("accepted")[0]["auth"], "alice");
+  // A client speaking plain SMTP to it gets nothing through.
+  auto clear =
+      Open("smtp://127.0.0.1:" + std::to_string(implicit.port()) + "?tls=none&timeout_ms=2000");
+  ASSERT_TRUE(clear);
+  r = clear->SendBatch({Message("tls6", "ana@example.com")});
+  EXPECT_NE(r[0].kind, "accepted") << r[0].detail;
+  EXPECT_EQ(implicit.Log("accepted").size(), 1u);
+
   // A server without STARTTLS, and the default requires it: nothing goes
   // out in clear.
   SmtpServer plain;
