@@ -652,8 +652,9 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
 
 void Engine::Dispatch(Micros now, Micros wall_now) {
   std::vector<SendRow> later;
-  // Per provider: the sends going to it and their messages.
-  std::vector<std::vector<SendRow>> ready(router_.size());
+  // Per provider: the sends going to it (with their mail host groups) and
+  // their messages.
+  std::vector<std::vector<std::pair<SendRow, std::string>>> ready(router_.size());
   std::vector<std::vector<OutMessage>> messages(router_.size());
   auto hold = [&](SendRow& s, Micros until) {
     progress_[s.key].retry_at = until;
@@ -662,14 +663,14 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   static const SendProgress kFresh;
   // Records one attempt's result (from `provider`, or -1 when none was
   // asked) and decides what follows (docs/engine.md, "Sending").
-  auto record = [&](SendRow& s, int provider, const TransportResult& r) {
+  // `group` is the recipient's mail host group (Router::Group), when known.
+  auto record = [&](SendRow& s, int provider, const TransportResult& r, std::string group) {
     // Most sends finish at their first attempt: no entry for them.
     auto it = progress_.find(s.key);
     SendProgress p = it == progress_.end() ? kFresh : it->second;
     const std::string& result = r.kind;
     Micros retry_after = Micros(r.retry_after_ms) * 1000;
-    std::string domain = router_.Group(DomainOf(s.recipient));
-    if (provider >= 0) router_.Record(provider, domain, r, wall_now);
+    if (provider >= 0) router_.Record(provider, group, r, wall_now);
     bool final = true, failed_over = false;
     std::string gave_up;
     Micros wait = retry_after;
@@ -777,16 +778,18 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       continue;
     }
     if (const SuppressionRow* by = SuppressedBy(s.recipient, s.intent)) {
-      record(s, -1, Outcome("suppressed", by->entry + " (" + by->source + ": " + by->reason + ")"));
+      record(s, -1, Outcome("suppressed", by->entry + " (" + by->source + ": " + by->reason + ")"),
+             "");
       continue;
     }
     auto prior = progress_.find(s.key);
-    Router::Choice c = router_.Take(s.intent, router_.Group(DomainOf(s.recipient)), wall_now,
+    std::string group = router_.Group(DomainOf(s.recipient));
+    Router::Choice c = router_.Take(s.intent, group, wall_now,
                                     prior == progress_.end() ? -1 : prior->second.pinned);
     if (c.provider < 0 && c.wait == 0) {
       std::string why = "no provider sends " + s.intent + " mail";
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", why, "");
-      record(s, -1, Outcome("dead_letter", why));
+      record(s, -1, Outcome("dead_letter", why), "");
       continue;
     }
     if (c.provider < 0) {
@@ -797,18 +800,20 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (!message.ok()) {
       router_.Unused(c.provider);
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
-      record(s, -1, Outcome("dead_letter", message.error()));
+      record(s, -1, Outcome("dead_letter", message.error()), "");
       continue;
     }
     messages[c.provider].push_back(std::move(message).value());
     auto p = progress_.find(s.key);
     messages[c.provider].back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
-    ready[c.provider].push_back(std::move(s));
+    ready[c.provider].push_back({std::move(s), std::move(group)});
   }
   for (size_t i = 0; i < router_.size(); ++i) {
     if (messages[i].empty()) continue;
     std::vector<TransportResult> sent = router_.provider(int(i)).transport->SendBatch(messages[i]);
-    for (size_t j = 0; j < ready[i].size(); ++j) record(ready[i][j], int(i), sent[j]);
+    for (size_t j = 0; j < ready[i].size(); ++j) {
+      record(ready[i][j].first, int(i), sent[j], std::move(ready[i][j].second));
+    }
   }
   pending_ = std::move(later);
   RouteEmitted();  // the results' events, for the journeys that listen

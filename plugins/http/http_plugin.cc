@@ -11,7 +11,6 @@
 #include <curl/curl.h>
 #include <waymark/transport_plugin.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -19,23 +18,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plugins/common/curl_plugin.h"
+
 using nlohmann::json;
+using waymark::curl_plugin::Loopback;
+using waymark::curl_plugin::Put;
+using waymark::curl_plugin::StartsWith;
 
 namespace {
 
-int instances = 0;  // create() and destroy() never overlap (the ABI's rule)
-
-template <size_t N>
-void Put(char (&field)[N], const std::string& s) {
-  std::snprintf(field, N, "%s", s.c_str());
-}
-
 std::string Str(const wm_str& s) {
   return std::string(s.ptr, s.len);
-}
-
-bool StartsWith(const std::string& s, const char* prefix) {
-  return s.rfind(prefix, 0) == 0;
 }
 
 std::string Base64(const char* p, size_t n) {
@@ -232,12 +225,6 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   }
 }
 
-bool Loopback(const std::string& url) {
-  size_t at = url.find("://");
-  std::string host = at == std::string::npos ? url : url.substr(at + 3);
-  return StartsWith(host, "127.") || StartsWith(host, "localhost") || StartsWith(host, "[::1]");
-}
-
 int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* err,
            size_t err_size) {
   try {
@@ -270,17 +257,8 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     t->timeout_ms = c.value("timeout_ms", 30000L);
     t->connect_timeout_ms = c.value("connect_timeout_ms", 10000L);
     std::string ca_file = c.value("ca_file", "");
-    if (instances == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      std::snprintf(err, err_size, "curl_global_init failed");
-      return WM_ERR_RESOURCE;
-    }
-    ++instances;
-    t->curl = curl_easy_init();
-    if (!t->curl) {
-      if (--instances == 0) curl_global_cleanup();
-      std::snprintf(err, err_size, "curl_easy_init failed");
-      return WM_ERR_RESOURCE;
-    }
+    t->curl = waymark::curl_plugin::CurlInit(err, err_size);
+    if (!t->curl) return WM_ERR_RESOURCE;
     CURL* h = t->curl;
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
@@ -316,12 +294,6 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
   }
 }
 
-void Destroy(wm_transport* t) {
-  curl_easy_cleanup(t->curl);
-  delete t;
-  if (--instances == 0) curl_global_cleanup();
-}
-
 void Info(wm_transport* t, wm_transport_info* out) {
   Put(out->description, t->description);
   if (t->api == "resend") {
@@ -332,21 +304,9 @@ void Info(wm_transport* t, wm_transport_info* out) {
 
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
                uint32_t timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (size_t i = 0; i < count; ++i) {
-    wm_send_result* r = wm_result_at(results, i);
-    if (std::chrono::steady_clock::now() >= deadline) {
-      r->kind = WM_RESULT_RETRY_LATER;
-      Put(r->text, "not attempted: the batch's time ran out");
-      continue;
-    }
-    try {
-      SendOne(t, wm_message_at(messages, i), r);
-    } catch (const std::exception& e) {  // out of memory
-      r->kind = t->request_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
-      Put(r->text, e.what());
-    }
-  }
+  // Once the request went out, the provider may have taken it.
+  waymark::curl_plugin::SendEach(t, messages, count, results, timeout_ms, SendOne,
+                                 &wm_transport::request_sent);
 }
 
 }  // namespace
@@ -358,7 +318,7 @@ extern "C" const wm_transport_plugin waymark_transport_plugin = {
     .summary = "JSON HTTP provider APIs: Resend (with Idempotency-Key) and SES v2 (SigV4)",
     .config_schema = "http.schema.json",
     .create = Create,
-    .destroy = Destroy,
+    .destroy = waymark::curl_plugin::Destroy<wm_transport>,
     .info = Info,
     .send_batch = SendBatch,
 };

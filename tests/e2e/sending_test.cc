@@ -11,6 +11,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -31,24 +32,44 @@ std::string Waymark(const std::string& args, int* code) {
   return out;
 }
 
+// `count` events of the bench's welcome journey, as dir/events.jsonl.
+void WriteEvents(const fs::path& dir, int count) {
+  std::ofstream events(dir / "events.jsonl");
+  for (const auto& e : waymark::bench::MakeEvents(count)) events << e.text << "\n";
+}
+
+// `waymark run` over `sends` events on the wall clock until idle, the
+// store in dir/w.db, against the sim plugin configured by `sim_query`,
+// which records what it accepts in dir/accepted.jsonl; `flags` after.
+// Its standard output (the --json summary), and its exit code in `*code`.
+std::string RunOnSim(const fs::path& dir, int sends, const std::string& sim_query,
+                     const std::string& flags, int* code) {
+  WriteEvents(dir, sends);
+  return Waymark(
+      "run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
+          " --journeys " WAYMARK_SOURCE_DIR "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR
+          "/schemas --store sqlite:" +
+          (dir / "w.db").string() + " --transport 'sim:?" + sim_query +
+          "&record=" + (dir / "accepted.jsonl").string() + "' " + flags + " --json 2>/dev/null",
+      code);
+}
+
+// The sim plugin's record of what it accepted (RunOnSim), in order.
+std::vector<json> Accepted(const fs::path& dir) {
+  std::vector<json> out;
+  std::ifstream in(dir / "accepted.jsonl");
+  for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
+  return out;
+}
+
 TEST(Throttling, TheSesSeedScenarioCompletesWithinTheLimitAndLearnsIt) {
   const int kSends = 2000;
   fs::path dir = fs::temp_directory_path() / ("wm_throttle_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  {
-    std::ofstream events(dir / "events.jsonl");
-    for (const auto& e : waymark::bench::MakeEvents(kSends)) events << e.text << "\n";
-  }
-  std::string record = (dir / "accepted.jsonl").string();
   int code = -1;
-  std::string out = Waymark(
-      "run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
-          " --journeys " WAYMARK_SOURCE_DIR "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR
-          "/schemas --store sqlite:" +
-          (dir / "w.db").string() + " --transport 'sim:?rate=14&burst=30&record=" + record + "'" +
-          " --transport-rate 30 --transport-burst 30 --json 2>/dev/null",
-      &code);
+  std::string out =
+      RunOnSim(dir, kSends, "rate=14&burst=30", "--transport-rate 30 --transport-burst 30", &code);
   EXPECT_EQ(code, 0) << out;
   json summary = json::parse(out);
   // 0 lost: every send accepted once, and nothing held back.
@@ -58,13 +79,11 @@ TEST(Throttling, TheSesSeedScenarioCompletesWithinTheLimitAndLearnsIt) {
 
   // What the provider took: each key once, never more than the limit plus
   // the burst in any second.
-  std::ifstream in(record);
   std::set<std::string> keys;
   std::deque<int64_t> window;
   size_t most = 0;
   int64_t first = -1, last = 0;
-  for (std::string line; std::getline(in, line);) {
-    json r = json::parse(line);
+  for (const json& r : Accepted(dir)) {
     EXPECT_TRUE(keys.insert(r["key"].get<std::string>()).second) << r["key"];
     int64_t at = r["at_us"];
     if (first < 0) first = at;
@@ -142,10 +161,7 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   EXPECT_EQ(status, 1);
   // user-1: suppressed; user-2: marketing only, and welcome is
   // transactional, so it goes; user-3: removed, so it goes.
-  {
-    std::ofstream events(dir / "events.jsonl");
-    for (const auto& e : waymark::bench::MakeEvents(5)) events << e.text << "\n";
-  }
+  WriteEvents(dir, 5);
   json summary = json::parse(
       Waymark("run --events " + (dir / "events.jsonl").string() + " --clock event --until-idle" +
                   " --journeys " WAYMARK_SOURCE_DIR
@@ -165,31 +181,17 @@ TEST(Throttling, AStormOfTransientFailuresAndSlowAnswersLosesNothing) {
   fs::path dir = fs::temp_directory_path() / ("wm_storm_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  {
-    std::ofstream events(dir / "events.jsonl");
-    for (const auto& e : waymark::bench::MakeEvents(kSends)) events << e.text << "\n";
-  }
-  std::string record = (dir / "accepted.jsonl").string();
   int code = -1;
-  std::string out = Waymark(
-      "run --events " + (dir / "events.jsonl").string() + " --clock wall --until-idle" +
-          " --journeys " WAYMARK_SOURCE_DIR "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR
-          "/schemas --store sqlite:" +
-          (dir / "w.db").string() +
-          " --transport 'sim:?transient_rate=0.3&latency_ms=20&rate=100&burst=20&record=" + record +
-          "' --max-attempts 20 --retry-base 1s --retry-max 4s --json 2>/dev/null",
-      &code);
+  std::string out = RunOnSim(dir, kSends, "transient_rate=0.3&latency_ms=20&rate=100&burst=20",
+                             "--max-attempts 20 --retry-base 1s --retry-max 4s", &code);
   ASSERT_EQ(code, 0) << out;
   json summary = json::parse(out);
   EXPECT_EQ(summary["sends"]["welcome"]["accepted"], kSends) << summary["sends"].dump();
   EXPECT_GT(summary["sends"]["welcome"]["retry_later"].get<int>(), kSends / 5);  // it was a storm
   EXPECT_EQ(summary["dead_letters"].size(), 0u);
   EXPECT_EQ(summary["held_sends"], 0);
-  std::ifstream in(record);
   std::set<std::string> keys;
-  for (std::string line; std::getline(in, line);) {
-    EXPECT_TRUE(keys.insert(json::parse(line)["key"].get<std::string>()).second);
-  }
+  for (const json& r : Accepted(dir)) EXPECT_TRUE(keys.insert(r["key"].get<std::string>()).second);
   EXPECT_EQ(keys.size(), size_t(kSends));
   fs::remove_all(dir);
 }

@@ -11,8 +11,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/delivery/message.h"
 #include "engine/delivery/transport.h"
+#include "tests/testing/messages.h"
 
 namespace waymark {
 namespace {
@@ -145,28 +145,12 @@ class Provider {
 
 OutMessage Message(const std::string& key, const std::string& to,
                    const std::string& subject = "Hello") {
-  MessageParams p;
-  p.idempotency_key = key;
-  p.from = "Waymark <news@waymark.example>";
-  p.to = to;
-  p.date = 1'780'000'000'000'000;
-  p.list_unsubscribe = true;
-  p.unsubscribe_url = "https://waymark.example/u?m=" + key;
-  p.content.subject = subject;
-  p.content.text = "Hi";
-  p.content.html = "<p>Hi</p>";
-  OutMessage m;
-  m.key = key;
-  m.data = BuildMessage(p).value();
-  m.from = "news@waymark.example";
-  m.to = to;
-  m.intent = "marketing";
-  m.subject = subject;
-  m.from_header = p.from;
-  m.text = p.content.text;
-  m.html = p.content.html;
-  m.list_unsubscribe = p.unsubscribe_url;
-  return m;
+  RenderedMessage content;
+  content.from = "Waymark <news@waymark.example>";
+  content.subject = subject;
+  content.text = "Hi";
+  content.html = "<p>Hi</p>";
+  return testing_util::MakeOutMessage(key, to, content);
 }
 
 std::unique_ptr<Transport> Open(const std::string& query) {

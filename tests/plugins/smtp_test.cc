@@ -19,9 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_events.h"
-#include "engine/delivery/message.h"
 #include "engine/delivery/transport.h"
 #include "tests/testing/files.h"
+#include "tests/testing/messages.h"
 #include "tests/testing/process.h"
 
 namespace waymark {
@@ -78,23 +78,12 @@ class SmtpServer {
 };
 
 OutMessage Message(const std::string& key, const std::string& to) {
-  MessageParams p;
-  p.idempotency_key = key;
-  p.from = "Waymark Tests <tests@waymark.example>";
-  p.to = to;
-  p.date = 1'780'000'000'000'000;
-  p.list_unsubscribe = true;
-  p.unsubscribe_url = "https://waymark.example/u?m=" + key;
-  p.content.subject = "Héllo " + key;
-  p.content.text = "Hi,\n.a line that starts with a dot\nbye\n";
-  p.content.html = "<p>Hi <b>there</b></p>";
-  OutMessage m;
-  m.key = key;
-  m.data = BuildMessage(p).value();
-  m.from = "tests@waymark.example";
-  m.to = to;
-  m.intent = "marketing";
-  return m;
+  RenderedMessage content;
+  content.from = "Waymark Tests <tests@waymark.example>";
+  content.subject = "Héllo " + key;
+  content.text = "Hi,\n.a line that starts with a dot\nbye\n";
+  content.html = "<p>Hi <b>there</b></p>";
+  return testing_util::MakeOutMessage(key, to, content);
 }
 
 std::unique_ptr<Transport> Open(const std::string& url) {
