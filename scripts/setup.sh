@@ -10,7 +10,7 @@ PACKAGES=(
   libboost-dev nlohmann-json3-dev libcli11-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
   libjemalloc-dev libsqlite3-dev libkainjow-mustache-dev libvalijson-dev libtomlplusplus-dev
-  libspdlog-dev libcurl4-openssl-dev libcpp-httplib-dev libluajit-5.1-dev
+  libspdlog-dev libcurl4-openssl-dev libssl-dev libcpp-httplib-dev libluajit-5.1-dev
   libnats-dev nats-server libpqxx-dev postgresql
   python3-aiosmtpd openssl graphviz hyperfine
 )

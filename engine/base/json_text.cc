@@ -3,14 +3,52 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 namespace waymark {
 
+namespace {
+
+// Whether any of the 8 bytes of `w` needs an escape in a JSON string: below
+// 0x20, '"' or '\\'. Exact (bytes of 0x80 and over never match).
+inline bool AnyToEscape(uint64_t w) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull, kHigh = 0x8080808080808080ull;
+  auto zero_byte = [&](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  return ((w - 0x20 * kOnes) & ~w & kHigh) | zero_byte(w ^ ('"' * kOnes)) |
+         zero_byte(w ^ ('\\' * kOnes));
+}
+
+}  // namespace
+
 void AppendJsonString(std::string& out, std::string_view s) {
   static const char kHex[] = "0123456789abcdef";
+  // The common case, nothing to escape, found 8 bytes at a time (the tail
+  // padded with plain bytes) and appended in one piece.
+  size_t i = 0;
+  bool plain = true;
+  for (uint64_t w; plain && i + 8 <= s.size(); i += 8) {
+    std::memcpy(&w, s.data() + i, 8);
+    plain = !AnyToEscape(w);
+  }
+  if (!plain) {
+    i -= 8;  // from the word that has one
+  } else if (i < s.size()) {
+    uint64_t w = 0x6161616161616161ull;  // "aaaaaaaa"
+    std::memcpy(&w, s.data() + i, s.size() - i);
+    plain = !AnyToEscape(w);
+  }
+  if (plain) {
+    size_t at = out.size();
+    out.resize(at + s.size() + 2);
+    char* d = out.data() + at;
+    d[0] = '"';
+    std::memcpy(d + 1, s.data(), s.size());
+    d[s.size() + 1] = '"';
+    return;
+  }
   out += '"';
   size_t run = 0;  // start of the pending run of characters that need no escape
-  for (size_t i = 0; i < s.size(); ++i) {
+  for (; i < s.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(s.data() + run, i - run);

@@ -5,6 +5,7 @@
 // value, so either can read it.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -54,7 +55,8 @@ class JsonObjectWriter {
   }
   JsonObjectWriter& Int(std::string_view key, int64_t v) {
     Key(key);
-    out_ += std::to_string(v);
+    char buf[24];
+    out_.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
     return *this;
   }
   // `json` must already be JSON text.

@@ -1,4 +1,5 @@
-// SHA-256 (FIPS 180-4), used for content hashes of compiled journeys.
+// SHA-256 (FIPS 180-4), through OpenSSL's libcrypto: content hashes of
+// compiled journeys, idempotency keys, split buckets, MIME boundaries.
 #pragma once
 
 #include <array>

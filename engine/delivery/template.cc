@@ -129,7 +129,17 @@ Result<std::string> RenderPart(const std::string& tmpl_name, const char* part, m
                                const mus::data& data) {
   if (!m) return std::string();
   StrictContext ctx(&data);
-  std::string out = m->render(ctx);
+  // Appended straight to a string: mustache's own render(ctx) builds an
+  // ostringstream (and its locale) per part.
+  struct Sink {
+    std::string out;
+    Sink& operator<<(const std::string& s) {
+      out += s;
+      return *this;
+    }
+  } sink;
+  m->render(ctx, sink);
+  std::string out = std::move(sink.out);
   if (!m->is_valid()) {
     return Status::Error("template '" + tmpl_name + "' (" + part + "): " + m->error_message());
   }

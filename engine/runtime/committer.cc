@@ -55,8 +55,7 @@ void Committer::Run() {
     Done d{store_->Commit(b), {}};
     double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double cpu = ThreadCpuSeconds() - cpu0;
-    d.send_seqs.reserve(b.sends.size());
-    for (const SendRow& s : b.sends) d.send_seqs.push_back(s.seq);
+    d.sends = std::move(b.sends);
     lock.lock();
     commit_seconds_ += took;
     commit_cpu_seconds_ += cpu;

@@ -28,12 +28,12 @@ class Committer {
   void Start(Batch batch);
   bool busy() const { return busy_; }
 
-  // What became of the batch in flight (ok, nothing, when none was): the
-  // outbox position of each of its sends, in order. The batch itself is
-  // freed on the writer thread.
+  // What became of the batch in flight (ok, nothing, when none was): its
+  // sends, in order, each with its outbox position (`seq`), handed back
+  // for dispatch. The rest of the batch is freed on the writer thread.
   struct Done {
     Status status;
-    std::vector<int64_t> send_seqs;
+    std::vector<SendRow> sends;
   };
   Done Wait();
 

@@ -430,8 +430,8 @@ void Engine::DecideSends() {
       row.cap_counted = true;
       times.insert(row.not_before);
     }
-    batch_.sends.push_back(row);
-    staged_.emplace_back(batch_.sends.size() - 1, std::move(row));
+    batch_.sends.push_back(std::move(row));
+    staged_.push_back(batch_.sends.size() - 1);
   }
 }
 
@@ -620,10 +620,7 @@ Status Engine::Settle() {
     failed_ = done.status;
     return failed_;
   }
-  for (auto& [k, row] : inflight_sends_) {
-    row.seq = done.send_seqs.at(k);
-    pending_.push_back(std::move(row));
-  }
+  for (size_t k : inflight_sends_) pending_.push_back(std::move(done.sends.at(k)));
   inflight_sends_.clear();
   inflight_ids_.clear();
   return Status();

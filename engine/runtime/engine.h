@@ -219,9 +219,10 @@ class Engine {
   std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
 
   Batch batch_;  // being built
-  // Sends to dispatch once their batch is durable, with their position in
-  // its `sends`: of the batch being built, of the batch in flight.
-  std::vector<std::pair<size_t, SendRow>> staged_, inflight_sends_;
+  // Sends to dispatch once their batch is durable, by their position in
+  // its `sends`: of the batch being built, of the batch in flight (the
+  // committer hands the rows back).
+  std::vector<size_t> staged_, inflight_sends_;
   std::vector<SendRow> pending_;  // committed sends not yet dispatched
   // Per pending send (by key): results recorded so far, attempts spent
   // (docs/engine.md, "Sending"), and when it may go again (wall clock).

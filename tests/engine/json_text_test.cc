@@ -31,6 +31,27 @@ TEST(JsonText, WritesWhatDumpWrites) {
   }
 }
 
+// Strings are scanned 8 bytes at a time for characters to escape: each
+// such character, at each position of strings around that width, is
+// escaped exactly as dump() escapes it.
+TEST(JsonText, EscapesEveryCharacterAtEveryPosition) {
+  for (size_t len = 1; len <= 20; ++len) {
+    for (size_t at = 0; at < len; ++at) {
+      for (int c = 0; c < 0x80; ++c) {
+        std::string s(len, 'a');
+        s[at] = char(c);
+        std::string out = "x";
+        AppendJsonString(out, s);
+        ASSERT_EQ(out, "x" + json(s).dump()) << "length " << len << ", byte " << c << " at " << at;
+      }
+    }
+  }
+  std::string utf8 = "Grüße aus Köln, 日本 😀 — and a quote \" at the end";
+  std::string out;
+  AppendJsonString(out, utf8);
+  EXPECT_EQ(out, json(utf8).dump());
+}
+
 // The same value with the same number types, or both refuse.
 void ExpectSameAsNlohmann(const std::string& text) {
   nlohmann::json want = nlohmann::json::parse(text, nullptr, false);
