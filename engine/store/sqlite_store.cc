@@ -104,6 +104,7 @@ class Stmt {
   }
   // Runs a statement that returns no rows.
   Status Exec() {
+    if (!s_) return Status::Error("sqlite: " + error_);
     int rc = sqlite3_step(s_);
     sqlite3_reset(s_);
     sqlite3_clear_bindings(s_);
@@ -142,6 +143,7 @@ class SqliteStore : public Store {
   ~SqliteStore() override {
     reads_.clear();
     writes_.clear();
+    multi_.clear();
     sqlite3_close(rdb_);
     sqlite3_close(db_);
   }
@@ -570,15 +572,58 @@ class SqliteStore : public Store {
     return out;
   }
 
-  Status Write(Batch& b) {
-    for (const Event& e : b.events) {
-      Stmt& q =
-          W("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-      const std::string& body = e.Text();
-      q.Bind(1, e.source).Bind(2, e.id).Bind(3, e.type).Bind(4, e.subject).Bind(5, e.time);
-      q.Bind(6, body);
+  // A batch's rows go in with multi-row statements, up to this many rows
+  // each: SQLite's cost per statement (begin, halt, reset) is paid per
+  // chunk instead of per row. 64 rows of the widest table (sends, 15
+  // columns) use 960 parameters, under SQLite's oldest limit of 999.
+  static constexpr size_t kRowsPerStatement = 64;
+
+  // `head` + `rows` copies of `row` joined by "," + `tail`, prepared once
+  // per (head, rows). `head` is a string literal: its address names it.
+  Stmt& Multi(const char* head, const char* row, const char* tail, size_t rows) {
+    auto key = std::make_pair(head, rows);
+    auto it = multi_.find(key);
+    if (it == multi_.end()) {
+      std::string sql = head;
+      for (size_t r = 0; r < rows; ++r) {
+        if (r) sql += ',';
+        sql += row;
+      }
+      sql += tail;
+      it = multi_.emplace(key, std::make_unique<Stmt>(db_, sql.c_str())).first;
+    }
+    return *it->second;
+  }
+
+  // Runs the statement over rows 0..n-1: kRowsPerStatement at a time, then
+  // halving for the rest (so at most seven shapes per statement are
+  // prepared). bind(q, first, i) binds row i's values from parameter
+  // `first` on; text it binds must live until the chunk has run.
+  template <typename BindRow>
+  Status ForRows(const char* head, const char* row, const char* tail, int columns, size_t n,
+                 BindRow bind) {
+    for (size_t i = 0; i < n;) {
+      size_t rows = kRowsPerStatement;
+      while (rows > n - i) rows /= 2;
+      Stmt& q = Multi(head, row, tail, rows);
+      for (size_t r = 0; r < rows; ++r) bind(q, int(r) * columns + 1, i + r);
       if (Status s = q.Exec(); !s.ok()) return s;
+      i += rows;
+    }
+    return Status();
+  }
+
+  Status Write(Batch& b) {
+    if (Status s = ForRows("INSERT OR IGNORE INTO events (source, id, type, subject, time, body) "
+                           "VALUES ",
+                           "(?, ?, ?, ?, ?, ?)", "", 6, b.events.size(),
+                           [&](Stmt& q, int p, size_t i) {
+                             const Event& e = b.events[i];
+                             q.Bind(p, e.source).Bind(p + 1, e.id).Bind(p + 2, e.type);
+                             q.Bind(p + 3, e.subject).Bind(p + 4, e.time).Bind(p + 5, e.Text());
+                           });
+        !s.ok()) {
+      return s;
     }
     for (const JourneyVersionRow& v : b.journey_versions) {
       Stmt& q =
@@ -593,55 +638,102 @@ class SqliteStore : public Store {
     // step wrote). Plain INSERT: the history is append-only and a run
     // starts where the stored one ended, so a second writer of the same
     // records fails the whole batch on the key (instance, n).
+    struct Run {
+      size_t begin;
+      int64_t last;
+      std::string records;
+    };
+    std::vector<Run> runs;
     for (size_t k = 0, end; k < b.history.size(); k = end) {
       end = rows::HistoryRunEnd(b.history, k);
-      const HistoryRow& first = b.history[k];
-      std::string records = rows::HistoryRunText(b.history, k, end);
-      int64_t last = b.history[end - 1].n;
-      Stmt& q = W("INSERT INTO history (instance_id, n, last_n, records) VALUES (?1, ?2, ?3, ?4)");
-      q.Bind(1, first.instance_id).Bind(2, first.n).Bind(3, last).Bind(4, records);
-      if (Status s = q.Exec(); !s.ok()) return s;
+      runs.push_back({k, b.history[end - 1].n, rows::HistoryRunText(b.history, k, end)});
     }
-    for (const Instance& i : b.instances) {
-      Stmt& q =
-          W("INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
-            "goals_open_until, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
-            "ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
-            "goals_open_until = excluded.goals_open_until, body = excluded.body");
-      q.Bind(1, i.id).Bind(2, i.journey).Bind(3, i.key).Bind(4, i.seq);
-      q.Bind(5, int64_t(i.Finished())).Bind(6, i.entered_at).Bind(7, i.due);
-      std::string row = i.RowText();
-      q.Bind(8, i.goals_open_until).Bind(9, row);
-      if (Status s = q.Exec(); !s.ok()) return s;
+    if (Status s = ForRows("INSERT INTO history (instance_id, n, last_n, records) VALUES ",
+                           "(?, ?, ?, ?)", "", 4, runs.size(),
+                           [&](Stmt& q, int p, size_t i) {
+                             const HistoryRow& first = b.history[runs[i].begin];
+                             q.Bind(p, first.instance_id).Bind(p + 1, first.n);
+                             q.Bind(p + 2, runs[i].last).Bind(p + 3, runs[i].records);
+                           });
+        !s.ok()) {
+      return s;
     }
-    for (SendRow& r : b.sends) {
-      Stmt& q = W("INSERT INTO sends (" SEND_COLUMNS
-                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
-      q.Bind(1, r.key).Bind(2, r.instance_id).Bind(3, r.journey).Bind(4, r.person).Bind(5, r.state);
-      q.Bind(6, r.template_name).Bind(7, r.recipient).Bind(8, r.intent).Bind(9, r.via);
-      q.Bind(10, int64_t(r.priority)).Bind(11, r.requested_at).Bind(12, r.not_before);
-      q.Bind(13, int64_t(r.cap_counted));
-      std::string context = rows::SendContext(r);
-      if (Status s = q.Bind(14, context).Exec(); !s.ok()) return s;
-      r.seq = sqlite3_last_insert_rowid(db_);
-      Stmt& p = W("INSERT INTO sends_pending (seq) VALUES (?1)");
-      if (Status s = p.Bind(1, r.seq).Exec(); !s.ok()) return s;
+    std::vector<std::string> texts(b.instances.size());
+    for (size_t i = 0; i < b.instances.size(); ++i) texts[i] = b.instances[i].RowText();
+    if (Status s = ForRows(
+            "INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
+            "goals_open_until, body) VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
+            "goals_open_until = excluded.goals_open_until, body = excluded.body",
+            9, b.instances.size(),
+            [&](Stmt& q, int p, size_t k) {
+              const Instance& i = b.instances[k];
+              q.Bind(p, i.id).Bind(p + 1, i.journey).Bind(p + 2, i.key).Bind(p + 3, i.seq);
+              q.Bind(p + 4, int64_t(i.Finished())).Bind(p + 5, i.entered_at).Bind(p + 6, i.due);
+              q.Bind(p + 7, i.goals_open_until).Bind(p + 8, texts[k]);
+            });
+        !s.ok()) {
+      return s;
+    }
+    // Outbox positions are given here, after the largest stored one: the
+    // write transaction holds the store, so no other writer takes them.
+    if (!b.sends.empty()) {
+      Stmt& q = W("SELECT COALESCE(MAX(seq), 0) FROM sends");
+      Status st;
+      int64_t last = q.Next(st) ? q.Int(0) : 0;
+      sqlite3_reset(q.get());
+      if (!st.ok()) return st;
+      for (SendRow& r : b.sends) r.seq = ++last;
+    }
+    texts.assign(b.sends.size(), std::string());
+    for (size_t i = 0; i < b.sends.size(); ++i) texts[i] = rows::SendContext(b.sends[i]);
+    if (Status s = ForRows(
+            "INSERT INTO sends (seq, " SEND_COLUMNS ") VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", "", 15, b.sends.size(),
+            [&](Stmt& q, int p, size_t k) {
+              const SendRow& r = b.sends[k];
+              q.Bind(p, r.seq).Bind(p + 1, r.key).Bind(p + 2, r.instance_id).Bind(p + 3, r.journey);
+              q.Bind(p + 4, r.person).Bind(p + 5, r.state).Bind(p + 6, r.template_name);
+              q.Bind(p + 7, r.recipient).Bind(p + 8, r.intent).Bind(p + 9, r.via);
+              q.Bind(p + 10, int64_t(r.priority)).Bind(p + 11, r.requested_at);
+              q.Bind(p + 12, r.not_before).Bind(p + 13, int64_t(r.cap_counted));
+              q.Bind(p + 14, texts[k]);
+            });
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = ForRows("INSERT INTO sends_pending (seq) VALUES ", "(?)", "", 1, b.sends.size(),
+                           [&](Stmt& q, int p, size_t k) { q.Bind(p, b.sends[k].seq); });
+        !s.ok()) {
+      return s;
     }
     // Results that name a send of this batch by key (capped, dead-lettered,
     // deferred at decision time).
     if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
-    for (SendResultRow& r : b.results) {
-      Stmt& q =
-          W("INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-      q.Bind(1, r.send_seq).Bind(2, int64_t(r.attempt)).Bind(3, r.key).Bind(4, r.time);
-      std::string detail = DumpJson(r.detail);
-      q.Bind(5, r.result).Bind(6, int64_t(r.final));
-      if (Status s = q.Bind(7, detail).Exec(); !s.ok()) return s;
-      if (r.final) {
-        Stmt& u = W("DELETE FROM sends_pending WHERE seq = ?1");
-        if (Status s = u.Bind(1, r.send_seq).Exec(); !s.ok()) return s;
-      }
+    texts.assign(b.results.size(), std::string());
+    std::vector<int64_t> finished;
+    for (size_t i = 0; i < b.results.size(); ++i) {
+      texts[i] = DumpJson(b.results[i].detail);
+      if (b.results[i].final) finished.push_back(b.results[i].send_seq);
+    }
+    if (Status s = ForRows(
+            "INSERT INTO send_results (send_seq, attempt, key, time, result, final, detail) "
+            "VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?)", "", 7, b.results.size(),
+            [&](Stmt& q, int p, size_t k) {
+              const SendResultRow& r = b.results[k];
+              q.Bind(p, r.send_seq).Bind(p + 1, int64_t(r.attempt)).Bind(p + 2, r.key);
+              q.Bind(p + 3, r.time).Bind(p + 4, r.result).Bind(p + 5, int64_t(r.final));
+              q.Bind(p + 6, texts[k]);
+            });
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = ForRows("DELETE FROM sends_pending WHERE seq IN (", "?", ")", 1, finished.size(),
+                           [&](Stmt& q, int p, size_t k) { q.Bind(p, finished[k]); });
+        !s.ok()) {
+      return s;
     }
     if (!b.suppressions.empty()) {
       if (Status s = WriteSuppressions(b.suppressions, false); !s.ok()) return s;
@@ -670,6 +762,7 @@ class SqliteStore : public Store {
   sqlite3* db_ = nullptr;   // writes
   sqlite3* rdb_ = nullptr;  // reads
   Statements reads_, writes_;
+  std::map<std::pair<const char*, size_t>, std::unique_ptr<Stmt>> multi_;  // writes, by Multi
 };
 
 }  // namespace
