@@ -132,11 +132,28 @@ std::string RfcDate(Micros t) {
   static const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%s, %02u %s %04d %02d:%02d:%02d +0000", kDays[wd.c_encoding()],
-                unsigned(ymd.day()), kMonths[unsigned(ymd.month()) - 1], int(ymd.year()),
-                int(tod.hours().count()), int(tod.minutes().count()), int(tod.seconds().count()));
-  return buf;
+  // "Sun, 08 Mar 2026 09:30:00 +0000", without snprintf (one per message).
+  std::string out = kDays[wd.c_encoding()];
+  auto two = [&](unsigned v) {
+    out += char('0' + v / 10 % 10);
+    out += char('0' + v % 10);
+  };
+  out += ", ";
+  two(unsigned(ymd.day()));
+  out += ' ';
+  out += kMonths[unsigned(ymd.month()) - 1];
+  out += ' ';
+  int year = int(ymd.year());
+  two(unsigned(year / 100));
+  two(unsigned(year % 100));
+  out += ' ';
+  two(unsigned(tod.hours().count()));
+  out += ':';
+  two(unsigned(tod.minutes().count()));
+  out += ':';
+  two(unsigned(tod.seconds().count()));
+  out += " +0000";
+  return out;
 }
 
 }  // namespace

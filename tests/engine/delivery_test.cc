@@ -135,6 +135,12 @@ TEST(Message, IsDeterministicMimeWithEncodedHeaders) {
   EXPECT_NE(m.find("Content-Type: text/plain; charset=UTF-8"), std::string::npos);
   EXPECT_NE(m.find("Content-Type: text/html; charset=UTF-8"), std::string::npos);
   EXPECT_NE(m.find("Date: Sun, 08 Mar 2026 09:30:00 +0000"), std::string::npos) << m;
+  MessageParams late = Params();
+  late.date = 1956009598LL * kMicrosPerSecond;  // 2031-12-25T23:59:58Z
+  auto c = BuildMessage(late);
+  ASSERT_TRUE(c.ok()) << c.error();
+  EXPECT_NE(c.value().find("\r\nDate: Thu, 25 Dec 2031 23:59:58 +0000\r\n"), std::string::npos)
+      << c.value();
   EXPECT_EQ(m.find("List-Unsubscribe"), std::string::npos);  // transactional
   for (size_t i = 0; i < m.size(); ++i) {                    // every line ends in CRLF
     if (m[i] == '\n') {
