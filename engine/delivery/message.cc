@@ -1,5 +1,7 @@
 #include "engine/delivery/message.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 
 #include <date/date.h>
@@ -83,43 +85,66 @@ std::string Mailbox(const std::string& name, const std::string& addr) {
   return shown + " <" + addr + ">";
 }
 
-// Quoted-printable (RFC 2045), lines normalised to CRLF, soft breaks at 76,
-// appended to `out`.
+// Quoted-printable (RFC 2045), lines normalised to CRLF, appended to `out`.
+// Encoded lines stay within 76 characters: a soft break ("=" CRLF) comes
+// before a line would pass 75, and white space that ends a line (or the
+// text) is encoded, so that no decoder strips it.
 void AppendQuotedPrintable(std::string& out, std::string_view in) {
   static constexpr char kHex[] = "0123456789ABCDEF";
+  static const auto kPlain = [] {
+    std::array<bool, 256> t{};
+    for (int c = 33; c <= 126; ++c) t[size_t(c)] = c != '=';
+    t[' '] = t['\t'] = true;
+    return t;
+  }();
   size_t line = 0;  // characters on the current line
   auto encoded = [&](unsigned char c) {
+    if (line + 3 > 75) {
+      out += "=\r\n";
+      line = 0;
+    }
     out += '=';
     out += kHex[c >> 4];
     out += kHex[c & 15];
+    line += 3;
   };
-  for (char ch : in) {
-    unsigned char c = static_cast<unsigned char>(ch);
+  // The line's last character, when it is white space, encoded instead.
+  auto end_line = [&] {
+    if (line > 0 && (out.back() == ' ' || out.back() == '\t')) {
+      unsigned char w = static_cast<unsigned char>(out.back());
+      out.pop_back();
+      --line;
+      encoded(w);
+    }
+  };
+  for (size_t i = 0; i < in.size();) {
+    unsigned char c = static_cast<unsigned char>(in[i]);
+    if (kPlain[c]) {  // a run of plain characters, as much as fits the line
+      if (line >= 75) {
+        out += "=\r\n";
+        line = 0;
+      }
+      size_t j = i + 1, end = std::min(in.size(), i + (75 - line));
+      while (j < end && kPlain[static_cast<unsigned char>(in[j])]) ++j;
+      out.append(in.data() + i, j - i);
+      line += j - i;
+      i = j;
+      continue;
+    }
+    ++i;
     if (c == '\r') continue;
     if (c == '\n') {
-      if (line > 0 && (out.back() == ' ' || out.back() == '\t')) {  // no trailing white space
-        unsigned char w = static_cast<unsigned char>(out.back());
-        out.pop_back();
-        encoded(w);
-      }
+      end_line();
       out += "\r\n";
       line = 0;
       continue;
     }
-    bool plain = (c >= 33 && c <= 126 && c != '=') || c == ' ' || c == '\t';
-    if (line + (plain ? 1 : 3) > 75) {
-      out += "=\r\n";
-      line = 0;
-    }
-    if (plain) {
-      out += char(c);
-      ++line;
-    } else {
-      encoded(c);
-      line += 3;
-    }
+    encoded(c);
   }
-  if (line > 0) out += "\r\n";
+  if (line > 0) {
+    end_line();
+    out += "\r\n";
+  }
 }
 
 std::string RfcDate(Micros t) {

@@ -1,6 +1,8 @@
 // Templates and messages: strict Mustache rendering (only the names a
 // template uses are converted, with the same result as converting all),
 // and RFC 5322 / MIME output that refuses header injection.
+#include <random>
+
 #include <gtest/gtest.h>
 
 #include "engine/delivery/message.h"
@@ -158,6 +160,69 @@ TEST(Message, MarketingMailCarriesOneClickUnsubscribe) {
   EXPECT_NE(m.value().find("List-Unsubscribe: <https://acme.example/u?m=wm-"), std::string::npos);
   EXPECT_NE(m.value().find("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
             std::string::npos);
+}
+
+// The body of a one-part message, decoded from quoted-printable (RFC 2045
+// 6.7); every encoded line is checked on the way: at most 76 characters,
+// no white space at its end.
+std::string DecodedBody(const std::string& m) {
+  size_t at = m.find("quoted-printable\r\n\r\n");
+  EXPECT_NE(at, std::string::npos) << m;
+  std::string out;
+  for (size_t p = at + 20; p < m.size();) {
+    size_t eol = m.find("\r\n", p);
+    EXPECT_NE(eol, std::string::npos) << "the body ends in CRLF";
+    if (eol == std::string::npos) break;
+    std::string line = m.substr(p, eol - p);
+    p = eol + 2;
+    EXPECT_LE(line.size(), 76u) << line;
+    EXPECT_TRUE(line.empty() || (line.back() != ' ' && line.back() != '\t')) << "'" << line << "'";
+    bool soft = !line.empty() && line.back() == '=';
+    if (soft) line.pop_back();
+    for (size_t i = 0; i < line.size(); ++i) {
+      if (line[i] == '=') {
+        EXPECT_LT(i + 2, line.size()) << "'=' ends a line only as a soft break: " << line;
+        out += char(std::stoi(line.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+      } else {
+        out += line[i];
+      }
+    }
+    if (!soft) out += '\n';
+  }
+  return out;
+}
+
+TEST(Message, QuotedPrintableRoundTripsWithShortLines) {
+  std::mt19937 rng(7);
+  std::string random;
+  const std::string alphabet = "abc XYZ=.\t\n\r\xc3\xa4\xe2\x82\xac-_~";
+  for (int i = 0; i < 5000; ++i) random += alphabet[rng() % alphabet.size()];
+  const std::string bodies[] = {
+      "Hallo Ana\n",
+      std::string(300, 'x') + "\n" + std::string(75, 'y') + "\n" + std::string(76, 'z') + "\n",
+      "a=b==c\n" + std::string(74, 'q') + "=\n" + std::string(73, 'q') + "==\n",
+      "trailing space \ntrailing tab\t\n  \n\t\n",
+      "no newline at the end",
+      "ends in a space ",
+      "windows\r\nlines\r\n",
+      "Grüße, 日本, 😀 " + std::string(100, 'w') + "\n",
+      ".a line with a dot first\n",
+      random,
+  };
+  for (const std::string& body : bodies) {
+    MessageParams p = Params();
+    p.content.text = body;
+    p.content.html.clear();
+    auto m = BuildMessage(p);
+    ASSERT_TRUE(m.ok()) << m.error();
+    std::string want;
+    for (char c : body) {
+      if (c != '\r') want += c;
+    }
+    if (want.empty() || want.back() != '\n') want += '\n';
+    EXPECT_EQ(DecodedBody(m.value()), want) << body.substr(0, 80);
+  }
 }
 
 TEST(Message, RefusesHeaderInjectionAndBadAddresses) {
