@@ -238,18 +238,26 @@ class SqliteStore : public Store {
     return InTransaction([&] { return Write(b); });
   }
 
+  // Up to 64 events a query: the ones found come back by their position.
   Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) override {
-    Stmt& q = S("SELECT 1 FROM events WHERE source = ?1 AND id = ?2");
-    std::vector<bool> out;
-    Status st;
-    for (const auto& [source, id] : ids) {
-      q.Bind(1, source).Bind(2, id);
-      bool seen = q.Next(st);
-      if (seen) sqlite3_reset(q.get());
-      if (!st.ok()) return st;
-      out.push_back(seen);
-    }
+    std::vector<bool> out(ids.size());
+    std::vector<int64_t> at(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) at[i] = int64_t(i);
+    Status st = Chunks(
+        rdb_, "WITH asked (k, source, id) AS (VALUES ", "(?, ?, ?)",
+        ") SELECT asked.k FROM asked JOIN events ON events.source = asked.source "
+        "AND events.id = asked.id",
+        3, ids.size(),
+        [&](Stmt& q, int p, size_t i) {
+          q.Bind(p, at[i]).Bind(p + 1, ids[i].first).Bind(p + 2, ids[i].second);
+        },
+        [&](Stmt& q) {
+          Status found;
+          while (q.Next(found)) out[size_t(q.Int(0))] = true;
+          return found;
+        });
+    if (!st.ok()) return st;
     return out;
   }
 
@@ -579,8 +587,9 @@ class SqliteStore : public Store {
   static constexpr size_t kRowsPerStatement = 64;
 
   // `head` + `rows` copies of `row` joined by "," + `tail`, prepared once
-  // per (head, rows). `head` is a string literal: its address names it.
-  Stmt& Multi(const char* head, const char* row, const char* tail, size_t rows) {
+  // per (head, rows) on `db`. `head` is a string literal: its address
+  // names it.
+  Stmt& Multi(sqlite3* db, const char* head, const char* row, const char* tail, size_t rows) {
     auto key = std::make_pair(head, rows);
     auto it = multi_.find(key);
     if (it == multi_.end()) {
@@ -590,27 +599,35 @@ class SqliteStore : public Store {
         sql += row;
       }
       sql += tail;
-      it = multi_.emplace(key, std::make_unique<Stmt>(db_, sql.c_str())).first;
+      it = multi_.emplace(key, std::make_unique<Stmt>(db, sql.c_str())).first;
     }
     return *it->second;
   }
 
-  // Runs the statement over rows 0..n-1: kRowsPerStatement at a time, then
-  // halving for the rest (so at most seven shapes per statement are
-  // prepared). bind(q, first, i) binds row i's values from parameter
-  // `first` on; text it binds must live until the chunk has run.
-  template <typename BindRow>
-  Status ForRows(const char* head, const char* row, const char* tail, int columns, size_t n,
-                 BindRow bind) {
+  // Runs a multi-row statement over rows 0..n-1: kRowsPerStatement at a
+  // time, then halving for the rest (so at most seven shapes per statement
+  // are prepared). bind(q, first, i) binds row i's values from parameter
+  // `first` on (text it binds must live until the chunk has run); run(q)
+  // runs the chunk.
+  template <typename BindRow, typename Run>
+  Status Chunks(sqlite3* db, const char* head, const char* row, const char* tail, int columns,
+                size_t n, BindRow bind, Run run) {
     for (size_t i = 0; i < n;) {
       size_t rows = kRowsPerStatement;
       while (rows > n - i) rows /= 2;
-      Stmt& q = Multi(head, row, tail, rows);
+      Stmt& q = Multi(db, head, row, tail, rows);
       for (size_t r = 0; r < rows; ++r) bind(q, int(r) * columns + 1, i + r);
-      if (Status s = q.Exec(); !s.ok()) return s;
+      if (Status s = run(q); !s.ok()) return s;
       i += rows;
     }
     return Status();
+  }
+
+  // Chunks of a batch's writes.
+  template <typename BindRow>
+  Status ForRows(const char* head, const char* row, const char* tail, int columns, size_t n,
+                 BindRow bind) {
+    return Chunks(db_, head, row, tail, columns, n, bind, [](Stmt& q) { return q.Exec(); });
   }
 
   Status Write(Batch& b) {
