@@ -32,6 +32,18 @@ json Used(const dsl::ExprPtr& e, const EvalScope& scope) {
   return out;
 }
 
+// A JSON object built in place from (name, value) pairs, the values moved
+// in: on the hot path (a send, a wait, an entry) nlohmann's initializer
+// lists cost twice as much, checking the list's shape and copying each
+// element.
+template <typename... Values>
+json Object(std::pair<const char*, Values>... fields) {
+  json out = json::object();
+  auto& o = out.get_ref<json::object_t&>();
+  (o.emplace(fields.first, std::move(fields.second)), ...);
+  return out;
+}
+
 class Stepper {
  public:
   Stepper(const dsl::CompiledJourney& j, Instance in, Micros time)
@@ -103,16 +115,15 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       send.trigger = I().trigger;
       send.event = I().event;
       send.vars = I().vars;
-      json detail = {{"template", s.template_name},
-                     {"to", send.to},
-                     {"intent", dsl::IntentName(s.intent)},
-                     {"idempotency_key", send.idempotency_key},
-                     {"priority", send.priority}};
+      json detail = Object(std::pair{"template", s.template_name}, std::pair{"to", send.to},
+                           std::pair{"intent", dsl::IntentName(s.intent)},
+                           std::pair{"idempotency_key", send.idempotency_key},
+                           std::pair{"priority", send.priority});
       if (!s.via.empty()) detail["via"] = s.via;
       if (send.not_before != Now()) {
         detail["held_for_quiet_hours_until"] = FormatRfc3339(send.not_before);
       }
-      Record("send", s.id, detail);
+      Record("send", s.id, std::move(detail));
       r_.sends.push_back(std::move(send));
       next = s.next;
       return;
@@ -123,7 +134,8 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       I().wait = Instance::WaitKind::kTimer;
       I().due = Now() + s.delay_s * kMicrosPerSecond;
       Record("wait", s.id,
-             {{"until", FormatRfc3339(I().due)}, {"for", dsl::DurationToString(s.delay_s)}});
+             Object(std::pair{"until", FormatRfc3339(I().due)},
+                    std::pair{"for", dsl::DurationToString(s.delay_s)}));
       stop = true;
       return;
     }
@@ -297,11 +309,10 @@ StepResult Stepper::Run(const Input& input) {
   switch (input.kind) {
     case Input::Kind::kStart: {
       r_.changed = true;
-      Record("entered", "",
-             {{"trigger", input.event->type},
-              {"event_id", input.event->id},
-              {"event_source", input.event->source},
-              {"version", j_.version}});
+      Record(
+          "entered", "",
+          Object(std::pair{"trigger", input.event->type}, std::pair{"event_id", input.event->id},
+                 std::pair{"event_source", input.event->source}, std::pair{"version", j_.version}));
       Advance(j_.start);
       break;
     }

@@ -92,6 +92,40 @@ TEST(Step, WaitForTimesOutThenSends) {
   EXPECT_EQ(r.i.status, InstanceStatus::kCompleted);
 }
 
+// The records are the trace `waymark inspect` prints and replay compares:
+// each detail exactly, for an entry, a send and a wait.
+TEST(Step, RecordsCarryTheirDetailsExactly) {
+  Driver r{Compile(R"(journey welcome {
+  entry { on user.signup }
+  step s {
+    send "hello" to trigger.data.email intent transactional
+    wait 3d
+    end
+  }
+})")};
+  r.Start(Ev("user.signup", "2026-01-10T10:00:00Z", {{"email", "a@x.io"}}, "u1", "e1"));
+  ASSERT_EQ(r.records.size(), 3u);
+  ASSERT_EQ(r.sends.size(), 1u);
+  EXPECT_EQ(r.records[0].kind, "entered");
+  EXPECT_EQ(r.records[0].detail, (nlohmann::json{{"trigger", "user.signup"},
+                                                 {"event_id", "e1"},
+                                                 {"event_source", "test"},
+                                                 {"version", r.j.version}}));
+  EXPECT_EQ(r.records[1].kind, "send");
+  EXPECT_EQ(r.records[1].state, "s");
+  EXPECT_EQ(r.records[1].detail, (nlohmann::json{{"template", "hello"},
+                                                 {"to", "a@x.io"},
+                                                 {"intent", "transactional"},
+                                                 {"idempotency_key", r.sends[0].idempotency_key},
+                                                 {"priority", 0}}));
+  EXPECT_EQ(r.records[2].kind, "wait");
+  EXPECT_EQ(r.records[2].detail,
+            (nlohmann::json{{"until", "2026-01-13T10:00:00Z"}, {"for", "3d"}}));
+  EXPECT_EQ(r.records[1].detail.dump(),
+            R"({"idempotency_key":")" + r.sends[0].idempotency_key +
+                R"(","intent":"transactional","priority":0,"template":"hello","to":"a@x.io"})");
+}
+
 TEST(Step, ReceivedEndsAndRecordsGoal) {
   Driver r{Compile(kCart)};
   r.Start(Ev("cart.updated", "2026-01-10T10:00:00Z", {{"cart", "c1"}, {"email", "a@x.io"}}));
