@@ -143,7 +143,8 @@ class SqliteStore : public Store {
   ~SqliteStore() override {
     reads_.clear();
     writes_.clear();
-    multi_.clear();
+    multi_reads_.clear();
+    multi_writes_.clear();
     sqlite3_close(rdb_);
     sqlite3_close(db_);
   }
@@ -245,7 +246,7 @@ class SqliteStore : public Store {
     std::vector<int64_t> at(ids.size());
     for (size_t i = 0; i < ids.size(); ++i) at[i] = int64_t(i);
     Status st = Chunks(
-        rdb_, "WITH asked (k, source, id) AS (VALUES ", "(?, ?, ?)",
+        rdb_, multi_reads_, "WITH asked (k, source, id) AS (VALUES ", "(?, ?, ?)",
         ") SELECT asked.k FROM asked JOIN events ON events.source = asked.source "
         "AND events.id = asked.id",
         3, ids.size(),
@@ -587,19 +588,22 @@ class SqliteStore : public Store {
   static constexpr size_t kRowsPerStatement = 64;
 
   // `head` + `rows` copies of `row` joined by "," + `tail`, prepared once
-  // per (head, rows) on `db`. `head` is a string literal: its address
-  // names it.
-  Stmt& Multi(sqlite3* db, const char* head, const char* row, const char* tail, size_t rows) {
+  // per (head, rows) on `db`, cached in that connection's `cache` (each
+  // connection is used by one thread). `head` is a string literal: its
+  // address names it.
+  using MultiStatements = std::map<std::pair<const char*, size_t>, std::unique_ptr<Stmt>>;
+  static Stmt& Multi(sqlite3* db, MultiStatements& cache, const char* head, const char* row,
+                     const char* tail, size_t rows) {
     auto key = std::make_pair(head, rows);
-    auto it = multi_.find(key);
-    if (it == multi_.end()) {
+    auto it = cache.find(key);
+    if (it == cache.end()) {
       std::string sql = head;
       for (size_t r = 0; r < rows; ++r) {
         if (r) sql += ',';
         sql += row;
       }
       sql += tail;
-      it = multi_.emplace(key, std::make_unique<Stmt>(db, sql.c_str())).first;
+      it = cache.emplace(key, std::make_unique<Stmt>(db, sql.c_str())).first;
     }
     return *it->second;
   }
@@ -610,12 +614,12 @@ class SqliteStore : public Store {
   // `first` on (text it binds must live until the chunk has run); run(q)
   // runs the chunk.
   template <typename BindRow, typename Run>
-  Status Chunks(sqlite3* db, const char* head, const char* row, const char* tail, int columns,
-                size_t n, BindRow bind, Run run) {
+  static Status Chunks(sqlite3* db, MultiStatements& cache, const char* head, const char* row,
+                       const char* tail, int columns, size_t n, BindRow bind, Run run) {
     for (size_t i = 0; i < n;) {
       size_t rows = kRowsPerStatement;
       while (rows > n - i) rows /= 2;
-      Stmt& q = Multi(db, head, row, tail, rows);
+      Stmt& q = Multi(db, cache, head, row, tail, rows);
       for (size_t r = 0; r < rows; ++r) bind(q, int(r) * columns + 1, i + r);
       if (Status s = run(q); !s.ok()) return s;
       i += rows;
@@ -627,7 +631,8 @@ class SqliteStore : public Store {
   template <typename BindRow>
   Status ForRows(const char* head, const char* row, const char* tail, int columns, size_t n,
                  BindRow bind) {
-    return Chunks(db_, head, row, tail, columns, n, bind, [](Stmt& q) { return q.Exec(); });
+    return Chunks(db_, multi_writes_, head, row, tail, columns, n, bind,
+                  [](Stmt& q) { return q.Exec(); });
   }
 
   Status Write(Batch& b) {
@@ -779,7 +784,7 @@ class SqliteStore : public Store {
   sqlite3* db_ = nullptr;   // writes
   sqlite3* rdb_ = nullptr;  // reads
   Statements reads_, writes_;
-  std::map<std::pair<const char*, size_t>, std::unique_ptr<Stmt>> multi_;  // writes, by Multi
+  MultiStatements multi_reads_, multi_writes_;  // by Multi
 };
 
 }  // namespace
