@@ -125,4 +125,22 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
   return OpenTransport(name, name, config, plugin_dir);
 }
 
+Result<OutMessage> BuildOutMessage(MessageParams p, std::string intent) {
+  Result<std::string> data = BuildMessage(p);
+  if (!data.ok()) return data.status();
+  OutMessage m;
+  std::string from_name;
+  SplitMailbox(p.from, from_name, m.from);  // BuildMessage checked it
+  m.key = std::move(p.idempotency_key);
+  m.data = std::move(data).value();
+  m.to = std::move(p.to);
+  m.intent = std::move(intent);
+  m.subject = std::move(p.content.subject);
+  m.from_header = std::move(p.from);
+  m.text = std::move(p.content.text);
+  m.html = std::move(p.content.html);
+  if (p.list_unsubscribe) m.list_unsubscribe = std::move(p.unsubscribe_url);
+  return m;
+}
+
 }  // namespace waymark

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/result.h"
+#include "engine/delivery/message.h"
 
 namespace waymark {
 
@@ -26,6 +27,10 @@ struct OutMessage {
   // The parts `data` was built from (ABI 1.1's wm_message fields).
   std::string subject, from_header, text, html, list_unsubscribe;
 };
+
+// The message a transport is handed: BuildMessage(p) with the envelope
+// (the sender's address from p.from) and the parts it was built from.
+Result<OutMessage> BuildOutMessage(MessageParams p, std::string intent);
 
 struct TransportResult {
   std::string kind;         // accepted | duplicate | retry_later | permanent_message | ...

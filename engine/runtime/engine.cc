@@ -835,21 +835,7 @@ Result<OutMessage> Engine::Render(const SendRow& s) {
   p.list_unsubscribe = s.intent != "transactional";
   p.unsubscribe_url = options_.unsubscribe_url + "?m=" + s.key;
   p.content = std::move(rendered).value();
-  Result<std::string> data = BuildMessage(p);
-  if (!data.ok()) return data.status();
-  OutMessage m;
-  std::string from_name;
-  SplitMailbox(p.from, from_name, m.from);  // BuildMessage checked it
-  m.key = s.key;
-  m.data = std::move(data).value();
-  m.to = s.recipient;
-  m.intent = s.intent;
-  m.subject = std::move(p.content.subject);
-  m.from_header = std::move(p.from);
-  m.text = std::move(p.content.text);
-  m.html = std::move(p.content.html);
-  if (p.list_unsubscribe) m.list_unsubscribe = std::move(p.unsubscribe_url);
-  return m;
+  return BuildOutMessage(std::move(p), s.intent);
 }
 
 }  // namespace waymark

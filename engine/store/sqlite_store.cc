@@ -243,15 +243,13 @@ class SqliteStore : public Store {
   Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) override {
     std::vector<bool> out(ids.size());
-    std::vector<int64_t> at(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) at[i] = int64_t(i);
     Status st = Chunks(
         rdb_, multi_reads_, "WITH asked (k, source, id) AS (VALUES ", "(?, ?, ?)",
         ") SELECT asked.k FROM asked JOIN events ON events.source = asked.source "
         "AND events.id = asked.id",
         3, ids.size(),
         [&](Stmt& q, int p, size_t i) {
-          q.Bind(p, at[i]).Bind(p + 1, ids[i].first).Bind(p + 2, ids[i].second);
+          q.Bind(p, int64_t(i)).Bind(p + 1, ids[i].first).Bind(p + 2, ids[i].second);
         },
         [&](Stmt& q) {
           Status found;

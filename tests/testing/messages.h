@@ -3,16 +3,13 @@
 
 #include <string>
 
-#include "engine/delivery/message.h"
-#include "engine/delivery/template.h"
 #include "engine/delivery/transport.h"
 
 namespace waymark::testing_util {
 
 // A marketing message from `content.from` to `to` under idempotency key
-// `key`, built with BuildMessage (one-click unsubscribe at
-// https://waymark.example/u?m=KEY), with the parts it was built from (ABI
-// 1.1's wm_message fields) as the engine sets them.
+// `key` (one-click unsubscribe at https://waymark.example/u?m=KEY), built
+// as the engine builds it (BuildOutMessage).
 inline OutMessage MakeOutMessage(const std::string& key, const std::string& to,
                                  const RenderedMessage& content) {
   MessageParams p;
@@ -23,19 +20,7 @@ inline OutMessage MakeOutMessage(const std::string& key, const std::string& to,
   p.list_unsubscribe = true;
   p.unsubscribe_url = "https://waymark.example/u?m=" + key;
   p.content = content;
-  OutMessage m;
-  m.key = key;
-  m.data = BuildMessage(p).value();
-  std::string from_name;
-  SplitMailbox(p.from, from_name, m.from);  // BuildMessage checked it
-  m.to = to;
-  m.intent = "marketing";
-  m.subject = content.subject;
-  m.from_header = p.from;
-  m.text = content.text;
-  m.html = content.html;
-  m.list_unsubscribe = p.unsubscribe_url;
-  return m;
+  return BuildOutMessage(std::move(p), "marketing").value();
 }
 
 }  // namespace waymark::testing_util
