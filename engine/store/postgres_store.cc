@@ -1,5 +1,9 @@
 #include "engine/store/postgres_store.h"
 
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
 #include <pqxx/pqxx>
 
 #include "engine/base/json_text.h"
@@ -63,8 +67,16 @@ CREATE TABLE suppressions (
 CREATE TABLE suppressions_version (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
 INSERT INTO suppressions_version VALUES (1, 0);
 )sql",
+    // 4: send positions drawn a block at a time (kSendSeqBlock): one
+    // nextval serves up to that many sends of a batch.
+    R"sql(
+ALTER SEQUENCE sends_seq_seq INCREMENT BY 1024;
+)sql",
 };
 constexpr int kSchemaVersion = int(std::size(kMigrations));
+// The increment of the sends' sequence since migration 4: nextval returning
+// v hands its caller the positions [v, v + kSendSeqBlock).
+constexpr int64_t kSendSeqBlock = 1024;
 
 // `v` as an element of a text array literal, then a comma: quoted, with
 // `"` and `\` escaped (NUL never gets here: such keys are refused).
@@ -153,8 +165,21 @@ class PostgresStore : public Store {
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
     return Guard("commit", [&]() -> Status {
+      // Positions come from the sequence, which no rollback takes back:
+      // drawn once, they serve a second attempt too.
+      AssignSendSeqs(b);
+      if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
+      try {
+        pqxx::work t(*write_);
+        Write(t, b, /*fast=*/true);
+        t.commit();
+        return Status();
+      } catch (const pqxx::unique_violation&) {
+        // A row the batch adds as new is stored already (an event delivered
+        // twice): again, through the path that skips and updates.
+      }
       pqxx::work t(*write_);
-      if (Status s = Write(t, b); !s.ok()) return s;  // the transaction is rolled back
+      Write(t, b, /*fast=*/false);
       t.commit();
       return Status();
     });
@@ -438,7 +463,7 @@ class PostgresStore : public Store {
           "CREATE TEMP TABLE events_in (ord BIGINT, source TEXT, id TEXT, type TEXT, "
           "subject TEXT, time BIGINT, body TEXT) ON COMMIT DELETE ROWS");
       n.exec(
-          "CREATE TEMP TABLE instances_in (ord BIGINT, id TEXT COLLATE \"C\", journey TEXT, "
+          "CREATE TEMP TABLE instances_in (id TEXT COLLATE \"C\", journey TEXT, "
           "key TEXT, seq BIGINT, finished BOOLEAN, entered_at BIGINT, due BIGINT, "
           "goals_open_until BIGINT, body TEXT) ON COMMIT DELETE ROWS");
     }
@@ -449,17 +474,16 @@ class PostgresStore : public Store {
     w.prepare("insert_version",
               "INSERT INTO journey_versions (hash, name, body, source_map) "
               "VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING");
-    // An instance written twice in one batch: its last row wins.
+    // The staging table holds each instance once (Write keeps its last row).
     w.prepare("instances_from_staging",
               "INSERT INTO instances (id, journey, key, seq, finished, entered_at, due, "
               "goals_open_until, body) "
-              "SELECT DISTINCT ON (id) id, journey, key, seq, finished, entered_at, due, "
-              "goals_open_until, body FROM instances_in ORDER BY id, ord DESC "
+              "SELECT id, journey, key, seq, finished, entered_at, due, goals_open_until, body "
+              "FROM instances_in "
               "ON CONFLICT (id) DO UPDATE SET finished = excluded.finished, due = excluded.due, "
               "goals_open_until = excluded.goals_open_until, body = excluded.body");
-    w.prepare("next_send_seqs",
-              "SELECT nextval(pg_get_serial_sequence('sends', 'seq')) AS seq "
-              "FROM generate_series(1, $1) ORDER BY seq");
+    w.prepare("send_seq_blocks",
+              "SELECT nextval('sends_seq_seq') AS v FROM generate_series(1, $1) ORDER BY v");
     w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
     w.prepare(
         "put_position",
@@ -548,20 +572,45 @@ class PostgresStore : public Store {
     return out;
   }
 
-  // One batch, a few round trips: append-only rows are COPYed; events and
-  // instances go through staging tables (ON COMMIT DELETE ROWS) for their
-  // ON CONFLICT; send positions are drawn from the sequence first.
-  Status Write(pqxx::work& t, Batch& b) {
+  // Gives the batch's sends their outbox positions, a sequence block per
+  // kSendSeqBlock sends.
+  void AssignSendSeqs(Batch& b) {
+    if (b.sends.empty() || b.sends.front().seq != 0) return;  // none, or drawn already
+    int64_t blocks = (int64_t(b.sends.size()) + kSendSeqBlock - 1) / kSendSeqBlock;
+    pqxx::nontransaction t(*write_);
+    pqxx::result r = t.exec_prepared("send_seq_blocks", blocks);
+    for (size_t k = 0; k < b.sends.size(); ++k) {
+      int64_t v = r[int(k / size_t(kSendSeqBlock))][0].as<int64_t>();
+      b.sends[k].seq = v + int64_t(k % size_t(kSendSeqBlock));
+    }
+  }
+
+  // One batch, a few round trips, every row COPYed. `fast`: events and
+  // instances that begin in this batch (history record 1) go straight into
+  // their tables, and a row already there fails the transaction with a
+  // unique violation (Commit then tries again without `fast`). Otherwise,
+  // and always for instances that existed before, they pass through
+  // per-connection staging tables (ON COMMIT DELETE ROWS) for an INSERT ...
+  // ON CONFLICT: a stored event is skipped, a stored instance updated.
+  void Write(pqxx::work& t, Batch& b, bool fast) {
     using Cols = std::vector<std::string>;
     if (!b.events.empty()) {
-      pqxx::stream_to in(t, "events_in",
-                         Cols{"ord", "source", "id", "type", "subject", "time", "body"});
-      for (size_t k = 0; k < b.events.size(); ++k) {
-        const Event& e = b.events[k];
-        in << std::make_tuple(int64_t(k), e.source, e.id, e.type, e.subject, e.time, e.Text());
+      if (fast) {
+        pqxx::stream_to in(t, "events", Cols{"source", "id", "type", "subject", "time", "body"});
+        for (const Event& e : b.events) {
+          in << std::make_tuple(e.source, e.id, e.type, e.subject, e.time, e.Text());
+        }
+        in.complete();
+      } else {
+        pqxx::stream_to in(t, "events_in",
+                           Cols{"ord", "source", "id", "type", "subject", "time", "body"});
+        for (size_t k = 0; k < b.events.size(); ++k) {
+          const Event& e = b.events[k];
+          in << std::make_tuple(int64_t(k), e.source, e.id, e.type, e.subject, e.time, e.Text());
+        }
+        in.complete();
+        t.exec_prepared("events_from_staging");
       }
-      in.complete();
-      t.exec_prepared("events_from_staging");
     }
     for (const JourneyVersionRow& v : b.journey_versions) {
       t.exec_prepared("insert_version", v.hash, v.name, v.body, v.source_map);
@@ -575,21 +624,8 @@ class PostgresStore : public Store {
       }
       h.complete();
     }
-    if (!b.instances.empty()) {
-      pqxx::stream_to in(t, "instances_in",
-                         Cols{"ord", "id", "journey", "key", "seq", "finished", "entered_at", "due",
-                              "goals_open_until", "body"});
-      for (size_t k = 0; k < b.instances.size(); ++k) {
-        const Instance& i = b.instances[k];
-        in << std::make_tuple(int64_t(k), i.id, i.journey, i.key, i.seq, i.Finished(), i.entered_at,
-                              i.due, i.goals_open_until, i.RowText());
-      }
-      in.complete();
-      t.exec_prepared("instances_from_staging");
-    }
+    if (!b.instances.empty()) WriteInstances(t, b, fast);
     if (!b.sends.empty()) {
-      pqxx::result seqs = t.exec_prepared("next_send_seqs", int64_t(b.sends.size()));
-      for (size_t k = 0; k < b.sends.size(); ++k) b.sends[k].seq = seqs[int(k)][0].as<int64_t>();
       pqxx::stream_to out(t, "sends",
                           Cols{"seq", "key", "instance_id", "journey", "person", "state",
                                "template", "recipient", "intent", "via", "priority", "requested_at",
@@ -604,7 +640,6 @@ class PostgresStore : public Store {
       for (const SendRow& r : b.sends) pending << std::make_tuple(r.seq);
       pending.complete();
     }
-    if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
     if (!b.results.empty()) {
       std::string done = "{";
       pqxx::stream_to out(t, "send_results",
@@ -630,7 +665,40 @@ class PostgresStore : public Store {
       t.exec_prepared("put_position", b.position->source, int64_t(b.position->seq),
                       b.position->restarts);
     }
-    return Status();
+  }
+
+  // Each instance once, with its last row of the batch.
+  void WriteInstances(pqxx::work& t, const Batch& b, bool fast) {
+    std::unordered_set<std::string_view> begun;  // entered in this batch
+    if (fast) {
+      for (const HistoryRow& h : b.history) {
+        if (h.n == 1) begun.insert(h.instance_id);
+      }
+    }
+    std::unordered_map<std::string_view, size_t> last;
+    for (size_t k = 0; k < b.instances.size(); ++k) last[b.instances[k].id] = k;
+    std::vector<size_t> fresh, stored;
+    for (size_t k = 0; k < b.instances.size(); ++k) {
+      const std::string& id = b.instances[k].id;
+      if (last[id] == k) (begun.count(id) ? fresh : stored).push_back(k);
+    }
+    auto copy = [&](const char* table, const std::vector<size_t>& which) {
+      pqxx::stream_to out(
+          t, table,
+          std::vector<std::string>{"id", "journey", "key", "seq", "finished", "entered_at", "due",
+                                   "goals_open_until", "body"});
+      for (size_t k : which) {
+        const Instance& i = b.instances[k];
+        out << std::make_tuple(i.id, i.journey, i.key, i.seq, i.Finished(), i.entered_at, i.due,
+                               i.goals_open_until, i.RowText());
+      }
+      out.complete();
+    };
+    if (!fresh.empty()) copy("instances", fresh);
+    if (!stored.empty()) {
+      copy("instances_in", stored);
+      t.exec_prepared("instances_from_staging");
+    }
   }
 
   std::unique_ptr<pqxx::connection> write_, read_;

@@ -320,6 +320,57 @@ TEST_P(StoreConformance, AnInstanceWrittenTwiceInOneBatchKeepsItsLastRow) {
   EXPECT_EQ(store_->ActiveInstances().value().size(), 1u);  // u2
 }
 
+TEST_P(StoreConformance, InstancesBegunAndContinuedInOneBatchKeepTheirLastRows) {
+  // An instance that begins in a batch (its history starts there) and one
+  // stored before it, each written twice, beside one written once.
+  auto entered = [](const std::string& id, int64_t n) {
+    return HistoryRow{id, n, n, n == 1 ? "entered" : "wait", "s", {}};
+  };
+  Batch b;
+  b.events = {Ev("t")};
+  b.instances = {Inst("old", 1)};
+  b.history = {entered("j/old/1", 1)};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Instance old_done = Inst("old", 1, true), new_done = Inst("new", 1, true);
+  old_done.vars = {{"v", "old"}};
+  new_done.vars = {{"v", "new"}};
+  Batch b2;
+  b2.instances = {Inst("new", 1), Inst("old", 1), Inst("once", 1), new_done, old_done};
+  b2.history = {entered("j/new/1", 1), entered("j/new/1", 2), entered("j/old/1", 2),
+                entered("j/once/1", 1)};
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  Reopen();
+  for (const char* key : {"old", "new"}) {
+    auto i = store_->Instances("j", key);
+    ASSERT_TRUE(i.ok()) << i.error();
+    ASSERT_EQ(i.value().size(), 1u) << key;
+    EXPECT_EQ(i.value()[0].status, InstanceStatus::kCompleted) << key;
+    EXPECT_EQ(i.value()[0].vars, (nlohmann::json{{"v", key}}));
+  }
+  auto active = store_->ActiveInstances();
+  ASSERT_TRUE(active.ok()) << active.error();
+  ASSERT_EQ(active.value().size(), 1u);
+  EXPECT_EQ(active.value()[0].id, "j/once/1");
+}
+
+TEST_P(StoreConformance, ManySendsInOneBatchAreNumberedInOrder) {
+  Batch b;
+  b.events = {Ev("t"), Ev("e9")};
+  for (int k = 0; k < 2500; ++k) b.sends.push_back(Send("k" + std::to_string(k)));
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch b2;
+  b2.sends = {Send("later")};
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  EXPECT_GT(b.sends[0].seq, 0);
+  for (size_t k = 1; k < b.sends.size(); ++k) ASSERT_LT(b.sends[k - 1].seq, b.sends[k].seq) << k;
+  EXPECT_LT(b.sends.back().seq, b2.sends[0].seq);
+  auto pending = store_->PendingSends(3000);
+  ASSERT_TRUE(pending.ok()) << pending.error();
+  ASSERT_EQ(pending.value().size(), 2501u);
+  EXPECT_EQ(pending.value()[1234].key, "k1234");
+  EXPECT_EQ(pending.value()[1234].seq, b.sends[1234].seq);
+}
+
 TEST_P(StoreConformance, RowsReferToEventsStoredOnce) {
   Instance i = Inst("u1", 1);
   Event later = Ev("e2", "u1", 2000);
