@@ -522,17 +522,21 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
   const std::string bytes("{\"a\":\"\0\xff\xfe\"", 10);
   b.dead_letters = {{0, 5, "events.jsonl:3", "malformed JSON", "{nope"},
                     {0, 6, "events.jsonl:9", "missing required CloudEvents attribute 'id'", "{}"},
-                    {0, 7, "events.jsonl:11", "malformed JSON", bytes}};
+                    {0, 7, "events.jsonl:11", "malformed JSON", bytes},
+                    // Every byte PostgreSQL's COPY text gives a meaning.
+                    {0, 8, "C:\\in\\x.jsonl:1", "a\tb\nc\r\\N\\", "x"}};
   ASSERT_TRUE(store_->Commit(b).ok());
   Reopen();
   auto d = store_->DeadLetters();
   ASSERT_TRUE(d.ok());
-  ASSERT_EQ(d.value().size(), 3u);
+  ASSERT_EQ(d.value().size(), 4u);
   EXPECT_EQ(d.value()[0].input, "events.jsonl:3");
   EXPECT_EQ(d.value()[0].raw, "{nope");
   EXPECT_EQ(d.value()[2].raw, bytes);
   EXPECT_EQ(d.value()[1].reason, "missing required CloudEvents attribute 'id'");
   EXPECT_LT(d.value()[0].id, d.value()[1].id);
+  EXPECT_EQ(d.value()[3].input, "C:\\in\\x.jsonl:1");
+  EXPECT_EQ(d.value()[3].reason, "a\tb\nc\r\\N\\");
 }
 
 TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion) {
