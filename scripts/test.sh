@@ -3,7 +3,8 @@
 #   0. starts the real servers the tests use (PostgreSQL, nats-server) on free loopback
 #      ports (scripts/servers.sh), and stops them at the end, also on failure;
 #   1. the full suite (ctest) in build/;
-#   2. the language and engine unit tests again under ASan + UBSan (build-asan/);
+#   2. the language and engine unit tests again under ASan + UBSan (build-asan/,
+#      unoptimised, with line tables only: reports name files and lines);
 #   3. the fuzzers (libFuzzer, clang), each for WAYMARK_FUZZ_SECONDS (default 45): the
 #      journey language, and event input (ParseJson against nlohmann, the decoder).
 # Prints each ctest summary and a combined closing line; exits non-zero if
@@ -60,7 +61,8 @@ echo "== language and engine unit tests under ASan + UBSan =="
 # Only what those tests run (their executables and the waymark binary the
 # CLI tests call): the end-to-end tests are not built here.
 if NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/all" build build-asan \
-  -DCMAKE_BUILD_TYPE=Debug -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG=-g1 -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
+  -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan -L "dsl|engine"
 else

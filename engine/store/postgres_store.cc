@@ -75,6 +75,13 @@ INSERT INTO suppressions_version VALUES (1, 0);
     R"sql(
 ALTER SEQUENCE sends_seq_seq INCREMENT BY 1024;
 )sql",
+    // 5: no index on an event's position: nothing looks an event up by it
+    // (its order for a subject comes from events_subject), and it cost an
+    // index entry per event. (source, id) is the key.
+    R"sql(
+ALTER TABLE events DROP CONSTRAINT events_pkey;
+ALTER TABLE events REPLICA IDENTITY USING INDEX events_source_id_key;
+)sql",
 };
 constexpr int kSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
@@ -650,7 +657,7 @@ class PostgresStore : public Store {
   // Gives the batch's sends their outbox positions, a sequence block per
   // kSendSeqBlock sends.
   void AssignSendSeqs(Batch& b) {
-    if (b.sends.empty() || b.sends.front().seq != 0) return;  // none, or drawn already
+    if (b.sends.empty()) return;
     int64_t blocks = (int64_t(b.sends.size()) + kSendSeqBlock - 1) / kSendSeqBlock;
     pqxx::nontransaction t(*write_);
     pqxx::result r = t.exec_prepared("send_seq_blocks", blocks);
