@@ -154,6 +154,26 @@ TEST_P(StoreConformance, EventsAreUniqueBySourceAndId) {
   EXPECT_FALSE(store_->EventById("other", "e3").value().has_value());
 }
 
+TEST_P(StoreConformance, AStoredEventFirstInALargeBatchIsSkipped) {
+  // Large enough to reach the store in several pieces (PostgreSQL's COPY is
+  // sent 64 KiB at a time): the repeat is found after the first.
+  Batch b;
+  b.events = {Ev("e1")};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch big;
+  big.events = {Ev("e1")};
+  for (int k = 0; k < 2000; ++k) {
+    big.events.push_back(Ev("n" + std::to_string(k)));
+    big.events.back().data["pad"] = std::string(100, 'x');
+  }
+  ASSERT_TRUE(store_->Commit(big).ok());
+  EXPECT_EQ(store_->Counts().value().events, 2001);
+  auto seen = store_->EventsSeen({{"test", "e1"}, {"test", "n0"}, {"test", "n1999"}});
+  ASSERT_TRUE(seen.ok()) << seen.error();
+  EXPECT_EQ(seen.value(), (std::vector<bool>{true, true, true}));
+  EXPECT_EQ(store_->EventById("test", "e1").value()->data, (nlohmann::json{{"n", "e1"}}));
+}
+
 TEST_P(StoreConformance, EventsAreRecognisedWhateverTheirIdsHold) {
   // Ids and sources are any text without control characters.
   std::vector<std::string> ids = {"a\"b", "c\\d", "e,f", "{g}", "h i", "NULL", "", "ü€😀", "'"};
