@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <date/tz.h>
+#include "engine/base/json_text.h"
 #include "engine/base/sha256.h"
 #include "engine/core/eval.h"
 
@@ -29,18 +30,6 @@ void CollectPaths(const dsl::ExprPtr& e, const EvalScope& scope, json& out) {
 json Used(const dsl::ExprPtr& e, const EvalScope& scope) {
   json out = json::object();
   CollectPaths(e, scope, out);
-  return out;
-}
-
-// A JSON object built in place from (name, value) pairs, the values moved
-// in: on the hot path (a send, a wait, an entry) nlohmann's initializer
-// lists cost twice as much, checking the list's shape and copying each
-// element.
-template <typename... Values>
-json Object(std::pair<const char*, Values>... fields) {
-  json out = json::object();
-  auto& o = out.get_ref<json::object_t&>();
-  (o.emplace(fields.first, std::move(fields.second)), ...);
   return out;
 }
 
@@ -115,10 +104,10 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       send.trigger = I().trigger;
       send.event = I().event;
       send.vars = I().vars;
-      json detail = Object(std::pair{"template", s.template_name}, std::pair{"to", send.to},
-                           std::pair{"intent", dsl::IntentName(s.intent)},
-                           std::pair{"idempotency_key", send.idempotency_key},
-                           std::pair{"priority", send.priority});
+      json detail = JsonObject(std::pair{"template", s.template_name}, std::pair{"to", send.to},
+                               std::pair{"intent", dsl::IntentName(s.intent)},
+                               std::pair{"idempotency_key", send.idempotency_key},
+                               std::pair{"priority", send.priority});
       if (!s.via.empty()) detail["via"] = s.via;
       if (send.not_before != Now()) {
         detail["held_for_quiet_hours_until"] = FormatRfc3339(send.not_before);
@@ -134,8 +123,8 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       I().wait = Instance::WaitKind::kTimer;
       I().due = Now() + s.delay_s * kMicrosPerSecond;
       Record("wait", s.id,
-             Object(std::pair{"until", FormatRfc3339(I().due)},
-                    std::pair{"for", dsl::DurationToString(s.delay_s)}));
+             JsonObject(std::pair{"until", FormatRfc3339(I().due)},
+                        std::pair{"for", dsl::DurationToString(s.delay_s)}));
       stop = true;
       return;
     }
@@ -309,9 +298,9 @@ StepResult Stepper::Run(const Input& input) {
   switch (input.kind) {
     case Input::Kind::kStart: {
       r_.changed = true;
-      Record(
-          "entered", "",
-          Object(std::pair{"trigger", input.event->type}, std::pair{"event_id", input.event->id},
+      Record("entered", "",
+             JsonObject(
+                 std::pair{"trigger", input.event->type}, std::pair{"event_id", input.event->id},
                  std::pair{"event_source", input.event->source}, std::pair{"version", j_.version}));
       Advance(j_.start);
       break;

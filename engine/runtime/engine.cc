@@ -710,8 +710,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       unconfirmed_.push_back(row);
       batch_.suppressions.push_back(std::move(row));
     }
-    json d = json::object();  // built in place: an initializer list costs twice as much
-    d.get_ref<json::object_t&>().emplace("detail", r.detail);
+    json d = JsonObject(std::pair{"detail", r.detail});
     if (provider >= 0) {
       d["provider"] = router_.provider(provider).name;
       ++summary_.providers[router_.provider(provider).name][result];

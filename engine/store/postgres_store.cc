@@ -538,11 +538,12 @@ class PostgresStore : public Store {
 
     pqxx::connection& w = *write_;
     // Staging tables for the rows that need ON CONFLICT; private to this
-    // connection and emptied at each commit.
+    // connection and emptied at each commit. events_in.ord numbers the rows
+    // in the order they were copied, which events.seq keeps.
     {
       pqxx::nontransaction n(w);
       n.exec(
-          "CREATE TEMP TABLE events_in (ord BIGINT, source TEXT, id TEXT, type TEXT, "
+          "CREATE TEMP TABLE events_in (ord BIGSERIAL, source TEXT, id TEXT, type TEXT, "
           "subject TEXT, time BIGINT, body TEXT) ON COMMIT DELETE ROWS");
       n.exec(
           "CREATE TEMP TABLE instances_in (id TEXT COLLATE \"C\", journey TEXT, "
@@ -677,19 +678,11 @@ class PostgresStore : public Store {
   void Write(pqxx::work& t, Batch& b, bool fast) {
     using Cols = std::vector<std::string>;
     if (!b.events.empty()) {
-      if (fast) {
-        CopyIn in(t, "events", Cols{"source", "id", "type", "subject", "time", "body"});
-        for (const Event& e : b.events) in.Row(e.source, e.id, e.type, e.subject, e.time, e.Text());
-        in.Complete();
-      } else {
-        CopyIn in(t, "events_in", Cols{"ord", "source", "id", "type", "subject", "time", "body"});
-        for (size_t k = 0; k < b.events.size(); ++k) {
-          const Event& e = b.events[k];
-          in.Row(int64_t(k), e.source, e.id, e.type, e.subject, e.time, e.Text());
-        }
-        in.Complete();
-        t.exec_prepared("events_from_staging");
-      }
+      CopyIn in(t, fast ? "events" : "events_in",
+                Cols{"source", "id", "type", "subject", "time", "body"});
+      for (const Event& e : b.events) in.Row(e.source, e.id, e.type, e.subject, e.time, e.Text());
+      in.Complete();
+      if (!fast) t.exec_prepared("events_from_staging");
     }
     for (const JourneyVersionRow& v : b.journey_versions) {
       t.exec_prepared("insert_version", v.hash, v.name, v.body, v.source_map);

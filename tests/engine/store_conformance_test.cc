@@ -172,6 +172,14 @@ TEST_P(StoreConformance, AStoredEventFirstInALargeBatchIsSkipped) {
   ASSERT_TRUE(seen.ok()) << seen.error();
   EXPECT_EQ(seen.value(), (std::vector<bool>{true, true, true}));
   EXPECT_EQ(store_->EventById("test", "e1").value()->data, (nlohmann::json{{"n", "e1"}}));
+  // A subject's events come back in the order they were stored.
+  auto by = store_->EventsBySubject("u1");
+  ASSERT_TRUE(by.ok()) << by.error();
+  ASSERT_EQ(by.value().size(), 2001u);
+  EXPECT_EQ(by.value()[0].id, "e1");
+  for (size_t k = 1; k < by.value().size(); ++k) {
+    ASSERT_EQ(by.value()[k].id, "n" + std::to_string(k - 1)) << k;
+  }
 }
 
 TEST_P(StoreConformance, EventsAreRecognisedWhateverTheirIdsHold) {
