@@ -11,7 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libjemalloc-dev libsqlite3-dev libkainjow-mustache-dev libvalijson-dev libtomlplusplus-dev
   libspdlog-dev libcurl4-openssl-dev libssl-dev libcpp-httplib-dev libluajit-5.1-dev
-  libnats-dev nats-server libpqxx-dev postgresql
+  libnats-dev nats-server libpqxx-dev libpq-dev postgresql
   python3-aiosmtpd openssl graphviz hyperfine
 )
 

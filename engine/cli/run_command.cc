@@ -437,7 +437,15 @@ int Run(const RunOptions& o) {
     std::cerr << "waymark run: --advance: invalid duration '" << o.advance << "'\n";
     return kExitUsage;
   }
-  auto store = OpenStore(o.store);
+  // From here SIGTERM/SIGINT ends the run in order, waits on a server
+  // included.
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  // A service rides out a PostgreSQL restart (docs/operations.md).
+  Reconnect reconnect{
+      [] { return !g_stop; },
+      [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; }};
+  auto store = OpenStore(o.store, reconnect);
   if (!store.ok()) {
     std::cerr << "waymark run: " << store.error() << "\n";
     return kExitUsage;
@@ -497,8 +505,6 @@ int Run(const RunOptions& o) {
     return kExitUsage;
   }
   Engine& e = *engine.value();
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
 
   std::istream* in = nullptr;
   std::ifstream file;

@@ -1,7 +1,14 @@
 #include "engine/store/postgres_store.h"
 
+#include <libpq-fe.h>
+
+#include <algorithm>
 #include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <random>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
@@ -191,16 +198,22 @@ class CopyIn {
 };
 #pragma GCC diagnostic pop
 
+// A libpqxx exception as a Status naming `what`.
+Status Failure(const char* what, const std::exception& e) {
+  std::string out = std::string("postgresql: ") + what + ": " + e.what();
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e); sql && !sql->sqlstate().empty()) {
+    out += " (SQLSTATE " + sql->sqlstate() + ")";
+  }
+  return Status::Error(out);
+}
+
 // Runs `body`, turning libpqxx's exceptions into a Status naming `what`.
 template <typename Body>
 auto Guard(const char* what, Body body) -> decltype(body()) {
   try {
     return body();
-  } catch (const pqxx::sql_error& e) {
-    return Status::Error(std::string("postgresql: ") + what + ": " + e.what() +
-                         (e.sqlstate().empty() ? "" : " (SQLSTATE " + e.sqlstate() + ")"));
   } catch (const std::exception& e) {
-    return Status::Error(std::string("postgresql: ") + what + ": " + e.what());
+    return Failure(what, e);
   }
 }
 
@@ -217,16 +230,18 @@ int SchemaVersion(pqxx::transaction_base& t) {
 
 class PostgresStore : public Store {
  public:
-  Status Open(const std::string& url) {
+  Status Open(const std::string& url, Reconnect reconnect) {
+    url_ = url;
+    reconnect_ = std::move(reconnect);
+    if (Status s = AwaitServer(); !s.ok()) return s;
     return Guard("opening the store", [&]() -> Status {
-      write_ = std::make_unique<pqxx::connection>(url);
-      read_ = std::make_unique<pqxx::connection>(url);
       {
-        pqxx::read_transaction t(*read_);
+        pqxx::connection c(url_);
+        pqxx::read_transaction t(c);
         int v = SchemaVersion(t);
         if (v == 0) {
           return Status::Error("the database has no waymark schema: run `waymark migrate --store " +
-                               Redacted(url) + "`");
+                               Redacted(url_) + "`");
         }
         if (v > kSchemaVersion) {
           return Status::Error("the database has schema version " + std::to_string(v) +
@@ -239,37 +254,61 @@ class PostgresStore : public Store {
                                ": run `waymark migrate`");
         }
       }
-      Prepare();
+      read_ = Connect(Side::kRead);
+      write_ = Connect(Side::kWrite);
       return Status();
     });
   }
 
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
-    return Guard("commit", [&]() -> Status {
-      // Positions come from the sequence, which no rollback takes back:
-      // drawn once, they serve a second attempt too.
-      AssignSendSeqs(b);
-      if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
-      try {
-        pqxx::work t(*write_);
-        Write(t, b, /*fast=*/true);
-        t.commit();
-        return Status();
-      } catch (const pqxx::unique_violation&) {
-        // A row the batch adds as new is stored already (an event delivered
-        // twice): again, through the path that skips and updates.
+    bool numbered = false;
+    std::optional<Doubt> doubt;  // a COMMIT sent whose answer was lost
+    return Retry(Side::kWrite, "commit", [&]() -> Status {
+      if (doubt) {
+        // Reconnected: what became of that transaction decides whether the
+        // batch is written again.
+        bool landed = Landed(*doubt);
+        Report(std::string("postgresql: the commit in doubt ") +
+               (landed ? "had landed" : "had not landed; writing the batch again"));
+        doubt.reset();
+        if (landed) return Status();
       }
-      pqxx::work t(*write_);
-      Write(t, b, /*fast=*/false);
-      t.commit();
+      if (!numbered) {
+        // Positions come from the sequence, which no rollback takes back:
+        // drawn once, they serve every later attempt too.
+        AssignSendSeqs(b);
+        if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
+        numbered = true;
+      }
+      // First fast; a row the batch adds as new that is stored already (an
+      // event delivered twice) makes it again through the path that skips
+      // and updates.
+      for (bool fast : {true, false}) {
+        pqxx::work t(*write_);
+        Doubt d{t.exec1("SELECT pg_current_xact_id()::TEXT")[0].as<std::string>(),
+                write_->backendpid()};
+        try {
+          Write(t, b, fast);
+        } catch (const pqxx::unique_violation&) {
+          if (fast) continue;
+          throw;
+        }
+        try {
+          t.commit();
+        } catch (const pqxx::in_doubt_error&) {
+          doubt = d;
+          throw;
+        }
+        break;
+      }
       return Status();
     });
   }
 
   Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) override {
-    return Guard("events seen", [&]() -> Result<std::vector<bool>> {
+    return Retry(Side::kRead, "events seen", [&]() -> Result<std::vector<bool>> {
       // One round trip for the whole batch.
       std::vector<bool> out(ids.size(), false);
       if (ids.empty()) return out;
@@ -289,7 +328,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<Event>> EventsBySubject(const std::string& subject) override {
-    return Guard("events by subject", [&]() -> Result<std::vector<Event>> {
+    return Retry(Side::kRead, "events by subject", [&]() -> Result<std::vector<Event>> {
       pqxx::nontransaction t(*read_);
       std::vector<Event> out;
       for (const auto& row : t.exec_prepared("events_by_subject", subject)) {
@@ -303,7 +342,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) override {
-    return Guard("journey version", [&]() -> Result<std::optional<JourneyVersionRow>> {
+    return Retry(Side::kRead, "journey version", [&]() -> Result<std::optional<JourneyVersionRow>> {
       pqxx::nontransaction t(*read_);
       pqxx::result r = t.exec_prepared("journey_version", hash);
       if (r.empty()) return std::optional<JourneyVersionRow>();
@@ -329,7 +368,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<EntryCount>> AllEntries() override {
-    return Guard("entries", [&]() -> Result<std::vector<EntryCount>> {
+    return Retry(Side::kRead, "entries", [&]() -> Result<std::vector<EntryCount>> {
       pqxx::nontransaction t(*read_);
       std::vector<EntryCount> out;
       for (const auto& row : t.exec_prepared("all_entries")) {
@@ -341,7 +380,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<HistoryRow>> History(const std::string& instance_id) override {
-    return Guard("history", [&]() -> Result<std::vector<HistoryRow>> {
+    return Retry(Side::kRead, "history", [&]() -> Result<std::vector<HistoryRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<HistoryRow> out;
       for (const auto& row : t.exec_prepared("history", instance_id)) {
@@ -357,14 +396,15 @@ class PostgresStore : public Store {
 
   Result<std::vector<std::pair<std::string, Micros>>> DueTimers(Micros until,
                                                                 size_t limit) override {
-    return Guard("due timers", [&]() -> Result<std::vector<std::pair<std::string, Micros>>> {
-      pqxx::nontransaction t(*read_);
-      std::vector<std::pair<std::string, Micros>> out;
-      for (const auto& row : t.exec_prepared("due_timers", until, int64_t(limit))) {
-        out.emplace_back(row[0].as<std::string>(), row[1].as<int64_t>());
-      }
-      return out;
-    });
+    return Retry(Side::kRead, "due timers",
+                 [&]() -> Result<std::vector<std::pair<std::string, Micros>>> {
+                   pqxx::nontransaction t(*read_);
+                   std::vector<std::pair<std::string, Micros>> out;
+                   for (const auto& row : t.exec_prepared("due_timers", until, int64_t(limit))) {
+                     out.emplace_back(row[0].as<std::string>(), row[1].as<int64_t>());
+                   }
+                   return out;
+                 });
   }
 
   Result<std::vector<SendRow>> PendingSends(size_t limit) override {
@@ -375,7 +415,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) override {
-    return Guard("send results", [&]() -> Result<std::vector<SendResultRow>> {
+    return Retry(Side::kRead, "send results", [&]() -> Result<std::vector<SendResultRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<SendResultRow> out;
       for (const auto& row : t.exec_prepared("send_results", send_seq)) {
@@ -389,7 +429,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
-    return Guard("cap counted times", [&]() -> Result<std::vector<Micros>> {
+    return Retry(Side::kRead, "cap counted times", [&]() -> Result<std::vector<Micros>> {
       pqxx::nontransaction t(*read_);
       std::vector<Micros> out;
       for (const auto& row : t.exec_prepared("cap_counted", person, since)) {
@@ -400,7 +440,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<DeadLetterRow>> DeadLetters() override {
-    return Guard("dead letters", [&]() -> Result<std::vector<DeadLetterRow>> {
+    return Retry(Side::kRead, "dead letters", [&]() -> Result<std::vector<DeadLetterRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<DeadLetterRow> out;
       for (const auto& row : t.exec_prepared("dead_letters")) {
@@ -412,7 +452,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::optional<SourcePosition>> Position(const std::string& source) override {
-    return Guard("position", [&]() -> Result<std::optional<SourcePosition>> {
+    return Retry(Side::kRead, "position", [&]() -> Result<std::optional<SourcePosition>> {
       pqxx::nontransaction t(*read_);
       std::optional<SourcePosition> out;
       for (const auto& row : t.exec_prepared("position", source)) {
@@ -423,7 +463,7 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<SuppressionRow>> Suppressions() override {
-    return Guard("suppressions", [&]() -> Result<std::vector<SuppressionRow>> {
+    return Retry(Side::kRead, "suppressions", [&]() -> Result<std::vector<SuppressionRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<SuppressionRow> out;
       for (const auto& row : t.exec_prepared("suppressions")) {
@@ -435,7 +475,7 @@ class PostgresStore : public Store {
   }
 
   Result<int64_t> SuppressionsVersion() override {
-    return Guard("suppressions version", [&]() -> Result<int64_t> {
+    return Retry(Side::kRead, "suppressions version", [&]() -> Result<int64_t> {
       pqxx::nontransaction t(*read_);
       return t.exec_prepared1("suppressions_version")[0].as<int64_t>();
     });
@@ -472,7 +512,7 @@ class PostgresStore : public Store {
   }
 
   Result<StoreCounts> Counts() override {
-    return Guard("counts", [&]() -> Result<StoreCounts> {
+    return Retry(Side::kRead, "counts", [&]() -> Result<StoreCounts> {
       pqxx::nontransaction t(*read_);
       pqxx::row r = t.exec1(
           "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM instances), "
@@ -493,8 +533,158 @@ class PostgresStore : public Store {
     return url.substr(0, colon) + ":***" + url.substr(at);
   }
 
-  void Prepare() {
-    pqxx::connection& r = *read_;
+  enum class Side { kRead, kWrite };
+
+  // A transaction whose COMMIT was sent and whose answer was lost.
+  struct Doubt {
+    std::string xid;
+    int backend = 0;  // its server process
+  };
+
+  std::unique_ptr<pqxx::connection>& Conn(Side side) {
+    return side == Side::kRead ? read_ : write_;
+  }
+
+  void Report(const std::string& what) const {
+    if (reconnect_.report) reconnect_.report(what);
+  }
+
+  // A new connection with its prepared statements (and, for the writer,
+  // its staging tables). It never reconnects by itself: libpqxx 6 would do
+  // that silently, losing the staging tables; Retry does it instead.
+  std::unique_ptr<pqxx::connection> Connect(Side side) {
+    auto c = std::make_unique<pqxx::connection>(url_);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    c->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
+    if (side == Side::kRead) {
+      PrepareRead(*c);
+    } else {
+      PrepareWrite(*c);
+    }
+    return c;
+  }
+
+  // Whether `e`, thrown by work on `side`, means the connection is gone:
+  // libpqxx says so, or the server said it is shutting down (57P01-03) or
+  // that the connection failed (class 08).
+  bool Lost(Side side, const std::exception& e) {
+    if (dynamic_cast<const pqxx::broken_connection*>(&e) ||
+        dynamic_cast<const pqxx::in_doubt_error*>(&e)) {
+      return true;
+    }
+    if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+      const std::string& state = sql->sqlstate();
+      if (state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0) return true;
+    }
+    const auto& c = Conn(side);
+    return !c || !c->is_open();
+  }
+
+  // Runs `body` on the connection of `side`. When the connection is lost,
+  // and the store was opened with Reconnect, a new one replaces it and
+  // `body` runs again: it must be safe to repeat (reads are; Commit settles
+  // a commit in doubt before it writes again). Other errors are returned.
+  template <typename Body>
+  auto Retry(Side side, const char* what, Body body) -> decltype(body()) {
+    for (;;) {
+      std::string why;
+      try {
+        return body();
+      } catch (const std::exception& e) {
+        if (!reconnect_.keep_trying || !Lost(side, e)) return Failure(what, e);
+        why = e.what();
+      }
+      if (Status s = Reestablish(side, what, why); !s.ok()) return s;
+    }
+  }
+
+  // Replaces the lost connection of `side`: at once, then with a pause
+  // growing from 100 ms to 2 s (jittered, so that engines restarted
+  // together do not reconnect in step), for as long as keep_trying().
+  Status Reestablish(Side side, const char* what, std::string why) {
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    for (char& c : why) c = c == '\n' ? ' ' : c;
+    Report("postgresql: lost the connection (" + why + "); reconnecting");
+    auto start = std::chrono::steady_clock::now();
+    for (int attempt = 0;; ++attempt) {
+      if (attempt > 0 && !Pause(attempt)) break;
+      if (!reconnect_.keep_trying()) break;
+      try {
+        Conn(side) = Connect(side);
+        std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.1f", took.count());
+        Report(std::string("postgresql: reconnected after ") + secs + " s");
+        return Status();
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+    }
+    return Status::Error(std::string("postgresql: ") + what +
+                         ": the connection was lost and the engine is stopping before it was back");
+  }
+
+  // Sleeps before reconnection attempt `attempt` (1, 2, ...); false if
+  // keep_trying() turned false meanwhile.
+  bool Pause(int attempt) {
+    static thread_local std::minstd_rand jitter(std::random_device{}());
+    int ms = std::min(2000, 100 << std::min(attempt - 1, 5));
+    ms = ms * int(75 + jitter() % 51) / 100;
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+      if (!reconnect_.keep_trying()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, 50)));
+    }
+    return reconnect_.keep_trying();
+  }
+
+  // Opening with Reconnect: a server that is not up yet (no answer, or
+  // starting or shutting down: PQping) is waited for. A server that
+  // answers and refuses (a bad password, no such database) is an error at
+  // once.
+  Status AwaitServer() {
+    if (!reconnect_.keep_trying) return Status();
+    bool said = false;
+    for (int attempt = 0;; ++attempt) {
+      PGPing ping = PQping(url_.c_str());
+      if (ping != PQPING_REJECT && ping != PQPING_NO_RESPONSE) return Status();
+      if (!said) Report("postgresql: waiting for the server at " + Redacted(url_));
+      said = true;
+      if (!Pause(attempt + 1)) {
+        return Status::Error("postgresql: stopped while waiting for the server at " +
+                             Redacted(url_));
+      }
+    }
+  }
+
+  // Whether the transaction in doubt committed, asked on the new
+  // connection. One still in progress (its server process has not yet
+  // noticed the lost connection) is ended first, so that the answer is
+  // final. A transaction ID "in the future" was never logged by a server
+  // that restarted since: it did not commit.
+  bool Landed(const Doubt& d) {
+    for (;;) {
+      pqxx::nontransaction n(*write_);
+      std::string status;
+      try {
+        pqxx::row r = n.exec_params1("SELECT pg_xact_status($1::xid8)", d.xid);
+        if (r[0].is_null())
+          throw std::runtime_error("the server no longer knows transaction " + d.xid);
+        status = r[0].as<std::string>();
+      } catch (const pqxx::sql_error& e) {
+        if (e.sqlstate() == "22023") return false;
+        throw;
+      }
+      if (status == "committed") return true;
+      if (status == "aborted") return false;
+      n.exec_params("SELECT pg_terminate_backend($1)", d.backend);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  static void PrepareRead(pqxx::connection& r) {
     r.prepare("events_seen",
               "SELECT q.i FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS q(source, id, i) "
               "JOIN events e ON e.source = q.source AND e.id = q.id");
@@ -535,8 +725,9 @@ class PostgresStore : public Store {
     r.prepare("suppressions",
               "SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
     r.prepare("suppressions_version", "SELECT n FROM suppressions_version");
+  }
 
-    pqxx::connection& w = *write_;
+  static void PrepareWrite(pqxx::connection& w) {
     // Staging tables for the rows that need ON CONFLICT; private to this
     // connection and emptied at each commit. events_in.ord numbers the rows
     // in the order they were copied, which events.seq keeps.
@@ -585,7 +776,7 @@ class PostgresStore : public Store {
 
  public:
   Result<std::string> EventBody(const std::string& source, const std::string& id) override {
-    return Guard("event", [&]() -> Result<std::string> {
+    return Retry(Side::kRead, "event", [&]() -> Result<std::string> {
       pqxx::nontransaction t(*read_);
       pqxx::result r = t.exec_prepared("event_body", source, id);
       return r.empty() ? std::string() : r[0][0].as<std::string>();
@@ -600,7 +791,7 @@ class PostgresStore : public Store {
 
   template <typename... Args>
   Result<std::vector<Instance>> QueryInstances(const char* statement, Args&&... args) {
-    auto bodies = Guard("instances", [&]() -> Result<std::vector<std::string>> {
+    auto bodies = Retry(Side::kRead, "instances", [&]() -> Result<std::vector<std::string>> {
       pqxx::nontransaction t(*read_);
       std::vector<std::string> out;
       pqxx::result res = t.exec_prepared(statement, std::forward<Args>(args)...);
@@ -621,7 +812,8 @@ class PostgresStore : public Store {
   template <typename... Args>
   Result<std::vector<SendRow>> QuerySends(const char* statement, Args&&... args) {
     std::vector<std::string> contexts;
-    auto sends = Guard("sends", [&]() -> Result<std::vector<SendRow>> {
+    auto sends = Retry(Side::kRead, "sends", [&]() -> Result<std::vector<SendRow>> {
+      contexts.clear();  // a second attempt starts afresh
       pqxx::nontransaction t(*read_);
       std::vector<SendRow> out;
       pqxx::result res = t.exec_prepared(statement, std::forward<Args>(args)...);
@@ -771,14 +963,18 @@ class PostgresStore : public Store {
     }
   }
 
+  std::string url_;
+  Reconnect reconnect_;
+  // The writer's is used by Commit's thread, the reader's by the other
+  // methods'; each is replaced only on its own thread.
   std::unique_ptr<pqxx::connection> write_, read_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url) {
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect) {
   auto s = std::make_unique<PostgresStore>();
-  if (Status st = s->Open(url); !st.ok()) return st;
+  if (Status st = s->Open(url, std::move(reconnect)); !st.ok()) return st;
   return std::unique_ptr<Store>(std::move(s));
 }
 

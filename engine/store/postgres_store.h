@@ -13,7 +13,7 @@
 namespace waymark {
 
 // `url`: a libpq connection URI, postgresql://USER@HOST:PORT/DB[?...].
-Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url);
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect = {});
 
 // Brings the database's schema to this binary's version, one migration at
 // a time, each in its own transaction, under an advisory lock (several

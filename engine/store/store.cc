@@ -25,9 +25,9 @@ Result<std::optional<Event>> Store::EventById(const std::string& source, const s
   return std::optional<Event>(std::move(e).value());
 }
 
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect) {
   if (StartsWith(url, "sqlite:")) return OpenSqliteStore(url.substr(7));
-  if (IsPostgresUrl(url)) return OpenPostgresStore(url);
+  if (IsPostgresUrl(url)) return OpenPostgresStore(url, std::move(reconnect));
   return Status::Error("unknown store URL '" + url +
                        "' (expected sqlite:PATH or postgresql://USER@HOST:PORT/DB)");
 }

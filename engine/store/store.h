@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cctype>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -206,9 +207,21 @@ class Store {
   virtual Result<int64_t> SuppressionsVersion() = 0;
 };
 
+// How a store rides out a lost connection to its server (PostgreSQL; an
+// SQLite file has none). While `keep_trying()` returns true, a store waits
+// for a server that is not up at opening, reconnects after a loss and runs
+// the interrupted work again; a commit whose answer was lost is first
+// settled with the server (docs/engine.md, "A lost connection"). `report`
+// hears of each loss and recovery. Without `keep_trying`, a lost
+// connection is an error, as suits a command.
+struct Reconnect {
+  std::function<bool()> keep_trying;
+  std::function<void(const std::string&)> report;
+};
+
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"
 // (a PostgreSQL database must have been migrated: MigratePostgres).
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect = {});
 bool IsPostgresUrl(const std::string& url);
 
 }  // namespace waymark

@@ -1,0 +1,376 @@
+// The PostgreSQL store rides out a lost connection (docs/engine.md, "A lost
+// connection"): reads and commits go on after a reconnection, and a commit
+// whose answer was lost is settled with the server, neither lost nor
+// written twice.
+//
+// Against the real server scripts/test.sh starts (WAYMARK_TEST_POSTGRES).
+// Connections are lost for real: the server ends them
+// (pg_terminate_backend), or a loopback proxy between store and server
+// closes them at a chosen byte, before or after the server has committed.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/store/postgres_store.h"
+#include "tests/testing/db.h"
+
+#include <pqxx/pqxx>
+
+namespace waymark {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Passes bytes between loopback clients and the server at `target_port`.
+// Armed with Cut, it closes every connection (without passing the bytes on)
+// the first time `needle` goes by in the chosen direction. While down, it
+// accepts and closes at once, as a port with no server behind it would
+// refuse.
+class Proxy {
+ public:
+  enum class Direction { kToServer, kToClient };
+
+  explicit Proxy(int target_port) : target_port_(target_port) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t n = sizeof a;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listener_, 16) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &n) != 0) {
+      throw std::runtime_error("proxy: cannot listen");
+    }
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+
+  ~Proxy() {
+    stop_ = true;
+    acceptor_.join();
+    CutAll();
+    for (std::thread& t : pumps_) t.join();
+    ::close(listener_);
+  }
+
+  int port() const { return port_; }
+
+  void Cut(Direction d, std::string needle) {
+    std::lock_guard<std::mutex> l(mu_);
+    armed_ = true;
+    direction_ = d;
+    needle_ = std::move(needle);
+  }
+  bool cut() const { return cut_; }
+
+  // Closes every connection now.
+  void CutAll() {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int fd : open_) ::shutdown(fd, SHUT_RDWR);
+  }
+
+  void SetDown(bool down) { down_ = down; }
+
+ private:
+  void Accept() {
+    while (!stop_) {
+      pollfd p{listener_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int client = ::accept(listener_, nullptr, nullptr);
+      if (client < 0) continue;
+      if (down_) {
+        ::close(client);
+        continue;
+      }
+      int server = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = htons(uint16_t(target_port_));
+      if (::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        ::close(client);
+        ::close(server);
+        continue;
+      }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        open_.insert(client);
+        open_.insert(server);
+      }
+      pumps_.emplace_back([this, client, server] { Pump(client, server); });
+    }
+  }
+
+  void Pump(int client, int server) {
+    char buf[65536];
+    for (;;) {
+      pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      if (::poll(p, 2, 50) < 0) break;
+      if (stop_ && !p[0].revents && !p[1].revents) break;
+      bool closed = false;
+      for (int k = 0; k < 2 && !closed; ++k) {
+        if (!p[k].revents) continue;
+        ssize_t n = ::read(p[k].fd, buf, sizeof buf);
+        if (n <= 0) {
+          closed = true;
+          break;
+        }
+        Direction d = k == 0 ? Direction::kToServer : Direction::kToClient;
+        if (Matches(d, std::string_view(buf, size_t(n)))) {
+          CutAll();
+          closed = true;
+          break;
+        }
+        int to = k == 0 ? server : client;
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = ::write(to, buf + off, size_t(n - off));
+          if (w <= 0) {
+            closed = true;
+            break;
+          }
+          off += w;
+        }
+      }
+      if (closed) break;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    open_.erase(client);
+    open_.erase(server);
+    ::shutdown(client, SHUT_RDWR);
+    ::shutdown(server, SHUT_RDWR);
+    ::close(client);
+    ::close(server);
+  }
+
+  bool Matches(Direction d, std::string_view bytes) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!armed_ || d != direction_ || bytes.find(needle_) == std::string_view::npos) return false;
+    armed_ = false;
+    cut_ = true;
+    return true;
+  }
+
+  int target_port_, port_ = 0, listener_ = -1;
+  std::atomic<bool> stop_{false}, down_{false}, cut_{false};
+  std::mutex mu_;
+  bool armed_ = false;
+  Direction direction_ = Direction::kToServer;
+  std::string needle_;
+  std::set<int> open_;
+  std::thread acceptor_;
+  std::vector<std::thread> pumps_;  // touched by the acceptor, then joined
+};
+
+class PostgresReconnect : public testing::Test {
+ protected:
+  void SetUp() override {
+    const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+    ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+    server_ = server;
+    std::string name = testing::UnitTest::GetInstance()->current_test_info()->name();
+    db_ = "reconnect_" + std::to_string(::getpid()) + "_" + std::to_string(name.size()) +
+          std::to_string(std::hash<std::string>()(name) % 100000);
+    url_ = testing_util::FreshPostgresDatabase(server_, db_);
+    auto migrated = MigratePostgres(url_);
+    ASSERT_TRUE(migrated.ok()) << migrated.error();
+    size_t colon = server_.rfind(':');
+    proxy_ = std::make_unique<Proxy>(std::stoi(server_.substr(colon + 1)));
+    proxied_ = server_.substr(0, colon + 1) + std::to_string(proxy_->port()) + "/" + db_;
+  }
+
+  // A store that reconnects while `keep_trying_`, and keeps what it reports.
+  Result<std::unique_ptr<Store>> Open(const std::string& url) {
+    Reconnect r{[this] { return keep_trying_.load(); },
+                [this](const std::string& what) {
+                  std::lock_guard<std::mutex> l(mu_);
+                  reports_ += what + "\n";
+                }};
+    return OpenPostgresStore(url, r);
+  }
+  std::string Reports() {
+    std::lock_guard<std::mutex> l(mu_);
+    return reports_;
+  }
+
+  // Events n..n+1 with one send, and the source position n.
+  static Batch Numbered(int n) {
+    Batch b;
+    for (int k = n; k < n + 2; ++k) {
+      Event e;
+      e.id = "e" + std::to_string(k);
+      e.source = "test";
+      e.type = "user.signup";
+      e.subject = "u" + std::to_string(n);
+      e.time = 1000 + k;
+      e.data = {{"k", k}};
+      b.events.push_back(std::move(e));
+    }
+    b.history = {{"j/u" + std::to_string(n) + "/1", 1, 5, "entered", "", {}}};
+    SendRow s;
+    s.key = "send-" + std::to_string(n);
+    s.instance_id = b.history[0].instance_id;
+    s.journey = "j";
+    s.person = b.events[0].subject;
+    s.template_name = "welcome";
+    s.recipient = "a@example.com";
+    s.trigger = b.events[0].Doc();
+    s.event = b.events[1].Doc();
+    b.sends = {s};
+    b.position = SourcePosition{"S/C", uint64_t(n), 0};
+    return b;
+  }
+
+  // Rows the database holds, counted on a connection of the test's own.
+  int64_t Count(const char* table) {
+    pqxx::connection c(url_);
+    pqxx::read_transaction t(c);
+    return t.exec1(std::string("SELECT COUNT(*) FROM ") + table)[0].as<int64_t>();
+  }
+
+  // Ends every server process on the test's database but the caller's.
+  void TerminateBackends() {
+    pqxx::connection c(server_ + "/postgres");
+    pqxx::nontransaction t(c);
+    auto r = t.exec_params(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = $1 AND pid <> pg_backend_pid()",
+        db_);
+    ASSERT_GE(r.size(), 2u);  // the store's reader and writer
+  }
+
+  std::string server_, db_, url_, proxied_;
+  std::unique_ptr<Proxy> proxy_;
+  std::atomic<bool> keep_trying_{true};
+  std::mutex mu_;
+  std::string reports_;
+};
+
+TEST_F(PostgresReconnect, ReadsAndCommitsGoOnAfterTheServerEndsTheConnections) {
+  auto store = Open(url_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  Batch first = Numbered(1);
+  ASSERT_TRUE(store.value()->Commit(first).ok());
+  TerminateBackends();
+  auto pos = store.value()->Position("S/C");
+  ASSERT_TRUE(pos.ok()) << pos.error();
+  ASSERT_TRUE(pos.value().has_value());
+  EXPECT_EQ(pos.value()->seq, 1u);
+  Batch second = Numbered(3);
+  Status s = store.value()->Commit(second);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(Count("events"), 4);
+  EXPECT_EQ(Count("sends"), 2);
+  EXPECT_EQ(Count("sends_pending"), 2);
+  std::string reports = Reports();
+  EXPECT_NE(reports.find("lost the connection"), std::string::npos) << reports;
+  EXPECT_NE(reports.find("reconnected after"), std::string::npos) << reports;
+  // The writer's staging tables came back with it: a batch that repeats a
+  // stored event goes through them.
+  Batch repeat = Numbered(5);
+  repeat.events.push_back(first.events[0]);
+  s = store.value()->Commit(repeat);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(Count("events"), 6);
+}
+
+TEST_F(PostgresReconnect, WithoutReconnectALostConnectionIsAnError) {
+  auto store = OpenPostgresStore(url_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  Batch first = Numbered(1);
+  ASSERT_TRUE(store.value()->Commit(first).ok());
+  TerminateBackends();
+  auto pos = store.value()->Position("S/C");
+  ASSERT_FALSE(pos.ok());
+  EXPECT_NE(pos.error().find("postgresql: position:"), std::string::npos) << pos.error();
+}
+
+// The server committed; its answer never came. Writing the batch again
+// would fail on its rows (or, were it skipped, send twice): the store asks
+// the server instead.
+TEST_F(PostgresReconnect, ACommitWhoseAnswerWasLostIsFoundToHaveLanded) {
+  auto store = Open(proxied_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  proxy_->Cut(Proxy::Direction::kToClient, "COMMIT");
+  Batch b = Numbered(1);
+  Status s = store.value()->Commit(b);
+  ASSERT_TRUE(proxy_->cut());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_NE(Reports().find("the commit in doubt had landed"), std::string::npos) << Reports();
+  EXPECT_EQ(Count("events"), 2);
+  EXPECT_EQ(Count("history"), 1);
+  EXPECT_EQ(Count("sends"), 1);
+  Batch next = Numbered(3);
+  s = store.value()->Commit(next);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(Count("sends"), 2);
+}
+
+// COMMIT never reached the server: the transaction is rolled back there,
+// and the batch is written again, once.
+TEST_F(PostgresReconnect, ACommitThatNeverReachedTheServerIsWrittenAgain) {
+  auto store = Open(proxied_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  proxy_->Cut(Proxy::Direction::kToServer, "COMMIT");
+  Batch b = Numbered(1);
+  Status s = store.value()->Commit(b);
+  ASSERT_TRUE(proxy_->cut());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_NE(Reports().find("the commit in doubt had not landed"), std::string::npos) << Reports();
+  EXPECT_EQ(Count("events"), 2);
+  EXPECT_EQ(Count("history"), 1);
+  EXPECT_EQ(Count("sends"), 1);
+  EXPECT_EQ(Count("sends_pending"), 1);
+  auto pos = store.value()->Position("S/C");
+  ASSERT_TRUE(pos.ok() && pos.value().has_value());
+  EXPECT_EQ(pos.value()->seq, 1u);
+}
+
+TEST_F(PostgresReconnect, OpeningWaitsForAServerThatIsNotUpYet) {
+  proxy_->SetDown(true);
+  auto opening = std::async(std::launch::async, [this] { return Open(proxied_); });
+  EXPECT_EQ(opening.wait_for(500ms), std::future_status::timeout);
+  EXPECT_NE(Reports().find("waiting for the server"), std::string::npos) << Reports();
+  proxy_->SetDown(false);
+  auto store = opening.get();
+  ASSERT_TRUE(store.ok()) << store.error();
+  Batch b = Numbered(1);
+  EXPECT_TRUE(store.value()->Commit(b).ok());
+}
+
+// A stop asked for while the server is away ends the commit with an error
+// (the engine exits without acking; nothing is written).
+TEST_F(PostgresReconnect, AStopWhileTheServerIsAwayEndsTheCommitWithAnError) {
+  auto store = Open(proxied_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  proxy_->SetDown(true);
+  proxy_->CutAll();
+  auto committing = std::async(std::launch::async, [&] {
+    Batch b = Numbered(1);
+    return store.value()->Commit(b);
+  });
+  EXPECT_EQ(committing.wait_for(500ms), std::future_status::timeout);
+  keep_trying_ = false;
+  ASSERT_EQ(committing.wait_for(5s), std::future_status::ready);
+  Status s = committing.get();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("stopping"), std::string::npos) << s.message();
+  EXPECT_EQ(Count("events"), 0);
+}
+
+}  // namespace
+}  // namespace waymark
