@@ -606,7 +606,9 @@ class PostgresStore : public Store {
   Status Reestablish(Side side, const char* what, std::string why) {
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     for (char& c : why) c = c == '\n' ? ' ' : c;
-    Report("postgresql: lost the connection (" + why + "); reconnecting");
+    const char* name = side == Side::kRead ? "reader's" : "writer's";
+    Report(std::string("postgresql: lost the ") + name + " connection during " + what + " (" + why +
+           "); reconnecting");
     auto start = std::chrono::steady_clock::now();
     for (int attempt = 0;; ++attempt) {
       if (attempt > 0 && !Pause(attempt)) break;
@@ -616,7 +618,7 @@ class PostgresStore : public Store {
         std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         char secs[32];
         std::snprintf(secs, sizeof secs, "%.1f", took.count());
-        Report(std::string("postgresql: reconnected after ") + secs + " s");
+        Report(std::string("postgresql: the ") + name + " connection is back after " + secs + " s");
         return Status();
       } catch (const std::exception& e) {
         why = e.what();

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -187,6 +188,35 @@ TEST_F(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
       "stream crash test: %d events, 10 kills, %d stops, nats-server and PostgreSQL restarted "
       "once; %s; uninterrupted embedded run %.1f s, killed run %.1f s\n",
       n_, stops, result.c_str(), clean_s_, crashy_s);
+}
+
+// Reliability R2: PostgreSQL restarted under a running engine. The engine
+// reconnects by itself (it does not stop), and ends like an uninterrupted
+// run.
+TEST_F(StreamCrash, AnEngineRidesOutAPostgresRestart) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(30000));
+  std::string errors = (root_ / "engine.err").string();
+  pid_t engine = Spawn(StreamArgs({"--until-idle", "--advance", "10d"}), errors);
+  // Once the engine has committed something, and long before it is done.
+  auto events = [&] { return PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM events")["n"]; };
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (events() == "0" && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::string before = events();
+  int status = 0;
+  EXPECT_EQ(Shell("bash " WAYMARK_SOURCE_DIR "/scripts/servers.sh restart postgres 2>&1", &status),
+            "");
+  ASSERT_EQ(status, 0);
+  waitpid(engine, &status, 0);
+  std::ifstream in(errors);
+  std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << said;
+  EXPECT_NE(said.find("postgresql: lost the "), std::string::npos) << said;
+  EXPECT_NE(said.find("connection is back after"), std::string::npos) << said;
+  std::string result = Compare();
+  std::printf("PostgreSQL restarted under the engine after %s of %d events: %s\nits stderr:\n%s",
+              before.c_str(), n_, result.c_str(), said.c_str());
 }
 
 TEST_F(StreamCrash, TwoEnginesShareTheStreamWhileOneIsKilledRepeatedly) {
