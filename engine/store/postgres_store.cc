@@ -296,8 +296,11 @@ class PostgresStore : public Store {
         }
         try {
           t.commit();
-        } catch (const pqxx::in_doubt_error&) {
-          doubt = d;
+        } catch (const std::exception& e) {
+          // The connection went while COMMIT was out (libpqxx says "in
+          // doubt", or the server's last word was that it is shutting
+          // down): settled after reconnecting.
+          if (Lost(Side::kWrite, e)) doubt = d;
           throw;
         }
         break;
