@@ -627,8 +627,8 @@ class PostgresStore : public Store {
         why = e.what();
       }
     }
-    return Status::Error(std::string("postgresql: ") + what +
-                         ": the connection was lost and the engine is stopping before it was back");
+    return Status::Error(std::string("postgresql: ") + what + ": the connection was lost (" + why +
+                         ") and reconnecting stopped before it was back");
   }
 
   // Sleeps before reconnection attempt `attempt` (1, 2, ...); false if
@@ -684,6 +684,9 @@ class PostgresStore : public Store {
       }
       if (status == "committed") return true;
       if (status == "aborted") return false;
+      if (!reconnect_.keep_trying()) {
+        throw std::runtime_error("stopped while transaction " + d.xid + " was still in progress");
+      }
       n.exec_params("SELECT pg_terminate_backend($1)", d.backend);
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

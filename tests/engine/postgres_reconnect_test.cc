@@ -368,7 +368,7 @@ TEST_F(PostgresReconnect, AStopWhileTheServerIsAwayEndsTheCommitWithAnError) {
   ASSERT_EQ(committing.wait_for(5s), std::future_status::ready);
   Status s = committing.get();
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("stopping"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("reconnecting stopped"), std::string::npos) << s.message();
   EXPECT_EQ(Count("events"), 0);
 }
 
