@@ -64,6 +64,7 @@ if NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/al
   -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG=-g1 -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
   -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    LSAN_OPTIONS=suppressions="$root/tests/lsan.supp" \
     run_ctest build-asan -L "dsl|engine"
 else
   echo "sanitizer build failed"; status=1; failed=$((failed + 1))
