@@ -5,7 +5,9 @@
 #   1. the full suite (ctest) in build/;
 #   2. the language and engine unit tests again under ASan + UBSan (build-asan/,
 #      unoptimised, with line tables only: reports name files and lines);
-#   3. the fuzzers (libFuzzer, clang), each for WAYMARK_FUZZ_SECONDS (default 45): the
+#   3. the engine's threads under ThreadSanitizer (build-tsan/): the engine tests and
+#      the PostgreSQL reconnect tests;
+#   4. the fuzzers (libFuzzer, clang), each for WAYMARK_FUZZ_SECONDS (default 45): the
 #      journey language, and event input (ParseJson against nlohmann, the decoder).
 # Prints each ctest summary and a combined closing line; exits non-zero if
 # anything failed.
@@ -68,6 +70,17 @@ if NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/al
     run_ctest build-asan -L "dsl|engine"
 else
   echo "sanitizer build failed"; status=1; failed=$((failed + 1))
+fi
+
+echo "== the engine's threads under TSan =="
+# The engine thread and its committer (engine_test), and the PostgreSQL
+# store reconnecting from both (postgres_reconnect_test).
+if NINJA_TARGETS="engine_test postgres_reconnect_test" build build-tsan -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_C_FLAGS_DEBUG="-g1 -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DWAYMARK_TSAN=ON \
+  -DWAYMARK_BENCH=OFF; then
+  TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "^(EngineTest|Partition|PostgresReconnect)\."
+else
+  echo "TSan build failed"; status=1; failed=$((failed + 1))
 fi
 
 echo "== fuzzing (${fuzz_seconds}s each) =="
