@@ -448,7 +448,7 @@ int Run(const RunOptions& o) {
   auto store = OpenStore(o.store, reconnect);
   if (!store.ok()) {
     std::cerr << "waymark run: " << store.error() << "\n";
-    return kExitUsage;
+    return g_stop ? kExitOk : kExitUsage;  // stopped while waiting: nothing began
   }
   auto transport = OpenProvidersFor(o);
   if (!transport.ok()) {

@@ -2,11 +2,17 @@
 // on PostgreSQL and on SQLite: the same messages, byte for byte, the same
 // summary, and every history stored in PostgreSQL replays exactly.
 // WAYMARK_TEST_POSTGRES names a real server (scripts/test.sh starts one).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
@@ -85,6 +91,43 @@ TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
   EXPECT_EQ(status, 0) << replay;
   EXPECT_NE(replay.find(" 0 divergences"), std::string::npos) << replay;
   if (!HasFailure()) fs::remove_all(dir);
+}
+
+// A service started before its database: `waymark run` waits for a server
+// that does not answer (saying so), and SIGTERM while it waits is a clean
+// stop, exit 0.
+TEST(Postgres, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t n = sizeof a;
+  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::getsockname(probe, reinterpret_cast<sockaddr*>(&a), &n), 0);
+  ::close(probe);  // nothing listens on this port now
+  std::string url = "postgresql://postgres@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/w";
+  std::string root = waymark::testing_util::SourceRoot().string();
+  fs::path errors =
+      fs::temp_directory_path() / ("waymark_pg_wait_" + std::to_string(getpid()) + ".err");
+  pid_t pid = waymark::testing_util::Spawn(
+      {WAYMARK_BINARY, "run", "--journeys", root + "/journeys", "--schemas", root + "/schemas",
+       "--events", root + "/journeys/sample_events.jsonl", "--store", url, "--transport",
+       "file:" + (fs::temp_directory_path() / "waymark_pg_wait_out").string()},
+      errors.string());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (ReadFile(errors).find("waiting for the server") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::string said = ReadFile(errors);
+  EXPECT_NE(said.find("postgresql: waiting for the server at " + url), std::string::npos) << said;
+  int status = 0;
+  EXPECT_EQ(waitpid(pid, &status, WNOHANG), 0) << "it did not wait";
+  kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  said = ReadFile(errors);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << said;
+  fs::remove(errors);
 }
 
 }  // namespace

@@ -194,7 +194,7 @@ TEST_F(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
 // reconnects by itself (it does not stop), and ends like an uninterrupted
 // run.
 TEST_F(StreamCrash, AnEngineRidesOutAPostgresRestart) {
-  ASSERT_NO_FATAL_FAILURE(Prepare(30000));
+  ASSERT_NO_FATAL_FAILURE(Prepare(20000));
   std::string errors = (root_ / "engine.err").string();
   pid_t engine = Spawn(StreamArgs({"--until-idle", "--advance", "10d"}), errors);
   // Once the engine has committed something, and long before it is done.
