@@ -668,7 +668,10 @@ class PostgresStore : public Store {
   // connection. One still in progress (its server process has not yet
   // noticed the lost connection) is ended first, so that the answer is
   // final. A transaction ID "in the future" was never logged by a server
-  // that restarted since: it did not commit.
+  // that restarted since: it did not commit. (The old process is ended by
+  // its PID, which it holds while the transaction is in progress; only in
+  // the instant between the answer and the signal could it exit and the
+  // PID be reused.)
   bool Landed(const Doubt& d) {
     for (;;) {
       pqxx::nontransaction n(*write_);
