@@ -262,7 +262,6 @@ class PostgresStore : public Store {
 
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
-    bool numbered = false;
     std::optional<Doubt> doubt;  // a COMMIT sent whose answer was lost
     return Retry(Side::kWrite, "commit", [&]() -> Status {
       if (doubt) {
@@ -274,13 +273,10 @@ class PostgresStore : public Store {
         doubt.reset();
         if (landed) return Status();
       }
-      if (!numbered) {
-        // Positions come from the sequence, which no rollback takes back:
-        // drawn once, they serve every later attempt too.
-        AssignSendSeqs(b);
-        if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
-        numbered = true;
-      }
+      // Positions come from the sequence, which no rollback takes back:
+      // drawn once, they serve every later attempt too.
+      AssignSendSeqs(b);
+      if (Status s = rows::ResolveResultSends(b); !s.ok()) return s;
       // First fast; a row the batch adds as new that is stored already (an
       // event delivered twice) makes it again through the path that skips
       // and updates.
@@ -859,9 +855,9 @@ class PostgresStore : public Store {
   }
 
   // Gives the batch's sends their outbox positions, a sequence block per
-  // kSendSeqBlock sends.
+  // kSendSeqBlock sends; a batch whose positions are drawn keeps them.
   void AssignSendSeqs(Batch& b) {
-    if (b.sends.empty()) return;
+    if (b.sends.empty() || b.sends.front().seq != 0) return;
     int64_t blocks = (int64_t(b.sends.size()) + kSendSeqBlock - 1) / kSendSeqBlock;
     pqxx::nontransaction t(*write_);
     pqxx::result r = t.exec_prepared("send_seq_blocks", blocks);

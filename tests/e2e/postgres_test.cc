@@ -2,10 +2,7 @@
 // on PostgreSQL and on SQLite: the same messages, byte for byte, the same
 // summary, and every history stored in PostgreSQL replays exactly.
 // WAYMARK_TEST_POSTGRES names a real server (scripts/test.sh starts one).
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +16,7 @@
 
 #include "tests/testing/db.h"
 #include "tests/testing/files.h"
+#include "tests/testing/ports.h"
 #include "tests/testing/process.h"
 
 namespace {
@@ -97,15 +95,9 @@ TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
 // that does not answer (saying so), and SIGTERM while it waits is a clean
 // stop, exit 0.
 TEST(Postgres, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
-  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t n = sizeof a;
-  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::getsockname(probe, reinterpret_cast<sockaddr*>(&a), &n), 0);
-  ::close(probe);  // nothing listens on this port now
-  std::string url = "postgresql://postgres@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/w";
+  int port = waymark::testing_util::UnusedLoopbackPort();
+  ASSERT_GT(port, 0);
+  std::string url = "postgresql://postgres@127.0.0.1:" + std::to_string(port) + "/w";
   std::string root = waymark::testing_util::SourceRoot().string();
   fs::path errors =
       fs::temp_directory_path() / ("waymark_pg_wait_" + std::to_string(getpid()) + ".err");

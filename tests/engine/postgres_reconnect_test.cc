@@ -235,11 +235,32 @@ class PostgresReconnect : public testing::Test {
     return b;
   }
 
-  // Rows the database holds, counted on a connection of the test's own.
-  int64_t Count(const char* table) {
+  // Opens a store through the proxy and commits Numbered(1), with a
+  // not-final result for its send, while the proxy cuts the connection as
+  // COMMIT goes by in direction `d`. The commit succeeds and the batch is
+  // stored once.
+  void CommitCutAtCommit(Proxy::Direction d, std::unique_ptr<Store>& store) {
+    auto opened = Open(proxied_);
+    ASSERT_TRUE(opened.ok()) << opened.error();
+    store = std::move(opened).value();
+    proxy_->Cut(d, "COMMIT");
+    Batch b = Numbered(1);
+    b.results = {{0, b.sends[0].key, 1, 7, "retry_later", false, {}}};
+    Status s = store->Commit(b);
+    ASSERT_TRUE(proxy_->cut());
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(Count("events"), 2);
+    EXPECT_EQ(Count("history"), 1);
+    EXPECT_EQ(Count("sends"), 1);
+    EXPECT_EQ(Count("send_results"), 1);
+  }
+
+  // Rows the database holds, counted on a connection of the test's own;
+  // `from`: a table, or tables joined.
+  int64_t Count(const char* from) {
     pqxx::connection c(url_);
     pqxx::read_transaction t(c);
-    return t.exec1(std::string("SELECT COUNT(*) FROM ") + table)[0].as<int64_t>();
+    return t.exec1(std::string("SELECT COUNT(*) FROM ") + from)[0].as<int64_t>();
   }
 
   // Ends every server process on the test's database but the caller's.
@@ -303,39 +324,25 @@ TEST_F(PostgresReconnect, WithoutReconnectALostConnectionIsAnError) {
 // would fail on its rows (or, were it skipped, send twice): the store asks
 // the server instead.
 TEST_F(PostgresReconnect, ACommitWhoseAnswerWasLostIsFoundToHaveLanded) {
-  auto store = Open(proxied_);
-  ASSERT_TRUE(store.ok()) << store.error();
-  proxy_->Cut(Proxy::Direction::kToClient, "COMMIT");
-  Batch b = Numbered(1);
-  Status s = store.value()->Commit(b);
-  ASSERT_TRUE(proxy_->cut());
-  ASSERT_TRUE(s.ok()) << s.message();
+  std::unique_ptr<Store> store;
+  ASSERT_NO_FATAL_FAILURE(CommitCutAtCommit(Proxy::Direction::kToClient, store));
   EXPECT_NE(Reports().find("the commit in doubt had landed"), std::string::npos) << Reports();
-  EXPECT_EQ(Count("events"), 2);
-  EXPECT_EQ(Count("history"), 1);
-  EXPECT_EQ(Count("sends"), 1);
   Batch next = Numbered(3);
-  s = store.value()->Commit(next);
+  Status s = store->Commit(next);
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(Count("sends"), 2);
 }
 
 // COMMIT never reached the server: the transaction is rolled back there,
-// and the batch is written again, once.
+// and the batch is written again, once, with the outbox positions drawn
+// for the first attempt (its result names its send by them).
 TEST_F(PostgresReconnect, ACommitThatNeverReachedTheServerIsWrittenAgain) {
-  auto store = Open(proxied_);
-  ASSERT_TRUE(store.ok()) << store.error();
-  proxy_->Cut(Proxy::Direction::kToServer, "COMMIT");
-  Batch b = Numbered(1);
-  Status s = store.value()->Commit(b);
-  ASSERT_TRUE(proxy_->cut());
-  ASSERT_TRUE(s.ok()) << s.message();
+  std::unique_ptr<Store> store;
+  ASSERT_NO_FATAL_FAILURE(CommitCutAtCommit(Proxy::Direction::kToServer, store));
   EXPECT_NE(Reports().find("the commit in doubt had not landed"), std::string::npos) << Reports();
-  EXPECT_EQ(Count("events"), 2);
-  EXPECT_EQ(Count("history"), 1);
-  EXPECT_EQ(Count("sends"), 1);
   EXPECT_EQ(Count("sends_pending"), 1);
-  auto pos = store.value()->Position("S/C");
+  EXPECT_EQ(Count("send_results r JOIN sends s ON s.seq = r.send_seq"), 1);
+  auto pos = store->Position("S/C");
   ASSERT_TRUE(pos.ok() && pos.value().has_value());
   EXPECT_EQ(pos.value()->seq, 1u);
 }

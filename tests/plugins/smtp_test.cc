@@ -2,10 +2,8 @@
 // tests/plugins/smtp_server.py, with a handler of our own that answers on
 // cue (421 4.7.0, 450 4.2.1, 452 4.5.3, 550 5.1.1, 554 5.7.1, 451 4.3.0).
 // Messages are checked with Python's email parser, not ours.
-#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
-#include <sys/socket.h>
 
 #include <chrono>
 #include <filesystem>
@@ -22,6 +20,7 @@
 #include "engine/delivery/transport.h"
 #include "tests/testing/files.h"
 #include "tests/testing/messages.h"
+#include "tests/testing/ports.h"
 #include "tests/testing/process.h"
 
 namespace waymark {
@@ -266,15 +265,9 @@ TEST(Smtp, ConfigurationMistakesAreRefusedAtCreate) {
 }
 
 TEST(Smtp, AServerThatIsNotThereIsRetryLater) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);  // nobody listens there now
-  auto t = Open("smtp://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "?tls=none");
+  int port = waymark::testing_util::UnusedLoopbackPort();
+  ASSERT_GT(port, 0);
+  auto t = Open("smtp://127.0.0.1:" + std::to_string(port) + "?tls=none");
   ASSERT_TRUE(t);
   auto r = t->SendBatch({Message("gone", "ana@example.com")});
   EXPECT_EQ(r[0].kind, "retry_later") << r[0].detail;
