@@ -23,5 +23,6 @@ void RegisterMigrate(CLI::App& app, int* exit_code);
 void RegisterPublish(CLI::App& app, int* exit_code);
 void RegisterPlugins(CLI::App& app, int* exit_code);
 void RegisterSuppress(CLI::App& app, int* exit_code);
+void RegisterPrune(CLI::App& app, int* exit_code);
 
 }  // namespace waymark::cli

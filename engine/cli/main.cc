@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   waymark::cli::RegisterPublish(app, &exit_code);
   waymark::cli::RegisterPlugins(app, &exit_code);
   waymark::cli::RegisterSuppress(app, &exit_code);
+  waymark::cli::RegisterPrune(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

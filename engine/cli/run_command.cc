@@ -31,12 +31,6 @@ void OnSignal(int) {
   g_stop = 1;
 }
 
-Micros WallNow() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 struct RunOptions {
   std::string events;
   std::string store = "sqlite:waymark.db";

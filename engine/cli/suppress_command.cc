@@ -1,7 +1,6 @@
 // waymark suppress add|remove|list|import: the suppression list in the
 // store (docs/operations.md, "Suppression"). A running engine sees a change
 // at its next dispatch.
-#include <chrono>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -23,12 +22,6 @@ struct SuppressOptions {
   std::string entry, scope = "all", reason, file;
   bool json = false;
 };
-
-Micros Now() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A lowercased address or domain, or why it is neither.
 Result<std::string> Entry(const std::string& given) {
@@ -59,7 +52,7 @@ int Add(const SuppressOptions& o) {
   auto store = Open(o);
   if (!store.ok()) return Fail("add", store.error(), kExitUsage);
   Status s = store.value()->Suppress(
-      {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : o.reason, "cli", Now()}});
+      {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : o.reason, "cli", WallNow()}});
   if (!s.ok()) return Fail("add", s.message(), 3);
   std::cout << "suppressed " << entry.value() << " (" << o.scope << ")\n";
   return kExitOk;
@@ -109,7 +102,7 @@ int Import(const SuppressOptions& o) {
   std::ifstream in(o.file);
   if (!in) return Fail("import", "cannot read " + o.file, kExitUsage);
   std::vector<SuppressionRow> rows;
-  Micros now = Now();
+  Micros now = WallNow();
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();

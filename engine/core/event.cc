@@ -76,6 +76,12 @@ Result<Micros> ParseRfc3339(std::string_view s) {
   return secs * kMicrosPerSecond + frac;
 }
 
+Micros WallNow() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::string FormatRfc3339(Micros t) {
   using namespace std::chrono;
   auto tp = sys_time<microseconds>(microseconds(t));

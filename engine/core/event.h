@@ -25,6 +25,8 @@ constexpr Micros kMicrosPerSecond = 1'000'000;
 Result<Micros> ParseRfc3339(std::string_view s);
 // "2026-03-08T09:30:00Z", with microseconds when they are not zero.
 std::string FormatRfc3339(Micros t);
+// Now, on the wall clock.
+Micros WallNow();
 
 // An immutable JSON document shared by everything that holds it (instances,
 // sends, the batch being written): an event is parsed once and never copied.

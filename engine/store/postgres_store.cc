@@ -89,6 +89,14 @@ ALTER SEQUENCE sends_seq_seq INCREMENT BY 1024;
 ALTER TABLE events DROP CONSTRAINT events_pkey;
 ALTER TABLE events REPLICA IDENTITY USING INDEX events_source_id_key;
 )sql",
+    // 6: pruning (docs/operations.md, "Pruning"): finished instances by
+    // entry time, and the entries of pruned instances as counts.
+    R"sql(
+CREATE INDEX instances_finished ON instances (entered_at) WHERE finished;
+CREATE TABLE pruned_entries (
+  journey TEXT NOT NULL, key TEXT NOT NULL, count BIGINT NOT NULL, last BIGINT NOT NULL,
+  PRIMARY KEY (journey, key));
+)sql",
 };
 constexpr int kSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
@@ -510,6 +518,66 @@ class PostgresStore : public Store {
     t.exec_prepared("bump_suppressions");
   }
 
+  Result<PruneCounts> Prune(Micros before, bool dry_run) override {
+    return Guard("prune", [&]() -> Result<PruneCounts> {
+      pqxx::work t(*write_);
+      PruneCounts c;
+      auto count = [&](const char* sql, auto... params) {
+        return int64_t(t.exec_params(sql, params...).affected_rows());
+      };
+      t.exec0("CREATE TEMP TABLE prune_ids (id TEXT COLLATE \"C\" PRIMARY KEY) ON COMMIT DROP");
+      c.instances = count(
+          "INSERT INTO prune_ids SELECT id FROM instances i WHERE finished AND entered_at < $1 "
+          "AND goals_open_until < $1 AND (body::json->>'time')::BIGINT < $1 AND NOT EXISTS "
+          "(SELECT 1 FROM sends s JOIN sends_pending p USING (seq) WHERE s.instance_id = i.id)",
+          before);
+      t.exec0(
+          "INSERT INTO pruned_entries (journey, key, count, last) SELECT journey, key, COUNT(*), "
+          "MAX(entered_at) FROM instances WHERE id IN (SELECT id FROM prune_ids) "
+          "GROUP BY journey, key ON CONFLICT (journey, key) DO UPDATE SET count = "
+          "pruned_entries.count + excluded.count, last = GREATEST(pruned_entries.last, "
+          "excluded.last)");
+      c.history_records = t.exec1(
+                               "SELECT COALESCE(SUM(last_n - n + 1), 0)::BIGINT FROM history "
+                               "WHERE instance_id IN (SELECT id FROM prune_ids)")[0]
+                              .as<int64_t>();
+      c.send_results = count(
+          "DELETE FROM send_results WHERE send_seq IN (SELECT seq FROM sends WHERE instance_id IN "
+          "(SELECT id FROM prune_ids))");
+      c.sends = count("DELETE FROM sends WHERE instance_id IN (SELECT id FROM prune_ids)");
+      t.exec0("DELETE FROM history WHERE instance_id IN (SELECT id FROM prune_ids)");
+      t.exec0("DELETE FROM instances WHERE id IN (SELECT id FROM prune_ids)");
+      // Old events that nothing kept refers to: an instance (its trigger
+      // and last event), a send (its context's), a history record.
+      t.exec0(
+          "CREATE TEMP TABLE prune_keep (source TEXT, id TEXT, PRIMARY KEY (source, id)) "
+          "ON COMMIT DROP");
+      t.exec0(
+          "INSERT INTO prune_keep SELECT COALESCE(s, ''), i FROM ("
+          "SELECT r->'trigger'->>'source' AS s, r->'trigger'->>'id' AS i FROM (SELECT body::json "
+          "AS r FROM instances) AS x UNION ALL SELECT r->'event'->>'source', r->'event'->>'id' "
+          "FROM (SELECT body::json AS r FROM instances) AS x UNION ALL "
+          "SELECT r->'trigger'->>'source', r->'trigger'->>'id' FROM (SELECT context::json AS r "
+          "FROM sends) AS y UNION ALL SELECT r->'event'->>'source', r->'event'->>'id' "
+          "FROM (SELECT context::json AS r FROM sends) AS y UNION ALL "
+          "SELECT r->3->>'event_source', r->3->>'event_id' FROM history, "
+          "json_array_elements(history.records::json) AS r) AS refs WHERE i IS NOT NULL "
+          "ON CONFLICT DO NOTHING");
+      t.exec0("ANALYZE prune_keep");
+      c.events = count(
+          "DELETE FROM events e WHERE time < $1 AND NOT EXISTS (SELECT 1 FROM prune_keep k "
+          "WHERE k.source = e.source AND k.id = e.id)",
+          before);
+      c.dead_letters = count("DELETE FROM dead_letters WHERE time < $1", before);
+      if (dry_run) {
+        t.abort();
+      } else {
+        t.commit();
+      }
+      return c;
+    });
+  }
+
   Result<StoreCounts> Counts() override {
     return Retry(Side::kRead, "counts", [&]() -> Result<StoreCounts> {
       pqxx::nontransaction t(*read_);
@@ -707,9 +775,11 @@ class PostgresStore : public Store {
               "SELECT body FROM instances WHERE id >= $3 AND id < $4 AND journey = $1 AND "
               "key = $2 ORDER BY seq");
     r.prepare("instances_after", "SELECT body FROM instances WHERE id > $1 ORDER BY id LIMIT $2");
-    r.prepare(
-        "all_entries",
-        "SELECT journey, key, COUNT(*), MAX(entered_at) FROM instances GROUP BY journey, key");
+    r.prepare("all_entries",
+              "SELECT journey, key, SUM(n)::BIGINT, MAX(last) FROM ("
+              "SELECT journey, key, COUNT(*) AS n, MAX(entered_at) AS last FROM instances "
+              "GROUP BY journey, key UNION ALL SELECT journey, key, count, last FROM "
+              "pruned_entries) AS e GROUP BY journey, key");
     r.prepare("history",
               "SELECT n, last_n, records FROM history WHERE instance_id = $1 ORDER BY n");
     r.prepare("due_timers",

@@ -22,7 +22,9 @@ using nlohmann::json;
 // which is the primary key (no second index on every new instance); the
 // sends without a final result are listed in sends_pending (a send row is
 // never rewritten).
-constexpr int kSchemaVersion = 5;
+// 6: pruning (docs/operations.md, "Pruning"): finished instances by entry
+// time, and the entries of pruned instances as counts.
+constexpr int kSchemaVersion = 6;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
@@ -38,6 +40,11 @@ constexpr int kSchemaVersion = 5;
   "reason TEXT NOT NULL, source TEXT NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;" \
   "CREATE TABLE suppressions_version (id INTEGER PRIMARY KEY CHECK (id = 1), "              \
   "n INTEGER NOT NULL); INSERT INTO suppressions_version VALUES (1, 0);"
+// Version 6 added these; a version 3 to 5 store gets them when opened.
+#define kPruning                                                                  \
+  "CREATE INDEX instances_finished ON instances (entered_at) WHERE finished = 1;" \
+  "CREATE TABLE pruned_entries (journey TEXT NOT NULL, key TEXT NOT NULL, "       \
+  "count INTEGER NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (journey, key)) WITHOUT ROWID;"
 
 const char* kSchema = R"sql(
 CREATE TABLE events (
@@ -72,7 +79,7 @@ CREATE TABLE send_results (
 CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
   reason TEXT NOT NULL, raw TEXT NOT NULL);
-)sql" kSourcePositions kSuppressions;
+)sql" kSourcePositions kSuppressions kPruning;
 
 // A prepared statement, reset on destruction of each use.
 class Stmt {
@@ -209,6 +216,13 @@ class SqliteStore : public Store {
       }
       v = 5;
     }
+    if (v == 5) {
+      if (Status s = ExecSql(kPruning); !s.ok()) return s;
+      if (Status s = ExecSql("UPDATE meta SET value = '6' WHERE key = 'schema_version'"); !s.ok()) {
+        return s;
+      }
+      v = 6;
+    }
     if (v > kSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
                            ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
@@ -325,9 +339,10 @@ class SqliteStore : public Store {
   }
 
   Result<std::vector<EntryCount>> AllEntries() override {
-    // In primary-key order, which groups by journey and key.
     Stmt& q =
-        S("SELECT journey, key, COUNT(*), MAX(entered_at) FROM instances "
+        S("SELECT journey, key, SUM(n), MAX(last) FROM ("
+          "SELECT journey, key, COUNT(*) AS n, MAX(entered_at) AS last FROM instances "
+          "GROUP BY journey, key UNION ALL SELECT journey, key, count, last FROM pruned_entries) "
           "GROUP BY journey, key");
     std::vector<EntryCount> out;
     Status st;
@@ -455,6 +470,99 @@ class SqliteStore : public Store {
     });
     if (!s.ok()) return s;
     return removed;
+  }
+
+  Result<PruneCounts> Prune(Micros before, bool dry_run) override {
+    PruneCounts c;
+    // One step: SQL with ?1 = `before`, its changes counted into `*n`.
+    auto step = [&](const char* sql, int64_t* n) -> Status {
+      Stmt q(db_, sql);
+      if (q.ok() && sqlite3_bind_parameter_count(q.get()) == 1) q.Bind(1, before);
+      if (Status s = q.Exec(); !s.ok()) return s;
+      if (n) *n = sqlite3_changes(db_);
+      return Status();
+    };
+    auto value = [&](const char* sql, int64_t* out) -> Status {
+      Stmt q(db_, sql);
+      Status st;
+      if (q.ok() && q.Next(st)) {
+        *out = q.Int(0);
+        sqlite3_reset(q.get());
+      }
+      return q.ok() ? st : Status::Error("sqlite: " + q.error());
+    };
+    Status s = ExecSql("BEGIN IMMEDIATE");
+    if (!s.ok()) return s;
+    s = [&]() -> Status {
+      const std::pair<const char*, int64_t*> steps[] = {
+          {"CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
+           nullptr},
+          {"DELETE FROM temp.prune_ids", nullptr},
+          {"INSERT INTO temp.prune_ids SELECT id FROM instances i WHERE finished = 1 AND "
+           "entered_at < ?1 AND goals_open_until < ?1 AND json_extract(body, '$.time') < ?1 AND "
+           "NOT EXISTS (SELECT 1 FROM sends s JOIN sends_pending p ON p.seq = s.seq "
+           "WHERE s.instance_id = i.id)",
+           &c.instances},
+          {"INSERT INTO pruned_entries (journey, key, count, last) SELECT journey, key, "
+           "COUNT(*), MAX(entered_at) FROM instances WHERE id IN temp.prune_ids "
+           "GROUP BY journey, key ON CONFLICT (journey, key) DO UPDATE SET "
+           "count = count + excluded.count, last = MAX(last, excluded.last)",
+           nullptr},
+      };
+      for (const auto& [sql, n] : steps) {
+        if (Status st = step(sql, n); !st.ok()) return st;
+      }
+      if (Status st = value("SELECT COALESCE(SUM(last_n - n + 1), 0) FROM history "
+                            "WHERE instance_id IN temp.prune_ids",
+                            &c.history_records);
+          !st.ok()) {
+        return st;
+      }
+      const std::pair<const char*, int64_t*> deletes[] = {
+          {"DELETE FROM send_results WHERE send_seq IN "
+           "(SELECT seq FROM sends WHERE instance_id IN temp.prune_ids)",
+           &c.send_results},
+          {"DELETE FROM sends WHERE instance_id IN temp.prune_ids", &c.sends},
+          {"DELETE FROM history WHERE instance_id IN temp.prune_ids", nullptr},
+          {"DELETE FROM instances WHERE id IN temp.prune_ids", nullptr},
+      };
+      for (const auto& [sql, n] : deletes) {
+        if (Status st = step(sql, n); !st.ok()) return st;
+      }
+      // Old events that nothing kept refers to: an instance (its trigger
+      // and last event), a send (its context's), a history record.
+      const char* keep[] = {
+          "CREATE TEMP TABLE IF NOT EXISTS prune_keep (source TEXT NOT NULL, id TEXT NOT NULL, "
+          "PRIMARY KEY (source, id)) WITHOUT ROWID",
+          "DELETE FROM temp.prune_keep",
+          "INSERT OR IGNORE INTO temp.prune_keep SELECT COALESCE(s, ''), i FROM ("
+          "SELECT json_extract(body, '$.trigger.source') AS s, json_extract(body, '$.trigger.id') "
+          "AS i FROM instances UNION ALL SELECT json_extract(body, '$.event.source'), "
+          "json_extract(body, '$.event.id') FROM instances UNION ALL "
+          "SELECT json_extract(context, '$.trigger.source'), json_extract(context, '$.trigger.id') "
+          "FROM sends UNION ALL SELECT json_extract(context, '$.event.source'), "
+          "json_extract(context, '$.event.id') FROM sends UNION ALL "
+          "SELECT json_extract(r.value, '$[3].event_source'), json_extract(r.value, "
+          "'$[3].event_id') FROM history, json_each(history.records) AS r) WHERE i IS NOT NULL",
+      };
+      for (const char* sql : keep) {
+        if (Status st = step(sql, nullptr); !st.ok()) return st;
+      }
+      if (Status st = step("DELETE FROM events WHERE time < ?1 AND NOT EXISTS (SELECT 1 FROM "
+                           "temp.prune_keep k WHERE k.source = events.source AND k.id = events.id)",
+                           &c.events);
+          !st.ok()) {
+        return st;
+      }
+      return step("DELETE FROM dead_letters WHERE time < ?1", &c.dead_letters);
+    }();
+    if (!s.ok() || dry_run) {
+      ExecSql("ROLLBACK");
+      if (!s.ok()) return s;
+      return c;
+    }
+    if (Status st = ExecSql("COMMIT"); !st.ok()) return st;
+    return c;
   }
 
   Result<StoreCounts> Counts() override {

@@ -138,6 +138,16 @@ struct EntryCount {
   Micros last = 0;  // entered_at of the latest entry
 };
 
+// What Prune removed, or on a dry run would remove.
+struct PruneCounts {
+  int64_t instances = 0;
+  int64_t history_records = 0;
+  int64_t sends = 0;
+  int64_t send_results = 0;
+  int64_t events = 0;
+  int64_t dead_letters = 0;
+};
+
 struct StoreCounts {
   int64_t events = 0;
   int64_t instances = 0;
@@ -176,7 +186,8 @@ class Store {
   virtual Result<std::vector<Instance>> InstancesAfter(const std::string& after_id,
                                                        size_t limit) = 0;
   // Every (journey, key) that has entered: how many times, and when it
-  // last entered. The engine loads them once and keeps them in memory.
+  // last entered, pruned instances included. The engine loads them once
+  // and keeps them in memory.
   virtual Result<std::vector<EntryCount>> AllEntries() = 0;
   virtual Result<std::vector<HistoryRow>> History(const std::string& instance_id) = 0;
 
@@ -205,6 +216,14 @@ class Store {
   virtual Status Suppress(const std::vector<SuppressionRow>& rows) = 0;
   virtual Result<bool> Unsuppress(const std::string& entry) = 0;
   virtual Result<int64_t> SuppressionsVersion() = 0;
+
+  // Removes, in one transaction, what is older than `before`
+  // (docs/operations.md, "Pruning"): finished instances with their
+  // history, sends and results (their entries kept as counts, which
+  // AllEntries includes), events stored before the trigger of every
+  // instance kept, dead letters. `dry_run`: counts it, then rolls back.
+  // For commands, like Suppress.
+  virtual Result<PruneCounts> Prune(Micros before, bool dry_run) = 0;
 };
 
 // How a store rides out a lost connection to its server (PostgreSQL; an

@@ -626,6 +626,128 @@ TEST_P(StoreConformance, ASourcePositionIsCommittedWithItsBatch) {
   EXPECT_FALSE(store_->Position("EVENTS/other").value().has_value());
 }
 
+// Pruning (docs/operations.md, "Pruning"), with the cut-off at 1000: an
+// old finished instance goes with its history, sends and results, and its
+// entry stays counted; instances still running, finished after the
+// cut-off, watching goals or with a send in flight stay, with every event
+// they refer to (from their rows, their sends, their history); old events
+// nothing kept refers to go, and old dead letters.
+TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
+  auto instance = [](const std::string& key, const std::string& trigger, Micros entered,
+                     Micros time, bool finished) {
+    Instance i = Inst(key, 1, finished);
+    i.entered_at = entered;
+    i.time = time;
+    i.trigger = Ev(trigger).Doc();
+    i.event = i.trigger;
+    return i;
+  };
+  auto send = [](const std::string& key, const std::string& person, const std::string& event) {
+    SendRow r = Send(key, person);
+    r.trigger = Ev(event).Doc();
+    r.event = r.trigger;
+    return r;
+  };
+  Batch b1;
+  b1.events = {Ev("a", "a", 10), Ev("old", "x", 15)};
+  b1.instances = {instance("a", "a", 10, 50, true)};
+  b1.history = {{"j/a/1", 1, 10, "entered", "s", {}}, {"j/a/1", 2, 50, "completed", "", {}}};
+  b1.sends = {send("kA", "a", "a")};
+  b1.results = {{0, "kA", 1, 40, "accepted", true, {}}};
+  b1.dead_letters = {{0, 10, "events.jsonl:1", "malformed JSON", "{"}};
+  ASSERT_TRUE(store_->Commit(b1).ok());
+  Batch b2;
+  b2.events = {Ev("k", "k", 20), Ev("kmove", "k", 30), Ev("hist", "k", 25), Ev("sendev", "p", 26),
+               Ev("between", "x", 35)};
+  Instance running = instance("k", "k", 20, 30, false);
+  running.event = Ev("kmove").Doc();
+  Instance watching = instance("g", "kmove", 30, 60, true);
+  watching.goals_open_until = 2000;
+  b2.instances = {running, watching, instance("d", "kmove", 30, 1500, true),
+                  instance("p", "kmove", 30, 70, true)};
+  b2.history = {{"j/k/1", 1, 25, "event", "s", {{"event_id", "hist"}, {"event_source", "test"}}}};
+  b2.sends = {send("kP", "p", "kmove")};
+  b2.sends[0].event = Ev("sendev").Doc();
+  ASSERT_TRUE(store_->Commit(b2).ok());
+  Batch b3;
+  b3.events = {Ev("young", "y", 5000)};
+  b3.dead_letters = {{0, 5000, "events.jsonl:9", "malformed JSON", "}"}};
+  ASSERT_TRUE(store_->Commit(b3).ok());
+
+  auto dry = store_->Prune(1000, true);
+  ASSERT_TRUE(dry.ok()) << dry.error();
+  auto expect = [](const PruneCounts& c, int64_t instances, int64_t events) {
+    EXPECT_EQ(c.instances, instances);
+    EXPECT_EQ(c.history_records, 2 * instances);
+    EXPECT_EQ(c.sends, instances);
+    EXPECT_EQ(c.send_results, instances);
+    EXPECT_EQ(c.events, events);
+  };
+  expect(dry.value(), 1, 3);
+  EXPECT_EQ(dry.value().dead_letters, 1);
+  StoreCounts all = store_->Counts().value();
+  EXPECT_EQ(all.instances, 5);
+  EXPECT_EQ(all.events, 8);
+  EXPECT_EQ(all.dead_letters, 2);
+
+  auto pruned = store_->Prune(1000, false);
+  ASSERT_TRUE(pruned.ok()) << pruned.error();
+  expect(pruned.value(), 1, 3);
+  EXPECT_EQ(pruned.value().dead_letters, 1);
+  Reopen();
+  StoreCounts left = store_->Counts().value();
+  EXPECT_EQ(left.instances, 4);
+  EXPECT_EQ(left.sends, 1);
+  EXPECT_EQ(left.events, 5);
+  EXPECT_EQ(left.dead_letters, 1);
+  EXPECT_TRUE(store_->Instances("j", "a").value().empty());
+  EXPECT_TRUE(store_->History("j/a/1").value().empty());
+  EXPECT_EQ(store_->History("j/k/1").value().size(), 1u);
+  EXPECT_EQ(store_->EventBody("test", "a").value(), "");
+  EXPECT_EQ(store_->EventBody("test", "old").value(), "");
+  EXPECT_EQ(store_->EventBody("test", "between").value(), "");
+  for (const char* kept : {"k", "kmove", "hist", "sendev", "young"}) {
+    EXPECT_NE(store_->EventBody("test", kept).value(), "") << kept;
+  }
+  // Every row kept reads back, events and all.
+  EXPECT_EQ(store_->InstancesAfter("", 10).value().size(), 4u);
+  auto pending = store_->PendingSends(10);
+  ASSERT_TRUE(pending.ok()) << pending.error();
+  ASSERT_EQ(pending.value().size(), 1u);
+  EXPECT_EQ(pending.value()[0].key, "kP");
+  EXPECT_EQ((*pending.value()[0].event)["data"]["n"], "sendev");
+  EXPECT_EQ(store_->DeadLetters().value()[0].time, 5000);
+  // The pruned entry is still counted.
+  auto entries = [&] {
+    std::map<std::string, std::pair<int64_t, Micros>> by_key;
+    auto all = store_->AllEntries();
+    EXPECT_TRUE(all.ok()) << all.error();
+    for (const EntryCount& c : all.value()) by_key[c.journey + "/" + c.key] = {c.count, c.last};
+    return by_key;
+  };
+  EXPECT_EQ(entries().size(), 5u);
+  EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{1, 10}));
+
+  // Nothing more goes at the same cut-off; a second entry of the pruned
+  // key adds to its count once it is pruned in turn.
+  Batch b4;
+  b4.events = {Ev("a2", "a", 40)};
+  Instance again = instance("a", "a2", 40, 45, true);
+  again.id = Instance::MakeId("j", "a", 2);
+  again.seq = 2;
+  b4.instances = {again};
+  ASSERT_TRUE(store_->Commit(b4).ok());
+  EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{2, 40}));
+  auto second = store_->Prune(1000, false);
+  ASSERT_TRUE(second.ok()) << second.error();
+  EXPECT_EQ(second.value().instances, 1);
+  EXPECT_EQ(second.value().history_records, 0);
+  EXPECT_EQ(second.value().events, 1);  // "a2"
+  EXPECT_EQ(second.value().dead_letters, 0);
+  EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{2, 40}));
+  EXPECT_EQ(store_->Prune(1000, false).value().instances, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, testing::ValuesIn(kFactories),
                          [](const testing::TestParamInfo<Factory>& i) { return i.param.name; });
 
@@ -683,19 +805,22 @@ TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
 }
 
 // A store made by an earlier version (3: no source positions; 3 and 4: no
-// suppression tables) gains what is missing when opened.
-TEST(SqliteStore, AVersion3Or4StoreGainsTheLaterTablesWhenOpened) {
-  for (int version : {3, 4}) {
+// suppression tables; 3 to 5: nothing for pruning) gains what is missing
+// when opened.
+TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
+  for (int version : {3, 4, 5}) {
     fs::path p = fs::temp_directory_path() /
                  ("waymark_v" + std::to_string(version) + "_" + std::to_string(::getpid()) + ".db");
     fs::remove(p);
     { EXPECT_TRUE(OpenSqliteStore(p.string()).ok()); }
     sqlite3* db = nullptr;
     EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
-    std::string downgrade = "DROP TABLE suppressions; DROP TABLE suppressions_version; " +
-                            std::string(version == 3 ? "DROP TABLE source_positions; " : "") +
-                            "UPDATE meta SET value='" + std::to_string(version) +
-                            "' WHERE key='schema_version'";
+    std::string downgrade =
+        "DROP TABLE pruned_entries; DROP INDEX instances_finished; " +
+        std::string(version <= 4 ? "DROP TABLE suppressions; DROP TABLE suppressions_version; "
+                                 : "") +
+        std::string(version == 3 ? "DROP TABLE source_positions; " : "") +
+        "UPDATE meta SET value='" + std::to_string(version) + "' WHERE key='schema_version'";
     EXPECT_EQ(sqlite3_exec(db, downgrade.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(db);
     auto s = OpenSqliteStore(p.string());
@@ -707,6 +832,9 @@ TEST(SqliteStore, AVersion3Or4StoreGainsTheLaterTablesWhenOpened) {
     EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
     EXPECT_EQ(s.value()->Suppressions().value().size(), 1u);
     EXPECT_EQ(s.value()->SuppressionsVersion().value(), 1);
+    auto pruned = s.value()->Prune(1000, false);
+    ASSERT_TRUE(pruned.ok()) << version << ": " << pruned.error();
+    ASSERT_TRUE(s.value()->AllEntries().ok());
     fs::remove(p);
   }
 }
