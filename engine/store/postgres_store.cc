@@ -548,12 +548,12 @@ class PostgresStore : public Store {
       t.exec0("DELETE FROM history WHERE instance_id IN (SELECT id FROM prune_ids)");
       t.exec0("DELETE FROM instances WHERE id IN (SELECT id FROM prune_ids)");
       // Old events that nothing kept refers to: an instance (its trigger
-      // and last event), a send (its context's), a history record.
-      t.exec0(
-          "CREATE TEMP TABLE prune_keep (source TEXT, id TEXT, PRIMARY KEY (source, id)) "
-          "ON COMMIT DROP");
-      t.exec0(
-          "INSERT INTO prune_keep SELECT COALESCE(s, ''), i FROM ("
+      // and last event), a send (its context's), a history record. One
+      // statement, so one snapshot: an engine committing meanwhile an
+      // instance that refers to an old event commits the event with it,
+      // and this sees both or neither.
+      c.events = count(
+          "WITH refs AS MATERIALIZED (SELECT COALESCE(s, '') AS s, i FROM ("
           "SELECT r->'trigger'->>'source' AS s, r->'trigger'->>'id' AS i FROM (SELECT body::json "
           "AS r FROM instances) AS x UNION ALL SELECT r->'event'->>'source', r->'event'->>'id' "
           "FROM (SELECT body::json AS r FROM instances) AS x UNION ALL "
@@ -561,12 +561,9 @@ class PostgresStore : public Store {
           "FROM sends) AS y UNION ALL SELECT r->'event'->>'source', r->'event'->>'id' "
           "FROM (SELECT context::json AS r FROM sends) AS y UNION ALL "
           "SELECT r->3->>'event_source', r->3->>'event_id' FROM history, "
-          "json_array_elements(history.records::json) AS r) AS refs WHERE i IS NOT NULL "
-          "ON CONFLICT DO NOTHING");
-      t.exec0("ANALYZE prune_keep");
-      c.events = count(
-          "DELETE FROM events e WHERE time < $1 AND NOT EXISTS (SELECT 1 FROM prune_keep k "
-          "WHERE k.source = e.source AND k.id = e.id)",
+          "json_array_elements(history.records::json) AS r) AS named WHERE i IS NOT NULL) "
+          "DELETE FROM events e WHERE time < $1 AND NOT EXISTS (SELECT 1 FROM refs "
+          "WHERE refs.s = e.source AND refs.i = e.id)",
           before);
       c.dead_letters = count("DELETE FROM dead_letters WHERE time < $1", before);
       if (dry_run) {

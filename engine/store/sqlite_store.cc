@@ -491,6 +491,8 @@ class SqliteStore : public Store {
       }
       return q.ok() ? st : Status::Error("sqlite: " + q.error());
     };
+    // BEGIN IMMEDIATE holds the store's one write lock throughout: no
+    // engine commits meanwhile.
     Status s = ExecSql("BEGIN IMMEDIATE");
     if (!s.ok()) return s;
     s = [&]() -> Status {
