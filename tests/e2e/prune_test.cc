@@ -1,14 +1,18 @@
 // `waymark prune` through the binary, on the embedded store: the bundled
 // journeys over the bundled sample events (March 2026), pruned at 30 days.
-// What is kept still replays exactly, and a dry run changes nothing.
+// What is kept still replays exactly, a dry run changes nothing, and a
+// person whose instance was pruned still counts as entered.
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/testing/files.h"
 #include "tests/testing/process.h"
@@ -67,6 +71,50 @@ TEST(Prune, RemovesWhatIsOldAndWhatIsKeptStillReplays) {
   EXPECT_EQ(status, 0) << again;
   EXPECT_EQ(CountOf(again, "finished instances"), 0) << again;
   EXPECT_EQ(CountOf(again, "events"), 0) << again;
+
+  // welcome_series admits a person once, ever: someone whose instance was
+  // pruned signs up again and is refused.
+  std::string key;
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "w.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT key FROM pruned_entries WHERE journey = 'welcome_series' "
+                               "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.journey = "
+                               "pruned_entries.journey AND i.key = pruned_entries.key) LIMIT 1",
+                               -1, &q, nullptr),
+            SQLITE_OK);
+  if (sqlite3_step(q) == SQLITE_ROW) key = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  ASSERT_FALSE(key.empty());
+  std::ofstream(dir / "again.jsonl") << nlohmann::json{{"specversion", "1.0"},
+                                                       {"id", "signup-again"},
+                                                       {"source", "urn:acme:app"},
+                                                       {"type", "user.signup"},
+                                                       {"subject", key},
+                                                       {"time", "2026-04-20T10:00:00Z"},
+                                                       {"data",
+                                                        {{"user_id", key},
+                                                         {"email", key + "@example.com"},
+                                                         {"first_name", "Again"},
+                                                         {"country", "DE"},
+                                                         {"plan", "free"},
+                                                         {"seats", 1},
+                                                         {"marketing_opt_in", true}}}}
+                                            .dump()
+                                     << "\n";
+  std::string run = Shell(bin + " run --journeys " + root + "/journeys --schemas " + root +
+                              "/schemas --events " + (dir / "again.jsonl").string() + store +
+                              " --transport file:" + (dir / "outbox").string() +
+                              " --clock event --until-idle --json 2>/dev/null",
+                          &status);
+  ASSERT_EQ(status, 0) << run;
+  nlohmann::json summary = nlohmann::json::parse(run, nullptr, false);
+  ASSERT_TRUE(summary.is_object()) << run;
+  EXPECT_EQ(summary["dead_letters"].size(), 0u) << run;
+  EXPECT_EQ(summary["instances"]["started"], 0) << run;
+  EXPECT_EQ(summary["entries_refused"]["reentry once: entered before"], 1) << run;
   fs::remove_all(dir);
 }
 
