@@ -1,5 +1,6 @@
 #include "engine/cli/config.h"
 
+#include <cctype>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -60,6 +61,19 @@ int64_t ParseDurationSeconds(const std::string& s) {
     }
   }
   return digits ? -1 : total;
+}
+
+std::optional<Cap> ParseCap(const std::string& s) {
+  size_t slash = s.find('/');
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  Cap c;
+  for (char ch : s.substr(0, slash)) {
+    if (!std::isdigit(static_cast<unsigned char>(ch)) || c.max > 100000) return std::nullopt;
+    c.max = c.max * 10 + (ch - '0');
+  }
+  c.window_s = ParseDurationSeconds(s.substr(slash + 1));
+  if (c.max <= 0 || c.window_s <= 0) return std::nullopt;
+  return c;
 }
 
 Status ValidateConfig(const json& doc) {

@@ -17,6 +17,14 @@ namespace waymark::cli {
 // "90s", "20m", "7d", "1d12h" -> seconds; -1 if malformed.
 int64_t ParseDurationSeconds(const std::string& s);
 
+// A frequency cap, "N/DURATION" such as "3/7d" (--cap, [engine] cap).
+struct Cap {
+  int max = 0;
+  int64_t window_s = 0;
+};
+// nullopt if malformed.
+std::optional<Cap> ParseCap(const std::string& s);
+
 class Config {
  public:
   // `path` empty: ./waymark.toml when it exists, else an empty

@@ -14,6 +14,7 @@ struct PruneOptions {
   std::string store = "sqlite:waymark.db";
   std::string config;
   std::string older_than;
+  std::string cap;  // the engines' frequency cap, "N/DURATION"
   bool dry_run = false;
 };
 
@@ -25,19 +26,28 @@ int Prune(const PruneOptions& o) {
                  "recognise re-sent inputs\n";
     return kExitUsage;
   }
+  PruneRequest request{WallNow(), seconds * kMicrosPerSecond, 0, o.dry_run};
+  if (!o.cap.empty()) {
+    std::optional<Cap> cap = ParseCap(o.cap);
+    if (!cap) {
+      std::cerr << "waymark prune: --cap: expected N/DURATION such as 3/7d, not '" << o.cap
+                << "'\n";
+      return kExitUsage;
+    }
+    request.cap_window = cap->window_s * kMicrosPerSecond;
+  }
   auto store = OpenStore(o.store);
   if (!store.ok()) {
     std::cerr << "waymark prune: " << store.error() << "\n";
     return kExitUsage;
   }
-  Micros before = WallNow() - seconds * kMicrosPerSecond;
-  auto c = store.value()->Prune(before, o.dry_run);
+  auto c = store.value()->Prune(request);
   if (!c.ok()) {
     std::cerr << "waymark prune: " << c.error() << "\n";
     return 3;
   }
   const PruneCounts& n = c.value();
-  std::cout << (o.dry_run ? "would remove" : "removed") << ", before " << FormatRfc3339(before)
+  std::cout << (o.dry_run ? "would remove" : "removed") << ", before " << FormatRfc3339(n.before)
             << ": " << n.instances << " finished instances (" << n.history_records
             << " history records, " << n.sends << " sends, " << n.send_results << " send results), "
             << n.events << " events, " << n.dead_letters << " dead letters\n";
@@ -53,6 +63,9 @@ void RegisterPrune(CLI::App& app, int* exit_code) {
   cmd->add_option("--older-than", o->older_than, "a duration of at least 1d: 90d, 26w, 36h")
       ->required();
   cmd->add_flag("--dry-run", o->dry_run, "count what would go, and remove nothing");
+  cmd->add_option("--cap", o->cap,
+                  "the engines' frequency cap, N/DURATION: the sends it counts stay while it may "
+                  "count them");
   cmd->add_option("--store", o->store, "sqlite:PATH or postgresql://...")->capture_default_str();
   cmd->add_option("--config", o->config,
                   "configuration file (default: ./waymark.toml when there is one)");
@@ -63,6 +76,7 @@ void RegisterPrune(CLI::App& app, int* exit_code) {
       return;
     }
     c->Under(cmd, "--store", "store", "url", o->store);
+    c->Under(cmd, "--cap", "engine", "cap", o->cap);
     *exit_code = Prune(*o);
   });
 }

@@ -451,21 +451,13 @@ int Run(const RunOptions& o) {
   }
   EngineOptions eo;
   if (!o.cap.empty()) {
-    size_t slash = o.cap.find('/');
-    int64_t window =
-        slash == std::string::npos ? -1 : ParseDurationSeconds(o.cap.substr(slash + 1));
-    int max = 0;
-    try {
-      max = slash == std::string::npos ? 0 : std::stoi(o.cap.substr(0, slash));
-    } catch (const std::exception&) {
-      max = 0;
-    }
-    if (max <= 0 || window <= 0) {
+    std::optional<Cap> cap = ParseCap(o.cap);
+    if (!cap) {
       std::cerr << "waymark run: --cap: expected N/DURATION such as 3/7d, not '" << o.cap << "'\n";
       return kExitUsage;
     }
-    eo.cap_max = max;
-    eo.cap_window_s = window;
+    eo.cap_max = cap->max;
+    eo.cap_window_s = cap->window_s;
   }
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;

@@ -102,6 +102,8 @@ constexpr int kSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
 // v hands its caller the positions [v, v + kSendSeqBlock).
 constexpr int64_t kSendSeqBlock = 1024;
+// The advisory lock a prune holds for its transaction ("waymark" in ASCII).
+constexpr int64_t kPruneLock = 0x7761796d61726b;
 
 // `v` as an element of a text array literal, then a comma: quoted, with
 // `"` and `\` escaped (NUL never gets here: such keys are refused).
@@ -518,19 +520,25 @@ class PostgresStore : public Store {
     t.exec_prepared("bump_suppressions");
   }
 
-  Result<PruneCounts> Prune(Micros before, bool dry_run) override {
+  Result<PruneCounts> Prune(const PruneRequest& r) override {
     return Guard("prune", [&]() -> Result<PruneCounts> {
       pqxx::work t(*write_);
       PruneCounts c;
       auto count = [&](const char* sql, auto... params) {
         return int64_t(t.exec_params(sql, params...).affected_rows());
       };
+      // One prune at a time: two would both count the same entries.
+      t.exec_params("SELECT pg_advisory_xact_lock($1)", kPruneLock);
+      Micros latest = t.exec1("SELECT COALESCE(MAX(time), 0) FROM events")[0].as<int64_t>();
+      c.before = std::min(r.now, latest == 0 ? r.now : latest) - r.older_than;
+      Micros before = c.before;
       t.exec0("CREATE TEMP TABLE prune_ids (id TEXT COLLATE \"C\" PRIMARY KEY) ON COMMIT DROP");
       c.instances = count(
           "INSERT INTO prune_ids SELECT id FROM instances i WHERE finished AND entered_at < $1 "
           "AND goals_open_until < $1 AND (body::json->>'time')::BIGINT < $1 AND NOT EXISTS "
-          "(SELECT 1 FROM sends s JOIN sends_pending p USING (seq) WHERE s.instance_id = i.id)",
-          before);
+          "(SELECT 1 FROM sends s WHERE s.instance_id = i.id AND (s.not_before >= $2 OR "
+          "EXISTS (SELECT 1 FROM sends_pending p WHERE p.seq = s.seq)))",
+          before, before - r.cap_window);
       t.exec0(
           "INSERT INTO pruned_entries (journey, key, count, last) SELECT journey, key, COUNT(*), "
           "MAX(entered_at) FROM instances WHERE id IN (SELECT id FROM prune_ids) "
@@ -566,7 +574,7 @@ class PostgresStore : public Store {
           "WHERE refs.s = e.source AND refs.i = e.id)",
           before);
       c.dead_letters = count("DELETE FROM dead_letters WHERE time < $1", before);
-      if (dry_run) {
+      if (r.dry_run) {
         t.abort();
       } else {
         t.commit();

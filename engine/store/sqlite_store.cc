@@ -5,6 +5,7 @@
 #include "engine/base/json_text.h"
 #include "engine/store/rows.h"
 
+#include <algorithm>
 #include <map>
 #include <unordered_map>
 
@@ -472,98 +473,98 @@ class SqliteStore : public Store {
     return removed;
   }
 
-  Result<PruneCounts> Prune(Micros before, bool dry_run) override {
+  Result<PruneCounts> Prune(const PruneRequest& r) override {
     PruneCounts c;
-    // One step: SQL with ?1 = `before`, its changes counted into `*n`.
-    auto step = [&](const char* sql, int64_t* n) -> Status {
+    Micros sends_from = 0;
+    // Runs `sql` with ?1 = the cut-off and ?2 = `sends_from`; its changes
+    // go to `*changes`, its one value (if it returns one) to `*value`.
+    auto run = [&](const char* sql, int64_t* changes, int64_t* value = nullptr) -> Status {
       Stmt q(db_, sql);
-      if (q.ok() && sqlite3_bind_parameter_count(q.get()) == 1) q.Bind(1, before);
-      if (Status s = q.Exec(); !s.ok()) return s;
-      if (n) *n = sqlite3_changes(db_);
+      if (!q.ok()) return Status::Error("sqlite: " + q.error());
+      int params = sqlite3_bind_parameter_count(q.get());
+      if (params >= 1) q.Bind(1, c.before);
+      if (params >= 2) q.Bind(2, sends_from);
+      if (value) {
+        Status st;
+        if (q.Next(st)) {
+          *value = q.Int(0);
+          sqlite3_reset(q.get());
+        }
+        return st;
+      }
+      if (Status st = q.Exec(); !st.ok()) return st;
+      if (changes) *changes = sqlite3_changes(db_);
       return Status();
     };
-    auto value = [&](const char* sql, int64_t* out) -> Status {
-      Stmt q(db_, sql);
-      Status st;
-      if (q.ok() && q.Next(st)) {
-        *out = q.Int(0);
-        sqlite3_reset(q.get());
-      }
-      return q.ok() ? st : Status::Error("sqlite: " + q.error());
-    };
     // BEGIN IMMEDIATE holds the store's one write lock throughout: no
-    // engine commits meanwhile.
-    Status s = ExecSql("BEGIN IMMEDIATE");
+    // engine commits meanwhile, and no other prune.
+    Status s = InTransaction(
+        [&]() -> Status {
+          Micros latest = r.now;
+          if (Status st = run("SELECT COALESCE(MAX(time), 0) FROM events", nullptr, &latest);
+              !st.ok()) {
+            return st;
+          }
+          c.before = std::min(r.now, latest == 0 ? r.now : latest) - r.older_than;
+          sends_from = c.before - r.cap_window;
+          const std::pair<const char*, int64_t*> steps[] = {
+              {"CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
+               nullptr},
+              {"DELETE FROM temp.prune_ids", nullptr},
+              {"INSERT INTO temp.prune_ids SELECT id FROM instances i WHERE finished = 1 AND "
+               "entered_at < ?1 AND goals_open_until < ?1 AND json_extract(body, '$.time') < ?1 "
+               "AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.instance_id = i.id AND "
+               "(s.not_before >= ?2 OR s.seq IN sends_pending))",
+               &c.instances},
+              {"INSERT INTO pruned_entries (journey, key, count, last) SELECT journey, key, "
+               "COUNT(*), MAX(entered_at) FROM instances WHERE id IN temp.prune_ids "
+               "GROUP BY journey, key ON CONFLICT (journey, key) DO UPDATE SET "
+               "count = count + excluded.count, last = MAX(last, excluded.last)",
+               nullptr},
+              {"DELETE FROM send_results WHERE send_seq IN "
+               "(SELECT seq FROM sends WHERE instance_id IN temp.prune_ids)",
+               &c.send_results},
+              {"DELETE FROM sends WHERE instance_id IN temp.prune_ids", &c.sends},
+              {"DELETE FROM history WHERE instance_id IN temp.prune_ids", nullptr},
+              {"DELETE FROM instances WHERE id IN temp.prune_ids", nullptr},
+              // Old events that nothing kept refers to: an instance (its
+              // trigger and last event), a send (its context's), a history
+              // record.
+              {"CREATE TEMP TABLE IF NOT EXISTS prune_keep (source TEXT NOT NULL, "
+               "id TEXT NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID",
+               nullptr},
+              {"DELETE FROM temp.prune_keep", nullptr},
+              {"INSERT OR IGNORE INTO temp.prune_keep SELECT COALESCE(s, ''), i FROM ("
+               "SELECT json_extract(body, '$.trigger.source') AS s, "
+               "json_extract(body, '$.trigger.id') AS i FROM instances UNION ALL "
+               "SELECT json_extract(body, '$.event.source'), json_extract(body, '$.event.id') "
+               "FROM instances UNION ALL SELECT json_extract(context, '$.trigger.source'), "
+               "json_extract(context, '$.trigger.id') FROM sends UNION ALL "
+               "SELECT json_extract(context, '$.event.source'), json_extract(context, "
+               "'$.event.id') FROM sends UNION ALL SELECT json_extract(r.value, "
+               "'$[3].event_source'), json_extract(r.value, '$[3].event_id') FROM history, "
+               "json_each(history.records) AS r) WHERE i IS NOT NULL",
+               nullptr},
+              {"DELETE FROM events WHERE time < ?1 AND NOT EXISTS (SELECT 1 FROM "
+               "temp.prune_keep k WHERE k.source = events.source AND k.id = events.id)",
+               &c.events},
+              {"DELETE FROM dead_letters WHERE time < ?1", &c.dead_letters},
+          };
+          for (const auto& [sql, n] : steps) {
+            if (Status st = run(sql, n); !st.ok()) return st;
+            if (n == &c.instances) {
+              if (Status st = run("SELECT COALESCE(SUM(last_n - n + 1), 0) FROM history "
+                                  "WHERE instance_id IN temp.prune_ids",
+                                  nullptr, &c.history_records);
+                  !st.ok()) {
+                return st;
+              }
+            }
+          }
+          return Status();
+        },
+        !r.dry_run);
     if (!s.ok()) return s;
-    s = [&]() -> Status {
-      const std::pair<const char*, int64_t*> steps[] = {
-          {"CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
-           nullptr},
-          {"DELETE FROM temp.prune_ids", nullptr},
-          {"INSERT INTO temp.prune_ids SELECT id FROM instances i WHERE finished = 1 AND "
-           "entered_at < ?1 AND goals_open_until < ?1 AND json_extract(body, '$.time') < ?1 AND "
-           "NOT EXISTS (SELECT 1 FROM sends s JOIN sends_pending p ON p.seq = s.seq "
-           "WHERE s.instance_id = i.id)",
-           &c.instances},
-          {"INSERT INTO pruned_entries (journey, key, count, last) SELECT journey, key, "
-           "COUNT(*), MAX(entered_at) FROM instances WHERE id IN temp.prune_ids "
-           "GROUP BY journey, key ON CONFLICT (journey, key) DO UPDATE SET "
-           "count = count + excluded.count, last = MAX(last, excluded.last)",
-           nullptr},
-      };
-      for (const auto& [sql, n] : steps) {
-        if (Status st = step(sql, n); !st.ok()) return st;
-      }
-      if (Status st = value("SELECT COALESCE(SUM(last_n - n + 1), 0) FROM history "
-                            "WHERE instance_id IN temp.prune_ids",
-                            &c.history_records);
-          !st.ok()) {
-        return st;
-      }
-      const std::pair<const char*, int64_t*> deletes[] = {
-          {"DELETE FROM send_results WHERE send_seq IN "
-           "(SELECT seq FROM sends WHERE instance_id IN temp.prune_ids)",
-           &c.send_results},
-          {"DELETE FROM sends WHERE instance_id IN temp.prune_ids", &c.sends},
-          {"DELETE FROM history WHERE instance_id IN temp.prune_ids", nullptr},
-          {"DELETE FROM instances WHERE id IN temp.prune_ids", nullptr},
-      };
-      for (const auto& [sql, n] : deletes) {
-        if (Status st = step(sql, n); !st.ok()) return st;
-      }
-      // Old events that nothing kept refers to: an instance (its trigger
-      // and last event), a send (its context's), a history record.
-      const char* keep[] = {
-          "CREATE TEMP TABLE IF NOT EXISTS prune_keep (source TEXT NOT NULL, id TEXT NOT NULL, "
-          "PRIMARY KEY (source, id)) WITHOUT ROWID",
-          "DELETE FROM temp.prune_keep",
-          "INSERT OR IGNORE INTO temp.prune_keep SELECT COALESCE(s, ''), i FROM ("
-          "SELECT json_extract(body, '$.trigger.source') AS s, json_extract(body, '$.trigger.id') "
-          "AS i FROM instances UNION ALL SELECT json_extract(body, '$.event.source'), "
-          "json_extract(body, '$.event.id') FROM instances UNION ALL "
-          "SELECT json_extract(context, '$.trigger.source'), json_extract(context, '$.trigger.id') "
-          "FROM sends UNION ALL SELECT json_extract(context, '$.event.source'), "
-          "json_extract(context, '$.event.id') FROM sends UNION ALL "
-          "SELECT json_extract(r.value, '$[3].event_source'), json_extract(r.value, "
-          "'$[3].event_id') FROM history, json_each(history.records) AS r) WHERE i IS NOT NULL",
-      };
-      for (const char* sql : keep) {
-        if (Status st = step(sql, nullptr); !st.ok()) return st;
-      }
-      if (Status st = step("DELETE FROM events WHERE time < ?1 AND NOT EXISTS (SELECT 1 FROM "
-                           "temp.prune_keep k WHERE k.source = events.source AND k.id = events.id)",
-                           &c.events);
-          !st.ok()) {
-        return st;
-      }
-      return step("DELETE FROM dead_letters WHERE time < ?1", &c.dead_letters);
-    }();
-    if (!s.ok() || dry_run) {
-      ExecSql("ROLLBACK");
-      if (!s.ok()) return s;
-      return c;
-    }
-    if (Status st = ExecSql("COMMIT"); !st.ok()) return st;
     return c;
   }
 
@@ -587,16 +588,15 @@ class SqliteStore : public Store {
   }
 
  private:
-  // Runs `body` in one write transaction: all of it, or none if it fails.
+  // Runs `body` in one write transaction: all of it, or none if it fails
+  // (or when `commit` is false).
   template <typename Body>
-  Status InTransaction(Body body) {
+  Status InTransaction(Body body, bool commit = true) {
     if (Status s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
     Status s = body();
-    if (!s.ok()) {
-      ExecSql("ROLLBACK");
-      return s;
-    }
-    return ExecSql("COMMIT");
+    if (s.ok() && commit) s = ExecSql("COMMIT");
+    if (!s.ok() || !commit) ExecSql("ROLLBACK");
+    return s;
   }
 
   Status ExecSql(const char* sql) { return ExecSql(db_, sql); }

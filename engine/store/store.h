@@ -138,8 +138,21 @@ struct EntryCount {
   Micros last = 0;  // entered_at of the latest entry
 };
 
+// What to prune (docs/operations.md, "Pruning").
+struct PruneRequest {
+  Micros now = 0;         // the wall clock
+  Micros older_than = 0;  // > 0
+  // The frequency cap's window: sends that count toward it stay while it
+  // may still count them.
+  Micros cap_window = 0;
+  bool dry_run = false;  // count, then roll back
+};
+
 // What Prune removed, or on a dry run would remove.
 struct PruneCounts {
+  // The cut-off: `older_than` before the earlier of `now` and the latest
+  // event time stored (an engine on the event clock lives in that time).
+  Micros before = 0;
   int64_t instances = 0;
   int64_t history_records = 0;
   int64_t sends = 0;
@@ -217,13 +230,14 @@ class Store {
   virtual Result<bool> Unsuppress(const std::string& entry) = 0;
   virtual Result<int64_t> SuppressionsVersion() = 0;
 
-  // Removes, in one transaction, what is older than `before`
-  // (docs/operations.md, "Pruning"): finished instances with their
-  // history, sends and results (their entries kept as counts, which
-  // AllEntries includes), events stored before the trigger of every
-  // instance kept, dead letters. `dry_run`: counts it, then rolls back.
-  // For commands, like Suppress.
-  virtual Result<PruneCounts> Prune(Micros before, bool dry_run) = 0;
+  // Removes, in one transaction, what is older than the cut-off
+  // (docs/operations.md, "Pruning"): finished instances whose sends are
+  // all final and went out before it (less the cap window), with their
+  // history, sends and results, their entries kept as counts, which
+  // AllEntries includes; events before it that nothing kept refers to;
+  // dead letters before it. For commands, like Suppress; one prune at a
+  // time.
+  virtual Result<PruneCounts> Prune(const PruneRequest& request) = 0;
 };
 
 // How a store rides out a lost connection to its server (PostgreSQL; an

@@ -626,11 +626,12 @@ TEST_P(StoreConformance, ASourcePositionIsCommittedWithItsBatch) {
   EXPECT_FALSE(store_->Position("EVENTS/other").value().has_value());
 }
 
-// Pruning (docs/operations.md, "Pruning"), with the cut-off at 1000: an
-// old finished instance goes with its history, sends and results, and its
-// entry stays counted; instances still running, finished after the
-// cut-off, watching goals or with a send in flight stay, with every event
-// they refer to (from their rows, their sends, their history); old events
+// Pruning (docs/operations.md, "Pruning"), with the cut-off at 1000 (4000
+// before the latest event, at 5000): an old finished instance goes with
+// its history, sends and results, and its entry stays counted; instances
+// still running, finished after the cut-off, watching goals, with a send in
+// flight or one the frequency cap still counts stay, with every event they
+// refer to (from their rows, their sends, their history); old events
 // nothing kept refers to go, and old dead letters.
 TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
   auto instance = [](const std::string& key, const std::string& trigger, Micros entered,
@@ -664,18 +665,35 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
   Instance watching = instance("g", "kmove", 30, 60, true);
   watching.goals_open_until = 2000;
   b2.instances = {running, watching, instance("d", "kmove", 30, 1500, true),
-                  instance("p", "kmove", 30, 70, true)};
+                  instance("p", "kmove", 30, 70, true), instance("c", "kmove", 30, 80, true)};
   b2.history = {{"j/k/1", 1, 25, "event", "s", {{"event_id", "hist"}, {"event_source", "test"}}}};
-  b2.sends = {send("kP", "p", "kmove")};
+  b2.sends = {send("kP", "p", "kmove"), send("kC", "c", "kmove")};
   b2.sends[0].event = Ev("sendev").Doc();
+  // Held by quiet hours until 900, then sent: a cap of 200 still counts it
+  // at the cut-off.
+  b2.sends[1].not_before = 900;
+  b2.sends[1].cap_counted = true;
+  b2.results = {{0, "kC", 1, 900, "accepted", true, {}}};
   ASSERT_TRUE(store_->Commit(b2).ok());
   Batch b3;
   b3.events = {Ev("young", "y", 5000)};
   b3.dead_letters = {{0, 5000, "events.jsonl:9", "malformed JSON", "}"}};
   ASSERT_TRUE(store_->Commit(b3).ok());
 
-  auto dry = store_->Prune(1000, true);
+  constexpr Micros kNow = 1'000'000'000'000'000;  // the wall clock, long after
+  auto prune = [&](bool dry_run, Micros cap_window) {
+    return store_->Prune({kNow, 4000, cap_window, dry_run});
+  };
+  // The cut-off follows the earlier of the wall clock and the latest event.
+  auto early = store_->Prune({4010, 4000, 0, false});
+  ASSERT_TRUE(early.ok()) << early.error();
+  EXPECT_EQ(early.value().before, 10);
+  EXPECT_EQ(early.value().instances, 0);
+  EXPECT_EQ(early.value().events, 0);
+  EXPECT_EQ(early.value().dead_letters, 0);
+  auto dry = prune(true, 200);
   ASSERT_TRUE(dry.ok()) << dry.error();
+  EXPECT_EQ(dry.value().before, 1000);
   auto expect = [](const PruneCounts& c, int64_t instances, int64_t events) {
     EXPECT_EQ(c.instances, instances);
     EXPECT_EQ(c.history_records, 2 * instances);
@@ -686,18 +704,18 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
   expect(dry.value(), 1, 3);
   EXPECT_EQ(dry.value().dead_letters, 1);
   StoreCounts all = store_->Counts().value();
-  EXPECT_EQ(all.instances, 5);
+  EXPECT_EQ(all.instances, 6);
   EXPECT_EQ(all.events, 8);
   EXPECT_EQ(all.dead_letters, 2);
 
-  auto pruned = store_->Prune(1000, false);
+  auto pruned = prune(false, 200);
   ASSERT_TRUE(pruned.ok()) << pruned.error();
   expect(pruned.value(), 1, 3);
   EXPECT_EQ(pruned.value().dead_letters, 1);
   Reopen();
   StoreCounts left = store_->Counts().value();
-  EXPECT_EQ(left.instances, 4);
-  EXPECT_EQ(left.sends, 1);
+  EXPECT_EQ(left.instances, 5);
+  EXPECT_EQ(left.sends, 2);
   EXPECT_EQ(left.events, 5);
   EXPECT_EQ(left.dead_letters, 1);
   EXPECT_TRUE(store_->Instances("j", "a").value().empty());
@@ -710,7 +728,7 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
     EXPECT_NE(store_->EventBody("test", kept).value(), "") << kept;
   }
   // Every row kept reads back, events and all.
-  EXPECT_EQ(store_->InstancesAfter("", 10).value().size(), 4u);
+  EXPECT_EQ(store_->InstancesAfter("", 10).value().size(), 5u);
   auto pending = store_->PendingSends(10);
   ASSERT_TRUE(pending.ok()) << pending.error();
   ASSERT_EQ(pending.value().size(), 1u);
@@ -725,11 +743,11 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
     for (const EntryCount& c : all.value()) by_key[c.journey + "/" + c.key] = {c.count, c.last};
     return by_key;
   };
-  EXPECT_EQ(entries().size(), 5u);
+  EXPECT_EQ(entries().size(), 6u);
   EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{1, 10}));
 
-  // Nothing more goes at the same cut-off; a second entry of the pruned
-  // key adds to its count once it is pruned in turn.
+  // A second entry of the pruned key adds to its count once it is pruned
+  // in turn; without the cap, the capped send's instance goes too.
   Batch b4;
   b4.events = {Ev("a2", "a", 40)};
   Instance again = instance("a", "a2", 40, 45, true);
@@ -738,14 +756,16 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
   b4.instances = {again};
   ASSERT_TRUE(store_->Commit(b4).ok());
   EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{2, 40}));
-  auto second = store_->Prune(1000, false);
+  auto second = prune(false, 0);
   ASSERT_TRUE(second.ok()) << second.error();
-  EXPECT_EQ(second.value().instances, 1);
+  EXPECT_EQ(second.value().instances, 2);
   EXPECT_EQ(second.value().history_records, 0);
+  EXPECT_EQ(second.value().sends, 1);
+  EXPECT_EQ(second.value().send_results, 1);
   EXPECT_EQ(second.value().events, 1);  // "a2"
   EXPECT_EQ(second.value().dead_letters, 0);
   EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{2, 40}));
-  EXPECT_EQ(store_->Prune(1000, false).value().instances, 0);
+  EXPECT_EQ(prune(false, 0).value().instances, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, testing::ValuesIn(kFactories),
@@ -832,7 +852,7 @@ TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
     EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
     EXPECT_EQ(s.value()->Suppressions().value().size(), 1u);
     EXPECT_EQ(s.value()->SuppressionsVersion().value(), 1);
-    auto pruned = s.value()->Prune(1000, false);
+    auto pruned = s.value()->Prune({1000, 86400, 0, false});
     ASSERT_TRUE(pruned.ok()) << version << ": " << pruned.error();
     ASSERT_TRUE(s.value()->AllEntries().ok());
     fs::remove(p);
