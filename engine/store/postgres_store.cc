@@ -530,7 +530,10 @@ class PostgresStore : public Store {
       // One prune at a time: two would both count the same entries.
       t.exec_params("SELECT pg_advisory_xact_lock($1)", kPruneLock);
       Micros latest = t.exec1("SELECT COALESCE(MAX(time), 0) FROM events")[0].as<int64_t>();
-      c.before = std::min(r.now, latest == 0 ? r.now : latest) - r.older_than;
+      // No events: nothing to prune (and an engine may be storing its
+      // first batch, whose times the cut-off must not miss).
+      if (latest == 0) return c;
+      c.before = std::min(r.now, latest) - r.older_than;
       Micros before = c.before;
       t.exec0("CREATE TEMP TABLE prune_ids (id TEXT COLLATE \"C\" PRIMARY KEY) ON COMMIT DROP");
       c.instances = count(

@@ -505,7 +505,9 @@ class SqliteStore : public Store {
               !st.ok()) {
             return st;
           }
-          c.before = std::min(r.now, latest == 0 ? r.now : latest) - r.older_than;
+          // No events: nothing to prune.
+          if (latest == 0) return Status();
+          c.before = std::min(r.now, latest) - r.older_than;
           sends_from = c.before - r.cap_window;
           const std::pair<const char*, int64_t*> steps[] = {
               {"CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -175,6 +177,62 @@ TEST_F(Nats, TwoEnginesSharingTheStreamActLikeOne) {
   EXPECT_EQ(t.exec1("SELECT string_agg(source, ',' ORDER BY source) FROM source_positions")[0]
                 .as<std::string>(),
             "EVENTS/waymark-0,EVENTS/waymark-1");
+}
+
+// `waymark prune` in a loop beside an engine serving the stream on
+// PostgreSQL (docs/operations.md, "Pruning"), the cut-off a day behind the
+// latest event: not one message differs from the embedded run without
+// pruning, every instance kept has the state it has there, and what is
+// kept replays exactly.
+TEST_F(Nats, PruningBesideARunningEngineChangesNothingItDoes) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  std::string prune = bin_ + " prune --older-than 1d --store " + pg_;
+  fs::path log = dir_ / "prunes.log";
+  std::string out =
+      Shell("(" + bin_ + " run --source " + nats_ + " --batch 50 --journeys " + root_ +
+                "/journeys --schemas " + root_ +
+                "/schemas --clock event --until-idle --advance 30d --store " + pg_ +
+                " --transport file:" + (dir_ / "nats").string() + " > " +
+                (dir_ / "run.log").string() + " 2>&1 & pid=$!; while kill -0 $pid " +
+                "2>/dev/null; do " + prune + " >> " + log.string() +
+                " 2>&1; done; wait $pid; echo exit=$?; " + prune + " >> " + log.string() + " 2>&1)",
+            &status);
+  ASSERT_NE(out.find("exit=0"), std::string::npos) << out << ReadFile(dir_ / "run.log");
+  // The prunes ran beside the engine, and removed things.
+  std::string prunes = ReadFile(log);
+  std::istringstream lines(prunes);
+  int runs = 0;
+  long instances = 0, events = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "nothing to prune: the store holds no events") continue;
+    ASSERT_EQ(line.rfind("removed, before ", 0), 0u) << line;
+    long i = 0, e = 0;
+    ASSERT_EQ(std::sscanf(line.c_str() + line.find(": ") + 2, "%ld finished instances", &i), 1);
+    ASSERT_EQ(std::sscanf(line.c_str() + line.rfind("), ") + 3, "%ld events", &e), 1);
+    ++runs;
+    instances += i;
+    events += e;
+  }
+  EXPECT_GE(runs, 3) << prunes;
+  EXPECT_GT(instances, 100) << prunes;
+  EXPECT_GT(events, 1000) << prunes;
+
+  std::string embedded =
+      Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
+  ASSERT_EQ(status, 0) << embedded;
+  auto a = Messages(dir_ / "nats"), b = Messages(dir_ / "embedded");
+  EXPECT_GT(a.size(), 1000u);
+  EXPECT_TRUE(a == b) << a.size() << " messages beside the prunes, " << b.size() << " embedded";
+  auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+  EXPECT_EQ(pg.size() + size_t(instances), lite.size());
+  int differing = 0;
+  for (const auto& [id, state] : pg) differing += lite.count(id) == 0 || lite[id] != state;
+  EXPECT_EQ(differing, 0) << "of " << pg.size() << " instances kept";
+  std::string replay = Shell(bin_ + " replay --store " + pg_ + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << replay;
+  EXPECT_NE(replay.find(": 0 divergences"), std::string::npos) << replay;
 }
 
 // Changing max_deliver or ack_wait updates the consumer in place (the
