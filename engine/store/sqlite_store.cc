@@ -121,6 +121,10 @@ class Stmt {
   }
   // Steps; true while there is a row.
   bool Next(Status& st) {
+    if (!s_) {
+      st = Status::Error("sqlite: " + error_);
+      return false;
+    }
     int rc = sqlite3_step(s_);
     if (rc == SQLITE_ROW) return true;
     if (rc != SQLITE_DONE) st = Status::Error(std::string("sqlite: ") + sqlite3_errmsg(db_));

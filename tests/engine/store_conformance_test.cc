@@ -852,15 +852,42 @@ TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
     Batch b;
     b.position = SourcePosition{"S/c", 7, 0};
     b.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 1}};
+    Event e;
+    e.id = "e1";
+    e.source = "test";
+    e.type = "user.signup";
+    e.subject = "u1";
+    e.time = 1000;
+    b.events = {e};
     ASSERT_TRUE(s.value()->Commit(b).ok());
     EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
     EXPECT_EQ(s.value()->Suppressions().value().size(), 1u);
     EXPECT_EQ(s.value()->SuppressionsVersion().value(), 1);
-    auto pruned = s.value()->Prune({1000, 86400, 0, false});
+    auto pruned = s.value()->Prune({1000, 10, 0, false});
     ASSERT_TRUE(pruned.ok()) << version << ": " << pruned.error();
-    ASSERT_TRUE(s.value()->AllEntries().ok());
+    EXPECT_EQ(pruned.value().before, 990);
+    auto entries = s.value()->AllEntries();
+    ASSERT_TRUE(entries.ok()) << version << ": " << entries.error();
     fs::remove(p);
   }
+}
+
+// A read whose statement cannot be prepared (here a table dropped behind
+// the store's back) is an error, not a crash.
+TEST(SqliteStore, AStatementThatCannotBePreparedIsAnError) {
+  fs::path p = fs::temp_directory_path() / ("waymark_broken_" + std::to_string(::getpid()) + ".db");
+  fs::remove(p);
+  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(sqlite3_exec(db, "DROP TABLE pruned_entries", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto s = OpenSqliteStore(p.string());
+  ASSERT_TRUE(s.ok()) << s.error();
+  auto entries = s.value()->AllEntries();
+  ASSERT_FALSE(entries.ok());
+  EXPECT_NE(entries.error().find("no such table"), std::string::npos) << entries.error();
+  fs::remove(p);
 }
 
 TEST(SqliteStore, RefusesAStoreFromAnOlderDevelopmentVersion) {
