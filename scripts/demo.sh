@@ -40,3 +40,5 @@ $waymark replay --store "sqlite:$out/waymark.db"
 echo
 echo "Why did (or didn't) someone get a message? For example:"
 echo "  $waymark inspect password_reset leon.moreau@gmx.de --store sqlite:$out/waymark.db"
+echo "What would pruning a week behind the latest event remove (nothing is removed)?"
+echo "  $waymark prune --older-than 7d --dry-run --store sqlite:$out/waymark.db"
