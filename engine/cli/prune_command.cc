@@ -47,11 +47,11 @@ int Prune(const PruneOptions& o) {
     return 3;
   }
   const PruneCounts& n = c.value();
-  if (n.before == 0) {
+  if (!n.before) {
     std::cout << "nothing to prune: the store holds no events\n";
     return kExitOk;
   }
-  std::cout << (o.dry_run ? "would remove" : "removed") << ", before " << FormatRfc3339(n.before)
+  std::cout << (o.dry_run ? "would remove" : "removed") << ", before " << FormatRfc3339(*n.before)
             << ": " << n.instances << " finished instances (" << n.history_records
             << " history records, " << n.sends << " sends, " << n.send_results << " send results), "
             << n.events << " events, " << n.dead_letters << " dead letters\n";

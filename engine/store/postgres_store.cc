@@ -533,8 +533,8 @@ class PostgresStore : public Store {
       // No events: nothing to prune (and an engine may be storing its
       // first batch, whose times the cut-off must not miss).
       if (latest == 0) return c;
-      c.before = std::min(r.now, latest) - r.older_than;
-      Micros before = c.before;
+      Micros before = std::min(r.now, latest) - r.older_than;
+      c.before = before;
       t.exec0("CREATE TEMP TABLE prune_ids (id TEXT COLLATE \"C\" PRIMARY KEY) ON COMMIT DROP");
       c.instances = count(
           "INSERT INTO prune_ids SELECT id FROM instances i WHERE finished AND entered_at < $1 "
@@ -559,18 +559,16 @@ class PostgresStore : public Store {
       t.exec0("DELETE FROM history WHERE instance_id IN (SELECT id FROM prune_ids)");
       t.exec0("DELETE FROM instances WHERE id IN (SELECT id FROM prune_ids)");
       // Old events that nothing kept refers to: an instance (its trigger
-      // and last event), a send (its context's), a history record. One
-      // statement, so one snapshot: an engine committing meanwhile an
+      // and last event), a send (its context's), a history record; each
+      // row's JSON parsed once. One statement, so one snapshot: an engine committing meanwhile an
       // instance that refers to an old event commits the event with it,
       // and this sees both or neither.
       c.events = count(
           "WITH refs AS MATERIALIZED (SELECT COALESCE(s, '') AS s, i FROM ("
-          "SELECT r->'trigger'->>'source' AS s, r->'trigger'->>'id' AS i FROM (SELECT body::json "
-          "AS r FROM instances) AS x UNION ALL SELECT r->'event'->>'source', r->'event'->>'id' "
-          "FROM (SELECT body::json AS r FROM instances) AS x UNION ALL "
-          "SELECT r->'trigger'->>'source', r->'trigger'->>'id' FROM (SELECT context::json AS r "
-          "FROM sends) AS y UNION ALL SELECT r->'event'->>'source', r->'event'->>'id' "
-          "FROM (SELECT context::json AS r FROM sends) AS y UNION ALL "
+          "SELECT f.value->>'source' AS s, f.value->>'id' AS i FROM instances, "
+          "json_each(instances.body::json) AS f WHERE f.key IN ('trigger', 'event') UNION ALL "
+          "SELECT f.value->>'source', f.value->>'id' FROM sends, json_each(sends.context::json) "
+          "AS f WHERE f.key IN ('trigger', 'event') UNION ALL "
           "SELECT r->3->>'event_source', r->3->>'event_id' FROM history, "
           "json_array_elements(history.records::json) AS r) AS named WHERE i IS NOT NULL) "
           "DELETE FROM events e WHERE time < $1 AND NOT EXISTS (SELECT 1 FROM refs "

@@ -479,93 +479,85 @@ class SqliteStore : public Store {
 
   Result<PruneCounts> Prune(const PruneRequest& r) override {
     PruneCounts c;
-    Micros sends_from = 0;
-    // Runs `sql` with ?1 = the cut-off and ?2 = `sends_from`; its changes
-    // go to `*changes`, its one value (if it returns one) to `*value`.
-    auto run = [&](const char* sql, int64_t* changes, int64_t* value = nullptr) -> Status {
-      Stmt q(db_, sql);
+    Micros before = 0, sends_from = 0;
+    // One statement, with ?1 = `before` and ?2 = `sends_from`: its changes
+    // go to `changes`, or its one value to `value`.
+    struct Step {
+      const char* sql;
+      int64_t* changes = nullptr;
+      int64_t* value = nullptr;
+    };
+    auto run = [&](const Step& step) -> Status {
+      Stmt q(db_, step.sql);
       if (!q.ok()) return Status::Error("sqlite: " + q.error());
       int params = sqlite3_bind_parameter_count(q.get());
-      if (params >= 1) q.Bind(1, c.before);
+      if (params >= 1) q.Bind(1, before);
       if (params >= 2) q.Bind(2, sends_from);
-      if (value) {
-        Status st;
-        if (q.Next(st)) {
-          *value = q.Int(0);
-          sqlite3_reset(q.get());
-        }
+      if (!step.value) {
+        Status st = q.Exec();
+        if (st.ok() && step.changes) *step.changes = sqlite3_changes(db_);
         return st;
       }
-      if (Status st = q.Exec(); !st.ok()) return st;
-      if (changes) *changes = sqlite3_changes(db_);
-      return Status();
+      Status st;
+      if (q.Next(st)) *step.value = q.Int(0);
+      return st;
     };
     // BEGIN IMMEDIATE holds the store's one write lock throughout: no
     // engine commits meanwhile, and no other prune.
     Status s = InTransaction(
         [&]() -> Status {
-          Micros latest = r.now;
-          if (Status st = run("SELECT COALESCE(MAX(time), 0) FROM events", nullptr, &latest);
+          int64_t latest = 0;
+          if (Status st = run({"SELECT COALESCE(MAX(time), 0) FROM events", nullptr, &latest});
               !st.ok()) {
             return st;
           }
-          // No events: nothing to prune.
-          if (latest == 0) return Status();
-          c.before = std::min(r.now, latest) - r.older_than;
-          sends_from = c.before - r.cap_window;
-          const std::pair<const char*, int64_t*> steps[] = {
-              {"CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
-               nullptr},
-              {"DELETE FROM temp.prune_ids", nullptr},
+          if (latest == 0) return Status();  // no events: nothing to prune
+          before = std::min(r.now, latest) - r.older_than;
+          sends_from = before - r.cap_window;
+          c.before = before;
+          const Step steps[] = {
+              {"CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY) WITHOUT ROWID"},
+              {"DELETE FROM temp.prune_ids"},
               {"INSERT INTO temp.prune_ids SELECT id FROM instances i WHERE finished = 1 AND "
                "entered_at < ?1 AND goals_open_until < ?1 AND json_extract(body, '$.time') < ?1 "
                "AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.instance_id = i.id AND "
                "(s.not_before >= ?2 OR s.seq IN sends_pending))",
                &c.instances},
+              {"SELECT COALESCE(SUM(last_n - n + 1), 0) FROM history "
+               "WHERE instance_id IN temp.prune_ids",
+               nullptr, &c.history_records},
               {"INSERT INTO pruned_entries (journey, key, count, last) SELECT journey, key, "
                "COUNT(*), MAX(entered_at) FROM instances WHERE id IN temp.prune_ids "
                "GROUP BY journey, key ON CONFLICT (journey, key) DO UPDATE SET "
-               "count = count + excluded.count, last = MAX(last, excluded.last)",
-               nullptr},
+               "count = count + excluded.count, last = MAX(last, excluded.last)"},
               {"DELETE FROM send_results WHERE send_seq IN "
                "(SELECT seq FROM sends WHERE instance_id IN temp.prune_ids)",
                &c.send_results},
               {"DELETE FROM sends WHERE instance_id IN temp.prune_ids", &c.sends},
-              {"DELETE FROM history WHERE instance_id IN temp.prune_ids", nullptr},
-              {"DELETE FROM instances WHERE id IN temp.prune_ids", nullptr},
+              {"DELETE FROM history WHERE instance_id IN temp.prune_ids"},
+              {"DELETE FROM instances WHERE id IN temp.prune_ids"},
               // Old events that nothing kept refers to: an instance (its
               // trigger and last event), a send (its context's), a history
-              // record.
+              // record; each row's JSON parsed once.
               {"CREATE TEMP TABLE IF NOT EXISTS prune_keep (source TEXT NOT NULL, "
-               "id TEXT NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID",
-               nullptr},
-              {"DELETE FROM temp.prune_keep", nullptr},
+               "id TEXT NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID"},
+              {"DELETE FROM temp.prune_keep"},
               {"INSERT OR IGNORE INTO temp.prune_keep SELECT COALESCE(s, ''), i FROM ("
-               "SELECT json_extract(body, '$.trigger.source') AS s, "
-               "json_extract(body, '$.trigger.id') AS i FROM instances UNION ALL "
-               "SELECT json_extract(body, '$.event.source'), json_extract(body, '$.event.id') "
-               "FROM instances UNION ALL SELECT json_extract(context, '$.trigger.source'), "
-               "json_extract(context, '$.trigger.id') FROM sends UNION ALL "
-               "SELECT json_extract(context, '$.event.source'), json_extract(context, "
-               "'$.event.id') FROM sends UNION ALL SELECT json_extract(r.value, "
-               "'$[3].event_source'), json_extract(r.value, '$[3].event_id') FROM history, "
-               "json_each(history.records) AS r) WHERE i IS NOT NULL",
-               nullptr},
+               "SELECT json_extract(f.value, '$.source') AS s, json_extract(f.value, '$.id') AS i "
+               "FROM instances, json_each(instances.body) AS f WHERE f.key IN ('trigger', "
+               "'event') AND f.type = 'object' UNION ALL SELECT json_extract(f.value, '$.source'), "
+               "json_extract(f.value, '$.id') FROM sends, json_each(sends.context) AS f "
+               "WHERE f.key IN ('trigger', 'event') AND f.type = 'object' UNION ALL "
+               "SELECT json_extract(r.value, '$[3].event_source'), json_extract(r.value, "
+               "'$[3].event_id') FROM history, json_each(history.records) AS r) "
+               "WHERE i IS NOT NULL"},
               {"DELETE FROM events WHERE time < ?1 AND NOT EXISTS (SELECT 1 FROM "
                "temp.prune_keep k WHERE k.source = events.source AND k.id = events.id)",
                &c.events},
               {"DELETE FROM dead_letters WHERE time < ?1", &c.dead_letters},
           };
-          for (const auto& [sql, n] : steps) {
-            if (Status st = run(sql, n); !st.ok()) return st;
-            if (n == &c.instances) {
-              if (Status st = run("SELECT COALESCE(SUM(last_n - n + 1), 0) FROM history "
-                                  "WHERE instance_id IN temp.prune_ids",
-                                  nullptr, &c.history_records);
-                  !st.ok()) {
-                return st;
-              }
-            }
+          for (const Step& step : steps) {
+            if (Status st = run(step); !st.ok()) return st;
           }
           return Status();
         },

@@ -152,8 +152,8 @@ struct PruneRequest {
 struct PruneCounts {
   // The cut-off: `older_than` before the earlier of `now` and the latest
   // event time stored (an engine on the event clock lives in that time);
-  // 0 when the store holds no events, and nothing is pruned.
-  Micros before = 0;
+  // none when the store holds no events, and nothing is pruned.
+  std::optional<Micros> before;
   int64_t instances = 0;
   int64_t history_records = 0;
   int64_t sends = 0;
