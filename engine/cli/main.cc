@@ -6,7 +6,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"waymark: lifecycle email journeys as checked, replayable state machines"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "waymark 0.1.0");
+  app.set_version_flag("--version", "waymark " WAYMARK_VERSION);
   int exit_code = waymark::cli::kExitOk;
   waymark::cli::RegisterCheck(app, &exit_code);
   waymark::cli::RegisterGraph(app, &exit_code);

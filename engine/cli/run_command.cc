@@ -19,6 +19,7 @@
 #include "engine/cli/config.h"
 #include "engine/delivery/message.h"
 #include "engine/runtime/engine.h"
+#include "engine/runtime/metrics.h"
 #include "engine/runtime/replay.h"
 #include "engine/source/jetstream.h"
 #include "engine/store/postgres_store.h"
@@ -49,6 +50,7 @@ struct RunOptions {
   bool json = false;
   std::string cap;          // "N/DURATION"
   std::string listen;       // "HOST:PORT" (port 0: any free port)
+  std::string metrics;      // "HOST:PORT" for GET /metrics
   JetStreamOptions source;  // source.url empty: no stream
   uint32_t partitions = 1, partition = 0;
   std::string config;  // waymark.toml
@@ -173,6 +175,46 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
   });
 }
 
+// Binds `svr` to "HOST:PORT" (port 0: any free port): the port bound, or -1
+// when `listen` has no port or cannot be bound.
+int Bind(httplib::Server& svr, const std::string& listen, std::string* host) {
+  size_t colon = listen.rfind(':');
+  *host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  int port = colon == std::string::npos ? -1 : std::atoi(listen.c_str() + colon + 1);
+  if (port < 0) return -1;
+  return port == 0 ? svr.bind_to_any_port(*host) : (svr.bind_to_port(*host, port) ? port : -1);
+}
+
+// GET /metrics on a thread of its own while the run lasts
+// (docs/operations.md, "Metrics").
+class MetricsServer {
+ public:
+  ~MetricsServer() {
+    if (!thread_.joinable()) return;
+    svr_.stop();
+    thread_.join();
+  }
+  // Says where it listens, or why it cannot, on stderr.
+  bool Start(const std::string& listen, const Metrics& metrics) {
+    svr_.Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics.Text(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    std::string host;
+    int port = Bind(svr_, listen, &host);
+    if (port < 0) {
+      std::cerr << "waymark run: --metrics: cannot listen on " << listen << "\n";
+      return false;
+    }
+    thread_ = std::thread([this] { svr_.listen_after_bind(); });
+    std::cerr << "waymark run: metrics on http://" << host << ":" << port << "/metrics\n";
+    return true;
+  }
+
+ private:
+  httplib::Server svr_;
+  std::thread thread_;
+};
+
 void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as_json) {
   const RunSummary& s = e.summary();
   auto dead = store.DeadLetters();
@@ -269,8 +311,8 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as
 // batch carries the stream position to the store in its transaction; its
 // messages are acked once it is durable (after the Submit that follows
 // it, or a Flush), and its dead letters published to the dead-letter stream.
-Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o,
-                     bool event_clock) {
+Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o, bool event_clock,
+                     Metrics* metrics) {
   const JetStreamOptions& so = js.options();
   const std::string name = so.stream + "/" + so.consumer;
   auto pos = store.Position(name);
@@ -301,7 +343,8 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     std::vector<JetStreamMessage> messages;
     std::vector<InputOutcome> outcomes;
   };
-  std::vector<Submitted> undurable;  // submitted, not known to be durable
+  std::vector<Submitted> undurable;         // submitted, not known to be durable
+  uint64_t acked = committed, pending = 0;  // for GET /metrics
   auto finish = [&]() -> Status {
     for (Submitted& b : undurable) {
       for (size_t i = 0; i < b.outcomes.size(); ++i) {
@@ -311,8 +354,10 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
         }
       }
       js.Ack(b.messages);
+      for (const JetStreamMessage& m : b.messages) acked = std::max(acked, m.stream_seq);
     }
     undurable.clear();
+    if (metrics) metrics->PublishSource(name, acked, pending);
     return Status();
   };
   auto submit = [&](std::vector<JetStreamMessage> group) -> Status {
@@ -349,6 +394,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     auto fetched = js.Fetch(o.batch);
     if (!fetched.ok()) return fetched.status();
     std::vector<JetStreamMessage> msgs = std::move(fetched).value();
+    pending = msgs.empty() ? 0 : msgs.back().pending;
     if (msgs.empty()) {
       if (Status s = e.Flush(WallNow()); !s.ok()) return s;
       if (Status s = finish(); !s.ok()) return s;
@@ -431,6 +477,9 @@ int Run(const RunOptions& o) {
     std::cerr << "waymark run: --advance: invalid duration '" << o.advance << "'\n";
     return kExitUsage;
   }
+  Metrics metrics(WAYMARK_VERSION);
+  MetricsServer metrics_server;
+  if (!o.metrics.empty() && !metrics_server.Start(o.metrics, metrics)) return kExitUsage;
   // From here SIGTERM/SIGINT ends the run in order, waits on a server
   // included.
   std::signal(SIGTERM, OnSignal);
@@ -485,6 +534,7 @@ int Run(const RunOptions& o) {
   }
   eo.retry_base = retry_base * kMicrosPerSecond;
   eo.retry_max = retry_max * kMicrosPerSecond;
+  if (!o.metrics.empty()) eo.metrics = &metrics;
   auto engine = Engine::Create(eo, store.value().get(), transport.value().providers);
   if (!engine.ok()) {
     std::cerr << "waymark run: " << engine.error() << "\n";
@@ -516,7 +566,8 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: " << js.error() << "\n";
       return kExitUsage;
     }
-    if (Status s = ConsumeStream(e, *store.value(), *js.value(), o, event_clock); !s.ok()) {
+    if (Status s = ConsumeStream(e, *store.value(), *js.value(), o, event_clock, eo.metrics);
+        !s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }
@@ -549,15 +600,13 @@ int Run(const RunOptions& o) {
     last_event = e.clock();
   }
   if (!o.listen.empty() && !g_stop) {
-    size_t colon = o.listen.rfind(':');
-    std::string host = colon == std::string::npos ? o.listen : o.listen.substr(0, colon);
-    int port = colon == std::string::npos ? -1 : std::atoi(o.listen.c_str() + colon + 1);
     httplib::Server svr;
     svr.set_payload_max_length(64 << 20);
     Inbox inbox;
     ServeEvents(svr, inbox);
-    int bound = port == 0 ? svr.bind_to_any_port(host) : (svr.bind_to_port(host, port) ? port : -1);
-    if (port < 0 || bound < 0) {
+    std::string host;
+    int bound = Bind(svr, o.listen, &host);
+    if (bound < 0) {
       std::cerr << "waymark run: cannot listen on " << o.listen << "\n";
       return kExitUsage;
     }
@@ -859,6 +908,8 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--listen", o->listen,
                   "serve POST /events on HOST:PORT (port 0: any free port, printed); answers "
                   "after the events are stored");
+  cmd->add_option("--metrics", o->metrics,
+                  "serve GET /metrics (Prometheus) on HOST:PORT (port 0: any free port, printed)");
   cmd->add_option("--cap", o->cap,
                   "frequency cap per person across journeys for non-transactional sends, "
                   "N/DURATION (e.g. 3/7d)");
@@ -896,6 +947,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--retry-max", "delivery", "retry_max", o->retry_max);
     cfg.Under(cmd, "--clock", "engine", "clock", o->clock);
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
+    cfg.Under(cmd, "--metrics", "metrics", "listen", o->metrics);
     cfg.UnderNumber(cmd, "--batch", "source", "batch", o->batch);
     cfg.UnderSource(cmd, o->source);
     cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);

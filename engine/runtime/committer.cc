@@ -10,6 +10,17 @@ double ThreadCpuSeconds() {
   return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
 }
 
+void CommitTimes::Add(double seconds) {
+  for (size_t i = 0; i < kBounds.size(); ++i) {
+    if (seconds <= kBounds[i]) {
+      ++within[i];
+      break;
+    }
+  }
+  ++count;
+  sum += seconds;
+}
+
 Committer::Committer(Store* store) : store_(store), thread_([this] { Run(); }) {}
 
 Committer::~Committer() {
@@ -59,6 +70,7 @@ void Committer::Run() {
     lock.lock();
     commit_seconds_ += took;
     commit_cpu_seconds_ += cpu;
+    times_.Add(took);
     done_ = std::move(d);
     cv_.notify_all();
     // Freed here, off the engine's thread, and after the engine has been

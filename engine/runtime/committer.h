@@ -2,8 +2,10 @@
 // the engine builds the next (docs/engine.md, "Batches and the writer").
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -15,6 +17,17 @@ namespace waymark {
 
 // CPU time the calling thread has used.
 double ThreadCpuSeconds();
+
+// How long batches took to commit, in fixed buckets (GET /metrics;
+// docs/operations.md, "Metrics").
+struct CommitTimes {
+  static constexpr std::array<double, 13> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1,     2.5,  5,     10};
+  std::array<int64_t, kBounds.size()> within{};  // [i]: at most kBounds[i], more than [i - 1]
+  int64_t count = 0;                             // all, the slower than the last bound among them
+  double sum = 0;
+  void Add(double seconds);
+};
 
 class Committer {
  public:
@@ -43,6 +56,8 @@ class Committer {
   double commit_seconds() const { return commit_seconds_; }
   double commit_cpu_seconds() const { return commit_cpu_seconds_; }
   double wait_seconds() const { return wait_seconds_; }
+  // Each commit's time (read after Wait, as the figures above).
+  const CommitTimes& times() const { return times_; }
 
  private:
   void Run();
@@ -57,6 +72,7 @@ class Committer {
   double commit_seconds_ = 0;  // written by the writer, read after Wait
   double commit_cpu_seconds_ = 0;
   double wait_seconds_ = 0;
+  CommitTimes times_;
   std::thread thread_;
 };
 

@@ -6,6 +6,7 @@
 #include "engine/base/json_text.h"
 #include "engine/core/eval.h"
 #include "engine/delivery/message.h"
+#include "engine/runtime/metrics.h"
 
 namespace waymark {
 
@@ -644,6 +645,7 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   // While the writer commits: the sends already durable go out, and their
   // results start the next batch.
   if (dispatch) Dispatch(now, wall_now);
+  if (options_.metrics) options_.metrics->Publish(*this);
   return Status();
 }
 

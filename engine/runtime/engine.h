@@ -24,6 +24,8 @@
 
 namespace waymark {
 
+class Metrics;
+
 struct EngineOptions {
   std::string journeys_dir = "journeys";
   std::string schemas_dir = "schemas";
@@ -49,6 +51,9 @@ struct EngineOptions {
   std::vector<DomainLimit> domains;
   Micros retry_base = 1'000'000;
   Micros retry_max = 600'000'000;
+  // Given, the engine publishes its figures to it after every batch it
+  // hands to the writer (GET /metrics; docs/operations.md, "Metrics").
+  Metrics* metrics = nullptr;
 };
 
 // The event type of send results, routed to the journeys that listen to

@@ -260,6 +260,7 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
     jsMsgMetaData* meta = nullptr;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
       jm.stream_seq = meta->Sequence.Stream;
+      jm.pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
     jm.input.position = "nats:" + options_.stream + ":" + std::to_string(jm.stream_seq);

@@ -32,6 +32,7 @@ struct JetStreamMessage {
   RawInput input;  // position "nats:STREAM:SEQ"
   std::string subject;
   uint64_t stream_seq = 0;
+  uint64_t pending = 0;          // messages for the consumer after this one, when it was delivered
   std::shared_ptr<void> handle;  // the natsMsg
 };
 

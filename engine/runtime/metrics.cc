@@ -1,0 +1,214 @@
+#include "engine/runtime/metrics.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <fstream>
+#include <numeric>
+
+#include "engine/runtime/engine.h"
+
+namespace waymark {
+
+struct Metrics::Copy {
+  RunSummary summary;
+  int64_t waiting = 0, held = 0;
+  Micros clock = 0;
+  CommitTimes commits;
+};
+
+namespace {
+
+std::string Number(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+// The exposition, a family at a time: its HELP and TYPE, then its samples.
+class Writer {
+ public:
+  void Family(std::string_view name, std::string_view type, std::string_view help) {
+    out_.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out_.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+  }
+  // `labels`: name, value, name, value, ...
+  void Sample(std::string_view name, std::initializer_list<std::string_view> labels,
+              const std::string& value) {
+    out_.append(name);
+    if (labels.size() > 0) {
+      out_ += '{';
+      const std::string_view* l = labels.begin();
+      for (size_t i = 0; i + 1 < labels.size(); i += 2) {
+        if (i > 0) out_ += ',';
+        out_.append(l[i]).append("=\"").append(PrometheusLabel(l[i + 1])).append("\"");
+      }
+      out_ += '}';
+    }
+    out_.append(" ").append(value).append("\n");
+  }
+  void Sample(std::string_view name, std::initializer_list<std::string_view> labels, int64_t v) {
+    Sample(name, labels, std::to_string(v));
+  }
+  // A counter or gauge with one sample and no labels.
+  void One(std::string_view name, std::string_view type, std::string_view help, int64_t v) {
+    Family(name, type, help);
+    Sample(name, {}, v);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// A counter by one label.
+void ByLabel(Writer& w, std::string_view name, std::string_view help, std::string_view label,
+             const std::map<std::string, int64_t>& counts) {
+  w.Family(name, "counter", help);
+  for (const auto& [value, n] : counts) w.Sample(name, {label, value}, n);
+}
+
+// A counter by two labels.
+void ByLabels(Writer& w, std::string_view name, std::string_view help, std::string_view label1,
+              std::string_view label2,
+              const std::map<std::string, std::map<std::string, int64_t>>& counts) {
+  w.Family(name, "counter", help);
+  for (const auto& [v1, inner] : counts) {
+    for (const auto& [v2, n] : inner) w.Sample(name, {label1, v1, label2, v2}, n);
+  }
+}
+
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * int64_t(sysconf(_SC_PAGESIZE));
+}
+
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+}  // namespace
+
+std::string PrometheusLabel(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+Metrics::Metrics(std::string version)
+    : version_(std::move(version)), started_(WallNow()), copy_(std::make_unique<Copy>()) {}
+
+Metrics::~Metrics() = default;
+
+void Metrics::Publish(const Engine& e) {
+  auto c = std::make_unique<Copy>();
+  c->summary = e.summary();
+  c->waiting = int64_t(e.waiting());
+  c->held = int64_t(e.held_sends());
+  c->clock = e.clock();
+  c->commits = e.committer().times();
+  std::lock_guard<std::mutex> lock(mu_);
+  copy_.swap(c);  // the old copy is freed outside the lock
+}
+
+void Metrics::PublishSource(const std::string& source, uint64_t committed, uint64_t pending) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sources_[source] = {committed, pending};
+}
+
+std::string Metrics::Text() const {
+  Writer w;
+  std::lock_guard<std::mutex> lock(mu_);
+  const RunSummary& s = copy_->summary;
+  w.Family("waymark_build_info", "gauge", "The waymark version serving these metrics.");
+  w.Sample("waymark_build_info", {"version", version_}, 1);
+
+  ByLabel(w, "waymark_events_total", "Inputs handed to the journeys, by type.", "type",
+          s.events_by_type);
+  ByLabel(w, "waymark_events_emitted_total", "Events the journeys emitted, by type.", "type",
+          s.emitted_by_type);
+  w.One("waymark_events_duplicate_total", "counter", "Inputs recognised as repeats and skipped.",
+        s.duplicates);
+  w.One("waymark_events_unrouted_total", "counter", "Inputs of types no journey listens to.",
+        s.unknown_types);
+  w.One("waymark_events_other_partition_total", "counter",
+        "Events left to the engines of other partitions.", s.other_partitions);
+  w.One("waymark_dead_letters_total", "counter", "Dead letters written, inputs and sends.",
+        std::accumulate(s.dead_letters.begin(), s.dead_letters.end(), int64_t(0),
+                        [](int64_t n, const auto& r) { return n + r.second; }));
+
+  w.One("waymark_instances_started_total", "counter", "Instances started.", s.started);
+  w.One("waymark_instances_completed_total", "counter", "Instances that reached the end.",
+        s.completed);
+  w.One("waymark_instances_exited_total", "counter",
+        "Instances that left before the end: a goal, an exit event, an error.", s.exited);
+  ByLabel(w, "waymark_entries_refused_total", "Entries refused, by reason.", "reason",
+          s.entries_refused);
+  w.One("waymark_timers_fired_total", "counter", "Waits that timed out.", s.timers_fired);
+  w.One("waymark_instances_waiting", "gauge", "Running instances held in memory.", copy_->waiting);
+
+  w.One("waymark_sends_capped_total", "counter", "Sends the frequency cap stopped.", s.capped);
+  w.One("waymark_sends_deferred_total", "counter", "Sends the frequency cap put off.", s.deferred);
+  ByLabels(w, "waymark_send_results_total", "Results of send attempts, by template.", "template",
+           "result", s.sends);
+  ByLabels(w, "waymark_provider_results_total", "Results of send attempts, by provider.",
+           "provider", "result", s.providers);
+  w.One("waymark_sends_held", "gauge",
+        "Sends committed and not finished: waiting for their time, a retry or the throttle.",
+        copy_->held);
+
+  const CommitTimes& c = copy_->commits;
+  w.One("waymark_commits_total", "counter", "Batches committed.", c.count);
+  w.Family("waymark_commit_duration_seconds", "histogram",
+           "Time to commit a batch, on the writer thread.");
+  int64_t below = 0;
+  for (size_t i = 0; i < CommitTimes::kBounds.size(); ++i) {
+    below += c.within[i];
+    w.Sample("waymark_commit_duration_seconds_bucket", {"le", Number(CommitTimes::kBounds[i])},
+             below);
+  }
+  w.Sample("waymark_commit_duration_seconds_bucket", {"le", "+Inf"}, c.count);
+  w.Sample("waymark_commit_duration_seconds_sum", {}, Number(c.sum));
+  w.Sample("waymark_commit_duration_seconds_count", {}, c.count);
+  w.Family("waymark_clock_seconds", "gauge", "The engine's clock, Unix seconds.");
+  w.Sample("waymark_clock_seconds", {}, Number(double(copy_->clock) / kMicrosPerSecond));
+
+  if (!sources_.empty()) {
+    w.Family("waymark_source_committed_position", "gauge",
+             "The stream sequence committed and acked.");
+    for (const auto& [name, src] : sources_) {
+      w.Sample("waymark_source_committed_position", {"source", name}, int64_t(src.committed));
+    }
+    w.Family("waymark_source_pending", "gauge",
+             "Messages in the stream after the last one fetched.");
+    for (const auto& [name, src] : sources_) {
+      w.Sample("waymark_source_pending", {"source", name}, int64_t(src.pending));
+    }
+  }
+
+  w.Family("process_cpu_seconds_total", "counter", "User and system CPU time, seconds.");
+  w.Sample("process_cpu_seconds_total", {}, Number(CpuSeconds()));
+  w.One("process_resident_memory_bytes", "gauge", "Resident memory, bytes.", ResidentBytes());
+  w.Family("process_start_time_seconds", "gauge", "When the process started, Unix seconds.");
+  w.Sample("process_start_time_seconds", {}, Number(double(started_) / kMicrosPerSecond));
+  return w.Take();
+}
+
+}  // namespace waymark

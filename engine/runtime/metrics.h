@@ -1,0 +1,52 @@
+// What `waymark run --metrics` serves at GET /metrics: the engine's figures
+// in Prometheus's text format, version 0.0.4 (docs/operations.md,
+// "Metrics"). The engine publishes a copy after every batch it hands to
+// the writer; a scrape renders the last copy and never waits for the
+// engine.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "engine/core/event.h"
+#include "engine/runtime/committer.h"
+
+namespace waymark {
+
+class Engine;
+
+// A label value as the text format writes it: \ " and newline escaped.
+std::string PrometheusLabel(std::string_view value);
+
+class Metrics {
+ public:
+  explicit Metrics(std::string version);
+  ~Metrics();
+
+  // On the engine's thread (Engine::Hand calls it).
+  void Publish(const Engine& e);
+  // With a stream source, on the thread that reads it: the position
+  // committed and acked, and the messages after the last one fetched.
+  void PublishSource(const std::string& source, uint64_t committed, uint64_t pending);
+
+  // On any thread: the exposition.
+  std::string Text() const;
+
+ private:
+  struct Source {
+    uint64_t committed = 0, pending = 0;
+  };
+  struct Copy;  // what Publish copies from the engine
+
+  const std::string version_;
+  const Micros started_;
+  mutable std::mutex mu_;
+  std::unique_ptr<Copy> copy_;             // guarded by mu_
+  std::map<std::string, Source> sources_;  // guarded by mu_
+};
+
+}  // namespace waymark
