@@ -3,6 +3,7 @@
 // DST through local-time waits, restart.
 #include "engine/runtime/engine.h"
 #include "engine/delivery/plugin.h"
+#include "engine/runtime/metrics.h"
 #include "engine/runtime/replay.h"
 
 #include <sqlite3.h>
@@ -17,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/testing/files.h"
+#include "tests/testing/prometheus.h"
 
 namespace waymark {
 namespace {
@@ -475,6 +477,73 @@ TEST_F(EngineTest, AnotherPartitionsStoredEventsMoveTheClockAndAreNoRepeats) {
   auto j = Instances("j", b);
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0].status, InstanceStatus::kCompleted);
+}
+
+// GET /metrics's text: what the engine did, as its summary says, in the
+// text format (docs/operations.md, "Metrics").
+TEST_F(EngineTest, MetricsCountWhatTheEngineDid) {
+  Journey("o", R"(journey o {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  wait 1d  send "b" to trigger.data.email intent marketing  end }
+})");
+  Metrics metrics("9.9.9");
+  EngineOptions o;
+  o.metrics = &metrics;
+  Start(o);
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", d),
+        Ev("2", "user.signup", "v", "2026-03-01T10:05:00Z", d),
+        Ev("2", "user.signup", "v", "2026-03-01T10:05:00Z", d),  // a repeat
+        Ev("3", "user.signup", "u", "2026-03-01T11:00:00Z", d),  // entered before
+        Ev("4", "something.else", "u", "2026-03-01T11:00:00Z"), "{broken",
+        Ev("5", "user.signup", "w", "2026-03-03T10:00:00Z", d)});  // u's and v's waits end
+  auto m = testing_util::ParseExposition(metrics.Text());
+  ASSERT_EQ(m.error, "");
+  EXPECT_EQ(m.At(R"(waymark_build_info{version="9.9.9"})"), 1);
+  EXPECT_EQ(m.At(R"(waymark_events_total{type="user.signup"})"), 4);
+  EXPECT_EQ(m.At(R"(waymark_events_total{type="something.else"})"), 1);
+  EXPECT_EQ(m.At("waymark_events_duplicate_total"), 1);
+  EXPECT_EQ(m.At("waymark_events_unrouted_total"), 1);
+  EXPECT_EQ(m.At("waymark_dead_letters_total"), 1);
+  EXPECT_EQ(m.At("waymark_instances_started_total"), 3);
+  EXPECT_EQ(m.At("waymark_instances_completed_total"), 2);
+  EXPECT_EQ(m.At(R"(waymark_entries_refused_total{reason="reentry once: entered before"})"), 1);
+  EXPECT_EQ(m.At("waymark_timers_fired_total"), 2);
+  EXPECT_EQ(m.At("waymark_instances_waiting"), 1);  // w, in its wait
+  EXPECT_EQ(m.At(R"(waymark_send_results_total{template="a",result="accepted"})"), 3);
+  EXPECT_EQ(m.At(R"(waymark_send_results_total{template="b",result="accepted"})"), 2);
+  EXPECT_EQ(m.At(R"(waymark_provider_results_total{provider="test",result="accepted"})"), 5);
+  EXPECT_EQ(m.At("waymark_sends_held"), 0);
+  EXPECT_EQ(m.At("waymark_clock_seconds"), 1772532000);  // 2026-03-03T10:00:00Z
+  // The histogram: cumulative, its +Inf bucket and count the commits.
+  double commits = m.At("waymark_commits_total");
+  EXPECT_GT(commits, 0);
+  EXPECT_EQ(m.At("waymark_commit_duration_seconds_count"), commits);
+  EXPECT_EQ(m.At(R"(waymark_commit_duration_seconds_bucket{le="+Inf"})"), commits);
+  double last = 0;
+  for (const char* le : {"0.001", "0.01", "0.1", "1", "10"}) {
+    double n = m.At(std::string("waymark_commit_duration_seconds_bucket{le=\"") + le + "\"}");
+    EXPECT_GE(n, last) << le;
+    last = n;
+  }
+  EXPECT_LE(last, commits);
+  EXPECT_GT(m.At("waymark_commit_duration_seconds_sum"), 0);
+  EXPECT_GT(m.At("process_resident_memory_bytes"), 0);
+  EXPECT_EQ(m.samples.count(R"(waymark_source_pending{source="EVENTS/waymark"})"), 0u);
+  metrics.PublishSource("EVENTS/waymark", 40, 2);
+  m = testing_util::ParseExposition(metrics.Text());
+  ASSERT_EQ(m.error, "");
+  EXPECT_EQ(m.At(R"(waymark_source_committed_position{source="EVENTS/waymark"})"), 40);
+  EXPECT_EQ(m.At(R"(waymark_source_pending{source="EVENTS/waymark"})"), 2);
+}
+
+TEST(Metrics, LabelValuesAreEscaped) {
+  EXPECT_EQ(PrometheusLabel("plain"), "plain");
+  EXPECT_EQ(PrometheusLabel("a\"b\\c\nd"), R"(a\"b\\c\nd)");
+  Metrics metrics("1.0 \"beta\"");
+  auto m = testing_util::ParseExposition(metrics.Text());
+  ASSERT_EQ(m.error, "");
+  EXPECT_EQ(m.At(R"(waymark_build_info{version="1.0 \"beta\""})"), 1);
 }
 
 }  // namespace
