@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
@@ -23,6 +24,7 @@
 #include "tests/testing/files.h"
 #include "tests/testing/nats.h"
 #include "tests/testing/process.h"
+#include "tests/testing/prometheus.h"
 
 namespace {
 
@@ -281,6 +283,110 @@ TEST_F(Nats, SigtermCommitsAcksAndExitsZero) {
   pqxx::read_transaction t(db);
   EXPECT_EQ(uint64_t(t.exec1("SELECT seq FROM source_positions")[0].as<int64_t>()), delivered);
   EXPECT_GT(delivered, 0u);
+}
+
+// GET /metrics beside a serving engine on the stream: its position and
+// lag follow the stream to its end, its counters never go back, and once
+// the engine is idle they say what the summary says when it stops.
+TEST_F(Nats, MetricsFollowTheStreamAndAgreeWithTheSummary) {
+  using waymark::testing_util::Exposition;
+  using waymark::testing_util::ParseExposition;
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);  // 3 lines refused
+  NatsClient c(nats_);
+  jsStreamInfo* si = nullptr;
+  ASSERT_EQ(js_GetStreamInfo(&si, c.js(), "EVENTS", nullptr, nullptr), NATS_OK);
+  uint64_t last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  fs::path err = dir_ / "err", out = dir_ / "summary.json";
+  std::string pid =
+      Shell(bin_ + " run --source " + nats_ + " --journeys " + root_ + "/journeys --schemas " +
+                root_ + "/schemas --clock event --batch 50 --json --store " + pg_ +
+                " --transport file:" + (dir_ / "out").string() + " --metrics 127.0.0.1:0 > " +
+                out.string() + " 2> " + err.string() + " & echo $!",
+            &status);
+  pid = pid.substr(0, pid.find_first_of("\n"));
+  int port = 0;
+  for (int i = 0; i < 100 && !port; ++i) {
+    std::string log = ReadFile(err);
+    size_t at = log.find("metrics on http://127.0.0.1:");
+    if (at != std::string::npos) port = std::atoi(log.c_str() + at + 28);
+    if (!port) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GT(port, 0) << ReadFile(err);
+  httplib::Client http("127.0.0.1", port);
+  const std::string position = R"(waymark_source_committed_position{source="EVENTS/waymark"})";
+  const std::string pending = R"(waymark_source_pending{source="EVENTS/waymark"})";
+  // The waymark_ samples but the commit times, which every idle flush may add to.
+  auto counters = [](const Exposition& m) {
+    std::map<std::string, std::string> out;
+    for (const auto& [k, v] : m.samples) {
+      if (k.rfind("waymark_", 0) == 0 && k.rfind("waymark_commit", 0) != 0) out[k] = v;
+    }
+    return out;
+  };
+  Exposition m, before;
+  int scrapes = 0, unchanged = 0;
+  double seen_pending = 0;
+  for (int i = 0; i < 600 && unchanged < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto res = http.Get("/metrics");
+    ASSERT_TRUE(res) << "no answer on port " << port;
+    ASSERT_EQ(res->status, 200);
+    EXPECT_EQ(res->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+    m = ParseExposition(res->body);
+    ASSERT_EQ(m.error, "");
+    ++scrapes;
+    seen_pending = std::max(seen_pending, m.At(pending));
+    for (const auto& [k, v] : counters(before)) {  // counters and the position never go back
+      if (k.find("_total") != std::string::npos || k == position) {
+        EXPECT_GE(m.At(k), std::stod(v)) << k;
+      }
+    }
+    bool idle = m.At(position) == double(last) && m.At(pending) == 0;
+    unchanged = idle && counters(m) == counters(before) ? unchanged + 1 : 0;
+    before = m;
+  }
+  ASSERT_EQ(unchanged, 3) << "not idle after " << scrapes << " scrapes: position " << m.At(position)
+                          << " of " << last << ", pending " << m.At(pending);
+  EXPECT_GT(seen_pending, 0) << "the lag was never seen";  // batches of 50 of 4,586
+  Shell("kill -TERM " + pid + "; while kill -0 " + pid + " 2>/dev/null; do sleep 0.1; done",
+        &status);
+  EXPECT_FALSE(http.Get("/metrics")) << "still serving after the engine stopped";
+  nlohmann::json s = nlohmann::json::parse(ReadFile(out), nullptr, false);
+  ASSERT_FALSE(s.is_discarded()) << ReadFile(out) << ReadFile(err);
+  auto each = [&](const char* metric, const char* label, const nlohmann::json& counts) {
+    ASSERT_FALSE(counts.empty()) << metric;
+    for (const auto& [k, v] : counts.items()) {
+      EXPECT_EQ(m.At(std::string(metric) + "{" + label + "=\"" + k + "\"}"), v.get<double>())
+          << metric << " " << k;
+    }
+  };
+  each("waymark_events_total", "type", s["events_by_type"]);
+  each("waymark_events_emitted_total", "type", s["emitted_by_type"]);
+  each("waymark_entries_refused_total", "reason", s["entries_refused"]);
+  for (const auto& [tmpl, results] : s["sends"].items()) {
+    for (const auto& [result, n] : results.items()) {
+      EXPECT_EQ(
+          m.At("waymark_send_results_total{template=\"" + tmpl + "\",result=\"" + result + "\"}"),
+          n.get<double>())
+          << tmpl << " " << result;
+    }
+  }
+  int64_t dead = 0;
+  for (const auto& [_, n] : s["dead_letters"].items()) dead += n.get<int64_t>();
+  EXPECT_GT(dead, 0);
+  EXPECT_EQ(m.At("waymark_dead_letters_total"), double(dead));
+  EXPECT_EQ(m.At("waymark_events_duplicate_total"), s["duplicates"].get<double>());
+  EXPECT_EQ(m.At("waymark_events_unrouted_total"), s["unknown_types"].get<double>());
+  EXPECT_EQ(m.At("waymark_instances_started_total"), s["instances"]["started"].get<double>());
+  EXPECT_EQ(m.At("waymark_instances_completed_total"), s["instances"]["completed"].get<double>());
+  EXPECT_EQ(m.At("waymark_instances_exited_total"), s["instances"]["exited"].get<double>());
+  EXPECT_EQ(m.At("waymark_instances_waiting"), s["instances"]["waiting"].get<double>());
+  EXPECT_EQ(m.At("waymark_timers_fired_total"), s["timers_fired"].get<double>());
+  EXPECT_EQ(m.At("waymark_sends_held"), s["held_sends"].get<double>());
+  EXPECT_GT(m.At("waymark_commits_total"), 4);
 }
 
 // An event the engine dies on (a failpoint aborts the process when it
