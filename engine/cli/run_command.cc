@@ -185,6 +185,12 @@ int Bind(httplib::Server& svr, const std::string& listen, std::string* host) {
   return port == 0 ? svr.bind_to_any_port(*host) : (svr.bind_to_port(*host, port) ? port : -1);
 }
 
+// "http://HOST:PORT", an IPv6 host in brackets.
+std::string HttpBase(const std::string& host, int port) {
+  bool v6 = host.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
 // GET /metrics on a thread of its own while the run lasts
 // (docs/operations.md, "Metrics").
 class MetricsServer {
@@ -206,7 +212,7 @@ class MetricsServer {
       return false;
     }
     thread_ = std::thread([this] { svr_.listen_after_bind(); });
-    std::cerr << "waymark run: metrics on http://" << host << ":" << port << "/metrics\n";
+    std::cerr << "waymark run: metrics on " << HttpBase(host, port) << "/metrics\n";
     return true;
   }
 
@@ -611,7 +617,7 @@ int Run(const RunOptions& o) {
       return kExitUsage;
     }
     std::thread http([&] { svr.listen_after_bind(); });
-    std::cerr << "waymark run: listening on http://" << host << ":" << bound << "/events\n";
+    std::cerr << "waymark run: listening on " << HttpBase(host, bound) << "/events\n";
     std::cerr.flush();
     Status failed;
     while (!g_stop && failed.ok()) {
