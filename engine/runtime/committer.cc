@@ -49,6 +49,7 @@ Committer::Done Committer::Wait() {
   wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Done d = std::move(*done_);
   done_.reset();
+  times_waited_ = times_;
   busy_ = false;
   return d;
 }

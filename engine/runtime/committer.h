@@ -56,8 +56,9 @@ class Committer {
   double commit_seconds() const { return commit_seconds_; }
   double commit_cpu_seconds() const { return commit_cpu_seconds_; }
   double wait_seconds() const { return wait_seconds_; }
-  // Each commit's time (read after Wait, as the figures above).
-  const CommitTimes& times() const { return times_; }
+  // Each commit's time, up to the last Wait: the engine's thread may read
+  // it while the writer commits the next batch.
+  const CommitTimes& times() const { return times_waited_; }
 
  private:
   void Run();
@@ -72,7 +73,8 @@ class Committer {
   double commit_seconds_ = 0;  // written by the writer, read after Wait
   double commit_cpu_seconds_ = 0;
   double wait_seconds_ = 0;
-  CommitTimes times_;
+  CommitTimes times_;         // guarded by mu_
+  CommitTimes times_waited_;  // the engine thread's copy, taken in Wait
   std::thread thread_;
 };
 
