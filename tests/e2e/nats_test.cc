@@ -300,13 +300,11 @@ TEST_F(Nats, MetricsFollowTheStreamAndAgreeWithTheSummary) {
   uint64_t last = si->State.LastSeq;
   jsStreamInfo_Destroy(si);
   fs::path err = dir_ / "err", out = dir_ / "summary.json";
-  std::string pid =
-      Shell(bin_ + " run --source " + nats_ + " --journeys " + root_ + "/journeys --schemas " +
-                root_ + "/schemas --clock event --batch 50 --json --store " + pg_ +
-                " --transport file:" + (dir_ / "out").string() + " --metrics 127.0.0.1:0 > " +
-                out.string() + " 2> " + err.string() + " & echo $!",
-            &status);
-  pid = pid.substr(0, pid.find_first_of("\n"));
+  waymark::testing_util::Background engine(
+      bin_ + " run --source " + nats_ + " --journeys " + root_ + "/journeys --schemas " + root_ +
+      "/schemas --clock event --batch 50 --json --store " + pg_ + " --transport file:" +
+      (dir_ / "out").string() + " --metrics 127.0.0.1:0 > " + out.string() + " 2> " + err.string());
+  ASSERT_GT(engine.pid(), 0);
   int port = 0;
   for (int i = 0; i < 100 && !port; ++i) {
     std::string log = ReadFile(err);
@@ -351,8 +349,7 @@ TEST_F(Nats, MetricsFollowTheStreamAndAgreeWithTheSummary) {
   ASSERT_EQ(unchanged, 3) << "not idle after " << scrapes << " scrapes: position " << m.At(position)
                           << " of " << last << ", pending " << m.At(pending);
   EXPECT_GT(seen_pending, 0) << "the lag was never seen";  // batches of 50 of 4,586
-  Shell("kill -TERM " + pid + "; while kill -0 " + pid + " 2>/dev/null; do sleep 0.1; done",
-        &status);
+  engine.Stop();
   EXPECT_FALSE(http.Get("/metrics")) << "still serving after the engine stopped";
   nlohmann::json s = nlohmann::json::parse(ReadFile(out), nullptr, false);
   ASSERT_FALSE(s.is_discarded()) << ReadFile(out) << ReadFile(err);

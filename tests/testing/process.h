@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,31 @@ inline pid_t Spawn(const std::vector<std::string>& args, const std::string& erro
   }
   return pid;
 }
+
+// `cmd` run by the shell in the background (its output redirected by
+// `cmd` itself), stopped with SIGTERM and waited for by Stop or, however the
+// test ends, when this goes.
+class Background {
+ public:
+  explicit Background(const std::string& cmd) {
+    int status = 0;
+    pid_ = std::atoi(Shell(cmd + " & echo $!", &status).c_str());
+  }
+  ~Background() { Stop(); }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  int pid() const { return pid_; }
+  void Stop() {
+    if (pid_ <= 0) return;
+    int status = 0;
+    std::string p = std::to_string(pid_);
+    Shell("kill -TERM " + p + "; while kill -0 " + p + " 2>/dev/null; do sleep 0.1; done", &status);
+    pid_ = 0;
+  }
+
+ private:
+  int pid_ = 0;
+};
 
 inline int RunToEnd(const std::vector<std::string>& args) {
   int status = 0;
