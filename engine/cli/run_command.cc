@@ -1,6 +1,8 @@
 // `waymark run`, `waymark inspect` and `waymark render` on the embedded
 // default (SQLite store, file transport).
 #include <algorithm>
+#include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -175,13 +177,22 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
   });
 }
 
-// Binds `svr` to "HOST:PORT" (port 0: any free port): the port bound, or -1
-// when `listen` has no port or cannot be bound.
+// Binds `svr` to "HOST:PORT", "[IPV6]:PORT" or "IPV6:PORT" (port 0: any free
+// port): the port bound, or -1 when `listen` is not of that form or cannot
+// be bound. `*host` is the host bound to.
 int Bind(httplib::Server& svr, const std::string& listen, std::string* host) {
   size_t colon = listen.rfind(':');
-  *host = colon == std::string::npos ? listen : listen.substr(0, colon);
-  int port = colon == std::string::npos ? -1 : std::atoi(listen.c_str() + colon + 1);
-  if (port < 0) return -1;
+  if (colon == std::string::npos || colon == 0) return -1;
+  int port = -1;
+  const char* end = listen.data() + listen.size();
+  auto [ptr, ec] = std::from_chars(listen.data() + colon + 1, end, port);
+  if (ec != std::errc() || ptr != end || colon + 1 == listen.size() || port < 0 || port > 65535) {
+    return -1;
+  }
+  *host = listen.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
   return port == 0 ? svr.bind_to_any_port(*host) : (svr.bind_to_port(*host, port) ? port : -1);
 }
 
@@ -191,8 +202,20 @@ std::string HttpBase(const std::string& host, int port) {
   return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-// GET /metrics on a thread of its own while the run lasts
-// (docs/operations.md, "Metrics").
+// Serves a bound `svr` on a thread of its own, returned once it is running:
+// a stop asked for before that would be missed, and the join would wait
+// for ever.
+std::thread Serve(httplib::Server& svr) {
+  auto ended = std::make_shared<std::atomic<bool>>(false);
+  std::thread t([&svr, ended] {
+    svr.listen_after_bind();
+    *ended = true;
+  });
+  while (!svr.is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return t;
+}
+
+// GET /metrics while the run lasts (docs/operations.md, "Metrics").
 class MetricsServer {
  public:
   ~MetricsServer() {
@@ -205,13 +228,16 @@ class MetricsServer {
     svr_.Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics.Text(), "text/plain; version=0.0.4; charset=utf-8");
     });
+    // One request per connection: a connection kept open would hold a stop
+    // up for its keep-alive time.
+    svr_.set_keep_alive_max_count(1);
     std::string host;
     int port = Bind(svr_, listen, &host);
     if (port < 0) {
       std::cerr << "waymark run: --metrics: cannot listen on " << listen << "\n";
       return false;
     }
-    thread_ = std::thread([this] { svr_.listen_after_bind(); });
+    thread_ = Serve(svr_);
     std::cerr << "waymark run: metrics on " << HttpBase(host, port) << "/metrics\n";
     return true;
   }
@@ -616,7 +642,7 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: cannot listen on " << o.listen << "\n";
       return kExitUsage;
     }
-    std::thread http([&] { svr.listen_after_bind(); });
+    std::thread http = Serve(svr);
     std::cerr << "waymark run: listening on " << HttpBase(host, bound) << "/events\n";
     std::cerr.flush();
     Status failed;

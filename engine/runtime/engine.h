@@ -144,6 +144,8 @@ class Engine {
   const RunSummary& summary() const { return summary_; }
   const Committer& committer() const { return *committer_; }
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
+  // Whether some journey uses events of this type.
+  bool Listens(const std::string& type) const { return listened_.count(type) > 0; }
 
  private:
   // "journey/key": a journey name has no '/', so this names one key of

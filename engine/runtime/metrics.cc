@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "engine/runtime/engine.h"
 
@@ -13,14 +16,17 @@ namespace waymark {
 
 struct Metrics::Copy {
   RunSummary summary;
+  std::map<std::string, int64_t> routed;  // events_by_type, types some journey listens to
   int64_t waiting = 0, held = 0;
-  Micros clock = 0;
+  Micros clock = 0, at = 0;  // the engine's clock; when the copy was taken
   CommitTimes commits;
 };
 
 namespace {
 
 std::string Number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   char buf[64];
   auto r = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, r.ptr);
@@ -86,6 +92,30 @@ int64_t ResidentBytes() {
   return resident * int64_t(sysconf(_SC_PAGESIZE));
 }
 
+// When the process started, Unix seconds: its start in clock ticks after
+// boot (/proc/self/stat, field 22) plus the boot time (/proc/stat, btime).
+double ProcessStart() {
+  std::ifstream stat("/proc/self/stat");
+  std::string line;
+  std::getline(stat, line);
+  size_t paren = line.rfind(')');  // the command name may hold spaces
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(line.substr(paren + 2));
+  std::string f;
+  for (int i = 3; i <= 22 && fields >> f; ++i) {
+  }
+  double ticks = std::atof(f.c_str());
+  std::ifstream boot("/proc/stat");
+  double btime = 0;
+  for (std::string key; boot >> key;) {
+    if (key == "btime") {
+      boot >> btime;
+      break;
+    }
+  }
+  return btime + ticks / double(sysconf(_SC_CLK_TCK));
+}
+
 double CpuSeconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -113,19 +143,27 @@ std::string PrometheusLabel(std::string_view value) {
 }
 
 Metrics::Metrics(std::string version)
-    : version_(std::move(version)), started_(WallNow()), copy_(std::make_unique<Copy>()) {}
+    : version_(std::move(version)), copy_(std::make_shared<const Copy>()) {}
 
 Metrics::~Metrics() = default;
 
 void Metrics::Publish(const Engine& e) {
-  auto c = std::make_unique<Copy>();
+  auto c = std::make_shared<Copy>();
   c->summary = e.summary();
+  // Producers may send any type: those no journey listens to are counted
+  // together (waymark_events_unrouted_total), so the series stay bounded.
+  for (const auto& [type, n] : c->summary.events_by_type) {
+    if (e.Listens(type)) c->routed.emplace(type, n);
+  }
+  c->at = WallNow();
   c->waiting = int64_t(e.waiting());
   c->held = int64_t(e.held_sends());
   c->clock = e.clock();
   c->commits = e.committer().times();
+  std::shared_ptr<const Copy> old;
   std::lock_guard<std::mutex> lock(mu_);
-  copy_.swap(c);  // the old copy is freed outside the lock
+  old = std::move(copy_);  // freed outside the lock (declared before it)
+  copy_ = std::move(c);
 }
 
 void Metrics::PublishSource(const std::string& source, uint64_t committed, uint64_t pending) {
@@ -134,14 +172,20 @@ void Metrics::PublishSource(const std::string& source, uint64_t committed, uint6
 }
 
 std::string Metrics::Text() const {
+  std::shared_ptr<const Copy> copy;
+  std::map<std::string, Source> sources;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    copy = copy_;
+    sources = sources_;
+  }
+  const RunSummary& s = copy->summary;
   Writer w;
-  std::lock_guard<std::mutex> lock(mu_);
-  const RunSummary& s = copy_->summary;
   w.Family("waymark_build_info", "gauge", "The waymark version serving these metrics.");
   w.Sample("waymark_build_info", {"version", version_}, 1);
 
-  ByLabel(w, "waymark_events_total", "Inputs handed to the journeys, by type.", "type",
-          s.events_by_type);
+  ByLabel(w, "waymark_events_total", "Inputs of types some journey listens to, by type.", "type",
+          copy->routed);
   ByLabel(w, "waymark_events_emitted_total", "Events the journeys emitted, by type.", "type",
           s.emitted_by_type);
   w.One("waymark_events_duplicate_total", "counter", "Inputs recognised as repeats and skipped.",
@@ -162,7 +206,7 @@ std::string Metrics::Text() const {
   ByLabel(w, "waymark_entries_refused_total", "Entries refused, by reason.", "reason",
           s.entries_refused);
   w.One("waymark_timers_fired_total", "counter", "Waits that timed out.", s.timers_fired);
-  w.One("waymark_instances_waiting", "gauge", "Running instances held in memory.", copy_->waiting);
+  w.One("waymark_instances_waiting", "gauge", "Running instances held in memory.", copy->waiting);
 
   w.One("waymark_sends_capped_total", "counter", "Sends the frequency cap stopped.", s.capped);
   w.One("waymark_sends_deferred_total", "counter", "Sends the frequency cap put off.", s.deferred);
@@ -172,10 +216,9 @@ std::string Metrics::Text() const {
            "provider", "result", s.providers);
   w.One("waymark_sends_held", "gauge",
         "Sends committed and not finished: waiting for their time, a retry or the throttle.",
-        copy_->held);
+        copy->held);
 
-  const CommitTimes& c = copy_->commits;
-  w.One("waymark_commits_total", "counter", "Batches committed.", c.count);
+  const CommitTimes& c = copy->commits;
   w.Family("waymark_commit_duration_seconds", "histogram",
            "Time to commit a batch, on the writer thread.");
   int64_t below = 0;
@@ -187,19 +230,22 @@ std::string Metrics::Text() const {
   w.Sample("waymark_commit_duration_seconds_bucket", {"le", "+Inf"}, c.count);
   w.Sample("waymark_commit_duration_seconds_sum", {}, Number(c.sum));
   w.Sample("waymark_commit_duration_seconds_count", {}, c.count);
-  w.Family("waymark_clock_seconds", "gauge", "The engine's clock, Unix seconds.");
-  w.Sample("waymark_clock_seconds", {}, Number(double(copy_->clock) / kMicrosPerSecond));
+  w.Family("waymark_clock_timestamp_seconds", "gauge", "The engine's clock, Unix seconds.");
+  w.Sample("waymark_clock_timestamp_seconds", {}, Number(double(copy->clock) / kMicrosPerSecond));
+  w.Family("waymark_published_timestamp_seconds", "gauge",
+           "When the engine last published these figures, Unix seconds (0: not yet).");
+  w.Sample("waymark_published_timestamp_seconds", {}, Number(double(copy->at) / kMicrosPerSecond));
 
-  if (!sources_.empty()) {
+  if (!sources.empty()) {
     w.Family("waymark_source_committed_position", "gauge",
              "The stream sequence committed and acked.");
-    for (const auto& [name, src] : sources_) {
+    for (const auto& [name, src] : sources) {
       w.Sample("waymark_source_committed_position", {"source", name}, int64_t(src.committed));
     }
-    w.Family("waymark_source_pending", "gauge",
-             "Messages in the stream after the last one fetched.");
-    for (const auto& [name, src] : sources_) {
-      w.Sample("waymark_source_pending", {"source", name}, int64_t(src.pending));
+    w.Family("waymark_source_pending_messages", "gauge",
+             "Messages in the stream the engine has not fetched yet.");
+    for (const auto& [name, src] : sources) {
+      w.Sample("waymark_source_pending_messages", {"source", name}, int64_t(src.pending));
     }
   }
 
@@ -207,7 +253,7 @@ std::string Metrics::Text() const {
   w.Sample("process_cpu_seconds_total", {}, Number(CpuSeconds()));
   w.One("process_resident_memory_bytes", "gauge", "Resident memory, bytes.", ResidentBytes());
   w.Family("process_start_time_seconds", "gauge", "When the process started, Unix seconds.");
-  w.Sample("process_start_time_seconds", {}, Number(double(started_) / kMicrosPerSecond));
+  w.Sample("process_start_time_seconds", {}, Number(ProcessStart()));
   return w.Take();
 }
 

@@ -30,10 +30,11 @@ class Metrics {
   // On the engine's thread (Engine::Hand calls it).
   void Publish(const Engine& e);
   // With a stream source, on the thread that reads it: the position
-  // committed and acked, and the messages after the last one fetched.
+  // committed and acked, and the messages not yet fetched.
   void PublishSource(const std::string& source, uint64_t committed, uint64_t pending);
 
-  // On any thread: the exposition.
+  // On any thread: the exposition. Takes the last copies under the lock
+  // and renders them outside it, so the engine never waits for a scrape.
   std::string Text() const;
 
  private:
@@ -43,9 +44,8 @@ class Metrics {
   struct Copy;  // what Publish copies from the engine
 
   const std::string version_;
-  const Micros started_;
   mutable std::mutex mu_;
-  std::unique_ptr<Copy> copy_;             // guarded by mu_
+  std::shared_ptr<const Copy> copy_;       // guarded by mu_
   std::map<std::string, Source> sources_;  // guarded by mu_
 };
 

@@ -1,7 +1,10 @@
 // `waymark run --listen`: POST /events through a real socket on loopback,
 // answered only after the events are stored; SIGTERM stops it cleanly.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/files.h"
+#include "tests/testing/process.h"
 
 namespace {
 
@@ -105,6 +109,46 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM instances"), 2);
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM dead_letters"), 1);
   if (!HasFailure()) fs::remove_all(dir);
+}
+
+// --metrics: an address that is not HOST:PORT, or one taken, is a usage
+// error; a run that fails after its metrics server has started still ends
+// at once (a server stopped before it ran used to be waited for).
+TEST(Metrics, BadAddressesAreRefusedAndAFailingRunEndsAtOnce) {
+  using waymark::testing_util::Shell;
+  std::string bin = WAYMARK_BINARY;
+  int status = 0;
+  for (const char* bad :
+       {"127.0.0.1:", "127.0.0.1:abc", "127.0.0.1:9464x", "127.0.0.1:70000", ":9464", "9464"}) {
+    std::string out = Shell(
+        "timeout -k 2 10 " + bin + " run --metrics '" + bad + "' --events /dev/null 2>&1", &status);
+    EXPECT_EQ(WEXITSTATUS(status), 2) << bad << ": " << out;
+    EXPECT_NE(out.find(std::string("--metrics: cannot listen on ") + bad), std::string::npos)
+        << out;
+  }
+  // A port another socket listens on.
+  int taken = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(taken, 1), 0);
+  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  int port = ntohs(addr.sin_port);
+  std::string out =
+      Shell("timeout -k 2 10 " + bin + " run --metrics 127.0.0.1:" + std::to_string(port) +
+                " --events /dev/null 2>&1",
+            &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  close(taken);
+  for (int i = 0; i < 20; ++i) {  // the store cannot be opened: exit 2, not a hang (124, 137)
+    out = Shell("timeout -k 2 10 " + bin +
+                    " run --metrics 127.0.0.1:0 --store nosuch:x --events /dev/null 2>&1",
+                &status);
+    ASSERT_EQ(WEXITSTATUS(status), 2) << out;
+    EXPECT_NE(out.find("metrics on http://127.0.0.1:"), std::string::npos) << out;
+  }
 }
 
 }  // namespace

@@ -23,7 +23,9 @@ struct Exposition {
 
 // Every sample must belong to the family whose `# TYPE` line came last
 // (a histogram's through its _bucket, _sum and _count), every family must
-// be declared once, with HELP before TYPE, and no sample may repeat.
+// be declared once, with HELP before TYPE, and no sample may repeat. A
+// histogram's buckets must rise in `le` and never fall in count, end with
+// le="+Inf", and that bucket must equal its _count.
 inline Exposition ParseExposition(const std::string& text) {
   static const std::regex kHelp(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+)");
   static const std::regex kType(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram))");
@@ -32,6 +34,8 @@ inline Exposition ParseExposition(const std::string& text) {
   Exposition out;
   std::set<std::string> declared;
   std::string help, family, type;
+  double last_le = -1, last_bucket = -1;  // the current histogram's
+  std::string inf_bucket;                 // its +Inf bucket's count
   std::istringstream in(text);
   std::string line;
   auto fail = [&](const std::string& why) {
@@ -46,6 +50,8 @@ inline Exposition ParseExposition(const std::string& text) {
       if (!declared.insert(m[1]).second) fail("a family declared twice");
       family = m[1];
       type = m[2];
+      last_le = last_bucket = -1;
+      inf_bucket.clear();
     } else if (std::regex_match(line, m, kSample)) {
       std::string name = m[1];
       bool ok = name == family;
@@ -53,6 +59,23 @@ inline Exposition ParseExposition(const std::string& text) {
         ok = name == family + "_bucket" || name == family + "_sum" || name == family + "_count";
       }
       if (!ok) fail("a sample outside its family");
+      if (type == "histogram" && name == family + "_bucket") {
+        static const std::regex kLe(R"re(\{le="([^"]+)"\})re");
+        std::smatch le;
+        std::string labels = m[2];
+        if (!std::regex_match(labels, le, kLe)) fail("a bucket without its le alone");
+        if (!inf_bucket.empty()) fail("a bucket after +Inf");
+        double bound = le[1] == "+Inf" ? 1e308 : std::stod(le[1]);
+        double count = std::stod(m[3]);
+        if (bound <= last_le) fail("bucket bounds not rising");
+        if (count < last_bucket) fail("bucket counts falling");
+        last_le = bound;
+        last_bucket = count;
+        if (le[1] == "+Inf") inf_bucket = m[3];
+      }
+      if (type == "histogram" && name == family + "_count" && m[3] != inf_bucket) {
+        fail("_count is not the +Inf bucket");
+      }
       if (!out.samples.emplace(name + m[2].str(), m[3]).second) fail("a sample repeated");
     } else {
       fail("not the text format");
