@@ -46,8 +46,8 @@ inline pid_t Spawn(const std::vector<std::string>& args, const std::string& erro
 }
 
 // `cmd` run by the shell in the background (its output redirected by
-// `cmd` itself), stopped with SIGTERM and waited for by Stop or, however the
-// test ends, when this goes.
+// `cmd` itself), stopped with SIGTERM and waited for (60 s at most, then
+// SIGKILL) by Stop or, however the test ends, when this goes.
 class Background {
  public:
   explicit Background(const std::string& cmd) {
@@ -62,7 +62,10 @@ class Background {
     if (pid_ <= 0) return;
     int status = 0;
     std::string p = std::to_string(pid_);
-    Shell("kill -TERM " + p + "; while kill -0 " + p + " 2>/dev/null; do sleep 0.1; done", &status);
+    // 60 s to stop, then SIGKILL: a test must end even if the process hangs.
+    Shell("kill -TERM " + p + "; i=0; while kill -0 " + p + " 2>/dev/null && [ $i -lt 600 ]; do " +
+              "sleep 0.1; i=$((i+1)); done; kill -KILL " + p + " 2>/dev/null",
+          &status);
     pid_ = 0;
   }
 
