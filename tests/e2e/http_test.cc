@@ -151,4 +151,52 @@ TEST(Metrics, BadAddressesAreRefusedAndAFailingRunEndsAtOnce) {
   }
 }
 
+// [metrics] listen from waymark.toml (a flag overrides it), served beside
+// --listen: GET and HEAD /metrics answer, another path is a 404, and the
+// counts follow the events POSTed.
+TEST(Metrics, FromTheConfigFileBesideListen) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_metrics_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "waymark.toml") << "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+  std::string journeys =
+      (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
+  fs::path err = dir / "err";
+  waymark::testing_util::Background run(
+      std::string(WAYMARK_BINARY) + " run --config " + (dir / "waymark.toml").string() +
+      " --journeys " + journeys + " --schemas /nonexistent --listen 127.0.0.1:0 --clock event" +
+      " --store sqlite:" + (dir / "w.db").string() +
+      " --transport file:" + (dir / "outbox").string() + " > /dev/null 2> " + err.string());
+  int events = 0, metrics = 0;
+  for (int i = 0; i < 100 && (events == 0 || metrics == 0); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::string text = waymark::testing_util::ReadFile(err);
+    std::smatch m;
+    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/events)")))
+      events = std::stoi(m[1]);
+    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/metrics)"))) {
+      metrics = std::stoi(m[1]);
+    }
+  }
+  ASSERT_TRUE(events > 0 && metrics > 0) << waymark::testing_util::ReadFile(err);
+  httplib::Client in("127.0.0.1", events), scrape("127.0.0.1", metrics);
+  auto posted =
+      in.Post("/events", "[" + Ev("1", "ana") + "," + Ev("2", "ben") + "]", "application/json");
+  ASSERT_TRUE(posted) << "no answer";
+  ASSERT_EQ(posted->status, 200) << posted->body;
+  auto got = scrape.Get("/metrics");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, 200);
+  EXPECT_NE(got->body.find("waymark_events_total{type=\"user.signup\"} 2\n"), std::string::npos)
+      << got->body;
+  auto head = scrape.Head("/metrics");
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  auto other = scrape.Get("/events");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  run.Stop();
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 }  // namespace
