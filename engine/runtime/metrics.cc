@@ -102,8 +102,7 @@ double ProcessStart() {
   if (paren == std::string::npos) return 0;
   std::istringstream fields(line.substr(paren + 2));
   std::string f;
-  for (int i = 3; i <= 22 && fields >> f; ++i) {
-  }
+  for (int field = 3; field <= 22; ++field) fields >> f;  // the fields after the name start at 3
   double ticks = std::atof(f.c_str());
   std::ifstream boot("/proc/stat");
   double btime = 0;
@@ -215,7 +214,7 @@ std::string Metrics::Text() const {
   ByLabels(w, "waymark_provider_results_total", "Results of send attempts, by provider.",
            "provider", "result", s.providers);
   w.One("waymark_sends_held", "gauge",
-        "Sends committed and not finished: waiting for their time, a retry or the throttle.",
+        "Sends not finished: being committed, waiting for their time, a retry or the throttle.",
         copy->held);
 
   const CommitTimes& c = copy->commits;
