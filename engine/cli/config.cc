@@ -76,6 +76,18 @@ std::optional<Cap> ParseCap(const std::string& s) {
   return c;
 }
 
+bool CapFlag(const std::string& command, const std::string& text, Cap& out) {
+  if (text.empty()) return true;
+  std::optional<Cap> cap = ParseCap(text);
+  if (!cap) {
+    std::cerr << "waymark " << command << ": --cap: expected N/DURATION such as 3/7d, not '" << text
+              << "'\n";
+    return false;
+  }
+  out = *cap;
+  return true;
+}
+
 Status ValidateConfig(const json& doc) {
   static const std::unique_ptr<SchemaCheck> check =
       SchemaCheck::Compile(json::parse(kConfigSchema), Where).value();

@@ -24,6 +24,9 @@ struct Cap {
 };
 // nullopt if malformed.
 std::optional<Cap> ParseCap(const std::string& s);
+// --cap's text into `out` (left as it is, no cap, when `text` is empty), or
+// "waymark COMMAND: --cap: ..." on stderr and false.
+bool CapFlag(const std::string& command, const std::string& text, Cap& out);
 
 class Config {
  public:

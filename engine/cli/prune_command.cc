@@ -27,15 +27,9 @@ int Prune(const PruneOptions& o) {
     return kExitUsage;
   }
   PruneRequest request{WallNow(), seconds * kMicrosPerSecond, 0, o.dry_run};
-  if (!o.cap.empty()) {
-    std::optional<Cap> cap = ParseCap(o.cap);
-    if (!cap) {
-      std::cerr << "waymark prune: --cap: expected N/DURATION such as 3/7d, not '" << o.cap
-                << "'\n";
-      return kExitUsage;
-    }
-    request.cap_window = cap->window_s * kMicrosPerSecond;
-  }
+  Cap cap;
+  if (!CapFlag("prune", o.cap, cap)) return kExitUsage;
+  request.cap_window = cap.window_s * kMicrosPerSecond;
   auto store = OpenStore(o.store);
   if (!store.ok()) {
     std::cerr << "waymark prune: " << store.error() << "\n";

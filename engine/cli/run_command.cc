@@ -22,7 +22,6 @@
 #include "engine/delivery/message.h"
 #include "engine/runtime/engine.h"
 #include "engine/runtime/metrics.h"
-#include "engine/runtime/replay.h"
 #include "engine/source/jetstream.h"
 #include "engine/store/postgres_store.h"
 
@@ -531,15 +530,10 @@ int Run(const RunOptions& o) {
     return kExitUsage;
   }
   EngineOptions eo;
-  if (!o.cap.empty()) {
-    std::optional<Cap> cap = ParseCap(o.cap);
-    if (!cap) {
-      std::cerr << "waymark run: --cap: expected N/DURATION such as 3/7d, not '" << o.cap << "'\n";
-      return kExitUsage;
-    }
-    eo.cap_max = cap->max;
-    eo.cap_window_s = cap->window_s;
-  }
+  Cap cap;
+  if (!CapFlag("run", o.cap, cap)) return kExitUsage;
+  eo.cap_max = cap.max;
+  eo.cap_window_s = cap.window_s;
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
   eo.event_clock = event_clock;
@@ -985,36 +979,6 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);
     cfg.UnderNumber(cmd, "--partition", "source", "partition", o->partition);
     *exit_code = Run(*o);
-  });
-}
-
-void RegisterReplay(CLI::App& app, int* exit_code) {
-  auto store = std::make_shared<std::string>("sqlite:waymark.db");
-  auto mode = std::make_shared<std::string>("verify");
-  auto* cmd = app.add_subcommand(
-      "replay", "Replay stored histories through the step function and report divergences");
-  cmd->add_option("--mode", *mode, "verify: every stored history must reproduce exactly")
-      ->check(CLI::IsMember({"verify"}))
-      ->capture_default_str();
-  cmd->add_option("--store", *store, "sqlite:PATH")->capture_default_str();
-  cmd->callback([=] {
-    auto s = OpenStore(*store);
-    if (!s.ok()) {
-      std::cerr << "waymark replay: " << s.error() << "\n";
-      *exit_code = kExitUsage;
-      return;
-    }
-    auto r = VerifyHistories(*s.value());
-    if (!r.ok()) {
-      std::cerr << "waymark replay: " << r.error() << "\n";
-      *exit_code = 3;
-      return;
-    }
-    for (const std::string& p : r.value().problems) std::cerr << "divergence: " << p << "\n";
-    std::cout << "replayed " << r.value().instances << " instances (" << r.value().inputs
-              << " inputs, " << r.value().records << " history records): " << r.value().divergences
-              << " divergences\n";
-    *exit_code = r.value().divergences == 0 ? kExitOk : kExitRejected;
   });
 }
 

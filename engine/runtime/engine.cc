@@ -621,7 +621,9 @@ Status Engine::Settle() {
     failed_ = done.status;
     return failed_;
   }
-  for (size_t k : inflight_sends_) pending_.push_back(std::move(done.sends.at(k)));
+  if (options_.dispatch) {
+    for (size_t k : inflight_sends_) pending_.push_back(std::move(done.sends.at(k)));
+  }
   inflight_sends_.clear();
   inflight_ids_.clear();
   return Status();
@@ -644,7 +646,7 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   }
   // While the writer commits: the sends already durable go out, and their
   // results start the next batch.
-  if (dispatch) Dispatch(now, wall_now);
+  if (dispatch && options_.dispatch) Dispatch(now, wall_now);
   if (options_.metrics) options_.metrics->Publish(*this);
   return Status();
 }

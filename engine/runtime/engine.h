@@ -54,6 +54,9 @@ struct EngineOptions {
   // Given, the engine publishes its figures to it after every batch it
   // hands to the writer (GET /metrics; docs/operations.md, "Metrics").
   Metrics* metrics = nullptr;
+  // false: sends are decided and stored, never rendered or sent, and so
+  // never given results (an audit: docs/engine.md, "Audit").
+  bool dispatch = true;
 };
 
 // The event type of send results, routed to the journeys that listen to

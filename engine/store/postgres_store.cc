@@ -437,6 +437,42 @@ class PostgresStore : public Store {
     });
   }
 
+  Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) override {
+    return Retry(Side::kRead, "sends", [&]() -> Result<std::vector<SendSummary>> {
+      pqxx::nontransaction t(*read_);
+      std::vector<SendSummary> out;
+      for (const auto& row : t.exec_prepared("sends_after", after_seq, int64_t(limit))) {
+        out.push_back({row[0].as<int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                       row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::string>(),
+                       row[6].as<int64_t>(), row[7].as<int64_t>(),
+                       row[8].is_null() ? std::string() : row[8].as<std::string>()});
+      }
+      return out;
+    });
+  }
+
+  Status ScanEvents(const std::function<Status(Event)>& each) override {
+    return Guard("scanning events", [&]() -> Status {
+      // A cursor: the server sorts once, the client holds one page.
+      pqxx::work t(*read_);
+      t.exec0(
+          "DECLARE scan_events NO SCROLL CURSOR FOR "
+          "SELECT source, id, body FROM events ORDER BY seq");
+      for (;;) {
+        pqxx::result page = t.exec("FETCH FORWARD 1000 FROM scan_events");
+        if (page.empty()) break;
+        for (const auto& row : page) {
+          auto e = rows::ParseEvent(row[0].as<std::string>(), row[1].as<std::string>(),
+                                    row[2].as<std::string>());
+          if (!e.ok()) return e.status();
+          if (Status s = each(std::move(e).value()); !s.ok()) return s;
+        }
+      }
+      t.commit();
+      return Status();
+    });
+  }
+
   Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
     return Retry(Side::kRead, "cap counted times", [&]() -> Result<std::vector<Micros>> {
       pqxx::nontransaction t(*read_);
@@ -796,6 +832,11 @@ class PostgresStore : public Store {
                                "ORDER BY requested_at, seq LIMIT $1");
     r.prepare("sends_of_instance", "SELECT seq, " SEND_COLUMNS
                                    " FROM sends WHERE instance_id = $1 ORDER BY requested_at, seq");
+    r.prepare(
+        "sends_after",
+        "SELECT seq, key, journey, person, template, recipient, requested_at, not_before, "
+        "(SELECT result FROM send_results r WHERE r.send_seq = sends.seq ORDER BY r.attempt DESC "
+        "LIMIT 1) FROM sends WHERE seq > $1 ORDER BY seq LIMIT $2");
     r.prepare("send_results",
               "SELECT attempt, key, time, result, final, detail FROM send_results "
               "WHERE send_seq = $1 ORDER BY attempt");

@@ -416,6 +416,37 @@ class SqliteStore : public Store {
     return out;
   }
 
+  Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) override {
+    Stmt& q =
+        S("SELECT seq, key, journey, person, template, recipient, requested_at, not_before, "
+          "(SELECT result FROM send_results r WHERE r.send_seq = sends.seq ORDER BY r.attempt DESC "
+          "LIMIT 1) "
+          "FROM sends WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    q.Bind(1, after_seq).Bind(2, int64_t(limit));
+    std::vector<SendSummary> out;
+    Status st;
+    while (q.Next(st)) {
+      out.push_back({q.Int(0), q.Text(1), q.Text(2), q.Text(3), q.Text(4), q.Text(5), q.Int(6),
+                     q.Int(7), q.Text(8)});
+    }
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  Status ScanEvents(const std::function<Status(Event)>& each) override {
+    Stmt& q = S("SELECT source, id, body FROM events ORDER BY seq");
+    Status st;
+    while (q.Next(st)) {
+      auto e = rows::ParseEvent(q.Text(0), q.Text(1), q.Text(2));
+      Status s = e.ok() ? each(std::move(e).value()) : e.status();
+      if (!s.ok()) {
+        sqlite3_reset(q.get());
+        return s;
+      }
+    }
+    return st;
+  }
+
   Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
     Stmt& q =
         S("SELECT not_before FROM sends WHERE person = ?1 AND cap_counted = 1 AND "

@@ -71,6 +71,15 @@ struct SendResultRow {
   nlohmann::json detail = nlohmann::json::object();
 };
 
+// A send as an audit lists it (docs/engine.md, "Audit"): the decision
+// without its context, and the last result recorded for it ("" while none).
+struct SendSummary {
+  int64_t seq = 0;
+  std::string key, journey, person, template_name, recipient;
+  Micros requested_at = 0, not_before = 0;
+  std::string last_result;
+};
+
 struct DeadLetterRow {
   int64_t id = 0;  // assigned by the store
   Micros time = 0;
@@ -213,6 +222,13 @@ class Store {
   virtual Result<std::vector<SendRow>> PendingSends(size_t limit) = 0;
   virtual Result<std::vector<SendRow>> Sends(const std::string& instance_id) = 0;
   virtual Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) = 0;
+  // Sends after outbox position `after_seq`, `limit` at a time, in outbox
+  // order (audits).
+  virtual Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) = 0;
+  // Every stored event in the order stored, handed to `each` one at a time
+  // (audits: one pass, memory flat). An error from `each` ends the scan and
+  // is returned. No retry: a scan cut short by a lost connection fails.
+  virtual Status ScanEvents(const std::function<Status(Event)>& each) = 0;
   // When the sends to `person` that count toward the frequency cap go out
   // (their not_before), for those at or after `since`; ascending.
   virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) = 0;

@@ -3,6 +3,7 @@
 // DST through local-time waits, restart.
 #include "engine/runtime/engine.h"
 #include "engine/delivery/plugin.h"
+#include "engine/runtime/audit.h"
 #include "engine/runtime/metrics.h"
 #include "engine/runtime/replay.h"
 
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -79,6 +81,7 @@ class EngineTest : public testing::Test {
   std::vector<Instance> Instances(const std::string& j, const std::string& key) {
     return store_->Instances(j, key).value();
   }
+  void RunWithABounce();
   std::map<std::string, int64_t> Results(const std::string& tmpl) {
     auto it = engine_->summary().sends.find(tmpl);
     return it == engine_->summary().sends.end() ? std::map<std::string, int64_t>{} : it->second;
@@ -823,8 +826,7 @@ TEST_F(EngineTest, AnAmbiguousSendGoesBackOnlyToAnIdempotentProvider) {
 // Send results are events for the journeys that listen: a bounce ends the
 // journey at once, before its next send; the event is stored, and the
 // instance's history says why it ended.
-TEST_F(EngineTest, APermanentBounceCanEndTheJourney) {
-  Journey("t", R"(journey t {
+const char* kExitOnBounce = R"(journey t {
   entry { on user.signup }
   exit on waymark.send.result when event.data.result == "permanent_recipient"
   step s {
@@ -833,7 +835,12 @@ TEST_F(EngineTest, APermanentBounceCanEndTheJourney) {
     send "m" to trigger.data.email intent marketing
     end
   }
-})");
+})";
+
+// ana signs up at x.io, cy at gone.example, where the sim bounces every
+// address; three days pass.
+void EngineTest::RunWithABounce() {
+  Journey("t", kExitOnBounce);
   auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
   ASSERT_TRUE(sim.ok()) << sim.error();
   transport_ =
@@ -849,6 +856,10 @@ TEST_F(EngineTest, APermanentBounceCanEndTheJourney) {
   Feed({Ev("1", "user.signup", "ana", "2026-03-01T10:00:00Z", data("ana@x.io")),
         Ev("2", "user.signup", "cy", "2026-03-01T10:00:00Z", data("cy@gone.example"))});
   ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 86400 * kMicrosPerSecond).ok());
+}
+
+TEST_F(EngineTest, APermanentBounceCanEndTheJourney) {
+  RunWithABounce();
   auto cy = Instances("t", "cy");
   ASSERT_EQ(cy.size(), 1u);
   EXPECT_EQ(cy[0].status, InstanceStatus::kExited);
@@ -869,6 +880,62 @@ TEST_F(EngineTest, APermanentBounceCanEndTheJourney) {
   ASSERT_TRUE(report.ok()) << report.error();
   EXPECT_EQ(report.value().divergences, 0)
       << (report.value().problems.empty() ? "" : report.value().problems[0]);
+}
+
+// An audit replays the recorded send results, facts of delivery, instead of
+// inventing its own: with the same journeys every decision comes out the
+// same, cy's exit on the bounce included. With the exit rule taken out, cy
+// would also get "m", and only that differs.
+TEST_F(EngineTest, AnAuditReplaysRecordedSendResultsAndShowsWhatAnEditChanges) {
+  RunWithABounce();
+  engine_.reset();
+  StoreCounts before = store_->Counts().value();
+  AuditOptions o;
+  o.engine.journeys_dir = (dir_ / "journeys").string();
+  o.engine.schemas_dir = "";
+  o.temp_dir = dir_;
+  auto audit = [&]() {
+    auto a = Auditor::Create(*store_, o);
+    EXPECT_TRUE(a.ok()) << a.error();
+    auto r = a.value()->Run();
+    EXPECT_TRUE(r.ok()) << r.error();
+    return r.value();
+  };
+  AuditReport same = audit();
+  EXPECT_EQ(same.events, 5);  // two sign-ups, three send results
+  EXPECT_EQ(same.emitted_skipped, 0);
+  EXPECT_TRUE(same.dead_letters.empty());
+  EXPECT_EQ(same.recorded, 3);  // t to ana and cy, m to ana
+  EXPECT_EQ(same.replayed, 3);
+  EXPECT_EQ(same.same, 3);
+  EXPECT_EQ(same.changed + same.only_recorded + same.only_replayed + same.beyond_window, 0);
+  EXPECT_TRUE(same.people.empty());
+  EXPECT_EQ(FormatRfc3339(same.until), "2026-03-03T10:00:00Z");  // the last result's time
+
+  Journey("t", std::regex_replace(kExitOnBounce, std::regex("  exit on [^\\n]*\\n"), ""));
+  AuditReport edited = audit();
+  EXPECT_EQ(edited.same, 3);
+  EXPECT_EQ(edited.only_replayed, 1);
+  EXPECT_EQ(edited.changed + edited.only_recorded, 0);
+  ASSERT_EQ(edited.people.size(), 1u);
+  const std::vector<AuditDifference>& cy = edited.people.at("cy");
+  ASSERT_EQ(cy.size(), 1u);
+  EXPECT_FALSE(cy[0].recorded);
+  ASSERT_TRUE(cy[0].replayed);
+  EXPECT_EQ(cy[0].replayed->template_name, "m");
+  EXPECT_EQ(cy[0].replayed->recipient, "cy@gone.example");
+  EXPECT_EQ(FormatRfc3339(cy[0].replayed->requested_at), "2026-03-03T10:00:00Z");
+  EXPECT_EQ(cy[0].replayed->last_result, "");  // decided, never sent
+
+  // The recorded store is only read, and the scratch store is gone.
+  StoreCounts after = store_->Counts().value();
+  EXPECT_EQ(after.events, before.events);
+  EXPECT_EQ(after.sends, before.sends);
+  EXPECT_EQ(after.instances, before.instances);
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(entry.path().filename().string().rfind("waymark-audit-", 0), std::string::npos)
+        << entry.path();
+  }
 }
 
 }  // namespace

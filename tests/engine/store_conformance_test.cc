@@ -527,6 +527,62 @@ TEST_P(StoreConformance, AResultNamesItsSendByKeyWithinTheBatch) {
   EXPECT_FALSE(store_->Commit(stray).ok());
 }
 
+TEST_P(StoreConformance, AnAuditReadsEveryEventInOrderAndEverySendWithItsLastResult) {
+  // Stored order, not time or id order: the log is replayed as it came.
+  Batch one;
+  one.events = {Ev("z", "u2", 5000), Ev("t"), Ev("e9")};
+  one.sends = {Send("k1", "u1", 10), Send("k2", "u2", 20), Send("k3", "u1", 30)};
+  one.sends[1].template_name = "nudge";
+  one.sends[1].recipient = "b@example.com";
+  one.sends[1].not_before = 25;
+  one.results = {{0, "k3", 1, 30, "capped", true, {}}};
+  ASSERT_TRUE(store_->Commit(one).ok());
+  Batch two;
+  two.events = {Ev("a", "u3", 1), Ev("t")};  // "t" again: stored once
+  two.results = {{one.sends[0].seq, "k1", 1, 40, "retry_later", false, {}},
+                 {one.sends[0].seq, "k1", 2, 50, "bounced", true, {}}};
+  ASSERT_TRUE(store_->Commit(two).ok());
+
+  std::vector<std::string> ids;
+  Status scan = store_->ScanEvents([&](Event e) {
+    ids.push_back(e.id + "@" + e.subject);
+    return Status();
+  });
+  ASSERT_TRUE(scan.ok()) << scan.message();
+  EXPECT_EQ(ids, (std::vector<std::string>{"z@u2", "t@u1", "e9@u1", "a@u3"}));
+  // The callback's error ends the scan and comes back.
+  int seen = 0;
+  Status stopped =
+      store_->ScanEvents([&](Event) { return ++seen == 2 ? Status::Error("enough") : Status(); });
+  EXPECT_EQ(stopped.message(), "enough");
+  EXPECT_EQ(seen, 2);
+  EXPECT_TRUE(store_->ScanEvents([](Event) { return Status(); }).ok());  // usable after
+
+  auto first = store_->SendsAfter(0, 2);
+  ASSERT_TRUE(first.ok()) << first.error();
+  ASSERT_EQ(first.value().size(), 2u);
+  const SendSummary& a = first.value()[0];
+  EXPECT_EQ(a.seq, one.sends[0].seq);
+  EXPECT_EQ(a.key, "k1");
+  EXPECT_EQ(a.journey, "j");
+  EXPECT_EQ(a.person, "u1");
+  EXPECT_EQ(a.template_name, "welcome");
+  EXPECT_EQ(a.last_result, "bounced");  // the last attempt's
+  const SendSummary& b = first.value()[1];
+  EXPECT_EQ(b.key, "k2");
+  EXPECT_EQ(b.template_name, "nudge");
+  EXPECT_EQ(b.recipient, "b@example.com");
+  EXPECT_EQ(b.requested_at, 20);
+  EXPECT_EQ(b.not_before, 25);
+  EXPECT_EQ(b.last_result, "");  // none yet
+  auto rest = store_->SendsAfter(b.seq, 2);
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest.value().size(), 1u);
+  EXPECT_EQ(rest.value()[0].key, "k3");
+  EXPECT_EQ(rest.value()[0].last_result, "capped");
+  EXPECT_TRUE(store_->SendsAfter(rest.value()[0].seq, 2).value().empty());
+}
+
 TEST_P(StoreConformance, CapCountedSendsByPersonAndTime) {
   Batch b;
   b.events = {Ev("t"), Ev("e9")};

@@ -1,0 +1,208 @@
+// `waymark replay --mode audit` through the binary, on the embedded store:
+// the bundled journeys over the bundled sample events, then audited with
+// the same journeys (nothing differs) and with edited copies, whose
+// differences are counted independently from the store's own tables.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/files.h"
+#include "tests/testing/process.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using waymark::testing_util::ReadFile;
+using waymark::testing_util::Shell;
+
+// Seconds since the epoch of an RFC 3339 UTC time ("2026-03-31T17:43:33Z").
+long Seconds(const std::string& t) {
+  std::tm tm{};
+  EXPECT_NE(strptime(t.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm), nullptr) << t;
+  return long(timegm(&tm));
+}
+
+class AuditTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("waymark_audit_" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    root_ = waymark::testing_util::SourceRoot().string();
+    store_ = " --store sqlite:" + (dir_ / "w.db").string();
+    std::string out = Shell(bin_ + " run --journeys " + root_ + "/journeys --schemas " + root_ +
+                                "/schemas --events " + root_ + "/journeys/sample_events.jsonl" +
+                                store_ + " --transport null: --clock event --until-idle 2>&1",
+                            &status_);
+    ASSERT_EQ(status_, 0) << out;
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  // A copy of the bundled journeys with `from` replaced by `to` in `file`.
+  std::string Edited(const std::string& name, const std::string& file, const std::string& from,
+                     const std::string& to) {
+    fs::path copy = dir_ / name;
+    fs::copy(root_ + "/journeys", copy, fs::copy_options::recursive);
+    std::string text = ReadFile(copy / file);
+    size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    std::ofstream(copy / file) << text;
+    return copy.string();
+  }
+  std::string Audit(const std::string& journeys, const std::string& more = "") {
+    return Shell(bin_ + " replay --mode audit" + store_ + " --journeys " + journeys +
+                     " --schemas " + root_ + "/schemas" + more + " 2>&1",
+                 &status_);
+  }
+  json AuditJson(const std::string& journeys, const std::string& more = "") {
+    std::string out = Shell(bin_ + " replay --mode audit --json" + store_ + " --journeys " +
+                                journeys + " --schemas " + root_ + "/schemas" + more,
+                            &status_);
+    EXPECT_EQ(status_, 0) << out;
+    json j = json::parse(out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << out;
+    return j;
+  }
+  // One number from the recorded store.
+  long Count(const std::string& sql) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr), SQLITE_OK) << sql;
+    long n = sqlite3_step(q) == SQLITE_ROW ? long(sqlite3_column_int64(q, 0)) : -1;
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+  }
+
+  fs::path dir_;
+  std::string root_, store_, bin_ = WAYMARK_BINARY;
+  int status_ = 0;
+};
+
+TEST_F(AuditTest, TheSameJourneysMakeTheSameSends) {
+  long sends = Count("SELECT COUNT(*) FROM sends");
+  ASSERT_GT(sends, 1000);
+  std::string out = Audit(root_ + "/journeys");
+  ASSERT_EQ(status_, 0) << out;
+  std::string n = std::to_string(sends);
+  EXPECT_NE(out.find("sends: " + n + " recorded, " + n + " replayed: " + n +
+                     " the same, 0 changed, 0 only recorded, 0 only replayed; 0 people differ"),
+            std::string::npos)
+      << out;
+  // Every stored event is replayed but the journeys' own emits.
+  json j = AuditJson(root_ + "/journeys");
+  EXPECT_EQ(j["events"].get<long>() + j["emitted_skipped"].get<long>(),
+            Count("SELECT COUNT(*) FROM events"));
+  EXPECT_EQ(j["emitted_skipped"],
+            Count("SELECT COUNT(*) FROM events WHERE source LIKE 'waymark/%'"));
+  EXPECT_GT(j["emitted_skipped"].get<long>(), 0);
+  EXPECT_EQ(j["dead_letters"], json::object());
+  EXPECT_EQ(j["people"], json::array());
+}
+
+TEST_F(AuditTest, ASendTakenOutIsListedForEachPersonWhoGotIt) {
+  std::string journeys = Edited("no_tour", "welcome_series.journey",
+                                "send \"feature_tour\" to trigger.data.email intent marketing", "");
+  long tours = Count("SELECT COUNT(*) FROM sends WHERE template = 'feature_tour'");
+  long people = Count("SELECT COUNT(DISTINCT person) FROM sends WHERE template = 'feature_tour'");
+  ASSERT_GT(tours, 10);
+  json j = AuditJson(journeys);
+  EXPECT_EQ(j["sends"]["only_recorded"], tours) << j["sends"];
+  EXPECT_EQ(j["sends"]["same"], Count("SELECT COUNT(*) FROM sends") - tours);
+  EXPECT_EQ(j["sends"]["changed"], 0);
+  EXPECT_EQ(j["sends"]["only_replayed"], 0);
+  ASSERT_EQ(long(j["people"].size()), people);
+  std::set<std::string> seen;
+  for (const json& p : j["people"]) {
+    seen.insert(p["person"].get<std::string>());
+    for (const json& d : p["differences"]) {
+      EXPECT_TRUE(d["replayed"].is_null()) << d;
+      EXPECT_EQ(d["recorded"]["template"], "feature_tour") << d;
+      EXPECT_EQ(d["recorded"]["result"], "accepted") << d;
+    }
+  }
+  EXPECT_EQ(long(seen.size()), people);
+
+  // One person's, in text.
+  std::string who = j["people"][0]["person"];
+  std::string out = Audit(journeys, " --person " + who);
+  ASSERT_EQ(status_, 0) << out;
+  EXPECT_NE(out.find("1 person differs"), std::string::npos) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("\n" + who +
+                                                "\n  - \\S+ welcome_series "
+                                                "feature_tour to \\S+ \\(recorded: "
+                                                "accepted\\)\n")))
+      << out;
+}
+
+TEST_F(AuditTest, ALongerWaitMovesTheLaterSendsByItsDifference) {
+  // tailor's `wait 4d` becomes 5d: feature_tour and the founder's note go
+  // a day later, or fall after the window.
+  std::string journeys =
+      Edited("later", "welcome_series.journey", "    }\n    wait 4d\n", "    }\n    wait 5d\n");
+  json j = AuditJson(journeys);
+  EXPECT_GT(j["sends"]["changed"].get<long>(), 10) << j["sends"];
+  EXPECT_EQ(j["sends"]["only_replayed"], 0);
+  long moved = 0, gone = 0;
+  for (const json& p : j["people"]) {
+    for (const json& d : p["differences"]) {
+      const json& was = d["recorded"];
+      ASSERT_FALSE(was.is_null()) << d;
+      std::string t = was["template"];
+      EXPECT_TRUE(t == "feature_tour" || t.rfind("founder_note", 0) == 0) << d;
+      if (d["replayed"].is_null()) {
+        ++gone;  // a day later is after the last event
+        continue;
+      }
+      ++moved;
+      EXPECT_EQ(d["replayed"]["template"], t);
+      EXPECT_EQ(Seconds(d["replayed"]["requested_at"]) - Seconds(was["requested_at"]), 86400) << d;
+    }
+  }
+  EXPECT_EQ(moved, j["sends"]["changed"].get<long>());
+  EXPECT_EQ(gone, j["sends"]["only_recorded"].get<long>());
+
+  // A window that ends earlier: later events are not replayed, and the
+  // sends recorded after it are not compared.
+  json w = AuditJson(journeys, " --since 2026-04-01T00:00:00Z --until 2026-04-05T00:00:00Z");
+  EXPECT_GT(w["after_until"].get<long>(), 0);
+  EXPECT_EQ(w["sends"]["recorded"],
+            Count("SELECT COUNT(*) FROM sends WHERE requested_at BETWEEN 1775001600000000 AND "
+                  "1775347200000000"));
+  // Replayed sends only move later, so none recorded after the window has
+  // a twin in it.
+  EXPECT_EQ(w["sends"]["beyond_window"],
+            Count("SELECT COUNT(*) FROM sends WHERE requested_at > 1775347200000000"));
+}
+
+TEST_F(AuditTest, BadFlagsAndJourneysThatDoNotCompileAreExit2) {
+  fs::create_directories(dir_ / "bad");
+  std::ofstream(dir_ / "bad" / "broken.journey") << "journey broken {\n";
+  std::string out = Audit((dir_ / "bad").string());
+  EXPECT_EQ(WEXITSTATUS(status_), 2) << out;
+  EXPECT_NE(out.find("broken.journey:1:"), std::string::npos) << out;
+  out = Audit(root_ + "/journeys", " --since yesterday");
+  EXPECT_EQ(WEXITSTATUS(status_), 2) << out;
+  EXPECT_NE(out.find("--since: expected an RFC 3339 time"), std::string::npos) << out;
+  out = Audit(root_ + "/journeys", " --since 2026-04-05T00:00:00Z --until 2026-04-01T00:00:00Z");
+  EXPECT_EQ(WEXITSTATUS(status_), 2) << out;
+  out = Shell(bin_ + " replay" + store_ + " --person x 2>&1", &status_);
+  EXPECT_EQ(WEXITSTATUS(status_), 2) << out;
+  EXPECT_NE(out.find("--person is for --mode audit"), std::string::npos) << out;
+}
+
+}  // namespace
