@@ -25,6 +25,7 @@ inline std::vector<RawInput> MakeEvents(int n) {
              R"(","source":"bench","type":"user.signup","subject":")" + u + R"(","time":")" + time +
              R"(","data":{"email":")" + u + R"(@example.com","user_id":")" + u +
              R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free","seats":1,"marketing_opt_in":true}})",
+         {},
          {}});
   }
   return out;

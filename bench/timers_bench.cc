@@ -47,6 +47,7 @@ RawInput Signup(int i, Micros time) {
           R"(","source":"bench","type":"user.signup","subject":")" + u + R"(","time":")" +
           FormatRfc3339(time) + R"(","data":{"email":")" + u + R"(@example.com","user_id":")" + u +
           R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free","seats":1,"marketing_opt_in":true}})",
+      {},
       {}};
 }
 

@@ -38,6 +38,14 @@ echo "== waymark replay: every stored history through the step function again ==
 $waymark replay --store "sqlite:$out/waymark.db"
 
 echo
+echo "== waymark replay --mode audit: the recorded events through an edited welcome_series =="
+echo "   (its 'wait 4d' made 5d): which sends would change, per person"
+rm -rf "$out/edited"
+cp -r journeys "$out/edited"
+sed -i '0,/^    wait 4d$/s//    wait 5d/' "$out/edited/welcome_series.journey"
+$waymark replay --mode audit --journeys "$out/edited" --store "sqlite:$out/waymark.db" --limit 2
+
+echo
 echo "Why did (or didn't) someone get a message? For example:"
 echo "  $waymark inspect password_reset leon.moreau@gmx.de --store sqlite:$out/waymark.db"
 echo "What would pruning a week behind the latest event remove (nothing is removed)?"

@@ -1,6 +1,8 @@
 // waymark replay: --mode verify re-checks every stored history; --mode
 // audit replays the recorded events through the journeys given and lists
 // the sends that would differ (docs/engine.md, "Audit").
+#include <atomic>
+#include <csignal>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -15,6 +17,11 @@
 namespace waymark::cli {
 namespace {
 
+std::atomic<bool> g_stop{false};
+void OnSignal(int) {
+  g_stop = true;
+}
+
 struct ReplayOptions {
   std::string mode = "verify";
   std::string store = "sqlite:waymark.db";
@@ -25,6 +32,7 @@ struct ReplayOptions {
   std::string cap;  // "N/DURATION"
   std::string since, until;
   std::string person;
+  std::string temp_dir;
   size_t limit = 20;
   bool json = false;
 };
@@ -67,6 +75,7 @@ nlohmann::json ReportJson(const AuditReport& r) {
           {"emitted_skipped", r.emitted_skipped},
           {"after_until", r.after_until},
           {"dead_letters", r.dead_letters},
+          {"results_without_send", r.results_without_send},
           {"since", FormatRfc3339(r.since)},
           {"until", FormatRfc3339(r.until)},
           {"sends",
@@ -94,7 +103,6 @@ std::string ChangeText(const SendSummary& a, const SendSummary& b) {
   auto add = [&](const std::string& what, const std::string& x, const std::string& y) {
     if (x != y) out += (out.empty() ? "" : "; ") + what + " " + x + " -> " + y;
   };
-  add("template", a.template_name, b.template_name);
   add("to", a.recipient, b.recipient);
   add("requested", FormatRfc3339(a.requested_at), FormatRfc3339(b.requested_at));
   add("not before", FormatRfc3339(a.not_before), FormatRfc3339(b.not_before));
@@ -109,13 +117,19 @@ void PrintReport(const AuditReport& r, const ReplayOptions& o) {
   std::cout << "\nwindow: sends requested "
             << (o.since.empty() ? "from the first event" : "from " + FormatRfc3339(r.since))
             << " to " << FormatRfc3339(r.until) << (o.person.empty() ? "" : ", of " + o.person)
-            << "\nsends: " << r.recorded << " recorded, " << r.replayed << " replayed: " << r.same
-            << " the same, " << r.changed << " changed, " << r.only_recorded << " only recorded, "
-            << r.only_replayed << " only replayed; " << r.people.size()
-            << (r.people.size() == 1 ? " person differs\n" : " people differ\n");
+            << "\n";
+  if (r.since > r.until) std::cout << "the window is empty: --since is after its end\n";
+  std::cout << "sends in the window: " << r.recorded << " recorded, " << r.replayed
+            << " replayed\ndecisions: " << r.same << " the same, " << r.changed << " changed, "
+            << r.only_recorded << " only recorded, " << r.only_replayed << " only replayed; "
+            << r.people.size() << (r.people.size() == 1 ? " person differs\n" : " people differ\n");
   if (r.beyond_window) {
     std::cout << "not compared: " << r.beyond_window
               << " recorded sends requested after the window\n";
+  }
+  if (r.results_without_send) {
+    std::cout << "not replayed: " << r.results_without_send
+              << " recorded send results, for sends the replay did not make\n";
   }
   for (const auto& [why, n] : r.dead_letters) {
     std::cout << "the replay refused " << n << " recorded events: " << why << "\n";
@@ -175,6 +189,11 @@ int Audit(Store& store, const ReplayOptions& o) {
     return kExitUsage;
   }
   ao.person = o.person;
+  ao.temp_dir = o.temp_dir;
+  ao.stop = &g_stop;
+  // Stopped, it removes its scratch store before it exits.
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
   auto auditor = Auditor::Create(store, ao);
   if (!auditor.ok()) {
     std::cerr << "waymark replay: " << auditor.error() << "\n";
@@ -219,6 +238,8 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
                       "audit: replay events and compare sends up to this RFC 3339 time "
                       "(default: the last event's)"),
       cmd->add_option("--person", o->person, "audit: this person's sends only"),
+      cmd->add_option("--temp-dir", o->temp_dir,
+                      "audit: where the scratch store goes (default: $TMPDIR or /tmp)"),
       cmd->add_option("--limit", o->limit, "audit: people listed (--json lists all)")
           ->capture_default_str(),
       cmd->add_flag("--json", o->json, "audit: the report as JSON")};

@@ -154,7 +154,7 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
     auto r = std::make_shared<Inbox::Request>();
     const nlohmann::json items = body.is_array() ? body : nlohmann::json::array({body});
     for (size_t i = 0; i < items.size(); ++i) {
-      r->inputs.push_back({"http[" + std::to_string(i) + "]", items[i].dump(), {}});
+      r->inputs.push_back({"http[" + std::to_string(i) + "]", items[i].dump(), {}, {}});
     }
     auto future = r->done.get_future();
     inbox.Push(r);
@@ -615,7 +615,7 @@ int Run(const RunOptions& o) {
     while (!g_stop && std::getline(*in, line)) {
       ++lineno;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      batch.push_back({name + ":" + std::to_string(lineno), std::move(line), {}});
+      batch.push_back({name + ":" + std::to_string(lineno), std::move(line), {}, {}});
       if (batch.size() >= o.batch && !flush()) return 3;
     }
     if (!flush()) return 3;

@@ -12,8 +12,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Every send of `store` in outbox order, of `person` only when given.
-Result<std::vector<SendSummary>> AllSends(Store& store, const std::string& person) {
+// Every send of `store` in outbox order.
+Result<std::vector<SendSummary>> AllSends(Store& store) {
   std::vector<SendSummary> out;
   int64_t after = 0;
   for (;;) {
@@ -22,14 +22,29 @@ Result<std::vector<SendSummary>> AllSends(Store& store, const std::string& perso
     if (page.value().empty()) return out;
     after = page.value().back().seq;
     for (SendSummary& s : page.value()) {
-      if (person.empty() || s.person == person) out.push_back(std::move(s));
+      out.push_back(std::move(s));
     }
   }
 }
 
 bool SameDecision(const SendSummary& a, const SendSummary& b) {
-  return a.template_name == b.template_name && a.recipient == b.recipient &&
-         a.requested_at == b.requested_at && a.not_before == b.not_before && Capped(a) == Capped(b);
+  return a.recipient == b.recipient && a.requested_at == b.requested_at &&
+         a.not_before == b.not_before && Capped(a) == Capped(b);
+}
+
+// What pairs a recorded send with a replayed one (SendMatchKey): the n-th
+// send of a template by an instance (journey, person, entry), n in outbox
+// order. Not the idempotency key, which names the statement by its place
+// in the step: an edit that adds a statement before a send changes it.
+std::vector<std::string> MatchKeys(const std::vector<SendSummary>& sends) {
+  std::unordered_map<std::string, int> seen;
+  std::vector<std::string> out;
+  out.reserve(sends.size());
+  for (const SendSummary& s : sends) {
+    int n = ++seen[s.instance_id + '\n' + s.template_name];
+    out.push_back(SendMatchKey(s.instance_id, s.template_name, n));
+  }
+  return out;
 }
 
 }  // namespace
@@ -89,6 +104,12 @@ Result<AuditReport> Auditor::Run() {
   Store& recorded = recorded_;
   const AuditOptions& o = o_;
   AuditReport r;
+  // The recorded sends first: a recorded result waits for its send's twin.
+  auto all_before = AllSends(recorded);
+  if (!all_before.ok()) return all_before.status();
+  std::vector<std::string> was_keys = MatchKeys(all_before.value());
+  std::unordered_map<std::string, const std::string*> match_of;  // by idempotency key
+  for (size_t k = 0; k < was_keys.size(); ++k) match_of[all_before.value()[k].key] = &was_keys[k];
   std::vector<RawInput> batch;
   Micros last = 0;
   std::vector<InputOutcome> outcomes;
@@ -96,12 +117,13 @@ Result<AuditReport> Auditor::Run() {
     Status s = batch.empty() ? Status() : e.Submit(batch, last, &outcomes);
     batch.clear();
     for (const InputOutcome& x : outcomes) {
-      if (x.kind == InputOutcome::Kind::kDeadLetter) ++r.dead_letters[x.reason];
+      if (x.kind == InputOutcome::Kind::kDeadLetter) ++r.dead_letters[DeadLetterKind(x.reason)];
     }
     outcomes.clear();
     return s;
   };
   Status scan = recorded.ScanEvents([&](Event ev) -> Status {
+    if (o.stop && o.stop->load()) return Status::Error("stopped");
     if (o.until && ev.time > *o.until) {
       ++r.after_until;
       return Status();
@@ -112,7 +134,13 @@ Result<AuditReport> Auditor::Run() {
     }
     ++r.events;
     last = std::max(last, ev.time);
-    batch.push_back({"recorded " + ev.source + " " + ev.id, ev.Text(), {}});
+    RawInput in{"recorded " + ev.source + " " + ev.id, ev.Text(), {}, {}};
+    if (ev.source == "waymark" && ev.type == kSendResultEvent) {
+      const auto& key = (*ev.Doc())["data"]["send_key"];
+      auto m = key.is_string() ? match_of.find(key.get<std::string>()) : match_of.end();
+      if (m != match_of.end()) in.after_send = *m->second;
+    }
+    batch.push_back(std::move(in));
     return batch.size() < 1000 ? Status() : submit();
   });
   if (!scan.ok()) return scan;
@@ -120,26 +148,30 @@ Result<AuditReport> Auditor::Run() {
   r.since = o.since.value_or(0);
   r.until = o.until.value_or(last);
   if (Status s = e.Advance(r.until); !s.ok()) return s;
+  r.results_without_send = int64_t(e.held_inputs());
 
-  auto before = AllSends(recorded, o.person);
-  if (!before.ok()) return before.status();
-  auto now = AllSends(*scratch_, o.person);
+  auto now = AllSends(*scratch_);
   if (!now.ok()) return now.status();
+  std::vector<std::string> now_keys = MatchKeys(now.value());
   auto in_window = [&](const SendSummary& s) {
     return s.requested_at >= r.since && s.requested_at <= r.until;
   };
+  auto mine = [&](const SendSummary& s) { return o.person.empty() || s.person == o.person; };
   std::unordered_map<std::string, const SendSummary*> replayed;
-  for (const SendSummary& s : now.value()) {
-    replayed[s.key] = &s;
-    r.replayed += in_window(s);
+  for (size_t k = 0; k < now.value().size(); ++k) {
+    if (!mine(now.value()[k])) continue;
+    replayed[now_keys[k]] = &now.value()[k];
+    r.replayed += in_window(now.value()[k]);
   }
   auto differ = [&](std::optional<SendSummary> a, std::optional<SendSummary> b) {
     const std::string& person = a ? a->person : b->person;
     r.people[person].push_back({std::move(a), std::move(b)});
   };
-  for (const SendSummary& s : before.value()) {
+  for (size_t k = 0; k < all_before.value().size(); ++k) {
+    const SendSummary& s = all_before.value()[k];
+    if (!mine(s)) continue;
     r.recorded += in_window(s);
-    auto twin = replayed.find(s.key);
+    auto twin = replayed.find(was_keys[k]);
     if (twin == replayed.end()) {
       if (s.requested_at > r.until) {
         ++r.beyond_window;
@@ -159,8 +191,9 @@ Result<AuditReport> Auditor::Run() {
       differ(s, t);
     }
   }
-  for (const SendSummary& t : now.value()) {
-    if (!replayed.count(t.key) || !in_window(t)) continue;  // paired, or outside
+  for (size_t k = 0; k < now.value().size(); ++k) {
+    const SendSummary& t = now.value()[k];
+    if (!mine(t) || !replayed.count(now_keys[k]) || !in_window(t)) continue;  // paired, or outside
     ++r.only_replayed;
     differ(std::nullopt, t);
   }

@@ -3,6 +3,7 @@
 // (docs/engine.md, "Audit").
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -26,6 +27,9 @@ struct AuditOptions {
   std::optional<Micros> since, until;
   std::string person;              // "": everyone
   std::filesystem::path temp_dir;  // where the scratch store goes ("": the system's)
+  // Set (by a signal handler, say): the replay stops at its next event and
+  // Run fails, the scratch store removed.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // One decision (idempotency key) that differs: only recorded, only
@@ -39,12 +43,17 @@ struct AuditReport {
   int64_t events = 0;           // replayed
   int64_t emitted_skipped = 0;  // the journeys' own emits in the log, not replayed
   int64_t after_until = 0;      // events after the window, not replayed
-  // Inputs the replay refused, by reason (a schema changed, say).
+  // Inputs the replay refused, by kind (DeadLetterKind: a schema changed, say).
   std::map<std::string, int64_t> dead_letters;
+  // Recorded send results whose send the replay never decided: not replayed.
+  int64_t results_without_send = 0;
   Micros since = 0, until = 0;
   int64_t recorded = 0, replayed = 0;  // sends requested in the window, each side
+  // Decisions (keys) with a side requested in the window, compared.
   int64_t same = 0, changed = 0, only_recorded = 0, only_replayed = 0;
-  int64_t beyond_window = 0;  // recorded sends requested after `until`: not compared
+  // Recorded sends requested after `until` with no twin in the window: not
+  // compared (the replay stops at `until`).
+  int64_t beyond_window = 0;
   // The decisions that differ, by person, in time order.
   std::map<std::string, std::vector<AuditDifference>> people;
 };

@@ -129,10 +129,12 @@ Status Engine::Start() {
   for (const EntryCount& c : entries.value()) {
     if (Mine(c.key)) entries_[KeyOf(c.journey, c.key)] = {c.count, c.last};
   }
-  auto pending = store_->PendingSends(size_t(1) << 40);
-  if (!pending.ok()) return pending.status();
-  for (SendRow& s : pending.value()) {
-    if (Mine(s.person)) pending_.push_back(std::move(s));
+  if (options_.dispatch) {
+    auto pending = store_->PendingSends(size_t(1) << 40);
+    if (!pending.ok()) return pending.status();
+    for (SendRow& s : pending.value()) {
+      if (Mine(s.person)) pending_.push_back(std::move(s));
+    }
   }
   // Results already recorded for recovered sends (new sends start at 0).
   for (const SendRow& s : pending_) {
@@ -171,10 +173,7 @@ const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
   return raw;
 }
 
-void Engine::DeadLetter(Micros time, const std::string& input, const std::string& reason,
-                        const std::string& raw) {
-  batch_.dead_letters.push_back({0, time, input, reason, raw.substr(0, 64 * 1024)});
-  // Group reasons for the summary: the first clause, quoted values elided.
+std::string DeadLetterKind(const std::string& reason) {
   std::string kind;
   bool quoted = false;
   std::string head = reason.substr(0, reason.find(": "));
@@ -187,7 +186,13 @@ void Engine::DeadLetter(Micros time, const std::string& input, const std::string
       kind += c;
     }
   }
-  ++summary_.dead_letters[kind];
+  return kind;
+}
+
+void Engine::DeadLetter(Micros time, const std::string& input, const std::string& reason,
+                        const std::string& raw) {
+  batch_.dead_letters.push_back({0, time, input, reason, raw.substr(0, 64 * 1024)});
+  ++summary_.dead_letters[DeadLetterKind(reason)];
 }
 
 Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
@@ -248,6 +253,11 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     if (!mine[k]) {
       ++summary_.other_partitions;
       out[index[k]].kind = InputOutcome::Kind::kElsewhere;
+      continue;
+    }
+    if (const std::string& after = events[k].second->after_send;
+        !options_.dispatch && !after.empty() && !decided_.count(after)) {
+      held_[after].push_back(std::move(e));  // until that send is decided
       continue;
     }
     Route(e, false);
@@ -348,12 +358,36 @@ void Engine::FireTimers(Micros until) {
 // in order, so they are part of the same deterministic history.
 void Engine::RouteEmitted() {
   DecideSends();
-  while (!emitted_.empty()) {
-    Event x = std::move(emitted_.front());
-    emitted_.pop_front();
-    if (batch_ids_.insert({x.source, x.id}).second) Route(x, true);
+  while (!emitted_.empty() || !released_.empty()) {
+    bool emitted = !emitted_.empty();
+    std::deque<Event>& from = emitted ? emitted_ : released_;
+    Event x = std::move(from.front());
+    from.pop_front();
+    // A released result was checked for repeats when it came in.
+    if (!emitted || batch_ids_.insert({x.source, x.id}).second) Route(x, emitted);
     DecideSends();
   }
+}
+
+std::string SendMatchKey(const std::string& instance_id, const std::string& template_name, int n) {
+  return instance_id + '\n' + template_name + '\n' + std::to_string(n);
+}
+
+void Engine::Decided(const SendRow& row) {
+  if (options_.dispatch) return;
+  int& n = decided_count_[row.instance_id + '\n' + row.template_name];
+  std::string key = SendMatchKey(row.instance_id, row.template_name, ++n);
+  decided_.insert(key);
+  auto held = held_.find(key);
+  if (held == held_.end()) return;
+  for (Event& e : held->second) released_.push_back(std::move(e));
+  held_.erase(held);
+}
+
+size_t Engine::held_inputs() const {
+  size_t n = 0;
+  for (const auto& [_, events] : held_) n += events.size();
+  return n;
 }
 
 std::multiset<Micros>& Engine::CapTimes(const std::string& person, Micros since) {
@@ -380,6 +414,7 @@ void Engine::DecideSends() {
     if (!ValidAddress(row.recipient)) {
       row.recipient = Printable(row.recipient);  // quoted and stored: no control characters
       batch_.sends.push_back(row);               // recorded, never dispatched
+      Decided(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
       batch_.results.push_back(
@@ -398,6 +433,7 @@ void Engine::DecideSends() {
         if (!p.defer) {
           row.cap_counted = false;
           batch_.sends.push_back(row);
+          Decided(row);
           batch_.results.push_back(
               {0,
                row.key,
@@ -431,6 +467,7 @@ void Engine::DecideSends() {
       row.cap_counted = true;
       times.insert(row.not_before);
     }
+    Decided(row);
     batch_.sends.push_back(std::move(row));
     staged_.push_back(batch_.sends.size() - 1);
   }

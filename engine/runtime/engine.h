@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "dsl/ir.h"
@@ -54,8 +55,10 @@ struct EngineOptions {
   // Given, the engine publishes its figures to it after every batch it
   // hands to the writer (GET /metrics; docs/operations.md, "Metrics").
   Metrics* metrics = nullptr;
-  // false: sends are decided and stored, never rendered or sent, and so
-  // never given results (an audit: docs/engine.md, "Audit").
+  // false, for an audit (docs/engine.md, "Audit"): sends are decided and
+  // stored, never rendered or sent (only the engine's own verdicts, such
+  // as capped, become results), nothing pending is loaded at start, and an
+  // input naming a send (RawInput::after_send) waits for it.
   bool dispatch = true;
 };
 
@@ -69,6 +72,10 @@ inline constexpr const char* kSendResultEvent = "waymark.send.result";
 // `partitions`. Stable across versions: changing it moves keys.
 uint32_t PartitionOf(std::string_view key, uint32_t partitions);
 
+// A dead letter's reason as summaries group it: the first clause, quoted
+// values elided ("invalid recipient address '…'").
+std::string DeadLetterKind(const std::string& reason);
+
 // One raw input and where it came from ("events.jsonl:17", "http").
 struct RawInput {
   std::string position;
@@ -77,7 +84,15 @@ struct RawInput {
   // too many times): it is not decoded but stored as a dead letter with
   // this reason.
   std::string reject;
+  // With EngineOptions::dispatch false: routed only once this engine has
+  // decided that send (SendMatchKey); held until then, and routed right
+  // after that decision. An audit gives it to a recorded send result.
+  std::string after_send;
 };
+
+// A send as the n-th (1, 2, ...) send of a template by an instance: what an
+// audit pairs recorded and replayed sends by (docs/engine.md, "Audit").
+std::string SendMatchKey(const std::string& instance_id, const std::string& template_name, int n);
 
 // What became of one input of a batch.
 struct InputOutcome {
@@ -145,6 +160,9 @@ class Engine {
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
   size_t waiting() const { return active_.size(); }
   const RunSummary& summary() const { return summary_; }
+  // With `dispatch` false: inputs still waiting for a send this engine has
+  // not decided (RawInput::after_send).
+  size_t held_inputs() const;
   const Committer& committer() const { return *committer_; }
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
   // Whether some journey uses events of this type.
@@ -186,6 +204,8 @@ class Engine {
   std::multiset<Micros>& CapTimes(const std::string& person, Micros since);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
+  // With `dispatch` false: `row` was decided; releases what waited for it.
+  void Decided(const SendRow& row);
   Micros DispatchTime(Micros wall_now) const { return options_.event_clock ? clock_ : wall_now; }
   // Waits for the batch in flight; its sends join pending_.
   Status Settle();
@@ -221,6 +241,13 @@ class Engine {
   std::set<std::pair<std::string, std::string>> batch_ids_;     // (source, id) in this batch
   std::set<std::pair<std::string, std::string>> inflight_ids_;  // ... in the batch in flight
   std::deque<Event> emitted_;
+  // With `dispatch` false: the sends decided (SendMatchKey) and how many
+  // of each instance and template, the inputs held by the send they wait
+  // for, and those released, to be routed.
+  std::unordered_set<std::string> decided_;
+  std::unordered_map<std::string, int> decided_count_;
+  std::unordered_map<std::string, std::vector<Event>> held_;
+  std::deque<Event> released_;
   struct Proposed {
     SendRow row;
     bool defer = false;  // the journey's over_cap policy

@@ -444,8 +444,8 @@ class PostgresStore : public Store {
       for (const auto& row : t.exec_prepared("sends_after", after_seq, int64_t(limit))) {
         out.push_back({row[0].as<int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
                        row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::string>(),
-                       row[6].as<int64_t>(), row[7].as<int64_t>(),
-                       row[8].is_null() ? std::string() : row[8].as<std::string>()});
+                       row[6].as<std::string>(), row[7].as<int64_t>(), row[8].as<int64_t>(),
+                       row[9].is_null() ? std::string() : row[9].as<std::string>()});
       }
       return out;
     });
@@ -834,7 +834,8 @@ class PostgresStore : public Store {
                                    " FROM sends WHERE instance_id = $1 ORDER BY requested_at, seq");
     r.prepare(
         "sends_after",
-        "SELECT seq, key, journey, person, template, recipient, requested_at, not_before, "
+        "SELECT seq, key, instance_id, journey, person, template, recipient, requested_at, "
+        "not_before, "
         "(SELECT result FROM send_results r WHERE r.send_seq = sends.seq ORDER BY r.attempt DESC "
         "LIMIT 1) FROM sends WHERE seq > $1 ORDER BY seq LIMIT $2");
     r.prepare("send_results",

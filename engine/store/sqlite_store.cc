@@ -418,7 +418,8 @@ class SqliteStore : public Store {
 
   Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) override {
     Stmt& q =
-        S("SELECT seq, key, journey, person, template, recipient, requested_at, not_before, "
+        S("SELECT seq, key, instance_id, journey, person, template, recipient, requested_at, "
+          "not_before, "
           "(SELECT result FROM send_results r WHERE r.send_seq = sends.seq ORDER BY r.attempt DESC "
           "LIMIT 1) "
           "FROM sends WHERE seq > ?1 ORDER BY seq LIMIT ?2");
@@ -426,8 +427,8 @@ class SqliteStore : public Store {
     std::vector<SendSummary> out;
     Status st;
     while (q.Next(st)) {
-      out.push_back({q.Int(0), q.Text(1), q.Text(2), q.Text(3), q.Text(4), q.Text(5), q.Int(6),
-                     q.Int(7), q.Text(8)});
+      out.push_back({q.Int(0), q.Text(1), q.Text(2), q.Text(3), q.Text(4), q.Text(5), q.Text(6),
+                     q.Int(7), q.Int(8), q.Text(9)});
     }
     if (!st.ok()) return st;
     return out;

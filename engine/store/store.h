@@ -75,7 +75,7 @@ struct SendResultRow {
 // without its context, and the last result recorded for it ("" while none).
 struct SendSummary {
   int64_t seq = 0;
-  std::string key, journey, person, template_name, recipient;
+  std::string key, instance_id, journey, person, template_name, recipient;
   Micros requested_at = 0, not_before = 0;
   std::string last_result;
 };
@@ -228,6 +228,8 @@ class Store {
   // Every stored event in the order stored, handed to `each` one at a time
   // (audits: one pass, memory flat). An error from `each` ends the scan and
   // is returned. No retry: a scan cut short by a lost connection fails.
+  // `each` must not call this store (on PostgreSQL the scan holds its read
+  // connection in a transaction).
   virtual Status ScanEvents(const std::function<Status(Event)>& each) = 0;
   // When the sends to `person` that count toward the frequency cap go out
   // (their not_before), for those at or after `since`; ascending.

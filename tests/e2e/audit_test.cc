@@ -99,8 +99,8 @@ TEST_F(AuditTest, TheSameJourneysMakeTheSameSends) {
   std::string out = Audit(root_ + "/journeys");
   ASSERT_EQ(status_, 0) << out;
   std::string n = std::to_string(sends);
-  EXPECT_NE(out.find("sends: " + n + " recorded, " + n + " replayed: " + n +
-                     " the same, 0 changed, 0 only recorded, 0 only replayed; 0 people differ"),
+  EXPECT_NE(out.find("sends in the window: " + n + " recorded, " + n + " replayed\ndecisions: " +
+                     n + " the same, 0 changed, 0 only recorded, 0 only replayed; 0 people differ"),
             std::string::npos)
       << out;
   // Every stored event is replayed but the journeys' own emits.
@@ -187,6 +187,47 @@ TEST_F(AuditTest, ALongerWaitMovesTheLaterSendsByItsDifference) {
   // a twin in it.
   EXPECT_EQ(w["sends"]["beyond_window"],
             Count("SELECT COUNT(*) FROM sends WHERE requested_at > 1775347200000000"));
+}
+
+// The sample ran without a frequency cap; audited with one (from
+// waymark.toml), marketing mail beyond one a day per person is refused or
+// deferred. Only those decisions change, and only that way.
+TEST_F(AuditTest, AFrequencyCapFromTheConfigRefusesOrDefersSends) {
+  std::ofstream(dir_ / "waymark.toml")
+      << "journeys = \"" << root_ << "/journeys\"\n[engine]\ncap = \"1/1d\"\n";
+  std::string out = Shell("cd " + dir_.string() + " && " + bin_ + " replay --mode audit --json" +
+                              store_ + " --schemas " + root_ + "/schemas",
+                          &status_);
+  ASSERT_EQ(status_, 0) << out;
+  json j = json::parse(out);
+  EXPECT_GT(j["sends"]["changed"].get<long>(), 10) << j["sends"];
+  EXPECT_EQ(j["sends"]["only_recorded"], 0);
+  EXPECT_EQ(j["sends"]["only_replayed"], 0);
+  long capped = 0, deferred = 0;
+  for (const json& p : j["people"]) {
+    for (const json& d : p["differences"]) {
+      const json &was = d["recorded"], &now = d["replayed"];
+      ASSERT_FALSE(was.is_null() || now.is_null()) << d;
+      EXPECT_FALSE(was["capped"].get<bool>()) << d;
+      EXPECT_EQ(was["template"], now["template"]);
+      EXPECT_EQ(was["to"], now["to"]);
+      EXPECT_EQ(was["requested_at"], now["requested_at"]);
+      if (now["capped"].get<bool>()) {
+        ++capped;
+        EXPECT_EQ(now["result"], "capped") << d;
+      } else {
+        ++deferred;
+        EXPECT_GT(Seconds(now["not_before"]), Seconds(was["not_before"])) << d;
+      }
+    }
+  }
+  EXPECT_GT(capped + deferred, 10);
+  // The text says what changed.
+  out = Shell("cd " + dir_.string() + " && " + bin_ + " replay --mode audit --limit 1000" + store_ +
+                  " --schemas " + root_ + "/schemas",
+              &status_);
+  EXPECT_EQ(capped > 0, out.find(": capped no -> yes\n") != std::string::npos) << out;
+  EXPECT_EQ(deferred > 0, out.find(": not before ") != std::string::npos) << out;
 }
 
 TEST_F(AuditTest, BadFlagsAndJourneysThatDoNotCompileAreExit2) {

@@ -74,7 +74,7 @@ class EngineTest : public testing::Test {
   void Feed(const std::vector<std::string>& lines) {
     std::vector<RawInput> in;
     for (size_t i = 0; i < lines.size(); ++i)
-      in.push_back({"t:" + std::to_string(i + 1), lines[i], {}});
+      in.push_back({"t:" + std::to_string(i + 1), lines[i], {}, {}});
     Status s = engine_->Ingest(in, 0);
     ASSERT_TRUE(s.ok()) << s.message();
   }
@@ -606,7 +606,10 @@ TEST_F(EngineTest, TransientFailuresAreRetriedWithBackoffThenDeadLettered) {
   Start(o);
   Micros wall = 1'000'000'000;
   std::vector<RawInput> in = {
-      {"t:1", Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"), {}}};
+      {"t:1",
+       Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+       {},
+       {}}};
   ASSERT_TRUE(engine_->Ingest(in, wall).ok());
   std::vector<Micros> waits;
   for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
@@ -652,6 +655,7 @@ TEST_F(EngineTest, AThrottledSendWaitsForTheRetryAfterWithoutSpendingAnAttempt) 
     in.push_back({"t:" + std::to_string(i),
                   Ev(std::to_string(i), "user.signup", "u" + std::to_string(i),
                      "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+                  {},
                   {}});
   }
   // The sim paces on its own (real) clock: 1/s. Drive the engine with the
@@ -750,6 +754,7 @@ TEST_F(EngineTest, ABounceStaysSuppressedWhileACommandReloadsTheList) {
     return std::vector<RawInput>{
         {"t:" + id,
          Ev(id, "user.signup", key, "2026-03-01T10:00:00Z", R"({"email":")" + email + R"("})"),
+         {},
          {}}};
   };
   // c1's send is dispatched while c2's batch commits: the bounce is
@@ -800,6 +805,7 @@ TEST_F(EngineTest, AnAmbiguousSendGoesBackOnlyToAnIdempotentProvider) {
     std::vector<RawInput> in = {
         {"t:1",
          Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@lost.example"})"),
+         {},
          {}}};
     ASSERT_TRUE(engine_->Ingest(in, wall).ok());
     for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
@@ -927,7 +933,42 @@ TEST_F(EngineTest, AnAuditReplaysRecordedSendResultsAndShowsWhatAnEditChanges) {
   EXPECT_EQ(FormatRfc3339(cy[0].replayed->requested_at), "2026-03-03T10:00:00Z");
   EXPECT_EQ(cy[0].replayed->last_result, "");  // decided, never sent
 
-  // The recorded store is only read, and the scratch store is gone.
+  // "t" a day later: cy's bounce, recorded the day before, is held until
+  // the replay sends "t", so cy still exits before "m". Replayed at its
+  // recorded time instead, it would end cy before "t" (only recorded).
+  Journey("t", std::regex_replace(kExitOnBounce, std::regex("    send \"t\""),
+                                  "    wait 1d\n    send \"t\""));
+  o.until = ParseRfc3339("2026-03-05T00:00:00Z").value();  // past the last event: m's new day
+  AuditReport later = audit();
+  o.until.reset();
+  EXPECT_EQ(later.changed, 3);  // t to ana and cy, m to ana: a day later each
+  EXPECT_EQ(later.same + later.only_recorded + later.only_replayed, 0);
+  EXPECT_EQ(later.results_without_send, 0);
+  for (const auto& [who, list] : later.people) {
+    for (const AuditDifference& d : list) {
+      ASSERT_TRUE(d.recorded && d.replayed) << who;
+      EXPECT_EQ(d.replayed->requested_at - d.recorded->requested_at, 86400 * kMicrosPerSecond);
+    }
+  }
+  // Without "t", its two results have no send: they are not replayed.
+  Journey("t", std::regex_replace(kExitOnBounce, std::regex("    send \"t\"[^\\n]*\\n"), ""));
+  AuditReport without = audit();
+  EXPECT_EQ(without.results_without_send, 2);
+  EXPECT_EQ(without.only_recorded, 2);  // t to ana and cy
+  EXPECT_EQ(without.only_replayed, 1);  // m to cy, who no longer bounces
+  EXPECT_EQ(without.same, 1);           // m to ana
+
+  // Stopped (a signal): it fails at once and removes its scratch store.
+  std::atomic<bool> stop{true};
+  o.stop = &stop;
+  auto stopped = Auditor::Create(*store_, o);
+  ASSERT_TRUE(stopped.ok()) << stopped.error();
+  auto r = stopped.value()->Run();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), "stopped");
+  stopped.value().reset();
+
+  // The recorded store is only read, and the scratch stores are gone.
   StoreCounts after = store_->Counts().value();
   EXPECT_EQ(after.events, before.events);
   EXPECT_EQ(after.sends, before.sends);

@@ -564,12 +564,14 @@ TEST_P(StoreConformance, AnAuditReadsEveryEventInOrderAndEverySendWithItsLastRes
   const SendSummary& a = first.value()[0];
   EXPECT_EQ(a.seq, one.sends[0].seq);
   EXPECT_EQ(a.key, "k1");
+  EXPECT_EQ(a.instance_id, "j/u1/1");
   EXPECT_EQ(a.journey, "j");
   EXPECT_EQ(a.person, "u1");
   EXPECT_EQ(a.template_name, "welcome");
   EXPECT_EQ(a.last_result, "bounced");  // the last attempt's
   const SendSummary& b = first.value()[1];
   EXPECT_EQ(b.key, "k2");
+  EXPECT_EQ(b.instance_id, "j/u2/1");
   EXPECT_EQ(b.template_name, "nudge");
   EXPECT_EQ(b.recipient, "b@example.com");
   EXPECT_EQ(b.requested_at, 20);
