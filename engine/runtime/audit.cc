@@ -85,6 +85,10 @@ Result<std::unique_ptr<Auditor>> Auditor::Create(Store& recorded, const AuditOpt
   if (!null.ok()) return null.status();
   a->null_ = std::move(null).value();
   EngineOptions eo = o.engine;
+  // Pruned instances' entries, which the recorded engine counted.
+  auto pruned = recorded.PrunedEntries();
+  if (!pruned.ok()) return pruned.status();
+  eo.prior_entries = std::move(pruned).value();
   eo.event_clock = true;
   eo.dispatch = false;
   eo.partition = 0;

@@ -129,6 +129,12 @@ Status Engine::Start() {
   for (const EntryCount& c : entries.value()) {
     if (Mine(c.key)) entries_[KeyOf(c.journey, c.key)] = {c.count, c.last};
   }
+  for (const EntryCount& c : options_.prior_entries) {
+    if (!Mine(c.key)) continue;
+    auto& [count, last] = entries_[KeyOf(c.journey, c.key)];
+    count += c.count;
+    last = std::max(last, c.last);
+  }
   if (options_.dispatch) {
     auto pending = store_->PendingSends(size_t(1) << 40);
     if (!pending.ok()) return pending.status();

@@ -60,6 +60,10 @@ struct EngineOptions {
   // as capped, become results), nothing pending is loaded at start, and an
   // input naming a send (RawInput::after_send) waits for it.
   bool dispatch = true;
+  // Added to the store's entries at start, by (journey, key): an audit
+  // gives the recorded store's pruned ones, so that `reentry` rules and
+  // instance ids continue from them.
+  std::vector<EntryCount> prior_entries;
 };
 
 // The event type of send results, routed to the journeys that listen to

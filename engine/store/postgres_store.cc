@@ -376,11 +376,13 @@ class PostgresStore : public Store {
     return QueryInstances("instances_after", after_id, int64_t(limit));
   }
 
-  Result<std::vector<EntryCount>> AllEntries() override {
+  Result<std::vector<EntryCount>> AllEntries() override { return Entries("all_entries"); }
+  Result<std::vector<EntryCount>> PrunedEntries() override { return Entries("pruned_entries"); }
+  Result<std::vector<EntryCount>> Entries(const char* statement) {
     return Retry(Side::kRead, "entries", [&]() -> Result<std::vector<EntryCount>> {
       pqxx::nontransaction t(*read_);
       std::vector<EntryCount> out;
-      for (const auto& row : t.exec_prepared("all_entries")) {
+      for (const auto& row : t.exec_prepared(statement)) {
         out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<int64_t>(),
                        row[3].as<int64_t>()});
       }
@@ -822,6 +824,8 @@ class PostgresStore : public Store {
               "SELECT journey, key, COUNT(*) AS n, MAX(entered_at) AS last FROM instances "
               "GROUP BY journey, key UNION ALL SELECT journey, key, count, last FROM "
               "pruned_entries) AS e GROUP BY journey, key");
+    r.prepare("pruned_entries",
+              "SELECT journey, key, count, last FROM pruned_entries ORDER BY journey, key");
     r.prepare("history",
               "SELECT n, last_n, records FROM history WHERE instance_id = $1 ORDER BY n");
     r.prepare("due_timers",

@@ -343,6 +343,15 @@ class SqliteStore : public Store {
     return QueryInstances(q);
   }
 
+  Result<std::vector<EntryCount>> PrunedEntries() override {
+    Stmt& q = S("SELECT journey, key, count, last FROM pruned_entries ORDER BY journey, key");
+    std::vector<EntryCount> out;
+    Status st;
+    while (q.Next(st)) out.push_back({q.Text(0), q.Text(1), q.Int(2), q.Int(3)});
+    if (!st.ok()) return st;
+    return out;
+  }
+
   Result<std::vector<EntryCount>> AllEntries() override {
     Stmt& q =
         S("SELECT journey, key, SUM(n), MAX(last) FROM ("

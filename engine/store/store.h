@@ -212,6 +212,9 @@ class Store {
   // last entered, pruned instances included. The engine loads them once
   // and keeps them in memory.
   virtual Result<std::vector<EntryCount>> AllEntries() = 0;
+  // Only the entries of pruned instances, by (journey, key): an audit
+  // starts its replay from them (docs/engine.md, "Audit").
+  virtual Result<std::vector<EntryCount>> PrunedEntries() = 0;
   virtual Result<std::vector<HistoryRow>> History(const std::string& instance_id) = 0;
 
   // Timers (the `due` of unfinished instances) at or before `until`,

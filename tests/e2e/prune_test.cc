@@ -1,7 +1,8 @@
 // `waymark prune` through the binary, on the embedded store: the bundled
 // journeys over the bundled sample events (March 2026), pruned at 30 days.
-// What is kept still replays exactly, a dry run changes nothing, and a
-// person whose instance was pruned still counts as entered.
+// What is kept still replays exactly, a dry run changes nothing, a person
+// whose instance was pruned still counts as entered, and an audit of the
+// pruned store finds nothing changed.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,6 +116,18 @@ TEST(Prune, RemovesWhatIsOldAndWhatIsKeptStillReplays) {
   EXPECT_EQ(summary["dead_letters"].size(), 0u) << run;
   EXPECT_EQ(summary["instances"]["started"], 0) << run;
   EXPECT_EQ(summary["entries_refused"]["reentry once: entered before"], 1) << run;
+
+  // An audit of the pruned store starts from the pruned entries too: the
+  // same journeys make the same sends, and refuse that sign-up again.
+  std::string audit = Shell(bin + " replay --mode audit --json --journeys " + root +
+                                "/journeys --schemas " + root + "/schemas" + store,
+                            &status);
+  ASSERT_EQ(status, 0) << audit;
+  nlohmann::json a = nlohmann::json::parse(audit, nullptr, false);
+  ASSERT_TRUE(a.is_object()) << audit;
+  EXPECT_EQ(a["people"], nlohmann::json::array()) << a["sends"];
+  EXPECT_GT(a["sends"]["same"].get<long>(), 1000) << a["sends"];
+  EXPECT_EQ(a["sends"]["same"], a["sends"]["recorded"]) << a["sends"];
   fs::remove_all(dir);
 }
 

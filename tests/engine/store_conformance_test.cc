@@ -807,6 +807,18 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
   };
   EXPECT_EQ(entries().size(), 6u);
   EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{1, 10}));
+  // Those of pruned instances only, for an audit's replay.
+  auto pruned_entries = [&] {
+    std::vector<std::string> out;
+    auto all = store_->PrunedEntries();
+    EXPECT_TRUE(all.ok()) << all.error();
+    for (const EntryCount& c : all.value()) {
+      out.push_back(c.journey + "/" + c.key + " " + std::to_string(c.count) + " " +
+                    std::to_string(c.last));
+    }
+    return out;
+  };
+  EXPECT_EQ(pruned_entries(), (std::vector<std::string>{"j/a 1 10"}));
 
   // A second entry of the pruned key adds to its count once it is pruned
   // in turn; without the cap, the capped send's instance goes too.
@@ -827,6 +839,7 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
   EXPECT_EQ(second.value().events, 1);  // "a2"
   EXPECT_EQ(second.value().dead_letters, 0);
   EXPECT_EQ(entries()["j/a"], (std::pair<int64_t, Micros>{2, 40}));
+  EXPECT_EQ(pruned_entries().front(), "j/a 2 40");
   EXPECT_EQ(prune(false, 0).value().instances, 0);
 }
 
