@@ -5,6 +5,8 @@
 // configuration error.
 #pragma once
 
+#include <atomic>
+
 #include <CLI/CLI.hpp>
 
 namespace waymark::cli {
@@ -12,6 +14,11 @@ namespace waymark::cli {
 constexpr int kExitOk = 0;
 constexpr int kExitRejected = 1;
 constexpr int kExitUsage = 2;
+
+// Set by SIGTERM or SIGINT once StopOnSignals has run: a command that
+// serves or replays finishes in order instead of dying.
+extern std::atomic<bool> g_stop;
+void StopOnSignals();
 
 void RegisterCheck(CLI::App& app, int* exit_code);
 void RegisterGraph(CLI::App& app, int* exit_code);

@@ -1,7 +1,21 @@
 // waymark: lifecycle email journeys. See README.md and docs/.
+#include <csignal>
 #include <iostream>
 
 #include "engine/cli/commands.h"
+
+namespace waymark::cli {
+
+std::atomic<bool> g_stop{false};
+
+void StopOnSignals() {
+  static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+  auto on_signal = [](int) { g_stop = true; };
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+}
+
+}  // namespace waymark::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"waymark: lifecycle email journeys as checked, replayable state machines"};

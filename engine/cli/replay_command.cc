@@ -1,8 +1,6 @@
 // waymark replay: --mode verify re-checks every stored history; --mode
 // audit replays the recorded events through the journeys given and lists
 // the sends that would differ (docs/engine.md, "Audit").
-#include <atomic>
-#include <csignal>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -16,11 +14,6 @@
 
 namespace waymark::cli {
 namespace {
-
-std::atomic<bool> g_stop{false};
-void OnSignal(int) {
-  g_stop = true;
-}
 
 struct ReplayOptions {
   std::string mode = "verify";
@@ -192,8 +185,7 @@ int Audit(Store& store, const ReplayOptions& o) {
   ao.temp_dir = o.temp_dir;
   ao.stop = &g_stop;
   // Stopped, it removes its scratch store before it exits.
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
+  StopOnSignals();
   auto auditor = Auditor::Create(store, ao);
   if (!auditor.ok()) {
     std::cerr << "waymark replay: " << auditor.error() << "\n";

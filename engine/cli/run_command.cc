@@ -5,7 +5,6 @@
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
-#include <csignal>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -27,11 +26,6 @@
 
 namespace waymark::cli {
 namespace {
-
-volatile std::sig_atomic_t g_stop = 0;
-void OnSignal(int) {
-  g_stop = 1;
-}
 
 struct RunOptions {
   std::string events;
@@ -513,8 +507,7 @@ int Run(const RunOptions& o) {
   if (!o.metrics.empty() && !metrics_server.Start(o.metrics, metrics)) return kExitUsage;
   // From here SIGTERM/SIGINT ends the run in order, waits on a server
   // included.
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
+  StopOnSignals();
   // A service rides out a PostgreSQL restart (docs/operations.md).
   Reconnect reconnect{
       [] { return !g_stop; },
