@@ -5,6 +5,7 @@
 #   1. the full suite (ctest) in build/;
 #   2. the language and engine unit tests again under ASan + UBSan (build-asan/,
 #      unoptimised, with line tables only: reports name files and lines);
+#      the builds of 2-4 run in the background, at the lowest priority, from the start;
 #   3. the engine's threads under ThreadSanitizer (build-tsan/): the engine tests and
 #      the PostgreSQL reconnect tests;
 #   4. the fuzzers (libFuzzer, clang), each for WAYMARK_FUZZ_SECONDS (default 45): the
@@ -51,6 +52,38 @@ build() {  # build DIR [cmake args...]; NINJA_TARGETS limits what is built
   ninja -C "$dir" ${NINJA_TARGETS:-} || return 1
 }
 
+# The sanitizer and fuzzing builds run in the background at the lowest CPU
+# priority from the start: they take the cycles the main build and the
+# suite leave idle (the suite waits on servers, processes and its pacing
+# tests more than it computes) and yield the CPU to them. Each writes
+# $side/NAME.log and then $side/NAME.status; await NAME prints the log and
+# returns the status.
+side=$(mktemp -d)
+sanitizer_builds() {
+  NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/all" build build-asan \
+    -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG=-g1 -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
+    -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF >"$side/asan.log" 2>&1
+  echo $? >"$side/asan.status"
+  NINJA_TARGETS="engine_test postgres_reconnect_test" build build-tsan -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_C_FLAGS_DEBUG="-g1 -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DWAYMARK_TSAN=ON \
+    -DWAYMARK_BENCH=OFF >"$side/tsan.log" 2>&1
+  echo $? >"$side/tsan.status"
+  NINJA_TARGETS="parser_fuzz event_fuzz" build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DWAYMARK_FUZZ=ON -DWAYMARK_BENCH=OFF \
+    -DWAYMARK_FUZZ_SECONDS="$fuzz_seconds" >"$side/fuzz.log" 2>&1
+  echo $? >"$side/fuzz.status"
+}
+await() {
+  while [[ ! -s $side/$1.status ]]; do sleep 1; done
+  cat "$side/$1.log"
+  return "$(cat "$side/$1.status")"
+}
+set -m  # the builds in a process group of their own, which the trap can stop
+(renice -n 19 -p $BASHPID >/dev/null && sanitizer_builds) &
+builds=$!
+set +m
+trap 'kill -- -$builds 2>/dev/null; stop_servers; rm -rf "$log" "$side"' EXIT
+
 echo "== build (RelWithDebInfo) =="
 if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWAYMARK_BENCH=ON; then
   echo "== test suite =="
@@ -59,12 +92,10 @@ else
   echo "build failed"; status=1; failed=$((failed + 1))
 fi
 
-echo "== language and engine unit tests under ASan + UBSan =="
+echo "== language and engine unit tests under ASan + UBSan (build-asan: unoptimised, line tables) =="
 # Only what those tests run (their executables and the waymark binary the
-# CLI tests call): the end-to-end tests are not built here.
-if NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/all" build build-asan \
-  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG=-g1 -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
-  -DWAYMARK_SANITIZE=ON -DWAYMARK_BENCH=OFF; then
+# CLI tests call): the end-to-end tests are not built there.
+if await asan; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     LSAN_OPTIONS=suppressions="$root/tests/lsan.supp" \
     run_ctest build-asan -L "dsl|engine"
@@ -75,18 +106,14 @@ fi
 echo "== the engine's threads under TSan =="
 # The engine thread and its committer (engine_test), and the PostgreSQL
 # store reconnecting from both (postgres_reconnect_test).
-if NINJA_TARGETS="engine_test postgres_reconnect_test" build build-tsan -DCMAKE_BUILD_TYPE=Debug \
-  -DCMAKE_C_FLAGS_DEBUG="-g1 -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DWAYMARK_TSAN=ON \
-  -DWAYMARK_BENCH=OFF; then
+if await tsan; then
   TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "^(EngineTest|Partition|PostgresReconnect)\."
 else
   echo "TSan build failed"; status=1; failed=$((failed + 1))
 fi
 
 echo "== fuzzing (${fuzz_seconds}s each) =="
-if NINJA_TARGETS="parser_fuzz event_fuzz" build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DWAYMARK_FUZZ=ON -DWAYMARK_BENCH=OFF \
-  -DWAYMARK_FUZZ_SECONDS="$fuzz_seconds"; then
+if await fuzz; then
   run_ctest build-fuzz -L fuzz
 else
   echo "fuzz build failed"; status=1; failed=$((failed + 1))
