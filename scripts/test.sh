@@ -85,7 +85,14 @@ sanitizer_builds() {
   echo $? >"$side/fuzz.status"
 }
 await() {
-  while [[ ! -s $side/$1.status ]]; do sleep 1; done
+  while [[ ! -s $side/$1.status ]]; do
+    if ! kill -0 "$builds" 2>/dev/null && [[ ! -s $side/$1.status ]]; then
+      cat "$side/$1.log" 2>/dev/null
+      echo "the background builds ended before building $1"
+      return 1
+    fi
+    sleep 1
+  done
   cat "$side/$1.log"
   return "$(cat "$side/$1.status")"
 }
