@@ -5,11 +5,11 @@
 #   1. the full suite (ctest) in build/;
 #   2. the language and engine unit tests again under ASan + UBSan (build-asan/,
 #      unoptimised, with line tables only: reports name files and lines);
-#      the builds of 2-4 run in the background, at the lowest priority, from the start;
 #   3. the engine's threads under ThreadSanitizer (build-tsan/): the engine tests and
 #      the PostgreSQL reconnect tests;
 #   4. the fuzzers (libFuzzer, clang), each for WAYMARK_FUZZ_SECONDS (default 45): the
 #      journey language, and event input (ParseJson against nlohmann, the decoder).
+# The builds of 2-4 run in the background, at the lowest CPU priority, from the start.
 # Prints each ctest summary and a combined closing line; exits non-zero if
 # anything failed.
 set -uo pipefail
@@ -34,9 +34,6 @@ fi
 passed=0 failed=0 status=0
 log=$(mktemp)
 source scripts/servers.sh
-trap 'stop_servers; rm -rf "$log" $scratch' EXIT
-start_postgres || { echo "could not start PostgreSQL"; exit 2; }
-start_nats || { echo "could not start nats-server"; exit 2; }
 
 # run_ctest DIR [ctest args...]: runs ctest, adds its counts to the totals.
 run_ctest() {
@@ -97,10 +94,13 @@ await() {
   return "$(cat "$side/$1.status")"
 }
 set -m  # the builds in a process group of their own, which the trap can stop
-(renice -n 19 -p $BASHPID >/dev/null && sanitizer_builds) &
+(renice -n 19 -p $BASHPID >/dev/null; sanitizer_builds) &
 builds=$!
 set +m
 trap 'kill -- -$builds 2>/dev/null; stop_servers; rm -rf "$log" "$side" $scratch' EXIT
+
+start_postgres || { echo "could not start PostgreSQL"; exit 2; }
+start_nats || { echo "could not start nats-server"; exit 2; }
 
 echo "== build (RelWithDebInfo) =="
 if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWAYMARK_BENCH=ON; then

@@ -378,6 +378,8 @@ class PostgresStore : public Store {
 
   Result<std::vector<EntryCount>> AllEntries() override { return Entries("all_entries"); }
   Result<std::vector<EntryCount>> PrunedEntries() override { return Entries("pruned_entries"); }
+
+ private:
   Result<std::vector<EntryCount>> Entries(const char* statement) {
     return Retry(Side::kRead, "entries", [&]() -> Result<std::vector<EntryCount>> {
       pqxx::nontransaction t(*read_);
@@ -390,6 +392,7 @@ class PostgresStore : public Store {
     });
   }
 
+ public:
   Result<std::vector<HistoryRow>> History(const std::string& instance_id) override {
     return Retry(Side::kRead, "history", [&]() -> Result<std::vector<HistoryRow>> {
       pqxx::nontransaction t(*read_);
