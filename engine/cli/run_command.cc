@@ -10,6 +10,7 @@
 #include <future>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -240,9 +241,20 @@ class MetricsServer {
   std::thread thread_;
 };
 
-void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as_json) {
+// Connections lost and re-established during the run, for the servers it
+// has: the stream's (with --source) and the store's (PostgreSQL).
+struct Reconnects {
+  std::optional<uint64_t> nats;
+  std::optional<int64_t> postgresql;
+};
+
+void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const Reconnects& r,
+                  bool as_json) {
   const RunSummary& s = e.summary();
   auto dead = store.DeadLetters();
+  nlohmann::json reconnects = nlohmann::json::object();
+  if (r.nats) reconnects["nats"] = *r.nats;
+  if (r.postgresql) reconnects["postgresql"] = *r.postgresql;
   if (as_json) {
     nlohmann::json j = {{"events_by_type", s.events_by_type},
                         {"emitted_by_type", s.emitted_by_type},
@@ -263,6 +275,7 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as
                         {"other_partitions", s.other_partitions},
                         {"providers", s.providers},
                         {"outbox", t.Describe()}};
+    if (!reconnects.empty()) j["reconnects"] = reconnects;
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -329,6 +342,12 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, bool as
     }
   }
   std::cout << "  messages: " << t.Describe() << "\n";
+  // Said when it happened (the JSON always has the counts).
+  std::string lost;
+  for (const auto& [server, n] : reconnects.items()) {
+    if (n.get<int64_t>() > 0) lost += (lost.empty() ? " " : ", ") + server + " " + n.dump();
+  }
+  if (!lost.empty()) std::cout << "  connections lost and re-established:" << lost << "\n";
 }
 
 // Reads the stream until SIGTERM/SIGINT (or, with --until-idle, until the
@@ -382,7 +401,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       for (const JetStreamMessage& m : b.messages) acked = std::max(acked, m.stream_seq);
     }
     undurable.clear();
-    if (metrics) metrics->PublishSource(name, acked, pending);
+    if (metrics) metrics->PublishSource(name, {acked, pending, js.connected(), js.reconnects()});
     return Status();
   };
   auto submit = [&](std::vector<JetStreamMessage> group) -> Status {
@@ -509,9 +528,9 @@ int Run(const RunOptions& o) {
   // included.
   StopOnSignals();
   // A service rides out a PostgreSQL restart (docs/operations.md).
-  Reconnect reconnect{
-      [] { return !g_stop; },
-      [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; }};
+  Reconnect reconnect{[] { return !g_stop; },
+                      [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; },
+                      [&metrics] { metrics.StoreReconnected(); }};
   auto store = OpenStore(o.store, reconnect);
   if (!store.ok()) {
     std::cerr << "waymark run: " << store.error() << "\n";
@@ -575,6 +594,7 @@ int Run(const RunOptions& o) {
   }
   std::string name = o.events == "-" ? "stdin" : o.events;
   Micros last_event = e.clock();
+  Reconnects reconnects;
   if (!o.source.url.empty()) {
     JetStreamOptions so = o.source;
     so.wait_for_server = true;
@@ -585,8 +605,9 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: " << js.error() << "\n";
       return kExitUsage;
     }
-    if (Status s = ConsumeStream(e, *store.value(), *js.value(), o, event_clock, eo.metrics);
-        !s.ok()) {
+    Status s = ConsumeStream(e, *store.value(), *js.value(), o, event_clock, eo.metrics);
+    reconnects.nats = js.value()->reconnects();
+    if (!s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }
@@ -698,7 +719,8 @@ int Run(const RunOptions& o) {
       std::this_thread::sleep_for(std::chrono::microseconds(std::max<Micros>(wait, 1000)));
     }
   }
-  PrintSummary(e, transport.value(), *store.value(), o.json);
+  if (IsPostgresUrl(o.store)) reconnects.postgresql = metrics.store_reconnects();
+  PrintSummary(e, transport.value(), *store.value(), reconnects, o.json);
   return kExitOk;
 }
 

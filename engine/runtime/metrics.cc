@@ -165,14 +165,18 @@ void Metrics::Publish(const Engine& e) {
   copy_ = std::move(c);
 }
 
-void Metrics::PublishSource(const std::string& source, uint64_t committed, uint64_t pending) {
+void Metrics::PublishSource(const std::string& source, const SourceFigures& figures) {
   std::lock_guard<std::mutex> lock(mu_);
-  sources_[source] = {committed, pending};
+  sources_[source] = figures;
+}
+
+void Metrics::StoreReconnected() {
+  ++store_reconnects_;
 }
 
 std::string Metrics::Text() const {
   std::shared_ptr<const Copy> copy;
-  std::map<std::string, Source> sources;
+  std::map<std::string, SourceFigures> sources;
   {
     std::lock_guard<std::mutex> lock(mu_);
     copy = copy_;
@@ -246,7 +250,20 @@ std::string Metrics::Text() const {
     for (const auto& [name, src] : sources) {
       w.Sample("waymark_source_pending_messages", {"source", name}, int64_t(src.pending));
     }
+    w.Family("waymark_source_connected", "gauge",
+             "1 while connected to the stream's server, 0 while reconnecting.");
+    for (const auto& [name, src] : sources) {
+      w.Sample("waymark_source_connected", {"source", name}, src.connected ? 1 : 0);
+    }
+    w.Family("waymark_source_reconnects_total", "counter",
+             "Connections to the stream's server re-established after a loss.");
+    for (const auto& [name, src] : sources) {
+      w.Sample("waymark_source_reconnects_total", {"source", name}, int64_t(src.reconnects));
+    }
   }
+  w.One("waymark_store_reconnects_total", "counter",
+        "Connections to the store's server re-established after a loss (PostgreSQL).",
+        store_reconnects_.load());
 
   w.Family("process_cpu_seconds_total", "counter", "User and system CPU time, seconds.");
   w.Sample("process_cpu_seconds_total", {}, Number(CpuSeconds()));

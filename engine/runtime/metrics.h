@@ -5,6 +5,7 @@
 // engine.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -30,23 +31,30 @@ class Metrics {
   // On the engine's thread (Engine::Hand calls it).
   void Publish(const Engine& e);
   // With a stream source, on the thread that reads it: the position
-  // committed and acked, and the messages not yet fetched.
-  void PublishSource(const std::string& source, uint64_t committed, uint64_t pending);
+  // committed and acked, the messages not yet fetched, and its connection.
+  struct SourceFigures {
+    uint64_t committed = 0, pending = 0;
+    bool connected = true;
+    uint64_t reconnects = 0;  // connections re-established after a loss
+  };
+  void PublishSource(const std::string& source, const SourceFigures& figures);
+  // On any thread: the store's connection to its server was re-established
+  // after a loss (PostgreSQL; counted by the Reconnect it was opened with).
+  void StoreReconnected();
+  int64_t store_reconnects() const { return store_reconnects_; }
 
   // On any thread: the exposition. Takes the last copies under the lock
   // and renders them outside it, so the engine never waits for a scrape.
   std::string Text() const;
 
  private:
-  struct Source {
-    uint64_t committed = 0, pending = 0;
-  };
   struct Copy;  // what Publish copies from the engine
 
   const std::string version_;
   mutable std::mutex mu_;
-  std::shared_ptr<const Copy> copy_;       // guarded by mu_
-  std::map<std::string, Source> sources_;  // guarded by mu_
+  std::shared_ptr<const Copy> copy_;              // guarded by mu_
+  std::map<std::string, SourceFigures> sources_;  // guarded by mu_
+  std::atomic<int64_t> store_reconnects_ = 0;
 };
 
 }  // namespace waymark

@@ -34,7 +34,14 @@ struct JetStream::Impl {
   mutable std::mutex mu;  // totals: the ack handler runs on the library's thread
   PublishTotals totals;
 
+  // The connection as the consuming thread last saw it (WatchConnection).
+  natsStatistics* stats = nullptr;
+  bool up = true;
+  uint64_t reconnects = 0;
+  std::chrono::steady_clock::time_point lost_at;
+
   ~Impl() {
+    natsStatistics_Destroy(stats);
     natsSubscription_Destroy(sub);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
@@ -148,6 +155,9 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o)
   jsOptions_Init(&jo);
   jo.Wait = 10000;
   jo.PublishAsync.MaxPending = 4096;
+  // With that many unacknowledged, a publish waits this long for the
+  // server (the library's 200 ms fails a publish on a busy disk).
+  jo.PublishAsync.StallWait = 10000;
   jo.PublishAsync.AckHandler = &Impl::OnPublished;
   jo.PublishAsync.AckHandlerClosure = &m;
   s = natsConnection_JetStream(&m.js, m.nc, &jo);
@@ -232,8 +242,44 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
   return delivered;
 }
 
+// The library reconnects by itself, silently: its state and its count of
+// reconnections, read at every fetch, tell the operator what happened. A
+// loss and a recovery both between two fetches show as the count going up.
+void JetStream::WatchConnection() {
+  Impl& m = *impl_;
+  bool up = natsConnection_Status(m.nc) == NATS_CONN_STATUS_CONNECTED;
+  uint64_t reconnects = m.reconnects;
+  if (m.stats || natsStatistics_Create(&m.stats) == NATS_OK) {
+    if (natsConnection_GetStats(m.nc, m.stats) == NATS_OK) {
+      natsStatistics_GetCounts(m.stats, nullptr, nullptr, nullptr, nullptr, &reconnects);
+    }
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (m.up && !up) {
+    std::fprintf(stderr, "waymark: nats: lost the connection to %s; reconnecting\n",
+                 options_.url.c_str());
+    m.lost_at = now;
+  } else if (!m.up && up) {
+    std::fprintf(stderr, "waymark: nats: the connection is back after %.1f s\n",
+                 std::chrono::duration<double>(now - m.lost_at).count());
+  } else if (up && reconnects > m.reconnects) {
+    std::fprintf(stderr, "waymark: nats: lost the connection to %s, and it is back\n",
+                 options_.url.c_str());
+  }
+  m.up = up;
+  m.reconnects = reconnects;
+}
+
+bool JetStream::connected() const {
+  return impl_->up;
+}
+uint64_t JetStream::reconnects() const {
+  return impl_->reconnects;
+}
+
 Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
   Impl& m = *impl_;
+  WatchConnection();
   std::vector<JetStreamMessage> out;
   natsMsgList list = {nullptr, 0};
   jsErrCode jerr = jsErrCode(0);

@@ -65,6 +65,11 @@ class JetStream {
   Status PublishDeadLetter(const JetStreamMessage& m, const std::string& reason);
   // Messages of the consumer not yet delivered or not yet acked.
   Result<uint64_t> Unfinished();
+  // The connection as Fetch last saw it: up or reconnecting, and how often
+  // it was re-established after a loss. Fetch says each loss and each
+  // recovery on stderr.
+  bool connected() const;
+  uint64_t reconnects() const;
 
   // --- publishing (waymark publish) ---
   // Publishes asynchronously; at most 4,096 in flight.
@@ -83,6 +88,7 @@ class JetStream {
  private:
   struct Impl;
   explicit JetStream(const JetStreamOptions& o);
+  void WatchConnection();
   JetStreamOptions options_;
   std::unique_ptr<Impl> impl_;
 };

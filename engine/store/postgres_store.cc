@@ -733,6 +733,7 @@ class PostgresStore : public Store {
         char secs[32];
         std::snprintf(secs, sizeof secs, "%.1f", took.count());
         Report(std::string("postgresql: the ") + name + " connection is back after " + secs + " s");
+        if (reconnect_.back) reconnect_.back();
         return Status();
       } catch (const std::exception& e) {
         why = e.what();

@@ -267,11 +267,13 @@ class Store {
 // for a server that is not up at opening, reconnects after a loss and runs
 // the interrupted work again; a commit whose answer was lost is first
 // settled with the server (docs/engine.md, "A lost connection"). `report`
-// hears of each loss and recovery. Without `keep_trying`, a lost
-// connection is an error, as suits a command.
+// hears of each loss and recovery, in words; `back`, of each connection
+// re-established. Without `keep_trying`, a lost connection is an error, as
+// suits a command.
 struct Reconnect {
   std::function<bool()> keep_trying;
   std::function<void(const std::string&)> report;
+  std::function<void()> back;
 };
 
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"

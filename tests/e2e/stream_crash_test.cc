@@ -21,6 +21,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "tests/testing/crash_workload.h"
@@ -190,33 +191,84 @@ TEST_F(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
       n_, stops, result.c_str(), clean_s_, crashy_s);
 }
 
-// Reliability R2: PostgreSQL restarted under a running engine. The engine
-// reconnects by itself (it does not stop), and ends like an uninterrupted
-// run.
-TEST_F(StreamCrash, AnEngineRidesOutAPostgresRestart) {
+// Reliability R2: PostgreSQL, then nats-server, restarted under a running
+// engine. The engine reconnects by itself (it does not stop), says so on
+// stderr and in its summary, and ends like an uninterrupted run.
+TEST_F(StreamCrash, AnEngineRidesOutRestartsOfBothServers) {
   ASSERT_NO_FATAL_FAILURE(Prepare(20000));
-  std::string errors = (root_ / "engine.err").string();
-  pid_t engine = Spawn(StreamArgs({"--until-idle", "--advance", "10d"}), errors);
-  // Once the engine has committed something, and long before it is done.
+  std::string errors = (root_ / "engine.err").string(), output = (root_ / "summary.json").string();
+  auto said = [&] {
+    std::ifstream in(errors);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  // A service: it runs until SIGTERM, so it is still running whenever the
+  // servers go, however fast this machine is.
+  pid_t engine = Spawn(StreamArgs({"--json"}), errors, output);
+  std::shared_ptr<void> reap(nullptr, [&](void*) {  // however the test ends
+    if (engine > 0 && kill(engine, SIGKILL) == 0) waitpid(engine, nullptr, 0);
+  });
   auto events = [&] { return PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM events")["n"]; };
-  auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (events() == "0" && Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  std::string before = events();
+  auto await = [&](const std::function<bool()>& done, int seconds) {
+    auto deadline = Clock::now() + std::chrono::seconds(seconds);
+    while (!done() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  };
+  std::string restart = "bash " WAYMARK_SOURCE_DIR "/scripts/servers.sh restart ";
+  // Once the engine has committed something.
+  ASSERT_TRUE(await([&] { return events() != "0"; }, 120)) << said();
+  std::string before_pg = events();
   int status = 0;
-  EXPECT_EQ(Shell("bash " WAYMARK_SOURCE_DIR "/scripts/servers.sh restart postgres 2>&1", &status),
-            "");
+  EXPECT_EQ(Shell(restart + "postgres 2>&1", &status), "");
   ASSERT_EQ(status, 0);
+  // Once it has committed again, on the new connections.
+  ASSERT_TRUE(await([&] { return events() != before_pg; }, 120)) << said();
+  std::string before_nats = events();
+  EXPECT_EQ(Shell(restart + "nats 2>&1", &status), "");
+  ASSERT_EQ(status, 0);
+  // Back: said after a fetch that found it reconnecting, or as both at once
+  // when the loss and the recovery fell between two fetches.
+  auto nats_back = [&] {
+    std::string text = said();
+    return text.find("nats: the connection is back after") != std::string::npos ||
+           text.find(", and it is back") != std::string::npos;
+  };
+  ASSERT_TRUE(await(nats_back, 120)) << said();
+  // Through the stream's end, then stopped as a service manager stops it.
+  uint64_t last = 0;
+  {
+    NatsClient c(nats_);
+    jsStreamInfo* si = nullptr;
+    ASSERT_EQ(js_GetStreamInfo(&si, c.js(), "EVENTS", nullptr, nullptr), NATS_OK);
+    last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+  }
+  auto position = [&] { return PostgresRows(pg_, "SELECT 'n', seq FROM source_positions")["n"]; };
+  ASSERT_TRUE(await([&] { return position() == std::to_string(last); }, 300)) << said();
+  kill(engine, SIGTERM);
   waitpid(engine, &status, 0);
-  std::ifstream in(errors);
-  std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << said;
-  EXPECT_NE(said.find("postgresql: lost the "), std::string::npos) << said;
-  EXPECT_NE(said.find("connection is back after"), std::string::npos) << said;
+  engine = 0;
+  std::string stderr_text = said();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << stderr_text;
+  EXPECT_NE(stderr_text.find("postgresql: lost the "), std::string::npos) << stderr_text;
+  EXPECT_NE(stderr_text.find("postgresql: the writer's connection is back after"),
+            std::string::npos)
+      << stderr_text;
+  EXPECT_NE(stderr_text.find("nats: lost the connection to " + nats_), std::string::npos)
+      << stderr_text;
+  std::ifstream in(output);
+  nlohmann::json summary = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << stderr_text;
+  EXPECT_GE(summary["reconnects"]["postgresql"].get<int>(), 1) << summary.dump();
+  EXPECT_EQ(summary["reconnects"]["nats"].get<int>(), 1) << summary.dump();
+  // Its timers, as the reference's, fired up to the last event + 10 days.
+  ASSERT_EQ(RunToEnd(StreamArgs({"--until-idle", "--advance", "10d"})), 0);
   std::string result = Compare();
-  std::printf("PostgreSQL restarted under the engine after %s of %d events: %s\nits stderr:\n%s",
-              before.c_str(), n_, result.c_str(), said.c_str());
+  std::printf(
+      "PostgreSQL restarted under the engine after %s of %d events, nats-server after %s: %s\n"
+      "its stderr:\n%s",
+      before_pg.c_str(), n_, before_nats.c_str(), result.c_str(), stderr_text.c_str());
 }
 
 TEST_F(StreamCrash, TwoEnginesShareTheStreamWhileOneIsKilledRepeatedly) {

@@ -553,11 +553,17 @@ TEST_F(EngineTest, MetricsCountWhatTheEngineDid) {
   EXPECT_GT(m.At("waymark_commit_duration_seconds_sum"), 0);
   EXPECT_GT(m.At("process_resident_memory_bytes"), 0);
   EXPECT_EQ(m.samples.count(R"(waymark_source_pending_messages{source="EVENTS/waymark"})"), 0u);
-  metrics.PublishSource("EVENTS/waymark", 40, 2);
+  EXPECT_EQ(m.At("waymark_store_reconnects_total"), 0);
+  metrics.PublishSource("EVENTS/waymark", {40, 2, false, 3});
+  metrics.StoreReconnected();
+  metrics.StoreReconnected();
   m = testing_util::ParseExposition(metrics.Text());
   ASSERT_EQ(m.error, "");
   EXPECT_EQ(m.At(R"(waymark_source_committed_position{source="EVENTS/waymark"})"), 40);
   EXPECT_EQ(m.At(R"(waymark_source_pending_messages{source="EVENTS/waymark"})"), 2);
+  EXPECT_EQ(m.At(R"(waymark_source_connected{source="EVENTS/waymark"})"), 0);
+  EXPECT_EQ(m.At(R"(waymark_source_reconnects_total{source="EVENTS/waymark"})"), 3);
+  EXPECT_EQ(m.At("waymark_store_reconnects_total"), 2);
   EXPECT_GT(m.At("process_start_time_seconds"), 1.7e9);
   EXPECT_LE(m.At("process_start_time_seconds"), double(WallNow()) / 1e6);
   engine_.reset();  // it publishes to `metrics`, which goes first

@@ -199,7 +199,8 @@ class PostgresReconnect : public testing::Test {
                 [this](const std::string& what) {
                   std::lock_guard<std::mutex> l(mu_);
                   reports_ += what + "\n";
-                }};
+                },
+                [this] { ++backs_; }};
     return OpenPostgresStore(url, r);
   }
   std::string Reports() {
@@ -277,6 +278,7 @@ class PostgresReconnect : public testing::Test {
   std::string server_, db_, url_, proxied_;
   std::unique_ptr<Proxy> proxy_;
   std::atomic<bool> keep_trying_{true};
+  std::atomic<int> backs_{0};  // connections re-established
   std::mutex mu_;
   std::string reports_;
 };
@@ -300,6 +302,7 @@ TEST_F(PostgresReconnect, ReadsAndCommitsGoOnAfterTheServerEndsTheConnections) {
   std::string reports = Reports();
   EXPECT_NE(reports.find("lost the "), std::string::npos) << reports;
   EXPECT_NE(reports.find("connection is back after"), std::string::npos) << reports;
+  EXPECT_EQ(backs_, 2) << "the reader's and the writer's connections";
   // The writer's staging tables came back with it: a batch that repeats a
   // stored event goes through them.
   Batch repeat = Numbered(5);
@@ -350,8 +353,13 @@ TEST_F(PostgresReconnect, ACommitThatNeverReachedTheServerIsWrittenAgain) {
 TEST_F(PostgresReconnect, OpeningWaitsForAServerThatIsNotUpYet) {
   proxy_->SetDown(true);
   auto opening = std::async(std::launch::async, [this] { return Open(proxied_); });
-  EXPECT_EQ(opening.wait_for(500ms), std::future_status::timeout);
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (Reports().find("waiting for the server") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
   EXPECT_NE(Reports().find("waiting for the server"), std::string::npos) << Reports();
+  EXPECT_EQ(opening.wait_for(100ms), std::future_status::timeout) << "opened a server that is down";
   proxy_->SetDown(false);
   auto store = opening.get();
   ASSERT_TRUE(store.ok()) << store.error();

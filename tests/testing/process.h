@@ -28,13 +28,17 @@ inline std::string Shell(const std::string& cmd, int* status) {
   return out;
 }
 
-// Starts `args` (argv[0] a path) with stdout to /dev/null, and stderr to
-// the file `errors` if one is named.
-inline pid_t Spawn(const std::vector<std::string>& args, const std::string& errors = "") {
+// Starts `args` (argv[0] a path) with stderr to the file `errors` if one is
+// named, and stdout to the file `output` if one is named, else /dev/null.
+inline pid_t Spawn(const std::vector<std::string>& args, const std::string& errors = "",
+                   const std::string& output = "") {
   pid_t pid = fork();
   if (pid == 0) {
-    int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
+    if (output.empty()) {
+      dup2(::open("/dev/null", O_WRONLY), 1);
+    } else {
+      dup2(::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
+    }
     if (!errors.empty()) dup2(::open(errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
     std::vector<char*> argv;
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
