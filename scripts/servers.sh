@@ -30,10 +30,11 @@ _servers_dir_init() {
   export WAYMARK_TEST_SERVERS="$_servers_dir"
 }
 
-# wait_port PORT: until something listens on 127.0.0.1:PORT (10 s at most).
+# wait_port PORT: until something listens on 127.0.0.1:PORT (60 s at most: a
+# restarted nats-server recovers its streams from disk first).
 wait_port() {
   local i
-  for i in $(seq 100); do
+  for i in $(seq 600); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done

@@ -73,16 +73,16 @@ TEST(SimPlugin, WithoutIdempotencyARepeatIsAcceptedAgainAndRecorded) {
 }
 
 TEST(SimPlugin, OverItsRateItAnswers429WithARetryAfter) {
-  // 10/s: one message per 100 ms, 5 at once. The batch takes far less
-  // than 100 ms, so exactly the burst is accepted.
-  auto t = Sim("?rate=10&burst=5");
+  // 1/s: one message a second, 5 at once. The batch takes far less than a
+  // second, even on a busy machine, so exactly the burst is accepted.
+  auto t = Sim("?rate=1&burst=5");
   ASSERT_TRUE(t);
   auto r = t->SendBatch(Messages(8, "k"));
   for (int i = 0; i < 5; ++i) EXPECT_EQ(r[size_t(i)].kind, "accepted") << i;
   for (int i = 5; i < 8; ++i) {
     EXPECT_EQ(r[size_t(i)].kind, "throttled") << i;
     EXPECT_GT(r[size_t(i)].retry_after_ms, 0u);
-    EXPECT_LE(r[size_t(i)].retry_after_ms, 100u);
+    EXPECT_LE(r[size_t(i)].retry_after_ms, 1000u);
     EXPECT_NE(r[size_t(i)].detail.find("http 429 rate_limit_exceeded scope provider"),
               std::string::npos)
         << r[size_t(i)].detail;
