@@ -350,6 +350,54 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   if (!lost.empty()) std::cout << "  connections lost and re-established:" << lost << "\n";
 }
 
+// The consumer delivers the stream in order (its filter is the stream's
+// subjects), so a message missing between two it delivered was delivered
+// into a connection that broke (lost in flight), or is gone from the
+// stream. A lost one would come again only after ack_wait, behind later
+// ones, and be taken for a repeat: it is read from the stream now, in its
+// place (and acked when the consumer delivers it again). `through` is the
+// highest sequence delivered so far. A read that fails leaves the gap
+// and what follows it for a later fetch (the consumer delivers them again).
+void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& msgs) {
+  std::vector<JetStreamMessage> out;
+  out.reserve(msgs.size());
+  for (JetStreamMessage& m : msgs) {
+    if (m.stream_seq > through + 1) {
+      auto first = js.FirstSeq();
+      uint64_t from = std::max(through + 1, first.ok() ? first.value() : 0);
+      size_t read = 0;
+      Status failed;
+      for (uint64_t seq = from; first.ok() && seq < m.stream_seq; ++seq) {
+        auto got = js.Get(seq);
+        if (!got.ok()) {
+          failed = got.status();
+          break;
+        }
+        if (got.value()) {
+          out.push_back(std::move(*got.value()));
+          ++read;
+        }
+      }
+      if (!first.ok() || !failed.ok()) {
+        std::cerr << "waymark run: nats: messages " << through + 1 << " to " << m.stream_seq - 1
+                  << " never arrived and cannot be read now ("
+                  << (first.ok() ? failed.message() : first.error())
+                  << "); waiting for them to come again\n";
+        while (!out.empty() && out.back().stream_seq > through) out.pop_back();
+        break;
+      }
+      if (read > 0) {
+        std::cerr << "waymark run: nats: messages " << through + 1 << " to " << m.stream_seq - 1
+                  << " were delivered but never arrived (lost in flight); " << read
+                  << " read from the stream in their place\n";
+      }
+    }
+    through = std::max(through, m.stream_seq);
+    out.push_back(std::move(m));
+  }
+  msgs = std::move(out);
+}
+
 // Reads the stream until SIGTERM/SIGINT (or, with --until-idle, until the
 // consumer has nothing left); docs/engine.md, "The JetStream source". Each
 // batch carries the stream position to the store in its transaction; its
@@ -380,7 +428,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     std::cerr << "waymark run: resuming " << name << " after " << committed << " (restart "
               << restarts << " over message " << committed + 1 << ")\n";
   }
-  uint64_t submitted_through = committed;
+  uint64_t submitted_through = committed, delivered_through = committed;
   size_t stride = 1;
 
   struct Submitted {
@@ -439,6 +487,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     if (!fetched.ok()) return fetched.status();
     std::vector<JetStreamMessage> msgs = std::move(fetched).value();
     pending = msgs.empty() ? 0 : msgs.back().pending;
+    FillGaps(js, delivered_through, msgs);
     if (msgs.empty()) {
       if (Status s = e.Flush(WallNow()); !s.ok()) return s;
       if (Status s = finish(); !s.ok()) return s;

@@ -319,9 +319,38 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
 
 void JetStream::Ack(const std::vector<JetStreamMessage>& messages) {
   for (const JetStreamMessage& jm : messages) {
-    natsMsg_Ack(static_cast<natsMsg*>(jm.handle.get()), nullptr);
+    if (jm.handle) natsMsg_Ack(static_cast<natsMsg*>(jm.handle.get()), nullptr);
   }
   natsConnection_FlushTimeout(impl_->nc, 5000);
+}
+
+Result<std::optional<JetStreamMessage>> JetStream::Get(uint64_t seq) {
+  natsMsg* msg = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s = js_GetMsg(&msg, impl_->js, options_.stream.c_str(), seq, nullptr, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return std::optional<JetStreamMessage>();
+  if (s != NATS_OK) {
+    return Status::Error("cannot read message " + std::to_string(seq) + " of " + options_.stream +
+                         ": " + Why(s, jerr));
+  }
+  JetStreamMessage jm;
+  jm.subject = natsMsg_GetSubject(msg);
+  jm.stream_seq = seq;
+  jm.input.position = "nats:" + options_.stream + ":" + std::to_string(seq);
+  jm.input.text.assign(natsMsg_GetData(msg), size_t(natsMsg_GetDataLength(msg)));
+  natsMsg_Destroy(msg);
+  return std::optional<JetStreamMessage>(std::move(jm));
+}
+
+Result<uint64_t> JetStream::FirstSeq() {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s = js_GetStreamInfo(&si, impl_->js, options_.stream.c_str(), nullptr, &jerr);
+  if (s != NATS_OK)
+    return Status::Error("cannot read stream " + options_.stream + ": " + Why(s, jerr));
+  uint64_t first = si->State.FirstSeq;
+  jsStreamInfo_Destroy(si);
+  return first;
 }
 
 Status JetStream::PublishDeadLetter(const JetStreamMessage& jm, const std::string& reason) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,9 +57,17 @@ class JetStream {
   // Up to `max` messages, waiting up to fetch_wait_ms for the first; empty
   // when there are none or the connection is down (it reconnects).
   Result<std::vector<JetStreamMessage>> Fetch(size_t max);
-  // Acks each message. An ack that is lost makes the server deliver the
-  // message again, and the engine recognises it as a stored event.
+  // Acks each message (but those read with Get). An ack that is lost makes
+  // the server deliver the message again, and the engine recognises it as
+  // a stored event.
   void Ack(const std::vector<JetStreamMessage>& messages);
+  // The message at stream sequence `seq`, read from the stream itself, not
+  // through the consumer (so it is not acked: the consumer delivers it
+  // again in time); nullopt when the stream no longer has it (retention,
+  // deletion).
+  Result<std::optional<JetStreamMessage>> Get(uint64_t seq);
+  // The stream's first sequence: the messages before it are gone.
+  Result<uint64_t> FirstSeq();
   // Publishes the message to deadletter.<subject> in the dead-letter
   // stream with the reason in the header Waymark-Reason, once (its
   // Nats-Msg-Id is the source stream sequence).

@@ -428,6 +428,83 @@ TEST_F(Nats, MetricsFollowTheStreamAndAgreeWithTheSummary) {
   EXPECT_GT(m.At("waymark_commit_duration_seconds_count"), 100);
 }
 
+// Messages the server delivered that never reached the engine (lost in
+// flight: a broken connection, here another client pulling from the same
+// consumer and never acking) leave a gap in what the engine fetches. Read
+// in their place from the stream, the run gives exactly the messages and
+// final states of the embedded run; without that, they came again only
+// after ack_wait, behind later ones, and were taken for repeats: lost.
+TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  std::ofstream(dir_ / "waymark.toml") << "[source]\nack_wait = \"2s\"\n";
+  fs::path err = dir_ / "err";
+  pid_t engine = waymark::testing_util::Spawn({bin_,
+                                               "run",
+                                               "--source",
+                                               nats_,
+                                               "--config",
+                                               (dir_ / "waymark.toml").string(),
+                                               "--journeys",
+                                               root_ + "/journeys",
+                                               "--schemas",
+                                               root_ + "/schemas",
+                                               "--clock",
+                                               "event",
+                                               "--until-idle",
+                                               "--advance",
+                                               "30d",
+                                               "--batch",
+                                               "10",
+                                               "--store",
+                                               pg_,
+                                               "--transport",
+                                               "file:" + (dir_ / "nats").string()},
+                                              err.string());
+  // Once the engine is under way, another client takes 25 messages from
+  // its consumer and keeps them.
+  auto position = [&] {
+    auto rows = PostgresRows(pg_, "SELECT 'n', seq FROM source_positions");
+    return rows.empty() ? 0L : std::stol(rows["n"]);
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (position() < 100 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  NatsClient thief(nats_);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = "EVENTS";
+  so.Consumer = "waymark";
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(js_PullSubscribe(&sub, thief.js(), "events.>", "waymark", nullptr, &so, nullptr),
+            NATS_OK);
+  natsMsgList taken = {nullptr, 0};
+  ASSERT_EQ(natsSubscription_Fetch(&taken, sub, 25, 5000, nullptr), NATS_OK);
+  int count = taken.Count;
+  natsMsgList_Destroy(&taken);  // never acked
+  natsSubscription_Destroy(sub);
+  EXPECT_EQ(count, 25);
+  waitpid(engine, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(err);
+  EXPECT_NE(ReadFile(err).find("read from the stream in their place"), std::string::npos)
+      << ReadFile(err);
+
+  std::string embedded =
+      Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
+  ASSERT_EQ(status, 0) << embedded;
+  auto a = Messages(dir_ / "nats"), b = Messages(dir_ / "embedded");
+  EXPECT_GT(a.size(), 1000u);
+  EXPECT_TRUE(a == b) << a.size() << " messages from NATS + PostgreSQL, " << b.size()
+                      << " embedded";
+  auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+  EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
+                          << " on SQLite";
+  EXPECT_EQ(PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM events")["n"],
+            SqliteRows(dir_ / "w.db", "SELECT 'n', COUNT(*) FROM events")["n"]);
+}
+
 // An event the engine dies on (a failpoint aborts the process when it
 // meets it) is found (after a restart, messages go one per transaction)
 // and, once the engine has stopped max_deliver - 1 times in a row before
