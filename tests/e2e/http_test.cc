@@ -71,7 +71,7 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   }
   // The port is printed once the socket is bound.
   int port = 0;
-  for (int i = 0; i < 100 && port == 0; ++i) {
+  for (int i = 0; i < 1200 && port == 0; ++i) {  // 60 s
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::smatch m;
     std::string text = waymark::testing_util::ReadFile(err);
@@ -168,7 +168,7 @@ TEST(Metrics, FromTheConfigFileBesideListen) {
       " --store sqlite:" + (dir / "w.db").string() +
       " --transport file:" + (dir / "outbox").string() + " > /dev/null 2> " + err.string());
   int events = 0, metrics = 0;
-  for (int i = 0; i < 100 && (events == 0 || metrics == 0); ++i) {
+  for (int i = 0; i < 1200 && (events == 0 || metrics == 0); ++i) {  // 60 s
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::string text = waymark::testing_util::ReadFile(err);
     std::smatch m;

@@ -320,7 +320,7 @@ TEST_F(Nats, MetricsFollowTheStreamAndAgreeWithTheSummary) {
       (dir_ / "out").string() + " --metrics 127.0.0.1:0 > " + out.string() + " 2> " + err.string());
   ASSERT_GT(engine.pid(), 0);
   int port = 0;
-  for (int i = 0; i < 100 && !port; ++i) {
+  for (int i = 0; i < 600 && !port; ++i) {  // 60 s
     std::string log = ReadFile(err);
     size_t at = log.find("metrics on http://127.0.0.1:");
     if (at != std::string::npos) port = std::atoi(log.c_str() + at + 28);

@@ -44,7 +44,7 @@ class SmtpServer {
         "/usr/bin/python3", WAYMARK_SOURCE_DIR "/tests/plugins/smtp_server.py", dir_.string()};
     args.insert(args.end(), flags.begin(), flags.end());
     pid_ = testing_util::Spawn(args);
-    for (int i = 0; i < 400 && !fs::exists(dir_ / "port"); ++i) {
+    for (int i = 0; i < 2400 && !fs::exists(dir_ / "port"); ++i) {  // 60 s
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
     port_ = std::atoi(ReadFile(dir_ / "port").c_str());
