@@ -487,6 +487,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     if (!fetched.ok()) return fetched.status();
     std::vector<JetStreamMessage> msgs = std::move(fetched).value();
     pending = msgs.empty() ? 0 : msgs.back().pending;
+    bool caught_up = msgs.size() < o.batch;
     FillGaps(js, delivered_through, msgs);
     if (msgs.empty()) {
       if (Status s = e.Flush(WallNow()); !s.ok()) return s;
@@ -503,7 +504,6 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       }
       continue;
     }
-    bool caught_up = msgs.size() < o.batch;
     std::vector<JetStreamMessage> group, probe;
     Submitted again;  // delivered again after being submitted: only acked
     // What the dead process held goes in groups of 1, 2, 4, ..., each
@@ -518,11 +518,16 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       if (Status s = e.Commit(WallNow()); !s.ok()) return s;
       return finish();
     };
+    // The highest sequence submitted or taken for this batch: a message at
+    // or below it is delivered again (even one read in its gap's place
+    // earlier in this batch and redelivered behind it).
+    uint64_t taken = submitted_through;
     for (JetStreamMessage& m : msgs) {
-      if (m.stream_seq <= submitted_through) {
+      if (m.stream_seq <= taken) {
         again.messages.push_back(std::move(m));
         continue;
       }
+      taken = m.stream_seq;
       if (m.stream_seq <= isolate_until) {
         uint64_t seq = m.stream_seq;
         probe.push_back(std::move(m));

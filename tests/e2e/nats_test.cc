@@ -2,6 +2,7 @@
 // NATS JetStream server, `waymark run --source` on a real PostgreSQL, and
 // the file transport. WAYMARK_TEST_NATS and WAYMARK_TEST_POSTGRES name the
 // servers (scripts/test.sh starts both).
+#include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -438,7 +440,9 @@ TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
   std::string sample = root_ + "/journeys/sample_events.jsonl";
   int status = 0;
   Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
-  std::ofstream(dir_ / "waymark.toml") << "[source]\nack_wait = \"2s\"\n";
+  // Long enough that the taken messages cannot come again before the
+  // engine's next fetch shows the gap, however slow the machine.
+  std::ofstream(dir_ / "waymark.toml") << "[source]\nack_wait = \"20s\"\n";
   fs::path err = dir_ / "err";
   pid_t engine = waymark::testing_util::Spawn({bin_,
                                                "run",
@@ -462,6 +466,9 @@ TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
                                                "--transport",
                                                "file:" + (dir_ / "nats").string()},
                                               err.string());
+  std::shared_ptr<void> reap(nullptr, [&](void*) {  // however the test ends
+    if (engine > 0 && kill(engine, SIGKILL) == 0) waitpid(engine, nullptr, 0);
+  });
   // Once the engine is under way, another client takes 25 messages from
   // its consumer and keeps them.
   auto position = [&] {
@@ -487,6 +494,7 @@ TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
   natsSubscription_Destroy(sub);
   EXPECT_EQ(count, 25);
   waitpid(engine, &status, 0);
+  engine = 0;
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(err);
   EXPECT_NE(ReadFile(err).find("read from the stream in their place"), std::string::npos)
       << ReadFile(err);
