@@ -2,7 +2,6 @@
 // NATS JetStream server, `waymark run --source` on a real PostgreSQL, and
 // the file transport. WAYMARK_TEST_NATS and WAYMARK_TEST_POSTGRES name the
 // servers (scripts/test.sh starts both).
-#include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -12,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <memory>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -85,6 +83,24 @@ class Nats : public ::testing::Test {
                  status);
   }
 
+  // The embedded run of `sample` (SQLite, file transport): the same
+  // messages as the run on the stream wrote to dir_/nats, and the same
+  // final instance states as it left in PostgreSQL.
+  void ExpectTheEmbeddedRunsMessagesAndStates(const std::string& sample) {
+    int status = 0;
+    std::string embedded =
+        Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
+    ASSERT_EQ(status, 0) << embedded;
+    auto a = Messages(dir_ / "nats"), b = Messages(dir_ / "embedded");
+    EXPECT_GT(a.size(), 1000u);
+    EXPECT_TRUE(a == b) << a.size() << " messages from NATS + PostgreSQL, " << b.size()
+                        << " embedded";
+    auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
+    EXPECT_GT(pg.size(), 500u);
+    EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
+                            << " on SQLite";
+  }
+
   std::string nats_, pg_;
   fs::path dir_;
   std::string root_ = waymark::testing_util::SourceRoot().string();
@@ -106,18 +122,7 @@ TEST_F(Nats, PublishThenRunGivesTheSameSendsAndStatesAsTheEmbeddedRun) {
 
   std::string on_nats = Run("--source " + nats_, pg_, dir_ / "nats", &status);
   ASSERT_EQ(status, 0) << on_nats;
-  std::string embedded =
-      Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
-  ASSERT_EQ(status, 0) << embedded;
-
-  auto a = Messages(dir_ / "nats"), b = Messages(dir_ / "embedded");
-  EXPECT_GT(a.size(), 1000u);
-  EXPECT_TRUE(a == b) << a.size() << " messages from NATS + PostgreSQL, " << b.size()
-                      << " embedded";
-  auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
-  EXPECT_GT(pg.size(), 500u);
-  EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
-                          << " on SQLite";
+  ASSERT_NO_FATAL_FAILURE(ExpectTheEmbeddedRunsMessagesAndStates(sample));
 
   // The six invalid events of the sample (a bad specversion, a bad time,
   // four schema violations) are dead letters in the store and on the
@@ -466,9 +471,7 @@ TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
                                                "--transport",
                                                "file:" + (dir_ / "nats").string()},
                                               err.string());
-  std::shared_ptr<void> reap(nullptr, [&](void*) {  // however the test ends
-    if (engine > 0 && kill(engine, SIGKILL) == 0) waitpid(engine, nullptr, 0);
-  });
+  waymark::testing_util::KillOnExit reap(engine);
   // Once the engine is under way, another client takes 25 messages from
   // its consumer and keeps them.
   auto position = [&] {
@@ -499,16 +502,7 @@ TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
   EXPECT_NE(ReadFile(err).find("read from the stream in their place"), std::string::npos)
       << ReadFile(err);
 
-  std::string embedded =
-      Run("--events " + sample, "sqlite:" + (dir_ / "w.db").string(), dir_ / "embedded", &status);
-  ASSERT_EQ(status, 0) << embedded;
-  auto a = Messages(dir_ / "nats"), b = Messages(dir_ / "embedded");
-  EXPECT_GT(a.size(), 1000u);
-  EXPECT_TRUE(a == b) << a.size() << " messages from NATS + PostgreSQL, " << b.size()
-                      << " embedded";
-  auto pg = PostgresStates(pg_), lite = SqliteStates(dir_ / "w.db");
-  EXPECT_TRUE(pg == lite) << pg.size() << " instances on PostgreSQL, " << lite.size()
-                          << " on SQLite";
+  ASSERT_NO_FATAL_FAILURE(ExpectTheEmbeddedRunsMessagesAndStates(sample));
   EXPECT_EQ(PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM events")["n"],
             SqliteRows(dir_ / "w.db", "SELECT 'n', COUNT(*) FROM events")["n"]);
 }

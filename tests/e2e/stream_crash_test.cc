@@ -204,9 +204,7 @@ TEST_F(StreamCrash, AnEngineRidesOutRestartsOfBothServers) {
   // A service: it runs until SIGTERM, so it is still running whenever the
   // servers go, however fast this machine is.
   pid_t engine = Spawn(StreamArgs({"--json"}), errors, output);
-  std::shared_ptr<void> reap(nullptr, [&](void*) {  // however the test ends
-    if (engine > 0 && kill(engine, SIGKILL) == 0) waitpid(engine, nullptr, 0);
-  });
+  waymark::testing_util::KillOnExit reap(engine);
   auto events = [&] { return PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM events")["n"]; };
   auto await = [&](const std::function<bool()>& done, int seconds) {
     auto deadline = Clock::now() + std::chrono::seconds(seconds);

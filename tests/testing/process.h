@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +49,22 @@ inline pid_t Spawn(const std::vector<std::string>& args, const std::string& erro
   }
   return pid;
 }
+
+// Kills (SIGKILL) and waits for the child `pid` names when it goes out of
+// scope, however the test ends; a test that waited for the child itself
+// sets `pid` to 0.
+class KillOnExit {
+ public:
+  explicit KillOnExit(pid_t& pid) : pid_(pid) {}
+  ~KillOnExit() {
+    if (pid_ > 0 && kill(pid_, SIGKILL) == 0) waitpid(pid_, nullptr, 0);
+  }
+  KillOnExit(const KillOnExit&) = delete;
+  KillOnExit& operator=(const KillOnExit&) = delete;
+
+ private:
+  pid_t& pid_;
+};
 
 // `cmd` run by the shell in the background (its output redirected by
 // `cmd` itself), stopped with SIGTERM and waited for (60 s at most, then
