@@ -98,7 +98,7 @@ CREATE TABLE pruned_entries (
   PRIMARY KEY (journey, key));
 )sql",
 };
-constexpr int kSchemaVersion = int(std::size(kMigrations));
+constexpr int kPostgresSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
 // v hands its caller the positions [v, v + kSendSeqBlock).
 constexpr int64_t kSendSeqBlock = 1024;
@@ -253,14 +253,14 @@ class PostgresStore : public Store {
           return Status::Error("the database has no waymark schema: run `waymark migrate --store " +
                                Redacted(url_) + "`");
         }
-        if (v > kSchemaVersion) {
+        if (v > kPostgresSchemaVersion) {
           return Status::Error("the database has schema version " + std::to_string(v) +
                                ", newer than this waymark knows (" +
-                               std::to_string(kSchemaVersion) + "): upgrade waymark");
+                               std::to_string(kPostgresSchemaVersion) + "): upgrade waymark");
         }
-        if (v < kSchemaVersion) {
+        if (v < kPostgresSchemaVersion) {
           return Status::Error("the database has schema version " + std::to_string(v) +
-                               "; this waymark needs " + std::to_string(kSchemaVersion) +
+                               "; this waymark needs " + std::to_string(kPostgresSchemaVersion) +
                                ": run `waymark migrate`");
         }
       }
@@ -1122,13 +1122,13 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url) {
       t.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
       int v = SchemaVersion(t);
       if (from < 0) from = v;
-      if (v > kSchemaVersion) {
+      if (v > kPostgresSchemaVersion) {
         return Status::Error("the database has schema version " + std::to_string(v) +
-                             ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
+                             ", newer than this waymark knows (" + std::to_string(kPostgresSchemaVersion) +
                              "): upgrade waymark");
       }
       to = v;
-      if (v == kSchemaVersion) {
+      if (v == kPostgresSchemaVersion) {
         t.commit();
         break;
       }

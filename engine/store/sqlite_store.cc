@@ -25,7 +25,7 @@ using nlohmann::json;
 // never rewritten).
 // 6: pruning (docs/operations.md, "Pruning"): finished instances by entry
 // time, and the entries of pruned instances as counts.
-constexpr int kSchemaVersion = 6;
+constexpr int kSqliteSchemaVersion = 6;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
@@ -202,7 +202,7 @@ class SqliteStore : public Store {
       if (!st.ok()) return st;
       if (Status s = ExecSql(kSchema); !s.ok()) return s;
       Stmt put(db_, "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)");
-      std::string version = std::to_string(kSchemaVersion);
+      std::string version = std::to_string(kSqliteSchemaVersion);
       return put.Bind(1, version).Exec();
     }
     int v = std::stoi(get.Text(0));
@@ -228,15 +228,15 @@ class SqliteStore : public Store {
       }
       v = 6;
     }
-    if (v > kSchemaVersion) {
+    if (v > kSqliteSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
-                           ", newer than this waymark knows (" + std::to_string(kSchemaVersion) +
+                           ", newer than this waymark knows (" + std::to_string(kSqliteSchemaVersion) +
                            "): upgrade waymark");
     }
-    if (v < kSchemaVersion) {
+    if (v < kSqliteSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
                            " from an earlier development version of waymark, which this one (" +
-                           std::to_string(kSchemaVersion) + ") cannot read: start a new store");
+                           std::to_string(kSqliteSchemaVersion) + ") cannot read: start a new store");
     }
     return Status();
   }
