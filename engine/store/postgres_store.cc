@@ -1124,8 +1124,8 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url) {
       if (from < 0) from = v;
       if (v > kPostgresSchemaVersion) {
         return Status::Error("the database has schema version " + std::to_string(v) +
-                             ", newer than this waymark knows (" + std::to_string(kPostgresSchemaVersion) +
-                             "): upgrade waymark");
+                             ", newer than this waymark knows (" +
+                             std::to_string(kPostgresSchemaVersion) + "): upgrade waymark");
       }
       to = v;
       if (v == kPostgresSchemaVersion) {

@@ -230,13 +230,14 @@ class SqliteStore : public Store {
     }
     if (v > kSqliteSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
-                           ", newer than this waymark knows (" + std::to_string(kSqliteSchemaVersion) +
-                           "): upgrade waymark");
+                           ", newer than this waymark knows (" +
+                           std::to_string(kSqliteSchemaVersion) + "): upgrade waymark");
     }
     if (v < kSqliteSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
                            " from an earlier development version of waymark, which this one (" +
-                           std::to_string(kSqliteSchemaVersion) + ") cannot read: start a new store");
+                           std::to_string(kSqliteSchemaVersion) +
+                           ") cannot read: start a new store");
     }
     return Status();
   }
