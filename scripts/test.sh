@@ -63,7 +63,9 @@ build() {  # build DIR [cmake args...]; NINJA_TARGETS limits what is built
 # The sanitizer and fuzzing builds run in the background at the lowest CPU
 # priority from the start: they take the cycles the main build and the
 # suite leave idle (the suite waits on servers, processes and its pacing
-# tests more than it computes) and yield the CPU to them. Each writes
+# tests more than it computes) and yield the CPU to them. They are two
+# chains, ASan then TSan, and the fuzzers beside them, so that one fills
+# the cores the other's dependencies leave idle. Each build writes
 # $side/NAME.log and then $side/NAME.status; await NAME prints the log and
 # returns the status.
 side=$(mktemp -d)
@@ -76,6 +78,8 @@ sanitizer_builds() {
     -DCMAKE_C_FLAGS_DEBUG="-g1 -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" -DWAYMARK_TSAN=ON \
     -DWAYMARK_BENCH=OFF >"$side/tsan.log" 2>&1
   echo $? >"$side/tsan.status"
+}
+fuzz_build() {
   NINJA_TARGETS="parser_fuzz event_fuzz" build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DWAYMARK_FUZZ=ON -DWAYMARK_BENCH=OFF \
     -DWAYMARK_FUZZ_SECONDS="$fuzz_seconds" >"$side/fuzz.log" 2>&1
@@ -94,7 +98,12 @@ await() {
   return "$(cat "$side/$1.status")"
 }
 set -m  # the builds in a process group of their own, which the trap can stop
-(renice -n 19 -p $BASHPID >/dev/null; sanitizer_builds) &
+(
+  renice -n 19 -p $BASHPID >/dev/null
+  sanitizer_builds &
+  fuzz_build &
+  wait
+) &
 builds=$!
 set +m
 trap 'kill -- -$builds 2>/dev/null; stop_servers; rm -rf "$log" "$side" $scratch' EXIT

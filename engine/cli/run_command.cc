@@ -582,9 +582,8 @@ int Run(const RunOptions& o) {
   // included.
   StopOnSignals();
   // A service rides out a PostgreSQL restart (docs/operations.md).
-  Reconnect reconnect{[] { return !g_stop; },
-                      [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; },
-                      [&metrics] { metrics.StoreReconnected(); }};
+  auto report = [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; };
+  Reconnect reconnect{[] { return !g_stop; }, report, [&metrics] { metrics.StoreReconnected(); }};
   auto store = OpenStore(o.store, reconnect);
   if (!store.ok()) {
     std::cerr << "waymark run: " << store.error() << "\n";
@@ -654,7 +653,7 @@ int Run(const RunOptions& o) {
     so.wait_for_server = true;
     // One durable consumer per partition; each reads the whole stream.
     if (o.partitions > 1) so.consumer += "-" + std::to_string(o.partition);
-    auto js = JetStream::Connect(so);
+    auto js = JetStream::Connect(so, report);
     if (!js.ok()) {
       std::cerr << "waymark run: " << js.error() << "\n";
       return kExitUsage;

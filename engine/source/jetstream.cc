@@ -123,7 +123,11 @@ Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
 
 }  // namespace
 
-Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o) {
+Result<std::unique_ptr<JetStream>> JetStream::Connect(
+    const JetStreamOptions& o, std::function<void(const std::string&)> report) {
+  if (!report) {
+    report = [](const std::string& what) { std::fprintf(stderr, "waymark: %s\n", what.c_str()); };
+  }
   if (o.url.rfind("nats://", 0) != 0) {
     return Status::Error("source: expected nats://HOST:PORT, not '" + o.url + "'");
   }
@@ -134,6 +138,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o)
   }
   if (o.max_deliver < 2) return Status::Error("source: max_deliver must be at least 2");
   std::unique_ptr<JetStream> j(new JetStream(o));
+  j->report_ = report;
   Impl& m = *j->impl_;
   natsStatus s = natsOptions_Create(&m.opts);
   if (s == NATS_OK) s = natsOptions_SetURL(m.opts, o.url.c_str());
@@ -144,9 +149,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(const JetStreamOptions& o)
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(m.opts, 64 << 20);
   if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
   if (s == NATS_NO_SERVER && o.wait_for_server) {
-    std::fprintf(stderr,
-                 "waymark: no NATS server at %s yet; waiting for one (retrying every 2 s)\n",
-                 o.url.c_str());
+    report("nats: no server at " + o.url + " yet; waiting for one (retrying every 2 s)");
     s = natsOptions_SetRetryOnFailedConnect(m.opts, true, nullptr, nullptr);
     if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
   }
@@ -256,15 +259,15 @@ void JetStream::WatchConnection() {
   }
   auto now = std::chrono::steady_clock::now();
   if (m.up && !up) {
-    std::fprintf(stderr, "waymark: nats: lost the connection to %s; reconnecting\n",
-                 options_.url.c_str());
+    report_("nats: lost the connection to " + options_.url + "; reconnecting");
     m.lost_at = now;
   } else if (!m.up && up) {
-    std::fprintf(stderr, "waymark: nats: the connection is back after %.1f s\n",
-                 std::chrono::duration<double>(now - m.lost_at).count());
+    char after[32];
+    std::snprintf(after, sizeof after, "%.1f",
+                  std::chrono::duration<double>(now - m.lost_at).count());
+    report_(std::string("nats: the connection is back after ") + after + " s");
   } else if (up && reconnects > m.reconnects) {
-    std::fprintf(stderr, "waymark: nats: lost the connection to %s, and it is back\n",
-                 options_.url.c_str());
+    report_("nats: lost the connection to " + options_.url + ", and it is back");
   }
   m.up = up;
   m.reconnects = reconnects;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,10 +41,13 @@ struct JetStreamMessage {
 class JetStream {
  public:
   // Connects (reconnecting forever afterwards; with wait_for_server, also
-  // at first, saying so on stderr) and creates or checks the
-  // event stream and the dead-letter stream. A stream whose subjects,
-  // storage or duplicate window differ is refused with what differs.
-  static Result<std::unique_ptr<JetStream>> Connect(const JetStreamOptions& o);
+  // at first) and creates or checks the event stream and the dead-letter
+  // stream. A stream whose subjects, storage or duplicate window differ is
+  // refused with what differs. `report` hears, in words starting "nats: ",
+  // of a wait for the server and of each loss and recovery of the
+  // connection (by default on stderr after "waymark: ").
+  static Result<std::unique_ptr<JetStream>> Connect(
+      const JetStreamOptions& o, std::function<void(const std::string&)> report = {});
   ~JetStream();
 
   // --- consuming (waymark run) ---
@@ -99,6 +103,7 @@ class JetStream {
   explicit JetStream(const JetStreamOptions& o);
   void WatchConnection();
   JetStreamOptions options_;
+  std::function<void(const std::string&)> report_;
   std::unique_ptr<Impl> impl_;
 };
 

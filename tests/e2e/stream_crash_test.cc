@@ -229,7 +229,7 @@ TEST_F(StreamCrash, AnEngineRidesOutRestartsOfBothServers) {
   // when the loss and the recovery fell between two fetches.
   auto nats_back = [&] {
     std::string text = said();
-    return text.find("nats: the connection is back after") != std::string::npos ||
+    return text.find("waymark run: nats: the connection is back after") != std::string::npos ||
            text.find(", and it is back") != std::string::npos;
   };
   ASSERT_TRUE(await(nats_back, 120)) << said();
@@ -249,11 +249,13 @@ TEST_F(StreamCrash, AnEngineRidesOutRestartsOfBothServers) {
   engine = 0;
   std::string stderr_text = said();
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << stderr_text;
-  EXPECT_NE(stderr_text.find("postgresql: lost the "), std::string::npos) << stderr_text;
-  EXPECT_NE(stderr_text.find("postgresql: the writer's connection is back after"),
+  EXPECT_NE(stderr_text.find("waymark run: postgresql: lost the "), std::string::npos)
+      << stderr_text;
+  EXPECT_NE(stderr_text.find("waymark run: postgresql: the writer's connection is back after"),
             std::string::npos)
       << stderr_text;
-  EXPECT_NE(stderr_text.find("nats: lost the connection to " + nats_), std::string::npos)
+  EXPECT_NE(stderr_text.find("waymark run: nats: lost the connection to " + nats_),
+            std::string::npos)
       << stderr_text;
   std::ifstream in(output);
   nlohmann::json summary = nlohmann::json::parse(in, nullptr, false);
