@@ -66,8 +66,9 @@ build() {  # build DIR [cmake args...]; NINJA_TARGETS limits what is built
 # tests more than it computes) and yield the CPU to them, one after the
 # other in the order they are awaited (the fuzz build beside the ASan and
 # TSan builds, tried once on 2026-11-30: the ASan tests began 4 minutes
-# later, and the run took 24.3 minutes against 22.1). Each writes $side/NAME.log and then
-# $side/NAME.status; await NAME prints the log and returns the status.
+# later, and the run took 24.3 minutes against 22.1). Each writes
+# $side/NAME.log and then $side/NAME.status; await NAME prints the log and
+# returns the status.
 side=$(mktemp -d)
 sanitizer_builds() {
   NINJA_TARGETS="tests/dsl/all tests/engine/all tests/plugins/all engine/cli/all" build build-asan \
