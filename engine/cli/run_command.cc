@@ -256,6 +256,10 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   if (r.nats) reconnects["nats"] = *r.nats;
   if (r.postgresql) reconnects["postgresql"] = *r.postgresql;
   if (as_json) {
+    nlohmann::json by_journey = nlohmann::json::object();
+    for (const auto& [name, n] : s.by_journey) {
+      by_journey[name] = {{"started", n.started}, {"completed", n.completed}, {"exited", n.exited}};
+    }
     nlohmann::json j = {{"events_by_type", s.events_by_type},
                         {"emitted_by_type", s.emitted_by_type},
                         {"duplicates", s.duplicates},
@@ -264,7 +268,8 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
                          {{"started", s.started},
                           {"completed", s.completed},
                           {"exited", s.exited},
-                          {"waiting", e.waiting()}}},
+                          {"waiting", e.waiting()},
+                          {"by_journey", by_journey}}},
                         {"entries_refused", s.entries_refused},
                         {"sends", s.sends},
                         {"held_sends", e.held_sends()},
@@ -298,6 +303,10 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   }
   std::cout << "  instances: " << s.started << " started, " << e.waiting() << " waiting, "
             << s.completed << " completed, " << s.exited << " exited\n";
+  for (const auto& [name, n] : s.by_journey) {
+    std::cout << "    " << name << ": " << n.started << " started, " << n.completed
+              << " completed, " << n.exited << " exited\n";
+  }
   for (const auto& [why, n] : s.entries_refused) {
     std::cout << "    not entered (" << why << "): " << n << "\n";
   }

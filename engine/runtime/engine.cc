@@ -97,6 +97,7 @@ Status Engine::Start() {
     for (const auto& s : j.states) {
       if (s.kind == dsl::State::Kind::kWaitEvent) listened_.insert(s.event);
     }
+    summary_.by_journey[j.name];  // its series exist from the start, at 0
     journeys_.emplace(j.name, std::move(j));
   }
 
@@ -588,6 +589,7 @@ void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, con
   ++count;
   last = now;
   ++summary_.started;
+  ++summary_.by_journey[j.name].started;
   Instance fresh = NewInstance(j, key, count, e);
   fresh.time = now;
   fresh.entered_at = now;
@@ -640,8 +642,15 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
   }
   // Finished now (or it was, and reached a goal since).
   if (running != active_.end()) {
-    if (r.next.status == InstanceStatus::kCompleted) ++summary_.completed;
-    if (r.next.status == InstanceStatus::kExited) ++summary_.exited;
+    RunSummary::Instances& by = summary_.by_journey[j.name];
+    if (r.next.status == InstanceStatus::kCompleted) {
+      ++summary_.completed;
+      ++by.completed;
+    }
+    if (r.next.status == InstanceStatus::kExited) {
+      ++summary_.exited;
+      ++by.exited;
+    }
     auto& ids = by_key_[KeyOf(r.next.journey, r.next.key)];
     ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
     active_.erase(running);

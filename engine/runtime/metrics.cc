@@ -201,11 +201,18 @@ std::string Metrics::Text() const {
         std::accumulate(s.dead_letters.begin(), s.dead_letters.end(), int64_t(0),
                         [](int64_t n, const auto& r) { return n + r.second; }));
 
-  w.One("waymark_instances_started_total", "counter", "Instances started.", s.started);
-  w.One("waymark_instances_completed_total", "counter", "Instances that reached the end.",
-        s.completed);
-  w.One("waymark_instances_exited_total", "counter",
-        "Instances that left before the end: a goal, an exit event, an error.", s.exited);
+  auto by_journey = [&](std::string_view name, std::string_view help,
+                        int64_t RunSummary::Instances::*field) {
+    w.Family(name, "counter", help);
+    for (const auto& [journey, n] : s.by_journey) w.Sample(name, {"journey", journey}, n.*field);
+  };
+  by_journey("waymark_instances_started_total", "Instances started, by journey.",
+             &RunSummary::Instances::started);
+  by_journey("waymark_instances_completed_total", "Instances that reached the end, by journey.",
+             &RunSummary::Instances::completed);
+  by_journey("waymark_instances_exited_total",
+             "Instances that left before the end (a goal, an exit event, an error), by journey.",
+             &RunSummary::Instances::exited);
   ByLabel(w, "waymark_entries_refused_total", "Entries refused, by reason.", "reason",
           s.entries_refused);
   w.One("waymark_timers_fired_total", "counter", "Waits that timed out.", s.timers_fired);

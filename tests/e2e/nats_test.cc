@@ -426,9 +426,20 @@ TEST_F(Nats, MetricsFollowTheStreamAndAgreeWithTheSummary) {
   EXPECT_EQ(m.At("waymark_dead_letters_total"), double(dead));
   EXPECT_EQ(m.At("waymark_events_duplicate_total"), s["duplicates"].get<double>());
   EXPECT_EQ(m.At("waymark_events_unrouted_total"), s["unknown_types"].get<double>());
-  EXPECT_EQ(m.At("waymark_instances_started_total"), s["instances"]["started"].get<double>());
-  EXPECT_EQ(m.At("waymark_instances_completed_total"), s["instances"]["completed"].get<double>());
-  EXPECT_EQ(m.At("waymark_instances_exited_total"), s["instances"]["exited"].get<double>());
+  // By journey, and the journeys' counts add up to the run's.
+  ASSERT_EQ(s["instances"]["by_journey"].size(), 6u) << s["instances"].dump();
+  for (const char* what : {"started", "completed", "exited"}) {
+    double sum = 0;
+    for (const auto& [journey, n] : s["instances"]["by_journey"].items()) {
+      EXPECT_EQ(
+          m.At("waymark_instances_" + std::string(what) + "_total{journey=\"" + journey + "\"}"),
+          n[what].get<double>())
+          << journey << " " << what;
+      sum += n[what].get<double>();
+    }
+    EXPECT_EQ(sum, s["instances"][what].get<double>()) << what;
+  }
+  EXPECT_GT(s["instances"]["by_journey"]["welcome_series"]["started"].get<int64_t>(), 0);
   EXPECT_EQ(m.At("waymark_instances_waiting"), s["instances"]["waiting"].get<double>());
   EXPECT_EQ(m.At("waymark_timers_fired_total"), s["timers_fired"].get<double>());
   EXPECT_EQ(m.At("waymark_sends_held"), s["held_sends"].get<double>());

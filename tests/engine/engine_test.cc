@@ -528,8 +528,10 @@ TEST_F(EngineTest, MetricsCountWhatTheEngineDid) {
   EXPECT_EQ(m.At("waymark_events_duplicate_total"), 1);
   EXPECT_EQ(m.At("waymark_events_unrouted_total"), 1);
   EXPECT_EQ(m.At("waymark_dead_letters_total"), 1);
-  EXPECT_EQ(m.At("waymark_instances_started_total"), 3);
-  EXPECT_EQ(m.At("waymark_instances_completed_total"), 2);
+  // By journey; a series is there from the start, 0 until it counts.
+  EXPECT_EQ(m.At(R"(waymark_instances_started_total{journey="o"})"), 3);
+  EXPECT_EQ(m.At(R"(waymark_instances_completed_total{journey="o"})"), 2);
+  EXPECT_EQ(m.At(R"(waymark_instances_exited_total{journey="o"})"), 0);
   EXPECT_EQ(m.At(R"(waymark_entries_refused_total{reason="reentry once: entered before"})"), 1);
   EXPECT_EQ(m.At("waymark_timers_fired_total"), 2);
   EXPECT_EQ(m.At("waymark_instances_waiting"), 1);  // w, in its wait
