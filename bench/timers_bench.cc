@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   if (!running.ok()) Die(running.error());
   auto unsent = store.value()->PendingSends(1);
   if (!unsent.ok()) Die(unsent.error());
-  int64_t finished = e.summary().completed;
+  int64_t finished = e.summary().instances().completed;
   int64_t accepted = 0;
   if (auto it = e.summary().sends.find("reminder"); it != e.summary().sends.end()) {
     accepted = it->second.count("accepted") ? it->second.at("accepted") : 0;

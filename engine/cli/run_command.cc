@@ -251,6 +251,7 @@ struct Reconnects {
 void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const Reconnects& r,
                   bool as_json) {
   const RunSummary& s = e.summary();
+  const RunSummary::Instances all = s.instances();
   auto dead = store.DeadLetters();
   nlohmann::json reconnects = nlohmann::json::object();
   if (r.nats) reconnects["nats"] = *r.nats;
@@ -265,9 +266,9 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
                         {"duplicates", s.duplicates},
                         {"unknown_types", s.unknown_types},
                         {"instances",
-                         {{"started", s.started},
-                          {"completed", s.completed},
-                          {"exited", s.exited},
+                         {{"started", all.started},
+                          {"completed", all.completed},
+                          {"exited", all.exited},
                           {"waiting", e.waiting()},
                           {"by_journey", by_journey}}},
                         {"entries_refused", s.entries_refused},
@@ -301,8 +302,8 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
     for (const auto& [type, n] : s.emitted_by_type)
       std::cout << "    " << type << ": " << n << "\n";
   }
-  std::cout << "  instances: " << s.started << " started, " << e.waiting() << " waiting, "
-            << s.completed << " completed, " << s.exited << " exited\n";
+  std::cout << "  instances: " << all.started << " started, " << e.waiting() << " waiting, "
+            << all.completed << " completed, " << all.exited << " exited\n";
   for (const auto& [name, n] : s.by_journey) {
     std::cout << "    " << name << ": " << n.started << " started, " << n.completed
               << " completed, " << n.exited << " exited\n";

@@ -376,6 +376,16 @@ void Engine::RouteEmitted() {
   }
 }
 
+RunSummary::Instances RunSummary::instances() const {
+  Instances all;
+  for (const auto& [_, n] : by_journey) {
+    all.started += n.started;
+    all.completed += n.completed;
+    all.exited += n.exited;
+  }
+  return all;
+}
+
 std::string SendMatchKey(const std::string& instance_id, const std::string& template_name, int n) {
   return instance_id + '\n' + template_name + '\n' + std::to_string(n);
 }
@@ -588,7 +598,6 @@ void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, con
   }
   ++count;
   last = now;
-  ++summary_.started;
   ++summary_.by_journey[j.name].started;
   Instance fresh = NewInstance(j, key, count, e);
   fresh.time = now;
@@ -643,14 +652,8 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
   // Finished now (or it was, and reached a goal since).
   if (running != active_.end()) {
     RunSummary::Instances& by = summary_.by_journey[j.name];
-    if (r.next.status == InstanceStatus::kCompleted) {
-      ++summary_.completed;
-      ++by.completed;
-    }
-    if (r.next.status == InstanceStatus::kExited) {
-      ++summary_.exited;
-      ++by.exited;
-    }
+    if (r.next.status == InstanceStatus::kCompleted) ++by.completed;
+    if (r.next.status == InstanceStatus::kExited) ++by.exited;
     auto& ids = by_key_[KeyOf(r.next.journey, r.next.key)];
     ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
     active_.erase(running);

@@ -112,13 +112,13 @@ struct RunSummary {
   int64_t duplicates = 0;                          // re-sent events, recognised and skipped
   int64_t unknown_types = 0;                       // events no journey listens to
   std::map<std::string, int64_t> dead_letters;     // reason -> count
-  int64_t started = 0, completed = 0, exited = 0;
   struct Instances {
     int64_t started = 0, completed = 0, exited = 0;
   };
-  std::map<std::string, Instances> by_journey;     // the same by journey, every journey loaded
-  std::map<std::string, int64_t> entries_refused;  // reason -> count
-  int64_t capped = 0, deferred = 0;                // frequency cap decisions
+  std::map<std::string, Instances> by_journey;                      // every journey loaded
+  Instances instances() const;                                      // all journeys together
+  std::map<std::string, int64_t> entries_refused;                   // reason -> count
+  int64_t capped = 0, deferred = 0;                                 // frequency cap decisions
   std::map<std::string, std::map<std::string, int64_t>> sends;      // template -> result -> count
   std::map<std::string, std::map<std::string, int64_t>> providers;  // provider -> result -> count
   int64_t timers_fired = 0;

@@ -337,7 +337,7 @@ TEST_F(EngineTest, AKeyWithAControlCharacterIsRefusedAndCounted) {
         Ev("2", "user.signup", "v", "2026-03-01T10:00:01Z",
            R"({"email":"v@x.io","account":"acme"})")});
   EXPECT_EQ(engine_->summary().entries_refused.at("key contains a control character"), 1);
-  EXPECT_EQ(engine_->summary().started, 1);
+  EXPECT_EQ(engine_->summary().instances().started, 1);
   EXPECT_EQ(Instances("j", "acme").size(), 1u);
   EXPECT_EQ(store_->AllEntries().value().size(), 1u);
 }
