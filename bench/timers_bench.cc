@@ -104,8 +104,9 @@ int main(int argc, char** argv) {
   }
   if (Status s = e.Commit(WallNow()); !s.ok()) Die(s.message());
   const Micros loaded = WallNow();
-  if (e.waiting() != size_t(n)) {
-    Die("loaded " + std::to_string(e.waiting()) + " waiting instances, not " + std::to_string(n));
+  if (e.summary().instances().waiting != n) {
+    Die("loaded " + std::to_string(e.summary().instances().waiting) + " waiting instances, not " +
+        std::to_string(n));
   }
 
   // 2. Fire.

@@ -259,7 +259,10 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   if (as_json) {
     nlohmann::json by_journey = nlohmann::json::object();
     for (const auto& [name, n] : s.by_journey) {
-      by_journey[name] = {{"started", n.started}, {"completed", n.completed}, {"exited", n.exited}};
+      by_journey[name] = {{"started", n.started},
+                          {"completed", n.completed},
+                          {"exited", n.exited},
+                          {"waiting", n.waiting}};
     }
     nlohmann::json j = {{"events_by_type", s.events_by_type},
                         {"emitted_by_type", s.emitted_by_type},
@@ -269,7 +272,7 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
                          {{"started", all.started},
                           {"completed", all.completed},
                           {"exited", all.exited},
-                          {"waiting", e.waiting()},
+                          {"waiting", all.waiting},
                           {"by_journey", by_journey}}},
                         {"entries_refused", s.entries_refused},
                         {"sends", s.sends},
@@ -302,11 +305,11 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
     for (const auto& [type, n] : s.emitted_by_type)
       std::cout << "    " << type << ": " << n << "\n";
   }
-  std::cout << "  instances: " << all.started << " started, " << e.waiting() << " waiting, "
+  std::cout << "  instances: " << all.started << " started, " << all.waiting << " waiting, "
             << all.completed << " completed, " << all.exited << " exited\n";
   for (const auto& [name, n] : s.by_journey) {
-    std::cout << "    " << name << ": " << n.started << " started, " << n.completed
-              << " completed, " << n.exited << " exited\n";
+    std::cout << "    " << name << ": " << n.started << " started, " << n.waiting << " waiting, "
+              << n.completed << " completed, " << n.exited << " exited\n";
   }
   for (const auto& [why, n] : s.entries_refused) {
     std::cout << "    not entered (" << why << "): " << n << "\n";

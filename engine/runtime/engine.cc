@@ -115,6 +115,7 @@ Status Engine::Start() {
     clock_ = std::max(clock_, i.time);
     if (i.due) timers_.insert({i.due, i.id});
     by_key_[KeyOf(i.journey, i.key)].push_back(i.id);
+    ++summary_.by_journey[i.journey].waiting;
     std::string id = i.id;
     active_.emplace(id, std::move(i));
   }
@@ -382,6 +383,7 @@ RunSummary::Instances RunSummary::instances() const {
     all.started += n.started;
     all.completed += n.completed;
     all.exited += n.exited;
+    all.waiting += n.waiting;
   }
   return all;
 }
@@ -598,7 +600,9 @@ void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, con
   }
   ++count;
   last = now;
-  ++summary_.by_journey[j.name].started;
+  RunSummary::Instances& by = summary_.by_journey[j.name];
+  ++by.started;
+  ++by.waiting;
   Instance fresh = NewInstance(j, key, count, e);
   fresh.time = now;
   fresh.entered_at = now;
@@ -654,6 +658,7 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     RunSummary::Instances& by = summary_.by_journey[j.name];
     if (r.next.status == InstanceStatus::kCompleted) ++by.completed;
     if (r.next.status == InstanceStatus::kExited) ++by.exited;
+    --by.waiting;
     auto& ids = by_key_[KeyOf(r.next.journey, r.next.key)];
     ids.erase(std::remove(ids.begin(), ids.end(), r.next.id), ids.end());
     active_.erase(running);

@@ -113,9 +113,11 @@ struct RunSummary {
   int64_t unknown_types = 0;                       // events no journey listens to
   std::map<std::string, int64_t> dead_letters;     // reason -> count
   struct Instances {
-    int64_t started = 0, completed = 0, exited = 0;
+    int64_t started = 0, completed = 0, exited = 0;  // in this run
+    int64_t waiting = 0;  // running now, those loaded at start included (a gauge)
   };
-  std::map<std::string, Instances> by_journey;                      // every journey loaded
+  // Every journey loaded, and any other that instances loaded at start are in.
+  std::map<std::string, Instances> by_journey;
   Instances instances() const;                                      // all journeys together
   std::map<std::string, int64_t> entries_refused;                   // reason -> count
   int64_t capped = 0, deferred = 0;                                 // frequency cap decisions
@@ -166,7 +168,6 @@ class Engine {
   // throttle may go (only sends whose journey time has come).
   std::optional<Micros> NextRetry() const;
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
-  size_t waiting() const { return active_.size(); }
   const RunSummary& summary() const { return summary_; }
   // With `dispatch` false: inputs still waiting for a send this engine has
   // not decided (RawInput::after_send).

@@ -17,7 +17,7 @@ namespace waymark {
 struct Metrics::Copy {
   RunSummary summary;
   std::map<std::string, int64_t> routed;  // events_by_type, types some journey listens to
-  int64_t waiting = 0, held = 0;
+  int64_t held = 0;
   Micros clock = 0, at = 0;  // the engine's clock; when the copy was taken
   CommitTimes commits;
 };
@@ -155,7 +155,6 @@ void Metrics::Publish(const Engine& e) {
     if (e.Listens(type)) c->routed.emplace(type, n);
   }
   c->at = WallNow();
-  c->waiting = int64_t(e.waiting());
   c->held = int64_t(e.held_sends());
   c->clock = e.clock();
   c->commits = e.committer().times();
@@ -201,22 +200,23 @@ std::string Metrics::Text() const {
         std::accumulate(s.dead_letters.begin(), s.dead_letters.end(), int64_t(0),
                         [](int64_t n, const auto& r) { return n + r.second; }));
 
-  auto by_journey = [&](std::string_view name, std::string_view help,
+  auto by_journey = [&](std::string_view name, std::string_view type, std::string_view help,
                         int64_t RunSummary::Instances::*field) {
-    w.Family(name, "counter", help);
+    w.Family(name, type, help);
     for (const auto& [journey, n] : s.by_journey) w.Sample(name, {"journey", journey}, n.*field);
   };
-  by_journey("waymark_instances_started_total", "Instances started, by journey.",
+  by_journey("waymark_instances_started_total", "counter", "Instances started, by journey.",
              &RunSummary::Instances::started);
-  by_journey("waymark_instances_completed_total", "Instances that reached the end, by journey.",
-             &RunSummary::Instances::completed);
-  by_journey("waymark_instances_exited_total",
+  by_journey("waymark_instances_completed_total", "counter",
+             "Instances that reached the end, by journey.", &RunSummary::Instances::completed);
+  by_journey("waymark_instances_exited_total", "counter",
              "Instances that left before the end (a goal, an exit event, an error), by journey.",
              &RunSummary::Instances::exited);
   ByLabel(w, "waymark_entries_refused_total", "Entries refused, by reason.", "reason",
           s.entries_refused);
   w.One("waymark_timers_fired_total", "counter", "Waits that timed out.", s.timers_fired);
-  w.One("waymark_instances_waiting", "gauge", "Running instances held in memory.", copy->waiting);
+  by_journey("waymark_instances_waiting", "gauge", "Running instances held in memory, by journey.",
+             &RunSummary::Instances::waiting);
 
   w.One("waymark_sends_capped_total", "counter", "Sends the frequency cap stopped.", s.capped);
   w.One("waymark_sends_deferred_total", "counter", "Sends the frequency cap put off.", s.deferred);

@@ -387,9 +387,11 @@ TEST_F(EngineTest, RestartResumesWaitingInstances) {
   Journey("j", kSimple);
   Start();
   Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
-  EXPECT_EQ(engine_->waiting(), 1u);
+  EXPECT_EQ(engine_->summary().by_journey.at("j").waiting, 1);
   Start();  // a new engine over the same store
-  EXPECT_EQ(engine_->waiting(), 1u);
+  // Counted under its journey, though this run started nothing.
+  EXPECT_EQ(engine_->summary().by_journey.at("j").waiting, 1);
+  EXPECT_EQ(engine_->summary().by_journey.at("j").started, 0);
   // The same event again is recognised, not a second entry.
   Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
   EXPECT_EQ(engine_->summary().duplicates, 1);
@@ -534,7 +536,7 @@ TEST_F(EngineTest, MetricsCountWhatTheEngineDid) {
   EXPECT_EQ(m.At(R"(waymark_instances_exited_total{journey="o"})"), 0);
   EXPECT_EQ(m.At(R"(waymark_entries_refused_total{reason="reentry once: entered before"})"), 1);
   EXPECT_EQ(m.At("waymark_timers_fired_total"), 2);
-  EXPECT_EQ(m.At("waymark_instances_waiting"), 1);  // w, in its wait
+  EXPECT_EQ(m.At(R"(waymark_instances_waiting{journey="o"})"), 1);  // w, in its wait
   EXPECT_EQ(m.At(R"(waymark_send_results_total{template="a",result="accepted"})"), 3);
   EXPECT_EQ(m.At(R"(waymark_send_results_total{template="b",result="accepted"})"), 2);
   EXPECT_EQ(m.At(R"(waymark_provider_results_total{provider="test",result="accepted"})"), 5);
