@@ -97,6 +97,24 @@ CREATE TABLE pruned_entries (
   journey TEXT NOT NULL, key TEXT NOT NULL, count BIGINT NOT NULL, last BIGINT NOT NULL,
   PRIMARY KEY (journey, key));
 )sql",
+    // 7: every text column that an index keys on compares bytewise
+    // (COLLATE "C"), whatever the database's locale. Ids, subjects and
+    // addresses have no linguistic order, and in a database made with a
+    // locale such as en_US.UTF-8 each index entry's comparisons went
+    // through strcoll (docs/performance.md). Rebuilds those indexes; the
+    // tables are not rewritten.
+    R"sql(
+ALTER TABLE events ALTER COLUMN source TYPE TEXT COLLATE "C",
+  ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN subject TYPE TEXT COLLATE "C";
+ALTER TABLE sends ALTER COLUMN instance_id TYPE TEXT COLLATE "C",
+  ALTER COLUMN person TYPE TEXT COLLATE "C";
+ALTER TABLE journey_versions ALTER COLUMN hash TYPE TEXT COLLATE "C";
+ALTER TABLE suppressions ALTER COLUMN entry TYPE TEXT COLLATE "C";
+ALTER TABLE source_positions ALTER COLUMN source TYPE TEXT COLLATE "C";
+ALTER TABLE pruned_entries ALTER COLUMN journey TYPE TEXT COLLATE "C",
+  ALTER COLUMN key TYPE TEXT COLLATE "C";
+ALTER TABLE meta ALTER COLUMN key TYPE TEXT COLLATE "C";
+)sql",
 };
 constexpr int kPostgresSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
@@ -867,8 +885,9 @@ class PostgresStore : public Store {
     {
       pqxx::nontransaction n(w);
       n.exec(
-          "CREATE TEMP TABLE events_in (ord BIGSERIAL, source TEXT, id TEXT, type TEXT, "
-          "subject TEXT, time BIGINT, body TEXT) ON COMMIT DELETE ROWS");
+          "CREATE TEMP TABLE events_in (ord BIGSERIAL, source TEXT COLLATE \"C\", "
+          "id TEXT COLLATE \"C\", type TEXT, subject TEXT COLLATE \"C\", time BIGINT, "
+          "body TEXT) ON COMMIT DELETE ROWS");
       n.exec(
           "CREATE TEMP TABLE instances_in (id TEXT COLLATE \"C\", journey TEXT, "
           "key TEXT, seq BIGINT, finished BOOLEAN, entered_at BIGINT, due BIGINT, "

@@ -894,6 +894,32 @@ TEST(PostgresStore, MigrationsAreAppliedOnceAndVersionsAreChecked) {
   EXPECT_NE(refused.error().find("newer"), std::string::npos) << refused.error();
 }
 
+// PostgreSQL: after `waymark migrate`, every index compares its text keys
+// bytewise (COLLATE "C"), whatever the database's locale; the events keep
+// their replica identity through the rebuild of their key.
+TEST(PostgresStore, IndexesCompareTextBytewise) {
+  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+  std::string url =
+      testing_util::FreshPostgresDatabase(server, "collate_" + std::to_string(::getpid()));
+  ASSERT_TRUE(MigratePostgres(url).ok());
+  auto linguistic = testing_util::PostgresRows(
+      url,
+      "SELECT ic.relname || '.' || a.attname, k.coll::regcollation::TEXT FROM pg_index x "
+      "JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_class tc ON tc.oid = x.indrelid "
+      "JOIN pg_namespace n ON n.oid = tc.relnamespace AND n.nspname = 'public' "
+      "CROSS JOIN LATERAL unnest(x.indkey::INT2[], x.indcollation::OID[]) AS k(attnum, coll) "
+      "JOIN pg_attribute a ON a.attrelid = tc.oid AND a.attnum = k.attnum "
+      "WHERE k.coll <> 0 AND k.coll <> 'pg_catalog.\"C\"'::regcollation");
+  EXPECT_TRUE(linguistic.empty()) << testing::PrintToString(linguistic);
+  auto identity = testing_util::PostgresRows(
+      url,
+      "SELECT ic.relname, tc.relreplident::TEXT FROM pg_index x "
+      "JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_class tc ON tc.oid = x.indrelid "
+      "WHERE x.indisreplident");
+  EXPECT_EQ(identity, (std::map<std::string, std::string>{{"events_source_id_key", "i"}}));
+}
+
 TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
   std::string error = OpenWithSchemaVersion("99");
   EXPECT_NE(error.find("newer"), std::string::npos) << error;
