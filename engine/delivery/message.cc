@@ -221,7 +221,7 @@ bool ValidAddress(std::string_view a) {
   return true;
 }
 
-Result<std::string> BuildMessage(const MessageParams& p) {
+Status CheckMessage(const MessageParams& p) {
   const RenderedMessage& c = p.content;
   for (auto [name, value] :
        {std::pair{"Subject", std::string_view(c.subject)},
@@ -236,6 +236,14 @@ Result<std::string> BuildMessage(const MessageParams& p) {
   if (!SplitMailbox(p.from, from_name, from_addr)) {
     return Status::Error("invalid sender '" + p.from + "'");
   }
+  return Status();
+}
+
+Result<std::string> BuildMessage(const MessageParams& p) {
+  if (Status s = CheckMessage(p); !s.ok()) return s;
+  const RenderedMessage& c = p.content;
+  std::string from_name, from_addr;
+  SplitMailbox(p.from, from_name, from_addr);  // CheckMessage checked it
   std::string boundary = "=_wm_" + Sha256Hex(p.idempotency_key).substr(0, 24);
   std::string m;
   // One buffer: headers, then the parts (quoted-printable grows text by

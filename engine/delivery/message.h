@@ -33,7 +33,13 @@ bool ValidAddress(std::string_view addr);
 bool SplitMailbox(std::string_view mailbox, std::string& name, std::string& addr);
 
 // Fails (with the reason) when a header value holds CR, LF or NUL, or an
-// address is invalid: no header can be injected.
+// address is invalid: no header can be injected. The checks BuildMessage
+// makes, for a message whose transport takes its parts rather than the
+// whole message (docs/plugins.md, WM_TRANSPORT_FIELDS_ONLY): a message is
+// refused for the same reasons whichever way it goes.
+Status CheckMessage(const MessageParams& p);
+
+// The message: CheckMessage, then the RFC 5322 text.
 Result<std::string> BuildMessage(const MessageParams& p);
 
 }  // namespace waymark

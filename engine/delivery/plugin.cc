@@ -305,6 +305,7 @@ class PluginTransport : public Transport {
     plugin_->descriptor().info(t_, &info);
     max_batch_ = info.max_batch;
     idempotent_ = (info.flags & WM_TRANSPORT_IDEMPOTENT) != 0;
+    fields_only_ = (info.flags & WM_TRANSPORT_FIELDS_ONLY) != 0;
     description_ = Field(info.description);
     return Status();
   }
@@ -321,6 +322,7 @@ class PluginTransport : public Transport {
 
   std::string Describe() const override { return description_; }
   bool Idempotent() const override { return idempotent_; }
+  bool FieldsOnly() const override { return fields_only_; }
 
  private:
   void Send(const std::vector<OutMessage>& messages, size_t from, size_t to,
@@ -401,6 +403,7 @@ class PluginTransport : public Transport {
   wm_transport* t_ = nullptr;
   uint32_t max_batch_ = 0;
   bool idempotent_ = false;
+  bool fields_only_ = false;
   std::string description_;
 };
 

@@ -30,7 +30,9 @@ struct OutMessage {
 
 // The message a transport is handed: BuildMessage(p) with the envelope
 // (the sender's address from p.from) and the parts it was built from.
-Result<OutMessage> BuildOutMessage(MessageParams p, std::string intent);
+// Without `with_data` (a transport that takes the parts only), `data` stays
+// empty and only CheckMessage(p) runs.
+Result<OutMessage> BuildOutMessage(MessageParams p, std::string intent, bool with_data = true);
 
 struct TransportResult {
   std::string kind;         // accepted | duplicate | retry_later | permanent_message | ...
@@ -50,6 +52,9 @@ class Transport {
   // Whether the provider deduplicates by the idempotency key (Resend, for
   // 24 hours): an `ambiguous` send may then be sent again, to it.
   virtual bool Idempotent() const { return false; }
+  // Whether it takes the message's parts only, never OutMessage::data
+  // (WM_TRANSPORT_FIELDS_ONLY): the engine then does not build it.
+  virtual bool FieldsOnly() const { return false; }
 };
 
 // A transport from its URL: "null:" (accepts everything, keeps nothing),

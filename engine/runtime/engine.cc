@@ -857,7 +857,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       hold(s, wall_now + c.wait);  // no attempt: it was never sent
       continue;
     }
-    Result<OutMessage> message = Render(s);
+    Result<OutMessage> message = Render(s, !router_.provider(c.provider).transport->FieldsOnly());
     if (!message.ok()) {
       router_.Unused(c.provider);
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
@@ -880,7 +880,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   RouteEmitted();  // the results' events, for the journeys that listen
 }
 
-Result<OutMessage> Engine::Render(const SendRow& s) {
+Result<OutMessage> Engine::Render(const SendRow& s, bool with_data) {
   auto tmpl = templates_.Get(s.template_name);
   if (!tmpl.ok()) return tmpl.status();
   json key = s.person, journey = s.journey;
@@ -898,7 +898,7 @@ Result<OutMessage> Engine::Render(const SendRow& s) {
   p.list_unsubscribe = s.intent != "transactional";
   p.unsubscribe_url = options_.unsubscribe_url + "?m=" + s.key;
   p.content = std::move(rendered).value();
-  return BuildOutMessage(std::move(p), s.intent);
+  return BuildOutMessage(std::move(p), s.intent, with_data);
 }
 
 }  // namespace waymark

@@ -223,7 +223,9 @@ class Engine {
   Status Hand(Micros now, Micros wall_now, bool dispatch);
   // Renders and sends what is due in pending_; results go into batch_.
   void Dispatch(Micros now, Micros wall_now);
-  Result<OutMessage> Render(const SendRow& s);
+  // The send's message; its RFC 5322 text only `with_data` (a transport
+  // that takes the parts only gets none).
+  Result<OutMessage> Render(const SendRow& s, bool with_data);
 
   EngineOptions options_;
   Store* store_;

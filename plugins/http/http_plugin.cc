@@ -297,7 +297,8 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
 void Info(wm_transport* t, wm_transport_info* out) {
   Put(out->description, t->description);
   if (t->api == "resend") {
-    out->flags = WM_TRANSPORT_IDEMPOTENT;
+    // Resend takes the parts as JSON fields; SES takes the whole message.
+    out->flags = WM_TRANSPORT_IDEMPOTENT | WM_TRANSPORT_FIELDS_ONLY;
     out->idempotency_window_s = 86400;
   }
 }

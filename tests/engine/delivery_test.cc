@@ -2,11 +2,14 @@
 // template uses are converted, with the same result as converting all),
 // and RFC 5322 / MIME output that refuses header injection.
 #include <random>
+#include <tuple>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "engine/delivery/message.h"
 #include "engine/delivery/template.h"
+#include "engine/delivery/transport.h"
 
 namespace waymark {
 namespace {
@@ -222,6 +225,37 @@ TEST(Message, QuotedPrintableRoundTripsWithShortLines) {
     }
     if (want.empty() || want.back() != '\n') want += '\n';
     EXPECT_EQ(DecodedBody(m.value()), want) << body.substr(0, 80);
+  }
+}
+
+// For a transport that takes the parts only: no RFC 5322 text, the same
+// parts and envelope, and refused for exactly the reasons a built message
+// is.
+TEST(Message, ATransportThatTakesThePartsGetsTheSameChecksAndNoText) {
+  MessageParams p = Params();
+  p.list_unsubscribe = true;
+  p.unsubscribe_url = "https://acme.example/u?m=" + p.idempotency_key;
+  auto whole = BuildOutMessage(p, "marketing");
+  auto parts = BuildOutMessage(p, "marketing", false);
+  ASSERT_TRUE(whole.ok() && parts.ok());
+  EXPECT_FALSE(whole.value().data.empty());
+  EXPECT_TRUE(parts.value().data.empty());
+  const OutMessage &w = whole.value(), &o = parts.value();
+  EXPECT_EQ(std::tie(o.key, o.from, o.to, o.intent, o.subject, o.from_header, o.text, o.html,
+                     o.list_unsubscribe),
+            std::tie(w.key, w.from, w.to, w.intent, w.subject, w.from_header, w.text, w.html,
+                     w.list_unsubscribe));
+  std::vector<MessageParams> bad(4, Params());
+  bad[0].content.subject = "a\r\nBcc: x@y.z";
+  bad[1].from = "Acme <hello@acme.example>\r\nBcc: x@y.z";
+  bad[2].to = "ana";
+  bad[3].from = "not a mailbox";
+  for (const MessageParams& b : bad) {
+    auto built = BuildOutMessage(b, "marketing");
+    auto checked = BuildOutMessage(b, "marketing", false);
+    ASSERT_FALSE(built.ok());
+    ASSERT_FALSE(checked.ok()) << built.error();
+    EXPECT_EQ(checked.error(), built.error());
   }
 }
 

@@ -606,6 +606,60 @@ const char* kTransactional = R"(journey j {
   step s { send "a" to trigger.data.email intent transactional  wait 2h  end }
 })";
 
+// A transport that keeps what it is handed and accepts it; it takes the
+// parts only (WM_TRANSPORT_FIELDS_ONLY) when told.
+class Keeping : public Transport {
+ public:
+  explicit Keeping(bool fields_only) : fields_only_(fields_only) {}
+  std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+    got.insert(got.end(), messages.begin(), messages.end());
+    return std::vector<TransportResult>(messages.size(), {"accepted", "k", "", 0, ""});
+  }
+  std::string Describe() const override { return "kept"; }
+  bool FieldsOnly() const override { return fields_only_; }
+  std::vector<OutMessage> got;
+
+ private:
+  bool fields_only_;
+};
+
+// The message text is built only for a transport that reads it; a message
+// that could not be built is a dead letter with the same reason either way
+// (here a subject that a person's name would have split into two headers).
+TEST_F(EngineTest, AMessageIsBuiltOnlyForATransportThatReadsIt) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s { send "named" to trigger.data.email intent transactional  wait 2h  end }
+})");
+  std::ofstream(dir_ / "journeys" / "templates" / "named.mustache")
+      << "subject: Hi {{trigger.data.name}}\n--- text\nHello {{key}}\n";
+  std::vector<std::string> reasons;
+  for (bool fields_only : {false, true}) {
+    engine_.reset();
+    store_.reset();
+    for (const char* f : {"w.db", "w.db-wal", "w.db-shm"}) fs::remove(dir_ / f);
+    auto* kept = new Keeping(fields_only);
+    transport_.reset(kept);
+    Start();
+    Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io","name":"Ana"})"),
+          Ev("2", "user.signup", "v", "2026-03-01T10:00:01Z",
+             R"({"email":"v@x.io","name":"Bo\r\nBcc: all@x.io"})")});
+    ASSERT_TRUE(engine_->Flush(0).ok());
+    ASSERT_EQ(kept->got.size(), 1u) << fields_only;
+    const OutMessage& m = kept->got[0];
+    EXPECT_EQ(m.data.empty(), fields_only);
+    EXPECT_EQ(
+        std::make_tuple(m.to, m.subject, m.text),
+        std::make_tuple(std::string("u@x.io"), std::string("Hi Ana"), std::string("Hello u\n")));
+    auto dead = store_->DeadLetters().value();
+    ASSERT_EQ(dead.size(), 1u) << fields_only;
+    reasons.push_back(dead[0].reason);
+  }
+  EXPECT_EQ(reasons[0], reasons[1]);
+  EXPECT_NE(reasons[0].find("CR, LF or NUL in the Subject header"), std::string::npos)
+      << reasons[0];
+}
+
 // Retries run on the wall clock the caller passes in, here simulated: each
 // transient failure waits a jittered backoff that doubles, and after the
 // last attempt the send is a dead letter with the provider's answer.

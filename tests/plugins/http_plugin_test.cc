@@ -163,6 +163,7 @@ TEST(Http, ResendAnswersMapToResults) {
   Provider provider;
   auto t = Open("api=resend&api_key=re_test_key&base_url=" + provider.Base());
   ASSERT_TRUE(t);
+  EXPECT_TRUE(t->FieldsOnly());  // Resend takes the parts: no MIME text is built for it
   std::vector<OutMessage> batch = {
       Message("k1", "ana@example.com"),
       Message("k2", "limited@example.com"),
@@ -214,6 +215,7 @@ TEST(Http, SesAnswersMapToResultsAndRequestsAreSigned) {
       "&base_url=" +
       provider.Base());
   ASSERT_TRUE(t);
+  EXPECT_FALSE(t->FieldsOnly());  // SES takes the whole message
   EXPECT_EQ(t->Describe().find("s3cret"), std::string::npos) << t->Describe();
   auto r =
       t->SendBatch({Message("s1", "ana@example.com"), Message("s2", "rejected@example.com"),

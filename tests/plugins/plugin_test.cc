@@ -73,7 +73,8 @@ class PluginTest : public ::testing::Test {
   static OutMessage Message(const std::string& key) {
     OutMessage m;
     m.key = key;
-    m.data = "Subject: hi\r\n\r\nbody\r\n";
+    m.data = "Subject: Hi\r\n\r\nbody\r\n";
+    m.subject = "Hi";
     m.from = "news@example.com";
     m.to = "ana@example.org";
     m.intent = "marketing";
@@ -212,7 +213,7 @@ TEST_F(PluginTest, TheConfigurationIsCheckedAgainstThePluginsSchemaBeforeCreate)
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error(),
             "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: fail, "
-            "kind, max_batch, retry_after_ms, smtp_code)");
+            "fields_only, kind, max_batch, retry_after_ms, smtp_code)");
   auto bad = p.value()->Create("main", {{"kind", "accepted"}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("kind (is \"accepted\")"), std::string::npos) << bad.error();
@@ -241,7 +242,21 @@ TEST_F(PluginTest, EveryResultKindMapsToItsNameWithItsCodes) {
   auto throttled = Open({{"kind", 3}, {"retry_after_ms", 2000}});
   EXPECT_EQ(throttled->SendBatch({Message("k")})[0].detail,
             "scope domain retry after 2000 ms: call 1 of 1; to ana@example.org from "
-            "news@example.com; intent 2 attempt 1");
+            "news@example.com; intent 2 attempt 1; data 21 bytes; subject Hi");
+}
+
+// WM_TRANSPORT_FIELDS_ONLY: an instance that sets it says so to the engine
+// (which then builds no message text); what it is handed is passed through.
+TEST_F(PluginTest, AnInstanceThatTakesThePartsOnlySaysSo) {
+  Install("probe");
+  auto whole = Open(json::object());
+  auto parts = Open({{"fields_only", 1}});
+  ASSERT_TRUE(whole && parts);
+  EXPECT_FALSE(whole->FieldsOnly());
+  EXPECT_TRUE(parts->FieldsOnly());
+  OutMessage m = Message("k");
+  m.data.clear();
+  EXPECT_NE(parts->SendBatch({m})[0].detail.find("; data 0 bytes; subject Hi"), std::string::npos);
 }
 
 TEST_F(PluginTest, BatchesAreSplitAtThePluginsLimitAndAnsweredInOrder) {
@@ -306,7 +321,7 @@ TEST_F(PluginTest, WaymarkPluginsListsTheDirectoryAndFailsWhenOneIsRefused) {
   int status = -1;
   std::string out = RunBinary("plugins --plugin-dir " + dir_.string(), &status);
   EXPECT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("probe        0.0.1    ABI 1.1   ok: a test plugin that answers what it is "
+  EXPECT_NE(out.find("probe        0.0.1    ABI 1.2   ok: a test plugin that answers what it is "
                      "told (configuration: probe.schema.json)"),
             std::string::npos)
       << out;

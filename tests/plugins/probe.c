@@ -24,6 +24,7 @@ struct wm_transport {
   uint32_t smtp_code;
   uint32_t retry_after_ms;
   uint32_t max_batch;
+  uint32_t fields_only;
   uint32_t calls;
 };
 
@@ -48,6 +49,7 @@ static int probe_create(const wm_host* host, wm_str config, wm_transport** out, 
   t->smtp_code = (uint32_t)json_number(config, "smtp_code", 0);
   t->retry_after_ms = (uint32_t)json_number(config, "retry_after_ms", 0);
   t->max_batch = (uint32_t)json_number(config, "max_batch", 0);
+  t->fields_only = (uint32_t)json_number(config, "fields_only", 0);
   *out = t;
   return WM_OK;
 }
@@ -58,6 +60,7 @@ static void probe_destroy(wm_transport* t) {
 
 static void probe_info(wm_transport* t, wm_transport_info* out) {
   out->max_batch = t->max_batch;
+  if (t->fields_only) out->flags = WM_TRANSPORT_FIELDS_ONLY;
   snprintf(out->description, sizeof out->description, "the probe (answers kind %u)", t->kind);
 }
 
@@ -76,9 +79,11 @@ static void probe_send_batch(wm_transport* t, const wm_message* messages, size_t
       snprintf(r->enhanced_status, sizeof r->enhanced_status, "%u.1.1", t->smtp_code / 100);
     snprintf(r->provider_message_id, sizeof r->provider_message_id, "probe-%.*s",
              (int)m->idempotency_key.len, m->idempotency_key.ptr);
-    snprintf(r->text, sizeof r->text, "call %u of %zu; to %.*s from %.*s; intent %u attempt %u",
+    snprintf(r->text, sizeof r->text,
+             "call %u of %zu; to %.*s from %.*s; intent %u attempt %u; data %zu bytes; subject %.*s",
              t->calls, count, (int)m->recipients[0].len, m->recipients[0].ptr,
-             (int)m->envelope_from.len, m->envelope_from.ptr, m->intent, m->attempt);
+             (int)m->envelope_from.len, m->envelope_from.ptr, m->intent, m->attempt, m->data.len,
+             (int)m->subject.len, m->subject.ptr);
   }
 }
 

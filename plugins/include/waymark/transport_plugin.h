@@ -1,5 +1,5 @@
 /*
- * waymark/transport_plugin.h: the transport plugin C ABI, version 1.1.
+ * waymark/transport_plugin.h: the transport plugin C ABI, version 1.2.
  *
  * A transport plugin is a shared library that takes rendered RFC 5322
  * messages and says what became of each one, in the result taxonomy below.
@@ -78,7 +78,7 @@ extern "C" {
 /* Versions, names, symbols                                                  */
 
 #define WAYMARK_TRANSPORT_ABI_MAJOR 1
-#define WAYMARK_TRANSPORT_ABI_MINOR 1
+#define WAYMARK_TRANSPORT_ABI_MINOR 2
 
 /* "WMTP" read as a big-endian number; stored in native byte order. */
 #define WAYMARK_TRANSPORT_MAGIC 0x574D5450u
@@ -234,7 +234,8 @@ typedef struct wm_message {
    * derived from it too. */
   wm_str idempotency_key;
   /* The complete RFC 5322 message: headers and body, CRLF line ends, as it
-   * must go on the wire (no SMTP dot-stuffing). */
+   * must go on the wire (no SMTP dot-stuffing). Empty when the instance
+   * set WM_TRANSPORT_FIELDS_ONLY and the host is 1.2 or later. */
   wm_str data;
   /* The envelope sender (SMTP MAIL FROM) as an addr-spec; empty for the
    * null reverse-path "<>". */
@@ -289,6 +290,14 @@ typedef struct wm_send_result {
 #define WM_TRANSPORT_IDEMPOTENT (1u << 0)
 /* send_batch() uses the provider's batch API (for display only). */
 #define WM_TRANSPORT_NATIVE_BATCH (1u << 1)
+/* ABI 1.2. send_batch() reads the message's parts (subject, from_header,
+ * text_body, html_body, list_unsubscribe) and never `data`: a host of 1.2
+ * or later then passes `data` empty and does not build it. The host checks
+ * every message as it would build it (addresses, header values), so a
+ * message is refused for the same reasons either way. A 1.0 or 1.1 host
+ * ignores the flag and passes `data` as before: a plugin that sets it must
+ * still accept `data` it does not read. */
+#define WM_TRANSPORT_FIELDS_ONLY (1u << 2)
 
 /* What an instance can do. Allocated by the host and zeroed, with
  * struct_size set; the plugin fills it in place. */
