@@ -221,7 +221,7 @@ bool ValidAddress(std::string_view a) {
   return true;
 }
 
-Status CheckMessage(const MessageParams& p) {
+Result<Sender> CheckMessage(const MessageParams& p) {
   const RenderedMessage& c = p.content;
   for (auto [name, value] :
        {std::pair{"Subject", std::string_view(c.subject)},
@@ -232,18 +232,21 @@ Status CheckMessage(const MessageParams& p) {
     }
   }
   if (!ValidAddress(p.to)) return Status::Error("invalid recipient address '" + p.to + "'");
-  std::string from_name, from_addr;
-  if (!SplitMailbox(p.from, from_name, from_addr)) {
+  Sender s;
+  if (!SplitMailbox(p.from, s.name, s.addr)) {
     return Status::Error("invalid sender '" + p.from + "'");
   }
-  return Status();
+  return s;
 }
 
 Result<std::string> BuildMessage(const MessageParams& p) {
-  if (Status s = CheckMessage(p); !s.ok()) return s;
+  Result<Sender> sender = CheckMessage(p);
+  if (!sender.ok()) return sender.status();
+  return ComposeMessage(p, sender.value());
+}
+
+std::string ComposeMessage(const MessageParams& p, const Sender& sender) {
   const RenderedMessage& c = p.content;
-  std::string from_name, from_addr;
-  SplitMailbox(p.from, from_name, from_addr);  // CheckMessage checked it
   std::string boundary = "=_wm_" + Sha256Hex(p.idempotency_key).substr(0, 24);
   std::string m;
   // One buffer: headers, then the parts (quoted-printable grows text by
@@ -257,7 +260,7 @@ Result<std::string> BuildMessage(const MessageParams& p) {
   };
   header("Message-ID", "<" + p.idempotency_key + "@waymark>");
   header("Date", RfcDate(p.date));
-  header("From", Mailbox(from_name, from_addr));
+  header("From", Mailbox(sender.name, sender.addr));
   header("To", p.to);
   header("Subject", EncodeWords(c.subject));
   header("MIME-Version", "1.0");

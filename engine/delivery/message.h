@@ -32,14 +32,23 @@ bool ValidAddress(std::string_view addr);
 // it is neither or the address is invalid.
 bool SplitMailbox(std::string_view mailbox, std::string& name, std::string& addr);
 
-// Fails (with the reason) when a header value holds CR, LF or NUL, or an
-// address is invalid: no header can be injected. The checks BuildMessage
-// makes, for a message whose transport takes its parts rather than the
-// whole message (docs/plugins.md, WM_TRANSPORT_FIELDS_ONLY): a message is
-// refused for the same reasons whichever way it goes.
-Status CheckMessage(const MessageParams& p);
+// The sender of a checked message: the From mailbox's display name and
+// address.
+struct Sender {
+  std::string name, addr;
+};
 
-// The message: CheckMessage, then the RFC 5322 text.
+// Fails (with the reason) when a header value holds CR, LF or NUL, or an
+// address is invalid: no header can be injected. Every message is checked,
+// also one whose transport takes its parts rather than the whole message
+// (docs/plugins.md, WM_TRANSPORT_FIELDS_ONLY): a message is refused for the
+// same reasons whichever way it goes.
+Result<Sender> CheckMessage(const MessageParams& p);
+
+// The RFC 5322 text of a message CheckMessage passed, from its sender.
+std::string ComposeMessage(const MessageParams& p, const Sender& sender);
+
+// CheckMessage, then ComposeMessage.
 Result<std::string> BuildMessage(const MessageParams& p);
 
 }  // namespace waymark

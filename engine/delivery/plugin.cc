@@ -305,7 +305,9 @@ class PluginTransport : public Transport {
     plugin_->descriptor().info(t_, &info);
     max_batch_ = info.max_batch;
     idempotent_ = (info.flags & WM_TRANSPORT_IDEMPOTENT) != 0;
-    fields_only_ = (info.flags & WM_TRANSPORT_FIELDS_ONLY) != 0;
+    // A flag of 1.2, believed only from a plugin built for 1.2 or later.
+    fields_only_ =
+        plugin_->description().abi_minor >= 2 && (info.flags & WM_TRANSPORT_FIELDS_ONLY) != 0;
     description_ = Field(info.description);
     return Status();
   }

@@ -129,16 +129,11 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
 }
 
 Result<OutMessage> BuildOutMessage(MessageParams p, std::string intent, bool with_data) {
+  Result<Sender> sender = CheckMessage(p);
+  if (!sender.ok()) return sender.status();
   OutMessage m;
-  if (with_data) {
-    Result<std::string> data = BuildMessage(p);
-    if (!data.ok()) return data.status();
-    m.data = std::move(data).value();
-  } else if (Status s = CheckMessage(p); !s.ok()) {
-    return s;
-  }
-  std::string from_name;
-  SplitMailbox(p.from, from_name, m.from);  // checked above
+  if (with_data) m.data = ComposeMessage(p, sender.value());
+  m.from = std::move(sender).value().addr;
   m.key = std::move(p.idempotency_key);
   m.to = std::move(p.to);
   m.intent = std::move(intent);

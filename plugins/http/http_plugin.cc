@@ -298,7 +298,9 @@ void Info(wm_transport* t, wm_transport_info* out) {
   Put(out->description, t->description);
   if (t->api == "resend") {
     // Resend takes the parts as JSON fields; SES takes the whole message.
-    out->flags = WM_TRANSPORT_IDEMPOTENT | WM_TRANSPORT_FIELDS_ONLY;
+    // The flag is 1.2's: an older host is not told it.
+    out->flags = WM_TRANSPORT_IDEMPOTENT;
+    if (t->host->abi_minor >= 2) out->flags |= WM_TRANSPORT_FIELDS_ONLY;
     out->idempotency_window_s = 86400;
   }
 }

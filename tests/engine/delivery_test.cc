@@ -240,6 +240,10 @@ TEST(Message, ATransportThatTakesThePartsGetsTheSameChecksAndNoText) {
   ASSERT_TRUE(whole.ok() && parts.ok());
   EXPECT_FALSE(whole.value().data.empty());
   EXPECT_TRUE(parts.value().data.empty());
+  // The built-in null transport reads nothing: it takes the parts only.
+  auto null = OpenTransport("null:", "");
+  ASSERT_TRUE(null.ok()) << null.error();
+  EXPECT_TRUE(null.value()->FieldsOnly());
   const OutMessage &w = whole.value(), &o = parts.value();
   EXPECT_EQ(std::tie(o.key, o.from, o.to, o.intent, o.subject, o.from_header, o.text, o.html,
                      o.list_unsubscribe),

@@ -172,6 +172,8 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k5", "broken@example.com"),
       Message("k1", "ana@example.com"),  // a retry: same key, same body
       Message("k1", "ana@example.com", "Changed")};
+  for (OutMessage& m : batch)
+    m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
   ASSERT_EQ(r.size(), batch.size());
   EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;

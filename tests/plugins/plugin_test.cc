@@ -257,6 +257,13 @@ TEST_F(PluginTest, AnInstanceThatTakesThePartsOnlySaysSo) {
   OutMessage m = Message("k");
   m.data.clear();
   EXPECT_NE(parts->SendBatch({m})[0].detail.find("; data 0 bytes; subject Hi"), std::string::npos);
+  // The flag is 1.2's: the same bit from a plugin built for 1.1 means nothing.
+  Install("older");
+  auto older = Plugin::Load(dir_, "older");
+  ASSERT_TRUE(older.ok()) << older.error();
+  auto t = older.value()->Create("test", {{"fields_only", 1}});
+  ASSERT_TRUE(t.ok()) << t.error();
+  EXPECT_FALSE(t.value()->FieldsOnly());
 }
 
 TEST_F(PluginTest, BatchesAreSplitAtThePluginsLimitAndAnsweredInOrder) {

@@ -1,12 +1,17 @@
 /* A test plugin in C99: answers every message with the result its
  * configuration names, and records nothing. Its ELF constructor writes the
  * file named by $WM_TEST_MARKER (when set), so a test can tell whether any
- * of its code ran. Built also as "future" (it claims ABI 2.0) and
- * "misnamed" (its descriptor names another plugin) by PROBE_* macros. */
+ * of its code ran. Built also as "future" (it claims ABI 2.0), "older"
+ * (ABI 1.1) and "misnamed" (its descriptor names another plugin) by
+ * PROBE_* macros. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <waymark/transport_plugin.h>
+
+#ifndef PROBE_ABI_MINOR
+#define PROBE_ABI_MINOR WAYMARK_TRANSPORT_ABI_MINOR
+#endif
 
 __attribute__((constructor)) static void probe_loaded(void) {
   const char* marker = getenv("WM_TEST_MARKER");
@@ -26,6 +31,7 @@ struct wm_transport {
   uint32_t max_batch;
   uint32_t fields_only;
   uint32_t calls;
+  const wm_host* host;
 };
 
 /* The value of "key":NUMBER in a flat JSON object, or `otherwise`. */
@@ -50,6 +56,7 @@ static int probe_create(const wm_host* host, wm_str config, wm_transport** out, 
   t->retry_after_ms = (uint32_t)json_number(config, "retry_after_ms", 0);
   t->max_batch = (uint32_t)json_number(config, "max_batch", 0);
   t->fields_only = (uint32_t)json_number(config, "fields_only", 0);
+  t->host = host;
   *out = t;
   return WM_OK;
 }
@@ -60,7 +67,7 @@ static void probe_destroy(wm_transport* t) {
 
 static void probe_info(wm_transport* t, wm_transport_info* out) {
   out->max_batch = t->max_batch;
-  if (t->fields_only) out->flags = WM_TRANSPORT_FIELDS_ONLY;
+  if (t->fields_only && t->host->abi_minor >= 2) out->flags = WM_TRANSPORT_FIELDS_ONLY;
   snprintf(out->description, sizeof out->description, "the probe (answers kind %u)", t->kind);
 }
 
@@ -91,7 +98,7 @@ const wm_transport_plugin waymark_transport_plugin = {
     .struct_size = (uint32_t)sizeof(wm_transport_plugin),
     .magic = WAYMARK_TRANSPORT_MAGIC,
     .abi_major = PROBE_ABI_MAJOR,
-    .abi_minor = PROBE_ABI_MAJOR == WAYMARK_TRANSPORT_ABI_MAJOR ? WAYMARK_TRANSPORT_ABI_MINOR : 0,
+    .abi_minor = PROBE_ABI_MAJOR == WAYMARK_TRANSPORT_ABI_MAJOR ? PROBE_ABI_MINOR : 0,
     .name = PROBE_DESCRIPTOR_NAME,
     .version = "0.0.1",
     .summary = "a test plugin that answers what it is told",

@@ -294,9 +294,12 @@ typedef struct wm_send_result {
  * text_body, html_body, list_unsubscribe) and never `data`: a host of 1.2
  * or later then passes `data` empty and does not build it. The host checks
  * every message as it would build it (addresses, header values), so a
- * message is refused for the same reasons either way. A 1.0 or 1.1 host
- * ignores the flag and passes `data` as before: a plugin that sets it must
- * still accept `data` it does not read. */
+ * message is refused for the same reasons either way. Set it only when
+ * wm_host.abi_minor >= 2 (the host believes it only from a plugin built
+ * for 1.2 or later). An older host passes `data` as before; a 1.0 host
+ * passes no parts at all (check WM_HAS_FIELD(wm_message, m,
+ * list_unsubscribe) and answer WM_RESULT_PERMANENT_MESSAGE, or read
+ * `data`, when they are absent). */
 #define WM_TRANSPORT_FIELDS_ONLY (1u << 2)
 
 /* What an instance can do. Allocated by the host and zeroed, with
