@@ -1130,7 +1130,13 @@ Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconne
   return std::unique_ptr<Store>(std::move(s));
 }
 
-Result<std::pair<int, int>> MigratePostgres(const std::string& url) {
+Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version) {
+  if (to_version == 0) to_version = kPostgresSchemaVersion;
+  if (to_version < 0 || to_version > kPostgresSchemaVersion) {
+    return Status::Error("there is no schema version " + std::to_string(to_version) +
+                         " (this waymark knows 1 to " + std::to_string(kPostgresSchemaVersion) +
+                         ")");
+  }
   return Guard("migrate", [&]() -> Result<std::pair<int, int>> {
     pqxx::connection c(url);
     int from = -1, to = 0;
@@ -1147,7 +1153,7 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url) {
                              std::to_string(kPostgresSchemaVersion) + "): upgrade waymark");
       }
       to = v;
-      if (v == kPostgresSchemaVersion) {
+      if (v >= to_version) {
         t.commit();
         break;
       }

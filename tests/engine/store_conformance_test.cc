@@ -894,15 +894,43 @@ TEST(PostgresStore, MigrationsAreAppliedOnceAndVersionsAreChecked) {
   EXPECT_NE(refused.error().find("newer"), std::string::npos) << refused.error();
 }
 
-// PostgreSQL: after `waymark migrate`, every index compares its text keys
-// bytewise (COLLATE "C"), whatever the database's locale; the events keep
-// their replica identity through the rebuild of their key.
-TEST(PostgresStore, IndexesCompareTextBytewise) {
+// PostgreSQL: a store at schema version 6 that holds data is migrated to
+// bytewise text keys (7): then no index compares text by the database's
+// collation, the events keep their replica identity through the rebuild
+// of their key, and what was stored is found through the rebuilt indexes.
+TEST(PostgresStore, AStoreWithDataMigratesToBytewiseTextKeys) {
   const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
   ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
   std::string url =
       testing_util::FreshPostgresDatabase(server, "collate_" + std::to_string(::getpid()));
-  ASSERT_TRUE(MigratePostgres(url).ok());
+  auto none = MigratePostgres(url, 99);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error().find("there is no schema version 99"), std::string::npos) << none.error();
+  auto six = MigratePostgres(url, 6);
+  ASSERT_TRUE(six.ok()) << six.error();
+  EXPECT_EQ(six.value(), std::make_pair(0, 6));
+  {
+    pqxx::connection c(url);
+    pqxx::work t(c);
+    for (const char* subject : {"Zoë", "ana", "Ana"}) {
+      Event e;
+      e.source = "test";
+      e.id = std::string("e-") + subject;
+      e.type = "user.signup";
+      e.subject = subject;
+      e.time = 1000;
+      t.exec_params(
+          "INSERT INTO events (source, id, type, subject, time, body) "
+          "VALUES ($1, $2, $3, $4, $5, $6)",
+          e.source, e.id, e.type, e.subject, e.time, e.Text());
+    }
+    t.exec("INSERT INTO suppressions VALUES ('ana@example.com', 'all', 'x', 'cli', 1)");
+    t.exec("INSERT INTO source_positions VALUES ('EVENTS/waymark', 42, 0)");
+    t.commit();
+  }
+  auto seven = MigratePostgres(url);
+  ASSERT_TRUE(seven.ok()) << seven.error();
+  EXPECT_EQ(seven.value().first, 6);
   auto linguistic = testing_util::PostgresRows(
       url,
       "SELECT ic.relname || '.' || a.attname, k.coll::regcollation::TEXT FROM pg_index x "
@@ -918,6 +946,17 @@ TEST(PostgresStore, IndexesCompareTextBytewise) {
       "JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_class tc ON tc.oid = x.indrelid "
       "WHERE x.indisreplident");
   EXPECT_EQ(identity, (std::map<std::string, std::string>{{"events_source_id_key", "i"}}));
+  auto store = OpenPostgresStore(url);
+  ASSERT_TRUE(store.ok()) << store.error();
+  Store& s = *store.value();
+  EXPECT_EQ(s.EventsSeen({{"test", "e-Zoë"}, {"test", "e-ana"}, {"test", "e-zoë"}}).value(),
+            (std::vector<bool>{true, true, false}));
+  auto ana = s.EventsBySubject("ana");
+  ASSERT_TRUE(ana.ok()) << ana.error();
+  ASSERT_EQ(ana.value().size(), 1u);  // bytewise: "Ana" is another subject
+  EXPECT_EQ(ana.value()[0].id, "e-ana");
+  EXPECT_EQ(s.Suppressions().value().size(), 1u);
+  EXPECT_EQ(s.Position("EVENTS/waymark").value()->seq, 42u);
 }
 
 TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
