@@ -1,5 +1,6 @@
 #include "engine/core/quick_schema.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <regex>
@@ -17,8 +18,10 @@ struct QuickSchema::Node {
   enum class Format { kNone, kDate, kTime, kDateTime };
 
   unsigned types = 0;  // 0: any
+  // Both in byte order, as a JSON object's members are: Valid walks them
+  // beside the members in one pass.
   std::map<std::string, std::unique_ptr<Node>, std::less<>> properties;
-  std::vector<std::string> required;
+  std::vector<std::string> required;  // sorted, each once
   bool additional_allowed = true;
   std::unique_ptr<Node> additional;  // a schema for the others
   std::optional<std::vector<json>> enum_values;
@@ -122,6 +125,8 @@ std::unique_ptr<QuickSchema::Node> CompileNode(const json& s) {
         if (!r.is_string()) return nullptr;
         n->required.push_back(r.get<std::string>());
       }
+      std::sort(n->required.begin(), n->required.end());
+      n->required.erase(std::unique(n->required.begin(), n->required.end()), n->required.end());
     } else if (k == "additionalProperties") {
       if (v.is_boolean()) {
         n->additional_allowed = v.get<bool>();
@@ -217,17 +222,24 @@ bool QuickSchema::Node::Valid(const json& v) const {
       return false;
     }
   } else if (v.is_object()) {
-    for (const std::string& r : required) {
-      if (!v.contains(r)) return false;
-    }
-    for (const auto& [name, member] : v.items()) {
-      auto p = properties.find(name);
-      if (p != properties.end()) {
+    // The members, the required names and the properties are each in
+    // byte order: one walk through the three.
+    auto r = required.begin();
+    auto p = properties.begin();
+    for (const auto& [name, member] : v.get_ref<const json::object_t&>()) {
+      if (r != required.end()) {
+        int c = r->compare(name);
+        if (c < 0) return false;  // *r comes before every member left: missing
+        if (c == 0) ++r;
+      }
+      while (p != properties.end() && p->first < name) ++p;
+      if (p != properties.end() && p->first == name) {
         if (!p->second->Valid(member)) return false;
       } else if (!additional_allowed || (additional && !additional->Valid(member))) {
         return false;
       }
     }
+    if (r != required.end()) return false;
   } else if (v.is_array()) {
     if ((min_items && v.size() < *min_items) || (max_items && v.size() > *max_items)) return false;
     if (items) {
