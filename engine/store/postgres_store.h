@@ -15,11 +15,11 @@ namespace waymark {
 // `url`: a libpq connection URI, postgresql://USER@HOST:PORT/DB[?...].
 Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect = {});
 
-// Brings the database's schema to this binary's version (or to version
-// `to`, when given and not below the database's: the tests of upgrades
-// stop there), one migration at a time, each in its own transaction, under
+// Brings the database's schema to this binary's version (or, when
+// `to_version` is given, to that one: the tests of upgrades stop there;
+// never down), one migration at a time, each in its own transaction, under
 // an advisory lock (several processes may run it at once). Returns the
 // versions it went from and to.
-Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to = 0);
+Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version = 0);
 
 }  // namespace waymark
