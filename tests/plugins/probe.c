@@ -86,11 +86,14 @@ static void probe_send_batch(wm_transport* t, const wm_message* messages, size_t
       snprintf(r->enhanced_status, sizeof r->enhanced_status, "%u.1.1", t->smtp_code / 100);
     snprintf(r->provider_message_id, sizeof r->provider_message_id, "probe-%.*s",
              (int)m->idempotency_key.len, m->idempotency_key.ptr);
-    snprintf(r->text, sizeof r->text,
-             "call %u of %zu; to %.*s from %.*s; intent %u attempt %u; data %zu bytes; subject %.*s",
-             t->calls, count, (int)m->recipients[0].len, m->recipients[0].ptr,
-             (int)m->envelope_from.len, m->envelope_from.ptr, m->intent, m->attempt, m->data.len,
-             (int)m->subject.len, m->subject.ptr);
+    /* The parts are 1.1's: a 1.0 host has none. */
+    wm_str subject = {"", 0};
+    if (WM_HAS_FIELD(wm_message, m, list_unsubscribe)) subject = m->subject;
+    snprintf(
+        r->text, sizeof r->text,
+        "call %u of %zu; to %.*s from %.*s; intent %u attempt %u; data %zu bytes; subject %.*s",
+        t->calls, count, (int)m->recipients[0].len, m->recipients[0].ptr, (int)m->envelope_from.len,
+        m->envelope_from.ptr, m->intent, m->attempt, m->data.len, (int)subject.len, subject.ptr);
   }
 }
 
