@@ -415,9 +415,11 @@ void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& m
 // consumer has nothing left); docs/engine.md, "The JetStream source". Each
 // batch carries the stream position to the store in its transaction; its
 // messages are acked once it is durable (after the Submit that follows
-// it, or a Flush), and its dead letters published to the dead-letter stream.
+// it, or a Flush); its dead letters are published to the dead-letter
+// stream before it is committed. `abandoned`: set when a stop asked while
+// nats-server was away left a batch uncommitted (the error says so).
 Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o, bool event_clock,
-                     Metrics* metrics) {
+                     Metrics* metrics, bool* abandoned) {
   const JetStreamOptions& so = js.options();
   const std::string name = so.stream + "/" + so.consumer;
   auto pos = store.Position(name);
@@ -450,12 +452,15 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   };
   std::vector<Submitted> undurable;         // submitted, not known to be durable
   uint64_t acked = committed, pending = 0;  // for GET /metrics
+  // Failpoint for the tests of this path (docs/reliability.md): die once
+  // a batch holding a dead letter is durable, before it is acked.
+  static const bool abort_when_durable =
+      std::getenv("WAYMARK_FAILPOINT_ABORT_DURABLE_DEAD_LETTER") != nullptr;
   auto finish = [&]() -> Status {
     for (Submitted& b : undurable) {
-      for (size_t i = 0; i < b.outcomes.size(); ++i) {
-        if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
-        if (Status s = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason); !s.ok()) {
-          return s;  // not acked: delivered again, stored once, published once
+      if (abort_when_durable) {
+        for (const InputOutcome& o : b.outcomes) {
+          if (o.kind == InputOutcome::Kind::kDeadLetter) std::abort();
         }
       }
       js.Ack(b.messages);
@@ -463,6 +468,38 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     }
     undurable.clear();
     if (metrics) metrics->PublishSource(name, {acked, pending, js.connected(), js.reconnects()});
+    return Status();
+  };
+  // A batch's dead letters are published before the batch is committed:
+  // a crash after the commit cannot lose them, and one before it publishes
+  // them again when the batch is delivered again, which the dead-letter
+  // stream drops as repeats within its duplicate window (the message id
+  // is the stream position). While nats-server is away, this waits for it,
+  // as the fetch does; a stop asked meanwhile abandons the batch: nothing
+  // of it is stored, and it is delivered again.
+  auto publish_dead_letters = [&](const Submitted& b) -> Status {
+    for (size_t i = 0; i < b.outcomes.size(); ++i) {
+      if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
+      for (bool told = false;;) {
+        Status s = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason);
+        if (s.ok()) break;
+        if (!told) {
+          std::cerr << "waymark run: " << s.message() << "; trying again until it is taken\n";
+          told = true;
+        }
+        for (int k = 0; k < 10 && !g_stop; ++k) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        if (g_stop) {
+          *abandoned = true;
+          return Status::Error("stopped while a dead letter waited for nats-server: the " +
+                               std::to_string(b.messages.size()) +
+                               " messages of the batch through stream position " +
+                               std::to_string(b.messages.back().stream_seq) +
+                               " are not stored and will be delivered again");
+        }
+      }
+    }
     return Status();
   };
   auto submit = [&](std::vector<JetStreamMessage> group) -> Status {
@@ -488,7 +525,11 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     submitted_through = group.back().stream_seq;
     e.SetPosition({name, submitted_through, 0});
     Submitted b{std::move(group), {}};
-    if (Status s = e.Submit(inputs, WallNow(), &b.outcomes); !s.ok()) return s;
+    if (Status s =
+            e.Submit(inputs, WallNow(), &b.outcomes, [&] { return publish_dead_letters(b); });
+        !s.ok()) {
+      return s;
+    }
     // Submit waited for the batch before this one: all submitted before is
     // durable now.
     if (Status s = finish(); !s.ok()) return s;
@@ -551,13 +592,15 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       }
       group.push_back(std::move(m));
     }
-    if (!again.messages.empty()) {  // acked with the next batch made durable
-      again.outcomes.assign(again.messages.size(), {InputOutcome::Kind::kDuplicate, ""});
-      undurable.push_back(std::move(again));
-    }
     if (Status s = commit_probe(); !s.ok()) return s;
     if (!group.empty()) {
       if (Status s = submit(std::move(group)); !s.ok()) return s;
+    }
+    // Acked once the batch above is durable: one of them may be in it (read
+    // earlier in its gap's place).
+    if (!again.messages.empty()) {
+      again.outcomes.assign(again.messages.size(), {InputOutcome::Kind::kDuplicate, ""});
+      undurable.push_back(std::move(again));
     }
     // Caught up with the stream: commit now rather than with the next batch,
     // which may be a while coming (event-to-commit latency).
@@ -671,11 +714,13 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: " << js.error() << "\n";
       return kExitUsage;
     }
-    Status s = ConsumeStream(e, *store.value(), *js.value(), o, event_clock, eo.metrics);
+    bool abandoned = false;
+    Status s =
+        ConsumeStream(e, *store.value(), *js.value(), o, event_clock, eo.metrics, &abandoned);
     reconnects.nats = js.value()->reconnects();
     if (!s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
-      return 3;
+      return abandoned ? kExitOk : 3;  // stopped, with what is stored consistent
     }
     last_event = e.clock();
   } else if (in) {

@@ -210,7 +210,8 @@ Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
 }
 
 Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
-                      std::vector<InputOutcome>* outcomes) {
+                      std::vector<InputOutcome>* outcomes,
+                      const std::function<Status()>& before_commit) {
   if (!failed_.ok()) return failed_;
   std::vector<InputOutcome> local(inputs.size());
   std::vector<InputOutcome>& out = outcomes ? *outcomes : local;
@@ -270,6 +271,12 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     }
     Route(e, false);
     RouteEmitted();
+  }
+  if (before_commit) {
+    if (Status s = before_commit(); !s.ok()) {
+      failed_ = s;  // the batch's effects are in memory only: none may be stored
+      return s;
+    }
   }
   return Hand(DispatchTime(wall_now), wall_now, true);
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -140,9 +141,13 @@ class Engine {
   // that it waits for the batch in flight; after, it dispatches the sends
   // that batch made (their results join the next batch). `outcomes`, when
   // given, receives one entry per input. Nothing is durable until Flush
-  // returns.
+  // returns. `before_commit`, when given, runs once `outcomes` is filled
+  // and before the batch goes to the writer (a source publishes its dead
+  // letters there). When it fails, nothing of this batch is stored and the
+  // engine stops: this call and every later one return its error.
   Status Submit(const std::vector<RawInput>& inputs, Micros wall_now,
-                std::vector<InputOutcome>* outcomes = nullptr);
+                std::vector<InputOutcome>* outcomes = nullptr,
+                const std::function<Status()>& before_commit = nullptr);
   // Waits until every batch submitted is durably stored and every send
   // due is dispatched with its result stored.
   Status Flush(Micros wall_now);

@@ -583,4 +583,42 @@ TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
             "g0,g1");
 }
 
+// A dead letter reaches the dead-letter stream even when the engine dies
+// once its batch is durable and before that batch is acked (a failpoint
+// aborts there): it was published before the batch was committed.
+TEST_F(Nats, ADeadLetterIsPublishedWhenTheEngineDiesAfterItsCommit) {
+  fs::path config = dir_ / "waymark.toml";
+  // Not acked by the run that dies: delivered again to the next after 1 s.
+  std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nack_wait = \"1s\"\n";
+  NatsClient c(nats_);
+  int status = 0;
+  std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
+  std::string signup =
+      R"({"specversion":"1.0","id":"g0","source":"app","type":"user.signup","subject":"u0",)"
+      R"("time":"2026-03-02T10:00:00Z","data":{"email":"u0@example.com","user_id":"u0",)"
+      R"("first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
+      R"("seats":1,"marketing_opt_in":true}})";
+  ASSERT_TRUE(c.Publish("events.cart.updated", "{not json"));
+  ASSERT_TRUE(c.Publish("events.user.signup", signup));
+  std::string dies =
+      Shell("WAYMARK_FAILPOINT_ABORT_DURABLE_DEAD_LETTER=1 " + bin_ + " run --config " +
+                config.string() + " --journeys " + root_ + "/journeys --schemas " + root_ +
+                "/schemas --clock event --until-idle --store " + pg_ +
+                " --transport file:" + (dir_ / "out").string() + " 2>&1",
+            &status);
+  ASSERT_TRUE(WIFSIGNALED(status) || WEXITSTATUS(status) != 0) << dies;
+  std::string out = Run("--config " + config.string(), pg_, dir_ / "out", &status, "--json");
+  ASSERT_EQ(status, 0) << out;
+  auto dead = c.Messages("EVENTS_DEAD");
+  ASSERT_EQ(dead.size(), 1u) << dies << out;
+  EXPECT_EQ(dead[0].subject, "deadletter.events.cart.updated");
+  EXPECT_EQ(dead[0].headers.at("Waymark-Reason"), "malformed JSON");
+  EXPECT_EQ(dead[0].data, "{not json");
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(t.exec1("SELECT count(*) FROM dead_letters")[0].as<int>(), 1);
+  EXPECT_EQ(t.exec1("SELECT count(*) FROM events WHERE source = 'app'")[0].as<int>(), 1);
+}
+
 }  // namespace
