@@ -706,13 +706,13 @@ int Run(const RunOptions& o) {
   Reconnects reconnects;
   if (!o.source.url.empty()) {
     JetStreamOptions so = o.source;
-    so.wait_for_server = true;
+    so.wait_for_server = [] { return !g_stop; };
     // One durable consumer per partition; each reads the whole stream.
     if (o.partitions > 1) so.consumer += "-" + std::to_string(o.partition);
     auto js = JetStream::Connect(so, report);
     if (!js.ok()) {
       std::cerr << "waymark run: " << js.error() << "\n";
-      return kExitUsage;
+      return g_stop ? kExitOk : kExitUsage;  // stopped while waiting: nothing began
     }
     bool abandoned = false;
     Status s =

@@ -150,8 +150,20 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
   if (s == NATS_NO_SERVER && o.wait_for_server) {
     report("nats: no server at " + o.url + " yet; waiting for one (retrying every 2 s)");
-    s = natsOptions_SetRetryOnFailedConnect(m.opts, true, nullptr, nullptr);
+    // With a callback the library connects in the background (without one
+    // it would block until it connects, deaf to a stop).
+    auto connected = [](natsConnection*, void*) {};
+    s = natsOptions_SetRetryOnFailedConnect(m.opts, true, connected, nullptr);
     if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
+    if (s == NATS_NOT_YET_CONNECTED) {
+      while (natsConnection_Status(m.nc) != NATS_CONN_STATUS_CONNECTED) {
+        if (!o.wait_for_server()) {
+          return Status::Error("stopped while waiting for nats-server at " + o.url);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      s = NATS_OK;
+    }
   }
   if (s != NATS_OK) return Status::Error("cannot connect to " + o.url + ": " + Why(s));
   jsOptions jo;

@@ -24,9 +24,9 @@ struct JetStreamOptions {
   int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (at least 600)
   int64_t max_age_s = 7 * 86400;      // retention
   int64_t fetch_wait_ms = 500;        // longest wait for the first message of a fetch
-  // Connect: when no server answers, wait for one (a service) instead of
-  // failing (a command).
-  bool wait_for_server = false;
+  // Connect: when no server answers, wait for one while this returns true
+  // (a service, until it is stopped) instead of failing (a command).
+  std::function<bool()> wait_for_server;
 };
 
 // One fetched message. Acked through JetStream::Ack only.

@@ -2,7 +2,9 @@
 // NATS JetStream server, `waymark run --source` on a real PostgreSQL, and
 // the file transport. WAYMARK_TEST_NATS and WAYMARK_TEST_POSTGRES name the
 // servers (scripts/test.sh starts both).
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -23,6 +25,7 @@
 #include "tests/testing/db.h"
 #include "tests/testing/files.h"
 #include "tests/testing/nats.h"
+#include "tests/testing/ports.h"
 #include "tests/testing/process.h"
 #include "tests/testing/prometheus.h"
 
@@ -619,6 +622,50 @@ TEST_F(Nats, ADeadLetterIsPublishedWhenTheEngineDiesAfterItsCommit) {
   pqxx::read_transaction t(db);
   EXPECT_EQ(t.exec1("SELECT count(*) FROM dead_letters")[0].as<int>(), 1);
   EXPECT_EQ(t.exec1("SELECT count(*) FROM events WHERE source = 'app'")[0].as<int>(), 1);
+}
+
+// A service started before nats-server: `waymark run` waits for a server
+// that does not answer (saying so), and SIGTERM while it waits is a clean
+// stop, exit 0, at once.
+TEST(NatsWait, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
+  int port = waymark::testing_util::UnusedLoopbackPort();
+  ASSERT_GT(port, 0);
+  std::string url = "nats://127.0.0.1:" + std::to_string(port);
+  std::string root = waymark::testing_util::SourceRoot().string();
+  fs::path dir = fs::temp_directory_path() / ("waymark_nats_wait_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path errors = dir / "err";
+  pid_t pid = waymark::testing_util::Spawn(
+      {WAYMARK_BINARY, "run", "--journeys", root + "/journeys", "--schemas", root + "/schemas",
+       "--source", url, "--store", "sqlite:" + (dir / "w.db").string(), "--transport",
+       "file:" + (dir / "out").string()},
+      errors.string());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (ReadFile(errors).find("waiting for one") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::string said = ReadFile(errors);
+  EXPECT_NE(said.find("nats: no server at " + url + " yet; waiting for one"), std::string::npos)
+      << said;
+  int status = 0;
+  EXPECT_EQ(waitpid(pid, &status, WNOHANG), 0) << "it did not wait";
+  kill(pid, SIGTERM);
+  pid_t done = 0;
+  for (int i = 0; i < 100 && done == 0; ++i) {  // up to 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    done = waitpid(pid, &status, WNOHANG);
+  }
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "still waiting 10 s after SIGTERM\n" << ReadFile(errors);
+  }
+  said = ReadFile(errors);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << said;
+  EXPECT_NE(said.find("stopped while waiting for nats-server"), std::string::npos) << said;
+  if (!HasFailure()) fs::remove_all(dir);
 }
 
 }  // namespace
