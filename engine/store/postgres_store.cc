@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string_view>
 #include <thread>
@@ -226,6 +227,68 @@ class CopyIn {
 };
 #pragma GCC diagnostic pop
 
+// Whether `b`, whose COMMIT in transaction `xid` (pg_current_xact_id) by
+// server process `backend` lost its answer with the connection, is
+// stored; asked on `c`, a new connection (docs/engine.md, "A lost
+// connection"). A transaction still in progress (its server process has
+// not yet noticed the lost connection) is ended first, so that the answer
+// is final; only while `keep_trying`. A transaction ID "in the future" was
+// never logged by a server that restarted since: it did not commit. And
+// after such a restart the server may give that ID again, to another
+// transaction: a committed ID is the batch's only if a row that only the
+// batch writes carries it (xmin, the ID's low 32 bits).
+bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, const Batch& b,
+                    const std::function<bool()>& keep_trying) {
+  std::string low = std::to_string(std::stoull(xid) & 0xffffffffULL);
+  for (;;) {
+    pqxx::nontransaction n(c);
+    std::string status;
+    try {
+      pqxx::row r = n.exec_params1("SELECT pg_xact_status($1::xid8)", xid);
+      if (r[0].is_null()) throw std::runtime_error("the server no longer knows transaction " + xid);
+      status = r[0].as<std::string>();
+    } catch (const pqxx::sql_error& e) {
+      if (e.sqlstate() == "22023") return false;
+      throw;
+    }
+    if (status == "aborted") return false;
+    if (status == "committed") {
+      auto carries = [&](const char* sql, auto... key) {
+        return !n.exec_params(std::string("SELECT 1 FROM ") + sql + " AND xmin::TEXT = $" +
+                                  std::to_string(sizeof...(key) + 1),
+                              key..., low)
+                    .empty();
+      };
+      // Rows the batch inserts or updates (never skips), by their keys.
+      if (b.position) return carries("source_positions WHERE source = $1", b.position->source);
+      if (!b.history.empty()) {
+        return carries("history WHERE instance_id = $1 AND n = $2", b.history[0].instance_id,
+                       b.history[0].n);
+      }
+      if (!b.instances.empty()) return carries("instances WHERE id = $1", b.instances[0].id);
+      if (!b.sends.empty()) return carries("sends WHERE seq = $1", b.sends[0].seq);
+      if (!b.results.empty()) {
+        return carries("send_results WHERE send_seq = $1 AND attempt = $2", b.results[0].send_seq,
+                       b.results[0].attempt);
+      }
+      // Nothing else to tell it by (stored events, dead letters and
+      // suppressions may be skipped as repeats): writing such a batch
+      // again is harmless, and a batch is never empty.
+      return true;
+    }
+    if (!keep_trying || !keep_trying()) {
+      throw std::runtime_error("stopped while transaction " + xid + " was still in progress");
+    }
+    // Ended only if that process is still in that transaction: after a
+    // restart the number may belong to another session.
+    n.exec_params(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND "
+        "backend_xid::TEXT = $2",
+        backend, low);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 // A libpqxx exception as a Status naming `what`.
 Status Failure(const char* what, const std::exception& e) {
   std::string out = std::string("postgresql: ") + what + ": " + e.what();
@@ -295,7 +358,7 @@ class PostgresStore : public Store {
       if (doubt) {
         // Reconnected: what became of that transaction decides whether the
         // batch is written again.
-        bool landed = Landed(*doubt);
+        bool landed = Landed(*doubt, b);
         Report(std::string("postgresql: the commit in doubt ") +
                (landed ? "had landed" : "had not landed; writing the batch again"));
         doubt.reset();
@@ -794,35 +857,8 @@ class PostgresStore : public Store {
     }
   }
 
-  // Whether the transaction in doubt committed, asked on the new
-  // connection. One still in progress (its server process has not yet
-  // noticed the lost connection) is ended first, so that the answer is
-  // final. A transaction ID "in the future" was never logged by a server
-  // that restarted since: it did not commit. (The old process is ended by
-  // its PID, which it holds while the transaction is in progress; only in
-  // the instant between the answer and the signal could it exit and the
-  // PID be reused.)
-  bool Landed(const Doubt& d) {
-    for (;;) {
-      pqxx::nontransaction n(*write_);
-      std::string status;
-      try {
-        pqxx::row r = n.exec_params1("SELECT pg_xact_status($1::xid8)", d.xid);
-        if (r[0].is_null())
-          throw std::runtime_error("the server no longer knows transaction " + d.xid);
-        status = r[0].as<std::string>();
-      } catch (const pqxx::sql_error& e) {
-        if (e.sqlstate() == "22023") return false;
-        throw;
-      }
-      if (status == "committed") return true;
-      if (status == "aborted") return false;
-      if (!reconnect_.keep_trying()) {
-        throw std::runtime_error("stopped while transaction " + d.xid + " was still in progress");
-      }
-      n.exec_params("SELECT pg_terminate_backend($1)", d.backend);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+  bool Landed(const Doubt& d, const Batch& b) {
+    return CommitLandedOn(*write_, d.xid, d.backend, b, reconnect_.keep_trying);
   }
 
   static void PrepareRead(pqxx::connection& r) {
@@ -1123,6 +1159,14 @@ class PostgresStore : public Store {
 };
 
 }  // namespace
+
+Result<bool> CommitLanded(const std::string& url, const std::string& xid, int backend,
+                          const Batch& batch) {
+  return Guard("commit in doubt", [&]() -> Result<bool> {
+    pqxx::connection c(url);
+    return CommitLandedOn(c, xid, backend, batch, nullptr);
+  });
+}
 
 Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect) {
   auto s = std::make_unique<PostgresStore>();

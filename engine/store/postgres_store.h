@@ -22,4 +22,11 @@ Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconne
 // versions it went from and to.
 Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version = 0);
 
+// Whether `batch`, whose COMMIT in transaction `xid` (pg_current_xact_id())
+// by server process `backend` lost its answer, is stored: what a store
+// asks after reconnecting (docs/engine.md, "A lost connection"), here on a
+// connection of its own to `url`, for its tests.
+Result<bool> CommitLanded(const std::string& url, const std::string& xid, int backend,
+                          const Batch& batch);
+
 }  // namespace waymark

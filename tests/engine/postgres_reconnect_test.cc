@@ -353,6 +353,42 @@ TEST_F(PostgresReconnect, ACommitThatNeverReachedTheServerIsWrittenAgain) {
   EXPECT_EQ(pos.value()->seq, 1u);
 }
 
+// After a crash a server may hand out again a transaction ID it never
+// logged: a commit in doubt is the batch's only if the batch's own rows
+// carry that ID. Here another client's committed transaction stands for
+// the one that reused it.
+TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransaction) {
+  Batch b = Numbered(1);
+  std::string other;
+  {
+    pqxx::connection c(url_);
+    pqxx::work w(c);
+    other = w.exec1("SELECT pg_current_xact_id()::TEXT")[0].as<std::string>();
+    w.exec0("CREATE TABLE unrelated (x INT)");
+    w.commit();
+  }
+  auto landed = CommitLanded(url_, other, 0, b);
+  ASSERT_TRUE(landed.ok()) << landed.error();
+  EXPECT_FALSE(landed.value()) << "another transaction's commit passed for the batch's";
+  // Committed, the batch's rows carry its own transaction.
+  auto store = Open(url_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  Status s = store.value()->Commit(b);
+  ASSERT_TRUE(s.ok()) << s.message();
+  std::string own;
+  {
+    pqxx::connection c(url_);
+    pqxx::nontransaction n(c);
+    own = n.exec1(
+               "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
+               "xmin::TEXT::BIGINT)::TEXT FROM source_positions")[0]
+              .as<std::string>();
+  }
+  landed = CommitLanded(url_, own, 0, b);
+  ASSERT_TRUE(landed.ok()) << landed.error();
+  EXPECT_TRUE(landed.value());
+}
+
 TEST_F(PostgresReconnect, OpeningWaitsForAServerThatIsNotUpYet) {
   proxy_->SetDown(true);
   auto opening = std::async(std::launch::async, [this] { return Open(proxied_); });
