@@ -153,12 +153,21 @@ Status Engine::Start() {
     p.recorded = int(prior.value().size());
     for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result, r.detail);
     // An ambiguous send still pending goes back to the provider that may
-    // have it.
-    const SendResultRow& last = prior.value().back();
-    if (last.result == "ambiguous" && last.detail.contains("provider")) {
-      p.pinned = router_.Find(last.detail["provider"].get<std::string>());
+    // have it, whatever that provider answered since (throttled,
+    // retry_later): pinned by the latest ambiguous answer.
+    for (auto r = prior.value().rbegin(); r != prior.value().rend(); ++r) {
+      if (r->result != "ambiguous") continue;
+      if (r->detail.contains("provider")) {
+        p.pinned = router_.Find(r->detail["provider"].get<std::string>());
+      }
+      break;
     }
   }
+  // The clock (the latest event's time) was at least when each pending
+  // send was requested: with the event clock and no instance still
+  // running, nothing else brings it back, and sends due would wait for a
+  // new event.
+  for (const SendRow& s : pending_) clock_ = std::max(clock_, s.requested_at);
   if (Status s = LoadSuppressions(); !s.ok()) return s;
   committer_ = std::make_unique<Committer>(store_);
   committer_->Start(std::move(batch_));

@@ -896,6 +896,90 @@ TEST_F(EngineTest, AnAmbiguousSendGoesBackOnlyToAnIdempotentProvider) {
   }
 }
 
+// A transport that answers from a script, one answer a message (then
+// "accepted"), and deduplicates by the key: an ambiguous answer pins the
+// send to it.
+class Scripted : public Transport {
+ public:
+  explicit Scripted(std::vector<std::string> answers) : answers_(std::move(answers)) {}
+  std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+    std::vector<TransportResult> out;
+    for (size_t i = 0; i < messages.size(); ++i) {
+      std::string kind = next_ < answers_.size() ? answers_[next_++] : "accepted";
+      out.push_back({kind, kind == "accepted" ? "id" : "", kind, 0, ""});
+    }
+    return out;
+  }
+  std::string Describe() const override { return "scripted"; }
+  bool Idempotent() const override { return true; }
+
+ private:
+  std::vector<std::string> answers_;
+  size_t next_ = 0;
+};
+
+// Across a restart the send stays pinned to the provider that may have it,
+// whatever that provider answered after its ambiguous answer: a provider
+// fault after the restart is retried there, never failed over.
+TEST_F(EngineTest, AnAmbiguousSendStaysPinnedAcrossARestart) {
+  Journey("j", kTransactional);
+  Scripted a({"ambiguous", "retry_later", "provider_fault"});
+  Keeping b(false);
+  providers_ = {{.name = "a", .transport = &a, .cost = 1},
+                {.name = "b", .transport = &b, .cost = 2}};
+  EngineOptions o;
+  o.max_attempts = 10;
+  o.retry_base = 1000;
+  o.retry_max = 1000;
+  Start(o);
+  Micros wall = 1'000'000'000;
+  std::vector<RawInput> in = {
+      {"t:1",
+       Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+       {},
+       {}}};
+  ASSERT_TRUE(engine_->Ingest(in, wall).ok());  // ambiguous
+  ASSERT_TRUE(engine_->NextRetry());
+  wall = std::max(wall, *engine_->NextRetry());
+  ASSERT_TRUE(engine_->Flush(wall).ok());  // retry_later
+  ASSERT_GE(store_->SendResults(1).value().size(), 2u);
+  Start(o);
+  for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
+    wall = std::max(wall, *engine_->NextRetry());
+    ASSERT_TRUE(engine_->Flush(wall).ok());
+  }
+  auto results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_EQ(results[2].result, "provider_fault");
+  EXPECT_EQ(results[3].result, "accepted");
+  EXPECT_EQ(results[3].detail["provider"], "a");
+  EXPECT_TRUE(b.got.empty()) << "failed over to b, which does not know the key";
+}
+
+// On the event clock, a send stored but not yet handed to the transport
+// when the engine stopped goes out after the restart, with no instance
+// left running to bring the clock back.
+TEST_F(EngineTest, ARecoveredSendGoesOutOnTheEventClock) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent transactional  end }
+})");
+  EngineOptions o;
+  o.event_clock = true;
+  Start(o);
+  std::vector<RawInput> in = {
+      {"t:1",
+       Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+       {},
+       {}}};
+  ASSERT_TRUE(engine_->Submit(in, 0).ok());
+  ASSERT_TRUE(engine_->Commit(0).ok());  // stored, not sent
+  EXPECT_EQ(Results("a")["accepted"], 0);
+  Start(o);
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 86400 * kMicrosPerSecond).ok());
+  EXPECT_EQ(Results("a")["accepted"], 1);
+}
+
 // Send results are events for the journeys that listen: a bounce ends the
 // journey at once, before its next send; the event is stored, and the
 // instance's history says why it ended.
