@@ -55,9 +55,9 @@ std::string FoundAt(Iterator it, Iterator last) {
   return "'" + std::string(it, n) + "'";
 }
 
-constexpr std::string_view kTopLevel[] = {"step",     "entry",    "exit",  "goal",
+constexpr std::string_view kTopLevel[] = {"step",        "entry", "exit",     "goal",
                                           "description", "label", "priority", "over_cap",
-                                          "timezone", "quiet"};
+                                          "timezone",    "quiet"};
 
 // After a syntax error: the start of the next line that begins with a
 // top-level keyword, or a line whose first column holds the journey's `}`.
@@ -202,7 +202,8 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
         break;
       }
       default:
-        Error(at, std::string("unknown escape '\\") + e + "' in string (expected \\\" \\\\ \\n \\t \\r or \\uXXXX)");
+        Error(at, std::string("unknown escape '\\") + e +
+                      "' in string (expected \\\" \\\\ \\n \\t \\r or \\uXXXX)");
     }
   }
   return out;
@@ -226,7 +227,8 @@ int64_t Converter::Duration(const raw::DurLit& d) {
     }
     size_t unit = kUnits.find(d[i++]);
     if (!first && unit <= last_unit) {
-      Error(LocOf(d), "duration '" + d + "' must list its units from largest to smallest (w d h m s), each once");
+      Error(LocOf(d), "duration '" + d +
+                          "' must list its units from largest to smallest (w d h m s), each once");
       return 0;
     }
     first = false;
@@ -243,7 +245,8 @@ int64_t Converter::Duration(const raw::DurLit& d) {
 double Converter::Number(const raw::NumLit& n) {
   double v = 0;
   auto r = std::from_chars(n.data(), n.data() + n.size(), v);
-  if (r.ec != std::errc() || !std::isfinite(v)) Error(LocOf(n), "number '" + n + "' is out of range");
+  if (r.ec != std::errc() || !std::isfinite(v))
+    Error(LocOf(n), "number '" + n + "' is out of range");
   return v;
 }
 
@@ -402,8 +405,8 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
       } else if (s.intent == "digest") {
         send.intent = Intent::kDigest;
       } else {
-        c.Error(c.LocOf(s.intent), "unknown intent '" + s.intent +
-                                       "' (expected transactional, marketing or digest)");
+        c.Error(c.LocOf(s.intent),
+                "unknown intent '" + s.intent + "' (expected transactional, marketing or digest)");
       }
       if (s.via) send.via = c.Unquote(*s.via, c.LocOf(*s.via));
       if (s.priority) send.priority = c.Integer(*s.priority, "priority", 0);
@@ -412,10 +415,16 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
     void operator()(const raw::WaitDur& w) const {
       out.loc = c.LocOf(w);
       out.v = WaitStmt{c.Duration(w.duration)};
+      // A wait must end after the instant it starts: the engine sets a
+      // timer for its end, and a loop through `wait 0s` would never leave
+      // that instant.
+      if (w.duration.find_first_not_of("0wdhms") == std::string::npos) {
+        c.Error(c.LocOf(w.duration),
+                "'wait " + w.duration + "' waits for nothing: wait for longer, or remove it");
+      }
     }
     void operator()(const raw::WaitUntil& w) const {
-      static constexpr std::string_view kDays[] = {"mon", "tue", "wed", "thu",
-                                                   "fri", "sat", "sun"};
+      static constexpr std::string_view kDays[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
       static constexpr std::string_view kLong[] = {"monday", "tuesday",  "wednesday", "thursday",
                                                    "friday", "saturday", "sunday"};
       out.loc = c.LocOf(w);
@@ -427,7 +436,8 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
           if (d == kDays[i] || d == kLong[i]) found = i;
         }
         if (found < 0) {
-          c.Error(c.LocOf(d), "unknown weekday '" + d + "' (expected mon, tue, wed, thu, fri, sat or sun)");
+          c.Error(c.LocOf(d),
+                  "unknown weekday '" + d + "' (expected mon, tue, wed, thu, fri, sat or sun)");
         } else if (std::find(u.days.begin(), u.days.end(), found) != u.days.end()) {
           c.Error(c.LocOf(d), "weekday '" + d + "' is listed twice");
         } else {
@@ -576,18 +586,22 @@ void Converter::EntryItem(const raw::EntryItem& item, Journey& j) {
       j.reentry_loc = loc;
       if (r.mode == "always") {
         j.reentry = Reentry::kAlways;
-        if (r.period) c.Error(c.LocOf(*r.period), "'reentry always' takes no period; did you mean 'reentry once per ...'?");
+        if (r.period)
+          c.Error(c.LocOf(*r.period),
+                  "'reentry always' takes no period; did you mean 'reentry once per ...'?");
       } else if (r.mode == "once") {
         j.reentry = Reentry::kOnce;
         if (r.period) {
           j.reentry = Reentry::kOncePer;
           j.reentry_period_s = c.Duration(*r.period);
           if (j.reentry_period_s == 0) {
-            c.Error(c.LocOf(*r.period), "'reentry once per 0s' is contradictory: use 'reentry always'");
+            c.Error(c.LocOf(*r.period),
+                    "'reentry once per 0s' is contradictory: use 'reentry always'");
           }
         }
       } else {
-        c.Error(c.LocOf(r.mode), "unknown reentry mode '" + r.mode + "' (expected once, always or once per DURATION)");
+        c.Error(c.LocOf(r.mode), "unknown reentry mode '" + r.mode +
+                                     "' (expected once, always or once per DURATION)");
       }
     }
     void operator()(const raw::Setting& s) const {
@@ -699,7 +713,8 @@ std::optional<Journey> Converter::Run() {
     } else {
       Error(lines_.At(start),
             "expected a journey item (entry, exit, goal, step, description, label, priority, "
-            "over_cap, timezone, quiet hours) or '}', found " + FoundAt(start, last));
+            "over_cap, timezone, quiet hours) or '}', found " +
+                FoundAt(start, last));
       first = Resync(start, last);
     }
   }
