@@ -230,7 +230,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
   std::vector<size_t> index;  // events[k] is inputs[index[k]]
   for (size_t i = 0; i < inputs.size(); ++i) {
     const RawInput& in = inputs[i];
-    auto e = in.reject.empty() ? decoder_->Decode(in.text, wall_now)
+    auto e = in.reject.empty() ? decoder_->Decode(in.text, in.time ? in.time : wall_now)
                                : Result<Event>(Status::Error(in.reject));
     if (!e.ok()) {
       // Input that is not an event has no key: partition 0 keeps it, and

@@ -93,6 +93,10 @@ struct RawInput {
   // decided that send (SendMatchKey); held until then, and routed right
   // after that decision. An audit gives it to a recorded send result.
   std::string after_send;
+  // The time of an event that carries none, when the source has one (a
+  // stream's: when the message was stored), so that every engine reading
+  // the message gives it the same; 0: the engine's wall clock.
+  Micros time = 0;
 };
 
 // A send as the n-th (1, 2, ...) send of a template by an instance: what an

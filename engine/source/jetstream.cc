@@ -322,6 +322,7 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
       jm.stream_seq = meta->Sequence.Stream;
       jm.pending = meta->NumPending;
+      jm.input.time = meta->Timestamp / 1000;  // ns
       jsMsgMetaData_Destroy(meta);
     }
     jm.input.position = "nats:" + options_.stream + ":" + std::to_string(jm.stream_seq);
@@ -351,6 +352,7 @@ Result<std::optional<JetStreamMessage>> JetStream::Get(uint64_t seq) {
   JetStreamMessage jm;
   jm.subject = natsMsg_GetSubject(msg);
   jm.stream_seq = seq;
+  jm.input.time = natsMsg_GetTime(msg) / 1000;  // ns
   jm.input.position = "nats:" + options_.stream + ":" + std::to_string(seq);
   jm.input.text.assign(natsMsg_GetData(msg), size_t(natsMsg_GetDataLength(msg)));
   natsMsg_Destroy(msg);

@@ -624,6 +624,32 @@ TEST_F(Nats, ADeadLetterIsPublishedWhenTheEngineDiesAfterItsCommit) {
   EXPECT_EQ(t.exec1("SELECT count(*) FROM events WHERE source = 'app'")[0].as<int>(), 1);
 }
 
+// An event without a `time` takes the time the stream stored it, not the
+// reading engine's clock: every engine reading the message (partitions, a
+// restarted engine) gives it the same time.
+TEST_F(Nats, AnEventWithoutATimeTakesTheStreamsTime) {
+  NatsClient c(nats_);
+  int status = 0;
+  std::string idle = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
+  ASSERT_TRUE(c.Publish("events.user.signup",
+                        R"({"specversion":"1.0","id":"t0","source":"app","type":"user.signup",)"
+                        R"("subject":"u0","data":{"email":"u0@example.com","user_id":"u0",)"
+                        R"("first_name":"Ana","country":"DE","timezone":"Europe/Berlin",)"
+                        R"("plan":"free","seats":1,"marketing_opt_in":true}})"));
+  natsMsg* msg = nullptr;
+  ASSERT_EQ(js_GetMsg(&msg, c.js(), "EVENTS", 1, nullptr, nullptr), NATS_OK);
+  int64_t stored_us = natsMsg_GetTime(msg) / 1000;
+  natsMsg_Destroy(msg);
+  // Read a good while later: the engine's clock is well past that time.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  std::string out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << out;
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(t.exec1("SELECT time FROM events WHERE id = 't0'")[0].as<int64_t>(), stored_us);
+}
+
 // A service started before nats-server: `waymark run` waits for a server
 // that does not answer (saying so), and SIGTERM while it waits is a clean
 // stop, exit 0, at once.
