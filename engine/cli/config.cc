@@ -51,9 +51,11 @@ int64_t ParseDurationSeconds(const std::string& s) {
   for (char c : s) {
     if (std::isdigit(static_cast<unsigned char>(c))) {
       n = n * 10 + (c - '0');
+      if (n > kMaxDurationSeconds) return -1;
       digits = true;
     } else if (kUnit.count(c) && digits) {
       total += n * kUnit.at(c);
+      if (total > kMaxDurationSeconds) return -1;
       n = 0;
       digits = false;
     } else {

@@ -14,7 +14,10 @@
 
 namespace waymark::cli {
 
-// "90s", "20m", "7d", "1d12h" -> seconds; -1 if malformed.
+// "90s", "20m", "7d", "1d12h" -> seconds; -1 if malformed or longer than
+// 100 years (no setting needs more, and every duration then fits in 64
+// bits as microseconds).
+constexpr int64_t kMaxDurationSeconds = int64_t(100) * 365 * 86400;
 int64_t ParseDurationSeconds(const std::string& s);
 
 // A frequency cap, "N/DURATION" such as "3/7d" (--cap, [engine] cap).

@@ -22,8 +22,8 @@ int Prune(const PruneOptions& o) {
   int64_t seconds = ParseDurationSeconds(o.older_than);
   if (seconds < 86400) {
     std::cerr << "waymark prune: --older-than '" << o.older_than
-              << "' must be a duration of at least 1d (such as 90d): younger events still "
-                 "recognise re-sent inputs\n";
+              << "' must be a duration from 1d to 100 years (such as 90d): younger events "
+                 "still recognise re-sent inputs\n";
     return kExitUsage;
   }
   PruneRequest request{WallNow(), seconds * kMicrosPerSecond, 0, o.dry_run};

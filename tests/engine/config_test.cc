@@ -112,6 +112,12 @@ TEST(Config, DurationsAreParsed) {
   EXPECT_EQ(ParseDurationSeconds("1d12h"), 129600);
   EXPECT_EQ(ParseDurationSeconds("2w"), 1209600);
   EXPECT_EQ(ParseDurationSeconds("10"), -1);
+  // Longer than 100 years: refused, not overflowed (as microseconds a
+  // "never" such as 9999999999d would wrap, and prune everything).
+  EXPECT_EQ(ParseDurationSeconds("36500d"), int64_t(36500) * 86400);
+  EXPECT_EQ(ParseDurationSeconds("9999999999d"), -1);
+  EXPECT_EQ(ParseDurationSeconds("99999999999999999999s"), -1);
+  EXPECT_EQ(ParseDurationSeconds("6000w"), -1);
   EXPECT_EQ(ParseDurationSeconds("m"), -1);
 }
 
