@@ -99,7 +99,47 @@ int ControlAt(std::string_view s, size_t i) {
   return -1;
 }
 
+// One well-formed UTF-8 sequence (RFC 3629) starting at p (a byte >= 0x80,
+// before end): its length, or 0.
+size_t Utf8SequenceAt(const char* p, const char* end) {
+  auto at = [&](size_t i) { return static_cast<unsigned char>(p[i]); };
+  size_t left = size_t(end - p);
+  unsigned char c = at(0);
+  auto cont = [&](size_t i) { return i < left && (at(i) & 0xC0) == 0x80; };
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (left < 3 || !cont(1) || !cont(2)) return 0;
+    if (c == 0xE0 && at(1) < 0xA0) return 0;  // overlong
+    if (c == 0xED && at(1) > 0x9F) return 0;  // a surrogate
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (left < 4 || !cont(1) || !cont(2) || !cont(3)) return 0;
+    if (c == 0xF0 && at(1) < 0x90) return 0;  // overlong
+    if (c == 0xF4 && at(1) > 0x8F) return 0;  // over U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
 }  // namespace
+
+std::string ValidUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  const char* end = s.data() + s.size();
+  for (const char* p = s.data(); p < end;) {
+    size_t n = static_cast<unsigned char>(*p) < 0x80 ? 1 : Utf8SequenceAt(p, end);
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++p;
+      continue;
+    }
+    out.append(p, n);
+    p += n;
+  }
+  return out;
+}
 
 bool HasControlCharacter(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
@@ -388,29 +428,6 @@ class Reader {
     }
   }
 
-  // One well-formed UTF-8 sequence (RFC 3629) starting at p_ (a byte
-  // >= 0x80): its length, or 0.
-  size_t Utf8Sequence() const {
-    auto at = [&](size_t i) { return static_cast<unsigned char>(p_[i]); };
-    size_t left = size_t(end_ - p_);
-    unsigned char c = at(0);
-    auto cont = [&](size_t i) { return i < left && (at(i) & 0xC0) == 0x80; };
-    if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-      if (left < 3 || !cont(1) || !cont(2)) return 0;
-      if (c == 0xE0 && at(1) < 0xA0) return 0;  // overlong
-      if (c == 0xED && at(1) > 0x9F) return 0;  // a surrogate
-      return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-      if (left < 4 || !cont(1) || !cont(2) || !cont(3)) return 0;
-      if (c == 0xF0 && at(1) < 0x90) return 0;  // overlong
-      if (c == 0xF4 && at(1) > 0x8F) return 0;  // over U+10FFFF
-      return 4;
-    }
-    return 0;
-  }
-
   bool String(std::string& s) {
     ++p_;  // "
     for (;;) {
@@ -422,7 +439,7 @@ class Reader {
           ++p_;
           continue;
         }
-        size_t n = Utf8Sequence();
+        size_t n = Utf8SequenceAt(p_, end_);
         if (n == 0) return false;
         p_ += n;
       }

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "engine/base/json_schema.h"
+#include "engine/base/json_text.h"
 
 namespace waymark {
 namespace {
@@ -366,7 +367,11 @@ class PluginTransport : public Transport {
       Log(this, WM_LOG_ERROR, msg.data(), msg.size());
       t.kind = "ambiguous";
     }
-    if (t.kind == "accepted" || t.kind == "duplicate") t.provider_id = Field(r.provider_message_id);
+    // The plugin's text is stored and written as JSON: well-formed UTF-8
+    // only, whatever the provider said or the plugin cut.
+    if (t.kind == "accepted" || t.kind == "duplicate") {
+      t.provider_id = ValidUtf8(Field(r.provider_message_id));
+    }
     t.retry_after_ms = r.retry_after_ms;
     std::string d;
     auto add = [&d](const std::string& s) {
@@ -384,7 +389,7 @@ class PluginTransport : public Transport {
     if (r.retry_after_ms) add("retry after " + std::to_string(r.retry_after_ms) + " ms");
     std::string text = Field(r.text);
     if (!text.empty()) d += (d.empty() ? "" : ": ") + text;
-    t.detail = std::move(d);
+    t.detail = ValidUtf8(d);
     return t;
   }
 

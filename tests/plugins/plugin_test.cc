@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/base/json_text.h"
 #include "engine/delivery/plugin.h"
 #include "engine/delivery/transport.h"
 #include "tests/testing/process.h"
@@ -212,8 +213,8 @@ TEST_F(PluginTest, TheConfigurationIsCheckedAgainstThePluginsSchemaBeforeCreate)
   auto unknown = p.value()->Create("main", {{"kindd", 1}});
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error(),
-            "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: fail, "
-            "fields_only, kind, max_batch, retry_after_ms, smtp_code)");
+            "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: "
+            "bad_utf8, fail, fields_only, kind, max_batch, retry_after_ms, smtp_code)");
   auto bad = p.value()->Create("main", {{"kind", "accepted"}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("kind (is \"accepted\")"), std::string::npos) << bad.error();
@@ -264,6 +265,23 @@ TEST_F(PluginTest, AnInstanceThatTakesThePartsOnlySaysSo) {
   auto t = older.value()->Create("test", {{"fields_only", 1}});
   ASSERT_TRUE(t.ok()) << t.error();
   EXPECT_FALSE(t.value()->FieldsOnly());
+}
+
+// A plugin's answer is stored and written as JSON: text that is not
+// well-formed UTF-8 (a provider's bytes, a character cut at the end of the
+// buffer) reaches the engine with U+FFFD in place of each bad byte, and
+// reads back as JSON.
+TEST_F(PluginTest, AnAnswerThatIsNotUtf8IsMadeWellFormed) {
+  Install("probe");
+  auto t = Open({{"bad_utf8", 1}});
+  ASSERT_TRUE(t);
+  TransportResult r = t->SendBatch({Message("k")})[0];
+  const std::string bad = "\xEF\xBF\xBD";
+  EXPECT_EQ(r.detail, "bad " + bad + " here, " + bad + bad + bad + " there, cut " + bad);
+  EXPECT_EQ(r.provider_id, "id-" + bad);
+  std::string text;
+  AppendJsonString(text, r.detail);
+  EXPECT_NO_THROW(json::parse(text)) << text;
 }
 
 TEST_F(PluginTest, BatchesAreSplitAtThePluginsLimitAndAnsweredInOrder) {

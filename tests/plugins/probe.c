@@ -30,6 +30,7 @@ struct wm_transport {
   uint32_t retry_after_ms;
   uint32_t max_batch;
   uint32_t fields_only;
+  uint32_t bad_utf8;
   uint32_t calls;
   const wm_host* host;
 };
@@ -56,6 +57,7 @@ static int probe_create(const wm_host* host, wm_str config, wm_transport** out, 
   t->retry_after_ms = (uint32_t)json_number(config, "retry_after_ms", 0);
   t->max_batch = (uint32_t)json_number(config, "max_batch", 0);
   t->fields_only = (uint32_t)json_number(config, "fields_only", 0);
+  t->bad_utf8 = (uint32_t)json_number(config, "bad_utf8", 0);
   t->host = host;
   *out = t;
   return WM_OK;
@@ -94,6 +96,11 @@ static void probe_send_batch(wm_transport* t, const wm_message* messages, size_t
         "call %u of %zu; to %.*s from %.*s; intent %u attempt %u; data %zu bytes; subject %.*s",
         t->calls, count, (int)m->recipients[0].len, m->recipients[0].ptr, (int)m->envelope_from.len,
         m->envelope_from.ptr, m->intent, m->attempt, m->data.len, (int)subject.len, subject.ptr);
+    if (t->bad_utf8) {
+      /* A stray byte, a surrogate, and a character cut at the end. */
+      snprintf(r->text, sizeof r->text, "bad \xff here, \xed\xa0\x80 there, cut \xc3");
+      snprintf(r->provider_message_id, sizeof r->provider_message_id, "id-\xfe");
+    }
   }
 }
 
