@@ -13,6 +13,7 @@
 #include <exception>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -84,7 +85,9 @@ void Info(wm_transport* t, wm_transport_info* out) {
 
 // Writes every message to .tmp, makes them durable with one syncfs(), links
 // each into place (EEXIST: "duplicate"), then syncs the directory once. A
-// message is reported accepted only once it is durable.
+// message is reported accepted only once it is durable: when the
+// directory's sync fails, the names just linked are removed again and
+// their messages answered "retry_later".
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
                uint32_t) {
   try {
@@ -104,6 +107,7 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
       }
       return;
     }
+    std::vector<std::pair<size_t, fs::path>> linked;
     for (size_t i = 0; i < count; ++i) {
       if (fds[i] < 0) continue;
       const wm_str& k = wm_message_at(messages, i)->idempotency_key;
@@ -130,9 +134,18 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
         r->kind = WM_RESULT_ACCEPTED;
         Put(r->provider_message_id, key);
         Put(r->text, final_path.string());
+        linked.emplace_back(i, final_path);
       }
     }
-    ::fsync(dfd);
+    if (::fsync(dfd) != 0) {
+      std::string err = std::string("fsync of the directory: ") + std::strerror(errno);
+      for (const auto& [i, path] : linked) {
+        ::unlink(path.c_str());
+        wm_send_result* r = wm_result_at(results, i);
+        r->provider_message_id[0] = '\0';
+        Fail(r, WM_RESULT_RETRY_LATER, err);
+      }
+    }
     ::close(dfd);
   } catch (const std::exception& e) {  // out of memory: nothing is known to be written
     for (size_t i = 0; i < count; ++i) {
