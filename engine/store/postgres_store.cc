@@ -253,23 +253,32 @@ bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, co
     }
     if (status == "aborted") return false;
     if (status == "committed") {
-      auto carries = [&](const char* sql, auto... key) {
-        return !n.exec_params(std::string("SELECT 1 FROM ") + sql + " AND xmin::TEXT = $" +
-                                  std::to_string(sizeof...(key) + 1),
-                              key..., low)
-                    .empty();
+      // Whether the row `sql` finds (its key, then the ID's low bits, as
+      // parameters) carries the ID.
+      auto carries = [&](const char* sql, const auto&... key) {
+        return !n.exec_params(sql, key..., low).empty();
       };
       // Rows the batch inserts or updates (never skips), by their keys.
-      if (b.position) return carries("source_positions WHERE source = $1", b.position->source);
-      if (!b.history.empty()) {
-        return carries("history WHERE instance_id = $1 AND n = $2", b.history[0].instance_id,
-                       b.history[0].n);
+      if (b.position) {
+        return carries("SELECT 1 FROM source_positions WHERE source = $1 AND xmin::TEXT = $2",
+                       b.position->source);
       }
-      if (!b.instances.empty()) return carries("instances WHERE id = $1", b.instances[0].id);
-      if (!b.sends.empty()) return carries("sends WHERE seq = $1", b.sends[0].seq);
+      if (!b.history.empty()) {
+        return carries(
+            "SELECT 1 FROM history WHERE instance_id = $1 AND n = $2 AND xmin::TEXT = $3",
+            b.history[0].instance_id, b.history[0].n);
+      }
+      if (!b.instances.empty()) {
+        return carries("SELECT 1 FROM instances WHERE id = $1 AND xmin::TEXT = $2",
+                       b.instances[0].id);
+      }
+      if (!b.sends.empty()) {
+        return carries("SELECT 1 FROM sends WHERE seq = $1 AND xmin::TEXT = $2", b.sends[0].seq);
+      }
       if (!b.results.empty()) {
-        return carries("send_results WHERE send_seq = $1 AND attempt = $2", b.results[0].send_seq,
-                       b.results[0].attempt);
+        return carries(
+            "SELECT 1 FROM send_results WHERE send_seq = $1 AND attempt = $2 AND xmin::TEXT = $3",
+            b.results[0].send_seq, b.results[0].attempt);
       }
       // Nothing else to tell it by (stored events, dead letters and
       // suppressions may be skipped as repeats): writing such a batch
