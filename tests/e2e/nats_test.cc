@@ -667,28 +667,14 @@ TEST(NatsWait, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
        "--source", url, "--store", "sqlite:" + (dir / "w.db").string(), "--transport",
        "file:" + (dir / "out").string()},
       errors.string());
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (ReadFile(errors).find("waiting for one") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  std::string said = ReadFile(errors);
-  EXPECT_NE(said.find("nats: no server at " + url + " yet; waiting for one"), std::string::npos)
-      << said;
+  EXPECT_TRUE(waymark::testing_util::WaitForText(
+      errors, "nats: no server at " + url + " yet; waiting for one", 20))
+      << ReadFile(errors);
   int status = 0;
   EXPECT_EQ(waitpid(pid, &status, WNOHANG), 0) << "it did not wait";
-  kill(pid, SIGTERM);
-  pid_t done = 0;
-  for (int i = 0; i < 100 && done == 0; ++i) {  // up to 10 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    done = waitpid(pid, &status, WNOHANG);
-  }
-  if (done == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    FAIL() << "still waiting 10 s after SIGTERM\n" << ReadFile(errors);
-  }
-  said = ReadFile(errors);
+  status = waymark::testing_util::TerminateWithin(pid, 10);
+  if (status == -1) FAIL() << "still waiting 10 s after SIGTERM\n" << ReadFile(errors);
+  std::string said = ReadFile(errors);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << said;
   EXPECT_NE(said.find("stopped while waiting for nats-server"), std::string::npos) << said;
   if (!HasFailure()) fs::remove_all(dir);

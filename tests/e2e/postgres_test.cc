@@ -127,18 +127,14 @@ TEST(Postgres, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
        "--events", root + "/journeys/sample_events.jsonl", "--store", url, "--transport",
        "file:" + (fs::temp_directory_path() / "waymark_pg_wait_out").string()},
       errors.string());
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (ReadFile(errors).find("waiting for the server") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  std::string said = ReadFile(errors);
-  EXPECT_NE(said.find("postgresql: waiting for the server at " + url), std::string::npos) << said;
+  EXPECT_TRUE(waymark::testing_util::WaitForText(
+      errors, "postgresql: waiting for the server at " + url, 20))
+      << ReadFile(errors);
   int status = 0;
   EXPECT_EQ(waitpid(pid, &status, WNOHANG), 0) << "it did not wait";
-  kill(pid, SIGTERM);
-  waitpid(pid, &status, 0);
-  said = ReadFile(errors);
+  status = waymark::testing_util::TerminateWithin(pid, 10);
+  if (status == -1) FAIL() << "still waiting 10 s after SIGTERM\n" << ReadFile(errors);
+  std::string said = ReadFile(errors);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << said;
   fs::remove(errors);
 }

@@ -71,6 +71,28 @@ class EngineTest : public testing::Test {
     return R"({"specversion":"1.0","id":")" + id + R"(","source":"t","type":")" + type +
            R"(","subject":")" + subject + R"(","time":")" + time + R"(","data":)" + data + "}";
   }
+  // One signup of "u" at `email`, as the input "t:1".
+  static std::vector<RawInput> Signup(const std::string& email) {
+    return {{"t:1",
+             Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":")" + email + R"("})"),
+             {},
+             {}}};
+  }
+  // Retries 1 ms apart, up to `attempts` attempts.
+  static EngineOptions QuickRetries(int attempts) {
+    EngineOptions o;
+    o.max_attempts = attempts;
+    o.retry_base = 1000;
+    o.retry_max = 1000;
+    return o;
+  }
+  // Flushes at each retry's time (moving `wall` there), `rounds` at most.
+  void FlushRetries(Micros& wall, int rounds = 10) {
+    for (int round = 0; round < rounds && engine_->NextRetry(); ++round) {
+      wall = std::max(wall, *engine_->NextRetry());
+      ASSERT_TRUE(engine_->Flush(wall).ok());
+    }
+  }
   void Feed(const std::vector<std::string>& lines) {
     std::vector<RawInput> in;
     for (size_t i = 0; i < lines.size(); ++i)
@@ -863,22 +885,10 @@ TEST_F(EngineTest, AnAmbiguousSendGoesBackOnlyToAnIdempotentProvider) {
     providers_ = {{.name = "a", .transport = a.get(), .cost = 1, .rate = 1, .burst = 1},
                   {.name = "b", .transport = b.get(), .cost = 2}};
     fs::remove(dir_ / "w.db");
-    EngineOptions o;
-    o.max_attempts = 3;
-    o.retry_base = 1000;
-    o.retry_max = 1000;
-    Start(o);
+    Start(QuickRetries(3));
     Micros wall = 1'000'000'000;
-    std::vector<RawInput> in = {
-        {"t:1",
-         Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@lost.example"})"),
-         {},
-         {}}};
-    ASSERT_TRUE(engine_->Ingest(in, wall).ok());
-    for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
-      wall = std::max(wall, *engine_->NextRetry());
-      ASSERT_TRUE(engine_->Flush(wall).ok());
-    }
+    ASSERT_TRUE(engine_->Ingest(Signup("u@lost.example"), wall).ok());
+    ASSERT_NO_FATAL_FAILURE(FlushRetries(wall));
     auto results = store_->SendResults(1).value();
     ASSERT_EQ(results.size(), idempotent ? 3u : 1u);
     for (const auto& r : results) {
@@ -927,27 +937,14 @@ TEST_F(EngineTest, AnAmbiguousSendStaysPinnedAcrossARestart) {
   Keeping b(false);
   providers_ = {{.name = "a", .transport = &a, .cost = 1},
                 {.name = "b", .transport = &b, .cost = 2}};
-  EngineOptions o;
-  o.max_attempts = 10;
-  o.retry_base = 1000;
-  o.retry_max = 1000;
-  Start(o);
+  Start(QuickRetries(10));
   Micros wall = 1'000'000'000;
-  std::vector<RawInput> in = {
-      {"t:1",
-       Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
-       {},
-       {}}};
-  ASSERT_TRUE(engine_->Ingest(in, wall).ok());  // ambiguous
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // ambiguous
   ASSERT_TRUE(engine_->NextRetry());
-  wall = std::max(wall, *engine_->NextRetry());
-  ASSERT_TRUE(engine_->Flush(wall).ok());  // retry_later
+  ASSERT_NO_FATAL_FAILURE(FlushRetries(wall, 1));  // retry_later
   ASSERT_GE(store_->SendResults(1).value().size(), 2u);
-  Start(o);
-  for (int round = 0; round < 10 && engine_->NextRetry(); ++round) {
-    wall = std::max(wall, *engine_->NextRetry());
-    ASSERT_TRUE(engine_->Flush(wall).ok());
-  }
+  Start(QuickRetries(10));
+  ASSERT_NO_FATAL_FAILURE(FlushRetries(wall));
   auto results = store_->SendResults(1).value();
   ASSERT_EQ(results.size(), 4u);
   EXPECT_EQ(results[2].result, "provider_fault");
@@ -967,12 +964,7 @@ TEST_F(EngineTest, ARecoveredSendGoesOutOnTheEventClock) {
   EngineOptions o;
   o.event_clock = true;
   Start(o);
-  std::vector<RawInput> in = {
-      {"t:1",
-       Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
-       {},
-       {}}};
-  ASSERT_TRUE(engine_->Submit(in, 0).ok());
+  ASSERT_TRUE(engine_->Submit(Signup("u@x.io"), 0).ok());
   ASSERT_TRUE(engine_->Commit(0).ok());  // stored, not sent
   EXPECT_EQ(Results("a")["accepted"], 0);
   Start(o);

@@ -94,6 +94,22 @@ class Background {
   int pid_ = 0;
 };
 
+// Sends SIGTERM to the child `pid` and waits up to `seconds` for it: its
+// wait status, or -1 when it was still running (it is then SIGKILLed and
+// waited for).
+inline int TerminateWithin(pid_t pid, int seconds) {
+  kill(pid, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < seconds * 10; ++i) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    usleep(100'000);
+  }
+  if (waitpid(pid, &status, WNOHANG) == pid) return status;
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -1;
+}
+
 inline int RunToEnd(const std::vector<std::string>& args) {
   int status = 0;
   waitpid(Spawn(args), &status, 0);
