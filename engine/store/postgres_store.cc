@@ -411,13 +411,7 @@ class PostgresStore : public Store {
       // One round trip for the whole batch.
       std::vector<bool> out(ids.size(), false);
       if (ids.empty()) return out;
-      std::string sources = "{", names = "{";
-      for (const auto& [source, id] : ids) {
-        AppendArrayElement(sources, source);
-        AppendArrayElement(names, id);
-      }
-      sources.back() = '}';
-      names.back() = '}';
+      auto [sources, names] = RefArrays(ids);
       pqxx::nontransaction t(*read_);
       for (const auto& row : t.exec_prepared("events_seen", sources, names)) {
         out[size_t(row[0].as<int64_t>() - 1)] = true;
@@ -875,6 +869,9 @@ class PostgresStore : public Store {
               "SELECT q.i FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS q(source, id, i) "
               "JOIN events e ON e.source = q.source AND e.id = q.id");
     r.prepare("event_body", "SELECT body FROM events WHERE source = $1 AND id = $2");
+    r.prepare("event_bodies",
+              "SELECT q.i, e.body FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS "
+              "q(source, id, i) JOIN events e ON e.source = q.source AND e.id = q.id");
     r.prepare("events_by_subject",
               "SELECT source, id, body FROM events WHERE subject = $1 ORDER BY seq");
     r.prepare("journey_version",
@@ -981,40 +978,55 @@ class PostgresStore : public Store {
   }
 
  private:
-  rows::EventDocs Docs() {
-    return rows::EventDocs(
-        [this](const std::string& source, const std::string& id) { return EventBody(source, id); });
+  // (source, id) pairs as two text arrays, for unnest.
+  static std::pair<std::string, std::string> RefArrays(const std::vector<rows::EventRef>& refs) {
+    std::string sources = "{", names = "{";
+    for (const auto& [source, id] : refs) {
+      AppendArrayElement(sources, source);
+      AppendArrayElement(names, id);
+    }
+    sources.back() = '}';
+    names.back() = '}';
+    return {std::move(sources), std::move(names)};
+  }
+
+  // Rows and the events they refer to are read in one snapshot, so a
+  // prune committing in between cannot take an event from under its row;
+  // the events come a thousand to a statement, not one per round trip.
+  using Snapshot = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>;
+
+  static rows::EventLoader EventBodies(Snapshot& t) {
+    return [&t](const std::vector<rows::EventRef>& refs) -> Result<std::vector<std::string>> {
+      std::vector<std::string> out(refs.size());
+      auto [sources, names] = RefArrays(refs);
+      for (const auto& row : t.exec_prepared("event_bodies", sources, names)) {
+        out[size_t(row[0].as<int64_t>() - 1)] = row[1].as<std::string>();
+      }
+      return out;
+    };
   }
 
   template <typename... Args>
   Result<std::vector<Instance>> QueryInstances(const char* statement, Args&&... args) {
-    auto bodies = Retry(Side::kRead, "instances", [&]() -> Result<std::vector<std::string>> {
-      pqxx::nontransaction t(*read_);
-      std::vector<std::string> out;
-      pqxx::result res = t.exec_prepared(statement, std::forward<Args>(args)...);
-      for (const pqxx::row& row : res) out.push_back(row[0].as<std::string>());
+    return Retry(Side::kRead, "instances", [&]() -> Result<std::vector<Instance>> {
+      Snapshot t(*read_);
+      std::vector<std::string> bodies;
+      for (const pqxx::row& row : t.exec_prepared(statement, std::forward<Args>(args)...)) {
+        bodies.push_back(row[0].as<std::string>());
+      }
+      auto out = rows::ReadInstances(bodies, EventBodies(t));
+      t.commit();
       return out;
     });
-    if (!bodies.ok()) return bodies.status();
-    rows::EventDocs docs = Docs();
-    std::vector<Instance> out;
-    for (const std::string& body : bodies.value()) {
-      auto i = rows::ParseInstance(body, docs);
-      if (!i.ok()) return i.status();
-      out.push_back(std::move(i).value());
-    }
-    return out;
   }
 
   template <typename... Args>
   Result<std::vector<SendRow>> QuerySends(const char* statement, Args&&... args) {
-    std::vector<std::string> contexts;
-    auto sends = Retry(Side::kRead, "sends", [&]() -> Result<std::vector<SendRow>> {
-      contexts.clear();  // a second attempt starts afresh
-      pqxx::nontransaction t(*read_);
+    return Retry(Side::kRead, "sends", [&]() -> Result<std::vector<SendRow>> {
+      Snapshot t(*read_);
       std::vector<SendRow> out;
-      pqxx::result res = t.exec_prepared(statement, std::forward<Args>(args)...);
-      for (const pqxx::row& row : res) {
+      std::vector<std::string> contexts;
+      for (const pqxx::row& row : t.exec_prepared(statement, std::forward<Args>(args)...)) {
         SendRow r;
         r.seq = row[0].as<int64_t>();
         r.key = row[1].as<std::string>();
@@ -1033,15 +1045,11 @@ class PostgresStore : public Store {
         contexts.push_back(row[14].as<std::string>());
         out.push_back(std::move(r));
       }
+      Status s = rows::ReadSendContexts(contexts, out, EventBodies(t));
+      t.commit();
+      if (!s.ok()) return s;
       return out;
     });
-    if (!sends.ok()) return sends.status();
-    std::vector<SendRow> out = std::move(sends).value();
-    rows::EventDocs docs = Docs();
-    for (size_t k = 0; k < out.size(); ++k) {
-      if (Status s = rows::ParseSendContext(contexts[k], out[k], docs); !s.ok()) return s;
-    }
-    return out;
   }
 
   // Gives the batch's sends their outbox positions, a sequence block per

@@ -1,24 +1,14 @@
 #include "engine/store/rows.h"
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 #include "engine/base/json_text.h"
 
 namespace waymark::rows {
 
 using nlohmann::json;
-
-Result<JsonDoc> EventDocs::Get(const std::string& source, const std::string& id) {
-  auto it = cache_.find({source, id});
-  if (it != cache_.end()) return it->second;
-  auto body = load_(source, id);
-  if (!body.ok()) return body.status();
-  if (body.value().empty()) {
-    return Status::Error("event (" + source + ", " + id + ") is not in the store");
-  }
-  auto doc = ParseEventBody(source, id, body.value());
-  if (!doc.ok()) return doc.status();
-  cache_.emplace(std::make_pair(source, id), doc.value());
-  return doc;
-}
 
 Result<JsonDoc> ParseEventBody(const std::string& source, const std::string& id,
                                const std::string& body) {
@@ -36,13 +26,6 @@ Result<Event> ParseEvent(const std::string& source, const std::string& id,
   return Event::FromJson(*doc.value());
 }
 
-Result<Instance> ParseInstance(const std::string& body, EventDocs& docs) {
-  json j = json::parse(body, nullptr, false);
-  if (j.is_discarded()) return Status::Error("stored instance is not JSON");
-  return Instance::FromJson(
-      j, [&](const std::string& source, const std::string& id) { return docs.Get(source, id); });
-}
-
 std::string SendContext(const SendRow& r) {
   std::string out;
   out.reserve(128 + (r.vars.empty() ? 0 : 256));
@@ -53,19 +36,138 @@ std::string SendContext(const SendRow& r) {
   return out;
 }
 
-Status ParseSendContext(const std::string& text, SendRow& r, EventDocs& docs) {
-  json c = json::parse(text, nullptr, false);
-  if (c.is_discarded() || !c.is_object()) {
-    return Status::Error("send " + r.key + ": stored context is not a JSON object");
+namespace {
+
+// Event documents by (source, id), loaded for a chunk of rows at a time
+// and held for the rest of the query (instances share them).
+class EventDocs {
+ public:
+  explicit EventDocs(const EventLoader& load) : load_(load) {}
+
+  // Loads, in one call, the events `rows` refer to that are not held yet.
+  Status LoadRefsOf(const std::vector<json>& rows) {
+    std::vector<EventRef> wanted;
+    std::set<EventRef> asked;
+    for (const json& row : rows) {
+      for (const char* name : {"trigger", "event"}) {
+        auto ref = row.find(name);
+        if (ref == row.end() || !ref->is_object()) continue;
+        auto source = ref->find("source"), id = ref->find("id");
+        if (source == ref->end() || id == ref->end() || !source->is_string() || !id->is_string()) {
+          continue;  // Get reports it
+        }
+        EventRef r{source->get<std::string>(), id->get<std::string>()};
+        if (held_.count(r) || !asked.insert(r).second) continue;
+        wanted.push_back(std::move(r));
+      }
+    }
+    if (wanted.empty()) return Status();
+    auto bodies = load_(wanted);
+    if (!bodies.ok()) return bodies.status();
+    if (bodies.value().size() != wanted.size()) {
+      return Status::Error("the store returned " + std::to_string(bodies.value().size()) +
+                           " event bodies for " + std::to_string(wanted.size()));
+    }
+    for (size_t k = 0; k < wanted.size(); ++k) {
+      const std::string& body = bodies.value()[k];
+      if (body.empty()) continue;  // Get reports it
+      auto doc = ParseEventBody(wanted[k].first, wanted[k].second, body);
+      if (!doc.ok()) return doc.status();
+      held_.emplace(std::move(wanted[k]), std::move(doc).value());
+    }
+    return Status();
   }
-  for (auto [name, doc] : {std::pair{"trigger", &r.trigger}, {"event", &r.event}}) {
-    const json& ref = c.value(name, json());
-    if (!ref.is_object()) continue;
-    auto d = docs.Get(ref.value("source", ""), ref.value("id", ""));
-    if (!d.ok()) return Status::Error("send " + r.key + ": " + name + ": " + d.error());
-    *doc = std::move(d).value();
+
+  Result<JsonDoc> Get(const std::string& source, const std::string& id) const {
+    auto it = held_.find({source, id});
+    if (it == held_.end()) {
+      return Status::Error("event (" + source + ", " + id + ") is not in the store");
+    }
+    return it->second;
   }
-  r.vars = c.value("vars", json::object());
+
+ private:
+  const EventLoader& load_;
+  std::map<EventRef, JsonDoc> held_;
+};
+
+// Rows a chunk at a time: each row refers to up to two events.
+constexpr size_t kRowsPerLoad = kEventsPerLoad / 2;
+
+// Parses texts[begin, end) into `rows`; an error from `bad(k)` for one
+// that is not a JSON object.
+template <typename Bad>
+Status ParseChunk(const std::vector<std::string>& texts, size_t begin, size_t end,
+                  std::vector<json>& rows, Bad bad) {
+  rows.clear();
+  for (size_t k = begin; k < end; ++k) {
+    json j = json::parse(texts[k], nullptr, false);
+    if (!j.is_object()) return bad(k);
+    rows.push_back(std::move(j));
+  }
+  return Status();
+}
+
+}  // namespace
+
+Result<std::vector<Instance>> ReadInstances(const std::vector<std::string>& bodies,
+                                            const EventLoader& load) {
+  EventDocs docs(load);
+  auto resolve = [&](const std::string& source, const std::string& id) {
+    return docs.Get(source, id);
+  };
+  std::vector<Instance> out;
+  out.reserve(bodies.size());
+  std::vector<json> rows;
+  for (size_t begin = 0; begin < bodies.size(); begin += kRowsPerLoad) {
+    size_t end = std::min(bodies.size(), begin + kRowsPerLoad);
+    if (Status s = ParseChunk(bodies, begin, end, rows,
+                              [](size_t) { return Status::Error("stored instance is not JSON"); });
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = docs.LoadRefsOf(rows); !s.ok()) return s;
+    for (const json& j : rows) {
+      auto i = Instance::FromJson(j, resolve);
+      if (!i.ok()) return i.status();
+      out.push_back(std::move(i).value());
+    }
+  }
+  return out;
+}
+
+Status ReadSendContexts(const std::vector<std::string>& contexts, std::vector<SendRow>& sends,
+                        const EventLoader& load) {
+  EventDocs docs(load);
+  std::vector<json> rows;
+  for (size_t begin = 0; begin < contexts.size(); begin += kRowsPerLoad) {
+    size_t end = std::min(contexts.size(), begin + kRowsPerLoad);
+    if (Status s = ParseChunk(contexts, begin, end, rows,
+                              [&](size_t k) {
+                                return Status::Error("send " + sends[k].key +
+                                                     ": stored context is not a JSON object");
+                              });
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = docs.LoadRefsOf(rows); !s.ok()) return s;
+    for (size_t k = begin; k < end; ++k) {
+      json& c = rows[k - begin];
+      SendRow& r = sends[k];
+      for (auto [name, doc] : {std::pair{"trigger", &r.trigger}, {"event", &r.event}}) {
+        const json& ref = c.value(name, json());
+        if (!ref.is_object()) continue;
+        auto source = ref.find("source"), id = ref.find("id");
+        auto d = source != ref.end() && id != ref.end() && source->is_string() && id->is_string()
+                     ? docs.Get(source->get<std::string>(), id->get<std::string>())
+                     : Result<JsonDoc>(Status::Error("the reference is malformed"));
+        if (!d.ok()) return Status::Error("send " + r.key + ": " + name + ": " + d.error());
+        *doc = std::move(d).value();
+      }
+      auto vars = c.find("vars");
+      r.vars = vars == c.end() ? json::object() : std::move(*vars);
+    }
+  }
   return Status();
 }
 

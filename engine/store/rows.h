@@ -5,7 +5,6 @@
 #pragma once
 
 #include <functional>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,21 +14,15 @@
 
 namespace waymark::rows {
 
-// Event documents by (source, id), each loaded once while reading the rows
-// of one query (instances and sends refer to events by reference).
-class EventDocs {
- public:
-  // Loads a stored event body; "" when the store has no such event.
-  using Loader =
-      std::function<Result<std::string>(const std::string& source, const std::string& id)>;
-  explicit EventDocs(Loader load) : load_(std::move(load)) {}
-  // The document; an error when the store lacks the event.
-  Result<JsonDoc> Get(const std::string& source, const std::string& id);
+// An event by (source, id), as instance rows and send contexts refer to
+// events ("trigger" and "event": {"source": ..., "id": ...}).
+using EventRef = std::pair<std::string, std::string>;
 
- private:
-  Loader load_;
-  std::map<std::pair<std::string, std::string>, JsonDoc> cache_;
-};
+// Loads the stored bodies of up to kEventsPerLoad events, in the order
+// asked; "" for an event the store does not hold. A store reads them in
+// the same snapshot as the rows that refer to them.
+using EventLoader = std::function<Result<std::vector<std::string>>(const std::vector<EventRef>&)>;
+inline constexpr size_t kEventsPerLoad = 1024;
 
 // A stored event body as its document (an error naming it when it is not
 // JSON).
@@ -39,12 +32,18 @@ Result<JsonDoc> ParseEventBody(const std::string& source, const std::string& id,
 // A stored event body as an Event.
 Result<Event> ParseEvent(const std::string& source, const std::string& id, const std::string& body);
 
-// An instance from its stored row (Instance::RowText).
-Result<Instance> ParseInstance(const std::string& body, EventDocs& docs);
+// Instances from their stored rows (Instance::RowText), with the events
+// they refer to: one call of `load` per kEventsPerLoad / 2 rows, each
+// event loaded once.
+Result<std::vector<Instance>> ReadInstances(const std::vector<std::string>& bodies,
+                                            const EventLoader& load);
 
 // A send's context: {"trigger": ref, "event": ref, "vars": {...}}.
 std::string SendContext(const SendRow& r);
-Status ParseSendContext(const std::string& text, SendRow& r, EventDocs& docs);
+// Sets each send's trigger, event and vars from its stored context,
+// contexts[k] for sends[k], loading the events as ReadInstances does.
+Status ReadSendContexts(const std::vector<std::string>& contexts, std::vector<SendRow>& sends,
+                        const EventLoader& load);
 
 // Results that name a send of their own batch by key (send_seq 0) get its
 // outbox position; the batch's sends must have theirs. An error when the

@@ -677,28 +677,56 @@ class SqliteStore : public Store {
   }
 
  private:
-  rows::EventDocs Docs() {
-    return rows::EventDocs(
-        [this](const std::string& source, const std::string& id) { return EventBody(source, id); });
+  // Rows and the events they refer to are read in one snapshot (a read
+  // transaction on `rdb_`), so a prune committing in between cannot take
+  // an event from under its row; events come 64 to a statement.
+  class ReadSnapshot {
+   public:
+    explicit ReadSnapshot(sqlite3* db) : db_(db), status_(ExecSql(db, "BEGIN")) {}
+    ~ReadSnapshot() {
+      if (status_.ok()) ExecSql(db_, "COMMIT");
+    }
+    const Status& status() const { return status_; }
+
+   private:
+    sqlite3* db_;
+    Status status_;
+  };
+
+  rows::EventLoader EventBodies() {
+    return [this](const std::vector<rows::EventRef>& refs) -> Result<std::vector<std::string>> {
+      std::vector<std::string> out(refs.size());
+      Status st = Chunks(
+          rdb_, multi_reads_, "WITH wanted (k, source, id) AS (VALUES ", "(?, ?, ?)",
+          ") SELECT wanted.k, events.body FROM wanted JOIN events ON events.source = "
+          "wanted.source AND events.id = wanted.id",
+          3, refs.size(),
+          [&](Stmt& q, int p, size_t i) {
+            q.Bind(p, int64_t(i)).Bind(p + 1, refs[i].first).Bind(p + 2, refs[i].second);
+          },
+          [&](Stmt& q) {
+            Status found;
+            while (q.Next(found)) out[size_t(q.Int(0))] = q.Text(1);
+            return found;
+          });
+      if (!st.ok()) return st;
+      return out;
+    };
   }
 
   Result<std::vector<Instance>> QueryInstances(Stmt& q) {
-    // Rows first, then the events they refer to (one statement at a time).
+    ReadSnapshot snapshot(rdb_);
+    if (!snapshot.status().ok()) return snapshot.status();
     std::vector<std::string> bodies;
     Status st;
     while (q.Next(st)) bodies.push_back(q.Text(0));
     if (!st.ok()) return st;
-    rows::EventDocs docs = Docs();
-    std::vector<Instance> out;
-    for (const std::string& body : bodies) {
-      auto i = rows::ParseInstance(body, docs);
-      if (!i.ok()) return i.status();
-      out.push_back(std::move(i).value());
-    }
-    return out;
+    return rows::ReadInstances(bodies, EventBodies());
   }
 
   Result<std::vector<SendRow>> QuerySends(Stmt& q) {
+    ReadSnapshot snapshot(rdb_);
+    if (!snapshot.status().ok()) return snapshot.status();
     std::vector<SendRow> out;
     std::vector<std::string> contexts;
     Status st;
@@ -722,10 +750,7 @@ class SqliteStore : public Store {
       out.push_back(std::move(r));
     }
     if (!st.ok()) return st;
-    rows::EventDocs docs = Docs();
-    for (size_t k = 0; k < out.size(); ++k) {
-      if (Status s = rows::ParseSendContext(contexts[k], out[k], docs); !s.ok()) return s;
-    }
+    if (Status s = rows::ReadSendContexts(contexts, out, EventBodies()); !s.ok()) return s;
     return out;
   }
 

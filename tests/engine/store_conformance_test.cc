@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -379,6 +380,55 @@ TEST_P(StoreConformance, InstancesBegunAndContinuedInOneBatchKeepTheirLastRows) 
   ASSERT_TRUE(active.ok()) << active.error();
   ASSERT_EQ(active.value().size(), 1u);
   EXPECT_EQ(active.value()[0].id, "j/once/1");
+}
+
+// Rows read back get the events they refer to, however many: the stores
+// load them in chunks, each event once, in the rows' snapshot.
+TEST_P(StoreConformance, ManyRowsGetTheirOwnEventsBack) {
+  Batch b;
+  b.events = {Ev("shared")};
+  for (int k = 0; k < 1300; ++k) {
+    std::string n = std::to_string(k);
+    b.events.push_back(Ev("t" + n));
+    b.events.push_back(Ev("e" + n));
+    Instance i = Inst("p" + n, 1);
+    i.trigger = Ev("t" + n).Doc();
+    i.event = k % 3 == 0 ? Ev("shared").Doc() : Ev("e" + n).Doc();
+    b.instances.push_back(std::move(i));
+    SendRow r = Send("k" + n, "p" + n);
+    r.trigger = Ev("t" + n).Doc();
+    r.event = k % 3 == 0 ? Ev("shared").Doc() : Ev("e" + n).Doc();
+    r.vars = {{"k", k}};
+    b.sends.push_back(std::move(r));
+  }
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Reopen();
+  auto active = store_->ActiveInstances();
+  ASSERT_TRUE(active.ok()) << active.error();
+  ASSERT_EQ(active.value().size(), 1300u);
+  std::set<std::string> keys;
+  for (const Instance& i : active.value()) {
+    keys.insert(i.key);
+    int k = std::stoi(i.key.substr(1));
+    ASSERT_TRUE(i.trigger && i.event) << i.id;
+    ASSERT_EQ(*i.trigger, *Ev("t" + std::to_string(k)).Doc()) << i.id;
+    ASSERT_EQ(*i.event, *(k % 3 == 0 ? Ev("shared") : Ev("e" + std::to_string(k))).Doc()) << i.id;
+  }
+  auto pending = store_->PendingSends(2000);
+  ASSERT_TRUE(pending.ok()) << pending.error();
+  EXPECT_EQ(keys.size(), 1300u);
+  ASSERT_EQ(pending.value().size(), 1300u);
+  keys.clear();
+  for (const SendRow& r : pending.value()) {
+    keys.insert(r.key);
+    int k = std::stoi(r.person.substr(1));
+    ASSERT_EQ(r.key, "k" + std::to_string(k));
+    ASSERT_TRUE(r.trigger && r.event) << r.key;
+    ASSERT_EQ(*r.trigger, *Ev("t" + std::to_string(k)).Doc()) << r.key;
+    ASSERT_EQ(*r.event, *(k % 3 == 0 ? Ev("shared") : Ev("e" + std::to_string(k))).Doc()) << r.key;
+    ASSERT_EQ(r.vars, (nlohmann::json{{"k", k}})) << r.key;
+  }
+  EXPECT_EQ(keys.size(), 1300u);
 }
 
 TEST_P(StoreConformance, ManySendsInOneBatchAreNumberedInOrder) {
