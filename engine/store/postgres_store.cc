@@ -409,13 +409,11 @@ class PostgresStore : public Store {
       const std::vector<std::pair<std::string, std::string>>& ids) override {
     return Retry(Side::kRead, "events seen", [&]() -> Result<std::vector<bool>> {
       // One round trip for the whole batch.
-      std::vector<bool> out(ids.size(), false);
-      if (ids.empty()) return out;
-      auto [sources, names] = RefArrays(ids);
       pqxx::nontransaction t(*read_);
-      for (const auto& row : t.exec_prepared("events_seen", sources, names)) {
-        out[size_t(row[0].as<int64_t>() - 1)] = true;
-      }
+      auto bodies = EventBodies(t)(ids);
+      if (!bodies.ok()) return bodies.status();
+      std::vector<bool> out(ids.size());
+      for (size_t k = 0; k < ids.size(); ++k) out[k] = !bodies.value()[k].empty();
       return out;
     });
   }
@@ -865,9 +863,6 @@ class PostgresStore : public Store {
   }
 
   static void PrepareRead(pqxx::connection& r) {
-    r.prepare("events_seen",
-              "SELECT q.i FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS q(source, id, i) "
-              "JOIN events e ON e.source = q.source AND e.id = q.id");
     r.prepare("event_body", "SELECT body FROM events WHERE source = $1 AND id = $2");
     r.prepare("event_bodies",
               "SELECT q.i, e.body FROM unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS "
@@ -980,6 +975,7 @@ class PostgresStore : public Store {
  private:
   // (source, id) pairs as two text arrays, for unnest.
   static std::pair<std::string, std::string> RefArrays(const std::vector<rows::EventRef>& refs) {
+    if (refs.empty()) return {"{}", "{}"};
     std::string sources = "{", names = "{";
     for (const auto& [source, id] : refs) {
       AppendArrayElement(sources, source);
@@ -995,7 +991,7 @@ class PostgresStore : public Store {
   // the events come a thousand to a statement, not one per round trip.
   using Snapshot = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>;
 
-  static rows::EventLoader EventBodies(Snapshot& t) {
+  static rows::EventLoader EventBodies(pqxx::transaction_base& t) {
     return [&t](const std::vector<rows::EventRef>& refs) -> Result<std::vector<std::string>> {
       std::vector<std::string> out(refs.size());
       auto [sources, names] = RefArrays(refs);

@@ -18,9 +18,10 @@ namespace waymark::rows {
 // events ("trigger" and "event": {"source": ..., "id": ...}).
 using EventRef = std::pair<std::string, std::string>;
 
-// Loads the stored bodies of up to kEventsPerLoad events, in the order
-// asked; "" for an event the store does not hold. A store reads them in
-// the same snapshot as the rows that refer to them.
+// Loads the stored bodies of events, in the order asked; "" for an event
+// the store does not hold. A store reads them in the same snapshot as the
+// rows that refer to them; rows are read back kEventsPerLoad events at a
+// time at most.
 using EventLoader = std::function<Result<std::vector<std::string>>(const std::vector<EventRef>&)>;
 inline constexpr size_t kEventsPerLoad = 1024;
 

@@ -259,24 +259,12 @@ class SqliteStore : public Store {
     return InTransaction([&] { return Write(b); });
   }
 
-  // Up to 64 events a query: the ones found come back by their position.
   Result<std::vector<bool>> EventsSeen(
       const std::vector<std::pair<std::string, std::string>>& ids) override {
+    auto bodies = EventBodies()(ids);
+    if (!bodies.ok()) return bodies.status();
     std::vector<bool> out(ids.size());
-    Status st = Chunks(
-        rdb_, multi_reads_, "WITH asked (k, source, id) AS (VALUES ", "(?, ?, ?)",
-        ") SELECT asked.k FROM asked JOIN events ON events.source = asked.source "
-        "AND events.id = asked.id",
-        3, ids.size(),
-        [&](Stmt& q, int p, size_t i) {
-          q.Bind(p, int64_t(i)).Bind(p + 1, ids[i].first).Bind(p + 2, ids[i].second);
-        },
-        [&](Stmt& q) {
-          Status found;
-          while (q.Next(found)) out[size_t(q.Int(0))] = true;
-          return found;
-        });
-    if (!st.ok()) return st;
+    for (size_t k = 0; k < ids.size(); ++k) out[k] = !bodies.value()[k].empty();
     return out;
   }
 
@@ -679,7 +667,8 @@ class SqliteStore : public Store {
  private:
   // Rows and the events they refer to are read in one snapshot (a read
   // transaction on `rdb_`), so a prune committing in between cannot take
-  // an event from under its row; events come 64 to a statement.
+  // an event from under its row; events come 64 to a statement, the ones
+  // found back by their position.
   class ReadSnapshot {
    public:
     explicit ReadSnapshot(sqlite3* db) : db_(db), status_(ExecSql(db, "BEGIN")) {}
