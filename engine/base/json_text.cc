@@ -124,12 +124,12 @@ size_t Utf8SequenceAt(const char* p, const char* end) {
 
 }  // namespace
 
-std::string ValidUtf8(std::string_view s) {
+std::string StorableText(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   const char* end = s.data() + s.size();
   for (const char* p = s.data(); p < end;) {
-    size_t n = static_cast<unsigned char>(*p) < 0x80 ? 1 : Utf8SequenceAt(p, end);
+    size_t n = *p == '\0' ? 0 : static_cast<unsigned char>(*p) < 0x80 ? 1 : Utf8SequenceAt(p, end);
     if (n == 0) {
       out += "\xEF\xBF\xBD";  // U+FFFD
       ++p;

@@ -18,11 +18,13 @@ namespace waymark {
 // Appends `s` as a JSON string (quoted, escaped). `s` must be UTF-8.
 void AppendJsonString(std::string& out, std::string_view s);
 
-// `s` as well-formed UTF-8: each byte that begins no well-formed sequence
-// (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF)
-// becomes U+FFFD. For text from outside, such as a plugin's answer, that
-// is stored and written as JSON.
-std::string ValidUtf8(std::string_view s);
+// `s` as text every store's text column can hold: well-formed UTF-8 without
+// NUL. Each byte that begins no well-formed sequence (RFC 3629: no
+// overlong forms, surrogates or code points past U+10FFFF), and each NUL
+// (PostgreSQL's text cannot hold it), becomes U+FFFD. For text from
+// outside that is stored as a column or written as JSON: a plugin's
+// answer, a dead letter's input and reason, a suppression's reason.
+std::string StorableText(std::string_view s);
 
 // Whether `s` (UTF-8) holds a control character, U+0000-U+001F or
 // U+007F-U+009F: CloudEvents string attributes exclude them, and keys and

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/core/event.h"
@@ -52,7 +53,8 @@ int Add(const SuppressOptions& o) {
   auto store = Open(o);
   if (!store.ok()) return Fail("add", store.error(), kExitUsage);
   Status s = store.value()->Suppress(
-      {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : o.reason, "cli", WallNow()}});
+      {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : StorableText(o.reason), "cli",
+        WallNow()}});
   if (!s.ok()) return Fail("add", s.message(), 3);
   std::cout << "suppressed " << entry.value() << " (" << o.scope << ")\n";
   return kExitOk;
@@ -125,7 +127,7 @@ int Import(const SuppressOptions& o) {
                       "' is neither all nor marketing",
                   kExitRejected);
     }
-    rows.push_back({entry.value(), fields[1], fields[2], "import", now});
+    rows.push_back({entry.value(), fields[1], StorableText(fields[2]), "import", now});
   }
   auto store = Open(o);
   if (!store.ok()) return Fail("import", store.error(), kExitUsage);

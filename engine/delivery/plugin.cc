@@ -370,7 +370,7 @@ class PluginTransport : public Transport {
     // The plugin's text is stored and written as JSON: well-formed UTF-8
     // only, whatever the provider said or the plugin cut.
     if (t.kind == "accepted" || t.kind == "duplicate") {
-      t.provider_id = ValidUtf8(Field(r.provider_message_id));
+      t.provider_id = StorableText(Field(r.provider_message_id));
     }
     t.retry_after_ms = r.retry_after_ms;
     std::string d;
@@ -389,7 +389,7 @@ class PluginTransport : public Transport {
     if (r.retry_after_ms) add("retry after " + std::to_string(r.retry_after_ms) + " ms");
     std::string text = Field(r.text);
     if (!text.empty()) d += (d.empty() ? "" : ": ") + text;
-    t.detail = ValidUtf8(d);
+    t.detail = StorableText(d);
     return t;
   }
 

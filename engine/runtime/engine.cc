@@ -208,7 +208,8 @@ std::string DeadLetterKind(const std::string& reason) {
 
 void Engine::DeadLetter(Micros time, const std::string& input, const std::string& reason,
                         const std::string& raw) {
-  batch_.dead_letters.push_back({0, time, input, reason, raw.substr(0, 64 * 1024)});
+  batch_.dead_letters.push_back(
+      {0, time, StorableText(input), StorableText(reason), raw.substr(0, 64 * 1024)});
   ++summary_.dead_letters[DeadLetterKind(reason)];
 }
 

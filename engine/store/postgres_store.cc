@@ -643,6 +643,14 @@ class PostgresStore : public Store {
     t.exec_prepared("bump_suppressions");
   }
 
+// A stored JSON text column as `json`. PostgreSQL's JSON functions refuse
+// the escape of NUL (backslash, u0000) anywhere in a document, since its
+// text cannot hold NUL, and stored documents may hold it inside strings
+// (an event's data, a variable). Prune reads only sources, ids and times,
+// which cannot hold control characters, so the escape is read as U+FFFD;
+// the text stays valid JSON when an escaped backslash precedes it too.
+#define STORED_JSON(column) "replace(" column ", '\\u0000', '\\ufffd')::json"
+
   Result<PruneCounts> Prune(const PruneRequest& r) override {
     return Guard("prune", [&]() -> Result<PruneCounts> {
       pqxx::work t(*write_);
@@ -661,7 +669,7 @@ class PostgresStore : public Store {
       t.exec0("CREATE TEMP TABLE prune_ids (id TEXT COLLATE \"C\" PRIMARY KEY) ON COMMIT DROP");
       c.instances = count(
           "INSERT INTO prune_ids SELECT id FROM instances i WHERE finished AND entered_at < $1 "
-          "AND goals_open_until < $1 AND (body::json->>'time')::BIGINT < $1 AND NOT EXISTS "
+          "AND goals_open_until < $1 AND (" STORED_JSON("body") "->>'time')::BIGINT < $1 AND NOT EXISTS "
           "(SELECT 1 FROM sends s WHERE s.instance_id = i.id AND (s.not_before >= $2 OR "
           "EXISTS (SELECT 1 FROM sends_pending p WHERE p.seq = s.seq)))",
           before, before - r.cap_window);
@@ -689,11 +697,11 @@ class PostgresStore : public Store {
       c.events = count(
           "WITH refs AS MATERIALIZED (SELECT COALESCE(s, '') AS s, i FROM ("
           "SELECT f.value->>'source' AS s, f.value->>'id' AS i FROM instances, "
-          "json_each(instances.body::json) AS f WHERE f.key IN ('trigger', 'event') UNION ALL "
-          "SELECT f.value->>'source', f.value->>'id' FROM sends, json_each(sends.context::json) "
+          "json_each(" STORED_JSON("instances.body") ") AS f WHERE f.key IN ('trigger', 'event') UNION ALL "
+          "SELECT f.value->>'source', f.value->>'id' FROM sends, json_each(" STORED_JSON("sends.context") ") "
           "AS f WHERE f.key IN ('trigger', 'event') UNION ALL "
           "SELECT r->3->>'event_source', r->3->>'event_id' FROM history, "
-          "json_array_elements(history.records::json) AS r) AS named WHERE i IS NOT NULL) "
+          "json_array_elements(" STORED_JSON("history.records") ") AS r) AS named WHERE i IS NOT NULL) "
           "DELETE FROM events e WHERE time < $1 AND NOT EXISTS (SELECT 1 FROM refs "
           "WHERE refs.s = e.source AND refs.i = e.id)",
           before);

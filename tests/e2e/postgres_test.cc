@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -109,6 +110,58 @@ TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
   EXPECT_EQ(sends["replayed"], sends["recorded"]);
   EXPECT_GT(sends["beyond_window"].get<long>(), 0);
   EXPECT_EQ(on_pg_audit["people"], nlohmann::json::array());
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// Text PostgreSQL cannot hold: NUL. An event whose data holds it in a
+// value is stored (its JSON escapes it) and later pruned; one whose data
+// has it in a property name its schema refuses is dead-lettered with a
+// reason naming that property, stored with U+FFFD for the NUL. Neither
+// stops the engine, and prune reads the stored JSON that holds it.
+TEST(Postgres, TextWithNulIsStoredDeadLetteredAndPruned) {
+  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+  std::string pg =
+      waymark::testing_util::FreshPostgresDatabase(server, "nul_" + std::to_string(getpid()));
+  fs::path dir = fs::temp_directory_path() / ("waymark_pg_nul_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string root = waymark::testing_util::SourceRoot().string();
+  std::string bin = WAYMARK_BINARY;
+  {
+    std::ofstream events(dir / "events.jsonl");
+    events << R"({"specversion":"1.0","id":"s1","source":"urn:t","type":"user.signup",)"
+              R"("subject":"usr_1","time":"2026-03-02T13:31:57Z","data":{"user_id":"usr_1",)"
+              R"("email":"ann@example.com","first_name":"An\u0000n","last_name":"B",)"
+              R"("country":"DE","locale":"de-DE","plan":"free","seats":1,)"
+              R"("marketing_opt_in":true}})"
+           << "\n"
+           << R"({"specversion":"1.0","id":"c1","source":"urn:t","type":"cart.updated",)"
+              R"("subject":"usr_1","time":"2026-03-02T13:32:57Z","data":{"cart_id":"cart_1",)"
+              R"("store_id":"au-main","item_count":1,"items":[{"sku":"PEN","name":"Pen",)"
+              R"("quantity":1,"unit_price":1.5}],"cart_total":1.5,"currency":"AUD",)"
+              R"("coupon_used_recently":false,"email":"ann@example.com","\u0000x":1}})"
+           << "\n";
+  }
+  int status = 0;
+  std::string out = Shell(bin + " migrate --store " + pg + " 2>&1", &status);
+  ASSERT_EQ(status, 0) << out;
+  out = Shell(bin + " run --journeys " + root + "/journeys --schemas " + root +
+                  "/schemas --events " + (dir / "events.jsonl").string() +
+                  " --clock event --until-idle --advance 60d --store " + pg +
+                  " --transport file:" + (dir / "out").string() + " 2>&1",
+              &status);
+  ASSERT_EQ(status, 0) << out;
+  auto letters = waymark::testing_util::PostgresRows(pg, "SELECT input, reason FROM dead_letters");
+  ASSERT_EQ(letters.size(), 1u) << out;
+  EXPECT_NE(letters.begin()->second.find("\xEF\xBF\xBDx"), std::string::npos)
+      << letters.begin()->second;
+  EXPECT_EQ(waymark::testing_util::PostgresRows(
+                pg, "SELECT 'n', COUNT(*) FROM events WHERE strpos(body, 'An\\u0000n') > 0")["n"],
+            "1");
+  out = Shell(bin + " prune --older-than 1d --store " + pg + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("removed"), std::string::npos) << out;
   if (!HasFailure()) fs::remove_all(dir);
 }
 
