@@ -1,10 +1,11 @@
 // Crash safety on the production path (issue 4, "Proof"): 100,000 events
 // published to a real NATS JetStream server, `waymark run --source` on a
-// real PostgreSQL, SIGKILLed at random points at least 10 times, with
-// nats-server restarted once and PostgreSQL restarted once while it runs;
-// at the end: every event stored once, every message of an uninterrupted
-// embedded run of the same events sent once and byte for byte the same,
-// the same final instance states. Like a service manager, the harness
+// real PostgreSQL, SIGKILLed at 10 random points of its progress (each
+// checked to fall while it works through the stream), with nats-server
+// restarted once and PostgreSQL restarted once while it runs; at the end:
+// every event stored once, every message of an uninterrupted embedded run
+// of the same events sent once and byte for byte the same, no send decided
+// twice, every send answered, the same final instance states. Like a service manager, the harness
 // starts the engine again whenever it stops. Then the same with two
 // engines sharing the stream (30,000 events), one of them killed 10 times.
 //
@@ -18,6 +19,8 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <optional>
+#include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -43,7 +46,11 @@ class StreamCrash : public testing::Test {
     const char* pg_server = std::getenv("WAYMARK_TEST_POSTGRES");
     ASSERT_TRUE(!nats_.empty() && pg_server && std::getenv("WAYMARK_TEST_SERVERS"))
         << "run scripts/test.sh";
-    if (const char* size = std::getenv("WAYMARK_CRASH_EVENTS")) n = std::min(n, std::atoi(size));
+    if (const char* size = std::getenv("WAYMARK_CRASH_EVENTS"); size && std::atoi(size) < n) {
+      std::printf("WAYMARK_CRASH_EVENTS: %d events, not the %d this test is meant to run\n",
+                  std::atoi(size), n);
+      n = std::atoi(size);
+    }
     n_ = n;
     root_ = fs::temp_directory_path() / ("waymark_stream_crash_" + std::to_string(getpid()));
     fs::remove_all(root_);
@@ -87,32 +94,96 @@ class StreamCrash : public testing::Test {
     return Args(a);
   }
 
-  // Kills `engine` (started again after each kill) at random points until
-  // it has been killed `kills` times; `during(k)` runs halfway through the
-  // k-th slice. Returns how often it stopped by itself.
-  int KillRepeatedly(const std::vector<std::string>& engine, int kills,
-                     const std::function<void(int)>& during) {
-    std::mt19937 rng(5);
-    int killed = 0, stops = 0;
-    while (killed < kills) {
-      pid_t pid = Spawn(engine);
-      int slice_ms = std::max(2000, int(clean_s_ * 1000 / 12));
-      int delay = std::uniform_int_distribution<int>(slice_ms / 2, slice_ms * 3 / 2)(rng);
-      std::this_thread::sleep_for(std::chrono::milliseconds(delay / 2));
-      during(killed);
-      std::this_thread::sleep_for(std::chrono::milliseconds(delay / 2));
-      int status = 0;
-      if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        ++killed;
-      } else {
-        ++stops;  // it stopped by itself (a lost server): start it again
-      }
-      EXPECT_LT(stops, 20) << "the engine keeps stopping by itself";
-      if (stops >= 20) break;
+  // The stream position the engine of `source` ("EVENTS/waymark", a
+  // partition's "EVENTS/waymark-1") has committed: 0 before its first
+  // commit, nullopt while PostgreSQL cannot be asked.
+  std::optional<uint64_t> Position(const std::string& source) const {
+    try {
+      pqxx::connection c(pg_);
+      pqxx::read_transaction t(c);
+      pqxx::result r = t.exec_params("SELECT seq FROM source_positions WHERE source = $1", source);
+      return r.empty() ? 0 : r[0][0].as<uint64_t>();
+    } catch (const std::exception&) {
+      return std::nullopt;
     }
-    return stops;
+  }
+
+  // Where each kill fell, and how often the engine stopped by itself.
+  struct Kills {
+    std::vector<uint64_t> at;  // the committed position just before each kill
+    int stops = 0;
+  };
+
+  // Starts `engine` again and again, as a service manager would, and
+  // SIGKILLs it at random points of its work: each time once its committed
+  // position (`source`) has moved on by a random 1/60 to 1/25 of the
+  // events since it started, and then a random 0-300 ms later, so a kill
+  // falls anywhere in a batch, not only at its start. `during(k)` runs when
+  // the run before the k-th kill has come half that way: the engine must
+  // go on from there to be killed. An engine that stops by itself must exit
+  // (not die by a signal) and is started again; more than two such stops
+  // fail, and so does a run that makes no progress for 120 s.
+  Kills KillRepeatedly(const std::vector<std::string>& engine, const std::string& source, int kills,
+                       const std::function<void(int)>& during) {
+    unsigned seed = unsigned(Clock::now().time_since_epoch().count());
+    std::printf("kill points drawn with seed %u\n", seed);
+    std::mt19937 rng(seed);
+    Kills k;
+    while (int(k.at.size()) < kills) {
+      uint64_t from = Position(source).value_or(0);
+      uint64_t target = std::uniform_int_distribution<uint64_t>(n_ / 60, n_ / 25)(rng);
+      pid_t pid = Spawn(engine);
+      bool halfway = false, exited = false;
+      int status = 0;
+      auto deadline = Clock::now() + std::chrono::seconds(120);
+      uint64_t now_at = from;
+      for (;;) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+          exited = true;
+          break;
+        }
+        now_at = Position(source).value_or(now_at);
+        if (!halfway && now_at >= from + target / 2) {
+          during(int(k.at.size()));
+          halfway = true;
+        }
+        if (now_at >= from + target || Clock::now() > deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (exited) {
+        EXPECT_TRUE(WIFEXITED(status)) << "the engine died by signal " << WTERMSIG(status);
+        EXPECT_LE(++k.stops, 2) << "the engine keeps stopping by itself";
+        if (k.stops > 2 || !WIFEXITED(status)) break;
+        continue;
+      }
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 300)(rng)));
+      uint64_t at = Position(source).value_or(now_at);
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      EXPECT_GE(now_at, from + target)
+          << "no progress for 120 s: the position stayed at " << now_at << " from " << from;
+      if (now_at < from + target) break;
+      k.at.push_back(at);
+    }
+    return k;
+  }
+
+  // Every kill fell while the engine was working through the stream:
+  // after its first commit, each further on than the one before, all
+  // before the end the uninterrupted finish reached.
+  void ExpectKillsInTheMiddle(const Kills& k, int kills, const std::string& source) {
+    uint64_t end = Position(source).value_or(0);
+    ASSERT_EQ(int(k.at.size()), kills);
+    EXPECT_GT(k.at.front(), 0u);
+    for (size_t i = 1; i < k.at.size(); ++i) EXPECT_GT(k.at[i], k.at[i - 1]) << i;
+    EXPECT_LT(k.at.back(), end);
+  }
+
+  static std::string Joined(const std::vector<uint64_t>& v) {
+    std::string out;
+    for (uint64_t x : v) out += (out.empty() ? "" : " ") + std::to_string(x);
+    return out;
   }
 
   // Compares the end state with the reference; returns a summary line.
@@ -148,6 +219,18 @@ class StreamCrash : public testing::Test {
     auto sends_got = PostgresRows(pg_, "SELECT key, recipient FROM sends");
     EXPECT_TRUE(sends_ref == sends_got)
         << sends_got.size() << " sends, expected " << sends_ref.size();
+    // Each send decided once, and each ended with a final answer.
+    auto twice =
+        PostgresRows(pg_, "SELECT key, COUNT(*) FROM sends GROUP BY key HAVING COUNT(*) > 1");
+    EXPECT_TRUE(twice.empty()) << twice.size() << " sends decided twice, " << twice.begin()->first;
+    auto open = PostgresRows(pg_,
+                             "SELECT 'n', COUNT(*) FROM sends s WHERE NOT EXISTS "
+                             "(SELECT 1 FROM send_results r WHERE r.send_seq = s.seq AND r.final)");
+    EXPECT_EQ(open["n"], "0") << "sends without a final answer";
+    EXPECT_EQ(PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM sends_pending")["n"], "0");
+    // A message handed to the transport again after a kill is refused by
+    // it as a duplicate (the file transport links each key once): at most
+    // what was in flight at the kills.
     auto dup =
         PostgresRows(pg_, "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'duplicate'");
     char line[400];
@@ -171,7 +254,8 @@ TEST_F(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
   std::string restart = "bash " WAYMARK_SOURCE_DIR "/scripts/servers.sh restart ";
   bool nats_restarted = false, pg_restarted = false;
   auto t1 = Clock::now();
-  int stops = KillRepeatedly(StreamArgs({}), 10, [&](int killed) {
+  const std::string source = "EVENTS/waymark";
+  Kills kills = KillRepeatedly(StreamArgs({}), source, 10, [&](int killed) {
     int status = 0;
     if (killed == 3 && !nats_restarted) {
       EXPECT_EQ(Shell(restart + "nats 2>&1", &status), "");
@@ -184,11 +268,12 @@ TEST_F(StreamCrash, KilledEnginesAndRestartedServersEndLikeAnUninterruptedRun) {
   ASSERT_EQ(RunToEnd(StreamArgs({"--until-idle", "--advance", "10d"})), 0);
   double crashy_s = std::chrono::duration<double>(Clock::now() - t1).count();
   EXPECT_TRUE(nats_restarted && pg_restarted);
+  ExpectKillsInTheMiddle(kills, 10, source);
   std::string result = Compare();
   std::printf(
-      "stream crash test: %d events, 10 kills, %d stops, nats-server and PostgreSQL restarted "
-      "once; %s; uninterrupted embedded run %.1f s, killed run %.1f s\n",
-      n_, stops, result.c_str(), clean_s_, crashy_s);
+      "stream crash test: %d events, killed at positions %s, %d stops; nats-server and "
+      "PostgreSQL restarted once; %s; uninterrupted embedded run %.1f s, killed run %.1f s\n",
+      n_, Joined(kills.at).c_str(), kills.stops, result.c_str(), clean_s_, crashy_s);
 }
 
 // Reliability R2: PostgreSQL, then nats-server, restarted under a running
@@ -278,16 +363,21 @@ TEST_F(StreamCrash, TwoEnginesShareTheStreamWhileOneIsKilledRepeatedly) {
   // Partition 0 runs to the end undisturbed; partition 1 is killed.
   pid_t steady = Spawn(
       StreamArgs({"--config", config, "--partition", "0", "--until-idle", "--advance", "10d"}));
-  int stops = KillRepeatedly(StreamArgs({"--config", config, "--partition", "1"}), 10, [](int) {});
+  const std::string source = "EVENTS/waymark-1";
+  Kills kills =
+      KillRepeatedly(StreamArgs({"--config", config, "--partition", "1"}), source, 10, [](int) {});
   ASSERT_EQ(RunToEnd(StreamArgs(
                 {"--config", config, "--partition", "1", "--until-idle", "--advance", "10d"})),
             0);
   int status = 0;
   waitpid(steady, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ExpectKillsInTheMiddle(kills, 10, source);
+  // Both did work: each partition's consumer committed a position.
+  EXPECT_GT(Position("EVENTS/waymark-0").value_or(0), 0u);
   std::string result = Compare();
-  std::printf("two engines, partition 1 killed 10 times (%d stops): %d events; %s\n", stops, n_,
-              result.c_str());
+  std::printf("two engines, partition 1 killed at positions %s (%d stops): %d events; %s\n",
+              Joined(kills.at).c_str(), kills.stops, n_, result.c_str());
 }
 
 }  // namespace
