@@ -1101,7 +1101,16 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
     cfg.Under(cmd, "--metrics", "metrics", "listen", o->metrics);
     cfg.UnderNumber(cmd, "--batch", "source", "batch", o->batch);
+    // One input. Given on the command line, it is the one: the file's
+    // [source] url gives way to --events or --listen.
+    int inputs = int(cmd->count("--events") + cmd->count("--source") + cmd->count("--listen"));
+    if (inputs > 1) {
+      std::cerr << "waymark run: --events, --source and --listen are inputs: give one\n";
+      *exit_code = kExitUsage;
+      return;
+    }
     cfg.UnderSource(cmd, o->source);
+    if (inputs == 1 && !cmd->count("--source")) o->source.url.clear();
     cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);
     cfg.UnderNumber(cmd, "--partition", "source", "partition", o->partition);
     *exit_code = Run(*o);

@@ -199,4 +199,30 @@ TEST(Metrics, FromTheConfigFileBesideListen) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
+// One input per run. One given on the command line wins over the file's
+// [source] url (flags override the file), and two given there are refused.
+TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
+  using waymark::testing_util::Shell;
+  fs::path dir = fs::temp_directory_path() / ("waymark_inputs_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  // Nothing listens on port 1: a run that took this stream would wait.
+  std::ofstream(dir / "waymark.toml") << "[source]\nurl = \"nats://127.0.0.1:1\"\n";
+  std::ofstream(dir / "events.jsonl") << Ev("1", "ana") << "\n" << Ev("2", "ben") << "\n";
+  std::string run = "timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --config " +
+                    (dir / "waymark.toml").string() + " --journeys " +
+                    (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
+                    " --schemas /nonexistent --clock event --until-idle --transport null:" +
+                    " --store sqlite:" + (dir / "w.db").string();
+  int status = 0;
+  std::string out = Shell(run + " --events " + (dir / "events.jsonl").string() + " 2>&1", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("events in: 2 "), std::string::npos) << out;
+  out = Shell(run + " --events - --source nats://127.0.0.1:1 < /dev/null 2>&1", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("--events, --source and --listen are inputs: give one"), std::string::npos)
+      << out;
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 }  // namespace
