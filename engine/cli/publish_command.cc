@@ -1,5 +1,5 @@
 // `waymark publish FILE|-`: CloudEvents JSON lines to NATS JetStream, each
-// on events.<type> with Nats-Msg-Id = "<source> <id>", asynchronously.
+// on events.<type> with Nats-Msg-Id = MsgId(source, id), asynchronously.
 #include <unistd.h>
 
 #include <chrono>
@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/source/jetstream.h"
@@ -22,9 +23,11 @@ struct PublishOptions {
 };
 
 // The subject for an event type: events.<type>, where the type must make
-// valid subject tokens (no spaces, wildcards or empty tokens).
+// valid subject tokens (no spaces, wildcards or empty tokens) and leave the
+// protocol line it goes in well inside nats-server's limit (4 KiB).
+constexpr size_t kMaxType = 256;
 bool SubjectFor(const std::string& type, std::string* subject) {
-  if (type.empty() || type.front() == '.' || type.back() == '.' ||
+  if (type.empty() || type.size() > kMaxType || type.front() == '.' || type.back() == '.' ||
       type.find("..") != std::string::npos) {
     return false;
   }
@@ -33,6 +36,13 @@ bool SubjectFor(const std::string& type, std::string* subject) {
   }
   *subject = "events." + type;
   return true;
+}
+
+// The stream's deduplication key for an event: its source's length, the
+// source and the id, so that no two (source, id) pairs share one ("a b" +
+// "c" and "a" + "b c" do not).
+std::string MsgId(const std::string& source, const std::string& id) {
+  return std::to_string(source.size()) + ":" + source + " " + id;
 }
 
 int Publish(const PublishOptions& o) {
@@ -52,9 +62,12 @@ int Publish(const PublishOptions& o) {
     return kExitUsage;
   }
   JetStream& j = *js.value();
+  // The event and its headers in one message of at most the server's
+  // max_payload; 512 bytes is ample for the headers.
+  const size_t max_line = size_t(std::max<int64_t>(j.max_payload() - 512, 0));
   bool tty = isatty(STDERR_FILENO);
   auto last_progress = std::chrono::steady_clock::now();
-  std::string line, subject;
+  std::string line, subject, stopped;
   size_t lineno = 0, sent = 0, refused = 0;
   while (std::getline(*in, line)) {
     ++lineno;
@@ -64,6 +77,11 @@ int Publish(const PublishOptions& o) {
       std::cerr << (tty ? "\r\033[K" : "") << o.input << ":" << lineno << ": not published: " << why
                 << "\n";
     };
+    if (line.size() > max_line) {
+      refuse(std::to_string(line.size()) + " bytes, more than the server takes in a message (" +
+             std::to_string(max_line) + ")");
+      continue;
+    }
     nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
     if (e.is_discarded() || !e.is_object()) {
       refuse("not a JSON object");
@@ -78,13 +96,20 @@ int Publish(const PublishOptions& o) {
       refuse("a CloudEvent needs string id, source and type to be routed");
       continue;
     }
-    if (!SubjectFor(type, &subject)) {
-      refuse("type '" + type + "' cannot be a subject (no spaces, '*', '>' or empty parts)");
+    if (HasControlCharacter(id) || HasControlCharacter(source)) {
+      refuse("its id or source holds a control character");
       continue;
     }
-    if (Status s = j.PublishAsync(subject, source + " " + id, line); !s.ok()) {
-      std::cerr << "waymark publish: " << s.message() << "\n";
-      return 3;
+    if (!SubjectFor(type, &subject)) {
+      refuse("type '" + type.substr(0, 64) + (type.size() > 64 ? "…" : "") +
+             "' cannot be a subject (at most " + std::to_string(kMaxType) +
+             " bytes; no spaces, '*', '>' or empty parts)");
+      continue;
+    }
+    if (Status s = j.PublishAsync(subject, MsgId(source, id), line); !s.ok()) {
+      // The connection, not the line: stop reading, settle what is in flight.
+      stopped = o.input + ":" + std::to_string(lineno) + ": " + s.message();
+      break;
     }
     ++sent;
     auto now = std::chrono::steady_clock::now();
@@ -95,19 +120,28 @@ int Publish(const PublishOptions& o) {
                 << t.stored + t.duplicates + t.failed << std::flush;
     }
   }
+  if (stopped.empty() && in->bad()) {
+    stopped = "reading " + o.input + " failed after line " + std::to_string(lineno);
+  }
   auto totals = j.CompletePublishing();
   if (tty) std::cerr << "\r\033[K";
   if (!totals.ok()) {
     std::cerr << "waymark publish: " << totals.error() << "\n";
-    return 3;
+    stopped += (stopped.empty() ? "" : "; ") + totals.error();
   }
-  const auto& t = totals.value();
+  const auto t = totals.ok() ? totals.value() : j.totals();
   std::cout << "published " << sent << " events to stream " << o.stream.stream << ": " << t.stored
             << " stored, " << t.duplicates << " duplicates (already in the stream), " << t.failed
             << " failed";
+  if (!totals.ok())
+    std::cout << ", " << sent - (t.stored + t.duplicates + t.failed) << " unanswered";
   if (refused) std::cout << "; " << refused << " lines refused";
   std::cout << "\n";
   if (t.failed) std::cerr << "waymark publish: first failure: " << t.first_error << "\n";
+  if (!stopped.empty()) {
+    std::cerr << "waymark publish: stopped: " << stopped << "\n";
+    return 3;
+  }
   return t.failed ? 3 : refused ? kExitRejected : kExitOk;
 }
 
@@ -116,6 +150,7 @@ int Publish(const PublishOptions& o) {
 void RegisterPublish(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<PublishOptions>();
   o->stream.url = "nats://127.0.0.1:4222";
+  o->stream.apply_retention = false;  // the stream's settings are the engine's
   auto* cmd = app.add_subcommand("publish", "Publish CloudEvents JSON lines to NATS JetStream");
   cmd->add_option("input", o->input, "a file of CloudEvents JSON lines, or - for stdin")
       ->required();

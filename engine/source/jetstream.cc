@@ -73,7 +73,9 @@ namespace {
 
 // Creates the stream, or checks the one there: its subjects must be
 // exactly `subject`, its storage a file, its duplicate window long enough.
-// The retention (max age) is brought to the configured one.
+// With o.apply_retention its max age is brought to the configured one;
+// every other setting of an existing stream (replicas, limits, a longer
+// duplicate window) is kept.
 Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
                     const JetStreamOptions& o) {
   jsStreamConfig cfg;
@@ -107,17 +109,20 @@ Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
     differs += " duplicate window is " + std::to_string(have->Duplicates / kNanos) +
                " s, less than the " + std::to_string(o.duplicate_window_s) + " s configured;";
   }
-  bool retention = have->MaxAge != cfg.MaxAge;
-  jsStreamInfo_Destroy(si);
   if (!differs.empty()) {
+    jsStreamInfo_Destroy(si);
     return Status::Error("stream " + name + " exists but does not fit:" + differs +
                          " fix or delete it (nats stream edit/rm)");
   }
-  if (retention) {
-    s = js_UpdateStream(&si, js, &cfg, nullptr, &jerr);
-    jsStreamInfo_Destroy(si);
-    if (s != NATS_OK) return Status::Error("cannot update stream " + name + ": " + Why(s, jerr));
+  if (o.apply_retention && have->MaxAge != cfg.MaxAge) {
+    jsStreamConfig updated = *have;  // points into si until it is destroyed
+    updated.MaxAge = cfg.MaxAge;
+    jsStreamInfo* after = nullptr;
+    s = js_UpdateStream(&after, js, &updated, nullptr, &jerr);
+    jsStreamInfo_Destroy(after);
   }
+  jsStreamInfo_Destroy(si);
+  if (s != NATS_OK) return Status::Error("cannot update stream " + name + ": " + Why(s, jerr));
   return Status();
 }
 
@@ -427,6 +432,10 @@ Result<JetStream::PublishTotals> JetStream::CompletePublishing() {
   natsStatus s = js_PublishAsyncComplete(impl_->js, &po);
   if (s != NATS_OK) return Status::Error("waiting for publish acknowledgements: " + Why(s));
   return totals();
+}
+
+int64_t JetStream::max_payload() const {
+  return natsConnection_GetMaxPayload(impl_->nc);
 }
 
 JetStream::PublishTotals JetStream::totals() const {

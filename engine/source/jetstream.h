@@ -23,7 +23,11 @@ struct JetStreamOptions {
   int64_t ack_wait_s = 60;            // redelivery after this long without an ack
   int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (at least 600)
   int64_t max_age_s = 7 * 86400;      // retention
-  int64_t fetch_wait_ms = 500;        // longest wait for the first message of a fetch
+  // Whether an existing stream's max age is brought to max_age_s (`waymark
+  // run`, which the stream's [source] settings belong to), or left as it is
+  // (`waymark publish`, a client that may run without them).
+  bool apply_retention = true;
+  int64_t fetch_wait_ms = 500;  // longest wait for the first message of a fetch
   // Connect: when no server answers, wait for one while this returns true
   // (a service, until it is stopped) instead of failing (a command).
   std::function<bool()> wait_for_server;
@@ -95,6 +99,8 @@ class JetStream {
   // Waits for every acknowledgement of what PublishAsync sent.
   Result<PublishTotals> CompletePublishing();
   PublishTotals totals() const;  // so far (for progress)
+  // The largest message the server takes (its max_payload), in bytes.
+  int64_t max_payload() const;
 
   const JetStreamOptions& options() const { return options_; }
 

@@ -650,6 +650,63 @@ TEST_F(Nats, AnEventWithoutATimeTakesTheStreamsTime) {
   EXPECT_EQ(t.exec1("SELECT time FROM events WHERE id = 't0'")[0].as<int64_t>(), stored_us);
 }
 
+// `waymark publish`: each line it cannot publish is named and skipped (the
+// lines after it are published); two events whose source and id join to
+// the same text are both stored; an existing stream keeps the retention
+// `waymark run` gave it; an input that cannot be read is an error.
+TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
+  auto ev = [](const std::string& source, const std::string& id, const std::string& type) {
+    return nlohmann::json{
+        {"specversion", "1.0"}, {"source", source}, {"id", id},
+        {"type", type},         {"subject", "u1"},  {"data", nlohmann::json::object()}}
+        .dump();
+  };
+  std::ofstream(dir_ / "waymark.toml") << "[source]\nretention = \"30d\"\n";
+  int status = 0;
+  // A publish with the engine's configuration creates the stream with its retention.
+  std::string out = Shell(
+      "cd " + dir_.string() + " && " + bin_ + " publish --source " + nats_ + " /dev/null 2>&1",
+      &status);
+  ASSERT_EQ(status, 0) << out;
+  {
+    std::ofstream in(dir_ / "events.jsonl");
+    in << ev("a b", "c", "user.signup") << "\n"   // 1
+       << ev("a", "b c", "user.signup") << "\n"   // 2: not the same event as 1
+       << ev("s", "x\ny", "user.signup") << "\n"  // 3: control character
+       << ev("s", "big", "user.signup").substr(0, 40) + std::string(2 << 20, ' ') +
+              ev("s", "big", "user.signup").substr(40)
+       << "\n"                                             // 4: 2 MiB, past max_payload
+       << ev("s", "long", std::string(5000, 't')) << "\n"  // 5: a type too long
+       << ev("s", "last", "user.signup") << "\n";          // 6
+  }
+  out =
+      Shell(bin_ + " publish --source " + nats_ + " " + (dir_ / "events.jsonl").string() + " 2>&1",
+            &status);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_NE(out.find("3 events to stream EVENTS: 3 stored, 0 duplicates"), std::string::npos)
+      << out;
+  for (const char* line :
+       {"events.jsonl:3: not published: its id or source holds a control",
+        "events.jsonl:4: not published: 2097", "events.jsonl:5: not published: type"}) {
+    EXPECT_NE(out.find(line), std::string::npos) << line << "\n" << out;
+  }
+  NatsClient c(nats_);
+  jsStreamInfo* si = nullptr;
+  ASSERT_EQ(js_GetStreamInfo(&si, c.js(), "EVENTS", nullptr, nullptr), NATS_OK);
+  EXPECT_EQ(si->Config->MaxAge, int64_t(30) * 86400 * 1000000000);
+  EXPECT_EQ(si->State.Msgs, 3u);
+  jsStreamInfo_Destroy(si);
+  // Again: nothing new; then a directory, which cannot be read.
+  out =
+      Shell(bin_ + " publish --source " + nats_ + " " + (dir_ / "events.jsonl").string() + " 2>&1",
+            &status);
+  EXPECT_NE(out.find("3 events to stream EVENTS: 0 stored, 3 duplicates"), std::string::npos)
+      << out;
+  out = Shell(bin_ + " publish --source " + nats_ + " " + dir_.string() + " 2>&1", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 3) << out;
+  EXPECT_NE(out.find("stopped: reading " + dir_.string() + " failed"), std::string::npos) << out;
+}
+
 // A service started before nats-server: `waymark run` waits for a server
 // that does not answer (saying so), and SIGTERM while it waits is a clean
 // stop, exit 0, at once.
