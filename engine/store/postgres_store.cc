@@ -135,6 +135,19 @@ void AppendArrayElement(std::string& out, const std::string& v) {
   out += "\",";
 }
 
+// (source, id) pairs as two text arrays, for unnest.
+std::pair<std::string, std::string> RefArrays(const std::vector<rows::EventRef>& refs) {
+  if (refs.empty()) return {"{}", "{}"};
+  std::string sources = "{", names = "{";
+  for (const auto& [source, id] : refs) {
+    AppendArrayElement(sources, source);
+    AppendArrayElement(names, id);
+  }
+  sources.back() = '}';
+  names.back() = '}';
+  return {std::move(sources), std::move(names)};
+}
+
 // Bad input may hold bytes PostgreSQL's text refuses (NUL, invalid UTF-8):
 // the raw input of a dead letter is kept as bytes, written as hex.
 std::string Hex(const std::string& s) {
@@ -280,10 +293,24 @@ bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, co
             "SELECT 1 FROM send_results WHERE send_seq = $1 AND attempt = $2 AND xmin::TEXT = $3",
             b.results[0].send_seq, b.results[0].attempt);
       }
-      // Nothing else to tell it by (stored events, dead letters and
-      // suppressions may be skipped as repeats): writing such a batch
-      // again is harmless, and a batch is never empty.
-      return true;
+      // A batch of events and dead letters only (inputs that start no
+      // journey, over HTTP): its new events carry the ID, else its dead
+      // letters (a scan: they have no key the batch knows, and this path
+      // is rare). Neither: its events were all repeats, and writing it
+      // again (suppressions and journey versions are upserts) is harmless.
+      if (!b.events.empty()) {
+        std::vector<rows::EventRef> refs;
+        refs.reserve(b.events.size());
+        for (const Event& e : b.events) refs.emplace_back(e.source, e.id);
+        auto [sources, names] = RefArrays(refs);
+        if (carries("SELECT 1 FROM unnest($1::TEXT[], $2::TEXT[]) AS q(source, id) JOIN events e "
+                    "ON e.source = q.source AND e.id = q.id WHERE e.xmin::TEXT = $3 LIMIT 1",
+                    sources, names)) {
+          return true;
+        }
+      }
+      return !b.dead_letters.empty() &&
+             carries("SELECT 1 FROM dead_letters WHERE xmin::TEXT = $1 LIMIT 1");
     }
     if (!keep_trying || !keep_trying()) {
       throw std::runtime_error("stopped while transaction " + xid + " was still in progress");
@@ -317,11 +344,15 @@ auto Guard(const char* what, Body body) -> decltype(body()) {
   }
 }
 
-// The schema version a database has: 0 for none.
+// The schema version a database has: 0 for none; throws, saying so, when
+// the stored one is not a number.
 int SchemaVersion(pqxx::transaction_base& t) {
   if (t.exec("SELECT to_regclass('meta') IS NOT NULL")[0][0].as<bool>() == false) return 0;
   pqxx::result r = t.exec("SELECT value FROM meta WHERE key = 'schema_version'");
-  return r.empty() ? 0 : std::stoi(r[0][0].as<std::string>());
+  if (r.empty()) return 0;
+  auto v = rows::SchemaVersion(r[0][0].as<std::string>());
+  if (!v.ok()) throw std::runtime_error(v.error());
+  return v.value();
 }
 
 #define SEND_COLUMNS                                                                       \
@@ -515,10 +546,10 @@ class PostgresStore : public Store {
       pqxx::nontransaction t(*read_);
       std::vector<SendResultRow> out;
       for (const auto& row : t.exec_prepared("send_results", send_seq)) {
-        json detail = json::parse(row[5].as<std::string>(), nullptr, false);
-        if (detail.is_discarded()) return Status::Error("stored send result detail is not JSON");
+        auto detail = rows::ResultDetail(row[5].as<std::string>());
+        if (!detail.ok()) return detail.status();
         out.push_back({send_seq, row[1].as<std::string>(), row[0].as<int>(), row[2].as<int64_t>(),
-                       row[3].as<std::string>(), row[4].as<bool>(), std::move(detail)});
+                       row[3].as<std::string>(), row[4].as<bool>(), std::move(detail).value()});
       }
       return out;
     });
@@ -981,19 +1012,6 @@ class PostgresStore : public Store {
   }
 
  private:
-  // (source, id) pairs as two text arrays, for unnest.
-  static std::pair<std::string, std::string> RefArrays(const std::vector<rows::EventRef>& refs) {
-    if (refs.empty()) return {"{}", "{}"};
-    std::string sources = "{", names = "{";
-    for (const auto& [source, id] : refs) {
-      AppendArrayElement(sources, source);
-      AppendArrayElement(names, id);
-    }
-    sources.back() = '}';
-    names.back() = '}';
-    return {std::move(sources), std::move(names)};
-  }
-
   // Rows and the events they refer to are read in one snapshot, so a
   // prune committing in between cannot take an event from under its row;
   // the events come a thousand to a statement, not one per round trip.

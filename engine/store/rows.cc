@@ -1,6 +1,7 @@
 #include "engine/store/rows.h"
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <set>
 
@@ -169,6 +170,21 @@ Status ReadSendContexts(const std::vector<std::string>& contexts, std::vector<Se
     }
   }
   return Status();
+}
+
+Result<int> SchemaVersion(const std::string& text) {
+  int v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < 0) {
+    return Status::Error("the store's schema_version is '" + text + "', not a version number");
+  }
+  return v;
+}
+
+Result<json> ResultDetail(const std::string& text) {
+  json detail = json::parse(text, nullptr, false);
+  if (detail.is_discarded()) return Status::Error("stored send result detail is not JSON");
+  return detail;
 }
 
 Status ResolveResultSends(Batch& b) {

@@ -41,6 +41,13 @@ Result<std::vector<Instance>> ReadInstances(const std::vector<std::string>& bodi
 
 // A send's context: {"trigger": ref, "event": ref, "vars": {...}}.
 std::string SendContext(const SendRow& r);
+// The schema version stored in a store's meta table; an error when it is
+// not a number.
+Result<int> SchemaVersion(const std::string& text);
+
+// A send result's stored detail; an error when it is not JSON.
+Result<nlohmann::json> ResultDetail(const std::string& text);
+
 // Sets each send's trigger, event and vars from its stored context,
 // contexts[k] for sends[k], loading the events as ReadInstances does.
 Status ReadSendContexts(const std::vector<std::string>& contexts, std::vector<SendRow>& sends,

@@ -205,8 +205,10 @@ class SqliteStore : public Store {
       std::string version = std::to_string(kSqliteSchemaVersion);
       return put.Bind(1, version).Exec();
     }
-    int v = std::stoi(get.Text(0));
+    auto version = rows::SchemaVersion(get.Text(0));
     sqlite3_reset(get.get());
+    if (!version.ok()) return version.status();
+    int v = version.value();
     if (v == 3) {
       if (Status s = ExecSql(kSourcePositions); !s.ok()) return s;
       if (Status s = ExecSql("UPDATE meta SET value = '4' WHERE key = 'schema_version'"); !s.ok()) {
@@ -407,8 +409,13 @@ class SqliteStore : public Store {
     std::vector<SendResultRow> out;
     Status st;
     while (q.Next(st)) {
+      auto detail = rows::ResultDetail(q.Text(5));
+      if (!detail.ok()) {
+        sqlite3_reset(q.get());
+        return detail.status();
+      }
       out.push_back({send_seq, q.Text(1), int(q.Int(0)), q.Int(2), q.Text(3), q.Int(4) != 0,
-                     json::parse(q.Text(5))});
+                     std::move(detail).value()});
     }
     if (!st.ok()) return st;
     return out;

@@ -387,6 +387,34 @@ TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransac
   landed = CommitLanded(url_, own, 0, b);
   ASSERT_TRUE(landed.ok()) << landed.error();
   EXPECT_TRUE(landed.value());
+  // Batches without a position, history, instances, sends or results
+  // (inputs that start no journey, over HTTP): told by their new events'
+  // rows, else by their dead letters'.
+  Batch events = Numbered(7);
+  events.history.clear();
+  events.sends.clear();
+  events.position.reset();
+  Batch letters;
+  letters.dead_letters = {{0, 10, "http[0]", "malformed JSON", "{"}};
+  for (Batch* only : {&events, &letters}) {
+    landed = CommitLanded(url_, other, 0, *only);
+    ASSERT_TRUE(landed.ok()) << landed.error();
+    EXPECT_FALSE(landed.value()) << "another transaction's commit passed for the batch's";
+    s = store.value()->Commit(*only);
+    ASSERT_TRUE(s.ok()) << s.message();
+    {
+      pqxx::connection c(url_);
+      pqxx::nontransaction n(c);
+      own = n.exec1(only == &events ? "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
+                                      "xmin::TEXT::BIGINT)::TEXT FROM events WHERE id = 'e7'"
+                                    : "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
+                                      "xmin::TEXT::BIGINT)::TEXT FROM dead_letters")[0]
+                .as<std::string>();
+    }
+    landed = CommitLanded(url_, own, 0, *only);
+    ASSERT_TRUE(landed.ok()) << landed.error();
+    EXPECT_TRUE(landed.value());
+  }
 }
 
 TEST_F(PostgresReconnect, OpeningWaitsForAServerThatIsNotUpYet) {
