@@ -1,5 +1,7 @@
 #include "engine/base/json_schema.h"
 
+#include <charconv>
+
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
@@ -91,14 +93,33 @@ Status SchemaCheck::Check(const json& doc) const {
     }
   }
   std::string value;
+  // The value at `where`: members of objects by name, of arrays by index.
+  auto index = [](const std::string& k) {
+    size_t i = 0;
+    auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), i);
+    return ec == std::errc() && end == k.data() + k.size() ? i : size_t(-1);
+  };
   const json* v = &doc;
-  for (const std::string& k : where) v = v->is_object() && v->contains(k) ? &(*v)[k] : nullptr;
+  for (const std::string& k : where) {
+    if (v && v->is_object() && v->contains(k)) {
+      v = &v->at(k);
+    } else if (v && v->is_array() && index(k) < v->size()) {
+      v = &v->at(index(k));
+    } else {
+      v = nullptr;
+    }
+  }
   if (v && !where.empty()) value = " (is " + v->dump() + ")";
   // What the schema says the key takes.
   const json* node = &doc_;
   for (const std::string& k : where) {
-    if (!node->contains("properties") || !(*node)["properties"].contains(k)) break;
-    node = Resolve((*node)["properties"][k]);
+    if (node->contains("properties") && (*node)["properties"].contains(k)) {
+      node = Resolve((*node)["properties"][k]);
+    } else if (node->contains("items") && index(k) != size_t(-1)) {
+      node = Resolve((*node)["items"]);
+    } else {
+      break;
+    }
   }
   std::string expected;
   if (!where.empty() && node->contains("description")) {

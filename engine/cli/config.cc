@@ -1,6 +1,7 @@
 #include "engine/cli/config.h"
 
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -28,7 +29,12 @@ json ToJson(const toml::node& n) {
   }
   if (auto s = n.value<std::string>(); s && n.is_string()) return *s;
   if (n.is_integer()) return *n.value<int64_t>();
-  if (n.is_floating_point()) return *n.value<double>();
+  if (n.is_floating_point()) {
+    double d = *n.value<double>();
+    // nan and inf: no key takes one; the schema refuses what this is.
+    if (!std::isfinite(d)) return json::object({{"toml", "nan or inf"}});
+    return d;
+  }
   if (n.is_boolean()) return *n.value<bool>();
   // Dates and times: no key takes one; the schema refuses what this is.
   return json::object({{"toml", "date or time"}});
@@ -90,10 +96,68 @@ bool CapFlag(const std::string& command, const std::string& text, Cap& out) {
   return true;
 }
 
+namespace {
+
+// What the schema's forms admit and the values must also be: durations
+// within their bounds, a cap that parses, retry ceilings in order. Each
+// error names the key.
+Status CheckValues(const json& doc) {
+  auto text = [&](const char* section, const char* key) -> const json* {
+    auto s = doc.find(section);
+    if (s == doc.end() || !s->is_object()) return nullptr;
+    auto k = s->find(key);
+    return k == s->end() ? nullptr : &*k;
+  };
+  auto fail = [](const char* section, const char* key, const std::string& why) {
+    return Status::Error(std::string("[") + section + "] " + key + ": " + why);
+  };
+  // Durations, with their least value and the default they are compared
+  // with otherwise.
+  struct Duration {
+    const char* section;
+    const char* key;
+    int64_t least_s;
+    const char* least;
+    int64_t value_s;
+  };
+  Duration d[] = {{"source", "ack_wait", 1, "1s", 60},
+                  {"source", "duplicate_window", 600, "10m", 1200},
+                  {"source", "retention", 1, "1s", 7 * 86400},
+                  {"delivery", "retry_base", 1, "1s", 1},
+                  {"delivery", "retry_max", 1, "1s", 600}};
+  for (Duration& x : d) {
+    const json* v = text(x.section, x.key);
+    if (!v) continue;
+    std::string given = v->get<std::string>();
+    x.value_s = ParseDurationSeconds(given);
+    if (x.value_s < 0) return fail(x.section, x.key, "'" + given + "' is longer than 100 years");
+    if (x.value_s < x.least_s) {
+      return fail(x.section, x.key, "'" + given + "' is shorter than " + x.least);
+    }
+  }
+  if (d[2].value_s < d[1].value_s) {
+    return fail("source", "retention",
+                "shorter than the duplicate window (" + std::to_string(d[1].value_s) +
+                    " s): the stream could not recognise a re-published event it no longer has");
+  }
+  if (d[4].value_s < d[3].value_s) {
+    return fail("delivery", "retry_max", "shorter than retry_base");
+  }
+  if (const json* cap = text("engine", "cap"); cap && !ParseCap(cap->get<std::string>())) {
+    return fail("engine", "cap",
+                "'" + cap->get<std::string>() +
+                    "': expected N/DURATION such as 3/7d, the duration from 1s to 100 years");
+  }
+  return Status();
+}
+
+}  // namespace
+
 Status ValidateConfig(const json& doc) {
   static const std::unique_ptr<SchemaCheck> check =
       SchemaCheck::Compile(json::parse(kConfigSchema), Where).value();
-  return check->Check(doc);
+  if (Status s = check->Check(doc); !s.ok()) return s;
+  return CheckValues(doc);
 }
 
 Result<Config> Config::Load(const std::string& path) {

@@ -667,10 +667,12 @@ int Run(const RunOptions& o) {
   eo.partitions = o.partitions;
   int64_t retry_base = ParseDurationSeconds(o.retry_base);
   int64_t retry_max = ParseDurationSeconds(o.retry_max);
-  if (retry_base <= 0 || retry_max < retry_base || o.max_attempts < 1 || o.transport_rate < 0 ||
-      o.transport_burst < 1) {
+  if (retry_base <= 0 || retry_max < retry_base || o.max_attempts < 1 ||
+      !(o.transport_rate == 0 || o.transport_rate >= 0.001) || o.transport_burst < 1 ||
+      o.batch < 1 || o.batch > 100000) {
     std::cerr << "waymark run: expected --retry-base and --retry-max durations (base <= max), "
-                 "--max-attempts >= 1, --transport-rate >= 0 and --transport-burst >= 1\n";
+                 "--max-attempts >= 1, --transport-rate 0 (none) or >= 0.001, "
+                 "--transport-burst >= 1 and --batch from 1 to 100000\n";
     return kExitUsage;
   }
   eo.max_attempts = o.max_attempts;

@@ -82,6 +82,19 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[store]\nurl = \"mysql://x\"\n", "[store] url"},
       {"[source]\nbatch = \"many\"\n", "[source] batch"},
       {"[source]\nretention = 1979-05-27\n", "[source] retention"},
+      // Forms the schema admits, values the keys do not take.
+      {"[source]\nack_wait = \"0s\"\n", "[source] ack_wait: '0s' is shorter than 1s"},
+      {"[source]\nduplicate_window = \"9999999999d\"\n",
+       "[source] duplicate_window: '9999999999d' is longer than 100 years"},
+      {"[source]\nduplicate_window = \"5m\"\n", "[source] duplicate_window: '5m' is shorter"},
+      {"[source]\nretention = \"5m\"\n", "[source] retention: shorter than the duplicate window"},
+      {"[delivery]\nretry_base = \"0s\"\n", "[delivery] retry_base: '0s' is shorter than 1s"},
+      {"[delivery]\nretry_base = \"1h\"\nretry_max = \"1m\"\n",
+       "[delivery] retry_max: shorter than retry_base"},
+      {"[engine]\ncap = \"3/0s\"\n", "[engine] cap: '3/0s'"},
+      {"[transport]\nrate = 1e-20\n", "[transport] rate"},
+      {"[transport]\nrate = nan\n", "[transport] rate"},
+      {"[[domain]]\nname = \"g\"\nrate = inf\n", "[domain] 0.rate"},
   };
   for (const Case& k : cases) {
     auto c = LoadText(k.text);
