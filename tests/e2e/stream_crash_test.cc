@@ -219,6 +219,20 @@ class StreamCrash : public testing::Test {
     auto sends_got = PostgresRows(pg_, "SELECT key, recipient FROM sends");
     EXPECT_TRUE(sends_ref == sends_got)
         << sends_got.size() << " sends, expected " << sends_ref.size();
+    // The same dead letters, each once, in the store and on EVENTS_DEAD.
+    auto letters_ref =
+        SqliteRows(root_ / "ref.db", "SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason");
+    auto letters_got =
+        PostgresRows(pg_, "SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason");
+    EXPECT_FALSE(letters_ref.empty());
+    EXPECT_TRUE(letters_ref == letters_got)
+        << letters_got.size() << " reasons stored, expected " << letters_ref.size();
+    size_t letters = 0;
+    for (const auto& [reason, count] : letters_got) letters += std::stoul(count);
+    {
+      NatsClient c(nats_);
+      EXPECT_EQ(c.Messages("EVENTS_DEAD").size(), letters);
+    }
     // Each send decided once, and each ended with a final answer.
     auto twice =
         PostgresRows(pg_, "SELECT key, COUNT(*) FROM sends GROUP BY key HAVING COUNT(*) > 1");
@@ -236,9 +250,10 @@ class StreamCrash : public testing::Test {
     char line[400];
     std::snprintf(line, sizeof line,
                   "%zu messages, %zu lost, %zu unexpected, %zu differing; %zu events stored; %zu "
-                  "instances, %zu differing; %s duplicate answers from the transport",
+                  "instances, %zu differing; %zu dead letters; %s duplicate answers from the "
+                  "transport",
                   got.size(), lost, unexpected, different, events_got.size(), states_got.size(),
-                  differing_states, dup["n"].c_str());
+                  differing_states, letters, dup["n"].c_str());
     return line;
   }
 

@@ -29,7 +29,8 @@ inline std::string Iso(int64_t s) {
 }
 
 // `n` events over ~`users` people, sorted by time: signups, purchases
-// (inside and outside the 3-day window), deletions.
+// (inside and outside the 3-day window), deletions; for every 2,000th
+// person also an event that is not CloudEvents 1.0, a dead letter.
 inline void WriteEvents(const fs::path& path, int n) {
   std::mt19937 rng(7);
   struct E {
@@ -60,6 +61,10 @@ inline void WriteEvents(const fs::path& path, int n) {
     if (r == 9) {
       int64_t at = t + std::uniform_int_distribution<int64_t>(60, 5 * 86400)(rng);
       add(at, "d-" + u, "app", "user.deleted", nullptr);
+    }
+    if (user % 2000 == 0) {
+      add(t + 1, "bad-" + u, "app", "user.signup", {{"email", email}});
+      evs.back().j["specversion"] = "0.3";
     }
   }
   std::stable_sort(evs.begin(), evs.end(), [](const E& a, const E& b) { return a.t < b.t; });
