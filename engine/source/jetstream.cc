@@ -349,7 +349,10 @@ Result<std::optional<JetStreamMessage>> JetStream::Get(uint64_t seq) {
   natsMsg* msg = nullptr;
   jsErrCode jerr = jsErrCode(0);
   natsStatus s = js_GetMsg(&msg, impl_->js, options_.stream.c_str(), seq, nullptr, &jerr);
-  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return std::optional<JetStreamMessage>();
+  // Gone from the stream (retention, deletion); not a stream that is gone.
+  if (jerr == JSNoMessageFoundErr || (s == NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)) {
+    return std::optional<JetStreamMessage>();
+  }
   if (s != NATS_OK) {
     return Status::Error("cannot read message " + std::to_string(seq) + " of " + options_.stream +
                          ": " + Why(s, jerr));

@@ -647,13 +647,18 @@ class SqliteStore : public Store {
 
   // Cached prepared statements, one per SQL text: S for reads, W for the
   // writes of Commit. Every caller passes a string literal, so the
-  // literal's address names the statement.
+  // literal's address names the statement. One that failed to prepare (the
+  // database busy reading its schema) is prepared again at its next use.
   Stmt& S(const char* sql) { return Prepared(reads_, rdb_, sql); }
   Stmt& W(const char* sql) { return Prepared(writes_, db_, sql); }
   using Statements = std::unordered_map<const char*, std::unique_ptr<Stmt>>;
   static Stmt& Prepared(Statements& cache, sqlite3* db, const char* sql) {
     auto it = cache.find(sql);
-    if (it == cache.end()) it = cache.emplace(sql, std::make_unique<Stmt>(db, sql)).first;
+    if (it == cache.end()) {
+      it = cache.emplace(sql, std::make_unique<Stmt>(db, sql)).first;
+    } else if (!it->second->ok()) {
+      it->second = std::make_unique<Stmt>(db, sql);
+    }
     return *it->second;
   }
 
@@ -765,14 +770,14 @@ class SqliteStore : public Store {
                      const char* tail, size_t rows) {
     auto key = std::make_pair(head, rows);
     auto it = cache.find(key);
-    if (it == cache.end()) {
+    if (it == cache.end() || !it->second->ok()) {
       std::string sql = head;
       for (size_t r = 0; r < rows; ++r) {
         if (r) sql += ',';
         sql += row;
       }
       sql += tail;
-      it = cache.emplace(key, std::make_unique<Stmt>(db, sql.c_str())).first;
+      it = cache.insert_or_assign(key, std::make_unique<Stmt>(db, sql.c_str())).first;
     }
     return *it->second;
   }
