@@ -17,6 +17,7 @@
 
 #include <httplib.h>
 
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/delivery/message.h"
@@ -115,10 +116,25 @@ class Inbox {
     std::vector<RawInput> inputs;
     std::promise<std::pair<Status, std::vector<InputOutcome>>> done;
   };
+  // After Close, a request is answered at once: its server thread must not
+  // wait for an engine that takes no more (stopping the server joins it).
   void Push(std::shared_ptr<Request> r) {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (closed_) {
+      lock.unlock();
+      r->done.set_value({Status::Error("shutting down"), {}});
+      return;
+    }
     q_.push_back(std::move(r));
     cv_.notify_one();
+  }
+  // Takes no more requests; returns those not taken yet.
+  std::vector<std::shared_ptr<Request>> Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    std::vector<std::shared_ptr<Request>> out(q_.begin(), q_.end());
+    q_.clear();
+    return out;
   }
   std::vector<std::shared_ptr<Request>> TakeAll(std::chrono::milliseconds wait) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -132,24 +148,29 @@ class Inbox {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> q_;
+  bool closed_ = false;
 };
 
 // POST /events: one CloudEvent or a JSON array of them.
 void ServeEvents(httplib::Server& svr, Inbox& inbox) {
   svr.Post("/events", [&inbox](const httplib::Request& req, httplib::Response& res) {
-    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
     auto fail = [&](int code, const std::string& why) {
       res.status = code;
       res.set_content(nlohmann::json{{"error", why}}.dump() + "\n", "application/json");
     };
-    if (body.is_discarded()) return fail(400, "malformed JSON");
+    // The engine's reader: nesting is bounded, a NUL byte is refused.
+    nlohmann::json body;
+    if (!ParseJson(req.body, body)) {
+      return fail(400,
+                  "malformed JSON (or nested deeper than " + std::to_string(kMaxJsonDepth) + ")");
+    }
     if (!body.is_object() && !body.is_array()) {
       return fail(400, "expected one CloudEvent (an object) or an array of them");
     }
     auto r = std::make_shared<Inbox::Request>();
-    const nlohmann::json items = body.is_array() ? body : nlohmann::json::array({body});
-    for (size_t i = 0; i < items.size(); ++i) {
-      r->inputs.push_back({"http[" + std::to_string(i) + "]", items[i].dump(), {}, {}});
+    if (body.is_object()) body = nlohmann::json::array({std::move(body)});
+    for (size_t i = 0; i < body.size(); ++i) {
+      r->inputs.push_back({"http[" + std::to_string(i) + "]", DumpJson(body[i]), {}, {}});
     }
     auto future = r->done.get_future();
     inbox.Push(r);
@@ -658,6 +679,11 @@ int Run(const RunOptions& o) {
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
   eo.event_clock = event_clock;
+  if (o.partitions > 1 && o.source.url.empty()) {
+    std::cerr << "waymark run: [source] partitions divides a stream (--source) between engines; "
+                 "with --events or --listen, one engine takes all of its input\n";
+    return kExitUsage;
+  }
   if (o.partition >= o.partitions) {
     std::cerr << "waymark run: --partition " << o.partition << " is not below [source] partitions ("
               << o.partitions << ")\n";
@@ -750,6 +776,12 @@ int Run(const RunOptions& o) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }
+    // What was read is committed; a read error is not the end of the input.
+    if (in->bad()) {
+      std::cerr << "waymark run: reading " << name << " failed after line " << lineno
+                << " (what came before is committed)\n";
+      return 3;
+    }
     last_event = e.clock();
   }
   if (!o.listen.empty() && !g_stop) {
@@ -787,11 +819,9 @@ int Run(const RunOptions& o) {
       }
       if (!event_clock && failed.ok()) failed = e.Advance(WallNow());
     }
+    for (const auto& r : inbox.Close()) r->done.set_value({Status::Error("shutting down"), {}});
     svr.stop();
     http.join();
-    for (const auto& r : inbox.TakeAll(std::chrono::milliseconds(0))) {
-      r->done.set_value({Status::Error("shutting down"), {}});
-    }
     if (!failed.ok()) {
       std::cerr << "waymark run: " << failed.message() << "\n";
       return 3;
@@ -1103,16 +1133,18 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
     cfg.Under(cmd, "--metrics", "metrics", "listen", o->metrics);
     cfg.UnderNumber(cmd, "--batch", "source", "batch", o->batch);
-    // One input. Given on the command line, it is the one: the file's
-    // [source] url gives way to --events or --listen.
-    int inputs = int(cmd->count("--events") + cmd->count("--source") + cmd->count("--listen"));
-    if (inputs > 1) {
-      std::cerr << "waymark run: --events, --source and --listen are inputs: give one\n";
+    // The input: --events or --source (then --listen, if given). Given on
+    // the command line, --events or --listen wins over the file's [source]
+    // url.
+    if (cmd->count("--events") && cmd->count("--source")) {
+      std::cerr << "waymark run: --events and --source are two inputs: give one\n";
       *exit_code = kExitUsage;
       return;
     }
     cfg.UnderSource(cmd, o->source);
-    if (inputs == 1 && !cmd->count("--source")) o->source.url.clear();
+    if ((cmd->count("--events") || cmd->count("--listen")) && !cmd->count("--source")) {
+      o->source.url.clear();
+    }
     cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);
     cfg.UnderNumber(cmd, "--partition", "source", "partition", o->partition);
     *exit_code = Run(*o);

@@ -101,12 +101,21 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   auto bad = cli.Post("/events", "{nope", "application/json");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
+  // Nested deeper than the reader goes: refused, and the server goes on
+  // (parsing it recursively overflowed the stack).
+  auto deep =
+      cli.Post("/events", std::string(200000, '[') + std::string(200000, ']'), "application/json");
+  ASSERT_TRUE(deep) << "no answer";
+  EXPECT_EQ(deep->status, 400);
+  auto after = cli.Post("/events", Ev("e3", "u3"), "application/json");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
 
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM instances"), 2);
+  EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM instances"), 3);
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM dead_letters"), 1);
   if (!HasFailure()) fs::remove_all(dir);
 }
@@ -199,8 +208,9 @@ TEST(Metrics, FromTheConfigFileBesideListen) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
-// One input per run. One given on the command line wins over the file's
-// [source] url (flags override the file), and two given there are refused.
+// The input. One given on the command line wins over the file's [source]
+// url (flags override the file); --events and --source together are
+// refused, and so are partitions without a stream; a read error fails.
 TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   using waymark::testing_util::Shell;
   fs::path dir = fs::temp_directory_path() / ("waymark_inputs_" + std::to_string(getpid()));
@@ -209,19 +219,30 @@ TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   // Nothing listens on port 1: a run that took this stream would wait.
   std::ofstream(dir / "waymark.toml") << "[source]\nurl = \"nats://127.0.0.1:1\"\n";
   std::ofstream(dir / "events.jsonl") << Ev("1", "ana") << "\n" << Ev("2", "ben") << "\n";
-  std::string run = "timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --config " +
-                    (dir / "waymark.toml").string() + " --journeys " +
-                    (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
-                    " --schemas /nonexistent --clock event --until-idle --transport null:" +
-                    " --store sqlite:" + (dir / "w.db").string();
+  std::string base = "timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --journeys " +
+                     (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
+                     " --schemas /nonexistent --clock event --until-idle --transport null:" +
+                     " --store sqlite:" + (dir / "w.db").string();
+  std::string run = base + " --config " + (dir / "waymark.toml").string();
   int status = 0;
   std::string out = Shell(run + " --events " + (dir / "events.jsonl").string() + " 2>&1", &status);
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
   EXPECT_NE(out.find("events in: 2 "), std::string::npos) << out;
   out = Shell(run + " --events - --source nats://127.0.0.1:1 < /dev/null 2>&1", &status);
   EXPECT_EQ(WEXITSTATUS(status), 2) << out;
-  EXPECT_NE(out.find("--events, --source and --listen are inputs: give one"), std::string::npos)
-      << out;
+  EXPECT_NE(out.find("--events and --source are two inputs: give one"), std::string::npos) << out;
+  // Partitions divide a stream; a file's events would be dropped by all
+  // but one engine.
+  std::ofstream(dir / "partitioned.toml") << "[source]\npartitions = 2\n";
+  out = Shell(base + " --config " + (dir / "partitioned.toml").string() + " --events " +
+                  (dir / "events.jsonl").string() + " 2>&1",
+              &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("[source] partitions divides a stream"), std::string::npos) << out;
+  // An input that cannot be read is not an empty one.
+  out = Shell(run + " --events " + dir.string() + " 2>&1", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 3) << out;
+  EXPECT_NE(out.find("reading " + dir.string() + " failed after line 0"), std::string::npos) << out;
   if (!HasFailure()) fs::remove_all(dir);
 }
 
