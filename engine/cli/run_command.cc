@@ -827,7 +827,7 @@ int Run(const RunOptions& o) {
       return 3;
     }
   } else if (event_clock && o.until_idle && !g_stop) {
-    if (Status s = e.Advance(last_event + advance * kMicrosPerSecond); !s.ok()) {
+    if (Status s = e.Advance(last_event + advance * kMicrosPerSecond, WallNow()); !s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }

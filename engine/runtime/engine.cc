@@ -291,11 +291,11 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
   return Hand(DispatchTime(wall_now), wall_now, true);
 }
 
-Status Engine::Advance(Micros until) {
+Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
   if (!failed_.ok()) return failed_;
   FireTimers(until);
   clock_ = std::max(clock_, until);
-  return Flush(until);
+  return Flush(wall_now.value_or(until));
 }
 
 Status Engine::Flush(Micros wall_now) {

@@ -162,8 +162,11 @@ class Engine {
   // Submit, then Flush: on return ok, the inputs are durably stored.
   Status Ingest(const std::vector<RawInput>& inputs, Micros wall_now,
                 std::vector<InputOutcome>* outcomes = nullptr);
-  // Fires every timer due at or before `until`, then Flush.
-  Status Advance(Micros until);
+  // Fires every timer due at or before `until`, then Flush(wall_now): the
+  // journeys' clock moves to `until`, while delivery (throttles, retries,
+  // holds) keeps the wall clock. `wall_now` defaults to `until`, as on the
+  // wall clock (and in a replay, whose time is the recorded one).
+  Status Advance(Micros until, std::optional<Micros> wall_now = std::nullopt);
 
   // A stream source's position, committed with the batch being built (the
   // next Submit's, or Flush's).

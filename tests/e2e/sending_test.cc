@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -197,3 +198,31 @@ TEST(Throttling, AStormOfTransientFailuresAndSlowAnswersLosesNothing) {
 }
 
 }  // namespace
+
+// On the event clock, `--advance` moves the journeys' time past the last
+// event (the bench's events are of March 2026: 400 days on is past the
+// wall clock); retries keep the wall clock. (They were scheduled on the
+// advanced time, so `--until-idle` waited for months of wall time.)
+TEST(Retries, OnTheEventClockTheyWaitOnTheWallClock) {
+  const int kSends = 200;
+  fs::path dir = fs::temp_directory_path() / ("wm_event_retries_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  WriteEvents(dir, kSends);
+  int code = -1;
+  auto t0 = std::chrono::steady_clock::now();
+  std::string out = waymark::testing_util::Shell(
+      "timeout -k 2 120 " WAYMARK_BINARY " run --events " + (dir / "events.jsonl").string() +
+          " --clock event --until-idle --advance 400d --journeys " WAYMARK_SOURCE_DIR
+          "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas --store sqlite:" +
+          (dir / "w.db").string() +
+          " --transport 'sim:?transient_rate=0.5&record=" + (dir / "accepted.jsonl").string() +
+          "' --retry-base 1s --retry-max 2s --max-attempts 30 --json 2>&1",
+      &code);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(WEXITSTATUS(code), 0) << "after " << seconds << " s: " << out;
+  json summary = json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(summary["sends"]["welcome"]["accepted"], kSends) << summary["sends"].dump();
+  EXPECT_EQ(Accepted(dir).size(), size_t(kSends));
+  if (!HasFailure()) fs::remove_all(dir);
+}
