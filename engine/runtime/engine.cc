@@ -426,13 +426,19 @@ size_t Engine::held_inputs() const {
   return n;
 }
 
-std::multiset<Micros>& Engine::CapTimes(const std::string& person, Micros since) {
+std::multiset<Micros>* Engine::CapTimes(const std::string& person) {
   auto it = cap_times_.find(person);
-  if (it != cap_times_.end()) return it->second;
-  std::multiset<Micros> times;
+  if (it != cap_times_.end()) return &it->second;
+  // From the earliest window any later send can have: a send is never
+  // due before the clock, whatever the first one checked is held to.
+  Micros since = clock_ - options_.cap_window_s * kMicrosPerSecond;
   auto stored = store_->CapCountedTimes(person, since);
-  if (stored.ok()) times.insert(stored.value().begin(), stored.value().end());
-  return cap_times_.emplace(person, std::move(times)).first->second;
+  if (!stored.ok()) {
+    if (failed_.ok()) failed_ = stored.status();  // no decision is stored after this
+    return nullptr;
+  }
+  std::multiset<Micros> times(stored.value().begin(), stored.value().end());
+  return &cap_times_.emplace(person, std::move(times)).first->second;
 }
 
 void Engine::DecideSends() {
@@ -459,7 +465,9 @@ void Engine::DecideSends() {
       continue;
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
-      std::multiset<Micros>& times = CapTimes(row.person, row.not_before - window);
+      std::multiset<Micros>* cap_times = CapTimes(row.person);
+      if (!cap_times) continue;  // the engine has failed: this batch is never stored
+      std::multiset<Micros>& times = *cap_times;
       auto in_window = [&](Micros t) {
         return std::distance(times.upper_bound(t - window), times.upper_bound(t));
       };

@@ -222,7 +222,9 @@ class Engine {
   // Decides the sends one input produced, highest priority first:
   // frequency cap (skip or defer), recipient check, then the outbox.
   void DecideSends();
-  std::multiset<Micros>& CapTimes(const std::string& person, Micros since);
+  // The cap-counted send times of `person`, loaded from the store at first
+  // use; null when the store cannot be read (failed_ is then set).
+  std::multiset<Micros>* CapTimes(const std::string& person);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
   // With `dispatch` false: `row` was decided; releases what waited for it.

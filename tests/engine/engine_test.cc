@@ -253,6 +253,38 @@ TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
   EXPECT_EQ(results[0].detail["reason"], "frequency cap 1 per 1d reached");
 }
 
+// After a restart, a person's stored sends are read for the cap from
+// the earliest window a later send can have, not from the first send
+// checked: that one (held for quiet hours) lies later than the next.
+TEST_F(EngineTest, FrequencyCapAfterARestartCountsWhatWasSentBefore) {
+  Journey("q", R"(journey q {
+  quiet hours 21:00 to 08:00
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  Journey("n", R"(journey n {
+  entry { on order.placed  reentry always }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  EngineOptions o;
+  o.cap_max = 1;
+  o.cap_window_s = 86400;
+  Start(o);
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "order.placed", "u", "2026-03-01T07:00:00Z", d)});
+  EXPECT_EQ(Results("b").at("accepted"), 1);
+  Start(o);  // a restart: nothing in memory of that send
+  // Held to 08:00 tomorrow: the day before that holds no send.
+  Feed({Ev("2", "user.signup", "u", "2026-03-01T22:00:00Z", d)});
+  // Due now: the day before holds the 07:00 send.
+  Feed({Ev("3", "order.placed", "u", "2026-03-01T22:30:00Z", d)});
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 86400 * kMicrosPerSecond).ok());
+  auto n = Results("b"), q = Results("a");
+  EXPECT_EQ(n["capped"], 1) << "the 07:00 send was not counted";
+  EXPECT_EQ(n["accepted"], 0) << "sent over the cap";  // since the restart
+  EXPECT_EQ(q["accepted"], 1);
+}
+
 TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   Journey("a", R"(journey a {
   over_cap defer
