@@ -333,10 +333,21 @@ Status Engine::LoadSuppressions() {
   suppressed_.clear();
   for (SuppressionRow& r : rows.value()) suppressed_[r.entry] = std::move(r);
   suppressions_version_ = version.value();
-  std::erase_if(unconfirmed_,
-                [this](const SuppressionRow& r) { return suppressed_.count(r.entry); });
-  for (const SuppressionRow& r : unconfirmed_) suppressed_.emplace(r.entry, r);
+  std::erase_if(unconfirmed_, [this](const SuppressionRow& r) {
+    auto it = suppressed_.find(r.entry);
+    return it != suppressed_.end() && Covers(it->second, r);
+  });
+  for (const SuppressionRow& r : unconfirmed_) Suppressed(r);
   return Status();
+}
+
+bool Engine::Covers(const SuppressionRow& have, const SuppressionRow& r) {
+  return have.scope == "all" || have.scope == r.scope;
+}
+
+void Engine::Suppressed(const SuppressionRow& r) {
+  auto [it, added] = suppressed_.emplace(r.entry, r);
+  if (!added && !Covers(it->second, r)) it->second = r;  // marketing widened to all
 }
 
 const SuppressionRow* Engine::SuppressedBy(const std::string& recipient,
@@ -795,7 +806,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       // The address will never accept mail: no journey sends to it again.
       std::string entry = SuppressionEntry(s.recipient);
       SuppressionRow row{entry, "all", r.detail, "bounce", wall_now};
-      suppressed_.emplace(entry, row);
+      Suppressed(row);
       unconfirmed_.push_back(row);
       batch_.suppressions.push_back(std::move(row));
     }

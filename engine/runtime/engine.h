@@ -224,6 +224,10 @@ class Engine {
   void DecideSends();
   // The cap-counted send times of `person`, loaded from the store at first
   // use; null when the store cannot be read (failed_ is then set).
+  // Whether an entry `have` suppresses at least what `r` does.
+  static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
+  // Adds `r` to the suppressions in memory, widening a narrower entry.
+  void Suppressed(const SuppressionRow& r);
   std::multiset<Micros>* CapTimes(const std::string& person);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);

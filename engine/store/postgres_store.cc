@@ -997,7 +997,10 @@ class PostgresStore : public Store {
               "created_at = excluded.created_at");
     w.prepare(
         "suppress_keep",
-        "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO NOTHING");
+        "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO UPDATE SET "
+        "scope = excluded.scope, reason = excluded.reason, source = excluded.source, "
+        "created_at = excluded.created_at "
+        "WHERE suppressions.scope <> 'all' AND excluded.scope = 'all'");
     w.prepare("unsuppress", "DELETE FROM suppressions WHERE entry = $1");
     w.prepare("bump_suppressions", "UPDATE suppressions_version SET n = n + 1");
   }

@@ -245,10 +245,15 @@ class SqliteStore : public Store {
   }
 
   // replace: a command's entries replace what is there; a batch's (bounces)
-  // leave an existing entry as it is.
+  // leave an existing entry as it is, unless it is narrower (a marketing
+  // entry becomes the bounce's, of all mail).
   Status WriteSuppressions(const std::vector<SuppressionRow>& rows, bool replace) {
-    Stmt& q = replace ? W("INSERT OR REPLACE INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5)")
-                      : W("INSERT OR IGNORE INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5)");
+    Stmt& q = replace
+                  ? W("INSERT OR REPLACE INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5)")
+                  : W("INSERT INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (entry) "
+                      "DO UPDATE SET scope = excluded.scope, reason = excluded.reason, "
+                      "source = excluded.source, created_at = excluded.created_at "
+                      "WHERE suppressions.scope <> 'all' AND excluded.scope = 'all'");
     for (const SuppressionRow& r : rows) {
       q.Bind(1, r.entry).Bind(2, r.scope).Bind(3, r.reason).Bind(4, r.source);
       if (Status s = q.Bind(5, r.created_at).Exec(); !s.ok()) return s;

@@ -1020,6 +1020,39 @@ const char* kExitOnBounce = R"(journey t {
 
 // ana signs up at x.io, cy at gone.example, where the sim bounces every
 // address; three days pass.
+// A hard bounce suppresses all mail to the address, also where a narrower
+// entry (marketing) was there before it: in memory at once, and stored.
+TEST_F(EngineTest, AHardBounceWidensAMarketingSuppression) {
+  Journey("t", R"(journey t {
+  entry { on user.signup  reentry always }
+  step s { send "t" to trigger.data.email intent transactional  end }
+})");
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  transport_ = sim.value()
+                   ->Create("sim", {{"domains",
+                                     {{"gone.example",
+                                       {{"kind", "permanent_recipient"},
+                                        {"smtp_code", 550},
+                                        {"enhanced", "5.1.1"},
+                                        {"text", "no such user"}}}}}})
+                   .value();
+  Start();
+  ASSERT_TRUE(store_->Suppress({{"cy@gone.example", "marketing", "complained", "cli", 1}}).ok());
+  std::string d = R"({"email":"cy@gone.example"})";
+  Feed({Ev("1", "user.signup", "cy", "2026-03-01T10:00:00Z", d)});
+  EXPECT_EQ(Results("t").at("permanent_recipient"), 1);
+  Feed({Ev("2", "user.signup", "cy", "2026-03-01T11:00:00Z", d)});
+  EXPECT_EQ(Results("t")["suppressed"], 1) << "the bounce did not widen the entry in memory";
+  auto all = store_->Suppressions().value();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].scope, "all");
+  EXPECT_EQ(all[0].source, "bounce");
+  Start();  // from the store alone
+  Feed({Ev("3", "user.signup", "cy", "2026-03-01T12:00:00Z", d)});
+  EXPECT_EQ(Results("t")["suppressed"], 1) << "the stored entry was not widened";
+}
+
 void EngineTest::RunWithABounce() {
   Journey("t", kExitOnBounce);
   auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");

@@ -704,6 +704,12 @@ TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion
   // ...and a command does.
   ASSERT_TRUE(store_->Suppress({{"ana@example.com", "marketing", "asked", "cli", 30}}).ok());
   EXPECT_EQ(store_->Suppressions().value()[0].scope, "marketing");
+  // A bounce widens a narrower entry to all mail.
+  Batch widen;
+  widen.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 31}};
+  ASSERT_TRUE(store_->Commit(widen).ok());
+  EXPECT_EQ(store_->Suppressions().value()[0].scope, "all");
+  EXPECT_EQ(store_->Suppressions().value()[0].source, "bounce");
   EXPECT_TRUE(store_->Unsuppress("example.net").value());
   EXPECT_FALSE(store_->Unsuppress("example.net").value());
   EXPECT_EQ(store_->Suppressions().value().size(), 2u);
