@@ -438,11 +438,21 @@ size_t Engine::held_inputs() const {
 }
 
 std::multiset<Micros>* Engine::CapTimes(const std::string& person) {
+  // Once a window: times no later send can count are forgotten, and the
+  // people left with none (memory would grow with everyone ever sent to).
+  Micros window = options_.cap_window_s * kMicrosPerSecond;
+  if (clock_ - cap_swept_ >= window) {
+    for (auto p = cap_times_.begin(); p != cap_times_.end();) {
+      p->second.erase(p->second.begin(), p->second.lower_bound(clock_ - window));
+      p = p->second.empty() ? cap_times_.erase(p) : std::next(p);
+    }
+    cap_swept_ = clock_;
+  }
   auto it = cap_times_.find(person);
   if (it != cap_times_.end()) return &it->second;
   // From the earliest window any later send can have: a send is never
   // due before the clock, whatever the first one checked is held to.
-  Micros since = clock_ - options_.cap_window_s * kMicrosPerSecond;
+  Micros since = clock_ - window;
   auto stored = store_->CapCountedTimes(person, since);
   if (!stored.ok()) {
     if (failed_.ok()) failed_ = stored.status();  // no decision is stored after this

@@ -184,6 +184,8 @@ class Engine {
   // With `dispatch` false: inputs still waiting for a send this engine has
   // not decided (RawInput::after_send).
   size_t held_inputs() const;
+  // People whose cap-counted send times are held in memory.
+  size_t cap_people() const { return cap_times_.size(); }
   const Committer& committer() const { return *committer_; }
   const std::map<std::string, dsl::CompiledJourney>& journeys() const { return journeys_; }
   // Whether some journey uses events of this type.
@@ -283,6 +285,7 @@ class Engine {
   };
   std::vector<Proposed> proposed_;                          // sends of the input being handled
   std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
+  Micros cap_swept_ = 0;  // the clock at the last sweep of cap_times_
 
   Batch batch_;  // being built
   // Sends to dispatch once their batch is durable, by their position in

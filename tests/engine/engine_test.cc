@@ -285,6 +285,30 @@ TEST_F(EngineTest, FrequencyCapAfterARestartCountsWhatWasSentBefore) {
   EXPECT_EQ(q["accepted"], 1);
 }
 
+// The cap's memory holds the people whose sends can still count: once a
+// window has passed, the others are forgotten.
+TEST_F(EngineTest, FrequencyCapForgetsWhatNoWindowCounts) {
+  Journey("n", R"(journey n {
+  entry { on order.placed  reentry always }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  EngineOptions o;
+  o.cap_max = 1;
+  o.cap_window_s = 3600;
+  Start(o);
+  std::vector<std::string> day1;
+  for (int k = 0; k < 50; ++k) {
+    std::string p = "p" + std::to_string(k);
+    day1.push_back(
+        Ev(p, "order.placed", p, "2026-03-01T10:00:00Z", R"({"email":")" + p + R"(@x.io"})"));
+  }
+  Feed(day1);
+  EXPECT_EQ(engine_->cap_people(), 50u);
+  Feed({Ev("q", "order.placed", "q", "2026-03-02T10:00:00Z", R"({"email":"q@x.io"})")});
+  EXPECT_EQ(engine_->cap_people(), 1u);
+  EXPECT_EQ(Results("b").at("accepted"), 51);
+}
+
 TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   Journey("a", R"(journey a {
   over_cap defer
