@@ -145,6 +145,7 @@ Status Engine::Start() {
     }
   }
   // Results already recorded for recovered sends (new sends start at 0).
+  std::map<std::string, std::string> lost_pins;  // key -> a provider no longer configured
   for (const SendRow& s : pending_) {
     auto prior = store_->SendResults(s.seq);
     if (!prior.ok()) return prior.status();
@@ -158,11 +159,28 @@ Status Engine::Start() {
     for (auto r = prior.value().rbegin(); r != prior.value().rend(); ++r) {
       if (r->result != "ambiguous") continue;
       if (r->detail.contains("provider")) {
-        p.pinned = router_.Find(r->detail["provider"].get<std::string>());
+        std::string provider = r->detail["provider"].get<std::string>();
+        p.pinned = router_.Find(provider);
+        if (p.pinned < 0) lost_pins[s.key] = provider;
       }
       break;
     }
   }
+  // Pinned to a provider that is no longer configured: sent elsewhere it
+  // could arrive twice, so it ends here, a dead letter saying why.
+  std::erase_if(pending_, [&](const SendRow& s) {
+    auto lost = lost_pins.find(s.key);
+    if (lost == lost_pins.end()) return false;
+    std::string reason = "its message may be with provider '" + lost->second +
+                         "' (an ambiguous answer), which is no longer configured: not sent "
+                         "elsewhere, where it could arrive twice";
+    batch_.results.push_back({s.seq, s.key, ++progress_[s.key].recorded, s.requested_at,
+                              "dead_letter", true, JsonObject(std::pair{"reason", reason})});
+    DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
+    ++summary_.sends[s.template_name]["dead_letter"];
+    progress_.erase(s.key);
+    return true;
+  });
   // The clock (the latest event's time) was at least when each pending
   // send was requested: with the event clock and no instance still
   // running, nothing else brings it back, and sends due would wait for a
@@ -437,6 +455,31 @@ size_t Engine::held_inputs() const {
   return n;
 }
 
+void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
+                        const std::string& detail, Micros at, const std::string& provider) {
+  if (!listened_.count(kSendResultEvent)) return;
+  // For the journeys (docs/engine.md, "Send results as events"); an input
+  // like any other from here on: stored, replayed.
+  Event e;
+  e.id = s.key + "/" + std::to_string(attempt);
+  e.source = "waymark";
+  e.type = kSendResultEvent;
+  e.subject = s.person;
+  e.time = at;
+  e.data = {{"journey", s.journey},
+            {"instance", s.instance_id},
+            {"template", s.template_name},
+            {"send_key", s.key},
+            {"to", s.recipient},
+            {"intent", s.intent},
+            {"result", result},
+            {"final", final},
+            {"attempt", attempt},
+            {"detail", detail}};
+  if (!provider.empty()) e.data["provider"] = provider;
+  emitted_.push_back(std::move(e));
+}
+
 std::multiset<Micros>* Engine::CapTimes(const std::string& person) {
   // Once a window: times no later send can count are forgotten, and the
   // people left with none (memory would grow with everyone ever sent to).
@@ -482,6 +525,7 @@ void Engine::DecideSends() {
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
       batch_.results.push_back(
           {0, row.key, 1, row.requested_at, "dead_letter", true, {{"reason", reason}}});
+      EmitResult(row, 1, "dead_letter", true, reason, row.requested_at, "");
       ++summary_.sends[row.template_name]["dead_letter"];
       continue;
     }
@@ -830,28 +874,8 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     ++p.recorded;
-    if (listened_.count(kSendResultEvent)) {
-      // For the journeys (docs/engine.md, "Send results as events"); an
-      // input like any other from here on: stored, replayed.
-      Event e;
-      e.id = s.key + "/" + std::to_string(p.recorded);
-      e.source = "waymark";
-      e.type = kSendResultEvent;
-      e.subject = s.person;
-      e.time = at;
-      e.data = {{"journey", s.journey},
-                {"instance", s.instance_id},
-                {"template", s.template_name},
-                {"send_key", s.key},
-                {"to", s.recipient},
-                {"intent", s.intent},
-                {"result", result},
-                {"final", final},
-                {"attempt", p.recorded},
-                {"detail", r.detail}};
-      if (provider >= 0) e.data["provider"] = router_.provider(provider).name;
-      emitted_.push_back(std::move(e));
-    }
+    EmitResult(s, p.recorded, result, final, r.detail, at,
+               provider >= 0 ? router_.provider(provider).name : std::string());
     batch_.results.push_back({s.seq, s.key, p.recorded, at, result, final, std::move(d)});
     ++summary_.sends[s.template_name][result];
     if (!gave_up.empty()) {

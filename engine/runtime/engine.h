@@ -226,6 +226,10 @@ class Engine {
   void DecideSends();
   // The cap-counted send times of `person`, loaded from the store at first
   // use; null when the store cannot be read (failed_ is then set).
+  // Send `s`'s `attempt`-th result as a waymark.send.result event, when a
+  // journey listens to that type.
+  void EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
+                  const std::string& detail, Micros at, const std::string& provider);
   // Whether an entry `have` suppresses at least what `r` does.
   static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
   // Adds `r` to the suppressions in memory, widening a narrower entry.

@@ -1009,6 +1009,32 @@ TEST_F(EngineTest, AnAmbiguousSendStaysPinnedAcrossARestart) {
   EXPECT_TRUE(b.got.empty()) << "failed over to b, which does not know the key";
 }
 
+// An ambiguous send whose provider is gone from the configuration after a
+// restart is a dead letter: any other provider could deliver it twice.
+TEST_F(EngineTest, AnAmbiguousSendWhoseProviderIsGoneIsADeadLetter) {
+  Journey("j", kTransactional);
+  Scripted a({"ambiguous", "retry_later"});
+  Keeping b(false);
+  providers_ = {{.name = "a", .transport = &a, .cost = 1},
+                {.name = "b", .transport = &b, .cost = 2}};
+  Start(QuickRetries(10));
+  Micros wall = 1'000'000'000;
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // ambiguous
+  ASSERT_NO_FATAL_FAILURE(FlushRetries(wall, 1));             // retry_later
+  providers_ = {{.name = "b", .transport = &b, .cost = 2}};
+  Start(QuickRetries(10));
+  ASSERT_NO_FATAL_FAILURE(FlushRetries(wall));
+  EXPECT_TRUE(b.got.empty()) << "sent to b, which does not know the key";
+  auto results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[2].result, "dead_letter");
+  EXPECT_TRUE(results[2].final);
+  EXPECT_TRUE(store_->PendingSends(10).value().empty());
+  auto letters = store_->DeadLetters().value();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_NE(letters[0].reason.find("provider 'a'"), std::string::npos) << letters[0].reason;
+}
+
 // On the event clock, a send stored but not yet handed to the transport
 // when the engine stopped goes out after the restart, with no instance
 // left running to bring the clock back.
@@ -1075,6 +1101,29 @@ TEST_F(EngineTest, AHardBounceWidensAMarketingSuppression) {
   Start();  // from the store alone
   Feed({Ev("3", "user.signup", "cy", "2026-03-01T12:00:00Z", d)});
   EXPECT_EQ(Results("t")["suppressed"], 1) << "the stored entry was not widened";
+}
+
+// A send to an address that is not one is a dead letter, and its result an
+// event like any other's: a journey that exits on it does.
+TEST_F(EngineTest, AnInvalidAddressIsADeadLetterResultEvent) {
+  Journey("t", R"(journey t {
+  entry { on user.signup }
+  exit on waymark.send.result when event.data.result == "dead_letter"
+  step s {
+    send "t" to trigger.data.email intent transactional
+    wait 2d
+    send "m" to trigger.data.email intent transactional
+    end
+  }
+})");
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"not an address"})")});
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 86400 * kMicrosPerSecond).ok());
+  EXPECT_EQ(Results("t").at("dead_letter"), 1);
+  EXPECT_EQ(Results("m").count("dead_letter"), 0u) << "the journey did not exit";
+  auto u = Instances("t", "u");
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(u[0].status, InstanceStatus::kExited);
 }
 
 void EngineTest::RunWithABounce() {
