@@ -1057,9 +1057,12 @@ TEST_F(EngineTest, ARecoveredSendGoesOutOnTheEventClock) {
 // Send results are events for the journeys that listen: a bounce ends the
 // journey at once, before its next send; the event is stored, and the
 // instance's history says why it ended.
-const char* kExitOnBounce = R"(journey t {
+// A journey that exits on a send result `result`, between its two sends.
+std::string ExitOnResult(const std::string& result) {
+  return R"(journey t {
   entry { on user.signup }
-  exit on waymark.send.result when event.data.result == "permanent_recipient"
+  exit on waymark.send.result when event.data.result == ")" +
+         result + R"("
   step s {
     send "t" to trigger.data.email intent transactional
     wait 2d
@@ -1067,6 +1070,8 @@ const char* kExitOnBounce = R"(journey t {
     end
   }
 })";
+}
+const std::string kExitOnBounce = ExitOnResult("permanent_recipient");
 
 // ana signs up at x.io, cy at gone.example, where the sim bounces every
 // address; three days pass.
@@ -1106,16 +1111,7 @@ TEST_F(EngineTest, AHardBounceWidensAMarketingSuppression) {
 // A send to an address that is not one is a dead letter, and its result an
 // event like any other's: a journey that exits on it does.
 TEST_F(EngineTest, AnInvalidAddressIsADeadLetterResultEvent) {
-  Journey("t", R"(journey t {
-  entry { on user.signup }
-  exit on waymark.send.result when event.data.result == "dead_letter"
-  step s {
-    send "t" to trigger.data.email intent transactional
-    wait 2d
-    send "m" to trigger.data.email intent transactional
-    end
-  }
-})");
+  Journey("t", ExitOnResult("dead_letter"));
   Start();
   Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"not an address"})")});
   ASSERT_TRUE(engine_->Advance(engine_->clock() + 3 * 86400 * kMicrosPerSecond).ok());
