@@ -52,14 +52,27 @@ std::string Summary(const std::string& out, const fs::path& dir) {
   return kept;
 }
 
-TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
+// A fresh database on the server scripts/test.sh started, and an empty
+// scratch directory, both named after `name` and this process.
+struct Scratch {
+  std::string pg;
+  fs::path dir;
+};
+void MakeScratch(const std::string& name, Scratch* out) {
   const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
   ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
-  std::string pg =
-      waymark::testing_util::FreshPostgresDatabase(server, "e2e_" + std::to_string(getpid()));
-  fs::path dir = fs::temp_directory_path() / ("waymark_pg_e2e_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  out->pg =
+      waymark::testing_util::FreshPostgresDatabase(server, name + "_" + std::to_string(getpid()));
+  out->dir = fs::temp_directory_path() / ("waymark_pg_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(out->dir);
+  fs::create_directories(out->dir);
+}
+
+TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
+  Scratch scratch;
+  ASSERT_NO_FATAL_FAILURE(MakeScratch("e2e", &scratch));
+  const std::string& pg = scratch.pg;
+  const fs::path& dir = scratch.dir;
   std::string root = waymark::testing_util::SourceRoot().string();
   std::string bin = WAYMARK_BINARY;
   int status = 0;
@@ -119,13 +132,10 @@ TEST(Postgres, TheSameRunGivesTheSameMessagesAsSqliteAndReplaysExactly) {
 // reason naming that property, stored with U+FFFD for the NUL. Neither
 // stops the engine, and prune reads the stored JSON that holds it.
 TEST(Postgres, TextWithNulIsStoredDeadLetteredAndPruned) {
-  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
-  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
-  std::string pg =
-      waymark::testing_util::FreshPostgresDatabase(server, "nul_" + std::to_string(getpid()));
-  fs::path dir = fs::temp_directory_path() / ("waymark_pg_nul_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  Scratch scratch;
+  ASSERT_NO_FATAL_FAILURE(MakeScratch("nul", &scratch));
+  const std::string& pg = scratch.pg;
+  const fs::path& dir = scratch.dir;
   std::string root = waymark::testing_util::SourceRoot().string();
   std::string bin = WAYMARK_BINARY;
   {

@@ -49,6 +49,21 @@ class EngineTest : public testing::Test {
   void Journey(const std::string& name, const std::string& src) {
     std::ofstream(dir_ / "journeys" / (name + ".journey")) << src;
   }
+  // A journey `name` that sends `tmpl` with `intent` at every order.placed;
+  // `head` goes before its entry (priority, quiet hours).
+  void OrderJourney(const std::string& name, const std::string& tmpl, const std::string& intent,
+                    const std::string& head = "") {
+    Journey(name, "journey " + name + " {\n" + head +
+                      "  entry { on order.placed  reentry always }\n" + "  step s { send \"" +
+                      tmpl + "\" to trigger.data.email intent " + intent + "  end }\n}");
+  }
+  // A frequency cap of one marketing send per `window_s`.
+  static EngineOptions CapOfOne(int64_t window_s) {
+    EngineOptions o;
+    o.cap_max = 1;
+    o.cap_window_s = window_s;
+    return o;
+  }
   void Start(EngineOptions o = {}) {
     engine_.reset();
     store_.reset();
@@ -215,24 +230,10 @@ TEST_F(EngineTest, TimersFireBeforeLaterEventsAndEmitsRoute) {
 }
 
 TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
-  Journey("hi", R"(journey hi {
-  priority 5
-  entry { on order.placed  reentry always }
-  step s { send "hi" to trigger.data.email intent marketing  end }
-})");
-  Journey("low", R"(journey low {
-  priority 1
-  entry { on order.placed  reentry always }
-  step s { send "low" to trigger.data.email intent marketing  end }
-})");
-  Journey("t", R"(journey t {
-  entry { on order.placed  reentry always }
-  step s { send "t" to trigger.data.email intent transactional  end }
-})");
-  EngineOptions o;
-  o.cap_max = 1;
-  o.cap_window_s = 86400;
-  Start(o);
+  OrderJourney("hi", "hi", "marketing", "  priority 5\n");
+  OrderJourney("low", "low", "marketing", "  priority 1\n");
+  OrderJourney("t", "t", "transactional");
+  Start(CapOfOne(86400));
   std::string d = R"({"email":"u@x.io"})";
   Feed({Ev("1", "order.placed", "u", "2026-03-01T10:00:00Z", d)});
   // One slot: the higher priority journey gets it; transactional is never capped.
@@ -262,13 +263,8 @@ TEST_F(EngineTest, FrequencyCapAfterARestartCountsWhatWasSentBefore) {
   entry { on user.signup }
   step s { send "a" to trigger.data.email intent marketing  end }
 })");
-  Journey("n", R"(journey n {
-  entry { on order.placed  reentry always }
-  step s { send "b" to trigger.data.email intent marketing  end }
-})");
-  EngineOptions o;
-  o.cap_max = 1;
-  o.cap_window_s = 86400;
+  OrderJourney("n", "b", "marketing");
+  EngineOptions o = CapOfOne(86400);
   Start(o);
   std::string d = R"({"email":"u@x.io"})";
   Feed({Ev("1", "order.placed", "u", "2026-03-01T07:00:00Z", d)});
@@ -288,14 +284,8 @@ TEST_F(EngineTest, FrequencyCapAfterARestartCountsWhatWasSentBefore) {
 // The cap's memory holds the people whose sends can still count: once a
 // window has passed, the others are forgotten.
 TEST_F(EngineTest, FrequencyCapForgetsWhatNoWindowCounts) {
-  Journey("n", R"(journey n {
-  entry { on order.placed  reentry always }
-  step s { send "b" to trigger.data.email intent marketing  end }
-})");
-  EngineOptions o;
-  o.cap_max = 1;
-  o.cap_window_s = 3600;
-  Start(o);
+  OrderJourney("n", "b", "marketing");
+  Start(CapOfOne(3600));
   std::vector<std::string> day1;
   for (int k = 0; k < 50; ++k) {
     std::string p = "p" + std::to_string(k);
@@ -315,10 +305,7 @@ TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   entry { on user.signup }
   step s { send "a" to trigger.data.email intent marketing  send "b" to trigger.data.email intent marketing  end }
 })");
-  EngineOptions o;
-  o.cap_max = 1;
-  o.cap_window_s = 3600;
-  Start(o);
+  Start(CapOfOne(3600));
   Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
   EXPECT_EQ(Results("a").at("accepted"), 1);
   EXPECT_TRUE(Results("b").empty()) << "deferred, not yet sent";
