@@ -111,8 +111,8 @@ Status CheckValues(const json& doc) {
   auto fail = [](const char* section, const char* key, const std::string& why) {
     return Status::Error(std::string("[") + section + "] " + key + ": " + why);
   };
-  // Durations, with their least value and the default they are compared
-  // with otherwise.
+  // Durations, with their least value; each starts at its default, which
+  // the comparisons below use when the file does not set it.
   struct Duration {
     const char* section;
     const char* key;
@@ -120,11 +120,13 @@ Status CheckValues(const json& doc) {
     const char* least;
     int64_t value_s;
   };
-  Duration d[] = {{"source", "ack_wait", 1, "1s", 60},
-                  {"source", "duplicate_window", 600, "10m", 1200},
-                  {"source", "retention", 1, "1s", 7 * 86400},
-                  {"delivery", "retry_base", 1, "1s", 1},
-                  {"delivery", "retry_max", 1, "1s", 600}};
+  const JetStreamOptions source;
+  Duration d[] = {
+      {"source", "ack_wait", 1, "1s", source.ack_wait_s},
+      {"source", "duplicate_window", kMinDuplicateWindowS, "10m", source.duplicate_window_s},
+      {"source", "retention", 1, "1s", source.max_age_s},
+      {"delivery", "retry_base", 1, "1s", ParseDurationSeconds(kDefaultRetryBase)},
+      {"delivery", "retry_max", 1, "1s", ParseDurationSeconds(kDefaultRetryMax)}};
   for (Duration& x : d) {
     const json* v = text(x.section, x.key);
     if (!v) continue;

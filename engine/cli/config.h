@@ -18,6 +18,10 @@ namespace waymark::cli {
 // 100 years (no setting needs more, and every duration then fits in 64
 // bits as microseconds).
 constexpr int64_t kMaxDurationSeconds = int64_t(100) * 365 * 86400;
+// `waymark run`'s retry backoff ceilings when neither flag nor file sets
+// them ([delivery] retry_base, retry_max).
+inline constexpr const char* kDefaultRetryBase = "1s";
+inline constexpr const char* kDefaultRetryMax = "10m";
 int64_t ParseDurationSeconds(const std::string& s);
 
 // A frequency cap, "N/DURATION" such as "3/7d" (--cap, [engine] cap).

@@ -37,7 +37,7 @@ struct RunOptions {
   double transport_rate = 0;  // 0: no pacing
   uint32_t transport_burst = 1;
   int max_attempts = 8;
-  std::string retry_base = "1s", retry_max = "10m";
+  std::string retry_base = kDefaultRetryBase, retry_max = kDefaultRetryMax;
   std::string journeys = "journeys";
   std::string schemas = "schemas";
   std::string clock = "wall";

@@ -136,7 +136,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   if (o.url.rfind("nats://", 0) != 0) {
     return Status::Error("source: expected nats://HOST:PORT, not '" + o.url + "'");
   }
-  if (o.duplicate_window_s < 600) {
+  if (o.duplicate_window_s < kMinDuplicateWindowS) {
     return Status::Error(
         "source: duplicate_window must be at least 10m (it is how a re-published "
         "event is recognised)");

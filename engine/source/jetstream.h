@@ -15,13 +15,16 @@
 
 namespace waymark {
 
+// The shortest duplicate window a stream may have: ten minutes.
+inline constexpr int64_t kMinDuplicateWindowS = 600;
+
 struct JetStreamOptions {
   std::string url;                    // nats://HOST:PORT
   std::string stream = "EVENTS";      // subjects events.>
   std::string consumer = "waymark";   // durable pull consumer
   int64_t max_deliver = 10;           // deliveries before a message is a dead letter
   int64_t ack_wait_s = 60;            // redelivery after this long without an ack
-  int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (at least 600)
+  int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (kMinDuplicateWindowS at least)
   int64_t max_age_s = 7 * 86400;      // retention
   // Whether an existing stream's max age is brought to max_age_s (`waymark
   // run`, which the stream's [source] settings belong to), or left as it is
