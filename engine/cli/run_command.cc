@@ -1,10 +1,14 @@
 // `waymark run`, `waymark inspect` and `waymark render` on the embedded
 // default (SQLite store, file transport).
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -18,6 +22,7 @@
 #include <httplib.h>
 
 #include "engine/base/json_text.h"
+#include "engine/base/line_reader.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/delivery/message.h"
@@ -28,6 +33,10 @@
 
 namespace waymark::cli {
 namespace {
+
+// The longest line of --events taken as an event: NATS's default largest
+// message, so that what is read here could also come through a stream.
+constexpr size_t kMaxEventLine = 1 << 20;
 
 struct RunOptions {
   std::string events;
@@ -136,11 +145,18 @@ class Inbox {
     q_.clear();
     return out;
   }
-  std::vector<std::shared_ptr<Request>> TakeAll(std::chrono::milliseconds wait) {
+  // The requests waiting, in order, up to `inputs` inputs in all (but at
+  // least one request, however many it holds); waits up to `wait` for one.
+  std::vector<std::shared_ptr<Request>> Take(std::chrono::milliseconds wait, size_t inputs) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, wait, [&] { return !q_.empty(); });
-    std::vector<std::shared_ptr<Request>> out(q_.begin(), q_.end());
-    q_.clear();
+    std::vector<std::shared_ptr<Request>> out;
+    size_t taken = 0;
+    while (!q_.empty() && (out.empty() || taken + q_.front()->inputs.size() <= inputs)) {
+      taken += q_.front()->inputs.size();
+      out.push_back(std::move(q_.front()));
+      q_.pop_front();
+    }
     return out;
   }
 
@@ -717,18 +733,22 @@ int Run(const RunOptions& o) {
   }
   Engine& e = *engine.value();
 
-  std::istream* in = nullptr;
-  std::ifstream file;
+  int in = -1;  // --events: standard input or the file
   if (o.events == "-") {
-    in = &std::cin;
+    in = 0;
   } else if (!o.events.empty()) {
-    file.open(o.events, std::ios::binary);
-    if (!file) {
+    in = ::open(o.events.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
       std::cerr << "waymark run: cannot read " << o.events << "\n";
       return kExitUsage;
     }
-    in = &file;
   }
+  struct CloseInput {
+    int fd;
+    ~CloseInput() {
+      if (fd > 0) ::close(fd);
+    }
+  } close_input{in};
   std::string name = o.events == "-" ? "stdin" : o.events;
   Micros last_event = e.clock();
   Reconnects reconnects;
@@ -751,10 +771,10 @@ int Run(const RunOptions& o) {
       return abandoned ? kExitOk : 3;  // stopped, with what is stored consistent
     }
     last_event = e.clock();
-  } else if (in) {
+  } else if (in >= 0) {
     std::vector<RawInput> batch;
     std::string line;
-    size_t lineno = 0;
+    size_t length = 0, lineno = 0;
     auto flush = [&]() -> bool {
       if (batch.empty()) return true;
       Status s = e.Submit(batch, WallNow());
@@ -765,10 +785,27 @@ int Run(const RunOptions& o) {
       }
       return true;
     };
-    while (!g_stop && std::getline(*in, line)) {
+    // A batch is committed when it is full or when no complete line is
+    // there yet (a pipe's writer is slow or idle), as a stream's batch is
+    // once the engine has caught up; a wait ends within 100 ms of a signal.
+    LineReader reader(in, kMaxEventLine);
+    LineReader::Got got = LineReader::Got::kEnd;
+    while (!g_stop) {
+      got = reader.Next(&line, &length, batch.empty() ? 100 : 0);
+      if (got == LineReader::Got::kNothingYet) {
+        if (!flush()) return 3;
+        continue;
+      }
+      if (got != LineReader::Got::kLine) break;
       ++lineno;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      batch.push_back({name + ":" + std::to_string(lineno), std::move(line), {}, {}});
+      if (length == line.size() && line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      RawInput raw{name + ":" + std::to_string(lineno), std::move(line), {}, {}};
+      if (length > kMaxEventLine) {
+        raw.reject = "a line of " + std::to_string(length) + " bytes, over the " +
+                     std::to_string(kMaxEventLine >> 20) + " MiB an event may have (its first " +
+                     std::to_string(raw.text.size()) + " bytes kept here)";
+      }
+      batch.push_back(std::move(raw));
       if (batch.size() >= o.batch && !flush()) return 3;
     }
     if (!flush()) return 3;
@@ -777,9 +814,9 @@ int Run(const RunOptions& o) {
       return 3;
     }
     // What was read is committed; a read error is not the end of the input.
-    if (in->bad()) {
-      std::cerr << "waymark run: reading " << name << " failed after line " << lineno
-                << " (what came before is committed)\n";
+    if (!g_stop && got == LineReader::Got::kError) {
+      std::cerr << "waymark run: reading " << name << " failed after line " << lineno << ": "
+                << std::strerror(reader.error()) << " (what came before is committed)\n";
       return 3;
     }
     last_event = e.clock();
@@ -800,12 +837,16 @@ int Run(const RunOptions& o) {
     std::cerr.flush();
     Status failed;
     while (!g_stop && failed.ok()) {
-      auto requests = inbox.TakeAll(std::chrono::milliseconds(200));
+      auto requests = inbox.Take(std::chrono::milliseconds(200), o.batch);
       if (!requests.empty()) {
         std::vector<RawInput> all;
         for (const auto& r : requests) all.insert(all.end(), r->inputs.begin(), r->inputs.end());
+        // Answered once the inputs are committed, before their sends go out:
+        // a failure after that commit is the run's, not the requests' (a
+        // 503 for stored events made the client send them again).
         std::vector<InputOutcome> outcomes;
-        failed = e.Ingest(all, WallNow(), &outcomes);
+        failed = e.Submit(all, WallNow(), &outcomes);
+        if (failed.ok()) failed = e.Commit(WallNow());
         size_t at = 0;
         for (const auto& r : requests) {
           std::vector<InputOutcome> mine;
@@ -816,8 +857,14 @@ int Run(const RunOptions& o) {
           at += r->inputs.size();
           r->done.set_value({failed, std::move(mine)});
         }
+        if (failed.ok()) failed = e.Flush(WallNow());
       }
-      if (!event_clock && failed.ok()) failed = e.Advance(WallNow());
+      if (!failed.ok()) break;
+      if (!event_clock) {
+        failed = e.Advance(WallNow());
+      } else if (auto next = e.NextRetry(); next && *next <= WallNow()) {
+        failed = e.Flush(WallNow());  // retries go on the wall clock, as with --until-idle
+      }
     }
     for (const auto& r : inbox.Close()) r->done.set_value({Status::Error("shutting down"), {}});
     svr.stop();

@@ -49,6 +49,19 @@ int Count(const fs::path& db, const char* sql) {
   return n;
 }
 
+// The port `waymark run` printed to the file `err` for `path` (events,
+// metrics) once its socket was bound; 0 if none within 60 s.
+int PrintedPort(const fs::path& err, const std::string& path) {
+  const std::regex printed(R"(127\.0\.0\.1:(\d+)/)" + path);
+  for (int i = 0; i < 1200; ++i) {
+    std::smatch m;
+    std::string text = waymark::testing_util::ReadFile(err);
+    if (std::regex_search(text, m, printed)) return std::stoi(m[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return 0;
+}
+
 TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   fs::path dir = fs::temp_directory_path() / ("waymark_http_" + std::to_string(getpid()));
   fs::remove_all(dir);
@@ -70,14 +83,7 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
     _exit(127);
   }
   // The port is printed once the socket is bound.
-  int port = 0;
-  for (int i = 0; i < 1200 && port == 0; ++i) {  // 60 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::smatch m;
-    std::string text = waymark::testing_util::ReadFile(err);
-    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/events)")))
-      port = std::stoi(m[1]);
-  }
+  int port = PrintedPort(err, "events");
   ASSERT_GT(port, 0) << waymark::testing_util::ReadFile(err);
   httplib::Client cli("127.0.0.1", port);
 
@@ -117,6 +123,52 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM instances"), 3);
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM dead_letters"), 1);
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// A commit that fails after the request's events were committed (here the
+// send results', refused by a trigger the test adds) ends the run, but the
+// request is answered for what was stored: a 503 made the client send its
+// events again.
+TEST(Listen, AFailureAfterTheCommitIsNotTheRequests) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_http_late_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path db = dir / "w.db", err = dir / "err";
+  std::string journeys =
+      (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
+  pid_t pid =
+      waymark::testing_util::Spawn({WAYMARK_BINARY, "run", "--journeys", journeys, "--schemas",
+                                    "/nonexistent", "--listen", "127.0.0.1:0", "--clock", "event",
+                                    "--store", "sqlite:" + db.string(), "--transport", "null:"},
+                                   err.string());
+  waymark::testing_util::KillOnExit reap(pid);
+  int port = PrintedPort(err, "events");
+  ASSERT_GT(port, 0) << waymark::testing_util::ReadFile(err);
+  sqlite3* h = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(h,
+                         "CREATE TRIGGER refuse BEFORE INSERT ON send_results "
+                         "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(h);
+  sqlite3_close(h);
+  httplib::Client cli("127.0.0.1", port);
+  auto got = cli.Post("/events", Ev("e1", "u1"), "application/json");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, 200) << got->body;
+  EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM events WHERE id = 'e1'"), 1);
+  // The results' commit failed: the run ends by itself.
+  int status = -1;
+  for (int i = 0; i < 600 && pid != 0; ++i) {  // 60 s
+    if (waitpid(pid, &status, WNOHANG) == pid) pid = 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pid, 0) << "still running";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3) << status;
+  EXPECT_NE(waymark::testing_util::ReadFile(err).find("refused by the test"), std::string::npos)
+      << waymark::testing_util::ReadFile(err);
   if (!HasFailure()) fs::remove_all(dir);
 }
 
@@ -176,17 +228,7 @@ TEST(Metrics, FromTheConfigFileBesideListen) {
       " --journeys " + journeys + " --schemas /nonexistent --listen 127.0.0.1:0 --clock event" +
       " --store sqlite:" + (dir / "w.db").string() +
       " --transport file:" + (dir / "outbox").string() + " > /dev/null 2> " + err.string());
-  int events = 0, metrics = 0;
-  for (int i = 0; i < 1200 && (events == 0 || metrics == 0); ++i) {  // 60 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::string text = waymark::testing_util::ReadFile(err);
-    std::smatch m;
-    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/events)")))
-      events = std::stoi(m[1]);
-    if (std::regex_search(text, m, std::regex(R"(127\.0\.0\.1:(\d+)/metrics)"))) {
-      metrics = std::stoi(m[1]);
-    }
-  }
+  int events = PrintedPort(err, "events"), metrics = PrintedPort(err, "metrics");
   ASSERT_TRUE(events > 0 && metrics > 0) << waymark::testing_util::ReadFile(err);
   httplib::Client in("127.0.0.1", events), scrape("127.0.0.1", metrics);
   auto posted =
@@ -243,6 +285,64 @@ TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   out = Shell(run + " --events " + dir.string() + " 2>&1", &status);
   EXPECT_EQ(WEXITSTATUS(status), 3) << out;
   EXPECT_NE(out.find("reading " + dir.string() + " failed after line 0"), std::string::npos) << out;
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// --events - from a pipe whose writer is idle: what came is committed
+// without waiting for a full batch or the end of the input, a line over
+// the limit is a dead letter naming its length, and SIGTERM ends the run
+// (std::getline's read was restarted after the signal, so an idle pipe
+// held it off and the lines read waited uncommitted).
+TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_pipe_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path db = dir / "w.db", err = dir / "err", out = dir / "out";
+  int in[2];
+  ASSERT_EQ(pipe(in), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in[0], 0);
+    close(in[1]);
+    dup2(::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+    dup2(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
+    std::string journeys =
+        (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
+    std::string store = "sqlite:" + db.string();
+    execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas",
+          "/nonexistent", "--events", "-", "--clock", "event", "--store", store.c_str(),
+          "--transport", "null:", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  waymark::testing_util::KillOnExit reap(pid);
+  close(in[0]);
+  std::string lines =
+      Ev("1", "ana") + "\n" + std::string(2 << 20, ' ') + "{}\n" + Ev("2", "ben") + "\n";
+  for (size_t done = 0; done < lines.size();) {
+    ssize_t n = write(in[1], lines.data() + done, lines.size() - done);
+    ASSERT_GT(n, 0);
+    done += size_t(n);
+  }
+  // The writer stays, idle: the lines must be committed all the same.
+  int stored = 0;
+  for (int i = 0; i < 600 && stored != 2; ++i) {  // 60 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stored = Count(db, "SELECT COUNT(*) FROM events");
+  }
+  EXPECT_EQ(stored, 2) << waymark::testing_util::ReadFile(err);
+  std::string reason = "a line of " + std::to_string((2 << 20) + 2) +
+                       " bytes, over the 1 MiB an event may have (its first 4096 bytes kept here)";
+  EXPECT_EQ(Count(db, ("SELECT COUNT(*) FROM dead_letters WHERE reason = '" + reason +
+                       "' AND input = 'stdin:2'")
+                          .c_str()),
+            1);
+  int status = waymark::testing_util::TerminateWithin(pid, 30);
+  pid = 0;
+  close(in[1]);
+  EXPECT_NE(status, -1) << "still running 30 s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_NE(waymark::testing_util::ReadFile(out).find("events in: 2 "), std::string::npos)
+      << waymark::testing_util::ReadFile(out) << waymark::testing_util::ReadFile(err);
   if (!HasFailure()) fs::remove_all(dir);
 }
 

@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -12,12 +13,14 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_events.h"
+#include "tests/testing/files.h"
 #include "tests/testing/process.h"
 
 namespace {
@@ -224,5 +227,32 @@ TEST(Retries, OnTheEventClockTheyWaitOnTheWallClock) {
   json summary = json::parse(out.substr(out.find('{')));
   EXPECT_EQ(summary["sends"]["welcome"]["accepted"], kSends) << summary["sends"].dump();
   EXPECT_EQ(Accepted(dir).size(), size_t(kSends));
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// With --listen on the event clock, sends held for a retry go when their
+// time comes on the wall clock, though no request comes in (the loop only
+// moved the wall clock's journeys on, and left them waiting).
+TEST(Retries, ListeningOnTheEventClockTheyGoWhileIdle) {
+  const int kSends = 40;
+  fs::path dir = fs::temp_directory_path() / ("wm_listen_retries_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  WriteEvents(dir, kSends);
+  waymark::testing_util::Background run(
+      WAYMARK_BINARY " run --events " + (dir / "events.jsonl").string() +
+      " --listen 127.0.0.1:0 --clock event --journeys " WAYMARK_SOURCE_DIR
+      "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas --store sqlite:" +
+      (dir / "w.db").string() +
+      " --transport 'sim:?transient_rate=0.5&record=" + (dir / "accepted.jsonl").string() +
+      "' --retry-base 1s --retry-max 2s --max-attempts 30 >/dev/null 2>" + (dir / "err").string());
+  size_t accepted = 0;
+  for (int i = 0; i < 600 && accepted < size_t(kSends); ++i) {  // 60 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::string text = waymark::testing_util::ReadFile(dir / "accepted.jsonl");
+    accepted = size_t(std::count(text.begin(), text.end(), '\n'));  // whole lines only
+  }
+  EXPECT_EQ(accepted, size_t(kSends));
+  run.Stop();
   if (!HasFailure()) fs::remove_all(dir);
 }
