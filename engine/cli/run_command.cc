@@ -34,10 +34,6 @@
 namespace waymark::cli {
 namespace {
 
-// The longest line of --events taken as an event: NATS's default largest
-// message, so that what is read here could also come through a stream.
-constexpr size_t kMaxEventLine = 1 << 20;
-
 struct RunOptions {
   std::string events;
   std::string store = "sqlite:waymark.db";
@@ -788,7 +784,7 @@ int Run(const RunOptions& o) {
     // A batch is committed when it is full or when no complete line is
     // there yet (a pipe's writer is slow or idle), as a stream's batch is
     // once the engine has caught up; a wait ends within 100 ms of a signal.
-    LineReader reader(in, kMaxEventLine);
+    LineReader reader(in, kMaxEventBytes);
     LineReader::Got got = LineReader::Got::kEnd;
     while (!g_stop) {
       got = reader.Next(&line, &length, batch.empty() ? 100 : 0);
@@ -800,10 +796,11 @@ int Run(const RunOptions& o) {
       ++lineno;
       if (length == line.size() && line.find_first_not_of(" \t\r") == std::string::npos) continue;
       RawInput raw{name + ":" + std::to_string(lineno), std::move(line), {}, {}};
-      if (length > kMaxEventLine) {
-        raw.reject = "a line of " + std::to_string(length) + " bytes, over the " +
-                     std::to_string(kMaxEventLine >> 20) + " MiB an event may have (its first " +
-                     std::to_string(raw.text.size()) + " bytes kept here)";
+      if (length > kMaxEventBytes) {
+        // As the decoder says it, which never sees the whole line.
+        raw.reject = "event of " + std::to_string(length) + " bytes is over the " +
+                     std::to_string(kMaxEventBytes) + "-byte limit (its first " +
+                     std::to_string(raw.text.size()) + " bytes kept)";
       }
       batch.push_back(std::move(raw));
       if (batch.size() >= o.batch && !flush()) return 3;

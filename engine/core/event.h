@@ -73,6 +73,10 @@ void AppendEventRef(std::string& out, const JsonDoc& doc);
 // built once.
 void AppendTriggerAndEventRefs(JsonObjectWriter& w, const JsonDoc& trigger, const JsonDoc& event);
 
+// The largest event taken, in bytes: NATS's default largest message, so an
+// event any input takes could also come through a stream.
+inline constexpr size_t kMaxEventBytes = 1 << 20;
+
 // Validates and decodes one CloudEvent. Not thread-safe: one decoder per
 // thread (it caches compiled schema patterns).
 class EventDecoder {
@@ -80,7 +84,7 @@ class EventDecoder {
   // `schema_dir` holds events/TYPE.json (JSON Schemas of `data`); may be
   // empty. Unknown event types are accepted without a data check.
   static Result<std::unique_ptr<EventDecoder>> Create(const std::string& schema_dir,
-                                                      size_t max_bytes = 1 << 20);
+                                                      size_t max_bytes = kMaxEventBytes);
   ~EventDecoder();
 
   // Decodes a JSON text. `now` stamps events without `time`.
@@ -99,7 +103,7 @@ class EventDecoder {
   struct Schemas;
   EventDecoder() = default;
   std::unique_ptr<Schemas> schemas_;
-  size_t max_bytes_ = 1 << 20;
+  size_t max_bytes_ = kMaxEventBytes;
 };
 
 }  // namespace waymark

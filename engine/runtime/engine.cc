@@ -78,7 +78,7 @@ uint32_t PartitionOf(std::string_view key, uint32_t partitions) {
 }
 
 Status Engine::Start() {
-  auto decoder = EventDecoder::Create(options_.schemas_dir, options_.max_event_bytes);
+  auto decoder = EventDecoder::Create(options_.schemas_dir);
   if (!decoder.ok()) return decoder.status();
   decoder_ = std::move(decoder).value();
 

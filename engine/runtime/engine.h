@@ -33,7 +33,6 @@ struct EngineOptions {
   std::string schemas_dir = "schemas";
   std::string templates_dir;  // default: <journeys_dir>/templates
   bool event_clock = true;    // false: the wall clock
-  size_t max_event_bytes = 1 << 20;
   std::string default_from = "Waymark <noreply@waymark.example>";
   std::string unsubscribe_url = "https://waymark.example/unsubscribe";
   // Frequency cap per person (instance key) across journeys: at most

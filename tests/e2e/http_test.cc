@@ -330,8 +330,8 @@ TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
     stored = Count(db, "SELECT COUNT(*) FROM events");
   }
   EXPECT_EQ(stored, 2) << waymark::testing_util::ReadFile(err);
-  std::string reason = "a line of " + std::to_string((2 << 20) + 2) +
-                       " bytes, over the 1 MiB an event may have (its first 4096 bytes kept here)";
+  std::string reason = "event of " + std::to_string((2 << 20) + 2) +
+                       " bytes is over the 1048576-byte limit (its first 4096 bytes kept)";
   EXPECT_EQ(Count(db, ("SELECT COUNT(*) FROM dead_letters WHERE reason = '" + reason +
                        "' AND input = 'stdin:2'")
                           .c_str()),
