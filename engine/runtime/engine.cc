@@ -285,6 +285,20 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       out[index[k]].kind = InputOutcome::Kind::kDuplicate;
       continue;
     }
+    if (!options_.event_clock && e.time > wall_now + options_.max_event_lead) {
+      if (!mine[k]) {  // its own engine dead-letters it
+        ++summary_.other_partitions;
+        out[index[k]].kind = InputOutcome::Kind::kElsewhere;
+        continue;
+      }
+      const RawInput& in = *events[k].second;
+      std::string why = "dated " + FormatRfc3339(e.time) + ", more than " +
+                        dsl::DurationToString(options_.max_event_lead / kMicrosPerSecond) +
+                        " ahead of the wall clock (" + FormatRfc3339(wall_now) + ")";
+      DeadLetter(wall_now, in.position, why, in.text);
+      out[index[k]] = {InputOutcome::Kind::kDeadLetter, why};
+      continue;
+    }
     if (options_.event_clock) FireTimers(e.time);
     clock_ = std::max(clock_, e.time);
     if (!mine[k]) {

@@ -33,6 +33,10 @@ struct EngineOptions {
   std::string schemas_dir = "schemas";
   std::string templates_dir;  // default: <journeys_dir>/templates
   bool event_clock = true;    // false: the wall clock
+  // On the wall clock, an event dated more than this ahead of it is a dead
+  // letter: taken, it would move the engine's clock, and so every later
+  // entry's time and waits, as far ahead as it says.
+  Micros max_event_lead = 300'000'000;
   std::string default_from = "Waymark <noreply@waymark.example>";
   std::string unsubscribe_url = "https://waymark.example/unsubscribe";
   // Frequency cap per person (instance key) across journeys: at most

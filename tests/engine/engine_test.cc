@@ -160,6 +160,37 @@ TEST_F(EngineTest, ReentryAndConcurrencyRules) {
   EXPECT_EQ(engine_->summary().entries_refused.at("max_concurrent 1"), 1);
 }
 
+// On the wall clock, an event dated more than the allowed lead ahead of it
+// is a dead letter: taken, it moved the engine's clock, and every later
+// entry was stamped that far ahead (its waits with it).
+TEST_F(EngineTest, OnTheWallClockAnEventFromTheFarFutureIsADeadLetter) {
+  Journey("j", kSimple);
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  const Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
+  auto in = [](const std::string& id, const std::string& key, const std::string& time) {
+    return RawInput{"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
+  };
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({in("1", "far", "2027-03-01T10:00:00Z"), in("2", "near", "2026-03-01T10:04:59Z"),
+                    in("3", "now", "2026-03-01T10:00:00Z")},
+                   wall)
+          .ok());
+  // Entered at the clock the near event moved it to, not a year ahead.
+  ASSERT_EQ(Instances("j", "now").size(), 1u);
+  EXPECT_EQ(Instances("j", "now")[0].entered_at, ParseRfc3339("2026-03-01T10:04:59Z").value());
+  ASSERT_EQ(Instances("j", "near").size(), 1u);  // within the lead: taken
+  EXPECT_TRUE(Instances("j", "far").empty());
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].input, "t:1");
+  EXPECT_EQ(dead[0].reason,
+            "dated 2027-03-01T10:00:00Z, more than 5m ahead of the wall clock "
+            "(2026-03-01T10:00:00Z)");
+}
+
 TEST_F(EngineTest, ReentryOnce) {
   Journey("o", R"(journey o {
   entry { on user.signup }
