@@ -39,6 +39,9 @@ struct JetStream::Impl {
   bool up = true;
   uint64_t reconnects = 0;
   std::chrono::steady_clock::time_point lost_at;
+  std::string fetch_error;  // the last one reported; "": the last fetch worked
+  // When an empty fetch last asked whether the consumer is still there.
+  std::chrono::steady_clock::time_point consumer_checked;
 
   ~Impl() {
     natsStatistics_Destroy(stats);
@@ -202,6 +205,27 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
   cc.FilterSubject = kEventSubjects;
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr = jsErrCode(0);
+  if (committed > 0) {
+    // A stream's sequences are never reused: purged or expired messages
+    // keep theirs. A stream that ends before the store's position is
+    // another one (deleted and created again, or its server lost its
+    // storage), and reading it from the position would skip its first
+    // messages without a word.
+    jsStreamInfo* si = nullptr;
+    natsStatus s = js_GetStreamInfo(&si, m.js, o.stream.c_str(), nullptr, &jerr);
+    if (s != NATS_OK) return Status::Error("cannot read stream " + o.stream + ": " + Why(s, jerr));
+    uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    if (last < committed) {
+      return Status::Error(
+          "stream " + o.stream + " ends at sequence " + std::to_string(last) +
+          ", but the store has committed through " + std::to_string(committed) + " from " +
+          o.stream + "/" + o.consumer +
+          ": the stream was deleted and created again, or nats-server lost it. To read it from "
+          "its start, give [source] consumer a new name (events stored before are recognised "
+          "and skipped)");
+    }
+  }
   uint64_t delivered = 0;  // past `committed`, by a process that is gone
   natsStatus s =
       js_GetConsumerInfo(&ci, m.js, o.stream.c_str(), o.consumer.c_str(), nullptr, &jerr);
@@ -304,7 +328,30 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
   natsMsgList list = {nullptr, 0};
   jsErrCode jerr = jsErrCode(0);
   natsStatus s = natsSubscription_Fetch(&list, m.sub, int(max), options_.fetch_wait_ms, &jerr);
-  if (s == NATS_TIMEOUT) return out;
+  // A consumer that is gone (deleted, or with its stream) answers no fetch
+  // again, and a fetch from it only times out: asked after a failed fetch,
+  // and every 5 s while the fetches come back empty. That ends the run;
+  // the next one makes the consumer again from the store's position.
+  auto gone = [&]() -> Status {
+    m.consumer_checked = std::chrono::steady_clock::now();
+    if (natsConnection_Status(m.nc) != NATS_CONN_STATUS_CONNECTED) return Status();
+    jsConsumerInfo* ci = nullptr;
+    jsErrCode cerr = jsErrCode(0);
+    natsStatus c = js_GetConsumerInfo(&ci, m.js, options_.stream.c_str(), options_.consumer.c_str(),
+                                      nullptr, &cerr);
+    jsConsumerInfo_Destroy(ci);
+    if (c == NATS_NOT_FOUND || cerr == JSConsumerNotFoundErr || cerr == JSStreamNotFoundErr) {
+      return Status::Error("consumer " + options_.consumer + " of stream " + options_.stream +
+                           " is gone (deleted, or its stream was): " + Why(c, cerr) +
+                           "; a new run makes it again");
+    }
+    return Status();
+  };
+  if (s == NATS_TIMEOUT) {
+    if (std::chrono::steady_clock::now() - m.consumer_checked < std::chrono::seconds(5)) return out;
+    if (Status g = gone(); !g.ok()) return g;
+    return out;
+  }
   if (s != NATS_OK) {
     // Disconnected, reconnecting, or the server is restarting: the
     // connection retries forever; so does the caller, after a pause.
@@ -312,9 +359,17 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
     if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) {
       return Status::Error("NATS: " + Why(s, jerr));
     }
+    std::string why = Why(s, jerr);
+    if (Status g = gone(); !g.ok()) return g;
+    if (why != m.fetch_error) {
+      report_("nats: fetching from " + options_.stream + "/" + options_.consumer + " failed: " +
+              why + "; trying again every " + std::to_string(options_.fetch_wait_ms) + " ms");
+      m.fetch_error = why;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(options_.fetch_wait_ms));
     return out;
   }
+  m.fetch_error.clear();
   out.reserve(size_t(list.Count));
   for (int i = 0; i < list.Count; ++i) {
     natsMsg* msg = list.Msgs[i];

@@ -309,6 +309,82 @@ TEST_F(Nats, SigtermCommitsAcksAndExitsZero) {
   EXPECT_GT(delivered, 0u);
 }
 
+// A stream deleted and created again begins its sequences again: a run
+// that read it from the store's old position skipped its first messages
+// without a word. It is refused, and a new consumer name reads it from its
+// start, the events stored before skipped as repeats.
+TEST_F(Nats, AStreamCreatedAgainIsNotReadFromTheOldPosition) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  std::string out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << out;
+  {
+    NatsClient c(nats_);
+    c.DeleteStreams({"EVENTS"});
+  }
+  std::ifstream in(sample);
+  std::string line;
+  std::ofstream few(dir_ / "few.jsonl");
+  for (int i = 0; i < 5 && std::getline(in, line); ++i) few << line << "\n";  // stored already
+  few << R"({"specversion":"1.0","id":"new-1","source":"t","type":"user.signup","subject":"zed",)"
+      << R"("time":"2026-04-20T10:00:00Z","data":{"user_id":"zed","email":"zed@example.com",)"
+      << R"("first_name":"Zed","country":"DE","plan":"free","seats":1,"marketing_opt_in":true}})"
+      << "\n";
+  few.close();
+  Shell(bin_ + " publish " + (dir_ / "few.jsonl").string() + " --source " + nats_ + " 2>&1",
+        &status);
+  ASSERT_EQ(status, 0);
+  out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 3) << out;
+  EXPECT_NE(out.find("stream EVENTS ends at sequence 6, but the store has committed through"),
+            std::string::npos)
+      << out;
+  std::ofstream(dir_ / "waymark.toml") << "[source]\nconsumer = \"again\"\n";
+  out = Run("--source " + nats_, pg_, dir_ / "out", &status,
+            "--json --config " + (dir_ / "waymark.toml").string());
+  ASSERT_EQ(status, 0) << out;
+  nlohmann::json summary = nlohmann::json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(summary["events_by_type"], nlohmann::json({{"user.signup", 1}})) << out;
+  EXPECT_EQ(summary["duplicates"], 5) << out;
+}
+
+// A consumer deleted under a serving engine answers no fetch again: the
+// run ends (exit 3) saying so, where it idled without a word.
+TEST_F(Nats, AConsumerDeletedUnderARunningEngineEndsTheRun) {
+  std::string sample = root_ + "/journeys/sample_events.jsonl";
+  int status = 0;
+  Shell(bin_ + " publish " + sample + " --source " + nats_ + " 2>&1", &status);
+  pid_t pid = waymark::testing_util::Spawn(
+      {bin_, "run", "--source", nats_, "--journeys", root_ + "/journeys", "--schemas",
+       root_ + "/schemas", "--clock", "event", "--store", pg_, "--transport", "null:"},
+      (dir_ / "log").string());
+  waymark::testing_util::KillOnExit reap(pid);
+  NatsClient c(nats_);
+  // Once it has fetched (its consumer exists and has delivered).
+  uint64_t delivered = 0;
+  for (int i = 0; i < 1200 && delivered == 0; ++i) {  // 60 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    jsConsumerInfo* ci = nullptr;
+    if (js_GetConsumerInfo(&ci, c.js(), "EVENTS", "waymark", nullptr, nullptr) == NATS_OK) {
+      delivered = ci->Delivered.Stream;
+    }
+    jsConsumerInfo_Destroy(ci);
+  }
+  ASSERT_GT(delivered, 0u) << ReadFile(dir_ / "log");
+  ASSERT_EQ(js_DeleteConsumer(c.js(), "EVENTS", "waymark", nullptr, nullptr), NATS_OK);
+  for (int i = 0; i < 600 && pid != 0; ++i) {  // 60 s
+    if (waitpid(pid, &status, WNOHANG) == pid) pid = 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pid, 0) << "still running a minute after its consumer was deleted\n"
+                    << ReadFile(dir_ / "log");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3) << status;
+  EXPECT_NE(ReadFile(dir_ / "log").find("consumer waymark of stream EVENTS is gone"),
+            std::string::npos)
+      << ReadFile(dir_ / "log");
+}
+
 // GET /metrics beside a serving engine on the stream: its position and
 // lag follow the stream to its end, its counters never go back, and once
 // the engine is idle they say what the summary says when it stops.
