@@ -433,21 +433,34 @@ Result<uint64_t> JetStream::FirstSeq() {
   return first;
 }
 
+// The longest Waymark-Reason header value, in bytes.
+constexpr size_t kMaxReasonBytes = 2048;
+
 Status JetStream::PublishDeadLetter(const JetStreamMessage& jm, const std::string& reason) {
   Impl& m = *impl_;
   std::string subject = "deadletter." + jm.subject;
-  natsMsg* msg = nullptr;
-  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, jm.input.text.data(),
-                                int(jm.input.text.size()));
   std::string seq = std::to_string(jm.stream_seq);
-  // Header values are single lines.
-  std::string one_line = reason;
+  // Header values are single lines, and the reason is kept short.
+  std::string one_line = reason.substr(0, kMaxReasonBytes);
   for (char& c : one_line) {
     if (c == '\r' || c == '\n') c = ' ';
   }
+  // The message must fit the server's largest with its headers, or no
+  // try would ever take it and the stream would wait behind it for good:
+  // a body too long for that is cut (the store keeps the dead letter with
+  // its reason either way).
+  const size_t headers = 256 + one_line.size() + jm.subject.size() + options_.stream.size();
+  const size_t room = size_t(std::max<int64_t>(max_payload() - int64_t(headers), 0));
+  const std::string& body = jm.input.text;
+  const size_t kept = std::min(body.size(), room);
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, body.data(), int(kept));
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Waymark-Reason", one_line.c_str());
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Waymark-Stream-Seq", seq.c_str());
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Waymark-Subject", jm.subject.c_str());
+  if (s == NATS_OK && kept < body.size()) {
+    s = natsMsgHeader_Set(msg, "Waymark-Truncated", std::to_string(body.size()).c_str());
+  }
   jsPubOptions po;
   jsPubOptions_Init(&po);
   std::string id = options_.stream + ":" + seq;

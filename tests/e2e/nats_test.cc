@@ -700,6 +700,42 @@ TEST_F(Nats, ADeadLetterIsPublishedWhenTheEngineDiesAfterItsCommit) {
   EXPECT_EQ(t.exec1("SELECT count(*) FROM events WHERE source = 'app'")[0].as<int>(), 1);
 }
 
+// An invalid event as long as the server takes: its dead letter, with the
+// reason in headers, would not fit the server's largest message, and every
+// try to publish it failed, so the stream waited behind it for good. Its
+// body is cut to fit, with the length it had in a header.
+TEST_F(Nats, AnInvalidEventAsLongAsTheServerTakesIsADeadLetterAndTheStreamGoesOn) {
+  NatsClient c(nats_);
+  int status = 0;
+  std::string idle = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
+  std::string big = R"({"specversion":"1.0","source":"app","type":"cart.updated","data":")";
+  big += std::string((1 << 20) - 100 - big.size(), 'x') + R"("})";
+  ASSERT_TRUE(c.Publish("events.cart.updated", big));
+  ASSERT_TRUE(c.Publish("events.user.signup",
+                        R"({"specversion":"1.0","id":"s1","source":"app","type":"user.signup",)"
+                        R"("subject":"u1","time":"2026-03-02T10:00:00Z","data":{"user_id":"u1",)"
+                        R"("email":"u1@example.com","first_name":"Ana","country":"DE",)"
+                        R"("plan":"free","seats":1,"marketing_opt_in":true}})"));
+  // A minute at most: before, it kept trying for ever.
+  std::string out =
+      Shell("timeout -k 2 60 " + bin_ + " run --source " + nats_ + " --journeys " + root_ +
+                "/journeys --schemas " + root_ + "/schemas --clock event --until-idle --store " +
+                pg_ + " --transport null: 2>&1",
+            &status);
+  EXPECT_EQ(status, 0) << out.substr(0, 2000);
+  auto dead = c.Messages("EVENTS_DEAD");
+  ASSERT_EQ(dead.size(), 1u) << out.substr(0, 2000);
+  EXPECT_EQ(dead[0].headers.at("Waymark-Reason"), "missing required CloudEvents attribute 'id'");
+  EXPECT_EQ(dead[0].headers.at("Waymark-Truncated"), std::to_string(big.size()));
+  EXPECT_EQ(dead[0].data, big.substr(0, dead[0].data.size()));
+  EXPECT_GT(dead[0].data.size(), size_t(1 << 19));
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(t.exec1("SELECT count(*) FROM dead_letters")[0].as<int>(), 1);
+  EXPECT_EQ(t.exec1("SELECT count(*) FROM events WHERE id = 's1'")[0].as<int>(), 1);
+}
+
 // An event without a `time` takes the time the stream stored it, not the
 // reading engine's clock: every engine reading the message (partitions, a
 // restarted engine) gives it the same time.
