@@ -119,7 +119,11 @@ Status Engine::Start() {
     std::string id = i.id;
     active_.emplace(id, std::move(i));
   }
-  auto watching = store_->GoalWatchingInstances(clock_);
+  // Windows that closed before the clock cannot count a goal again (no
+  // row is rewritten when its window closes): on the wall clock that is
+  // now; on the event clock, the running instances' latest time.
+  auto watching =
+      store_->GoalWatchingInstances(options_.event_clock ? clock_ : std::max(clock_, WallNow()));
   if (!watching.ok()) return watching.status();
   for (Instance& i : watching.value()) {
     if (!Mine(i.key)) continue;

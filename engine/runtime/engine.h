@@ -183,6 +183,8 @@ class Engine {
   // throttle may go (only sends whose journey time has come).
   std::optional<Micros> NextRetry() const;
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
+  // Finished instances held in memory for their open goal windows.
+  size_t watching_goals() const { return watching_.size(); }
   const RunSummary& summary() const { return summary_; }
   // With `dispatch` false: inputs still waiting for a send this engine has
   // not decided (RawInput::after_send).

@@ -18,6 +18,7 @@ struct Metrics::Copy {
   RunSummary summary;
   std::map<std::string, int64_t> routed;  // events_by_type, types some journey listens to
   int64_t held = 0;
+  int64_t watching = 0;      // finished instances with open goal windows
   Micros clock = 0, at = 0;  // the engine's clock; when the copy was taken
   CommitTimes commits;
 };
@@ -156,6 +157,7 @@ void Metrics::Publish(const Engine& e) {
   }
   c->at = WallNow();
   c->held = int64_t(e.held_sends());
+  c->watching = int64_t(e.watching_goals());
   c->clock = e.clock();
   c->commits = e.committer().times();
   std::shared_ptr<const Copy> old;
@@ -217,6 +219,8 @@ std::string Metrics::Text() const {
   w.One("waymark_timers_fired_total", "counter", "Waits that timed out.", s.timers_fired);
   by_journey("waymark_instances_waiting", "gauge", "Running instances held in memory, by journey.",
              &RunSummary::Instances::waiting);
+  w.One("waymark_instances_watching_goals", "gauge",
+        "Finished instances held in memory while their goal windows are open.", copy->watching);
 
   w.One("waymark_sends_capped_total", "counter", "Sends the frequency cap stopped.", s.capped);
   w.One("waymark_sends_deferred_total", "counter", "Sends the frequency cap put off.", s.deferred);

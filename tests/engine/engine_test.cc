@@ -542,6 +542,45 @@ TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
   EXPECT_EQ(report.value().divergences, 0) << report.value().problems.front();
 }
 
+// On the wall clock a restart holds only the finished instances whose
+// goal windows are still open: it loaded every finished instance that ever
+// had one (the windows were bounded by the clock of the running instances,
+// 0 with none), to drop them at the first event.
+TEST_F(EngineTest, ARestartOnTheWallClockHoldsOnlyOpenGoalWindows) {
+  Journey("week", R"(journey week {
+  entry { on user.signup }
+  goal bought on order.placed within 7d
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  Journey("years", R"(journey years {
+  entry { on user.signup }
+  goal bought on order.placed within 3000d
+  step s { end }
+})");
+  Metrics metrics("9.9.9");
+  EngineOptions o;
+  o.event_clock = false;
+  o.metrics = &metrics;
+  Start(o);
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:1",
+                     Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+                     {},
+                     {}}},
+                   WallNow())
+          .ok());
+  auto watching = [&] {
+    auto m = testing_util::ParseExposition(metrics.Text());
+    EXPECT_EQ(m.error, "");
+    return m.At("waymark_instances_watching_goals");
+  };
+  EXPECT_EQ(watching(), 2);  // both finished, both windows open at their time
+  Start(o);
+  ASSERT_TRUE(engine_->Flush(WallNow()).ok());
+  EXPECT_EQ(watching(), 1);  // the week closed long before now
+}
+
 // Two engines share a store, one partition each. The second reads the
 // stream after the first has stored its events: those are another
 // partition's, not repeats, and they move its clock, so its timer fires at
