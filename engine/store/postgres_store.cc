@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string_view>
@@ -362,7 +363,8 @@ int SchemaVersion(pqxx::transaction_base& t) {
 class PostgresStore : public Store {
  public:
   Status Open(const std::string& url, Reconnect reconnect) {
-    url_ = url;
+    shown_ = RedactedUrl(url);
+    url_ = WithNetworkTimeouts(url);
     reconnect_ = std::move(reconnect);
     if (Status s = AwaitServer(); !s.ok()) return s;
     return Guard("opening the store", [&]() -> Status {
@@ -372,7 +374,7 @@ class PostgresStore : public Store {
         int v = SchemaVersion(t);
         if (v == 0) {
           return Status::Error("the database has no waymark schema: run `waymark migrate --store " +
-                               Redacted(url_) + "`");
+                               shown_ + "`");
         }
         if (v > kPostgresSchemaVersion) {
           return Status::Error("the database has schema version " + std::to_string(v) +
@@ -758,16 +760,6 @@ class PostgresStore : public Store {
   }
 
  private:
-  // A URL without its password, for messages.
-  static std::string Redacted(const std::string& url) {
-    size_t scheme = url.find("://");
-    size_t at = url.find('@');
-    if (scheme == std::string::npos || at == std::string::npos) return url;
-    size_t colon = url.find(':', scheme + 3);
-    if (colon == std::string::npos || colon > at) return url;
-    return url.substr(0, colon) + ":***" + url.substr(at);
-  }
-
   enum class Side { kRead, kWrite };
 
   // A transaction whose COMMIT was sent and whose answer was lost.
@@ -888,11 +880,10 @@ class PostgresStore : public Store {
     for (int attempt = 0;; ++attempt) {
       PGPing ping = PQping(url_.c_str());
       if (ping != PQPING_REJECT && ping != PQPING_NO_RESPONSE) return Status();
-      if (!said) Report("postgresql: waiting for the server at " + Redacted(url_));
+      if (!said) Report("postgresql: waiting for the server at " + shown_);
       said = true;
       if (!Pause(attempt + 1)) {
-        return Status::Error("postgresql: stopped while waiting for the server at " +
-                             Redacted(url_));
+        return Status::Error("postgresql: stopped while waiting for the server at " + shown_);
       }
     }
   }
@@ -1193,7 +1184,8 @@ class PostgresStore : public Store {
     }
   }
 
-  std::string url_;
+  std::string url_;    // with the network timeouts
+  std::string shown_;  // as given, its password masked: for messages
   Reconnect reconnect_;
   // The writer's is used by Commit's thread, the reader's by the other
   // methods'; each is replaced only on its own thread.
@@ -1202,10 +1194,70 @@ class PostgresStore : public Store {
 
 }  // namespace
 
+namespace {
+
+// The parameters of a URL's query, `key=value` separated by '&'.
+std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url) {
+  std::vector<std::pair<std::string_view, size_t>> keys;  // key, where its value starts
+  size_t q = url.find('?');
+  if (q == std::string_view::npos) return keys;
+  for (size_t at = q + 1; at < url.size();) {
+    size_t end = std::min(url.find('&', at), url.size());
+    size_t eq = url.find('=', at);
+    if (eq != std::string_view::npos && eq < end)
+      keys.emplace_back(url.substr(at, eq - at), eq + 1);
+    at = end + 1;
+  }
+  return keys;
+}
+
+}  // namespace
+
+std::string WithNetworkTimeouts(const std::string& url) {
+  static constexpr std::pair<std::string_view, std::string_view> kDefaults[] = {
+      {"connect_timeout", "10"},
+      {"keepalives_idle", "30"},
+      {"keepalives_interval", "10"},
+      {"keepalives_count", "3"},
+      {"tcp_user_timeout", "60000"}};
+  auto keys = QueryKeys(url);
+  std::string out = url;
+  char sep =
+      url.find('?') == std::string::npos ? '?' : (out.back() == '?' || out.back() == '&' ? 0 : '&');
+  for (const auto& [key, value] : kDefaults) {
+    if (std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k.first == key; }))
+      continue;
+    if (key == "connect_timeout" && std::getenv("PGCONNECT_TIMEOUT")) continue;
+    if (sep) out += sep;
+    out.append(key).append("=").append(value);
+    sep = '&';
+  }
+  return out;
+}
+
+std::string RedactedUrl(const std::string& url) {
+  std::string out = url;
+  // The parameters first: masking the user part moves what follows it.
+  auto keys = QueryKeys(url);
+  for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
+    if (k->first != "password") continue;
+    size_t end = std::min(out.find('&', k->second), out.size());
+    out.replace(k->second, end - k->second, "***");
+  }
+  size_t scheme = out.find("://");
+  size_t at = out.find('@');
+  size_t q = out.find('?');
+  if (scheme == std::string::npos || at == std::string::npos || (q != std::string::npos && at > q))
+    return out;
+  size_t colon = out.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return out;
+  return out.substr(0, colon) + ":***" + out.substr(at);
+}
+
 Result<bool> CommitLanded(const std::string& url, const std::string& xid, int backend,
                           const Batch& batch) {
   return Guard("commit in doubt", [&]() -> Result<bool> {
-    pqxx::connection c(url);
+    pqxx::connection c(WithNetworkTimeouts(url));
     return CommitLandedOn(c, xid, backend, batch, nullptr);
   });
 }
@@ -1224,7 +1276,7 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_versi
                          ")");
   }
   return Guard("migrate", [&]() -> Result<std::pair<int, int>> {
-    pqxx::connection c(url);
+    pqxx::connection c(WithNetworkTimeouts(url));
     int from = -1, to = 0;
     for (;;) {
       pqxx::work t(c);

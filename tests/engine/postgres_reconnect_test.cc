@@ -179,6 +179,41 @@ class Proxy {
   std::vector<std::thread> pumps_;  // touched by the acceptor, then joined
 };
 
+// libpq's own defaults wait for ever to connect and about two hours for a
+// host that vanished without a reset: the store adds timeouts the URL does
+// not set, and never shows a password.
+TEST(PostgresUrl, NetworkTimeoutsAreAddedWhereTheUrlSetsNone) {
+  const char* env = std::getenv("PGCONNECT_TIMEOUT");
+  std::string saved = env ? env : "";
+  unsetenv("PGCONNECT_TIMEOUT");
+  const std::string all =
+      "connect_timeout=10&keepalives_idle=30&keepalives_interval=10&keepalives_count=3&"
+      "tcp_user_timeout=60000";
+  EXPECT_EQ(WithNetworkTimeouts("postgresql://u@h:5/db"), "postgresql://u@h:5/db?" + all);
+  EXPECT_EQ(WithNetworkTimeouts("postgresql://u@h:5/db?"), "postgresql://u@h:5/db?" + all);
+  EXPECT_EQ(WithNetworkTimeouts("postgresql://h/db?sslmode=disable&keepalives_idle=5"),
+            "postgresql://h/db?sslmode=disable&keepalives_idle=5&connect_timeout=10&"
+            "keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000");
+  setenv("PGCONNECT_TIMEOUT", "3", 1);
+  EXPECT_EQ(WithNetworkTimeouts("postgresql://h/db"),
+            "postgresql://h/db?keepalives_idle=30&keepalives_interval=10&keepalives_count=3&"
+            "tcp_user_timeout=60000");
+  if (saved.empty()) {
+    unsetenv("PGCONNECT_TIMEOUT");
+  } else {
+    setenv("PGCONNECT_TIMEOUT", saved.c_str(), 1);
+  }
+  EXPECT_EQ(RedactedUrl("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
+  EXPECT_EQ(RedactedUrl("postgresql://u@h:5/db?password=secret&sslmode=require"),
+            "postgresql://u@h:5/db?password=***&sslmode=require");
+  EXPECT_EQ(RedactedUrl("postgresql://h/db?user=u&password=pw"),
+            "postgresql://h/db?user=u&password=***");
+  EXPECT_EQ(RedactedUrl("postgresql://u:a@h/db?password=b"),
+            "postgresql://u:***@h/db?password=***");
+  EXPECT_EQ(RedactedUrl("postgresql://h/db?application_name=x@y:z"),
+            "postgresql://h/db?application_name=x@y:z");
+}
+
 class PostgresReconnect : public testing::Test {
  protected:
   void SetUp() override {
