@@ -462,6 +462,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   auto sub = js.Subscribe(committed);
   if (!sub.ok()) return sub.status();
   uint64_t isolate_until = 0, poison = 0;
+  bool poison_next = false;  // the next message taken is the poison
   if (sub.value() > committed) {
     // The last process died holding messages after `committed`, before
     // committing them. Count it (a commit resets the count). What it held
@@ -472,7 +473,9 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     e.SetPosition({name, committed, restarts});
     if (Status s = e.Flush(WallNow()); !s.ok()) return s;
     isolate_until = sub.value();
-    if (restarts + 1 >= so.max_deliver) poison = committed + 1;
+    // The message after the position is the first one the probe takes
+    // (one after it when it was deleted from the stream).
+    poison_next = restarts + 1 >= so.max_deliver;
     std::cerr << "waymark run: resuming " << name << " after " << committed << " (restart "
               << restarts << " over message " << committed + 1 << ")\n";
   }
@@ -617,6 +620,8 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       taken = m.stream_seq;
       if (m.stream_seq <= isolate_until) {
         uint64_t seq = m.stream_seq;
+        if (poison_next) poison = seq;
+        poison_next = false;
         probe.push_back(std::move(m));
         if (probe.size() >= stride || seq == isolate_until) {
           if (Status s = commit_probe(); !s.ok()) return s;

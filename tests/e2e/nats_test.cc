@@ -601,6 +601,54 @@ TEST_F(Nats, MessagesLostInFlightAreReadInTheirPlace) {
 // and, once the engine has stopped max_deliver - 1 times in a row before
 // it, becomes a dead letter with the reason; so does a message that is not JSON; and the events
 // around them are processed: the stream does not stall.
+// The poison is the first message after the position that the engine
+// takes, not the sequence after it: with that one deleted from the stream,
+// the engine died on the next for ever, looking for a message that was
+// not there.
+TEST_F(Nats, APoisonMessageAfterADeletedOneIsFound) {
+  fs::path config = dir_ / "waymark.toml";
+  std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nmax_deliver = 3\n";
+  NatsClient c(nats_);
+  auto signup = [](const std::string& id, const std::string& user) {
+    return R"({"specversion":"1.0","id":")" + id +
+           R"(","source":"app","type":"user.signup","subject":")" + user +
+           R"(","time":"2026-03-02T10:00:00Z","data":{"email":")" + user +
+           R"(@example.com","user_id":")" + user +
+           R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
+           R"("seats":1,"marketing_opt_in":true}})";
+  };
+  int status = 0;
+  std::string run = bin_ + " run --config " + config.string() + " --journeys " + root_ +
+                    "/journeys --schemas " + root_ +
+                    "/schemas --clock event --until-idle --store " + pg_ +
+                    " --transport file:" + (dir_ / "out").string() + " 2>&1";
+  std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("g0", "u0")));  // 1
+  std::string first = Shell(run, &status);
+  ASSERT_EQ(status, 0) << first;                                     // the position is 1
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("x", "u9")));   // 2, deleted below
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("p1", "u1")));  // 3, the poison
+  ASSERT_TRUE(c.Publish("events.user.signup", signup("g1", "u2")));  // 4
+  ASSERT_EQ(js_DeleteMsg(c.js(), "EVENTS", 2, nullptr, nullptr), NATS_OK);
+  std::string crash = "WAYMARK_FAILPOINT_ABORT_ON_EVENT_ID=p1 timeout -k 2 60 ";
+  std::vector<std::string> runs;
+  for (int i = 0; i < 2; ++i) {
+    runs.push_back(Shell(crash + run, &status));
+    ASSERT_TRUE(WIFSIGNALED(status) || WEXITSTATUS(status) != 0) << runs.back();
+  }
+  std::string out = Shell(crash + run, &status);
+  ASSERT_EQ(status, 0) << runs[0] << runs[1] << out;
+  auto dead = c.Messages("EVENTS_DEAD");
+  ASSERT_EQ(dead.size(), 1u) << out;
+  EXPECT_EQ(dead[0].data, signup("p1", "u1"));
+  EXPECT_EQ(dead[0].headers.at("Waymark-Reason"),
+            "the engine stopped 2 times in a row before committing it (max_deliver 3)");
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(t.exec1("SELECT count(*) FROM events WHERE id IN ('g0', 'g1')")[0].as<int>(), 2);
+}
+
 TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
   fs::path config = dir_ / "waymark.toml";
   std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nmax_deliver = 3\n";
