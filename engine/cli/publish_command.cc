@@ -62,8 +62,8 @@ int Publish(const PublishOptions& o) {
     return kExitUsage;
   }
   JetStream& j = *js.value();
-  // The event and its headers in one message of at most the server's
-  // max_payload; 512 bytes is ample for the headers.
+  // The event and its headers (Nats-Msg-Id, from its source and id, checked
+  // below) in one message of at most the server's max_payload.
   const size_t max_line = size_t(std::max<int64_t>(j.max_payload() - 512, 0));
   bool tty = isatty(STDERR_FILENO);
   auto last_progress = std::chrono::steady_clock::now();
@@ -106,7 +106,14 @@ int Publish(const PublishOptions& o) {
              " bytes; no spaces, '*', '>' or empty parts)");
       continue;
     }
-    if (Status s = j.PublishAsync(subject, MsgId(source, id), line); !s.ok()) {
+    std::string msg_id = MsgId(source, id);
+    if (line.size() + msg_id.size() + 64 > size_t(j.max_payload())) {
+      refuse("with its Nats-Msg-Id header (" + std::to_string(msg_id.size()) +
+             " bytes: its source and id) more than the server takes in a message (" +
+             std::to_string(j.max_payload()) + ")");
+      continue;
+    }
+    if (Status s = j.PublishAsync(subject, msg_id, line); !s.ok()) {
       // The connection, not the line: stop reading, settle what is in flight.
       stopped = o.input + ":" + std::to_string(lineno) + ": " + s.message();
       break;

@@ -414,6 +414,10 @@ void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& m
       size_t read = 0;
       Status failed;
       for (uint64_t seq = from; first.ok() && seq < m.stream_seq; ++seq) {
+        if (g_stop) {  // a long gap is one request per message
+          failed = Status::Error("stopping");
+          break;
+        }
         auto got = js.Get(seq);
         if (!got.ok()) {
           failed = got.status();

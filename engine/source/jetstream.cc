@@ -325,6 +325,13 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
   Impl& m = *impl_;
   WatchConnection();
   std::vector<JetStreamMessage> out;
+  if (!m.up) {
+    // A pull request made now would wait in the reconnect buffer, and all
+    // of them would be answered at once on reconnecting, far past what the
+    // subscription holds: wait for the connection instead.
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.fetch_wait_ms));
+    return out;
+  }
   natsMsgList list = {nullptr, 0};
   jsErrCode jerr = jsErrCode(0);
   natsStatus s = natsSubscription_Fetch(&list, m.sub, int(max), options_.fetch_wait_ms, &jerr);

@@ -828,6 +828,13 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
       "cd " + dir_.string() + " && " + bin_ + " publish --source " + nats_ + " /dev/null 2>&1",
       &status);
   ASSERT_EQ(status, 0) << out;
+  // The longest line publish takes (the server's 1 MiB less 512 bytes),
+  // with an id so long that its Nats-Msg-Id header needs more than that.
+  std::string at_most = R"({"specversion":"1.0","source":"s","id":")" + std::string(500, 'i') +
+                        R"(","type":"user.signup","subject":"u1","data":{"pad":"")";
+  at_most.insert(at_most.size() - 1, (1 << 20) - 512 - 2 - at_most.size(), ' ');
+  at_most += "}}";
+  ASSERT_EQ(at_most.size(), size_t((1 << 20) - 512));
   {
     std::ofstream in(dir_ / "events.jsonl");
     in << ev("a b", "c", "user.signup") << "\n"   // 1
@@ -837,7 +844,9 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
               ev("s", "big", "user.signup").substr(40)
        << "\n"                                             // 4: 2 MiB, past max_payload
        << ev("s", "long", std::string(5000, 't')) << "\n"  // 5: a type too long
-       << ev("s", "last", "user.signup") << "\n";          // 6
+       << at_most  // 6: as long as a line may be, but not with its Nats-Msg-Id
+       << "\n"
+       << ev("s", "last", "user.signup") << "\n";  // 7
   }
   out =
       Shell(bin_ + " publish --source " + nats_ + " " + (dir_ / "events.jsonl").string() + " 2>&1",
@@ -847,7 +856,8 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
       << out;
   for (const char* line :
        {"events.jsonl:3: not published: its id or source holds a control",
-        "events.jsonl:4: not published: 2097", "events.jsonl:5: not published: type"}) {
+        "events.jsonl:4: not published: 2097", "events.jsonl:5: not published: type",
+        "events.jsonl:6: not published: with its Nats-Msg-Id header (504 bytes"}) {
     EXPECT_NE(out.find(line), std::string::npos) << line << "\n" << out;
   }
   NatsClient c(nats_);
