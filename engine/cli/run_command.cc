@@ -285,7 +285,9 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
                   bool as_json) {
   const RunSummary& s = e.summary();
   const RunSummary::Instances all = s.instances();
-  auto dead = store.DeadLetters();
+  // The last few, named in the text summary.
+  auto dead = as_json ? Result<std::vector<DeadLetterRow>>(std::vector<DeadLetterRow>{})
+                      : store.DeadLetters(5);
   nlohmann::json reconnects = nlohmann::json::object();
   if (r.nats) reconnects["nats"] = *r.nats;
   if (r.postgresql) reconnects["postgresql"] = *r.postgresql;
@@ -369,9 +371,8 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   for (const auto& [_, n] : s.dead_letters) dl += n;
   std::cout << "  dead letters: " << dl << "\n";
   for (const auto& [why, n] : s.dead_letters) std::cout << "    " << why << ": " << n << "\n";
-  if (dead.ok() && !dead.value().empty()) {
-    size_t shown = 0;
-    for (auto it = dead.value().rbegin(); it != dead.value().rend() && shown < 5; ++it, ++shown) {
+  if (dead.ok()) {
+    for (auto it = dead.value().rbegin(); it != dead.value().rend(); ++it) {
       std::cout << "      " << it->input << ": " << it->reason << "\n";
     }
   }

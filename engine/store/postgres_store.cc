@@ -295,10 +295,11 @@ bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, co
             b.results[0].send_seq, b.results[0].attempt);
       }
       // A batch of events and dead letters only (inputs that start no
-      // journey, over HTTP): its new events carry the ID, else its dead
-      // letters (a scan: they have no key the batch knows, and this path
-      // is rare). Neither: its events were all repeats, and writing it
-      // again (suppressions and journey versions are upserts) is harmless.
+      // journey, over HTTP): its new events carry the ID, else its first
+      // dead letter, by its time, input and reason (a scan: dead letters
+      // have no key the batch knows, and this path is rare). Neither: its
+      // events were all repeats, and writing it again (suppressions and
+      // journey versions are upserts) is harmless.
       if (!b.events.empty()) {
         std::vector<rows::EventRef> refs;
         refs.reserve(b.events.size());
@@ -310,8 +311,12 @@ bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, co
           return true;
         }
       }
-      return !b.dead_letters.empty() &&
-             carries("SELECT 1 FROM dead_letters WHERE xmin::TEXT = $1 LIMIT 1");
+      if (b.dead_letters.empty()) return false;
+      const DeadLetterRow& d = b.dead_letters[0];
+      return carries(
+          "SELECT 1 FROM dead_letters WHERE time = $1 AND input = $2 AND reason = $3 AND "
+          "xmin::TEXT = $4 LIMIT 1",
+          d.time, d.input, d.reason);
     }
     if (!keep_trying || !keep_trying()) {
       throw std::runtime_error("stopped while transaction " + xid + " was still in progress");
@@ -360,17 +365,27 @@ int SchemaVersion(pqxx::transaction_base& t) {
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
   "requested_at, not_before, cap_counted, context"
 
+// Stored text is UTF-8 (StorableText), with U+FFFD standing in for NUL:
+// a database in another encoding would refuse some of it, or change it.
+Status CheckEncoding(pqxx::transaction_base& t) {
+  std::string enc = t.exec1("SHOW server_encoding")[0].as<std::string>();
+  if (enc == "UTF8") return Status();
+  return Status::Error("the database's encoding is " + enc +
+                       "; waymark stores UTF-8 text: create the database with ENCODING 'UTF8'");
+}
+
 class PostgresStore : public Store {
  public:
   Status Open(const std::string& url, Reconnect reconnect) {
     shown_ = RedactedUrl(url);
-    url_ = WithNetworkTimeouts(url);
+    url_ = WithConnectionDefaults(url);
     reconnect_ = std::move(reconnect);
     if (Status s = AwaitServer(); !s.ok()) return s;
     return Guard("opening the store", [&]() -> Status {
       {
         pqxx::connection c(url_);
         pqxx::read_transaction t(c);
+        if (Status s = CheckEncoding(t); !s.ok()) return s;
         int v = SchemaVersion(t);
         if (v == 0) {
           return Status::Error("the database has no waymark schema: run `waymark migrate --store " +
@@ -604,11 +619,12 @@ class PostgresStore : public Store {
     });
   }
 
-  Result<std::vector<DeadLetterRow>> DeadLetters() override {
+  Result<std::vector<DeadLetterRow>> DeadLetters(size_t latest) override {
+    const int64_t limit = int64_t(std::min<size_t>(latest, INT64_MAX));
     return Retry(Side::kRead, "dead letters", [&]() -> Result<std::vector<DeadLetterRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<DeadLetterRow> out;
-      for (const auto& row : t.exec_prepared("dead_letters")) {
+      for (const auto& row : t.exec_prepared("dead_letters", limit)) {
         out.push_back({row[0].as<int64_t>(), row[1].as<int64_t>(), row[2].as<std::string>(),
                        row[3].as<std::string>(), Unhex(row[4].as<std::string>())});
       }
@@ -667,11 +683,20 @@ class PostgresStore : public Store {
 
   // replace: a command's entries replace what is there; a batch's
   // (bounces) leave an existing entry as it is.
+  // Entries are written in their order, then the version row, by every
+  // writer (engines, `waymark suppress`): two transactions writing the
+  // same entries lock them in the same order and cannot deadlock.
   static void WriteSuppressions(pqxx::work& t, const std::vector<SuppressionRow>& rows,
                                 bool replace) {
-    for (const SuppressionRow& r : rows) {
-      t.exec_prepared(replace ? "suppress_replace" : "suppress_keep", r.entry, r.scope, r.reason,
-                      r.source, r.created_at);
+    std::vector<const SuppressionRow*> sorted;
+    sorted.reserve(rows.size());
+    for (const SuppressionRow& r : rows) sorted.push_back(&r);
+    std::stable_sort(
+        sorted.begin(), sorted.end(),
+        [](const SuppressionRow* a, const SuppressionRow* b) { return a->entry < b->entry; });
+    for (const SuppressionRow* r : sorted) {
+      t.exec_prepared(replace ? "suppress_replace" : "suppress_keep", r->entry, r->scope, r->reason,
+                      r->source, r->created_at);
     }
     t.exec_prepared("bump_suppressions");
   }
@@ -938,7 +963,8 @@ class PostgresStore : public Store {
               "SELECT not_before FROM sends WHERE person = $1 AND cap_counted AND "
               "not_before >= $2 ORDER BY not_before");
     r.prepare("dead_letters",
-              "SELECT id, time, input, reason, encode(raw, 'hex') FROM dead_letters ORDER BY id");
+              "SELECT id, time, input, reason, encode(raw, 'hex') FROM (SELECT * FROM dead_letters "
+              "ORDER BY id DESC LIMIT $1) AS latest ORDER BY id");
     r.prepare("position", "SELECT seq, restarts FROM source_positions WHERE source = $1");
     r.prepare("suppressions",
               "SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
@@ -1213,13 +1239,10 @@ std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url)
 
 }  // namespace
 
-std::string WithNetworkTimeouts(const std::string& url) {
+std::string WithConnectionDefaults(const std::string& url) {
   static constexpr std::pair<std::string_view, std::string_view> kDefaults[] = {
-      {"connect_timeout", "10"},
-      {"keepalives_idle", "30"},
-      {"keepalives_interval", "10"},
-      {"keepalives_count", "3"},
-      {"tcp_user_timeout", "60000"}};
+      {"connect_timeout", "10"}, {"keepalives_idle", "30"},     {"keepalives_interval", "10"},
+      {"keepalives_count", "3"}, {"tcp_user_timeout", "60000"}, {"client_encoding", "UTF8"}};
   auto keys = QueryKeys(url);
   std::string out = url;
   char sep =
@@ -1257,7 +1280,7 @@ std::string RedactedUrl(const std::string& url) {
 Result<bool> CommitLanded(const std::string& url, const std::string& xid, int backend,
                           const Batch& batch) {
   return Guard("commit in doubt", [&]() -> Result<bool> {
-    pqxx::connection c(WithNetworkTimeouts(url));
+    pqxx::connection c(WithConnectionDefaults(url));
     return CommitLandedOn(c, xid, backend, batch, nullptr);
   });
 }
@@ -1276,10 +1299,11 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_versi
                          ")");
   }
   return Guard("migrate", [&]() -> Result<std::pair<int, int>> {
-    pqxx::connection c(WithNetworkTimeouts(url));
+    pqxx::connection c(WithConnectionDefaults(url));
     int from = -1, to = 0;
     for (;;) {
       pqxx::work t(c);
+      if (Status s = CheckEncoding(t); !s.ok()) return s;
       // One migrator at a time; the lock ends with the transaction.
       t.exec("SELECT pg_advisory_xact_lock(7345612)");
       t.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");

@@ -29,13 +29,15 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_versi
 Result<bool> CommitLanded(const std::string& url, const std::string& xid, int backend,
                           const Batch& batch);
 
-// The URL the store connects with: `url` with libpq's network timeouts
-// added where it sets none (connect_timeout=10, keepalives_idle=30,
+// The URL the store connects with: `url` with these added where it sets
+// none: network timeouts (connect_timeout=10, keepalives_idle=30,
 // keepalives_interval=10, keepalives_count=3, tcp_user_timeout=60000;
-// connect_timeout not when PGCONNECT_TIMEOUT is set). libpq's own
+// connect_timeout not when PGCONNECT_TIMEOUT is set), since libpq's own
 // defaults wait for ever to connect and about two hours for a host that
-// vanished without a reset, deaf to SIGTERM.
-std::string WithNetworkTimeouts(const std::string& url);
+// vanished without a reset, deaf to SIGTERM; and client_encoding=UTF8, the
+// encoding of the text the store sends (PGCLIENTENCODING could say
+// otherwise).
+std::string WithConnectionDefaults(const std::string& url);
 
 // `url` for messages: a password, in the user part or as a `password=`
 // parameter, as ***.

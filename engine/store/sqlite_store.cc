@@ -470,8 +470,11 @@ class SqliteStore : public Store {
     return out;
   }
 
-  Result<std::vector<DeadLetterRow>> DeadLetters() override {
-    Stmt& q = S("SELECT id, time, input, reason, raw FROM dead_letters ORDER BY id");
+  Result<std::vector<DeadLetterRow>> DeadLetters(size_t latest) override {
+    Stmt& q =
+        S("SELECT id, time, input, reason, raw FROM (SELECT * FROM dead_letters ORDER BY id DESC "
+          "LIMIT ?1) ORDER BY id");
+    q.Bind(1, int64_t(std::min<size_t>(latest, INT64_MAX)));
     std::vector<DeadLetterRow> out;
     Status st;
     while (q.Next(st)) out.push_back({q.Int(0), q.Int(1), q.Text(2), q.Text(3), q.Text(4)});

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cctype>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -237,7 +238,8 @@ class Store {
   // When the sends to `person` that count toward the frequency cap go out
   // (their not_before), for those at or after `since`; ascending.
   virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) = 0;
-  virtual Result<std::vector<DeadLetterRow>> DeadLetters() = 0;
+  // The latest `latest` dead letters (all by default), oldest first.
+  virtual Result<std::vector<DeadLetterRow>> DeadLetters(size_t latest = SIZE_MAX) = 0;
   virtual Result<StoreCounts> Counts() = 0;
   // The position of a stream source; nullopt when it never committed.
   virtual Result<std::optional<SourcePosition>> Position(const std::string& source) = 0;

@@ -182,22 +182,23 @@ class Proxy {
 // libpq's own defaults wait for ever to connect and about two hours for a
 // host that vanished without a reset: the store adds timeouts the URL does
 // not set, and never shows a password.
-TEST(PostgresUrl, NetworkTimeoutsAreAddedWhereTheUrlSetsNone) {
+TEST(PostgresUrl, TimeoutsAndTheEncodingAreAddedWhereTheUrlSetsNone) {
   const char* env = std::getenv("PGCONNECT_TIMEOUT");
   std::string saved = env ? env : "";
   unsetenv("PGCONNECT_TIMEOUT");
   const std::string all =
       "connect_timeout=10&keepalives_idle=30&keepalives_interval=10&keepalives_count=3&"
-      "tcp_user_timeout=60000";
-  EXPECT_EQ(WithNetworkTimeouts("postgresql://u@h:5/db"), "postgresql://u@h:5/db?" + all);
-  EXPECT_EQ(WithNetworkTimeouts("postgresql://u@h:5/db?"), "postgresql://u@h:5/db?" + all);
-  EXPECT_EQ(WithNetworkTimeouts("postgresql://h/db?sslmode=disable&keepalives_idle=5"),
-            "postgresql://h/db?sslmode=disable&keepalives_idle=5&connect_timeout=10&"
-            "keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000");
+      "tcp_user_timeout=60000&client_encoding=UTF8";
+  EXPECT_EQ(WithConnectionDefaults("postgresql://u@h:5/db"), "postgresql://u@h:5/db?" + all);
+  EXPECT_EQ(WithConnectionDefaults("postgresql://u@h:5/db?"), "postgresql://u@h:5/db?" + all);
+  EXPECT_EQ(
+      WithConnectionDefaults("postgresql://h/db?sslmode=disable&keepalives_idle=5"),
+      "postgresql://h/db?sslmode=disable&keepalives_idle=5&connect_timeout=10&"
+      "keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000&client_encoding=UTF8");
   setenv("PGCONNECT_TIMEOUT", "3", 1);
-  EXPECT_EQ(WithNetworkTimeouts("postgresql://h/db"),
+  EXPECT_EQ(WithConnectionDefaults("postgresql://h/db"),
             "postgresql://h/db?keepalives_idle=30&keepalives_interval=10&keepalives_count=3&"
-            "tcp_user_timeout=60000");
+            "tcp_user_timeout=60000&client_encoding=UTF8");
   if (saved.empty()) {
     unsetenv("PGCONNECT_TIMEOUT");
   } else {
@@ -212,6 +213,32 @@ TEST(PostgresUrl, NetworkTimeoutsAreAddedWhereTheUrlSetsNone) {
             "postgresql://u:***@h/db?password=***");
   EXPECT_EQ(RedactedUrl("postgresql://h/db?application_name=x@y:z"),
             "postgresql://h/db?application_name=x@y:z");
+}
+
+// Stored text is UTF-8: a database in another encoding is refused by
+// migrate and at start, naming the encoding (prune failed on it instead,
+// refusing the U+FFFD that stands in for NUL).
+TEST(PostgresUrl, ADatabaseNotInUtf8IsRefused) {
+  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+  std::string name = "ascii_" + std::to_string(::getpid());
+  {
+    pqxx::connection admin(std::string(server) + "/postgres");
+    pqxx::nontransaction t(admin);
+    t.exec("DROP DATABASE IF EXISTS " + name);
+    t.exec("CREATE DATABASE " + name + " ENCODING 'SQL_ASCII' TEMPLATE template0");
+  }
+  std::string url = std::string(server) + "/" + name;
+  auto migrated = MigratePostgres(url);
+  ASSERT_FALSE(migrated.ok());
+  EXPECT_NE(migrated.error().find("the database's encoding is SQL_ASCII; waymark stores UTF-8 "
+                                  "text: create the database with ENCODING 'UTF8'"),
+            std::string::npos)
+      << migrated.error();
+  auto opened = OpenPostgresStore(url);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_NE(opened.error().find("the database's encoding is SQL_ASCII"), std::string::npos)
+      << opened.error();
 }
 
 class PostgresReconnect : public testing::Test {
@@ -450,6 +477,23 @@ TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransac
     ASSERT_TRUE(landed.ok()) << landed.error();
     EXPECT_TRUE(landed.value());
   }
+  // A dead letter of another batch carrying the ID (reused after a crash)
+  // is not this batch's.
+  Batch others;
+  others.dead_letters = {{0, 11, "http[0]", "not a CloudEvent", "[]"}};
+  s = store.value()->Commit(others);
+  ASSERT_TRUE(s.ok()) << s.message();
+  {
+    pqxx::connection c(url_);
+    pqxx::nontransaction n(c);
+    own = n.exec1(
+               "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
+               "xmin::TEXT::BIGINT)::TEXT FROM dead_letters WHERE time = 11")[0]
+              .as<std::string>();
+  }
+  landed = CommitLanded(url_, own, 0, letters);
+  ASSERT_TRUE(landed.ok()) << landed.error();
+  EXPECT_FALSE(landed.value()) << "another batch's dead letter passed for this batch's";
 }
 
 TEST_F(PostgresReconnect, OpeningWaitsForAServerThatIsNotUpYet) {

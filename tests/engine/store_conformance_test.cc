@@ -670,6 +670,12 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
   EXPECT_EQ(d.value()[0].raw, "{nope");
   EXPECT_EQ(d.value()[2].raw, bytes);
   EXPECT_EQ(d.value()[1].reason, "missing required CloudEvents attribute 'id'");
+  // The latest only, oldest first (a summary names a few of millions).
+  auto latest = store_->DeadLetters(2);
+  ASSERT_TRUE(latest.ok()) << latest.error();
+  ASSERT_EQ(latest.value().size(), 2u);
+  EXPECT_EQ(latest.value()[0].input, "events.jsonl:11");
+  EXPECT_EQ(latest.value()[1].input, "C:\\in\\x.jsonl:1");
   EXPECT_LT(d.value()[0].id, d.value()[1].id);
   EXPECT_EQ(d.value()[3].input, "C:\\in\\x.jsonl:1");
   EXPECT_EQ(d.value()[3].reason, "a\tb\nc\r\\N\\");
