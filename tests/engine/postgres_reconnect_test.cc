@@ -420,6 +420,17 @@ TEST_F(PostgresReconnect, ACommitThatNeverReachedTheServerIsWrittenAgain) {
 // carry that ID. Here another client's committed transaction stands for
 // the one that reused it.
 TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransaction) {
+  // The transaction ID (epoch and all) that wrote the row of FROM.
+  auto WrittenBy = [this](const std::string& from) {
+    pqxx::connection c(url_);
+    pqxx::nontransaction n(c);
+    return n
+        .exec1(
+            "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
+            "xmin::TEXT::BIGINT)::TEXT FROM " +
+            from)[0]
+        .as<std::string>();
+  };
   Batch b = Numbered(1);
   std::string other;
   {
@@ -438,14 +449,7 @@ TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransac
   Status s = store.value()->Commit(b);
   ASSERT_TRUE(s.ok()) << s.message();
   std::string own;
-  {
-    pqxx::connection c(url_);
-    pqxx::nontransaction n(c);
-    own = n.exec1(
-               "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
-               "xmin::TEXT::BIGINT)::TEXT FROM source_positions")[0]
-              .as<std::string>();
-  }
+  own = WrittenBy("source_positions");
   landed = CommitLanded(url_, own, 0, b);
   ASSERT_TRUE(landed.ok()) << landed.error();
   EXPECT_TRUE(landed.value());
@@ -464,15 +468,7 @@ TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransac
     EXPECT_FALSE(landed.value()) << "another transaction's commit passed for the batch's";
     s = store.value()->Commit(*only);
     ASSERT_TRUE(s.ok()) << s.message();
-    {
-      pqxx::connection c(url_);
-      pqxx::nontransaction n(c);
-      own = n.exec1(only == &events ? "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
-                                      "xmin::TEXT::BIGINT)::TEXT FROM events WHERE id = 'e7'"
-                                    : "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
-                                      "xmin::TEXT::BIGINT)::TEXT FROM dead_letters")[0]
-                .as<std::string>();
-    }
+    own = WrittenBy(only == &events ? "events WHERE id = 'e7'" : "dead_letters");
     landed = CommitLanded(url_, own, 0, *only);
     ASSERT_TRUE(landed.ok()) << landed.error();
     EXPECT_TRUE(landed.value());
@@ -483,14 +479,7 @@ TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransac
   others.dead_letters = {{0, 11, "http[0]", "not a CloudEvent", "[]"}};
   s = store.value()->Commit(others);
   ASSERT_TRUE(s.ok()) << s.message();
-  {
-    pqxx::connection c(url_);
-    pqxx::nontransaction n(c);
-    own = n.exec1(
-               "SELECT ((pg_current_xact_id()::TEXT::BIGINT >> 32 << 32) | "
-               "xmin::TEXT::BIGINT)::TEXT FROM dead_letters WHERE time = 11")[0]
-              .as<std::string>();
-  }
+  own = WrittenBy("dead_letters WHERE time = 11");
   landed = CommitLanded(url_, own, 0, letters);
   ASSERT_TRUE(landed.ok()) << landed.error();
   EXPECT_FALSE(landed.value()) << "another batch's dead letter passed for this batch's";
