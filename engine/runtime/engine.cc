@@ -148,19 +148,26 @@ Status Engine::Start() {
       if (Mine(s.person)) pending_.push_back(std::move(s));
     }
   }
-  // Results already recorded for recovered sends (new sends start at 0).
+  // Results already recorded for recovered sends (new sends start at 0),
+  // read in one query.
+  std::unordered_map<int64_t, std::vector<SendResultRow>> recorded;
+  if (!pending_.empty()) {
+    auto all = store_->PendingSendResults();
+    if (!all.ok()) return all.status();
+    for (SendResultRow& r : all.value()) recorded[r.send_seq].push_back(std::move(r));
+  }
   std::map<std::string, std::string> lost_pins;  // key -> a provider no longer configured
   for (const SendRow& s : pending_) {
-    auto prior = store_->SendResults(s.seq);
-    if (!prior.ok()) return prior.status();
-    if (prior.value().empty()) continue;
+    auto prior = recorded.find(s.seq);
+    if (prior == recorded.end()) continue;
+    const std::vector<SendResultRow>& results = prior->second;
     SendProgress& p = progress_[s.key];
-    p.recorded = int(prior.value().size());
-    for (const SendResultRow& r : prior.value()) p.spent += SpendsAnAttempt(r.result, r.detail);
+    p.recorded = int(results.size());
+    for (const SendResultRow& r : results) p.spent += SpendsAnAttempt(r.result, r.detail);
     // An ambiguous send still pending goes back to the provider that may
     // have it, whatever that provider answered since (throttled,
     // retry_later): pinned by the latest ambiguous answer.
-    for (auto r = prior.value().rbegin(); r != prior.value().rend(); ++r) {
+    for (auto r = results.rbegin(); r != results.rend(); ++r) {
       if (r->result != "ambiguous") continue;
       if (r->detail.contains("provider")) {
         std::string provider = r->detail["provider"].get<std::string>();

@@ -559,17 +559,28 @@ class PostgresStore : public Store {
   }
 
   Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) override {
-    return Retry(Side::kRead, "send results", [&]() -> Result<std::vector<SendResultRow>> {
+    return Retry(Side::kRead, "send results", [&] {
       pqxx::nontransaction t(*read_);
-      std::vector<SendResultRow> out;
-      for (const auto& row : t.exec_prepared("send_results", send_seq)) {
-        auto detail = rows::ResultDetail(row[5].as<std::string>());
-        if (!detail.ok()) return detail.status();
-        out.push_back({send_seq, row[1].as<std::string>(), row[0].as<int>(), row[2].as<int64_t>(),
-                       row[3].as<std::string>(), row[4].as<bool>(), std::move(detail).value()});
-      }
-      return out;
+      return ResultRows(t.exec_prepared("send_results", send_seq));
     });
+  }
+  Result<std::vector<SendResultRow>> PendingSendResults() override {
+    return Retry(Side::kRead, "pending send results", [&] {
+      pqxx::nontransaction t(*read_);
+      return ResultRows(t.exec_prepared("pending_send_results"));
+    });
+  }
+  // Rows of send_seq, attempt, key, time, result, final, detail.
+  static Result<std::vector<SendResultRow>> ResultRows(const pqxx::result& rs) {
+    std::vector<SendResultRow> out;
+    for (const auto& row : rs) {
+      auto detail = rows::ResultDetail(row[6].as<std::string>());
+      if (!detail.ok()) return detail.status();
+      out.push_back({row[0].as<int64_t>(), row[2].as<std::string>(), row[1].as<int>(),
+                     row[3].as<int64_t>(), row[4].as<std::string>(), row[5].as<bool>(),
+                     std::move(detail).value()});
+    }
+    return out;
   }
 
   Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) override {
@@ -957,8 +968,12 @@ class PostgresStore : public Store {
         "(SELECT result FROM send_results r WHERE r.send_seq = sends.seq ORDER BY r.attempt DESC "
         "LIMIT 1) FROM sends WHERE seq > $1 ORDER BY seq LIMIT $2");
     r.prepare("send_results",
-              "SELECT attempt, key, time, result, final, detail FROM send_results "
+              "SELECT send_seq, attempt, key, time, result, final, detail FROM send_results "
               "WHERE send_seq = $1 ORDER BY attempt");
+    r.prepare("pending_send_results",
+              "SELECT r.send_seq, r.attempt, r.key, r.time, r.result, r.final, r.detail "
+              "FROM sends_pending p JOIN send_results r ON r.send_seq = p.seq "
+              "ORDER BY r.send_seq, r.attempt");
     r.prepare("cap_counted",
               "SELECT not_before FROM sends WHERE person = $1 AND cap_counted AND "
               "not_before >= $2 ORDER BY not_before");

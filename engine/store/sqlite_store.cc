@@ -408,18 +408,28 @@ class SqliteStore : public Store {
 
   Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) override {
     Stmt& q =
-        S("SELECT attempt, key, time, result, final, detail FROM send_results "
+        S("SELECT send_seq, attempt, key, time, result, final, detail FROM send_results "
           "WHERE send_seq = ?1 ORDER BY attempt");
     q.Bind(1, send_seq);
+    return ResultRows(q);
+  }
+  Result<std::vector<SendResultRow>> PendingSendResults() override {
+    return ResultRows(
+        S("SELECT r.send_seq, r.attempt, r.key, r.time, r.result, r.final, r.detail "
+          "FROM sends_pending p JOIN send_results r ON r.send_seq = p.seq "
+          "ORDER BY r.send_seq, r.attempt"));
+  }
+  // Rows of send_seq, attempt, key, time, result, final, detail.
+  static Result<std::vector<SendResultRow>> ResultRows(Stmt& q) {
     std::vector<SendResultRow> out;
     Status st;
     while (q.Next(st)) {
-      auto detail = rows::ResultDetail(q.Text(5));
+      auto detail = rows::ResultDetail(q.Text(6));
       if (!detail.ok()) {
         sqlite3_reset(q.get());
         return detail.status();
       }
-      out.push_back({send_seq, q.Text(1), int(q.Int(0)), q.Int(2), q.Text(3), q.Int(4) != 0,
+      out.push_back({q.Int(0), q.Text(2), int(q.Int(1)), q.Int(3), q.Text(4), q.Int(5) != 0,
                      std::move(detail).value()});
     }
     if (!st.ok()) return st;

@@ -226,6 +226,9 @@ class Store {
   virtual Result<std::vector<SendRow>> PendingSends(size_t limit) = 0;
   virtual Result<std::vector<SendRow>> Sends(const std::string& instance_id) = 0;
   virtual Result<std::vector<SendResultRow>> SendResults(int64_t send_seq) = 0;
+  // The results of every send without a final one (PendingSends'), by
+  // send, then attempt: what a start-up reads in one query, not one per send.
+  virtual Result<std::vector<SendResultRow>> PendingSendResults() = 0;
   // Sends after outbox position `after_seq`, `limit` at a time, in outbox
   // order (audits).
   virtual Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) = 0;

@@ -558,6 +558,21 @@ TEST_P(StoreConformance, SendsStayPendingUntilAFinalResult) {
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].key, "k1");
   EXPECT_EQ(results[0].detail["provider_id"], "p1");
+  // The pending sends' results in one read: k2's retry, not k1's final.
+  Batch again;
+  again.results = {{b.sends[1].seq, "k2", 2, 42, "throttled", false, {{"wait_ms", 5}}}};
+  ASSERT_TRUE(store_->Commit(again).ok());
+  auto of_pending = store_->PendingSendResults();
+  ASSERT_TRUE(of_pending.ok()) << of_pending.error();
+  ASSERT_EQ(of_pending.value().size(), 2u);
+  EXPECT_EQ(of_pending.value()[0].send_seq, b.sends[1].seq);
+  EXPECT_EQ(of_pending.value()[0].attempt, 1);
+  EXPECT_EQ(of_pending.value()[0].result, "retry_later");
+  EXPECT_EQ(of_pending.value()[1].attempt, 2);
+  EXPECT_EQ(of_pending.value()[1].key, "k2");
+  EXPECT_EQ(of_pending.value()[1].time, 42);
+  EXPECT_FALSE(of_pending.value()[1].final);
+  EXPECT_EQ(of_pending.value()[1].detail["wait_ms"], 5);
   // A result is appended once per attempt.
   EXPECT_FALSE(store_->Commit(r).ok());
 }
