@@ -31,8 +31,17 @@ struct JetStream::Impl {
   jsCtx* js = nullptr;
   natsSubscription* sub = nullptr;
 
-  mutable std::mutex mu;  // totals: the ack handler runs on the library's thread
-  PublishTotals totals;
+  // What the acknowledgements of asynchronous publishes said, counted by
+  // the handler on the library's thread. Freed with this only once every
+  // publish is acknowledged: after a timeout a late acknowledgement may
+  // still come, and it must not find freed memory (the process ends soon
+  // after, so it is left to the exit).
+  struct Acks {
+    std::mutex mu;
+    PublishTotals totals;
+  };
+  Acks* acks = new Acks;
+  bool acks_settled = true;  // false from a publish until all are acknowledged
 
   // The connection as the consuming thread last saw it (WatchConnection).
   natsStatistics* stats = nullptr;
@@ -49,10 +58,11 @@ struct JetStream::Impl {
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     natsOptions_Destroy(opts);
+    if (acks_settled) delete acks;
   }
 
   static void OnPublished(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
-    auto* self = static_cast<Impl*>(closure);
+    auto* self = static_cast<Acks*>(closure);
     {
       std::lock_guard<std::mutex> lock(self->mu);
       if (pa) {
@@ -182,7 +192,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   // server (the library's 200 ms fails a publish on a busy disk).
   jo.PublishAsync.StallWait = 10000;
   jo.PublishAsync.AckHandler = &Impl::OnPublished;
-  jo.PublishAsync.AckHandlerClosure = &m;
+  jo.PublishAsync.AckHandlerClosure = m.acks;
   s = natsConnection_JetStream(&m.js, m.nc, &jo);
   if (s != NATS_OK) return Status::Error("JetStream: " + Why(s));
   if (Status st = EnsureStream(m.js, o.stream, kEventSubjects, o); !st.ok()) return st;
@@ -498,6 +508,7 @@ Status JetStream::PublishAsync(const std::string& subject, const std::string& ms
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = msg_id.c_str();
+  impl_->acks_settled = false;
   natsStatus s = js_PublishAsync(impl_->js, subject.c_str(), data.data(), int(data.size()), &po);
   if (s != NATS_OK) return Status::Error("cannot publish to " + subject + ": " + Why(s));
   return Status();
@@ -509,6 +520,7 @@ Result<JetStream::PublishTotals> JetStream::CompletePublishing() {
   po.MaxWait = 60000;
   natsStatus s = js_PublishAsyncComplete(impl_->js, &po);
   if (s != NATS_OK) return Status::Error("waiting for publish acknowledgements: " + Why(s));
+  impl_->acks_settled = true;
   return totals();
 }
 
@@ -517,8 +529,8 @@ int64_t JetStream::max_payload() const {
 }
 
 JetStream::PublishTotals JetStream::totals() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->totals;
+  std::lock_guard<std::mutex> lock(impl_->acks->mu);
+  return impl_->acks->totals;
 }
 
 }  // namespace waymark
