@@ -21,7 +21,7 @@ LineReader::Got LineReader::Next(std::string* line, size_t* length, int wait_ms)
         long_length_ = 0;
       } else {
         *length = end - begin_;
-        line->assign(data + begin_, *length > max_line_ ? kKept : *length);
+        line->assign(data + begin_, *length > max_line_ ? std::min(*length, kKept) : *length);
       }
       begin_ = scanned_ = end + 1;
       return Got::kLine;

@@ -415,10 +415,6 @@ void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& m
       size_t read = 0;
       Status failed;
       for (uint64_t seq = from; first.ok() && seq < m.stream_seq; ++seq) {
-        if (g_stop) {  // a long gap is one request per message
-          failed = Status::Error("stopping");
-          break;
-        }
         auto got = js.Get(seq);
         if (!got.ok()) {
           failed = got.status();
@@ -799,7 +795,18 @@ int Run(const RunOptions& o) {
     while (!g_stop) {
       got = reader.Next(&line, &length, batch.empty() ? 100 : 0);
       if (got == LineReader::Got::kNothingYet) {
-        if (!flush()) return 3;
+        // The input is idle: what came is committed and its sends go out;
+        // on the wall clock, timers fire as their time comes.
+        Status s;
+        if (!batch.empty()) {
+          if (!flush()) return 3;
+          s = e.Flush(WallNow());
+        }
+        if (s.ok() && !event_clock) s = e.Advance(WallNow());
+        if (!s.ok()) {
+          std::cerr << "waymark run: " << s.message() << "\n";
+          return 3;
+        }
         continue;
       }
       if (got != LineReader::Got::kLine) break;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace waymark {
@@ -49,8 +50,10 @@ struct JetStream::Impl {
   uint64_t reconnects = 0;
   std::chrono::steady_clock::time_point lost_at;
   std::string fetch_error;  // the last one reported; "": the last fetch worked
-  // When an empty fetch last asked whether the consumer is still there.
+  // When an empty fetch last asked whether the consumer is still there,
+  // and when the server first said it is not (unset: it is there).
   std::chrono::steady_clock::time_point consumer_checked;
+  std::optional<std::chrono::steady_clock::time_point> consumer_missing;
 
   ~Impl() {
     natsStatistics_Destroy(stats);
@@ -335,6 +338,7 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
   Impl& m = *impl_;
   WatchConnection();
   std::vector<JetStreamMessage> out;
+  if (natsConnection_IsClosed(m.nc)) return Status::Error("NATS: the connection is closed");
   if (!m.up) {
     // A pull request made now would wait in the reconnect buffer, and all
     // of them would be answered at once on reconnecting, far past what the
@@ -347,24 +351,31 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
   natsStatus s = natsSubscription_Fetch(&list, m.sub, int(max), options_.fetch_wait_ms, &jerr);
   // A consumer that is gone (deleted, or with its stream) answers no fetch
   // again, and a fetch from it only times out: asked after a failed fetch,
-  // and every 5 s while the fetches come back empty. That ends the run;
-  // the next one makes the consumer again from the store's position.
+  // and every 5 s while the fetches come back empty. Gone at two answers
+  // at least 3 s apart (a rolling restart re-creates it in between, a
+  // cluster may answer "not found" for a moment), that ends the run; the
+  // next one makes the consumer again from the store's position.
   auto gone = [&]() -> Status {
-    m.consumer_checked = std::chrono::steady_clock::now();
+    auto now = std::chrono::steady_clock::now();
+    m.consumer_checked = now;
     if (natsConnection_Status(m.nc) != NATS_CONN_STATUS_CONNECTED) return Status();
     jsConsumerInfo* ci = nullptr;
     jsErrCode cerr = jsErrCode(0);
     natsStatus c = js_GetConsumerInfo(&ci, m.js, options_.stream.c_str(), options_.consumer.c_str(),
                                       nullptr, &cerr);
     jsConsumerInfo_Destroy(ci);
-    if (c == NATS_NOT_FOUND || cerr == JSConsumerNotFoundErr || cerr == JSStreamNotFoundErr) {
-      return Status::Error("consumer " + options_.consumer + " of stream " + options_.stream +
-                           " is gone (deleted, or its stream was): " + Why(c, cerr) +
-                           "; a new run makes it again");
+    if (c != NATS_NOT_FOUND && cerr != JSConsumerNotFoundErr && cerr != JSStreamNotFoundErr) {
+      if (c == NATS_OK) m.consumer_missing.reset();
+      return Status();
     }
-    return Status();
+    if (!m.consumer_missing) m.consumer_missing = now;
+    if (now - *m.consumer_missing < std::chrono::seconds(3)) return Status();
+    return Status::Error("consumer " + options_.consumer + " of stream " + options_.stream +
+                         " is gone (deleted, or its stream was): " + Why(c, cerr) +
+                         "; a new run makes it again");
   };
   if (s == NATS_TIMEOUT) {
+    m.fetch_error.clear();  // the server answered
     if (std::chrono::steady_clock::now() - m.consumer_checked < std::chrono::seconds(5)) return out;
     if (Status g = gone(); !g.ok()) return g;
     return out;

@@ -288,8 +288,9 @@ TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
-// --events - from a pipe whose writer is idle: what came is committed
-// without waiting for a full batch or the end of the input, a line over
+// --events - from a pipe whose writer is idle: what came is committed, and
+// its sends go out, without waiting for a full batch or the end of the
+// input, a line over
 // the limit is a dead letter naming its length, and SIGTERM ends the run
 // (std::getline's read was restarted after the signal, so an idle pipe
 // held it off and the lines read waited uncommitted).
@@ -298,6 +299,7 @@ TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::path db = dir / "w.db", err = dir / "err", out = dir / "out";
+  std::string outbox = "file:" + (dir / "outbox").string();
   int in[2];
   ASSERT_EQ(pipe(in), 0);
   pid_t pid = fork();
@@ -311,7 +313,7 @@ TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
     std::string store = "sqlite:" + db.string();
     execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas",
           "/nonexistent", "--events", "-", "--clock", "event", "--store", store.c_str(),
-          "--transport", "null:", static_cast<char*>(nullptr));
+          "--transport", outbox.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   waymark::testing_util::KillOnExit reap(pid);
@@ -330,6 +332,17 @@ TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
     stored = Count(db, "SELECT COUNT(*) FROM events");
   }
   EXPECT_EQ(stored, 2) << waymark::testing_util::ReadFile(err);
+  // ... and their sends go out (the welcome of each signup).
+  size_t sent = 0;
+  for (int i = 0; i < 300 && sent != 2; ++i) {  // 30 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    sent = 0;
+    std::error_code ec;
+    for (const auto& f : fs::recursive_directory_iterator(dir / "outbox", ec)) {
+      sent += f.path().extension() == ".eml";
+    }
+  }
+  EXPECT_EQ(sent, 2u) << waymark::testing_util::ReadFile(err);
   std::string reason = "event of " + std::to_string((2 << 20) + 2) +
                        " bytes is over the 1048576-byte limit (its first 4096 bytes kept)";
   EXPECT_EQ(Count(db, ("SELECT COUNT(*) FROM dead_letters WHERE reason = '" + reason +

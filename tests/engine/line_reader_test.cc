@@ -86,6 +86,24 @@ TEST(LineReader, ManyLinesAcrossReads) {
   EXPECT_EQ(n, 5000);
 }
 
+// Under a limit smaller than what is kept of a longer line, the line is
+// kept whole and no more (it was read 4,096 bytes from its start, past its
+// newline).
+TEST(LineReader, ALineOverASmallLimitIsKeptWholeAndNoMore) {
+  Pipe p;
+  std::string text(150, 'a');
+  text += "\nnext\n";
+  p.Write(text);
+  LineReader r(p.fd[0], 100);
+  std::string line;
+  size_t length = 0;
+  ASSERT_EQ(r.Next(&line, &length, 0), Got::kLine);
+  EXPECT_EQ(length, 150u);
+  EXPECT_EQ(line, std::string(150, 'a'));
+  ASSERT_EQ(r.Next(&line, &length, 0), Got::kLine);
+  EXPECT_EQ(line, "next");
+}
+
 // A line over the limit is not held: its start is kept, its length told,
 // and the lines after it are read as before, wherever the reads split it.
 TEST(LineReader, ALineOverTheLimitKeepsItsStartAndItsLength) {
