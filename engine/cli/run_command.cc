@@ -61,6 +61,16 @@ struct RunOptions {
   nlohmann::json domains = nlohmann::json::array();  // [[domain]] tables
 };
 
+// While an input (a pipe, --listen) waits: on the wall clock, timers fire
+// and held sends go as their time comes; on the event clock, sends held
+// for a retry or a throttle go when their wall-clock time comes (as with
+// --until-idle), the journeys' clock staying where the events left it.
+Status WhileIdle(Engine& e, bool event_clock) {
+  if (!event_clock) return e.Advance(WallNow());
+  if (auto next = e.NextRetry(); next && *next <= WallNow()) return e.Flush(WallNow());
+  return Status();
+}
+
 // The providers sends go to, open: --transport's one, or waymark.toml's.
 struct OpenProviders {
   std::vector<std::unique_ptr<Transport>> transports;
@@ -795,14 +805,13 @@ int Run(const RunOptions& o) {
     while (!g_stop) {
       got = reader.Next(&line, &length, batch.empty() ? 100 : 0);
       if (got == LineReader::Got::kNothingYet) {
-        // The input is idle: what came is committed and its sends go out;
-        // on the wall clock, timers fire as their time comes.
+        // The input is idle: what came is committed and its sends go out.
         Status s;
         if (!batch.empty()) {
           if (!flush()) return 3;
           s = e.Flush(WallNow());
         }
-        if (s.ok() && !event_clock) s = e.Advance(WallNow());
+        if (s.ok()) s = WhileIdle(e, event_clock);
         if (!s.ok()) {
           std::cerr << "waymark run: " << s.message() << "\n";
           return 3;
@@ -815,9 +824,8 @@ int Run(const RunOptions& o) {
       RawInput raw{name + ":" + std::to_string(lineno), std::move(line), {}, {}};
       if (length > kMaxEventBytes) {
         // As the decoder says it, which never sees the whole line.
-        raw.reject = "event of " + std::to_string(length) + " bytes is over the " +
-                     std::to_string(kMaxEventBytes) + "-byte limit (its first " +
-                     std::to_string(raw.text.size()) + " bytes kept)";
+        raw.reject = EventTooLarge(length) + " (its first " + std::to_string(raw.text.size()) +
+                     " bytes kept)";
       }
       batch.push_back(std::move(raw));
       if (batch.size() >= o.batch && !flush()) return 3;
@@ -873,12 +881,7 @@ int Run(const RunOptions& o) {
         }
         if (failed.ok()) failed = e.Flush(WallNow());
       }
-      if (!failed.ok()) break;
-      if (!event_clock) {
-        failed = e.Advance(WallNow());
-      } else if (auto next = e.NextRetry(); next && *next <= WallNow()) {
-        failed = e.Flush(WallNow());  // retries go on the wall clock, as with --until-idle
-      }
+      if (failed.ok()) failed = WhileIdle(e, event_clock);
     }
     for (const auto& r : inbox.Close()) r->done.set_value({Status::Error("shutting down"), {}});
     svr.stop();

@@ -240,10 +240,14 @@ bool EventDecoder::HasSchema(const std::string& type) const {
   return schemas_->by_type.count(type) > 0;
 }
 
+std::string EventTooLarge(size_t bytes, size_t limit) {
+  return "event of " + std::to_string(bytes) + " bytes is over the " + std::to_string(limit) +
+         "-byte limit";
+}
+
 Result<Event> EventDecoder::Decode(std::string_view text, Micros now) const {
   if (text.size() > max_bytes_) {
-    return Status::Error("event of " + std::to_string(text.size()) + " bytes is over the " +
-                         std::to_string(max_bytes_) + "-byte limit");
+    return Status::Error(EventTooLarge(text.size(), max_bytes_));
   }
   nlohmann::json j;
   if (!ParseJson(text, j)) return Status::Error("malformed JSON");
@@ -257,8 +261,7 @@ Result<Event> EventDecoder::Decode(nlohmann::json j, size_t size, Micros now) co
 Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros now,
                                          std::string_view text) const {
   if (size > max_bytes_) {
-    return Status::Error("event of " + std::to_string(size) + " bytes is over the " +
-                         std::to_string(max_bytes_) + "-byte limit");
+    return Status::Error(EventTooLarge(size, max_bytes_));
   }
   if (!j.is_object()) return Status::Error("an event must be a JSON object");
   auto str = [&](const char* k, bool required, std::string& out) -> Status {

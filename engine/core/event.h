@@ -76,6 +76,8 @@ void AppendTriggerAndEventRefs(JsonObjectWriter& w, const JsonDoc& trigger, cons
 // The largest event taken, in bytes: NATS's default largest message, so an
 // event any input takes could also come through a stream.
 inline constexpr size_t kMaxEventBytes = 1 << 20;
+// The reason an event of `bytes` over `limit` is refused.
+std::string EventTooLarge(size_t bytes, size_t limit = kMaxEventBytes);
 
 // Validates and decodes one CloudEvent. Not thread-safe: one decoder per
 // thread (it caches compiled schema patterns).

@@ -374,8 +374,8 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
                          " is gone (deleted, or its stream was): " + Why(c, cerr) +
                          "; a new run makes it again");
   };
+  if (s == NATS_OK || s == NATS_TIMEOUT) m.fetch_error.clear();  // the server answered
   if (s == NATS_TIMEOUT) {
-    m.fetch_error.clear();  // the server answered
     if (std::chrono::steady_clock::now() - m.consumer_checked < std::chrono::seconds(5)) return out;
     if (Status g = gone(); !g.ok()) return g;
     return out;
@@ -397,7 +397,6 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
     std::this_thread::sleep_for(std::chrono::milliseconds(options_.fetch_wait_ms));
     return out;
   }
-  m.fetch_error.clear();
   out.reserve(size_t(list.Count));
   for (int i = 0; i < list.Count; ++i) {
     natsMsg* msg = list.Msgs[i];

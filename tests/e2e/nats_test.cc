@@ -57,6 +57,16 @@ std::map<std::string, std::string> SqliteStates(const fs::path& path) {
   return SqliteRows(path, "SELECT id, finished || '|' || due || '|' || body FROM instances");
 }
 
+// A valid user.signup of `user` from source "app", as the stream carries it.
+std::string Signup(const std::string& id, const std::string& user) {
+  return R"({"specversion":"1.0","id":")" + id +
+         R"(","source":"app","type":"user.signup","subject":")" + user +
+         R"(","time":"2026-03-02T10:00:00Z","data":{"email":")" + user +
+         R"(@example.com","user_id":")" + user +
+         R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
+         R"("seats":1,"marketing_opt_in":true}})";
+}
+
 class Nats : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -609,14 +619,6 @@ TEST_F(Nats, APoisonMessageAfterADeletedOneIsFound) {
   fs::path config = dir_ / "waymark.toml";
   std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nmax_deliver = 3\n";
   NatsClient c(nats_);
-  auto signup = [](const std::string& id, const std::string& user) {
-    return R"({"specversion":"1.0","id":")" + id +
-           R"(","source":"app","type":"user.signup","subject":")" + user +
-           R"(","time":"2026-03-02T10:00:00Z","data":{"email":")" + user +
-           R"(@example.com","user_id":")" + user +
-           R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
-           R"("seats":1,"marketing_opt_in":true}})";
-  };
   int status = 0;
   std::string run = bin_ + " run --config " + config.string() + " --journeys " + root_ +
                     "/journeys --schemas " + root_ +
@@ -624,12 +626,12 @@ TEST_F(Nats, APoisonMessageAfterADeletedOneIsFound) {
                     " --transport file:" + (dir_ / "out").string() + " 2>&1";
   std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
   ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("g0", "u0")));  // 1
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("g0", "u0")));  // 1
   std::string first = Shell(run, &status);
   ASSERT_EQ(status, 0) << first;                                     // the position is 1
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("x", "u9")));   // 2, deleted below
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("p1", "u1")));  // 3, the poison
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("g1", "u2")));  // 4
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("x", "u9")));   // 2, deleted below
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("p1", "u1")));  // 3, the poison
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("g1", "u2")));  // 4
   ASSERT_EQ(js_DeleteMsg(c.js(), "EVENTS", 2, nullptr, nullptr), NATS_OK);
   std::string crash = "WAYMARK_FAILPOINT_ABORT_ON_EVENT_ID=p1 timeout -k 2 60 ";
   std::vector<std::string> runs;
@@ -641,7 +643,7 @@ TEST_F(Nats, APoisonMessageAfterADeletedOneIsFound) {
   ASSERT_EQ(status, 0) << runs[0] << runs[1] << out;
   auto dead = c.Messages("EVENTS_DEAD");
   ASSERT_EQ(dead.size(), 1u) << out;
-  EXPECT_EQ(dead[0].data, signup("p1", "u1"));
+  EXPECT_EQ(dead[0].data, Signup("p1", "u1"));
   EXPECT_EQ(dead[0].headers.at("Waymark-Reason"),
             "the engine stopped 2 times in a row before committing it (max_deliver 3)");
   pqxx::connection db(pg_);
@@ -653,21 +655,13 @@ TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
   fs::path config = dir_ / "waymark.toml";
   std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nmax_deliver = 3\n";
   NatsClient c(nats_);
-  auto signup = [](const std::string& id, const std::string& user) {
-    return R"({"specversion":"1.0","id":")" + id +
-           R"(","source":"app","type":"user.signup","subject":")" + user +
-           R"(","time":"2026-03-02T10:00:00Z","data":{"email":")" + user +
-           R"(@example.com","user_id":")" + user +
-           R"(","first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
-           R"("seats":1,"marketing_opt_in":true}})";
-  };
   int status = 0;
   std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
   ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("g0", "u0")));
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("p1", "u1")));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("g0", "u0")));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("p1", "u1")));
   ASSERT_TRUE(c.Publish("events.cart.updated", "{not json"));
-  ASSERT_TRUE(c.Publish("events.user.signup", signup("g1", "u2")));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("g1", "u2")));
 
   std::string crash = "WAYMARK_FAILPOINT_ABORT_ON_EVENT_ID=p1 ";
   std::vector<std::string> runs;
@@ -693,7 +687,7 @@ TEST_F(Nats, APoisonMessageBecomesADeadLetterAndTheStreamGoesOn) {
   EXPECT_NE(out.find("\"user.signup\": 1"), std::string::npos) << out;
   auto dead = c.Messages("EVENTS_DEAD");
   ASSERT_EQ(dead.size(), 2u);
-  EXPECT_EQ(dead[0].data, signup("p1", "u1"));
+  EXPECT_EQ(dead[0].data, Signup("p1", "u1"));
   EXPECT_EQ(dead[0].headers.at("Waymark-Reason"),
             "the engine stopped 2 times in a row before committing it (max_deliver 3)");
   EXPECT_EQ(dead[1].headers.at("Waymark-Reason"), "malformed JSON");
@@ -721,13 +715,8 @@ TEST_F(Nats, ADeadLetterIsPublishedWhenTheEngineDiesAfterItsCommit) {
   int status = 0;
   std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
   ASSERT_EQ(status, 0) << idle;  // creates the stream and the consumer
-  std::string signup =
-      R"({"specversion":"1.0","id":"g0","source":"app","type":"user.signup","subject":"u0",)"
-      R"("time":"2026-03-02T10:00:00Z","data":{"email":"u0@example.com","user_id":"u0",)"
-      R"("first_name":"Ana","country":"DE","timezone":"Europe/Berlin","plan":"free",)"
-      R"("seats":1,"marketing_opt_in":true}})";
   ASSERT_TRUE(c.Publish("events.cart.updated", "{not json"));
-  ASSERT_TRUE(c.Publish("events.user.signup", signup));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("g0", "u0")));
   std::string dies =
       Shell("WAYMARK_FAILPOINT_ABORT_DURABLE_DEAD_LETTER=1 " + bin_ + " run --config " +
                 config.string() + " --journeys " + root_ + "/journeys --schemas " + root_ +
@@ -760,11 +749,7 @@ TEST_F(Nats, AnInvalidEventAsLongAsTheServerTakesIsADeadLetterAndTheStreamGoesOn
   std::string big = R"({"specversion":"1.0","source":"app","type":"cart.updated","data":")";
   big += std::string((1 << 20) - 100 - big.size(), 'x') + R"("})";
   ASSERT_TRUE(c.Publish("events.cart.updated", big));
-  ASSERT_TRUE(c.Publish("events.user.signup",
-                        R"({"specversion":"1.0","id":"s1","source":"app","type":"user.signup",)"
-                        R"("subject":"u1","time":"2026-03-02T10:00:00Z","data":{"user_id":"u1",)"
-                        R"("email":"u1@example.com","first_name":"Ana","country":"DE",)"
-                        R"("plan":"free","seats":1,"marketing_opt_in":true}})"));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("s1", "u1")));
   // A minute at most: before, it kept trying for ever.
   std::string out =
       Shell("timeout -k 2 60 " + bin_ + " run --source " + nats_ + " --journeys " + root_ +
