@@ -142,7 +142,10 @@ Status CheckValues(const json& doc) {
                 "shorter than the duplicate window (" + std::to_string(d[1].value_s) +
                     " s): the stream could not recognise a re-published event it no longer has");
   }
-  if (d[4].value_s < d[3].value_s) {
+  // Both in the file: with one, the other may come from the command line
+  // (the run checks the pair it ends with).
+  if (text("delivery", "retry_base") && text("delivery", "retry_max") &&
+      d[4].value_s < d[3].value_s) {
     return fail("delivery", "retry_max", "shorter than retry_base");
   }
   if (const json* cap = text("engine", "cap"); cap && !ParseCap(cap->get<std::string>())) {
@@ -168,6 +171,10 @@ Result<Config> Config::Load(const std::string& path) {
   if (path.empty() && !std::filesystem::exists(c.path_)) {
     c.path_.clear();
     return c;
+  }
+  if (std::error_code ec;
+      std::filesystem::exists(c.path_, ec) && !std::filesystem::is_regular_file(c.path_, ec)) {
+    return Status::Error(c.path_ + ": not a file");
   }
   toml::table t;
   try {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -324,6 +325,7 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
                         {"held_sends", e.held_sends()},
                         {"capped", s.capped},
                         {"deferred", s.deferred},
+                        {"maybe_repeated", s.maybe_repeated},
                         {"dead_letters", s.dead_letters},
                         {"timers_fired", s.timers_fired},
                         {"other_partitions", s.other_partitions},
@@ -371,6 +373,12 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
             << e.held_sends() << " held (quiet hours or not yet due)\n";
   if (s.capped || s.deferred) {
     std::cout << "    frequency cap: " << s.capped << " skipped, " << s.deferred << " deferred\n";
+  }
+  if (s.maybe_repeated) {
+    std::cout << "    " << s.maybe_repeated
+              << " pending at start and accepted by a provider that does not deduplicate: a "
+                 "run stopped before their answers were stored may have sent them already "
+                 "(results marked maybe_repeated)\n";
   }
   for (const auto& [tmpl, by] : s.sends) {
     std::cout << "    " << tmpl << ":";
@@ -674,29 +682,11 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
 }
 
 int Run(const RunOptions& o) {
+  // Every option is checked before anything is opened, created or bound.
   bool event_clock = o.clock == "event";
   int64_t advance = ParseDurationSeconds(o.advance);
   if (advance < 0) {
     std::cerr << "waymark run: --advance: invalid duration '" << o.advance << "'\n";
-    return kExitUsage;
-  }
-  Metrics metrics(WAYMARK_VERSION);
-  MetricsServer metrics_server;
-  if (!o.metrics.empty() && !metrics_server.Start(o.metrics, metrics)) return kExitUsage;
-  // From here SIGTERM/SIGINT ends the run in order, waits on a server
-  // included.
-  StopOnSignals();
-  // A service rides out a PostgreSQL restart (docs/operations.md).
-  auto report = [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; };
-  Reconnect reconnect{[] { return !g_stop; }, report, [&metrics] { metrics.StoreReconnected(); }};
-  auto store = OpenStore(o.store, reconnect);
-  if (!store.ok()) {
-    std::cerr << "waymark run: " << store.error() << "\n";
-    return g_stop ? kExitOk : kExitUsage;  // stopped while waiting: nothing began
-  }
-  auto transport = OpenProvidersFor(o);
-  if (!transport.ok()) {
-    std::cerr << "waymark run: " << transport.error() << "\n";
     return kExitUsage;
   }
   EngineOptions eo;
@@ -721,12 +711,23 @@ int Run(const RunOptions& o) {
   eo.partitions = o.partitions;
   int64_t retry_base = ParseDurationSeconds(o.retry_base);
   int64_t retry_max = ParseDurationSeconds(o.retry_max);
-  if (retry_base <= 0 || retry_max < retry_base || o.max_attempts < 1 ||
-      !(o.transport_rate == 0 || o.transport_rate >= 0.001) || o.transport_burst < 1 ||
-      o.batch < 1 || o.batch > 100000) {
-    std::cerr << "waymark run: expected --retry-base and --retry-max durations (base <= max), "
-                 "--max-attempts >= 1, --transport-rate 0 (none) or >= 0.001, "
-                 "--transport-burst >= 1 and --batch from 1 to 100000\n";
+  if (retry_base <= 0 || retry_max < retry_base) {
+    std::cerr << "waymark run: expected --retry-base and --retry-max durations, base <= max (are "
+              << o.retry_base << " and " << o.retry_max << ")\n";
+    return kExitUsage;
+  }
+  if (o.max_attempts < 1 || o.max_attempts > kMaxAttempts ||
+      !(o.transport_rate == 0 || (o.transport_rate >= 0.001 && std::isfinite(o.transport_rate))) ||
+      o.transport_burst < 1 || o.transport_burst > 1'000'000 || o.batch < 1 || o.batch > 100000) {
+    std::cerr << "waymark run: expected --max-attempts from 1 to " << kMaxAttempts
+              << ", --transport-rate 0 (none) or a number >= 0.001, --transport-burst from 1 to "
+                 "1000000 and --batch from 1 to 100000\n";
+    return kExitUsage;
+  }
+  if (!o.providers.empty() && (o.transport_rate != 0 || o.transport_burst != 1)) {
+    std::cerr << "waymark run: a rate for --transport (--transport-rate, --transport-burst, "
+                 "[transport] rate and burst) does not apply to [[provider]] tables: give each "
+                 "its own rate and burst\n";
     return kExitUsage;
   }
   eo.max_attempts = o.max_attempts;
@@ -737,13 +738,6 @@ int Run(const RunOptions& o) {
   }
   eo.retry_base = retry_base * kMicrosPerSecond;
   eo.retry_max = retry_max * kMicrosPerSecond;
-  if (!o.metrics.empty()) eo.metrics = &metrics;
-  auto engine = Engine::Create(eo, store.value().get(), transport.value().providers);
-  if (!engine.ok()) {
-    std::cerr << "waymark run: " << engine.error() << "\n";
-    return kExitUsage;
-  }
-  Engine& e = *engine.value();
 
   int in = -1;  // --events: standard input or the file
   if (o.events == "-") {
@@ -761,6 +755,46 @@ int Run(const RunOptions& o) {
       if (fd > 0) ::close(fd);
     }
   } close_input{in};
+  // --listen is bound now, and served once the --events input is done.
+  httplib::Server svr;
+  std::string listen_host;
+  int listen_port = -1;
+  if (!o.listen.empty()) {
+    listen_port = Bind(svr, o.listen, &listen_host);
+    if (listen_port < 0) {
+      std::cerr << "waymark run: cannot listen on " << o.listen << "\n";
+      return kExitUsage;
+    }
+  }
+  Metrics metrics(WAYMARK_VERSION);
+  MetricsServer metrics_server;
+  if (!o.metrics.empty() && !metrics_server.Start(o.metrics, metrics)) return kExitUsage;
+  if (!o.metrics.empty()) eo.metrics = &metrics;
+  auto transport = OpenProvidersFor(o);
+  if (!transport.ok()) {
+    std::cerr << "waymark run: " << transport.error() << "\n";
+    return kExitUsage;
+  }
+  // From here SIGTERM/SIGINT ends the run in order, waits on a server
+  // included.
+  StopOnSignals();
+  // A service rides out a PostgreSQL restart (docs/operations.md).
+  auto report = [](const std::string& what) { std::cerr << "waymark run: " << what << "\n"; };
+  Reconnect reconnect{[] { return !g_stop; }, report, [&metrics] { metrics.StoreReconnected(); }};
+  auto store = OpenStore(o.store, reconnect);
+  if (!store.ok()) {
+    std::cerr << "waymark run: " << store.error() << "\n";
+    return g_stop ? kExitOk : kExitUsage;  // stopped while waiting: nothing began
+  }
+  auto engine = Engine::Create(eo, store.value().get(), transport.value().providers);
+  if (!engine.ok()) {
+    std::cerr << "waymark run: " << engine.error() << "\n";
+    // Journeys that do not check are rejected input; anything else is the
+    // store's or the configuration's.
+    return engine.error().rfind(kJourneysDoNotCheck, 0) == 0 ? kExitRejected : kExitUsage;
+  }
+  Engine& e = *engine.value();
+
   std::string name = o.events == "-" ? "stdin" : o.events;
   Micros last_event = e.clock();
   Reconnects reconnects;
@@ -844,18 +878,11 @@ int Run(const RunOptions& o) {
     last_event = e.clock();
   }
   if (!o.listen.empty() && !g_stop) {
-    httplib::Server svr;
     svr.set_payload_max_length(64 << 20);
     Inbox inbox;
     ServeEvents(svr, inbox);
-    std::string host;
-    int bound = Bind(svr, o.listen, &host);
-    if (bound < 0) {
-      std::cerr << "waymark run: cannot listen on " << o.listen << "\n";
-      return kExitUsage;
-    }
     std::thread http = Serve(svr);
-    std::cerr << "waymark run: listening on " << HttpBase(host, bound) << "/events\n";
+    std::cerr << "waymark run: listening on " << HttpBase(listen_host, listen_port) << "/events\n";
     std::cerr.flush();
     Status failed;
     while (!g_stop && failed.ok()) {
@@ -937,7 +964,7 @@ std::string Time(Micros t) {
 
 int Inspect(const std::string& journey, const std::string& key, const std::string& store_url,
             bool as_json) {
-  auto store = OpenStore(store_url);
+  auto store = OpenStore(store_url, {}, /*create=*/false);
   if (!store.ok()) {
     std::cerr << "waymark inspect: " << store.error() << "\n";
     return kExitUsage;
@@ -1200,8 +1227,10 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     // The input: --events or --source (then --listen, if given). Given on
     // the command line, --events or --listen wins over the file's [source]
     // url.
-    if (cmd->count("--events") && cmd->count("--source")) {
-      std::cerr << "waymark run: --events and --source are two inputs: give one\n";
+    if (cmd->count("--source") && (cmd->count("--events") || cmd->count("--listen"))) {
+      std::cerr << "waymark run: --source and "
+                << (cmd->count("--events") ? "--events" : "--listen")
+                << " are two inputs: give one\n";
       *exit_code = kExitUsage;
       return;
     }
@@ -1246,13 +1275,24 @@ void RegisterInspect(CLI::App& app, int* exit_code) {
   auto journey = std::make_shared<std::string>();
   auto key = std::make_shared<std::string>();
   auto store = std::make_shared<std::string>("sqlite:waymark.db");
+  auto config = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("inspect", "One person's trace through a journey: why (not)?");
   cmd->add_option("journey", *journey, "journey name")->required();
   cmd->add_option("key", *key, "instance key (the CloudEvents subject by default)")->required();
-  cmd->add_option("--store", *store, "sqlite:PATH")->capture_default_str();
+  cmd->add_option("--store", *store, "sqlite:PATH or postgresql://...")->capture_default_str();
+  cmd->add_option("--config", *config,
+                  "configuration file (default: ./waymark.toml when there is one)");
   cmd->add_flag("--json", *json, "print the trace as JSON");
-  cmd->callback([=] { *exit_code = Inspect(*journey, *key, *store, *json); });
+  cmd->callback([=] {
+    auto c = Config::LoadOrSay("inspect", *config);
+    if (!c) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    c->Under(cmd, "--store", "store", "url", *store);
+    *exit_code = Inspect(*journey, *key, *store, *json);
+  });
 }
 
 void RegisterRender(CLI::App& app, int* exit_code) {

@@ -70,13 +70,14 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
   if (url == "null:") return OpenTransport("null", "null", json::object(), plugin_dir);
   size_t colon = url.find(':');
   if (colon == std::string::npos || colon == 0) {
-    return Status::Error("transport '" + url +
-                         "': expected null:, file:DIR, smtp://HOST:PORT or PLUGIN:?KEY=VALUE&...");
+    // Not echoed: a value without its scheme may be a secret.
+    return Status::Error(
+        "transport: expected null:, file:DIR, smtp://HOST:PORT or PLUGIN:?KEY=VALUE&...");
   }
   std::string name = url.substr(0, colon), rest = url.substr(colon + 1);
   json config = json::object();
   if (name == "file") {
-    if (rest.empty()) return Status::Error("transport '" + url + "': expected file:DIR");
+    if (rest.empty()) return Status::Error("transport file: expected file:DIR");
     config["dir"] = rest;
     rest.clear();
   } else if (name == "smtp" || name == "smtps") {
@@ -86,8 +87,7 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
     std::string authority = rest.substr(0, q);
     rest = q == std::string::npos ? "" : rest.substr(q);
     if (authority.rfind("//", 0) != 0 || authority.size() < 3) {
-      return Status::Error("transport '" + url + "': expected " + name +
-                           "://[USER:PASS@]HOST:PORT");
+      return Status::Error("transport " + name + ": expected " + name + "://[USER:PASS@]HOST:PORT");
     }
     authority = authority.substr(2);
     if (size_t at = authority.rfind('@'); at != std::string::npos) {
@@ -107,17 +107,19 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
   }
   if (!rest.empty()) {
     if (rest[0] != '?') {
-      return Status::Error("transport '" + url + "': expected " + name + ":?KEY=VALUE&...");
+      return Status::Error("transport " + name + ": expected " + name + ":?KEY=VALUE&...");
     }
     size_t i = 1;
-    while (i <= rest.size()) {
+    for (int n = 1; i <= rest.size(); ++n) {
       size_t amp = rest.find('&', i);
       if (amp == std::string::npos) amp = rest.size();
       std::string pair = rest.substr(i, amp - i), key, value;
       size_t eq = pair.find('=');
       if (eq == std::string::npos || eq == 0 || !Unescape(pair.substr(0, eq), key) ||
           !Unescape(pair.substr(eq + 1), value)) {
-        return Status::Error("transport " + name + ": '" + pair + "' is not KEY=VALUE");
+        // Not echoed: the pair may hold a secret.
+        return Status::Error("transport " + name + ": parameter " + std::to_string(n) +
+                             " is not KEY=VALUE (with %-escapes where needed)");
       }
       // A number or a boolean is one; anything else is a string.
       json v;

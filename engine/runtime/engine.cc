@@ -1,6 +1,7 @@
 #include "engine/runtime/engine.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "dsl/checker.h"
 #include "engine/base/json_text.h"
@@ -86,7 +87,7 @@ Status Engine::Start() {
   if (!schemas.ok()) return schemas.status();
   dsl::CheckResult checked = dsl::CheckPaths({options_.journeys_dir}, schemas.value());
   if (checked.diags.errors() > 0) {
-    return Status::Error("journeys do not check:\n" + dsl::RenderDiagnostics(checked));
+    return Status::Error(std::string(kJourneysDoNotCheck) + "\n" + dsl::RenderDiagnostics(checked));
   }
   for (dsl::CheckedFile& f : checked.files) {
     dsl::CompiledJourney& j = *f.journey;
@@ -158,6 +159,7 @@ Status Engine::Start() {
   }
   std::map<std::string, std::string> lost_pins;  // key -> a provider no longer configured
   for (const SendRow& s : pending_) {
+    progress_[s.key].recovered = true;
     auto prior = recorded.find(s.seq);
     if (prior == recorded.end()) continue;
     const std::vector<SendResultRow>& results = prior->second;
@@ -303,7 +305,8 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
         continue;
       }
       const RawInput& in = *events[k].second;
-      std::string why = "dated " + FormatRfc3339(e.time) + ", more than " +
+      // The kind before ": ", the times after it (the summary counts by kind).
+      std::string why = "from the future: dated " + FormatRfc3339(e.time) + ", more than " +
                         dsl::DurationToString(options_.max_event_lead / kMicrosPerSecond) +
                         " ahead of the wall clock (" + FormatRfc3339(wall_now) + ")";
       DeadLetter(wall_now, in.position, why, in.text);
@@ -376,10 +379,6 @@ Status Engine::LoadSuppressions() {
   suppressed_.clear();
   for (SuppressionRow& r : rows.value()) suppressed_[r.entry] = std::move(r);
   suppressions_version_ = version.value();
-  std::erase_if(unconfirmed_, [this](const SuppressionRow& r) {
-    auto it = suppressed_.find(r.entry);
-    return it != suppressed_.end() && Covers(it->second, r);
-  });
   for (const SuppressionRow& r : unconfirmed_) Suppressed(r);
   return Status();
 }
@@ -561,9 +560,19 @@ void Engine::DecideSends() {
       auto in_window = [&](Micros t) {
         return std::distance(times.upper_bound(t - window), times.upper_bound(t));
       };
+      // A full window a send at `t` would fall in, by its end: the one
+      // ending at `t`, or one ending at a counted send held until after `t`
+      // (quiet hours, an earlier deferral), which `t` would push over.
+      auto full_at = [&](Micros t) -> std::optional<Micros> {
+        if (in_window(t) >= options_.cap_max) return t;
+        for (auto x = times.upper_bound(t); x != times.end() && *x < t + window; ++x) {
+          if (in_window(*x) >= options_.cap_max) return *x;
+        }
+        return std::nullopt;
+      };
       std::string rule =
           std::to_string(options_.cap_max) + " per " + dsl::DurationToString(options_.cap_window_s);
-      if (in_window(row.not_before) >= options_.cap_max) {
+      if (full_at(row.not_before)) {
         if (!p.defer) {
           row.cap_counted = false;
           batch_.sends.push_back(row);
@@ -580,12 +589,25 @@ void Engine::DecideSends() {
           ++summary_.sends[row.template_name]["capped"];
           continue;
         }
-        // Defer: to when enough earlier sends have left the window.
+        // Defer: to when enough earlier sends have left the window, past
+        // any full window it would fall in, and outside the journey's
+        // quiet hours.
         Micros t = row.not_before;
-        for (int guard = 0; guard < 1000 && in_window(t) >= options_.cap_max; ++guard) {
-          auto first = times.upper_bound(t - window);
-          auto nth = std::next(first, long(in_window(t) - options_.cap_max));
-          t = *nth + window;
+        for (int guard = 0; guard < 1000; ++guard) {
+          if (auto end = full_at(t)) {
+            if (*end > t) {
+              t = *end;  // the full window's last send: t cannot come before it
+              continue;
+            }
+            auto first = times.upper_bound(t - window);
+            auto nth = std::next(first, long(in_window(t) - options_.cap_max));
+            t = *nth + window;
+            continue;
+          }
+          Micros released =
+              p.quiet_zone ? QuietHoursRelease(t, p.quiet_start, p.quiet_end, p.quiet_zone) : t;
+          if (released == t) break;
+          t = released;
         }
         batch_.results.push_back(
             {0,
@@ -760,7 +782,8 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     row.trigger = std::move(s.trigger);
     row.event = std::move(s.event);
     row.vars = std::move(s.vars);
-    proposed_.push_back({std::move(row), j.over_cap_defer});
+    proposed_.push_back(
+        {std::move(row), j.over_cap_defer, s.quiet_zone, s.quiet_start, s.quiet_end});
   }
   for (Event& x : r.emits) emitted_.push_back(std::move(x));
   if (!r.next.Finished()) {
@@ -801,6 +824,8 @@ Status Engine::Settle() {
   }
   inflight_sends_.clear();
   inflight_ids_.clear();
+  unconfirmed_.erase(unconfirmed_.begin(), unconfirmed_.begin() + long(unconfirmed_inflight_));
+  unconfirmed_inflight_ = 0;
   return Status();
 }
 
@@ -816,6 +841,7 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     batch_ids_.clear();
     inflight_sends_ = std::move(staged_);
     staged_.clear();
+    unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
     committer_->Start(std::move(batch_));
     batch_ = Batch();
   }
@@ -839,14 +865,17 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   static const SendProgress kFresh;
   // Records one attempt's result (from `provider`, or -1 when none was
   // asked) and decides what follows (docs/engine.md, "Sending").
-  // `group` is the recipient's mail host group (Router::Group), when known.
-  auto record = [&](SendRow& s, int provider, const TransportResult& r, std::string group) {
+  // `group` is the recipient's mail host group (Router::Group), when known;
+  // `answered`, the wall-clock time of the answer, which a retry-after and
+  // a backoff count from (a provider may take seconds to answer).
+  auto record = [&](SendRow& s, int provider, const TransportResult& r, std::string group,
+                    Micros answered) {
     // Most sends finish at their first attempt: no entry for them.
     auto it = progress_.find(s.key);
     SendProgress p = it == progress_.end() ? kFresh : it->second;
     const std::string& result = r.kind;
     Micros retry_after = Micros(r.retry_after_ms) * 1000;
-    if (provider >= 0) router_.Record(provider, group, r, wall_now);
+    if (provider >= 0) router_.Record(provider, group, r, answered);
     bool final = true, failed_over = false;
     std::string gave_up;
     Micros wait = retry_after;
@@ -884,7 +913,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (result == "permanent_recipient") {
       // The address will never accept mail: no journey sends to it again.
       std::string entry = SuppressionEntry(s.recipient);
-      SuppressionRow row{entry, "all", r.detail, "bounce", wall_now};
+      SuppressionRow row{entry, "all", r.detail, "bounce", answered};
       Suppressed(row);
       unconfirmed_.push_back(row);
       batch_.suppressions.push_back(std::move(row));
@@ -895,6 +924,17 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       ++summary_.providers[router_.provider(provider).name][result];
     }
     if (failed_over) d["failed_over"] = true;
+    if (p.recovered && provider >= 0) {
+      // The one window no store closes: a crash after the provider took
+      // the message and before its answer was stored. A provider that
+      // deduplicates by the key answers `duplicate`; any other's
+      // acceptance is marked, and counted.
+      p.recovered = false;
+      if (result == "accepted" && !router_.provider(provider).transport->Idempotent()) {
+        d["maybe_repeated"] = true;
+        ++summary_.maybe_repeated;
+      }
+    }
     if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
@@ -912,7 +952,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       return;
     }
     progress_[s.key] = p;
-    hold(s, wall_now + wait);
+    hold(s, answered + wait);
   };
   // A command may have changed the suppression list: seen at this dispatch.
   if (!pending_.empty()) {
@@ -935,7 +975,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     }
     if (const SuppressionRow* by = SuppressedBy(s.recipient, s.intent)) {
       record(s, -1, Outcome("suppressed", by->entry + " (" + by->source + ": " + by->reason + ")"),
-             "");
+             "", wall_now);
       continue;
     }
     auto prior = progress_.find(s.key);
@@ -945,7 +985,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (c.provider < 0 && c.wait == 0) {
       std::string why = "no provider sends " + s.intent + " mail";
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", why, "");
-      record(s, -1, Outcome("dead_letter", why), "");
+      record(s, -1, Outcome("dead_letter", why), "", wall_now);
       continue;
     }
     if (c.provider < 0) {
@@ -956,7 +996,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (!message.ok()) {
       router_.Unused(c.provider);
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
-      record(s, -1, Outcome("dead_letter", message.error()), "");
+      record(s, -1, Outcome("dead_letter", message.error()), "", wall_now);
       continue;
     }
     messages[c.provider].push_back(std::move(message).value());
@@ -964,11 +1004,17 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     messages[c.provider].back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
     ready[c.provider].push_back({std::move(s), std::move(group)});
   }
+  // `wall_now` moved on by the time each provider took (the steady clock's:
+  // the caller's wall time may be simulated).
+  auto began = std::chrono::steady_clock::now();
   for (size_t i = 0; i < router_.size(); ++i) {
     if (messages[i].empty()) continue;
     std::vector<TransportResult> sent = router_.provider(int(i)).transport->SendBatch(messages[i]);
+    Micros answered = wall_now + std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::steady_clock::now() - began)
+                                     .count();
     for (size_t j = 0; j < ready[i].size(); ++j) {
-      record(ready[i][j].first, int(i), sent[j], std::move(ready[i][j].second));
+      record(ready[i][j].first, int(i), sent[j], std::move(ready[i][j].second), answered);
     }
   }
   pending_ = std::move(later);

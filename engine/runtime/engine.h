@@ -28,6 +28,12 @@ namespace waymark {
 
 class Metrics;
 
+// The most attempts a send may be given (`[delivery] max_attempts`).
+inline constexpr int kMaxAttempts = 100;
+// How Engine::Create's message begins when the journeys do not check (the
+// input is rejected; every other failure is the store's or the setup's).
+inline constexpr std::string_view kJourneysDoNotCheck = "journeys do not check:";
+
 struct EngineOptions {
   std::string journeys_dir = "journeys";
   std::string schemas_dir = "schemas";
@@ -51,7 +57,7 @@ struct EngineOptions {
   uint32_t partitions = 1;
   // Sending (docs/engine.md, "Sending"), on the wall clock: retries with
   // exponential backoff and full jitter. Rates are the providers'.
-  int max_attempts = 8;
+  int max_attempts = 8;  // 1 to kMaxAttempts
   // Rates per recipient domain group, across providers ([[domain]]).
   std::vector<DomainLimit> domains;
   Micros retry_base = 1'000'000;
@@ -126,9 +132,13 @@ struct RunSummary {
   };
   // Every journey loaded, and any other that instances loaded at start are in.
   std::map<std::string, Instances> by_journey;
-  Instances instances() const;                                      // all journeys together
-  std::map<std::string, int64_t> entries_refused;                   // reason -> count
-  int64_t capped = 0, deferred = 0;                                 // frequency cap decisions
+  Instances instances() const;                     // all journeys together
+  std::map<std::string, int64_t> entries_refused;  // reason -> count
+  int64_t capped = 0, deferred = 0;                // frequency cap decisions
+  // Sends pending at start, then accepted by a provider that does not
+  // deduplicate by the key: a run before may have delivered them already
+  // (stopped between the provider's acceptance and the answer's commit).
+  int64_t maybe_repeated = 0;
   std::map<std::string, std::map<std::string, int64_t>> sends;      // template -> result -> count
   std::map<std::string, std::map<std::string, int64_t>> providers;  // provider -> result -> count
   int64_t timers_fired = 0;
@@ -291,6 +301,9 @@ class Engine {
   struct Proposed {
     SendRow row;
     bool defer = false;  // the journey's over_cap policy
+    // The journey's quiet hours, which a deferral respects (none: null).
+    const date::time_zone* quiet_zone = nullptr;
+    int quiet_start = 0, quiet_end = 0;
   };
   std::vector<Proposed> proposed_;                          // sends of the input being handled
   std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
@@ -311,17 +324,22 @@ class Engine {
     // the key; another provider would not), or -1.
     int pinned = -1;
     Micros retry_at = 0;
+    // Pending when this engine started: a run before it may have handed it
+    // to a provider and stopped before the answer was stored.
+    bool recovered = false;
   };
   std::unordered_map<std::string, SendProgress> progress_;
   // The suppression list, by entry (address or domain), reloaded when the
   // store's version moves (a command changed it).
   std::unordered_map<std::string, SuppressionRow> suppressed_;
   int64_t suppressions_version_ = -1;
-  // Bounces this engine suppressed that the store may not list yet (their
-  // batch is being built or committed): a reload keeps them until it
-  // finds them in the store. (A command that removes one before then is
-  // seen at the reload after.)
+  // Bounces this engine suppressed that the store does not hold yet (their
+  // batch is being built or committed): a reload keeps them. The first
+  // `unconfirmed_inflight_` are the batch being committed's, forgotten
+  // once it is durable: from then the store's list decides (a command that
+  // removes one was overridden for the life of the process).
   std::vector<SuppressionRow> unconfirmed_;
+  size_t unconfirmed_inflight_ = 0;
   Status LoadSuppressions();
   // The entry that suppresses a send to `recipient` with `intent`, or null.
   const SuppressionRow* SuppressedBy(const std::string& recipient, const std::string& intent) const;

@@ -9,6 +9,8 @@
 #include <optional>
 #include <thread>
 
+#include "engine/base/url.h"
+
 namespace waymark {
 namespace {
 
@@ -150,7 +152,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
     report = [](const std::string& what) { std::fprintf(stderr, "waymark: %s\n", what.c_str()); };
   }
   if (o.url.rfind("nats://", 0) != 0) {
-    return Status::Error("source: expected nats://HOST:PORT, not '" + o.url + "'");
+    return Status::Error("source: expected nats://HOST:PORT, not '" + RedactedUrl(o.url) + "'");
   }
   if (o.duplicate_window_s < kMinDuplicateWindowS) {
     return Status::Error(
@@ -170,7 +172,8 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(m.opts, 64 << 20);
   if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
   if (s == NATS_NO_SERVER && o.wait_for_server) {
-    report("nats: no server at " + o.url + " yet; waiting for one (retrying every 2 s)");
+    report("nats: no server at " + RedactedUrl(o.url) +
+           " yet; waiting for one (retrying every 2 s)");
     // With a callback the library connects in the background (without one
     // it would block until it connects, deaf to a stop).
     auto connected = [](natsConnection*, void*) {};
@@ -179,14 +182,14 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
     if (s == NATS_NOT_YET_CONNECTED) {
       while (natsConnection_Status(m.nc) != NATS_CONN_STATUS_CONNECTED) {
         if (!o.wait_for_server()) {
-          return Status::Error("stopped while waiting for nats-server at " + o.url);
+          return Status::Error("stopped while waiting for nats-server at " + RedactedUrl(o.url));
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       s = NATS_OK;
     }
   }
-  if (s != NATS_OK) return Status::Error("cannot connect to " + o.url + ": " + Why(s));
+  if (s != NATS_OK) return Status::Error("cannot connect to " + RedactedUrl(o.url) + ": " + Why(s));
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = 10000;
@@ -313,7 +316,7 @@ void JetStream::WatchConnection() {
   }
   auto now = std::chrono::steady_clock::now();
   if (m.up && !up) {
-    report_("nats: lost the connection to " + options_.url + "; reconnecting");
+    report_("nats: lost the connection to " + RedactedUrl(options_.url) + "; reconnecting");
     m.lost_at = now;
   } else if (!m.up && up) {
     char after[32];
@@ -321,7 +324,7 @@ void JetStream::WatchConnection() {
                   std::chrono::duration<double>(now - m.lost_at).count());
     report_(std::string("nats: the connection is back after ") + after + " s");
   } else if (up && reconnects > m.reconnects) {
-    report_("nats: lost the connection to " + options_.url + ", and it is back");
+    report_("nats: lost the connection to " + RedactedUrl(options_.url) + ", and it is back");
   }
   m.up = up;
   m.reconnects = reconnects;

@@ -19,6 +19,7 @@
 #include <pqxx/tablewriter>
 
 #include "engine/base/json_text.h"
+#include "engine/base/url.h"
 #include "engine/store/rows.h"
 
 namespace waymark {
@@ -1235,25 +1236,6 @@ class PostgresStore : public Store {
 
 }  // namespace
 
-namespace {
-
-// The parameters of a URL's query, `key=value` separated by '&'.
-std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url) {
-  std::vector<std::pair<std::string_view, size_t>> keys;  // key, where its value starts
-  size_t q = url.find('?');
-  if (q == std::string_view::npos) return keys;
-  for (size_t at = q + 1; at < url.size();) {
-    size_t end = std::min(url.find('&', at), url.size());
-    size_t eq = url.find('=', at);
-    if (eq != std::string_view::npos && eq < end)
-      keys.emplace_back(url.substr(at, eq - at), eq + 1);
-    at = end + 1;
-  }
-  return keys;
-}
-
-}  // namespace
-
 std::string WithConnectionDefaults(const std::string& url) {
   static constexpr std::pair<std::string_view, std::string_view> kDefaults[] = {
       {"connect_timeout", "10"}, {"keepalives_idle", "30"},     {"keepalives_interval", "10"},
@@ -1271,25 +1253,6 @@ std::string WithConnectionDefaults(const std::string& url) {
     sep = '&';
   }
   return out;
-}
-
-std::string RedactedUrl(const std::string& url) {
-  std::string out = url;
-  // The parameters first: masking the user part moves what follows it.
-  auto keys = QueryKeys(url);
-  for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
-    if (k->first != "password") continue;
-    size_t end = std::min(out.find('&', k->second), out.size());
-    out.replace(k->second, end - k->second, "***");
-  }
-  size_t scheme = out.find("://");
-  size_t at = out.find('@');
-  size_t q = out.find('?');
-  if (scheme == std::string::npos || at == std::string::npos || (q != std::string::npos && at > q))
-    return out;
-  size_t colon = out.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return out;
-  return out.substr(0, colon) + ":***" + out.substr(at);
 }
 
 Result<bool> CommitLanded(const std::string& url, const std::string& xid, int backend,

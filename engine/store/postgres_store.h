@@ -39,8 +39,4 @@ Result<bool> CommitLanded(const std::string& url, const std::string& xid, int ba
 // otherwise).
 std::string WithConnectionDefaults(const std::string& url);
 
-// `url` for messages: a password, in the user part or as a `password=`
-// parameter, as ***.
-std::string RedactedUrl(const std::string& url);
-
 }  // namespace waymark

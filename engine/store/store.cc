@@ -1,5 +1,8 @@
 #include "engine/store/store.h"
 
+#include <filesystem>
+
+#include "engine/base/url.h"
 #include "engine/store/postgres_store.h"
 #include "engine/store/rows.h"
 #include "engine/store/sqlite_store.h"
@@ -25,10 +28,16 @@ Result<std::optional<Event>> Store::EventById(const std::string& source, const s
   return std::optional<Event>(std::move(e).value());
 }
 
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect) {
-  if (StartsWith(url, "sqlite:")) return OpenSqliteStore(url.substr(7));
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect, bool create) {
+  if (StartsWith(url, "sqlite:")) {
+    std::string path = url.substr(7);
+    if (std::error_code ec; !create && !std::filesystem::exists(path, ec)) {
+      return Status::Error("no store at " + path + " (is --store, or [store] url, the run's?)");
+    }
+    return OpenSqliteStore(path);
+  }
   if (IsPostgresUrl(url)) return OpenPostgresStore(url, std::move(reconnect));
-  return Status::Error("unknown store URL '" + url +
+  return Status::Error("unknown store URL '" + RedactedUrl(url) +
                        "' (expected sqlite:PATH or postgresql://USER@HOST:PORT/DB)");
 }
 

@@ -282,8 +282,11 @@ struct Reconnect {
 };
 
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"
-// (a PostgreSQL database must have been migrated: MigratePostgres).
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect = {});
+// (a PostgreSQL database must have been migrated: MigratePostgres). An
+// SQLite store that does not exist is created, unless `create` is false
+// (commands that only read: an empty store would answer wrongly).
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect = {},
+                                         bool create = true);
 bool IsPostgresUrl(const std::string& url);
 
 }  // namespace waymark

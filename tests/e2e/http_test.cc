@@ -272,7 +272,18 @@ TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   EXPECT_NE(out.find("events in: 2 "), std::string::npos) << out;
   out = Shell(run + " --events - --source nats://127.0.0.1:1 < /dev/null 2>&1", &status);
   EXPECT_EQ(WEXITSTATUS(status), 2) << out;
-  EXPECT_NE(out.find("--events and --source are two inputs: give one"), std::string::npos) << out;
+  EXPECT_NE(out.find("--source and --events are two inputs: give one"), std::string::npos) << out;
+  // --listen after a stream never came: the stream runs until stopped.
+  out = Shell(run + " --listen 127.0.0.1:0 --source nats://127.0.0.1:1 2>&1", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("--source and --listen are two inputs: give one"), std::string::npos) << out;
+  // A password in the source's URL is not printed (it was, in full).
+  out = Shell(std::string(WAYMARK_BINARY) +
+                  " publish /dev/null --source nats://alice:SECRET@127.0.0.1:1 2>&1",
+              &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("nats://alice:***@127.0.0.1:1"), std::string::npos) << out;
+  EXPECT_EQ(out.find("SECRET"), std::string::npos) << out;
   // Partitions divide a stream; a file's events would be dropped by all
   // but one engine.
   std::ofstream(dir / "partitioned.toml") << "[source]\npartitions = 2\n";
@@ -285,6 +296,38 @@ TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   out = Shell(run + " --events " + dir.string() + " 2>&1", &status);
   EXPECT_EQ(WEXITSTATUS(status), 3) << out;
   EXPECT_NE(out.find("reading " + dir.string() + " failed after line 0"), std::string::npos) << out;
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// Options are checked before anything is opened, created or bound: a bad
+// one was found only after the store was made (an SQLite file) or reached
+// (a PostgreSQL server that does not answer was waited for, and SIGTERM
+// then exited 0). Journeys that do not check are rejected input: exit 1.
+TEST(Inputs, OptionsAreCheckedBeforeTheStoreIsOpened) {
+  using waymark::testing_util::Shell;
+  fs::path dir = fs::temp_directory_path() / ("waymark_options_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "broken");
+  std::string base = "timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --journeys " +
+                     (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
+                     " --schemas /nonexistent --events /dev/null --transport null:";
+  int status = 0;
+  for (const char* bad : {"--cap bogus", "--retry-base 0s", "--max-attempts 101",
+                          "--transport-rate inf", "--listen 127.0.0.1:70000"}) {
+    std::string out =
+        Shell(base + " --store sqlite:" + (dir / "new.db").string() + " " + bad + " 2>&1", &status);
+    EXPECT_EQ(WEXITSTATUS(status), 2) << bad << ": " << out;
+    EXPECT_FALSE(fs::exists(dir / "new.db")) << bad;
+    out = Shell(base + " --store postgresql://u@127.0.0.1:1/db " + bad + " 2>&1", &status);
+    EXPECT_EQ(WEXITSTATUS(status), 2) << bad << ": " << out;  // 124: it waited for the server
+  }
+  std::ofstream(dir / "broken" / "b.journey") << "journey broken {\n";
+  std::string out = Shell("timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --journeys " +
+                              (dir / "broken").string() + " --events /dev/null --store sqlite:" +
+                              (dir / "b.db").string() + " --transport null: 2>&1",
+                          &status);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_NE(out.find("journeys do not check"), std::string::npos) << out;
   if (!HasFailure()) fs::remove_all(dir);
 }
 

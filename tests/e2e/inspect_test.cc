@@ -87,6 +87,21 @@ TEST(Inspect, TracesInputsDecisionsAndSendsOfOnePerson) {
   EXPECT_EQ(status, 0);
   EXPECT_NE(text.find("inputs (2)"), std::string::npos) << text;
   EXPECT_NE(text.find("password_changed"), std::string::npos) << text;
+  // The store named by waymark.toml, as for `run`: from a directory with
+  // no store of its own, it gave "no instance" (exit 0) from an empty
+  // waymark.db it had just created.
+  fs::create_directories(dir / "elsewhere");
+  std::ofstream(dir / "elsewhere" / "waymark.toml") << "[store]\nurl = \"" << store << "\"\n";
+  std::string in_dir = "cd " + (dir / "elsewhere").string() + " && " + WAYMARK_BINARY;
+  text = Shell(in_dir + " inspect password_reset ana@example.com --json", &status);
+  ASSERT_EQ(status, 0) << text;
+  EXPECT_EQ(json::parse(text)["instances"].size(), 1u) << text;
+  // A store that is not there is not made.
+  text = Shell(in_dir + " inspect password_reset ana@example.com --store sqlite:none.db 2>&1",
+               &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << text;
+  EXPECT_NE(text.find("no store at none.db"), std::string::npos) << text;
+  EXPECT_FALSE(fs::exists(dir / "elsewhere" / "none.db"));
   fs::remove_all(dir);
 }
 

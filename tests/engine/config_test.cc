@@ -95,6 +95,9 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[transport]\nrate = 1e-20\n", "[transport] rate"},
       {"[transport]\nrate = nan\n", "[transport] rate"},
       {"[[domain]]\nname = \"g\"\nrate = inf\n", "[domain] 0.rate"},
+      // Past what a 32-bit burst holds: it was cut down to 0 or 1.
+      {"[transport]\nburst = 4294967296\n", "[transport] burst"},
+      {"[[domain]]\nname = \"g\"\nrate = 1\nburst = 4294967297\n", "[domain] 0.burst"},
   };
   for (const Case& k : cases) {
     auto c = LoadText(k.text);
@@ -104,6 +107,18 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
   auto syntax = LoadText("[source\nurl = 1\n");
   ASSERT_FALSE(syntax.ok());
   EXPECT_NE(syntax.error().find(":1:"), std::string::npos) << syntax.error();
+}
+
+TEST(Config, ARetryCeilingAloneIsNotComparedWithADefault) {
+  // retry_max may come from the command line; the run checks the pair.
+  auto c = LoadText("[delivery]\nretry_base = \"20m\"\n");
+  EXPECT_TRUE(c.ok()) << c.error();
+}
+
+TEST(Config, ADirectoryIsNotAConfiguration) {
+  auto c = Config::Load(fs::temp_directory_path().string());
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("not a file"), std::string::npos) << c.error();
 }
 
 TEST(Config, FlagsWinOverTheFile) {

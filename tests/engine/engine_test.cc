@@ -57,6 +57,37 @@ class EngineTest : public testing::Test {
                       "  entry { on order.placed  reentry always }\n" + "  step s { send \"" +
                       tmpl + "\" to trigger.data.email intent " + intent + "  end }\n}");
   }
+  // Under a cap: "q" sends "a" at every signup, held for quiet hours from
+  // 21:00 to 08:00 UTC; "n" sends "b" at every order, at once.
+  void QuietAndOrderJourneys() {
+    Journey("q", R"(journey q {
+  quiet hours 21:00 to 08:00
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+    OrderJourney("n", "b", "marketing");
+  }
+  // "t" sends a transactional "t" at every signup, through the sim, which
+  // bounces every address at gone.example (550 5.1.1).
+  void BouncingJourney() {
+    Journey("t", R"(journey t {
+  entry { on user.signup  reentry always }
+  step s { send "t" to trigger.data.email intent transactional  end }
+})");
+    BouncingSim();
+  }
+  void BouncingSim() {
+    auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+    ASSERT_TRUE(sim.ok()) << sim.error();
+    transport_ = sim.value()
+                     ->Create("sim", {{"domains",
+                                       {{"gone.example",
+                                         {{"kind", "permanent_recipient"},
+                                          {"smtp_code", 550},
+                                          {"enhanced", "5.1.1"},
+                                          {"text", "no such user"}}}}}})
+                     .value();
+  }
   // A frequency cap of one marketing send per `window_s`.
   static EngineOptions CapOfOne(int64_t window_s) {
     EngineOptions o;
@@ -175,7 +206,7 @@ TEST_F(EngineTest, OnTheWallClockAnEventFromTheFarFutureIsADeadLetter) {
   ASSERT_TRUE(
       engine_
           ->Ingest({in("1", "far", "2027-03-01T10:00:00Z"), in("2", "near", "2026-03-01T10:04:59Z"),
-                    in("3", "now", "2026-03-01T10:00:00Z")},
+                    in("3", "now", "2026-03-01T10:00:00Z"), in("4", "far", "2027-03-01T10:00:01Z")},
                    wall)
           .ok());
   // Entered at the clock the near event moved it to, not a year ahead.
@@ -184,11 +215,15 @@ TEST_F(EngineTest, OnTheWallClockAnEventFromTheFarFutureIsADeadLetter) {
   ASSERT_EQ(Instances("j", "near").size(), 1u);  // within the lead: taken
   EXPECT_TRUE(Instances("j", "far").empty());
   auto dead = store_->DeadLetters().value();
-  ASSERT_EQ(dead.size(), 1u);
+  ASSERT_EQ(dead.size(), 2u);
   EXPECT_EQ(dead[0].input, "t:1");
   EXPECT_EQ(dead[0].reason,
-            "dated 2027-03-01T10:00:00Z, more than 5m ahead of the wall clock "
+            "from the future: dated 2027-03-01T10:00:00Z, more than 5m ahead of the wall clock "
             "(2026-03-01T10:00:00Z)");
+  // Counted under one kind: with its times in the kind, the summary held a
+  // key per such event for the life of the process.
+  EXPECT_EQ(engine_->summary().dead_letters,
+            (std::map<std::string, int64_t>{{"from the future", 2}}));
 }
 
 TEST_F(EngineTest, ReentryOnce) {
@@ -289,12 +324,7 @@ TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
 // the earliest window a later send can have, not from the first send
 // checked: that one (held for quiet hours) lies later than the next.
 TEST_F(EngineTest, FrequencyCapAfterARestartCountsWhatWasSentBefore) {
-  Journey("q", R"(journey q {
-  quiet hours 21:00 to 08:00
-  entry { on user.signup }
-  step s { send "a" to trigger.data.email intent marketing  end }
-})");
-  OrderJourney("n", "b", "marketing");
+  QuietAndOrderJourneys();
   EngineOptions o = CapOfOne(86400);
   Start(o);
   std::string d = R"({"email":"u@x.io"})";
@@ -348,6 +378,42 @@ TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   const SendRow& b = sends[0].template_name == "b" ? sends[0] : sends[1];
   EXPECT_EQ(FormatRfc3339(b.not_before), "2026-03-01T11:00:00Z");
   EXPECT_EQ(store_->SendResults(b.seq).value().front().result, "deferred");
+}
+
+// A send held for later (quiet hours) counts where it will go: a send
+// decided after it for an earlier time, whose window holds it, is over the
+// cap. (Only the window before each send was counted: both went within
+// 9.5 hours under a cap of one a day.)
+TEST_F(EngineTest, FrequencyCapCountsASendHeldForLater) {
+  QuietAndOrderJourneys();
+  Start(CapOfOne(86400));
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T22:00:00Z", d)});  // held to 08:00
+  Feed({Ev("2", "order.placed", "u", "2026-03-01T22:30:00Z", d)});
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 86400 * kMicrosPerSecond).ok());
+  EXPECT_EQ(Results("a")["accepted"], 1);
+  EXPECT_EQ(Results("b")["capped"], 1) << "two sends within a day under a cap of one a day";
+  EXPECT_EQ(Results("b")["accepted"], 0);
+}
+
+// A send deferred by the cap is not released inside its journey's quiet
+// hours (the deferral set a time from another journey's send, and it went
+// at 21:30 into quiet hours from 21:00).
+TEST_F(EngineTest, FrequencyCapDeferralKeepsTheJourneysQuietHours) {
+  OrderJourney("n", "a", "marketing");
+  Journey("q", R"(journey q {
+  quiet hours 21:00 to 08:00
+  over_cap defer
+  entry { on user.signup }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  Start(CapOfOne(3600));
+  std::string d = R"({"email":"u@x.io"})";
+  Feed({Ev("1", "order.placed", "u", "2026-03-01T20:30:00Z", d)});
+  Feed({Ev("2", "user.signup", "u", "2026-03-01T20:45:00Z", d)});
+  auto sends = store_->Sends("q/u/1").value();
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(FormatRfc3339(sends[0].not_before), "2026-03-02T08:00:00Z");
 }
 
 TEST_F(EngineTest, WaitUntilAcrossTheSpringForwardGapInNewYork) {
@@ -888,16 +954,7 @@ TEST_F(EngineTest, SuppressedRecipientsGetNothingAndBouncesAreSuppressed) {
   entry { on user.signup }
   step s { send "t" to trigger.data.email intent transactional  wait 2h  end }
 })");
-  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
-  ASSERT_TRUE(sim.ok()) << sim.error();
-  transport_ = sim.value()
-                   ->Create("sim", {{"domains",
-                                     {{"gone.example",
-                                       {{"kind", "permanent_recipient"},
-                                        {"smtp_code", 550},
-                                        {"enhanced", "5.1.1"},
-                                        {"text", "no such user"}}}}}})
-                   .value();
+  ASSERT_NO_FATAL_FAILURE(BouncingSim());
   Start();
   ASSERT_TRUE(store_
                   ->Suppress({{"ana@x.io", "all", "asked us", "cli", 1},
@@ -980,6 +1037,22 @@ TEST_F(EngineTest, ABounceStaysSuppressedWhileACommandReloadsTheList) {
   EXPECT_EQ(Results("t")["suppressed"], 1);
 }
 
+// A bounce is forgotten by the engine once its batch is durable: a command
+// that then removes it is obeyed. (The engine kept it until a reload found
+// it in the store; removed before that, it was put back at every reload,
+// for the life of the process.)
+TEST_F(EngineTest, ABounceACommandRemovesAfterItsCommitIsNotSuppressedAgain) {
+  ASSERT_NO_FATAL_FAILURE(BouncingJourney());
+  Start();
+  std::string d = R"({"email":"cy@gone.example"})";
+  Feed({Ev("1", "user.signup", "c", "2026-03-01T10:00:00Z", d)});
+  ASSERT_EQ(Results("t").at("permanent_recipient"), 1);
+  ASSERT_TRUE(store_->Unsuppress("cy@gone.example").value());
+  Feed({Ev("2", "user.signup", "c", "2026-03-01T11:00:00Z", d)});
+  EXPECT_EQ(Results("t")["suppressed"], 0) << "the removed entry came back";
+  EXPECT_EQ(Results("t").at("permanent_recipient"), 2);
+}
+
 // An ambiguous answer (the provider may have the message) is sent again
 // only to a provider that deduplicates by the key, and only to that one:
 // never failed over to another, which would send it twice.
@@ -1041,6 +1114,68 @@ class Scripted : public Transport {
   std::vector<std::string> answers_;
   size_t next_ = 0;
 };
+
+// The crash window no store closes (after the provider took a message,
+// before its answer was stored) is made visible for providers that do not
+// deduplicate by the key: a send pending at start that one of them accepts
+// is marked and counted; one that deduplicates is not marked.
+TEST_F(EngineTest, ASendPendingAtStartAndAcceptedAgainIsMarked) {
+  Journey("j", kTransactional);
+  for (bool idempotent : {false, true}) {
+    SCOPED_TRACE(idempotent ? "deduplicating provider" : "other provider");
+    fs::remove(dir_ / "w.db");
+    Keeping keeping(false);
+    Scripted scripted({});
+    providers_ = {{.name = "p",
+                   .transport = idempotent ? static_cast<Transport*>(&scripted)
+                                           : static_cast<Transport*>(&keeping)}};
+    Start();
+    Micros wall = 1'000'000'000;
+    ASSERT_TRUE(engine_->Submit(Signup("u@x.io"), wall).ok());
+    ASSERT_TRUE(engine_->Commit(wall).ok());  // stored, not yet handed over: then a crash
+    Start();
+    ASSERT_TRUE(engine_->Flush(wall).ok());
+    auto results = store_->SendResults(1).value();
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_EQ(results[0].result, "accepted");
+    EXPECT_EQ(results[0].detail.value("maybe_repeated", false), !idempotent) << results[0].detail;
+    EXPECT_EQ(engine_->summary().maybe_repeated, idempotent ? 0 : 1);
+    // Sent after the start, not pending at it: not marked.
+    nlohmann::json d = {{"email", "v@x.io"}};
+    ASSERT_TRUE(
+        engine_
+            ->Ingest(
+                {{"t:2", Ev("2", "user.signup", "v", "2026-03-01T10:00:00Z", d.dump()), {}, {}}},
+                wall)
+            .ok());
+    EXPECT_EQ(engine_->summary().maybe_repeated, idempotent ? 0 : 1);
+    engine_.reset();
+    store_.reset();
+  }
+}
+
+// A provider that takes its time to answer "retry after 1 s": the retry
+// waits 1 s from the answer, not from when the dispatch began (it lost the
+// time the provider took, all of the retry-after when that was longer).
+class SlowToRetry : public Transport {
+ public:
+  std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return std::vector<TransportResult>(messages.size(), {"retry_later", "", "busy", 1000, ""});
+  }
+  std::string Describe() const override { return "slow"; }
+};
+
+TEST_F(EngineTest, ARetryAfterCountsFromTheAnswer) {
+  Journey("j", kTransactional);
+  SlowToRetry slow;
+  providers_ = {{.name = "slow", .transport = &slow}};
+  Start(QuickRetries(3));
+  Micros wall = 1'000'000'000;
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());
+  ASSERT_TRUE(engine_->NextRetry());
+  EXPECT_GE(*engine_->NextRetry(), wall + 1'300'000);
+}
 
 // Across a restart the send stays pinned to the provider that may have it,
 // whatever that provider answered after its ambiguous answer: a provider
@@ -1136,20 +1271,7 @@ const std::string kExitOnBounce = ExitOnResult("permanent_recipient");
 // A hard bounce suppresses all mail to the address, also where a narrower
 // entry (marketing) was there before it: in memory at once, and stored.
 TEST_F(EngineTest, AHardBounceWidensAMarketingSuppression) {
-  Journey("t", R"(journey t {
-  entry { on user.signup  reentry always }
-  step s { send "t" to trigger.data.email intent transactional  end }
-})");
-  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
-  ASSERT_TRUE(sim.ok()) << sim.error();
-  transport_ = sim.value()
-                   ->Create("sim", {{"domains",
-                                     {{"gone.example",
-                                       {{"kind", "permanent_recipient"},
-                                        {"smtp_code", 550},
-                                        {"enhanced", "5.1.1"},
-                                        {"text", "no such user"}}}}}})
-                   .value();
+  ASSERT_NO_FATAL_FAILURE(BouncingJourney());
   Start();
   ASSERT_TRUE(store_->Suppress({{"cy@gone.example", "marketing", "complained", "cli", 1}}).ok());
   std::string d = R"({"email":"cy@gone.example"})";

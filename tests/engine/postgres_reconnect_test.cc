@@ -181,7 +181,7 @@ class Proxy {
 
 // libpq's own defaults wait for ever to connect and about two hours for a
 // host that vanished without a reset: the store adds timeouts the URL does
-// not set, and never shows a password.
+// not set. (Its messages mask the password: RedactedUrl, url_test.)
 TEST(PostgresUrl, TimeoutsAndTheEncodingAreAddedWhereTheUrlSetsNone) {
   const char* env = std::getenv("PGCONNECT_TIMEOUT");
   std::string saved = env ? env : "";
@@ -204,15 +204,6 @@ TEST(PostgresUrl, TimeoutsAndTheEncodingAreAddedWhereTheUrlSetsNone) {
   } else {
     setenv("PGCONNECT_TIMEOUT", saved.c_str(), 1);
   }
-  EXPECT_EQ(RedactedUrl("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
-  EXPECT_EQ(RedactedUrl("postgresql://u@h:5/db?password=secret&sslmode=require"),
-            "postgresql://u@h:5/db?password=***&sslmode=require");
-  EXPECT_EQ(RedactedUrl("postgresql://h/db?user=u&password=pw"),
-            "postgresql://h/db?user=u&password=***");
-  EXPECT_EQ(RedactedUrl("postgresql://u:a@h/db?password=b"),
-            "postgresql://u:***@h/db?password=***");
-  EXPECT_EQ(RedactedUrl("postgresql://h/db?application_name=x@y:z"),
-            "postgresql://h/db?application_name=x@y:z");
 }
 
 // Stored text is UTF-8: a database in another encoding is refused by

@@ -1,0 +1,23 @@
+// URLs as given by users (stores, sources, transports): the parameters of
+// a query, and the form a URL takes in messages.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace waymark {
+
+// The parameters of `url`'s query, `key=value` separated by '&': each key,
+// and where its value starts.
+std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url);
+
+// `url` for messages: a secret as ***. A secret is the password of the
+// user part (SCHEME://USER:PASSWORD@HOST..., up to the first '@' before the
+// first '/', as libpq reads it), and the value of a query parameter whose
+// key names one (containing pass, secret, token, key, auth or cred, in any
+// case: password=, api_key=, ...).
+std::string RedactedUrl(std::string_view url);
+
+}  // namespace waymark

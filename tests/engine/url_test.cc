@@ -1,0 +1,38 @@
+#include "engine/base/url.h"
+
+#include <gtest/gtest.h>
+
+namespace waymark {
+namespace {
+
+TEST(RedactedUrl, APasswordInTheUserPartOrAParameterIsMasked) {
+  EXPECT_EQ(RedactedUrl("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
+  EXPECT_EQ(RedactedUrl("postgresql://u@h:5/db?password=secret&sslmode=require"),
+            "postgresql://u@h:5/db?password=***&sslmode=require");
+  EXPECT_EQ(RedactedUrl("postgresql://h/db?user=u&password=pw"),
+            "postgresql://h/db?user=u&password=***");
+  EXPECT_EQ(RedactedUrl("postgresql://u:a@h/db?password=b"),
+            "postgresql://u:***@h/db?password=***");
+  EXPECT_EQ(RedactedUrl("postgresql://h/db?application_name=x@y:z"),
+            "postgresql://h/db?application_name=x@y:z");
+}
+
+// libpq reads the credentials up to the first '@' before the first '/': a
+// '?' in the password is part of it (it was printed as given).
+TEST(RedactedUrl, APasswordHoldingAQuestionMarkIsMasked) {
+  EXPECT_EQ(RedactedUrl("postgresql://bob:pw?x@h/db"), "postgresql://bob:***@h/db");
+  EXPECT_EQ(RedactedUrl("postgresql://u@h?application_name=a:b@c"),
+            "postgresql://u@h?application_name=a:b@c");
+}
+
+// The NATS source's and the transports' URLs are printed through it too.
+TEST(RedactedUrl, OtherSchemesAndSecretParametersAreMasked) {
+  EXPECT_EQ(RedactedUrl("nats://alice:s3cret@127.0.0.1:4222"), "nats://alice:***@127.0.0.1:4222");
+  EXPECT_EQ(RedactedUrl("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+  EXPECT_EQ(RedactedUrl("resend:?api_key=re_x&from=a@b.io"), "resend:?api_key=***&from=a@b.io");
+  EXPECT_EQ(RedactedUrl("http://h/?Token=t&AUTH=a&client_secret=s&region=eu"),
+            "http://h/?Token=***&AUTH=***&client_secret=***&region=eu");
+}
+
+}  // namespace
+}  // namespace waymark
