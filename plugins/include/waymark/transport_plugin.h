@@ -225,9 +225,14 @@ typedef struct wm_host {
  * valid only during the send_batch() call. Copy what you need to keep. */
 typedef struct wm_message {
   uint32_t struct_size;
-  uint32_t intent;  /* a wm_intent */
-  uint32_t attempt; /* 1 for the first attempt with this idempotency key, then 2, 3... */
-  uint32_t flags;   /* none are defined in 1.0; 0 */
+  uint32_t intent; /* a wm_intent */
+  /* 1 for the first attempt with this idempotency key, then 2, 3...: the
+   * attempts that count against max_attempts. One that was answered
+   * without spending an attempt (throttled, quota_exhausted), or whose
+   * answer a crash kept from being stored, is made again with the same
+   * number. */
+  uint32_t attempt;
+  uint32_t flags; /* none are defined in 1.0; 0 */
   /* Derived from the send's meaning: every attempt of the same send has the
    * same key. Printable ASCII, 1 to 255 bytes. Give it to providers that
    * take one (Resend's Idempotency-Key); the message's Message-ID is
