@@ -158,6 +158,17 @@ Status CheckValues(const json& doc) {
 
 }  // namespace
 
+const CLI::Validator& Decimal() {
+  static const CLI::Validator v(
+      [](std::string& s) -> std::string {
+        bool digits = !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+        if (digits && (s.size() == 1 || s[0] != '0')) return "";
+        return "expected a decimal number, not '" + s + "'";
+      },
+      "DECIMAL");
+  return v;
+}
+
 Status ValidateConfig(const json& doc) {
   static const std::unique_ptr<SchemaCheck> check =
       SchemaCheck::Compile(json::parse(kConfigSchema), Where).value();

@@ -24,6 +24,10 @@ inline constexpr const char* kDefaultRetryBase = "1s";
 inline constexpr const char* kDefaultRetryMax = "10m";
 int64_t ParseDurationSeconds(const std::string& s);
 
+// An integer flag's check: decimal digits only (CLI11 alone reads 010 as
+// octal 8 and 0x10 as hex).
+const CLI::Validator& Decimal();
+
 // A frequency cap, "N/DURATION" such as "3/7d" (--cap, [engine] cap).
 struct Cap {
   int max = 0;

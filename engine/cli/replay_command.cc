@@ -233,6 +233,7 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
       cmd->add_option("--temp-dir", o->temp_dir,
                       "audit: where the scratch store goes (default: $TMPDIR or /tmp)"),
       cmd->add_option("--limit", o->limit, "audit: people listed (--json lists all)")
+          ->check(Decimal())
           ->capture_default_str(),
       cmd->add_flag("--json", o->json, "audit: the report as JSON")};
   cmd->callback([=] {

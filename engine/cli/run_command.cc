@@ -1157,9 +1157,11 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--transport-rate", o->transport_rate,
                   "the transport's rate ceiling, messages/s (the throttle adapts below it)");
   cmd->add_option("--transport-burst", o->transport_burst, "messages at once on top of the rate")
+      ->check(Decimal())
       ->capture_default_str();
   cmd->add_option("--max-attempts", o->max_attempts,
                   "attempts of a transiently failing send before it is a dead letter")
+      ->check(Decimal())
       ->capture_default_str();
   cmd->add_option("--retry-base", o->retry_base, "the first retry's backoff ceiling (doubles)")
       ->capture_default_str();
@@ -1178,7 +1180,9 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--advance", o->advance,
                   "with --clock event --until-idle: fire timers up to the last event + DURATION")
       ->capture_default_str();
-  cmd->add_option("--batch", o->batch, "events per transaction")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "events per transaction")
+      ->check(Decimal())
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->add_option("--listen", o->listen,
                   "serve POST /events on HOST:PORT (port 0: any free port, printed); answers "
@@ -1189,7 +1193,8 @@ void RegisterRun(CLI::App& app, int* exit_code) {
                   "frequency cap per person across journeys for non-transactional sends, "
                   "N/DURATION (e.g. 3/7d)");
   cmd->add_option("--partition", o->partition,
-                  "with [source] partitions = N: the partition this engine handles, 0 to N-1");
+                  "with [source] partitions = N: the partition this engine handles, 0 to N-1")
+      ->check(Decimal());
   cmd->add_option("--config", o->config,
                   "configuration file (default: ./waymark.toml when there is one)");
   cmd->callback([=] {

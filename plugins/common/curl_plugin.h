@@ -24,11 +24,29 @@ inline bool StartsWith(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
-// Whether a URL's (or a bare host's) host is the loopback interface.
+// Whether a URL's (or a bare host's) host is the loopback interface: the
+// whole host, after any user part and before the port, is localhost,
+// 127.x.y.z or [::1]. (Prefixes let http://localhost@example.com,
+// localhost.example.com and 127.example.com through, and credentials went
+// there in clear.)
 inline bool Loopback(const std::string& url) {
-  size_t at = url.find("://");
-  std::string host = at == std::string::npos ? url : url.substr(at + 3);
-  return StartsWith(host, "127.") || StartsWith(host, "localhost") || StartsWith(host, "[::1]");
+  size_t scheme = url.find("://");
+  std::string host = scheme == std::string::npos ? url : url.substr(scheme + 3);
+  host = host.substr(0, host.find_first_of("/?#"));
+  if (size_t at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
+  if (StartsWith(host, "[")) return host == "[::1]" || StartsWith(host, "[::1]:");
+  host = host.substr(0, host.find(':'));
+  if (host == "localhost") return true;
+  if (!StartsWith(host, "127.")) return false;
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
 }
 
 // This plugin's live instances: the first initialises libcurl's global

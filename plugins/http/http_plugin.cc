@@ -156,10 +156,15 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
   }
   if (status == 409) {
     // Resend: the key was used before with another body (the send was
-    // accepted then), or its first request is still being processed.
-    r->kind =
-        code == "concurrent_idempotent_requests" ? WM_RESULT_RETRY_LATER : WM_RESULT_DUPLICATE;
-    if (r->kind == WM_RESULT_RETRY_LATER && !r->retry_after_ms) r->retry_after_ms = 1000;
+    // accepted then). Any other conflict (its first request still being
+    // processed, or a 409 from a proxy without Resend's body) is not an
+    // acceptance: taken as one, the message was never sent.
+    if (code == "invalid_idempotent_request") {
+      r->kind = WM_RESULT_DUPLICATE;
+      return;
+    }
+    r->kind = WM_RESULT_RETRY_LATER;
+    if (!r->retry_after_ms) r->retry_after_ms = 1000;
     return;
   }
   if (status == 401 || status == 403 || code == "MailFromDomainNotVerifiedException" ||
@@ -238,8 +243,10 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
                                                : "https://email." + t->region + ".amazonaws.com");
     while (!t->base_url.empty() && t->base_url.back() == '/') t->base_url.pop_back();
     if (StartsWith(t->base_url, "http://") && !Loopback(t->base_url)) {
-      std::snprintf(err, err_size, "base_url %s: credentials would cross the network in clear",
-                    t->base_url.c_str());
+      // Not echoed: a user part may hold a secret.
+      std::snprintf(err, err_size,
+                    "base_url: http:// to a host other than loopback: credentials would cross "
+                    "the network in clear");
       return WM_ERR_CONFIG;
     }
     t->api_key = c.value("api_key", "");

@@ -74,6 +74,9 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     if (e == "4.7.28") return throttled(WM_THROTTLE_DOMAIN);  // Gmail: rate limited
     if (e == "4.2.1" && code == 450) return throttled(WM_THROTTLE_RECIPIENT);
     if (code == 454 && stage != Stage::kAuth && stage != Stage::kConnect) {
+      // SES: "454 Throttling failure: Daily message quota exceeded." is a
+      // quota that resets, not a rate to halve; other 454s are a rate.
+      if (reply.text.find("quota") != std::string::npos) return kind(WM_RESULT_QUOTA_EXHAUSTED);
       return throttled(WM_THROTTLE_PROVIDER);  // SES: "454 Throttling failure"
     }
     if ((code == 421 || code == 451) && StartsWith(e, "4.7.")) {
@@ -88,13 +91,23 @@ Mapped MapReply(const Reply& reply, Stage stage) {
         e == "5.7.11") {
       return kind(WM_RESULT_PROVIDER_FAULT);  // our credentials or TLS, not the message
     }
+    // Refused before any message: the greeting or EHLO (our IP blocked, a
+    // bad HELO name). The session's fault, not a message's.
+    if (stage == Stage::kConnect) return kind(WM_RESULT_PROVIDER_FAULT);
     if (code == 552 && e == "5.5.3") return kind(WM_RESULT_RETRY_LATER);  // too many recipients
-    if (StartsWith(e, "5.1.") && e != "5.1.7" && e != "5.1.8") {
+    // RFC 5321 4.5.3.1.10: 552 to RCPT is read as 452 (storage).
+    if (code == 552 && stage == Stage::kRcpt) return kind(WM_RESULT_RETRY_LATER);
+    // A 5.1.x or a 553 to MAIL FROM is about our sender address: never the
+    // recipient's, whom it would suppress.
+    bool sender = stage == Stage::kMail;
+    if (!sender && StartsWith(e, "5.1.") && e != "5.1.7" && e != "5.1.8") {
       return kind(WM_RESULT_PERMANENT_RECIPIENT);  // 5.1.7/5.1.8: the sender's address
     }
-    if (e == "5.2.1") return kind(WM_RESULT_PERMANENT_RECIPIENT);  // mailbox disabled
+    if (!sender && e == "5.2.1") return kind(WM_RESULT_PERMANENT_RECIPIENT);  // mailbox disabled
+    if (sender && (StartsWith(e, "5.1.") || StartsWith(e, "5.7.") || code == 553)) {
+      return kind(WM_RESULT_PROVIDER_FAULT);
+    }
     if (!e.empty()) {
-      if (stage == Stage::kMail && StartsWith(e, "5.7.")) return kind(WM_RESULT_PROVIDER_FAULT);
       return kind(WM_RESULT_PERMANENT_MESSAGE);  // 5.7.x policy, 5.3.4 size, 5.6.x content
     }
     if (code == 553 || (code == 550 && stage == Stage::kRcpt)) {

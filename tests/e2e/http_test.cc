@@ -312,8 +312,10 @@ TEST(Inputs, OptionsAreCheckedBeforeTheStoreIsOpened) {
                      (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
                      " --schemas /nonexistent --events /dev/null --transport null:";
   int status = 0;
-  for (const char* bad : {"--cap bogus", "--retry-base 0s", "--max-attempts 101",
-                          "--transport-rate inf", "--listen 127.0.0.1:70000"}) {
+  // Integers are decimal: CLI11 read 010 as 8 and 0x10 as 16.
+  for (const char* bad :
+       {"--cap bogus", "--retry-base 0s", "--max-attempts 101", "--transport-rate inf",
+        "--listen 127.0.0.1:70000", "--batch 0x10", "--partition 010"}) {
     std::string out =
         Shell(base + " --store sqlite:" + (dir / "new.db").string() + " " + bad + " 2>&1", &status);
     EXPECT_EQ(WEXITSTATUS(status), 2) << bad << ": " << out;

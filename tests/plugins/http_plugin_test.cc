@@ -73,6 +73,7 @@ class Provider {
         return Answer(a, 422, {{"name", "validation_error"}, {"message", "Invalid `to` field."}});
       }
       if (to.rfind("broken@", 0) == 0) return Answer(a, 500, {{"name", "internal_server_error"}});
+      if (to.rfind("conflict@", 0) == 0) return Answer(a, 409, json::object());  // a proxy's
       // Idempotency: the same key with the same body is answered as the
       // first time; with another body, 409.
       auto [it, fresh] = keys_.try_emplace(s.idempotency_key, s.body.dump(), "");
@@ -171,7 +172,8 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k4", "invalid@example.com"),
       Message("k5", "broken@example.com"),
       Message("k1", "ana@example.com"),  // a retry: same key, same body
-      Message("k1", "ana@example.com", "Changed")};
+      Message("k1", "ana@example.com", "Changed"),
+      Message("k8", "conflict@example.com")};
   for (OutMessage& m : batch)
     m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
@@ -189,6 +191,8 @@ TEST(Http, ResendAnswersMapToResults) {
   EXPECT_EQ(r[5].kind, "accepted") << r[5].detail;  // Resend replays the first answer
   EXPECT_EQ(r[5].provider_id, "re_1");
   EXPECT_EQ(r[6].kind, "duplicate") << r[6].detail;  // 409: the key was used, with another body
+  // Another 409 is no acceptance (it was taken as one: never sent).
+  EXPECT_EQ(r[7].kind, "retry_later") << r[7].detail;
   // What Resend was sent.
   auto seen = provider.seen();
   ASSERT_EQ(seen.size(), batch.size());
@@ -246,6 +250,17 @@ TEST(Http, CleartextCredentialsBeyondLoopbackAreRefused) {
                          WAYMARK_PLUGIN_DIR);
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.error().find("in clear"), std::string::npos) << t.error();
+  // Hosts that only begin like loopback (prefixes let them through).
+  for (const char* url : {"http://localhost@api.example.com", "http://localhost.example.com",
+                          "http://127.example.com", "http://[::1].example.com"}) {
+    t = OpenTransport(std::string("http:?api=resend&api_key=re_x&base_url=") + url,
+                      WAYMARK_PLUGIN_DIR);
+    ASSERT_FALSE(t.ok()) << url;
+    EXPECT_NE(t.error().find("in clear"), std::string::npos) << t.error();
+  }
+  t = OpenTransport("http:?api=resend&api_key=re_x&base_url=http://127.0.0.1:9",
+                    WAYMARK_PLUGIN_DIR);
+  EXPECT_TRUE(t.ok()) << t.error();
   t = OpenTransport("http:?api=ses&base_url=https://email.example.com", WAYMARK_PLUGIN_DIR);
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.error().find("access_key_id"), std::string::npos) << t.error();

@@ -1,0 +1,58 @@
+// The smtp plugin's reading of replies (docs/plugins.md, "The smtp
+// plugin"), row by row and by the command each reply answered: what a real
+// server answers to RCPT and DATA is in smtp_test.cc; MAIL FROM, the
+// greeting and EHLO are hard to make aiosmtpd refuse.
+#include "plugins/smtp/smtp_reply.h"
+
+#include <string>
+
+#include <gtest/gtest.h>
+#include <waymark/transport_plugin.h>
+
+namespace waymark::smtp {
+namespace {
+
+uint32_t KindOf(const std::string& lines, Stage stage) {
+  return MapReply(ParseReply(lines), stage).kind;
+}
+
+// A sender refused (553 5.1.3, 550 5.1.0, a bare 553) is ours to fix: the
+// recipient was suppressed for it (permanent_recipient).
+TEST(SmtpReply, ARefusedSenderIsTheProvidersFaultNotTheRecipients) {
+  EXPECT_EQ(KindOf("553 5.1.3 Invalid sender address syntax\r\n", Stage::kMail),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 5.1.0 Sender address rejected\r\n", Stage::kMail),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("553 sorry\r\n", Stage::kMail), WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 5.7.1 relaying denied\r\n", Stage::kMail), WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("552 5.3.4 message too big\r\n", Stage::kMail), WM_RESULT_PERMANENT_MESSAGE);
+  // The same codes to RCPT are the recipient's.
+  EXPECT_EQ(KindOf("550 5.1.1 no such user\r\n", Stage::kRcpt), WM_RESULT_PERMANENT_RECIPIENT);
+  EXPECT_EQ(KindOf("553 sorry\r\n", Stage::kRcpt), WM_RESULT_PERMANENT_RECIPIENT);
+}
+
+// A 5xx greeting or EHLO refuses the session, not a message: every queued
+// message was dead-lettered (permanent_message) for it.
+TEST(SmtpReply, ARefusedSessionIsTheProvidersFault) {
+  EXPECT_EQ(KindOf("554 5.7.1 Client host blocked\r\n", Stage::kConnect), WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 5.7.1 bad HELO\r\n", Stage::kConnect), WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("554 5.7.1 spam\r\n", Stage::kBody), WM_RESULT_PERMANENT_MESSAGE);
+}
+
+// SES's daily quota over SMTP pauses the provider (quota_exhausted); it was
+// a rate to halve all day (throttled).
+TEST(SmtpReply, SesDailyQuotaIsAQuotaNotARate) {
+  EXPECT_EQ(KindOf("454 Throttling failure: Daily message quota exceeded.\r\n", Stage::kRcpt),
+            WM_RESULT_QUOTA_EXHAUSTED);
+  EXPECT_EQ(KindOf("454 Throttling failure: Maximum sending rate exceeded.\r\n", Stage::kRcpt),
+            WM_RESULT_THROTTLED);
+}
+
+// RFC 5321 4.5.3.1.10: a 552 to RCPT is read as 452.
+TEST(SmtpReply, A552ToRcptIsTransient) {
+  EXPECT_EQ(KindOf("552 Mailbox full\r\n", Stage::kRcpt), WM_RESULT_RETRY_LATER);
+  EXPECT_EQ(KindOf("552 5.2.2 Mailbox full\r\n", Stage::kRcpt), WM_RESULT_RETRY_LATER);
+}
+
+}  // namespace
+}  // namespace waymark::smtp
