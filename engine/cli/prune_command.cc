@@ -30,7 +30,8 @@ int Prune(const PruneOptions& o) {
   Cap cap;
   if (!CapFlag("prune", o.cap, cap)) return kExitUsage;
   request.cap_window = cap.window_s * kMicrosPerSecond;
-  auto store = OpenStore(o.store);
+  // A mistyped path is an error, not an empty store with nothing to prune.
+  auto store = OpenStore(o.store, {}, /*create=*/false);
   if (!store.ok()) {
     std::cerr << "waymark prune: " << store.error() << "\n";
     return kExitUsage;

@@ -719,7 +719,11 @@ class PostgresStore : public Store {
 // (an event's data, a variable). Prune reads only sources, ids and times,
 // which cannot hold control characters, so the escape is read as U+FFFD;
 // the text stays valid JSON when an escaped backslash precedes it too.
-#define STORED_JSON(column) "replace(" column ", '\\u0000', '\\ufffd')::json"
+// That case (an id holding a backslash, then "u0000") reads changed: a
+// column compared with what was read so must be changed the same way
+// (STORED_TEXT), or the event it names would look unreferenced.
+#define STORED_TEXT(column) "replace(" column ", '\\u0000', '\\ufffd')"
+#define STORED_JSON(column) STORED_TEXT(column) "::json"
 
   Result<PruneCounts> Prune(const PruneRequest& r) override {
     return Guard("prune", [&]() -> Result<PruneCounts> {
@@ -773,7 +777,7 @@ class PostgresStore : public Store {
           "SELECT r->3->>'event_source', r->3->>'event_id' FROM history, "
           "json_array_elements(" STORED_JSON("history.records") ") AS r) AS named WHERE i IS NOT NULL) "
           "DELETE FROM events e WHERE time < $1 AND NOT EXISTS (SELECT 1 FROM refs "
-          "WHERE refs.s = e.source AND refs.i = e.id)",
+          "WHERE refs.s = " STORED_TEXT("e.source") " AND refs.i = " STORED_TEXT("e.id") ")",
           before);
       c.dead_letters = count("DELETE FROM dead_letters WHERE time < $1", before);
       if (r.dry_run) {

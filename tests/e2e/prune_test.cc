@@ -74,6 +74,13 @@ TEST(Prune, RemovesWhatIsOldAndWhatIsKeptStillReplays) {
   EXPECT_EQ(status, 0) << again;
   EXPECT_EQ(CountOf(again, "finished instances"), 0) << again;
   EXPECT_EQ(CountOf(again, "events"), 0) << again;
+  // A store that is not there: an error, not a new empty one with nothing
+  // to prune (exit 0, for ever, from a timer with a mistyped path).
+  std::string typo =
+      Shell(bin + " prune --older-than 30d --store sqlite:" + (dir / "typo.db").string() + " 2>&1",
+            &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << typo;
+  EXPECT_FALSE(fs::exists(dir / "typo.db"));
 
   // welcome_series admits a person once, ever: someone whose instance was
   // pruned signs up again and is refused.
