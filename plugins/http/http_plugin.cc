@@ -124,20 +124,20 @@ std::string RequestBody(const wm_transport* t, const wm_message* m) {
 // What an answer means (docs/plugins.md, "The http plugin").
 void Map(const wm_transport* t, long status, wm_send_result* r) {
   json j = json::parse(t->body, nullptr, false);
-  std::string code, message;
-  if (j.is_object()) {
-    code = j.value("name", "");
-    if (code.empty()) code = t->error_type;
-    if (j.contains("message") && j["message"].is_string()) message = j["message"];
-    if (j.contains("Message") && j["Message"].is_string()) message = j["Message"];
-  }
+  // A field as a string, or "" (an answer is not trusted to type it).
+  auto text = [&](const char* key) {
+    auto it = j.is_object() ? j.find(key) : j.end();
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  std::string code = text("name"), message = text("message");
+  if (message.empty()) message = text("Message");
   if (code.empty()) code = t->error_type;
   r->http_status = uint16_t(status);
   Put(r->provider_code, code);
   Put(r->text, message.empty() ? t->body.substr(0, 200) : message);
   r->retry_after_ms = RetryAfterMs(t->retry_after);
   if (status >= 200 && status < 300) {
-    std::string id = j.is_object() ? j.value(t->api == "resend" ? "id" : "MessageId", "") : "";
+    std::string id = text(t->api == "resend" ? "id" : "MessageId");
     r->kind = WM_RESULT_ACCEPTED;
     Put(r->provider_message_id, id);
     Put(r->text, "");
@@ -167,7 +167,10 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
     if (!r->retry_after_ms) r->retry_after_ms = 1000;
     return;
   }
-  if (status == 401 || status == 403 || code == "MailFromDomainNotVerifiedException" ||
+  // 401/403: the account; 404, 405 or a redirect: the base URL is not the
+  // API's. Either way no message can go: not the message's fault.
+  if (status == 401 || status == 403 || status == 404 || status == 405 ||
+      (status >= 300 && status < 400) || code == "MailFromDomainNotVerifiedException" ||
       code == "AccountSuspendedException" || code == "SendingPausedException" ||
       code == "missing_api_key" || code == "invalid_api_key" || code == "restricted_api_key") {
     r->kind = WM_RESULT_PROVIDER_FAULT;

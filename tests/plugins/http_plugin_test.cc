@@ -74,6 +74,7 @@ class Provider {
       }
       if (to.rfind("broken@", 0) == 0) return Answer(a, 500, {{"name", "internal_server_error"}});
       if (to.rfind("conflict@", 0) == 0) return Answer(a, 409, json::object());  // a proxy's
+      if (to.rfind("oddjson@", 0) == 0) return Answer(a, 422, {{"name", 5}, {"message", true}});
       // Idempotency: the same key with the same body is answered as the
       // first time; with another body, 409.
       auto [it, fresh] = keys_.try_emplace(s.idempotency_key, s.body.dump(), "");
@@ -173,7 +174,8 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k5", "broken@example.com"),
       Message("k1", "ana@example.com"),  // a retry: same key, same body
       Message("k1", "ana@example.com", "Changed"),
-      Message("k8", "conflict@example.com")};
+      Message("k8", "conflict@example.com"),
+      Message("k10", "oddjson@example.com")};
   for (OutMessage& m : batch)
     m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
@@ -193,6 +195,9 @@ TEST(Http, ResendAnswersMapToResults) {
   EXPECT_EQ(r[6].kind, "duplicate") << r[6].detail;  // 409: the key was used, with another body
   // Another 409 is no acceptance (it was taken as one: never sent).
   EXPECT_EQ(r[7].kind, "retry_later") << r[7].detail;
+  // An answer whose fields have other types is still read (it threw, and
+  // the 422 was taken as no answer: ambiguous).
+  EXPECT_EQ(r[8].kind, "permanent_message") << r[8].detail;
   // What Resend was sent.
   auto seen = provider.seen();
   ASSERT_EQ(seen.size(), batch.size());
@@ -211,6 +216,12 @@ TEST(Http, ResendAnswersMapToResults) {
   auto bad = Open("api=resend&api_key=re_other&base_url=" + provider.Base());
   ASSERT_TRUE(bad);
   r = bad->SendBatch({Message("k9", "ana@example.com")});
+  EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
+  // A base URL that is not the API's (404 there) is the configuration's
+  // fault: every message was dead-lettered (permanent_message).
+  auto lost = Open("api=resend&api_key=re_test_key&base_url=" + provider.Base() + "/v0");
+  ASSERT_TRUE(lost);
+  r = lost->SendBatch({Message("k11", "ana@example.com")});
   EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
 }
 
