@@ -22,6 +22,13 @@ namespace fs = std::filesystem;
 
 struct wm_transport {
   fs::path dir;
+  // The directory, open for the instance's life: syncfs(2) reports the
+  // write-back errors since the descriptor was opened, so one opened per
+  // batch, after its files were written, missed an error in between.
+  int dfd = -1;
+  ~wm_transport() {
+    if (dfd >= 0) ::close(dfd);
+  }
 };
 
 namespace {
@@ -67,6 +74,11 @@ int Create(const wm_host*, wm_str config_json, wm_transport** out, char* err, si
                     ec.message().c_str());
       return WM_ERR_CONFIG;
     }
+    t->dfd = ::open(t->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (t->dfd < 0) {
+      std::snprintf(err, err_size, "cannot open %s: %s", t->dir.c_str(), std::strerror(errno));
+      return WM_ERR_CONFIG;
+    }
     *out = t.release();
     return WM_OK;
   } catch (const std::exception& e) {
@@ -96,10 +108,9 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
       std::string err = WriteTmp(t->dir / ".tmp", wm_message_at(messages, i)->data, fds[i]);
       if (!err.empty()) Fail(wm_result_at(results, i), WM_RESULT_RETRY_LATER, err);
     }
-    int dfd = ::open(t->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || ::syncfs(dfd) != 0) {
+    const int dfd = t->dfd;
+    if (::syncfs(dfd) != 0) {
       std::string err = std::string("syncfs: ") + std::strerror(errno);
-      if (dfd >= 0) ::close(dfd);
       for (size_t i = 0; i < count; ++i) {
         if (fds[i] < 0) continue;
         ::close(fds[i]);
@@ -146,7 +157,6 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
         Fail(r, WM_RESULT_RETRY_LATER, err);
       }
     }
-    ::close(dfd);
   } catch (const std::exception& e) {  // out of memory: nothing is known to be written
     for (size_t i = 0; i < count; ++i) {
       wm_send_result* r = wm_result_at(results, i);
