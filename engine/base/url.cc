@@ -32,22 +32,35 @@ bool NamesASecret(std::string_view key) {
 }  // namespace
 
 std::string RedactedUrl(std::string_view url) {
+  // A list of servers (nats://a:4222,nats://b:4222): each of them.
+  if (size_t comma = url.find(',');
+      comma != std::string_view::npos && url.find("://", comma) != std::string_view::npos) {
+    return RedactedUrl(url.substr(0, comma)) + "," + RedactedUrl(url.substr(comma + 1));
+  }
   std::string out(url);
-  // The parameters first, from the last: masking one moves what follows it.
-  auto keys = QueryKeys(url);
+  // The user part first: its password may hold '?', '&' or '='.
+  if (size_t scheme = out.find("://"); scheme != std::string::npos) {
+    size_t start = scheme + 3;
+    size_t at = out.find_first_of("@/", start);
+    if (at != std::string::npos && out[at] == '@') {
+      size_t colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) {
+        out = out.substr(0, colon) + ":***" + out.substr(at);
+      } else if (out.compare(0, scheme, "nats") == 0) {
+        out = out.substr(0, start) + "***" + out.substr(at);  // nats://TOKEN@HOST
+      }
+    }
+  }
+  // Then the parameters, from the last: masking one moves what follows it.
+  // (The keys are views: of a copy, which the masking leaves alone.)
+  const std::string masked_user = out;
+  auto keys = QueryKeys(masked_user);
   for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
     if (!NamesASecret(k->first)) continue;
     size_t end = std::min(out.find('&', k->second), out.size());
     out.replace(k->second, end - k->second, "***");
   }
-  size_t scheme = out.find("://");
-  if (scheme == std::string::npos) return out;
-  size_t start = scheme + 3;
-  size_t at = out.find_first_of("@/", start);
-  if (at == std::string::npos || out[at] != '@') return out;
-  size_t colon = out.find(':', start);
-  if (colon == std::string::npos || colon > at) return out;
-  return out.substr(0, colon) + ":***" + out.substr(at);
+  return out;
 }
 
 }  // namespace waymark

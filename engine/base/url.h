@@ -15,9 +15,10 @@ std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url)
 
 // `url` for messages: a secret as ***. A secret is the password of the
 // user part (SCHEME://USER:PASSWORD@HOST..., up to the first '@' before the
-// first '/', as libpq reads it), and the value of a query parameter whose
-// key names one (containing pass, secret, token, key, auth or cred, in any
-// case: password=, api_key=, ...).
+// first '/', as libpq reads it), a NATS token (nats://TOKEN@HOST), and the
+// value of a query parameter whose key names one (containing pass, secret,
+// token, key, auth or cred, in any case: password=, api_key=, ...). A
+// comma-separated list of URLs (NATS servers) is masked URL by URL.
 std::string RedactedUrl(std::string_view url);
 
 }  // namespace waymark

@@ -376,9 +376,10 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   }
   if (s.maybe_repeated) {
     std::cout << "    " << s.maybe_repeated
-              << " pending at start and accepted by a provider that does not deduplicate: a "
-                 "run stopped before their answers were stored may have sent them already "
-                 "(results marked maybe_repeated)\n";
+              << " pending at start and accepted where a repeat is not ruled out (a provider "
+                 "that does not deduplicate, or several providers): a run stopped before their "
+                 "answers were stored may have sent them already (results marked "
+                 "maybe_repeated)\n";
   }
   for (const auto& [tmpl, by] : s.sends) {
     std::cout << "    " << tmpl << ":";

@@ -573,7 +573,30 @@ void Engine::DecideSends() {
       std::string rule =
           std::to_string(options_.cap_max) + " per " + dsl::DurationToString(options_.cap_window_s);
       if (full_at(row.not_before)) {
-        if (!p.defer) {
+        // Defer: to when enough earlier sends have left the window, past
+        // any full window it would fall in, and outside the journey's
+        // quiet hours. None found within the guard: skipped as over the
+        // cap (stored at a time it does not fit, it would break the cap).
+        std::optional<Micros> deferred;
+        bool placed = false;
+        for (int guard = 0; p.defer && !placed && guard < 1000; ++guard) {
+          Micros t = deferred.value_or(row.not_before);
+          if (auto end = full_at(t)) {
+            if (*end > t) {
+              deferred = *end;  // the full window's last send: t cannot come before it
+              continue;
+            }
+            auto first = times.upper_bound(t - window);
+            auto nth = std::next(first, long(in_window(t) - options_.cap_max));
+            deferred = *nth + window;
+            continue;
+          }
+          Micros released =
+              p.quiet_zone ? QuietHoursRelease(t, p.quiet_start, p.quiet_end, p.quiet_zone) : t;
+          placed = released == t;  // `deferred` fits
+          deferred = released;
+        }
+        if (!placed) {
           row.cap_counted = false;
           batch_.sends.push_back(row);
           Decided(row);
@@ -589,26 +612,7 @@ void Engine::DecideSends() {
           ++summary_.sends[row.template_name]["capped"];
           continue;
         }
-        // Defer: to when enough earlier sends have left the window, past
-        // any full window it would fall in, and outside the journey's
-        // quiet hours.
-        Micros t = row.not_before;
-        for (int guard = 0; guard < 1000; ++guard) {
-          if (auto end = full_at(t)) {
-            if (*end > t) {
-              t = *end;  // the full window's last send: t cannot come before it
-              continue;
-            }
-            auto first = times.upper_bound(t - window);
-            auto nth = std::next(first, long(in_window(t) - options_.cap_max));
-            t = *nth + window;
-            continue;
-          }
-          Micros released =
-              p.quiet_zone ? QuietHoursRelease(t, p.quiet_start, p.quiet_end, p.quiet_zone) : t;
-          if (released == t) break;
-          t = released;
-        }
+        Micros t = *deferred;
         batch_.results.push_back(
             {0,
              row.key,
@@ -866,8 +870,8 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   // Records one attempt's result (from `provider`, or -1 when none was
   // asked) and decides what follows (docs/engine.md, "Sending").
   // `group` is the recipient's mail host group (Router::Group), when known;
-  // `answered`, the wall-clock time of the answer, which a retry-after and
-  // a backoff count from (a provider may take seconds to answer).
+  // `answered`, the wall-clock time of the answer, which a retry-after
+  // counts from (a provider may take seconds to answer).
   auto record = [&](SendRow& s, int provider, const TransportResult& r, std::string group,
                     Micros answered) {
     // Most sends finish at their first attempt: no entry for them.
@@ -890,7 +894,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
         wait = 0;  // the router says when a provider has room
       }
     } else if (result == "provider_fault" && p.pinned < 0 &&
-               router_.CanFailOver(provider, s.intent, wall_now)) {
+               router_.CanFailOver(provider, s.intent, answered)) {
       // Not the message's fault, and another provider can take it now.
       final = false;
       failed_over = true;
@@ -924,16 +928,16 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       ++summary_.providers[router_.provider(provider).name][result];
     }
     if (failed_over) d["failed_over"] = true;
-    if (p.recovered && provider >= 0) {
-      // The one window no store closes: a crash after the provider took
-      // the message and before its answer was stored. A provider that
-      // deduplicates by the key answers `duplicate`; any other's
-      // acceptance is marked, and counted.
-      p.recovered = false;
-      if (result == "accepted" && !router_.provider(provider).transport->Idempotent()) {
-        d["maybe_repeated"] = true;
-        ++summary_.maybe_repeated;
-      }
+    if (p.recovered && result == "accepted" && provider >= 0 &&
+        (!router_.provider(provider).transport->Idempotent() || router_.size() > 1)) {
+      // The one window no store closes: a crash after a provider took the
+      // message and before its answer was stored. The provider that
+      // accepts it now answers `duplicate` if it deduplicates by the key
+      // and is the only one it can have gone to; any other acceptance of
+      // a send pending at start is marked, and counted. (Whatever was
+      // answered in between, throttled or a failover, the flag stays.)
+      d["maybe_repeated"] = true;
+      ++summary_.maybe_repeated;
     }
     if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
@@ -952,7 +956,9 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       return;
     }
     progress_[s.key] = p;
-    hold(s, answered + wait);
+    // The backoff counts from the dispatch (the caller's time, which tests
+    // simulate); a provider's retry-after from its answer.
+    hold(s, std::max(wall_now + wait, answered + retry_after));
   };
   // A command may have changed the suppression list: seen at this dispatch.
   if (!pending_.empty()) {
@@ -1004,15 +1010,16 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     messages[c.provider].back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
     ready[c.provider].push_back({std::move(s), std::move(group)});
   }
-  // `wall_now` moved on by the time each provider took (the steady clock's:
-  // the caller's wall time may be simulated).
+  // `wall_now` moved on by the time each provider took, in whole
+  // milliseconds of the steady clock (the caller's wall time may be
+  // simulated: an answer within a millisecond leaves it as it is).
   auto began = std::chrono::steady_clock::now();
   for (size_t i = 0; i < router_.size(); ++i) {
     if (messages[i].empty()) continue;
     std::vector<TransportResult> sent = router_.provider(int(i)).transport->SendBatch(messages[i]);
-    Micros answered = wall_now + std::chrono::duration_cast<std::chrono::microseconds>(
-                                     std::chrono::steady_clock::now() - began)
-                                     .count();
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - began);
+    Micros answered = wall_now + Micros(took.count()) * 1000;
     for (size_t j = 0; j < ready[i].size(); ++j) {
       record(ready[i][j].first, int(i), sent[j], std::move(ready[i][j].second), answered);
     }

@@ -136,8 +136,9 @@ struct RunSummary {
   std::map<std::string, int64_t> entries_refused;  // reason -> count
   int64_t capped = 0, deferred = 0;                // frequency cap decisions
   // Sends pending at start, then accepted by a provider that does not
-  // deduplicate by the key: a run before may have delivered them already
-  // (stopped between the provider's acceptance and the answer's commit).
+  // deduplicate by the key, or by any when several are configured: a run
+  // before may have delivered them already (stopped between a provider's
+  // acceptance and the answer's commit).
   int64_t maybe_repeated = 0;
   std::map<std::string, std::map<std::string, int64_t>> sends;      // template -> result -> count
   std::map<std::string, std::map<std::string, int64_t>> providers;  // provider -> result -> count

@@ -225,8 +225,8 @@ std::string Metrics::Text() const {
   w.One("waymark_sends_capped_total", "counter", "Sends the frequency cap stopped.", s.capped);
   w.One("waymark_sends_deferred_total", "counter", "Sends the frequency cap put off.", s.deferred);
   w.One("waymark_sends_maybe_repeated_total", "counter",
-        "Sends pending at start that a provider without deduplication accepted: a run before "
-        "may have sent them.",
+        "Sends pending at start, accepted where a repeat is not ruled out: a run before may "
+        "have sent them.",
         s.maybe_repeated);
   ByLabels(w, "waymark_send_results_total", "Results of send attempts, by template.", "template",
            "result", s.sends);

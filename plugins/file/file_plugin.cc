@@ -43,10 +43,11 @@ void Fail(wm_send_result* r, uint32_t kind, const std::string& text) {
   Put(r->text, text);
 }
 
-// Writes `data` to a new unnamed file in .tmp; "" or the error.
-std::string WriteTmp(const fs::path& tmp, const wm_str& data, int& fd) {
-  fd = ::open(tmp.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0) return "open O_TMPFILE in " + tmp.string() + ": " + std::strerror(errno);
+// Writes `data` to a new unnamed file in .tmp under the directory `dfd`;
+// "" or the error.
+std::string WriteTmp(int dfd, const wm_str& data, int& fd) {
+  fd = ::openat(dfd, ".tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return std::string("open O_TMPFILE in .tmp: ") + std::strerror(errno);
   size_t off = 0;
   while (off < data.len) {
     ssize_t n = ::write(fd, data.ptr + off, data.len - off);
@@ -105,7 +106,7 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
   try {
     std::vector<int> fds(count, -1);
     for (size_t i = 0; i < count; ++i) {
-      std::string err = WriteTmp(t->dir / ".tmp", wm_message_at(messages, i)->data, fds[i]);
+      std::string err = WriteTmp(t->dfd, wm_message_at(messages, i)->data, fds[i]);
       if (!err.empty()) Fail(wm_result_at(results, i), WM_RESULT_RETRY_LATER, err);
     }
     const int dfd = t->dfd;
@@ -118,7 +119,7 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
       }
       return;
     }
-    std::vector<std::pair<size_t, fs::path>> linked;
+    std::vector<std::pair<size_t, std::string>> linked;  // names under dfd
     for (size_t i = 0; i < count; ++i) {
       if (fds[i] < 0) continue;
       const wm_str& k = wm_message_at(messages, i)->idempotency_key;
@@ -130,9 +131,11 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
         Fail(r, WM_RESULT_PERMANENT_MESSAGE, "idempotency key '" + key + "' is not a file name");
         continue;
       }
-      fs::path final_path = t->dir / (key + ".eml");
+      // Linked under the directory the descriptor holds, the one synced.
+      std::string name = key + ".eml";
+      fs::path final_path = t->dir / name;
       std::string proc = "/proc/self/fd/" + std::to_string(fds[i]);
-      int rc = ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, final_path.c_str(), AT_SYMLINK_FOLLOW);
+      int rc = ::linkat(AT_FDCWD, proc.c_str(), dfd, name.c_str(), AT_SYMLINK_FOLLOW);
       int err = errno;
       ::close(fds[i]);
       if (rc != 0 && err == EEXIST) {
@@ -145,13 +148,13 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
         r->kind = WM_RESULT_ACCEPTED;
         Put(r->provider_message_id, key);
         Put(r->text, final_path.string());
-        linked.emplace_back(i, final_path);
+        linked.emplace_back(i, name);
       }
     }
     if (::fsync(dfd) != 0) {
       std::string err = std::string("fsync of the directory: ") + std::strerror(errno);
       for (const auto& [i, path] : linked) {
-        ::unlink(path.c_str());
+        ::unlinkat(dfd, path.c_str(), 0);
         wm_send_result* r = wm_result_at(results, i);
         r->provider_message_id[0] = '\0';
         Fail(r, WM_RESULT_RETRY_LATER, err);

@@ -29,6 +29,14 @@ TEST(RedactedUrl, APasswordHoldingAQuestionMarkIsMasked) {
 TEST(RedactedUrl, OtherSchemesAndSecretParametersAreMasked) {
   EXPECT_EQ(RedactedUrl("nats://alice:s3cret@127.0.0.1:4222"), "nats://alice:***@127.0.0.1:4222");
   EXPECT_EQ(RedactedUrl("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+  EXPECT_EQ(RedactedUrl("nats://s3cretToken@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
+  EXPECT_EQ(RedactedUrl("nats://a:x@h1:4222,nats://b:y@h2:4222,nats://h3:4222"),
+            "nats://a:***@h1:4222,nats://b:***@h2:4222,nats://h3:4222");
+  // The user part before the parameters: masking a parameter first took
+  // the '@' with it, and the password stayed.
+  EXPECT_EQ(RedactedUrl("postgresql://u:pw?token=x@h/db"), "postgresql://u:***@h/db");
+  EXPECT_EQ(RedactedUrl("postgresql://u@h1,h2/db?password=x"),
+            "postgresql://u@h1,h2/db?password=***");
   EXPECT_EQ(RedactedUrl("resend:?api_key=re_x&from=a@b.io"), "resend:?api_key=***&from=a@b.io");
   EXPECT_EQ(RedactedUrl("http://h/?Token=t&AUTH=a&client_secret=s&region=eu"),
             "http://h/?Token=***&AUTH=***&client_secret=***&region=eu");
