@@ -683,7 +683,8 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
 }
 
 int Run(const RunOptions& o) {
-  // Every option is checked before anything is opened, created or bound.
+  // Every option is checked, and --listen bound, before the store is opened
+  // or created.
   bool event_clock = o.clock == "event";
   int64_t advance = ParseDurationSeconds(o.advance);
   if (advance < 0) {
@@ -719,10 +720,10 @@ int Run(const RunOptions& o) {
   }
   if (o.max_attempts < 1 || o.max_attempts > kMaxAttempts ||
       !(o.transport_rate == 0 || (o.transport_rate >= 0.001 && std::isfinite(o.transport_rate))) ||
-      o.transport_burst < 1 || o.transport_burst > 1'000'000 || o.batch < 1 || o.batch > 100000) {
+      o.transport_burst < 1 || o.transport_burst > kMaxBurst || o.batch < 1 || o.batch > 100000) {
     std::cerr << "waymark run: expected --max-attempts from 1 to " << kMaxAttempts
               << ", --transport-rate 0 (none) or a number >= 0.001, --transport-burst from 1 to "
-                 "1000000 and --batch from 1 to 100000\n";
+              << kMaxBurst << " and --batch from 1 to 100000\n";
     return kExitUsage;
   }
   if (!o.providers.empty() && (o.transport_rate != 0 || o.transport_burst != 1)) {

@@ -31,6 +31,15 @@ Micros NextLocalTime(Micros t, int minute_of_day, const std::vector<int>& days,
 // day; the window may wrap midnight), the instant they end; otherwise `t`.
 Micros QuietHoursRelease(Micros t, int start_min, int end_min, const date::time_zone* zone);
 
+// A journey's quiet hours as a send carries them: [start, end) minutes of
+// the day in `zone`; none when `zone` is null.
+struct QuietHours {
+  const date::time_zone* zone = nullptr;
+  int start = 0, end = 0;
+  // QuietHoursRelease of `t`, or `t` when there are none.
+  Micros Release(Micros t) const { return zone ? QuietHoursRelease(t, start, end, zone) : t; }
+};
+
 // Local minute of the day of `t` in `zone` (for traces).
 int LocalMinuteOfDay(Micros t, const date::time_zone* zone);
 

@@ -97,11 +97,9 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       send.requested_at = Now();
       send.not_before = Now();
       if (j_.quiet_hours && s.intent != dsl::Intent::kTransactional) {
-        send.quiet_zone = Zone(j_.timezone, j_.timezone_fallback);
-        send.quiet_start = j_.quiet_hours->first;
-        send.quiet_end = j_.quiet_hours->second;
-        send.not_before =
-            QuietHoursRelease(Now(), send.quiet_start, send.quiet_end, send.quiet_zone);
+        send.quiet = {Zone(j_.timezone, j_.timezone_fallback), j_.quiet_hours->first,
+                      j_.quiet_hours->second};
+        send.not_before = send.quiet.Release(Now());
       }
       send.trigger = I().trigger;
       send.event = I().event;

@@ -35,11 +35,9 @@ struct SendEffect {
   int priority = 0;
   Micros requested_at = 0;
   Micros not_before = 0;  // quiet hours: not sent before this instant
-  // The journey's quiet hours for this send (minutes of the day in
-  // `quiet_zone`; none when it is null): a later hold, a frequency cap's
-  // deferral, must not release the send inside them either.
-  const date::time_zone* quiet_zone = nullptr;
-  int quiet_start = 0, quiet_end = 0;
+  // The journey's quiet hours for this send: a later hold, a frequency
+  // cap's deferral, must not release the send inside them either.
+  QuietHours quiet;
   // What the template sees, with the instance key and the journey name.
   JsonDoc trigger, event;
   nlohmann::json vars;

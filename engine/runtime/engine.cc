@@ -591,8 +591,7 @@ void Engine::DecideSends() {
             deferred = *nth + window;
             continue;
           }
-          Micros released =
-              p.quiet_zone ? QuietHoursRelease(t, p.quiet_start, p.quiet_end, p.quiet_zone) : t;
+          Micros released = p.quiet.Release(t);
           placed = released == t;  // `deferred` fits
           deferred = released;
         }
@@ -786,8 +785,7 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     row.trigger = std::move(s.trigger);
     row.event = std::move(s.event);
     row.vars = std::move(s.vars);
-    proposed_.push_back(
-        {std::move(row), j.over_cap_defer, s.quiet_zone, s.quiet_start, s.quiet_end});
+    proposed_.push_back({std::move(row), j.over_cap_defer, s.quiet});
   }
   for (Event& x : r.emits) emitted_.push_back(std::move(x));
   if (!r.next.Finished()) {

@@ -30,6 +30,8 @@ class Metrics;
 
 // The most attempts a send may be given (`[delivery] max_attempts`).
 inline constexpr int kMaxAttempts = 100;
+// The largest burst a rate may have (every `burst` of waymark.toml).
+inline constexpr uint32_t kMaxBurst = 1'000'000;
 // How Engine::Create's message begins when the journeys do not check (the
 // input is rejected; every other failure is the store's or the setup's).
 inline constexpr std::string_view kJourneysDoNotCheck = "journeys do not check:";
@@ -302,9 +304,7 @@ class Engine {
   struct Proposed {
     SendRow row;
     bool defer = false;  // the journey's over_cap policy
-    // The journey's quiet hours, which a deferral respects (none: null).
-    const date::time_zone* quiet_zone = nullptr;
-    int quiet_start = 0, quiet_end = 0;
+    QuietHours quiet;    // the journey's, which a deferral respects
   };
   std::vector<Proposed> proposed_;                          // sends of the input being handled
   std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
