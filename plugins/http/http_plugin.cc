@@ -11,8 +11,10 @@
 #include <curl/curl.h>
 #include <waymark/transport_plugin.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <string>
 
@@ -94,10 +96,20 @@ int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t ulnow)
   return 0;
 }
 
-// Retry-After in seconds (HTTP dates are not used by these APIs).
+// Retry-After (RFC 9110, 10.2.3) in ms: delay-seconds, or an HTTP-date
+// counted from this host's clock (as a proxy or gateway may answer). 0
+// when absent, unreadable or already past: the engine decides.
 uint32_t RetryAfterMs(const std::string& v) {
-  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 6) return 0;
-  return uint32_t(std::stoul(v) * 1000);
+  constexpr uint64_t kMaxSeconds = UINT32_MAX / 1000;
+  if (v.empty()) return 0;
+  if (v.find_first_not_of("0123456789") == std::string::npos) {
+    if (v.size() > 9) return uint32_t(kMaxSeconds * 1000);
+    return uint32_t(std::min<uint64_t>(std::stoull(v), kMaxSeconds) * 1000);
+  }
+  time_t when = curl_getdate(v.c_str(), nullptr);
+  time_t now = std::time(nullptr);
+  if (when == -1 || when <= now) return 0;
+  return uint32_t(std::min<uint64_t>(uint64_t(when - now), kMaxSeconds) * 1000);
 }
 
 // The request for one message, as the API takes it.

@@ -36,6 +36,7 @@ struct Answer {
   uint16_t smtp_code = 0, http_status = 0;
   std::string enhanced, code, text;
   uint32_t retry_after_ms = 0;
+  uint32_t scope = WM_THROTTLE_PROVIDER;  // for throttled
 };
 
 uint32_t KindOf(const std::string& name) {
@@ -119,6 +120,10 @@ int Create(const wm_host*, wm_str config_json, wm_transport** out, char* err, si
         d.enhanced = a.value("enhanced", "");
         d.text = a.value("text", "per-domain answer");
         d.retry_after_ms = a.value("retry_after_ms", 0u);
+        const std::string scope = a.value("scope", "provider");
+        d.scope = scope == "domain"      ? WM_THROTTLE_DOMAIN
+                  : scope == "recipient" ? WM_THROTTLE_RECIPIENT
+                                         : WM_THROTTLE_PROVIDER;
       }
     }
     if (c.contains("record")) {
@@ -202,7 +207,7 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
       r->smtp_code = a.smtp_code;
       r->http_status = a.http_status;
       r->retry_after_ms = a.retry_after_ms;
-      if (a.kind == WM_RESULT_THROTTLED) r->throttle_scope = WM_THROTTLE_PROVIDER;
+      if (a.kind == WM_RESULT_THROTTLED) r->throttle_scope = a.scope;
       Put(r->enhanced_status, a.enhanced);
       Put(r->provider_code, a.code);
       Put(r->text, a.text);

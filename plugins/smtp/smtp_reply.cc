@@ -67,9 +67,10 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     return m;
   };
   if (code >= 400 && code < 500) {
-    // Yahoo's "421 4.7.0 [TSS04]": that path is suspended for about 2 hours.
+    // Yahoo's "421 4.7.0 [TSS04]": mail to Yahoo is deferred for about 2 hours
+    // (its servers: other domains go on).
     if (reply.text.find("TSS04") != std::string::npos) {
-      return throttled(WM_THROTTLE_PROVIDER, 2 * 3600 * 1000);
+      return throttled(WM_THROTTLE_DOMAIN, 2 * 3600 * 1000);
     }
     if (e == "4.7.28") return throttled(WM_THROTTLE_DOMAIN);  // Gmail: rate limited
     if (e == "4.2.1" && code == 450) return throttled(WM_THROTTLE_RECIPIENT);

@@ -1,6 +1,7 @@
 // The http plugin against a local HTTP server (cpp-httplib, in the test)
 // that answers as Resend and as SES v2 do.
 #include <atomic>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <string>
@@ -63,6 +64,14 @@ class Provider {
             a, 429,
             {{"name", "rate_limit_exceeded"},
              {"message", "Too many requests. You can only make 10 requests per second."}});
+      }
+      if (to.rfind("later@", 0) == 0) {  // as a gateway may say it: an HTTP-date
+        char date[64];
+        time_t when = time(nullptr) + 5;
+        tm gmt;
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&when, &gmt));
+        a.set_header("retry-after", date);
+        return Answer(a, 503, {{"name", "service_unavailable"}});
       }
       if (to.rfind("quota@", 0) == 0) {
         return Answer(a, 429,
@@ -175,7 +184,8 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k1", "ana@example.com"),  // a retry: same key, same body
       Message("k1", "ana@example.com", "Changed"),
       Message("k8", "conflict@example.com"),
-      Message("k10", "oddjson@example.com")};
+      Message("k10", "oddjson@example.com"),
+      Message("k12", "later@example.com")};
   for (OutMessage& m : batch)
     m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
@@ -198,6 +208,10 @@ TEST(Http, ResendAnswersMapToResults) {
   // An answer whose fields have other types is still read (it threw, and
   // the 422 was taken as no answer: ambiguous).
   EXPECT_EQ(r[8].kind, "permanent_message") << r[8].detail;
+  // A Retry-After given as a date 5 s ahead (second resolution): it was 0.
+  EXPECT_EQ(r[9].kind, "retry_later") << r[9].detail;
+  EXPECT_GE(r[9].retry_after_ms, 3000u);
+  EXPECT_LE(r[9].retry_after_ms, 5000u);
   // What Resend was sent.
   auto seen = provider.seen();
   ASSERT_EQ(seen.size(), batch.size());

@@ -149,13 +149,14 @@ TEST(SimPlugin, ADomainGetsItsOwnAnswerAndAFaultComesAfterNAcceptances) {
                                            {"smtp_code", 421},
                                            {"enhanced", "4.7.0"},
                                            {"text", "[TSS04] Messages temporarily deferred"},
-                                           {"retry_after_ms", 7200000}}}}}});
+                                           {"retry_after_ms", 7200000},
+                                           {"scope", "domain"}}}}}});
   ASSERT_TRUE(d.ok()) << d.error();
   auto y = d.value()->SendBatch({Message("y1", "bo@yahoo.com"), Message("y2", "bo@gmail.com")});
   EXPECT_EQ(y[0].kind, "throttled");
   EXPECT_EQ(y[0].retry_after_ms, 7200000u);
   EXPECT_EQ(y[0].detail,
-            "smtp 421 4.7.0 scope provider retry after 7200000 ms: [TSS04] Messages "
+            "smtp 421 4.7.0 scope domain retry after 7200000 ms: [TSS04] Messages "
             "temporarily deferred");
   EXPECT_EQ(y[1].kind, "accepted");
 }

@@ -54,5 +54,16 @@ TEST(SmtpReply, A552ToRcptIsTransient) {
   EXPECT_EQ(KindOf("552 5.2.2 Mailbox full\r\n", Stage::kRcpt), WM_RESULT_RETRY_LATER);
 }
 
+// Yahoo's TSS04 defers mail to Yahoo's servers, not the path to every
+// domain: it paused the whole provider for two hours.
+TEST(SmtpReply, YahoosDeferralPausesItsDomainForTwoHours) {
+  Mapped m = MapReply(ParseReply("421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily "
+                                 "deferred due to unexpected volume or user complaints\r\n"),
+                      Stage::kRcpt);
+  EXPECT_EQ(m.kind, WM_RESULT_THROTTLED);
+  EXPECT_EQ(m.scope, WM_THROTTLE_DOMAIN);
+  EXPECT_EQ(m.retry_after_ms, 7200000u);
+}
+
 }  // namespace
 }  // namespace waymark::smtp
