@@ -12,7 +12,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Every send of `store` in outbox order.
+// Every send of `store` in outbox order (the replay's scratch store).
 Result<std::vector<SendSummary>> AllSends(Store& store) {
   std::vector<SendSummary> out;
   int64_t after = 0;
@@ -108,12 +108,17 @@ Result<AuditReport> Auditor::Run() {
   Store& recorded = recorded_;
   const AuditOptions& o = o_;
   AuditReport r;
-  // The recorded sends first: a recorded result waits for its send's twin.
-  auto all_before = AllSends(recorded);
-  if (!all_before.ok()) return all_before.status();
-  std::vector<std::string> was_keys = MatchKeys(all_before.value());
+  // The recorded sends first, in the events' snapshot: a recorded result
+  // waits for its send's twin.
+  std::vector<SendSummary> was;
+  std::vector<std::string> was_keys;
   std::unordered_map<std::string, const std::string*> match_of;  // by idempotency key
-  for (size_t k = 0; k < was_keys.size(); ++k) match_of[all_before.value()[k].key] = &was_keys[k];
+  auto read_sends = [&](std::vector<SendSummary> sends) {
+    was = std::move(sends);
+    was_keys = MatchKeys(was);
+    for (size_t k = 0; k < was_keys.size(); ++k) match_of[was[k].key] = &was_keys[k];
+    return Status();
+  };
   std::vector<RawInput> batch;
   Micros last = 0;
   std::vector<InputOutcome> outcomes;
@@ -126,7 +131,7 @@ Result<AuditReport> Auditor::Run() {
     outcomes.clear();
     return s;
   };
-  Status scan = recorded.ScanEvents([&](Event ev) -> Status {
+  Status scan = recorded.ReadRecord(read_sends, [&](Event ev) -> Status {
     if (o.stop && o.stop->load()) return Status::Error("stopped");
     if (o.until && ev.time > *o.until) {
       ++r.after_until;
@@ -171,8 +176,8 @@ Result<AuditReport> Auditor::Run() {
     const std::string& person = a ? a->person : b->person;
     r.people[person].push_back({std::move(a), std::move(b)});
   };
-  for (size_t k = 0; k < all_before.value().size(); ++k) {
-    const SendSummary& s = all_before.value()[k];
+  for (size_t k = 0; k < was.size(); ++k) {
+    const SendSummary& s = was[k];
     if (!mine(s)) continue;
     r.recorded += in_window(s);
     auto twin = replayed.find(was_keys[k]);

@@ -589,19 +589,35 @@ class PostgresStore : public Store {
       pqxx::nontransaction t(*read_);
       std::vector<SendSummary> out;
       for (const auto& row : t.exec_prepared("sends_after", after_seq, int64_t(limit))) {
-        out.push_back({row[0].as<int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
-                       row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::string>(),
-                       row[6].as<std::string>(), row[7].as<int64_t>(), row[8].as<int64_t>(),
-                       row[9].is_null() ? std::string() : row[9].as<std::string>()});
+        out.push_back(SendSummaryOf(row));
       }
       return out;
     });
   }
 
-  Status ScanEvents(const std::function<Status(Event)>& each) override {
-    return Guard("scanning events", [&]() -> Status {
+  static SendSummary SendSummaryOf(const pqxx::row& row) {
+    return {row[0].as<int64_t>(),     row[1].as<std::string>(),
+            row[2].as<std::string>(), row[3].as<std::string>(),
+            row[4].as<std::string>(), row[5].as<std::string>(),
+            row[6].as<std::string>(), row[7].as<int64_t>(),
+            row[8].as<int64_t>(),     row[9].is_null() ? std::string() : row[9].as<std::string>()};
+  }
+
+  Status ReadRecord(const std::function<Status(std::vector<SendSummary>)>& sends,
+                    const std::function<Status(Event)>& each) override {
+    return Guard("reading the record", [&]() -> Status {
+      Snapshot t(*read_);
+      if (sends) {
+        std::vector<SendSummary> all;
+        for (;;) {
+          int64_t after = all.empty() ? 0 : all.back().seq;
+          pqxx::result page = t.exec_prepared("sends_after", after, int64_t(1000));
+          if (page.empty()) break;
+          for (const auto& row : page) all.push_back(SendSummaryOf(row));
+        }
+        if (Status s = sends(std::move(all)); !s.ok()) return s;
+      }
       // A cursor: the server sorts once, the client holds one page.
-      pqxx::work t(*read_);
       t.exec0(
           "DECLARE scan_events NO SCROLL CURSOR FOR "
           "SELECT source, id, body FROM events ORDER BY seq");

@@ -230,14 +230,19 @@ class Store {
   // send, then attempt: what a start-up reads in one query, not one per send.
   virtual Result<std::vector<SendResultRow>> PendingSendResults() = 0;
   // Sends after outbox position `after_seq`, `limit` at a time, in outbox
-  // order (audits).
+  // order, each with its last result (an audit's replayed sends).
   virtual Result<std::vector<SendSummary>> SendsAfter(int64_t after_seq, size_t limit) = 0;
-  // Every stored event in the order stored, handed to `each` one at a time
-  // (audits: one pass, memory flat). An error from `each` ends the scan and
-  // is returned. No retry: a scan cut short by a lost connection fails.
-  // `each` must not call this store (on PostgreSQL the scan holds its read
-  // connection in a transaction).
-  virtual Status ScanEvents(const std::function<Status(Event)>& each) = 0;
+  // What an audit reads of the record, in one snapshot: every send in
+  // outbox order, each with its last result, handed to `sends` (when it is
+  // set) in one vector, then every stored event in the order stored,
+  // handed to `each` one at a time (one pass, memory flat). A batch an
+  // engine commits meanwhile is in neither (its sends were read, and its
+  // events not, when the two were read apart). An error from a callback
+  // ends the read and is returned. No retry: a read cut short by a lost
+  // connection fails. The callbacks must not call this store (it holds its
+  // read connection in a transaction).
+  virtual Status ReadRecord(const std::function<Status(std::vector<SendSummary>)>& sends,
+                            const std::function<Status(Event)>& each) = 0;
   // When the sends to `person` that count toward the frequency cap go out
   // (their not_before), for those at or after `since`; ascending.
   virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) = 0;
