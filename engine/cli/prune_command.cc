@@ -31,7 +31,7 @@ int Prune(const PruneOptions& o) {
   if (!CapFlag("prune", o.cap, cap)) return kExitUsage;
   request.cap_window = cap.window_s * kMicrosPerSecond;
   // A mistyped path is an error, not an empty store with nothing to prune.
-  auto store = OpenStore(o.store, {}, /*create=*/false);
+  auto store = OpenStore(o.store, {}, StoreAccess::kExisting);
   if (!store.ok()) {
     std::cerr << "waymark prune: " << store.error() << "\n";
     return kExitUsage;

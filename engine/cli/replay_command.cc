@@ -255,7 +255,7 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
     c->Under(cmd, "--journeys", "", "journeys", o->journeys);
     c->Under(cmd, "--schemas", "", "schemas", o->schemas);
     c->Under(cmd, "--cap", "engine", "cap", o->cap);
-    auto s = OpenStore(o->store, {}, /*create=*/false);
+    auto s = OpenStore(o->store, {}, StoreAccess::kRead);
     if (!s.ok()) {
       std::cerr << "waymark replay: " << s.error() << "\n";
       *exit_code = kExitUsage;

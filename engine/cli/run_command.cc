@@ -966,7 +966,7 @@ std::string Time(Micros t) {
 
 int Inspect(const std::string& journey, const std::string& key, const std::string& store_url,
             bool as_json) {
-  auto store = OpenStore(store_url, {}, /*create=*/false);
+  auto store = OpenStore(store_url, {}, StoreAccess::kRead);
   if (!store.ok()) {
     std::cerr << "waymark inspect: " << store.error() << "\n";
     return kExitUsage;

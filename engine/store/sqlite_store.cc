@@ -164,28 +164,69 @@ class SqliteStore : public Store {
   // Two connections: `db_` writes (Commit, on the engine's writer thread),
   // `rdb_` reads (everything else, on the engine's thread). In WAL mode a
   // reader never waits for the writer and sees what is committed.
-  Status Open(const std::string& path) {
+  Status Open(const std::string& path, bool read_only) {
     if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
       return Status::Error("the SQLite store needs a file path, not '" + path + "'");
     }
+    const int mode = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     for (sqlite3** db : {&db_, &rdb_}) {
       // NOMUTEX: each connection is used by one thread at a time (store.h).
-      if (sqlite3_open_v2(path.c_str(), db,
-                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                          nullptr) != SQLITE_OK) {
+      if (sqlite3_open_v2(path.c_str(), db, mode | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
         return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(*db));
       }
       sqlite3_busy_timeout(*db, 10000);
+      // journal_mode is the file's (set when it was made): a reader leaves it.
       for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
                                  "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
+        if (read_only && pragma[7] == 'j') continue;
         if (Status s = ExecSql(*db, pragma); !s.ok()) return s;
       }
-      // Schema version: a new store gets this binary's; any other is
-      // refused. Inside one write transaction, so two processes opening a
-      // new store do not both create it.
+      // Schema version: a new store gets this binary's, an older one is
+      // upgraded (not by a reader); any other is refused. Inside one write
+      // transaction, so two processes opening a new store do not both
+      // create it.
       if (db == &db_) {
-        if (Status s = InTransaction([&] { return CheckOrCreateSchema(path); }); !s.ok()) return s;
+        Status s = read_only ? CheckSchema(path)
+                             : InTransaction([&] { return CheckOrCreateSchema(path); });
+        if (!s.ok()) return s;
       }
+    }
+    return Status();
+  }
+
+  // A read-only open's check: this binary's schema version, or an error.
+  Status CheckSchema(const std::string& path) {
+    Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
+    Status st;
+    if (!get.Next(st)) {
+      return Status::Error("'" + path + "' is not a waymark store" +
+                           (st.ok() ? std::string() : ": " + st.message()));
+    }
+    auto version = rows::SchemaVersion(get.Text(0));
+    sqlite3_reset(get.get());
+    if (!version.ok()) return version.status();
+    return VersionIsThis(path, version.value(), /*upgradable=*/version.value() >= 3);
+  }
+
+  // Whether schema version `v` (after any upgrade) is this binary's.
+  static Status VersionIsThis(const std::string& path, int v, bool upgradable) {
+    if (v > kSqliteSchemaVersion) {
+      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
+                           ", newer than this waymark knows (" +
+                           std::to_string(kSqliteSchemaVersion) + "): upgrade waymark");
+    }
+    if (v < kSqliteSchemaVersion && upgradable) {
+      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
+                           ", older than this waymark's (" + std::to_string(kSqliteSchemaVersion) +
+                           "), and a command that only reads does not upgrade it (an older "
+                           "engine may still run on it): `waymark run` with this waymark "
+                           "upgrades it");
+    }
+    if (v < kSqliteSchemaVersion) {
+      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
+                           " from an earlier development version of waymark, which this one (" +
+                           std::to_string(kSqliteSchemaVersion) +
+                           ") cannot read: start a new store");
     }
     return Status();
   }
@@ -230,18 +271,7 @@ class SqliteStore : public Store {
       }
       v = 6;
     }
-    if (v > kSqliteSchemaVersion) {
-      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
-                           ", newer than this waymark knows (" +
-                           std::to_string(kSqliteSchemaVersion) + "): upgrade waymark");
-    }
-    if (v < kSqliteSchemaVersion) {
-      return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
-                           " from an earlier development version of waymark, which this one (" +
-                           std::to_string(kSqliteSchemaVersion) +
-                           ") cannot read: start a new store");
-    }
-    return Status();
+    return VersionIsThis(path, v, /*upgradable=*/false);
   }
 
   // replace: a command's entries replace what is there; a batch's (bounces)
@@ -994,9 +1024,9 @@ class SqliteStore : public Store {
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, bool read_only) {
   auto s = std::make_unique<SqliteStore>();
-  if (Status st = s->Open(path); !st.ok()) return st;
+  if (Status st = s->Open(path, read_only); !st.ok()) return st;
   return std::unique_ptr<Store>(std::move(s));
 }
 

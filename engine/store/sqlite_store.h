@@ -8,6 +8,9 @@
 
 namespace waymark {
 
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+// `read_only`: the file is opened read-only and its schema must be this
+// binary's (an older one is refused, not upgraded); without it, a store
+// that does not exist is created and an older one upgraded.
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, bool read_only = false);
 
 }  // namespace waymark

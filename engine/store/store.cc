@@ -28,13 +28,14 @@ Result<std::optional<Event>> Store::EventById(const std::string& source, const s
   return std::optional<Event>(std::move(e).value());
 }
 
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect, bool create) {
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect,
+                                         StoreAccess access) {
   if (StartsWith(url, "sqlite:")) {
     std::string path = url.substr(7);
-    if (std::error_code ec; !create && !std::filesystem::exists(path, ec)) {
+    if (std::error_code ec; access != StoreAccess::kCreate && !std::filesystem::exists(path, ec)) {
       return Status::Error("no store at " + path + " (is --store, or [store] url, the run's?)");
     }
-    return OpenSqliteStore(path);
+    return OpenSqliteStore(path, access == StoreAccess::kRead);
   }
   if (IsPostgresUrl(url)) return OpenPostgresStore(url, std::move(reconnect));
   return Status::Error("unknown store URL '" + RedactedUrl(url) +

@@ -286,12 +286,19 @@ struct Reconnect {
   std::function<void()> back;
 };
 
+// How a command opens its store.
+enum class StoreAccess {
+  kCreate,    // run: an SQLite store that does not exist is created, an older one upgraded
+  kExisting,  // prune: the store must exist (an empty one would answer wrongly)
+  kRead,      // inspect, replay: must exist, and is neither written nor upgraded (an older
+              // engine may still be running on it)
+};
+
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"
-// (a PostgreSQL database must have been migrated: MigratePostgres). An
-// SQLite store that does not exist is created, unless `create` is false
-// (commands that only read: an empty store would answer wrongly).
+// (a PostgreSQL database must have been migrated: MigratePostgres; nothing
+// but `waymark migrate` changes its schema).
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect = {},
-                                         bool create = true);
+                                         StoreAccess access = StoreAccess::kCreate);
 bool IsPostgresUrl(const std::string& url);
 
 }  // namespace waymark

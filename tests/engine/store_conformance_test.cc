@@ -1145,6 +1145,50 @@ TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
   }
 }
 
+// inspect and replay open a store read-only: one of an older version is
+// refused, not upgraded (it was, and the older engine still running on it
+// then refused its own store as "newer than this waymark knows").
+TEST(SqliteStore, AReadOnlyOpenNeverUpgradesOrWrites) {
+  fs::path p = fs::temp_directory_path() / ("waymark_ro_" + std::to_string(::getpid()) + ".db");
+  fs::remove(p);
+  EXPECT_FALSE(OpenSqliteStore(p.string(), /*read_only=*/true).ok());  // nothing to read
+  EXPECT_FALSE(fs::exists(p));
+  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+  auto version = [&] {
+    std::string v;
+    sqlite3_exec(
+        db, "SELECT value FROM meta WHERE key = 'schema_version'",
+        [](void* out, int, char** values, char**) {
+          *static_cast<std::string*>(out) = values[0];
+          return 0;
+        },
+        &v, nullptr);
+    return v;
+  };
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE pruned_entries; DROP INDEX instances_finished; "
+                         "UPDATE meta SET value='5' WHERE key='schema_version'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  auto old = OpenSqliteStore(p.string(), /*read_only=*/true);
+  ASSERT_FALSE(old.ok());
+  EXPECT_NE(old.error().find("older than this waymark's"), std::string::npos) << old.error();
+  EXPECT_EQ(version(), "5");
+  // A writer upgrades it; then it reads, and refuses writes.
+  { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
+  EXPECT_EQ(version(), "6");
+  auto reader = OpenSqliteStore(p.string(), /*read_only=*/true);
+  ASSERT_TRUE(reader.ok()) << reader.error();
+  EXPECT_TRUE(reader.value()->Instances("j", "u1").ok());
+  Batch b;
+  b.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 1}};
+  EXPECT_FALSE(reader.value()->Commit(b).ok());
+  sqlite3_close(db);
+  fs::remove(p);
+}
+
 // A read whose statement cannot be prepared (here a table dropped behind
 // the store's back) is an error, not a crash.
 TEST(SqliteStore, AStatementThatCannotBePreparedIsAnError) {
