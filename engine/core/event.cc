@@ -73,6 +73,13 @@ Result<Micros> ParseRfc3339(std::string_view s) {
   if (!ymd.ok()) return bad();
   int64_t days = date::sys_days(ymd).time_since_epoch().count();
   int64_t secs = days * 86400 + h * 3600 + mi * 60 + std::min(sec, 59) - offset_min * 60;
+  // In UTC, within the years 0000-9999, as it is stored and written back
+  // (9999-12-31T23:59:59-23:59 is in the year 10000 there).
+  constexpr int64_t kFirst = -719528LL * 86400, kLast = 2932897LL * 86400 - 1;
+  if (secs < kFirst || secs > kLast) {
+    return Status::Error("invalid RFC 3339 time '" + std::string(s) +
+                         "': in UTC it is outside the years 0000-9999");
+  }
   return secs * kMicrosPerSecond + frac;
 }
 
@@ -274,7 +281,7 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
     if (!it->is_string())
       return Status::Error(std::string("CloudEvents attribute '") + k + "' must be a string");
     out = it->get<std::string>();
-    if (required && out.empty()) {
+    if (out.empty()) {  // CloudEvents: "if present, MUST be a non-empty string"
       return Status::Error(std::string("CloudEvents attribute '") + k + "' must not be empty");
     }
     if (HasControlCharacter(out)) {
@@ -285,11 +292,30 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
     return Status();
   };
   Event e;
-  std::string specversion, time;
+  std::string specversion, time, unused;
   for (Status s :
        {str("specversion", true, specversion), str("id", true, e.id), str("source", true, e.source),
-        str("type", true, e.type), str("subject", false, e.subject), str("time", false, time)}) {
+        str("type", true, e.type), str("subject", false, e.subject), str("time", false, time),
+        str("datacontenttype", false, unused), str("dataschema", false, unused)}) {
     if (!s.ok()) return s;
+  }
+  // Attribute names, and extension attributes' values, as
+  // schemas/cloudevents.json says (`data_base64`, binary data, is refused
+  // by its name: data must be a JSON object).
+  for (const auto& [name, value] : j.items()) {
+    bool name_ok = !name.empty();
+    for (char c : name) name_ok = name_ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'));
+    if (!name_ok) {
+      std::string shown = nlohmann::json(name.substr(0, 64))
+                              .dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+      return Status::Error("CloudEvents attribute name '" + shown.substr(1, shown.size() - 2) +
+                           "' is not lower-case a-z and 0-9");
+    }
+    if (!(value.is_string() || value.is_number() || value.is_boolean() || value.is_null()) &&
+        name != "data") {
+      return Status::Error("CloudEvents attribute '" + name +
+                           "' must be a string, a number or a boolean");
+    }
   }
   if (specversion != "1.0") {
     return Status::Error("unsupported CloudEvents specversion '" + specversion +
@@ -303,9 +329,11 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
     if (!t.ok()) return Status::Error("CloudEvents attribute 'time': " + t.error());
     e.time = t.value();
   }
+  bool data_given = false;
   if (auto it = j.find("data"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) return Status::Error("'data' must be a JSON object");
     e.data = std::move(*it);
+    data_given = true;
   }
   auto schema = schemas_->by_type.find(e.type);
   if (schema != schemas_->by_type.end()) {
@@ -338,9 +366,9 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
   // Usually the input is already the document Seal would build: exactly
   // the attributes it keeps, the time in canonical form. Then it is used
   // as it is.
+  // (`data` given as null is not: the document's data is {}.)
   auto data = j.find("data");
-  bool canonical = !e.time_assigned && data != j.end() &&
-                   j.size() == (e.subject.empty() ? 6u : 7u) &&
+  bool canonical = !e.time_assigned && data_given && j.size() == (e.subject.empty() ? 6u : 7u) &&
                    (e.subject.empty() || j.contains("subject")) && time == FormatRfc3339(e.time);
   if (canonical) {
     *data = std::move(e.data);

@@ -2,7 +2,13 @@
 // whatever form the input took.
 #include "engine/core/event.h"
 
+#include <fstream>
+
 #include <gtest/gtest.h>
+#include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validator.hpp>
 
 namespace waymark {
 namespace {
@@ -48,23 +54,26 @@ TEST(EventDecoder, TheDocumentIsCanonicalWhateverTheInputForm) {
 
 TEST(EventDecoder, AbsentOrEmptyPartsAreNormalised) {
   auto d = Decoder();
-  // No subject, no data, an empty subject, a null data: the document has
-  // no subject and an empty data object.
+  // No subject, no data, a null subject, a null data: the document has
+  // no subject and an empty data object, and so has the text stored.
   for (
       const char* in : {
           R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"2026-03-08T09:30:00Z"})",
-          R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":"","time":"2026-03-08T09:30:00Z","data":{}})",
           R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":null,"time":"2026-03-08T09:30:00Z","data":null})",
+          R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"2026-03-08T09:30:00Z","data":null})",
       }) {
     auto e = d->Decode(in, 0);
     ASSERT_TRUE(e.ok()) << in << ": " << e.error();
-    EXPECT_EQ(*e.value().Doc(), (json{{"specversion", "1.0"},
-                                      {"id", "e1"},
-                                      {"source", "s"},
-                                      {"type", "t"},
-                                      {"time", "2026-03-08T09:30:00Z"},
-                                      {"data", json::object()}}))
-        << in;
+    json want = {{"specversion", "1.0"},
+                 {"id", "e1"},
+                 {"source", "s"},
+                 {"type", "t"},
+                 {"time", "2026-03-08T09:30:00Z"},
+                 {"data", json::object()}};
+    EXPECT_EQ(*e.value().Doc(), want) << in;
+    // The last was taken as canonical and stored as it came, "data":null
+    // and all: a replay then read null where the live run read {}.
+    EXPECT_EQ(json::parse(e.value().Text()), want) << in;
   }
   // No time: stamped with the time given.
   auto e = d->Decode(R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data":{}})",
@@ -91,12 +100,36 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
        "'id' contains a control character"},
       {R"({"specversion":"1.0","id":"e1","source":"s\u0085","type":"t"})",
        "'source' contains a control character"},
+      // Present optional attributes are not empty: a subject of "" concerned
+      // no instance, and a time of "" was stamped with the clock.
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":""})",
+       "'subject' must not be empty"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":""})",
+       "'time' must not be empty"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","datacontenttype":7})",
+       "'datacontenttype' must be a string"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","Bad_Ext":"x"})",
+       "attribute name 'Bad_Ext' is not lower-case"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data_base64":"AA=="})",
+       "attribute name 'data_base64' is not lower-case"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","ext":{"x":1}})",
+       "'ext' must be a string, a number or a boolean"},
+      // A time whose offset takes it out of the years 0000-9999 in UTC (it
+      // was stored as "10000-01-01T23:58:59.000000Z", which nothing read back).
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"9999-12-31T23:59:59-23:59"})",
+       "outside the years 0000-9999"},
+      {R"({"specversion":"1.0","id":"e1","source":"s","type":"t","time":"0000-01-01T00:00:00+00:01"})",
+       "outside the years 0000-9999"},
   };
   for (const auto& [in, want] : cases) {
     auto e = d->Decode(in, 0);
     ASSERT_FALSE(e.ok()) << in;
     EXPECT_NE(e.error().find(want), std::string::npos) << in << " -> " << e.error();
   }
+  // The years' very ends are in.
+  EXPECT_TRUE(ParseRfc3339("0000-01-01T00:00:00Z").ok());
+  EXPECT_TRUE(ParseRfc3339("9999-12-31T23:59:59.999999Z").ok());
+  EXPECT_TRUE(ParseRfc3339("9999-12-31T23:59:59+01:00").ok());
   // Letters beyond ASCII are not control characters.
   auto e = d->Decode(
       R"({"specversion":"1.0","id":"é1","source":"s","type":"t","subject":"Grüße Ā 日本 😀"})", 0);
@@ -127,6 +160,57 @@ TEST(EventRefs, TriggerAndEventAreWrittenWhetherTheSameOrNot) {
 // A value valijson cannot read as a string where the schema names a
 // format (an array for an e-mail address) is refused like any other
 // mismatch: valijson raises an error there, which must not end the process.
+// The envelope checks are schemas/cloudevents.json's, written out for
+// speed: the decoder and the schema agree on each of these.
+TEST(EventDecoder, TheEnvelopeIsJudgedAsTheCloudEventsSchemaJudgesIt) {
+  std::ifstream in(WAYMARK_SOURCE_DIR "/schemas/cloudevents.json");
+  json doc = json::parse(in);
+  valijson::Schema schema;
+  valijson::SchemaParser parser;
+  valijson::adapters::NlohmannJsonAdapter schema_doc(doc);
+  parser.populateSchema(schema_doc, schema);
+  valijson::Validator validator;
+  const std::string base = R"("specversion":"1.0","id":"e1","source":"s","type":"t")";
+  const char* extra[] = {
+      "",
+      R"(,"subject":"u1")",
+      R"(,"subject":"")",
+      R"(,"subject":null)",
+      R"(,"subject":5)",
+      R"(,"time":"2026-03-08T09:30:00Z")",
+      R"(,"time":null)",
+      R"(,"time":7)",
+      R"(,"data":{"a":1})",
+      R"(,"data":null)",
+      R"(,"data":[1])",
+      R"(,"data":"x")",
+      R"(,"datacontenttype":"application/json")",
+      R"(,"datacontenttype":"")",
+      R"(,"datacontenttype":7)",
+      R"(,"dataschema":"https://example.com/s.json")",
+      R"(,"dataschema":false)",
+      R"(,"dataschema":null)",
+      R"(,"traceparent":"00-abc-01")",
+      R"(,"priority":3)",
+      R"(,"sampled":true)",
+      R"(,"ext":null)",
+      R"(,"ext":{"x":1})",
+      R"(,"ext":[1])",
+      R"(,"Ext":"x")",
+      R"(,"data_base64":"AA==")",
+      R"(,"x-y":"1")",
+  };
+  auto d = Decoder();
+  for (const char* x : extra) {
+    std::string text = "{" + base + x + "}";
+    json j = json::parse(text);
+    valijson::adapters::NlohmannJsonAdapter target(j);
+    bool valid = validator.validate(schema, target, nullptr);
+    auto e = d->Decode(text, 1);
+    EXPECT_EQ(e.ok(), valid) << text << ": " << (e.ok() ? "accepted" : e.error());
+  }
+}
+
 TEST(EventDecoder, AFormatFieldHoldingAnArrayIsRefusedNotFatal) {
   auto d = EventDecoder::Create(WAYMARK_SOURCE_DIR "/schemas");
   ASSERT_TRUE(d.ok()) << d.error();
