@@ -773,6 +773,57 @@ size_t InvalidUtf8(std::string_view t) {
   return std::string_view::npos;
 }
 
+// The first place nested too deep, and what is, or npos. Brackets ({, (
+// and [) and runs of `not` nest (kMaxNesting), and so does each `and` or
+// `or` of a chain (kMaxChain, within the brackets open there): the parser,
+// the checks and evaluation recurse on each level, and thousands of them
+// overflowed the stack. Strings and comments are skipped.
+std::pair<size_t, std::string> TooDeep(std::string_view t) {
+  int depth = 0, nots = 0, ops = 0;
+  std::vector<int> ops_outside;  // `ops` of each enclosing bracket
+  auto word = [&](size_t i) {
+    return i < t.size() && (std::isalnum(static_cast<unsigned char>(t[i])) || t[i] == '_');
+  };
+  const std::string nested =
+      "nested more than " + std::to_string(kMaxNesting) + " deep (blocks, brackets and `not`s)";
+  for (size_t i = 0; i < t.size(); ++i) {
+    char c = t[i];
+    if (c == '"') {
+      for (++i; i < t.size() && t[i] != '"' && t[i] != '\n'; ++i) {
+        if (t[i] == '\\') ++i;
+      }
+      nots = 0;
+    } else if (c == '#') {
+      while (i < t.size() && t[i] != '\n') ++i;
+    } else if (c == '{' || c == '(' || c == '[') {
+      if (++depth + nots > kMaxNesting) return {i, nested};
+      ops_outside.push_back(ops);
+    } else if (c == '}' || c == ')' || c == ']') {
+      depth = std::max(0, depth - 1);
+      nots = 0;
+      if (!ops_outside.empty()) {
+        ops = ops_outside.back();
+        ops_outside.pop_back();
+      }
+    } else if (word(i)) {
+      size_t end = i;
+      while (word(end)) ++end;
+      std::string_view w = t.substr(i, end - i);
+      bool is_not = w == "not";
+      nots = is_not ? nots + 1 : 0;
+      if (depth + nots > kMaxNesting) return {i, nested};
+      if ((w == "and" || w == "or") && ++ops > kMaxChain) {
+        return {i, "more than " + std::to_string(kMaxChain) +
+                       " `and`s and `or`s in one expression (or one block or bracket)"};
+      }
+      i = end - 1;
+    } else if (!std::isspace(static_cast<unsigned char>(c))) {
+      nots = 0;
+    }
+  }
+  return {std::string_view::npos, ""};
+}
+
 }  // namespace
 
 std::optional<Journey> Parse(std::string_view text, const std::string& path,
@@ -781,6 +832,11 @@ std::optional<Journey> Parse(std::string_view text, const std::string& path,
     LineIndex lines(text);
     diags.Error(path, lines.At(text.data() + bad),
                 text[bad] == 0 ? "NUL byte in the source" : "the source is not valid UTF-8 here");
+    return std::nullopt;
+  }
+  if (auto [deep, what] = TooDeep(text); deep != std::string_view::npos) {
+    LineIndex lines(text);
+    diags.Error(path, lines.At(text.data() + deep), what);
     return std::nullopt;
   }
   return Converter(text, path, diags).Run();

@@ -436,11 +436,19 @@ void Engine::FireTimers(Micros until) {
 // in order, so they are part of the same deterministic history.
 void Engine::RouteEmitted() {
   DecideSends();
+  int routed = 0;  // emitted events, of kMaxEmitsPerInput
   while (!emitted_.empty() || !released_.empty()) {
     bool emitted = !emitted_.empty();
     std::deque<Event>& from = emitted ? emitted_ : released_;
     Event x = std::move(from.front());
     from.pop_front();
+    if (emitted && x.source != "waymark" && ++routed > kMaxEmitsPerInput) {
+      DeadLetter(x.time, "emitted " + x.source + " " + x.id,
+                 "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                     " events emitted from one input (a journey emitting what triggers it?)",
+                 x.Text());
+      continue;
+    }
     // A released result was checked for repeats when it came in.
     if (!emitted || batch_ids_.insert({x.source, x.id}).second) Route(x, emitted);
     DecideSends();

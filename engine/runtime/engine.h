@@ -32,6 +32,11 @@ class Metrics;
 inline constexpr int kMaxAttempts = 100;
 // The largest burst a rate may have (every `burst` of waymark.toml).
 inline constexpr uint32_t kMaxBurst = 1'000'000;
+// The most events the journeys may emit, in all, from one input or timer:
+// past it each emitted event is a dead letter, not routed (a journey that
+// emits its own trigger, or two that emit each other's, would otherwise
+// loop without end inside one batch).
+inline constexpr int kMaxEmitsPerInput = 1000;
 // How Engine::Create's message begins when the journeys do not check (the
 // input is rejected; every other failure is the store's or the setup's).
 inline constexpr std::string_view kJourneysDoNotCheck = "journeys do not check:";

@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "dsl/checker.h"
-#include "tests/testing/files.h"
 #include "dsl/parser.h"
+#include "tests/testing/files.h"
 
 namespace waymark::dsl {
 namespace {
@@ -114,9 +114,8 @@ TEST(CompiledForm, StateIdsFollowStructure) {
 })");
   std::vector<std::string> ids;
   for (const State& s : j.states) ids.push_back(s.id);
-  EXPECT_EQ(ids, (std::vector<std::string>{"a", "a.received.0", "a.timeout.0",
-                                           "a.timeout.0.then.0", "a.timeout.0.else.0", "a.1",
-                                           "a.1.one.0", "a.1.two.0"}));
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "a.received.0", "a.timeout.0", "a.timeout.0.then.0",
+                                           "a.timeout.0.else.0", "a.1", "a.1.one.0", "a.1.two.0"}));
   const State* wait = j.Find("a");
   ASSERT_NE(wait, nullptr);
   EXPECT_EQ(wait->on_event, "a.received.0");
@@ -149,13 +148,13 @@ TEST(Expressions, CanonicalFormReparsesToTheSameTree) {
       "event.data.flag == true and event.data.maybe == null",
   };
   for (const char* e : exprs) {
-    std::string src = std::string("journey j {\n entry { on x.y when ") + e +
-                      " }\n step a { end }\n}\n";
+    std::string src =
+        std::string("journey j {\n entry { on x.y when ") + e + " }\n step a { end }\n}\n";
     CompiledJourney a = MustCompile(src);
     ASSERT_EQ(a.triggers.size(), 1u) << e;
     std::string printed = ExprToString(a.triggers[0].when);
-    std::string src2 = std::string("journey j {\n entry { on x.y when ") + printed +
-                       " }\n step a { end }\n}\n";
+    std::string src2 =
+        std::string("journey j {\n entry { on x.y when ") + printed + " }\n step a { end }\n}\n";
     CompiledJourney b = MustCompile(src2);
     EXPECT_EQ(ExprToJson(a.triggers[0].when), ExprToJson(b.triggers[0].when))
         << e << "\nprinted as: " << printed;
@@ -188,6 +187,50 @@ TEST(Parser, ReportsEverySyntaxErrorInOnePass) {
   EXPECT_EQ(d.all()[2].loc.line, 4);
 }
 
+// Thousands of nested brackets, `not`s, blocks or chained `or`s
+// overflowed the stack (exit 139). Up to the limits they check and
+// compile; past them they are one error.
+TEST(Parser, NestingIsBoundedNotACrash) {
+  auto journey = [](const std::string& when, const std::string& body = "end") {
+    return "journey j {\n  entry { on user.signup when " + when + " }\n  step a { " + body +
+           " }\n}\n";
+  };
+  auto chain = [](int n) {
+    std::string s = "true";
+    for (int i = 1; i < n; ++i) s += " or trigger.data.n == " + std::to_string(i);
+    return s;
+  };
+  auto parens = [](int n) {
+    return std::string(size_t(n), '(') + "true" + std::string(size_t(n), ')');
+  };
+  auto ifs = [](int n) {
+    std::string s = "end";
+    for (int i = 0; i < n; ++i) s = "if true { " + s + " } end";
+    return s;
+  };
+  std::string nots;
+  for (int i = 0; i < 62; ++i) nots += "not ";
+  // Within the limits (the journey's and the entry's braces count).
+  MustCompile(journey(chain(kMaxChain + 1)));  // kMaxChain `or`s
+  MustCompile(journey(parens(kMaxNesting - 2)));
+  MustCompile(journey(nots + "true"));
+  MustCompile(journey("true", ifs(kMaxNesting - 2)));
+  // Past them, and far past them.
+  for (const std::string& src :
+       {journey(chain(kMaxChain + 2)), journey(chain(50000)), journey(parens(kMaxNesting - 1)),
+        journey(parens(5000)), journey("not " + nots + "true"), journey(std::string(20000, '!')),
+        journey("true", ifs(kMaxNesting - 1)), journey("true", ifs(3000))}) {
+    DiagnosticSink d;
+    EXPECT_FALSE(Parse(src, "t.journey", d).has_value());
+    ASSERT_GE(d.errors(), 1);
+    if (src.size() > 5000 && src.find('!') == std::string::npos) {
+      EXPECT_TRUE(d.all()[0].message.find("nested more than 64 deep") != std::string::npos ||
+                  d.all()[0].message.find("more than 1000 `and`s and `or`s") != std::string::npos)
+          << d.all()[0].message;
+    }
+  }
+}
+
 TEST(Parser, StringEscapes) {
   CompiledJourney j = MustCompile(R"(journey j {
   description "tab\there \"quoted\" \u00e9\u20ac"
@@ -216,8 +259,8 @@ TEST(Checker, MissingPathIsAnError) {
 
 TEST(Checker, EveryKindOfWaitBreaksALoop) {
   for (const char* wait : {"wait 1h", "wait until 09:00", "wait for order.placed within 1d"}) {
-    std::string src = std::string("journey j {\n entry { on user.signup }\n step a {\n  ") +
-                      wait + "\n  send \"x\" to key intent marketing\n  goto a\n }\n}\n";
+    std::string src = std::string("journey j {\n entry { on user.signup }\n step a {\n  ") + wait +
+                      "\n  send \"x\" to key intent marketing\n  goto a\n }\n}\n";
     EXPECT_EQ(MustCompile(src).states.size(), 2u) << wait;
   }
 }

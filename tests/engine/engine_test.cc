@@ -295,6 +295,28 @@ TEST_F(EngineTest, TimersFireBeforeLaterEventsAndEmitsRoute) {
   EXPECT_EQ(engine_->summary().emitted_by_type.at("cart.abandoned"), 1);
 }
 
+// A journey that emits what triggers it: each emit entered a new instance
+// that emitted again, inside one Submit, without end (memory grew by a
+// gigabyte in seconds and SIGTERM was never looked at).
+TEST_F(EngineTest, AnEmitLoopEndsInADeadLetter) {
+  Journey("j", R"(journey j {
+  entry { on cart.abandoned  reentry always }
+  step s { emit cart.abandoned with { email: trigger.data.email }  end }
+})");
+  Start();
+  Feed({Ev("1", "cart.abandoned", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+        Ev("2", "cart.abandoned", "v", "2026-03-01T10:00:01Z", R"({"email":"v@x.io"})")});
+  // Each input's emits are counted apart: 1 + 1000 instances each.
+  EXPECT_EQ(Instances("j", "u").size(), size_t(1 + kMaxEmitsPerInput));
+  EXPECT_EQ(Instances("j", "v").size(), size_t(1 + kMaxEmitsPerInput));
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_EQ(dead[0].input.rfind("emitted waymark/j ", 0), 0u) << dead[0].input;
+  EXPECT_NE(dead[0].reason.find("emit loop: more than 1000 events"), std::string::npos)
+      << dead[0].reason;
+  EXPECT_NE(dead[0].raw.find(R"("type":"cart.abandoned")"), std::string::npos) << dead[0].raw;
+}
+
 TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
   OrderJourney("hi", "hi", "marketing", "  priority 5\n");
   OrderJourney("low", "low", "marketing", "  priority 1\n");
