@@ -35,7 +35,13 @@ class LineIndex {
   std::vector<size_t> starts_;
 };
 
-// What stands at `it`, for "found ..." in messages.
+// Whether `c` continues a UTF-8 character (10xxxxxx).
+bool Continues(char c) {
+  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
+}
+
+// What stands at `it`, for "found ..." in messages: never part of a UTF-8
+// character (the text is valid UTF-8, and so must the message be).
 std::string FoundAt(Iterator it, Iterator last) {
   if (it == last) return "end of file";
   if (*it == '\n' || *it == '\r') return "end of line";
@@ -43,6 +49,7 @@ std::string FoundAt(Iterator it, Iterator last) {
   if (*it == '"') {
     n = 1;
     while (it + n != last && it[n] != '"' && it[n] != '\n' && n < 40) ++n;
+    while (it + n != last && Continues(it[n])) ++n;
     if (it + n != last && it[n] == '"') ++n;
     return std::string(it, n);
   }
@@ -51,6 +58,7 @@ std::string FoundAt(Iterator it, Iterator last) {
     while (it + n != last && is_word(it[n]) && n < 40) ++n;
   } else {
     n = 1;
+    while (it + n != last && Continues(it[n])) ++n;
   }
   return "'" + std::string(it, n) + "'";
 }
@@ -201,9 +209,13 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
         }
         break;
       }
-      default:
-        Error(at, std::string("unknown escape '\\") + e +
+      default: {
+        size_t n = 1;  // the whole character
+        while (i + n < q.size() && Continues(q[i + n])) ++n;
+        Error(at, "unknown escape '\\" + q.substr(i, n) +
                       "' in string (expected \\\" \\\\ \\n \\t \\r or \\uXXXX)");
+        i += n - 1;
+      }
     }
   }
   return out;

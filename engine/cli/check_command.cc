@@ -82,7 +82,7 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
       for (const dsl::Diagnostic& d : r.diags.all()) out["diagnostics"].push_back(dsl::ToJson(d));
       out["errors"] = r.diags.errors();
       out["warnings"] = r.diags.warnings();
-      std::cout << out.dump(2) << "\n";
+      std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
       PrintDiagnostics(r);
       for (const dsl::CheckedFile& f : r.files) {
@@ -128,7 +128,7 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
       nlohmann::json out = j.ToJson();
       out["version"] = j.version;
       out["source_map"] = j.SourceMap();
-      std::cout << out.dump(2) << "\n";
+      std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     *exit_code = kExitOk;
   });
