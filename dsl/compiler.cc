@@ -12,8 +12,8 @@
 namespace waymark::dsl {
 namespace {
 
-constexpr const char* kEnvelope[] = {"id",   "source",      "type",            "subject",
-                                     "time", "specversion", "datacontenttype", "dataschema"};
+constexpr const char* kEnvelope[] = {
+    "id", "source", "type", "subject", "time", "specversion", "datacontenttype", "dataschema"};
 constexpr const char* kFall = "$fall";  // control falls off the end of the journey
 constexpr const char* kUnknown = "$unknown";
 
@@ -189,7 +189,8 @@ Type Compiler::CheckEventPath(const Expr& e, const std::vector<std::string>& typ
       std::vector<std::string> names(std::begin(kEnvelope), std::end(kEnvelope));
       names.push_back("data");
       std::string hint = Suggest(attr, names);
-      if (hint.empty()) hint = std::string(" (payload fields are under ") + root + ".data." + attr + ")";
+      if (hint.empty())
+        hint = std::string(" (payload fields are under ") + root + ".data." + attr + ")";
       Error(e.loc, "unknown CloudEvents attribute '" + attr + "'" + hint);
     }
     return Type::kAny;
@@ -278,8 +279,8 @@ void Compiler::CheckOperands(const Expr& e, Type a, Type b) {
   if (silent_) return;
   if (e.op == "==" || e.op == "!=") {
     if (a != Type::kAny && b != Type::kAny && a != Type::kNull && b != Type::kNull && a != b) {
-      Error(e.loc, std::string("type mismatch: cannot compare ") + TypeName(a) + " with " +
-                       TypeName(b));
+      Error(e.loc,
+            std::string("type mismatch: cannot compare ") + TypeName(a) + " with " + TypeName(b));
     }
     return;
   }
@@ -290,8 +291,8 @@ void Compiler::CheckOperands(const Expr& e, Type a, Type b) {
     Error(e.loc, "type mismatch: '" + e.op + "' needs numbers, strings or durations, not " +
                      TypeName(ordered(a) ? b : a));
   } else if (a != Type::kAny && b != Type::kAny && a != b) {
-    Error(e.loc, std::string("type mismatch: cannot compare ") + TypeName(a) + " with " +
-                     TypeName(b));
+    Error(e.loc,
+          std::string("type mismatch: cannot compare ") + TypeName(a) + " with " + TypeName(b));
   }
 }
 
@@ -370,12 +371,12 @@ Type Compiler::Check(const ExprPtr& p, const Scope& scope) {
           Error(e.args[i]->loc, "'exists' takes a path, such as exists(event.data.coupon)");
         } else if (it->args[i] != Type::kAny && t != Type::kAny && t != Type::kNull &&
                    t != it->args[i]) {
-          Error(e.args[i]->loc, "'" + e.op + "' needs a " + TypeName(it->args[i]) +
-                                    " here, not a " + TypeName(t));
+          Error(e.args[i]->loc,
+                "'" + e.op + "' needs a " + TypeName(it->args[i]) + " here, not a " + TypeName(t));
         } else if (e.op == std::string("length") && t != Type::kAny && t != Type::kString &&
                    t != Type::kArray) {
-          Error(e.args[i]->loc, std::string("'length' needs a string or an array, not a ") +
-                                    TypeName(t));
+          Error(e.args[i]->loc,
+                std::string("'length' needs a string or an array, not a ") + TypeName(t));
         }
       }
       return it->result;
@@ -431,8 +432,9 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
         if constexpr (std::is_same_v<T, SendStmt>) {
           Type t = Check(x.to, scope);
           if (t != Type::kAny && t != Type::kString) {
-            Error(x.to->loc, std::string("a recipient must be a string (an e-mail address), not a ") +
-                                 TypeName(t));
+            Error(x.to->loc,
+                  std::string("a recipient must be a string (an e-mail address), not a ") +
+                      TypeName(t));
           }
           if (x.template_name.empty()) Error(s.loc, "template name is empty");
         } else if constexpr (std::is_same_v<T, WaitUntilStmt>) {
@@ -442,8 +444,8 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
           Scope waited{{x.event}};
           CheckCondition(x.when, waited);
           if (!x.within_s) {
-            Warning(s.loc, "'wait for " + x.event +
-                               "' has no 'within': an instance may wait forever");
+            Warning(s.loc,
+                    "'wait for " + x.event + "' has no 'within': an instance may wait forever");
             if (x.timeout) Error(s.loc, "a 'timeout' block needs 'within DURATION'");
           } else if (*x.within_s == 0) {
             Error(s.loc, "'within 0s' times out at once: the event can never arrive in time");
@@ -467,8 +469,8 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
                                   " but the matched value is a " + TypeName(vt));
               }
               if (!seen.insert(ExprToString(v)).second) {
-                Error(v->loc, "case value " + ExprToString(v) +
-                                  " is already matched by an earlier case");
+                Error(v->loc,
+                      "case value " + ExprToString(v) + " is already matched by an earlier case");
               }
             }
             CheckBlock(c.body, scope);
@@ -485,7 +487,8 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
               ambiguous_ = true;
             }
             if (a.percent <= 0 || a.percent > 100) {
-              Error(a.loc, "split arm '" + a.name + "' must have a share above 0% and at most 100%");
+              Error(a.loc,
+                    "split arm '" + a.name + "' must have a share above 0% and at most 100%");
             }
             total += a.percent;
             CheckBlock(a.body, scope);
@@ -574,7 +577,8 @@ void Compiler::LowerStmt(const Stmt& s, const std::string& id, const std::string
           st.next.clear();
           for (size_t k = 0; k < x.arms.size(); ++k) {
             std::string branch = k == 0 ? "then" : "elif" + std::to_string(k);
-            st.cases.push_back({x.arms[k].cond, {}, LowerBlock(x.arms[k].body, child(branch), cont)});
+            st.cases.push_back(
+                {x.arms[k].cond, {}, LowerBlock(x.arms[k].body, child(branch), cont)});
           }
           st.else_next = x.else_body ? LowerBlock(*x.else_body, child("else"), cont) : cont;
         } else if constexpr (std::is_same_v<T, MatchStmt>) {
@@ -583,7 +587,11 @@ void Compiler::LowerStmt(const Stmt& s, const std::string& id, const std::string
           st.value = x.value;
           for (size_t k = 0; k < x.cases.size(); ++k) {
             State::Case c;
-            for (const ExprPtr& v : x.cases[k].values) c.values.push_back(v->value);
+            for (const ExprPtr& v : x.cases[k].values) {
+              // A duration is its seconds at run time (its `value` is empty).
+              c.values.push_back(v->kind == Expr::Kind::kDuration ? nlohmann::json(v->seconds)
+                                                                  : v->value);
+            }
             c.next = LowerBlock(x.cases[k].body, child("case" + std::to_string(k)), cont);
             st.cases.push_back(std::move(c));
           }
@@ -693,8 +701,9 @@ void Compiler::CheckGraph(CompiledJourney& c) {
     reported_steps.insert(step);
     if (flagged_.count({s.loc.line, s.loc.col})) continue;
     if (s.id == j_.steps[step].name) {
-      Error(j_.steps[step].loc, "step '" + s.id + "' can never be reached: no 'goto' leads to it "
-                                "and the step before it never falls through");
+      Error(j_.steps[step].loc, "step '" + s.id +
+                                    "' can never be reached: no 'goto' leads to it "
+                                    "and the step before it never falls through");
     } else {
       Error(s.loc, "this statement can never run: every path before it ends or jumps away");
     }
@@ -819,7 +828,8 @@ std::optional<CompiledJourney> Compiler::Run() {
                        std::to_string(goal_names[g.name].line));
     }
     CheckCondition(g.match.when, Scope{{g.match.event}});
-    if (g.within_s == 0) Error(g.loc, "goal '" + g.name + "' has a window of 0s: it can never be reached");
+    if (g.within_s == 0)
+      Error(g.loc, "goal '" + g.name + "' has a window of 0s: it can never be reached");
   }
 
   // Steps.
@@ -849,17 +859,19 @@ std::optional<CompiledJourney> Compiler::Run() {
     current_step_ = i;
     const Step& s = j_.steps[i];
     std::string cont = i + 1 < j_.steps.size() ? j_.steps[i + 1].name : kFall;
-    if (i + 1 < j_.steps.size() && j_.steps[i + 1].body.empty()) cont = step_entry_[j_.steps[i + 1].name];
+    if (i + 1 < j_.steps.size() && j_.steps[i + 1].body.empty())
+      cont = step_entry_[j_.steps[i + 1].name];
     std::string name = s.name;
-    LowerBlock(s.body, [name](size_t k) { return k == 0 ? name : name + "." + std::to_string(k); },
-               cont);
+    LowerBlock(
+        s.body, [name](size_t k) { return k == 0 ? name : name + "." + std::to_string(k); }, cont);
   }
   // Unknown goto targets.
   std::vector<std::string> names;
   for (const Step& s : j_.steps) names.push_back(s.name);
   for (const auto& [id, jump] : jumps_) {
     if (!step_entry_.count(jump.target_step)) {
-      Error(jump.loc, "no step named '" + jump.target_step + "'" + Suggest(jump.target_step, names));
+      Error(jump.loc,
+            "no step named '" + jump.target_step + "'" + Suggest(jump.target_step, names));
       unknown_goto_ = true;
     }
   }
@@ -874,8 +886,9 @@ std::optional<CompiledJourney> Compiler::Run() {
       const Jump& jmp = jumps_[target];
       if (step_entry_.count(jmp.target_step) && !goto_cycle) {
         goto_cycle = true;
-        Error(jmp.loc, "this goto loops back to itself through empty steps or gotos without "
-                       "running anything: add a wait on the loop");
+        Error(jmp.loc,
+              "this goto loops back to itself through empty steps or gotos without "
+              "running anything: add a wait on the loop");
       }
     }
     target = r;

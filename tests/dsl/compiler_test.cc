@@ -139,6 +139,25 @@ TEST(CompiledForm, GotosAndEmptyStepsAreResolved) {
   EXPECT_EQ(j.Find("d")->next, "a");
 }
 
+// A duration as a match case is its seconds (it compiled to null: the
+// case never matched 1h and matched a missing value).
+TEST(CompiledForm, ADurationCaseIsItsSeconds) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on user.signup }
+  step a {
+    set d = 1h
+    match vars.d { case 1h, 30m { end } else { end } }
+  }
+})");
+  const State* m = nullptr;
+  for (const State& s : j.states) {
+    if (s.kind == State::Kind::kMatch) m = &s;
+  }
+  ASSERT_NE(m, nullptr);
+  ASSERT_EQ(m->cases.size(), 1u);
+  EXPECT_EQ(m->cases[0].values, (std::vector<nlohmann::json>{3600, 1800}));
+}
+
 TEST(Expressions, CanonicalFormReparsesToTheSameTree) {
   const char* exprs[] = {
       "event.data.a == 1 or event.data.b == 2 and not exists(event.data.c)",
