@@ -436,10 +436,24 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
                   std::string("a recipient must be a string (an e-mail address), not a ") +
                       TypeName(t));
           }
-          if (x.template_name.empty()) Error(s.loc, "template name is empty");
+          if (x.template_name.empty()) {
+            Error(s.loc, "template name is empty");
+          } else if (!std::all_of(x.template_name.begin(), x.template_name.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+                     })) {
+            // As TemplateSet::Get takes them: the name is a file's, NAME.mustache.
+            Error(s.loc, "template name '" + x.template_name +
+                             "' may hold only letters, digits, '_' and '-' (it names "
+                             "templates/NAME.mustache)");
+          }
         } else if constexpr (std::is_same_v<T, WaitUntilStmt>) {
           CheckZoneExpr(x.zone, scope);
           if (x.fallback) CheckZoneLiteral(*x.fallback, x.fallback_loc);
+          if (x.fallback && !x.zone) {  // it was ignored: the wait read the journey's zone
+            Error(x.fallback_loc,
+                  "'fallback' is the zone used when the 'in' zone is missing or unknown: it "
+                  "needs 'in ZONE' before it");
+          }
         } else if constexpr (std::is_same_v<T, WaitForStmt>) {
           Scope waited{{x.event}};
           CheckCondition(x.when, waited);
