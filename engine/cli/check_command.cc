@@ -44,6 +44,7 @@ std::string Shape(const dsl::CompiledJourney& j) {
 Result<dsl::SchemaRegistry> LoadSchemas(const std::string& dir) {
   auto r = dsl::SchemaRegistry::Load(dir);
   if (!r.ok()) std::cerr << "waymark: " << r.error() << "\n";
+  if (r.ok()) WarnIfNoSchemas("check", dir);
   return r;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -19,6 +20,11 @@ constexpr int kExitUsage = 2;
 // serves or replays finishes in order instead of dying.
 extern std::atomic<bool> g_stop;
 void StopOnSignals();
+
+// Says on stderr, as `waymark COMMAND: warning: ...`, when the schema
+// directory `dir` (not "") has no events/ directory: nothing is then
+// validated or type-checked, which must not pass unsaid.
+void WarnIfNoSchemas(const char* command, const std::string& dir);
 
 void RegisterCheck(CLI::App& app, int* exit_code);
 void RegisterGraph(CLI::App& app, int* exit_code);

@@ -1,6 +1,8 @@
 // waymark: lifecycle email journeys. See README.md and docs/.
 #include <csignal>
+#include <filesystem>
 #include <iostream>
+#include <string>
 
 #include "engine/cli/commands.h"
 
@@ -13,6 +15,16 @@ void StopOnSignals() {
   auto on_signal = [](int) { g_stop = true; };
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
+}
+
+void WarnIfNoSchemas(const char* command, const std::string& dir) {
+  std::error_code ec;
+  if (dir.empty() || std::filesystem::is_directory(std::filesystem::path(dir) / "events", ec)) {
+    return;
+  }
+  std::cerr << "waymark " << command << ": warning: no event schemas (" << dir
+            << "/events is not a directory): events are not validated and the journeys' "
+               "event fields are not checked (--schemas DIR)\n";
 }
 
 }  // namespace waymark::cli

@@ -698,6 +698,7 @@ int Run(const RunOptions& o) {
   eo.cap_window_s = cap.window_s;
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
+  WarnIfNoSchemas("run", o.schemas);
   eo.event_clock = event_clock;
   if (o.partitions > 1 && o.source.url.empty()) {
     std::cerr << "waymark run: [source] partitions divides a stream (--source) between engines; "

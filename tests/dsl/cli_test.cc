@@ -74,12 +74,26 @@ TEST(Cli, CheckJson) {
   EXPECT_GT(j["errors"].get<int>(), 0);
   ASSERT_FALSE(j["diagnostics"].empty());
   const auto& d = j["diagnostics"][0];
-  for (const char* k : {"path", "line", "column", "severity", "message"}) EXPECT_TRUE(d.contains(k)) << k;
+  for (const char* k : {"path", "line", "column", "severity", "message"})
+    EXPECT_TRUE(d.contains(k)) << k;
   int ok = 0;
   for (const auto& f : j["files"]) {
     if (f["path"].get<std::string>().rfind("journeys/", 0) == 0) ok += f["ok"].get<bool>();
   }
   EXPECT_EQ(ok, 6);
+}
+
+// A schema directory that is not there turned the field checks off, and
+// check said nothing ("1 ok, 0 errors").
+TEST(Cli, CheckSaysWhenThereAreNoSchemas) {
+  Outcome r = Sh(kWaymark + " check --schemas /nonexistent journeys");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("waymark check: warning: no event schemas (/nonexistent/events is not a "
+                       "directory)"),
+            std::string::npos)
+      << r.err;
+  r = Sh(kWaymark + " check journeys");
+  EXPECT_EQ(r.err, "");
 }
 
 TEST(Cli, UsageErrorsExitTwo) {
@@ -112,7 +126,8 @@ TEST(Cli, MermaidAndJsonFormats) {
 }
 
 TEST(Cli, GraphOfABrokenJourneyFails) {
-  Outcome r = Sh(kWaymark + " graph tests/golden/check/$(ls tests/golden/check | grep journey | head -1)");
+  Outcome r =
+      Sh(kWaymark + " graph tests/golden/check/$(ls tests/golden/check | grep journey | head -1)");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("error"), std::string::npos);
 }
