@@ -69,10 +69,17 @@ int LocalMinuteOfDay(Micros t, const date::time_zone* z) {
 }
 
 Micros QuietHoursRelease(Micros t, int start, int end, const date::time_zone* z) {
-  int m = LocalMinuteOfDay(t, z);
-  bool inside = start < end ? (m >= start && m < end) : (m >= start || m < end);
-  if (!inside) return t;
-  return NextLocalTime(t, end, {}, z);
+  // Each day's window as the instants its ends resolve to (the local minute
+  // of the day alone misread the hours a DST change skips or repeats): a
+  // window the change makes empty holds nothing.
+  date::local_days day = date::floor<date::days>(ToLocal(t, z));
+  for (int i = -2; i <= 1; ++i) {
+    LocalSeconds from = LocalSeconds((day + date::days(i)).time_since_epoch());
+    Micros s = Resolve(from + std::chrono::minutes(start), z);
+    Micros e = Resolve(from + std::chrono::minutes(end + (end <= start ? 1440 : 0)), z);
+    if (s <= t && t < e) return e;
+  }
+  return t;
 }
 
 }  // namespace waymark

@@ -95,5 +95,34 @@ TEST(LocalTime, QuietHoursWrapMidnightAndRespectDst) {
             "2026-01-16T19:00:00Z");
 }
 
+// The window's ends are instants, by the rules of the waits (a time in the
+// gap is read with the offset before it; a repeated time is the earlier
+// instant): whether a time is inside is decided by which end came last,
+// not by the local minute of the day.
+TEST(LocalTime, QuietHoursEndsAreInstantsAcrossDst) {
+  const auto* ny = FindZone("America/New_York");
+  // Quiet 21:00-02:30 into the spring-forward day: 02:30 does not exist and
+  // is read as 03:30 EDT (07:30Z). 01:59 EST and 03:10 EDT are both before
+  // it: both held until then (03:10 EDT was sent at once, its minute being
+  // past 02:30).
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T06:59:00Z"), 21 * 60, 150, ny)),
+            "2026-03-08T07:30:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T07:10:00Z"), 21 * 60, 150, ny)),
+            "2026-03-08T07:30:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T07:30:00Z"), 21 * 60, 150, ny)),
+            "2026-03-08T07:30:00Z");
+  // Quiet 21:00-01:30 into the fall-back day: 01:30 is first reached at
+  // 01:30 EDT (05:30Z), which ends the window; the second 01:10 (EST,
+  // 06:10Z) comes after that end and is not held (it was held a whole day,
+  // to 06:30Z the next day). The first 01:10 (EDT) is held to 01:30 EDT.
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-11-01T06:10:00Z"), 21 * 60, 90, ny)),
+            "2026-11-01T06:10:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-11-01T05:10:00Z"), 21 * 60, 90, ny)),
+            "2026-11-01T05:30:00Z");
+  // Starts in a gap and an overlap: 02:15-03:00 on the spring-forward day
+  // begins at 03:15 EDT, after its end (03:00 EDT): nothing is quiet then.
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T07:20:00Z"), 135, 180, ny)), "2026-03-08T07:20:00Z");
+}
+
 }  // namespace
 }  // namespace waymark
