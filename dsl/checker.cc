@@ -85,16 +85,30 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
     if (f.journey) {
       auto [it, inserted] = names.emplace(f.journey->name, path);
       if (!inserted) {
+        // The name after the file's first token, `journey` (comments and
+        // whitespace skipped: the word in a comment is not it).
         Loc loc;
-        size_t kw = f.source.find("journey");
-        size_t at = kw == std::string::npos ? kw : f.source.find(f.journey->name, kw + 7);
+        size_t kw = 0;
+        while (kw < f.source.size()) {
+          if (f.source[kw] == '#') {
+            kw = f.source.find('\n', kw);
+          } else if (std::isspace(static_cast<unsigned char>(f.source[kw]))) {
+            ++kw;
+          } else {
+            break;
+          }
+        }
+        size_t at = kw < f.source.size() && f.source.compare(kw, 7, "journey") == 0
+                        ? f.source.find(f.journey->name, kw + 7)
+                        : std::string::npos;
         if (at != std::string::npos) {
           loc.line = 1 + int(std::count(f.source.begin(), f.source.begin() + long(at), '\n'));
           size_t nl = f.source.rfind('\n', at);
           loc.col = int(at - (nl == std::string::npos ? 0 : nl + 1)) + 1;
         }
-        r.diags.Error(path, loc, "journey '" + f.journey->name + "' is already defined in " +
-                                    it->second + ": journey names must be unique");
+        r.diags.Error(path, loc,
+                      "journey '" + f.journey->name + "' is already defined in " + it->second +
+                          ": journey names must be unique");
         f.journey.reset();
       }
     }

@@ -263,12 +263,14 @@ TEST(Checker, JourneyNamesAreUniqueAcrossFiles) {
   fs::path dir = fs::temp_directory_path() / ("waymark_dup_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::ofstream(dir / "a.journey") << kBase;
-  std::ofstream(dir / "b.journey") << kBase;
+  // The word in a comment is not the journey's (the error pointed there).
+  std::ofstream(dir / "b.journey") << "# a journey for x-men\n" << kBase;
   CheckResult r = CheckPaths({dir.string()}, {});
   fs::remove_all(dir);
   ASSERT_EQ(r.diags.errors(), 1);
   EXPECT_NE(r.diags.all()[0].message.find("already defined"), std::string::npos);
-  EXPECT_EQ(r.diags.all()[0].loc.line, 1);
+  EXPECT_EQ(r.diags.all()[0].loc.line, 2);
+  EXPECT_EQ(r.diags.all()[0].loc.col, 9);
 }
 
 TEST(Checker, MissingPathIsAnError) {
