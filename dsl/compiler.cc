@@ -650,13 +650,16 @@ std::string Compiler::Resolve(const std::string& id, const std::string& from,
 }
 
 // A `wait until` inside the quiet hours, followed (through set and emit
-// only) by a send that quiet hours apply to.
+// only) by a send that quiet hours apply to. Only a wait in the journey's
+// own zone, which the quiet hours are in: one `in` another zone may or may
+// not end inside them (the warning named the wrong hour).
 void Compiler::CheckQuietHoursBeforeSend(const CompiledJourney& c) {
   if (!c.quiet_hours) return;
   int qs = c.quiet_hours->first, qe = c.quiet_hours->second;
   auto inside = [&](int m) { return qs < qe ? (m >= qs && m < qe) : (m >= qs || m < qe); };
   for (const State& s : c.states) {
-    if (s.kind != State::Kind::kWaitUntil || s.minute_of_day < 0 || !inside(s.minute_of_day)) {
+    if (s.kind != State::Kind::kWaitUntil || s.zone || s.minute_of_day < 0 ||
+        !inside(s.minute_of_day)) {
       continue;
     }
     const State* n = c.Find(s.next);

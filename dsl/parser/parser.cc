@@ -113,8 +113,11 @@ class Converter {
   // Tokens and literals.
   std::string Unquote(const std::string& quoted, Loc loc);
   std::string EventType(const raw::Token& t) {
-    if (!t.empty() && t.front() == '"') return Unquote(t, LocOf(t));
-    return t;
+    if (t.empty() || t.front() != '"') return t;
+    std::string type = Unquote(t, LocOf(t));
+    // No event has an empty type: CloudEvents requires one.
+    if (type.empty()) Error(LocOf(t), "an event type is empty");
+    return type;
   }
   int64_t Duration(const raw::DurLit& d);
   double Number(const raw::NumLit& n);
