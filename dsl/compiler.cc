@@ -819,6 +819,19 @@ std::optional<CompiledJourney> Compiler::Run() {
     }
   }
   if (j_.key) {
+    // Evaluated on every event the journey hears, before any instance is
+    // found: `key` is null and `vars` empty there (`trigger` is the event).
+    std::function<void(const ExprPtr&)> roots = [&](const ExprPtr& e) {
+      if (!e) return;
+      if (e->kind == Expr::Kind::kPath && !e->path.empty() &&
+          (e->path[0] == "key" || e->path[0] == "vars")) {
+        Error(e->loc, "the key expression cannot read '" + e->path[0] +
+                          "': it is evaluated on each event to find the instance, before there "
+                          "is one (read the event's fields)");
+      }
+      for (const ExprPtr& a : e->args) roots(a);
+    };
+    roots(j_.key);
     Type t = Check(j_.key, Scope{trigger_types_});
     if (t != Type::kAny && t != Type::kString) {
       Error(j_.key->loc, std::string("the key must be a string, not a ") + TypeName(t));
