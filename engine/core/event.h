@@ -39,6 +39,10 @@ struct Event {
   std::string subject;
   Micros time = 0;
   bool time_assigned = false;  // `time` was missing; stamped at ingestion
+  // A journey's emit: which input's (or timer's) routing led to it, so
+  // that the emits of each are counted apart (kMaxEmitsPerInput). Not
+  // stored.
+  uint64_t emit_root = 0;
   nlohmann::json data = nlohmann::json::object();
 
   // {"id","source","type","subject","time","data", "specversion"}: what

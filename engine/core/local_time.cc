@@ -21,6 +21,16 @@ Micros Resolve(LocalSeconds l, const date::time_zone* z) {
   return std::chrono::duration_cast<std::chrono::microseconds>(sys).count();
 }
 
+// The instant a window that starts at local time `l` starts: as Resolve,
+// except that a start in a gap is the gap's end (read with the offset
+// before the gap it would fall after the window's part past the gap).
+Micros WindowStart(LocalSeconds l, const date::time_zone* z) {
+  date::local_info info = z->get_info(l);
+  if (info.result != date::local_info::nonexistent) return Resolve(l, z);
+  return std::chrono::duration_cast<std::chrono::microseconds>(info.first.end.time_since_epoch())
+      .count();
+}
+
 LocalSeconds ToLocal(Micros t, const date::time_zone* z) {
   date::sys_seconds s{std::chrono::duration_cast<seconds>(std::chrono::microseconds(t))};
   if (t < 0 && t % kMicrosPerSecond != 0) s -= seconds(1);  // floor
@@ -75,7 +85,7 @@ Micros QuietHoursRelease(Micros t, int start, int end, const date::time_zone* z)
   date::local_days day = date::floor<date::days>(ToLocal(t, z));
   for (int i = -2; i <= 1; ++i) {
     LocalSeconds from = LocalSeconds((day + date::days(i)).time_since_epoch());
-    Micros s = Resolve(from + std::chrono::minutes(start), z);
+    Micros s = WindowStart(from + std::chrono::minutes(start), z);
     Micros e = Resolve(from + std::chrono::minutes(end + (end <= start ? 1440 : 0)), z);
     if (s <= t && t < e) return e;
   }

@@ -325,6 +325,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       held_[after].push_back(std::move(e));  // until that send is decided
       continue;
     }
+    root_ = ++roots_;
     Route(e, false);
     RouteEmitted();
   }
@@ -427,6 +428,7 @@ void Engine::FireTimers(Micros until) {
     if (!j) continue;
     clock_ = std::max(clock_, due);
     ++summary_.timers_fired;
+    root_ = ++roots_;
     Apply(*j, Step(*j, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
     RouteEmitted();
   }
@@ -436,13 +438,17 @@ void Engine::FireTimers(Micros until) {
 // in order, so they are part of the same deterministic history.
 void Engine::RouteEmitted() {
   DecideSends();
-  int routed = 0;  // emitted events, of kMaxEmitsPerInput
+  std::unordered_map<uint64_t, int> routed;  // journeys' emits by root, of kMaxEmitsPerInput
   while (!emitted_.empty() || !released_.empty()) {
     bool emitted = !emitted_.empty();
     std::deque<Event>& from = emitted ? emitted_ : released_;
     Event x = std::move(from.front());
     from.pop_front();
-    if (emitted && x.source != "waymark" && ++routed > kMaxEmitsPerInput) {
+    // A send's result is an input of its own (as the audit replays it):
+    // what it leads journeys to emit is counted apart.
+    bool journeys = emitted && x.source != "waymark";
+    root_ = journeys ? x.emit_root : ++roots_;
+    if (journeys && ++routed[root_] > kMaxEmitsPerInput) {
       DeadLetter(x.time, "emitted " + x.source + " " + x.id,
                  "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
                      " events emitted from one input (a journey emitting what triggers it?)",
@@ -795,7 +801,10 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     row.vars = std::move(s.vars);
     proposed_.push_back({std::move(row), j.over_cap_defer, s.quiet});
   }
-  for (Event& x : r.emits) emitted_.push_back(std::move(x));
+  for (Event& x : r.emits) {
+    x.emit_root = root_;
+    emitted_.push_back(std::move(x));
+  }
   if (!r.next.Finished()) {
     running->second = std::move(r.next);
     dirty_.insert(running->second.id);

@@ -32,7 +32,8 @@ class Metrics;
 inline constexpr int kMaxAttempts = 100;
 // The largest burst a rate may have (every `burst` of waymark.toml).
 inline constexpr uint32_t kMaxBurst = 1'000'000;
-// The most events the journeys may emit, in all, from one input or timer:
+// The most events the journeys may emit, in all, from one input, timer or
+// send result:
 // past it each emitted event is a dead letter, not routed (a journey that
 // emits its own trigger, or two that emit each other's, would otherwise
 // loop without end inside one batch).
@@ -299,6 +300,9 @@ class Engine {
   std::set<std::pair<std::string, std::string>> batch_ids_;     // (source, id) in this batch
   std::set<std::pair<std::string, std::string>> inflight_ids_;  // ... in the batch in flight
   std::deque<Event> emitted_;
+  // The input, timer or send result being routed (Event::emit_root), and
+  // the last number given to one.
+  uint64_t root_ = 0, roots_ = 0;
   // With `dispatch` false: the sends decided (SendMatchKey) and how many
   // of each instance and template, the inputs held by the send they wait
   // for, and those released, to be routed.

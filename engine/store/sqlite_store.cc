@@ -168,7 +168,10 @@ class SqliteStore : public Store {
     if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
       return Status::Error("the SQLite store needs a file path, not '" + path + "'");
     }
-    const int mode = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    // A reader still opens the file read-write (not created): a read-only
+    // connection to a WAL store creates its -wal and -shm files and cannot
+    // remove them, and they stayed, owned by whoever ran `inspect`.
+    const int mode = read_only ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     for (sqlite3** db : {&db_, &rdb_}) {
       // NOMUTEX: each connection is used by one thread at a time (store.h).
       if (sqlite3_open_v2(path.c_str(), db, mode | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {

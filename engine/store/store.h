@@ -290,8 +290,8 @@ struct Reconnect {
 enum class StoreAccess {
   kCreate,    // run: an SQLite store that does not exist is created, an older one upgraded
   kExisting,  // prune: the store must exist (an empty one would answer wrongly)
-  kRead,      // inspect, replay: must exist, and is neither written nor upgraded (an older
-              // engine may still be running on it)
+  kRead,      // inspect, replay: must exist, and is not upgraded (an older engine may
+              // still be running on it)
 };
 
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"

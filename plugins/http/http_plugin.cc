@@ -97,10 +97,12 @@ int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t ulnow)
 }
 
 // Retry-After (RFC 9110, 10.2.3) in ms: delay-seconds, or an HTTP-date
-// counted from this host's clock (as a proxy or gateway may answer). 0
-// when absent, unreadable or already past: the engine decides.
+// counted from this host's clock (as a proxy or gateway may answer), at
+// most a day (a daily quota's reset; a year would suspend the provider for
+// the 49 days the field can hold). 0 when absent, unreadable or already
+// past: the engine decides.
 uint32_t RetryAfterMs(const std::string& v) {
-  constexpr uint64_t kMaxSeconds = UINT32_MAX / 1000;
+  constexpr uint64_t kMaxSeconds = 86400;
   if (v.empty()) return 0;
   if (v.find_first_not_of("0123456789") == std::string::npos) {
     if (v.size() > 9) return uint32_t(kMaxSeconds * 1000);

@@ -317,6 +317,32 @@ TEST_F(EngineTest, AnEmitLoopEndsInADeadLetter) {
   EXPECT_NE(dead[0].raw.find(R"("type":"cart.abandoned")"), std::string::npos) << dead[0].raw;
 }
 
+// The emits that send results lead to are counted per result, as the
+// audit replays each result as an input: they shared one budget per
+// dispatch round, so more than 1,000 results in a round dead-lettered
+// emits that were no loop (and how many depended on the batch size).
+TEST_F(EngineTest, EachSendResultsEmitsAreCountedApart) {
+  Journey("a", R"(journey a {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent transactional  end }
+})");
+  Journey("b", R"(journey b {
+  entry { on waymark.send.result  reentry always }
+  step s { emit cart.abandoned with { email: trigger.data.to }  end }
+})");
+  Start();
+  std::vector<std::string> events;
+  for (int i = 0; i < 1200; ++i) {
+    std::string u = "u" + std::to_string(i);
+    events.push_back(Ev(std::to_string(i), "user.signup", u, "2026-03-01T10:00:00Z",
+                        R"({"email":")" + u + R"(@x.io"})"));
+  }
+  Feed(events);
+  auto dead = store_->DeadLetters().value();
+  EXPECT_TRUE(dead.empty()) << dead.size() << ": " << dead[0].input << ": " << dead[0].reason;
+  EXPECT_EQ(engine_->summary().emitted_by_type.at("cart.abandoned"), 1200);
+}
+
 TEST_F(EngineTest, FrequencyCapSkipsByPriorityAcrossJourneys) {
   OrderJourney("hi", "hi", "marketing", "  priority 5\n");
   OrderJourney("low", "low", "marketing", "  priority 1\n");

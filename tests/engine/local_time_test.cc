@@ -119,8 +119,11 @@ TEST(LocalTime, QuietHoursEndsAreInstantsAcrossDst) {
             "2026-11-01T06:10:00Z");
   EXPECT_EQ(F(QuietHoursRelease(T("2026-11-01T05:10:00Z"), 21 * 60, 90, ny)),
             "2026-11-01T05:30:00Z");
-  // Starts in a gap and an overlap: 02:15-03:00 on the spring-forward day
-  // begins at 03:15 EDT, after its end (03:00 EDT): nothing is quiet then.
+  // A start in the gap is the gap's end (03:00 EDT, 07:00Z): 02:15-06:00
+  // holds 03:05 EDT (read as 03:15 EDT, it let it through); 02:15-03:00 is
+  // empty that night.
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T07:05:00Z"), 135, 360, ny)), "2026-03-08T10:00:00Z");
+  EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T07:00:00Z"), 135, 180, ny)), "2026-03-08T07:00:00Z");
   EXPECT_EQ(F(QuietHoursRelease(T("2026-03-08T07:20:00Z"), 135, 180, ny)), "2026-03-08T07:20:00Z");
 }
 

@@ -73,6 +73,10 @@ class Provider {
         a.set_header("retry-after", date);
         return Answer(a, 503, {{"name", "service_unavailable"}});
       }
+      if (to.rfind("far@", 0) == 0) {  // a year: taken as a day
+        a.set_header("retry-after", "31536000");
+        return Answer(a, 503, {{"name", "service_unavailable"}});
+      }
       if (to.rfind("quota@", 0) == 0) {
         return Answer(a, 429,
                       {{"name", "daily_quota_exceeded"},
@@ -185,7 +189,8 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k1", "ana@example.com", "Changed"),
       Message("k8", "conflict@example.com"),
       Message("k10", "oddjson@example.com"),
-      Message("k12", "later@example.com")};
+      Message("k12", "later@example.com"),
+      Message("k13", "far@example.com")};
   for (OutMessage& m : batch)
     m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
@@ -212,6 +217,7 @@ TEST(Http, ResendAnswersMapToResults) {
   EXPECT_EQ(r[9].kind, "retry_later") << r[9].detail;
   EXPECT_GE(r[9].retry_after_ms, 3000u);
   EXPECT_LE(r[9].retry_after_ms, 5000u);
+  EXPECT_EQ(r[10].retry_after_ms, 86400000u);
   // What Resend was sent.
   auto seen = provider.seen();
   ASSERT_EQ(seen.size(), batch.size());
