@@ -67,17 +67,34 @@ constexpr std::string_view kTopLevel[] = {"step",        "entry", "exit",     "g
                                           "description", "label", "priority", "over_cap",
                                           "timezone",    "quiet"};
 
+// Whether nothing but whitespace and comments follows `p`.
+bool OnlyTrailing(Iterator p, Iterator last) {
+  while (p != last) {
+    if (*p == '#') {
+      while (p != last && *p != '\n') ++p;
+    } else if (std::isspace(static_cast<unsigned char>(*p))) {
+      ++p;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 // After a syntax error: the start of the next line that begins with a
-// top-level keyword, or a line whose first column holds the journey's `}`.
+// top-level keyword, or the journey's `}`, the file's last token. (Any `}`
+// in the first column was taken for it: in a journey written without
+// indentation a step's `}` ended the recovery, and the next step was
+// reported as text after the journey.)
 Iterator Resync(Iterator from, Iterator last) {
   Iterator p = from;
   while (p != last) {
     while (p != last && *p != '\n') ++p;
     if (p == last) break;
     ++p;  // start of a line
-    if (p != last && *p == '}') return p;
     Iterator q = p;
     while (q != last && (*q == ' ' || *q == '\t')) ++q;
+    if (q != last && *q == '}' && OnlyTrailing(q + 1, last)) return q;
     for (std::string_view kw : kTopLevel) {
       if (size_t(last - q) > kw.size() && std::string_view(q, kw.size()) == kw &&
           !(std::isalnum(static_cast<unsigned char>(q[kw.size()])) || q[kw.size()] == '_')) {
@@ -216,7 +233,7 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
         size_t n = 1;  // the whole character
         while (i + n < q.size() && Continues(q[i + n])) ++n;
         Error(at, "unknown escape '\\" + q.substr(i, n) +
-                      "' in string (expected \\\" \\\\ \\n \\t \\r or \\uXXXX)");
+                      "' in string (expected \\\" \\\\ \\/ \\n \\t \\r or \\uXXXX)");
         i += n - 1;
       }
     }
