@@ -22,8 +22,8 @@ Micros Resolve(LocalSeconds l, const date::time_zone* z) {
 }
 
 // The instant a window that starts at local time `l` starts: as Resolve,
-// except that a start in a gap is the gap's end (read with the offset
-// before the gap it would fall after the window's part past the gap).
+// except that a start in a gap is the gap's end (Resolve, with the offset
+// before the gap, puts it an hour into the window and lets that hour go).
 Micros WindowStart(LocalSeconds l, const date::time_zone* z) {
   date::local_info info = z->get_info(l);
   if (info.result != date::local_info::nonexistent) return Resolve(l, z);

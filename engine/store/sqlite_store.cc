@@ -197,7 +197,8 @@ class SqliteStore : public Store {
     return Status();
   }
 
-  // A read-only open's check: this binary's schema version, or an error.
+  // A reader's check (nothing created or upgraded): this binary's schema
+  // version, or an error.
   Status CheckSchema(const std::string& path) {
     Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
     Status st;
