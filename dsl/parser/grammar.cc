@@ -37,12 +37,18 @@ using x3::lexeme;
 using x3::lit;
 using x3::raw;
 
-auto const idchar = x3::alnum | char_('_');
+// Character classes as explicit ASCII sets: x3's alnum, alpha, digit and
+// space call the C classification functions, which assert (and are
+// undefined behaviour without assertions) on a byte above 0x7F, so a
+// journey with `set café = 1` aborted check in a debug build.
+auto const alpha = char_("a-zA-Z");
+auto const digit = char_("0-9");
+auto const idchar = char_("a-zA-Z0-9_");
 
 // Keywords: reserved only where they can stand; `stepper` is not `step`.
-#define WAYMARK_KW(k)                                               \
-  x3::rule<struct kw_##k##_class> const kw_##k = "'" #k "'";       \
-  auto const kw_##k##_def = lexeme[lit(#k) >> !idchar];             \
+#define WAYMARK_KW(k)                                        \
+  x3::rule<struct kw_##k##_class> const kw_##k = "'" #k "'"; \
+  auto const kw_##k##_def = lexeme[lit(#k) >> !idchar];      \
   BOOST_SPIRIT_DEFINE(kw_##k)
 
 WAYMARK_KW(journey);
@@ -67,7 +73,7 @@ WAYMARK_KW(goal);
 WAYMARK_KW(within);
 WAYMARK_KW(and);
 WAYMARK_KW(or);
-WAYMARK_KW(not);
+WAYMARK_KW(not );
 WAYMARK_KW(in);
 WAYMARK_KW(step);
 WAYMARK_KW(send);
@@ -124,55 +130,28 @@ x3::rule<bool_class, raw::BoolLit> const bool_lit = "true or false";
 x3::rule<null_class, raw::NullLit> const null_lit = "null";
 x3::rule<struct assign_class> const assign = "'='";
 
-auto const skipper_def = x3::space | ('#' >> *(char_ - x3::eol));
-auto const ident_def = lexeme[(x3::alpha | char_('_')) >> *idchar];
+auto const skipper_def = char_(" \t\n\v\f\r") | ('#' >> *(char_ - x3::eol));
+auto const ident_def = lexeme[(alpha | char_('_')) >> *idchar];
 // Words that end or continue a clause, or start an item or a statement,
 // cannot start a path, a call, an event type or a keyword argument, so
 // `send "x" to intent marketing` says the recipient is missing. (`key` is
 // a path root and stays usable.)
-auto const reserved = lexeme[
-    (lit("and") >> !idchar) |
-    (lit("or") >> !idchar) |
-    (lit("not") >> !idchar) |
-    (lit("in") >> !idchar) |
-    (lit("when") >> !idchar) |
-    (lit("within") >> !idchar) |
-    (lit("received") >> !idchar) |
-    (lit("timeout") >> !idchar) |
-    (lit("intent") >> !idchar) |
-    (lit("via") >> !idchar) |
-    (lit("priority") >> !idchar) |
-    (lit("to") >> !idchar) |
-    (lit("on") >> !idchar) |
-    (lit("fallback") >> !idchar) |
-    (lit("per") >> !idchar) |
-    (lit("with") >> !idchar) |
-    (lit("else") >> !idchar) |
-    (lit("case") >> !idchar) |
-    (lit("true") >> !idchar) |
-    (lit("false") >> !idchar) |
-    (lit("null") >> !idchar) |
-    (lit("journey") >> !idchar) |
-    (lit("description") >> !idchar) |
-    (lit("label") >> !idchar) |
-    (lit("over_cap") >> !idchar) |
-    (lit("timezone") >> !idchar) |
-    (lit("quiet") >> !idchar) |
-    (lit("entry") >> !idchar) |
-    (lit("reentry") >> !idchar) |
-    (lit("max_concurrent") >> !idchar) |
-    (lit("exit") >> !idchar) |
-    (lit("goal") >> !idchar) |
-    (lit("step") >> !idchar) |
-    (lit("send") >> !idchar) |
-    (lit("wait") >> !idchar) |
-    (lit("if") >> !idchar) |
-    (lit("match") >> !idchar) |
-    (lit("split") >> !idchar) |
-    (lit("set") >> !idchar) |
-    (lit("emit") >> !idchar) |
-    (lit("goto") >> !idchar) |
-    (lit("end") >> !idchar)];
+auto const reserved =
+    lexeme[(lit("and") >> !idchar) | (lit("or") >> !idchar) | (lit("not") >> !idchar) |
+           (lit("in") >> !idchar) | (lit("when") >> !idchar) | (lit("within") >> !idchar) |
+           (lit("received") >> !idchar) | (lit("timeout") >> !idchar) | (lit("intent") >> !idchar) |
+           (lit("via") >> !idchar) | (lit("priority") >> !idchar) | (lit("to") >> !idchar) |
+           (lit("on") >> !idchar) | (lit("fallback") >> !idchar) | (lit("per") >> !idchar) |
+           (lit("with") >> !idchar) | (lit("else") >> !idchar) | (lit("case") >> !idchar) |
+           (lit("true") >> !idchar) | (lit("false") >> !idchar) | (lit("null") >> !idchar) |
+           (lit("journey") >> !idchar) | (lit("description") >> !idchar) |
+           (lit("label") >> !idchar) | (lit("over_cap") >> !idchar) | (lit("timezone") >> !idchar) |
+           (lit("quiet") >> !idchar) | (lit("entry") >> !idchar) | (lit("reentry") >> !idchar) |
+           (lit("max_concurrent") >> !idchar) | (lit("exit") >> !idchar) |
+           (lit("goal") >> !idchar) | (lit("step") >> !idchar) | (lit("send") >> !idchar) |
+           (lit("wait") >> !idchar) | (lit("if") >> !idchar) | (lit("match") >> !idchar) |
+           (lit("split") >> !idchar) | (lit("set") >> !idchar) | (lit("emit") >> !idchar) |
+           (lit("goto") >> !idchar) | (lit("end") >> !idchar)];
 auto const root_def = !reserved >> ident;
 auto const name_def = raw[ident];
 x3::rule<struct close_quote_class> const close_quote =
@@ -180,13 +159,13 @@ x3::rule<struct close_quote_class> const close_quote =
 auto const close_quote_def = lit('"');
 BOOST_SPIRIT_DEFINE(close_quote)
 auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\n")) > close_quote];
-auto const event_seg = (x3::alpha | char_('_')) >> *(idchar | char_('-'));
-auto const event_type_def = raw[lexeme[!reserved >> event_seg >> *('.' >> event_seg)]] | raw[quoted];
-auto const time_of_day_def = raw[lexeme[x3::digit >> -x3::digit >> ':' >> x3::digit >> x3::digit]];
+auto const event_seg = (alpha | char_('_')) >> *(idchar | char_('-'));
+auto const event_type_def =
+    raw[lexeme[!reserved >> event_seg >> *('.' >> event_seg)]] | raw[quoted];
+auto const time_of_day_def = raw[lexeme[digit >> -digit >> ':' >> digit >> digit]];
 auto const str_lit_def = raw[quoted];
-auto const num_lit_def =
-    raw[lexeme[-lit('-') >> +x3::digit >> -('.' >> +x3::digit) >> !(idchar | '.')]];
-auto const dur_lit_def = raw[lexeme[+(+x3::digit >> char_("smhdw")) >> !idchar]];
+auto const num_lit_def = raw[lexeme[-lit('-') >> +digit >> -('.' >> +digit) >> !(idchar | '.')]];
+auto const dur_lit_def = raw[lexeme[+(+digit >> char_("smhdw")) >> !idchar]];
 auto const bool_lit_def = raw[kw_true | kw_false];
 auto const null_lit_def = x3::omit[kw_null];
 auto const assign_def = lit('=') >> !lit('=');
@@ -216,7 +195,8 @@ x3::rule<struct unary_class, raw::Unary> const unary = "expression";
 x3::rule<negation_class, raw::Negation> const negation = "expression";
 x3::rule<compare_class, raw::Compare> const compare = "expression";
 x3::rule<primary_class, raw::Primary> const primary = "expression";
-x3::rule<struct literal_class, raw::Primary> const literal = "a literal (string, number, bool or null)";
+x3::rule<struct literal_class, raw::Primary> const literal =
+    "a literal (string, number, bool or null)";
 x3::rule<binary_tail_class, raw::BinaryTail> const binary_tail = "comparison";
 x3::rule<struct cmp_op_class, std::string> const cmp_op = "comparison operator";
 x3::rule<in_tail_class, raw::InTail> const in_tail = "'in'";
@@ -230,14 +210,14 @@ auto const and_expr_def = unary >> *(kw_and > unary);
 auto const unary_def = negation | compare;
 auto const negation_def = x3::attr(std::string()) >> kw_not > unary;
 auto const compare_def = primary >> -(binary_tail | in_tail);
-auto const cmp_op_def = x3::string("==") | x3::string("!=") | x3::string("<=") |
-                        x3::string(">=") | x3::string("<") | x3::string(">");
+auto const cmp_op_def = x3::string("==") | x3::string("!=") | x3::string("<=") | x3::string(">=") |
+                        x3::string("<") | x3::string(">");
 auto const binary_tail_def = cmp_op > primary;
 auto const in_tail_def = (raw[kw_not >> kw_in] | raw[kw_in]) > '[' > (literal % ',') > list_end;
 auto const list_end_def = lit(']');
 auto const literal_def = null_lit | bool_lit | dur_lit | num_lit | str_lit;
-auto const primary_def = null_lit | bool_lit | dur_lit | num_lit | str_lit | call | path |
-                         ('(' > expr > ')');
+auto const primary_def =
+    null_lit | bool_lit | dur_lit | num_lit | str_lit | call | path | ('(' > expr > ')');
 auto const call_def = (root >> '(') > -(expr % ',') > args_end;
 auto const args_end_def = lit(')');
 auto const path_def = lexeme[root >> *('.' >> ident)];
@@ -348,8 +328,8 @@ x3::rule<goal_class, raw::Goal> const goal = "goal";
 x3::rule<step_class, raw::Step> const step = "step";
 x3::rule<header_class, raw::Header> const header = "journey header";
 
-auto const setting_def = (raw[kw_description | kw_label] > str_lit) |
-                         (raw[kw_priority] > num_lit) | (raw[kw_over_cap] > policy_word);
+auto const setting_def = (raw[kw_description | kw_label] > str_lit) | (raw[kw_priority] > num_lit) |
+                         (raw[kw_over_cap] > policy_word);
 auto const entry_setting_def = (raw[kw_key] > expr) | (raw[kw_max_concurrent] > num_lit);
 auto const timezone_def = kw_timezone > expr > -(kw_fallback > str_lit);
 auto const quiet_def = kw_quiet > kw_hours > time_of_day > kw_to > time_of_day;
