@@ -12,21 +12,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Every send of `store` in outbox order (the replay's scratch store).
-Result<std::vector<SendSummary>> AllSends(Store& store) {
-  std::vector<SendSummary> out;
-  int64_t after = 0;
-  for (;;) {
-    auto page = store.SendsAfter(after, 1000);
-    if (!page.ok()) return page.status();
-    if (page.value().empty()) return out;
-    after = page.value().back().seq;
-    for (SendSummary& s : page.value()) {
-      out.push_back(std::move(s));
-    }
-  }
-}
-
 bool SameDecision(const SendSummary& a, const SendSummary& b) {
   return a.recipient == b.recipient && a.requested_at == b.requested_at &&
          a.not_before == b.not_before && Capped(a) == Capped(b);
@@ -159,7 +144,7 @@ Result<AuditReport> Auditor::Run() {
   if (Status s = e.Advance(r.until); !s.ok()) return s;
   r.results_without_send = int64_t(e.held_inputs());
 
-  auto now = AllSends(*scratch_);
+  auto now = scratch_->AllSends();
   if (!now.ok()) return now.status();
   std::vector<std::string> now_keys = MatchKeys(now.value());
   auto in_window = [&](const SendSummary& s) {

@@ -492,15 +492,10 @@ class SqliteStore : public Store {
                     const std::function<Status(Event)>& each) override {
     ReadSnapshot snapshot(rdb_);
     if (!snapshot.status().ok()) return snapshot.status();
-    if (sends) {
-      std::vector<SendSummary> all;
-      for (;;) {
-        auto page = SendsAfter(all.empty() ? 0 : all.back().seq, 1000);
-        if (!page.ok()) return page.status();
-        if (page.value().empty()) break;
-        for (SendSummary& x : page.value()) all.push_back(std::move(x));
-      }
-      if (Status s = sends(std::move(all)); !s.ok()) return s;
+    if (sends) {  // in the snapshot: SendsAfter reads on `rdb_` too
+      auto all = AllSends();
+      if (!all.ok()) return all.status();
+      if (Status s = sends(std::move(all).value()); !s.ok()) return s;
     }
     Stmt& q = S("SELECT source, id, body FROM events ORDER BY seq");
     Status st;

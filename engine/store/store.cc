@@ -28,6 +28,16 @@ Result<std::optional<Event>> Store::EventById(const std::string& source, const s
   return std::optional<Event>(std::move(e).value());
 }
 
+Result<std::vector<SendSummary>> Store::AllSends() {
+  std::vector<SendSummary> out;
+  for (;;) {
+    auto page = SendsAfter(out.empty() ? 0 : out.back().seq, 1000);
+    if (!page.ok()) return page.status();
+    if (page.value().empty()) return out;
+    for (SendSummary& s : page.value()) out.push_back(std::move(s));
+  }
+}
+
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect reconnect,
                                          StoreAccess access) {
   if (StartsWith(url, "sqlite:")) {

@@ -195,6 +195,8 @@ class Store {
   virtual Result<std::string> EventBody(const std::string& source, const std::string& id) = 0;
   // The stored event, if any.
   Result<std::optional<Event>> EventById(const std::string& source, const std::string& id);
+  // Every send in outbox order, through SendsAfter a page at a time.
+  Result<std::vector<SendSummary>> AllSends();
 
   virtual Result<std::optional<JourneyVersionRow>> JourneyVersion(const std::string& hash) = 0;
 
