@@ -60,9 +60,13 @@ std::string Render(const Diagnostic& d, std::string_view source) {
     out += "  ";
     out += text;
     out += "\n  ";
-    // Keep tabs so the caret lines up under the same characters.
+    // Keep tabs so the caret lines up under the same characters; a column
+    // counts bytes, the padding characters (a UTF-8 continuation byte adds
+    // no space).
     for (int i = 1; i < d.loc.col && size_t(i - 1) < text.size(); ++i) {
-      out += text[i - 1] == '\t' ? '\t' : ' ';
+      char c = text[i - 1];
+      if ((static_cast<unsigned char>(c) & 0xC0) == 0x80) continue;
+      out += c == '\t' ? '\t' : ' ';
     }
     out += "^\n";
   }

@@ -1,4 +1,5 @@
 // `waymark check` and `waymark graph`.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -109,6 +110,12 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
   cmd->add_option("--schemas", schemas->dir, "directory with events/TYPE.json schemas")
       ->capture_default_str();
   cmd->callback([=] {
+    std::error_code ec;
+    if (std::filesystem::is_directory(*file, ec)) {
+      std::cerr << "waymark graph: " << *file << " is a directory: graph draws one .journey file\n";
+      *exit_code = kExitUsage;
+      return;
+    }
     auto reg = LoadSchemas(schemas->dir);
     if (!reg.ok()) {
       *exit_code = kExitUsage;

@@ -22,9 +22,15 @@ extern std::atomic<bool> g_stop;
 void StopOnSignals();
 
 // Says on stderr, as `waymark COMMAND: warning: ...`, when the schema
-// directory `dir` (not "") has no events/ directory: nothing is then
-// validated or type-checked, which must not pass unsaid.
+// directory `dir` (not "") has no events/ directory, or no *.json schema in
+// it: nothing is then validated or type-checked, which must not pass unsaid.
 void WarnIfNoSchemas(const char* command, const std::string& dir);
+
+// Why a file named on the command line cannot be read as an input: "" when
+// it can (a file, a pipe, a device); "cannot read PATH: ..." when it does
+// not exist, cannot be looked at, or is a directory (which open(2) accepts
+// and whose first read fails, after the command has made its store).
+std::string InputFileProblem(const std::string& path);
 
 void RegisterCheck(CLI::App& app, int* exit_code);
 void RegisterGraph(CLI::App& app, int* exit_code);

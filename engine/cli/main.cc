@@ -1,5 +1,9 @@
 // waymark: lifecycle email journeys. See README.md and docs/.
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -18,13 +22,34 @@ void StopOnSignals() {
 }
 
 void WarnIfNoSchemas(const char* command, const std::string& dir) {
+  if (dir.empty()) return;
+  namespace fs = std::filesystem;
+  fs::path events = fs::path(dir) / "events";
   std::error_code ec;
-  if (dir.empty() || std::filesystem::is_directory(std::filesystem::path(dir) / "events", ec)) {
-    return;
+  const char* why = nullptr;
+  if (!fs::is_directory(events, ec)) {
+    why = "is not a directory";
+  } else {
+    why = "has no *.json schema";
+    for (const auto& entry : fs::directory_iterator(events, ec)) {
+      if (entry.path().extension() == ".json") {
+        why = nullptr;
+        break;
+      }
+    }
   }
-  std::cerr << "waymark " << command << ": warning: no event schemas (" << dir
-            << "/events is not a directory): events are not validated and the journeys' "
-               "event fields are not checked (--schemas DIR)\n";
+  if (!why) return;
+  std::cerr << "waymark " << command << ": warning: no event schemas (" << events.string() << ' '
+            << why
+            << "): events are not validated and the journeys' event fields are not checked "
+               "(--schemas DIR)\n";
+}
+
+std::string InputFileProblem(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "cannot read " + path + ": " + std::strerror(errno);
+  if (S_ISDIR(st.st_mode)) return "cannot read " + path + ": it is a directory";
+  return "";
 }
 
 }  // namespace waymark::cli

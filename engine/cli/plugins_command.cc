@@ -20,7 +20,12 @@ struct PluginsOptions {
 int ListCommand(const PluginsOptions& o) {
   std::filesystem::path dir =
       o.plugin_dir.empty() ? DefaultPluginDir() : std::filesystem::path(o.plugin_dir);
-  std::vector<PluginDescription> plugins = ListPlugins(dir);
+  auto listed = ListPlugins(dir);
+  if (!listed.ok()) {
+    std::cerr << "waymark plugins: " << listed.error() << "\n";
+    return kExitUsage;
+  }
+  const std::vector<PluginDescription>& plugins = listed.value();
   bool refused = false;
   for (const auto& p : plugins) refused |= !p.refused.empty();
   if (o.json) {

@@ -49,9 +49,13 @@ int Publish(const PublishOptions& o) {
   std::ifstream file;
   std::istream* in = &std::cin;
   if (o.input != "-") {
-    file.open(o.input, std::ios::binary);
-    if (!file) {
-      std::cerr << "waymark publish: cannot read " << o.input << "\n";
+    std::string problem = InputFileProblem(o.input);
+    if (problem.empty()) {
+      file.open(o.input, std::ios::binary);
+      if (!file) problem = "cannot read " + o.input;
+    }
+    if (!problem.empty()) {
+      std::cerr << "waymark publish: " << problem << "\n";
       return kExitUsage;
     }
     in = &file;

@@ -186,10 +186,12 @@ int Audit(Store& store, const ReplayOptions& o) {
   ao.stop = &g_stop;
   // Stopped, it removes its scratch store before it exits.
   StopOnSignals();
+  WarnIfNoSchemas("replay", o.schemas);
   auto auditor = Auditor::Create(store, ao);
   if (!auditor.ok()) {
     std::cerr << "waymark replay: " << auditor.error() << "\n";
-    return kExitUsage;
+    // Journeys that fail the check are rejected input, as for `run`.
+    return auditor.error().rfind(kJourneysDoNotCheck, 0) == 0 ? kExitRejected : kExitUsage;
   }
   auto r = auditor.value()->Run();
   if (!r.ok()) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -706,7 +708,8 @@ int Run(const RunOptions& o) {
     return kExitUsage;
   }
   if (o.partition >= o.partitions) {
-    std::cerr << "waymark run: --partition " << o.partition << " is not below [source] partitions ("
+    std::cerr << "waymark run: partition " << o.partition
+              << " (--partition, or [source] partition) is not below [source] partitions ("
               << o.partitions << ")\n";
     return kExitUsage;
   }
@@ -746,9 +749,12 @@ int Run(const RunOptions& o) {
   if (o.events == "-") {
     in = 0;
   } else if (!o.events.empty()) {
-    in = ::open(o.events.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0) {
-      std::cerr << "waymark run: cannot read " << o.events << "\n";
+    std::string problem = InputFileProblem(o.events);
+    if (problem.empty() && (in = ::open(o.events.c_str(), O_RDONLY | O_CLOEXEC)) < 0) {
+      problem = "cannot read " + o.events + ": " + std::strerror(errno);
+    }
+    if (!problem.empty()) {
+      std::cerr << "waymark run: --events: " << problem << "\n";
       return kExitUsage;
     }
   }
@@ -1104,14 +1110,27 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
 }
 
 int Render(const std::string& name, const std::string& data_file, const std::string& dir) {
-  std::ifstream in(data_file);
-  if (!in) {
-    std::cerr << "waymark render: cannot read " << data_file << "\n";
+  std::string problem = InputFileProblem(data_file);
+  std::ifstream in;
+  if (problem.empty()) {
+    in.open(data_file, std::ios::binary);
+    if (!in) problem = "cannot read " + data_file;
+  }
+  std::string text;
+  if (problem.empty()) {
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad()) problem = "cannot read " + data_file;
+  }
+  if (!problem.empty()) {
+    std::cerr << "waymark render: --data: " << problem << "\n";
     return kExitUsage;
   }
-  nlohmann::json data = nlohmann::json::parse(in, nullptr, false);
-  if (data.is_discarded()) {
-    std::cerr << "waymark render: " << data_file << " is not JSON\n";
+  // Read as events are: nesting deeper than kMaxJsonDepth is refused, not
+  // recursed into.
+  nlohmann::json data;
+  if (!ParseJson(text, data)) {
+    std::cerr << "waymark render: " << data_file << " is not JSON (or is nested deeper than "
+              << kMaxJsonDepth << " levels)\n";
     return kExitRejected;
   }
   TemplateSet set(dir);
@@ -1244,10 +1263,14 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     }
     cfg.UnderSource(cmd, o->source);
     if ((cmd->count("--events") || cmd->count("--listen")) && !cmd->count("--source")) {
+      // The file's stream is not this run's input, nor is its division
+      // between engines: one engine takes all of a file or of --listen
+      // (a --partition given here is still refused, below).
       o->source.url.clear();
+    } else {
+      cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);
+      cfg.UnderNumber(cmd, "--partition", "source", "partition", o->partition);
     }
-    cfg.UnderNumber(cmd, "", "source", "partitions", o->partitions);
-    cfg.UnderNumber(cmd, "--partition", "source", "partition", o->partition);
     *exit_code = Run(*o);
   });
 }

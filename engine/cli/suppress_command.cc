@@ -38,8 +38,11 @@ Result<std::string> Entry(const std::string& given) {
   return e;
 }
 
-Result<std::unique_ptr<Store>> Open(const SuppressOptions& o) {
-  return OpenStore(o.store);
+// `add` and `import` may make the store (a list set up before the first
+// run); `list` and `remove` need one: a mistyped path is an error, not an
+// empty list.
+Result<std::unique_ptr<Store>> Open(const SuppressOptions& o, StoreAccess access) {
+  return OpenStore(o.store, {}, access);
 }
 
 int Fail(const std::string& what, const std::string& why, int code) {
@@ -50,7 +53,7 @@ int Fail(const std::string& what, const std::string& why, int code) {
 int Add(const SuppressOptions& o) {
   auto entry = Entry(o.entry);
   if (!entry.ok()) return Fail("add", entry.error(), kExitUsage);
-  auto store = Open(o);
+  auto store = Open(o, StoreAccess::kCreate);
   if (!store.ok()) return Fail("add", store.error(), kExitUsage);
   Status s = store.value()->Suppress(
       {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : StorableText(o.reason), "cli",
@@ -63,7 +66,7 @@ int Add(const SuppressOptions& o) {
 int Remove(const SuppressOptions& o) {
   auto entry = Entry(o.entry);
   if (!entry.ok()) return Fail("remove", entry.error(), kExitUsage);
-  auto store = Open(o);
+  auto store = Open(o, StoreAccess::kExisting);
   if (!store.ok()) return Fail("remove", store.error(), kExitUsage);
   auto removed = store.value()->Unsuppress(entry.value());
   if (!removed.ok()) return Fail("remove", removed.error(), 3);
@@ -73,7 +76,7 @@ int Remove(const SuppressOptions& o) {
 }
 
 int List(const SuppressOptions& o) {
-  auto store = Open(o);
+  auto store = Open(o, StoreAccess::kRead);
   if (!store.ok()) return Fail("list", store.error(), kExitUsage);
   auto rows = store.value()->Suppressions();
   if (!rows.ok()) return Fail("list", rows.error(), 3);
@@ -101,8 +104,13 @@ int List(const SuppressOptions& o) {
 // Lines "ENTRY[,SCOPE[,REASON]]"; blank lines and '#' comments skipped.
 // Every line is checked before anything is written: all or nothing.
 int Import(const SuppressOptions& o) {
-  std::ifstream in(o.file);
-  if (!in) return Fail("import", "cannot read " + o.file, kExitUsage);
+  std::string problem = InputFileProblem(o.file);
+  std::ifstream in;
+  if (problem.empty()) {
+    in.open(o.file);
+    if (!in) problem = "cannot read " + o.file;
+  }
+  if (!problem.empty()) return Fail("import", problem, kExitUsage);
   std::vector<SuppressionRow> rows;
   Micros now = WallNow();
   std::string line;
@@ -129,7 +137,8 @@ int Import(const SuppressOptions& o) {
     }
     rows.push_back({entry.value(), fields[1], StorableText(fields[2]), "import", now});
   }
-  auto store = Open(o);
+  if (in.bad()) return Fail("import", "cannot read " + o.file + " to its end", kExitUsage);
+  auto store = Open(o, StoreAccess::kCreate);
   if (!store.ok()) return Fail("import", store.error(), kExitUsage);
   if (Status s = store.value()->Suppress(rows); !s.ok()) return Fail("import", s.message(), 3);
   std::cout << "imported " << rows.size() << " entries from " << o.file << "\n";

@@ -514,12 +514,16 @@ Result<std::unique_ptr<Transport>> Plugin::Create(const std::string& instance,
   }
 }
 
-std::vector<PluginDescription> ListPlugins(const fs::path& dir) {
+Result<std::vector<PluginDescription>> ListPlugins(const fs::path& dir) {
   std::vector<std::string> names;
   std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return Status::Error("the plugin directory " + dir.string() + " does not exist");
+  }
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.path().extension() == ".so") names.push_back(e.path().stem().string());
   }
+  if (ec) return Status::Error("the plugin directory " + dir.string() + ": " + ec.message());
   std::sort(names.begin(), names.end());
   std::vector<PluginDescription> out;
   for (const std::string& name : names) {

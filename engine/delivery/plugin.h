@@ -65,7 +65,8 @@ class Plugin {
 
 // Every *.so in DIR, each checked as Load() does; the ones that pass are
 // loaded (their constructors run) but none of their functions is called.
-std::vector<PluginDescription> ListPlugins(const std::filesystem::path& dir);
+// An error when DIR is not a directory that can be listed.
+Result<std::vector<PluginDescription>> ListPlugins(const std::filesystem::path& dir);
 
 // The transport ABI this host implements, "1.0".
 std::string HostAbi();

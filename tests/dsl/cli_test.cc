@@ -96,6 +96,82 @@ TEST(Cli, CheckSaysWhenThereAreNoSchemas) {
   EXPECT_EQ(r.err, "");
 }
 
+// An events/ directory with no schema in it turned the checks off as
+// silently as a missing one.
+TEST(Cli, CheckSaysWhenTheSchemaDirectoryIsEmpty) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_schemas_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "events");
+  Outcome r = Sh(kWaymark + " check --schemas '" + dir.string() + "' journeys");
+  fs::remove_all(dir);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: no event schemas (" + (dir / "events").string() +
+                       " has no *.json schema)"),
+            std::string::npos)
+      << r.err;
+}
+
+// A file named on the command line that is a directory, or is not there,
+// is a usage error said at once: render crashed (an uncaught exception,
+// exit 134), run made its store and exited 3, import said "imported 0",
+// plugins listed nothing, graph exited 1 without a word, and suppress
+// list made a store at a mistyped path.
+TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_inputs_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::string store = " --store 'sqlite:" + (dir / "w.db").string() + "'";
+  struct Case {
+    std::string args, says;
+  } cases[] = {
+      {"render welcome --data journeys", "--data: cannot read journeys: it is a directory"},
+      {"run --events journeys --clock event --until-idle --transport null:" + store,
+       "--events: cannot read journeys: it is a directory"},
+      {"publish journeys --source nats://127.0.0.1:1", "cannot read journeys: it is a directory"},
+      {"suppress import journeys" + store, "cannot read journeys: it is a directory"},
+      {"suppress list" + store, "no store at"},
+      {"suppress remove a@example.com" + store, "no store at"},
+      {"graph journeys", "journeys is a directory"},
+      {"plugins --plugin-dir '" + (dir / "nowhere").string() + "'", "nowhere does not exist"},
+  };
+  for (const Case& c : cases) {
+    Outcome r = Sh(kWaymark + " " + c.args);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(dir / "w.db")) << c.args;
+  }
+  // Data nested deeper than events may be is refused, not recursed into
+  // (a stack overflow before).
+  std::ofstream(dir / "deep.json")
+      << "{\"trigger\":" << std::string(30000, '[') << std::string(30000, ']') << "}";
+  Outcome r = Sh(kWaymark + " render welcome --data '" + (dir / "deep.json").string() + "'");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("is not JSON (or is nested deeper than 512 levels)"), std::string::npos)
+      << r.err;
+  fs::remove_all(dir);
+}
+
+// A deployment's waymark.toml divides its stream between engines; a run on
+// a file with that configuration takes the whole file (it refused to run).
+TEST(Cli, AFileRunIgnoresTheStreamsPartitions) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_parts_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "waymark.toml")
+      << "[source]\nurl = \"nats://127.0.0.1:1\"\npartitions = 4\npartition = 2\n";
+  std::string run = kWaymark + " run --config '" + (dir / "waymark.toml").string() +
+                    "' --events journeys/sample_events.jsonl --clock event --until-idle "
+                    "--transport null: --store 'sqlite:" +
+                    (dir / "w.db").string() + "'";
+  Outcome r = Sh(run);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find("other partitions"), std::string::npos) << r.out;
+  // A partition asked for on the command line is still refused.
+  r = Sh(run + " --partition 2");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("partition 2 (--partition, or [source] partition) is not below"),
+            std::string::npos)
+      << r.err;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);

@@ -304,7 +304,9 @@ TEST_F(PluginTest, TheListShowsEachPluginAndWhyOneIsRefused) {
   Install("probe");
   Install("future");
   Install("nosym");
-  auto list = ListPlugins(dir_);
+  auto listed = ListPlugins(dir_);
+  ASSERT_TRUE(listed.ok()) << listed.error();
+  const auto& list = listed.value();
   ASSERT_EQ(list.size(), 3u);
   EXPECT_EQ(list[0].name, "future");
   EXPECT_EQ(list[0].abi_major, 2);
@@ -315,6 +317,10 @@ TEST_F(PluginTest, TheListShowsEachPluginAndWhyOneIsRefused) {
   EXPECT_EQ(list[2].refused, "");
   EXPECT_EQ(list[2].summary, "a test plugin that answers what it is told");
   EXPECT_EQ(ConstructorsRan(), "probe\n");
+  // A directory that is not there is said, not listed as empty.
+  auto none = ListPlugins(dir_ / "nowhere");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error().find("nowhere does not exist"), std::string::npos) << none.error();
 }
 
 TEST_F(PluginTest, TransportUrlsNameAPluginAndItsConfiguration) {
