@@ -7,6 +7,7 @@
 #include "dsl/checker.h"
 #include "dsl/graph.h"
 #include "engine/cli/commands.h"
+#include "engine/cli/config.h"
 
 namespace waymark::cli {
 namespace {
@@ -60,13 +61,24 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
   cmd->add_flag("--json", *json, "print the result as JSON on stdout");
   cmd->add_option("--schemas", schemas->dir, "directory with events/TYPE.json schemas")
       ->capture_default_str();
+  auto config = std::make_shared<std::string>();
+  AddConfigOption(cmd, *config);
   cmd->callback([=] {
+    // The journeys and schemas `run` would use: the file's, under the flags.
+    auto c = Config::LoadOrSay("check", *config);
+    if (!c) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    c->Under(cmd, "--schemas", "", "schemas", schemas->dir);
+    std::string journeys = "journeys";
+    c->Under(cmd, "", "", "journeys", journeys);
     auto reg = LoadSchemas(schemas->dir);
     if (!reg.ok()) {
       *exit_code = kExitUsage;
       return;
     }
-    std::vector<std::string> in = paths->empty() ? std::vector<std::string>{"journeys"} : *paths;
+    std::vector<std::string> in = paths->empty() ? std::vector<std::string>{journeys} : *paths;
     dsl::CheckResult r = dsl::CheckPaths(in, reg.value());
     if (*json) {
       nlohmann::json out;
@@ -109,7 +121,15 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--schemas", schemas->dir, "directory with events/TYPE.json schemas")
       ->capture_default_str();
+  auto config = std::make_shared<std::string>();
+  AddConfigOption(cmd, *config);
   cmd->callback([=] {
+    auto c = Config::LoadOrSay("graph", *config);
+    if (!c) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    c->Under(cmd, "--schemas", "", "schemas", schemas->dir);
     std::error_code ec;
     if (std::filesystem::is_directory(*file, ec)) {
       std::cerr << "waymark graph: " << *file << " is a directory: graph draws one .journey file\n";

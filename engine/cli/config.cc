@@ -240,4 +240,9 @@ void Config::UnderSource(CLI::App* cmd, JetStreamOptions& s) const {
   }
 }
 
+void AddConfigOption(CLI::App* cmd, std::string& path) {
+  cmd->add_option("--config", path,
+                  "configuration file (default: ./waymark.toml when there is one)");
+}
+
 }  // namespace waymark::cli

@@ -39,6 +39,9 @@ std::optional<Cap> ParseCap(const std::string& s);
 // "waymark COMMAND: --cap: ..." on stderr and false.
 bool CapFlag(const std::string& command, const std::string& text, Cap& out);
 
+// The --config FILE option every command that reads waymark.toml has.
+void AddConfigOption(CLI::App* cmd, std::string& path);
+
 class Config {
  public:
   // `path` empty: ./waymark.toml when it exists, else an empty

@@ -72,8 +72,7 @@ void RegisterPlugins(CLI::App& app, int* exit_code) {
                   "the plugin directory (default: ../lib/waymark/plugins beside the waymark "
                   "binary)");
   cmd->add_flag("--json", o->json, "print the list as JSON");
-  cmd->add_option("--config", o->config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, o->config);
   cmd->callback([=] {
     auto c = Config::LoadOrSay("plugins", o->config);
     if (!c) {

@@ -66,8 +66,7 @@ void RegisterPrune(CLI::App& app, int* exit_code) {
                   "the engines' frequency cap, N/DURATION: the sends it counts stay while it may "
                   "count them");
   cmd->add_option("--store", o->store, "sqlite:PATH or postgresql://...")->capture_default_str();
-  cmd->add_option("--config", o->config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, o->config);
   cmd->callback([=] {
     auto c = Config::LoadOrSay("prune", o->config);
     if (!c) {

@@ -169,8 +169,7 @@ void RegisterPublish(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--stream", o->stream.stream, "stream (created when missing)")
       ->capture_default_str();
-  cmd->add_option("--config", o->config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, o->config);
   cmd->callback([=] {
     auto c = Config::LoadOrSay("publish", o->config);
     if (!c) {

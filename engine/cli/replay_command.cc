@@ -219,8 +219,7 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
       ->check(CLI::IsMember({"verify", "audit"}))
       ->capture_default_str();
   cmd->add_option("--store", o->store, "sqlite:PATH or postgresql://...")->capture_default_str();
-  cmd->add_option("--config", o->config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, o->config);
   const std::vector<CLI::Option*> audit_only = {
       cmd->add_option("--journeys", o->journeys, "audit: journeys directory")
           ->capture_default_str(),

@@ -1217,8 +1217,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--partition", o->partition,
                   "with [source] partitions = N: the partition this engine handles, 0 to N-1")
       ->check(Decimal());
-  cmd->add_option("--config", o->config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, o->config);
   cmd->callback([=] {
     auto c = Config::LoadOrSay("run", o->config);
     if (!c) {
@@ -1312,8 +1311,7 @@ void RegisterInspect(CLI::App& app, int* exit_code) {
   cmd->add_option("journey", *journey, "journey name")->required();
   cmd->add_option("key", *key, "instance key (the CloudEvents subject by default)")->required();
   cmd->add_option("--store", *store, "sqlite:PATH or postgresql://...")->capture_default_str();
-  cmd->add_option("--config", *config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, *config);
   cmd->add_flag("--json", *json, "print the trace as JSON");
   cmd->callback([=] {
     auto c = Config::LoadOrSay("inspect", *config);
@@ -1329,12 +1327,27 @@ void RegisterInspect(CLI::App& app, int* exit_code) {
 void RegisterRender(CLI::App& app, int* exit_code) {
   auto name = std::make_shared<std::string>();
   auto data = std::make_shared<std::string>();
-  auto dir = std::make_shared<std::string>("journeys/templates");
+  auto dir = std::make_shared<std::string>();
+  auto config = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("render", "Preview a template as the RFC 5322 message it makes");
   cmd->add_option("template", *name, "template name")->required();
   cmd->add_option("--data", *data, "JSON file with trigger, event, vars, key")->required();
-  cmd->add_option("--templates", *dir, "templates directory")->capture_default_str();
-  cmd->callback([=] { *exit_code = Render(*name, *data, *dir); });
+  cmd->add_option("--templates", *dir,
+                  "templates directory (default: JOURNEYS/templates, JOURNEYS as for run)");
+  AddConfigOption(cmd, *config);
+  cmd->callback([=] {
+    auto c = Config::LoadOrSay("render", *config);
+    if (!c) {
+      *exit_code = kExitUsage;
+      return;
+    }
+    if (dir->empty()) {
+      std::string journeys = "journeys";
+      c->Under(cmd, "", "", "journeys", journeys);
+      *dir = (std::filesystem::path(journeys) / "templates").string();
+    }
+    *exit_code = Render(*name, *data, *dir);
+  });
 }
 
 }  // namespace waymark::cli

@@ -154,8 +154,7 @@ void RegisterSuppress(CLI::App& app, int* exit_code) {
   cmd->require_subcommand(1);
   cmd->fallthrough();  // --store and --config also after the subcommand
   cmd->add_option("--store", o->store, "sqlite:PATH or postgresql://...")->capture_default_str();
-  cmd->add_option("--config", o->config,
-                  "configuration file (default: ./waymark.toml when there is one)");
+  AddConfigOption(cmd, o->config);
   auto* add = cmd->add_subcommand("add", "Suppress an address or a whole domain");
   add->add_option("entry", o->entry, "an address (ana@example.com) or a domain (example.com)")
       ->required();

@@ -172,6 +172,44 @@ TEST(Cli, AFileRunIgnoresTheStreamsPartitions) {
   fs::remove_all(dir);
 }
 
+// check, graph and render read the journeys and schemas run would use from
+// waymark.toml (check passed journeys, against the default schemas, that
+// run then refused). Flags still win.
+TEST(Cli, CheckGraphAndRenderUseTheConfiguredJourneysAndSchemas) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_config_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "flows" / "templates");
+  fs::create_directories(dir / "conf-schemas" / "events");
+  fs::path root = WAYMARK_SOURCE_DIR;
+  fs::copy_file(root / "schemas/events/user.signup.json",
+                dir / "conf-schemas/events/user.signup.json");
+  // A field the repository's schema has and this one does not.
+  std::string schema = ReadFile(dir / "conf-schemas/events/user.signup.json");
+  for (size_t at; (at = schema.find("\"plan\"")) != std::string::npos;) {
+    schema.replace(at, 6, "\"tier\"");
+  }
+  std::ofstream(dir / "conf-schemas/events/user.signup.json", std::ios::trunc) << schema;
+  std::ofstream(dir / "flows/f.journey")
+      << "journey f {\n  entry {\n    on user.signup when event.data.plan == \"pro\"\n  }\n"
+         "  step a {\n    send \"hello\" to trigger.data.email intent marketing\n    end\n  }\n}\n";
+  std::ofstream(dir / "flows/templates/hello.mustache")
+      << "subject: Hi {{trigger.data.email}}\n--- text\nHello\n";
+  std::ofstream(dir / "data.json") << R"({"trigger":{"data":{"email":"a@example.com"}}})";
+  std::ofstream(dir / "waymark.toml") << "journeys = \"flows\"\nschemas = \"conf-schemas\"\n";
+  std::string in_dir = "cd '" + dir.string() + "' && ";
+  Outcome r = Sh(in_dir + kWaymark + " check");
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("flows/f.journey:3:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("has no field 'data.plan'"), std::string::npos) << r.err;
+  r = Sh(in_dir + kWaymark + " graph flows/f.journey");
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  r = Sh(in_dir + kWaymark + " check --schemas '" + (root / "schemas").string() + "'");
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  r = Sh(in_dir + kWaymark + " render hello --data data.json");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("Subject: Hi a@example.com"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);
