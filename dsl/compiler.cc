@@ -206,8 +206,8 @@ Type Compiler::CheckEventPath(const Expr& e, const std::vector<std::string>& typ
     if (!silent_ && !schemas_.empty()) {
       for (const std::string& t : missing_schema) {
         if (warned_no_schema_.insert(t).second) {
-          Warning(e.loc, "no schema for event type '" + t +
-                             "' in schemas/events: its fields are not checked");
+          Warning(e.loc, "no schema for event type '" + t + "' in " + schemas_.events_dir() +
+                             ": its fields are not checked");
         }
       }
     }
@@ -229,8 +229,8 @@ Type Compiler::CheckEventPath(const Expr& e, const std::vector<std::string>& typ
       }
       std::string hint = Suggest(fields.back(), known);
       if (types.size() == 1) {
-        Error(e.loc, "event type '" + types[0] + "' has no field '" + dotted +
-                         "' (schemas/events/" + types[0] + ".json)" + hint);
+        Error(e.loc, "event type '" + types[0] + "' has no field '" + dotted + "' (" +
+                         schemas_.events_dir() + "/" + types[0] + ".json)" + hint);
       } else {
         std::string list;
         for (const std::string& t : types) list += (list.empty() ? "" : ", ") + t;
@@ -522,8 +522,8 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
             if (!seen.insert(f.name).second) Error(f.loc, "field '" + f.name + "' is given twice");
             Check(f.value, scope);
             if (schemas_.Has(x.event) && !schemas_.Field(x.event, {f.name}).known) {
-              Error(f.loc, "event type '" + x.event + "' has no field 'data." + f.name +
-                               "' (schemas/events/" + x.event + ".json)" +
+              Error(f.loc, "event type '" + x.event + "' has no field 'data." + f.name + "' (" +
+                               schemas_.events_dir() + "/" + x.event + ".json)" +
                                Suggest(f.name, schemas_.FieldNames(x.event, {})));
             }
           }

@@ -32,6 +32,7 @@ const char* TypeName(Type t) {
 Result<SchemaRegistry> SchemaRegistry::Load(const std::string& dir) {
   SchemaRegistry reg;
   fs::path events = fs::path(dir) / "events";
+  reg.events_dir_ = events.string();
   std::error_code ec;
   if (!fs::is_directory(events, ec)) return reg;
   for (const auto& entry : fs::directory_iterator(events, ec)) {
@@ -108,7 +109,8 @@ std::vector<std::string> SchemaRegistry::FieldNames(const std::string& event_typ
   if (it == schemas_.end()) return out;
   const nlohmann::json* s = &it->second;
   for (const std::string& f : parent) {
-    if (!s->is_object() || !s->contains("properties") || !(*s)["properties"].contains(f)) return out;
+    if (!s->is_object() || !s->contains("properties") || !(*s)["properties"].contains(f))
+      return out;
     s = &(*s)["properties"][f];
   }
   if (s->is_object() && s->contains("properties") && (*s)["properties"].is_object()) {

@@ -27,11 +27,14 @@ class SchemaRegistry {
   static Result<SchemaRegistry> Load(const std::string& dir);
 
   bool empty() const { return schemas_.empty(); }
+  // Where the schemas were loaded from, for messages: "DIR/events"
+  // ("schemas/events" for a registry built with Add).
+  const std::string& events_dir() const { return events_dir_; }
   bool Has(const std::string& event_type) const { return schemas_.count(event_type) > 0; }
   void Add(const std::string& event_type, nlohmann::json schema);
 
   struct Lookup {
-    bool known = true;   // false: the schema forbids this field
+    bool known = true;  // false: the schema forbids this field
     Type type = Type::kAny;
   };
   // The type of data.<fields...> in `event_type`'s schema. The type must be
@@ -44,6 +47,7 @@ class SchemaRegistry {
 
  private:
   std::map<std::string, nlohmann::json> schemas_;
+  std::string events_dir_ = "schemas/events";
 };
 
 }  // namespace waymark::dsl

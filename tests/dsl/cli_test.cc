@@ -199,7 +199,9 @@ TEST(Cli, CheckGraphAndRenderUseTheConfiguredJourneysAndSchemas) {
   Outcome r = Sh(in_dir + kWaymark + " check");
   EXPECT_EQ(r.code, 1) << r.out << r.err;
   EXPECT_NE(r.err.find("flows/f.journey:3:"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("has no field 'data.plan'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("has no field 'data.plan' (conf-schemas/events/user.signup.json)"),
+            std::string::npos)
+      << r.err;
   r = Sh(in_dir + kWaymark + " graph flows/f.journey");
   EXPECT_EQ(r.code, 1) << r.out << r.err;
   r = Sh(in_dir + kWaymark + " check --schemas '" + (root / "schemas").string() + "'");
