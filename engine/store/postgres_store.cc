@@ -370,9 +370,20 @@ int SchemaVersion(pqxx::transaction_base& t) {
 // a database in another encoding would refuse some of it, or change it.
 Status CheckEncoding(pqxx::transaction_base& t) {
   std::string enc = t.exec1("SHOW server_encoding")[0].as<std::string>();
-  if (enc == "UTF8") return Status();
-  return Status::Error("the database's encoding is " + enc +
-                       "; waymark stores UTF-8 text: create the database with ENCODING 'UTF8'");
+  if (enc != "UTF8") {
+    return Status::Error("the database's encoding is " + enc +
+                         "; waymark stores UTF-8 text: create the database with ENCODING 'UTF8'");
+  }
+  // The URL may set another (?client_encoding=LATIN1): the server would
+  // then take the store's UTF-8 bytes for that encoding and store them
+  // converted, so that other clients read other text.
+  enc = t.exec1("SHOW client_encoding")[0].as<std::string>();
+  if (enc != "UTF8") {
+    return Status::Error("the connection's client_encoding is " + enc +
+                         "; waymark sends UTF-8 text: leave client_encoding out of the URL, or "
+                         "set it to UTF8");
+  }
+  return Status();
 }
 
 class PostgresStore : public Store {
@@ -411,7 +422,10 @@ class PostgresStore : public Store {
 
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
-    std::optional<Doubt> doubt;  // a COMMIT sent whose answer was lost
+    // The transaction of a connection lost after it began: COMMIT sent and
+    // its answer lost, or a statement before it cut off while the server
+    // may still hold the transaction (and its locks on the batch's rows).
+    std::optional<Doubt> doubt;
     return Retry(Side::kWrite, "commit", [&]() -> Status {
       if (doubt) {
         // Reconnected: what became of that transaction decides whether the
@@ -434,17 +448,21 @@ class PostgresStore : public Store {
         Doubt d{t.exec1("SELECT pg_current_xact_id()::TEXT")[0].as<std::string>(),
                 write_->backendpid()};
         try {
-          Write(t, b, fast);
-        } catch (const pqxx::unique_violation&) {
-          if (fast) continue;
-          throw;
-        }
-        try {
+          try {
+            Write(t, b, fast);
+          } catch (const pqxx::unique_violation&) {
+            if (fast) continue;
+            throw;
+          }
           t.commit();
         } catch (const std::exception& e) {
           // The connection went while COMMIT was out (libpqxx says "in
           // doubt", or the server's last word was that it is shutting
-          // down): settled after reconnecting.
+          // down), or before: settled after reconnecting. Before COMMIT
+          // the transaction cannot have landed, but the server may not
+          // have noticed the loss yet (a connection dropped on the way
+          // does not reach it) and hold it open, with locks the batch
+          // written again would wait on: settling ends it first.
           if (Lost(Side::kWrite, e)) doubt = d;
           throw;
         }
@@ -1013,6 +1031,11 @@ class PostgresStore : public Store {
     // in the order they were copied, which events.seq keeps.
     {
       pqxx::nontransaction n(w);
+      // A transaction whose connection is cut on the way, without the
+      // server seeing it, would otherwise hold its locks until the
+      // server's keepalives give up (hours), stopping every other writer
+      // of those rows (the engine that lost it settles it itself).
+      n.exec("SET idle_in_transaction_session_timeout = '60s'");
       n.exec(
           "CREATE TEMP TABLE events_in (ord BIGSERIAL, source TEXT COLLATE \"C\", "
           "id TEXT COLLATE \"C\", type TEXT, subject TEXT COLLATE \"C\", time BIGINT, "

@@ -65,16 +65,22 @@ class Proxy {
     acceptor_.join();
     CutAll();
     for (std::thread& t : pumps_) t.join();
+    for (int fd : held_) ::close(fd);
     ::close(listener_);
   }
 
   int port() const { return port_; }
 
-  void Cut(Direction d, std::string needle) {
+  // `server_stays`: only the client's side is closed; the server's stays
+  // open and silent, as when a firewall between them forgets the
+  // connection: the server process waits in its transaction, holding its
+  // locks, until its keepalives (hours) or a timeout end it.
+  void Cut(Direction d, std::string needle, bool server_stays = false) {
     std::lock_guard<std::mutex> l(mu_);
     armed_ = true;
     direction_ = d;
     needle_ = std::move(needle);
+    server_stays_ = server_stays;
   }
   bool cut() const { return cut_; }
 
@@ -132,7 +138,16 @@ class Proxy {
         }
         Direction d = k == 0 ? Direction::kToServer : Direction::kToClient;
         if (Matches(d, std::string_view(buf, size_t(n)))) {
-          CutAll();
+          std::lock_guard<std::mutex> l(mu_);
+          if (server_stays_) {
+            open_.erase(client);
+            open_.erase(server);
+            held_.push_back(server);
+            ::shutdown(client, SHUT_RDWR);
+            ::close(client);
+            return;
+          }
+          for (int fd : open_) ::shutdown(fd, SHUT_RDWR);
           closed = true;
           break;
         }
@@ -171,7 +186,8 @@ class Proxy {
   int target_port_, port_ = 0, listener_ = -1;
   std::atomic<bool> stop_{false}, down_{false}, cut_{false};
   std::mutex mu_;
-  bool armed_ = false;
+  bool armed_ = false, server_stays_ = false;
+  std::vector<int> held_;  // server sides kept open after a cut
   Direction direction_ = Direction::kToServer;
   std::string needle_;
   std::set<int> open_;
@@ -230,6 +246,25 @@ TEST(PostgresUrl, ADatabaseNotInUtf8IsRefused) {
   ASSERT_FALSE(opened.ok());
   EXPECT_NE(opened.error().find("the database's encoding is SQL_ASCII"), std::string::npos)
       << opened.error();
+}
+
+// A client_encoding in the URL was honoured: the server took the store's
+// UTF-8 bytes for LATIN1 and stored "Zoë" as "ZoÃ«" for every other client.
+TEST(PostgresUrl, AClientEncodingOtherThanUtf8IsRefused) {
+  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+  std::string url =
+      testing_util::FreshPostgresDatabase(server, "latin1_" + std::to_string(::getpid()));
+  auto migrated = MigratePostgres(url + "?client_encoding=LATIN1");
+  ASSERT_FALSE(migrated.ok());
+  EXPECT_NE(migrated.error().find("the connection's client_encoding is LATIN1"), std::string::npos)
+      << migrated.error();
+  ASSERT_TRUE(MigratePostgres(url + "?client_encoding=UTF8").ok());
+  auto opened = OpenPostgresStore(url + "?client_encoding=LATIN1");
+  ASSERT_FALSE(opened.ok());
+  EXPECT_NE(opened.error().find("leave client_encoding out of the URL"), std::string::npos)
+      << opened.error();
+  EXPECT_TRUE(OpenPostgresStore(url).ok());
 }
 
 class PostgresReconnect : public testing::Test {
@@ -404,6 +439,38 @@ TEST_F(PostgresReconnect, ACommitThatNeverReachedTheServerIsWrittenAgain) {
   auto pos = store->Position("S/C");
   ASSERT_TRUE(pos.ok() && pos.value().has_value());
   EXPECT_EQ(pos.value()->seq, 1u);
+}
+
+// The connection went in the middle of the batch's statements, and the
+// server never noticed: its process still holds the transaction, with
+// locks on the batch's new rows. Written again at once, the batch waited on
+// those locks for as long as the server's keepalives took (hours), deaf to
+// a stop. The store settles it as a commit in doubt: that transaction is
+// ended, and the batch written again.
+TEST_F(PostgresReconnect, ATransactionCutBeforeCommitThatTheServerHoldsIsEndedFirst) {
+  auto opened = Open(proxied_);
+  ASSERT_TRUE(opened.ok()) << opened.error();
+  std::unique_ptr<Store> store = std::move(opened).value();
+  proxy_->Cut(Proxy::Direction::kToServer, "COPY history", /*server_stays=*/true);
+  Batch b = Numbered(1);
+  auto commit = std::async(std::launch::async, [&] { return store->Commit(b); });
+  if (commit.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    ADD_FAILURE() << "the commit still waits after 30 s on the transaction the server holds";
+    keep_trying_ = false;
+    pqxx::connection c(server_ + "/postgres");
+    pqxx::nontransaction t(c);
+    t.exec_params(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND "
+        "state = 'idle in transaction'",
+        db_);
+  }
+  Status s = commit.get();
+  ASSERT_TRUE(proxy_->cut());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(Count("events"), 2);
+  EXPECT_EQ(Count("history"), 1);
+  EXPECT_EQ(Count("sends_pending"), 1);
+  EXPECT_NE(Reports().find("the commit in doubt had not landed"), std::string::npos) << Reports();
 }
 
 // After a crash a server may hand out again a transaction ID it never
