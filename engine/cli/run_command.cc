@@ -539,10 +539,20 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     for (size_t i = 0; i < b.outcomes.size(); ++i) {
       if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
       for (bool told = false;;) {
-        Status s = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason);
-        if (s.ok()) break;
+        std::string why;
+        JetStream::Published p = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason, &why);
+        if (p == JetStream::Published::kYes) break;
+        if (p == JetStream::Published::kClosed) return Status::Error(why);
+        if (p == JetStream::Published::kRefused) {
+          // It never will take it: the stream must not wait behind it.
+          std::cerr << "waymark run: " << why
+                    << "; the stream refuses it, so it is kept in the store's dead letters "
+                       "only\n";
+          if (metrics) metrics->DeadLetterNotPublished();
+          break;
+        }
         if (!told) {
-          std::cerr << "waymark run: " << s.message() << "; trying again until it is taken\n";
+          std::cerr << "waymark run: " << why << "; trying again until it is taken\n";
           told = true;
         }
         for (int k = 0; k < 10 && !g_stop; ++k) {
@@ -795,6 +805,20 @@ int Run(const RunOptions& o) {
     std::cerr << "waymark run: " << store.error() << "\n";
     return g_stop ? kExitOk : kExitUsage;  // stopped while waiting: nothing began
   }
+  // One engine per consumer (or per store, without a stream), before the
+  // engine recovers and dispatches what is pending: two would each send
+  // the other's pending sends. A second one waits for the first to stop
+  // (a rolling update).
+  JetStreamOptions so = o.source;
+  // One durable consumer per partition; each reads the whole stream.
+  if (o.partitions > 1) so.consumer += "-" + std::to_string(o.partition);
+  std::string claim = o.source.url.empty() ? "" : so.stream + "/" + so.consumer;
+  if (Status s = store.value()->Claim(
+          claim, [] { return !g_stop.load(); }, report);
+      !s.ok()) {
+    std::cerr << "waymark run: " << s.message() << "\n";
+    return g_stop ? kExitOk : 3;  // stopped while waiting: nothing began
+  }
   auto engine = Engine::Create(eo, store.value().get(), transport.value().providers);
   if (!engine.ok()) {
     std::cerr << "waymark run: " << engine.error() << "\n";
@@ -808,10 +832,7 @@ int Run(const RunOptions& o) {
   Micros last_event = e.clock();
   Reconnects reconnects;
   if (!o.source.url.empty()) {
-    JetStreamOptions so = o.source;
     so.wait_for_server = [] { return !g_stop; };
-    // One durable consumer per partition; each reads the whole stream.
-    if (o.partitions > 1) so.consumer += "-" + std::to_string(o.partition);
     auto js = JetStream::Connect(so, report);
     if (!js.ok()) {
       std::cerr << "waymark run: " << js.error() << "\n";

@@ -171,6 +171,10 @@ void Metrics::PublishSource(const std::string& source, const SourceFigures& figu
   sources_[source] = figures;
 }
 
+void Metrics::DeadLetterNotPublished() {
+  ++dead_letters_not_published_;
+}
+
 void Metrics::StoreReconnected() {
   ++store_reconnects_;
 }
@@ -279,6 +283,9 @@ std::string Metrics::Text() const {
   w.One("waymark_store_reconnects_total", "counter",
         "Connections to the store's server re-established after a loss (PostgreSQL).",
         store_reconnects_.load());
+  w.One("waymark_dead_letters_unpublished_total", "counter",
+        "Dead letters the dead-letter stream refused (its limits), kept in the store only.",
+        dead_letters_not_published_.load());
 
   w.Family("process_cpu_seconds_total", "counter", "User and system CPU time, seconds.");
   w.Sample("process_cpu_seconds_total", {}, Number(CpuSeconds()));

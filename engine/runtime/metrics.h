@@ -42,6 +42,9 @@ class Metrics {
   // after a loss (PostgreSQL; counted by the Reconnect it was opened with).
   void StoreReconnected();
   int64_t store_reconnects() const { return store_reconnects_; }
+  // On the stream's thread: a dead letter the dead-letter stream refused
+  // (its limits); it is kept in the store only.
+  void DeadLetterNotPublished();
 
   // On any thread: the exposition. Takes the last copies under the lock
   // and renders them outside it, so the engine never waits for a scrape.
@@ -55,6 +58,7 @@ class Metrics {
   std::shared_ptr<const Copy> copy_;              // guarded by mu_
   std::map<std::string, SourceFigures> sources_;  // guarded by mu_
   std::atomic<int64_t> store_reconnects_ = 0;
+  std::atomic<int64_t> dead_letters_not_published_ = 0;
 };
 
 }  // namespace waymark

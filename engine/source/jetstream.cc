@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "engine/base/url.h"
@@ -90,10 +91,11 @@ JetStream::~JetStream() = default;
 namespace {
 
 // Creates the stream, or checks the one there: its subjects must be
-// exactly `subject`, its storage a file, its duplicate window long enough.
-// With o.apply_retention its max age is brought to the configured one;
-// every other setting of an existing stream (replicas, limits, a longer
-// duplicate window) is kept.
+// exactly `subject`, its storage a file, its duplicate window long enough;
+// the events' stream must not remove unread events by other limits than
+// its max age. With o.apply_retention its max age is brought to the
+// configured one; every other setting of an existing stream (replicas,
+// limits that keep what is unread, a longer duplicate window) is kept.
 Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
                     const JetStreamOptions& o) {
   jsStreamConfig cfg;
@@ -123,9 +125,26 @@ Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
   }
   if (have->Storage != js_FileStorage) differs += " storage must be file;";
   if (have->Retention != js_LimitsPolicy) differs += " retention must be limits;";
-  if (have->Duplicates < o.duplicate_window_s * kNanos) {
+  const int64_t window_s = o.apply_retention ? o.duplicate_window_s : kMinDuplicateWindowS;
+  if (have->Duplicates < window_s * kNanos) {
     differs += " duplicate window is " + std::to_string(have->Duplicates / kNanos) +
-               " s, less than the " + std::to_string(o.duplicate_window_s) + " s configured;";
+               " s, less than the " + std::to_string(window_s) + " s " +
+               (o.apply_retention ? "configured;" : "required;");
+  }
+  // Limits under which the server removes events the engine has not read
+  // (its retention, max age, is the configured one): they would be lost
+  // without a word.
+  if (std::string_view(subject) == kEventSubjects) {
+    if (have->MaxMsgsPerSubject > 0) {
+      differs += " max_msgs_per_subject " + std::to_string(have->MaxMsgsPerSubject) +
+                 " removes unread events of a type;";
+    }
+    if (have->Discard == js_DiscardOld && (have->MaxMsgs > 0 || have->MaxBytes > 0)) {
+      differs +=
+          " max_msgs or max_bytes with discard old removes unread events (use discard "
+          "new, or no such limit);";
+    }
+    if (have->Sealed) differs += " it is sealed;";
   }
   if (!differs.empty()) {
     jsStreamInfo_Destroy(si);
@@ -466,9 +485,14 @@ Result<uint64_t> JetStream::FirstSeq() {
 // The longest Waymark-Reason header value, in bytes.
 constexpr size_t kMaxReasonBytes = 2048;
 
-Status JetStream::PublishDeadLetter(const JetStreamMessage& jm, const std::string& reason) {
+// The longest dead-letter subject; longer ones are named for what they are.
+constexpr size_t kMaxDeadSubjectBytes = 1024;
+
+JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
+                                                  const std::string& reason, std::string* why) {
   Impl& m = *impl_;
   std::string subject = "deadletter." + jm.subject;
+  if (subject.size() > kMaxDeadSubjectBytes) subject = "deadletter.subject-too-long";
   std::string seq = std::to_string(jm.stream_seq);
   // Header values are single lines, and the reason is kept short.
   std::string one_line = reason.substr(0, kMaxReasonBytes);
@@ -500,9 +524,25 @@ Status JetStream::PublishDeadLetter(const JetStreamMessage& jm, const std::strin
   if (s == NATS_OK) s = js_PublishMsg(&pa, m.js, msg, &po, &jerr);
   jsPubAck_Destroy(pa);
   natsMsg_Destroy(msg);
-  if (s != NATS_OK)
-    return Status::Error("cannot publish dead letter to " + subject + ": " + Why(s, jerr));
-  return Status();
+  if (s == NATS_OK) return Published::kYes;
+  why->assign("cannot publish the dead letter of stream position ")
+      .append(seq)
+      .append(" to ")
+      .append(subject)
+      .append(": ")
+      .append(Why(s, jerr));
+  if (s == NATS_CONNECTION_CLOSED) return Published::kClosed;
+  if (s == NATS_NO_RESPONDERS || jerr == JSNotEnabledErr || jerr == JSStreamNotFoundErr) {
+    // No stream took it: JetStream not up yet after a restart, or the
+    // dead-letter stream deleted; made again if it is gone.
+    if (Status st = EnsureStream(m.js, options_.stream + "_DEAD", kDeadSubjects, options_);
+        !st.ok()) {
+      *why += "; " + st.message();
+    }
+    return Published::kTryAgain;
+  }
+  if (jerr != 0 && jerr != JSClusterNotAvailErr) return Published::kRefused;
+  return Published::kTryAgain;
 }
 
 Result<uint64_t> JetStream::Unfinished() {

@@ -26,9 +26,11 @@ struct JetStreamOptions {
   int64_t ack_wait_s = 60;            // redelivery after this long without an ack
   int64_t duplicate_window_s = 1200;  // Nats-Msg-Id deduplication (kMinDuplicateWindowS at least)
   int64_t max_age_s = 7 * 86400;      // retention
-  // Whether an existing stream's max age is brought to max_age_s (`waymark
-  // run`, which the stream's [source] settings belong to), or left as it is
-  // (`waymark publish`, a client that may run without them).
+  // Whether an existing stream's max age is brought to max_age_s and its
+  // duplicate window must be duplicate_window_s at least (`waymark run`,
+  // which the stream's [source] settings belong to), or the stream is left
+  // as it is and kMinDuplicateWindowS is enough (`waymark publish`, a
+  // client that may run without those settings).
   bool apply_retention = true;
   int64_t fetch_wait_ms = 500;  // longest wait for the first message of a fetch
   // Connect: when no server answers, wait for one while this returns true
@@ -81,8 +83,18 @@ class JetStream {
   Result<uint64_t> FirstSeq();
   // Publishes the message to deadletter.<subject> in the dead-letter
   // stream with the reason in the header Waymark-Reason, once (its
-  // Nats-Msg-Id is the source stream sequence).
-  Status PublishDeadLetter(const JetStreamMessage& m, const std::string& reason);
+  // Nats-Msg-Id is the source stream sequence). A subject too long for
+  // that (the server's control line is 4 KiB) goes to
+  // deadletter.subject-too-long; Waymark-Subject has it whole.
+  enum class Published {
+    kYes,
+    kTryAgain,  // nats-server away, or JetStream not answering yet (a
+                // dead-letter stream deleted meanwhile is made again)
+    kRefused,   // the stream refused it (its limits): it never will take it
+    kClosed,    // the connection is closed for good
+  };
+  Published PublishDeadLetter(const JetStreamMessage& m, const std::string& reason,
+                              std::string* why);
   // Messages of the consumer not yet delivered or not yet acked.
   Result<uint64_t> Unfinished();
   // The connection as Fetch last saw it: up or reconnecting, and how often

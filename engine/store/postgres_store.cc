@@ -420,6 +420,28 @@ class PostgresStore : public Store {
     });
   }
 
+  Status Claim(const std::string& name, const std::function<bool()>& keep_waiting,
+               const std::function<void(const std::string&)>& report) override {
+    claim_ = "waymark run " + name;
+    claim_name_ = name.empty() ? "the run" : name;
+    bool said = false;
+    for (;;) {
+      auto holder = Retry(Side::kWrite, "claim", [&]() -> Result<int> { return TakeClaim(); });
+      if (!holder.ok()) return holder.status();
+      if (holder.value() == 0) return Status();
+      if (!said && report) {
+        report("postgresql: another engine runs as " + claim_name_ +
+               " on this store (server process " + std::to_string(holder.value()) +
+               "); waiting for it to stop");
+      }
+      said = true;
+      if (!keep_waiting || !keep_waiting()) {
+        return Status::Error("postgresql: stopped while another engine ran as " + claim_name_);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
     // The transaction of a connection lost after it began: COMMIT sent and
@@ -902,6 +924,47 @@ class PostgresStore : public Store {
     }
   }
 
+  // Takes the claim (a session advisory lock keyed by its name) on the
+  // writer's connection: 0 when this session holds it, else the server
+  // process that does (-1 if it let go meanwhile).
+  int TakeClaim() {
+    pqxx::nontransaction n(*write_);
+    if (n.exec_params1("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", claim_)[0]
+            .as<bool>()) {
+      claim_backend_ = write_->backendpid();
+      return 0;
+    }
+    pqxx::result r = n.exec_params(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND "
+        "database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND "
+        "((classid::BIGINT << 32) | objid::BIGINT) = hashtextextended($1, 0)",
+        claim_);
+    return r.empty() ? -1 : r[0][0].as<int>();
+  }
+
+  // After the writer reconnected: the claim again. The session that held
+  // it may still be there (a connection cut on the way, which its server
+  // process has not noticed): it is this engine's, and is ended. Held by
+  // another process, another engine took over while the connection was
+  // away: an error, and this engine stops.
+  Status RetakeClaim() {
+    for (int tries = 0; tries < 100; ++tries) {
+      int holder = TakeClaim();
+      if (holder == 0) return Status();
+      if (holder > 0 && holder != stale_claim_backend_) {
+        return Status::Error("postgresql: another engine took over " + claim_name_ +
+                             " (server process " + std::to_string(holder) +
+                             ") while the connection was away; this one stops");
+      }
+      if (holder > 0) {
+        pqxx::nontransaction n(*write_);
+        n.exec_params("SELECT pg_terminate_backend($1)", holder);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return Status::Error("postgresql: could not take " + claim_name_ + " again");
+  }
+
   // Replaces the lost connection of `side`: at once, then with a pause
   // growing from 100 ms to 2 s (jittered, so that engines restarted
   // together do not reconnect in step), for as long as keep_trying().
@@ -916,7 +979,11 @@ class PostgresStore : public Store {
       if (attempt > 0 && !Pause(attempt)) break;
       if (!reconnect_.keep_trying()) break;
       try {
+        if (side == Side::kWrite) stale_claim_backend_ = claim_backend_;
         Conn(side) = Connect(side);
+        if (side == Side::kWrite && !claim_.empty()) {
+          if (Status s = RetakeClaim(); !s.ok()) return s;
+        }
         std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         char secs[32];
         std::snprintf(secs, sizeof secs, "%.1f", took.count());
@@ -1275,6 +1342,11 @@ class PostgresStore : public Store {
   // The writer's is used by Commit's thread, the reader's by the other
   // methods'; each is replaced only on its own thread.
   std::unique_ptr<pqxx::connection> write_, read_;
+  // Claim: the lock's name ("waymark run " + the name claimed; "" when
+  // none), the writer's server process that took it, and the one that held
+  // it before the writer's connection was lost.
+  std::string claim_, claim_name_;
+  int claim_backend_ = 0, stale_claim_backend_ = 0;
 };
 
 }  // namespace

@@ -1,12 +1,19 @@
 #include "engine/store/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "engine/base/json_text.h"
 #include "engine/store/rows.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <map>
+#include <thread>
 #include <unordered_map>
 
 namespace waymark {
@@ -159,6 +166,30 @@ class SqliteStore : public Store {
     multi_writes_.clear();
     sqlite3_close(rdb_);
     sqlite3_close(db_);
+    // After SQLite's connections: closing a descriptor of the file drops
+    // every POSIX lock this process holds on it, SQLite's among them.
+    if (claim_fd_ >= 0) ::close(claim_fd_);
+  }
+
+  Status Claim(const std::string&, const std::function<bool()>& keep_waiting,
+               const std::function<void(const std::string&)>& report) override {
+    if (claim_fd_ < 0) claim_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (claim_fd_ < 0) {
+      return Status::Error("cannot open '" + path_ + "' to claim it: " + std::strerror(errno));
+    }
+    bool said = false;
+    while (::flock(claim_fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        return Status::Error("cannot lock '" + path_ + "': " + std::strerror(errno));
+      }
+      if (!said && report) report("another waymark run uses " + path_ + "; waiting for it to stop");
+      said = true;
+      if (!keep_waiting || !keep_waiting()) {
+        return Status::Error("stopped while another waymark run used " + path_);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return Status();
   }
 
   // Two connections: `db_` writes (Commit, on the engine's writer thread),
@@ -171,6 +202,7 @@ class SqliteStore : public Store {
     // A reader still opens the file read-write (not created): a read-only
     // connection to a WAL store creates its -wal and -shm files and cannot
     // remove them, and they stayed, owned by whoever ran `inspect`.
+    path_ = path;
     const int mode = read_only ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     for (sqlite3** db : {&db_, &rdb_}) {
       // NOMUTEX: each connection is used by one thread at a time (store.h).
@@ -1017,6 +1049,8 @@ class SqliteStore : public Store {
 
   sqlite3* db_ = nullptr;   // writes
   sqlite3* rdb_ = nullptr;  // reads
+  std::string path_;
+  int claim_fd_ = -1;  // holds the flock of Claim
   Statements reads_, writes_;
   MultiStatements multi_reads_, multi_writes_;  // by Multi
 };

@@ -183,6 +183,19 @@ class Store {
  public:
   virtual ~Store() = default;
 
+  // Makes this store handle the only one, among all processes, that runs
+  // as `name` (an engine's stream consumer, "STREAM/CONSUMER", or "" for a
+  // run on a file or --listen), for as long as it stays open: two engines
+  // on one consumer would each dispatch the other's pending sends
+  // (docs/engine.md, "One engine per consumer"). While another holds it,
+  // says so once through `report` and waits, until `keep_waiting()` turns
+  // false (an error then). PostgreSQL: a session advisory lock on the
+  // writer's connection, taken again when it reconnects (an error from
+  // then on if another engine took it meanwhile); SQLite: an exclusive
+  // flock(2) on the file, whatever the name (a file has one engine).
+  virtual Status Claim(const std::string& name, const std::function<bool()>& keep_waiting,
+                       const std::function<void(const std::string&)>& report) = 0;
+
   // Writes the batch in one transaction. Sets the `seq` of each send (and
   // the `send_seq` of results that named their send by key).
   virtual Status Commit(Batch& batch) = 0;

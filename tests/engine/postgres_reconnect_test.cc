@@ -473,6 +473,39 @@ TEST_F(PostgresReconnect, ATransactionCutBeforeCommitThatTheServerHoldsIsEndedFi
   EXPECT_NE(Reports().find("the commit in doubt had not landed"), std::string::npos) << Reports();
 }
 
+// An engine's claim on its consumer is a lock of its writer's session: a
+// lost connection loses it. Taken again as the writer reconnects; taken by
+// another engine meanwhile, the commit fails, and this engine stops instead
+// of sending beside it. Its own earlier session, still held by a server
+// that did not see the cut, does not count as another engine.
+TEST_F(PostgresReconnect, AClaimIsTakenAgainOnReconnectingUnlessAnotherEngineTookIt) {
+  auto say = [](const std::string&) {};
+  auto never = [] { return false; };
+  auto a = Open(proxied_);
+  ASSERT_TRUE(a.ok()) << a.error();
+  ASSERT_TRUE(a.value()->Claim("EVENTS/waymark", never, say).ok());
+  // Cut where the server does not see it: the old session keeps the lock.
+  proxy_->Cut(Proxy::Direction::kToServer, "COPY history", /*server_stays=*/true);
+  Batch first = Numbered(1);
+  Status s = a.value()->Commit(first);
+  ASSERT_TRUE(proxy_->cut());
+  ASSERT_TRUE(s.ok()) << s.message();
+  auto b = Open(url_);
+  ASSERT_TRUE(b.ok()) << b.error();
+  ASSERT_FALSE(b.value()->Claim("EVENTS/waymark", never, say).ok()) << "a holds it again";
+  // Now every connection of the engine is lost, and b takes the claim.
+  proxy_->CutAll();
+  int tries = 0;
+  auto a_while = [&] { return ++tries < 100; };
+  ASSERT_TRUE(b.value()->Claim("EVENTS/waymark", a_while, say).ok());
+  Batch second = Numbered(3);
+  s = a.value()->Commit(second);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("another engine took over EVENTS/waymark"), std::string::npos)
+      << s.message();
+  EXPECT_EQ(Count("events"), 2);
+}
+
 // After a crash a server may hand out again a transaction ID it never
 // logged: a commit in doubt is the batch's only if the batch's own rows
 // carry that ID. Here another client's committed transaction stands for

@@ -667,6 +667,31 @@ TEST_P(StoreConformance, AnAuditReadsEveryEventInOrderAndEverySendWithItsLastRes
 // the sends and the read of the events is in neither. (Its events were
 // read without its sends, and the replay reported its sends as "only
 // replayed".)
+// Two engines on one consumer would each dispatch the other's pending
+// sends: one store handle at a time holds a name; another waits until the
+// first is closed.
+TEST_P(StoreConformance, OneHandleAtATimeClaimsAName) {
+  std::vector<std::string> said;
+  auto say = [&](const std::string& what) { said.push_back(what); };
+  auto never = [] { return false; };
+  ASSERT_TRUE(store_->Claim("EVENTS/waymark", never, say).ok());
+  auto other = open_();
+  ASSERT_TRUE(other.ok()) << other.error();
+  int asked = 0;
+  auto twice = [&] { return ++asked < 3; };
+  ASSERT_FALSE(other.value()->Claim("EVENTS/waymark", twice, say).ok());
+  EXPECT_EQ(asked, 3);
+  ASSERT_EQ(said.size(), 1u);  // said once, not at every try
+  EXPECT_NE(said[0].find("waiting for it to stop"), std::string::npos) << said[0];
+  // Closed, it lets go (a PostgreSQL server notices the closed session a
+  // moment later: the waiting one tries again).
+  store_.reset();
+  int tries = 0;
+  auto a_while = [&] { return ++tries < 100; };
+  EXPECT_TRUE(other.value()->Claim("EVENTS/waymark", a_while, say).ok());
+  EXPECT_LT(tries, 100);
+}
+
 TEST_P(StoreConformance, AnAuditReadsSendsAndEventsInOneSnapshot) {
   Batch one;
   one.events = {Ev("t"), Ev("e1")};
