@@ -421,16 +421,23 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
 // The consumer delivers the stream in order (its filter is the stream's
 // subjects), so a message missing between two it delivered was delivered
 // into a connection that broke (lost in flight), or is gone from the
-// stream. A lost one would come again only after ack_wait, behind later
-// ones, and be taken for a repeat: it is read from the stream now, in its
-// place (and acked when the consumer delivers it again). `through` is the
-// highest sequence delivered so far. A read that fails leaves the gap
-// and what follows it for a later fetch (the consumer delivers them again).
+// stream (deleted, or expired before it was read). A lost one would come
+// again only after ack_wait, behind later ones, and be taken for a
+// repeat: it is read from the stream now, in its place (and acked when the
+// consumer delivers it again). Which it is, the consumer's delivery
+// sequence says: it skips only for deliveries that never arrived; without
+// that, the stream is not read (a purge of millions would be as many
+// reads) and the gap is said. `through` is the highest sequence delivered
+// so far. A read that fails leaves the gap and what follows it for a later
+// fetch (the consumer delivers them again).
 void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& msgs) {
   std::vector<JetStreamMessage> out;
   out.reserve(msgs.size());
   for (JetStreamMessage& m : msgs) {
-    if (m.stream_seq > through + 1) {
+    if (m.stream_seq > through + 1 && !m.lost_before) {
+      std::cerr << "waymark run: nats: messages " << through + 1 << " to " << m.stream_seq - 1
+                << " are no longer in the stream (deleted, or expired before they were read)\n";
+    } else if (m.stream_seq > through + 1) {
       auto first = js.FirstSeq();
       uint64_t from = std::max(through + 1, first.ok() ? first.value() : 0);
       size_t read = 0;

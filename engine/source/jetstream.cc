@@ -21,8 +21,14 @@ constexpr const char* kEventSubjects = "events.>";
 
 std::string Why(natsStatus s, jsErrCode jerr = jsErrCode(0)) {
   std::string m = natsStatus_GetText(s);
-  const char* last = nats_GetLastError(nullptr);
-  if (last && *last && m != last) m += std::string(": ") + last;
+  // The library's last error, without where in its source it was set
+  // ("(conn.c:2088): "), unless it only repeats the status's text.
+  std::string_view last = nats_GetLastError(nullptr) ? nats_GetLastError(nullptr) : "";
+  if (!last.empty() && last.front() == '(') {
+    size_t end = last.find("): ");
+    if (end != std::string_view::npos) last.remove_prefix(end + 3);
+  }
+  if (!last.empty() && last != m) m.append(": ").append(last);
   if (jerr != 0) m += " (JetStream error " + std::to_string(int(jerr)) + ")";
   return m;
 }
@@ -34,6 +40,7 @@ struct JetStream::Impl {
   natsConnection* nc = nullptr;
   jsCtx* js = nullptr;
   natsSubscription* sub = nullptr;
+  uint64_t consumer_seq = 0;  // the consumer's delivery sequence, through what was received
 
   // What the acknowledgements of asynchronous publishes said, counted by
   // the handler on the library's thread. Freed with this only once every
@@ -274,6 +281,7 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
     bool explicit_acks = have->AckPolicy == js_AckExplicit;
     bool tunable = have->MaxDeliver != cc.MaxDeliver || have->AckWait != cc.AckWait;
     uint64_t last = ci->Delivered.Stream;
+    m.consumer_seq = ci->Delivered.Consumer;
     // An update may change only what the server lets change: keep where
     // the consumer starts.
     jsDeliverPolicy policy = have->DeliverPolicy;
@@ -306,6 +314,7 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
     }
   }
   if (create) {
+    m.consumer_seq = 0;
     s = js_AddConsumer(&ci, m.js, o.stream.c_str(), &cc, nullptr, &jerr);
     if (s != NATS_OK) {
       return Status::Error("cannot create consumer " + o.consumer + ": " + Why(s, jerr));
@@ -430,6 +439,8 @@ Result<std::vector<JetStreamMessage>> JetStream::Fetch(size_t max) {
     jsMsgMetaData* meta = nullptr;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
       jm.stream_seq = meta->Sequence.Stream;
+      jm.lost_before = meta->Sequence.Consumer > m.consumer_seq + 1;
+      m.consumer_seq = std::max(m.consumer_seq, meta->Sequence.Consumer);
       jm.pending = meta->NumPending;
       jm.input.time = meta->Timestamp / 1000;  // ns
       jsMsgMetaData_Destroy(meta);

@@ -43,7 +43,11 @@ struct JetStreamMessage {
   RawInput input;  // position "nats:STREAM:SEQ"
   std::string subject;
   uint64_t stream_seq = 0;
-  uint64_t pending = 0;          // messages for the consumer after this one, when it was delivered
+  uint64_t pending = 0;  // messages for the consumer after this one, when it was delivered
+  // Deliveries of the consumer before this one never arrived (its
+  // delivery sequence skipped): messages lost in flight, where a gap in
+  // stream sequences without it is messages gone from the stream.
+  bool lost_before = false;
   std::shared_ptr<void> handle;  // the natsMsg
 };
 

@@ -212,6 +212,19 @@ TEST(Cli, CheckGraphAndRenderUseTheConfiguredJourneysAndSchemas) {
   fs::remove_all(dir);
 }
 
+// The NATS library's errors without where in its source they were set, or
+// the same text twice ("No server available for connection: (conn.c:2088):
+// No server available for connection").
+TEST(Cli, NatsErrorsSayWhatWentWrongOnce) {
+  Outcome r = Sh(kWaymark + " publish journeys/sample_events.jsonl --source nats://127.0.0.1:1");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("cannot connect to nats://127.0.0.1:1: No server available for connection"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find(".c:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("connection: "), std::string::npos) << r.err;
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);
