@@ -167,7 +167,16 @@ void RegisterPublish(CLI::App& app, int* exit_code) {
       ->required();
   cmd->add_option("--source", o->stream.url, "NATS server, nats://HOST:PORT")
       ->capture_default_str();
+  // As [source] stream is (schemas/config): a name NATS takes.
   cmd->add_option("--stream", o->stream.stream, "stream (created when missing)")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            bool ok = !v.empty() && v.find_first_not_of(
+                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+                                        "nopqrstuvwxyz0123456789_-") == std::string::npos;
+            return ok ? "" : "a stream name is letters, digits, _ and -";
+          },
+          "NAME"))
       ->capture_default_str();
   AddConfigOption(cmd, o->config);
   cmd->callback([=] {

@@ -223,6 +223,13 @@ TEST(Cli, NatsErrorsSayWhatWentWrongOnce) {
       << r.err;
   EXPECT_EQ(r.err.find(".c:"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("connection: "), std::string::npos) << r.err;
+  // A stream name NATS would not take is a usage error at once (it timed
+  // out after 10 s).
+  r = Sh(kWaymark +
+         " publish journeys/sample_events.jsonl --source nats://127.0.0.1:1 --stream "
+         "'A B'");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("a stream name is letters, digits, _ and -"), std::string::npos) << r.err;
 }
 
 TEST(Cli, UsageErrorsExitTwo) {
