@@ -78,13 +78,6 @@ std::string EncodeWords(std::string_view s) {
   return out;
 }
 
-std::string Mailbox(const std::string& name, const std::string& addr) {
-  if (name.empty()) return addr;
-  bool plain = Ascii(name) && name.find_first_of("\"(),:;<>@[\\]") == std::string::npos;
-  std::string shown = plain ? name : Ascii(name) ? "\"" + name + "\"" : EncodeWords(name);
-  return shown + " <" + addr + ">";
-}
-
 // Quoted-printable (RFC 2045), lines normalised to CRLF, appended to `out`.
 // Encoded lines stay within 76 characters: a soft break ("=" CRLF) comes
 // before a line would pass 75, and white space that ends a line (or the
@@ -183,6 +176,28 @@ std::string RfcDate(Micros t) {
 
 }  // namespace
 
+std::string Mailbox(const Sender& s, bool encode) {
+  const std::string& name = s.name;
+  if (name.empty()) return s.addr;
+  std::string shown;
+  if (encode && !Ascii(name)) {
+    shown = EncodeWords(name);
+  } else if (name.find_first_of("\"(),:;<>@[\\]") == std::string::npos) {
+    shown = name;
+  } else {
+    // A quoted string (RFC 5322 3.2.4): `"` and `\` inside it escaped, or
+    // a name such as `Eve" <ceo@acme.example>, "x` from an event's data
+    // would end it early and make a second mailbox.
+    shown = "\"";
+    for (char c : name) {
+      if (c == '"' || c == '\\') shown += '\\';
+      shown += c;
+    }
+    shown += '"';
+  }
+  return shown + " <" + s.addr + ">";
+}
+
 bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
   size_t lt = mb.rfind('<');
   if (lt == std::string_view::npos) {
@@ -194,8 +209,15 @@ bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
   if (gt == std::string_view::npos || gt + 1 != mb.size()) return false;
   name = std::string(mb.substr(0, lt));
   while (!name.empty() && name.back() == ' ') name.pop_back();
-  if (name.size() >= 2 && name.front() == '"' && name.back() == '"')
-    name = name.substr(1, name.size() - 2);
+  if (name.size() >= 2 && name.front() == '"' && name.back() == '"') {
+    // A quoted string: its quoted pairs (\" and \\) are the characters.
+    std::string plain;
+    for (size_t i = 1; i + 1 < name.size(); ++i) {
+      if (name[i] == '\\' && i + 2 < name.size()) ++i;
+      plain += name[i];
+    }
+    name = std::move(plain);
+  }
   addr = std::string(mb.substr(lt + 1, gt - lt - 1));
   return ValidAddress(addr);
 }
@@ -260,7 +282,7 @@ std::string ComposeMessage(const MessageParams& p, const Sender& sender) {
   };
   header("Message-ID", "<" + p.idempotency_key + "@waymark>");
   header("Date", RfcDate(p.date));
-  header("From", Mailbox(sender.name, sender.addr));
+  header("From", Mailbox(sender));
   header("To", p.to);
   header("Subject", EncodeWords(c.subject));
   header("MIME-Version", "1.0");

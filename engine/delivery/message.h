@@ -38,6 +38,13 @@ struct Sender {
   std::string name, addr;
 };
 
+// The From header's one mailbox for a sender: the name as it is, quoted
+// (with `"` and `\` escaped), or, when it is not ASCII and `encode` holds
+// (in a message's header), as RFC 2047 encoded words; then "<addr>".
+// Whatever the name holds, it is one mailbox. Without `encode` (the
+// from_header transports send as JSON) a non-ASCII name stays UTF-8.
+std::string Mailbox(const Sender& s, bool encode = true);
+
 // Fails (with the reason) when a header value holds CR, LF or NUL, or an
 // address is invalid: no header can be injected. Every message is checked,
 // also one whose transport takes its parts rather than the whole message

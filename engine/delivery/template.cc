@@ -45,7 +45,10 @@ mus::data ToData(const nlohmann::json& j) {
     case nlohmann::json::value_t::boolean:
       return mus::data{j.get<bool>()};
     case nlohmann::json::value_t::null:
-      return mus::data{std::string()};
+      // Falsy, as the Mustache spec has it: a section over it is skipped
+      // and an inverted one shown (an empty string is truthy to kainjow).
+      // As a variable it renders nothing either way.
+      return mus::data{false};
     default:
       return mus::data{j.dump()};  // numbers as written
   }

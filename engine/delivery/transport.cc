@@ -135,12 +135,12 @@ Result<OutMessage> BuildOutMessage(MessageParams p, std::string intent, bool wit
   if (!sender.ok()) return sender.status();
   OutMessage m;
   if (with_data) m.data = ComposeMessage(p, sender.value());
+  m.from_header = Mailbox(sender.value(), /*encode=*/false);
   m.from = std::move(sender).value().addr;
   m.key = std::move(p.idempotency_key);
   m.to = std::move(p.to);
   m.intent = std::move(intent);
   m.subject = std::move(p.content.subject);
-  m.from_header = std::move(p.from);
   m.text = std::move(p.content.text);
   m.html = std::move(p.content.html);
   if (p.list_unsubscribe) m.list_unsubscribe = std::move(p.unsubscribe_url);

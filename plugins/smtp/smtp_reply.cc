@@ -1,11 +1,22 @@
 #include "smtp_reply.h"
 
+#include <algorithm>
 #include <cctype>
+#include <iterator>
+#include <string_view>
 
 #include <waymark/transport_plugin.h>
 
 namespace waymark::smtp {
 namespace {
+
+// Whether `s` contains `lower` (lowercase), in any case.
+bool ContainsNoCase(const std::string& s, std::string_view lower) {
+  auto it = std::search(s.begin(), s.end(), lower.begin(), lower.end(), [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == b;
+  });
+  return it != s.end();
+}
 
 bool StartsWith(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;
@@ -80,9 +91,11 @@ Mapped MapReply(const Reply& reply, Stage stage) {
       if (reply.text.find("quota") != std::string::npos) return kind(WM_RESULT_QUOTA_EXHAUSTED);
       return throttled(WM_THROTTLE_PROVIDER);  // SES: "454 Throttling failure"
     }
-    if ((code == 421 || code == 451) && StartsWith(e, "4.7.")) {
+    if (code == 421 && StartsWith(e, "4.7.")) {
       return throttled(WM_THROTTLE_PROVIDER);  // Gmail: "421 4.7.0" unsolicited rate
     }
+    // 451 4.7.x (greylisting, a policy check that failed for now) is "451
+    // other": a retry with backoff, not a rate to halve.
     // 421/451 otherwise, 452 4.2.2 over quota, 452 4.5.3 too many
     // recipients (one per message here: as it stands, a retry).
     return kind(WM_RESULT_RETRY_LATER);
@@ -99,10 +112,25 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     // RFC 5321 4.5.3.1.10: 552 to RCPT is read as 452 (storage).
     if (code == 552 && stage == Stage::kRcpt) return kind(WM_RESULT_RETRY_LATER);
     // A 5.1.x or a 553 to MAIL FROM is about our sender address: never the
-    // recipient's, whom it would suppress.
+    // recipient's, whom it would suppress. So is a refusal to RCPT that
+    // says so (Postfix reports sender restrictions there, "550 5.1.0
+    // <x>: Sender address rejected"), or that refuses to relay for us
+    // (qmail: "553 sorry, that domain isn't in my list of allowed
+    // rcpthosts (#5.7.1)"): our configuration, and every recipient would
+    // be suppressed for it.
     bool sender = stage == Stage::kMail;
-    if (!sender && StartsWith(e, "5.1.") && e != "5.1.7" && e != "5.1.8") {
-      return kind(WM_RESULT_PERMANENT_RECIPIENT);  // 5.1.7/5.1.8: the sender's address
+    for (const char* ours : {"sender address rejected", "relay access denied", "relaying denied",
+                             "relay not permitted", "allowed rcpthosts"}) {
+      sender = sender || ContainsNoCase(reply.text, ours);
+    }
+    // Only the recipient's own address or mailbox suppresses it: 5.1.1 no
+    // such mailbox, 5.1.2 no such domain, 5.1.3 a bad address, 5.1.6 moved,
+    // 5.1.10 null MX, 5.2.1 disabled. (5.1.0 is "other address status",
+    // 5.1.7/5.1.8 the sender's: not the recipient's to pay for.)
+    static const char* const kRecipient[] = {"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"};
+    if (!sender &&
+        std::find(std::begin(kRecipient), std::end(kRecipient), e) != std::end(kRecipient)) {
+      return kind(WM_RESULT_PERMANENT_RECIPIENT);
     }
     if (!sender && e == "5.2.1") return kind(WM_RESULT_PERMANENT_RECIPIENT);  // mailbox disabled
     if (sender && (StartsWith(e, "5.1.") || StartsWith(e, "5.7.") || code == 553)) {

@@ -70,6 +70,18 @@ TEST(Template, SectionsSeeTheirItemsAndTheOuterNames) {
   EXPECT_EQ(r.value().text, "2x Tea for u1;1x Mug for u1; VIP\n");
 }
 
+// null is falsy (the Mustache spec): "[Use code ]" was rendered for a
+// coupon of null, and the inverted section not at all.
+TEST(Template, NullIsFalsy) {
+  Template t = Parse(
+      "subject: s\n--- text\n"
+      "[{{#trigger.data.coupon}}Use code {{trigger.data.coupon}}{{/trigger.data.coupon}}]"
+      "[{{^trigger.data.coupon}}no code{{/trigger.data.coupon}}]({{trigger.data.coupon}})\n");
+  auto m = t.Render({{"trigger", {{"data", {{"coupon", nullptr}}}}}});
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().text, "[][no code]()\n");
+}
+
 TEST(Template, AMissingNameIsAnErrorNamingIt) {
   Template t = Parse("subject: Hi {{trigger.data.nickname}}\n--- text\nx\n");
   auto m = t.Render(kData);
@@ -261,6 +273,35 @@ TEST(Message, ATransportThatTakesThePartsGetsTheSameChecksAndNoText) {
     ASSERT_FALSE(checked.ok()) << built.error();
     EXPECT_EQ(checked.error(), built.error());
   }
+}
+
+// A display name from an event's data holding `"` ended the quoted string
+// early: `From: "Eve" <ceo@acme.example>, "x via Acme" <hello@acme.example>`
+// is two mailboxes, the first spoofed. It is one mailbox now, in the
+// message and in the from_header a transport sends as JSON.
+TEST(Message, AFromNameIsOneMailboxWhateverItHolds) {
+  MessageParams p = Params();
+  p.from = "Eve\" <ceo@acme.example>, \"x via Acme <hello@acme.example>";
+  auto m = BuildMessage(p);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_NE(m.value().find("\r\nFrom: \"Eve\\\" <ceo@acme.example>, \\\"x via Acme\" "
+                           "<hello@acme.example>\r\n"),
+            std::string::npos)
+      << m.value();
+  auto out = BuildOutMessage(p, "marketing", false);
+  ASSERT_TRUE(out.ok()) << out.error();
+  EXPECT_EQ(out.value().from_header,
+            "\"Eve\\\" <ceo@acme.example>, \\\"x via Acme\" <hello@acme.example>");
+  EXPECT_EQ(out.value().from, "hello@acme.example");
+  // A quoted name is read with its quoted pairs, and written back the same.
+  Sender s;
+  ASSERT_TRUE(SplitMailbox(R"("A \"B\" \\ C" <a@example.com>)", s.name, s.addr));
+  EXPECT_EQ(s.name, R"(A "B" \ C)");
+  EXPECT_EQ(Mailbox(s), R"("A \"B\" \\ C" <a@example.com>)");
+  // Not ASCII: encoded words in the message, UTF-8 for a JSON transport.
+  s.name = "Jörg";
+  EXPECT_EQ(Mailbox(s), "=?UTF-8?B?SsO2cmc=?= <a@example.com>");
+  EXPECT_EQ(Mailbox(s, false), "Jörg <a@example.com>");
 }
 
 TEST(Message, RefusesHeaderInjectionAndBadAddresses) {

@@ -31,6 +31,40 @@ TEST(SmtpReply, ARefusedSenderIsTheProvidersFaultNotTheRecipients) {
   EXPECT_EQ(KindOf("553 sorry\r\n", Stage::kRcpt), WM_RESULT_PERMANENT_RECIPIENT);
 }
 
+// Refusals to RCPT that are about our sender or our relaying (Postfix's
+// sender restrictions, qmail's rcpthosts) suppressed the recipient for good
+// (permanent_recipient); so did 5.1.0, "other address status". Only the
+// recipient's own address or mailbox suppresses it.
+TEST(SmtpReply, OnlyTheRecipientsOwnAddressSuppressesIt) {
+  EXPECT_EQ(KindOf("550 5.1.0 <security@acme.example>: Sender address rejected: User unknown in "
+                   "local recipient table\r\n",
+                   Stage::kRcpt),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n",
+                   Stage::kRcpt),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("554 5.7.1 <a@example.net>: Relay access denied\r\n", Stage::kRcpt),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 5.1.0 Address rejected\r\n", Stage::kRcpt), WM_RESULT_PERMANENT_MESSAGE);
+  for (const char* e : {"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"}) {
+    EXPECT_EQ(KindOf(std::string("550 ") + e + " no\r\n", Stage::kRcpt),
+              WM_RESULT_PERMANENT_RECIPIENT)
+        << e;
+  }
+  // A host name with "relay" in it is not a relay refusal.
+  EXPECT_EQ(KindOf("550 5.1.1 mx-relay.example.net: user unknown\r\n", Stage::kRcpt),
+            WM_RESULT_PERMANENT_RECIPIENT);
+}
+
+// 451 4.7.x (greylisting) is "451 other": retried with backoff. It was a
+// provider-wide throttle, halving the provider's rate at every try.
+TEST(SmtpReply, GreylistingIsARetryNotAThrottle) {
+  EXPECT_EQ(KindOf("451 4.7.1 Greylisted, try again later\r\n", Stage::kRcpt),
+            WM_RESULT_RETRY_LATER);
+  EXPECT_EQ(KindOf("421 4.7.0 Try again later, closing connection\r\n", Stage::kRcpt),
+            WM_RESULT_THROTTLED);
+}
+
 // A 5xx greeting or EHLO refuses the session, not a message: every queued
 // message was dead-lettered (permanent_message) for it.
 TEST(SmtpReply, ARefusedSessionIsTheProvidersFault) {
