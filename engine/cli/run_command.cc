@@ -46,6 +46,7 @@ struct RunOptions {
   uint32_t transport_burst = 1;
   int max_attempts = 8;
   std::string retry_base = kDefaultRetryBase, retry_max = kDefaultRetryMax;
+  std::string from, unsubscribe_url;  // [delivery]; "": the engine's defaults
   std::string journeys = "journeys";
   std::string schemas = "schemas";
   std::string clock = "wall";
@@ -428,13 +429,20 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
 // sequence says: it skips only for deliveries that never arrived; without
 // that, the stream is not read (a purge of millions would be as many
 // reads) and the gap is said. `through` is the highest sequence delivered
-// so far. A read that fails leaves the gap and what follows it for a later
-// fetch (the consumer delivers them again).
-void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& msgs) {
+// so far; `lost`, that deliveries were lost since (kept across fetches
+// until a message follows `through` or the gap is read). A read that fails
+// leaves the gap and what follows it for a later fetch (the consumer
+// delivers them again; `lost` stays, so the gap is read then, not taken
+// for messages gone).
+void FillGaps(JetStream& js, uint64_t& through, bool& lost, std::vector<JetStreamMessage>& msgs) {
   std::vector<JetStreamMessage> out;
   out.reserve(msgs.size());
   for (JetStreamMessage& m : msgs) {
-    if (m.stream_seq > through + 1 && !m.lost_before) {
+    lost = lost || m.lost_before;
+    // A delivery lost before a message that follows `through` was one of
+    // a message at or below it, delivered again: nothing is missing.
+    if (m.stream_seq == through + 1) lost = false;
+    if (m.stream_seq > through + 1 && !lost) {
       std::cerr << "waymark run: nats: messages " << through + 1 << " to " << m.stream_seq - 1
                 << " are no longer in the stream (deleted, or expired before they were read)\n";
     } else if (m.stream_seq > through + 1) {
@@ -461,6 +469,7 @@ void FillGaps(JetStream& js, uint64_t& through, std::vector<JetStreamMessage>& m
         while (!out.empty() && out.back().stream_seq > through) out.pop_back();
         break;
       }
+      lost = false;
       if (read > 0) {
         std::cerr << "waymark run: nats: messages " << through + 1 << " to " << m.stream_seq - 1
                   << " were delivered but never arrived (lost in flight); " << read
@@ -509,6 +518,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
               << restarts << " over message " << committed + 1 << ")\n";
   }
   uint64_t submitted_through = committed, delivered_through = committed;
+  bool deliveries_lost = false;  // FillGaps
   size_t stride = 1;
 
   struct Submitted {
@@ -545,6 +555,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   auto publish_dead_letters = [&](const Submitted& b) -> Status {
     for (size_t i = 0; i < b.outcomes.size(); ++i) {
       if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
+      auto told_at = std::chrono::steady_clock::time_point();
       for (bool told = false;;) {
         std::string why;
         JetStream::Published p = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason, &why);
@@ -558,9 +569,12 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
           if (metrics) metrics->DeadLetterNotPublished();
           break;
         }
-        if (!told) {
-          std::cerr << "waymark run: " << why << "; trying again until it is taken\n";
+        // Said at once, and every minute while it lasts: the stream waits.
+        if (!told || std::chrono::steady_clock::now() - told_at > std::chrono::minutes(1)) {
+          std::cerr << "waymark run: " << why
+                    << "; the stream waits, trying again until it is taken\n";
           told = true;
+          told_at = std::chrono::steady_clock::now();
         }
         for (int k = 0; k < 10 && !g_stop; ++k) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -617,7 +631,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     std::vector<JetStreamMessage> msgs = std::move(fetched).value();
     pending = msgs.empty() ? 0 : msgs.back().pending;
     bool caught_up = msgs.size() < o.batch;
-    FillGaps(js, delivered_through, msgs);
+    FillGaps(js, delivered_through, deliveries_lost, msgs);
     if (msgs.empty()) {
       if (Status s = e.Flush(WallNow()); !s.ok()) return s;
       if (Status s = finish(); !s.ok()) return s;
@@ -754,6 +768,16 @@ int Run(const RunOptions& o) {
     return kExitUsage;
   }
   eo.max_attempts = o.max_attempts;
+  if (!o.from.empty()) {
+    std::string name, addr;
+    if (!SplitMailbox(o.from, name, addr)) {
+      std::cerr << "waymark run: [delivery] from: '" << o.from
+                << "' is not a mailbox (\"Name <addr>\" or \"addr\")\n";
+      return kExitUsage;
+    }
+    eo.default_from = o.from;
+  }
+  if (!o.unsubscribe_url.empty()) eo.unsubscribe_url = o.unsubscribe_url;
   for (const nlohmann::json& d : o.domains) {  // checked against the schema
     eo.domains.push_back({d.at("name").get<std::string>(),
                           d.value("domains", std::vector<std::string>()),
@@ -1274,6 +1298,8 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.UnderNumber(cmd, "--max-attempts", "delivery", "max_attempts", o->max_attempts);
     cfg.Under(cmd, "--retry-base", "delivery", "retry_base", o->retry_base);
     cfg.Under(cmd, "--retry-max", "delivery", "retry_max", o->retry_max);
+    cfg.Under(cmd, "", "delivery", "from", o->from);
+    cfg.Under(cmd, "", "delivery", "unsubscribe_url", o->unsubscribe_url);
     cfg.Under(cmd, "--clock", "engine", "clock", o->clock);
     cfg.Under(cmd, "--cap", "engine", "cap", o->cap);
     cfg.Under(cmd, "--metrics", "metrics", "listen", o->metrics);

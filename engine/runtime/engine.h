@@ -51,6 +51,9 @@ struct EngineOptions {
   // letter: taken, it would move the engine's clock, and so every later
   // entry's time and waits, as far ahead as it says.
   Micros max_event_lead = 300'000'000;
+  // [delivery] from and unsubscribe_url (docs/operations.md): the From of
+  // a template that sets none, and the one-click unsubscribe endpoint of
+  // non-transactional mail, to which "?m=KEY" (or "&m=KEY") is added.
   std::string default_from = "Waymark <noreply@waymark.example>";
   std::string unsubscribe_url = "https://waymark.example/unsubscribe";
   // Frequency cap per person (instance key) across journeys: at most

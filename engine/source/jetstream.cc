@@ -552,7 +552,12 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
     }
     return Published::kTryAgain;
   }
-  if (jerr != 0 && jerr != JSClusterNotAvailErr) return Published::kRefused;
+  // What the stream refuses for good: its limits (full, with discard new)
+  // or its largest message. Anything else may pass (resources, a cluster
+  // electing, a timeout while nats-server restarts).
+  if (jerr == JSStreamStoreFailedErr || jerr == JSStreamMessageExceedsMaximumErr) {
+    return Published::kRefused;
+  }
   return Published::kTryAgain;
 }
 

@@ -94,7 +94,8 @@ class JetStream {
     kYes,
     kTryAgain,  // nats-server away, or JetStream not answering yet (a
                 // dead-letter stream deleted meanwhile is made again)
-    kRefused,   // the stream refused it (its limits): it never will take it
+    kRefused,   // the stream refused it (its limits, its largest message):
+                // it will not take it while they hold
     kClosed,    // the connection is closed for good
   };
   Published PublishDeadLetter(const JetStreamMessage& m, const std::string& reason,

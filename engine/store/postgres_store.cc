@@ -981,7 +981,9 @@ class PostgresStore : public Store {
       try {
         if (side == Side::kWrite) stale_claim_backend_ = claim_backend_;
         Conn(side) = Connect(side);
-        if (side == Side::kWrite && !claim_.empty()) {
+        // Held before the loss (not while still waiting for it, where
+        // the holder is the other engine and Claim goes on waiting).
+        if (side == Side::kWrite && claim_backend_ != 0) {
           if (Status s = RetakeClaim(); !s.ok()) return s;
         }
         std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
@@ -1103,6 +1105,16 @@ class PostgresStore : public Store {
       // server's keepalives give up (hours), stopping every other writer
       // of those rows (the engine that lost it settles it itself).
       n.exec("SET idle_in_transaction_session_timeout = '60s'");
+      // The engine's claim is a lock of this session (Claim): the server
+      // must notice a vanished engine within about a minute, not after
+      // the system's keepalive default (over two hours), or its
+      // replacement waits as long; and no idle timeout a DBA set may end
+      // the session of a quiet engine, losing its claim unnoticed.
+      n.exec("SET tcp_keepalives_idle = 30");
+      n.exec("SET tcp_keepalives_interval = 10");
+      n.exec("SET tcp_keepalives_count = 3");
+      n.exec("SET tcp_user_timeout = 60000");
+      n.exec("SET idle_session_timeout = 0");
       n.exec(
           "CREATE TEMP TABLE events_in (ord BIGSERIAL, source TEXT COLLATE \"C\", "
           "id TEXT COLLATE \"C\", type TEXT, subject TEXT COLLATE \"C\", time BIGINT, "

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "engine/base/json_text.h"
@@ -171,21 +170,37 @@ class SqliteStore : public Store {
     if (claim_fd_ >= 0) ::close(claim_fd_);
   }
 
-  Status Claim(const std::string&, const std::function<bool()>& keep_waiting,
+  // One byte of the file, far past any SQLite locks (at 1 GiB), locked
+  // with an open file description lock: one per name, as the PostgreSQL
+  // store's advisory locks are (partitioned engines on one file claim
+  // apart), released when the process ends. The byte's offset comes from a
+  // hash that does not change between versions (FNV-1a): an old and a new
+  // engine of a rolling update meet on it.
+  Status Claim(const std::string& name, const std::function<bool()>& keep_waiting,
                const std::function<void(const std::string&)>& report) override {
-    if (claim_fd_ < 0) claim_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (claim_fd_ < 0) claim_fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     if (claim_fd_ < 0) {
       return Status::Error("cannot open '" + path_ + "' to claim it: " + std::strerror(errno));
     }
+    uint32_t h = 2166136261u;
+    for (unsigned char c : name) h = (h ^ c) * 16777619u;
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = (off_t(1) << 40) + off_t(h);
+    lock.l_len = 1;
+    const std::string what = name.empty() ? "the run" : name;
     bool said = false;
-    while (::flock(claim_fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK && errno != EINTR) {
+    while (::fcntl(claim_fd_, F_OFD_SETLK, &lock) != 0) {
+      if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
         return Status::Error("cannot lock '" + path_ + "': " + std::strerror(errno));
       }
-      if (!said && report) report("another waymark run uses " + path_ + "; waiting for it to stop");
+      if (!said && report) {
+        report("another engine runs as " + what + " on " + path_ + "; waiting for it to stop");
+      }
       said = true;
       if (!keep_waiting || !keep_waiting()) {
-        return Status::Error("stopped while another waymark run used " + path_);
+        return Status::Error("stopped while another engine ran as " + what + " on " + path_);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -1050,7 +1065,7 @@ class SqliteStore : public Store {
   sqlite3* db_ = nullptr;   // writes
   sqlite3* rdb_ = nullptr;  // reads
   std::string path_;
-  int claim_fd_ = -1;  // holds the flock of Claim
+  int claim_fd_ = -1;  // holds the locks of Claim
   Statements reads_, writes_;
   MultiStatements multi_reads_, multi_writes_;  // by Multi
 };

@@ -191,8 +191,8 @@ class Store {
   // says so once through `report` and waits, until `keep_waiting()` turns
   // false (an error then). PostgreSQL: a session advisory lock on the
   // writer's connection, taken again when it reconnects (an error from
-  // then on if another engine took it meanwhile); SQLite: an exclusive
-  // flock(2) on the file, whatever the name (a file has one engine).
+  // then on if another engine took it meanwhile); SQLite: an open file
+  // description lock on one byte of the file per name.
   virtual Status Claim(const std::string& name, const std::function<bool()>& keep_waiting,
                        const std::function<void(const std::string&)>& report) = 0;
 

@@ -93,6 +93,10 @@ void Destroy(wm_transport* t) {
 }
 
 void Info(wm_transport* t, wm_transport_info* out) {
+  // A message's file is named by its key and never written twice (an
+  // existing one is answered "duplicate"), for as long as it is there.
+  out->flags = WM_TRANSPORT_IDEMPOTENT;
+  out->idempotency_window_s = UINT32_MAX;
   Put(out->description, t->dir.string() + "/ (one .eml file per message)");
 }
 

@@ -232,6 +232,44 @@ TEST(Cli, NatsErrorsSayWhatWentWrongOnce) {
   EXPECT_NE(r.err.find("a stream name is letters, digits, _ and -"), std::string::npos) << r.err;
 }
 
+// The one-click unsubscribe endpoint and the default From are the
+// operator's ([delivery] in waymark.toml): every marketing message pointed
+// at a placeholder domain that nothing could configure.
+TEST(Cli, TheUnsubscribeEndpointAndTheDefaultFromAreConfigured) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_unsub_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "waymark.toml") << "[delivery]\nfrom = \"Acme <hello@acme.example>\"\n"
+                                         "unsubscribe_url = \"https://acme.example/u?list=news\"\n";
+  std::string run = kWaymark + " run --config '" + (dir / "waymark.toml").string() +
+                    "' --events journeys/sample_events.jsonl --clock event --until-idle "
+                    "--transport file:'" +
+                    (dir / "outbox").string() + "' --store 'sqlite:" + (dir / "w.db").string() +
+                    "'";
+  Outcome r = Sh(run);
+  ASSERT_EQ(r.code, 0) << r.err;
+  int marketing = 0;
+  for (const auto& e : fs::directory_iterator(dir / "outbox")) {
+    std::string m = ReadFile(e.path());
+    if (m.find("List-Unsubscribe: ") == std::string::npos) continue;
+    ++marketing;
+    EXPECT_NE(m.find("List-Unsubscribe: <https://acme.example/u?list=news&m=wm-"),
+              std::string::npos)
+        << m.substr(0, 600);
+  }
+  EXPECT_GT(marketing, 100);
+  std::ofstream(dir / "waymark.toml", std::ios::trunc) << "[delivery]\nfrom = \"not a mailbox\"\n";
+  r = Sh(run);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("[delivery] from: 'not a mailbox' is not a mailbox"), std::string::npos)
+      << r.err;
+  std::ofstream(dir / "waymark.toml", std::ios::trunc)
+      << "[delivery]\nunsubscribe_url = \"http://acme.example/u\"\n";
+  r = Sh(run);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("unsubscribe_url"), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);

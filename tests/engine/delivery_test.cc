@@ -1,6 +1,9 @@
 // Templates and messages: strict Mustache rendering (only the names a
 // template uses are converted, with the same result as converting all),
 // and RFC 5322 / MIME output that refuses header injection.
+#include <unistd.h>
+
+#include <filesystem>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -302,6 +305,18 @@ TEST(Message, AFromNameIsOneMailboxWhateverItHolds) {
   s.name = "Jörg";
   EXPECT_EQ(Mailbox(s), "=?UTF-8?B?SsO2cmc=?= <a@example.com>");
   EXPECT_EQ(Mailbox(s, false), "Jörg <a@example.com>");
+}
+
+// The file transport deduplicates by the key (a message's file is named by
+// it): it says so, so that a send pending at a restart is not counted as
+// maybe repeated, and an ambiguous one may go again with its key.
+TEST(FileTransport, SaysItDeduplicatesByTheKey) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("waymark_file_idem_" + std::to_string(::getpid()));
+  auto t = OpenTransport("file:" + dir.string(), WAYMARK_PLUGIN_DIR);
+  ASSERT_TRUE(t.ok()) << t.error();
+  EXPECT_TRUE(t.value()->Idempotent());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Message, RefusesHeaderInjectionAndBadAddresses) {

@@ -506,6 +506,47 @@ TEST_F(PostgresReconnect, AClaimIsTakenAgainOnReconnectingUnlessAnotherEngineToo
   EXPECT_EQ(Count("events"), 2);
 }
 
+// An engine still waiting for another's claim that loses its connection
+// goes on waiting: it took the holder for a takeover and stopped (exit 3),
+// as a PostgreSQL restart during a rolling update would make it.
+TEST_F(PostgresReconnect, AnEngineWaitingForAClaimRidesOutALostConnection) {
+  auto say = [](const std::string&) {};
+  auto a = Open(url_);
+  ASSERT_TRUE(a.ok()) << a.error();
+  ASSERT_TRUE(a.value()
+                  ->Claim(
+                      "EVENTS/waymark", [] { return false; }, say)
+                  .ok());
+  auto b = Open(url_);
+  ASSERT_TRUE(b.ok()) << b.error();
+  std::atomic<int> waits{0};
+  auto waiting = [&] {
+    ++waits;
+    return waits < 500;  // 100 s at most
+  };
+  auto claim = std::async(std::launch::async,
+                          [&] { return b.value()->Claim("EVENTS/waymark", waiting, say); });
+  for (int i = 0; i < 500 && waits < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(waits, 2);
+  {
+    // Every session of the database but the claim's (and this one) ends.
+    pqxx::connection c(server_ + "/postgres");
+    pqxx::nontransaction t(c);
+    t.exec_params(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> "
+        "pg_backend_pid() AND pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+        "AND granted)",
+        db_);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  a.value().reset();  // the first engine stops
+  Status s = claim.get();
+  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_LT(waits, 500);
+}
+
 // After a crash a server may hand out again a transaction ID it never
 // logged: a commit in doubt is the batch's only if the batch's own rows
 // carry that ID. Here another client's committed transaction stands for

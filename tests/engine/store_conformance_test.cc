@@ -663,10 +663,6 @@ TEST_P(StoreConformance, AnAuditReadsEveryEventInOrderAndEverySendWithItsLastRes
   EXPECT_TRUE(store_->SendsAfter(rest.value()[0].seq, 2).value().empty());
 }
 
-// An audit of a live store: a batch an engine commits between the read of
-// the sends and the read of the events is in neither. (Its events were
-// read without its sends, and the replay reported its sends as "only
-// replayed".)
 // Two engines on one consumer would each dispatch the other's pending
 // sends: one store handle at a time holds a name; another waits until the
 // first is closed.
@@ -683,6 +679,8 @@ TEST_P(StoreConformance, OneHandleAtATimeClaimsAName) {
   EXPECT_EQ(asked, 3);
   ASSERT_EQ(said.size(), 1u);  // said once, not at every try
   EXPECT_NE(said[0].find("waiting for it to stop"), std::string::npos) << said[0];
+  // Another name (another partition's consumer) is another claim.
+  EXPECT_TRUE(other.value()->Claim("EVENTS/waymark-1", never, say).ok());
   // Closed, it lets go (a PostgreSQL server notices the closed session a
   // moment later: the waiting one tries again).
   store_.reset();
@@ -692,6 +690,10 @@ TEST_P(StoreConformance, OneHandleAtATimeClaimsAName) {
   EXPECT_LT(tries, 100);
 }
 
+// An audit of a live store: a batch an engine commits between the read of
+// the sends and the read of the events is in neither. (Its events were
+// read without its sends, and the replay reported its sends as "only
+// replayed".)
 TEST_P(StoreConformance, AnAuditReadsSendsAndEventsInOneSnapshot) {
   Batch one;
   one.events = {Ev("t"), Ev("e1")};
