@@ -52,9 +52,9 @@ std::string Base64(std::string_view in) {
 }
 
 // RFC 2047 "B" encoded words, split on UTF-8 boundaries so each word stays
-// within 75 characters.
-std::string EncodeWords(std::string_view s) {
-  if (Ascii(s)) return std::string(s);
+// within 75 characters (ASCII text as it is, unless `force`).
+std::string EncodeWords(std::string_view s, bool force = false) {
+  if (!force && Ascii(s)) return std::string(s);
   std::string out;
   size_t i = 0;
   while (i < s.size()) {
@@ -174,6 +174,32 @@ std::string RfcDate(Micros t) {
   return out;
 }
 
+// The Subject's value. ASCII text is folded (RFC 5322 2.2.3: CRLF before
+// white space, which unfolding removes) so that its lines stay within 78
+// characters where its words allow; a word too long for the 998 a line may
+// have is sent, with the whole subject, as encoded words, which split
+// anywhere. Other text is encoded words.
+std::string SubjectValue(std::string_view s) {
+  if (!Ascii(s)) return EncodeWords(s);
+  std::string out;
+  size_t line = 9;  // "Subject: "
+  for (size_t i = 0; i < s.size();) {
+    size_t word = i;
+    while (word < s.size() && (s[word] == ' ' || s[word] == '\t')) ++word;
+    size_t end = word;
+    while (end < s.size() && s[end] != ' ' && s[end] != '\t') ++end;
+    if (end - i > 900) return EncodeWords(s, /*force=*/true);
+    if (word > i && line + (end - i) > 78) {
+      out += "\r\n";
+      line = 0;
+    }
+    out.append(s.substr(i, end - i));
+    line += end - i;
+    i = end;
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string Mailbox(const Sender& s, bool encode) {
@@ -284,7 +310,7 @@ std::string ComposeMessage(const MessageParams& p, const Sender& sender) {
   header("Date", RfcDate(p.date));
   header("From", Mailbox(sender));
   header("To", p.to);
-  header("Subject", EncodeWords(c.subject));
+  header("Subject", SubjectValue(c.subject));
   header("MIME-Version", "1.0");
   header("X-Waymark-Idempotency-Key", p.idempotency_key);
   if (p.list_unsubscribe) {

@@ -819,6 +819,23 @@ TEST_F(Nats, MessagesGoneFromTheStreamAreSaidNotReadOneByOne) {
             "g1,g2");
 }
 
+// A publisher without the engines' waymark.toml refused their stream: made
+// with a 15-minute duplicate window, it was "less than the 1200 s
+// configured", though nothing was configured. publish needs the minimum.
+TEST_F(Nats, PublishTakesTheEnginesStreamWithItsShorterWindow) {
+  fs::path config = dir_ / "waymark.toml";
+  std::ofstream(config) << "[source]\nurl = \"" << nats_ << "\"\nduplicate_window = \"15m\"\n";
+  int status = 0;
+  std::string idle = Run("--config " + config.string(), pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << idle;  // creates the stream
+  std::ofstream(dir_ / "one.jsonl") << Signup("g1", "u1") << "\n";
+  std::string out = Shell("cd " + dir_.string() + "/.. && " + bin_ + " publish " +
+                              (dir_ / "one.jsonl").string() + " --source " + nats_ + " 2>&1",
+                          &status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("1 stored"), std::string::npos) << out;
+}
+
 // An existing events stream whose limits remove unread events is refused:
 // with max_msgs_per_subject 1, four of five signups published before the
 // engine started were gone without a word.

@@ -3,6 +3,7 @@
 // and RFC 5322 / MIME output that refuses header injection.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <tuple>
@@ -317,6 +318,43 @@ TEST(FileTransport, SaysItDeduplicatesByTheKey) {
   ASSERT_TRUE(t.ok()) << t.error();
   EXPECT_TRUE(t.value()->Idempotent());
   std::filesystem::remove_all(dir);
+}
+
+// The Subject line was never folded: a 1,500-byte subject made a header
+// line of 1,510 characters, over RFC 5322's 998. Folded at white space,
+// it unfolds to the subject; a word too long for any line goes as encoded
+// words.
+TEST(Message, ALongSubjectIsFoldedAndUnfoldsToItself) {
+  std::string words;
+  for (int i = 0; i < 150; ++i) words += (i ? " " : "") + std::string("word") + std::to_string(i);
+  for (const std::string& subject : {words, std::string(1500, 'x')}) {
+    MessageParams p = Params();
+    p.content.subject = subject;
+    auto m = BuildMessage(p);
+    ASSERT_TRUE(m.ok()) << m.error();
+    std::string head = m.value().substr(0, m.value().find("\r\n\r\n") + 2);
+    size_t longest = 0;
+    for (size_t at = 0, nl; (nl = head.find("\r\n", at)) != std::string::npos; at = nl + 2) {
+      longest = std::max(longest, nl - at);
+    }
+    // 78 where words allow (RFC 5322's SHOULD); always within its 998.
+    EXPECT_LE(longest, subject == words ? 78u : 998u) << head;
+    size_t from = head.find("\r\nSubject: ") + 11;
+    std::string value;
+    for (size_t i = from;
+         !(head.compare(i, 2, "\r\n") == 0 && head[i + 2] != ' ' && head[i + 2] != '\t');) {
+      if (head.compare(i, 2, "\r\n") == 0) {
+        i += 2;  // unfolding: the CRLF goes, the white space after it stays
+        continue;
+      }
+      value += head[i++];
+    }
+    if (subject == words) {
+      EXPECT_EQ(value, subject);
+    } else {
+      EXPECT_EQ(value.rfind("=?UTF-8?B?", 0), 0u) << value.substr(0, 80);
+    }
+  }
 }
 
 TEST(Message, RefusesHeaderInjectionAndBadAddresses) {
