@@ -555,8 +555,8 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   auto publish_dead_letters = [&](const Submitted& b) -> Status {
     for (size_t i = 0; i < b.outcomes.size(); ++i) {
       if (b.outcomes[i].kind != InputOutcome::Kind::kDeadLetter) continue;
-      auto told_at = std::chrono::steady_clock::time_point();
-      for (bool told = false;;) {
+      std::chrono::steady_clock::time_point told_at;  // never, yet
+      for (;;) {
         std::string why;
         JetStream::Published p = js.PublishDeadLetter(b.messages[i], b.outcomes[i].reason, &why);
         if (p == JetStream::Published::kYes) break;
@@ -570,10 +570,10 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
           break;
         }
         // Said at once, and every minute while it lasts: the stream waits.
-        if (!told || std::chrono::steady_clock::now() - told_at > std::chrono::minutes(1)) {
+        if (told_at == std::chrono::steady_clock::time_point() ||
+            std::chrono::steady_clock::now() - told_at > std::chrono::minutes(1)) {
           std::cerr << "waymark run: " << why
                     << "; the stream waits, trying again until it is taken\n";
-          told = true;
           told_at = std::chrono::steady_clock::now();
         }
         for (int k = 0; k < 10 && !g_stop; ++k) {

@@ -948,10 +948,11 @@ class PostgresStore : public Store {
   // another process, another engine took over while the connection was
   // away: an error, and this engine stops.
   Status RetakeClaim() {
+    const int stale = claim_backend_;  // the session that held it before the loss
     for (int tries = 0; tries < 100; ++tries) {
       int holder = TakeClaim();
       if (holder == 0) return Status();
-      if (holder > 0 && holder != stale_claim_backend_) {
+      if (holder > 0 && holder != stale) {
         return Status::Error("postgresql: another engine took over " + claim_name_ +
                              " (server process " + std::to_string(holder) +
                              ") while the connection was away; this one stops");
@@ -979,7 +980,6 @@ class PostgresStore : public Store {
       if (attempt > 0 && !Pause(attempt)) break;
       if (!reconnect_.keep_trying()) break;
       try {
-        if (side == Side::kWrite) stale_claim_backend_ = claim_backend_;
         Conn(side) = Connect(side);
         // Held before the loss (not while still waiting for it, where
         // the holder is the other engine and Claim goes on waiting).
@@ -1355,10 +1355,10 @@ class PostgresStore : public Store {
   // methods'; each is replaced only on its own thread.
   std::unique_ptr<pqxx::connection> write_, read_;
   // Claim: the lock's name ("waymark run " + the name claimed; "" when
-  // none), the writer's server process that took it, and the one that held
-  // it before the writer's connection was lost.
+  // none), its name in messages, and the writer's server process that took
+  // it (0 while not held).
   std::string claim_, claim_name_;
-  int claim_backend_ = 0, stale_claim_backend_ = 0;
+  int claim_backend_ = 0;
 };
 
 }  // namespace
