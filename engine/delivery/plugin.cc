@@ -306,6 +306,7 @@ class PluginTransport : public Transport {
     plugin_->descriptor().info(t_, &info);
     max_batch_ = info.max_batch;
     idempotent_ = (info.flags & WM_TRANSPORT_IDEMPOTENT) != 0;
+    idempotency_window_s_ = info.idempotency_window_s;
     // A flag of 1.2, believed only from a plugin built for 1.2 or later.
     fields_only_ =
         plugin_->description().abi_minor >= 2 && (info.flags & WM_TRANSPORT_FIELDS_ONLY) != 0;
@@ -325,6 +326,7 @@ class PluginTransport : public Transport {
 
   std::string Describe() const override { return description_; }
   bool Idempotent() const override { return idempotent_; }
+  uint32_t IdempotencyWindowS() const override { return idempotency_window_s_; }
   bool FieldsOnly() const override { return fields_only_; }
 
  private:
@@ -410,6 +412,7 @@ class PluginTransport : public Transport {
   wm_transport* t_ = nullptr;
   uint32_t max_batch_ = 0;
   bool idempotent_ = false;
+  uint32_t idempotency_window_s_ = 0;
   bool fields_only_ = false;
   std::string description_;
 };

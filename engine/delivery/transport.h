@@ -52,6 +52,10 @@ class Transport {
   // Whether the provider deduplicates by the idempotency key (Resend, for
   // 24 hours): an `ambiguous` send may then be sent again, to it.
   virtual bool Idempotent() const { return false; }
+  // For how long after a message reached it the provider still knows its
+  // key, in seconds (wm_transport_info.idempotency_window_s);
+  // UINT32_MAX: for ever. An ambiguous send is not retried past it.
+  virtual uint32_t IdempotencyWindowS() const { return UINT32_MAX; }
   // Whether it takes the message's parts only, never OutMessage::data
   // (WM_TRANSPORT_FIELDS_ONLY): the engine then does not build it.
   virtual bool FieldsOnly() const { return false; }

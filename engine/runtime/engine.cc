@@ -23,6 +23,17 @@ bool SpendsAnAttempt(const std::string& result, const json& detail) {
          !detail.contains("failed_over");
 }
 
+// When the first ambiguous attempt through `provider` began (its result's
+// `attempted_at`), or 0 when no result says.
+Micros PinnedAt(const std::vector<SendResultRow>& results, const std::string& provider) {
+  for (const SendResultRow& r : results) {
+    if (r.result != "ambiguous" || r.detail.value("provider", "") != provider) continue;
+    auto at = ParseRfc3339(r.detail.value("attempted_at", ""));
+    return at.ok() ? at.value() : 0;
+  }
+  return 0;
+}
+
 // A result the engine decides itself, with no provider asked.
 TransportResult Outcome(std::string kind, std::string detail) {
   TransportResult r;
@@ -175,6 +186,7 @@ Status Engine::Start() {
         std::string provider = r->detail["provider"].get<std::string>();
         p.pinned = router_.Find(provider);
         if (p.pinned < 0) lost_pins[s.key] = provider;
+        p.pinned_at = PinnedAt(results, provider);
       }
       break;
     }
@@ -919,7 +931,10 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
                 router_.provider(provider).transport->Idempotent())) {
       // An ambiguous send is sent again only to a provider that
       // deduplicates by its key, and only to that one.
-      if (result == "ambiguous") p.pinned = provider;
+      if (result == "ambiguous" && p.pinned != provider) {
+        p.pinned = provider;
+        p.pinned_at = wall_now;  // it may have reached the provider from then
+      }
       ++p.spent;
       final = p.spent >= options_.max_attempts;
       if (final) gave_up = "gave up after " + std::to_string(p.spent) + " attempts: " + result;
@@ -943,6 +958,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       ++summary_.providers[router_.provider(provider).name][result];
     }
     if (failed_over) d["failed_over"] = true;
+    if (result == "ambiguous" && provider >= 0) d["attempted_at"] = FormatRfc3339(wall_now);
     if (p.recovered && result == "accepted" && provider >= 0 &&
         (!router_.provider(provider).transport->Idempotent() || router_.size() > 1)) {
       // The one window no store closes: a crash after a provider took the
@@ -1000,6 +1016,22 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       continue;
     }
     auto prior = progress_.find(s.key);
+    if (prior != progress_.end() && prior->second.pinned >= 0 && prior->second.pinned_at > 0) {
+      // Sent again past the window in which the provider knows the key,
+      // it could be delivered twice: it ends ambiguous.
+      const Provider& to = router_.provider(prior->second.pinned);
+      uint32_t window = to.transport->IdempotencyWindowS();
+      if (window != UINT32_MAX && wall_now - prior->second.pinned_at > window * kMicrosPerSecond) {
+        record(s, -1,
+               Outcome("ambiguous",
+                       "not sent again: provider '" + to.name +
+                           "' may have it, and knows its key for " + std::to_string(window) +
+                           " s, which passed at " +
+                           FormatRfc3339(prior->second.pinned_at + window * kMicrosPerSecond)),
+               "", wall_now);
+        continue;
+      }
+    }
     std::string group = router_.Group(DomainOf(s.recipient));
     Router::Choice c = router_.Take(s.intent, group, wall_now,
                                     prior == progress_.end() ? -1 : prior->second.pinned);

@@ -336,6 +336,10 @@ class Engine {
     // The provider an `ambiguous` send must go back to (it deduplicates by
     // the key; another provider would not), or -1.
     int pinned = -1;
+    // When the first attempt that may have reached `pinned` began (wall
+    // clock), or 0 when not known: retries end once the provider's
+    // idempotency window since then has passed.
+    Micros pinned_at = 0;
     Micros retry_at = 0;
     // Pending when this engine started: a run before it may have handed it
     // to a provider and stopped before the answer was stored.

@@ -1259,6 +1259,53 @@ TEST_F(EngineTest, AnAmbiguousSendStaysPinnedAcrossARestart) {
   EXPECT_TRUE(b.got.empty()) << "failed over to b, which does not know the key";
 }
 
+// A provider knows a key for its idempotency window only: an ambiguous
+// send is sent to it again within the window, and past it (counted from
+// the first attempt that may have reached it, also across a restart) it
+// ends ambiguous instead of going out a second time.
+TEST_F(EngineTest, AnAmbiguousSendIsNotSentAgainPastTheProvidersWindow) {
+  Journey("j", kTransactional);
+  class Windowed : public Scripted {
+   public:
+    using Scripted::Scripted;
+    std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+      sent += messages.size();
+      return Scripted::SendBatch(messages);
+    }
+    uint32_t IdempotencyWindowS() const override { return 60; }
+    size_t sent = 0;
+  };
+  for (bool restart : {false, true}) {
+    for (int after_s : {30, 61}) {
+      SCOPED_TRACE((restart ? "after a restart, " : "") + std::to_string(after_s) + " s later");
+      fs::remove(dir_ / "w.db");
+      Windowed a({"ambiguous"});
+      providers_ = {{.name = "a", .transport = &a}};
+      Start(QuickRetries(10));
+      Micros wall = 1'000'000'000;
+      ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // ambiguous
+      if (restart) Start(QuickRetries(10));
+      wall += after_s * kMicrosPerSecond;
+      ASSERT_TRUE(engine_->Flush(wall).ok());
+      auto results = store_->SendResults(1).value();
+      ASSERT_EQ(results.size(), 2u);
+      EXPECT_TRUE(results[1].final);
+      EXPECT_TRUE(store_->PendingSends(10).value().empty());
+      if (after_s < 60) {
+        EXPECT_EQ(a.sent, 2u);
+        EXPECT_EQ(results[1].result, "accepted");
+      } else {
+        EXPECT_EQ(a.sent, 1u) << "sent again past the window";
+        EXPECT_EQ(results[1].result, "ambiguous");
+        EXPECT_NE(results[1].detail.dump().find("knows its key for 60 s"), std::string::npos)
+            << results[1].detail;
+      }
+      engine_.reset();
+      store_.reset();
+    }
+  }
+}
+
 // An ambiguous send whose provider is gone from the configuration after a
 // restart is a dead letter: any other provider could deliver it twice.
 TEST_F(EngineTest, AnAmbiguousSendWhoseProviderIsGoneIsADeadLetter) {
