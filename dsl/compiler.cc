@@ -636,16 +636,22 @@ void Compiler::LowerStmt(const Stmt& s, const std::string& id, const std::string
 }
 
 // Follows gotos (and empty steps) from `id` to a real state. Records which
-// goto an edge came from, for loop diagnostics.
+// goto an edge came from, for loop diagnostics: the last goto of the chain.
+// A loop, not a recursion: a chain of 100,000 gotos is a journey too.
 std::string Compiler::Resolve(const std::string& id, const std::string& from,
                               std::set<std::string>& seen) {
-  auto it = jumps_.find(id);
-  if (it == jumps_.end()) return id;
-  if (!seen.insert(id).second) return kUnknown;  // a cycle of gotos: reported by the caller
-  auto entry = step_entry_.find(it->second.target_step);
-  if (entry == step_entry_.end()) return kUnknown;
-  std::string target = Resolve(entry->second, from, seen);
-  goto_edges_.emplace(std::make_pair(from, target), it->second.loc);
+  std::vector<Loc> gotos;  // of the chain, in order
+  std::string target = id;
+  for (auto it = jumps_.find(target); it != jumps_.end(); it = jumps_.find(target)) {
+    auto entry = step_entry_.find(it->second.target_step);
+    if (!seen.insert(target).second || entry == step_entry_.end()) {
+      target = kUnknown;  // a cycle of gotos, or a missing step: reported by the caller
+      break;
+    }
+    gotos.push_back(it->second.loc);
+    target = entry->second;
+  }
+  if (!gotos.empty()) goto_edges_.emplace(std::make_pair(from, target), gotos.back());
   return target;
 }
 
@@ -726,41 +732,20 @@ void Compiler::CheckGraph(CompiledJourney& c) {
     }
   }
 
-  // Loops that can go round without a wait: cycles among non-wait states.
+  // Loops that can go round without a wait: cycles among non-wait states
+  // (Tarjan's strongly connected components, with a stack of our own: a
+  // step of 20,000 statements is a path of 20,000 states).
   size_t n = c.states.size();
-  std::vector<int> idx(n, -1), low(n, 0);
-  std::vector<bool> on_stack(n, false);
-  std::vector<size_t> stack;
-  int counter = 0;
-  std::function<void(size_t)> strong = [&](size_t v) {
-    idx[v] = low[v] = counter++;
-    stack.push_back(v);
-    on_stack[v] = true;
-    bool self_loop = false;
-    if (!c.states[v].IsWait()) {
-      for (const std::string& s : c.states[v].Successors()) {
-        auto it = index.find(s);
-        if (it == index.end() || c.states[it->second].IsWait()) continue;
-        size_t w = it->second;
-        if (w == v) self_loop = true;
-        if (idx[w] < 0) {
-          strong(w);
-          low[v] = std::min(low[v], low[w]);
-        } else if (on_stack[w]) {
-          low[v] = std::min(low[v], idx[w]);
-        }
-      }
+  std::vector<std::vector<size_t>> after(n);  // non-wait successors of non-wait states
+  for (size_t v = 0; v < n; ++v) {
+    if (c.states[v].IsWait()) continue;
+    for (const std::string& s : c.states[v].Successors()) {
+      auto it = index.find(s);
+      if (it != index.end() && !c.states[it->second].IsWait()) after[v].push_back(it->second);
     }
-    if (low[v] != idx[v]) return;
-    std::vector<size_t> scc;
-    size_t w;
-    do {
-      w = stack.back();
-      stack.pop_back();
-      on_stack[w] = false;
-      scc.push_back(w);
-    } while (w != v);
-    if (scc.size() < 2 && !self_loop) return;
+  }
+  int errors_before = diags_.errors();
+  auto report = [&](const std::vector<size_t>& scc) {
     std::set<std::string> ids;
     for (size_t k : scc) ids.insert(c.states[k].id);
     Loc where = c.states[*std::min_element(scc.begin(), scc.end())].loc;
@@ -778,8 +763,84 @@ void Compiler::CheckGraph(CompiledJourney& c) {
                      " can repeat without waiting: add a wait (wait, wait until or wait for) "
                      "on the loop");
   };
+  std::vector<int> idx(n, -1), low(n, 0);
+  std::vector<bool> on_stack(n, false);
+  std::vector<size_t> stack;
+  std::vector<std::pair<size_t, size_t>> calls;  // a state, and its next successor to visit
+  int counter = 0;
+  auto visit = [&](size_t v) {
+    idx[v] = low[v] = counter++;
+    stack.push_back(v);
+    on_stack[v] = true;
+    calls.emplace_back(v, 0);
+  };
+  for (size_t root = 0; root < n; ++root) {
+    if (idx[root] >= 0) continue;
+    visit(root);
+    while (!calls.empty()) {
+      auto [v, k] = calls.back();
+      if (k < after[v].size()) {
+        ++calls.back().second;
+        size_t w = after[v][k];
+        if (idx[w] < 0) {
+          visit(w);
+        } else if (on_stack[w]) {
+          low[v] = std::min(low[v], idx[w]);
+        }
+        continue;
+      }
+      calls.pop_back();
+      if (!calls.empty()) low[calls.back().first] = std::min(low[calls.back().first], low[v]);
+      if (low[v] != idx[v]) continue;
+      std::vector<size_t> scc;
+      size_t w;
+      do {
+        w = stack.back();
+        stack.pop_back();
+        on_stack[w] = false;
+        scc.push_back(w);
+      } while (w != v);
+      bool self_loop = std::find(after[v].begin(), after[v].end(), v) != after[v].end();
+      if (scc.size() > 1 || self_loop) report(scc);
+    }
+  }
+  if (diags_.errors() != errors_before) return;
+
+  // One input runs at most kMaxStatesPerInput states (the step's guard):
+  // the longest path without a wait, counting the wait or end it stops
+  // at, must fit. The states without a wait form no cycle (above), so the
+  // longest path from each is found in one pass, children first.
+  std::vector<size_t> longest(n, 0);  // 0: not yet known
+  for (size_t root = 0; root < n; ++root) {
+    if (longest[root]) continue;
+    std::vector<std::pair<size_t, size_t>> path{{root, 0}};
+    while (!path.empty()) {
+      auto [v, k] = path.back();
+      if (k < after[v].size()) {
+        ++path.back().second;
+        if (!longest[after[v][k]]) path.emplace_back(after[v][k], 0);
+        continue;
+      }
+      size_t most = 0;  // after this state: 1 when it can stop at a wait next
+      if (!c.states[v].IsWait()) {
+        for (const std::string& s : c.states[v].Successors()) {
+          auto it = index.find(s);
+          if (it != index.end())
+            most = std::max(most, longest[it->second] ? longest[it->second] : 1);
+        }
+      }
+      longest[v] = 1 + most;
+      path.pop_back();
+    }
+  }
   for (size_t v = 0; v < n; ++v) {
-    if (idx[v] < 0) strong(v);
+    if (!reached[v] || longest[v] <= size_t(kMaxStatesPerInput)) continue;
+    Error(c.states[v].loc, "from here, " + std::to_string(longest[v]) +
+                               " statements can run without a wait: one event or timer runs "
+                               "at most " +
+                               std::to_string(kMaxStatesPerInput) +
+                               " (split the work with a wait)");
+    break;
   }
 }
 

@@ -22,7 +22,18 @@
 namespace waymark::dsl {
 
 struct State {
-  enum class Kind { kSend, kWait, kWaitUntil, kWaitEvent, kBranch, kMatch, kSplit, kSet, kEmit, kEnd };
+  enum class Kind {
+    kSend,
+    kWait,
+    kWaitUntil,
+    kWaitEvent,
+    kBranch,
+    kMatch,
+    kSplit,
+    kSet,
+    kEmit,
+    kEnd
+  };
   struct Case {  // branch: `when`; match: `values`
     ExprPtr when;
     std::vector<nlohmann::json> values;
@@ -37,36 +48,36 @@ struct State {
 
   std::string id;
   Kind kind = Kind::kEnd;
-  Loc loc;            // not serialised; see SourceMap
-  std::string next;   // send, wait, wait_until, set, emit
+  Loc loc;           // not serialised; see SourceMap
+  std::string next;  // send, wait, wait_until, set, emit
 
   // send
   std::string template_name;
   ExprPtr to;
   Intent intent = Intent::kMarketing;
-  std::string via;                 // empty: routing decides
-  std::optional<int> priority;     // empty: the journey's priority
+  std::string via;              // empty: routing decides
+  std::optional<int> priority;  // empty: the journey's priority
   // wait
   int64_t delay_s = 0;
   // wait_until
   int minute_of_day = 0;
-  std::vector<int> days;           // 0 = Monday; empty = any day
-  ExprPtr zone;                    // null: the journey's timezone
-  std::string fallback;            // empty: the journey's fallback
+  std::vector<int> days;  // 0 = Monday; empty = any day
+  ExprPtr zone;           // null: the journey's timezone
+  std::string fallback;   // empty: the journey's fallback
   // wait_event (also uses `when`) and emit
   std::string event;
   ExprPtr when;
   std::optional<int64_t> timeout_s;
   std::string on_event;
-  std::string on_timeout;          // empty when there is no timeout
+  std::string on_timeout;  // empty when there is no timeout
   // branch, match
-  ExprPtr value;                   // match only
+  ExprPtr value;  // match only
   std::vector<Case> cases;
   std::string else_next;
   // split
   std::vector<Arm> arms;
   // set
-  std::string var;                 // `value` holds the expression
+  std::string var;  // `value` holds the expression
   // emit
   std::vector<std::pair<std::string, ExprPtr>> fields;
 
@@ -76,6 +87,11 @@ struct State {
     return kind == Kind::kWait || kind == Kind::kWaitUntil || kind == Kind::kWaitEvent;
   }
 };
+
+// The most states one input (an event or a timer) runs in an instance:
+// the step function's guard, and the checker's bound on a path without a
+// wait.
+inline constexpr int kMaxStatesPerInput = 10000;
 
 const char* StateKindName(State::Kind k);
 

@@ -15,8 +15,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr int kMaxStatesPerInput = 10000;
-
 // The values of every path an expression reads, for traces.
 void CollectPaths(const dsl::ExprPtr& e, const EvalScope& scope, json& out) {
   if (!e) return;
@@ -243,7 +241,7 @@ void Stepper::Advance(std::string id) {
   I().wait = Instance::WaitKind::kNone;
   I().due = 0;
   I().wait_event.clear();
-  for (int n = 0; n < kMaxStatesPerInput; ++n) {
+  for (int n = 0; n < dsl::kMaxStatesPerInput; ++n) {
     const dsl::State* s = j_.Find(id);
     if (!s) {
       Record("error", id, {{"reason", "unknown state '" + id + "'"}});
@@ -257,7 +255,9 @@ void Stepper::Advance(std::string id) {
     if (stop) return;
     id = next;
   }
-  Record("error", id, {{"reason", "more than 10000 states in one step"}});
+  Record(
+      "error", id,
+      {{"reason", "more than " + std::to_string(dsl::kMaxStatesPerInput) + " states in one step"}});
   Finish(InstanceStatus::kExited, "error: step limit");
 }
 

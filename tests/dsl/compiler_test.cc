@@ -286,5 +286,41 @@ TEST(Checker, EveryKindOfWaitBreaksALoop) {
   }
 }
 
+// A step is a path of states, and gotos a chain: their checks walked them
+// recursively, and a step of ~20,000 statements or a chain of 100,000
+// gotos overflowed the stack (exit 139). One input runs at most
+// kMaxStatesPerInput states, so a longer path without a wait is an error
+// at check, not an instance ended by the step's guard in production.
+TEST(Checker, LongStepsAndGotoChainsAreCheckedNotACrash) {
+  auto sets = [](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += "  set a = 1\n";
+    return s;
+  };
+  auto journey = [](const std::string& body) {
+    return "journey j {\n entry { on user.signup }\n step a {\n" + body + "  end\n }\n}\n";
+  };
+  // The path ends at `end`, one state more than its statements.
+  MustCompile(journey(sets(kMaxStatesPerInput - 1)));
+  MustCompile(journey(sets(8000) + "  wait 1h\n" + sets(8000)));
+  for (int n : {kMaxStatesPerInput, 100000}) {
+    DiagnosticSink d;
+    CheckedFile f = CheckSource("t.journey", journey(sets(n)), {}, d);
+    EXPECT_FALSE(f.journey.has_value());
+    ASSERT_EQ(d.errors(), 1) << n;
+    EXPECT_EQ(d.all()[0].message,
+              "from here, " + std::to_string(n + 1) +
+                  " statements can run without a wait: one event or timer runs at most 10000 "
+                  "(split the work with a wait)");
+    EXPECT_EQ(d.all()[0].loc.line, 4);
+  }
+  std::string chain = "journey j {\n entry { on user.signup }\n";
+  for (int i = 0; i < 100000; ++i) {
+    chain += " step s" + std::to_string(i) + " { goto s" + std::to_string(i + 1) + " }\n";
+  }
+  chain += " step s100000 { send \"x\" to key intent marketing  end }\n}\n";
+  EXPECT_EQ(MustCompile(chain).states.size(), 2u);
+}
+
 }  // namespace
 }  // namespace waymark::dsl
