@@ -11,7 +11,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kKindNames[] = {"send", "wait",  "wait_until", "wait_event", "branch",
+constexpr const char* kKindNames[] = {"send",  "wait",  "wait_until", "wait_event", "branch",
                                       "match", "split", "set",        "emit",       "end"};
 constexpr const char* kWeekdays[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
 
@@ -34,7 +34,9 @@ json Number(double v) {
   return v;
 }
 
-json Canonical(const json& v) { return v.is_number() ? Number(v.get<double>()) : v; }
+json Canonical(const json& v) {
+  return v.is_number_float() ? Number(v.get<double>()) : v;
+}
 
 int Precedence(const std::string& op) {
   if (op == "or") return 1;
@@ -44,8 +46,12 @@ int Precedence(const std::string& op) {
 
 }  // namespace
 
-const char* StateKindName(State::Kind k) { return kKindNames[int(k)]; }
-const char* WeekdayName(int day) { return kWeekdays[day]; }
+const char* StateKindName(State::Kind k) {
+  return kKindNames[int(k)];
+}
+const char* WeekdayName(int day) {
+  return kWeekdays[day];
+}
 
 std::vector<std::string> State::Successors() const {
   std::vector<std::string> out;
@@ -180,7 +186,8 @@ std::string ExprToString(const ExprPtr& e) {
     }
     case Expr::Kind::kIn: {
       std::string s = ExprToString(e->args[0]) + (e->op == "in" ? " in [" : " not in [");
-      for (size_t i = 1; i < e->args.size(); ++i) s += (i > 1 ? ", " : "") + ExprToString(e->args[i]);
+      for (size_t i = 1; i < e->args.size(); ++i)
+        s += (i > 1 ? ", " : "") + ExprToString(e->args[i]);
       return s + "]";
     }
     case Expr::Kind::kBinary: {
@@ -350,11 +357,11 @@ Result<ExprPtr> OptionalExpr(const json& j, const char* key) {
   return ExprFromJson(j.at(key));
 }
 
-#define WAYMARK_TRY_EXPR(dst, src)        \
-  do {                                    \
-    Result<ExprPtr> r_ = (src);           \
-    if (!r_.ok()) return r_.status();     \
-    (dst) = r_.value();                   \
+#define WAYMARK_TRY_EXPR(dst, src)    \
+  do {                                \
+    Result<ExprPtr> r_ = (src);       \
+    if (!r_.ok()) return r_.status(); \
+    (dst) = r_.value();               \
   } while (0)
 
 Result<State> StateFromJson(const json& j) {
@@ -468,7 +475,9 @@ Result<CompiledJourney> CompiledJourney::FromJson(const json& j) {
     c.triggers = triggers.value();
     WAYMARK_TRY_EXPR(c.key, ExprFromJson(entry.at("key")));
     std::string mode = entry.at("reentry").at("mode").get<std::string>();
-    c.reentry = mode == "always" ? Reentry::kAlways : mode == "once_per" ? Reentry::kOncePer : Reentry::kOnce;
+    c.reentry = mode == "always"     ? Reentry::kAlways
+                : mode == "once_per" ? Reentry::kOncePer
+                                     : Reentry::kOnce;
     c.reentry_period_s = entry.at("reentry").value("period_s", int64_t(0));
     c.max_concurrent = entry.at("max_concurrent").get<int>();
     auto exits = RulesFromJson(j.at("exits"));

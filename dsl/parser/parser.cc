@@ -380,7 +380,22 @@ ExprPtr Converter::Convert(const raw::Primary& e) {
     Converter& c;
     ExprPtr operator()(const raw::NullLit& n) const { return c.Literal(c.LocOf(n), nullptr); }
     ExprPtr operator()(const raw::BoolLit& b) const { return c.Literal(c.LocOf(b), b == "true"); }
-    ExprPtr operator()(const raw::NumLit& n) const { return c.Literal(c.LocOf(n), c.Number(n)); }
+    ExprPtr operator()(const raw::NumLit& n) const {
+      // A whole number is an integer (exact up to 64 bits, as event data
+      // is read); a number with a fraction, a double.
+      int64_t i = 0;
+      uint64_t u = 0;
+      const char* end = n.data() + n.size();
+      if (n.find('.') == std::string::npos) {
+        auto whole = [&](auto& v) {
+          auto r = std::from_chars(n.data(), end, v);
+          return r.ec == std::errc() && r.ptr == end;
+        };
+        if (whole(i)) return c.Literal(c.LocOf(n), i);
+        if (whole(u)) return c.Literal(c.LocOf(n), u);
+      }
+      return c.Literal(c.LocOf(n), c.Number(n));
+    }
     ExprPtr operator()(const raw::StrLit& s) const {
       return c.Literal(c.LocOf(s), c.Unquote(s, c.LocOf(s)));
     }

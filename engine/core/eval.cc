@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 namespace waymark {
 
@@ -21,17 +22,42 @@ const json* Walk(const json* v, const std::vector<std::string>& path, size_t fro
   return v;
 }
 
-bool Equal(const json& a, const json& b) {
-  if (a.is_number() && b.is_number()) return a.get<double>() == b.get<double>();
-  return a == b;
+// The order of two JSON numbers without rounding: integers (signed or
+// unsigned, up to 64 bits) compare exactly, and a float against an
+// integer compares its value, not the integer rounded to a double (which
+// made 9007199254740993 equal 9007199254740992). 2 for NaN.
+int CompareNumbers(const json& a, const json& b) {
+  using Wide = __int128;
+  auto integer = [](const json& v) {
+    return v.is_number_unsigned() ? Wide(v.get<uint64_t>()) : Wide(v.get<int64_t>());
+  };
+  auto order = [](auto x, auto y) { return x < y ? -1 : x > y ? 1 : 0; };
+  if (!a.is_number_float() && !b.is_number_float()) return order(integer(a), integer(b));
+  if (a.is_number_float() && b.is_number_float()) {
+    double x = a.get<double>(), y = b.get<double>();
+    return x == x && y == y ? order(x, y) : 2;
+  }
+  bool flip = !a.is_number_float();
+  double d = (flip ? b : a).get<double>();
+  Wide i = integer(flip ? a : b);
+  int r;
+  if (d != d) {
+    return 2;
+  } else if (d >= 0x1p64) {
+    r = 1;
+  } else if (d < -0x1p63) {
+    r = -1;
+  } else {
+    double whole = std::trunc(d);
+    r = order(Wide(whole), i);
+    if (r == 0) r = order(d - whole, 0.0);
+  }
+  return flip ? -r : r;
 }
 
 // -1, 0, 1, or 2 when the values are not ordered against each other.
 int Compare(const json& a, const json& b) {
-  if (a.is_number() && b.is_number()) {
-    double x = a.get<double>(), y = b.get<double>();
-    return x < y ? -1 : x > y ? 1 : 0;
-  }
+  if (a.is_number() && b.is_number()) return CompareNumbers(a, b);
   if (a.is_string() && b.is_string()) {
     int c = a.get_ref<const std::string&>().compare(b.get_ref<const std::string&>());
     return c < 0 ? -1 : c > 0 ? 1 : 0;
@@ -101,6 +127,11 @@ json Call(const dsl::Expr& e, const EvalScope& scope) {
 
 }  // namespace
 
+bool JsonEqual(const json& a, const json& b) {
+  if (a.is_number() && b.is_number()) return CompareNumbers(a, b) == 0;
+  return a == b;
+}
+
 json Eval(const dsl::ExprPtr& p, const EvalScope& scope) {
   if (!p) return nullptr;
   const dsl::Expr& e = *p;
@@ -142,8 +173,8 @@ json Eval(const dsl::ExprPtr& p, const EvalScope& scope) {
       }
       json a = Eval(e.args[0], scope);
       json b = Eval(e.args[1], scope);
-      if (e.op == "==") return Equal(a, b);
-      if (e.op == "!=") return !Equal(a, b);
+      if (e.op == "==") return JsonEqual(a, b);
+      if (e.op == "!=") return !JsonEqual(a, b);
       int c = Compare(a, b);
       if (c == 2) return false;
       if (e.op == "<") return c < 0;
@@ -155,7 +186,8 @@ json Eval(const dsl::ExprPtr& p, const EvalScope& scope) {
     case dsl::Expr::Kind::kIn: {
       json v = Eval(e.args[0], scope);
       bool found = false;
-      for (size_t i = 1; i < e.args.size() && !found; ++i) found = Equal(v, Eval(e.args[i], scope));
+      for (size_t i = 1; i < e.args.size() && !found; ++i)
+        found = JsonEqual(v, Eval(e.args[i], scope));
       return e.op == "in" ? found : !found;
     }
     case dsl::Expr::Kind::kCall:

@@ -22,6 +22,9 @@ struct EvalScope {
 };
 
 nlohmann::json Eval(const dsl::ExprPtr& e, const EvalScope& scope);
+// `==` of the language: numbers by value, exactly (64-bit integers are not
+// rounded to doubles), everything else as JSON.
+bool JsonEqual(const nlohmann::json& a, const nlohmann::json& b);
 // True only when the expression evaluates to the bool true. A null
 // expression (no condition) holds.
 bool Holds(const dsl::ExprPtr& e, const EvalScope& scope);

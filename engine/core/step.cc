@@ -173,8 +173,7 @@ void Stepper::Exec(const dsl::State& s, std::string& next, bool& stop) {
       json v = Eval(s.value, scope);
       for (const auto& c : s.cases) {
         for (const json& x : c.values) {
-          bool eq = (v.is_number() && x.is_number()) ? v.get<double>() == x.get<double>() : v == x;
-          if (eq) {
+          if (JsonEqual(v, x)) {
             Record("match", s.id, {{"value", v}, {"case", x}});
             next = c.next;
             return;

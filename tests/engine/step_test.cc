@@ -181,6 +181,46 @@ TEST(Step, BranchesMatchSetAndEmit) {
   EXPECT_EQ(r.i.status, InstanceStatus::kCompleted);
 }
 
+// Numbers compare by value, exactly: 64-bit ids (order numbers,
+// snowflakes) are not rounded to doubles, which made 9007199254740993
+// equal 9007199254740992 in `==`, `match` and `in`; a float against an
+// integer compares the float's value. A whole-number literal is an
+// integer too (it was a double, so it could not equal the id it names).
+TEST(Step, LargeIntegersCompareExactly) {
+  Driver r{Compile(R"(journey j {
+  entry { on user.signup }
+  step a {
+    set eq = trigger.data.a == trigger.data.b
+    set gt = trigger.data.a > trigger.data.b
+    set in_list = trigger.data.a in [9007199254740992, 1]
+    match trigger.data.a { case 9007199254740992 { set m = "rounded" } else { set m = "exact" } }
+    set float_eq = trigger.data.one_f == 1
+    set float_lt = trigger.data.f < trigger.data.a
+    set signed_lt = trigger.data.min < trigger.data.max
+    set huge_gt = trigger.data.huge > trigger.data.max
+    set half_gt = trigger.data.half > 0
+    set literal_eq = trigger.data.a == 9007199254740993
+    set literal_max = trigger.data.max == 18446744073709551615
+    end
+  }
+})")};
+  nlohmann::json data = nlohmann::json::parse(R"({"a": 9007199254740993, "b": 9007199254740992,
+      "one_f": 1.0, "f": 9007199254740992.0, "min": -9223372036854775808,
+      "max": 18446744073709551615, "huge": 1e300, "half": 0.5})");
+  r.Start(Ev("user.signup", "2026-01-10T10:00:00Z", data));
+  EXPECT_EQ(r.i.vars["eq"], false);
+  EXPECT_EQ(r.i.vars["gt"], true);
+  EXPECT_EQ(r.i.vars["in_list"], false);
+  EXPECT_EQ(r.i.vars["m"], "exact");
+  EXPECT_EQ(r.i.vars["float_eq"], true);
+  EXPECT_EQ(r.i.vars["float_lt"], true);
+  EXPECT_EQ(r.i.vars["signed_lt"], true);
+  EXPECT_EQ(r.i.vars["huge_gt"], true);
+  EXPECT_EQ(r.i.vars["half_gt"], true);
+  EXPECT_EQ(r.i.vars["literal_eq"], true);
+  EXPECT_EQ(r.i.vars["literal_max"], true);
+}
+
 TEST(Step, IdempotencyKeysComeFromMeaning) {
   dsl::CompiledJourney j = Compile(R"(journey j {
   entry { on user.signup }
