@@ -8,6 +8,7 @@
 #include "dsl/graph.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
+#include "engine/delivery/template.h"
 
 namespace waymark::cli {
 namespace {
@@ -50,6 +51,39 @@ Result<dsl::SchemaRegistry> LoadSchemas(const std::string& dir) {
   return r;
 }
 
+// The templates the sends name, from the directory `run` reads them from
+// (JOURNEYS/templates: a directory argument's templates/, or the one
+// beside a file argument): a send whose template is missing or does not
+// parse is an error at the send, and its journey is not ok (run would
+// dead-letter every such send).
+void CheckTemplates(const std::vector<std::string>& args, dsl::CheckResult& r) {
+  namespace fs = std::filesystem;
+  auto templates_dir = [&](const std::string& file) {
+    for (const std::string& a : args) {
+      std::error_code ec;
+      if (fs::is_directory(a, ec) && file.rfind(a, 0) == 0)
+        return (fs::path(a) / "templates").string();
+    }
+    return (fs::path(file).parent_path() / "templates").string();
+  };
+  std::map<std::string, TemplateSet> sets;  // by directory
+  for (dsl::CheckedFile& f : r.files) {
+    if (!f.journey) continue;
+    std::string dir = templates_dir(f.path);
+    TemplateSet& set = sets.try_emplace(dir, dir).first->second;
+    bool missing = false;
+    for (const dsl::State& s : f.journey->states) {
+      if (s.kind != dsl::State::Kind::kSend) continue;
+      auto t = set.Get(s.template_name);
+      if (t.ok()) continue;
+      r.diags.Error(f.path, s.loc, t.error());
+      missing = true;
+    }
+    if (missing) f.journey.reset();
+  }
+  r.diags.Sort();
+}
+
 }  // namespace
 
 void RegisterCheck(CLI::App& app, int* exit_code) {
@@ -80,6 +114,7 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
     }
     std::vector<std::string> in = paths->empty() ? std::vector<std::string>{journeys} : *paths;
     dsl::CheckResult r = dsl::CheckPaths(in, reg.value());
+    CheckTemplates(in, r);
     if (*json) {
       nlohmann::json out;
       out["files"] = nlohmann::json::array();

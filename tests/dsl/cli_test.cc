@@ -96,6 +96,39 @@ TEST(Cli, CheckSaysWhenThereAreNoSchemas) {
   EXPECT_EQ(r.err, "");
 }
 
+// A send naming a template that is not there passed check ("1 ok"), and
+// run then dead-lettered every such send: check reads the templates from
+// where run does (JOURNEYS/templates), and a missing or broken one is an
+// error at the send.
+TEST(Cli, CheckFindsTheSendsTemplates) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_tmpl_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "flows/templates");
+  std::ofstream(dir / "flows/f.journey")
+      << "journey f {\n  entry { on user.signup }\n  step a {\n"
+         "    send \"welcome\" to trigger.data.email intent marketing\n"
+         "    send \"welcom\" to trigger.data.email intent marketing\n    end\n  }\n}\n";
+  std::ofstream(dir / "flows/templates/welcome.mustache")
+      << "subject: Hi\n--- text\n{{#trigger.data}}Hello\n";
+  std::string check =
+      kWaymark + " check --schemas " + (fs::path(WAYMARK_SOURCE_DIR) / "schemas").string() + " ";
+  Outcome r = Sh(check + (dir / "flows").string());
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("f.journey:4:5: error: template 'welcome'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("f.journey:5:5: error: template 'welcom' not found (" +
+                       (dir / "flows/templates/welcom.mustache").string() + ")"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("0 ok, 2 errors"), std::string::npos) << r.out;
+  std::ofstream(dir / "flows/templates/welcome.mustache", std::ios::trunc)
+      << "subject: Hi\n--- text\n{{#trigger.data}}Hello{{/trigger.data}}\n";
+  fs::copy_file(dir / "flows/templates/welcome.mustache", dir / "flows/templates/welcom.mustache");
+  r = Sh(check + (dir / "flows").string());
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  r = Sh(check + (dir / "flows/f.journey").string());  // a file: the templates beside it
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  fs::remove_all(dir);
+}
+
 // An events/ directory with no schema in it turned the checks off as
 // silently as a missing one.
 TEST(Cli, CheckSaysWhenTheSchemaDirectoryIsEmpty) {
