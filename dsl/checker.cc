@@ -15,6 +15,8 @@ namespace fs = std::filesystem;
 CheckedFile CheckSource(const std::string& path, std::string source, const SchemaRegistry& schemas,
                         DiagnosticSink& diags) {
   CheckedFile f{path, std::move(source), std::nullopt};
+  // A UTF-8 byte order mark, which editors on Windows write, is not text.
+  if (f.source.rfind("\xEF\xBB\xBF", 0) == 0) f.source.erase(0, 3);
   int before = diags.errors();
   std::optional<Journey> ast = Parse(f.source, path, diags);
   if (ast && diags.errors() == before) {

@@ -160,8 +160,10 @@ auto const close_quote_def = lit('"');
 BOOST_SPIRIT_DEFINE(close_quote)
 auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\n")) > close_quote];
 auto const event_seg = (alpha | char_('_')) >> *(idchar | char_('-'));
+// A reserved word followed by '.' or '-' is the first segment of a type
+// (`case.opened`, `in-app.dismissed`), not the word.
 auto const event_type_def =
-    raw[lexeme[!reserved >> event_seg >> *('.' >> event_seg)]] | raw[quoted];
+    raw[lexeme[!(reserved >> !char_(".-")) >> event_seg >> *('.' >> event_seg)]] | raw[quoted];
 auto const time_of_day_def = raw[lexeme[digit >> -digit >> ':' >> digit >> digit]];
 auto const str_lit_def = raw[quoted];
 auto const num_lit_def = raw[lexeme[-lit('-') >> +digit >> -('.' >> +digit) >> !(idchar | '.')]];

@@ -250,6 +250,38 @@ TEST(Parser, NestingIsBoundedNotACrash) {
   }
 }
 
+// An event type may begin with a word the language reserves: `on
+// case.opened` said "expected event type, found 'case'". The word alone
+// is still not a type.
+TEST(Parser, EventTypesMayBeginWithAReservedWord) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on case.opened }
+  exit on in-app.dismissed
+  goal won on journey.completed within 7d
+  step a {
+    wait for set.updated within 1d
+    end
+  }
+})");
+  ASSERT_EQ(j.triggers.size(), 1u);
+  EXPECT_EQ(j.triggers[0].event, "case.opened");
+  ASSERT_EQ(j.exits.size(), 1u);
+  EXPECT_EQ(j.exits[0].event, "in-app.dismissed");
+  ASSERT_EQ(j.goals.size(), 1u);
+  EXPECT_EQ(j.goals[0].event, "journey.completed");
+  DiagnosticSink d;
+  EXPECT_FALSE(Parse("journey j {\n entry { on case }\n step a { end }\n}\n", "t.journey", d));
+  ASSERT_GE(d.errors(), 1);
+  EXPECT_NE(d.all()[0].message.find("expected event type"), std::string::npos)
+      << d.all()[0].message;
+}
+
+// A file that begins with a UTF-8 byte order mark (as Windows editors
+// save it) was "expected 'journey NAME {', found 'ï»¿'".
+TEST(Parser, AByteOrderMarkIsNotText) {
+  EXPECT_EQ(MustCompile("\xEF\xBB\xBF" + std::string(kBase)).version, MustCompile(kBase).version);
+}
+
 TEST(Parser, StringEscapes) {
   CompiledJourney j = MustCompile(R"(journey j {
   description "tab\there \"quoted\" \u00e9\u20ac"
