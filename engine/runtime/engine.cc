@@ -720,6 +720,9 @@ void Engine::Route(const Event& e, bool emitted) {
       EvalScope scope{ej, ej, &empty, nullptr};
       json k = Eval(j.key, scope);
       key = k.is_string() ? k.get<std::string>() : "";
+      if (!k.is_string() && !k.is_null()) {  // no schema said what the field holds
+        ++summary_.entries_refused[std::string("key is a ") + k.type_name() + ", not a string"];
+      }
     }
     if (key.empty()) continue;
     if (HasControlCharacter(key)) {  // from the key expression over the data

@@ -552,6 +552,25 @@ TEST_F(EngineTest, AKeyWithAControlCharacterIsRefusedAndCounted) {
   EXPECT_EQ(store_->AllEntries().value().size(), 1u);
 }
 
+// A key expression that gives something other than a string (no schema
+// said what the field holds) started nothing, and said nothing: it is
+// counted with the other refusals. A null key concerns no instance.
+TEST_F(EngineTest, AKeyThatIsNotAStringIsRefusedAndCounted) {
+  Journey("j", R"(journey j {
+  entry { on user.signup  key event.data.account }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  Feed(
+      {Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io","account":12345})"),
+       Ev("2", "user.signup", "v", "2026-03-01T10:00:01Z", R"({"email":"v@x.io","account":true})"),
+       Ev("3", "user.signup", "w", "2026-03-01T10:00:02Z", R"({"email":"w@x.io"})")});
+  EXPECT_EQ(engine_->summary().entries_refused.at("key is a number, not a string"), 1);
+  EXPECT_EQ(engine_->summary().entries_refused.at("key is a boolean, not a string"), 1);
+  EXPECT_EQ(engine_->summary().entries_refused.size(), 2u);
+  EXPECT_EQ(engine_->summary().instances().started, 0);
+}
+
 TEST_F(EngineTest, AnAddressWithAControlCharacterIsDeadLetteredPrintably) {
   Journey("j", R"(journey j {
   entry { on user.signup }
