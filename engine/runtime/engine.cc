@@ -325,7 +325,10 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       out[index[k]] = {InputOutcome::Kind::kDeadLetter, why};
       continue;
     }
-    if (options_.event_clock) FireTimers(e.time);
+    // Timers due before the event fire first, as they would have had the
+    // engine kept up (on the wall clock, only those the wall clock has
+    // reached: a backlog's events come after its overdue timers).
+    FireTimers(options_.event_clock ? e.time : std::min(e.time, wall_now));
     clock_ = std::max(clock_, e.time);
     if (!mine[k]) {
       ++summary_.other_partitions;

@@ -35,7 +35,9 @@ std::string ReplayOne(Store& store, const dsl::CompiledJourney& j, const Instanc
       in = {Input::Kind::kStart, &trigger.value(), 0};
       at = stored.entered_at;
     } else if (head.kind == "timer" || head.kind == "timeout") {
-      in = {Input::Kind::kTimer, nullptr, head.time};
+      // The instance's one timer, which may have fired after an input
+      // moved its clock past the due time (the record has the later time).
+      in = {Input::Kind::kTimer, nullptr, inst.due};
       at = head.time;
     } else if (head.detail.contains("event_id")) {
       auto e = store.EventById(head.detail.value("event_source", ""),

@@ -675,6 +675,80 @@ TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
   EXPECT_EQ(report.value().divergences, 0) << report.value().problems.front();
 }
 
+// On the wall clock, timers due before an event fire before it, as they
+// would have had the engine kept up: a backlog (a restart, a slow batch)
+// applied its events first and the overdue timers after them, so a
+// person who created a project after the 30 s wait was then waited for
+// it, timed out, and was sent "b". And a timer that fires after an event
+// moved its instance's clock (an event dated within the lead, ahead of
+// the wall clock) replays: verify gave the timer its record's time as
+// its due time, found no such timer, and reported "replay did nothing".
+TEST_F(EngineTest, OnTheWallClockTimersDueBeforeAnEventFireFirst) {
+  Journey("w", R"(journey w {
+  entry { on user.signup  reentry always }
+  goal made on project.created within 7d
+  step a {
+    wait 30s
+    wait for project.created within 1d
+      received { send "a" to trigger.data.email intent marketing  end }
+      timeout { send "b" to trigger.data.email intent marketing  end }
+  }
+})");
+  EngineOptions wall;
+  wall.event_clock = false;
+  Start(wall);
+  const Micros t0 = ParseRfc3339("2026-03-01T10:00:00Z").value(), s = kMicrosPerSecond;
+  auto kinds = [&](const std::string& key) {
+    std::vector<std::string> out;
+    auto history = store_->History(Instances("w", key).at(0).id);
+    for (const HistoryRow& h : history.value()) out.push_back(h.kind + "@" + FormatRfc3339(h.time));
+    return out;
+  };
+  // Both events read in one batch two hours after the first.
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:1",
+                     Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+                     {},
+                     {}},
+                    {"t:2", Ev("2", "project.created", "u", "2026-03-01T11:00:00Z"), {}, {}}},
+                   t0 + 7200 * s)
+          .ok());
+  ASSERT_TRUE(engine_->Advance(t0 + 7300 * s).ok());
+  EXPECT_EQ(kinds("u"), (std::vector<std::string>{
+                            "entered@2026-03-01T10:00:00Z", "wait@2026-03-01T10:00:00Z",
+                            "timer@2026-03-01T10:00:30Z", "waiting@2026-03-01T10:00:30Z",
+                            "goal@2026-03-01T11:00:00Z", "received@2026-03-01T11:00:00Z",
+                            "send@2026-03-01T11:00:00Z", "completed@2026-03-01T11:00:00Z"}));
+  EXPECT_EQ(Results("a").at("accepted"), 1);
+  EXPECT_EQ(Results("b").count("accepted"), 0u);
+  // An event 2 minutes ahead of the wall clock (within the lead) comes
+  // before a timer due in between.
+  const Micros t1 = ParseRfc3339("2026-03-02T10:00:00Z").value();
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:3",
+                     Ev("3", "user.signup", "v", "2026-03-02T10:00:00Z", R"({"email":"v@x.io"})"),
+                     {},
+                     {}}},
+                   t1)
+          .ok());
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:4", Ev("4", "project.created", "v", "2026-03-02T10:02:00Z"), {}, {}}},
+                   t1 + 10 * s)
+          .ok());
+  ASSERT_TRUE(engine_->Advance(t1 + 180 * s).ok());
+  EXPECT_EQ(kinds("v"),
+            (std::vector<std::string>{"entered@2026-03-02T10:00:00Z", "wait@2026-03-02T10:00:00Z",
+                                      "goal@2026-03-02T10:02:00Z", "timer@2026-03-02T10:02:00Z",
+                                      "waiting@2026-03-02T10:02:00Z"}));
+  auto report = VerifyHistories(*store_);
+  ASSERT_TRUE(report.ok()) << report.error();
+  EXPECT_EQ(report.value().divergences, 0)
+      << (report.value().problems.empty() ? "" : report.value().problems.front());
+}
+
 // On the wall clock a restart holds only the finished instances whose
 // goal windows are still open: it loaded every finished instance that ever
 // had one (the windows were bounded by the clock of the running instances,
