@@ -365,15 +365,21 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
     std::cout << "    not entered (" << why << "): " << n << "\n";
   }
   std::cout << "  timers fired: " << s.timers_fired << "\n";
-  int64_t sends = 0, refused = 0;
+  // What went to a provider (every attempt), and what the engine decided
+  // without one.
+  int64_t handed = 0, suppressed = 0, refused = 0;
+  for (const auto& [_, by] : s.providers) {
+    for (const auto& [result, n] : by) handed += n;
+  }
   for (const auto& [_, by] : s.sends) {
     for (const auto& [result, n] : by) {
       if (result == "dead_letter") refused += n;
-      if (result != "dead_letter" && result != "capped") sends += n;
+      if (result == "suppressed") suppressed += n;
     }
   }
-  std::cout << "  sends: " << sends << " handed to the transport, " << refused << " dead-lettered, "
-            << e.held_sends() << " held (quiet hours or not yet due)\n";
+  std::cout << "  sends: " << handed << " handed to the transport (every attempt), " << suppressed
+            << " suppressed, " << refused << " dead-lettered, " << e.held_sends()
+            << " held (quiet hours or not yet due)\n";
   if (s.capped || s.deferred) {
     std::cout << "    frequency cap: " << s.capped << " skipped, " << s.deferred << " deferred\n";
   }

@@ -175,6 +175,21 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   EXPECT_EQ(status, 0);
   EXPECT_EQ(summary["sends"]["welcome"]["suppressed"], 1) << summary["sends"].dump();
   EXPECT_EQ(summary["sends"]["welcome"]["accepted"], 4);
+  // The text summary counts what went to the transport: it counted the
+  // suppressed send among the messages "handed to the transport".
+  std::string other = " --store sqlite:" + (dir / "w2.db").string();
+  Waymark("suppress add user-1@example.com" + other + " 2>&1", &status);
+  std::string text =
+      Waymark("run --events " + (dir / "events.jsonl").string() + " --clock event --until-idle" +
+                  " --journeys " WAYMARK_SOURCE_DIR
+                  "/bench/engine_journeys --schemas " WAYMARK_SOURCE_DIR "/schemas" +
+                  other + " --transport null: 2>&1",
+              &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(text.find("sends: 4 handed to the transport (every attempt), 1 suppressed, 0 "
+                      "dead-lettered"),
+            std::string::npos)
+      << text;
   fs::remove_all(dir);
 }
 
