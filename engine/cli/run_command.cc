@@ -1054,9 +1054,13 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
   std::vector<Event> events = std::move(inputs).value();
   std::set<std::pair<std::string, std::string>> listed;
   for (const Event& ev : events) listed.insert({ev.source, ev.id});
+  auto failed = [](const std::string& error) {
+    std::cerr << "waymark inspect: " << error << "\n";
+    return 3;
+  };
   for (const Instance& i : instances.value()) {
     auto h = s.History(i.id);
-    if (!h.ok()) continue;
+    if (!h.ok()) return failed(h.error());
     for (const HistoryRow& r : h.value()) {
       if (!r.detail.contains("event_id")) continue;
       std::pair<std::string, std::string> ref{r.detail.value("event_source", ""),
@@ -1080,37 +1084,35 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     if (i.due) ij["next_timer"] = Time(i.due);
     ij["history"] = nlohmann::json::array();
     auto h = s.History(i.id);
-    if (h.ok()) {
-      for (const HistoryRow& r : h.value()) {
-        ij["history"].push_back({{"n", r.n},
-                                 {"time", Time(r.time)},
-                                 {"kind", r.kind},
-                                 {"state", r.state},
-                                 {"detail", r.detail}});
-      }
+    if (!h.ok()) return failed(h.error());
+    for (const HistoryRow& r : h.value()) {
+      ij["history"].push_back({{"n", r.n},
+                               {"time", Time(r.time)},
+                               {"kind", r.kind},
+                               {"state", r.state},
+                               {"detail", r.detail}});
     }
     ij["sends"] = nlohmann::json::array();
     auto sends = s.Sends(i.id);
-    if (sends.ok()) {
-      for (const SendRow& r : sends.value()) {
-        nlohmann::json sj = {{"idempotency_key", r.key},
-                             {"template", r.template_name},
-                             {"to", r.recipient},
-                             {"intent", r.intent},
-                             {"requested_at", Time(r.requested_at)},
-                             {"not_before", Time(r.not_before)},
-                             {"results", nlohmann::json::array()}};
-        auto results = s.SendResults(r.seq);
-        if (results.ok()) {
-          for (const SendResultRow& x : results.value()) {
-            sj["results"].push_back({{"attempt", x.attempt},
-                                     {"time", Time(x.time)},
-                                     {"result", x.result},
-                                     {"detail", x.detail}});
-          }
-        }
-        ij["sends"].push_back(sj);
+    if (!sends.ok()) return failed(sends.error());
+    for (const SendRow& r : sends.value()) {
+      nlohmann::json sj = {{"idempotency_key", r.key},
+                           {"template", r.template_name},
+                           {"to", r.recipient},
+                           {"intent", r.intent},
+                           {"requested_at", Time(r.requested_at)},
+                           {"not_before", Time(r.not_before)},
+                           {"results", nlohmann::json::array()}};
+      auto results = s.SendResults(r.seq);
+      if (!results.ok()) return failed(results.error());
+      for (const SendResultRow& x : results.value()) {
+        sj["results"].push_back({{"attempt", x.attempt},
+                                 {"time", Time(x.time)},
+                                 {"result", x.result},
+                                 {"final", x.final},
+                                 {"detail", x.detail}});
       }
+      ij["sends"].push_back(sj);
     }
     out["instances"].push_back(ij);
   }
@@ -1157,10 +1159,18 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
                   << x["result"].get<std::string>();
         if (d.contains("provider")) std::cout << " via " << d["provider"].get<std::string>();
         if (d.contains("failed_over")) std::cout << " (failed over)";
-        if (d.contains("detail") && !d["detail"].get<std::string>().empty()) {
-          std::cout << ": " << d["detail"].get<std::string>();
+        // A provider's answer, or the engine's own reason (a cap, a
+        // dead letter) and until when it holds the send.
+        for (const char* why : {"detail", "reason"}) {
+          if (d.contains(why) && d[why].is_string() && !d[why].get<std::string>().empty()) {
+            std::cout << ": " << d[why].get<std::string>();
+          }
         }
+        if (d.contains("until")) std::cout << " (until " << d["until"].get<std::string>() << ")";
         std::cout << "\n";
+      }
+      if (!sj["results"].empty() && !sj["results"].back()["final"].get<bool>()) {
+        std::cout << "    still pending: another attempt will be made\n";
       }
     }
   }

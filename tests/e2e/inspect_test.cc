@@ -105,4 +105,38 @@ TEST(Inspect, TracesInputsDecisionsAndSendsOfOnePerson) {
   fs::remove_all(dir);
 }
 
+// The readable form says why the engine decided what it did about a send
+// (a cap reached, and until when it holds the send), and that a send is
+// still pending: it showed "capped" or "deferred" alone, the reason only
+// in --json.
+TEST(Inspect, SaysWhyASendWasHeldAndThatItIsPending) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_inspect_cap_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "journeys/templates");
+  std::ofstream(dir / "journeys/two.journey")
+      << "journey two {\n  over_cap defer\n  entry { on user.signup }\n  step a {\n"
+         "    send \"hello\" to trigger.data.email intent marketing\n"
+         "    send \"hello\" to trigger.data.email intent marketing\n    end\n  }\n}\n";
+  std::ofstream(dir / "journeys/templates/hello.mustache") << "subject: Hi\n--- text\nHello\n";
+  std::ofstream(dir / "events.jsonl")
+      << R"({"specversion":"1.0","id":"s1","source":"app","type":"user.signup","subject":"u1",)"
+      << R"("time":"2026-03-02T16:00:00Z","data":{"email":"u1@example.com"}})"
+      << "\n";
+  std::string store = " --store sqlite:" + (dir / "w.db").string();
+  int status = 0;
+  std::string out =
+      Shell(std::string(WAYMARK_BINARY) + " run --journeys " + (dir / "journeys").string() +
+                " --schemas /nonexistent --events " + (dir / "events.jsonl").string() + store +
+                " --transport null: --clock event --until-idle --cap 1/30d 2>&1",
+            &status);
+  ASSERT_EQ(status, 0) << out;
+  std::string text = Shell(std::string(WAYMARK_BINARY) + " inspect two u1" + store, &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(text.find("  deferred: frequency cap 1 per 30d reached (until 2026-04-01T16:00:00Z)\n"
+                      "    still pending: another attempt will be made\n"),
+            std::string::npos)
+      << text;
+  fs::remove_all(dir);
+}
+
 }  // namespace
