@@ -211,6 +211,15 @@ Status Engine::Start() {
   // running, nothing else brings it back, and sends due would wait for a
   // new event.
   for (const SendRow& s : pending_) clock_ = std::max(clock_, s.requested_at);
+  // And it was at least the clock the engine stored with its last batch:
+  // the greatest event time it had seen, which the running instances and
+  // pending sends need not show (an event dated earlier would otherwise
+  // be applied at its own time after a restart, and at the clock's
+  // without one).
+  auto stored = store_->Clock(ClockName());
+  if (!stored.ok()) return stored.status();
+  stored_clock_ = stored.value();
+  clock_ = std::max(clock_, stored_clock_);
   if (Status s = LoadSuppressions(); !s.ok()) return s;
   committer_ = std::make_unique<Committer>(store_);
   committer_->Start(std::move(batch_));
@@ -874,6 +883,10 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   }
   dirty_.clear();
   if (!batch_.empty()) {
+    if (clock_ > stored_clock_) {
+      batch_.clock = {ClockName(), clock_};
+      stored_clock_ = clock_;
+    }
     inflight_ids_ = std::move(batch_ids_);
     batch_ids_.clear();
     inflight_sends_ = std::move(staged_);

@@ -362,6 +362,9 @@ class Engine {
   const SuppressionRow* SuppressedBy(const std::string& recipient, const std::string& intent) const;
   std::mt19937_64 jitter_{std::random_device{}()};
   Micros clock_ = 0;
+  Micros stored_clock_ = 0;  // the latest clock handed to the store with a batch
+  // Its name in the store (Store::Clock): one per partition.
+  std::string ClockName() const { return "partition " + std::to_string(options_.partition); }
   RunSummary summary_;
   Status failed_;  // a failed commit: the engine stops (the store has the truth)
   std::unique_ptr<Committer> committer_;  // last: stops first

@@ -700,6 +700,15 @@ class PostgresStore : public Store {
     });
   }
 
+  Result<Micros> Clock(const std::string& name) override {
+    return Retry(Side::kRead, "clock", [&]() -> Result<Micros> {
+      pqxx::nontransaction t(*read_);
+      Micros out = 0;
+      for (const auto& row : t.exec_prepared("clock", "clock " + name)) out = row[0].as<int64_t>();
+      return out;
+    });
+  }
+
   Result<std::optional<SourcePosition>> Position(const std::string& source) override {
     return Retry(Side::kRead, "position", [&]() -> Result<std::optional<SourcePosition>> {
       pqxx::nontransaction t(*read_);
@@ -1089,6 +1098,7 @@ class PostgresStore : public Store {
               "SELECT id, time, input, reason, encode(raw, 'hex') FROM (SELECT * FROM dead_letters "
               "ORDER BY id DESC LIMIT $1) AS latest ORDER BY id");
     r.prepare("position", "SELECT seq, restarts FROM source_positions WHERE source = $1");
+    r.prepare("clock", "SELECT value::BIGINT FROM meta WHERE key = $1");
     r.prepare("suppressions",
               "SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
     r.prepare("suppressions_version", "SELECT n FROM suppressions_version");
@@ -1142,6 +1152,9 @@ class PostgresStore : public Store {
     w.prepare("send_seq_blocks",
               "SELECT nextval('sends_seq_seq') AS v FROM generate_series(1, $1) ORDER BY v");
     w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
+    w.prepare("put_clock",
+              "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET "
+              "value = excluded.value WHERE meta.value::BIGINT < excluded.value::BIGINT");
     w.prepare(
         "put_position",
         "INSERT INTO source_positions (source, seq, restarts) VALUES ($1, $2, $3) "
@@ -1309,6 +1322,8 @@ class PostgresStore : public Store {
       out.Complete();
     }
     if (!b.suppressions.empty()) WriteSuppressions(t, b.suppressions, false);
+    if (b.clock)
+      t.exec_prepared("put_clock", "clock " + b.clock->first, std::to_string(b.clock->second));
     if (b.position) {
       t.exec_prepared("put_position", b.position->source, int64_t(b.position->seq),
                       b.position->restarts);

@@ -581,6 +581,15 @@ class SqliteStore : public Store {
     return out;
   }
 
+  Result<Micros> Clock(const std::string& name) override {
+    Stmt& q = S("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1");
+    std::string key = "clock " + name;
+    q.Bind(1, key);
+    auto v = QueryOne<Micros>(q, [&] { return Micros(q.Int(0)); });
+    if (!v.ok()) return v.status();
+    return v.value().value_or(0);
+  }
+
   Result<std::optional<SourcePosition>> Position(const std::string& source) override {
     Stmt& q = S("SELECT seq, restarts FROM source_positions WHERE source = ?1");
     q.Bind(1, source);
@@ -1045,6 +1054,15 @@ class SqliteStore : public Store {
       Stmt& q = W("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");
       if (Status s = q.Bind(1, d.time).Bind(2, d.input).Bind(3, d.reason).Bind(4, d.raw).Exec();
           !s.ok()) {
+        return s;
+      }
+    }
+    if (b.clock) {
+      Stmt& q =
+          W("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = "
+            "excluded.value WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)");
+      std::string key = "clock " + b.clock->first, value = std::to_string(b.clock->second);
+      if (Status s = q.Bind(1, key).Bind(2, value).Exec(); !s.ok()) {
         return s;
       }
     }

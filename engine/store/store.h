@@ -131,6 +131,11 @@ struct Batch {
   std::vector<SendResultRow> results;
   std::vector<DeadLetterRow> dead_letters;
   std::optional<SourcePosition> position;  // upserted
+  // An engine's clock (the greatest event time it has seen) under its
+  // name, kept when later than the one stored (Store::Clock): a restart
+  // resumes from it, so an event dated earlier than one seen before the
+  // restart is applied as it would have been without it.
+  std::optional<std::pair<std::string, Micros>> clock;
   // Added unless the entry is already suppressed (which it keeps as it is).
   std::vector<SuppressionRow> suppressions;
 
@@ -266,6 +271,8 @@ class Store {
   virtual Result<StoreCounts> Counts() = 0;
   // The position of a stream source; nullopt when it never committed.
   virtual Result<std::optional<SourcePosition>> Position(const std::string& source) = 0;
+  // The clock stored under `name` (Batch::clock), 0 when none was.
+  virtual Result<Micros> Clock(const std::string& name) = 0;
 
   // The suppression list, by entry. Suppress adds or replaces entries and
   // Unsuppress removes one (false: it was not there), each in its own

@@ -675,6 +675,34 @@ TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
   EXPECT_EQ(report.value().divergences, 0) << report.value().problems.front();
 }
 
+// A restart resumes the clock the engine had: an event dated earlier than
+// one seen before the restart is applied at the clock, as it is without
+// the restart. (The clock came back from the running instances and
+// pending sends only: the late signup entered at its own time, and its
+// welcome went out five days earlier than in the uninterrupted run.)
+TEST_F(EngineTest, ARestartResumesTheClock) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step a {
+    wait 30s
+    send "a" to trigger.data.email intent marketing
+    end
+  }
+})");
+  for (bool restart : {false, true}) {
+    SCOPED_TRACE(restart ? "with a restart" : "without");
+    fs::remove(dir_ / "w.db");
+    Start();
+    Feed({Ev("1", "user.deleted", "z9", "2026-03-10T00:00:00Z")});
+    if (restart) Start();
+    Feed({Ev("2", "user.signup", "u3", "2026-03-05T00:00:00Z", R"({"email":"u3@x.io"})")});
+    auto i = Instances("j", "u3");
+    ASSERT_EQ(i.size(), 1u);
+    EXPECT_EQ(FormatRfc3339(i[0].entered_at), "2026-03-10T00:00:00Z");
+    EXPECT_EQ(FormatRfc3339(i[0].due), "2026-03-10T00:00:30Z");
+  }
+}
+
 // On the wall clock, timers due before an event fire before it, as they
 // would have had the engine kept up: a backlog (a restart, a slow batch)
 // applied its events first and the overdue timers after them, so a

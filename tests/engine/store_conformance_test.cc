@@ -842,6 +842,31 @@ TEST_P(StoreConformance, ASourcePositionIsCommittedWithItsBatch) {
   EXPECT_FALSE(store_->Position("EVENTS/other").value().has_value());
 }
 
+// An engine's clock is kept with its batch, by name, and never moves back.
+TEST_P(StoreConformance, AnEnginesClockIsCommittedWithItsBatchAndOnlyMovesForward) {
+  EXPECT_EQ(store_->Clock("partition 0").value(), 0);
+  Batch b;
+  b.events = {Ev("e1")};
+  b.clock = {{"partition 0", 5000}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Batch earlier;
+  earlier.events = {Ev("e2")};
+  earlier.clock = {{"partition 0", 4000}};
+  ASSERT_TRUE(store_->Commit(earlier).ok());
+  Batch other;
+  other.events = {Ev("e3")};
+  other.clock = {{"partition 1", 7}};
+  ASSERT_TRUE(store_->Commit(other).ok());
+  // A failed batch moves no clock.
+  Batch bad;
+  bad.history = {{"j/u1/1", 1, 5, "entered", "", {}}, {"j/u1/1", 1, 6, "entered", "", {}}};
+  bad.clock = {{"partition 0", 9000}};
+  EXPECT_FALSE(store_->Commit(bad).ok());
+  Reopen();
+  EXPECT_EQ(store_->Clock("partition 0").value(), 5000);
+  EXPECT_EQ(store_->Clock("partition 1").value(), 7);
+}
+
 // Pruning (docs/operations.md, "Pruning"), with the cut-off at 1000 (4000
 // before the latest event, at 5000): an old finished instance goes with
 // its history, sends and results, and its entry stays counted; instances
