@@ -12,8 +12,9 @@
 namespace waymark::dsl {
 namespace {
 
-constexpr const char* kEnvelope[] = {
-    "id", "source", "type", "subject", "time", "specversion", "datacontenttype", "dataschema"};
+// The attributes an event keeps (Event::ToJson): `datacontenttype` and
+// `dataschema` are read and dropped, so a path to them would always be null.
+constexpr const char* kEnvelope[] = {"id", "source", "type", "subject", "time", "specversion"};
 constexpr const char* kFall = "$fall";  // control falls off the end of the journey
 constexpr const char* kUnknown = "$unknown";
 

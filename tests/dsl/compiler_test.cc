@@ -282,6 +282,23 @@ TEST(Parser, AByteOrderMarkIsNotText) {
   EXPECT_EQ(MustCompile("\xEF\xBB\xBF" + std::string(kBase)).version, MustCompile(kBase).version);
 }
 
+// `datacontenttype` and `dataschema` type-checked, and were always null:
+// the engine keeps an event's specversion, id, source, type, subject, time
+// and data only.
+TEST(Checker, OnlyTheAttributesAnEventKeepsArePaths) {
+  for (const char* attr : {"datacontenttype", "dataschema"}) {
+    DiagnosticSink d;
+    std::string src = std::string("journey j {\n entry { on user.signup when event.") + attr +
+                      " == \"x\" }\n step a { end }\n}\n";
+    CheckSource("t.journey", src, {}, d);
+    ASSERT_EQ(d.errors(), 1) << attr;
+    EXPECT_NE(d.all()[0].message.find(attr), std::string::npos) << d.all()[0].message;
+  }
+  MustCompile(
+      "journey j {\n entry { on user.signup when event.specversion == \"1.0\" }\n"
+      " step a { end }\n}\n");
+}
+
 TEST(Parser, StringEscapes) {
   CompiledJourney j = MustCompile(R"(journey j {
   description "tab\there \"quoted\" \u00e9\u20ac"
