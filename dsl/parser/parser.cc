@@ -201,29 +201,49 @@ std::string Converter::Unquote(const std::string& q, Loc loc) {
         out += '\r';
         break;
       case 'u': {
-        unsigned cp = 0;
-        bool ok = i + 4 < q.size() - 0;
-        for (int k = 1; ok && k <= 4; ++k) {
-          char h = q[i + k];
-          int v = std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
-                  : (h >= 'a' && h <= 'f')                    ? h - 'a' + 10
-                  : (h >= 'A' && h <= 'F')                    ? h - 'A' + 10
-                                                              : -1;
-          if (v < 0) ok = false;
-          cp = cp * 16 + unsigned(v);
+        // Four hex digits at q[from..]; -1 when they are not.
+        auto hex4 = [&](size_t from) -> long {
+          if (from + 4 > q.size()) return -1;
+          long v = 0;
+          for (size_t k = from; k < from + 4; ++k) {
+            char h = q[k];
+            int d = std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
+                    : (h >= 'a' && h <= 'f')                    ? h - 'a' + 10
+                    : (h >= 'A' && h <= 'F')                    ? h - 'A' + 10
+                                                                : -1;
+            if (d < 0) return -1;
+            v = v * 16 + d;
+          }
+          return v;
+        };
+        long cp = hex4(i + 1);
+        size_t used = 4;
+        // A character beyond the BMP is a surrogate pair, as in JSON.
+        if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < q.size() && q[i + 5] == '\\' &&
+            q[i + 6] == 'u') {
+          long low = hex4(i + 7);
+          if (low >= 0xDC00 && low <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            used = 10;
+          }
         }
-        if (!ok || (cp >= 0xD800 && cp <= 0xDFFF)) {
-          Error(at, "invalid \\u escape in string (expected four hex digits, not a surrogate)");
+        if (cp < 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
+          Error(at, "invalid \\u escape in string (expected four hex digits, or a surrogate pair)");
           return out;
         }
-        i += 4;
+        i += used;
         if (cp < 0x80) {
           out += char(cp);
         } else if (cp < 0x800) {
           out += char(0xC0 | (cp >> 6));
           out += char(0x80 | (cp & 0x3F));
-        } else {
+        } else if (cp < 0x10000) {
           out += char(0xE0 | (cp >> 12));
+          out += char(0x80 | ((cp >> 6) & 0x3F));
+          out += char(0x80 | (cp & 0x3F));
+        } else {
+          out += char(0xF0 | (cp >> 18));
+          out += char(0x80 | ((cp >> 12) & 0x3F));
           out += char(0x80 | ((cp >> 6) & 0x3F));
           out += char(0x80 | (cp & 0x3F));
         }

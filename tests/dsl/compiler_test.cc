@@ -306,6 +306,21 @@ TEST(Parser, StringEscapes) {
   step a { end }
 })");
   EXPECT_EQ(j.description, "tab\there \"quoted\" \xC3\xA9\xE2\x82\xAC");
+  // Beyond the BMP, a surrogate pair, as in JSON (it was refused); a lone
+  // half is still an error.
+  j = MustCompile(R"(journey j {
+  description "\ud83d\ude00"
+  entry { on user.signup }
+  step a { end }
+})");
+  EXPECT_EQ(j.description, "\xF0\x9F\x98\x80");
+  DiagnosticSink d;
+  Parse(
+      "journey j {\n description \"\\ud83d x\"\n entry { on user.signup }\n"
+      " step a { end }\n}\n",
+      "t.journey", d);
+  ASSERT_EQ(d.errors(), 1);
+  EXPECT_NE(d.all()[0].message.find("surrogate pair"), std::string::npos) << d.all()[0].message;
 }
 
 TEST(Checker, JourneyNamesAreUniqueAcrossFiles) {
