@@ -479,6 +479,17 @@ void Engine::RouteEmitted() {
                  x.Text());
       continue;
     }
+    // What a journey emits meets its type's schema, as any input must: the
+    // journeys that listen rely on it (their fields were checked against
+    // it).
+    if (journeys && decoder_->HasSchema(x.type)) {
+      std::string text = x.Text();
+      auto checked = decoder_->Decode(text, x.time);
+      if (!checked.ok()) {
+        DeadLetter(x.time, "emitted " + x.source + " " + x.id, checked.error(), text);
+        continue;
+      }
+    }
     // A released result was checked for repeats when it came in.
     if (!emitted || batch_ids_.insert({x.source, x.id}).second) Route(x, emitted);
     DecideSends();

@@ -104,7 +104,7 @@ class EngineTest : public testing::Test {
     if (!transport_)
       transport_ = OpenTransport("file:" + (dir_ / "outbox").string(), WAYMARK_PLUGIN_DIR).value();
     o.journeys_dir = (dir_ / "journeys").string();
-    o.schemas_dir = "";
+    o.schemas_dir = schemas_;
     auto e = Engine::Create(
         o, store_.get(),
         providers_.empty() ? std::vector<Provider>{{.name = "test", .transport = transport_.get()}}
@@ -156,6 +156,7 @@ class EngineTest : public testing::Test {
   }
 
   fs::path dir_;
+  std::string schemas_;  // the engine's schema directory: none unless a test makes one
   std::unique_ptr<Store> store_;
   std::unique_ptr<Transport> transport_;
   std::vector<Provider> providers_;  // when set, instead of transport_
@@ -569,6 +570,34 @@ TEST_F(EngineTest, AKeyThatIsNotAStringIsRefusedAndCounted) {
   EXPECT_EQ(engine_->summary().entries_refused.at("key is a boolean, not a string"), 1);
   EXPECT_EQ(engine_->summary().entries_refused.size(), 2u);
   EXPECT_EQ(engine_->summary().instances().started, 0);
+}
+
+// An event a journey emits meets its type's schema, as an input must: a
+// payload the schema refuses went on to the journeys listening, whose
+// field checks relied on the schema ({"n": "ten"} where n is an integer).
+TEST_F(EngineTest, AnEmittedEventThatItsSchemaRefusesIsADeadLetter) {
+  fs::create_directories(dir_ / "schemas/events");
+  std::ofstream(dir_ / "schemas/events/ev.b.json")
+      << R"({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})";
+  schemas_ = (dir_ / "schemas").string();
+  Journey("a", R"(journey a {
+  entry { on ev.a }
+  step s { emit ev.b with { n: event.data.n }  end }
+})");
+  Journey("b", R"(journey b {
+  entry { on ev.b }
+  step s { set got = event.data.n  end }
+})");
+  Start();
+  Feed({Ev("1", "ev.a", "u", "2026-03-01T10:00:00Z", R"({"n": "ten"})"),
+        Ev("2", "ev.a", "v", "2026-03-01T10:00:01Z", R"({"n": 10})")});
+  EXPECT_TRUE(Instances("b", "u").empty());
+  ASSERT_EQ(Instances("b", "v").size(), 1u);
+  EXPECT_EQ(Instances("b", "v")[0].vars["got"], 10);
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].input.rfind("emitted waymark/a ", 0), 0u) << dead[0].input;
+  EXPECT_NE(dead[0].reason.find("ev.b.json"), std::string::npos) << dead[0].reason;
 }
 
 TEST_F(EngineTest, AnAddressWithAControlCharacterIsDeadLetteredPrintably) {
