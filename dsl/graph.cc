@@ -15,8 +15,8 @@ std::string Days(const std::vector<int>& days) {
 std::string Label(const State& s) {
   switch (s.kind) {
     case State::Kind::kSend: {
-      std::string l = "send " + s.template_name + "\nto " + ExprToString(s.to) + "\n" +
-                      IntentName(s.intent);
+      std::string l =
+          "send " + s.template_name + "\nto " + ExprToString(s.to) + "\n" + IntentName(s.intent);
       if (!s.via.empty()) l += " via " + s.via;
       if (s.priority) l += " priority " + std::to_string(*s.priority);
       return l;
@@ -131,6 +131,25 @@ std::string EntryLabel(const CompiledJourney& j) {
 
 }  // namespace
 
+namespace {
+
+// The note of rules that apply anywhere in the journey: its exits and
+// goals, a line each.
+std::vector<std::string> AnytimeLines(const CompiledJourney& j) {
+  std::vector<std::string> lines;
+  for (const EventRule& e : j.exits) {
+    lines.push_back("exit on " + e.event + (e.when ? " when " + ExprToString(e.when) : ""));
+  }
+  for (const GoalRule& g : j.goals) {
+    lines.push_back("goal " + g.name + " on " + g.event +
+                    (g.when ? " when " + ExprToString(g.when) : "") + " within " +
+                    DurationToString(g.within_s) + (g.exit ? " and exit" : ""));
+  }
+  return lines;
+}
+
+}  // namespace
+
 std::string ToDot(const CompiledJourney& j) {
   std::string o = "digraph \"" + DotEscape(j.name) + "\" {\n";
   o += "  label=\"" + DotEscape(j.name + " (" + j.version.substr(0, 12) + ")") + "\";\n";
@@ -158,25 +177,10 @@ std::string ToDot(const CompiledJourney& j) {
       o += ";\n";
     }
   }
-  if (!j.exits.empty() || !j.goals.empty()) {
-    std::string l;
-    for (const EventRule& e : j.exits) {
-      l += "exit on " + e.event + (e.when ? " when " + ExprToString(e.when) : "") + "\\l";
-    }
-    for (const GoalRule& g : j.goals) {
-      l += "goal " + g.name + " on " + g.event + (g.when ? " when " + ExprToString(g.when) : "") +
-           " within " + DurationToString(g.within_s) + (g.exit ? " and exit" : "") + "\\l";
-    }
-    std::string escaped;
-    for (size_t i = 0; i < l.size(); ++i) {
-      if (l.compare(i, 2, "\\l") == 0) {
-        escaped += "\\l";
-        ++i;
-      } else {
-        escaped += DotEscape(std::string(1, l[i]));
-      }
-    }
-    o += "  \"$anytime\" [shape=note, label=\"" + escaped + "\"];\n";
+  if (std::vector<std::string> lines = AnytimeLines(j); !lines.empty()) {
+    std::string label;
+    for (const std::string& l : lines) label += DotEscape(l) + "\\l";  // each left-aligned
+    o += "  \"$anytime\" [shape=note, label=\"" + label + "\"];\n";
   }
   o += "}\n";
   return o;
@@ -222,7 +226,7 @@ std::string MermaidNode(const State& s, const std::string& id) {
     case State::Kind::kWaitEvent:
       return id + "{{" + text + "}}";
     case State::Kind::kEnd:
-      return id + "((" + text + "))";
+      return id + "(((" + text + ")))";  // a double circle
     default:
       return id + "[" + text + "]";
   }
@@ -238,7 +242,7 @@ std::string ToMermaid(const CompiledJourney& j) {
   for (const State& s : j.states) {
     o += "  " + MermaidNode(s, MermaidId(s.id, ids)) + "\n";
     for (const State::Arm& a : s.arms) {
-      if (a.holdout) o += "  " + MermaidId(s.id + ".holdout", ids) + "((\"holdout<br/>end\"))\n";
+      if (a.holdout) o += "  " + MermaidId(s.id + ".holdout", ids) + "(((\"holdout<br/>end\")))\n";
     }
   }
   o += "  entry -->|\"" + MermaidText(EntryLabel(j)) + "\"| " + MermaidId(j.start, ids) + "\n";
@@ -248,6 +252,11 @@ std::string ToMermaid(const CompiledJourney& j) {
       if (!e.label.empty()) o += "|\"" + MermaidText(e.label) + "\"|";
       o += " " + MermaidId(e.to, ids) + "\n";
     }
+  }
+  if (std::vector<std::string> lines = AnytimeLines(j); !lines.empty()) {
+    std::string note;
+    for (const std::string& l : lines) note += (note.empty() ? "" : "\n") + l;
+    o += "  anytime[/\"" + MermaidText(note) + "\"/]\n";  // a note: no edge
   }
   return o;
 }

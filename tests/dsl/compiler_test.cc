@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "dsl/checker.h"
+#include "dsl/graph.h"
 #include "dsl/parser.h"
 #include "tests/testing/files.h"
 
@@ -297,6 +298,28 @@ TEST(Checker, OnlyTheAttributesAnEventKeepsArePaths) {
   MustCompile(
       "journey j {\n entry { on user.signup when event.specversion == \"1.0\" }\n"
       " step a { end }\n}\n");
+}
+
+// The graphs' note of exits and goals: in DOT a `\l` inside a string of a
+// condition was taken for a line break (the note split in the middle of
+// the string); Mermaid had no note at all.
+TEST(Graph, TheNoteOfExitsAndGoalsIsEscapedAndInBothFormats) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on user.signup }
+  exit on user.deleted when event.data.reason == "x\\ly"
+  goal paid on order.placed within 7d
+  step a { end }
+})");
+  std::string dot = ToDot(j);
+  EXPECT_NE(dot.find(R"(label="exit on user.deleted when event.data.reason == \"x\\\\ly\"\lgoal )"
+                     R"(paid on order.placed within 1w\l"])"),
+            std::string::npos)
+      << dot;
+  std::string mermaid = ToMermaid(j);
+  EXPECT_NE(mermaid.find(R"(anytime[/"exit on user.deleted when event.data.reason == #quot;x\\ly)"
+                         R"(#quot;<br/>goal paid on order.placed within 1w"/])"),
+            std::string::npos)
+      << mermaid;
 }
 
 TEST(Parser, StringEscapes) {
