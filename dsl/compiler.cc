@@ -880,20 +880,23 @@ std::optional<CompiledJourney> Compiler::Run() {
       }
     }
   }
+  // Paths of `e` that read a root of `roots`, which `what` cannot.
+  std::function<void(const ExprPtr&, const std::set<std::string>&, const std::string&)> refuse =
+      [&](const ExprPtr& e, const std::set<std::string>& roots, const std::string& what) {
+        if (!e) return;
+        if (e->kind == Expr::Kind::kPath && !e->path.empty() && roots.count(e->path[0])) {
+          Error(e->loc, what + " cannot read '" + e->path[0] +
+                            "': it is evaluated on each event to find the instance, before "
+                            "there is one (read the event's fields)");
+        }
+        for (const ExprPtr& a : e->args) refuse(a, roots, what);
+      };
+  // A trigger's condition: `vars` is empty there (it always read null).
+  for (const EventMatch& t : j_.triggers) refuse(t.when, {"vars"}, "an entry condition");
   if (j_.key) {
     // Evaluated on every event the journey hears, before any instance is
     // found: `key` is null and `vars` empty there (`trigger` is the event).
-    std::function<void(const ExprPtr&)> roots = [&](const ExprPtr& e) {
-      if (!e) return;
-      if (e->kind == Expr::Kind::kPath && !e->path.empty() &&
-          (e->path[0] == "key" || e->path[0] == "vars")) {
-        Error(e->loc, "the key expression cannot read '" + e->path[0] +
-                          "': it is evaluated on each event to find the instance, before there "
-                          "is one (read the event's fields)");
-      }
-      for (const ExprPtr& a : e->args) roots(a);
-    };
-    roots(j_.key);
+    refuse(j_.key, {"key", "vars"}, "the key expression");
     Type t = Check(j_.key, Scope{trigger_types_});
     if (t != Type::kAny && t != Type::kString) {
       Error(j_.key->loc, std::string("the key must be a string, not a ") + TypeName(t));

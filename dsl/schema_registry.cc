@@ -85,6 +85,8 @@ SchemaRegistry::Lookup SchemaRegistry::Field(const std::string& event_type,
   const nlohmann::json* s = &schemas_.at(event_type);
   for (const std::string& f : fields) {
     if (!s->is_object()) return {true, Type::kAny};
+    // A string, number or bool has no fields (`data.email.domain`).
+    if (Type t = FromSchemaType(*s); t != Type::kAny && t != Type::kObject) return {false, t};
     auto props = s->find("properties");
     if (props != s->end() && props->is_object() && props->contains(f)) {
       s = &(*props)[f];
