@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 #include <sstream>
 #include <thread>
 
@@ -177,16 +178,139 @@ class Inbox {
   bool closed_ = false;
 };
 
+// The most a request body may hold, whatever its framing (a length, or
+// chunks, or compressed).
+constexpr size_t kMaxRequestBytes = size_t(64) << 20;
+
+// Keeps what a server's handlers use from being used after the server
+// stopped (HttpServer::Stop may leave a worker behind): a handler holds it
+// shared and checks `open`; Stop closes it once the handlers in flight are
+// done.
+struct Gate {
+  std::shared_mutex mu;
+  bool open = true;
+};
+
+// An httplib server bound to an address and served on a thread of its own,
+// with kThreads workers. Stop() ends it. A client that keeps a request
+// coming slowly (a header line a second) holds its worker for as long as
+// it keeps sending, and stopping an httplib server waits for every worker:
+// after kStopGrace the thread is left to the process's exit, and the
+// server with it (never freed). Its handlers must go through gate().
+class HttpServer {
+ public:
+  static constexpr size_t kThreads = 32;
+  static constexpr auto kStopGrace = std::chrono::seconds(2);
+
+  HttpServer() : svr_(new httplib::Server) {
+    svr_->new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+  }
+  ~HttpServer() { Stop(); }
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  httplib::Server& server() { return *svr_; }
+  const std::shared_ptr<Gate>& gate() const { return gate_; }
+
+  // Binds to "HOST:PORT", "[IPV6]:PORT" or "IPV6:PORT" (port 0: any free
+  // port): the port bound, or -1 when `listen` is not of that form or
+  // cannot be bound. `*host` is the host bound to.
+  int Bind(const std::string& listen, std::string* host) {
+    size_t colon = listen.rfind(':');
+    if (colon == std::string::npos || colon == 0) return -1;
+    int port = -1;
+    const char* end = listen.data() + listen.size();
+    auto [ptr, ec] = std::from_chars(listen.data() + colon + 1, end, port);
+    if (ec != std::errc() || ptr != end || colon + 1 == listen.size() || port < 0 || port > 65535) {
+      return -1;
+    }
+    *host = listen.substr(0, colon);
+    if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+      *host = host->substr(1, host->size() - 2);
+    }
+    return port == 0 ? svr_->bind_to_any_port(*host)
+                     : (svr_->bind_to_port(*host, port) ? port : -1);
+  }
+
+  // Serves the bound server; returns once it runs (a stop asked for before
+  // that would be missed, and the join would wait for ever).
+  void Start() {
+    httplib::Server* svr = svr_;
+    std::shared_ptr<std::atomic<bool>> ended = ended_;
+    thread_ = std::thread([svr, ended] {
+      svr->listen_after_bind();
+      *ended = true;
+    });
+    while (!svr_->is_running() && !*ended_)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  // False when a client still sending held a worker past kStopGrace.
+  bool Stop() {
+    if (!svr_) return true;
+    {
+      std::unique_lock<std::shared_mutex> lock(gate_->mu);
+      gate_->open = false;
+    }
+    if (!thread_.joinable()) {
+      delete svr_;
+      svr_ = nullptr;
+      return true;
+    }
+    svr_->stop();
+    auto deadline = std::chrono::steady_clock::now() + kStopGrace;
+    while (!*ended_ && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!*ended_) {
+      thread_.detach();  // and svr_ with it
+      svr_ = nullptr;
+      return false;
+    }
+    thread_.join();
+    delete svr_;
+    svr_ = nullptr;
+    return true;
+  }
+
+ private:
+  httplib::Server* svr_;
+  std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
+  std::shared_ptr<std::atomic<bool>> ended_ = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread_;
+};
+
 // POST /events: one CloudEvent or a JSON array of them.
-void ServeEvents(httplib::Server& svr, Inbox& inbox) {
-  svr.Post("/events", [&inbox](const httplib::Request& req, httplib::Response& res) {
+void ServeEvents(HttpServer& http, Inbox& inbox) {
+  http.server().set_payload_max_length(kMaxRequestBytes);  // a length said up front
+  std::shared_ptr<Gate> gate = http.gate();
+  http.server().Post("/events", [&inbox, gate](const httplib::Request&, httplib::Response& res,
+                                               const httplib::ContentReader& content) {
     auto fail = [&](int code, const std::string& why) {
       res.status = code;
       res.set_content(nlohmann::json{{"error", why}}.dump() + "\n", "application/json");
     };
+    // Read here, whatever the Content-Type (httplib refused a form's body
+    // over 8 KiB) and the framing (chunks and compressed bodies were read
+    // whole, with no limit).
+    std::string text;
+    bool over = false;
+    content([&](const char* data, size_t n) {
+      if (text.size() + n > kMaxRequestBytes) {
+        over = true;
+        return false;
+      }
+      text.append(data, n);
+      return true;
+    });
+    if (over) return fail(413, "the request body is over 64 MiB");
+    // A client slow enough to outlast the stop is answered without the
+    // inbox, which may be gone.
+    std::shared_lock<std::shared_mutex> lock(gate->mu);
+    if (!gate->open) return fail(503, "shutting down");
     // The engine's reader: nesting is bounded, a NUL byte is refused.
     nlohmann::json body;
-    if (!ParseJson(req.body, body)) {
+    if (!ParseJson(text, body)) {
       return fail(400,
                   "malformed JSON (or nested deeper than " + std::to_string(kMaxJsonDepth) + ")");
     }
@@ -218,74 +342,43 @@ void ServeEvents(httplib::Server& svr, Inbox& inbox) {
   });
 }
 
-// Binds `svr` to "HOST:PORT", "[IPV6]:PORT" or "IPV6:PORT" (port 0: any free
-// port): the port bound, or -1 when `listen` is not of that form or cannot
-// be bound. `*host` is the host bound to.
-int Bind(httplib::Server& svr, const std::string& listen, std::string* host) {
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0) return -1;
-  int port = -1;
-  const char* end = listen.data() + listen.size();
-  auto [ptr, ec] = std::from_chars(listen.data() + colon + 1, end, port);
-  if (ec != std::errc() || ptr != end || colon + 1 == listen.size() || port < 0 || port > 65535) {
-    return -1;
-  }
-  *host = listen.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  return port == 0 ? svr.bind_to_any_port(*host) : (svr.bind_to_port(*host, port) ? port : -1);
-}
-
 // "http://HOST:PORT", an IPv6 host in brackets.
 std::string HttpBase(const std::string& host, int port) {
   bool v6 = host.find(':') != std::string::npos;
   return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-// Serves a bound `svr` on a thread of its own, returned once it is running:
-// a stop asked for before that would be missed, and the join would wait
-// for ever.
-std::thread Serve(httplib::Server& svr) {
-  auto ended = std::make_shared<std::atomic<bool>>(false);
-  std::thread t([&svr, ended] {
-    svr.listen_after_bind();
-    *ended = true;
-  });
-  while (!svr.is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  return t;
-}
-
 // GET /metrics while the run lasts (docs/operations.md, "Metrics").
 class MetricsServer {
  public:
-  ~MetricsServer() {
-    if (!thread_.joinable()) return;
-    svr_.stop();
-    thread_.join();
-  }
   // Says where it listens, or why it cannot, on stderr.
   bool Start(const std::string& listen, const Metrics& metrics) {
-    svr_.Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.Text(), "text/plain; version=0.0.4; charset=utf-8");
-    });
+    std::shared_ptr<Gate> gate = http_.gate();
+    http_.server().Get(
+        "/metrics", [&metrics, gate](const httplib::Request&, httplib::Response& res) {
+          std::shared_lock<std::shared_mutex> lock(gate->mu);
+          if (!gate->open) {
+            res.status = 503;
+            return;
+          }
+          res.set_content(metrics.Text(), "text/plain; version=0.0.4; charset=utf-8");
+        });
     // One request per connection: a connection kept open would hold a stop
     // up for its keep-alive time.
-    svr_.set_keep_alive_max_count(1);
+    http_.server().set_keep_alive_max_count(1);
     std::string host;
-    int port = Bind(svr_, listen, &host);
+    int port = http_.Bind(listen, &host);
     if (port < 0) {
       std::cerr << "waymark run: --metrics: cannot listen on " << listen << "\n";
       return false;
     }
-    thread_ = Serve(svr_);
+    http_.Start();
     std::cerr << "waymark run: metrics on " << HttpBase(host, port) << "/metrics\n";
     return true;
   }
 
  private:
-  httplib::Server svr_;
-  std::thread thread_;
+  HttpServer http_;
 };
 
 // Connections lost and re-established during the run, for the servers it
@@ -812,11 +905,11 @@ int Run(const RunOptions& o) {
     }
   } close_input{in};
   // --listen is bound now, and served once the --events input is done.
-  httplib::Server svr;
+  HttpServer events_server;
   std::string listen_host;
   int listen_port = -1;
   if (!o.listen.empty()) {
-    listen_port = Bind(svr, o.listen, &listen_host);
+    listen_port = events_server.Bind(o.listen, &listen_host);
     if (listen_port < 0) {
       std::cerr << "waymark run: cannot listen on " << o.listen << "\n";
       return kExitUsage;
@@ -945,10 +1038,9 @@ int Run(const RunOptions& o) {
     last_event = e.clock();
   }
   if (!o.listen.empty() && !g_stop) {
-    svr.set_payload_max_length(64 << 20);
     Inbox inbox;
-    ServeEvents(svr, inbox);
-    std::thread http = Serve(svr);
+    ServeEvents(events_server, inbox);
+    events_server.Start();
     std::cerr << "waymark run: listening on " << HttpBase(listen_host, listen_port) << "/events\n";
     std::cerr.flush();
     Status failed;
@@ -978,8 +1070,9 @@ int Run(const RunOptions& o) {
       if (failed.ok()) failed = WhileIdle(e, event_clock);
     }
     for (const auto& r : inbox.Close()) r->done.set_value({Status::Error("shutting down"), {}});
-    svr.stop();
-    http.join();
+    if (!events_server.Stop()) {
+      std::cerr << "waymark run: a client still sending a request was left behind at the stop\n";
+    }
     if (!failed.ok()) {
       std::cerr << "waymark run: " << failed.message() << "\n";
       return 3;
