@@ -16,6 +16,7 @@
 #include <future>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -869,6 +870,12 @@ int Run(const RunOptions& o) {
   eo.max_attempts = o.max_attempts;
   if (!o.from.empty()) {
     std::string name, addr;
+    if (std::any_of(o.from.begin(), o.from.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+      std::cerr << "waymark run: [delivery] from: a line break or another control character is "
+                   "not part of a mailbox (every send it was the From of would be refused)\n";
+      return kExitUsage;
+    }
     if (!SplitMailbox(o.from, name, addr)) {
       std::cerr << "waymark run: [delivery] from: '" << o.from
                 << "' is not a mailbox (\"Name <addr>\" or \"addr\")\n";
@@ -877,10 +884,29 @@ int Run(const RunOptions& o) {
     eo.default_from = o.from;
   }
   if (!o.unsubscribe_url.empty()) eo.unsubscribe_url = o.unsubscribe_url;
-  for (const nlohmann::json& d : o.domains) {  // checked against the schema
-    eo.domains.push_back({d.at("name").get<std::string>(),
-                          d.value("domains", std::vector<std::string>()),
-                          d.at("rate").get<double>(), d.value("burst", 1u)});
+  std::map<std::string, std::string> member_of;  // a [[domain]]'s domains -> its name
+  for (const nlohmann::json& d : o.domains) {    // checked against the schema
+    DomainLimit limit{d.at("name").get<std::string>(),
+                      d.value("domains", std::vector<std::string>()), d.at("rate").get<double>(),
+                      d.value("burst", 1u)};
+    // A table the router would never find: silently no limit.
+    std::string why;
+    for (const DomainLimit& other : eo.domains) {
+      if (other.name == limit.name) why = "is given by two tables";
+    }
+    if (why.empty() && limit.domains.empty() && DomainGroup(limit.name) != limit.name) {
+      why = "is a domain of the group '" + DomainGroup(limit.name) +
+            "': name the group, or give the table the domains it covers";
+    }
+    for (const std::string& member : limit.domains) {
+      auto [it, fresh] = member_of.emplace(member, limit.name);
+      if (!fresh) why = "lists '" + member + "', which '" + it->second + "' lists too";
+    }
+    if (!why.empty()) {
+      std::cerr << "waymark run: [[domain]] name: '" << limit.name << "' " << why << "\n";
+      return kExitUsage;
+    }
+    eo.domains.push_back(std::move(limit));
   }
   eo.retry_base = retry_base * kMicrosPerSecond;
   eo.retry_max = retry_max * kMicrosPerSecond;

@@ -303,6 +303,41 @@ TEST(Cli, TheUnsubscribeEndpointAndTheDefaultFromAreConfigured) {
   fs::remove_all(dir);
 }
 
+// Settings the run would have taken and never applied are refused, naming
+// the key: a [[domain]] named after a member of a group (its limit was
+// never looked up), two tables of one name or listing one domain (the
+// second silently ignored), and a From with a line break in its name
+// (every send it was the From of was dead-lettered).
+TEST(Cli, DeliverySettingsThatWouldNeverApplyAreRefused) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_domains_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::string run = kWaymark + " run --config '" + (dir / "waymark.toml").string() +
+                    "' --events journeys/sample_events.jsonl --clock event --until-idle "
+                    "--transport null: --store 'sqlite:" +
+                    (dir / "w.db").string() + "'";
+  const std::pair<std::string, std::string> cases[] = {
+      {"[[domain]]\nname = \"gmail.com\"\nrate = 1\n",
+       "[[domain]] name: 'gmail.com' is a domain of the group 'google'"},
+      {"[[domain]]\nname = \"google\"\nrate = 1000\n[[domain]]\nname = \"google\"\nrate = 1\n",
+       "[[domain]] name: 'google' is given by two tables"},
+      {"[[domain]]\nname = \"acme\"\nrate = 1\ndomains = [\"acme.example\"]\n"
+       "[[domain]]\nname = \"other\"\nrate = 1\ndomains = [\"acme.example\"]\n",
+       "[[domain]] name: 'other' lists 'acme.example', which 'acme' lists too"},
+      {"[delivery]\nfrom = \"Acme\\r\\nBcc: evil@x.example <hello@acme.example>\"\n",
+       "[delivery] from: a line break"}};
+  for (const auto& [toml, said] : cases) {
+    std::ofstream(dir / "waymark.toml", std::ios::trunc) << toml;
+    Outcome r = Sh(run);
+    EXPECT_EQ(r.code, 2) << toml << r.err;
+    EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "w.db")) << toml;
+  }
+  std::ofstream(dir / "waymark.toml", std::ios::trunc)
+      << "[[domain]]\nname = \"gmail.com\"\nrate = 1000\ndomains = [\"gmail.com\"]\n";
+  EXPECT_EQ(Sh(run).code, 0);
+  fs::remove_all(dir);
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);
