@@ -266,6 +266,13 @@ std::string Field(const char (&f)[N]) {
   return std::string(f, strnlen(f, N));
 }
 
+// Text a plugin gives the host to print or store as it is (its
+// description, version and summary, a log line): well-formed UTF-8 on one
+// line (a stray byte crashed `--json`; a newline forged a line of ours).
+std::string PluginText(std::string_view s) {
+  return Printable(StorableText(s));
+}
+
 std::mutex& RegistryMutex() {
   static std::mutex m;
   return m;
@@ -310,7 +317,7 @@ class PluginTransport : public Transport {
     // A flag of 1.2, believed only from a plugin built for 1.2 or later.
     fields_only_ =
         plugin_->description().abi_minor >= 2 && (info.flags & WM_TRANSPORT_FIELDS_ONLY) != 0;
-    description_ = Field(info.description);
+    description_ = PluginText(Field(info.description));
     return Status();
   }
 
@@ -374,7 +381,9 @@ class PluginTransport : public Transport {
     if (t.kind == "accepted" || t.kind == "duplicate") {
       t.provider_id = StorableText(Field(r.provider_message_id));
     }
-    t.retry_after_ms = r.retry_after_ms;
+    // A day at most: one answer of 0xFFFFFFFF held a provider, or a whole
+    // domain group, for 49 days.
+    t.retry_after_ms = std::min(r.retry_after_ms, kMaxRetryAfterMs);
     std::string d;
     auto add = [&d](const std::string& s) {
       if (!s.empty()) d += (d.empty() ? "" : " ") + s;
@@ -388,7 +397,10 @@ class PluginTransport : public Transport {
       t.scope = r.throttle_scope < 4 ? kScopes[r.throttle_scope] : "provider";
       add("scope " + t.scope);
     }
-    if (r.retry_after_ms) add("retry after " + std::to_string(r.retry_after_ms) + " ms");
+    if (r.retry_after_ms) add("retry after " + std::to_string(t.retry_after_ms) + " ms");
+    if (r.retry_after_ms > kMaxRetryAfterMs) {
+      add("(the plugin said " + std::to_string(r.retry_after_ms) + ", more than a day)");
+    }
     std::string text = Field(r.text);
     if (!text.empty()) d += (d.empty() ? "" : ": ") + text;
     t.detail = StorableText(d);
@@ -397,15 +409,16 @@ class PluginTransport : public Transport {
 
   static void Log(void* ctx, uint32_t level, const char* msg, size_t len) {
     if (level > WM_LOG_INFO) return;
-    static const char* kLevels[] = {"", "error", "warning", "info"};
+    static const char* kLevels[] = {"log", "error", "warning", "info"};
     auto* self = static_cast<PluginTransport*>(ctx);
     std::ostringstream line;
     line << "waymark: transport '" << self->instance_ << "': " << kLevels[level] << ": "
-         << std::string_view(msg, len) << "\n";
+         << PluginText(std::string_view(msg, len)) << "\n";
     std::cerr << line.str();
   }
 
   static constexpr uint32_t kTimeoutMs = 30000;
+  static constexpr uint32_t kMaxRetryAfterMs = 86'400'000;
   std::shared_ptr<const Plugin> plugin_;
   std::string instance_;
   wm_host host_{};
@@ -474,8 +487,8 @@ Result<std::shared_ptr<const Plugin>> Plugin::Load(const fs::path& dir, const st
     return refuse("its descriptor names it '" + std::string(desc->name) +
                   "': a plugin's file is named after the plugin");
   }
-  p->description_.version = desc->version;
-  p->description_.summary = desc->summary;
+  p->description_.version = PluginText(desc->version);
+  p->description_.summary = PluginText(desc->summary);
   p->description_.config_schema = desc->config_schema;
   std::string schema = desc->config_schema;
   if (schema.empty() || schema.find('/') != std::string::npos || schema[0] == '.' ||

@@ -282,6 +282,24 @@ TEST_F(PluginTest, AnAnswerThatIsNotUtf8IsMadeWellFormed) {
   std::string text;
   AppendJsonString(text, r.detail);
   EXPECT_NO_THROW(json::parse(text)) << text;
+  // Its description too, on one line: a stray byte there crashed `run
+  // --json` (nlohmann refuses to dump it), a newline forged a line.
+  EXPECT_EQ(t->Describe(), "bad " + bad + "\\u000aline");
+  EXPECT_NO_THROW((void)json(t->Describe()).dump());
+}
+
+// A retry-after is held to a day: one answer of 0xFFFFFFFF ms paused a
+// provider, or a domain group across providers, for 49 days.
+TEST_F(PluginTest, ARetryAfterIsADayAtMost) {
+  Install("probe");
+  auto t = Open({{"kind", 5}, {"retry_after_ms", 4294967295u}});  // retry_later
+  ASSERT_TRUE(t);
+  TransportResult r = t->SendBatch({Message("k")})[0];
+  EXPECT_EQ(r.retry_after_ms, 86'400'000u);
+  EXPECT_EQ(
+      r.detail.rfind("retry after 86400000 ms (the plugin said 4294967295, more than a day)", 0),
+      0u)
+      << r.detail;
 }
 
 TEST_F(PluginTest, BatchesAreSplitAtThePluginsLimitAndAnsweredInOrder) {

@@ -71,6 +71,7 @@ static void probe_info(wm_transport* t, wm_transport_info* out) {
   out->max_batch = t->max_batch;
   if (t->fields_only && t->host->abi_minor >= 2) out->flags = WM_TRANSPORT_FIELDS_ONLY;
   snprintf(out->description, sizeof out->description, "the probe (answers kind %u)", t->kind);
+  if (t->bad_utf8) snprintf(out->description, sizeof out->description, "bad \xff\nline");
 }
 
 static void probe_send_batch(wm_transport* t, const wm_message* messages, size_t count,
