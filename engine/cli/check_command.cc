@@ -113,6 +113,16 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
       return;
     }
     std::vector<std::string> in = paths->empty() ? std::vector<std::string>{journeys} : *paths;
+    // A path that is not there is a mistyped argument (exit 2), not a
+    // journey that failed its check.
+    for (const std::string& p : in) {
+      std::error_code ec;
+      if (!std::filesystem::exists(p, ec)) {
+        std::cerr << "waymark check: " << p << ": no such file or directory\n";
+        *exit_code = kExitUsage;
+        return;
+      }
+    }
     dsl::CheckResult r = dsl::CheckPaths(in, reg.value());
     CheckTemplates(in, r);
     if (*json) {
@@ -168,6 +178,11 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
     std::error_code ec;
     if (std::filesystem::is_directory(*file, ec)) {
       std::cerr << "waymark graph: " << *file << " is a directory: graph draws one .journey file\n";
+      *exit_code = kExitUsage;
+      return;
+    }
+    if (std::string problem = InputFileProblem(*file); !problem.empty()) {
+      std::cerr << "waymark graph: " << problem << "\n";
       *exit_code = kExitUsage;
       return;
     }

@@ -146,8 +146,9 @@ TEST(Cli, CheckSaysWhenTheSchemaDirectoryIsEmpty) {
 // A file named on the command line that is a directory, or is not there,
 // is a usage error said at once: render crashed (an uncaught exception,
 // exit 134), run made its store and exited 3, import said "imported 0",
-// plugins listed nothing, graph exited 1 without a word, and suppress
-// list made a store at a mistyped path.
+// plugins listed nothing, graph exited 1 without a word, suppress list
+// made a store at a mistyped path, and check and graph of a file not there
+// were exit 1, a journey that failed its check.
 TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
   fs::path dir = fs::temp_directory_path() / ("waymark_cli_inputs_" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -163,6 +164,8 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
       {"suppress list" + store, "no store at"},
       {"suppress remove a@example.com" + store, "no store at"},
       {"graph journeys", "journeys is a directory"},
+      {"graph journeys/nope.journey", "cannot read journeys/nope.journey: No such file"},
+      {"check journeys/nope.journey journeys", "journeys/nope.journey: no such file or directory"},
       {"plugins --plugin-dir '" + (dir / "nowhere").string() + "'", "nowhere does not exist"},
   };
   for (const Case& c : cases) {
