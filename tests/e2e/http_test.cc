@@ -138,7 +138,9 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
         return true;
       },
       "application/json");
-  if (chunked) EXPECT_EQ(chunked->status, 413);  // (or the connection is closed mid-body)
+  if (chunked) {  // (or the connection is closed mid-body)
+    EXPECT_EQ(chunked->status, 413);
+  }
   auto still = cli.Post("/events", Ev("e4", "u4"), "application/json");
   ASSERT_TRUE(still);
   EXPECT_EQ(still->status, 200);
