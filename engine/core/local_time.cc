@@ -51,7 +51,10 @@ const date::time_zone* FindZone(const std::string& name) {
   } catch (const std::exception&) {
     z = nullptr;
   }
-  cache[name] = z;
+  // Zones come from event data: an invalid name is remembered only while
+  // there are few (a producer sending a new one each time would grow the
+  // cache without end); the valid ones are the tz database's few hundred.
+  if (z || cache.size() < 4096) cache[name] = z;
   return z;
 }
 
