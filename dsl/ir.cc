@@ -28,9 +28,10 @@ const char* ReentryName(Reentry r) {
 }
 
 // A number that is a whole number serialises as an integer, so that the
-// JSON (and the hash) do not depend on how a literal was written.
+// JSON (and the hash) do not depend on how a literal was written (`5.0`
+// is 5; `9007199254740992.0` is the integer it equals at run time).
 json Number(double v) {
-  if (std::floor(v) == v && std::fabs(v) < 9e15) return int64_t(v);
+  if (std::floor(v) == v && v >= -0x1p63 && v < 0x1p63) return int64_t(v);
   return v;
 }
 

@@ -61,8 +61,10 @@ void CheckTemplates(const std::vector<std::string>& args, dsl::CheckResult& r) {
   auto templates_dir = [&](const std::string& file) {
     for (const std::string& a : args) {
       std::error_code ec;
-      if (fs::is_directory(a, ec) && file.rfind(a, 0) == 0)
-        return (fs::path(a) / "templates").string();
+      if (!fs::is_directory(a, ec)) continue;
+      // Under `a` by whole components ("journeys-b/x" is not under "journeys").
+      fs::path rel = fs::path(file).lexically_relative(a);
+      if (!rel.empty() && *rel.begin() != "..") return (fs::path(a) / "templates").string();
     }
     return (fs::path(file).parent_path() / "templates").string();
   };

@@ -285,12 +285,15 @@ class HttpServer {
 void ServeEvents(HttpServer& http, Inbox& inbox) {
   http.server().set_payload_max_length(kMaxRequestBytes);  // a length said up front
   std::shared_ptr<Gate> gate = http.gate();
-  http.server().Post("/events", [&inbox, gate](const httplib::Request&, httplib::Response& res,
+  http.server().Post("/events", [&inbox, gate](const httplib::Request& req, httplib::Response& res,
                                                const httplib::ContentReader& content) {
     auto fail = [&](int code, const std::string& why) {
       res.status = code;
       res.set_content(nlohmann::json{{"error", why}}.dump() + "\n", "application/json");
     };
+    if (req.is_multipart_form_data()) {
+      return fail(415, "send the events as the body (JSON), not as a multipart form");
+    }
     // Read here, whatever the Content-Type (httplib refused a form's body
     // over 8 KiB) and the framing (chunks and compressed bodies were read
     // whole, with no limit).
@@ -304,7 +307,12 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
       text.append(data, n);
       return true;
     });
-    if (over) return fail(413, "the request body is over 64 MiB");
+    if (over) {
+      // The rest of the body is still coming: the connection ends here,
+      // or its bytes would be read as the next request.
+      res.set_header("Connection", "close");
+      return fail(413, "the request body is over 64 MiB");
+    }
     // A client slow enough to outlast the stop is answered without the
     // inbox, which may be gone.
     std::shared_lock<std::shared_mutex> lock(gate->mu);
@@ -894,14 +902,26 @@ int Run(const RunOptions& o) {
     for (const DomainLimit& other : eo.domains) {
       if (other.name == limit.name) why = "is given by two tables";
     }
-    if (why.empty() && limit.domains.empty() && DomainGroup(limit.name) != limit.name) {
+    bool lists_itself =
+        std::find(limit.domains.begin(), limit.domains.end(), limit.name) != limit.domains.end();
+    if (why.empty() && !lists_itself && DomainGroup(limit.name) != limit.name) {
       why = "is a domain of the group '" + DomainGroup(limit.name) +
-            "': name the group, or give the table the domains it covers";
+            "': name the group, or list it in the table's domains";
     }
     for (const std::string& member : limit.domains) {
       auto [it, fresh] = member_of.emplace(member, limit.name);
-      if (!fresh) why = "lists '" + member + "', which '" + it->second + "' lists too";
+      if (!fresh && it->second != limit.name) {
+        why = "lists '" + member + "', " +
+              (member == it->second ? std::string("the name of another table")
+                                    : "which '" + it->second + "' lists too");
+      }
     }
+    // Named after a domain another table lists: its limit would never be
+    // looked up (the domain maps to the other table).
+    if (auto it = member_of.find(limit.name); it != member_of.end() && it->second != limit.name) {
+      why = "is a domain '" + it->second + "' lists";
+    }
+    if (!lists_itself) member_of.emplace(limit.name, limit.name);
     if (!why.empty()) {
       std::cerr << "waymark run: [[domain]] name: '" << limit.name << "' " << why << "\n";
       return kExitUsage;

@@ -313,7 +313,9 @@ class PluginTransport : public Transport {
     plugin_->descriptor().info(t_, &info);
     max_batch_ = info.max_batch;
     idempotent_ = (info.flags & WM_TRANSPORT_IDEMPOTENT) != 0;
-    idempotency_window_s_ = info.idempotency_window_s;
+    // 0 with the flag: the plugin did not say (hosts ignored the field
+    // until 2026-12-01): no limit, as for built-in transports.
+    idempotency_window_s_ = info.idempotency_window_s ? info.idempotency_window_s : UINT32_MAX;
     // A flag of 1.2, believed only from a plugin built for 1.2 or later.
     fields_only_ =
         plugin_->description().abi_minor >= 2 && (info.flags & WM_TRANSPORT_FIELDS_ONLY) != 0;

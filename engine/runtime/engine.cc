@@ -34,6 +34,15 @@ Micros PinnedAt(const std::vector<SendResultRow>& results, const std::string& pr
   return 0;
 }
 
+// Whether an event of `type` can start an instance of `j` (a refused
+// entry is counted only for one that could).
+bool Triggers(const dsl::CompiledJourney& j, const std::string& type) {
+  for (const auto& t : j.triggers) {
+    if (t.event == type) return true;
+  }
+  return false;
+}
+
 // A result the engine decides itself, with no provider asked.
 TransportResult Outcome(std::string kind, std::string detail) {
   TransportResult r;
@@ -743,13 +752,13 @@ void Engine::Route(const Event& e, bool emitted) {
       EvalScope scope{ej, ej, &empty, nullptr};
       json k = Eval(j.key, scope);
       key = k.is_string() ? k.get<std::string>() : "";
-      if (!k.is_string() && !k.is_null()) {  // no schema said what the field holds
+      if (!k.is_string() && !k.is_null() && Triggers(j, e.type)) {  // no schema typed the field
         ++summary_.entries_refused[std::string("key is a ") + k.type_name() + ", not a string"];
       }
     }
     if (key.empty()) continue;
     if (HasControlCharacter(key)) {  // from the key expression over the data
-      ++summary_.entries_refused["key contains a control character"];
+      if (Triggers(j, e.type)) ++summary_.entries_refused["key contains a control character"];
       continue;
     }
     if (!Mine(key)) {  // a key expression that does not follow the subject
@@ -893,11 +902,11 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     if (it != active_.end()) batch_.instances.push_back(it->second);
   }
   dirty_.clear();
+  if (clock_ > stored_clock_) {  // also alone: --advance moves it with nothing to write
+    batch_.clock = {ClockName(), clock_};
+    stored_clock_ = clock_;
+  }
   if (!batch_.empty()) {
-    if (clock_ > stored_clock_) {
-      batch_.clock = {ClockName(), clock_};
-      stored_clock_ = clock_;
-    }
     inflight_ids_ = std::move(batch_ids_);
     batch_ids_.clear();
     inflight_sends_ = std::move(staged_);

@@ -142,7 +142,7 @@ struct Batch {
   bool empty() const {
     return events.empty() && journey_versions.empty() && history.empty() && instances.empty() &&
            sends.empty() && results.empty() && dead_letters.empty() && !position &&
-           suppressions.empty();
+           suppressions.empty() && !clock;
   }
 };
 

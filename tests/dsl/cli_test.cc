@@ -126,6 +126,15 @@ TEST(Cli, CheckFindsTheSendsTemplates) {
   EXPECT_EQ(r.code, 0) << r.out << r.err;
   r = Sh(check + (dir / "flows/f.journey").string());  // a file: the templates beside it
   EXPECT_EQ(r.code, 0) << r.out << r.err;
+  // Two directories, one's name the start of the other's: each journey's
+  // templates are its own directory's (flows-b's were looked for in flows).
+  fs::create_directories(dir / "flows-b/templates");
+  std::ofstream(dir / "flows-b/g.journey")
+      << "journey g {\n  entry { on user.signup }\n  step a {\n"
+         "    send \"only_b\" to trigger.data.email intent marketing\n    end\n  }\n}\n";
+  std::ofstream(dir / "flows-b/templates/only_b.mustache") << "subject: Hi\n--- text\nHello\n";
+  r = Sh(check + (dir / "flows").string() + " " + (dir / "flows-b").string());
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
   fs::remove_all(dir);
 }
 
@@ -326,6 +335,14 @@ TEST(Cli, DeliverySettingsThatWouldNeverApplyAreRefused) {
       {"[[domain]]\nname = \"acme\"\nrate = 1\ndomains = [\"acme.example\"]\n"
        "[[domain]]\nname = \"other\"\nrate = 1\ndomains = [\"acme.example\"]\n",
        "[[domain]] name: 'other' lists 'acme.example', which 'acme' lists too"},
+      {"[[domain]]\nname = \"gmail.com\"\nrate = 1\ndomains = [\"example.org\"]\n",
+       "[[domain]] name: 'gmail.com' is a domain of the group 'google'"},
+      {"[[domain]]\nname = \"acme.example\"\nrate = 1\n"
+       "[[domain]]\nname = \"other\"\nrate = 1\ndomains = [\"acme.example\"]\n",
+       "[[domain]] name: 'other' lists 'acme.example', the name of another table"},
+      {"[[domain]]\nname = \"other\"\nrate = 1\ndomains = [\"acme.example\"]\n"
+       "[[domain]]\nname = \"acme.example\"\nrate = 1\n",
+       "[[domain]] name: 'acme.example' is a domain 'other' lists"},
       {"[delivery]\nfrom = \"Acme\\r\\nBcc: evil@x.example <hello@acme.example>\"\n",
        "[delivery] from: a line break"}};
   for (const auto& [toml, said] : cases) {

@@ -322,6 +322,18 @@ TEST(Graph, TheNoteOfExitsAndGoalsIsEscapedAndInBothFormats) {
       << mermaid;
 }
 
+// A whole number written with a fraction is the integer it equals at run
+// time: two cases of one value are one case written twice.
+TEST(Checker, EqualNumbersAreEqualCaseValuesHoweverWritten) {
+  DiagnosticSink d;
+  CheckSource("t.journey",
+              "journey j {\n entry { on user.signup }\n step a {\n  match trigger.data.n {"
+              " case 9007199254740992, 9007199254740992.0 { end } }\n  end\n }\n}\n",
+              {}, d);
+  ASSERT_EQ(d.errors(), 1);
+  EXPECT_NE(d.all()[0].message.find("9007199254740992"), std::string::npos) << d.all()[0].message;
+}
+
 TEST(Parser, StringEscapes) {
   CompiledJourney j = MustCompile(R"(journey j {
   description "tab\there \"quoted\" \u00e9\u20ac"

@@ -1,7 +1,10 @@
 // Golden tests for the journey language, in the style of Spirit X3's rexpr
 // example: inputs paired with their exact expected output.
 //
-//   tests/golden/check/NAME.journey   ->  NAME.expect   (waymark check's report)
+//   tests/golden/check/NAME.journey   ->  NAME.expect   (the language's report,
+//                                         dsl::CheckPaths: `waymark check` adds
+//                                         the sends' templates, which
+//                                         tests/dsl/cli_test.cc checks)
 //   journeys/NAME.journey and
 //   tests/golden/compile/NAME.journey ->  tests/golden/compile/NAME.ir.json,
 //                                         NAME.dot, NAME.mmd

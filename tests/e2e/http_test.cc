@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -144,6 +145,53 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   auto still = cli.Post("/events", Ev("e4", "u4"), "application/json");
   ASSERT_TRUE(still);
   EXPECT_EQ(still->status, 200);
+  // After a 413 the connection ends: the rest of the refused body was read
+  // as the next request (here a whole request hidden at its end, which
+  // must not be stored).
+  {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(uint16_t(port));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    std::string hidden = Ev("hidden", "h1");
+    std::string smuggled =
+        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(hidden.size()) + "\r\n\r\n" + hidden;
+    std::thread sender([&] {
+      std::string head = "POST /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+      (void)!send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+      char size[16];
+      snprintf(size, sizeof size, "%zx\r\n", mib.size());
+      for (int i = 0; i < 64; ++i) {
+        if (send(fd, size, strlen(size), MSG_NOSIGNAL) < 0 ||
+            send(fd, mib.data(), mib.size(), MSG_NOSIGNAL) < 0 ||
+            send(fd, "\r\n", 2, MSG_NOSIGNAL) < 0) {
+          return;
+        }
+      }
+      std::string tail = "1\r\nx\r\n" + smuggled;
+      (void)!send(fd, tail.data(), tail.size(), MSG_NOSIGNAL);
+    });
+    std::string answers;
+    char buf[4096];
+    timeval wait{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) answers.append(buf, size_t(n));
+    sender.join();
+    close(fd);
+    EXPECT_EQ(answers.rfind("HTTP/1.1 413", 0), 0u) << answers;
+    EXPECT_NE(answers.find("\r\nConnection: close\r\n"), std::string::npos) << answers;
+    EXPECT_EQ(answers.find("HTTP/1.1", 1), std::string::npos) << "a second answer: " << answers;
+  }
+  // A multipart form is not an event (it was an empty 500).
+  httplib::MultipartFormDataItems form_items = {
+      {"events", Ev("m1", "u5"), "e.json", "application/json"}};
+  auto multipart = cli.Post("/events", form_items);
+  ASSERT_TRUE(multipart);
+  EXPECT_EQ(multipart->status, 415) << multipart->body;
 
   // A client sending a request slowly (a header line every 200 ms) when
   // SIGTERM comes does not hold the stop: it waited for the client.
@@ -174,6 +222,7 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   EXPECT_LT(took, 15.0) << "the stop waited for the slow client";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM events WHERE id LIKE 'f%'"), 50);
+  EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM events WHERE id IN ('hidden', 'm1')"), 0);
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM instances"), 4);
   EXPECT_EQ(Count(dir / "w.db", "SELECT COUNT(*) FROM dead_letters"), 1);
   if (!HasFailure()) fs::remove_all(dir);

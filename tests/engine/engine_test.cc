@@ -544,6 +544,7 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
 TEST_F(EngineTest, AKeyThatCannotNameAnInstanceIsRefusedAndCounted) {
   Journey("j", R"(journey j {
   entry { on user.signup  key event.data.account }
+  exit on user.deleted
   step s { send "a" to trigger.data.email intent marketing  end }
 })");
   Start();
@@ -554,7 +555,9 @@ TEST_F(EngineTest, AKeyThatCannotNameAnInstanceIsRefusedAndCounted) {
           R"({"email":"v@x.io","account":"acme"})"),
        Ev("3", "user.signup", "w", "2026-03-01T10:00:02Z", R"({"email":"w@x.io","account":12345})"),
        Ev("4", "user.signup", "x", "2026-03-01T10:00:03Z", R"({"email":"x@x.io","account":true})"),
-       Ev("5", "user.signup", "y", "2026-03-01T10:00:04Z", R"({"email":"y@x.io"})")});
+       Ev("5", "user.signup", "y", "2026-03-01T10:00:04Z", R"({"email":"y@x.io"})"),
+       // An event that cannot start an instance refuses no entry.
+       Ev("6", "user.deleted", "z", "2026-03-01T10:00:05Z", R"({"account":7})")});
   EXPECT_EQ(engine_->summary().entries_refused,
             (std::map<std::string, int64_t>{{"key contains a control character", 1},
                                             {"key is a number, not a string", 1},
@@ -722,6 +725,12 @@ TEST_F(EngineTest, ARestartResumesTheClock) {
     EXPECT_EQ(FormatRfc3339(i[0].entered_at), "2026-03-10T00:00:00Z");
     EXPECT_EQ(FormatRfc3339(i[0].due), "2026-03-10T00:00:30Z");
   }
+  // A clock moved with nothing to write (--advance past the last timer)
+  // is kept too.
+  ASSERT_TRUE(engine_->Advance(ParseRfc3339("2026-04-01T00:00:00Z").value()).ok());  // the timer
+  ASSERT_TRUE(engine_->Advance(ParseRfc3339("2026-05-01T00:00:00Z").value()).ok());  // nothing
+  Start();
+  EXPECT_EQ(FormatRfc3339(engine_->clock()), "2026-05-01T00:00:00Z");
 }
 
 // On the wall clock, timers due before an event fire before it, as they

@@ -214,7 +214,7 @@ TEST_F(PluginTest, TheConfigurationIsCheckedAgainstThePluginsSchemaBeforeCreate)
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error(),
             "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: "
-            "bad_utf8, fail, fields_only, kind, max_batch, retry_after_ms, smtp_code)");
+            "bad_utf8, fail, fields_only, kind, max_batch, retry_after_ms, smtp_code, window)");
   auto bad = p.value()->Create("main", {{"kind", "accepted"}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("kind (is \"accepted\")"), std::string::npos) << bad.error();
@@ -286,6 +286,19 @@ TEST_F(PluginTest, AnAnswerThatIsNotUtf8IsMadeWellFormed) {
   // --json` (nlohmann refuses to dump it), a newline forged a line.
   EXPECT_EQ(t->Describe(), "bad " + bad + "\\u000aline");
   EXPECT_NO_THROW((void)json(t->Describe()).dump());
+}
+
+// A plugin that says it deduplicates by the key and leaves the window at
+// 0 did not say how long: no limit (its ambiguous sends had no retry).
+TEST_F(PluginTest, AnIdempotencyWindowOfZeroIsNotStated) {
+  Install("probe");
+  auto unstated = Open({{"window", 0}});
+  ASSERT_TRUE(unstated);
+  EXPECT_TRUE(unstated->Idempotent());
+  EXPECT_EQ(unstated->IdempotencyWindowS(), UINT32_MAX);
+  auto day = Open({{"window", 86400}});
+  ASSERT_TRUE(day);
+  EXPECT_EQ(day->IdempotencyWindowS(), 86400u);
 }
 
 // A retry-after is held to a day: one answer of 0xFFFFFFFF ms paused a

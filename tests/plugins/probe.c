@@ -31,6 +31,7 @@ struct wm_transport {
   uint32_t max_batch;
   uint32_t fields_only;
   uint32_t bad_utf8;
+  long window; /* -1: not idempotent */
   uint32_t calls;
   const wm_host* host;
 };
@@ -58,6 +59,7 @@ static int probe_create(const wm_host* host, wm_str config, wm_transport** out, 
   t->max_batch = (uint32_t)json_number(config, "max_batch", 0);
   t->fields_only = (uint32_t)json_number(config, "fields_only", 0);
   t->bad_utf8 = (uint32_t)json_number(config, "bad_utf8", 0);
+  t->window = json_number(config, "window", -1);
   t->host = host;
   *out = t;
   return WM_OK;
@@ -70,6 +72,10 @@ static void probe_destroy(wm_transport* t) {
 static void probe_info(wm_transport* t, wm_transport_info* out) {
   out->max_batch = t->max_batch;
   if (t->fields_only && t->host->abi_minor >= 2) out->flags = WM_TRANSPORT_FIELDS_ONLY;
+  if (t->window >= 0) {
+    out->flags |= WM_TRANSPORT_IDEMPOTENT;
+    out->idempotency_window_s = (uint32_t)t->window;
+  }
   snprintf(out->description, sizeof out->description, "the probe (answers kind %u)", t->kind);
   if (t->bad_utf8) snprintf(out->description, sizeof out->description, "bad \xff\nline");
 }

@@ -313,7 +313,9 @@ typedef struct wm_transport_info {
   uint32_t struct_size;
   uint32_t flags;                /* WM_TRANSPORT_* bits */
   uint32_t max_batch;            /* the most messages per send_batch() call; 0 = no limit */
-  uint32_t idempotency_window_s; /* with WM_TRANSPORT_IDEMPOTENT (Resend: 86400) */
+  uint32_t idempotency_window_s; /* with WM_TRANSPORT_IDEMPOTENT (Resend: 86400): an ambiguous
+                                    send is retried only this long after its first attempt;
+                                    0: not stated (no limit); UINT32_MAX: for ever */
   /* Where the messages go, for people: "api.resend.com (account re_...4f2a)",
    * "outbox/ (one .eml per message)". No secrets. */
   char description[WM_DESCRIPTION_SIZE];
