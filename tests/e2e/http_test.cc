@@ -64,6 +64,18 @@ int PrintedPort(const fs::path& err, const std::string& path) {
   return 0;
 }
 
+// A TCP connection to 127.0.0.1:port, or -1.
+int ConnectLoopback(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(uint16_t(port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) return fd;
+  if (fd >= 0) close(fd);
+  return -1;
+}
+
 TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   fs::path dir = fs::temp_directory_path() / ("waymark_http_" + std::to_string(getpid()));
   fs::remove_all(dir);
@@ -149,12 +161,8 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   // as the next request (here a whole request hidden at its end, which
   // must not be stored).
   {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(uint16_t(port));
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    int fd = ConnectLoopback(port);
+    ASSERT_GE(fd, 0);
     std::string hidden = Ev("hidden", "h1");
     std::string smuggled =
         "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -195,12 +203,8 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
 
   // A client sending a request slowly (a header line every 200 ms) when
   // SIGTERM comes does not hold the stop: it waited for the client.
-  int slow = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(slow, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  int slow = ConnectLoopback(port);
+  ASSERT_GE(slow, 0);
   std::atomic<bool> dripping{true};
   std::thread drip([&] {
     std::string head = "POST /events HTTP/1.1\r\nHost: x\r\n";
