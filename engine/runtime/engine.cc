@@ -902,7 +902,10 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     if (it != active_.end()) batch_.instances.push_back(it->second);
   }
   dirty_.clear();
-  if (clock_ > stored_clock_) {  // also alone: --advance moves it with nothing to write
+  // On the event clock (on the wall clock the clock is now's at the next
+  // timer check, and an idle engine would write it every 200 ms), also
+  // alone: --advance moves it with nothing else to write.
+  if (options_.event_clock && clock_ > stored_clock_) {
     batch_.clock = {ClockName(), clock_};
     stored_clock_ = clock_;
   }
