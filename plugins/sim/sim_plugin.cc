@@ -169,14 +169,20 @@ Answer Decide(wm_transport* t, const wm_message* m) {
       return {WM_RESULT_THROTTLED, 0, 429, "", "rate_limit_exceeded", "too many requests", ms};
     }
   }
+  // A domain's fixed answer; one of `accepted` is counted, recorded and
+  // deduplicated as any acceptance is (it skipped all three).
+  const Answer* fixed = nullptr;
   if (size_t at = to.rfind('@'); at != std::string::npos) {
     auto d = t->domains.find(to.substr(at + 1));
-    if (d != t->domains.end()) return d->second;
+    if (d != t->domains.end()) {
+      if (d->second.kind != WM_RESULT_ACCEPTED) return d->second;
+      fixed = &d->second;
+    }
   }
-  if (Chance(t->seed, m->idempotency_key, m->attempt, 1) < t->permanent_rate) {
+  if (!fixed && Chance(t->seed, m->idempotency_key, m->attempt, 1) < t->permanent_rate) {
     return {WM_RESULT_PERMANENT_RECIPIENT, 550, 0, "5.1.1", "", "no such user", 0};
   }
-  if (Chance(t->seed, m->idempotency_key, m->attempt, 2) < t->transient_rate) {
+  if (!fixed && Chance(t->seed, m->idempotency_key, m->attempt, 2) < t->transient_rate) {
     return {WM_RESULT_RETRY_LATER, 451, 0, "4.3.0", "", "temporary failure", 0};
   }
   bool repeat = !t->seen.insert(key).second;
@@ -189,17 +195,27 @@ Answer Decide(wm_transport* t, const wm_message* m) {
                  {"at_us", NowUs()}, {"repeat", repeat}, {"bytes", m->data.len}};
     std::fputs((line.dump() + "\n").c_str(), t->record);
   }
+  if (fixed) return *fixed;
   a.smtp_code = 250;
   a.enhanced = "2.0.0";
   a.text = "queued";
   return a;
 }
 
+// Returns within about `timeout_ms`, as the header asks: a message whose
+// latency would end past it is not sent (retry_later).
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
-               uint32_t) {
+               uint32_t timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (size_t i = 0; i < count; ++i) {
     const wm_message* m = wm_message_at(messages, i);
     wm_send_result* r = wm_result_at(results, i);
+    if (t->latency_ms &&
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(t->latency_ms) > deadline) {
+      r->kind = WM_RESULT_RETRY_LATER;
+      Put(r->text, "not sent: the call's " + std::to_string(timeout_ms) + " ms were up");
+      continue;
+    }
     try {
       if (t->latency_ms) std::this_thread::sleep_for(std::chrono::milliseconds(t->latency_ms));
       Answer a = Decide(t, m);

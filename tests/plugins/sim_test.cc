@@ -1,12 +1,14 @@
 // The provider simulator plugin, loaded as waymark loads it.
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
 
 #include <gtest/gtest.h>
+#include <waymark/transport_plugin.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/delivery/plugin.h"
@@ -159,6 +161,75 @@ TEST(SimPlugin, ADomainGetsItsOwnAnswerAndAFaultComesAfterNAcceptances) {
             "smtp 421 4.7.0 scope domain retry after 7200000 ms: [TSS04] Messages "
             "temporarily deferred");
   EXPECT_EQ(y[1].kind, "accepted");
+}
+
+// A domain whose fixed answer is `accepted` is an acceptance like any
+// other: recorded, and a repeated key is a duplicate (it skipped both).
+TEST(SimPlugin, ADomainsAcceptanceIsRecordedAndDeduplicated) {
+  fs::path record = fs::temp_directory_path() / ("wm_sim_dom_" + std::to_string(getpid()));
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  auto d = sim.value()->Create(
+      "sim", {{"record", record.string()},
+              {"domains", {{"ok.example", {{"kind", "accepted"}, {"text", "fine"}}}}}});
+  ASSERT_TRUE(d.ok()) << d.error();
+  auto r = d.value()->SendBatch({Message("k1", "a@ok.example"), Message("k1", "a@ok.example")});
+  EXPECT_EQ(r[0].kind, "accepted");
+  EXPECT_EQ(r[0].detail, "fine");
+  EXPECT_EQ(r[1].kind, "duplicate");
+  std::ifstream in(record);
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  EXPECT_EQ(lines, 1);
+  fs::remove(record);
+}
+
+// send_batch returns within about its timeout, as the header asks of every
+// plugin: a message whose latency would end past it is not sent
+// (retry_later). It slept through every message whatever the timeout.
+TEST(SimPlugin, ItReturnsWithinTheCallsTimeout) {
+  auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
+  ASSERT_TRUE(sim.ok()) << sim.error();
+  const wm_transport_plugin& p = sim.value()->descriptor();
+  wm_host host{};
+  host.struct_size = sizeof host;
+  host.abi_major = WAYMARK_TRANSPORT_ABI_MAJOR;
+  host.abi_minor = WAYMARK_TRANSPORT_ABI_MINOR;
+  host.instance_name = {"sim", 3};
+  host.log = [](void*, uint32_t, const char*, size_t) {};
+  std::string config = R"({"latency_ms": 100})";
+  wm_transport* t = nullptr;
+  char err[WM_ERROR_MIN_SIZE] = "";
+  ASSERT_EQ(p.create(&host, {config.c_str(), config.size()}, &t, err, sizeof err), WM_OK) << err;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 20; ++i) keys.push_back("k" + std::to_string(i));
+  std::vector<wm_str> rcpt(keys.size(), {"u@example.org", 13});
+  std::vector<wm_message> m(keys.size());
+  std::vector<wm_send_result> r(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    m[i] = {};
+    m[i].struct_size = sizeof(wm_message);
+    m[i].attempt = 1;
+    m[i].idempotency_key = {keys[i].c_str(), keys[i].size()};
+    m[i].recipients = &rcpt[i];
+    m[i].recipient_count = 1;
+    r[i] = {};
+    r[i].struct_size = sizeof(wm_send_result);
+  }
+  auto began = std::chrono::steady_clock::now();
+  p.send_batch(t, m.data(), m.size(), r.data(), 350);
+  auto took = std::chrono::steady_clock::now() - began;
+  p.destroy(t);
+  // 2 s before; about 300 ms now (3 messages), less when sleeps run long.
+  EXPECT_LT(took, std::chrono::milliseconds(1000));
+  int sent = 0, not_sent = 0;
+  for (const wm_send_result& x : r) {
+    sent += x.kind == WM_RESULT_ACCEPTED;
+    not_sent += x.kind == WM_RESULT_RETRY_LATER;
+  }
+  EXPECT_GE(sent, 1);
+  EXPECT_LE(sent, 3);
+  EXPECT_EQ(sent + not_sent, 20);
 }
 
 TEST(SimPlugin, ABadConfigurationNamesTheKey) {
