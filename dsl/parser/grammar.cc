@@ -158,7 +158,9 @@ x3::rule<struct close_quote_class> const close_quote =
     "closing '\"' (a string ends on the line it starts)";
 auto const close_quote_def = lit('"');
 BOOST_SPIRIT_DEFINE(close_quote)
-auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\n")) > close_quote];
+// A CR is not part of a string either: in a file with CRLF line ends an
+// unterminated string was said one column late (at the LF).
+auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\r\n")) > close_quote];
 auto const event_seg = (alpha | char_('_')) >> *(idchar | char_('-'));
 // A reserved word followed by '.' or '-' is the first segment of a type
 // (`case.opened`, `in-app.dismissed`), not the word.

@@ -334,6 +334,24 @@ TEST(Checker, EqualNumbersAreEqualCaseValuesHoweverWritten) {
   EXPECT_NE(d.all()[0].message.find("9007199254740992"), std::string::npos) << d.all()[0].message;
 }
 
+// An unterminated string is said at the end of its line, whatever the line
+// ends with: with CRLF the CR was taken into the string and the column was
+// one too far.
+TEST(Parser, AnUnterminatedStringIsSaidAtTheEndOfItsLineWithCrlfToo) {
+  std::string lf =
+      "journey j {\n entry { on user.signup }\n step a {\n  send \"x to key\n  end\n }\n}\n";
+  std::string crlf;
+  for (char c : lf) crlf += c == '\n' ? std::string("\r\n") : std::string(1, c);
+  DiagnosticSink a, b;
+  Parse(lf, "t.journey", a);
+  Parse(crlf, "t.journey", b);
+  ASSERT_GE(a.errors(), 1);
+  ASSERT_GE(b.errors(), 1);
+  EXPECT_EQ(a.all()[0].loc.line, b.all()[0].loc.line);
+  EXPECT_EQ(a.all()[0].loc.col, b.all()[0].loc.col);
+  EXPECT_EQ(a.all()[0].message, b.all()[0].message);
+}
+
 TEST(Parser, StringEscapes) {
   CompiledJourney j = MustCompile(R"(journey j {
   description "tab\there \"quoted\" \u00e9\u20ac"
