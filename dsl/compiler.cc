@@ -812,6 +812,9 @@ void Compiler::CheckGraph(CompiledJourney& c) {
   // at, must fit. The states without a wait form no cycle (above), so the
   // longest path from each is found in one pass, children first.
   std::vector<size_t> longest(n, 0);  // 0: not yet known
+  for (size_t v = 0; v < n; ++v) {
+    if (c.states[v].IsWait()) longest[v] = 1;  // the input stops there
+  }
   for (size_t root = 0; root < n; ++root) {
     if (longest[root]) continue;
     std::vector<std::pair<size_t, size_t>> path{{root, 0}};
@@ -822,13 +825,9 @@ void Compiler::CheckGraph(CompiledJourney& c) {
         if (!longest[after[v][k]]) path.emplace_back(after[v][k], 0);
         continue;
       }
-      size_t most = 0;  // after this state: 1 when it can stop at a wait next
-      if (!c.states[v].IsWait()) {
-        for (const std::string& s : c.states[v].Successors()) {
-          auto it = index.find(s);
-          if (it != index.end())
-            most = std::max(most, longest[it->second] ? longest[it->second] : 1);
-        }
+      size_t most = 0;  // the longest run after this state (its successors are known)
+      for (const std::string& s : c.states[v].Successors()) {
+        if (auto it = index.find(s); it != index.end()) most = std::max(most, longest[it->second]);
       }
       longest[v] = 1 + most;
       path.pop_back();

@@ -37,6 +37,14 @@ OutMessage Message(const std::string& key, const std::string& to = "ana@example.
   return m;
 }
 
+// The sim's record of what it accepted: a JSON line each.
+std::vector<nlohmann::json> RecordLines(const fs::path& record) {
+  std::ifstream in(record);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
 std::vector<OutMessage> Messages(int n, const std::string& prefix) {
   std::vector<OutMessage> m;
   for (int i = 0; i < n; ++i) m.push_back(Message(prefix + std::to_string(i)));
@@ -62,9 +70,7 @@ TEST(SimPlugin, WithoutIdempotencyARepeatIsAcceptedAgainAndRecorded) {
   ASSERT_TRUE(t);
   auto r = t->SendBatch({Message("a"), Message("a"), Message("b")});
   for (const auto& x : r) EXPECT_EQ(x.kind, "accepted");
-  std::ifstream in(record);
-  std::vector<nlohmann::json> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  std::vector<nlohmann::json> lines = RecordLines(record);
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_EQ(lines[0]["key"], "a");
   EXPECT_EQ(lines[0]["repeat"], false);
@@ -167,6 +173,7 @@ TEST(SimPlugin, ADomainGetsItsOwnAnswerAndAFaultComesAfterNAcceptances) {
 // other: recorded, and a repeated key is a duplicate (it skipped both).
 TEST(SimPlugin, ADomainsAcceptanceIsRecordedAndDeduplicated) {
   fs::path record = fs::temp_directory_path() / ("wm_sim_dom_" + std::to_string(getpid()));
+  fs::remove(record);
   auto sim = Plugin::Load(WAYMARK_PLUGIN_DIR, "sim");
   ASSERT_TRUE(sim.ok()) << sim.error();
   auto d = sim.value()->Create(
@@ -177,10 +184,7 @@ TEST(SimPlugin, ADomainsAcceptanceIsRecordedAndDeduplicated) {
   EXPECT_EQ(r[0].kind, "accepted");
   EXPECT_EQ(r[0].detail, "fine");
   EXPECT_EQ(r[1].kind, "duplicate");
-  std::ifstream in(record);
-  int lines = 0;
-  for (std::string line; std::getline(in, line);) ++lines;
-  EXPECT_EQ(lines, 1);
+  EXPECT_EQ(RecordLines(record).size(), 1u);
   fs::remove(record);
 }
 
