@@ -397,13 +397,10 @@ struct Reconnects {
   std::optional<int64_t> postgresql;
 };
 
-void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const Reconnects& r,
+void PrintSummary(const Engine& e, const OpenProviders& t, const Reconnects& r,
                   bool as_json) {
   const RunSummary& s = e.summary();
   const RunSummary::Instances all = s.instances();
-  // The last few, named in the text summary.
-  auto dead = as_json ? Result<std::vector<DeadLetterRow>>(std::vector<DeadLetterRow>{})
-                      : store.DeadLetters(5);
   nlohmann::json reconnects = nlohmann::json::object();
   if (r.nats) reconnects["nats"] = *r.nats;
   if (r.postgresql) reconnects["postgresql"] = *r.postgresql;
@@ -501,10 +498,8 @@ void PrintSummary(const Engine& e, const OpenProviders& t, Store& store, const R
   for (const auto& [_, n] : s.dead_letters) dl += n;
   std::cout << "  dead letters: " << dl << "\n";
   for (const auto& [why, n] : s.dead_letters) std::cout << "    " << why << ": " << n << "\n";
-  if (dead.ok()) {
-    for (auto it = dead.value().rbegin(); it != dead.value().rend(); ++it) {
-      std::cout << "      " << it->input << ": " << it->reason << "\n";
-    }
+  for (const auto& [input, why] : s.last_dead_letters) {
+    std::cout << "      " << input << ": " << why << "\n";
   }
   if (t.providers.size() > 1) {
     std::cout << "  providers (cheapest first):\n";
@@ -1160,7 +1155,7 @@ int Run(const RunOptions& o) {
     }
   }
   if (IsPostgresUrl(o.store)) reconnects.postgresql = metrics.store_reconnects();
-  PrintSummary(e, transport.value(), *store.value(), reconnects, o.json);
+  PrintSummary(e, transport.value(), reconnects, o.json);
   return kExitOk;
 }
 

@@ -272,6 +272,9 @@ void Engine::DeadLetter(Micros time, const std::string& input, const std::string
   batch_.dead_letters.push_back(
       {0, time, StorableText(input), StorableText(reason), raw.substr(0, 64 * 1024)});
   ++summary_.dead_letters[DeadLetterKind(reason)];
+  auto& last = summary_.last_dead_letters;
+  if (last.size() == RunSummary::kLastDeadLetters) last.pop_front();
+  last.emplace_back(batch_.dead_letters.back().input, batch_.dead_letters.back().reason);
 }
 
 Status Engine::Ingest(const std::vector<RawInput>& inputs, Micros wall_now,

@@ -137,6 +137,10 @@ struct RunSummary {
   int64_t duplicates = 0;                          // re-sent events, recognised and skipped
   int64_t unknown_types = 0;                       // events no journey listens to
   std::map<std::string, int64_t> dead_letters;     // reason -> count
+  // This run's last few dead letters, oldest first: where each came from
+  // (its input), and why.
+  static constexpr size_t kLastDeadLetters = 5;
+  std::deque<std::pair<std::string, std::string>> last_dead_letters;
   struct Instances {
     int64_t started = 0, completed = 0, exited = 0;  // in this run
     int64_t waiting = 0;  // running now, those loaded at start included (a gauge)

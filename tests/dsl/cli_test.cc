@@ -194,6 +194,35 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
   fs::remove_all(dir);
 }
 
+// The run summary names this run's dead letters, and only those: it listed
+// the store's last five, from earlier runs, under "dead letters: 0".
+TEST(Cli, TheRunSummaryNamesOnlyThisRunsDeadLetters) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_dead_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::string run = kWaymark +
+                    " run --clock event --until-idle --transport null: --store 'sqlite:" +
+                    (dir / "w.db").string() + "' --events ";
+  Outcome r = Sh(run + "journeys/sample_events.jsonl");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("unsupported CloudEvents specversion '0.3'"), std::string::npos) << r.out;
+  // The same store, one new bad line and nothing else wrong.
+  std::ofstream(dir / "bad.jsonl") << "not json\n";
+  r = Sh(run + "'" + (dir / "bad.jsonl").string() + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("dead letters: 1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("bad.jsonl:1: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("specversion"), std::string::npos) << r.out;
+  // And a run without any names none.
+  std::ofstream(dir / "good.jsonl") << "";
+  r = Sh(run + "'" + (dir / "good.jsonl").string() + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  size_t at = r.out.find("dead letters: 0\n");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("sample_events.jsonl:", at), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("bad.jsonl", at), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
 // A deployment's waymark.toml divides its stream between engines; a run on
 // a file with that configuration takes the whole file (it refused to run).
 TEST(Cli, AFileRunIgnoresTheStreamsPartitions) {
