@@ -397,8 +397,7 @@ struct Reconnects {
   std::optional<int64_t> postgresql;
 };
 
-void PrintSummary(const Engine& e, const OpenProviders& t, const Reconnects& r,
-                  bool as_json) {
+void PrintSummary(const Engine& e, const OpenProviders& t, const Reconnects& r, bool as_json) {
   const RunSummary& s = e.summary();
   const RunSummary::Instances all = s.instances();
   nlohmann::json reconnects = nlohmann::json::object();
@@ -836,6 +835,7 @@ int Run(const RunOptions& o) {
   eo.schemas_dir = o.schemas;
   WarnIfNoSchemas("run", o.schemas);
   eo.event_clock = event_clock;
+  eo.pin_via = !o.providers.empty();  // [[provider]] tables; --transport takes every send
   if (o.partitions > 1 && o.source.url.empty()) {
     std::cerr << "waymark run: [source] partitions divides a stream (--source) between engines; "
                  "with --events or --listen, one engine takes all of its input\n";

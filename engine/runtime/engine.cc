@@ -98,6 +98,37 @@ uint32_t PartitionOf(std::string_view key, uint32_t partitions) {
   return uint32_t(h % partitions);
 }
 
+int Engine::Via(const SendRow& s) const {
+  return options_.pin_via && !s.via.empty() ? router_.Find(s.via) : -1;
+}
+
+Status Engine::CheckVia(const std::string& path, const dsl::CompiledJourney& j) const {
+  if (!options_.pin_via) return Status();
+  for (const dsl::State& s : j.states) {
+    if (s.kind != dsl::State::Kind::kSend || s.via.empty()) continue;
+    std::string at = path + ":" + std::to_string(s.loc.line) + ": send \"" + s.template_name +
+                     "\" via \"" + s.via + "\": ";
+    int i = router_.Find(s.via);
+    if (i < 0) {
+      std::string names;
+      for (size_t k = 0; k < router_.size(); ++k) {
+        names += (k ? ", " : "") + router_.provider(int(k)).name;
+      }
+      return Status::Error(at + "no [[provider]] is named '" + s.via + "' (there are: " + names +
+                           ")");
+    }
+    const std::vector<std::string>& intents = router_.provider(i).intents;
+    const std::string intent = dsl::IntentName(s.intent);
+    if (!intents.empty() && std::find(intents.begin(), intents.end(), intent) == intents.end()) {
+      std::string its;
+      for (const std::string& k : intents) its += (its.empty() ? "" : ", ") + k;
+      return Status::Error(at + "provider '" + s.via + "' does not send " + intent +
+                           " mail (its intents: " + its + ")");
+    }
+  }
+  return Status();
+}
+
 Status Engine::Start() {
   auto decoder = EventDecoder::Create(options_.schemas_dir);
   if (!decoder.ok()) return decoder.status();
@@ -111,6 +142,7 @@ Status Engine::Start() {
   }
   for (dsl::CheckedFile& f : checked.files) {
     dsl::CompiledJourney& j = *f.journey;
+    if (Status s = CheckVia(f.path, j); !s.ok()) return s;
     batch_.journey_versions.push_back({j.version, j.name, j.ToJson().dump(), j.SourceMap().dump()});
     for (const auto& t : j.triggers) listened_.insert(t.event);
     for (const auto& x : j.exits) listened_.insert(x.event);
@@ -965,7 +997,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       } else {
         wait = 0;  // the router says when a provider has room
       }
-    } else if (result == "provider_fault" && p.pinned < 0 &&
+    } else if (result == "provider_fault" && p.pinned < 0 && Via(s) < 0 &&
                router_.CanFailOver(provider, s.intent, answered)) {
       // Not the message's fault, and another provider can take it now.
       final = false;
@@ -1078,8 +1110,9 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       }
     }
     std::string group = router_.Group(DomainOf(s.recipient));
-    Router::Choice c = router_.Take(s.intent, group, wall_now,
-                                    prior == progress_.end() ? -1 : prior->second.pinned);
+    int only = prior == progress_.end() ? -1 : prior->second.pinned;
+    if (only < 0) only = Via(s);
+    Router::Choice c = router_.Take(s.intent, group, wall_now, only);
     if (c.provider < 0 && c.wait == 0) {
       std::string why = "no provider sends " + s.intent + " mail";
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", why, "");

@@ -47,6 +47,11 @@ struct EngineOptions {
   std::string schemas_dir = "schemas";
   std::string templates_dir;  // default: <journeys_dir>/templates
   bool event_clock = true;    // false: the wall clock
+  // A send's `via` pins its provider ([[provider]] runs): it must name a
+  // provider that serves the send's intent, or the engine does not start,
+  // and the send goes to that provider only. False (a run given
+  // --transport): the one transport takes every send, whatever `via` says.
+  bool pin_via = false;
   // On the wall clock, an event dated more than this ahead of it is a dead
   // letter: taken, it would move the engine's clock, and so every later
   // entry's time and waits, as far ahead as it says.
@@ -233,6 +238,12 @@ class Engine {
 
   Engine(const EngineOptions& o, Store* s, std::vector<Provider> providers);
   Status Start();
+  // Whether the sends of `j` (from `path`) pin providers that are there
+  // and serve them (EngineOptions::pin_via).
+  Status CheckVia(const std::string& path, const dsl::CompiledJourney& j) const;
+  // The provider a send's `via` pins it to, or -1 (none, or not pinning;
+  // a send stored by a journey version whose provider is gone is routed).
+  int Via(const SendRow& s) const;
   bool Mine(std::string_view key) const {
     return options_.partitions <= 1 || PartitionOf(key, options_.partitions) == options_.partition;
   }

@@ -223,6 +223,34 @@ TEST(Cli, TheRunSummaryNamesOnlyThisRunsDeadLetters) {
   fs::remove_all(dir);
 }
 
+// The example configuration runs the bundled journeys: every provider
+// their sends pin with `via` is there and sends their intent. Without one,
+// the run stops at start and says which send, and why (exit 2); with
+// --transport, the one transport takes every send.
+TEST(Cli, ASendsViaMustNameAConfiguredProvider) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_via_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "none.jsonl") << "";
+  std::string run = kWaymark + " run --events '" + (dir / "none.jsonl").string() +
+                    "' --clock event --until-idle --store 'sqlite:" + (dir / "w.db").string() +
+                    "' --plugin-dir " WAYMARK_PLUGIN_DIR " --metrics 127.0.0.1:0 --config ";
+  Outcome r = Sh(run + "docs/waymark.toml");
+  EXPECT_EQ(r.code, 0) << r.err;
+  std::string config = ReadFile(WAYMARK_SOURCE_DIR "/docs/waymark.toml");
+  size_t at = config.find("[[provider]]\nname = \"postmark\"");
+  ASSERT_NE(at, std::string::npos);
+  std::ofstream(dir / "no-postmark.toml") << config.substr(0, at);
+  r = Sh(run + "'" + (dir / "no-postmark.toml").string() + "'");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("password_reset.journey:30: send \"password_reset\" via \"postmark\": no "
+                       "[[provider]] is named 'postmark' (there are: ses, resend)"),
+            std::string::npos)
+      << r.err;
+  r = Sh(run + "'" + (dir / "no-postmark.toml").string() + "' --transport null:");
+  EXPECT_EQ(r.code, 0) << r.err;
+  fs::remove_all(dir);
+}
+
 // A deployment's waymark.toml divides its stream between engines; a run on
 // a file with that configuration takes the whole file (it refused to run).
 TEST(Cli, AFileRunIgnoresTheStreamsPartitions) {

@@ -1314,6 +1314,76 @@ class Scripted : public Transport {
   size_t next_ = 0;
 };
 
+// `via` pins a send's provider in a run of [[provider]] tables: the send
+// goes to it, though another is cheaper, and a provider fault there is
+// retried there instead of failing over; a send without `via` is routed.
+// A `via` that names no provider, or one that does not send the intent,
+// stops the engine at start. With --transport (pin_via false), the one
+// transport takes everything. `via` was recorded and never read.
+TEST_F(EngineTest, AViaPinsItsProvider) {
+  Journey("j", R"(journey j {
+  entry { on user.signup  reentry always }
+  step s {
+    send "a" to trigger.data.email intent transactional via "b"
+    send "c" to trigger.data.email intent transactional
+    end
+  }
+})");
+  auto subjects = [](const Keeping& k) {
+    std::vector<std::string> out;
+    for (const OutMessage& m : k.got) out.push_back(m.subject);
+    return out;
+  };
+  Keeping a(false);
+  Scripted b({"provider_fault"});
+  providers_ = {{.name = "a", .transport = &a, .cost = 1},
+                {.name = "b", .transport = &b, .cost = 2}};
+  EngineOptions o = QuickRetries(3);
+  o.pin_via = true;
+  Start(o);
+  Micros wall = 1'000'000'000;
+  ASSERT_TRUE(engine_->Ingest(Signup("u@example.com"), wall).ok());
+  ASSERT_NO_FATAL_FAILURE(FlushRetries(wall));
+  EXPECT_EQ(subjects(a), std::vector<std::string>{"c"});  // not "a" after b's fault
+  auto results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].result, "provider_fault");
+  EXPECT_EQ(results[0].detail["provider"], "b");
+  EXPECT_EQ(results[1].result, "accepted");
+  EXPECT_EQ(results[1].detail["provider"], "b");
+  engine_.reset();
+
+  // A --transport run: the cheapest takes both.
+  Keeping cheap(false), dear(false);
+  providers_ = {{.name = "a", .transport = &cheap, .cost = 1},
+                {.name = "b", .transport = &dear, .cost = 2}};
+  fs::remove(dir_ / "w.db");
+  Start();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@example.com"), wall).ok());
+  EXPECT_EQ(subjects(cheap), (std::vector<std::string>{"a", "c"}));
+  EXPECT_TRUE(dear.got.empty());
+  engine_.reset();
+
+  // Pins that cannot hold.
+  o.journeys_dir = (dir_ / "journeys").string();
+  o.schemas_dir = schemas_;
+  providers_ = {{.name = "a", .transport = &cheap}, {.name = "x", .transport = &dear}};
+  auto e = Engine::Create(o, store_.get(), providers_);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().find("j.journey:4: send \"a\" via \"b\": no [[provider]] is named 'b' "
+                           "(there are: a, x)"),
+            std::string::npos)
+      << e.error();
+  providers_ = {{.name = "a", .transport = &cheap},
+                {.name = "b", .transport = &dear, .intents = {"marketing", "digest"}}};
+  e = Engine::Create(o, store_.get(), providers_);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().find("provider 'b' does not send transactional mail (its intents: "
+                           "marketing, digest)"),
+            std::string::npos)
+      << e.error();
+}
+
 // The crash window no store closes (after the provider took a message,
 // before its answer was stored) is made visible for providers that do not
 // deduplicate by the key: a send pending at start that one of them accepts
