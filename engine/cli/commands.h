@@ -26,6 +26,10 @@ void StopOnSignals();
 // it: nothing is then validated or type-checked, which must not pass unsaid.
 void WarnIfNoSchemas(const char* command, const std::string& dir);
 
+// Whether the journeys directory `dir` is one; says on stderr when it is
+// not (the caller exits 2), and warns when it holds no *.journey file.
+bool JourneysDirectoryThere(const char* command, const std::string& dir);
+
 // Why a file named on the command line cannot be read as an input: "" when
 // it can (a file, a pipe, a device); "cannot read PATH: ..." when it does
 // not exist, cannot be looked at, or is a directory (which open(2) accepts

@@ -45,6 +45,23 @@ void WarnIfNoSchemas(const char* command, const std::string& dir) {
                "(--schemas DIR)\n";
 }
 
+bool JourneysDirectoryThere(const char* command, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    std::cerr << "waymark " << command << ": the journeys directory " << dir
+              << (fs::exists(dir, ec) ? " is not a directory" : " does not exist")
+              << " (--journeys DIR)\n";
+    return false;
+  }
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".journey") return true;
+  }
+  std::cerr << "waymark " << command << ": warning: " << dir
+            << " has no *.journey file: no journey runs (--journeys DIR)\n";
+  return true;
+}
+
 std::string InputFileProblem(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return "cannot read " + path + ": " + std::strerror(errno);

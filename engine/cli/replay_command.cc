@@ -187,6 +187,7 @@ int Audit(Store& store, const ReplayOptions& o) {
   // Stopped, it removes its scratch store before it exits.
   StopOnSignals();
   WarnIfNoSchemas("replay", o.schemas);
+  if (!JourneysDirectoryThere("replay", o.journeys)) return kExitUsage;
   auto auditor = Auditor::Create(store, ao);
   if (!auditor.ok()) {
     std::cerr << "waymark replay: " << auditor.error() << "\n";

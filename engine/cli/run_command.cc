@@ -834,6 +834,7 @@ int Run(const RunOptions& o) {
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
   WarnIfNoSchemas("run", o.schemas);
+  if (!JourneysDirectoryThere("run", o.journeys)) return kExitUsage;
   eo.event_clock = event_clock;
   eo.pin_via = !o.providers.empty();  // [[provider]] tables; --transport takes every send
   if (o.partitions > 1 && o.source.url.empty()) {

@@ -24,6 +24,13 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// A plugin directory that is not one: not there, or something else.
+Status NoDirectory(const fs::path& dir) {
+  std::error_code ec;
+  return Status::Error("the plugin directory " + dir.string() +
+                       (fs::exists(dir, ec) ? " is not a directory" : " does not exist"));
+}
+
 #if defined(__x86_64__)
 constexpr uint16_t kHostMachine = EM_X86_64;
 #elif defined(__aarch64__)
@@ -186,9 +193,7 @@ Status Inspect(const fs::path& dir, const std::string& name, PluginDescription* 
   std::error_code ec;
   fs::path real_dir = fs::canonical(dir, ec);
   struct stat st;
-  if (ec || ::stat(real_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Status::Error("the plugin directory " + dir.string() + " does not exist");
-  }
+  if (ec || ::stat(real_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return NoDirectory(dir);
   if (st.st_mode & (S_IWGRP | S_IWOTH)) {
     return Status::Error("the plugin directory " + dir.string() +
                          " is writable by group or others");
@@ -535,9 +540,7 @@ Result<std::unique_ptr<Transport>> Plugin::Create(const std::string& instance,
 Result<std::vector<PluginDescription>> ListPlugins(const fs::path& dir) {
   std::vector<std::string> names;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    return Status::Error("the plugin directory " + dir.string() + " does not exist");
-  }
+  if (!fs::is_directory(dir, ec)) return NoDirectory(dir);
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.path().extension() == ".so") names.push_back(e.path().stem().string());
   }

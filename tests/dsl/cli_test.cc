@@ -162,6 +162,12 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
   fs::path dir = fs::temp_directory_path() / ("waymark_cli_inputs_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::string store = " --store 'sqlite:" + (dir / "w.db").string() + "'";
+  std::ofstream(dir / "none.jsonl") << "";
+  ASSERT_EQ(
+      Sh(kWaymark + " run --events '" + (dir / "none.jsonl").string() +
+         "' --until-idle --transport null: --store 'sqlite:" + (dir / "made.db").string() + "'")
+          .code,
+      0);
   struct Case {
     std::string args, says;
   } cases[] = {
@@ -176,6 +182,13 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
       {"graph journeys/nope.journey", "cannot read journeys/nope.journey: No such file"},
       {"check journeys/nope.journey journeys", "journeys/nope.journey: no such file or directory"},
       {"plugins --plugin-dir '" + (dir / "nowhere").string() + "'", "nowhere does not exist"},
+      {"plugins --plugin-dir journeys/sample_events.jsonl",
+       "the plugin directory journeys/sample_events.jsonl is not a directory"},
+      {"run --journeys nowhere --events journeys/sample_events.jsonl --transport null:" + store,
+       "the journeys directory nowhere does not exist"},
+      {"replay --mode audit --journeys journeys/sample_events.jsonl --store 'sqlite:" +
+           (dir / "made.db").string() + "'",
+       "the journeys directory journeys/sample_events.jsonl is not a directory"},
   };
   for (const Case& c : cases) {
     Outcome r = Sh(kWaymark + " " + c.args);
