@@ -144,12 +144,7 @@ Status Engine::Start() {
     dsl::CompiledJourney& j = *f.journey;
     if (Status s = CheckVia(f.path, j); !s.ok()) return s;
     batch_.journey_versions.push_back({j.version, j.name, j.ToJson().dump(), j.SourceMap().dump()});
-    for (const auto& t : j.triggers) listened_.insert(t.event);
-    for (const auto& x : j.exits) listened_.insert(x.event);
-    for (const auto& g : j.goals) listened_.insert(g.event);
-    for (const auto& s : j.states) {
-      if (s.kind == dsl::State::Kind::kWaitEvent) listened_.insert(s.event);
-    }
+    Listen(j, true);
     summary_.by_journey[j.name];  // its series exist from the start, at 0
     journeys_.emplace(j.name, std::move(j));
   }
@@ -268,6 +263,17 @@ Status Engine::Start() {
   return Settle();
 }
 
+void Engine::Listen(const dsl::CompiledJourney& j, bool triggers) {
+  if (triggers) {
+    for (const auto& t : j.triggers) listened_.insert(t.event);
+  }
+  for (const auto& x : j.exits) listened_.insert(x.event);
+  for (const auto& g : j.goals) listened_.insert(g.event);
+  for (const auto& s : j.states) {
+    if (s.kind == dsl::State::Kind::kWaitEvent) listened_.insert(s.event);
+  }
+}
+
 const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
   auto cur = journeys_.find(i.journey);
   if (cur != journeys_.end() && cur->second.version == i.version) return &cur->second;
@@ -280,6 +286,8 @@ const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
   auto owned = std::make_unique<dsl::CompiledJourney>(std::move(parsed).value());
   const dsl::CompiledJourney* raw = owned.get();
   pinned_[i.version] = std::move(owned);
+  older_[raw->name].push_back(raw);
+  Listen(*raw, false);
   return raw;
 }
 
@@ -726,13 +734,18 @@ void Engine::DecideSends() {
 }
 
 void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Instance>& pool,
-                      const std::string& key_of, const Event& e) {
+                      const std::string& key_of, const Event& e,
+                      const std::vector<std::string>* versions) {
   auto ids = index.find(key_of);
   if (ids == index.end()) return;
   std::vector<std::string> copy = ids->second;  // Apply edits the index
   for (const std::string& id : copy) {
     auto it = pool.find(id);
     if (it == pool.end()) continue;
+    if (versions &&
+        std::find(versions->begin(), versions->end(), it->second.version) == versions->end()) {
+      continue;
+    }
     const dsl::CompiledJourney* v = VersionOf(it->second);
     if (!v) continue;
     Input in{Input::Kind::kEvent, &e, 0};
@@ -780,40 +793,76 @@ void Engine::Route(const Event& e, bool emitted) {
     if (!emitted) ++summary_.unknown_types;
     return;
   }
-  for (auto& [name, j] : journeys_) {
-    std::string key = e.subject;
-    if (j.key) {
-      json empty = json::object();
-      EvalScope scope{ej, ej, &empty, nullptr};
-      json k = Eval(j.key, scope);
-      key = k.is_string() ? k.get<std::string>() : "";
-      if (!k.is_string() && !k.is_null() && Triggers(j, e.type)) {  // no schema typed the field
-        ++summary_.entries_refused[std::string("key is a ") + k.type_name() + ", not a string"];
+  // Each journey's instances under the event's key, the key taken by the
+  // key expression of the version they are on; the current version may
+  // then start one.
+  auto route = [&](const std::string& name, const dsl::CompiledJourney* current) {
+    const std::vector<const dsl::CompiledJourney*>* older = nullptr;
+    if (auto o = older_.find(name); o != older_.end()) older = &o->second;
+    std::string key = current ? KeyFor(*current, e, true) : "";
+    if (!older) {
+      if (key.empty()) return;
+      std::string key_of = KeyOf(name, key);
+      StepEach(by_key_, active_, key_of, e);
+      StepEach(watching_by_key_, watching_, key_of, e);
+    } else {
+      // Versions whose key expressions give the same key step together.
+      std::vector<std::pair<std::string, std::vector<std::string>>> groups;
+      auto add = [&](const std::string& k, const std::string& version) {
+        if (k.empty()) return;
+        auto g =
+            std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == k; });
+        if (g == groups.end()) g = groups.insert(groups.end(), {k, {}});
+        g->second.push_back(version);
+      };
+      if (current) add(key, current->version);
+      for (const dsl::CompiledJourney* v : *older) add(KeyFor(*v, e, false), v->version);
+      for (const auto& [k, versions] : groups) {
+        std::string key_of = KeyOf(name, k);
+        const std::vector<std::string>* only = groups.size() > 1 ? &versions : nullptr;
+        StepEach(by_key_, active_, key_of, e, only);
+        StepEach(watching_by_key_, watching_, key_of, e, only);
       }
     }
-    if (key.empty()) continue;
-    if (HasControlCharacter(key)) {  // from the key expression over the data
-      if (Triggers(j, e.type)) ++summary_.entries_refused["key contains a control character"];
-      continue;
-    }
-    if (!Mine(key)) {  // a key expression that does not follow the subject
-      ++summary_.entries_refused["key belongs to another partition than its event's subject"];
-      continue;
-    }
-    // The key's running instances, then its finished ones still
-    // listening for goals.
-    std::string key_of = KeyOf(name, key);
-    StepEach(by_key_, active_, key_of, e);
-    StepEach(watching_by_key_, watching_, key_of, e);
-    for (const dsl::EventRule& t : j.triggers) {
+    if (!current || key.empty()) return;
+    for (const dsl::EventRule& t : current->triggers) {
       if (t.event != e.type) continue;
       json empty = json::object();
       EvalScope scope{ej, ej, &empty, &key};
       if (!Holds(t.when, scope)) continue;
-      TryEnter(j, key, e);
+      TryEnter(*current, key, e);
       break;
     }
+  };
+  for (auto& [name, j] : journeys_) route(name, &j);
+  for (const auto& [name, versions] : older_) {
+    if (!journeys_.count(name)) route(name, nullptr);  // gone from the directory
   }
+}
+
+std::string Engine::KeyFor(const dsl::CompiledJourney& j, const Event& e, bool count) {
+  std::string key = e.subject;
+  if (j.key) {
+    json empty = json::object();
+    EvalScope scope{e.Doc().get(), e.Doc().get(), &empty, nullptr};
+    json k = Eval(j.key, scope);
+    key = k.is_string() ? k.get<std::string>() : "";
+    if (count && !k.is_string() && !k.is_null() && Triggers(j, e.type)) {  // no schema typed it
+      ++summary_.entries_refused[std::string("key is a ") + k.type_name() + ", not a string"];
+    }
+  }
+  if (key.empty()) return "";
+  if (HasControlCharacter(key)) {  // from the key expression over the data
+    if (count && Triggers(j, e.type))
+      ++summary_.entries_refused["key contains a control character"];
+    return "";
+  }
+  if (!Mine(key)) {  // a key expression that does not follow the subject
+    if (count)
+      ++summary_.entries_refused["key belongs to another partition than its event's subject"];
+    return "";
+  }
+  return key;
 }
 
 void Engine::TryEnter(const dsl::CompiledJourney& j, const std::string& key, const Event& e) {

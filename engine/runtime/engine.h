@@ -257,8 +257,16 @@ class Engine {
   // before the step.
   void Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due);
   // Steps each instance of `pool` that `index` lists under `key` with `e`.
+  // Adds the event types `j` listens to (its triggers only when
+  // `triggers`: an older version starts nothing).
+  void Listen(const dsl::CompiledJourney& j, bool triggers);
+  // The instance key of `e` for journey version `j`, or "" when it has
+  // none here (`count`: refusals are counted, for the current version).
+  std::string KeyFor(const dsl::CompiledJourney& j, const Event& e, bool count);
+  // `versions`, when given: only instances on one of these version hashes.
   void StepEach(const KeyIndex& index, std::unordered_map<std::string, Instance>& pool,
-                const std::string& key_of, const Event& e);
+                const std::string& key_of, const Event& e,
+                const std::vector<std::string>* versions = nullptr);
   void Watch(Instance i);
   void Unwatch(const std::string& id);
   void CloseGoalWindows();
@@ -301,7 +309,11 @@ class Engine {
 
   std::map<std::string, dsl::CompiledJourney> journeys_;                 // current version by name
   std::map<std::string, std::unique_ptr<dsl::CompiledJourney>> pinned_;  // older versions by hash
-  std::set<std::string> listened_;  // event types some journey uses
+  // The older versions that instances loaded at start are on, by journey
+  // name (a journey may be gone from the directory): they still hear the
+  // events they wait for, keyed by their own key expression.
+  std::map<std::string, std::vector<const dsl::CompiledJourney*>> older_;
+  std::set<std::string> listened_;  // event types some journey (or older version) uses
 
   std::unordered_map<std::string, Instance> active_;
   KeyIndex by_key_;

@@ -654,6 +654,59 @@ TEST_F(EngineTest, RestartResumesWaitingInstances) {
   EXPECT_EQ(is[0].status, InstanceStatus::kCompleted);
 }
 
+// An instance stays on the journey version it entered with, across a
+// restart: it hears the events that version waits for, though the new
+// version waits for none of them, under its version's key expression and
+// not the new one's; and a journey gone from the directory still finishes
+// its instances. The events were "of types no journey uses", and the
+// instances waited for good.
+TEST_F(EngineTest, AnInstanceOnAnOlderVersionHearsItsEventsAfterARestart) {
+  auto waiting = [](const std::string& name, const std::string& key, const std::string& tmpl) {
+    return "journey " + name + " {\n  entry { on user.signup" + key +
+           " }\n  step s {\n    wait for order.placed within 1d\n      received { send \"" + tmpl +
+           "\" to trigger.data.email intent marketing  end }\n    end\n  }\n}";
+  };
+  Journey("j", waiting("j", "", "a"));
+  Journey("g", waiting("g", "", "c"));
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
+  ASSERT_EQ(Instances("j", "u").size(), 1u);
+  // j's new version is keyed by the data's user; g is gone.
+  Journey("j", R"(journey j {
+  entry { on user.signup  key event.data.user }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  fs::remove(dir_ / "journeys" / "g.journey");
+  Start();
+  Feed({Ev("2", "order.placed", "u", "2026-03-01T11:00:00Z")});
+  EXPECT_EQ(engine_->summary().unknown_types, 0);
+  auto j = Instances("j", "u");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].status, InstanceStatus::kCompleted);
+  EXPECT_EQ(Results("a").at("accepted"), 1);
+  ASSERT_EQ(Instances("g", "u").size(), 1u);
+  EXPECT_EQ(Instances("g", "u")[0].status, InstanceStatus::kCompleted);
+  EXPECT_EQ(Results("c").at("accepted"), 1);
+
+  // Two versions under one key string, each by its own expression: an
+  // event reaches only the instances whose version's key it has.
+  Journey("j", waiting("j", "", "a"));
+  Start();
+  Feed({Ev("3", "user.signup", "v", "2026-03-01T12:00:00Z", R"({"email":"v@x.io"})")});
+  Journey("j", waiting("j", "  key event.data.user  reentry always  max_concurrent 2", "b"));
+  Start();
+  Feed({Ev("4", "user.signup", "x", "2026-03-01T12:10:00Z", R"({"email":"x@x.io","user":"v"})"),
+        Ev("5", "order.placed", "v", "2026-03-01T12:20:00Z", R"({"user":"w"})")});
+  auto v = Instances("j", "v");
+  ASSERT_EQ(v.size(), 2u);
+  std::map<int64_t, InstanceStatus> by_seq;
+  for (const Instance& i : v) by_seq[i.seq] = i.status;
+  EXPECT_EQ(by_seq[1], InstanceStatus::kCompleted);  // keyed by the subject: "v"
+  EXPECT_EQ(by_seq[2], InstanceStatus::kWaiting);    // keyed by the user: "w" is not it
+  EXPECT_EQ(Results("a").at("accepted"), 1);
+  EXPECT_TRUE(Results("b").empty());
+}
+
 // Conversions count after the journey ends (a finished or held-out
 // instance), until the goal's window closes, and across a restart.
 TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
