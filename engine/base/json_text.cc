@@ -213,6 +213,10 @@ void AppendJson(std::string& out, const nlohmann::json& v) {
   }
 }
 
+std::string OutputJson(const nlohmann::json& v, int indent) {
+  return v.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string DumpJson(const nlohmann::json& v) {
   std::string out;
   AppendJson(out, v);

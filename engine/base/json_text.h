@@ -41,6 +41,12 @@ std::string Printable(std::string_view s);
 void AppendJson(std::string& out, const nlohmann::json& v);
 std::string DumpJson(const nlohmann::json& v);
 
+// `v` as JSON text for people and pipes (a command's --json, an HTTP
+// answer), indented by `indent` (-1: on one line). Text that is not UTF-8
+// (a file name, a flag's value) is written with U+FFFD for each bad byte
+// where dump() would throw.
+std::string OutputJson(const nlohmann::json& v, int indent = 2);
+
 // Reads JSON text (RFC 8259) into `out`: the same value, with the same
 // number types, as nlohmann::json::parse, about twice as fast (events are
 // parsed once each on the engine's thread). False, with `out` unchanged,

@@ -6,6 +6,7 @@
 
 #include "dsl/checker.h"
 #include "dsl/graph.h"
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/delivery/template.h"
@@ -143,7 +144,7 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
       for (const dsl::Diagnostic& d : r.diags.all()) out["diagnostics"].push_back(dsl::ToJson(d));
       out["errors"] = r.diags.errors();
       out["warnings"] = r.diags.warnings();
-      std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      std::cout << OutputJson(out) << "\n";
     } else {
       PrintDiagnostics(r);
       for (const dsl::CheckedFile& f : r.files) {
@@ -208,7 +209,7 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
       nlohmann::json out = j.ToJson();
       out["version"] = j.version;
       out["source_map"] = j.SourceMap();
-      std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      std::cout << OutputJson(out) << "\n";
     }
     *exit_code = kExitOk;
   });

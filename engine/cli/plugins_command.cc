@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/delivery/plugin.h"
@@ -42,7 +43,7 @@ int ListCommand(const PluginsOptions& o) {
            {"ok", p.refused.empty()},
            {"refused", p.refused}});
     }
-    std::cout << out.dump(2) << "\n";
+    std::cout << OutputJson(out) << "\n";
     return refused ? kExitRejected : kExitOk;
   }
   std::cout << "plugin directory " << dir.string() << " (transport plugin ABI " << HostAbi()

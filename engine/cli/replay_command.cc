@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/core/event.h"
@@ -200,7 +201,7 @@ int Audit(Store& store, const ReplayOptions& o) {
     return 3;
   }
   if (o.json) {
-    std::cout << ReportJson(r.value()).dump(2) << "\n";
+    std::cout << OutputJson(ReportJson(r.value())) << "\n";
   } else {
     PrintReport(r.value(), o);
   }

@@ -289,7 +289,7 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
                                                const httplib::ContentReader& content) {
     auto fail = [&](int code, const std::string& why) {
       res.status = code;
-      res.set_content(nlohmann::json{{"error", why}}.dump() + "\n", "application/json");
+      res.set_content(OutputJson(nlohmann::json{{"error", why}}, -1) + "\n", "application/json");
     };
     if (req.is_multipart_form_data()) {
       return fail(415, "send the events as the body (JSON), not as a multipart form");
@@ -347,7 +347,7 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
         out["dead_letters"].push_back({{"index", i}, {"reason", outcomes[i].reason}});
       }
     }
-    res.set_content(out.dump() + "\n", "application/json");
+    res.set_content(OutputJson(out, -1) + "\n", "application/json");
   });
 }
 
@@ -433,7 +433,7 @@ void PrintSummary(const Engine& e, const OpenProviders& t, const Reconnects& r, 
                         {"providers", s.providers},
                         {"outbox", t.Describe()}};
     if (!reconnects.empty()) j["reconnects"] = reconnects;
-    std::cout << j.dump(2) << "\n";
+    std::cout << OutputJson(j) << "\n";
     return;
   }
   int64_t total = 0;
@@ -1252,7 +1252,7 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     out["instances"].push_back(ij);
   }
   if (as_json) {
-    std::cout << out.dump(2) << "\n";
+    std::cout << OutputJson(out) << "\n";
     return kExitOk;
   }
   std::cout << "journey " << journey << ", key " << key << "\n";
@@ -1277,7 +1277,7 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
       std::cout << "  " << r["time"].get<std::string>() << "  " << r["kind"].get<std::string>();
       if (!r["state"].get<std::string>().empty())
         std::cout << " [" << r["state"].get<std::string>() << "]";
-      if (!r["detail"].empty()) std::cout << "  " << r["detail"].dump();
+      if (!r["detail"].empty()) std::cout << "  " << OutputJson(r["detail"], -1);
       std::cout << "\n";
     }
     for (const auto& sj : ij["sends"]) {

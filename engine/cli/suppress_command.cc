@@ -89,7 +89,7 @@ int List(const SuppressOptions& o) {
                      {"source", r.source},
                      {"added", FormatRfc3339(r.created_at)}});
     }
-    std::cout << out.dump(2) << "\n";
+    std::cout << OutputJson(out) << "\n";
     return kExitOk;
   }
   for (const auto& r : rows.value()) {

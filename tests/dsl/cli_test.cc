@@ -264,6 +264,29 @@ TEST(Cli, ASendsViaMustNameAConfiguredProvider) {
   fs::remove_all(dir);
 }
 
+// --json output holds text that is not UTF-8 (a key or a file name from
+// the command line) as U+FFFD: it aborted with nlohmann's type_error 316.
+TEST(Cli, JsonOutputTakesTextThatIsNotUtf8) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_utf8_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "plugins");
+  std::ofstream(dir / "none.jsonl") << "";
+  std::string store = " --store 'sqlite:" + (dir / "w.db").string() + "'";
+  ASSERT_EQ(Sh(kWaymark + " run --events '" + (dir / "none.jsonl").string() +
+               "' --until-idle --transport null:" + store)
+                .code,
+            0);
+  Outcome r = Sh(kWaymark + " inspect password_reset 'leon\xe9@gmx.de' --json" + store);
+  EXPECT_EQ(r.code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["key"], "leon\xef\xbf\xbd@gmx.de") << r.out;
+  std::ofstream(dir / "plugins" / "\xff.so") << "not a plugin";
+  r = Sh(kWaymark + " plugins --json --plugin-dir '" + (dir / "plugins").string() + "'");
+  EXPECT_NE(r.code, 134) << r.err;
+  EXPECT_FALSE(nlohmann::json::parse(r.out, nullptr, false).is_discarded()) << r.out << r.err;
+  fs::remove_all(dir);
+}
+
 // A deployment's waymark.toml divides its stream between engines; a run on
 // a file with that configuration takes the whole file (it refused to run).
 TEST(Cli, AFileRunIgnoresTheStreamsPartitions) {
