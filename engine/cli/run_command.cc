@@ -1197,12 +1197,22 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     auto h = s.History(i.id);
     if (!h.ok()) return failed(h.error());
     for (const HistoryRow& r : h.value()) {
-      if (!r.detail.contains("event_id")) continue;
+      auto id = r.detail.find("event_id");
+      if (id == r.detail.end() || !id->is_string()) continue;
       std::pair<std::string, std::string> ref{r.detail.value("event_source", ""),
-                                              r.detail["event_id"].get<std::string>()};
+                                              id->get<std::string>()};
       if (!listed.insert(ref).second) continue;
       auto ev = s.EventById(ref.first, ref.second);
-      if (ev.ok() && ev.value()) events.push_back(std::move(*ev.value()));
+      if (!ev.ok()) return failed(ev.error());
+      if (ev.value()) events.push_back(std::move(*ev.value()));
+    }
+  }
+  // Entries whose instances `waymark prune` removed, kept as a count.
+  auto pruned = s.PrunedEntries();
+  if (!pruned.ok()) return failed(pruned.error());
+  for (const EntryCount& c : pruned.value()) {
+    if (c.journey == journey && c.key == key) {
+      out["pruned"] = {{"entries", c.count}, {"last_entered_at", Time(c.last)}};
     }
   }
   std::stable_sort(events.begin(), events.end(),
@@ -1262,9 +1272,16 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
               << "  (" << ev["source"].get<std::string>() << " " << ev["id"].get<std::string>()
               << ")\n";
   }
-  if (instances.value().empty()) {
+  if (out.contains("pruned")) {
+    std::cout << "pruned: " << out["pruned"]["entries"].get<int64_t>() << " earlier "
+              << (out["pruned"]["entries"] == 1 ? "entry" : "entries") << " (the last at "
+              << out["pruned"]["last_entered_at"].get<std::string>()
+              << "), whose finished instances waymark prune removed with their history\n";
+  } else if (instances.value().empty()) {
     std::cout << "no instance of " << journey << " for " << key
-              << ": no trigger matched, or entry was refused (see the run summary)\n";
+              << ": it never entered (no trigger matched, or entry was refused: see the run "
+                 "summary; or no journey is named "
+              << journey << ")\n";
   }
   for (const auto& ij : out["instances"]) {
     std::cout << "\ninstance " << ij["id"].get<std::string>() << "  version "

@@ -98,6 +98,16 @@ TEST(Prune, RemovesWhatIsOldAndWhatIsKeptStillReplays) {
   sqlite3_finalize(q);
   sqlite3_close(db);
   ASSERT_FALSE(key.empty());
+  // inspect says the person entered and was pruned (it said "no trigger
+  // matched, or entry was refused").
+  std::string trace = Shell(bin + " inspect welcome_series " + key + store, &status);
+  EXPECT_EQ(status, 0) << trace;
+  EXPECT_NE(trace.find("pruned: 1 earlier entry (the last at "), std::string::npos) << trace;
+  EXPECT_EQ(trace.find("no instance"), std::string::npos) << trace;
+  nlohmann::json tj = nlohmann::json::parse(
+      Shell(bin + " inspect welcome_series " + key + store + " --json", &status), nullptr, false);
+  ASSERT_TRUE(tj.is_object());
+  EXPECT_EQ(tj["pruned"]["entries"], 1) << tj;
   std::ofstream(dir / "again.jsonl") << nlohmann::json{{"specversion", "1.0"},
                                                        {"id", "signup-again"},
                                                        {"source", "urn:acme:app"},
