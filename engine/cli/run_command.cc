@@ -1508,10 +1508,13 @@ void RegisterMigrate(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
-    auto r = MigratePostgres(*store);
+    bool applying = false;
+    auto r = MigratePostgres(*store, 0, &applying);
     if (!r.ok()) {
       std::cerr << "waymark migrate: " << r.error() << "\n";
-      *exit_code = 3;
+      // A store that cannot be opened is a usage error, as for every
+      // command; a migration that failed is the store's.
+      *exit_code = applying ? 3 : kExitUsage;
       return;
     }
     auto [from, to] = r.value();

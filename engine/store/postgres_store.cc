@@ -1411,7 +1411,11 @@ Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconne
   return std::unique_ptr<Store>(std::move(s));
 }
 
-Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version) {
+Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version,
+                                            bool* applying) {
+  bool ignored = false;
+  if (!applying) applying = &ignored;
+  *applying = false;
   if (to_version == 0) to_version = kPostgresSchemaVersion;
   if (to_version < 0 || to_version > kPostgresSchemaVersion) {
     return Status::Error("there is no schema version " + std::to_string(to_version) +
@@ -1439,6 +1443,7 @@ Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_versi
         t.commit();
         break;
       }
+      *applying = true;
       t.exec(kMigrations[v]);
       t.exec_params(
           "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "

@@ -19,8 +19,11 @@ Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconne
 // `to_version` is given, to that one: the tests of upgrades stop there;
 // never down), one migration at a time, each in its own transaction, under
 // an advisory lock (several processes may run it at once). Returns the
-// versions it went from and to.
-Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version = 0);
+// versions it went from and to. On failure, `applying` (when given) says
+// whether a migration itself failed (true), or the database could not be
+// reached or is not one this binary can migrate (false).
+Result<std::pair<int, int>> MigratePostgres(const std::string& url, int to_version = 0,
+                                            bool* applying = nullptr);
 
 // Whether `batch`, whose COMMIT in transaction `xid` (pg_current_xact_id())
 // by server process `backend` lost its answer, is stored: what a store

@@ -182,6 +182,7 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
       {"graph journeys/nope.journey", "cannot read journeys/nope.journey: No such file"},
       {"check journeys/nope.journey journeys", "journeys/nope.journey: no such file or directory"},
       {"plugins --plugin-dir '" + (dir / "nowhere").string() + "'", "nowhere does not exist"},
+      {"migrate --store postgresql://waymark@127.0.0.1:1/none", "port 1 failed"},
       {"plugins --plugin-dir journeys/sample_events.jsonl",
        "the plugin directory journeys/sample_events.jsonl is not a directory"},
       {"run --journeys nowhere --events journeys/sample_events.jsonl --transport null:" + store,
