@@ -235,8 +235,10 @@ Status Engine::Start() {
     std::string reason = "its message may be with provider '" + lost->second +
                          "' (an ambiguous answer), which is no longer configured: not sent "
                          "elsewhere, where it could arrive twice";
-    batch_.results.push_back({s.seq, s.key, ++progress_[s.key].recorded, s.requested_at,
-                              "dead_letter", true, JsonObject(std::pair{"reason", reason})});
+    int64_t attempt = ++progress_[s.key].recorded;
+    batch_.results.push_back({s.seq, s.key, attempt, s.requested_at, "dead_letter", true,
+                              JsonObject(std::pair{"reason", reason})});
+    EmitResult(s, attempt, "dead_letter", true, reason, s.requested_at, "");
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
     ++summary_.sends[s.template_name]["dead_letter"];
     progress_.erase(s.key);

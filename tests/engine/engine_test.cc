@@ -1584,6 +1584,10 @@ TEST_F(EngineTest, AnAmbiguousSendIsNotSentAgainPastTheProvidersWindow) {
 // restart is a dead letter: any other provider could deliver it twice.
 TEST_F(EngineTest, AnAmbiguousSendWhoseProviderIsGoneIsADeadLetter) {
   Journey("j", kTransactional);
+  Journey("r", R"(journey r {
+  entry { on waymark.send.result when event.data.result == "dead_letter"  reentry always }
+  step s { end }
+})");
   Scripted a({"ambiguous", "retry_later"});
   Keeping b(false);
   providers_ = {{.name = "a", .transport = &a, .cost = 1},
@@ -1604,6 +1608,9 @@ TEST_F(EngineTest, AnAmbiguousSendWhoseProviderIsGoneIsADeadLetter) {
   auto letters = store_->DeadLetters().value();
   ASSERT_EQ(letters.size(), 1u);
   EXPECT_NE(letters[0].reason.find("provider 'a'"), std::string::npos) << letters[0].reason;
+  // Its result is an event, as every result is (it was stored only).
+  ASSERT_TRUE(engine_->Flush(wall).ok());
+  EXPECT_EQ(Instances("r", "u").size(), 1u);
 }
 
 // On the event clock, a send stored but not yet handed to the transport
