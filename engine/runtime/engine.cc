@@ -988,10 +988,10 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     if (it != active_.end()) batch_.instances.push_back(it->second);
   }
   dirty_.clear();
-  // On the event clock (on the wall clock the clock is now's at the next
-  // timer check, and an idle engine would write it every 200 ms), also
-  // alone: --advance moves it with nothing else to write.
-  if (options_.event_clock && clock_ > stored_clock_) {
+  // With the batch's rows; on the event clock also alone (--advance moves
+  // it with nothing else to write), but not on the wall clock, where an
+  // idle engine's clock follows now and would be written every 200 ms.
+  if (clock_ > stored_clock_ && (options_.event_clock || !batch_.empty())) {
     batch_.clock = {ClockName(), clock_};
     stored_clock_ = clock_;
   }

@@ -786,6 +786,33 @@ TEST_F(EngineTest, ARestartResumesTheClock) {
   EXPECT_EQ(FormatRfc3339(engine_->clock()), "2026-05-01T00:00:00Z");
 }
 
+// On the wall clock too, a restart resumes the clock the engine stored
+// its last batch at: an event dated before one it had taken enters at the
+// clock, as without the restart (it entered two hours early, at its own
+// time: the clock was stored on the event clock only).
+TEST_F(EngineTest, ARestartOnTheWallClockResumesTheClockOfItsLastBatch) {
+  Journey("j", kSimple);
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  Micros noon = ParseRfc3339("2026-03-01T12:00:00Z").value();
+  ASSERT_TRUE(
+      engine_->Ingest({{"t:1", Ev("1", "order.placed", "x", "2026-03-01T12:00:00Z"), {}, {}}}, noon)
+          .ok());
+  Start(o);
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:2",
+                     Ev("2", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})"),
+                     {},
+                     {}}},
+                   noon)
+          .ok());
+  auto is = Instances("j", "u");
+  ASSERT_EQ(is.size(), 1u);
+  EXPECT_EQ(FormatRfc3339(is[0].entered_at), "2026-03-01T12:00:00Z");
+}
+
 // On the wall clock, timers due before an event fire before it, as they
 // would have had the engine kept up: a backlog (a restart, a slow batch)
 // applied its events first and the overdue timers after them, so a
