@@ -235,7 +235,7 @@ Status Engine::Start() {
     std::string reason = "its message may be with provider '" + lost->second +
                          "' (an ambiguous answer), which is no longer configured: not sent "
                          "elsewhere, where it could arrive twice";
-    int64_t attempt = ++progress_[s.key].recorded;
+    int attempt = int(++progress_[s.key].recorded);
     batch_.results.push_back({s.seq, s.key, attempt, s.requested_at, "dead_letter", true,
                               JsonObject(std::pair{"reason", reason})});
     EmitResult(s, attempt, "dead_letter", true, reason, s.requested_at, "");

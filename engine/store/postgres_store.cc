@@ -118,6 +118,12 @@ ALTER TABLE pruned_entries ALTER COLUMN journey TYPE TEXT COLLATE "C",
   ALTER COLUMN key TYPE TEXT COLLATE "C";
 ALTER TABLE meta ALTER COLUMN key TYPE TEXT COLLATE "C";
 )sql",
+    // 8: a dead letter is stored once (its digest, unique:
+    // DeadLetterDigest); those stored before have none.
+    R"sql(
+ALTER TABLE dead_letters ADD COLUMN digest TEXT COLLATE "C";
+CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);
+)sql",
 };
 constexpr int kPostgresSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
@@ -1152,6 +1158,9 @@ class PostgresStore : public Store {
     w.prepare("send_seq_blocks",
               "SELECT nextval('sends_seq_seq') AS v FROM generate_series(1, $1) ORDER BY v");
     w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
+    w.prepare("put_dead_letter",
+              "INSERT INTO dead_letters (time, input, reason, raw, digest) VALUES ($1, $2, $3, "
+              "decode($4, 'hex'), $5) ON CONFLICT (digest) DO NOTHING");
     w.prepare("put_clock",
               "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET "
               "value = excluded.value WHERE meta.value::BIGINT < excluded.value::BIGINT");
@@ -1314,12 +1323,9 @@ class PostgresStore : public Store {
       done += "}";
       if (done.size() > 2) t.exec_prepared("delete_pending", done);
     }
-    if (!b.dead_letters.empty()) {
-      CopyIn out(t, "dead_letters", Cols{"time", "input", "reason", "raw"});
-      for (const DeadLetterRow& d : b.dead_letters) {
-        out.Row(d.time, d.input, d.reason, "\\x" + Hex(d.raw));
-      }
-      out.Complete();
+    for (const DeadLetterRow& d : b.dead_letters) {  // rare: a statement each
+      t.exec_prepared("put_dead_letter", d.time, d.input, d.reason, Hex(d.raw),
+                      DeadLetterDigest(d));
     }
     if (!b.suppressions.empty()) WriteSuppressions(t, b.suppressions, false);
     if (b.clock)

@@ -31,7 +31,9 @@ using nlohmann::json;
 // never rewritten).
 // 6: pruning (docs/operations.md, "Pruning"): finished instances by entry
 // time, and the entries of pruned instances as counts.
-constexpr int kSqliteSchemaVersion = 6;
+// 7: a dead letter is stored once (its digest, unique: DeadLetterDigest);
+// those stored before have none.
+constexpr int kSqliteSchemaVersion = 7;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
@@ -52,6 +54,11 @@ constexpr int kSqliteSchemaVersion = 6;
   "CREATE INDEX instances_finished ON instances (entered_at) WHERE finished = 1;" \
   "CREATE TABLE pruned_entries (journey TEXT NOT NULL, key TEXT NOT NULL, "       \
   "count INTEGER NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (journey, key)) WITHOUT ROWID;"
+
+// Version 7 added this; a version 3 to 6 store gets it when opened.
+#define kDeadLetterDigest                            \
+  "ALTER TABLE dead_letters ADD COLUMN digest TEXT;" \
+  "CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);"
 
 const char* kSchema = R"sql(
 CREATE TABLE events (
@@ -86,7 +93,7 @@ CREATE TABLE send_results (
 CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
   reason TEXT NOT NULL, raw TEXT NOT NULL);
-)sql" kSourcePositions kSuppressions kPruning;
+)sql" kSourcePositions kSuppressions kPruning kDeadLetterDigest;
 
 // A prepared statement, reset on destruction of each use.
 class Stmt {
@@ -321,6 +328,13 @@ class SqliteStore : public Store {
         return s;
       }
       v = 6;
+    }
+    if (v == 6) {
+      if (Status s = ExecSql(kDeadLetterDigest); !s.ok()) return s;
+      if (Status s = ExecSql("UPDATE meta SET value = '7' WHERE key = 'schema_version'"); !s.ok()) {
+        return s;
+      }
+      v = 7;
     }
     return VersionIsThis(path, v, /*upgradable=*/false);
   }
@@ -1051,8 +1065,16 @@ class SqliteStore : public Store {
       if (Status s = WriteSuppressions(b.suppressions, false); !s.ok()) return s;
     }
     for (const DeadLetterRow& d : b.dead_letters) {
-      Stmt& q = W("INSERT INTO dead_letters (time, input, reason, raw) VALUES (?1, ?2, ?3, ?4)");
-      if (Status s = q.Bind(1, d.time).Bind(2, d.input).Bind(3, d.reason).Bind(4, d.raw).Exec();
+      Stmt& q = W(
+          "INSERT INTO dead_letters (time, input, reason, raw, digest) VALUES (?1, ?2, ?3, ?4, ?5) "
+          "ON CONFLICT (digest) DO NOTHING");
+      const std::string digest = DeadLetterDigest(d);
+      if (Status s = q.Bind(1, d.time)
+                         .Bind(2, d.input)
+                         .Bind(3, d.reason)
+                         .Bind(4, d.raw)
+                         .Bind(5, digest)
+                         .Exec();
           !s.ok()) {
         return s;
       }

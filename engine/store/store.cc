@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "engine/base/sha256.h"
 #include "engine/base/url.h"
 #include "engine/store/postgres_store.h"
 #include "engine/store/rows.h"
@@ -17,6 +18,17 @@ bool StartsWith(const std::string& s, const char* prefix) {
 
 bool IsPostgresUrl(const std::string& url) {
   return StartsWith(url, "postgresql://") || StartsWith(url, "postgres://");
+}
+
+std::string DeadLetterDigest(const DeadLetterRow& d) {
+  std::string text;
+  text.reserve(d.input.size() + d.reason.size() + d.raw.size() + 64);
+  for (const std::string* part : {&d.input, &d.reason, &d.raw}) {
+    text += std::to_string(part->size());
+    text += ':';
+    text += *part;
+  }
+  return Sha256Hex(text);
 }
 
 Result<std::optional<Event>> Store::EventById(const std::string& source, const std::string& id) {

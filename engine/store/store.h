@@ -81,6 +81,8 @@ struct SendSummary {
   std::string last_result;
 };
 
+// A store keeps one dead letter per (input, reason, raw): the same bad line
+// of a file read again, or a message delivered again, adds nothing.
 struct DeadLetterRow {
   int64_t id = 0;  // assigned by the store
   Micros time = 0;
@@ -88,6 +90,9 @@ struct DeadLetterRow {
   std::string reason;
   std::string raw;
 };
+// What makes a dead letter the same as another: the SHA-256 (hex) of its
+// input, reason and raw bytes, each with its length before it.
+std::string DeadLetterDigest(const DeadLetterRow& d);
 
 // A suppressed recipient (docs/engine.md, "Sending"): no mail goes to it.
 struct SuppressionRow {

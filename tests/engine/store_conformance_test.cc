@@ -777,6 +777,31 @@ TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
   EXPECT_EQ(d.value()[3].reason, "a\tb\nc\r\\N\\");
 }
 
+// The same dead letter again (a file read again, a message delivered
+// again) is stored once, in a later batch or the same one; one that differs
+// in its input, reason or raw bytes is another. Each re-read added a copy.
+TEST_P(StoreConformance, ADeadLetterReadAgainIsStoredOnce) {
+  const std::string bytes("{\0\xff", 3);
+  Batch b;
+  b.dead_letters = {{0, 5, "events.jsonl:3", "malformed JSON", bytes},
+                    {0, 5, "events.jsonl:3", "malformed JSON", bytes}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Reopen();
+  Batch again;
+  again.dead_letters = {{0, 9, "events.jsonl:3", "malformed JSON", bytes},
+                        {0, 9, "events.jsonl:4", "malformed JSON", bytes},
+                        {0, 9, "events.jsonl:3", "malformed JSON.", bytes},
+                        {0, 9, "events.jsonl:3", "malformed JSON", bytes + "x"}};
+  ASSERT_TRUE(store_->Commit(again).ok());
+  auto d = store_->DeadLetters();
+  ASSERT_TRUE(d.ok()) << d.error();
+  ASSERT_EQ(d.value().size(), 4u);
+  EXPECT_EQ(d.value()[0].time, 5);  // the first one stays
+  EXPECT_EQ(d.value()[0].raw, bytes);
+  EXPECT_EQ(d.value()[1].input, "events.jsonl:4");
+  EXPECT_EQ(store_->Counts().value().dead_letters, 4);
+}
+
 TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion) {
   int64_t v0 = store_->SuppressionsVersion().value();
   EXPECT_TRUE(store_->Suppressions().value().empty());
@@ -1154,10 +1179,10 @@ TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
 }
 
 // A store made by an earlier version (3: no source positions; 3 and 4: no
-// suppression tables; 3 to 5: nothing for pruning) gains what is missing
-// when opened.
-TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
-  for (int version : {3, 4, 5}) {
+// suppression tables; 3 to 5: nothing for pruning; 3 to 6: no dead-letter
+// digest) gains what is missing when opened.
+TEST(SqliteStore, AVersion3To6StoreGainsTheLaterTablesWhenOpened) {
+  for (int version : {3, 4, 5, 6}) {
     fs::path p = fs::temp_directory_path() /
                  ("waymark_v" + std::to_string(version) + "_" + std::to_string(::getpid()) + ".db");
     fs::remove(p);
@@ -1165,7 +1190,9 @@ TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
     sqlite3* db = nullptr;
     EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
     std::string downgrade =
-        "DROP TABLE pruned_entries; DROP INDEX instances_finished; " +
+        "DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest; " +
+        std::string(version <= 5 ? "DROP TABLE pruned_entries; DROP INDEX instances_finished; "
+                                 : "") +
         std::string(version <= 4 ? "DROP TABLE suppressions; DROP TABLE suppressions_version; "
                                  : "") +
         std::string(version == 3 ? "DROP TABLE source_positions; " : "") +
@@ -1184,7 +1211,9 @@ TEST(SqliteStore, AVersion3To5StoreGainsTheLaterTablesWhenOpened) {
     e.subject = "u1";
     e.time = 1000;
     b.events = {e};
+    b.dead_letters = {{0, 1, "in:1", "bad", "x"}, {0, 1, "in:1", "bad", "x"}};
     ASSERT_TRUE(s.value()->Commit(b).ok());
+    EXPECT_EQ(s.value()->DeadLetters().value().size(), 1u);
     EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
     EXPECT_EQ(s.value()->Suppressions().value().size(), 1u);
     EXPECT_EQ(s.value()->SuppressionsVersion().value(), 1);
@@ -1222,6 +1251,8 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
   };
   ASSERT_EQ(sqlite3_exec(db,
                          "DROP TABLE pruned_entries; DROP INDEX instances_finished; "
+                         "DROP INDEX dead_letters_digest; "
+                         "ALTER TABLE dead_letters DROP COLUMN digest; "
                          "UPDATE meta SET value='5' WHERE key='schema_version'",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
@@ -1231,7 +1262,7 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
   EXPECT_EQ(version(), "5");
   // A writer upgrades it; then it reads, and refuses writes.
   { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
-  EXPECT_EQ(version(), "6");
+  EXPECT_EQ(version(), "7");
   sqlite3_close(db);
   ASSERT_FALSE(fs::exists(p.string() + "-wal"));
   {
