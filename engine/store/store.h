@@ -141,7 +141,8 @@ struct Batch {
   // resumes from it, so an event dated earlier than one seen before the
   // restart is applied as it would have been without it.
   std::optional<std::pair<std::string, Micros>> clock;
-  // Added unless the entry is already suppressed (which it keeps as it is).
+  // Added unless the entry is already suppressed (which it keeps as it is,
+  // unless a `marketing` entry, which an `all` one widens).
   std::vector<SuppressionRow> suppressions;
 
   bool empty() const {
