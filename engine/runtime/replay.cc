@@ -3,6 +3,7 @@
 #include <map>
 #include <memory>
 
+#include "engine/base/json_text.h"
 #include "engine/core/step.h"
 
 namespace waymark {
@@ -17,6 +18,7 @@ std::string ReplayOne(Store& store, const dsl::CompiledJourney& j, const Instanc
   auto history = store.History(stored.id);
   if (!history.ok()) return history.error();
   const std::vector<HistoryRow>& h = history.value();
+  if (h.empty()) return "no history records: the instance has none stored";
   if (!stored.trigger) return "no trigger event";
   auto trigger = Event::FromJson(*stored.trigger);
   if (!trigger.ok()) return "trigger: " + trigger.error();
@@ -39,13 +41,13 @@ std::string ReplayOne(Store& store, const dsl::CompiledJourney& j, const Instanc
       // moved its clock past the due time (the record has the later time).
       in = {Input::Kind::kTimer, nullptr, inst.due};
       at = head.time;
-    } else if (head.detail.contains("event_id")) {
-      auto e = store.EventById(head.detail.value("event_source", ""),
-                               head.detail["event_id"].get<std::string>());
+    } else if (head.detail.contains("event_id") && head.detail["event_id"].is_string()) {
+      const std::string& id = head.detail["event_id"].get_ref<const std::string&>();
+      auto e = store.EventById(head.detail.value("event_source", ""), id);
       if (!e.ok()) return e.error();
       if (!e.value()) {
-        return "record " + std::to_string(head.n) + " names event " +
-               head.detail["event_id"].get<std::string>() + ", which the store does not have";
+        return "record " + std::to_string(head.n) + " names event " + id +
+               ", which the store does not have";
       }
       ev = *e.value();
       in = {Input::Kind::kEvent, &ev, 0};
@@ -75,11 +77,24 @@ std::string ReplayOne(Store& store, const dsl::CompiledJourney& j, const Instanc
     inst = std::move(r.next);
   }
   json a = inst.ToJson(), b = stored.ToJson();
-  if (a != b) {
-    return "final state differs: stored " + b.dump().substr(0, 300) + " replayed " +
-           a.dump().substr(0, 300);
+  if (a == b) return "";
+  // Where they differ (a JSON Patch from stored to replayed), each value
+  // shortened: the whole states share long identical parts (the trigger).
+  auto shown = [](const json& v) {
+    std::string t = OutputJson(v, -1);
+    return t.size() > 120 ? t.substr(0, 117) + "..." : t;
+  };
+  std::string why = "final state differs";
+  json patch = json::diff(b, a);
+  for (size_t k = 0; k < patch.size() && k < 3; ++k) {
+    const json& op = patch[k];
+    json::json_pointer at(op["path"].get<std::string>());
+    why += (k ? "; " : " at ") + op["path"].get<std::string>() + ": stored " +
+           (b.contains(at) ? shown(b[at]) : "nothing") + ", replayed " +
+           (a.contains(at) ? shown(a[at]) : "nothing");
   }
-  return "";
+  if (patch.size() > 3) why += "; and " + std::to_string(patch.size() - 3) + " more";
+  return why;
 }
 
 }  // namespace

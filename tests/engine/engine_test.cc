@@ -535,6 +535,28 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   auto tampered = VerifyHistories(*store_);
   ASSERT_TRUE(tampered.ok());
   EXPECT_GT(tampered.value().divergences, 0);
+  // A stored state that its history does not give, and an instance with
+  // no history: each is said for what it is (the first was two 300-byte
+  // prefixes of the states, identical there; the second a difference of
+  // final states).
+  store_.reset();
+  ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE instances SET body = replace(body, '\"visits\":{\"s\":1,', "
+                         "'\"visits\":{\"s\":2,') WHERE id = 'j/u9/1';"
+                         "DELETE FROM history WHERE instance_id = 'j/u1/1';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  store_ = OpenStore("sqlite:" + (dir_ / "w.db").string()).value();
+  auto problems = VerifyHistories(*store_, 100);
+  ASSERT_TRUE(problems.ok());
+  std::string all;
+  for (const std::string& p : problems.value().problems) all += p + "\n";
+  EXPECT_NE(all.find("j/u9/1: final state differs at /visits/s: stored 2, replayed 1"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("j/u1/1: no history records"), std::string::npos) << all;
 }
 
 // A key that cannot name an instance is refused and counted: one with a
