@@ -2,6 +2,9 @@
 // (docs/operations.md, "Pruning").
 #include <iostream>
 
+#include <nlohmann/json.hpp>
+
+#include "engine/base/json_text.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/core/event.h"
@@ -16,6 +19,7 @@ struct PruneOptions {
   std::string older_than;
   std::string cap;  // the engines' frequency cap, "N/DURATION"
   bool dry_run = false;
+  bool json = false;
 };
 
 int Prune(const PruneOptions& o) {
@@ -42,6 +46,19 @@ int Prune(const PruneOptions& o) {
     return 3;
   }
   const PruneCounts& n = c.value();
+  if (o.json) {
+    std::cout << OutputJson({{"dry_run", o.dry_run},
+                             {"before", n.before ? nlohmann::json(FormatRfc3339(*n.before))
+                                                 : nlohmann::json()},
+                             {"instances", n.instances},
+                             {"history_records", n.history_records},
+                             {"sends", n.sends},
+                             {"send_results", n.send_results},
+                             {"events", n.events},
+                             {"dead_letters", n.dead_letters}})
+              << "\n";
+    return kExitOk;
+  }
   if (!n.before) {
     std::cout << "nothing to prune: the store holds no events\n";
     return kExitOk;
@@ -62,6 +79,9 @@ void RegisterPrune(CLI::App& app, int* exit_code) {
   cmd->add_option("--older-than", o->older_than, "a duration of at least 1d: 90d, 26w, 36h")
       ->required();
   cmd->add_flag("--dry-run", o->dry_run, "count what would go, and remove nothing");
+  cmd->add_flag("--json", o->json,
+                "the counts as JSON (before: null when the store holds no "
+                "events)");
   cmd->add_option("--cap", o->cap,
                   "the engines' frequency cap, N/DURATION: the sends it counts stay while it may "
                   "count them");

@@ -31,16 +31,25 @@ struct ReplayOptions {
   bool json = false;
 };
 
-int Verify(Store& store) {
+int Verify(Store& store, bool as_json) {
   auto r = VerifyHistories(store);
   if (!r.ok()) {
     std::cerr << "waymark replay: " << r.error() << "\n";
     return 3;
   }
-  for (const std::string& p : r.value().problems) std::cerr << "divergence: " << p << "\n";
-  std::cout << "replayed " << r.value().instances << " instances (" << r.value().inputs
-            << " inputs, " << r.value().records << " history records): " << r.value().divergences
-            << " divergences\n";
+  if (as_json) {
+    std::cout << OutputJson({{"instances", r.value().instances},
+                             {"inputs", r.value().inputs},
+                             {"records", r.value().records},
+                             {"divergences", r.value().divergences},
+                             {"problems", r.value().problems}})
+              << "\n";
+  } else {
+    for (const std::string& p : r.value().problems) std::cerr << "divergence: " << p << "\n";
+    std::cout << "replayed " << r.value().instances << " instances (" << r.value().inputs
+              << " inputs, " << r.value().records << " history records): " << r.value().divergences
+              << " divergences\n";
+  }
   return r.value().divergences == 0 ? kExitOk : kExitRejected;
 }
 
@@ -56,7 +65,7 @@ nlohmann::json SendJson(const std::optional<SendSummary>& s) {
           {"result", s->last_result}};
 }
 
-nlohmann::json ReportJson(const AuditReport& r) {
+nlohmann::json ReportJson(const AuditReport& r, const ReplayOptions& o) {
   nlohmann::json people = nlohmann::json::array();
   for (const auto& [person, list] : r.people) {
     nlohmann::json d = nlohmann::json::array();
@@ -70,8 +79,11 @@ nlohmann::json ReportJson(const AuditReport& r) {
           {"after_until", r.after_until},
           {"dead_letters", r.dead_letters},
           {"results_without_send", r.results_without_send},
-          {"since", FormatRfc3339(r.since)},
-          {"until", FormatRfc3339(r.until)},
+          // null: from the first event; to the last (none when there is none)
+          {"since", o.since.empty() ? nlohmann::json() : nlohmann::json(FormatRfc3339(r.since))},
+          {"until", o.until.empty() && r.events == 0 ? nlohmann::json()
+                                                     : nlohmann::json(FormatRfc3339(r.until))},
+          {"person", o.person.empty() ? nlohmann::json() : nlohmann::json(o.person)},
           {"sends",
            {{"recorded", r.recorded},
             {"replayed", r.replayed},
@@ -110,8 +122,9 @@ void PrintReport(const AuditReport& r, const ReplayOptions& o) {
   if (r.after_until) std::cout << ", " << r.after_until << " after the window left out";
   std::cout << "\nwindow: sends requested "
             << (o.since.empty() ? "from the first event" : "from " + FormatRfc3339(r.since))
-            << " to " << FormatRfc3339(r.until) << (o.person.empty() ? "" : ", of " + o.person)
-            << "\n";
+            << (o.until.empty() && r.events == 0 ? " on, with no event recorded"
+                                                 : " to " + FormatRfc3339(r.until))
+            << (o.person.empty() ? "" : ", of " + o.person) << "\n";
   if (r.since > r.until) std::cout << "the window is empty: --since is after its end\n";
   std::cout << "sends in the window: " << r.recorded << " recorded, " << r.replayed
             << " replayed\ndecisions: " << r.same << " the same, " << r.changed << " changed, "
@@ -201,7 +214,7 @@ int Audit(Store& store, const ReplayOptions& o) {
     return 3;
   }
   if (o.json) {
-    std::cout << OutputJson(ReportJson(r.value())) << "\n";
+    std::cout << OutputJson(ReportJson(r.value(), o)) << "\n";
   } else {
     PrintReport(r.value(), o);
   }
@@ -237,8 +250,8 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
                       "audit: where the scratch store goes (default: $TMPDIR or /tmp)"),
       cmd->add_option("--limit", o->limit, "audit: people listed (--json lists all)")
           ->check(Decimal())
-          ->capture_default_str(),
-      cmd->add_flag("--json", o->json, "audit: the report as JSON")};
+          ->capture_default_str()};
+  cmd->add_flag("--json", o->json, "the report as JSON");
   cmd->callback([=] {
     if (o->mode != "audit") {
       for (const CLI::Option* opt : audit_only) {
@@ -264,7 +277,7 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
-    *exit_code = o->mode == "audit" ? Audit(*s.value(), *o) : Verify(*s.value());
+    *exit_code = o->mode == "audit" ? Audit(*s.value(), *o) : Verify(*s.value(), o->json);
   });
 }
 

@@ -112,6 +112,11 @@ TEST_F(AuditTest, TheSameJourneysMakeTheSameSends) {
   EXPECT_GT(j["emitted_skipped"].get<long>(), 0);
   EXPECT_EQ(j["dead_letters"], json::object());
   EXPECT_EQ(j["people"], json::array());
+  // The window as asked: from the first event (the JSON said 1970), of
+  // everyone (it left --person out).
+  EXPECT_EQ(j["since"], nullptr) << j["since"];
+  EXPECT_EQ(j["person"], nullptr);
+  EXPECT_TRUE(j["until"].is_string());
 }
 
 TEST_F(AuditTest, ASendTakenOutIsListedForEachPersonWhoGotIt) {
@@ -179,6 +184,7 @@ TEST_F(AuditTest, ALongerWaitMovesTheLaterSendsByItsDifference) {
   // A window that ends earlier: later events are not replayed, and the
   // sends recorded after it are not compared.
   json w = AuditJson(journeys, " --since 2026-04-01T00:00:00Z --until 2026-04-05T00:00:00Z");
+  EXPECT_EQ(w["since"], "2026-04-01T00:00:00Z");
   EXPECT_GT(w["after_until"].get<long>(), 0);
   EXPECT_EQ(w["sends"]["recorded"],
             Count("SELECT COUNT(*) FROM sends WHERE requested_at BETWEEN 1775001600000000 AND "

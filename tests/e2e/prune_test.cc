@@ -61,6 +61,19 @@ TEST(Prune, RemovesWhatIsOldAndWhatIsKeptStillReplays) {
   EXPECT_GT(CountOf(dry, "events"), 0) << dry;
   EXPECT_GT(CountOf(dry, "dead letters"), 0) << dry;
   EXPECT_EQ(Shell(bin + " replay" + store + " 2>&1", &status), before);
+  // The same counts as JSON, for scripts; and verify's report.
+  nlohmann::json dj = nlohmann::json::parse(
+      Shell(bin + " prune --older-than 30d --dry-run --json" + store, &status), nullptr, false);
+  ASSERT_TRUE(dj.is_object()) << dj;
+  EXPECT_EQ(dj["instances"], gone) << dj;
+  EXPECT_EQ(dj["events"], CountOf(dry, "events")) << dj;
+  EXPECT_EQ(dj["dry_run"], true) << dj;
+  nlohmann::json vj =
+      nlohmann::json::parse(Shell(bin + " replay --json" + store, &status), nullptr, false);
+  EXPECT_EQ(status, 0);
+  ASSERT_TRUE(vj.is_object()) << vj;
+  EXPECT_EQ(vj["instances"], instances) << vj;
+  EXPECT_EQ(vj["divergences"], 0) << vj;
 
   std::string done = Shell(bin + " prune --older-than 30d" + store + " 2>&1", &status);
   ASSERT_EQ(status, 0) << done;
