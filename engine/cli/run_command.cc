@@ -834,7 +834,6 @@ int Run(const RunOptions& o) {
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
   WarnIfNoSchemas("run", o.schemas);
-  if (!JourneysDirectoryThere("run", o.journeys)) return kExitUsage;
   eo.event_clock = event_clock;
   eo.pin_via = !o.providers.empty();  // [[provider]] tables; --transport takes every send
   if (o.partitions > 1 && o.source.url.empty()) {
@@ -961,6 +960,7 @@ int Run(const RunOptions& o) {
   MetricsServer metrics_server;
   if (!o.metrics.empty() && !metrics_server.Start(o.metrics, metrics)) return kExitUsage;
   if (!o.metrics.empty()) eo.metrics = &metrics;
+  if (!JourneysDirectoryThere("run", o.journeys)) return kExitUsage;
   auto transport = OpenProvidersFor(o);
   if (!transport.ok()) {
     std::cerr << "waymark run: " << transport.error() << "\n";

@@ -452,13 +452,21 @@ std::optional<Micros> Engine::NextDue() const {
 Status Engine::LoadSuppressions() {
   auto version = store_->SuppressionsVersion();
   if (!version.ok()) return version.status();
-  if (version.value() == suppressions_version_) return Status();
-  auto rows = store_->Suppressions();
+  const Store::SuppressionVersions& v = version.value();
+  if (v.changed == suppressions_version_) return Status();
+  // Bounces since the last look only add or widen entries: those are read
+  // and merged. A command's change since may remove or narrow: all again.
+  const bool all = suppressions_version_ < 0 || v.replaced > suppressions_version_;
+  auto rows = store_->Suppressions(all ? 0 : suppressions_version_);
   if (!rows.ok()) return rows.status();
-  suppressed_.clear();
-  for (SuppressionRow& r : rows.value()) suppressed_[r.entry] = std::move(r);
-  suppressions_version_ = version.value();
-  for (const SuppressionRow& r : unconfirmed_) Suppressed(r);
+  if (all) {
+    suppressed_.clear();
+    for (SuppressionRow& r : rows.value()) suppressed_[r.entry] = std::move(r);
+    for (const SuppressionRow& r : unconfirmed_) Suppressed(r);
+  } else {
+    for (const SuppressionRow& r : rows.value()) Suppressed(r);
+  }
+  suppressions_version_ = v.changed;
   return Status();
 }
 

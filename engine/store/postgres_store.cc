@@ -124,6 +124,15 @@ ALTER TABLE meta ALTER COLUMN key TYPE TEXT COLLATE "C";
 ALTER TABLE dead_letters ADD COLUMN digest TEXT COLLATE "C";
 CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);
 )sql",
+    // 9: each suppression entry is stamped with the version that wrote it,
+    // and the version of the latest command's change is kept: engines read
+    // only what changed since they last looked (Store::Suppressions).
+    R"sql(
+ALTER TABLE suppressions ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX suppressions_by_version ON suppressions (version);
+ALTER TABLE suppressions_version ADD COLUMN replaced BIGINT NOT NULL DEFAULT 0;
+UPDATE suppressions_version SET replaced = n;
+)sql",
 };
 constexpr int kPostgresSchemaVersion = int(std::size(kMigrations));
 // The increment of the sends' sequence since migration 4: nextval returning
@@ -726,11 +735,11 @@ class PostgresStore : public Store {
     });
   }
 
-  Result<std::vector<SuppressionRow>> Suppressions() override {
+  Result<std::vector<SuppressionRow>> Suppressions(int64_t since) override {
     return Retry(Side::kRead, "suppressions", [&]() -> Result<std::vector<SuppressionRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<SuppressionRow> out;
-      for (const auto& row : t.exec_prepared("suppressions")) {
+      for (const auto& row : t.exec_prepared("suppressions", since)) {
         out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
                        row[3].as<std::string>(), row[4].as<int64_t>()});
       }
@@ -738,10 +747,11 @@ class PostgresStore : public Store {
     });
   }
 
-  Result<int64_t> SuppressionsVersion() override {
-    return Retry(Side::kRead, "suppressions version", [&]() -> Result<int64_t> {
+  Result<SuppressionVersions> SuppressionsVersion() override {
+    return Retry(Side::kRead, "suppressions version", [&]() -> Result<SuppressionVersions> {
       pqxx::nontransaction t(*read_);
-      return t.exec_prepared1("suppressions_version")[0].as<int64_t>();
+      pqxx::row r = t.exec_prepared1("suppressions_version");
+      return SuppressionVersions{r[0].as<int64_t>(), r[1].as<int64_t>()};
     });
   }
 
@@ -757,20 +767,24 @@ class PostgresStore : public Store {
   Result<bool> Unsuppress(const std::string& entry) override {
     return Guard("unsuppress", [&]() -> Result<bool> {
       pqxx::work t(*write_);
+      // The version row first, as every writer takes it (WriteSuppressions).
+      t.exec_prepared("bump_suppressions", true);
       bool removed = t.exec_prepared("unsuppress", entry).affected_rows() > 0;
-      if (removed) t.exec_prepared("bump_suppressions");
-      t.commit();
+      if (removed) t.commit();  // otherwise rolled back: nothing changed
       return removed;
     });
   }
 
   // replace: a command's entries replace what is there; a batch's
-  // (bounces) leave an existing entry as it is.
-  // Entries are written in their order, then the version row, by every
-  // writer (engines, `waymark suppress`): two transactions writing the
-  // same entries lock them in the same order and cannot deadlock.
+  // (bounces) leave an existing entry as it is, or widen a marketing one.
+  // Every writer (engines, `waymark suppress`) moves the version row
+  // first, then writes its entries, stamped with the new version, in their
+  // order: writers take the row lock in turn and cannot deadlock, and they
+  // commit in version order, so a reader that sees a version sees every
+  // entry stamped up to it.
   static void WriteSuppressions(pqxx::work& t, const std::vector<SuppressionRow>& rows,
                                 bool replace) {
+    const int64_t version = t.exec_prepared1("bump_suppressions", replace)[0].as<int64_t>();
     std::vector<const SuppressionRow*> sorted;
     sorted.reserve(rows.size());
     for (const SuppressionRow& r : rows) sorted.push_back(&r);
@@ -779,9 +793,8 @@ class PostgresStore : public Store {
         [](const SuppressionRow* a, const SuppressionRow* b) { return a->entry < b->entry; });
     for (const SuppressionRow* r : sorted) {
       t.exec_prepared(replace ? "suppress_replace" : "suppress_keep", r->entry, r->scope, r->reason,
-                      r->source, r->created_at);
+                      r->source, r->created_at, version);
     }
-    t.exec_prepared("bump_suppressions");
   }
 
 // A stored JSON text column as `json`. PostgreSQL's JSON functions refuse
@@ -1105,9 +1118,11 @@ class PostgresStore : public Store {
               "ORDER BY id DESC LIMIT $1) AS latest ORDER BY id");
     r.prepare("position", "SELECT seq, restarts FROM source_positions WHERE source = $1");
     r.prepare("clock", "SELECT value::BIGINT FROM meta WHERE key = $1");
-    r.prepare("suppressions",
-              "SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
-    r.prepare("suppressions_version", "SELECT n FROM suppressions_version");
+    r.prepare(
+        "suppressions",
+        "SELECT entry, scope, reason, source, created_at FROM suppressions WHERE version > $1 "
+        "OR $1 = 0 ORDER BY entry");
+    r.prepare("suppressions_version", "SELECT n, replaced FROM suppressions_version");
   }
 
   static void PrepareWrite(pqxx::connection& w) {
@@ -1169,17 +1184,21 @@ class PostgresStore : public Store {
         "INSERT INTO source_positions (source, seq, restarts) VALUES ($1, $2, $3) "
         "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, restarts = excluded.restarts");
     w.prepare("suppress_replace",
-              "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO UPDATE "
-              "SET scope = excluded.scope, reason = excluded.reason, source = excluded.source, "
-              "created_at = excluded.created_at");
-    w.prepare(
-        "suppress_keep",
-        "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry) DO UPDATE SET "
-        "scope = excluded.scope, reason = excluded.reason, source = excluded.source, "
-        "created_at = excluded.created_at "
-        "WHERE suppressions.scope <> 'all' AND excluded.scope = 'all'");
+              "INSERT INTO suppressions (entry, scope, reason, source, created_at, version) VALUES "
+              "($1, $2, $3, $4, $5, $6) ON CONFLICT (entry) DO UPDATE SET scope = excluded.scope, "
+              "reason = excluded.reason, source = excluded.source, created_at = "
+              "excluded.created_at, version = excluded.version");
+    w.prepare("suppress_keep",
+              "INSERT INTO suppressions (entry, scope, reason, source, created_at, version) VALUES "
+              "($1, $2, $3, $4, $5, $6) ON CONFLICT (entry) DO UPDATE SET scope = excluded.scope, "
+              "reason = excluded.reason, source = excluded.source, created_at = "
+              "excluded.created_at, version = excluded.version "
+              "WHERE suppressions.scope <> 'all' AND excluded.scope = 'all'");
     w.prepare("unsuppress", "DELETE FROM suppressions WHERE entry = $1");
-    w.prepare("bump_suppressions", "UPDATE suppressions_version SET n = n + 1");
+    // $1: a command's change, which may remove or narrow entries.
+    w.prepare("bump_suppressions",
+              "UPDATE suppressions_version SET n = n + 1, replaced = CASE WHEN $1::BOOLEAN THEN "
+              "n + 1 ELSE replaced END RETURNING n");
   }
 
  public:

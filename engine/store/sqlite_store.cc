@@ -33,7 +33,10 @@ using nlohmann::json;
 // time, and the entries of pruned instances as counts.
 // 7: a dead letter is stored once (its digest, unique: DeadLetterDigest);
 // those stored before have none.
-constexpr int kSqliteSchemaVersion = 7;
+// 8: each suppression entry is stamped with the version that wrote it, and
+// the version of the latest command's change is kept: engines read only
+// what changed since they last looked (Store::Suppressions).
+constexpr int kSqliteSchemaVersion = 8;
 
 #define SEND_COLUMNS                                                                       \
   "key, instance_id, journey, person, state, template, recipient, intent, via, priority, " \
@@ -59,6 +62,14 @@ constexpr int kSqliteSchemaVersion = 7;
 #define kDeadLetterDigest                            \
   "ALTER TABLE dead_letters ADD COLUMN digest TEXT;" \
   "CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);"
+
+// Version 8 added these; a version 3 to 7 store gets them when opened
+// (entries there before are of version 0).
+#define kSuppressionStamps                                                           \
+  "ALTER TABLE suppressions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;"          \
+  "CREATE INDEX suppressions_by_version ON suppressions (version);"                  \
+  "ALTER TABLE suppressions_version ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0;" \
+  "UPDATE suppressions_version SET replaced = n;"
 
 const char* kSchema = R"sql(
 CREATE TABLE events (
@@ -93,7 +104,7 @@ CREATE TABLE send_results (
 CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, input TEXT NOT NULL,
   reason TEXT NOT NULL, raw TEXT NOT NULL);
-)sql" kSourcePositions kSuppressions kPruning kDeadLetterDigest;
+)sql" kSourcePositions kSuppressions kPruning kDeadLetterDigest kSuppressionStamps;
 
 // A prepared statement, reset on destruction of each use.
 class Stmt {
@@ -336,24 +347,43 @@ class SqliteStore : public Store {
       }
       v = 7;
     }
+    if (v == 7) {
+      if (Status s = ExecSql(kSuppressionStamps); !s.ok()) return s;
+      if (Status s = ExecSql("UPDATE meta SET value = '8' WHERE key = 'schema_version'"); !s.ok()) {
+        return s;
+      }
+      v = 8;
+    }
     return VersionIsThis(path, v, /*upgradable=*/false);
   }
 
   // replace: a command's entries replace what is there; a batch's (bounces)
   // leave an existing entry as it is, unless it is narrower (a marketing
   // entry becomes the bounce's, of all mail).
+  // The version moves first; the entries written carry the new one.
   Status WriteSuppressions(const std::vector<SuppressionRow>& rows, bool replace) {
-    Stmt& q = replace
-                  ? W("INSERT OR REPLACE INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5)")
-                  : W("INSERT INTO suppressions VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (entry) "
-                      "DO UPDATE SET scope = excluded.scope, reason = excluded.reason, "
-                      "source = excluded.source, created_at = excluded.created_at "
-                      "WHERE suppressions.scope <> 'all' AND excluded.scope = 'all'");
+    if (Status s = BumpSuppressions(replace); !s.ok()) return s;
+    Stmt& q =
+        replace
+            ? W("INSERT OR REPLACE INTO suppressions (entry, scope, reason, source, created_at, "
+                "version) VALUES (?1, ?2, ?3, ?4, ?5, (SELECT n FROM suppressions_version))")
+            : W("INSERT INTO suppressions (entry, scope, reason, source, created_at, version) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, (SELECT n FROM suppressions_version)) "
+                "ON CONFLICT (entry) DO UPDATE SET scope = excluded.scope, reason = "
+                "excluded.reason, source = excluded.source, created_at = excluded.created_at, "
+                "version = excluded.version "
+                "WHERE suppressions.scope <> 'all' AND excluded.scope = 'all'");
     for (const SuppressionRow& r : rows) {
       q.Bind(1, r.entry).Bind(2, r.scope).Bind(3, r.reason).Bind(4, r.source);
       if (Status s = q.Bind(5, r.created_at).Exec(); !s.ok()) return s;
     }
-    return ExecSql("UPDATE suppressions_version SET n = n + 1");
+    return Status();
+  }
+
+  // A command's change (`replaced`) may remove or narrow entries.
+  Status BumpSuppressions(bool replaced) {
+    return ExecSql(replaced ? "UPDATE suppressions_version SET n = n + 1, replaced = n + 1"
+                            : "UPDATE suppressions_version SET n = n + 1");
   }
 
   Status Commit(Batch& b) override {
@@ -612,8 +642,12 @@ class SqliteStore : public Store {
     });
   }
 
-  Result<std::vector<SuppressionRow>> Suppressions() override {
-    Stmt& q = S("SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
+  Result<std::vector<SuppressionRow>> Suppressions(int64_t since) override {
+    Stmt& q = since == 0 ? S("SELECT entry, scope, reason, source, created_at FROM suppressions "
+                             "ORDER BY entry")
+                         : S("SELECT entry, scope, reason, source, created_at FROM suppressions "
+                             "WHERE version > ?1 ORDER BY entry");
+    if (since != 0) q.Bind(1, since);
     std::vector<SuppressionRow> out;
     Status st;
     while (q.Next(st)) out.push_back({q.Text(0), q.Text(1), q.Text(2), q.Text(3), q.Int(4)});
@@ -621,11 +655,13 @@ class SqliteStore : public Store {
     return out;
   }
 
-  Result<int64_t> SuppressionsVersion() override {
-    Stmt& q = S("SELECT n FROM suppressions_version");
-    auto n = QueryOne<int64_t>(q, [&] { return q.Int(0); });
-    if (!n.ok()) return n.status();
-    return n.value().value_or(0);
+  Result<SuppressionVersions> SuppressionsVersion() override {
+    Stmt& q = S("SELECT n, replaced FROM suppressions_version");
+    auto v = QueryOne<SuppressionVersions>(q, [&] {
+      return SuppressionVersions{q.Int(0), q.Int(1)};
+    });
+    if (!v.ok()) return v.status();
+    return v.value().value_or(SuppressionVersions{});
   }
 
   Status Suppress(const std::vector<SuppressionRow>& rows) override {
@@ -638,7 +674,7 @@ class SqliteStore : public Store {
       Stmt& q = W("DELETE FROM suppressions WHERE entry = ?1");
       if (Status st = q.Bind(1, entry).Exec(); !st.ok()) return st;
       removed = sqlite3_changes(db_) > 0;
-      return removed ? ExecSql("UPDATE suppressions_version SET n = n + 1") : Status();
+      return removed ? BumpSuppressions(true) : Status();
     });
     if (!s.ok()) return s;
     return removed;

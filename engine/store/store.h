@@ -283,12 +283,22 @@ class Store {
   // The suppression list, by entry. Suppress adds or replaces entries and
   // Unsuppress removes one (false: it was not there), each in its own
   // transaction, for commands: not concurrently with Commit on the same
-  // store object. Every change, these and a batch's, moves the version, so
-  // that a running engine sees a command's change at its next dispatch.
-  virtual Result<std::vector<SuppressionRow>> Suppressions() = 0;
+  // store object. Every change, these and a batch's, moves the version
+  // (`changed`), and each entry written is stamped with it, so that a
+  // running engine sees any change at its next dispatch by reading only
+  // the entries written since it last looked: a batch's bounces only add
+  // or widen entries. A command's change may remove or narrow one, and
+  // moves `replaced` to its version too: an engine behind it reads the
+  // whole list again.
+  struct SuppressionVersions {
+    int64_t changed = 0;
+    int64_t replaced = 0;
+  };
+  // The entries written after version `since` (0: all), by entry.
+  virtual Result<std::vector<SuppressionRow>> Suppressions(int64_t since = 0) = 0;
   virtual Status Suppress(const std::vector<SuppressionRow>& rows) = 0;
   virtual Result<bool> Unsuppress(const std::string& entry) = 0;
-  virtual Result<int64_t> SuppressionsVersion() = 0;
+  virtual Result<SuppressionVersions> SuppressionsVersion() = 0;
 
   // Removes, in one transaction, what is older than the cut-off
   // (docs/operations.md, "Pruning"): finished instances whose sends are

@@ -309,9 +309,10 @@ TEST(Metrics, BadAddressesAreRefusedAndAFailingRunEndsAtOnce) {
             &status);
   EXPECT_EQ(WEXITSTATUS(status), 2) << out;
   close(taken);
+  std::string journeys = (waymark::testing_util::SourceRoot() / "journeys").string();
   for (int i = 0; i < 20; ++i) {  // the store cannot be opened: exit 2, not a hang (124, 137)
-    out = Shell("timeout -k 2 10 " + bin +
-                    " run --metrics 127.0.0.1:0 --store nosuch:x --events /dev/null 2>&1",
+    out = Shell("timeout -k 2 10 " + bin + " run --journeys " + journeys +
+                    " --metrics 127.0.0.1:0 --store nosuch:x --events /dev/null 2>&1",
                 &status);
     ASSERT_EQ(WEXITSTATUS(status), 2) << out;
     EXPECT_NE(out.find("metrics on http://127.0.0.1:"), std::string::npos) << out;

@@ -802,23 +802,34 @@ TEST_P(StoreConformance, ADeadLetterReadAgainIsStoredOnce) {
   EXPECT_EQ(store_->Counts().value().dead_letters, 4);
 }
 
+// Every change moves the version; the entries it wrote carry it, so that
+// an engine reads only those (a bounce's); a command's change also moves
+// `replaced`, after which an engine reads the whole list (it reloaded the
+// whole list after every batch with a bounce).
 TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion) {
-  int64_t v0 = store_->SuppressionsVersion().value();
+  auto v0 = store_->SuppressionsVersion().value();
   EXPECT_TRUE(store_->Suppressions().value().empty());
   ASSERT_TRUE(store_
                   ->Suppress({{"ana@example.com", "all", "unsubscribed by phone", "cli", 10},
                               {"example.net", "marketing", "complaints", "import", 11}})
                   .ok());
-  int64_t v1 = store_->SuppressionsVersion().value();
-  EXPECT_GT(v1, v0);
+  auto v1 = store_->SuppressionsVersion().value();
+  EXPECT_GT(v1.changed, v0.changed);
+  EXPECT_EQ(v1.replaced, v1.changed);
   // A bounce in a batch does not replace an entry that is there...
   Batch b;
   b.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 20},
                     {"bo@example.org", "all", "550 5.1.1", "bounce", 21}};
   ASSERT_TRUE(store_->Commit(b).ok());
-  int64_t v2 = store_->SuppressionsVersion().value();
-  EXPECT_GT(v2, v1);
+  auto v2 = store_->SuppressionsVersion().value();
+  EXPECT_GT(v2.changed, v1.changed);
+  EXPECT_EQ(v2.replaced, v1.replaced);
   Reopen();
+  auto since = store_->Suppressions(v1.changed);
+  ASSERT_TRUE(since.ok()) << since.error();
+  ASSERT_EQ(since.value().size(), 1u);  // what the bounce wrote, and only that
+  EXPECT_EQ(since.value()[0].entry, "bo@example.org");
+  EXPECT_TRUE(store_->Suppressions(v2.changed).value().empty());
   auto all = store_->Suppressions().value();
   ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[0].entry, "ana@example.com");
@@ -831,16 +842,25 @@ TEST_P(StoreConformance, SuppressionsAreKeptByEntryAndEveryChangeMovesTheVersion
   // ...and a command does.
   ASSERT_TRUE(store_->Suppress({{"ana@example.com", "marketing", "asked", "cli", 30}}).ok());
   EXPECT_EQ(store_->Suppressions().value()[0].scope, "marketing");
-  // A bounce widens a narrower entry to all mail.
+  auto v3 = store_->SuppressionsVersion().value();
+  EXPECT_EQ(v3.replaced, v3.changed);
+  // A bounce widens a narrower entry to all mail, and it is read as new.
   Batch widen;
   widen.suppressions = {{"ana@example.com", "all", "550 5.1.1", "bounce", 31}};
   ASSERT_TRUE(store_->Commit(widen).ok());
   EXPECT_EQ(store_->Suppressions().value()[0].scope, "all");
   EXPECT_EQ(store_->Suppressions().value()[0].source, "bounce");
+  auto widened = store_->Suppressions(v3.changed).value();
+  ASSERT_EQ(widened.size(), 1u);
+  EXPECT_EQ(widened[0].scope, "all");
+  auto v4 = store_->SuppressionsVersion().value();
   EXPECT_TRUE(store_->Unsuppress("example.net").value());
+  auto v5 = store_->SuppressionsVersion().value();
+  EXPECT_GT(v5.changed, v4.changed);
+  EXPECT_EQ(v5.replaced, v5.changed);  // a removal: engines read all again
   EXPECT_FALSE(store_->Unsuppress("example.net").value());
+  EXPECT_EQ(store_->SuppressionsVersion().value().changed, v5.changed);  // nothing changed
   EXPECT_EQ(store_->Suppressions().value().size(), 2u);
-  EXPECT_GT(store_->SuppressionsVersion().value(), v2);
 }
 
 TEST_P(StoreConformance, ASourcePositionIsCommittedWithItsBatch) {
@@ -1180,9 +1200,9 @@ TEST(SqliteStore, RefusesAStoreFromANewerVersion) {
 
 // A store made by an earlier version (3: no source positions; 3 and 4: no
 // suppression tables; 3 to 5: nothing for pruning; 3 to 6: no dead-letter
-// digest) gains what is missing when opened.
-TEST(SqliteStore, AVersion3To6StoreGainsTheLaterTablesWhenOpened) {
-  for (int version : {3, 4, 5, 6}) {
+// digest; 3 to 7: no suppression stamps) gains what is missing when opened.
+TEST(SqliteStore, AVersion3To7StoreGainsTheLaterTablesWhenOpened) {
+  for (int version : {3, 4, 5, 6, 7}) {
     fs::path p = fs::temp_directory_path() /
                  ("waymark_v" + std::to_string(version) + "_" + std::to_string(::getpid()) + ".db");
     fs::remove(p);
@@ -1190,7 +1210,11 @@ TEST(SqliteStore, AVersion3To6StoreGainsTheLaterTablesWhenOpened) {
     sqlite3* db = nullptr;
     EXPECT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
     std::string downgrade =
-        "DROP INDEX dead_letters_digest; ALTER TABLE dead_letters DROP COLUMN digest; " +
+        "DROP INDEX suppressions_by_version; ALTER TABLE suppressions DROP COLUMN version; "
+        "ALTER TABLE suppressions_version DROP COLUMN replaced; " +
+        std::string(version <= 6 ? "DROP INDEX dead_letters_digest; "
+                                   "ALTER TABLE dead_letters DROP COLUMN digest; "
+                                 : "") +
         std::string(version <= 5 ? "DROP TABLE pruned_entries; DROP INDEX instances_finished; "
                                  : "") +
         std::string(version <= 4 ? "DROP TABLE suppressions; DROP TABLE suppressions_version; "
@@ -1216,7 +1240,7 @@ TEST(SqliteStore, AVersion3To6StoreGainsTheLaterTablesWhenOpened) {
     EXPECT_EQ(s.value()->DeadLetters().value().size(), 1u);
     EXPECT_EQ(s.value()->Position("S/c").value()->seq, 7u);
     EXPECT_EQ(s.value()->Suppressions().value().size(), 1u);
-    EXPECT_EQ(s.value()->SuppressionsVersion().value(), 1);
+    EXPECT_EQ(s.value()->SuppressionsVersion().value().changed, 1);
     auto pruned = s.value()->Prune({1000, 10, 0, false});
     ASSERT_TRUE(pruned.ok()) << version << ": " << pruned.error();
     EXPECT_EQ(pruned.value().before.value_or(-1), 990);
@@ -1253,6 +1277,9 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
                          "DROP TABLE pruned_entries; DROP INDEX instances_finished; "
                          "DROP INDEX dead_letters_digest; "
                          "ALTER TABLE dead_letters DROP COLUMN digest; "
+                         "DROP INDEX suppressions_by_version; "
+                         "ALTER TABLE suppressions DROP COLUMN version; "
+                         "ALTER TABLE suppressions_version DROP COLUMN replaced; "
                          "UPDATE meta SET value='5' WHERE key='schema_version'",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
@@ -1262,7 +1289,7 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
   EXPECT_EQ(version(), "5");
   // A writer upgrades it; then it reads, and refuses writes.
   { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
-  EXPECT_EQ(version(), "7");
+  EXPECT_EQ(version(), "8");
   sqlite3_close(db);
   ASSERT_FALSE(fs::exists(p.string() + "-wal"));
   {
