@@ -99,7 +99,16 @@ uint32_t PartitionOf(std::string_view key, uint32_t partitions) {
 }
 
 int Engine::Via(const SendRow& s) const {
-  return options_.pin_via && !s.via.empty() ? router_.Find(s.via) : -1;
+  if (!options_.pin_via || s.via.empty()) return -1;
+  int i = router_.Find(s.via);
+  if (i < 0) return -1;
+  // A send of an older journey version, whose provider no longer sends its
+  // intent, is routed (CheckVia holds the current versions to it).
+  const std::vector<std::string>& intents = router_.provider(i).intents;
+  if (!intents.empty() && std::find(intents.begin(), intents.end(), s.intent) == intents.end()) {
+    return -1;
+  }
+  return i;
 }
 
 Status Engine::CheckVia(const std::string& path, const dsl::CompiledJourney& j) const {
@@ -259,6 +268,9 @@ Status Engine::Start() {
   stored_clock_ = stored.value();
   clock_ = std::max(clock_, stored_clock_);
   if (Status s = LoadSuppressions(); !s.ok()) return s;
+  // The events of the results decided here (sends pinned to a provider
+  // that is gone) go with them, in this first batch.
+  if (!emitted_.empty()) RouteEmitted();
   committer_ = std::make_unique<Committer>(store_);
   committer_->Start(std::move(batch_));
   batch_ = Batch();
@@ -829,9 +841,10 @@ void Engine::Route(const Event& e, bool emitted) {
       for (const dsl::CompiledJourney* v : *older) add(KeyFor(*v, e, false), v->version);
       for (const auto& [k, versions] : groups) {
         std::string key_of = KeyOf(name, k);
-        const std::vector<std::string>* only = groups.size() > 1 ? &versions : nullptr;
-        StepEach(by_key_, active_, key_of, e, only);
-        StepEach(watching_by_key_, watching_, key_of, e, only);
+        // Only the versions whose expressions gave this key: another one
+        // may give the event another key, or none.
+        StepEach(by_key_, active_, key_of, e, &versions);
+        StepEach(watching_by_key_, watching_, key_of, e, &versions);
       }
     }
     if (!current || key.empty()) return;

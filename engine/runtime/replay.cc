@@ -88,10 +88,13 @@ std::string ReplayOne(Store& store, const dsl::CompiledJourney& j, const Instanc
   json patch = json::diff(b, a);
   for (size_t k = 0; k < patch.size() && k < 3; ++k) {
     const json& op = patch[k];
-    json::json_pointer at(op["path"].get<std::string>());
-    why += (k ? "; " : " at ") + op["path"].get<std::string>() + ": stored " +
-           (b.contains(at) ? shown(b[at]) : "nothing") + ", replayed " +
-           (a.contains(at) ? shown(a[at]) : "nothing");
+    const std::string path = op["path"].get<std::string>();
+    const std::string kind = op["op"].get<std::string>();
+    // "add" may name a new array element "/-", which no pointer finds.
+    json::json_pointer at(path);
+    std::string stored = kind == "add" || !b.contains(at) ? "nothing" : shown(b[at]);
+    std::string replayed = kind == "remove" ? "nothing" : shown(op["value"]);
+    why += (k ? "; " : " at ") + path + ": stored " + stored + ", replayed " + replayed;
   }
   if (patch.size() > 3) why += "; and " + std::to_string(patch.size() - 3) + " more";
   return why;
