@@ -1208,12 +1208,10 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     }
   }
   // Entries whose instances `waymark prune` removed, kept as a count.
-  auto pruned = s.PrunedEntries();
+  auto pruned = s.PrunedEntry(journey, key);
   if (!pruned.ok()) return failed(pruned.error());
-  for (const EntryCount& c : pruned.value()) {
-    if (c.journey == journey && c.key == key) {
-      out["pruned"] = {{"entries", c.count}, {"last_entered_at", Time(c.last)}};
-    }
+  if (const auto& c = pruned.value()) {
+    out["pruned"] = {{"entries", c->count}, {"last_entered_at", Time(c->last)}};
   }
   std::stable_sort(events.begin(), events.end(),
                    [](const Event& a, const Event& b) { return a.time < b.time; });

@@ -564,6 +564,16 @@ class PostgresStore : public Store {
 
   Result<std::vector<EntryCount>> AllEntries() override { return Entries("all_entries"); }
   Result<std::vector<EntryCount>> PrunedEntries() override { return Entries("pruned_entries"); }
+  Result<std::optional<EntryCount>> PrunedEntry(const std::string& journey,
+                                                const std::string& key) override {
+    return Retry(Side::kRead, "pruned entry", [&]() -> Result<std::optional<EntryCount>> {
+      pqxx::nontransaction t(*read_);
+      pqxx::result r = t.exec_prepared("pruned_entry", journey, key);
+      if (r.empty()) return std::optional<EntryCount>();
+      return std::optional<EntryCount>(
+          EntryCount{journey, key, r[0][0].as<int64_t>(), r[0][1].as<int64_t>()});
+    });
+  }
 
  private:
   Result<std::vector<EntryCount>> Entries(const char* statement) {
@@ -1087,6 +1097,8 @@ class PostgresStore : public Store {
               "pruned_entries) AS e GROUP BY journey, key");
     r.prepare("pruned_entries",
               "SELECT journey, key, count, last FROM pruned_entries ORDER BY journey, key");
+    r.prepare("pruned_entry",
+              "SELECT count, last FROM pruned_entries WHERE journey = $1 AND key = $2");
     r.prepare("history",
               "SELECT n, last_n, records FROM history WHERE instance_id = $1 ORDER BY n");
     r.prepare("due_timers",

@@ -473,6 +473,13 @@ class SqliteStore : public Store {
     return out;
   }
 
+  Result<std::optional<EntryCount>> PrunedEntry(const std::string& journey,
+                                                const std::string& key) override {
+    Stmt& q = S("SELECT count, last FROM pruned_entries WHERE journey = ?1 AND key = ?2");
+    q.Bind(1, journey).Bind(2, key);
+    return QueryOne<EntryCount>(q, [&] { return EntryCount{journey, key, q.Int(0), q.Int(1)}; });
+  }
+
   Result<std::vector<EntryCount>> AllEntries() override {
     Stmt& q =
         S("SELECT journey, key, SUM(n), MAX(last) FROM ("

@@ -242,6 +242,9 @@ class Store {
   // Only the entries of pruned instances, by (journey, key): an audit
   // starts its replay from them (docs/engine.md, "Audit").
   virtual Result<std::vector<EntryCount>> PrunedEntries() = 0;
+  // One (journey, key)'s pruned entries, if any (for inspect).
+  virtual Result<std::optional<EntryCount>> PrunedEntry(const std::string& journey,
+                                                        const std::string& key) = 0;
   virtual Result<std::vector<HistoryRow>> History(const std::string& instance_id) = 0;
 
   // Timers (the `due` of unfinished instances) at or before `until`,

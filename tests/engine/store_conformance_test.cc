@@ -1053,6 +1053,13 @@ TEST_P(StoreConformance, PruneRemovesWhatIsOldAndKeepsWhatIsReferred) {
     return out;
   };
   EXPECT_EQ(pruned_entries(), (std::vector<std::string>{"j/a 1 10"}));
+  auto one = store_->PrunedEntry("j", "a");
+  ASSERT_TRUE(one.ok()) << one.error();
+  ASSERT_TRUE(one.value().has_value());
+  EXPECT_EQ(one.value()->count, 1);
+  EXPECT_EQ(one.value()->last, 10);
+  EXPECT_FALSE(store_->PrunedEntry("j", "b").value().has_value());
+  EXPECT_FALSE(store_->PrunedEntry("k", "a").value().has_value());
 
   // A second entry of the pruned key adds to its count once it is pruned
   // in turn; without the cap, the capped send's instance goes too.
