@@ -196,6 +196,12 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(m.opts, 2000);
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(m.opts, 500, 1000);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(m.opts, 64 << 20);
+  // A server that stops answering without closing the connection (a host
+  // gone, a half-open TCP connection) is found by pings: one every 5 s,
+  // the connection taken for lost past 2 unanswered (NATS.c's default, a
+  // ping every 2 minutes, looked connected and idle for 4 to 6 minutes).
+  if (s == NATS_OK) s = natsOptions_SetPingInterval(m.opts, 5000);
+  if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(m.opts, 2);
   if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
   if (s == NATS_NO_SERVER && o.wait_for_server) {
     report("nats: no server at " + RedactedUrl(o.url) +

@@ -1022,6 +1022,56 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
       << out;
 }
 
+// A server that stops answering without closing the connection (a host
+// gone, a half-open TCP connection; here nats-server stopped with SIGSTOP,
+// a server of this test's own) is noticed within seconds and said, and the
+// connection comes back when it answers again. With NATS.c's default
+// pings (every 2 minutes) the engine looked connected and idle, and said
+// nothing, for 4 to 6 minutes (this test failed at 40 s).
+TEST(NatsWait, AServerThatStopsAnsweringIsNoticedWithinSeconds) {
+  int port = waymark::testing_util::UnusedLoopbackPort();
+  ASSERT_GT(port, 0);
+  std::string url = "nats://127.0.0.1:" + std::to_string(port);
+  std::string root = waymark::testing_util::SourceRoot().string();
+  fs::path dir = fs::temp_directory_path() / ("waymark_nats_stale_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  pid_t server =
+      waymark::testing_util::Spawn({"/usr/sbin/nats-server", "-js", "-a", "127.0.0.1", "-p",
+                                    std::to_string(port), "-sd", (dir / "nats").string()},
+                                   (dir / "server.log").string());
+  waymark::testing_util::KillOnExit stop_server(server);
+  fs::path errors = dir / "err";
+  pid_t pid = waymark::testing_util::Spawn(
+      {WAYMARK_BINARY, "run", "--journeys", root + "/journeys", "--schemas", root + "/schemas",
+       "--source", url, "--store", "sqlite:" + (dir / "w.db").string(), "--transport",
+       "null:", "--metrics", "127.0.0.1:0"},
+      errors.string());
+  waymark::testing_util::KillOnExit stop_engine(pid);
+  // Serving: the engine has made its stream on the server (then its
+  // consumer, and it fetches).
+  fs::path stream = dir / "nats" / "jetstream" / "$G" / "streams" / "EVENTS";
+  for (int i = 0; i < 300 && !fs::exists(stream); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(fs::exists(stream)) << ReadFile(errors) << ReadFile(dir / "server.log");
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ASSERT_EQ(kill(server, SIGSTOP), 0);
+  auto stopped = std::chrono::steady_clock::now();
+  bool noticed =
+      waymark::testing_util::WaitForText(errors, "nats: lost the connection to " + url, 60);
+  double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  kill(server, SIGCONT);
+  EXPECT_TRUE(noticed) << "not noticed in 60 s\n" << ReadFile(errors);
+  std::printf("a stopped server noticed after %.1f s\n", after);
+  EXPECT_TRUE(waymark::testing_util::WaitForText(errors, "nats: the connection is back", 40))
+      << ReadFile(errors);
+  int status = waymark::testing_util::TerminateWithin(pid, 10);
+  pid = 0;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << ReadFile(errors);
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 // A service started before nats-server: `waymark run` waits for a server
 // that does not answer (saying so), and SIGTERM while it waits is a clean
 // stop, exit 0, at once.
