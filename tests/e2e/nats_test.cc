@@ -317,6 +317,45 @@ TEST_F(Nats, ChangedConsumerSettingsAreApplied) {
   }
 }
 
+// A consumer of the engine's name made by hand (or by a deployment tool)
+// that would start after the store's position (here "deliver new", made
+// after events were published: it counts them as delivered) is made again
+// from the position, so the events after it are read. (A review took this
+// for a loss; the test, seen failing with the reset of such a consumer
+// taken out, keeps it from becoming one.)
+TEST_F(Nats, AConsumerThatWouldSkipUnreadEventsIsMadeAgain) {
+  NatsClient c(nats_);
+  std::string out;
+  int status = 0;
+  // The engine makes its stream; two events are read; then five more,
+  // and the consumer made again.
+  out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << out;
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("a", "a")));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("b", "b")));
+  out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << out;
+  ASSERT_EQ(js_DeleteConsumer(c.js(), "EVENTS", "waymark", nullptr, nullptr), NATS_OK);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(
+        c.Publish("events.user.signup", Signup("s" + std::to_string(i), "u" + std::to_string(i))));
+  }
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = "waymark";
+  cc.AckPolicy = js_AckExplicit;
+  cc.DeliverPolicy = js_DeliverNew;
+  cc.FilterSubject = "events.>";
+  jsConsumerInfo* ci = nullptr;
+  ASSERT_EQ(js_AddConsumer(&ci, c.js(), "EVENTS", &cc, nullptr, nullptr), NATS_OK);
+  jsConsumerInfo_Destroy(ci);
+  out = Run("--source " + nats_ + " --json", pg_, dir_ / "out", &status);
+  ASSERT_EQ(status, 0) << out;
+  nlohmann::json summary = nlohmann::json::parse(out.substr(out.find("\n{") + 1), nullptr, false);
+  ASSERT_TRUE(summary.is_object()) << out;
+  EXPECT_EQ(summary["events_by_type"]["user.signup"], 5) << out;
+}
+
 // SIGTERM: the engine that serves the stream finishes its batch, commits,
 // acks and exits 0; nothing is left unacked and every event is stored.
 TEST_F(Nats, SigtermCommitsAcksAndExitsZero) {
