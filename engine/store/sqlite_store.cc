@@ -319,40 +319,15 @@ class SqliteStore : public Store {
     sqlite3_reset(get.get());
     if (!version.ok()) return version.status();
     int v = version.value();
-    if (v == 3) {
-      if (Status s = ExecSql(kSourcePositions); !s.ok()) return s;
-      if (Status s = ExecSql("UPDATE meta SET value = '4' WHERE key = 'schema_version'"); !s.ok()) {
-        return s;
-      }
-      v = 4;
-    }
-    if (v == 4) {
-      if (Status s = ExecSql(kSuppressions); !s.ok()) return s;
-      if (Status s = ExecSql("UPDATE meta SET value = '5' WHERE key = 'schema_version'"); !s.ok()) {
-        return s;
-      }
-      v = 5;
-    }
-    if (v == 5) {
-      if (Status s = ExecSql(kPruning); !s.ok()) return s;
-      if (Status s = ExecSql("UPDATE meta SET value = '6' WHERE key = 'schema_version'"); !s.ok()) {
-        return s;
-      }
-      v = 6;
-    }
-    if (v == 6) {
-      if (Status s = ExecSql(kDeadLetterDigest); !s.ok()) return s;
-      if (Status s = ExecSql("UPDATE meta SET value = '7' WHERE key = 'schema_version'"); !s.ok()) {
-        return s;
-      }
-      v = 7;
-    }
-    if (v == 7) {
-      if (Status s = ExecSql(kSuppressionStamps); !s.ok()) return s;
-      if (Status s = ExecSql("UPDATE meta SET value = '8' WHERE key = 'schema_version'"); !s.ok()) {
-        return s;
-      }
-      v = 8;
+    // What each version from 3 on lacks, applied in turn.
+    static const char* const kUpgrades[] = {kSourcePositions, kSuppressions, kPruning,
+                                            kDeadLetterDigest, kSuppressionStamps};
+    static_assert(3 + std::size(kUpgrades) == kSqliteSchemaVersion);
+    for (; v >= 3 && v < kSqliteSchemaVersion; ++v) {
+      if (Status s = ExecSql(kUpgrades[v - 3]); !s.ok()) return s;
+      std::string next =
+          "UPDATE meta SET value = '" + std::to_string(v + 1) + "' WHERE key = 'schema_version'";
+      if (Status s = ExecSql(next.c_str()); !s.ok()) return s;
     }
     return VersionIsThis(path, v, /*upgradable=*/false);
   }
