@@ -1427,14 +1427,15 @@ class Scripted : public Transport {
 // stops the engine at start. With --transport (pin_via false), the one
 // transport takes everything. `via` was recorded and never read.
 TEST_F(EngineTest, AViaPinsItsProvider) {
-  Journey("j", R"(journey j {
+  const char* pinned = R"(journey j {
   entry { on user.signup  reentry always }
   step s {
     send "a" to trigger.data.email intent transactional via "b"
     send "c" to trigger.data.email intent transactional
     end
   }
-})");
+})";
+  Journey("j", pinned);
   auto subjects = [](const Keeping& k) {
     std::vector<std::string> out;
     for (const OutMessage& m : k.got) out.push_back(m.subject);
@@ -1482,14 +1483,7 @@ TEST_F(EngineTest, AViaPinsItsProvider) {
     EXPECT_EQ(subjects(any), (std::vector<std::string>{"c", "a"}));
     EXPECT_TRUE(store_->DeadLetters().value().empty());
     engine_.reset();
-    Journey("j", R"(journey j {
-  entry { on user.signup  reentry always }
-  step s {
-    send "a" to trigger.data.email intent transactional via "b"
-    send "c" to trigger.data.email intent transactional
-    end
-  }
-})");
+    Journey("j", pinned);
   }
 
   // A --transport run: the cheapest takes both.
