@@ -1067,7 +1067,11 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
         Micros cap = RetryCeiling(p.held, options_.retry_base, options_.retry_max);
         wait = std::max(wait, Micros(std::uniform_int_distribution<Micros>(0, cap)(jitter_)));
       } else {
-        wait = 0;  // the router says when a provider has room
+        // The router holds that provider (or the domain) for the
+        // retry-after, not the send: another provider with room takes it
+        // now, and with none the router says when one has.
+        wait = 0;
+        retry_after = 0;
       }
     } else if (result == "provider_fault" && p.pinned < 0 && Via(s) < 0 &&
                router_.CanFailOver(provider, s.intent, answered)) {

@@ -1517,6 +1517,45 @@ TEST_F(EngineTest, AViaPinsItsProvider) {
       << e.error();
 }
 
+// A provider out of quota (or throttled, provider-wide) with a
+// retry-after is held back by the router for that long, and the send goes
+// at once to another provider that has room: it waited out the
+// retry-after and went back to the same provider, the other idle.
+TEST_F(EngineTest, AProvidersRetryAfterHoldsTheProviderNotTheSend) {
+  Journey("j", kTransactional);
+  class OutOfQuota : public Transport {
+   public:
+    explicit OutOfQuota(std::string kind) : kind_(std::move(kind)) {}
+    std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+      calls += messages.size();
+      return std::vector<TransportResult>(messages.size(),
+                                          {kind_, "", "slow down", 15000, "provider"});
+    }
+    std::string Describe() const override { return "out of quota"; }
+    size_t calls = 0;
+
+   private:
+    std::string kind_;
+  };
+  for (const char* kind : {"quota_exhausted", "throttled"}) {
+    SCOPED_TRACE(kind);
+    OutOfQuota a(kind);
+    Keeping b(false);
+    providers_ = {{.name = "a", .transport = &a, .cost = 1},
+                  {.name = "b", .transport = &b, .cost = 2}};
+    fs::remove(dir_ / "w.db");
+    Start(QuickRetries(3));
+    const Micros start = 1'000'000'000;
+    Micros wall = start;
+    ASSERT_TRUE(engine_->Ingest(Signup("u@example.com"), wall).ok());
+    ASSERT_NO_FATAL_FAILURE(FlushRetries(wall, 3));
+    EXPECT_EQ(a.calls, 1u);
+    ASSERT_EQ(b.got.size(), 1u) << "not failed over";
+    EXPECT_LT(wall - start, 15 * kMicrosPerSecond) << "it waited out the retry-after";
+    engine_.reset();
+  }
+}
+
 // The crash window no store closes (after the provider took a message,
 // before its answer was stored) is made visible for providers that do not
 // deduplicate by the key: a send pending at start that one of them accepts
