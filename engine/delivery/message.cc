@@ -12,9 +12,11 @@ namespace waymark {
 
 namespace {
 
+// A control character a header may not hold: any of C0 but the tab (a
+// header's whitespace), and DEL. CR and LF would end the header.
 bool HasControl(std::string_view s) {
-  for (char c : s) {
-    if (c == '\r' || c == '\n' || c == '\0') return true;
+  for (unsigned char c : s) {
+    if ((c < 0x20 && c != '\t') || c == 0x7F) return true;
   }
   return false;
 }
@@ -252,6 +254,7 @@ bool ValidAddress(std::string_view a) {
   if (a.empty() || a.size() > 254) return false;
   size_t at = a.rfind('@');
   if (at == std::string_view::npos || at == 0 || at + 1 == a.size() || at > 64) return false;
+  if (a.find('@') != at) return false;  // one @: "x@y@gmail.com" is no address
   for (unsigned char c : a) {
     if (c <= 0x20 || c == 0x7F || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' ||
         c == ',' || c == ';' || c == ':' || c == '\\' || c == '[' || c == ']') {
@@ -276,7 +279,8 @@ Result<Sender> CheckMessage(const MessageParams& p) {
         std::pair{"From", std::string_view(p.from)}, std::pair{"To", std::string_view(p.to)},
         std::pair{"List-Unsubscribe", std::string_view(p.unsubscribe_url)}}) {
     if (HasControl(value)) {
-      return Status::Error(std::string("CR, LF or NUL in the ") + name + " header: refused");
+      return Status::Error(std::string("a control character (CR, LF, NUL, ESC, ...) in the ") +
+                           name + " header: refused");
     }
   }
   if (!ValidAddress(p.to)) return Status::Error("invalid recipient address '" + p.to + "'");

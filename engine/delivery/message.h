@@ -25,7 +25,8 @@ struct MessageParams {
 };
 
 // An addr-spec we are willing to send to: local@domain, printable ASCII or
-// UTF-8, no spaces, quotes, angle brackets, CR, LF or NUL; a dotted domain.
+// UTF-8, no spaces, quotes, angle brackets, control characters or second
+// @; a dotted domain.
 bool ValidAddress(std::string_view addr);
 
 // "Name <addr>" or "addr" -> the display name and the address; false when
@@ -45,7 +46,8 @@ struct Sender {
 // from_header transports send as JSON) a non-ASCII name stays UTF-8.
 std::string Mailbox(const Sender& s, bool encode = true);
 
-// Fails (with the reason) when a header value holds CR, LF or NUL, or an
+// Fails (with the reason) when a header value holds a control character
+// (any C0 but the tab, and DEL: CR, LF and NUL among them), or an
 // address is invalid: no header can be injected. Every message is checked,
 // also one whose transport takes its parts rather than the whole message
 // (docs/plugins.md, WM_TRANSPORT_FIELDS_ONLY): a message is refused for the
