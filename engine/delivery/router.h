@@ -73,6 +73,10 @@ class Router {
               int only = -1);
   // The provider named `name`, or -1.
   int Find(const std::string& name) const;
+  // Whether `provider` sends mail of `intent`.
+  bool Serves(int provider, const std::string& intent) const {
+    return Serves(providers_[provider], intent);
+  }
   // What `provider` answered for a send to `domain_group`.
   void Record(int provider, const std::string& domain_group, const TransportResult& r, int64_t now);
   // A send `provider` was chosen for did not go (it could not be

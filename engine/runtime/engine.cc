@@ -101,14 +101,9 @@ uint32_t PartitionOf(std::string_view key, uint32_t partitions) {
 int Engine::Via(const SendRow& s) const {
   if (!options_.pin_via || s.via.empty()) return -1;
   int i = router_.Find(s.via);
-  if (i < 0) return -1;
-  // A send of an older journey version, whose provider no longer sends its
-  // intent, is routed (CheckVia holds the current versions to it).
-  const std::vector<std::string>& intents = router_.provider(i).intents;
-  if (!intents.empty() && std::find(intents.begin(), intents.end(), s.intent) == intents.end()) {
-    return -1;
-  }
-  return i;
+  // A send of an older journey version, whose provider is gone or no longer
+  // sends its intent, is routed (CheckVia holds the current versions to it).
+  return i >= 0 && router_.Serves(i, s.intent) ? i : -1;
 }
 
 Status Engine::CheckVia(const std::string& path, const dsl::CompiledJourney& j) const {
@@ -126,11 +121,10 @@ Status Engine::CheckVia(const std::string& path, const dsl::CompiledJourney& j) 
       return Status::Error(at + "no [[provider]] is named '" + s.via + "' (there are: " + names +
                            ")");
     }
-    const std::vector<std::string>& intents = router_.provider(i).intents;
     const std::string intent = dsl::IntentName(s.intent);
-    if (!intents.empty() && std::find(intents.begin(), intents.end(), intent) == intents.end()) {
+    if (!router_.Serves(i, intent)) {
       std::string its;
-      for (const std::string& k : intents) its += (its.empty() ? "" : ", ") + k;
+      for (const std::string& k : router_.provider(i).intents) its += (its.empty() ? "" : ", ") + k;
       return Status::Error(at + "provider '" + s.via + "' does not send " + intent +
                            " mail (its intents: " + its + ")");
     }
