@@ -873,8 +873,7 @@ int Run(const RunOptions& o) {
   eo.max_attempts = o.max_attempts;
   if (!o.from.empty()) {
     std::string name, addr;
-    if (std::any_of(o.from.begin(), o.from.end(),
-                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    if (HeaderHasControl(o.from)) {
       std::cerr << "waymark run: [delivery] from: a line break or another control character is "
                    "not part of a mailbox (every send it was the From of would be refused)\n";
       return kExitUsage;

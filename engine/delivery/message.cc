@@ -12,15 +12,6 @@ namespace waymark {
 
 namespace {
 
-// A control character a header may not hold: any of C0 but the tab (a
-// header's whitespace), and DEL. CR and LF would end the header.
-bool HasControl(std::string_view s) {
-  for (unsigned char c : s) {
-    if ((c < 0x20 && c != '\t') || c == 0x7F) return true;
-  }
-  return false;
-}
-
 bool Ascii(std::string_view s) {
   for (unsigned char c : s) {
     if (c >= 0x80) return false;
@@ -250,6 +241,13 @@ bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
   return ValidAddress(addr);
 }
 
+bool HeaderHasControl(std::string_view s) {
+  for (unsigned char c : s) {
+    if ((c < 0x20 && c != '\t') || c == 0x7F) return true;
+  }
+  return false;
+}
+
 bool ValidAddress(std::string_view a) {
   if (a.empty() || a.size() > 254) return false;
   size_t at = a.rfind('@');
@@ -278,7 +276,7 @@ Result<Sender> CheckMessage(const MessageParams& p) {
        {std::pair{"Subject", std::string_view(c.subject)},
         std::pair{"From", std::string_view(p.from)}, std::pair{"To", std::string_view(p.to)},
         std::pair{"List-Unsubscribe", std::string_view(p.unsubscribe_url)}}) {
-    if (HasControl(value)) {
+    if (HeaderHasControl(value)) {
       return Status::Error(std::string("a control character (CR, LF, NUL, ESC, ...) in the ") +
                            name + " header: refused");
     }

@@ -24,6 +24,10 @@ struct MessageParams {
   RenderedMessage content;
 };
 
+// Whether `s` holds a control character a header may not: any of C0 but
+// the tab (a header's whitespace), and DEL. CR and LF would end it.
+bool HeaderHasControl(std::string_view s);
+
 // An addr-spec we are willing to send to: local@domain, printable ASCII or
 // UTF-8, no spaces, quotes, angle brackets, control characters or second
 // @; a dotted domain.
