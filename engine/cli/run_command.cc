@@ -1192,10 +1192,12 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
     std::cerr << "waymark inspect: " << error << "\n";
     return 3;
   };
+  std::vector<std::vector<HistoryRow>> histories;  // by instance, read once
   for (const Instance& i : instances.value()) {
     auto h = s.History(i.id);
     if (!h.ok()) return failed(h.error());
-    for (const HistoryRow& r : h.value()) {
+    histories.push_back(std::move(h).value());
+    for (const HistoryRow& r : histories.back()) {
       auto id = r.detail.find("event_id");
       if (id == r.detail.end() || !id->is_string()) continue;
       std::pair<std::string, std::string> ref{r.detail.value("event_source", ""),
@@ -1215,7 +1217,8 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
   std::stable_sort(events.begin(), events.end(),
                    [](const Event& a, const Event& b) { return a.time < b.time; });
   for (const Event& ev : events) out["inputs"].push_back(ev.ToJson());
-  for (const Instance& i : instances.value()) {
+  for (size_t k = 0; k < instances.value().size(); ++k) {
+    const Instance& i = instances.value()[k];
     nlohmann::json ij = {{"id", i.id},
                          {"version", i.version},
                          {"status", InstanceStatusName(i.status)},
@@ -1225,9 +1228,7 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
                          {"goals", i.goals}};
     if (i.due) ij["next_timer"] = Time(i.due);
     ij["history"] = nlohmann::json::array();
-    auto h = s.History(i.id);
-    if (!h.ok()) return failed(h.error());
-    for (const HistoryRow& r : h.value()) {
+    for (const HistoryRow& r : histories[k]) {
       ij["history"].push_back({{"n", r.n},
                                {"time", Time(r.time)},
                                {"kind", r.kind},
