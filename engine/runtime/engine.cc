@@ -551,7 +551,7 @@ void Engine::RouteEmitted() {
     // journeys that listen rely on it (their fields were checked against
     // it).
     if (journeys && decoder_->HasSchema(x.type)) {
-      std::string text = x.Text();
+      const std::string& text = x.Text();
       auto checked = decoder_->Decode(text, x.time);
       if (!checked.ok()) {
         DeadLetter(x.time, "emitted " + x.source + " " + x.id, checked.error(), text);
