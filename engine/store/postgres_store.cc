@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -749,7 +750,9 @@ class PostgresStore : public Store {
     return Retry(Side::kRead, "suppressions", [&]() -> Result<std::vector<SuppressionRow>> {
       pqxx::nontransaction t(*read_);
       std::vector<SuppressionRow> out;
-      for (const auto& row : t.exec_prepared("suppressions", since)) {
+      pqxx::result rows = since == 0 ? t.exec_prepared("suppressions")
+                                     : t.exec_prepared("suppressions_since", since);
+      for (const auto& row : rows) {
         out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
                        row[3].as<std::string>(), row[4].as<int64_t>()});
       }
@@ -1130,10 +1133,12 @@ class PostgresStore : public Store {
               "ORDER BY id DESC LIMIT $1) AS latest ORDER BY id");
     r.prepare("position", "SELECT seq, restarts FROM source_positions WHERE source = $1");
     r.prepare("clock", "SELECT value::BIGINT FROM meta WHERE key = $1");
+    r.prepare("suppressions",
+              "SELECT entry, scope, reason, source, created_at FROM suppressions ORDER BY entry");
     r.prepare(
-        "suppressions",
+        "suppressions_since",  // through the index on version
         "SELECT entry, scope, reason, source, created_at FROM suppressions WHERE version > $1 "
-        "OR $1 = 0 ORDER BY entry");
+        "ORDER BY entry");
     r.prepare("suppressions_version", "SELECT n, replaced FROM suppressions_version");
   }
 
@@ -1185,9 +1190,11 @@ class PostgresStore : public Store {
     w.prepare("send_seq_blocks",
               "SELECT nextval('sends_seq_seq') AS v FROM generate_series(1, $1) ORDER BY v");
     w.prepare("delete_pending", "DELETE FROM sends_pending WHERE seq = ANY($1::BIGINT[])");
-    w.prepare("put_dead_letter",
-              "INSERT INTO dead_letters (time, input, reason, raw, digest) VALUES ($1, $2, $3, "
-              "decode($4, 'hex'), $5) ON CONFLICT (digest) DO NOTHING");
+    w.prepare("put_dead_letters",
+              "INSERT INTO dead_letters (time, input, reason, raw, digest) SELECT t, i, r, "
+              "decode(x, 'hex'), d FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], "
+              "$5::TEXT[]) WITH ORDINALITY AS u(t, i, r, x, d, n) ORDER BY n "
+              "ON CONFLICT (digest) DO NOTHING");
     w.prepare("put_clock",
               "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET "
               "value = excluded.value WHERE meta.value::BIGINT < excluded.value::BIGINT");
@@ -1354,9 +1361,18 @@ class PostgresStore : public Store {
       done += "}";
       if (done.size() > 2) t.exec_prepared("delete_pending", done);
     }
-    for (const DeadLetterRow& d : b.dead_letters) {  // rare: a statement each
-      t.exec_prepared("put_dead_letter", d.time, d.input, d.reason, Hex(d.raw),
-                      DeadLetterDigest(d));
+    if (!b.dead_letters.empty()) {      // one statement, as arrays: a bad batch may be all of them
+      std::array<std::string, 5> cols;  // time, input, reason, raw (hex), digest
+      for (std::string& c : cols) c = "{";
+      for (const DeadLetterRow& d : b.dead_letters) {
+        AppendArrayElement(cols[0], std::to_string(d.time));
+        AppendArrayElement(cols[1], d.input);
+        AppendArrayElement(cols[2], d.reason);
+        AppendArrayElement(cols[3], Hex(d.raw));
+        AppendArrayElement(cols[4], DeadLetterDigest(d));
+      }
+      for (std::string& c : cols) c.back() = '}';
+      t.exec_prepared("put_dead_letters", cols[0], cols[1], cols[2], cols[3], cols[4]);
     }
     if (!b.suppressions.empty()) WriteSuppressions(t, b.suppressions, false);
     if (b.clock)
