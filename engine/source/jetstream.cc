@@ -58,12 +58,26 @@ struct JetStream::Impl {
   natsStatistics* stats = nullptr;
   bool up = true;
   uint64_t reconnects = 0;
+  // The library's count when the engine first connected: a first
+  // connection made in the background (a server that was not there yet)
+  // is counted by it as a reconnection, and is not one.
+  uint64_t reconnects_before = 0;
   std::chrono::steady_clock::time_point lost_at;
   std::string fetch_error;  // the last one reported; "": the last fetch worked
   // When an empty fetch last asked whether the consumer is still there,
   // and when the server first said it is not (unset: it is there).
   std::chrono::steady_clock::time_point consumer_checked;
   std::optional<std::chrono::steady_clock::time_point> consumer_missing;
+
+  // The library's count of reconnections (`fallback` if it cannot say).
+  uint64_t LibraryReconnects(uint64_t fallback) {
+    uint64_t n = fallback;
+    if ((stats || natsStatistics_Create(&stats) == NATS_OK) &&
+        natsConnection_GetStats(nc, stats) == NATS_OK) {
+      natsStatistics_GetCounts(stats, nullptr, nullptr, nullptr, nullptr, &n);
+    }
+    return n;
+  }
 
   ~Impl() {
     natsStatistics_Destroy(stats);
@@ -222,6 +236,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
     }
   }
   if (s != NATS_OK) return Status::Error("cannot connect to " + RedactedUrl(o.url) + ": " + Why(s));
+  m.reconnects_before = m.LibraryReconnects(0);
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = 10000;
@@ -342,12 +357,8 @@ Result<uint64_t> JetStream::Subscribe(uint64_t committed) {
 void JetStream::WatchConnection() {
   Impl& m = *impl_;
   bool up = natsConnection_Status(m.nc) == NATS_CONN_STATUS_CONNECTED;
-  uint64_t reconnects = m.reconnects;
-  if (m.stats || natsStatistics_Create(&m.stats) == NATS_OK) {
-    if (natsConnection_GetStats(m.nc, m.stats) == NATS_OK) {
-      natsStatistics_GetCounts(m.stats, nullptr, nullptr, nullptr, nullptr, &reconnects);
-    }
-  }
+  uint64_t reconnects =
+      m.LibraryReconnects(m.reconnects + m.reconnects_before) - m.reconnects_before;
   auto now = std::chrono::steady_clock::now();
   if (m.up && !up) {
     report_("nats: lost the connection to " + RedactedUrl(options_.url) + "; reconnecting");
