@@ -44,13 +44,17 @@ std::string Base64(std::string_view in) {
   return out;
 }
 
-// RFC 2047 "B" encoded words, split on UTF-8 boundaries so each word stays
-// within 75 characters (ASCII text as it is, unless `force`).
-std::string EncodeWords(std::string_view s, bool force = false) {
-  if (!force && Ascii(s)) return std::string(s);
+// RFC 2047 "B" encoded words for all of `s`, split on UTF-8 boundaries
+// and folded so that every line stays within 76 characters (RFC 2047 6),
+// the first line starting at `column` (its header's name and ": ").
+std::string EncodeWords(std::string_view s, size_t column) {
   std::string out;
   size_t i = 0;
+  size_t room = 76 - column;
   while (i < s.size()) {
+    // "=?UTF-8?B?" and "?=" around base64: 4 characters per 3 bytes. A word
+    // is at most 75 characters (45 bytes).
+    size_t most = std::min<size_t>(45, (room - 12) / 4 * 3);
     size_t n = 0;
     while (i + n < s.size()) {
       size_t len = 1;
@@ -61,14 +65,53 @@ std::string EncodeWords(std::string_view s, bool force = false) {
         len = 3;
       else if (c >= 0xC0)
         len = 2;
-      if (n + len > 45) break;
+      if (n + len > most && n > 0) break;
       n += len;
     }
     if (!out.empty()) out += "\r\n ";
     out += "=?UTF-8?B?" + Base64(s.substr(i, n)) + "?=";
     i += n;
+    room = 75;  // after the folding space
   }
   return out;
+}
+
+// Text that must go as encoded words: not ASCII, or holding what a reader
+// would take for one ("=?...?=" sent as it is would be decoded).
+bool NeedsEncoding(std::string_view s) {
+  return !Ascii(s) || s.find("=?") != std::string_view::npos;
+}
+
+// ASCII text folded at white space (RFC 5322 2.2.3: CRLF before white
+// space, which unfolding removes) so that lines stay within 78 characters
+// where its words allow, the first starting at `column`. White space with
+// no word after it stays on its line (a line of white space only is not
+// allowed). Empty when a word is too long for the 998 a line may have.
+std::string FoldAtSpaces(std::string_view s, size_t column) {
+  std::string out;
+  size_t line = column;
+  for (size_t i = 0; i < s.size();) {
+    size_t word = i;
+    while (word < s.size() && (s[word] == ' ' || s[word] == '\t')) ++word;
+    size_t end = word;
+    while (end < s.size() && s[end] != ' ' && s[end] != '\t') ++end;
+    if (end - i > 900) return std::string();
+    if (word > i && end > word && !out.empty() && line + (end - i) > 78) {
+      out += "\r\n";
+      line = 0;
+    }
+    out.append(s.substr(i, end - i));
+    line += end - i;
+    i = end;
+  }
+  return out;
+}
+
+// The length of the last line of a folded value (from `column` if it is
+// one line).
+size_t LastLine(const std::string& folded, size_t column) {
+  size_t nl = folded.rfind('\n');
+  return nl == std::string::npos ? column + folded.size() : folded.size() - nl - 1;
 }
 
 // Quoted-printable (RFC 2045), lines normalised to CRLF, appended to `out`.
@@ -167,30 +210,14 @@ std::string RfcDate(Micros t) {
   return out;
 }
 
-// The Subject's value. ASCII text is folded (RFC 5322 2.2.3: CRLF before
-// white space, which unfolding removes) so that its lines stay within 78
-// characters where its words allow; a word too long for the 998 a line may
-// have is sent, with the whole subject, as encoded words, which split
-// anywhere. Other text is encoded words.
+// The Subject's value: ASCII text folded at white space; other text, or a
+// word too long for any line, as encoded words (which split anywhere).
 std::string SubjectValue(std::string_view s) {
-  if (!Ascii(s)) return EncodeWords(s);
-  std::string out;
-  size_t line = 9;  // "Subject: "
-  for (size_t i = 0; i < s.size();) {
-    size_t word = i;
-    while (word < s.size() && (s[word] == ' ' || s[word] == '\t')) ++word;
-    size_t end = word;
-    while (end < s.size() && s[end] != ' ' && s[end] != '\t') ++end;
-    if (end - i > 900) return EncodeWords(s, /*force=*/true);
-    if (word > i && line + (end - i) > 78) {
-      out += "\r\n";
-      line = 0;
-    }
-    out.append(s.substr(i, end - i));
-    line += end - i;
-    i = end;
-  }
-  return out;
+  constexpr size_t kColumn = 9;  // "Subject: "
+  std::string folded;
+  if (!NeedsEncoding(s)) folded = FoldAtSpaces(s, kColumn);
+  if (folded.empty() && !s.empty()) return EncodeWords(s, kColumn);
+  return folded;
 }
 
 }  // namespace
@@ -198,15 +225,17 @@ std::string SubjectValue(std::string_view s) {
 std::string Mailbox(const Sender& s, bool encode) {
   const std::string& name = s.name;
   if (name.empty()) return s.addr;
+  constexpr size_t kColumn = 6;  // "From: "
   std::string shown;
-  if (encode && !Ascii(name)) {
-    shown = EncodeWords(name);
-  } else if (name.find_first_of("\"(),:;<>@[\\]") == std::string::npos) {
+  if (encode && NeedsEncoding(name)) {
+    shown = EncodeWords(name, kColumn);
+  } else if (name.find_first_of("\"(),.:;<>@[\\]") == std::string::npos) {
     shown = name;
   } else {
     // A quoted string (RFC 5322 3.2.4): `"` and `\` inside it escaped, or
     // a name such as `Eve" <ceo@acme.example>, "x` from an event's data
-    // would end it early and make a second mailbox.
+    // would end it early and make a second mailbox. A '.' is quoted too
+    // (an unquoted one is the obsolete syntax).
     shown = "\"";
     for (char c : name) {
       if (c == '"' || c == '\\') shown += '\\';
@@ -214,7 +243,18 @@ std::string Mailbox(const Sender& s, bool encode) {
     }
     shown += '"';
   }
-  return shown + " <" + s.addr + ">";
+  if (!encode) return shown + " <" + s.addr + ">";
+  // In a message: folded, and the address on a line of its own when it
+  // would pass the line's limit.
+  bool encoded = shown.rfind("=?", 0) == 0;
+  if (!encoded) {
+    std::string folded = FoldAtSpaces(shown, kColumn);
+    encoded = folded.empty();
+    shown = encoded ? EncodeWords(name, kColumn) : std::move(folded);
+  }
+  size_t limit = encoded ? 76 : 78;
+  bool fold = LastLine(shown, kColumn) + 2 + s.addr.size() + 1 > limit;
+  return shown + (fold ? "\r\n <" : " <") + s.addr + ">";
 }
 
 bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {

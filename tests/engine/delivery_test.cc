@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -354,6 +355,107 @@ TEST(Message, ALongSubjectIsFoldedAndUnfoldsToItself) {
     } else {
       EXPECT_EQ(value.rfind("=?UTF-8?B?", 0), 0u) << value.substr(0, 80);
     }
+  }
+}
+
+// The header lines of a message, unfolded: name -> value (RFC 5322 2.2.3:
+// a CRLF before white space goes, the white space stays). Also checks
+// every line's length (`plain`: the limit of a line without an encoded
+// word) and that none is white space only.
+std::map<std::string, std::string> UnfoldedHeaders(const std::string& m, size_t plain) {
+  std::map<std::string, std::string> out;
+  std::string head = m.substr(0, m.find("\r\n\r\n") + 2), name;
+  for (size_t at = 0, nl; (nl = head.find("\r\n", at)) != std::string::npos; at = nl + 2) {
+    std::string line = head.substr(at, nl - at);
+    bool encoded = line.find("=?UTF-8?B?") != std::string::npos;
+    // RFC 2047 6: a line with an encoded word within 76; else RFC 5322's 78.
+    EXPECT_LE(line.size(), encoded ? 76u : plain) << line;
+    EXPECT_NE(line.find_first_not_of(" \t"), std::string::npos) << "a blank line in\n" << head;
+    if (line[0] == ' ' || line[0] == '\t') {
+      out[name] += line;
+    } else {
+      name = line.substr(0, line.find(':'));
+      out[name] = line.substr(name.size() + 2);
+    }
+  }
+  return out;
+}
+
+// RFC 2047 "B" words decoded (the white space between two of them goes).
+std::string DecodeWords(const std::string& v) {
+  static const std::string kB64 =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out, gap;
+  bool after_word = false;
+  for (size_t i = 0; i < v.size();) {
+    if (v.compare(i, 10, "=?UTF-8?B?") == 0) {
+      size_t end = v.find("?=", i + 10);
+      std::string b = v.substr(i + 10, end - i - 10), bytes;
+      uint32_t acc = 0;
+      int bits = 0;
+      for (char c : b) {
+        if (c == '=') break;
+        acc = (acc << 6) | uint32_t(kB64.find(c));
+        if ((bits += 6) >= 8) bytes += char((acc >> (bits -= 8)) & 0xFF);
+      }
+      if (!after_word) out += gap;
+      out += bytes;
+      gap.clear();
+      after_word = true;
+      i = end + 2;
+    } else if (v[i] == ' ') {
+      gap += v[i++];
+    } else {
+      out += gap + v[i++];
+      gap.clear();
+      after_word = false;
+    }
+  }
+  return out + gap;
+}
+
+// Header lines kept their limits in the common case only: the first line of
+// an encoded Subject was 81 characters (RFC 2047 allows 76), an encoded or
+// long From name was never folded (a 1,200-character name made one line,
+// over the 998 a line may have), a subject ending in spaces could fold into
+// a line of white space only, text that looks like an encoded word was sent
+// as it is (a reader decodes it), and a name with a '.' went unquoted
+// (RFC 5322 allows it only in the obsolete syntax).
+TEST(Message, EveryHeaderKeepsItsLineLimitsAndReadsBackAsWritten) {
+  std::string words;
+  for (int i = 0; i < 120; ++i) words += (i ? " " : "") + std::string("wort") + std::to_string(i);
+  std::string umlauts;
+  for (int i = 0; i < 60; ++i) umlauts += "Grüße ";
+  std::string subject_words = words.substr(0, 75) + std::string(30, ' ');
+  // Subject, From name, and the longest line where words allow: 78, or
+  // (white space that ends a subject cannot begin a line) 998.
+  for (const auto& [subject, name, plain] :
+       std::vector<std::tuple<std::string, std::string, size_t>>{
+           {umlauts, "Jörg " + umlauts.substr(0, umlauts.size() - 1), 78},
+           {subject_words, words, 78},
+           {words + std::string(90, ' '), std::string(1200, 'n'), 998},
+           {"=?UTF-8?B?SGk=?= there", "=?UTF-8?B?SGk=?=", 78},
+           {"Plain", "Acme Inc.", 78},
+           {std::string(1500, 'x'), "A \"quoted\" " + words, 78}}) {
+    MessageParams p = Params();
+    p.content.subject = subject;
+    p.from = name + " <hello@acme.example>";
+    auto m = BuildMessage(p);
+    ASSERT_TRUE(m.ok()) << m.error();
+    std::map<std::string, std::string> h = UnfoldedHeaders(m.value(), plain);
+    EXPECT_EQ(DecodeWords(h["Subject"]), subject) << h["Subject"];
+    const std::string& from = h["From"];
+    size_t lt = from.rfind(" <");
+    ASSERT_NE(lt, std::string::npos) << from;
+    EXPECT_EQ(from.substr(lt), " <hello@acme.example>");
+    Sender s;
+    if (from.rfind("=?", 0) == 0) {
+      s.name = DecodeWords(from.substr(0, lt));
+    } else {
+      ASSERT_TRUE(SplitMailbox(from, s.name, s.addr)) << from;
+    }
+    EXPECT_EQ(s.name, name) << from;
+    if (name == "Acme Inc.") EXPECT_EQ(from, "\"Acme Inc.\" <hello@acme.example>");
   }
 }
 
