@@ -111,6 +111,7 @@ class Compiler {
   void CheckBlock(const Block& b, const Scope& scope);
   void CheckStmt(const Stmt& s, const Scope& scope);
   void CheckQuietHoursBeforeSend(const CompiledJourney& c);
+  void CheckKeyFields();
 
   // --- lowering ---
   std::string LowerBlock(const Block& b, const std::function<std::string(size_t)>& id_of,
@@ -125,6 +126,11 @@ class Compiler {
 
   std::vector<std::string> trigger_types_;
   std::vector<std::string> step_event_types_;  // triggers and waited-for types
+  struct WaitFor {
+    Loc loc;
+    std::string event;
+  };
+  std::vector<WaitFor> waits_;  // every `wait for`, in the order written
   std::map<std::string, std::vector<const SetStmt*>> vars_;
   std::map<std::string, Type> var_types_;
   std::set<std::string> warned_no_schema_;
@@ -155,6 +161,7 @@ void Compiler::Collect(const Block& b) {
             vars_[x.name].push_back(&x);
           } else if constexpr (std::is_same_v<T, WaitForStmt>) {
             step_event_types_.push_back(x.event);
+            waits_.push_back({s->loc, x.event});
             if (x.received) Collect(*x.received);
             if (x.timeout) Collect(*x.timeout);
           } else if constexpr (std::is_same_v<T, IfStmt>) {
@@ -423,6 +430,48 @@ void Compiler::CheckBlock(const Block& b, const Scope& scope) {
     }
     CheckStmt(*s, scope);
     dead = std::holds_alternative<EndStmt>(s->v) || std::holds_alternative<GotoStmt>(s->v);
+  }
+}
+
+// The key is evaluated on every event the journey hears, to find the
+// instances it concerns: a rule whose event type lacks a payload field the
+// key reads could never concern one (the key is null there), so it is an
+// error, named at the rule. Only types with a schema are judged.
+void Compiler::CheckKeyFields() {
+  if (!j_.key) return;
+  std::vector<std::vector<std::string>> fields;  // data.… paths the key reads
+  std::function<void(const ExprPtr&)> walk = [&](const ExprPtr& e) {
+    if (!e) return;
+    if (e->kind == Expr::Kind::kPath && e->path.size() > 2 && e->path[1] == "data" &&
+        (e->path[0] == "event" || e->path[0] == "trigger")) {
+      fields.emplace_back(e->path.begin() + 2, e->path.end());
+    }
+    for (const ExprPtr& a : e->args) walk(a);
+  };
+  walk(j_.key);
+  auto judge = [&](Loc loc, const std::string& type, const std::string& rule, const char* never) {
+    if (!schemas_.Has(type)) return;
+    for (const std::vector<std::string>& f : fields) {
+      if (schemas_.Field(type, f).known) continue;
+      std::string dotted = "data";
+      for (const std::string& n : f) dotted += "." + n;
+      Error(loc, "'" + rule + "' " + never + ": the key reads '" + dotted +
+                     "', which event type '" + type + "' does not have (" + schemas_.events_dir() +
+                     "/" + type + ".json), so the key is null on its events");
+      return;
+    }
+  };
+  for (const EventMatch& t : j_.triggers) {
+    judge(t.loc, t.event, "on " + t.event, "can never start an instance");
+  }
+  for (const EventMatch& e : j_.exits) {
+    judge(e.loc, e.event, "exit on " + e.event, "can never end an instance");
+  }
+  for (const Goal& g : j_.goals) {
+    judge(g.loc, g.match.event, "goal " + g.name, "can never be reached");
+  }
+  for (const WaitFor& w : waits_) {
+    judge(w.loc, w.event, "wait for " + w.event, "can never be satisfied");
   }
 }
 
@@ -901,6 +950,7 @@ std::optional<CompiledJourney> Compiler::Run() {
       Error(j_.key->loc, std::string("the key must be a string, not a ") + TypeName(t));
     }
   }
+  CheckKeyFields();
   if (j_.reentry == Reentry::kOnce && j_.max_concurrent_given && j_.max_concurrent > 1) {
     Error(j_.max_concurrent_loc,
           "'max_concurrent " + std::to_string(j_.max_concurrent) +
