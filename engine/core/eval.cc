@@ -154,9 +154,9 @@ json Eval(const dsl::ExprPtr& p, const EvalScope& scope) {
       }
       return v ? *v : json();
     }
-    case dsl::Expr::Kind::kNot: {
+    case dsl::Expr::Kind::kNot: {  // two-valued, as `and` and `or`: only true is true
       json v = Eval(e.args[0], scope);
-      return v.is_boolean() ? json(!v.get<bool>()) : json();
+      return !(v.is_boolean() && v.get<bool>());
     }
     case dsl::Expr::Kind::kBinary: {
       if (e.op == "and") {

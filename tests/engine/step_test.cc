@@ -221,6 +221,28 @@ TEST(Step, LargeIntegersCompareExactly) {
   EXPECT_EQ(r.i.vars["literal_max"], true);
 }
 
+// `not` is two-valued, as `and` and `or` are: anything but true is false
+// there, so `not` of a variable never set (null) is true. It gave null, so
+// `if not vars.skip` and `if vars.skip` were both false and the else ran.
+TEST(Step, NotOfNullIsTrueAsAndAndOrTakeNullForFalse) {
+  Driver r{Compile(R"(journey j {
+  entry { on user.signup }
+  step a {
+    if trigger.data.plan == "enterprise" { set skip = true }
+    if not vars.skip { set path = "mail" } else { set path = "skipped" }
+    set not_missing = not trigger.data.nothing
+    set not_and = not (vars.skip and true)
+    set not_true = not (trigger.data.plan == "free")
+    end
+  }
+})")};
+  r.Start(Ev("user.signup", "2026-01-10T10:00:00Z", {{"plan", "free"}}));
+  EXPECT_EQ(r.i.vars["path"], "mail");
+  EXPECT_EQ(r.i.vars["not_missing"], true);
+  EXPECT_EQ(r.i.vars["not_and"], true);
+  EXPECT_EQ(r.i.vars["not_true"], false);
+}
+
 TEST(Step, IdempotencyKeysComeFromMeaning) {
   dsl::CompiledJourney j = Compile(R"(journey j {
   entry { on user.signup }
