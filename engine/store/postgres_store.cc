@@ -551,8 +551,8 @@ class PostgresStore : public Store {
   Result<std::vector<Instance>> ActiveInstances() override {
     return QueryInstances("active_instances");
   }
-  Result<std::vector<Instance>> GoalWatchingInstances(Micros after) override {
-    return QueryInstances("goal_watching_instances", after);
+  Result<std::vector<Instance>> GoalWatchingInstances(Micros at) override {
+    return QueryInstances("goal_watching_instances", at);
   }
   Result<std::vector<Instance>> Instances(const std::string& journey,
                                           const std::string& key) override {
@@ -1088,7 +1088,8 @@ class PostgresStore : public Store {
               "SELECT hash, name, body, source_map FROM journey_versions WHERE hash = $1");
     r.prepare("active_instances", "SELECT body FROM instances WHERE NOT finished ORDER BY id");
     r.prepare("goal_watching_instances",
-              "SELECT body FROM instances WHERE goals_open_until > $1 ORDER BY id");
+              "SELECT body FROM instances WHERE goals_open_until > 0 AND goals_open_until >= $1 "
+              "ORDER BY id");
     r.prepare("instances_of_key",
               "SELECT body FROM instances WHERE id >= $3 AND id < $4 AND journey = $1 AND "
               "key = $2 ORDER BY seq");

@@ -419,9 +419,11 @@ class SqliteStore : public Store {
     });
   }
 
-  Result<std::vector<Instance>> GoalWatchingInstances(Micros after) override {
-    Stmt& q = S("SELECT body FROM instances WHERE goals_open_until > ?1 ORDER BY id");
-    q.Bind(1, after);
+  Result<std::vector<Instance>> GoalWatchingInstances(Micros at) override {
+    Stmt& q =
+        S("SELECT body FROM instances WHERE goals_open_until > 0 AND goals_open_until >= ?1 "
+          "ORDER BY id");
+    q.Bind(1, at);
     return QueryInstances(q);
   }
 

@@ -226,9 +226,10 @@ class Store {
 
   // Instances not finished (to load at start-up).
   virtual Result<std::vector<Instance>> ActiveInstances() = 0;
-  // Finished instances whose goals stay open after `after`
-  // (goals_open_until > after): they still record conversions.
-  virtual Result<std::vector<Instance>> GoalWatchingInstances(Micros after) = 0;
+  // Finished instances whose goals are still open at `at` (a window
+  // includes its end: goals_open_until >= at): they still record
+  // conversions.
+  virtual Result<std::vector<Instance>> GoalWatchingInstances(Micros at) = 0;
   virtual Result<std::vector<Instance>> Instances(const std::string& journey,
                                                   const std::string& key) = 0;
   // All instances, `limit` at a time, in id order after `after_id` ("" for

@@ -526,7 +526,11 @@ TEST_P(StoreConformance, FinishedInstancesWithOpenGoalsAreFoundByWindow) {
   EXPECT_EQ(w.value()[0].id, "j/a/1");
   EXPECT_EQ(w.value()[0].goals_open_until, 500);
   EXPECT_EQ(store_->GoalWatchingInstances(0).value().size(), 2u);
-  EXPECT_TRUE(store_->GoalWatchingInstances(500).value().empty());
+  // A window includes its end, as the step has it: at 500 the goal can
+  // still be reached (it was left out, so a conversion at the window's
+  // last instant was lost across a restart).
+  ASSERT_EQ(store_->GoalWatchingInstances(500).value().size(), 1u);
+  EXPECT_TRUE(store_->GoalWatchingInstances(501).value().empty());
 }
 
 TEST_P(StoreConformance, SendsStayPendingUntilAFinalResult) {
