@@ -128,7 +128,7 @@ x3::rule<num_class, raw::NumLit> const num_lit = "number";
 x3::rule<dur_class, raw::DurLit> const dur_lit = "duration (like 30m, 4h or 7d)";
 x3::rule<bool_class, raw::BoolLit> const bool_lit = "true or false";
 x3::rule<null_class, raw::NullLit> const null_lit = "null";
-x3::rule<struct assign_class> const assign = "'='";
+x3::rule<struct assign_class> const assign = "'=' (set NAME = VALUE; '==' compares)";
 
 auto const skipper_def = char_(" \t\n\v\f\r") | ('#' >> *(char_ - x3::eol));
 auto const ident_def = lexeme[(alpha | char_('_')) >> *idchar];
@@ -160,7 +160,14 @@ auto const close_quote_def = lit('"');
 BOOST_SPIRIT_DEFINE(close_quote)
 // A CR is not part of a string either: in a file with CRLF line ends an
 // unterminated string was said one column late (at the LF).
-auto const quoted = lexeme['"' > *(('\\' > char_) | ~char_("\"\\\r\n")) > close_quote];
+// The character after a backslash is on the string's line too (an
+// escaped line break let a string run on; the expectation printed the
+// parser's C++ type at the end of the file).
+x3::rule<struct escaped_class, char> const escaped =
+    "closing '\"' (a string ends on the line it starts)";
+auto const escaped_def = ~char_("\r\n");
+BOOST_SPIRIT_DEFINE(escaped)
+auto const quoted = lexeme['"' > *(('\\' > escaped) | ~char_("\"\\\r\n")) > close_quote];
 auto const event_seg = (alpha | char_('_')) >> *(idchar | char_('-'));
 // A reserved word followed by '.' or '-' is the first segment of a type
 // (`case.opened`, `in-app.dismissed`), not the word.
@@ -200,13 +207,18 @@ x3::rule<negation_class, raw::Negation> const negation = "expression";
 x3::rule<compare_class, raw::Compare> const compare = "expression";
 x3::rule<primary_class, raw::Primary> const primary = "expression";
 x3::rule<struct literal_class, raw::Primary> const literal =
-    "a literal (string, number, bool or null)";
+    "a literal (string, number, bool, null or duration)";
 x3::rule<binary_tail_class, raw::BinaryTail> const binary_tail = "comparison";
 x3::rule<struct cmp_op_class, std::string> const cmp_op = "comparison operator";
 x3::rule<in_tail_class, raw::InTail> const in_tail = "'in'";
 x3::rule<call_class, raw::Call> const call = "function call";
 x3::rule<path_class, raw::Path> const path = "path";
 x3::rule<struct list_end_class> const list_end = "',' or ']'";
+// A list of literals (`in [...]`, `case ...`): each element is expected
+// by name, so an error names what may stand there (a bare list's
+// expectation printed the parser's C++ type).
+x3::rule<struct literals_class, std::vector<raw::Primary>> const literals =
+    "a literal (string, number, bool, null or duration)";
 x3::rule<struct args_end_class> const args_end = "',' or ')'";
 
 auto const expr_def = and_expr >> *(kw_or > and_expr);
@@ -217,7 +229,8 @@ auto const compare_def = primary >> -(binary_tail | in_tail);
 auto const cmp_op_def = x3::string("==") | x3::string("!=") | x3::string("<=") | x3::string(">=") |
                         x3::string("<") | x3::string(">");
 auto const binary_tail_def = cmp_op > primary;
-auto const in_tail_def = (raw[kw_not >> kw_in] | raw[kw_in]) > '[' > (literal % ',') > list_end;
+auto const in_tail_def = (raw[kw_not >> kw_in] | raw[kw_in]) > '[' > literals > list_end;
+auto const literals_def = literal > *(',' > literal);
 auto const list_end_def = lit(']');
 auto const literal_def = null_lit | bool_lit | dur_lit | num_lit | str_lit;
 auto const primary_def =
@@ -227,7 +240,7 @@ auto const args_end_def = lit(')');
 auto const path_def = lexeme[root >> *('.' >> ident)];
 
 BOOST_SPIRIT_DEFINE(expr, and_expr, unary, negation, compare, cmp_op, binary_tail, in_tail,
-                    list_end, literal, primary, call, args_end, path)
+                    list_end, literals, literal, primary, call, args_end, path)
 
 // --- statements ---
 struct send_class : annotate {};
@@ -287,7 +300,7 @@ auto const if_stmt_def = kw_if > expr > block > *else_if > -(kw_else > block);
 auto const else_if_def = (kw_else >> kw_if) > expr > block;
 auto const match_stmt_def = kw_match > expr > '{' > *case_ > -(kw_else > block) > match_end;
 auto const match_end_def = lit('}');
-auto const case__def = kw_case > (literal % ',') > block;
+auto const case__def = kw_case > literals > block;
 auto const split_stmt_def = nokw >> kw_split > '{' > *split_arm > split_end;
 auto const split_end_def = lit('}');
 auto const split_arm_def = name > num_lit > percent_sign > -block;
