@@ -79,9 +79,11 @@ Type LiteralType(const nlohmann::json& v) {
   return Type::kAny;
 }
 
-// What `event` can be at a place in the journey.
+// What `event` can be at a place in the journey. `trigger_is_event`: in
+// a trigger's `when`, where `trigger` is the event that rule matched.
 struct Scope {
   std::vector<std::string> event_types;
+  bool trigger_is_event = false;
 };
 
 class Compiler {
@@ -253,7 +255,10 @@ Type Compiler::CheckEventPath(const Expr& e, const std::vector<std::string>& typ
 Type Compiler::CheckPath(const Expr& e, const Scope& scope) {
   const std::string& root = e.path[0];
   if (root == "event") return CheckEventPath(e, scope.event_types, "event");
-  if (root == "trigger") return CheckEventPath(e, trigger_types_, "trigger");
+  if (root == "trigger") {
+    return CheckEventPath(e, scope.trigger_is_event ? scope.event_types : trigger_types_,
+                          "trigger");
+  }
   if (root == "vars") {
     if (e.path.size() == 1) {
       if (!silent_) Error(e.loc, "'vars' needs a variable name: vars.NAME");
@@ -419,7 +424,34 @@ void Compiler::CheckZoneExpr(const ExprPtr& e, const Scope& scope) {
 
 // --- statements ---
 
-void Compiler::CheckBlock(const Block& b, const Scope& scope) {
+// The types of the `wait for`s in `b`, at any depth, appended to `out`.
+void WaitedTypes(const Block& b, std::vector<std::string>& out) {
+  for (const StmtPtr& s : b) {
+    std::visit(
+        [&](const auto& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, WaitForStmt>) {
+            out.push_back(x.event);
+            if (x.received) WaitedTypes(*x.received, out);
+            if (x.timeout) WaitedTypes(*x.timeout, out);
+          } else if constexpr (std::is_same_v<T, IfStmt>) {
+            for (const auto& a : x.arms) WaitedTypes(a.body, out);
+            if (x.else_body) WaitedTypes(*x.else_body, out);
+          } else if constexpr (std::is_same_v<T, MatchStmt>) {
+            for (const auto& c : x.cases) WaitedTypes(c.body, out);
+            if (x.else_body) WaitedTypes(*x.else_body, out);
+          } else if constexpr (std::is_same_v<T, SplitStmt>) {
+            for (const auto& a : x.arms) WaitedTypes(a.body, out);
+          }
+        },
+        s->v);
+  }
+}
+
+void Compiler::CheckBlock(const Block& b, const Scope& outer) {
+  // After a statement that waits for an event, `event` is that event, or
+  // (past a timeout, or another branch) what it was before.
+  Scope scope = outer;
   bool dead = false;
   for (const StmtPtr& s : b) {
     if (dead) {
@@ -430,6 +462,10 @@ void Compiler::CheckBlock(const Block& b, const Scope& scope) {
     }
     CheckStmt(*s, scope);
     dead = std::holds_alternative<EndStmt>(s->v) || std::holds_alternative<GotoStmt>(s->v);
+    std::vector<std::string>& types = scope.event_types;
+    WaitedTypes({s}, types);
+    std::sort(types.begin(), types.end());
+    types.erase(std::unique(types.begin(), types.end()), types.end());
   }
 }
 
@@ -919,7 +955,7 @@ std::optional<CompiledJourney> Compiler::Run() {
     Error(j_.entry_loc.line > 0 ? j_.entry_loc : j_.loc,
           "journey '" + j_.name + "' has no entry trigger: add entry { on EVENT_TYPE }");
   }
-  for (const EventMatch& t : j_.triggers) CheckCondition(t.when, Scope{{t.event}});
+  for (const EventMatch& t : j_.triggers) CheckCondition(t.when, Scope{{t.event}, true});
   {
     std::set<std::pair<std::string, std::string>> seen;
     for (const EventMatch& t : j_.triggers) {

@@ -286,6 +286,68 @@ TEST(Parser, AByteOrderMarkIsNotText) {
 // `datacontenttype` and `dataschema` type-checked, and were always null:
 // the engine keeps an event's specversion, id, source, type, subject, time
 // and data only.
+// The errors of a journey's check, one message each.
+std::vector<std::string> CheckErrors(const std::string& src) {
+  DiagnosticSink d;
+  CheckSource("t.journey", src, Schemas(), d);
+  std::vector<std::string> out;
+  for (const Diagnostic& x : d.all()) {
+    if (x.severity == Severity::kError) out.push_back(x.message);
+  }
+  return out;
+}
+
+// Which event types a path is checked against. In a trigger's `when`,
+// `trigger.` is that rule's event, as `event.` is (it was checked against
+// every trigger type, so a field of another one passed, and the condition
+// was always false). After a `wait for` inside a `received` block,
+// `event.` is that wait's event or, after its timeout, the block's: it was
+// checked against the block's type alone, so a field of the inner wait's
+// type was refused and one of the block's passed.
+TEST(Checker, PathsAreCheckedAgainstTheEventsTheyCanBe) {
+  std::vector<std::string> e = CheckErrors(R"(journey j {
+  entry { on user.signup  on order.placed when trigger.data.plan == "free" }
+  step a { end }
+})");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("event type 'order.placed' has no field 'data.plan'"), std::string::npos)
+      << e[0];
+  MustCompile(R"(journey j {
+  entry { on user.signup  on order.placed when trigger.data.total > 10 }
+  step a { end }
+})",
+              Schemas());
+  MustCompile(R"(journey j {
+  entry { on cart.updated }
+  step a {
+    wait for order.placed within 1d
+      received {
+        wait for project.created within 1d
+        if event.data.is_sample { set sample = true }
+        if event.data.total > 100 { set big = true }
+      }
+    end
+  }
+})",
+              Schemas());
+  e = CheckErrors(R"(journey j {
+  entry { on cart.updated }
+  step a {
+    wait for order.placed within 1d
+      received {
+        wait for project.created within 1d
+        if event.data.plan == "x" { set x = true }
+      }
+    end
+  }
+})");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("none of the event types order.placed, project.created has a field "
+                      "'data.plan'"),
+            std::string::npos)
+      << e[0];
+}
+
 TEST(Checker, OnlyTheAttributesAnEventKeepsArePaths) {
   for (const char* attr : {"datacontenttype", "dataschema"}) {
     DiagnosticSink d;
