@@ -274,6 +274,14 @@ Type Compiler::CheckPath(const Expr& e, const Scope& scope) {
       }
       return Type::kAny;
     }
+    if (e.path.size() > 2 && (it->second == Type::kString || it->second == Type::kNumber ||
+                              it->second == Type::kBool || it->second == Type::kDuration)) {
+      if (!silent_) {
+        Error(e.loc,
+              "'vars." + e.path[1] + "' is a " + TypeName(it->second) + " and has no fields");
+      }
+      return Type::kAny;
+    }
     return e.path.size() == 2 ? it->second : Type::kAny;
   }
   if (root == "key") {
@@ -942,11 +950,19 @@ std::optional<CompiledJourney> Compiler::Run() {
                        trigger_types_.end());
 
   // Variable types, inferred without diagnostics (the real check comes later).
+  // A set may read another variable: repeated until nothing changes, so
+  // the order of their names does not matter (one pass saw a variable
+  // whose name sorts later as untyped).
   silent_ = true;
-  for (const auto& [name, sets] : vars_) {
-    std::set<Type> types;
-    for (const SetStmt* s : sets) types.insert(Check(s->value, Scope{step_event_types_}));
-    var_types_[name] = types.size() == 1 ? *types.begin() : Type::kAny;
+  for (size_t pass = 0; pass <= vars_.size(); ++pass) {
+    std::map<std::string, Type> inferred;
+    for (const auto& [name, sets] : vars_) {
+      std::set<Type> types;
+      for (const SetStmt* s : sets) types.insert(Check(s->value, Scope{step_event_types_}));
+      inferred[name] = types.size() == 1 ? *types.begin() : Type::kAny;
+    }
+    if (inferred == var_types_) break;
+    var_types_ = std::move(inferred);
   }
   silent_ = false;
 

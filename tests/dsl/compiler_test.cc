@@ -348,6 +348,29 @@ TEST(Checker, PathsAreCheckedAgainstTheEventsTheyCanBe) {
       << e[0];
 }
 
+// A variable's type does not depend on the order of the names: a set that
+// reads a variable whose name sorts later saw it untyped, so only one of
+// these two comparisons was refused. A field of a variable that holds a
+// string is refused, as one of an event's string field is.
+TEST(Checker, VariableTypesDoNotDependOnTheirNames) {
+  std::vector<std::string> e = CheckErrors(R"(journey j {
+  entry { on user.signup }
+  step a {
+    set name = "x"
+    set alias = vars.name
+    set zalias = vars.name
+    if vars.alias == 1 { end }
+    if vars.zalias == 1 { end }
+    if vars.name.len == 1 { end }
+    end
+  }
+})");
+  ASSERT_EQ(e.size(), 3u) << testing::PrintToString(e);
+  EXPECT_EQ(e[0], "type mismatch: cannot compare string with number");
+  EXPECT_EQ(e[1], "type mismatch: cannot compare string with number");
+  EXPECT_EQ(e[2], "'vars.name' is a string and has no fields");
+}
+
 TEST(Checker, OnlyTheAttributesAnEventKeepsArePaths) {
   for (const char* attr : {"datacontenttype", "dataschema"}) {
     DiagnosticSink d;
