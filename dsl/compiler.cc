@@ -612,14 +612,39 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
           Check(x.value, scope);
         } else if constexpr (std::is_same_v<T, EmitStmt>) {
           std::set<std::string> seen;
+          bool described = schemas_.Has(x.event);
+          std::string file = schemas_.events_dir() + "/" + x.event + ".json";
           for (const EmitStmt::Field& f : x.fields) {
             if (!seen.insert(f.name).second) Error(f.loc, "field '" + f.name + "' is given twice");
-            Check(f.value, scope);
-            if (schemas_.Has(x.event) && !schemas_.Field(x.event, {f.name}).known) {
+            Type t = Check(f.value, scope);
+            if (!described) continue;
+            SchemaRegistry::Lookup l = schemas_.Field(x.event, {f.name});
+            if (!l.known) {
               Error(f.loc, "event type '" + x.event + "' has no field 'data." + f.name + "' (" +
-                               schemas_.events_dir() + "/" + x.event + ".json)" +
-                               Suggest(f.name, schemas_.FieldNames(x.event, {})));
+                               file + ")" + Suggest(f.name, schemas_.FieldNames(x.event, {})));
+              continue;
             }
+            // A value of a known type the schema's does not take (a
+            // duration is its number of seconds): the event would be a
+            // dead letter every time.
+            Type v = t == Type::kDuration ? Type::kNumber : t;
+            if (v != Type::kAny && v != Type::kNull && l.type != Type::kAny && v != l.type) {
+              Error(f.loc, "field 'data." + f.name + "' of event type '" + x.event + "' is a " +
+                               TypeName(l.type) + " (" + file + "), not a " + TypeName(v));
+            }
+          }
+          std::string lacks;
+          size_t lacking = 0;
+          for (const std::string& r : schemas_.Required(x.event)) {
+            if (described && !seen.count(r)) {
+              lacks += (lacks.empty() ? "'" : ", '") + r + "'";
+              ++lacking;
+            }
+          }
+          if (lacking > 0) {
+            Error(s.loc, "emit " + x.event + " lacks " + (lacking > 1 ? "fields " : "field ") +
+                             lacks + ", which " + file +
+                             " requires: the event would be a dead letter every time");
           }
         }
       },

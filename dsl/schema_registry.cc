@@ -121,4 +121,16 @@ std::vector<std::string> SchemaRegistry::FieldNames(const std::string& event_typ
   return out;
 }
 
+std::vector<std::string> SchemaRegistry::Required(const std::string& event_type) const {
+  std::vector<std::string> out;
+  auto it = schemas_.find(event_type);
+  if (it == schemas_.end() || !it->second.is_object()) return out;
+  auto r = it->second.find("required");
+  if (r == it->second.end() || !r->is_array()) return out;
+  for (const nlohmann::json& n : *r) {
+    if (n.is_string()) out.push_back(n.get<std::string>());
+  }
+  return out;
+}
+
 }  // namespace waymark::dsl

@@ -44,6 +44,8 @@ class SchemaRegistry {
   // mean" hints.
   std::vector<std::string> FieldNames(const std::string& event_type,
                                       const std::vector<std::string>& parent) const;
+  // The names the schema's `required` lists for `data` itself.
+  std::vector<std::string> Required(const std::string& event_type) const;
 
  private:
   std::map<std::string, nlohmann::json> schemas_;
