@@ -621,29 +621,41 @@ void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& re
   emitted_.push_back(std::move(e));
 }
 
-std::multiset<Micros>* Engine::CapTimes(const std::string& person) {
-  // Once a window: times no later send can count are forgotten, and the
-  // people left with none (memory would grow with everyone ever sent to).
+std::multiset<Micros>* Engine::CapTimes(const std::string& person, Micros since) {
+  // Once a window: times no send due at the clock can count are forgotten,
+  // and the people left with none (memory would grow with everyone ever
+  // sent to).
   Micros window = options_.cap_window_s * kMicrosPerSecond;
   if (clock_ - cap_swept_ >= window) {
     for (auto p = cap_times_.begin(); p != cap_times_.end();) {
-      p->second.erase(p->second.begin(), p->second.lower_bound(clock_ - window));
-      p = p->second.empty() ? cap_times_.erase(p) : std::next(p);
+      CapTimesOf& c = p->second;
+      c.times.erase(c.times.begin(), c.times.lower_bound(clock_ - window));
+      c.from = std::max(c.from, clock_ - window);
+      p = c.times.empty() ? cap_times_.erase(p) : std::next(p);
     }
     cap_swept_ = clock_;
   }
+  // A send is due at its instance's time, which a late event can put a
+  // window or more behind the clock: what is not in memory from `since`
+  // on is read from the store (stored times at or after `from` are in
+  // memory already, with those of the batch not yet stored).
   auto it = cap_times_.find(person);
-  if (it != cap_times_.end()) return &it->second;
-  // From the earliest window any later send can have: a send is never
-  // due before the clock, whatever the first one checked is held to.
-  Micros since = clock_ - window;
+  if (it != cap_times_.end() && it->second.from <= since) return &it->second.times;
   auto stored = store_->CapCountedTimes(person, since);
   if (!stored.ok()) {
     if (failed_.ok()) failed_ = stored.status();  // no decision is stored after this
     return nullptr;
   }
-  std::multiset<Micros> times(stored.value().begin(), stored.value().end());
-  return &cap_times_.emplace(person, std::move(times)).first->second;
+  if (it == cap_times_.end()) {
+    it = cap_times_.emplace(person, CapTimesOf{{}, since}).first;
+    it->second.times.insert(stored.value().begin(), stored.value().end());
+    return &it->second.times;
+  }
+  for (Micros t : stored.value()) {
+    if (t < it->second.from) it->second.times.insert(t);
+  }
+  it->second.from = since;
+  return &it->second.times;
 }
 
 void Engine::DecideSends() {
@@ -671,7 +683,9 @@ void Engine::DecideSends() {
       continue;
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
-      std::multiset<Micros>* cap_times = CapTimes(row.person);
+      // The earliest window a send at not_before or later counts (a
+      // deferral looks at later ones only).
+      std::multiset<Micros>* cap_times = CapTimes(row.person, row.not_before - window);
       if (!cap_times) continue;  // the engine has failed: this batch is never stored
       std::multiset<Micros>& times = *cap_times;
       auto in_window = [&](Micros t) {

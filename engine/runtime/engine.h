@@ -284,7 +284,7 @@ class Engine {
   static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
   // Adds `r` to the suppressions in memory, widening a narrower entry.
   void Suppressed(const SuppressionRow& r);
-  std::multiset<Micros>* CapTimes(const std::string& person);
+  std::multiset<Micros>* CapTimes(const std::string& person, Micros since);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
   // With `dispatch` false: `row` was decided; releases what waited for it.
@@ -345,9 +345,14 @@ class Engine {
     bool defer = false;  // the journey's over_cap policy
     QuietHours quiet;    // the journey's, which a deferral respects
   };
-  std::vector<Proposed> proposed_;                          // sends of the input being handled
-  std::map<std::string, std::multiset<Micros>> cap_times_;  // person -> counted send times
-  Micros cap_swept_ = 0;  // the clock at the last sweep of cap_times_
+  std::vector<Proposed> proposed_;  // sends of the input being handled
+  // A person's counted send times, all of those at or after `from`.
+  struct CapTimesOf {
+    std::multiset<Micros> times;
+    Micros from = 0;
+  };
+  std::map<std::string, CapTimesOf> cap_times_;  // by person
+  Micros cap_swept_ = 0;                         // the clock at the last sweep of cap_times_
 
   Batch batch_;  // being built
   // Sends to dispatch once their batch is durable, by their position in

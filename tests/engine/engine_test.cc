@@ -429,6 +429,38 @@ TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   EXPECT_EQ(store_->SendResults(b.seq).value().front().result, "deferred");
 }
 
+// A send decided for a late event goes at that event's time, which can lie
+// a window or more behind the engine's clock: its window is counted in
+// full. (The cap's memory was kept, and read from the store, from the
+// clock's window only: the send "b" at 00:30 had been forgotten when "a"
+// was decided for 23:00, and both went under a cap of one a day.)
+TEST_F(EngineTest, FrequencyCapCountsTheWholeWindowOfALateSend) {
+  Journey("w", R"(journey w {
+  entry { on user.signup }
+  step s {
+    wait for order.placed within 30d
+      received { send "a" to trigger.data.email intent marketing }
+    end
+  }
+})");
+  Journey("b", R"(journey b {
+  entry { on cart.updated  reentry always }
+  step s { send "b" to trigger.data.email intent marketing  end }
+})");
+  for (bool restart : {false, true}) {
+    fs::remove(dir_ / "w.db");
+    Start(CapOfOne(86400));
+    std::string u = R"({"email":"u@x.io"})", v = R"({"email":"v@x.io"})";
+    Feed({Ev("1", "user.signup", "u", "2026-01-10T00:00:00Z", u),
+          Ev("2", "cart.updated", "u", "2026-01-10T00:30:00Z", u),
+          Ev("3", "cart.updated", "v", "2026-01-11T01:00:00Z", v)});
+    if (restart) Start(CapOfOne(86400));
+    Feed({Ev("4", "order.placed", "u", "2026-01-10T23:00:00Z", u)});
+    EXPECT_EQ(Results("a")["capped"], 1) << (restart ? "after a restart" : "in one run");
+    EXPECT_EQ(Results("a")["accepted"], 0) << (restart ? "after a restart" : "in one run");
+  }
+}
+
 // A send held for later (quiet hours) counts where it will go: a send
 // decided after it for an earlier time, whose window holds it, is over the
 // cap. (Only the window before each send was counted: both went within
