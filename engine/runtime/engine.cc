@@ -335,6 +335,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
                       std::vector<InputOutcome>* outcomes,
                       const std::function<Status()>& before_commit) {
   if (!failed_.ok()) return failed_;
+  wall_ = std::max(wall_, wall_now);
   std::vector<InputOutcome> local(inputs.size());
   std::vector<InputOutcome>& out = outcomes ? *outcomes : local;
   out.assign(inputs.size(), {});
@@ -424,6 +425,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
 
 Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
   if (!failed_.ok()) return failed_;
+  wall_ = std::max(wall_, wall_now.value_or(until));
   FireTimers(until);
   clock_ = std::max(clock_, until);
   return Flush(wall_now.value_or(until));
@@ -432,6 +434,7 @@ Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
 Status Engine::Flush(Micros wall_now) {
   // The batch being built is committed; then the sends it made are
   // dispatched; then their results are committed.
+  wall_ = std::max(wall_, wall_now);
   Micros now = DispatchTime(wall_now);
   for (bool dispatch : {true, true, false}) {
     if (Status s = Hand(now, wall_now, dispatch); !s.ok()) return s;
@@ -681,6 +684,24 @@ void Engine::DecideSends() {
       EmitResult(row, 1, "dead_letter", true, reason, row.requested_at, "");
       ++summary_.sends[row.template_name]["dead_letter"];
       continue;
+    }
+    // On the wall clock a send decided late (a backlog, a restart) goes
+    // when it is handled: inside its journey's quiet hours then, it is
+    // held until they end.
+    if (!options_.event_clock && row.not_before < wall_) {
+      if (Micros until = p.quiet.Release(wall_); until != wall_) {
+        batch_.results.push_back(
+            {0,
+             row.key,
+             ++progress_[row.key].recorded,
+             row.not_before,
+             "deferred",
+             false,
+             {{"reason", "quiet hours: due at " + FormatRfc3339(row.not_before) +
+                             ", handled late, at " + FormatRfc3339(wall_)},
+              {"until", FormatRfc3339(until)}}});
+        row.not_before = until;
+      }
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
       // The earliest window a send at not_before or later counts (a

@@ -353,6 +353,7 @@ class Engine {
   };
   std::map<std::string, CapTimesOf> cap_times_;  // by person
   Micros cap_swept_ = 0;                         // the clock at the last sweep of cap_times_
+  Micros wall_ = 0;  // the latest wall clock a call gave (on the wall clock: when sends go)
 
   Batch batch_;  // being built
   // Sends to dispatch once their batch is durable, by their position in

@@ -871,6 +871,45 @@ TEST_F(EngineTest, ARestartOnTheWallClockResumesTheClockOfItsLastBatch) {
   EXPECT_EQ(FormatRfc3339(is[0].entered_at), "2026-03-01T12:00:00Z");
 }
 
+// On the wall clock a send decided late (a backlog, a restart: the event
+// is dated 10:00, handled at 11:35) goes out when it is handled: inside
+// the journey's quiet hours then, it is held until they end. It went at
+// once, at 11:35, inside quiet hours from 10:30 to 14:00.
+TEST_F(EngineTest, OnTheWallClockALateSendKeepsTheQuietHoursOfWhenItGoes) {
+  Journey("q", R"(journey q {
+  quiet hours 10:30 to 14:00
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  Micros late = ParseRfc3339("2026-03-01T11:35:00Z").value();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), late).ok());  // dated 10:00
+  EXPECT_TRUE(Results("a").empty()) << "sent inside the quiet hours";
+  auto sends = store_->Sends("q/u/1").value();
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(FormatRfc3339(sends[0].not_before), "2026-03-01T14:00:00Z");
+  auto results = store_->SendResults(sends[0].seq).value();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].result, "deferred");
+  EXPECT_EQ(results[0].detail["until"], "2026-03-01T14:00:00Z");
+  Micros end = ParseRfc3339("2026-03-01T14:00:00Z").value();
+  ASSERT_TRUE(engine_->Advance(end, end).ok());
+  EXPECT_EQ(Results("a")["accepted"], 1);
+  // Decided in time (handled at 10:00), nothing is held.
+  Start(o);
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:2",
+                     Ev("2", "user.signup", "v", "2026-03-02T10:00:00Z", R"({"email":"v@x.io"})"),
+                     {},
+                     {}}},
+                   ParseRfc3339("2026-03-02T10:00:00Z").value())
+          .ok());
+  EXPECT_EQ(FormatRfc3339(store_->Sends("q/v/1").value().at(0).not_before), "2026-03-02T10:00:00Z");
+}
+
 // On the wall clock, timers due before an event fire before it, as they
 // would have had the engine kept up: a backlog (a restart, a slow batch)
 // applied its events first and the overdue timers after them, so a
