@@ -799,6 +799,17 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
     }
     const dsl::CompiledJourney* v = VersionOf(it->second);
     if (!v) continue;
+    // On the wall clock an event may be dated ahead of it (within the
+    // lead), past a timer the wall clock has not reached: the timer fires
+    // first, as it would have (on the event clock it has fired already).
+    if (Micros due = it->second.due; &pool == &active_ && due > 0 && due <= e.time) {
+      timers_.erase({due, id});
+      clock_ = std::max(clock_, due);
+      ++summary_.timers_fired;
+      Apply(*v, Step(*v, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
+      it = pool.find(id);
+      if (it == pool.end()) continue;  // it ended there
+    }
     Input in{Input::Kind::kEvent, &e, 0};
     Micros due = it->second.due;
     // A running instance moves into the step and back (Apply); a finished
