@@ -81,26 +81,49 @@ bool OnlyTrailing(Iterator p, Iterator last) {
   return true;
 }
 
-// After a syntax error: the start of the next line that begins with a
-// top-level keyword, or the journey's `}`, the file's last token. (Any `}`
-// in the first column was taken for it: in a journey written without
-// indentation a step's `}` ended the recovery, and the next step was
-// reported as text after the journey.)
-Iterator Resync(Iterator from, Iterator last) {
+// After a syntax error in the journey item that begins at `item`: the
+// start of the next line that begins a journey item, or the journey's `}`,
+// the file's last token. (Any `}` in the first column was taken for it: in
+// a journey written without indentation a step's `}` ended the recovery,
+// and the next step was reported as text after the journey.) A keyword
+// counts where the item's braces are closed (a send's `priority` line
+// inside a step is no journey setting); `step` counts anywhere, so a step
+// left open by the error does not hide the next one.
+Iterator Resync(Iterator item, Iterator from, Iterator last) {
+  int depth = 0;  // braces open since `item`, outside strings and comments
+  auto scan = [&](Iterator a, Iterator b) {
+    for (Iterator p = a; p != b; ++p) {
+      if (*p == '#') {
+        while (p + 1 != b && p[1] != '\n') ++p;
+      } else if (*p == '"') {
+        while (p + 1 != b && p[1] != '"' && p[1] != '\n') p += (p[1] == '\\' && p + 2 != b) ? 2 : 1;
+        if (p + 1 != b && p[1] == '"') ++p;
+      } else if (*p == '{') {
+        ++depth;
+      } else if (*p == '}') {
+        --depth;
+      }
+    }
+  };
   Iterator p = from;
+  while (p != last && *p != '\n') ++p;
+  scan(item, p);
   while (p != last) {
-    while (p != last && *p != '\n') ++p;
-    if (p == last) break;
     ++p;  // start of a line
     Iterator q = p;
     while (q != last && (*q == ' ' || *q == '\t')) ++q;
     if (q != last && *q == '}' && OnlyTrailing(q + 1, last)) return q;
     for (std::string_view kw : kTopLevel) {
-      if (size_t(last - q) > kw.size() && std::string_view(q, kw.size()) == kw &&
+      if ((depth <= 0 || kw == "step") && size_t(last - q) > kw.size() &&
+          std::string_view(q, kw.size()) == kw &&
           !(std::isalnum(static_cast<unsigned char>(q[kw.size()])) || q[kw.size()] == '_')) {
         return q;
       }
     }
+    Iterator next = q;
+    while (next != last && *next != '\n') ++next;
+    scan(p, next);
+    p = next;
   }
   return last;
 }
@@ -776,13 +799,13 @@ std::optional<Journey> Converter::Run() {
     ++syntax_errors_;
     if (r.error) {
       SyntaxError(*r.error);
-      first = Resync(std::max(r.error->where, start), last);
+      first = Resync(start, std::max(r.error->where, start), last);
     } else {
       Error(lines_.At(start),
             "expected a journey item (entry, exit, goal, step, description, label, priority, "
             "over_cap, timezone, quiet hours) or '}', found " +
                 FoundAt(start, last));
-      first = Resync(start, last);
+      first = Resync(start, start, last);
     }
   }
   if (!closed) {

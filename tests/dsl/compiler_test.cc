@@ -207,6 +207,36 @@ TEST(Parser, ReportsEverySyntaxErrorInOnePass) {
   EXPECT_EQ(d.all()[2].loc.line, 4);
 }
 
+// After an error inside a step, parsing resumes at the next journey item,
+// not at a statement's `priority` line inside the step (that made two
+// false errors: "'priority' is already set" and "expected a journey item,
+// found 'wait'"). A step's line resumes it even when the broken one left a
+// brace open.
+TEST(Parser, RecoveryResumesAtJourneyItemsNotInsideSteps) {
+  DiagnosticSink d;
+  auto j = Parse(R"(journey j {
+  priority 2
+  entry { on user.signup }
+  step a {
+    set x = = 1
+    send "t" to trigger.data.email intent marketing
+      priority 5
+    wait 1d
+    end
+  }
+  step b {
+    wait 5min
+  step c { end }
+})",
+                 "t.journey", d);
+  EXPECT_FALSE(j.has_value());
+  std::string all;
+  for (const Diagnostic& x : d.all()) all += std::to_string(x.loc.line) + ": " + x.message + "\n";
+  ASSERT_EQ(d.errors(), 2) << all;
+  EXPECT_EQ(d.all()[0].loc.line, 5) << all;
+  EXPECT_EQ(d.all()[1].loc.line, 12) << all;
+}
+
 // Thousands of nested brackets, `not`s, blocks or chained `or`s
 // overflowed the stack (exit 139). Up to the limits they check and
 // compile; past them they are one error.
