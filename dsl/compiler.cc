@@ -850,6 +850,25 @@ void Compiler::CheckGraph(CompiledJourney& c) {
       Error(s.loc, "this statement can never run: every path before it ends or jumps away");
     }
   }
+  // A step that makes no state (empty, or a lone goto) is not in the graph
+  // above: it can never be reached when no goto names it and the step
+  // before it ends in `end` or `goto`. (A goto that names it, or a step
+  // before it that ends otherwise, is taken to reach it.)
+  std::set<std::string> targets;
+  for (const auto& [id, jump] : jumps_) targets.insert(jump.target_step);
+  std::set<size_t> with_states;
+  for (const auto& [id, step] : state_step_) with_states.insert(step);
+  for (size_t k = 1; k < j_.steps.size() && !unknown_goto_; ++k) {
+    const Step& st = j_.steps[k];
+    const Block& before = j_.steps[k - 1].body;
+    if (with_states.count(k) || targets.count(st.name) || before.empty()) continue;
+    const auto& last = before.back()->v;
+    if (std::holds_alternative<EndStmt>(last) || std::holds_alternative<GotoStmt>(last)) {
+      Error(st.loc, "step '" + st.name +
+                        "' can never be reached: no 'goto' leads to it "
+                        "and the step before it never falls through");
+    }
+  }
 
   // Loops that can go round without a wait: cycles among non-wait states
   // (Tarjan's strongly connected components, with a stack of our own: a

@@ -127,7 +127,7 @@ TEST(CompiledForm, StateIdsFollowStructure) {
 TEST(CompiledForm, GotosAndEmptyStepsAreResolved) {
   CompiledJourney j = MustCompile(R"(journey j {
   entry { on user.signup }
-  step a { wait 1d  goto c }
+  step a { wait 1d  goto b }
   step b { }
   step c { wait 2d  goto b2 }
   step b2 { }
