@@ -77,6 +77,17 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     m.kind = k;
     return m;
   };
+  // The provider's daily sending quota, however it is said (Gmail's "550
+  // 5.4.5 Daily user sending quota exceeded", Google Workspace's "550
+  // 5.7.1 Daily SMTP relay limit exceeded"): a pause of the provider, not
+  // a message refused for good. (A recipient's mailbox over its quota,
+  // 4.2.2/5.2.2, says no "daily" and stays the recipient's.)
+  const bool daily = ContainsNoCase(reply.text, "daily") &&
+                     (ContainsNoCase(reply.text, "quota") || ContainsNoCase(reply.text, "limit"));
+  if (code >= 400 && code < 600 && stage != Stage::kAuth &&
+      (e == "5.4.5" || daily || ContainsNoCase(reply.text, "sending quota"))) {
+    return kind(WM_RESULT_QUOTA_EXHAUSTED);
+  }
   if (code >= 400 && code < 500) {
     // Yahoo's "421 4.7.0 [TSS04]": mail to Yahoo is deferred for about 2 hours
     // (its servers: other domains go on).
@@ -88,7 +99,7 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     if (code == 454 && stage != Stage::kAuth && stage != Stage::kConnect) {
       // SES: "454 Throttling failure: Daily message quota exceeded." is a
       // quota that resets, not a rate to halve; other 454s are a rate.
-      if (reply.text.find("quota") != std::string::npos) return kind(WM_RESULT_QUOTA_EXHAUSTED);
+      if (ContainsNoCase(reply.text, "quota")) return kind(WM_RESULT_QUOTA_EXHAUSTED);
       return throttled(WM_THROTTLE_PROVIDER);  // SES: "454 Throttling failure"
     }
     if (code == 421 && StartsWith(e, "4.7.")) {

@@ -82,6 +82,25 @@ TEST(SmtpReply, SesDailyQuotaIsAQuotaNotARate) {
             WM_RESULT_THROTTLED);
 }
 
+// A provider's daily sending quota over SMTP, however it is said, pauses
+// the provider: Gmail's 5.4.5 and Google Workspace's relay limit were
+// permanent_message, so every send in the quota's day failed for good. A
+// recipient's mailbox over its quota stays the recipient's (retry).
+TEST(SmtpReply, ADailySendingQuotaIsAQuotaWhateverItsCode) {
+  for (const char* reply :
+       {"550 5.4.5 Daily user sending quota exceeded. https://support.google.com/mail\r\n",
+        "550 5.7.1 Daily SMTP relay limit exceeded for customer. https://support.google.com\r\n",
+        "454 Throttling failure: DAILY MESSAGE QUOTA EXCEEDED.\r\n",
+        "421 4.7.0 Daily sending limit reached for this account\r\n"}) {
+    EXPECT_EQ(KindOf(reply, Stage::kRcpt), WM_RESULT_QUOTA_EXHAUSTED) << reply;
+    EXPECT_EQ(KindOf(reply, Stage::kBody), WM_RESULT_QUOTA_EXHAUSTED) << reply;
+  }
+  EXPECT_EQ(
+      KindOf("452 4.2.2 The email account that you tried to reach is over quota\r\n", Stage::kRcpt),
+      WM_RESULT_RETRY_LATER);
+  EXPECT_EQ(KindOf("552 5.2.2 Mailbox over quota\r\n", Stage::kBody), WM_RESULT_PERMANENT_MESSAGE);
+}
+
 // RFC 5321 4.5.3.1.10: a 552 to RCPT is read as 452.
 TEST(SmtpReply, A552ToRcptIsTransient) {
   EXPECT_EQ(KindOf("552 Mailbox full\r\n", Stage::kRcpt), WM_RESULT_RETRY_LATER);
