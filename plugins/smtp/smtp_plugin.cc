@@ -30,6 +30,10 @@ struct wm_transport {
   long timeout_ms = 30000, connect_timeout_ms = 10000;
   CURL* curl = nullptr;
   char curl_error[CURL_ERROR_SIZE] = {};
+  // The last exchange ended without the reply it waited for (a timeout, a
+  // dropped connection): its connection may still bring that reply, so
+  // the next message takes a new one.
+  bool fresh = false;
 
   // One message's exchange, as libcurl reports it.
   Stage stage = Stage::kConnect;
@@ -121,6 +125,8 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   }
   curl_easy_setopt(c, CURLOPT_MAIL_FROM, from.c_str());
   curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
+  curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, t->fresh ? 1L : 0L);
+  t->fresh = false;
   CURLcode rc = curl_easy_perform(c);
   curl_easy_setopt(c, CURLOPT_MAIL_RCPT, nullptr);
   curl_slist_free_all(rcpt);
@@ -163,6 +169,7 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   // No reply to read: the connection dropped or timed out. Once the body
   // went out, the server may have taken it.
   r->kind = t->body_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
+  t->fresh = true;
 }
 
 int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* err,
@@ -207,6 +214,8 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     curl_easy_setopt(h, CURLOPT_DEBUGDATA, t.get());
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->curl_error);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    // One connection kept: a new one (`fresh`) closes the one before it.
+    curl_easy_setopt(h, CURLOPT_MAXCONNECTS, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");

@@ -4,7 +4,9 @@ that answers on cue.
 
 A recipient whose local part is cueNNNxK (cue550x0@example.com) is answered
 with reply NNN below K times, then accepted; K = 0 means always. Replies at
-RCPT unless marked "data" (answered after the message body instead).
+RCPT unless marked "data" (answered after the message body instead). A
+recipient lateS@ (late3@example.com) has the end of its data answered S
+seconds late, with a 554.
 
 Every connection and every reply is one JSON line in DIR/log.jsonl; every
 accepted message is DIR/N.eml. The port (bound on 127.0.0.1, chosen by the
@@ -35,6 +37,7 @@ CUES = {
     "451": ("data", "451 4.3.0 Mail server temporarily rejected message."),
 }
 CUE = re.compile(r"^cue(\d{3})x(\d+)@", re.IGNORECASE)
+LATE = re.compile(r"^late(\d+)@", re.IGNORECASE)
 
 
 class Log:
@@ -72,6 +75,13 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        for address in envelope.rcpt_tos:
+            late = LATE.match(address)
+            if late:
+                await asyncio.sleep(int(late.group(1)))
+                reply = "554 5.7.1 Message rejected as spam"
+                self.log.write(event="reply", stage="data", rcpt=address, reply=reply)
+                return reply
         for address in envelope.rcpt_tos:
             reply = self.cue(address, "data")
             if reply:

@@ -182,6 +182,28 @@ TEST(Smtp, EachReplyMapsToItsResult) {
   EXPECT_EQ(server.Log("reply").size(), 6u);
 }
 
+// A reply that does not come in time leaves the connection in a state no
+// later message may share: the next goes over a new connection. (The
+// connection was kept, and the late "554 spam" of the first message was
+// read as the next message's answer: an innocent message refused, the
+// provider's circuit moved for it.)
+TEST(Smtp, AMessageAfterATimeoutGoesOverANewConnection) {
+  SmtpServer server;
+  auto t = Open(server.Url("?tls=none&timeout_ms=1000"));
+  ASSERT_TRUE(t);
+  std::vector<TransportResult> r =
+      t->SendBatch({Message("s1", "late3@example.com"), Message("s2", "innocent@example.com"),
+                    Message("s3", "innocent2@example.com")});
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].kind, "ambiguous") << r[0].detail;  // the body went out
+  EXPECT_EQ(r[1].kind, "accepted") << r[1].detail;
+  EXPECT_EQ(r[2].kind, "accepted") << r[2].detail;
+  auto accepted = server.Log("accepted");
+  ASSERT_EQ(accepted.size(), 2u);
+  EXPECT_EQ(accepted[0]["rcpt"], json::array({"innocent@example.com"}));
+  EXPECT_EQ(server.Log("connect").size(), 2u);
+}
+
 TEST(Smtp, StartTlsAndAuthOrNothing) {
   fs::path certs = fs::temp_directory_path() / ("wm_smtp_certs_" + std::to_string(getpid()));
   fs::create_directories(certs);
