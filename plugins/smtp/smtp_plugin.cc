@@ -40,6 +40,8 @@ struct wm_transport {
   std::string reply;  // the server's lines since our last command
   bool body_sent = false;
   bool quitting = false;
+  bool authed = false;   // AUTH went out in this connection's session
+  bool no_auth = false;  // with credentials, the body was about to go unauthenticated
   const char* body = nullptr;
   size_t body_left = 0;
 
@@ -68,7 +70,9 @@ int OnDebug(CURL*, curl_infotype type, char* data, size_t size, void* user) {
       if (StartsWith(s, "DATA")) t->stage = Stage::kData;
       if (StartsWith(s, "EHLO") || StartsWith(s, "HELO") || StartsWith(s, "STARTTLS")) {
         t->stage = Stage::kConnect;
+        t->authed = false;  // a new session (or one that TLS began again)
       }
+      if (StartsWith(s, "AUTH")) t->authed = true;
       break;
     case CURLINFO_HEADER_IN:  // a reply line
       if (!t->quitting) t->reply += s;
@@ -86,6 +90,13 @@ int OnDebug(CURL*, curl_infotype type, char* data, size_t size, void* user) {
 
 size_t OnRead(char* buffer, size_t size, size_t n, void* user) {
   auto* t = static_cast<wm_transport*>(user);
+  // With credentials, a session that did not authenticate (the server
+  // offered no AUTH, or none libcurl can use: libcurl goes on without)
+  // sends nothing.
+  if (t->has_credentials && !t->authed) {
+    t->no_auth = true;
+    return CURL_READFUNC_ABORT;
+  }
   size_t take = std::min(size * n, t->body_left);
   std::memcpy(buffer, t->body, take);
   t->body += take;
@@ -114,6 +125,7 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   t->reply.clear();
   t->body_sent = false;
   t->quitting = false;
+  t->no_auth = false;
   t->body = m->data.ptr;
   t->body_left = m->data.len;
   t->curl_error[0] = '\0';
@@ -141,6 +153,21 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     Put(r->text, text);
     return;
   }
+  if (t->no_auth || rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) {
+    // The account's configuration, not the message: said as such (the
+    // last reply, the EHLO's, says nothing about it).
+    r->kind = WM_RESULT_PROVIDER_FAULT;
+    r->smtp_code = rc == CURLE_LOGIN_DENIED ? r->smtp_code : 0;
+    if (rc != CURLE_LOGIN_DENIED) Put(r->enhanced_status, "");
+    Put(r->text, t->no_auth ? "credentials are set, but the server offered no AUTH we can use: "
+                              "not sent"
+                 : rc == CURLE_USE_SSL_FAILED ? "the server offered no STARTTLS, which tls "
+                                                "\"starttls\" requires: not sent"
+                 : text.empty()               ? std::string("login refused")
+                                              : text);
+    t->fresh = true;
+    return;
+  }
   if (text.empty()) text = t->curl_error[0] ? t->curl_error : curl_easy_strerror(rc);
   Put(r->text, text);
   switch (rc) {
@@ -148,7 +175,6 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     case CURLE_COULDNT_CONNECT:
       r->kind = WM_RESULT_RETRY_LATER;
       return;
-    case CURLE_USE_SSL_FAILED:  // no STARTTLS offered, and we require it
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
@@ -160,7 +186,6 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   }
   if (reply.code >= 400) {
     auto mapped = waymark::smtp::MapReply(reply, t->stage);
-    if (rc == CURLE_LOGIN_DENIED) mapped = {WM_RESULT_PROVIDER_FAULT, 0, 0};
     r->kind = mapped.kind;
     r->throttle_scope = mapped.scope;
     r->retry_after_ms = mapped.retry_after_ms;

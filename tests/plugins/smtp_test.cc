@@ -204,6 +204,21 @@ TEST(Smtp, AMessageAfterATimeoutGoesOverANewConnection) {
   EXPECT_EQ(server.Log("connect").size(), 2u);
 }
 
+// Credentials are for a server that asks for them: one that offers no
+// AUTH, or none libcurl can use, gets nothing (the message went out
+// unauthenticated, while the description said "AUTH as u"), and that is
+// the provider's configuration, not a transient failure.
+TEST(Smtp, CredentialsTheServerDoesNotTakeSendNothing) {
+  SmtpServer server;  // no --auth: EHLO offers no AUTH
+  auto t = Open("smtp://u:p@127.0.0.1:" + std::to_string(server.port()) + "?tls=none");
+  ASSERT_TRUE(t);
+  auto r = t->SendBatch({Message("a1", "ana@example.com")});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
+  EXPECT_NE(r[0].detail.find("no AUTH"), std::string::npos) << r[0].detail;
+  EXPECT_TRUE(server.Log("accepted").empty());
+}
+
 TEST(Smtp, StartTlsAndAuthOrNothing) {
   fs::path certs = fs::temp_directory_path() / ("wm_smtp_certs_" + std::to_string(getpid()));
   fs::create_directories(certs);
