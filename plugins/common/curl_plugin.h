@@ -20,6 +20,18 @@ void Put(char (&field)[N], const std::string& s) {
   std::snprintf(field, N, "%s", s.c_str());
 }
 
+// The provider's id for a message. One longer than the field holds is
+// left out, not cut (a cut id would never match the provider's feedback,
+// which is then matched by our Message-ID), and said as a warning.
+template <typename T, size_t N>
+void PutProviderId(const T* t, char (&field)[N], const std::string& id) {
+  if (id.size() < N) return Put(field, id);
+  field[0] = '\0';
+  t->Log(WM_LOG_WARN, "a provider message id of " + std::to_string(id.size()) +
+                          " bytes, over the " + std::to_string(N - 1) +
+                          " a result holds: left out (feedback is matched by Message-ID)");
+}
+
 inline bool StartsWith(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;
 }

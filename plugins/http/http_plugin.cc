@@ -25,6 +25,7 @@
 using nlohmann::json;
 using waymark::curl_plugin::Loopback;
 using waymark::curl_plugin::Put;
+using waymark::curl_plugin::PutProviderId;
 using waymark::curl_plugin::StartsWith;
 
 namespace {
@@ -66,6 +67,10 @@ struct wm_transport {
   // One request's answer.
   std::string body, retry_after, error_type;
   bool request_sent = false;
+
+  void Log(uint32_t level, const std::string& msg) const {
+    host->log(host->ctx, level, msg.data(), msg.size());
+  }
 };
 
 namespace {
@@ -153,7 +158,7 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
   if (status >= 200 && status < 300) {
     std::string id = text(t->api == "resend" ? "id" : "MessageId");
     r->kind = WM_RESULT_ACCEPTED;
-    Put(r->provider_message_id, id);
+    PutProviderId(t, r->provider_message_id, id);
     Put(r->text, "");
     return;
   }
@@ -209,7 +214,16 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   t->error_type.clear();
   t->request_sent = false;
   t->curl_error[0] = '\0';
-  std::string payload = RequestBody(t, m);
+  std::string payload;
+  try {
+    payload = RequestBody(t, m);
+  } catch (const json::type_error& e) {  // 316: text that is not UTF-8 is no JSON string
+    r->kind = WM_RESULT_PERMANENT_MESSAGE;
+    Put(r->text, std::string("the message holds text that is not UTF-8, which JSON cannot "
+                             "carry: ") +
+                     e.what());
+    return;
+  }
   std::string url = t->base_url + (t->api == "resend" ? "/emails" : "/v2/email/outbound-emails");
   curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
   headers = curl_slist_append(headers, "Accept: application/json");

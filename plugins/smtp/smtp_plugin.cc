@@ -19,6 +19,7 @@
 using nlohmann::json;
 using waymark::curl_plugin::Loopback;
 using waymark::curl_plugin::Put;
+using waymark::curl_plugin::PutProviderId;
 using waymark::curl_plugin::StartsWith;
 using waymark::smtp::Reply;
 using waymark::smtp::Stage;
@@ -149,7 +150,7 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   std::string text = reply.text;
   if (rc == CURLE_OK) {
     r->kind = WM_RESULT_ACCEPTED;
-    Put(r->provider_message_id, ProviderId(reply, m->idempotency_key));
+    PutProviderId(t, r->provider_message_id, ProviderId(reply, m->idempotency_key));
     Put(r->text, text);
     return;
   }

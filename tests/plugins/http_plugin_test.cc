@@ -86,6 +86,7 @@ class Provider {
         return Answer(a, 422, {{"name", "validation_error"}, {"message", "Invalid `to` field."}});
       }
       if (to.rfind("broken@", 0) == 0) return Answer(a, 500, {{"name", "internal_server_error"}});
+      if (to.rfind("longid@", 0) == 0) return Answer(a, 200, {{"id", std::string(300, 'x')}});
       if (to.rfind("conflict@", 0) == 0) return Answer(a, 409, json::object());  // a proxy's
       if (to.rfind("oddjson@", 0) == 0) return Answer(a, 422, {{"name", 5}, {"message", true}});
       // Idempotency: the same key with the same body is answered as the
@@ -243,6 +244,26 @@ TEST(Http, ResendAnswersMapToResults) {
   ASSERT_TRUE(lost);
   r = lost->SendBatch({Message("k11", "ana@example.com")});
   EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
+}
+
+// A provider id longer than a result holds is left empty, as
+// docs/plugins.md has it (it was cut to 255 bytes: feedback would never
+// match it); a message whose text is not UTF-8 cannot be JSON, and is
+// refused for good (it was retry_later, every attempt, until a dead
+// letter).
+TEST(Http, AnOversizedIdIsLeftEmptyAndTextThatIsNotUtf8IsRefused) {
+  Provider provider;
+  auto t = Open("api=resend&api_key=re_test_key&base_url=" + provider.Base());
+  ASSERT_TRUE(t);
+  std::vector<OutMessage> batch = {Message("k1", "longid@example.com"),
+                                   Message("k2", "ana@example.com", "Caf\xc3")};
+  for (OutMessage& m : batch) m.data.clear();
+  auto r = t->SendBatch(batch);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;
+  EXPECT_EQ(r[0].provider_id, "");
+  EXPECT_EQ(r[1].kind, "permanent_message") << r[1].detail;
+  EXPECT_NE(r[1].detail.find("not UTF-8"), std::string::npos) << r[1].detail;
 }
 
 TEST(Http, SesAnswersMapToResultsAndRequestsAreSigned) {
