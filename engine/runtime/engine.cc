@@ -671,6 +671,17 @@ void Engine::DecideSends() {
     return a.row.priority > b.row.priority;
   });
   Micros window = options_.cap_window_s * kMicrosPerSecond;
+  // A send held to `until`: a result that is not final says why.
+  auto defer = [&](SendRow& row, std::string reason, Micros until) {
+    batch_.results.push_back({0,
+                              row.key,
+                              ++progress_[row.key].recorded,
+                              row.not_before,
+                              "deferred",
+                              false,
+                              {{"reason", std::move(reason)}, {"until", FormatRfc3339(until)}}});
+    row.not_before = until;
+  };
   for (Proposed& p : round) {
     SendRow& row = p.row;
     if (!ValidAddress(row.recipient)) {
@@ -690,17 +701,10 @@ void Engine::DecideSends() {
     // held until they end.
     if (!options_.event_clock && row.not_before < wall_) {
       if (Micros until = p.quiet.Release(wall_); until != wall_) {
-        batch_.results.push_back(
-            {0,
-             row.key,
-             ++progress_[row.key].recorded,
-             row.not_before,
-             "deferred",
-             false,
-             {{"reason", "quiet hours: due at " + FormatRfc3339(row.not_before) +
-                             ", handled late, at " + FormatRfc3339(wall_)},
-              {"until", FormatRfc3339(until)}}});
-        row.not_before = until;
+        defer(row,
+              "quiet hours: due at " + FormatRfc3339(row.not_before) + ", handled late, at " +
+                  FormatRfc3339(wall_),
+              until);
       }
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
@@ -763,17 +767,8 @@ void Engine::DecideSends() {
           ++summary_.sends[row.template_name]["capped"];
           continue;
         }
-        Micros t = *deferred;
-        batch_.results.push_back(
-            {0,
-             row.key,
-             ++progress_[row.key].recorded,
-             row.not_before,
-             "deferred",
-             false,
-             {{"reason", "frequency cap " + rule + " reached"}, {"until", FormatRfc3339(t)}}});
+        defer(row, "frequency cap " + rule + " reached", *deferred);
         ++summary_.deferred;
-        row.not_before = t;
       }
       row.cap_counted = true;
       times.insert(row.not_before);
