@@ -755,10 +755,14 @@ void Engine::DecideSends() {
           row.cap_counted = false;
           batch_.sends.push_back(row);
           Decided(row);
+          // After any result before it (a deferral for quiet hours).
+          auto progress = progress_.find(row.key);
+          int attempt = progress == progress_.end() ? 1 : progress->second.recorded + 1;
+          if (progress != progress_.end()) progress_.erase(progress);  // final
           batch_.results.push_back(
               {0,
                row.key,
-               1,
+               attempt,
                row.not_before,
                "capped",
                true,

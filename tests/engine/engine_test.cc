@@ -897,6 +897,31 @@ TEST_F(EngineTest, OnTheWallClockALateSendKeepsTheQuietHoursOfWhenItGoes) {
   Micros end = ParseRfc3339("2026-03-01T14:00:00Z").value();
   ASSERT_TRUE(engine_->Advance(end, end).ok());
   EXPECT_EQ(Results("a")["accepted"], 1);
+  // Held so, and then over a cap: the cap's result follows the deferral's
+  // (both were attempt 1, and the batch failed on the store's unique key:
+  // the run stopped with exit 3 whenever it was inside quiet hours).
+  Journey("q2", R"(journey q2 {
+  quiet hours 10:30 to 14:00
+  entry { on user.signup }
+  step s {
+    send "b" to trigger.data.email intent marketing
+    send "c" to trigger.data.email intent marketing
+    end
+  }
+})");
+  EngineOptions capped = CapOfOne(86400);
+  capped.event_clock = false;
+  fs::remove(dir_ / "w.db");
+  Start(capped);
+  ASSERT_TRUE(engine_->Ingest(Signup("w@x.io"), late).ok());
+  auto q2 = store_->Sends("q2/u/1").value();
+  ASSERT_EQ(q2.size(), 2u);
+  const SendRow& c = q2[0].template_name == "c" ? q2[0] : q2[1];
+  auto c_results = store_->SendResults(c.seq).value();
+  ASSERT_EQ(c_results.size(), 2u);
+  EXPECT_EQ(c_results[0].result, "deferred");
+  EXPECT_EQ(c_results[1].result, "capped");
+  EXPECT_EQ(c_results[1].attempt, 2);
   // Decided in time (handled at 10:00), nothing is held.
   Start(o);
   ASSERT_TRUE(
