@@ -8,6 +8,8 @@
 #include <valijson/validation_results.hpp>
 #include <valijson/validator.hpp>
 
+#include "engine/base/large_stack.h"
+
 namespace waymark {
 
 using nlohmann::json;
@@ -72,11 +74,25 @@ Status SchemaCheck::Check(const json& doc) const {
   valijson::Validator validator;
   valijson::ValidationResults results;
   valijson::adapters::NlohmannJsonAdapter target(doc);
-  try {
-    if (validator.validate(*schema_, target, &results)) return Status();
-  } catch (const std::exception& e) {
-    return Status::Error(std::string("cannot be checked against its schema: ") + e.what());
+  bool valid = false;
+  std::string thrown;
+  auto judge = [&] {
+    try {
+      valid = validator.validate(*schema_, target, &results);
+    } catch (const std::exception& e) {
+      thrown = e.what();
+    }
+  };
+  // A long string against a `pattern` needs a large stack (large_stack.h).
+  if (doc.dump().size() > kLargeStackTextBytes) {
+    RunOnLargeStack(judge);
+  } else {
+    judge();
   }
+  if (!thrown.empty()) {
+    return Status::Error("cannot be checked against its schema: " + thrown);
+  }
+  if (valid) return Status();
   // The innermost error names the key best.
   valijson::ValidationResults::Error err;
   std::vector<std::string> where;

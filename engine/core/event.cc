@@ -1,6 +1,7 @@
 #include "engine/core/event.h"
 
 #include "engine/base/json_text.h"
+#include "engine/base/large_stack.h"
 #include "engine/core/quick_schema.h"
 
 #include <date/date.h>
@@ -337,8 +338,12 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
   }
   auto schema = schemas_->by_type.find(e.type);
   if (schema != schemas_->by_type.end()) {
-    const Schemas::Compiled& c = schema->second;
-    if (!(c.quick && c.quick->SurelyValid(e.data))) {
+    Status judged;
+    // On a large stack when the text may hold a string too long for
+    // std::regex on this one (engine/base/large_stack.h).
+    auto judge = [&] {
+      const Schemas::Compiled& c = schema->second;
+      if (c.quick && c.quick->SurelyValid(e.data)) return;
       std::string msg = "'data' does not match schemas/events/" + e.type + ".json";
       valijson::adapters::NlohmannJsonAdapter target(e.data);
       valijson::ValidationResults results;
@@ -356,12 +361,19 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
             }
           }
           if (!detail.empty()) msg += ": " + where + ": " + detail;
-          return Status::Error(msg);
+          judged = Status::Error(msg);
+          return;
         }
       } catch (const std::exception& ex) {  // a value valijson cannot read as the schema says
-        return Status::Error(msg + ": " + ex.what());
+        judged = Status::Error(msg + ": " + ex.what());
       }
+    };
+    if (text.size() > kLargeStackTextBytes) {
+      RunOnLargeStack(judge);
+    } else {
+      judge();
     }
+    if (!judged.ok()) return judged;
   }
   // Usually the input is already the document Seal would build: exactly
   // the attributes it keeps, the time in canonical form. Then it is used

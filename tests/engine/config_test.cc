@@ -109,6 +109,17 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
   EXPECT_NE(syntax.error().find(":1:"), std::string::npos) << syntax.error();
 }
 
+// A very long value against a key's pattern is judged, not fatal:
+// std::regex recursed once per character, and a 40,000-character stream
+// name killed every command that read the file (SIGSEGV).
+TEST(Config, AVeryLongValueIsJudgedNotFatal) {
+  auto c = LoadText("[source]\nstream = \"" + std::string(400000, 'A') + "\"\n");
+  ASSERT_TRUE(c.ok()) << c.error().substr(0, 200);
+  auto bad = LoadText("[source]\nack_wait = \"" + std::string(300000, '0') + "1x\"\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("[source] ack_wait"), std::string::npos) << bad.error().substr(0, 200);
+}
+
 TEST(Config, ARetryCeilingAloneIsNotComparedWithADefault) {
   // retry_max may come from the command line; the run checks the pair.
   auto c = LoadText("[delivery]\nretry_base = \"20m\"\n");

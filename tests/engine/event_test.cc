@@ -2,7 +2,11 @@
 // whatever form the input took.
 #include "engine/core/event.h"
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
+#include <string>
 
 #include <gtest/gtest.h>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
@@ -238,6 +242,31 @@ TEST(EventDecoder, AFormatFieldHoldingAnArrayIsRefusedNotFatal) {
   EXPECT_NE(e.error().find("'data' does not match schemas/events/digest.subscribed.json"),
             std::string::npos)
       << e.error();
+}
+
+// A schema's `pattern` is matched with std::regex, which recurses once per
+// character: a string of a few hundred thousand characters (an event may
+// be 1 MiB) ran the thread's stack out and killed the process (SIGSEGV)
+// instead of making a dead letter.
+TEST(EventDecoder, AVeryLongStringAgainstAPatternIsJudgedNotFatal) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("wm_long_pattern_" + std::to_string(getpid()));
+  fs::create_directories(dir / "events");
+  std::ofstream(dir / "events" / "t.json")
+      << R"({"type":"object","properties":{"code":{"type":"string","pattern":"^[a-z]+$"}}})";
+  auto d = EventDecoder::Create(dir.string());
+  ASSERT_TRUE(d.ok()) << d.error();
+  auto event = [](const std::string& code) {
+    return R"({"specversion":"1.0","id":"e1","source":"s","type":"t","subject":"u",)"
+           R"("data":{"code":")" +
+           code + R"("}})";
+  };
+  std::string long_code(1000000, 'a');
+  EXPECT_TRUE(d.value()->Decode(event(long_code), 0).ok());
+  auto bad = d.value()->Decode(event(long_code + "1"), 0);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("'pattern'"), std::string::npos) << bad.error().substr(0, 200);
+  fs::remove_all(dir);
 }
 
 }  // namespace
