@@ -455,7 +455,9 @@ TEST(Message, EveryHeaderKeepsItsLineLimitsAndReadsBackAsWritten) {
       ASSERT_TRUE(SplitMailbox(from, s.name, s.addr)) << from;
     }
     EXPECT_EQ(s.name, name) << from;
-    if (name == "Acme Inc.") EXPECT_EQ(from, "\"Acme Inc.\" <hello@acme.example>");
+    if (name == "Acme Inc.") {
+      EXPECT_EQ(from, "\"Acme Inc.\" <hello@acme.example>");
+    }
   }
 }
 
