@@ -76,6 +76,8 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
     std::string text, names;
   } cases[] = {
       {"[source]\nack_wait = \"ten\"\n", "[source] ack_wait (is \"ten\")"},
+      // A fragment is never sent: the m=KEY after it would never arrive.
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u#top\"\n", "[delivery] unsubscribe_url"},
       {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
       {"[engine]\nclock = \"fast\"\n", "[engine] clock (is \"fast\")"},
       {"[store]\nurl = 5\n", "[store] url (is 5)"},
