@@ -138,9 +138,17 @@ Status CheckValues(const json& doc) {
     }
   }
   if (d[2].value_s < d[1].value_s) {
+    // Named by the key the file set (the other is its default).
+    bool retention_given = text("source", "retention") != nullptr;
+    std::string why = ": the stream could not recognise a re-published event it no longer has";
+    if (!retention_given) {
+      return fail(
+          "source", "duplicate_window",
+          "longer than retention (" + std::to_string(d[2].value_s) + " s, its default)" + why);
+    }
     return fail("source", "retention",
-                "shorter than the duplicate window (" + std::to_string(d[1].value_s) +
-                    " s): the stream could not recognise a re-published event it no longer has");
+                "shorter than the duplicate window (" + std::to_string(d[1].value_s) + " s" +
+                    (text("source", "duplicate_window") ? "" : ", its default") + ")" + why);
   }
   // Both in the file: with one, the other may come from the command line
   // (the run checks the pair it ends with).

@@ -90,6 +90,10 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
        "[source] duplicate_window: '9999999999d' is longer than 100 years"},
       {"[source]\nduplicate_window = \"5m\"\n", "[source] duplicate_window: '5m' is shorter"},
       {"[source]\nretention = \"5m\"\n", "[source] retention: shorter than the duplicate window"},
+      // Named by the key the file set, the other being its default (the
+      // message blamed retention, which the file did not set).
+      {"[source]\nduplicate_window = \"8d\"\n",
+       "[source] duplicate_window: longer than retention (604800 s, its default)"},
       {"[delivery]\nretry_base = \"0s\"\n", "[delivery] retry_base: '0s' is shorter than 1s"},
       {"[delivery]\nretry_base = \"1h\"\nretry_max = \"1m\"\n",
        "[delivery] retry_max: shorter than retry_base"},
