@@ -46,6 +46,7 @@ struct RunOptions {
   std::string plugin_dir;     // "": DefaultPluginDir()
   double transport_rate = 0;  // 0: no pacing
   uint32_t transport_burst = 1;
+  bool transport_pacing_given = false;  // a rate or burst, flag or [transport] key
   int max_attempts = 8;
   std::string retry_base = kDefaultRetryBase, retry_max = kDefaultRetryMax;
   std::string from, unsubscribe_url;  // [delivery]; "": the engine's defaults
@@ -864,7 +865,7 @@ int Run(const RunOptions& o) {
               << kMaxBurst << " and --batch from 1 to 100000\n";
     return kExitUsage;
   }
-  if (!o.providers.empty() && (o.transport_rate != 0 || o.transport_burst != 1)) {
+  if (!o.providers.empty() && o.transport_pacing_given) {
     std::cerr << "waymark run: a rate for --transport (--transport-rate, --transport-burst, "
                  "[transport] rate and burst) does not apply to [[provider]] tables: give each "
                  "its own rate and burst\n";
@@ -1461,6 +1462,9 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     cfg.Under(cmd, "--plugin-dir", "plugins", "dir", o->plugin_dir);
     cfg.UnderNumber(cmd, "--transport-rate", "transport", "rate", o->transport_rate);
     cfg.UnderNumber(cmd, "--transport-burst", "transport", "burst", o->transport_burst);
+    o->transport_pacing_given = cmd->get_option("--transport-rate")->count() > 0 ||
+                                cmd->get_option("--transport-burst")->count() > 0 ||
+                                cfg.Find("transport", "rate") || cfg.Find("transport", "burst");
     cfg.UnderNumber(cmd, "--max-attempts", "delivery", "max_attempts", o->max_attempts);
     cfg.Under(cmd, "--retry-base", "delivery", "retry_base", o->retry_base);
     cfg.Under(cmd, "--retry-max", "delivery", "retry_max", o->retry_max);

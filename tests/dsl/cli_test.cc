@@ -262,6 +262,16 @@ TEST(Cli, ASendsViaMustNameAConfiguredProvider) {
       << r.err;
   r = Sh(run + "'" + (dir / "no-postmark.toml").string() + "' --transport null:");
   EXPECT_EQ(r.code, 0) << r.err;
+  // A rate or burst for --transport beside [[provider]] tables is refused
+  // whatever its value (a burst of 1, the default's value, passed).
+  for (const char* pacing : {"rate = 5", "burst = 1"}) {
+    std::ofstream(dir / "paced.toml") << config << "\n[transport]\n" << pacing << "\n";
+    r = Sh(run + "'" + (dir / "paced.toml").string() + "'");
+    EXPECT_EQ(r.code, 2) << pacing << "\n" << r.err;
+    EXPECT_NE(r.err.find("does not apply to [[provider]] tables"), std::string::npos) << r.err;
+  }
+  r = Sh(run + "docs/waymark.toml --transport-burst 1");
+  EXPECT_EQ(r.code, 2) << r.err;
   fs::remove_all(dir);
 }
 
