@@ -637,6 +637,7 @@ std::multiset<Micros>* Engine::CapTimes(const std::string& person, Micros since)
       p = c.times.empty() ? cap_times_.erase(p) : std::next(p);
     }
     cap_swept_ = clock_;
+    cap_swept_at_ = handed_ + 1;
   }
   // A send is due at its instance's time, which a late event can put a
   // window or more behind the clock: what is not in memory from `since`
@@ -644,21 +645,27 @@ std::multiset<Micros>* Engine::CapTimes(const std::string& person, Micros since)
   // memory already, with those of the batch not yet stored).
   auto it = cap_times_.find(person);
   if (it != cap_times_.end() && it->second.from <= since) return &it->second.times;
+  // A sweep may have forgotten sends not stored yet: the batch the writer
+  // holds is waited for (when it was built by the sweep's time), and this
+  // batch's are taken from it.
+  if (inflight_ && handed_ <= cap_swept_at_ && !Settle().ok()) return nullptr;
   auto stored = store_->CapCountedTimes(person, since);
   if (!stored.ok()) {
     if (failed_.ok()) failed_ = stored.status();  // no decision is stored after this
     return nullptr;
   }
-  if (it == cap_times_.end()) {
-    it = cap_times_.emplace(person, CapTimesOf{{}, since}).first;
-    it->second.times.insert(stored.value().begin(), stored.value().end());
-    return &it->second.times;
-  }
+  if (it == cap_times_.end()) it = cap_times_.emplace(person, CapTimesOf{{}, Micros(0)}).first;
+  CapTimesOf& c = it->second;
+  bool known = c.from > 0 || !c.times.empty();  // memory holds all from `from` on
+  auto missing = [&](Micros t) { return t >= since && (!known || t < c.from); };
   for (Micros t : stored.value()) {
-    if (t < it->second.from) it->second.times.insert(t);
+    if (missing(t)) c.times.insert(t);
   }
-  it->second.from = since;
-  return &it->second.times;
+  for (const SendRow& r : batch_.sends) {
+    if (r.cap_counted && r.person == person && missing(r.not_before)) c.times.insert(r.not_before);
+  }
+  c.from = since;
+  return &c.times;
 }
 
 void Engine::DecideSends() {
@@ -1031,6 +1038,7 @@ Status Engine::Settle() {
     failed_ = done.status;
     return failed_;
   }
+  inflight_ = false;
   if (options_.dispatch) {
     for (size_t k : inflight_sends_) pending_.push_back(std::move(done.sends.at(k)));
   }
@@ -1063,6 +1071,8 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
     committer_->Start(std::move(batch_));
     batch_ = Batch();
+    ++handed_;
+    inflight_ = true;
   }
   // While the writer commits: the sends already durable go out, and their
   // results start the next batch.

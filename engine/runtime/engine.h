@@ -354,6 +354,11 @@ class Engine {
   std::map<std::string, CapTimesOf> cap_times_;  // by person
   Micros cap_swept_ = 0;                         // the clock at the last sweep of cap_times_
   Micros wall_ = 0;  // the latest wall clock a call gave (on the wall clock: when sends go)
+  // Batches handed to the writer; whether one is in flight; the number the
+  // batch being built had when the cap's memory was last swept (a sweep
+  // may forget counted sends of that batch and of the one in flight).
+  uint64_t handed_ = 0, cap_swept_at_ = 0;
+  bool inflight_ = false;
 
   Batch batch_;  // being built
   // Sends to dispatch once their batch is durable, by their position in
