@@ -99,6 +99,13 @@ TEST(SmtpReply, ADailySendingQuotaIsAQuotaWhateverItsCode) {
       KindOf("452 4.2.2 The email account that you tried to reach is over quota\r\n", Stage::kRcpt),
       WM_RESULT_RETRY_LATER);
   EXPECT_EQ(KindOf("552 5.2.2 Mailbox over quota\r\n", Stage::kBody), WM_RESULT_PERMANENT_MESSAGE);
+  // A recipient's daily limits say "daily" too, and stay the recipient's.
+  EXPECT_EQ(KindOf("450 4.2.1 <bob@x>: recipient exceeded daily receiving limit\r\n", Stage::kRcpt),
+            WM_RESULT_THROTTLED);
+  EXPECT_EQ(KindOf("552 5.2.2 mailbox over daily quota\r\n", Stage::kBody),
+            WM_RESULT_PERMANENT_MESSAGE);
+  EXPECT_EQ(KindOf("452 4.2.2 Mailbox full: daily limit of this mailbox\r\n", Stage::kRcpt),
+            WM_RESULT_RETRY_LATER);
 }
 
 // RFC 5321 4.5.3.1.10: a 552 to RCPT is read as 452.
