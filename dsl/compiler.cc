@@ -994,19 +994,51 @@ std::optional<CompiledJourney> Compiler::Run() {
                        trigger_types_.end());
 
   // Variable types, inferred without diagnostics (the real check comes later).
-  // A set may read another variable: repeated until nothing changes, so
-  // the order of their names does not matter (one pass saw a variable
-  // whose name sorts later as untyped).
+  // A set may read another variable: each is typed after the ones it
+  // reads (Kahn's order, a loop: a chain of 100,000 sets is a journey too),
+  // so the order of their names does not matter (one pass in name order
+  // saw a variable whose name sorts later as untyped). Variables that read
+  // each other in a cycle are typed last, from what is known.
   silent_ = true;
-  for (size_t pass = 0; pass <= vars_.size(); ++pass) {
-    std::map<std::string, Type> inferred;
-    for (const auto& [name, sets] : vars_) {
-      std::set<Type> types;
-      for (const SetStmt* s : sets) types.insert(Check(s->value, Scope{step_event_types_}));
-      inferred[name] = types.size() == 1 ? *types.begin() : Type::kAny;
+  std::map<std::string, std::set<std::string>> reads;  // variable -> the variables its sets read
+  std::map<std::string, std::vector<std::string>> readers;
+  for (const auto& [name, sets] : vars_) {
+    std::set<std::string>& r = reads[name];
+    std::vector<const Expr*> todo;
+    for (const SetStmt* s : sets) todo.push_back(s->value.get());
+    while (!todo.empty()) {
+      const Expr* e = todo.back();
+      todo.pop_back();
+      if (!e) continue;
+      if (e->kind == Expr::Kind::kPath && e->path.size() > 1 && e->path[0] == "vars" &&
+          e->path[1] != name && vars_.count(e->path[1])) {
+        r.insert(e->path[1]);
+      }
+      for (const ExprPtr& a : e->args) todo.push_back(a.get());
     }
-    if (inferred == var_types_) break;
-    var_types_ = std::move(inferred);
+    for (const std::string& d : r) readers[d].push_back(name);
+  }
+  std::map<std::string, size_t> waiting;  // reads not yet typed
+  std::vector<std::string> ready;
+  for (const auto& [name, r] : reads) {
+    waiting[name] = r.size();
+    if (r.empty()) ready.push_back(name);
+  }
+  auto type = [&](const std::string& name) {
+    std::set<Type> types;
+    for (const SetStmt* s : vars_[name]) types.insert(Check(s->value, Scope{step_event_types_}));
+    var_types_[name] = types.size() == 1 ? *types.begin() : Type::kAny;
+  };
+  while (!ready.empty()) {
+    std::string name = std::move(ready.back());
+    ready.pop_back();
+    type(name);
+    for (const std::string& u : readers[name]) {
+      if (--waiting[u] == 0) ready.push_back(u);
+    }
+  }
+  for (const auto& [name, left] : waiting) {
+    if (left > 0) type(name);
   }
   silent_ = false;
 
