@@ -432,14 +432,23 @@ void Compiler::CheckZoneExpr(const ExprPtr& e, const Scope& scope) {
 
 // --- statements ---
 
-// The types of the `wait for`s in `b`, at any depth, appended to `out`.
+// Whether control can leave `b` at its end (not after `end` or `goto`).
+bool FallsThrough(const Block& b) {
+  return b.empty() || !(std::holds_alternative<EndStmt>(b.back()->v) ||
+                        std::holds_alternative<GotoStmt>(b.back()->v));
+}
+
+// The types of the `wait for`s in `b`, at any depth, whose event can still
+// be `event` after `b` (not those of a block that ends or jumps away),
+// appended to `out`.
 void WaitedTypes(const Block& b, std::vector<std::string>& out) {
+  if (!FallsThrough(b)) return;
   for (const StmtPtr& s : b) {
     std::visit(
         [&](const auto& x) {
           using T = std::decay_t<decltype(x)>;
           if constexpr (std::is_same_v<T, WaitForStmt>) {
-            out.push_back(x.event);
+            if (!x.received || FallsThrough(*x.received)) out.push_back(x.event);
             if (x.received) WaitedTypes(*x.received, out);
             if (x.timeout) WaitedTypes(*x.timeout, out);
           } else if constexpr (std::is_same_v<T, IfStmt>) {

@@ -376,6 +376,22 @@ TEST(Checker, PathsAreCheckedAgainstTheEventsTheyCanBe) {
                       "'data.plan'"),
             std::string::npos)
       << e[0];
+  // A wait in a branch that jumps away does not widen what follows.
+  e = CheckErrors(R"(journey j {
+  entry { on cart.updated }
+  step a {
+    wait for order.placed within 1d
+      received {
+        if event.data.total > 5 { wait for project.created within 1d  goto b }
+        if event.data.is_sample { set x = true }
+      }
+    end
+  }
+  step b { end }
+})");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("event type 'order.placed' has no field 'data.is_sample'"), std::string::npos)
+      << e[0];
 }
 
 // A variable's type does not depend on the order of the names: a set that
