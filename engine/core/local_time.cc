@@ -95,4 +95,8 @@ Micros QuietHoursRelease(Micros t, int start, int end, const date::time_zone* z)
   return t;
 }
 
+std::string ZoneName(const date::time_zone* zone) {
+  return std::string(zone->name());
+}
+
 }  // namespace waymark

@@ -21,6 +21,8 @@ namespace waymark {
 
 // The zone named `name`, or nullptr when the tz database does not know it.
 const date::time_zone* FindZone(const std::string& name);
+// A zone's IANA name (what FindZone finds it by).
+std::string ZoneName(const date::time_zone* zone);
 
 // The first instant strictly after `t` whose local time in `zone` is
 // `minute_of_day` on one of `days` (0 = Monday; empty = every day).

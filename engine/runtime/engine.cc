@@ -678,17 +678,6 @@ void Engine::DecideSends() {
     return a.row.priority > b.row.priority;
   });
   Micros window = options_.cap_window_s * kMicrosPerSecond;
-  // A send held to `until`: a result that is not final says why.
-  auto defer = [&](SendRow& row, std::string reason, Micros until) {
-    batch_.results.push_back({0,
-                              row.key,
-                              ++progress_[row.key].recorded,
-                              row.not_before,
-                              "deferred",
-                              false,
-                              {{"reason", std::move(reason)}, {"until", FormatRfc3339(until)}}});
-    row.not_before = until;
-  };
   for (Proposed& p : round) {
     SendRow& row = p.row;
     if (!ValidAddress(row.recipient)) {
@@ -702,17 +691,6 @@ void Engine::DecideSends() {
       EmitResult(row, 1, "dead_letter", true, reason, row.requested_at, "");
       ++summary_.sends[row.template_name]["dead_letter"];
       continue;
-    }
-    // On the wall clock a send decided late (a backlog, a restart) goes
-    // when it is handled: inside its journey's quiet hours then, it is
-    // held until they end.
-    if (!options_.event_clock && row.not_before < wall_) {
-      if (Micros until = p.quiet.Release(wall_); until != wall_) {
-        defer(row,
-              "quiet hours: due at " + FormatRfc3339(row.not_before) + ", handled late, at " +
-                  FormatRfc3339(wall_),
-              until);
-      }
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
       // The earliest window a send at not_before or later counts (a
@@ -762,14 +740,10 @@ void Engine::DecideSends() {
           row.cap_counted = false;
           batch_.sends.push_back(row);
           Decided(row);
-          // After any result before it (a deferral for quiet hours).
-          auto progress = progress_.find(row.key);
-          int attempt = progress == progress_.end() ? 1 : progress->second.recorded + 1;
-          if (progress != progress_.end()) progress_.erase(progress);  // final
           batch_.results.push_back(
               {0,
                row.key,
-               attempt,
+               1,
                row.not_before,
                "capped",
                true,
@@ -778,8 +752,17 @@ void Engine::DecideSends() {
           ++summary_.sends[row.template_name]["capped"];
           continue;
         }
-        defer(row, "frequency cap " + rule + " reached", *deferred);
+        Micros t = *deferred;
+        batch_.results.push_back(
+            {0,
+             row.key,
+             ++progress_[row.key].recorded,
+             row.not_before,
+             "deferred",
+             false,
+             {{"reason", "frequency cap " + rule + " reached"}, {"until", FormatRfc3339(t)}}});
         ++summary_.deferred;
+        row.not_before = t;
       }
       row.cap_counted = true;
       times.insert(row.not_before);
@@ -996,6 +979,7 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     row.priority = s.priority;
     row.requested_at = s.requested_at;
     row.not_before = s.not_before;
+    row.quiet = s.quiet;
     row.trigger = std::move(s.trigger);
     row.event = std::move(s.event);
     row.vars = std::move(s.vars);
@@ -1211,6 +1195,26 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     if (auto p = progress_.find(s.key); p != progress_.end() && p->second.retry_at > wall_now) {
       later.push_back(std::move(s));
       continue;
+    }
+    // On the wall clock a send goes when it is handled: inside its
+    // journey's quiet hours then (decided late, after a backlog or a
+    // restart; or a retry that fell there), it is held until they end.
+    // The decision, and its time, stay as the step made them.
+    if (!options_.event_clock && s.quiet.zone) {
+      if (Micros until = s.quiet.Release(wall_now); until != wall_now) {
+        SendProgress& p = progress_[s.key];
+        batch_.results.push_back({s.seq,
+                                  s.key,
+                                  ++p.recorded,
+                                  wall_now,
+                                  "deferred",
+                                  false,
+                                  {{"reason", "quiet hours: due at " + FormatRfc3339(s.not_before) +
+                                                  ", handled at " + FormatRfc3339(wall_now)},
+                                   {"until", FormatRfc3339(until)}}});
+        hold(s, until);
+        continue;
+      }
     }
     if (const SuppressionRow* by = SuppressedBy(s.recipient, s.intent)) {
       record(s, -1, Outcome("suppressed", by->entry + " (" + by->source + ": " + by->reason + ")"),

@@ -33,6 +33,13 @@ std::string SendContext(const SendRow& r) {
   JsonObjectWriter c(out);
   AppendTriggerAndEventRefs(c, r.trigger, r.event);
   AppendJson(c.Value("vars"), r.vars);
+  if (r.quiet.zone) {
+    json quiet = json::object();
+    quiet["zone"] = ZoneName(r.quiet.zone);
+    quiet["start"] = r.quiet.start;
+    quiet["end"] = r.quiet.end;
+    AppendJson(c.Value("quiet"), quiet);
+  }
   c.Close();
   return out;
 }
@@ -167,6 +174,14 @@ Status ReadSendContexts(const std::vector<std::string>& contexts, std::vector<Se
       }
       auto vars = c.find("vars");
       r.vars = vars == c.end() ? json::object() : std::move(*vars);
+      if (auto q = c.find("quiet"); q != c.end() && q->is_object()) {
+        const json& zone = q->value("zone", json());
+        const json& start = q->value("start", json());
+        const json& end = q->value("end", json());
+        if (zone.is_string() && start.is_number_integer() && end.is_number_integer()) {
+          r.quiet = {FindZone(zone.get<std::string>()), start.get<int>(), end.get<int>()};
+        }
+      }
     }
   }
   return Status();

@@ -26,6 +26,7 @@
 #include "engine/base/result.h"
 #include "engine/core/event.h"
 #include "engine/core/instance.h"
+#include "engine/core/local_time.h"
 
 namespace waymark {
 
@@ -53,6 +54,9 @@ struct SendRow {
   Micros requested_at = 0;
   Micros not_before = 0;
   bool cap_counted = false;  // counts toward the person's frequency cap
+  // The journey's quiet hours for a non-transactional send (stored with its
+  // context): on the wall clock it is not handed over inside them.
+  QuietHours quiet;
   // What the template sees besides `key` (person) and `journey`: the
   // instance's trigger and last event (stored as references to the events
   // table) and its variables when the send was decided.
