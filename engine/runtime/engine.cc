@@ -791,11 +791,20 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
     // On the wall clock an event may be dated ahead of it (within the
     // lead), past a timer the wall clock has not reached: the timer fires
     // first, as it would have (on the event clock it has fired already).
+    // Its sends are decided on their own, before the event's, and its
+    // emits count against a root of their own, as a timer's are.
     if (Micros due = it->second.due; &pool == &active_ && due > 0 && due <= e.time) {
       timers_.erase({due, id});
       clock_ = std::max(clock_, due);
       ++summary_.timers_fired;
+      std::vector<Proposed> events_sends = std::move(proposed_);
+      proposed_.clear();
+      uint64_t events_root = root_;
+      root_ = ++roots_;
       Apply(*v, Step(*v, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
+      DecideSends();
+      root_ = events_root;
+      proposed_ = std::move(events_sends);
       it = pool.find(id);
       if (it == pool.end()) continue;  // it ended there
     }

@@ -961,6 +961,40 @@ TEST_F(EngineTest, OnTheWallClockATimerDueBeforeAnEventAheadOfItFiresFirst) {
   EXPECT_TRUE(Results("a").empty()) << "received after its timeout";
 }
 
+// Such a timer's sends are decided before the event's, as a timer before
+// an event is: under a cap of one, the timer's 10:00:30 send "b" (priority
+// 1) goes and the event's 10:02 send "a" (priority 5) is capped. They were
+// decided together, by priority, the other way round.
+TEST_F(EngineTest, OnTheWallClockATimerFiredBeforeAnEventIsDecidedFirst) {
+  Journey("w", R"(journey w {
+  entry { on user.signup }
+  goal bought on order.placed within 7d
+  step s {
+    wait 30s
+    send "b" to trigger.data.email intent marketing priority 1
+    end
+  }
+})");
+  OrderJourney("o", "a", "marketing", "  priority 5\n");
+  EngineOptions o = CapOfOne(86400);
+  o.event_clock = false;
+  Start(o);
+  Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // dated 10:00
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:2",
+                     Ev("2", "order.placed", "u", "2026-03-01T10:02:00Z", R"({"email":"u@x.io"})"),
+                     {},
+                     {}}},
+                   wall + kMicrosPerSecond)
+          .ok());
+  Micros later = ParseRfc3339("2026-03-01T10:05:00Z").value();
+  ASSERT_TRUE(engine_->Advance(later, later).ok());
+  EXPECT_EQ(Results("b")["accepted"], 1);
+  EXPECT_EQ(Results("a")["capped"], 1);
+}
+
 // On the wall clock, timers due before an event fire before it, as they
 // would have had the engine kept up: a backlog (a restart, a slow batch)
 // applied its events first and the overdue timers after them, so a
