@@ -59,7 +59,15 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& instance,
                                                  const std::string& plugin,
                                                  const nlohmann::json& config,
                                                  const fs::path& plugin_dir) {
-  if (plugin == "null") return std::unique_ptr<Transport>(new NullTransport());
+  if (plugin == "null") {
+    // It takes nothing: a table given to it is a mistake (a plugin's name
+    // mistyped as null, credentials in the wrong provider), not ignored.
+    if (!config.is_null() && !config.empty()) {
+      return Status::Error("the null transport takes no configuration (it was given " +
+                           std::to_string(config.size()) + " keys)");
+    }
+    return std::unique_ptr<Transport>(new NullTransport());
+  }
   auto loaded = Plugin::Load(plugin_dir, plugin);
   if (!loaded.ok()) return loaded.status();
   return loaded.value()->Create(instance, config);

@@ -272,6 +272,15 @@ TEST(Cli, ASendsViaMustNameAConfiguredProvider) {
   }
   r = Sh(run + "docs/waymark.toml --transport-burst 1");
   EXPECT_EQ(r.code, 2) << r.err;
+  // A configuration given to the null transport is a mistake, said (it was
+  // dropped unread).
+  std::ofstream(dir / "null-config.toml")
+      << "[[provider]]\nname = \"p\"\nplugin = \"null\"\nconfig = { api_key = \"x\" }\n";
+  r = Sh(run + "'" + (dir / "null-config.toml").string() + "'");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("[[provider]] p: the null transport takes no configuration"),
+            std::string::npos)
+      << r.err;
   fs::remove_all(dir);
 }
 
