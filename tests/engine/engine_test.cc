@@ -124,6 +124,19 @@ class EngineTest : public testing::Test {
              {},
              {}}};
   }
+  // On the wall clock at 10:00: u signs up (dated 10:00); one second later
+  // an order of u's dated `order_time`, ahead of the wall clock, comes in;
+  // then the engine is advanced to 10:05.
+  void SignupThenAnOrderAhead(EngineOptions o, const std::string& order_time) {
+    Start(o);
+    Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
+    ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());
+    std::vector<RawInput> order = {
+        {"t:2", Ev("2", "order.placed", "u", order_time, R"({"email":"u@x.io"})"), {}, {}}};
+    ASSERT_TRUE(engine_->Ingest(order, wall + kMicrosPerSecond).ok());
+    Micros later = ParseRfc3339("2026-03-01T10:05:00Z").value();
+    ASSERT_TRUE(engine_->Advance(later, later).ok());
+  }
   // Retries 1 ms apart, up to `attempts` attempts.
   static EngineOptions QuickRetries(int attempts) {
     EngineOptions o;
@@ -944,19 +957,7 @@ TEST_F(EngineTest, OnTheWallClockATimerDueBeforeAnEventAheadOfItFiresFirst) {
 })");
   EngineOptions o;
   o.event_clock = false;
-  Start(o);
-  Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
-  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // dated 10:00
-  ASSERT_TRUE(
-      engine_
-          ->Ingest({{"t:2",
-                     Ev("2", "order.placed", "u", "2026-03-01T10:03:00Z", R"({"email":"u@x.io"})"),
-                     {},
-                     {}}},
-                   wall + kMicrosPerSecond)
-          .ok());
-  Micros later = ParseRfc3339("2026-03-01T10:05:00Z").value();
-  ASSERT_TRUE(engine_->Advance(later, later).ok());
+  SignupThenAnOrderAhead(o, "2026-03-01T10:03:00Z");
   EXPECT_EQ(Results("b")["accepted"], 1);
   EXPECT_TRUE(Results("a").empty()) << "received after its timeout";
 }
@@ -978,19 +979,7 @@ TEST_F(EngineTest, OnTheWallClockATimerFiredBeforeAnEventIsDecidedFirst) {
   OrderJourney("o", "a", "marketing", "  priority 5\n");
   EngineOptions o = CapOfOne(86400);
   o.event_clock = false;
-  Start(o);
-  Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
-  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // dated 10:00
-  ASSERT_TRUE(
-      engine_
-          ->Ingest({{"t:2",
-                     Ev("2", "order.placed", "u", "2026-03-01T10:02:00Z", R"({"email":"u@x.io"})"),
-                     {},
-                     {}}},
-                   wall + kMicrosPerSecond)
-          .ok());
-  Micros later = ParseRfc3339("2026-03-01T10:05:00Z").value();
-  ASSERT_TRUE(engine_->Advance(later, later).ok());
+  SignupThenAnOrderAhead(o, "2026-03-01T10:02:00Z");
   EXPECT_EQ(Results("b")["accepted"], 1);
   EXPECT_EQ(Results("a")["capped"], 1);
 }
