@@ -51,6 +51,14 @@ const json* SchemaCheck::Resolve(const json& node) const {
 Status SchemaCheck::CheckKeys(const json& doc, const json& schema,
                               std::vector<std::string>& path) const {
   const json* s = Resolve(schema);
+  if (doc.is_array() && s->is_object() && s->contains("items")) {  // [[table]]s
+    for (size_t k = 0; k < doc.size(); ++k) {
+      path.push_back(std::to_string(k));
+      if (Status st = CheckKeys(doc[k], (*s)["items"], path); !st.ok()) return st;
+      path.pop_back();
+    }
+    return Status();
+  }
   if (!doc.is_object() || !s->is_object() || !s->contains("properties")) return Status();
   if (s->value("additionalProperties", json(true)) != json(false)) return Status();
   const json& props = (*s)["properties"];

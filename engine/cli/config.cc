@@ -40,10 +40,28 @@ json ToJson(const toml::node& n) {
   return json::object({{"toml", "date or time"}});
 }
 
+// A key's place as the file writes it: `journeys`, `[source] ack_wait`,
+// `[[provider]] #2 rate` (the second table), `[provider.config] url`.
 std::string Where(const std::vector<std::string>& path) {
   if (path.empty()) return "top level";
-  std::string s = "[" + path[0] + "]";
-  for (size_t i = 1; i < path.size(); ++i) s += (i == 1 ? " " : ".") + path[i];
+  static const json kSchema = json::parse(kConfigSchema);
+  const json& top = kSchema["properties"].value(path[0], json::object());
+  const std::string type = top.value("type", "");
+  size_t i = 1;
+  std::string s;
+  if (type == "array") {
+    s = "[[" + path[0] + "]]";
+    if (path.size() > 1 && !path[1].empty() &&
+        path[1].find_first_not_of("0123456789") == std::string::npos) {
+      s += " #" + std::to_string(std::stoull(path[1]) + 1);
+      i = 2;
+    }
+  } else if (type == "object") {
+    s = "[" + path[0] + "]";
+  } else {
+    s = path[0];  // a key of the top level
+  }
+  for (size_t first = i; i < path.size(); ++i) s += (i == first ? " " : ".") + path[i];
   return s;
 }
 

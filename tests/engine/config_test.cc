@@ -66,6 +66,13 @@ TEST(Config, AnUnknownKeyIsNamedWithTheKeysAllowedThere) {
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().find("unknown key 'strem' in [source]"), std::string::npos) << c.error();
   EXPECT_NE(c.error().find("stream"), std::string::npos) << c.error();
+  // Inside [[provider]] tables too, with the keys allowed there (valijson
+  // said it, without them).
+  auto provider = LoadText("[[provider]]\nname = \"p\"\nplugin = \"null\"\nrat = 5\n");
+  ASSERT_FALSE(provider.ok());
+  EXPECT_NE(provider.error().find("unknown key 'rat' in [[provider]] #1 (known: "),
+            std::string::npos)
+      << provider.error();
   auto top = LoadText("jorneys = \"j\"\n");
   ASSERT_FALSE(top.ok());
   EXPECT_NE(top.error().find("unknown key 'jorneys'"), std::string::npos) << top.error();
@@ -100,10 +107,12 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[engine]\ncap = \"3/0s\"\n", "[engine] cap: '3/0s'"},
       {"[transport]\nrate = 1e-20\n", "[transport] rate"},
       {"[transport]\nrate = nan\n", "[transport] rate"},
-      {"[[domain]]\nname = \"g\"\nrate = inf\n", "[domain] 0.rate"},
+      {"[[domain]]\nname = \"g\"\nrate = inf\n", "[[domain]] #1 rate"},
       // Past what a 32-bit burst holds: it was cut down to 0 or 1.
       {"[transport]\nburst = 4294967296\n", "[transport] burst"},
-      {"[[domain]]\nname = \"g\"\nrate = 1\nburst = 4294967297\n", "[domain] 0.burst"},
+      {"[[domain]]\nname = \"g\"\nrate = 1\nburst = 4294967297\n", "[[domain]] #1 burst"},
+      // A key of the top level is no table (it was said as "[journeys]").
+      {"journeys = 1979-05-27\n", "journeys (is"},
   };
   for (const Case& k : cases) {
     auto c = LoadText(k.text);
