@@ -111,6 +111,8 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       // Past what a 32-bit burst holds: it was cut down to 0 or 1.
       {"[transport]\nburst = 4294967296\n", "[transport] burst"},
       {"[[domain]]\nname = \"g\"\nrate = 1\nburst = 4294967297\n", "[[domain]] #1 burst"},
+      // A port past 65535 (it was taken, and failed at bind naming --metrics).
+      {"[metrics]\nlisten = \"127.0.0.1:70000\"\n", "[metrics] listen (is \"127.0.0.1:70000\")"},
       // A key of the top level is no table (it was said as "[journeys]").
       {"journeys = 1979-05-27\n", "journeys (is"},
   };
