@@ -842,6 +842,11 @@ int Run(const RunOptions& o) {
                  "with --events or --listen, one engine takes all of its input\n";
     return kExitUsage;
   }
+  if (o.partition > 0 && o.source.url.empty()) {
+    std::cerr << "waymark run: --partition divides a stream (--source) between engines; with "
+                 "--events or --listen, one engine takes all of its input\n";
+    return kExitUsage;
+  }
   if (o.partition >= o.partitions) {
     std::cerr << "waymark run: partition " << o.partition
               << " (--partition, or [source] partition) is not below [source] partitions ("
