@@ -1036,7 +1036,9 @@ Status Engine::Settle() {
     for (size_t k : inflight_sends_) pending_.push_back(std::move(done.sends.at(k)));
   }
   inflight_sends_.clear();
-  inflight_ids_.clear();
+  // inflight_ids_ stay until the next batch is handed over (Hand replaces
+  // them): a Submit that read the store before this wait (the cap's, in
+  // the middle of its inputs) still recognises that batch's repeats.
   unconfirmed_.erase(unconfirmed_.begin(), unconfirmed_.begin() + long(unconfirmed_inflight_));
   unconfirmed_inflight_ = 0;
   return Status();

@@ -484,6 +484,28 @@ TEST_F(EngineTest, FrequencyCapCountsTheWholeWindowOfALateSend) {
   }
 }
 
+// A repeat of an event of the batch the writer holds is a duplicate, also
+// when the cap's memory waited for that batch while the next one was being
+// decided (the wait forgot the batch's events: the repeat was stepped
+// again, and a second "b" went to the cap).
+TEST_F(EngineTest, ARepeatOfTheBatchInFlightIsADuplicateWhateverTheCapWaitedFor) {
+  OrderJourney("n", "b", "marketing");
+  Start(CapOfOne(86400));
+  auto order = [](const std::string& id, const std::string& who) {
+    return RawInput{
+        "t:" + id,
+        Ev(id, "order.placed", who, "2026-03-01T10:00:00Z", R"({"email":")" + who + R"(@x.io"})"),
+        {},
+        {}};
+  };
+  ASSERT_TRUE(engine_->Submit({order("1", "u")}, 0).ok());  // in flight
+  ASSERT_TRUE(engine_->Submit({order("2", "v"), order("1", "u")}, 0).ok());
+  ASSERT_TRUE(engine_->Flush(0).ok());
+  EXPECT_EQ(engine_->summary().duplicates, 1);
+  EXPECT_EQ(Results("b")["accepted"], 2);
+  EXPECT_EQ(Results("b").count("capped"), 0u);
+}
+
 // A send held for later (quiet hours) counts where it will go: a send
 // decided after it for an earlier time, whose window holds it, is over the
 // cap. (Only the window before each send was counted: both went within
