@@ -1046,8 +1046,16 @@ std::optional<CompiledJourney> Compiler::Run() {
       if (--waiting[u] == 0) ready.push_back(u);
     }
   }
-  for (const auto& [name, left] : waiting) {
-    if (left > 0) type(name);
+  // What is left reads a cycle, or is in one: typed from what is known,
+  // again until nothing changes (so not by the order of the names).
+  std::vector<std::string> left;
+  for (const auto& [name, n] : waiting) {
+    if (n > 0) left.push_back(name);
+  }
+  for (size_t pass = 0; pass <= left.size(); ++pass) {
+    std::map<std::string, Type> before = var_types_;
+    for (const std::string& name : left) type(name);
+    if (var_types_ == before) break;
   }
   silent_ = false;
 

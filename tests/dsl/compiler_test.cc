@@ -415,6 +415,28 @@ TEST(Checker, VariableTypesDoNotDependOnTheirNames) {
   EXPECT_EQ(e[0], "type mismatch: cannot compare string with number");
   EXPECT_EQ(e[1], "type mismatch: cannot compare string with number");
   EXPECT_EQ(e[2], "'vars.name' is a string and has no fields");
+  // Nor when a variable reads variables that read each other: named "a"
+  // or "zz", it gets the same type (typed before the cycle it reads, "a"
+  // was untyped, and its comparison passed).
+  std::vector<std::vector<std::string>> both;
+  for (const char* reader : {"a", "zz"}) {
+    std::string r = reader;
+    both.push_back(CheckErrors(R"(journey j {
+  entry { on user.signup }
+  step a {
+    set y = length(vars.z)
+    set z = vars.y
+    set )" + r + R"( = vars.y
+    if vars.)" + r + R"( == "x" { end }
+    end
+  }
+})"));
+  }
+  EXPECT_EQ(both[0], both[1]);
+  EXPECT_NE(
+      std::find(both[0].begin(), both[0].end(), "type mismatch: cannot compare number with string"),
+      both[0].end())
+      << ::testing::PrintToString(both[0]);
 }
 
 TEST(Checker, OnlyTheAttributesAnEventKeepsArePaths) {
