@@ -16,8 +16,9 @@ namespace waymark {
 inline constexpr size_t kLargeStackTextBytes = 16 * 1024;
 
 // Runs `f` on a thread of its own with a 1 GiB stack (address space: only
-// the pages a deep match touches are used), and waits for it. When such a
-// thread cannot be made, `f` runs on the calling thread.
+// the pages a deep match touches are used), and waits for it; what `f`
+// throws is thrown again here. When such a thread cannot be made, `f` runs
+// on the calling thread.
 void RunOnLargeStack(const std::function<void()>& f);
 
 }  // namespace waymark

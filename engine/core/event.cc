@@ -368,7 +368,7 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
         judged = Status::Error(msg + ": " + ex.what());
       }
     };
-    if (text.size() > kLargeStackTextBytes) {
+    if (size > kLargeStackTextBytes) {
       RunOnLargeStack(judge);
     } else {
       judge();
