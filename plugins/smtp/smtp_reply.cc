@@ -85,10 +85,12 @@ Mapped MapReply(const Reply& reply, Stage stage) {
   const bool daily = ContainsNoCase(reply.text, "daily") &&
                      (ContainsNoCase(reply.text, "quota") || ContainsNoCase(reply.text, "limit"));
   // A recipient's limits are not ours: an address or mailbox status (x.1.x,
-  // x.2.x), or a text about receiving or a mailbox.
+  // x.2.x), or, in answer to RCPT, a text about receiving or a mailbox (in
+  // answer to MAIL FROM, "this mailbox" is our sending account's).
   const bool recipients = StartsWith(e, "4.1.") || StartsWith(e, "5.1.") || StartsWith(e, "4.2.") ||
-                          StartsWith(e, "5.2.") || ContainsNoCase(reply.text, "receiving") ||
-                          ContainsNoCase(reply.text, "mailbox");
+                          StartsWith(e, "5.2.") ||
+                          (stage == Stage::kRcpt && (ContainsNoCase(reply.text, "receiving") ||
+                                                     ContainsNoCase(reply.text, "mailbox")));
   if (code >= 400 && code < 600 && stage != Stage::kAuth &&
       (e == "5.4.5" || (!recipients && (daily || ContainsNoCase(reply.text, "sending quota"))))) {
     return kind(WM_RESULT_QUOTA_EXHAUSTED);

@@ -106,6 +106,9 @@ TEST(SmtpReply, ADailySendingQuotaIsAQuotaWhateverItsCode) {
             WM_RESULT_PERMANENT_MESSAGE);
   EXPECT_EQ(KindOf("452 4.2.2 Mailbox full: daily limit of this mailbox\r\n", Stage::kRcpt),
             WM_RESULT_RETRY_LATER);
+  // In answer to MAIL FROM, "this mailbox" is our sending account.
+  EXPECT_EQ(KindOf("451 4.7.1 Daily sending limit exceeded for this mailbox\r\n", Stage::kMail),
+            WM_RESULT_QUOTA_EXHAUSTED);
 }
 
 // RFC 5321 4.5.3.1.10: a 552 to RCPT is read as 452.
