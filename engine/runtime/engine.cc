@@ -335,7 +335,6 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
                       std::vector<InputOutcome>* outcomes,
                       const std::function<Status()>& before_commit) {
   if (!failed_.ok()) return failed_;
-  wall_ = std::max(wall_, wall_now);
   std::vector<InputOutcome> local(inputs.size());
   std::vector<InputOutcome>& out = outcomes ? *outcomes : local;
   out.assign(inputs.size(), {});
@@ -425,7 +424,6 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
 
 Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
   if (!failed_.ok()) return failed_;
-  wall_ = std::max(wall_, wall_now.value_or(until));
   FireTimers(until);
   clock_ = std::max(clock_, until);
   return Flush(wall_now.value_or(until));
@@ -434,7 +432,6 @@ Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
 Status Engine::Flush(Micros wall_now) {
   // The batch being built is committed; then the sends it made are
   // dispatched; then their results are committed.
-  wall_ = std::max(wall_, wall_now);
   Micros now = DispatchTime(wall_now);
   for (bool dispatch : {true, true, false}) {
     if (Status s = Hand(now, wall_now, dispatch); !s.ok()) return s;

@@ -353,7 +353,6 @@ class Engine {
   };
   std::map<std::string, CapTimesOf> cap_times_;  // by person
   Micros cap_swept_ = 0;                         // the clock at the last sweep of cap_times_
-  Micros wall_ = 0;  // the latest wall clock a call gave (on the wall clock: when sends go)
   // Batches handed to the writer; whether one is in flight; the number the
   // batch being built had when the cap's memory was last swept (a sweep
   // may forget counted sends of that batch and of the one in flight).
