@@ -34,11 +34,9 @@ std::string SendContext(const SendRow& r) {
   AppendTriggerAndEventRefs(c, r.trigger, r.event);
   AppendJson(c.Value("vars"), r.vars);
   if (r.quiet.zone) {
-    json quiet = json::object();
-    quiet["zone"] = ZoneName(r.quiet.zone);
-    quiet["start"] = r.quiet.start;
-    quiet["end"] = r.quiet.end;
-    AppendJson(c.Value("quiet"), quiet);
+    JsonObjectWriter q(c.Value("quiet"));
+    q.Str("zone", ZoneName(r.quiet.zone)).Int("start", r.quiet.start).Int("end", r.quiet.end);
+    q.Close();
   }
   c.Close();
   return out;
