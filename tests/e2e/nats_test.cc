@@ -1061,6 +1061,40 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
       << out;
 }
 
+// A `waymark run` started on a port where no nats-server listens yet, in a
+// directory of its own (`name`), once it says it waits for one. `transport`
+// is its --transport and what follows; its stdout goes to DIR/stdout, its
+// stderr to `errors`.
+struct RunBeforeItsServer {
+  int port = 0;
+  std::string url;
+  fs::path dir, errors;
+  pid_t pid = 0;
+  waymark::testing_util::KillOnExit stop{pid};
+
+  void Start(const std::string& name, const std::vector<std::string>& transport) {
+    port = waymark::testing_util::UnusedLoopbackPort();
+    ASSERT_GT(port, 0);
+    url = "nats://127.0.0.1:" + std::to_string(port);
+    std::string root = waymark::testing_util::SourceRoot().string();
+    dir = fs::temp_directory_path() / (name + "_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    errors = dir / "err";
+    std::vector<std::string> args = {WAYMARK_BINARY, "run",
+                                     "--journeys",   root + "/journeys",
+                                     "--schemas",    root + "/schemas",
+                                     "--source",     url,
+                                     "--store",      "sqlite:" + (dir / "w.db").string(),
+                                     "--transport"};
+    args.insert(args.end(), transport.begin(), transport.end());
+    pid = waymark::testing_util::Spawn(args, errors.string(), (dir / "stdout").string());
+    ASSERT_TRUE(waymark::testing_util::WaitForText(
+        errors, "nats: no server at " + url + " yet; waiting for one", 20))
+        << ReadFile(errors);
+  }
+};
+
 // A server that stops answering without closing the connection (a host
 // gone, a half-open TCP connection; here nats-server stopped with SIGSTOP,
 // a server of this test's own) is noticed within seconds and said, and the
@@ -1071,26 +1105,15 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
 // in the background, is not a lost one (it was said as "lost the
 // connection ..., and it is back", and counted as a reconnection).
 TEST(NatsWait, AServerThatStopsAnsweringIsNoticedWithinSeconds) {
-  int port = waymark::testing_util::UnusedLoopbackPort();
-  ASSERT_GT(port, 0);
-  std::string url = "nats://127.0.0.1:" + std::to_string(port);
-  std::string root = waymark::testing_util::SourceRoot().string();
-  fs::path dir = fs::temp_directory_path() / ("waymark_nats_stale_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  fs::path errors = dir / "err";
-  pid_t pid = waymark::testing_util::Spawn(
-      {WAYMARK_BINARY, "run", "--journeys", root + "/journeys", "--schemas", root + "/schemas",
-       "--source", url, "--store", "sqlite:" + (dir / "w.db").string(), "--transport",
-       "null:", "--metrics", "127.0.0.1:0"},
-      errors.string(), (dir / "out").string());
-  waymark::testing_util::KillOnExit stop_engine(pid);
-  ASSERT_TRUE(waymark::testing_util::WaitForText(
-      errors, "nats: no server at " + url + " yet; waiting for one", 20))
-      << ReadFile(errors);
+  RunBeforeItsServer run;
+  run.Start("waymark_nats_stale", {"null:", "--metrics", "127.0.0.1:0"});
+  if (HasFatalFailure()) return;
+  const fs::path& dir = run.dir;
+  const fs::path& errors = run.errors;
+  const std::string& url = run.url;
   pid_t server =
       waymark::testing_util::Spawn({"/usr/sbin/nats-server", "-js", "-a", "127.0.0.1", "-p",
-                                    std::to_string(port), "-sd", (dir / "nats").string()},
+                                    std::to_string(run.port), "-sd", (dir / "nats").string()},
                                    (dir / "server.log").string());
   waymark::testing_util::KillOnExit stop_server(server);
   // Serving: the engine has made its stream on the server (then its
@@ -1113,12 +1136,12 @@ TEST(NatsWait, AServerThatStopsAnsweringIsNoticedWithinSeconds) {
   std::printf("a stopped server noticed after %.1f s\n", after);
   EXPECT_TRUE(waymark::testing_util::WaitForText(errors, "nats: the connection is back", 40))
       << ReadFile(errors);
-  int status = waymark::testing_util::TerminateWithin(pid, 10);
-  pid = 0;
+  int status = waymark::testing_util::TerminateWithin(run.pid, 10);
+  run.pid = 0;
   std::string said = ReadFile(errors);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << said;
   // Its summary counts the one lost connection, not the first one.
-  std::string summary = ReadFile(dir / "out");
+  std::string summary = ReadFile(dir / "stdout");
   EXPECT_NE(summary.find("connections lost and re-established: nats 1\n"), std::string::npos)
       << summary;
   if (!HasFailure()) fs::remove_all(dir);
@@ -1128,30 +1151,19 @@ TEST(NatsWait, AServerThatStopsAnsweringIsNoticedWithinSeconds) {
 // that does not answer (saying so), and SIGTERM while it waits is a clean
 // stop, exit 0, at once.
 TEST(NatsWait, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
-  int port = waymark::testing_util::UnusedLoopbackPort();
-  ASSERT_GT(port, 0);
-  std::string url = "nats://127.0.0.1:" + std::to_string(port);
-  std::string root = waymark::testing_util::SourceRoot().string();
-  fs::path dir = fs::temp_directory_path() / ("waymark_nats_wait_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  fs::path errors = dir / "err";
-  pid_t pid = waymark::testing_util::Spawn(
-      {WAYMARK_BINARY, "run", "--journeys", root + "/journeys", "--schemas", root + "/schemas",
-       "--source", url, "--store", "sqlite:" + (dir / "w.db").string(), "--transport",
-       "file:" + (dir / "out").string()},
-      errors.string());
-  EXPECT_TRUE(waymark::testing_util::WaitForText(
-      errors, "nats: no server at " + url + " yet; waiting for one", 20))
-      << ReadFile(errors);
+  RunBeforeItsServer run;
+  run.Start("waymark_nats_wait", {"null:"});
+  if (HasFatalFailure()) return;
+  const fs::path& errors = run.errors;
   int status = 0;
-  EXPECT_EQ(waitpid(pid, &status, WNOHANG), 0) << "it did not wait";
-  status = waymark::testing_util::TerminateWithin(pid, 10);
+  EXPECT_EQ(waitpid(run.pid, &status, WNOHANG), 0) << "it did not wait";
+  status = waymark::testing_util::TerminateWithin(run.pid, 10);
+  run.pid = 0;  // reaped
   if (status == -1) FAIL() << "still waiting 10 s after SIGTERM\n" << ReadFile(errors);
   std::string said = ReadFile(errors);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << said;
   EXPECT_NE(said.find("stopped while waiting for nats-server"), std::string::npos) << said;
-  if (!HasFailure()) fs::remove_all(dir);
+  if (!HasFailure()) fs::remove_all(run.dir);
 }
 
 }  // namespace
