@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 
 #include "dsl/checker.h"
 #include "dsl/graph.h"
@@ -16,6 +17,7 @@ namespace {
 
 struct SchemaOption {
   std::string dir = "schemas";
+  bool named = false;  // by --schemas or the file
 };
 
 // Prints diagnostics GCC-style to stderr, with the source line and a caret.
@@ -45,11 +47,16 @@ std::string Shape(const dsl::CompiledJourney& j) {
          ", " + Plural(j.goals.size(), "goal");
 }
 
-Result<dsl::SchemaRegistry> LoadSchemas(const std::string& dir) {
-  auto r = dsl::SchemaRegistry::Load(dir);
-  if (!r.ok()) std::cerr << "waymark: " << r.error() << "\n";
-  if (r.ok()) WarnIfNoSchemas("check", dir);
-  return r;
+// The schemas, or nullopt when they cannot be used (said on stderr: the
+// caller exits 2).
+std::optional<dsl::SchemaRegistry> LoadSchemas(const char* command, const SchemaOption& o) {
+  if (!SchemasDirectoryThere(command, o.dir, o.named)) return std::nullopt;
+  auto r = dsl::SchemaRegistry::Load(o.dir);
+  if (!r.ok()) {
+    std::cerr << "waymark " << command << ": " << r.error() << "\n";
+    return std::nullopt;
+  }
+  return std::move(r.value());
 }
 
 // The templates the sends name, from the directory `run` reads them from
@@ -108,10 +115,11 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
       return;
     }
     c->Under(cmd, "--schemas", "", "schemas", schemas->dir);
+    schemas->named = c->Names(cmd, "--schemas", "", "schemas");
     std::string journeys = "journeys";
     c->Under(cmd, "", "", "journeys", journeys);
-    auto reg = LoadSchemas(schemas->dir);
-    if (!reg.ok()) {
+    auto reg = LoadSchemas("check", *schemas);
+    if (!reg) {
       *exit_code = kExitUsage;
       return;
     }
@@ -126,7 +134,7 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
         return;
       }
     }
-    dsl::CheckResult r = dsl::CheckPaths(in, reg.value());
+    dsl::CheckResult r = dsl::CheckPaths(in, *reg);
     CheckTemplates(in, r);
     if (*json) {
       nlohmann::json out;
@@ -178,6 +186,7 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
       return;
     }
     c->Under(cmd, "--schemas", "", "schemas", schemas->dir);
+    schemas->named = c->Names(cmd, "--schemas", "", "schemas");
     std::error_code ec;
     if (std::filesystem::is_directory(*file, ec)) {
       std::cerr << "waymark graph: " << *file << " is a directory: graph draws one .journey file\n";
@@ -189,12 +198,12 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
-    auto reg = LoadSchemas(schemas->dir);
-    if (!reg.ok()) {
+    auto reg = LoadSchemas("graph", *schemas);
+    if (!reg) {
       *exit_code = kExitUsage;
       return;
     }
-    dsl::CheckResult r = dsl::CheckPaths({*file}, reg.value());
+    dsl::CheckResult r = dsl::CheckPaths({*file}, *reg);
     PrintDiagnostics(r);
     if (r.files.size() != 1 || !r.files[0].journey) {
       *exit_code = kExitRejected;

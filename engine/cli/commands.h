@@ -21,10 +21,13 @@ constexpr int kExitUsage = 2;
 extern std::atomic<bool> g_stop;
 void StopOnSignals();
 
-// Says on stderr, as `waymark COMMAND: warning: ...`, when the schema
-// directory `dir` (not "") has no events/ directory, or no *.json schema in
-// it: nothing is then validated or type-checked, which must not pass unsaid.
-void WarnIfNoSchemas(const char* command, const std::string& dir);
+// Whether the schema directory `dir` can be used. One the user named
+// (`named`: --schemas, or `schemas` in waymark.toml) that is not a directory
+// is a mistyped path: said on stderr, false (the caller exits 2). Otherwise
+// true, with `waymark COMMAND: warning: ...` on stderr when `dir` (not "")
+// has no events/ directory or no *.json schema in it: nothing is then
+// validated or type-checked, which must not pass unsaid.
+bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named);
 
 // Whether the journeys directory `dir` is one; says on stderr when it is
 // not (the caller exits 2), and warns when it holds no *.journey file.

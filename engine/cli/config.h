@@ -54,6 +54,12 @@ class Config {
   // The value at [section] key (section "" for top-level keys), or null.
   const nlohmann::json* Find(const std::string& section, const std::string& key) const;
 
+  // Whether the user chose the setting: `flag` given to `cmd`, or [section]
+  // key in the file.
+  bool Names(CLI::App* cmd, const std::string& flag, const std::string& section,
+             const std::string& key) const {
+    return Given(cmd, flag) || Find(section, key);
+  }
   // Sets `out` from [section] key unless `cmd` has `flag` and it was given.
   void Under(CLI::App* cmd, const std::string& flag, const std::string& section,
              const std::string& key, std::string& out) const;

@@ -21,11 +21,17 @@ void StopOnSignals() {
   std::signal(SIGINT, on_signal);
 }
 
-void WarnIfNoSchemas(const char* command, const std::string& dir) {
-  if (dir.empty()) return;
+bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named) {
+  if (dir.empty()) return true;
   namespace fs = std::filesystem;
-  fs::path events = fs::path(dir) / "events";
   std::error_code ec;
+  if (named && !fs::is_directory(dir, ec)) {
+    std::cerr << "waymark " << command << ": the schemas directory " << dir
+              << (fs::exists(dir, ec) ? " is not a directory" : " does not exist")
+              << " (--schemas DIR)\n";
+    return false;
+  }
+  fs::path events = fs::path(dir) / "events";
   const char* why = nullptr;
   if (!fs::is_directory(events, ec)) {
     why = "is not a directory";
@@ -38,11 +44,12 @@ void WarnIfNoSchemas(const char* command, const std::string& dir) {
       }
     }
   }
-  if (!why) return;
+  if (!why) return true;
   std::cerr << "waymark " << command << ": warning: no event schemas (" << events.string() << ' '
             << why
             << "): events are not validated and the journeys' event fields are not checked "
                "(--schemas DIR)\n";
+  return true;
 }
 
 bool JourneysDirectoryThere(const char* command, const std::string& dir) {

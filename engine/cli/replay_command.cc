@@ -23,7 +23,8 @@ struct ReplayOptions {
   // audit
   std::string journeys = "journeys";
   std::string schemas = "schemas";
-  std::string cap;  // "N/DURATION"
+  bool schemas_named = false;  // by --schemas or the file
+  std::string cap;             // "N/DURATION"
   std::string since, until;
   std::string person;
   std::string temp_dir;
@@ -200,7 +201,7 @@ int Audit(Store& store, const ReplayOptions& o) {
   ao.stop = &g_stop;
   // Stopped, it removes its scratch store before it exits.
   StopOnSignals();
-  WarnIfNoSchemas("replay", o.schemas);
+  if (!SchemasDirectoryThere("replay", o.schemas, o.schemas_named)) return kExitUsage;
   if (!JourneysDirectoryThere("replay", o.journeys)) return kExitUsage;
   auto auditor = Auditor::Create(store, ao);
   if (!auditor.ok()) {
@@ -270,6 +271,7 @@ void RegisterReplay(CLI::App& app, int* exit_code) {
     c->Under(cmd, "--store", "store", "url", o->store);
     c->Under(cmd, "--journeys", "", "journeys", o->journeys);
     c->Under(cmd, "--schemas", "", "schemas", o->schemas);
+    o->schemas_named = c->Names(cmd, "--schemas", "", "schemas");
     c->Under(cmd, "--cap", "engine", "cap", o->cap);
     auto s = OpenStore(o->store, {}, StoreAccess::kRead);
     if (!s.ok()) {

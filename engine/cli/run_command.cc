@@ -52,6 +52,7 @@ struct RunOptions {
   std::string from, unsubscribe_url;  // [delivery]; "": the engine's defaults
   std::string journeys = "journeys";
   std::string schemas = "schemas";
+  bool schemas_named = false;  // by --schemas or the file
   std::string clock = "wall";
   bool until_idle = false;
   std::string advance = "0s";
@@ -834,7 +835,7 @@ int Run(const RunOptions& o) {
   eo.cap_window_s = cap.window_s;
   eo.journeys_dir = o.journeys;
   eo.schemas_dir = o.schemas;
-  WarnIfNoSchemas("run", o.schemas);
+  if (!SchemasDirectoryThere("run", o.schemas, o.schemas_named)) return kExitUsage;
   eo.event_clock = event_clock;
   eo.pin_via = !o.providers.empty();  // [[provider]] tables; --transport takes every send
   if (o.partitions > 1 && o.source.url.empty()) {
@@ -1451,6 +1452,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     const Config& cfg = *c;
     cfg.Under(cmd, "--journeys", "", "journeys", o->journeys);
     cfg.Under(cmd, "--schemas", "", "schemas", o->schemas);
+    o->schemas_named = cfg.Names(cmd, "--schemas", "", "schemas");
     cfg.Under(cmd, "--store", "store", "url", o->store);
     cfg.Under(cmd, "--transport", "transport", "url", o->transport);
     if (const nlohmann::json* d = cfg.Find("", "domain")) o->domains = *d;
