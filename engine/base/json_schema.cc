@@ -8,6 +8,7 @@
 #include <valijson/validation_results.hpp>
 #include <valijson/validator.hpp>
 
+#include "engine/base/json_text.h"
 #include "engine/base/large_stack.h"
 
 namespace waymark {
@@ -130,7 +131,7 @@ Status SchemaCheck::Check(const json& doc) const {
       v = nullptr;
     }
   }
-  if (v && !where.empty()) value = " (is " + v->dump() + ")";
+  if (v && !where.empty()) value = " (is " + OutputJson(*v, -1) + ")";
   // What the schema says the key takes.
   const json* node = &doc_;
   for (const std::string& k : where) {

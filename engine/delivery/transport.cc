@@ -47,6 +47,13 @@ bool Unescape(const std::string& s, std::string& out) {
   return true;
 }
 
+// Whether `s` can be a string of the plugin's JSON configuration:
+// well-formed UTF-8 (a %-escape or a file name may make any byte) with no
+// NUL.
+bool IsText(const std::string& s) {
+  return StorableText(s) == s;
+}
+
 }  // namespace
 
 fs::path DefaultPluginDir() {
@@ -86,6 +93,7 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
   json config = json::object();
   if (name == "file") {
     if (rest.empty()) return Status::Error("transport file: expected file:DIR");
+    if (!IsText(rest)) return Status::Error("transport file: the directory's name is not UTF-8");
     config["dir"] = rest;
     rest.clear();
   } else if (name == "smtp" || name == "smtps") {
@@ -98,6 +106,9 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
       return Status::Error("transport " + name + ": expected " + name + "://[USER:PASS@]HOST:PORT");
     }
     authority = authority.substr(2);
+    if (!IsText(authority)) {
+      return Status::Error("transport " + name + ": the address is not UTF-8 text");
+    }
     if (size_t at = authority.rfind('@'); at != std::string::npos) {
       std::string userinfo = authority.substr(0, at), user, pass;
       size_t c = userinfo.find(':');
@@ -105,6 +116,9 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
           (c != std::string::npos && !Unescape(userinfo.substr(c + 1), pass))) {
         return Status::Error("transport '" + name +
                              "://...': malformed %-escape in the credentials");
+      }
+      if (!IsText(user) || !IsText(pass)) {
+        return Status::Error("transport '" + name + "://...': the credentials are not UTF-8 text");
       }
       config["username"] = user;
       config["password"] = pass;
@@ -128,6 +142,10 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
         // Not echoed: the pair may hold a secret.
         return Status::Error("transport " + name + ": parameter " + std::to_string(n) +
                              " is not KEY=VALUE (with %-escapes where needed)");
+      }
+      if (!IsText(key) || !IsText(value)) {
+        return Status::Error("transport " + name + ": parameter " + std::to_string(n) +
+                             " is not UTF-8 text (after its %-escapes)");
       }
       // A number or a boolean is one; anything else is a string.
       json v;

@@ -370,6 +370,24 @@ TEST_F(PluginTest, TransportUrlsNameAPluginAndItsConfiguration) {
     ASSERT_FALSE(r.ok()) << url;
     EXPECT_EQ(r.error().find("SECRET"), std::string::npos) << r.error();
   }
+  // Bytes that are not UTF-8 (a %-escape, a file name) are refused, not
+  // put into the plugin's JSON configuration (which aborted the run).
+  struct {
+    const char* url;
+    const char* says;
+  } not_text[] = {
+      {"probe:?kind=%FF", "parameter 1 is not UTF-8 text"},
+      {"probe:?kind=5&r%C3%28=1", "parameter 2 is not UTF-8 text"},
+      {"probe:?k%00=1", "parameter 1 is not UTF-8 text"},
+      {"smtp://u%FF:p@127.0.0.1:1", "the credentials are not UTF-8 text"},
+      {"smtp://h\xff:25", "the address is not UTF-8 text"},
+      {"file:ob\xff", "the directory's name is not UTF-8"},
+  };
+  for (const auto& c : not_text) {
+    auto r = OpenTransport(c.url, dir_);
+    ASSERT_FALSE(r.ok()) << c.url;
+    EXPECT_NE(r.error().find(c.says), std::string::npos) << c.url << ": " << r.error();
+  }
   auto missing = OpenTransport("smtpx:?a=1", dir_);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().find("plugin 'smtpx'"), std::string::npos) << missing.error();
