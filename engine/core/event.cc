@@ -272,7 +272,8 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
     return Status::Error(EventTooLarge(size, max_bytes_));
   }
   if (!j.is_object()) return Status::Error("an event must be a JSON object");
-  auto str = [&](const char* k, bool required, std::string& out) -> Status {
+  // `keyed`: a key of the stores' indexes, at most kMaxKeyBytes.
+  auto str = [&](const char* k, bool required, std::string& out, bool keyed = false) -> Status {
     auto it = j.find(k);
     if (it == j.end() || it->is_null()) {
       return required
@@ -290,14 +291,19 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
                            "' contains a control character (U+0000-U+001F, U+007F-U+009F are "
                            "not allowed)");
     }
+    if (keyed && out.size() > kMaxKeyBytes) {
+      return Status::Error(std::string("CloudEvents attribute '") + k + "' is " +
+                           std::to_string(out.size()) + " bytes long, over the " +
+                           std::to_string(kMaxKeyBytes) + " Waymark takes");
+    }
     return Status();
   };
   Event e;
   std::string specversion, time, unused;
-  for (Status s :
-       {str("specversion", true, specversion), str("id", true, e.id), str("source", true, e.source),
-        str("type", true, e.type), str("subject", false, e.subject), str("time", false, time),
-        str("datacontenttype", false, unused), str("dataschema", false, unused)}) {
+  for (Status s : {str("specversion", true, specversion), str("id", true, e.id, true),
+                   str("source", true, e.source, true), str("type", true, e.type, true),
+                   str("subject", false, e.subject, true), str("time", false, time),
+                   str("datacontenttype", false, unused), str("dataschema", false, unused)}) {
     if (!s.ok()) return s;
   }
   // Attribute names, and extension attributes' values, as

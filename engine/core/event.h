@@ -80,6 +80,11 @@ void AppendTriggerAndEventRefs(JsonObjectWriter& w, const JsonDoc& trigger, cons
 // The largest event taken, in bytes: NATS's default largest message, so an
 // event any input takes could also come through a stream.
 inline constexpr size_t kMaxEventBytes = 1 << 20;
+// The longest `id`, `source`, `type` and `subject`, and instance key, in
+// bytes. Each is a key of the stores' indexes, and PostgreSQL refuses an
+// index entry over 2,704 bytes: one event carrying a longer one stopped
+// the engine at its commit, where it is now a dead letter on both stores.
+inline constexpr size_t kMaxKeyBytes = 1024;
 // The reason an event of `bytes` over `limit` is refused.
 std::string EventTooLarge(size_t bytes, size_t limit = kMaxEventBytes);
 

@@ -915,6 +915,12 @@ std::string Engine::KeyFor(const dsl::CompiledJourney& j, const Event& e, bool c
       ++summary_.entries_refused["key contains a control character"];
     return "";
   }
+  if (key.size() > kMaxKeyBytes) {  // from the key expression over the data
+    if (count && Triggers(j, e.type)) {
+      ++summary_.entries_refused["key is longer than " + std::to_string(kMaxKeyBytes) + " bytes"];
+    }
+    return "";
+  }
   if (!Mine(key)) {  // a key expression that does not follow the subject
     if (count)
       ++summary_.entries_refused["key belongs to another partition than its event's subject"];

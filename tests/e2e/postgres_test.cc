@@ -175,6 +175,49 @@ TEST(Postgres, TextWithNulIsStoredDeadLetteredAndPruned) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
+// Attributes too long for an index entry (PostgreSQL refuses one over
+// 2,704 bytes): an event with a 3,000-byte subject or id stopped the engine
+// at its commit (exit 3, and again on every restart). Both are dead
+// letters now, with the reason, and the event after them is stored.
+TEST(Postgres, AnEventWithAttributesTooLongToIndexIsADeadLetter) {
+  Scratch scratch;
+  ASSERT_NO_FATAL_FAILURE(MakeScratch("long", &scratch));
+  const std::string& pg = scratch.pg;
+  const fs::path& dir = scratch.dir;
+  std::string root = waymark::testing_util::SourceRoot().string();
+  std::string bin = WAYMARK_BINARY;
+  {
+    std::string data = R"("data":{"user_id":"usr_1","email":"ann@example.com",)"
+                       R"("first_name":"Ann","last_name":"B","country":"DE","locale":"de-DE",)"
+                       R"("plan":"free","seats":1,"marketing_opt_in":true}})";
+    std::string head = R"({"specversion":"1.0","source":"urn:t","type":"user.signup",)"
+                       R"("time":"2026-03-02T13:31:57Z",)";
+    std::string longer(3000, 'x');
+    std::ofstream events(dir / "events.jsonl");
+    events << head << R"("id":"s1","subject":")" << longer << R"(",)" << data << '\n'
+           << head << R"("id":")" << longer << R"(","subject":"usr_1",)" << data << '\n'
+           << head << R"("id":"s3","subject":"usr_1",)" << data << "\n";
+  }
+  int status = 0;
+  std::string out = Shell(bin + " migrate --store " + pg + " 2>&1", &status);
+  ASSERT_EQ(status, 0) << out;
+  out = Shell(bin + " run --journeys " + root + "/journeys --schemas " + root +
+                  "/schemas --events " + (dir / "events.jsonl").string() +
+                  " --clock event --until-idle --store " + pg + " --transport null: 2>&1",
+              &status);
+  ASSERT_EQ(status, 0) << out;
+  auto letters =
+      waymark::testing_util::PostgresRows(pg, "SELECT id::text, reason FROM dead_letters");
+  ASSERT_EQ(letters.size(), 2u) << out;
+  for (const auto& [input, reason] : letters) {
+    EXPECT_NE(reason.find("is 3000 bytes long, over the 1024 Waymark takes"), std::string::npos)
+        << reason;
+  }
+  EXPECT_EQ(waymark::testing_util::PostgresRows(pg, "SELECT id, subject FROM events"),
+            (std::map<std::string, std::string>{{"s3", "usr_1"}}));
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 // A service started before its database: `waymark run` waits for a server
 // that does not answer (saying so), and SIGTERM while it waits is a clean
 // stop, exit 0.

@@ -661,9 +661,13 @@ TEST_F(EngineTest, AKeyThatCannotNameAnInstanceIsRefusedAndCounted) {
        Ev("4", "user.signup", "x", "2026-03-01T10:00:03Z", R"({"email":"x@x.io","account":true})"),
        Ev("5", "user.signup", "y", "2026-03-01T10:00:04Z", R"({"email":"y@x.io"})"),
        // An event that cannot start an instance refuses no entry.
-       Ev("6", "user.deleted", "z", "2026-03-01T10:00:05Z", R"({"account":7})")});
+       Ev("6", "user.deleted", "z", "2026-03-01T10:00:05Z", R"({"account":7})"),
+       // A key longer than the stores' indexes take.
+       Ev("7", "user.signup", "l", "2026-03-01T10:00:06Z",
+          R"({"email":"l@x.io","account":")" + std::string(kMaxKeyBytes + 1, 'a') + "\"}")});
   EXPECT_EQ(engine_->summary().entries_refused,
             (std::map<std::string, int64_t>{{"key contains a control character", 1},
+                                            {"key is longer than 1024 bytes", 1},
                                             {"key is a number, not a string", 1},
                                             {"key is a boolean, not a string", 1}}));
   EXPECT_EQ(engine_->summary().instances().started, 1);

@@ -130,6 +130,20 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
     ASSERT_FALSE(e.ok()) << in;
     EXPECT_NE(e.error().find(want), std::string::npos) << in << " -> " << e.error();
   }
+  // The attributes the stores index are at most kMaxKeyBytes long: a longer
+  // one passed, and PostgreSQL refused its index entry at the commit, which
+  // stopped the engine.
+  for (const char* k : {"id", "source", "type", "subject"}) {
+    json ev = {{"specversion", "1.0"}, {"id", "e1"}, {"source", "s"}, {"type", "t"}};
+    ev[k] = std::string(kMaxKeyBytes, 'x');
+    EXPECT_TRUE(d->Decode(ev.dump(), 0).ok()) << k;
+    ev[k] = std::string(kMaxKeyBytes + 1, 'x');
+    auto e = d->Decode(ev.dump(), 0);
+    ASSERT_FALSE(e.ok()) << k;
+    EXPECT_NE(e.error().find(std::string("'") + k + "' is 1025 bytes long, over the 1024"),
+              std::string::npos)
+        << e.error();
+  }
   // The years' very ends are in.
   EXPECT_TRUE(ParseRfc3339("0000-01-01T00:00:00Z").ok());
   EXPECT_TRUE(ParseRfc3339("9999-12-31T23:59:59.999999Z").ok());
@@ -175,8 +189,11 @@ TEST(EventDecoder, TheEnvelopeIsJudgedAsTheCloudEventsSchemaJudgesIt) {
   parser.populateSchema(schema_doc, schema);
   valijson::Validator validator;
   const std::string base = R"("specversion":"1.0","id":"e1","source":"s","type":"t")";
-  const char* extra[] = {
+  const std::string longest(kMaxKeyBytes, 'x');
+  const std::string extra[] = {
       "",
+      R"(,"subject":")" + longest + "\"",
+      R"(,"subject":")" + longest + "x\"",
       R"(,"subject":"u1")",
       R"(,"subject":"")",
       R"(,"subject":null)",
@@ -206,7 +223,7 @@ TEST(EventDecoder, TheEnvelopeIsJudgedAsTheCloudEventsSchemaJudgesIt) {
       R"(,"x-y":"1")",
   };
   auto d = Decoder();
-  for (const char* x : extra) {
+  for (const std::string& x : extra) {
     std::string text = "{" + base + x + "}";
     json j = json::parse(text);
     valijson::adapters::NlohmannJsonAdapter target(j);
@@ -217,7 +234,17 @@ TEST(EventDecoder, TheEnvelopeIsJudgedAsTheCloudEventsSchemaJudgesIt) {
   // Where they differ, on purpose: the decoder also reads a time with a
   // space for `T` (RFC 3339, 5.6's note), and refuses dates the stored form
   // cannot hold or that do not exist, which the schema's format check
-  // (valijson's) lets through.
+  // (valijson's) lets through, and keys longer than kMaxKeyBytes in bytes
+  // (the schema's maxLength counts characters).
+  std::string two_byte_chars;
+  for (size_t i = 0; i < kMaxKeyBytes; ++i) two_byte_chars += "\u00e9";
+  {
+    std::string text = "{" + base + R"(,"subject":")" + two_byte_chars + "\"}";
+    json j = json::parse(text);
+    valijson::adapters::NlohmannJsonAdapter target(j);
+    EXPECT_TRUE(validator.validate(schema, target, nullptr));
+    EXPECT_FALSE(d->Decode(text, 1).ok());
+  }
   for (const char* x :
        {R"(,"time":"2026-03-08 09:30:00Z")", R"(,"time":"9999-12-31T23:59:59-23:59")",
         R"(,"time":"2025-02-29T00:00:00Z")"}) {
