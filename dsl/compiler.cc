@@ -1096,6 +1096,13 @@ std::optional<CompiledJourney> Compiler::Run() {
     }
   }
   CheckKeyFields();
+  // A part of every instance's id and entry key, which the stores index.
+  constexpr size_t kMaxNameBytes = 128;
+  if (j_.name.size() > kMaxNameBytes) {
+    Error(j_.loc, "the journey's name is " + std::to_string(j_.name.size()) +
+                      " bytes long, over the " + std::to_string(kMaxNameBytes) +
+                      " a name may have (it is part of every instance's id)");
+  }
   if (j_.reentry == Reentry::kOnce && j_.max_concurrent_given && j_.max_concurrent > 1) {
     Error(j_.max_concurrent_loc,
           "'max_concurrent " + std::to_string(j_.max_concurrent) +
