@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "dsl/parser.h"
@@ -57,6 +58,12 @@ std::string Summary(const CheckResult& r) {
 CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegistry& schemas) {
   CheckResult r;
   std::vector<std::string> files;
+  std::set<fs::path> seen;  // a file named twice (itself and its directory) is checked once
+  auto add = [&](const fs::path& file) {
+    std::error_code ec;
+    fs::path canonical = fs::weakly_canonical(file, ec);
+    if (seen.insert(ec ? file : canonical).second) files.push_back(file.string());
+  };
   for (const std::string& p : paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
@@ -66,10 +73,12 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
           found.push_back(e.path().string());
         }
       }
+      // A mistyped or emptied directory in CI passed as "checked 0".
+      if (found.empty()) r.diags.Warning(p, {}, "no *.journey file in this directory");
       std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
+      for (const std::string& f : found) add(f);
     } else if (fs::exists(p, ec)) {
-      files.push_back(p);
+      add(p);
     } else {
       r.diags.Error(p, {}, "no such file or directory");
     }

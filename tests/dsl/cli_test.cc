@@ -98,6 +98,23 @@ TEST(Cli, CheckSaysWhenThereAreNoSchemas) {
   EXPECT_EQ(r.err, "");
 }
 
+// A journey named twice (itself and its directory) was an error, "already
+// defined" by itself; a directory with no journey passed as "checked 0
+// journeys" without a word.
+TEST(Cli, CheckTakesAFileOnceAndSaysWhenADirectoryHasNoJourney) {
+  Outcome r = Sh(kWaymark + " check journeys ./journeys/winback.journey journeys/");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("checked 6 journeys: 6 ok, 0 errors, 0 warnings"), std::string::npos)
+      << r.out;
+  r = Sh(kWaymark + " check journeys/templates");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("journeys/templates: warning: no *.journey file in this directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("checked 0 journeys: 0 ok, 0 errors, 1 warning"), std::string::npos)
+      << r.out;
+}
+
 // A send naming a template that is not there passed check ("1 ok"), and
 // run then dead-lettered every such send: check reads the templates from
 // where run does (JOURNEYS/templates), and a missing or broken one is an
