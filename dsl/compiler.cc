@@ -349,7 +349,8 @@ Type Compiler::Check(const ExprPtr& p, const Scope& scope) {
     }
     case Expr::Kind::kIn: {
       Type a = Check(e.args[0], scope);
-      std::set<std::string> seen;
+      std::map<std::string, int> seen;  // said at the second time only: a list of
+                                        // thousands of one value said it thousands of times
       for (size_t i = 1; i < e.args.size(); ++i) {
         Type t = Check(e.args[i], scope);
         if (silent_) continue;
@@ -357,9 +358,8 @@ Type Compiler::Check(const ExprPtr& p, const Scope& scope) {
           Error(e.args[i]->loc, std::string("type mismatch: list value is a ") + TypeName(t) +
                                     " but the value tested is a " + TypeName(a));
         }
-        if (!seen.insert(ExprToString(e.args[i])).second) {
-          Warning(e.args[i]->loc, "value " + ExprToString(e.args[i]) + " is listed twice");
-        }
+        std::string value = ExprToString(e.args[i]);
+        if (++seen[value] == 2) Warning(e.args[i]->loc, "value " + value + " is listed twice");
       }
       return Type::kBool;
     }

@@ -57,14 +57,34 @@ std::string Render(const Diagnostic& d, std::string_view source) {
   out += ": " + d.message + "\n";
   if (d.loc.line > 0 && !source.empty()) {
     std::string_view text = LineOf(source, d.loc.line);
-    out += "  ";
-    out += text;
-    out += "\n  ";
+    size_t col = size_t(std::max(d.loc.col, 1)) - 1;  // bytes before the caret
+    // A long line is shown as the part around the column, so that a
+    // diagnostic's size does not grow with its line (a 30 KB line times
+    // thousands of warnings was gigabytes). Cut at characters' starts.
+    constexpr size_t kAround = 80;
+    auto start_of_char = [&](size_t at) {
+      while (at > 0 && at < text.size() && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) {
+        --at;
+      }
+      return at;
+    };
+    size_t from = 0, to = text.size();
+    if (text.size() > 2 * kAround) {
+      from = col > kAround ? start_of_char(std::min(col - kAround, text.size())) : 0;
+      to = start_of_char(std::min(from + 2 * kAround, text.size()));
+      if (to == from) to = text.size();
+    }
+    std::string_view shown = text.substr(from, to - from);
+    std::string lead = from > 0 ? "..." : "";
+    out += "  " + lead;
+    out += shown;
+    if (to < text.size()) out += "...";
+    out += "\n  " + std::string(lead.size(), ' ');
     // Keep tabs so the caret lines up under the same characters; a column
     // counts bytes, the padding characters (a UTF-8 continuation byte adds
     // no space).
-    for (int i = 1; i < d.loc.col && size_t(i - 1) < text.size(); ++i) {
-      char c = text[i - 1];
+    for (size_t i = from; i < col && i < to; ++i) {
+      char c = text[i];
       if ((static_cast<unsigned char>(c) & 0xC0) == 0x80) continue;
       out += c == '\t' ? '\t' : ' ';
     }
