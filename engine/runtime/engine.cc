@@ -305,7 +305,7 @@ std::string DeadLetterKind(const std::string& reason) {
   std::string head = reason.substr(0, reason.find(": "));
   for (size_t i = 0; i < head.size(); ++i) {
     char c = head[i];
-    if (c == '\'' && i > 0) {
+    if (c == '\'') {
       kind += quoted ? "…'" : "'";
       quoted = !quoted;
     } else if (!quoted) {
