@@ -1575,10 +1575,18 @@ void RegisterRender(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
+    std::error_code ec;
     if (dir->empty()) {
       std::string journeys = "journeys";
       c->Under(cmd, "", "", "journeys", journeys);
       *dir = (std::filesystem::path(journeys) / "templates").string();
+    } else if (!std::filesystem::is_directory(*dir, ec)) {
+      // A mistyped path, not a template that is not there (exit 1).
+      std::cerr << "waymark render: the templates directory " << *dir
+                << (std::filesystem::exists(*dir, ec) ? " is not a directory" : " does not exist")
+                << " (--templates DIR)\n";
+      *exit_code = kExitUsage;
+      return;
     }
     *exit_code = Render(*name, *data, *dir);
   });

@@ -192,6 +192,11 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
     std::string args, says;
   } cases[] = {
       {"render welcome --data journeys", "--data: cannot read journeys: it is a directory"},
+      {"render welcome --data journeys/sample_events.jsonl --templates nope",
+       "the templates directory nope does not exist (--templates DIR)"},
+      {"render welcome --data journeys/sample_events.jsonl --templates "
+       "journeys/sample_events.jsonl",
+       "the templates directory journeys/sample_events.jsonl is not a directory"},
       {"run --events journeys --clock event --until-idle --transport null:" + store,
        "--events: cannot read journeys: it is a directory"},
       {"publish journeys --source nats://127.0.0.1:1", "cannot read journeys: it is a directory"},
