@@ -227,6 +227,16 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
     if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
     if (s == NATS_NOT_YET_CONNECTED) {
       while (natsConnection_Status(m.nc) != NATS_CONN_STATUS_CONNECTED) {
+        // The library gives up on a server that refuses it twice the same
+        // way (credentials it does not take): it closes the connection,
+        // and waiting on would wait for ever without a word.
+        if (natsConnection_IsClosed(m.nc)) {
+          const char* text = nullptr;
+          natsStatus last = natsConnection_GetLastError(m.nc, &text);
+          return Status::Error("cannot connect to " + RedactedUrl(o.url) + ": " +
+                               (text && *text ? std::string(text) : Why(last)) +
+                               " (the server answered, and refused the connection)");
+        }
         if (!o.wait_for_server()) {
           return Status::Error("stopped while waiting for nats-server at " + RedactedUrl(o.url));
         }

@@ -1166,4 +1166,33 @@ TEST(NatsWait, RunWaitsForTheServerAndStopsCleanlyOnSigterm) {
   if (!HasFailure()) fs::remove_all(run.dir);
 }
 
+// A server that comes up refusing the engine (credentials the URL does not
+// give): NATS.c closes the connection after the second refusal, and the
+// engine, which waited for the state "connected" only, waited for ever
+// without a word. It now stops, saying why.
+TEST(NatsWait, AServerThatComesUpRefusingTheEngineEndsTheWait) {
+  RunBeforeItsServer run;
+  run.Start("waymark_nats_refused", {"null:"});
+  if (HasFatalFailure()) return;
+  pid_t server = waymark::testing_util::Spawn(
+      {"/usr/sbin/nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(run.port), "-sd",
+       (run.dir / "nats").string(), "--user", "someone", "--pass", "else"},
+      (run.dir / "server.log").string());
+  waymark::testing_util::KillOnExit stop_server(server);
+  int status = -1;
+  for (int i = 0; i < 300 && status == -1; ++i) {
+    if (waitpid(run.pid, &status, WNOHANG) != run.pid) {
+      status = -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  std::string said = ReadFile(run.errors);
+  ASSERT_NE(status, -1) << "still waiting 30 s after the server came up\n" << said;
+  run.pid = 0;  // reaped
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status << "\n" << said;
+  EXPECT_NE(said.find("cannot connect to " + run.url + ": "), std::string::npos) << said;
+  EXPECT_NE(said.find("refused the connection"), std::string::npos) << said;
+  if (!HasFailure()) fs::remove_all(run.dir);
+}
+
 }  // namespace
