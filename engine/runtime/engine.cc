@@ -1073,7 +1073,19 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     inflight_ = true;
   }
   // While the writer commits: the sends already durable go out, and their
-  // results start the next batch.
+  // results start the next batch. After a quiet spell, not before the
+  // claim is known to be still this engine's: another engine that took it
+  // meanwhile (this one's session ended with a server restart) sends the
+  // same pending sends. The batch in flight confirms it when it lands.
+  if (dispatch && options_.dispatch && !pending_.empty() && store_->ClaimStale()) {
+    if (Status s = Settle(); !s.ok()) return s;
+    if (store_->ClaimStale()) {
+      if (Status s = store_->ConfirmClaim(); !s.ok()) {
+        failed_ = s;
+        return s;
+      }
+    }
+  }
   if (dispatch && options_.dispatch) Dispatch(now, wall_now);
   if (options_.metrics) options_.metrics->Publish(*this);
   return Status();

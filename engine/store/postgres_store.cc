@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -464,7 +465,7 @@ class PostgresStore : public Store {
     // its answer lost, or a statement before it cut off while the server
     // may still hold the transaction (and its locks on the batch's rows).
     std::optional<Doubt> doubt;
-    return Retry(Side::kWrite, "commit", [&]() -> Status {
+    Status committed = Retry(Side::kWrite, "commit", [&]() -> Status {
       if (doubt) {
         // Reconnected: what became of that transaction decides whether the
         // batch is written again.
@@ -508,6 +509,25 @@ class PostgresStore : public Store {
       }
       return Status();
     });
+    if (committed.ok()) ClaimConfirmed();
+    return committed;
+  }
+
+  bool ClaimStale() const override {
+    return claim_backend_ != 0 &&
+           std::chrono::steady_clock::now().time_since_epoch().count() - claim_confirmed_ >
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(kClaimFresh).count();
+  }
+
+  Status ConfirmClaim() override {
+    if (claim_backend_ == 0) return Status();
+    Status held = Retry(Side::kWrite, "the claim's check", [&]() -> Status {
+      pqxx::nontransaction n(*write_);
+      n.exec("SELECT 1");
+      return Status();
+    });
+    if (held.ok()) ClaimConfirmed();
+    return held;
   }
 
   Result<std::vector<bool>> EventsSeen(
@@ -973,6 +993,7 @@ class PostgresStore : public Store {
     if (n.exec_params1("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", claim_)[0]
             .as<bool>()) {
       claim_backend_ = write_->backendpid();
+      ClaimConfirmed();
       return 0;
     }
     pqxx::result r = n.exec_params(
@@ -1427,7 +1448,14 @@ class PostgresStore : public Store {
   // none), its name in messages, and the writer's server process that took
   // it (0 while not held).
   std::string claim_, claim_name_;
-  int claim_backend_ = 0;
+  // The server process that holds the claim (0: none taken), and when a
+  // round trip on its connection last succeeded (steady clock ticks): the
+  // writer's thread writes them, the engine's reads them (ClaimStale).
+  std::atomic<int> claim_backend_{0};
+  std::atomic<std::chrono::steady_clock::rep> claim_confirmed_{0};
+  void ClaimConfirmed() {
+    claim_confirmed_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  }
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cctype>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -210,6 +211,20 @@ class Store {
   // description lock on one byte of the file per name.
   virtual Status Claim(const std::string& name, const std::function<bool()>& keep_waiting,
                        const std::function<void(const std::string&)>& report) = 0;
+
+  // Whether the claim must be confirmed (ConfirmClaim) before sends stored
+  // earlier go out: PostgreSQL's session lock goes with its session (a
+  // server restarted, a connection cut), and an idle engine would not know
+  // that another engine has taken over and sends the same pending sends.
+  // True when no round trip on the writer's connection has succeeded for
+  // kClaimFresh. Any thread.
+  static constexpr std::chrono::seconds kClaimFresh{2};
+  virtual bool ClaimStale() const { return false; }
+  // Confirms with a round trip on the writer's connection that the claim
+  // is still held, reconnecting and taking it again as after any lost
+  // connection: an error when another engine holds it. Not while a Commit
+  // runs.
+  virtual Status ConfirmClaim() { return Status(); }
 
   // Writes the batch in one transaction. Sets the `seq` of each send (and
   // the `send_seq` of results that named their send by key).

@@ -4,8 +4,10 @@
 // audit of either store finds the same sends.
 // WAYMARK_TEST_POSTGRES names a real server (scripts/test.sh starts one).
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -215,6 +217,111 @@ TEST(Postgres, AnEventWithAttributesTooLongToIndexIsADeadLetter) {
   }
   EXPECT_EQ(waymark::testing_util::PostgresRows(pg, "SELECT id, subject FROM events"),
             (std::map<std::string, std::string>{{"s3", "usr_1"}}));
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// Two engines on one store, the second waiting for the first's claim. The
+// first's session ends (as in a server restart: the session lock goes with
+// it) while it holds a send back (its transport paced to one message per
+// 10 s); the second takes the claim and sends it. The first, idle since,
+// sent it again 10 s later and noticed the loss only at the commit after.
+// It now confirms the claim before sending after a quiet spell, and stops.
+TEST(Postgres, AnEngineWhoseClaimWasTakenSendsNothingMore) {
+  Scratch scratch;
+  ASSERT_NO_FATAL_FAILURE(MakeScratch("claim", &scratch));
+  const std::string& pg = scratch.pg;
+  const fs::path& dir = scratch.dir;
+  std::string root = waymark::testing_util::SourceRoot().string();
+  fs::create_directories(dir / "journeys/templates");
+  std::ofstream(dir / "journeys/hello.journey")
+      << "journey hello {\n  entry { on user.signup }\n  step a {\n"
+         "    send \"hello\" to trigger.data.email intent transactional\n    end\n  }\n}\n";
+  std::ofstream(dir / "journeys/templates/hello.mustache") << "subject: Hi\n--- text\nHello\n";
+  {
+    std::ofstream events(dir / "events.jsonl");
+    for (const char* who : {"ann", "bob"}) {
+      events << R"({"specversion":"1.0","id":")" << who
+             << R"(","source":"urn:t","type":"user.signup","subject":")" << who
+             << R"(","data":{"user_id":")" << who << R"(","email":")" << who
+             << R"(@example.com","first_name":"A","last_name":"B","country":"DE",)"
+                R"("locale":"de-DE","plan":"free","seats":1,"marketing_opt_in":true}})"
+             << "\n";
+    }
+  }
+  int status = 0;
+  std::string out =
+      Shell(std::string(WAYMARK_BINARY) + " migrate --store " + pg + " 2>&1", &status);
+  ASSERT_EQ(status, 0) << out;
+  auto engine = [&](const std::string& name, std::vector<std::string> more) {
+    std::vector<std::string> args = {WAYMARK_BINARY, "run",
+                                     "--journeys",   (dir / "journeys").string(),
+                                     "--schemas",    root + "/schemas",
+                                     "--events",     (dir / "events.jsonl").string(),
+                                     "--store",      pg,
+                                     "--transport",  "file:" + (dir / name).string()};
+    args.insert(args.end(), more.begin(), more.end());
+    return waymark::testing_util::Spawn(args, (dir / (name + ".err")).string(),
+                                        (dir / (name + ".out")).string());
+  };
+  auto messages = [&] {
+    size_t n = 0;
+    std::string names;
+    for (const char* name : {"first", "second"}) {
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(dir / name, ec)) {
+        n += e.path().extension() == ".eml";
+        names += std::string(name) + ": " + e.path().filename().string() + "\n";
+      }
+    }
+    return std::make_pair(n, names);
+  };
+  pid_t first = engine("first", {"--transport-rate", "0.1", "--transport-burst", "1"});
+  waymark::testing_util::KillOnExit stop_first(first);
+  for (int i = 0; i < 200 && messages().first < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(messages().first, 1u) << ReadFile(dir / "first.err");
+  pid_t second = engine("second", {});
+  waymark::testing_util::KillOnExit stop_second(second);
+  ASSERT_TRUE(
+      waymark::testing_util::WaitForText(dir / "second.err", "another engine runs as the run", 20))
+      << ReadFile(dir / "second.err");
+  // The first engine's claim goes with its writer's session.
+  {
+    pqxx::connection c(pg);
+    pqxx::nontransaction n(c);
+    auto r = n.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())");
+    ASSERT_EQ(r.size(), 1u);
+  }
+  // The second takes over and sends the held message; the first stops,
+  // saying why, by the time its pacing would have let the message go.
+  int first_status = -1;
+  for (int i = 0; i < 300 && first_status == -1; ++i) {
+    if (waitpid(first, &first_status, WNOHANG) != first) {
+      first_status = -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  std::string first_said = ReadFile(dir / "first.err");
+  ASSERT_NE(first_status, -1) << "the first engine still runs\n" << first_said;
+  first = 0;  // reaped
+  EXPECT_TRUE(WIFEXITED(first_status) && WEXITSTATUS(first_status) == 3) << first_status << "\n"
+                                                                         << first_said;
+  EXPECT_NE(first_said.find("another engine took over the run"), std::string::npos) << first_said;
+  // Each person's message once, by either engine: the second's is there
+  // within seconds, and no other comes.
+  for (int i = 0; i < 200 && messages().first < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  auto [n, names] = messages();
+  EXPECT_EQ(n, 2u) << names;
+  status = waymark::testing_util::TerminateWithin(second, 10);
+  second = 0;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n"
+                                                             << ReadFile(dir / "second.err");
   if (!HasFailure()) fs::remove_all(dir);
 }
 
