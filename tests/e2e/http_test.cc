@@ -91,9 +91,9 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
         (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
     std::string store = "sqlite:" + (dir / "w.db").string();
     std::string out = "file:" + (dir / "outbox").string();
-    execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas",
-          "/nonexistent", "--listen", "127.0.0.1:0", "--clock", "event", "--store", store.c_str(),
-          "--transport", out.c_str(), static_cast<char*>(nullptr));
+    execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas", "",
+          "--listen", "127.0.0.1:0", "--clock", "event", "--store", store.c_str(), "--transport",
+          out.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   // The port is printed once the socket is bound.
@@ -243,11 +243,10 @@ TEST(Listen, AFailureAfterTheCommitIsNotTheRequests) {
   fs::path db = dir / "w.db", err = dir / "err";
   std::string journeys =
       (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
-  pid_t pid =
-      waymark::testing_util::Spawn({WAYMARK_BINARY, "run", "--journeys", journeys, "--schemas",
-                                    "/nonexistent", "--listen", "127.0.0.1:0", "--clock", "event",
-                                    "--store", "sqlite:" + db.string(), "--transport", "null:"},
-                                   err.string());
+  pid_t pid = waymark::testing_util::Spawn(
+      {WAYMARK_BINARY, "run", "--journeys", journeys, "--schemas", "", "--listen", "127.0.0.1:0",
+       "--clock", "event", "--store", "sqlite:" + db.string(), "--transport", "null:"},
+      err.string());
   waymark::testing_util::KillOnExit reap(pid);
   int port = PrintedPort(err, "events");
   ASSERT_GT(port, 0) << waymark::testing_util::ReadFile(err);
@@ -332,7 +331,7 @@ TEST(Metrics, FromTheConfigFileBesideListen) {
   fs::path err = dir / "err";
   waymark::testing_util::Background run(
       std::string(WAYMARK_BINARY) + " run --config " + (dir / "waymark.toml").string() +
-      " --journeys " + journeys + " --schemas /nonexistent --listen 127.0.0.1:0 --clock event" +
+      " --journeys " + journeys + " --schemas '' --listen 127.0.0.1:0 --clock event" +
       " --store sqlite:" + (dir / "w.db").string() +
       " --transport file:" + (dir / "outbox").string() + " > /dev/null 2> " + err.string());
   int events = PrintedPort(err, "events"), metrics = PrintedPort(err, "metrics");
@@ -370,7 +369,7 @@ TEST(Inputs, AnInputOnTheCommandLineWinsOverTheFilesStream) {
   std::ofstream(dir / "events.jsonl") << Ev("1", "ana") << "\n" << Ev("2", "ben") << "\n";
   std::string base = "timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --journeys " +
                      (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
-                     " --schemas /nonexistent --clock event --until-idle --transport null:" +
+                     " --schemas '' --clock event --until-idle --transport null:" +
                      " --store sqlite:" + (dir / "w.db").string();
   std::string run = base + " --config " + (dir / "waymark.toml").string();
   int status = 0;
@@ -427,7 +426,7 @@ TEST(Inputs, OptionsAreCheckedBeforeTheStoreIsOpened) {
   fs::create_directories(dir / "broken");
   std::string base = "timeout -k 2 20 " + std::string(WAYMARK_BINARY) + " run --journeys " +
                      (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string() +
-                     " --schemas /nonexistent --events /dev/null --transport null:";
+                     " --schemas '' --events /dev/null --transport null:";
   int status = 0;
   // Integers are decimal: CLI11 read 010 as 8 and 0x10 as 16.
   for (const char* bad :
@@ -473,9 +472,9 @@ TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
     std::string journeys =
         (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
     std::string store = "sqlite:" + db.string();
-    execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas",
-          "/nonexistent", "--events", "-", "--clock", "event", "--store", store.c_str(),
-          "--transport", outbox.c_str(), static_cast<char*>(nullptr));
+    execl(WAYMARK_BINARY, WAYMARK_BINARY, "run", "--journeys", journeys.c_str(), "--schemas", "",
+          "--events", "-", "--clock", "event", "--store", store.c_str(), "--transport",
+          outbox.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   waymark::testing_util::KillOnExit reap(pid);
