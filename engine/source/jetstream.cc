@@ -557,6 +557,7 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
   jsPubOptions_Init(&po);
   std::string id = options_.stream + ":" + seq;
   po.MsgId = id.c_str();
+  po.MaxWait = 2000;  // the caller tries again (the message id keeps it once)
   jsPubAck* pa = nullptr;
   jsErrCode jerr = jsErrCode(0);
   if (s == NATS_OK) s = js_PublishMsg(&pa, m.js, msg, &po, &jerr);
@@ -584,6 +585,18 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
   // electing, a timeout while nats-server restarts).
   if (jerr == JSStreamStoreFailedErr || jerr == JSStreamMessageExceedsMaximumErr) {
     return Published::kRefused;
+  }
+  // Nor may the engine's user publish there (its permissions deny
+  // deadletter.>): the server says so asynchronously, the request times
+  // out, and NATS.c keeps the server's words as the connection's last
+  // error, which names the subject.
+  if (s == NATS_TIMEOUT) {
+    const char* text = nullptr;
+    if (natsConnection_GetLastError(m.nc, &text) == NATS_NOT_PERMITTED && text &&
+        std::string_view(text).find("\"" + subject + "\"") != std::string_view::npos) {
+      why->append(" (").append(text).append(")");
+      return Published::kRefused;
+    }
   }
   return Published::kTryAgain;
 }

@@ -1195,4 +1195,59 @@ TEST(NatsWait, AServerThatComesUpRefusingTheEngineEndsTheWait) {
   if (!HasFailure()) fs::remove_all(run.dir);
 }
 
+// The engine's NATS user may read the stream and not publish dead letters
+// (deadletter.> denied, as a least-privilege account may be): the server
+// refuses each try, the publish times out, and it was tried again for
+// ever, the stream waiting behind the first invalid event. It is now a
+// dead letter in the store only, said, and the stream goes on.
+TEST(NatsWait, ADeadLetterTheUserMayNotPublishDoesNotStallTheStream) {
+  int port = waymark::testing_util::UnusedLoopbackPort();
+  ASSERT_GT(port, 0);
+  fs::path dir = fs::temp_directory_path() / ("waymark_nats_denied_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "server.conf")
+      << "listen: \"127.0.0.1:" << port << "\"\njetstream { store_dir: \""
+      << (dir / "nats").string()
+      << "\" }\nauthorization {\n  users = [ { user: \"engine\", password: \"pw\", permissions: "
+         "{ publish: { deny: [\"deadletter.>\"] } } } ]\n}\n";
+  pid_t server =
+      waymark::testing_util::Spawn({"/usr/sbin/nats-server", "-c", (dir / "server.conf").string()},
+                                   (dir / "server.log").string());
+  waymark::testing_util::KillOnExit stop_server(server);
+  std::string url = "nats://engine:pw@127.0.0.1:" + std::to_string(port);
+  std::string root = waymark::testing_util::SourceRoot().string();
+  auto run = [&](int* status) {
+    return Shell("timeout 60 " WAYMARK_BINARY " run --journeys " + root + "/journeys --schemas " +
+                     root + "/schemas --source " + url +
+                     " --clock event --until-idle --store sqlite:" + (dir / "w.db").string() +
+                     " --transport null: 2>&1",
+                 status);
+  };
+  int status = 0;
+  std::string out;
+  for (int i = 0; i < 50; ++i) {  // the server up, then the streams made
+    out = run(&status);
+    if (status == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(status, 0) << out << ReadFile(dir / "server.log");
+  NatsClient c(url);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c.Publish("events.user.signup", "{not json"));
+  ASSERT_TRUE(c.Publish("events.user.signup", Signup("d1", "u1")));
+  auto started = std::chrono::steady_clock::now();
+  out = run(&status);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("Permissions Violation for Publish to \"deadletter.events.user.signup\""),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("kept in the store's dead letters only"), std::string::npos) << out;
+  EXPECT_NE(out.find("dead letters: 1\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("user.signup: 1"), std::string::npos) << out;
+  std::printf("the refused dead letter cost %.1f s\n", took);
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 }  // namespace
