@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <string_view>
 
 #include <toml++/toml.h>
 
@@ -68,25 +69,29 @@ std::string Where(const std::vector<std::string>& path) {
 }  // namespace
 
 int64_t ParseDurationSeconds(const std::string& s) {
-  static const std::map<char, int64_t> kUnit = {
-      {'w', 604800}, {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
+  // The units largest first, each once (as the language writes them:
+  // "1h1d" and "1d1d" are mistakes, not 25 hours and 2 days).
+  static constexpr std::string_view kUnits = "wdhms";
+  static constexpr int64_t kSeconds[] = {604800, 86400, 3600, 60, 1};
   int64_t total = 0, n = 0;
   bool digits = false;
+  size_t next_unit = 0;  // units before this one are used or skipped
   for (char c : s) {
     if (std::isdigit(static_cast<unsigned char>(c))) {
       n = n * 10 + (c - '0');
       if (n > kMaxDurationSeconds) return -1;
       digits = true;
-    } else if (kUnit.count(c) && digits) {
-      total += n * kUnit.at(c);
-      if (total > kMaxDurationSeconds) return -1;
-      n = 0;
-      digits = false;
-    } else {
-      return -1;
+      continue;
     }
+    size_t unit = kUnits.find(c, next_unit);
+    if (!digits || unit == std::string_view::npos) return -1;
+    total += n * kSeconds[unit];
+    if (total > kMaxDurationSeconds) return -1;
+    n = 0;
+    digits = false;
+    next_unit = unit + 1;
   }
-  return digits ? -1 : total;
+  return digits || s.empty() ? -1 : total;
 }
 
 std::optional<Cap> ParseCap(const std::string& s) {

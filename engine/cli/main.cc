@@ -94,6 +94,21 @@ int main(int argc, char** argv) {
   waymark::cli::RegisterPlugins(app, &exit_code);
   waymark::cli::RegisterSuppress(app, &exit_code);
   waymark::cli::RegisterPrune(app, &exit_code);
+  // A first word that names no command (a typo: `waymark chek`) is said
+  // as such; CLI11 would say only that a subcommand is required.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      names += " " + sub->get_name();
+      known = known || sub->get_name() == argv[1];
+    }
+    if (!known) {
+      std::cerr << "waymark: unknown command '" << argv[1] << "' (commands:" << names
+                << "; waymark --help)\n";
+      return waymark::cli::kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

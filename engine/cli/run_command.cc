@@ -828,6 +828,18 @@ int Run(const RunOptions& o) {
     std::cerr << "waymark run: --advance: invalid duration '" << o.advance << "'\n";
     return kExitUsage;
   }
+  // Flags that would do nothing are said, not ignored.
+  if (advance > 0 && !(event_clock && o.until_idle)) {
+    std::cerr << "waymark run: --advance fires timers after the last event, at the end of a run "
+                 "with --clock event --until-idle; this run has "
+              << (event_clock ? "no --until-idle" : "--clock wall") << "\n";
+    return kExitUsage;
+  }
+  if (o.until_idle && !o.listen.empty()) {
+    std::cerr << "waymark run: --until-idle and --listen: a run that serves POST /events is "
+                 "never idle (stop it with SIGTERM)\n";
+    return kExitUsage;
+  }
   EngineOptions eo;
   Cap cap;
   if (!CapFlag("run", o.cap, cap)) return kExitUsage;

@@ -521,6 +521,29 @@ TEST(Cli, DeliverySettingsThatWouldNeverApplyAreRefused) {
 }
 
 TEST(Cli, UsageErrorsExitTwo) {
+  Outcome r = Sh(kWaymark + " chek journeys");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("waymark: unknown command 'chek' (commands: check graph run"),
+            std::string::npos)
+      << r.err;
+  // Flags that would do nothing are refused, not ignored.
+  std::string run = kWaymark +
+                    " run --events journeys/sample_events.jsonl --transport null: --store "
+                    "sqlite:/nonexistent/w.db ";
+  r = Sh(run + "--advance 1d --until-idle");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--advance fires timers after the last event, at the end of a run with "
+                       "--clock event --until-idle; this run has --clock wall"),
+            std::string::npos)
+      << r.err;
+  r = Sh(run + "--advance 1d --clock event");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("this run has no --until-idle"), std::string::npos) << r.err;
+  r = Sh(run + "--until-idle --listen 127.0.0.1:0");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--until-idle and --listen: a run that serves POST /events is never idle"),
+            std::string::npos)
+      << r.err;
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);
   EXPECT_EQ(Sh(kWaymark + " graph").code, 2);

@@ -83,6 +83,8 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
     std::string text, names;
   } cases[] = {
       {"[source]\nack_wait = \"ten\"\n", "[source] ack_wait (is \"ten\")"},
+      {"[source]\nack_wait = \"1h1d\"\n", "[source] ack_wait (is \"1h1d\")"},
+      {"[source]\nack_wait = \"\"\n", "[source] ack_wait (is \"\")"},
       // A fragment is never sent: the m=KEY after it would never arrive.
       {"[delivery]\nunsubscribe_url = \"https://a.example/u#top\"\n", "[delivery] unsubscribe_url"},
       {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
@@ -175,6 +177,13 @@ TEST(Config, DurationsAreParsed) {
   EXPECT_EQ(ParseDurationSeconds("99999999999999999999s"), -1);
   EXPECT_EQ(ParseDurationSeconds("6000w"), -1);
   EXPECT_EQ(ParseDurationSeconds("m"), -1);
+  // Units largest first, each once, as the language writes them; and
+  // something (an empty --advance was 0).
+  EXPECT_EQ(ParseDurationSeconds("1w2d3h4m5s"), 604800 + 2 * 86400 + 3 * 3600 + 4 * 60 + 5);
+  EXPECT_EQ(ParseDurationSeconds("1d30s"), 86430);
+  for (const char* bad : {"1h1d", "1d1d", "1s86399s", "", "5m1h"}) {
+    EXPECT_EQ(ParseDurationSeconds(bad), -1) << bad;
+  }
 }
 
 }  // namespace
