@@ -91,7 +91,7 @@ Result<std::unique_ptr<Transport>> OpenTransport(const std::string& url,
   }
   std::string name = url.substr(0, colon), rest = url.substr(colon + 1);
   json config = json::object();
-  if (name == "file") {
+  if (name == "file" && rest.rfind('?', 0) != 0) {  // file:?dir=DIR&... is a plugin's form
     if (rest.empty()) return Status::Error("transport file: expected file:DIR");
     if (!IsText(rest)) return Status::Error("transport file: the directory's name is not UTF-8");
     config["dir"] = rest;

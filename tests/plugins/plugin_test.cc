@@ -388,6 +388,15 @@ TEST_F(PluginTest, TransportUrlsNameAPluginAndItsConfiguration) {
     ASSERT_FALSE(r.ok()) << c.url;
     EXPECT_NE(r.error().find(c.says), std::string::npos) << c.url << ": " << r.error();
   }
+  // file:?KEY=VALUE is the plugins' form, checked as theirs: it was taken
+  // as a directory named "?dir=...".
+  auto bogus =
+      OpenTransport("file:?dir=" + (dir_ / "ob").string() + "&bogus=1", WAYMARK_PLUGIN_DIR);
+  ASSERT_FALSE(bogus.ok());
+  EXPECT_NE(bogus.error().find("bogus"), std::string::npos) << bogus.error();
+  EXPECT_FALSE(fs::exists(dir_ / "?dir=" / "ob"));
+  auto good = OpenTransport("file:?dir=" + (dir_ / "ob").string(), WAYMARK_PLUGIN_DIR);
+  EXPECT_TRUE(good.ok()) << good.error();
   auto missing = OpenTransport("smtpx:?a=1", dir_);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().find("plugin 'smtpx'"), std::string::npos) << missing.error();
