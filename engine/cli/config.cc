@@ -3,12 +3,15 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string_view>
 
 #include <toml++/toml.h>
 
+#include "dsl/diagnostics.h"
 #include "engine/base/json_schema.h"
 #include "engine/cli/config_schema.h"  // generated: kConfigSchema
 
@@ -214,17 +217,28 @@ Result<Config> Config::Load(const std::string& path) {
     c.path_.clear();
     return c;
   }
-  if (std::error_code ec;
-      std::filesystem::exists(c.path_, ec) && !std::filesystem::is_regular_file(c.path_, ec)) {
+  if (std::error_code ec; !std::filesystem::exists(c.path_, ec)) {
+    return Status::Error(c.path_ + ": no such file (--config FILE)");
+  } else if (!std::filesystem::is_regular_file(c.path_, ec)) {
     return Status::Error(c.path_ + ": not a file");
   }
+  std::ifstream in(c.path_, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return Status::Error(c.path_ + ": cannot read it");
   toml::table t;
   try {
-    t = toml::parse_file(c.path_);
+    t = toml::parse(text.str(), c.path_);
   } catch (const toml::parse_error& e) {
-    return Status::Error(c.path_ + ":" + std::to_string(e.source().begin.line) + ":" +
-                         std::to_string(e.source().begin.column) + ": " +
-                         std::string(e.description()));
+    // As the journeys' diagnostics: path:line:col: error: ..., with the
+    // line and a caret.
+    dsl::Diagnostic d{c.path_,
+                      {int(e.source().begin.line), int(e.source().begin.column)},
+                      dsl::Severity::kError,
+                      std::string(e.description())};
+    std::string said = dsl::Render(d, text.str());
+    while (!said.empty() && said.back() == '\n') said.pop_back();
+    return Status::Error(said);
   }
   c.doc_ = ToJson(t);
   if (Status s = ValidateConfig(c.doc_); !s.ok())

@@ -165,6 +165,18 @@ TEST(Config, FlagsWinOverTheFile) {
   EXPECT_EQ(store, "sqlite:flag.db");
 }
 
+// A file that is not there was "nope.toml:0:0: File could not be opened
+// for reading"; a TOML syntax error had no "error:", line or caret.
+TEST(Config, AMissingFileAndASyntaxErrorAreSaidAsDiagnostics) {
+  auto missing = Config::Load("/nonexistent/waymark.toml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error(), "/nonexistent/waymark.toml: no such file (--config FILE)");
+  auto bad = LoadText("journeys = \"j\"\n[source\nurl = \"nats://127.0.0.1:4222\"\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find(".toml:2:8: error: "), std::string::npos) << bad.error();
+  EXPECT_NE(bad.error().find("\n  [source\n         ^"), std::string::npos) << bad.error();
+}
+
 TEST(Config, DurationsAreParsed) {
   EXPECT_EQ(ParseDurationSeconds("90s"), 90);
   EXPECT_EQ(ParseDurationSeconds("1d12h"), 129600);
