@@ -86,8 +86,12 @@ int Publish(const PublishOptions& o) {
              std::to_string(max_line) + ")");
       continue;
     }
-    nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
-    if (e.is_discarded() || !e.is_object()) {
+    nlohmann::json e;
+    if (!ParseJson(line, e)) {  // the engine's reader, and its words for it
+      refuse("malformed JSON");
+      continue;
+    }
+    if (!e.is_object()) {
       refuse("not a JSON object");
       continue;
     }

@@ -1028,7 +1028,9 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
        << ev("s", "long", std::string(5000, 't')) << "\n"  // 5: a type too long
        << at_most  // 6: as long as a line may be, but not with its Nats-Msg-Id
        << "\n"
-       << ev("s", "last", "user.signup") << "\n";  // 7
+       << ev("s", "last", "user.signup") << "\n"  // 7
+       << "{\"id\": \"cut\n"                      // 8: malformed (was "not a JSON object")
+       << "[1]\n";                                // 9
   }
   out =
       Shell(bin_ + " publish --source " + nats_ + " " + (dir_ / "events.jsonl").string() + " 2>&1",
@@ -1039,7 +1041,9 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
   for (const char* line :
        {"events.jsonl:3: not published: its id or source holds a control",
         "events.jsonl:4: not published: 2097", "events.jsonl:5: not published: type",
-        "events.jsonl:6: not published: with its Nats-Msg-Id header (504 bytes"}) {
+        "events.jsonl:6: not published: with its Nats-Msg-Id header (504 bytes",
+        "events.jsonl:8: not published: malformed JSON\n",
+        "events.jsonl:9: not published: not a JSON object\n"}) {
     EXPECT_NE(out.find(line), std::string::npos) << line << "\n" << out;
   }
   NatsClient c(nats_);
