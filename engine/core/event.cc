@@ -76,7 +76,7 @@ Result<Micros> ParseRfc3339(std::string_view s) {
   int64_t secs = days * 86400 + h * 3600 + mi * 60 + std::min(sec, 59) - offset_min * 60;
   // In UTC, within the years 0000-9999, as it is stored and written back
   // (9999-12-31T23:59:59-23:59 is in the year 10000 there).
-  constexpr int64_t kFirst = -719528LL * 86400, kLast = 2932897LL * 86400 - 1;
+  constexpr int64_t kFirst = -719528LL * 86400, kLast = kLastMicros / kMicrosPerSecond;
   if (secs < kFirst || secs > kLast) {
     return Status::Error("invalid RFC 3339 time '" + std::string(s) +
                          "': in UTC it is outside the years 0000-9999");

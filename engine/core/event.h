@@ -77,6 +77,11 @@ void AppendEventRef(std::string& out, const JsonDoc& doc);
 // built once.
 void AppendTriggerAndEventRefs(JsonObjectWriter& w, const JsonDoc& trigger, const JsonDoc& event);
 
+// The last instant times are written for (RFC 3339 has four-digit years):
+// 9999-12-31T23:59:59.999999Z. Events later are refused, and the event
+// clock stops there: a timer due after it never fires.
+inline constexpr Micros kLastMicros = 2932897LL * 86400 * kMicrosPerSecond - 1;
+
 // The largest event taken, in bytes: NATS's default largest message, so an
 // event any input takes could also come through a stream.
 inline constexpr size_t kMaxEventBytes = 1 << 20;

@@ -424,6 +424,9 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
 
 Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
   if (!failed_.ok()) return failed_;
+  // Past the year 9999 no time can be written (a Date header, an emitted
+  // event's time): the clock stops at its end.
+  until = std::min(until, kLastMicros);
   FireTimers(until);
   clock_ = std::max(clock_, until);
   return Flush(wall_now.value_or(until));

@@ -181,6 +181,26 @@ const char* kSimple = R"(journey j {
   step s { send "a" to trigger.data.email intent marketing  wait 2h  end }
 })";
 
+// The event clock stops at the end of the year 9999: advanced past it, a
+// wait that ends later made its send with a date in the year 10000 (a Date
+// header of the year 0000, an emitted event refused as invalid).
+TEST_F(EngineTest, TheClockStopsAtTheEndOfTheYear9999) {
+  Journey("j", kSimple);
+  Journey("w", R"(journey w {
+  entry { on user.signup }
+  step s { wait 1d  send "w" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  Feed({Ev("1", "user.signup", "u", "9999-12-31T12:00:00Z", R"({"email":"u@x.io"})")});
+  ASSERT_TRUE(engine_->Advance(engine_->clock() + 30 * 86400 * kMicrosPerSecond).ok());
+  EXPECT_EQ(engine_->clock(), kLastMicros);
+  EXPECT_EQ(FormatRfc3339(engine_->clock()), "9999-12-31T23:59:59.999999Z");
+  // j's wait of 2h ended before; w's day would end in the year 10000.
+  EXPECT_TRUE(Instances("j", "u").at(0).Finished());
+  EXPECT_FALSE(Instances("w", "u").at(0).Finished());
+  EXPECT_EQ(engine_->summary().dead_letters.size(), 0u);
+}
+
 TEST_F(EngineTest, ReentryAndConcurrencyRules) {
   Journey("j", kSimple);
   Journey("k", R"(journey k {
