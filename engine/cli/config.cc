@@ -232,11 +232,27 @@ Result<Config> Config::Load(const std::string& path) {
   } catch (const toml::parse_error& e) {
     // As the journeys' diagnostics: path:line:col: error: ..., with the
     // line and a caret.
+    // toml++ counts the column in characters, the diagnostics in bytes.
+    const std::string& all = text.str();
+    size_t at = 0;
+    for (size_t line = 1; line < e.source().begin.line && at != std::string::npos; ++line) {
+      at = all.find('\n', at);
+      if (at != std::string::npos) ++at;
+    }
+    int col = 1;
+    for (size_t chars = 1; at != std::string::npos && at < all.size() && all[at] != '\n' &&
+                           chars < e.source().begin.column;
+         ++at) {
+      ++col;
+      bool next_starts_char =
+          at + 1 >= all.size() || (static_cast<unsigned char>(all[at + 1]) & 0xC0) != 0x80;
+      chars += next_starts_char;
+    }
     dsl::Diagnostic d{c.path_,
-                      {int(e.source().begin.line), int(e.source().begin.column)},
+                      {int(e.source().begin.line), col},
                       dsl::Severity::kError,
                       std::string(e.description())};
-    std::string said = dsl::Render(d, text.str());
+    std::string said = dsl::Render(d, all);
     while (!said.empty() && said.back() == '\n') said.pop_back();
     return Status::Error(said);
   }

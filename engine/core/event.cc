@@ -292,9 +292,10 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
                            "not allowed)");
     }
     if (keyed && out.size() > kMaxKeyBytes) {
-      return Status::Error(std::string("CloudEvents attribute '") + k + "' is " +
-                           std::to_string(out.size()) + " bytes long, over the " +
-                           std::to_string(kMaxKeyBytes) + " Waymark takes");
+      // The length after ": ", so that the summary counts these as one kind.
+      return Status::Error(std::string("CloudEvents attribute '") + k + "' is longer than " +
+                           std::to_string(kMaxKeyBytes) + " bytes: it has " +
+                           std::to_string(out.size()));
     }
     return Status();
   };

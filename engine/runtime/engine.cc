@@ -891,7 +891,13 @@ void Engine::Route(const Event& e, bool emitted) {
       json empty = json::object();
       EvalScope scope{ej, ej, &empty, &key};
       if (!Holds(t.when, scope)) continue;
-      TryEnter(*current, key, e);
+      // A key the stores' indexes cannot hold starts nothing (instances
+      // that have one, stored before the limit, still get their events).
+      if (key.size() > kMaxKeyBytes) {
+        ++summary_.entries_refused["key is longer than " + std::to_string(kMaxKeyBytes) + " bytes"];
+      } else {
+        TryEnter(*current, key, e);
+      }
       break;
     }
   };
@@ -916,12 +922,6 @@ std::string Engine::KeyFor(const dsl::CompiledJourney& j, const Event& e, bool c
   if (HasControlCharacter(key)) {  // from the key expression over the data
     if (count && Triggers(j, e.type))
       ++summary_.entries_refused["key contains a control character"];
-    return "";
-  }
-  if (key.size() > kMaxKeyBytes) {  // from the key expression over the data
-    if (count && Triggers(j, e.type)) {
-      ++summary_.entries_refused["key is longer than " + std::to_string(kMaxKeyBytes) + " bytes"];
-    }
     return "";
   }
   if (!Mine(key)) {  // a key expression that does not follow the subject

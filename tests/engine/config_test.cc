@@ -84,6 +84,9 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
   } cases[] = {
       {"[source]\nack_wait = \"ten\"\n", "[source] ack_wait (is \"ten\")"},
       {"[source]\nack_wait = \"1h1d\"\n", "[source] ack_wait (is \"1h1d\")"},
+      {"[delivery]\nretry_max = \"1h1d\"\n", "[delivery] retry_max (is \"1h1d\")"},
+      {"[delivery]\nretry_base = \"1s1s\"\n", "[delivery] retry_base (is \"1s1s\")"},
+      {"[engine]\ncap = \"3/1h1d\"\n", "[engine] cap (is \"3/1h1d\")"},
       {"[source]\nack_wait = \"\"\n", "[source] ack_wait (is \"\")"},
       // A fragment is never sent: the m=KEY after it would never arrive.
       {"[delivery]\nunsubscribe_url = \"https://a.example/u#top\"\n", "[delivery] unsubscribe_url"},
@@ -175,6 +178,15 @@ TEST(Config, AMissingFileAndASyntaxErrorAreSaidAsDiagnostics) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find(".toml:2:8: error: "), std::string::npos) << bad.error();
   EXPECT_NE(bad.error().find("\n  [source\n         ^"), std::string::npos) << bad.error();
+  // The column counts bytes, as the journeys' diagnostics do (toml++ counts
+  // characters: the caret stood under the fifth é).
+  auto wide = LoadText("journeys = \"\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\" x\n");
+  ASSERT_FALSE(wide.ok());
+  EXPECT_NE(wide.error().find(".toml:1:27: error: "), std::string::npos) << wide.error();
+  EXPECT_NE(wide.error().find("\"\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\" x\n" +
+                              std::string(22, ' ') + "^"),
+            std::string::npos)
+      << wide.error();
 }
 
 TEST(Config, DurationsAreParsed) {

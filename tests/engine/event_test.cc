@@ -140,7 +140,7 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
     ev[k] = std::string(kMaxKeyBytes + 1, 'x');
     auto e = d->Decode(ev.dump(), 0);
     ASSERT_FALSE(e.ok()) << k;
-    EXPECT_NE(e.error().find(std::string("'") + k + "' is 1025 bytes long, over the 1024"),
+    EXPECT_NE(e.error().find(std::string("'") + k + "' is longer than 1024 bytes: it has 1025"),
               std::string::npos)
         << e.error();
   }
