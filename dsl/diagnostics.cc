@@ -62,8 +62,10 @@ std::string Render(const Diagnostic& d, std::string_view source) {
     // diagnostic's size does not grow with its line (a 30 KB line times
     // thousands of warnings was gigabytes). Cut at characters' starts.
     constexpr size_t kAround = 80;
-    auto start_of_char = [&](size_t at) {
-      while (at > 0 && at < text.size() && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) {
+    auto start_of_char = [&](size_t at) {  // at most 3 bytes back: a character's length
+      for (int back = 0; back < 3 && at > 0 && at < text.size() &&
+                         (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80;
+           ++back) {
         --at;
       }
       return at;
