@@ -1080,7 +1080,17 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   // claim is known to be still this engine's: another engine that took it
   // meanwhile (this one's session ended with a server restart) sends the
   // same pending sends. The batch in flight confirms it when it lands.
-  if (dispatch && options_.dispatch && !pending_.empty() && store_->ClaimStale()) {
+  // Only when one may go now: sends held for hours (quiet hours, a long
+  // retry-after) need no round trip every 2 s, nor the server while they
+  // wait.
+  auto any_due = [&] {
+    return std::any_of(pending_.begin(), pending_.end(), [&](const SendRow& s) {
+      if (s.not_before > now) return false;
+      auto p = progress_.find(s.key);
+      return p == progress_.end() || p->second.retry_at <= wall_now;
+    });
+  };
+  if (dispatch && options_.dispatch && store_->ClaimStale() && any_due()) {
     if (Status s = Settle(); !s.ok()) return s;
     if (store_->ClaimStale()) {
       if (Status s = store_->ConfirmClaim(); !s.ok()) {
