@@ -54,6 +54,34 @@ struct JetStream::Impl {
   Acks* acks = new Acks;
   bool acks_settled = true;  // false from a publish until all are acknowledged
 
+  // The permission violations the server reported on this connection (a
+  // publish its user may not make), counted by the library's error handler
+  // on its thread. NATS.c keeps only the last error, and never clears it:
+  // a publish that times out is refused for good only when a violation
+  // naming its subject came during it. Never freed: the handler may still
+  // run while the connection is destroyed; kept reachable in Registry.
+  struct Denials {
+    std::mutex mu;
+    uint64_t count = 0;
+    std::string last;
+  };
+  Denials* denials = Registry();
+  static Denials* Registry() {
+    static std::mutex mu;
+    static auto* all = new std::vector<std::unique_ptr<Denials>>();
+    std::lock_guard<std::mutex> lock(mu);
+    return all->emplace_back(std::make_unique<Denials>()).get();
+  }
+  static void OnError(natsConnection* nc, natsSubscription*, natsStatus err, void* closure) {
+    if (err != NATS_NOT_PERMITTED) return;
+    const char* text = nullptr;
+    natsConnection_GetLastError(nc, &text);
+    auto* self = static_cast<Denials*>(closure);
+    std::lock_guard<std::mutex> lock(self->mu);
+    ++self->count;
+    self->last = text ? text : "";
+  }
+
   // The connection as the consuming thread last saw it (WatchConnection).
   natsStatistics* stats = nullptr;
   bool up = true;
@@ -216,6 +244,7 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   // ping every 2 minutes, looked connected and idle for 4 to 6 minutes).
   if (s == NATS_OK) s = natsOptions_SetPingInterval(m.opts, 5000);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(m.opts, 2);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(m.opts, &Impl::OnError, m.denials);
   if (s == NATS_OK) s = natsConnection_Connect(&m.nc, m.opts);
   if (s == NATS_NO_SERVER && o.wait_for_server) {
     report("nats: no server at " + RedactedUrl(o.url) +
@@ -560,6 +589,11 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
   po.MaxWait = 2000;  // the caller tries again (the message id keeps it once)
   jsPubAck* pa = nullptr;
   jsErrCode jerr = jsErrCode(0);
+  uint64_t denied_before = 0;
+  {
+    std::lock_guard<std::mutex> lock(m.denials->mu);
+    denied_before = m.denials->count;
+  }
   if (s == NATS_OK) s = js_PublishMsg(&pa, m.js, msg, &po, &jerr);
   jsPubAck_Destroy(pa);
   natsMsg_Destroy(msg);
@@ -587,14 +621,13 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
     return Published::kRefused;
   }
   // Nor may the engine's user publish there (its permissions deny
-  // deadletter.>): the server says so asynchronously, the request times
-  // out, and NATS.c keeps the server's words as the connection's last
-  // error, which names the subject.
+  // deadletter.>): the server says so asynchronously, naming the subject,
+  // and the request times out.
   if (s == NATS_TIMEOUT) {
-    const char* text = nullptr;
-    if (natsConnection_GetLastError(m.nc, &text) == NATS_NOT_PERMITTED && text &&
-        std::string_view(text).find("\"" + subject + "\"") != std::string_view::npos) {
-      why->append(" (").append(text).append(")");
+    std::lock_guard<std::mutex> lock(m.denials->mu);
+    if (m.denials->count > denied_before &&
+        m.denials->last.find("\"" + subject + "\"") != std::string::npos) {
+      why->append(" (").append(m.denials->last).append(")");
       return Published::kRefused;
     }
   }
