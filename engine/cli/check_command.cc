@@ -172,9 +172,13 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
   auto format = std::make_shared<std::string>("dot");
   auto schemas = std::make_shared<SchemaOption>();
   cmd->add_option("file", *file, "the .journey file")->required();
-  cmd->add_option("--format", *format, "dot (Graphviz), mermaid, or json (the compiled form)")
-      ->check(CLI::IsMember({"dot", "mermaid", "json"}))
-      ->capture_default_str();
+  auto* format_option =
+      cmd->add_option("--format", *format, "dot (Graphviz), mermaid, or json (the compiled form)")
+          ->check(CLI::IsMember({"dot", "mermaid", "json"}))
+          ->capture_default_str();
+  // --json, as every command whose output is data has it: --format json.
+  auto json = std::make_shared<bool>(false);
+  cmd->add_flag("--json", *json, "the same as --format json")->excludes(format_option);
   cmd->add_option("--schemas", schemas->dir, "directory with events/TYPE.json schemas")
       ->capture_default_str();
   auto config = std::make_shared<std::string>();
@@ -187,6 +191,7 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
     }
     c->Under(cmd, "--schemas", "", "schemas", schemas->dir);
     schemas->named = c->Names(cmd, "--schemas", "", "schemas");
+    if (*json) *format = "json";
     std::error_code ec;
     if (std::filesystem::is_directory(*file, ec)) {
       std::cerr << "waymark graph: " << *file << " is a directory: graph draws one .journey file\n";

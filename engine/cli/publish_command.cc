@@ -20,6 +20,7 @@ struct PublishOptions {
   std::string input;
   JetStreamOptions stream;
   std::string config;
+  bool json = false;
 };
 
 // The subject for an event type: events.<type>, where the type must make
@@ -145,13 +146,25 @@ int Publish(const PublishOptions& o) {
     stopped += (stopped.empty() ? "" : "; ") + totals.error();
   }
   const auto t = totals.ok() ? totals.value() : j.totals();
-  std::cout << "published " << sent << " events to stream " << o.stream.stream << ": " << t.stored
-            << " stored, " << t.duplicates << " duplicates (already in the stream), " << t.failed
-            << " failed";
-  if (!totals.ok())
-    std::cout << ", " << sent - (t.stored + t.duplicates + t.failed) << " unanswered";
-  if (refused) std::cout << "; " << refused << " lines refused";
-  std::cout << "\n";
+  const size_t unanswered = totals.ok() ? 0 : sent - (t.stored + t.duplicates + t.failed);
+  if (o.json) {
+    std::cout << OutputJson({{"stream", o.stream.stream},
+                             {"published", sent},
+                             {"stored", t.stored},
+                             {"duplicates", t.duplicates},
+                             {"failed", t.failed},
+                             {"unanswered", unanswered},
+                             {"refused_lines", refused},
+                             {"complete", stopped.empty()}})
+              << "\n";
+  } else {
+    std::cout << "published " << sent << " events to stream " << o.stream.stream << ": " << t.stored
+              << " stored, " << t.duplicates << " duplicates (already in the stream), " << t.failed
+              << " failed";
+    if (!totals.ok()) std::cout << ", " << unanswered << " unanswered";
+    if (refused) std::cout << "; " << refused << " lines refused";
+    std::cout << "\n";
+  }
   if (t.failed) std::cerr << "waymark publish: first failure: " << t.first_error << "\n";
   if (!stopped.empty()) {
     std::cerr << "waymark publish: stopped: " << stopped << "\n";
@@ -182,6 +195,7 @@ void RegisterPublish(CLI::App& app, int* exit_code) {
           },
           "NAME"))
       ->capture_default_str();
+  cmd->add_flag("--json", o->json, "print the counts as JSON on stdout");
   AddConfigOption(cmd, o->config);
   cmd->callback([=] {
     auto c = Config::LoadOrSay("publish", o->config);

@@ -570,6 +570,11 @@ TEST(Cli, MermaidAndJsonFormats) {
   auto back = waymark::dsl::CompiledJourney::FromJson(ir);
   ASSERT_TRUE(back.ok()) << back.error();
   EXPECT_EQ(back.value().version, ir["version"]);
+  // --json, as on every command whose output is data.
+  Outcome same = Sh(kWaymark + " graph journeys/abandoned_cart.journey --json");
+  EXPECT_EQ(same.code, 0) << same.err;
+  EXPECT_EQ(same.out, j.out);
+  EXPECT_EQ(Sh(kWaymark + " graph journeys/abandoned_cart.journey --json --format dot").code, 2);
 }
 
 TEST(Cli, GraphOfABrokenJourneyFails) {

@@ -1052,6 +1052,21 @@ TEST_F(Nats, PublishSkipsWhatItCannotPublishAndKeepsTheStreamsSettings) {
   EXPECT_EQ(si->Config->MaxAge, int64_t(30) * 86400 * 1000000000);
   EXPECT_EQ(si->State.Msgs, 3u);
   jsStreamInfo_Destroy(si);
+  // Again, counted as JSON: the same three are repeats now.
+  out = Shell(bin_ + " publish --json --source " + nats_ + " " + (dir_ / "events.jsonl").string() +
+                  " 2>/dev/null",
+              &status);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  nlohmann::json counts = nlohmann::json::parse(out, nullptr, false);
+  EXPECT_EQ(counts, (nlohmann::json{{"stream", "EVENTS"},
+                                    {"published", 3},
+                                    {"stored", 0},
+                                    {"duplicates", 3},
+                                    {"failed", 0},
+                                    {"unanswered", 0},
+                                    {"refused_lines", 6},
+                                    {"complete", true}}))
+      << out;
   // Again: nothing new; then a directory, which cannot be read: said before
   // connecting (exit 2).
   out =
