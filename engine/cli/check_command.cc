@@ -50,13 +50,24 @@ std::string Shape(const dsl::CompiledJourney& j) {
 // The schemas, or nullopt when they cannot be used (said on stderr: the
 // caller exits 2).
 std::optional<dsl::SchemaRegistry> LoadSchemas(const char* command, const SchemaOption& o) {
-  if (!SchemasDirectoryThere(command, o.dir, o.named)) return std::nullopt;
+  if (!SchemasDirectoryThere(command, o.dir, o.named, /*warn=*/false)) return std::nullopt;
   auto r = dsl::SchemaRegistry::Load(o.dir);
   if (!r.ok()) {
     std::cerr << "waymark " << command << ": " << r.error() << "\n";
     return std::nullopt;
   }
   return std::move(r.value());
+}
+
+// No schemas is a warning among the diagnostics, counted with them (it was
+// said apart, and the summary said "0 warnings" under it).
+void WarnIfNoSchemas(const SchemaOption& o, dsl::CheckResult& r) {
+  if (std::string why = NoSchemasWhy(o.dir); !why.empty()) {
+    r.diags.Warning(o.dir, {},
+                    "no event schemas (" + why +
+                        "): events are not validated and the journeys' event fields are not "
+                        "checked (--schemas DIR)");
+  }
 }
 
 // The templates the sends name, from the directory `run` reads them from
@@ -135,6 +146,7 @@ void RegisterCheck(CLI::App& app, int* exit_code) {
       }
     }
     dsl::CheckResult r = dsl::CheckPaths(in, *reg);
+    WarnIfNoSchemas(*schemas, r);
     CheckTemplates(in, r);
     if (*json) {
       nlohmann::json out;
@@ -209,6 +221,7 @@ void RegisterGraph(CLI::App& app, int* exit_code) {
       return;
     }
     dsl::CheckResult r = dsl::CheckPaths({*file}, *reg);
+    WarnIfNoSchemas(*schemas, r);
     PrintDiagnostics(r);
     if (r.files.size() != 1 || !r.files[0].journey) {
       *exit_code = kExitRejected;

@@ -27,7 +27,14 @@ void StopOnSignals();
 // true, with `waymark COMMAND: warning: ...` on stderr when `dir` (not "")
 // has no events/ directory or no *.json schema in it: nothing is then
 // validated or type-checked, which must not pass unsaid.
-bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named);
+// (`warn` false: said by the caller, as check counts it among its
+// diagnostics.)
+bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named,
+                           bool warn = true);
+// Why the schema directory `dir` gives no event schema ("DIR/events is not
+// a directory", "... has no *.json schema"), or "" when it gives some or
+// is "".
+std::string NoSchemasWhy(const std::string& dir);
 
 // Whether the journeys directory `dir` is one; says on stderr when it is
 // not (the caller exits 2), and warns when it holds no *.journey file.

@@ -21,7 +21,19 @@ void StopOnSignals() {
   std::signal(SIGINT, on_signal);
 }
 
-bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named) {
+std::string NoSchemasWhy(const std::string& dir) {
+  if (dir.empty()) return "";
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path events = fs::path(dir) / "events";
+  if (!fs::is_directory(events, ec)) return events.string() + " is not a directory";
+  for (const auto& entry : fs::directory_iterator(events, ec)) {
+    if (entry.path().extension() == ".json") return "";
+  }
+  return events.string() + " has no *.json schema";
+}
+
+bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named, bool warn) {
   if (dir.empty()) return true;
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -31,24 +43,11 @@ bool SchemasDirectoryThere(const char* command, const std::string& dir, bool nam
               << " (--schemas DIR)\n";
     return false;
   }
-  fs::path events = fs::path(dir) / "events";
-  const char* why = nullptr;
-  if (!fs::is_directory(events, ec)) {
-    why = "is not a directory";
-  } else {
-    why = "has no *.json schema";
-    for (const auto& entry : fs::directory_iterator(events, ec)) {
-      if (entry.path().extension() == ".json") {
-        why = nullptr;
-        break;
-      }
-    }
+  if (std::string why = NoSchemasWhy(dir); warn && !why.empty()) {
+    std::cerr << "waymark " << command << ": warning: no event schemas (" << why
+              << "): events are not validated and the journeys' event fields are not checked "
+                 "(--schemas DIR)\n";
   }
-  if (!why) return true;
-  std::cerr << "waymark " << command << ": warning: no event schemas (" << events.string() << ' '
-            << why
-            << "): events are not validated and the journeys' event fields are not checked "
-               "(--schemas DIR)\n";
   return true;
 }
 
