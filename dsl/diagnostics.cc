@@ -74,7 +74,6 @@ std::string Render(const Diagnostic& d, std::string_view source) {
     if (text.size() > 2 * kAround) {
       from = col > kAround ? start_of_char(std::min(col - kAround, text.size())) : 0;
       to = start_of_char(std::min(from + 2 * kAround, text.size()));
-      if (to == from) to = text.size();
     }
     std::string_view shown = text.substr(from, to - from);
     std::string lead = from > 0 ? "..." : "";

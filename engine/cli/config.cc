@@ -235,19 +235,16 @@ Result<Config> Config::Load(const std::string& path) {
     // toml++ counts the column in characters, the diagnostics in bytes.
     const std::string& all = text.str();
     size_t at = 0;
-    for (size_t line = 1; line < e.source().begin.line && at != std::string::npos; ++line) {
-      at = all.find('\n', at);
-      if (at != std::string::npos) ++at;
+    for (size_t line = 1; line < e.source().begin.line && at < all.size(); ++line) {
+      at = std::min(all.find('\n', at), all.size() - 1) + 1;
     }
-    int col = 1;
-    for (size_t chars = 1; at != std::string::npos && at < all.size() && all[at] != '\n' &&
-                           chars < e.source().begin.column;
-         ++at) {
-      ++col;
-      bool next_starts_char =
-          at + 1 >= all.size() || (static_cast<unsigned char>(all[at + 1]) & 0xC0) != 0x80;
-      chars += next_starts_char;
+    const size_t start = at;
+    for (size_t chars = 1; chars < e.source().begin.column && at < all.size() && all[at] != '\n';
+         ++chars) {
+      ++at;  // past this character's bytes
+      while (at < all.size() && (static_cast<unsigned char>(all[at]) & 0xC0) == 0x80) ++at;
     }
+    const int col = int(at - start) + 1;
     dsl::Diagnostic d{c.path_,
                       {int(e.source().begin.line), col},
                       dsl::Severity::kError,

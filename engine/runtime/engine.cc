@@ -303,8 +303,7 @@ std::string DeadLetterKind(const std::string& reason) {
   std::string kind;
   bool quoted = false;
   std::string head = reason.substr(0, reason.find(": "));
-  for (size_t i = 0; i < head.size(); ++i) {
-    char c = head[i];
+  for (char c : head) {
     if (c == '\'') {
       kind += quoted ? "…'" : "'";
       quoted = !quoted;
@@ -1083,14 +1082,9 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   // Only when one may go now: sends held for hours (quiet hours, a long
   // retry-after) need no round trip every 2 s, nor the server while they
   // wait.
-  auto any_due = [&] {
-    return std::any_of(pending_.begin(), pending_.end(), [&](const SendRow& s) {
-      if (s.not_before > now) return false;
-      auto p = progress_.find(s.key);
-      return p == progress_.end() || p->second.retry_at <= wall_now;
-    });
-  };
-  if (dispatch && options_.dispatch && store_->ClaimStale() && any_due()) {
+  auto due = [&](const SendRow& s) { return Due(s, now, wall_now); };
+  if (dispatch && options_.dispatch && store_->ClaimStale() &&
+      std::any_of(pending_.begin(), pending_.end(), due)) {
     if (Status s = Settle(); !s.ok()) return s;
     if (store_->ClaimStale()) {
       if (Status s = store_->ConfirmClaim(); !s.ok()) {
@@ -1102,6 +1096,12 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   if (dispatch && options_.dispatch) Dispatch(now, wall_now);
   if (options_.metrics) options_.metrics->Publish(*this);
   return Status();
+}
+
+bool Engine::Due(const SendRow& s, Micros now, Micros wall_now) const {
+  if (s.not_before > now) return false;
+  auto p = progress_.find(s.key);
+  return p == progress_.end() || p->second.retry_at <= wall_now;
 }
 
 void Engine::Dispatch(Micros now, Micros wall_now) {
@@ -1227,11 +1227,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
   for (SendRow& s : pending_) {
-    if (s.not_before > now) {
-      later.push_back(std::move(s));
-      continue;
-    }
-    if (auto p = progress_.find(s.key); p != progress_.end() && p->second.retry_at > wall_now) {
+    if (!Due(s, now, wall_now)) {
       later.push_back(std::move(s));
       continue;
     }

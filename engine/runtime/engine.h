@@ -297,6 +297,10 @@ class Engine {
   Status Hand(Micros now, Micros wall_now, bool dispatch);
   // Renders and sends what is due in pending_; results go into batch_.
   void Dispatch(Micros now, Micros wall_now);
+  // Whether `s` may go at this dispatch by its times: its own (not_before)
+  // and, once tried or held, its retry's. Quiet hours, suppressions and the
+  // router decide the rest.
+  bool Due(const SendRow& s, Micros now, Micros wall_now) const;
   // The send's message; its RFC 5322 text only `with_data` (a transport
   // that takes the parts only gets none).
   Result<OutMessage> Render(const SendRow& s, bool with_data);
