@@ -264,6 +264,9 @@ bool Stepper::Goals(const Event& e) {
   const JsonDoc& ej = e.Doc();
   EvalScope scope{ej.get(), I().trigger.get(), &I().vars, &I().key};
   bool finished = I().Finished();
+  // Every goal the event reaches is recorded, then the first one that
+  // exits ends the instance.
+  const dsl::GoalRule* exit = nullptr;
   for (const dsl::GoalRule& g : j_.goals) {
     if (g.event != e.type) continue;
     if (std::find(I().goals.begin(), I().goals.end(), g.name) != I().goals.end()) continue;
@@ -277,14 +280,13 @@ bool Stepper::Goals(const Event& e) {
                    {"values", Used(g.when, scope)}};
     if (finished) detail["after"] = I().outcome;  // converted after the journey ended
     Record("goal", "", std::move(detail));
-    if (g.exit && !finished) {
-      I().event = ej;
-      Finish(InstanceStatus::kExited, "goal " + g.name);
-      Record("exited", "", {{"reason", "goal " + g.name}});
-      return true;
-    }
+    if (g.exit && !finished && !exit) exit = &g;
   }
-  return false;
+  if (!exit) return false;
+  I().event = ej;
+  Finish(InstanceStatus::kExited, "goal " + exit->name);
+  Record("exited", "", {{"reason", "goal " + exit->name}});
+  return true;
 }
 
 StepResult Stepper::Run(const Input& input) {

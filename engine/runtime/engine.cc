@@ -781,6 +781,10 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
   for (const std::string& id : copy) {
     auto it = pool.find(id);
     if (it == pool.end()) continue;
+    // An instance this event finished has had its goals checked.
+    if (&pool == &watching_ && std::find(stepped_.begin(), stepped_.end(), id) != stepped_.end()) {
+      continue;
+    }
     if (versions &&
         std::find(versions->begin(), versions->end(), it->second.version) == versions->end()) {
       continue;
@@ -809,6 +813,7 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
     }
     Input in{Input::Kind::kEvent, &e, 0};
     Micros due = it->second.due;
+    if (&pool == &active_) stepped_.push_back(id);
     // A running instance moves into the step and back (Apply); a finished
     // one, still watching for goals, is stepped as a copy.
     Apply(*v,
@@ -862,6 +867,7 @@ void Engine::Route(const Event& e, bool emitted) {
     if (!older) {
       if (key.empty()) return;
       std::string key_of = KeyOf(name, key);
+      stepped_.clear();
       StepEach(by_key_, active_, key_of, e);
       StepEach(watching_by_key_, watching_, key_of, e);
     } else {
@@ -880,6 +886,7 @@ void Engine::Route(const Event& e, bool emitted) {
         std::string key_of = KeyOf(name, k);
         // Only the versions whose expressions gave this key: another one
         // may give the event another key, or none.
+        stepped_.clear();
         StepEach(by_key_, active_, key_of, e, &versions);
         StepEach(watching_by_key_, watching_, key_of, e, &versions);
       }

@@ -325,6 +325,8 @@ class Engine {
   // stops listening.
   std::unordered_map<std::string, Instance> watching_;
   KeyIndex watching_by_key_;
+  // The running instances the event in hand was applied to (StepEach).
+  std::vector<std::string> stepped_;
   std::set<std::pair<Micros, std::string>> watch_ends_;
   // Entries so far and the last entry's time, by KeyOf(journey, key), for
   // every key that ever entered (loaded at start).

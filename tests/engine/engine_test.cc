@@ -886,6 +886,44 @@ TEST_F(EngineTest, GoalsOutlastTheInstanceUntilTheirWindowCloses) {
   EXPECT_EQ(report.value().divergences, 0) << report.value().problems.front();
 }
 
+// The event that finishes an instance has had its goals checked while the
+// instance ran: it is not checked again against the finished instance.
+// Only later events are (the goals that outlast the instance).
+TEST_F(EngineTest, TheEventThatFinishesAnInstanceChecksItsGoalsOnce) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  goal first on order.placed within 7d and exit
+  goal big on order.placed when event.data.total > 100 within 7d
+  goal clicked on click when vars.clicks == 1 within 7d
+  step s {
+    wait for click within 1d received { set clicks = 1 } timeout { set clicks = 0 }
+    end
+  }
+})");
+  Start();
+  Feed({Ev("s1", "user.signup", "u1", "2026-03-01T10:00:00Z"),
+        Ev("o1", "order.placed", "u1", "2026-03-01T11:00:00Z", R"({"total":500})"),
+        Ev("s2", "user.signup", "u2", "2026-03-01T10:00:00Z"),
+        Ev("c2", "click", "u2", "2026-03-01T11:00:00Z")});
+  auto u1 = Instances("j", "u1")[0];
+  EXPECT_EQ(u1.outcome, "goal first");
+  EXPECT_EQ(u1.goals, std::vector<std::string>({"first", "big"}));
+  // The click set the variable after the goals were checked: no goal.
+  EXPECT_TRUE(Instances("j", "u2")[0].goals.empty());
+  for (const char* id : {"j/u1/1", "j/u2/1"}) {
+    auto h = store_->History(id);
+    ASSERT_TRUE(h.ok()) << h.error();
+    for (const auto& r : h.value()) {
+      // No goal recorded "after" the end: no later event came.
+      EXPECT_FALSE(r.detail.is_object() && r.detail.contains("after"))
+          << id << ": " << r.detail.dump();
+    }
+  }
+  // A later event still counts for the finished instance.
+  Feed({Ev("c3", "click", "u2", "2026-03-01T12:00:00Z")});
+  EXPECT_EQ(Instances("j", "u2")[0].goals, std::vector<std::string>{"clicked"});
+}
+
 // A restart resumes the clock the engine had: an event dated earlier than
 // one seen before the restart is applied at the clock, as it is without
 // the restart. (The clock came back from the running instances and
