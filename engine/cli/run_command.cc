@@ -467,7 +467,7 @@ void PrintSummary(const Engine& e, const OpenProviders& t, const Reconnects& r, 
   std::cout << "  timers fired: " << s.timers_fired << "\n";
   // What went to a provider (every attempt), and what the engine decided
   // without one.
-  int64_t handed = 0, suppressed = 0, refused = 0;
+  int64_t handed = 0, suppressed = 0, refused = 0, cancelled = 0;
   for (const auto& [_, by] : s.providers) {
     for (const auto& [result, n] : by) handed += n;
   }
@@ -475,11 +475,14 @@ void PrintSummary(const Engine& e, const OpenProviders& t, const Reconnects& r, 
     for (const auto& [result, n] : by) {
       if (result == "dead_letter") refused += n;
       if (result == "suppressed") suppressed += n;
+      if (result == "cancelled") cancelled += n;
     }
   }
   std::cout << "  sends: " << handed << " handed to the transport (every attempt), " << suppressed
             << " suppressed, " << refused << " dead-lettered, " << e.held_sends()
-            << " held (quiet hours or not yet due)\n";
+            << " held (quiet hours or not yet due)";
+  if (cancelled) std::cout << ", " << cancelled << " cancelled (the instance exited first)";
+  std::cout << "\n";
   if (s.capped || s.deferred) {
     std::cout << "    frequency cap: " << s.capped << " skipped, " << s.deferred << " deferred\n";
   }

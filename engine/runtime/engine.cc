@@ -247,6 +247,7 @@ Status Engine::Start() {
     progress_.erase(s.key);
     return true;
   });
+  for (const SendRow& s : pending_) Held(s);
   // The clock (the latest event's time) was at least when each pending
   // send was requested: with the event clock and no instance still
   // running, nothing else brings it back, and sends due would wait for a
@@ -767,9 +768,44 @@ void Engine::DecideSends() {
       times.insert(row.not_before);
     }
     Decided(row);
+    Held(row);
     batch_.sends.push_back(std::move(row));
     staged_.push_back(batch_.sends.size() - 1);
   }
+}
+
+void Engine::Held(const SendRow& s) {
+  if (!options_.dispatch || s.not_before <= s.requested_at || !active_.count(s.instance_id)) {
+    return;
+  }
+  Micros& until = held_until_[s.instance_id];
+  until = std::max(until, s.not_before);
+}
+
+// The sends of the instances that exited in this batch, held past the
+// exit, end `cancelled`: stored with the exit, never sent. One due before
+// the exit still goes (also when it waits for a retry or a throttle).
+void Engine::CancelHeld() {
+  std::unordered_map<std::string, Micros> exits(exits_.begin(), exits_.end());
+  exits_.clear();
+  auto cancel = [&](const SendRow& s) {
+    auto x = exits.find(s.instance_id);
+    if (x == exits.end()) return false;
+    if (s.not_before <= x->second) return false;  // due before the exit: it goes
+    auto p = progress_.find(s.key);
+    std::string reason = "the instance exited at " + FormatRfc3339(x->second) +
+                         ", before the send went (due at " + FormatRfc3339(s.not_before) + ")";
+    int attempt = p == progress_.end() ? 1 : p->second.recorded + 1;
+    if (p != progress_.end()) progress_.erase(p);
+    batch_.results.push_back({s.seq, s.key, attempt, x->second, "cancelled", true,
+                              JsonObject(std::pair{"reason", reason})});
+    EmitResult(s, attempt, "cancelled", true, reason, x->second, "");
+    ++summary_.sends[s.template_name]["cancelled"];
+    return true;
+  };
+  std::erase_if(pending_, cancel);
+  // Decided in this batch, not stored yet: the result names them by key.
+  std::erase_if(staged_, [&](size_t k) { return cancel(batch_.sends[k]); });
 }
 
 void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Instance>& pool,
@@ -1017,6 +1053,10 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
   }
   // Finished now (or it was, and reached a goal since).
   if (running != active_.end()) {
+    if (auto h = held_until_.find(r.next.id); h != held_until_.end()) {
+      if (r.next.status == InstanceStatus::kExited) exits_.push_back({r.next.id, r.next.time});
+      held_until_.erase(h);
+    }
     RunSummary::Instances& by = summary_.by_journey[j.name];
     if (r.next.status == InstanceStatus::kCompleted) ++by.completed;
     if (r.next.status == InstanceStatus::kExited) ++by.exited;
@@ -1058,6 +1098,7 @@ Status Engine::Settle() {
 
 Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   if (Status s = Settle(); !s.ok()) return s;
+  if (!exits_.empty()) CancelHeld();  // the in-flight batch's sends are in pending_ now
   for (const std::string& id : dirty_) {
     auto it = active_.find(id);
     if (it != active_.end()) batch_.instances.push_back(it->second);

@@ -442,6 +442,81 @@ TEST_F(EngineTest, FrequencyCapForgetsWhatNoWindowCounts) {
   EXPECT_EQ(Results("b").at("accepted"), 51);
 }
 
+// An exit cancels the sends of the instance that have not gone yet: held
+// past the exit for quiet hours or by a frequency cap's deferral. Each gets
+// a final `cancelled` result, stored with the exit, so a restart does not
+// send them either. A held send of an instance that completed still goes.
+TEST_F(EngineTest, AnExitCancelsTheInstancesHeldSends) {
+  Journey("q", R"(journey q {
+  quiet hours 21:00 to 08:00
+  entry { on user.signup }
+  exit on user.deleted
+  step s { send "a" to trigger.data.email intent marketing  wait 30d  end }
+})");
+  Journey("c", R"(journey c {
+  over_cap defer
+  entry { on order.placed }
+  exit on user.deleted
+  step s {
+    send "b" to trigger.data.email intent marketing
+    send "c" to trigger.data.email intent marketing
+    wait 30d
+    end
+  }
+})");
+  Journey("d", R"(journey d {
+  quiet hours 21:00 to 08:00
+  entry { on user.signup }
+  exit on user.deleted
+  step s { send "m" to trigger.data.email intent marketing  end }
+})");
+  Start();
+  // u: signs up at 22:00 and is deleted at 23:00, in the same batch; w: the
+  // same, in two batches; v: not deleted. x: an order at 10:00 ("c" deferred
+  // by the cap to 11:00), deleted at 10:30.
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T22:00:00Z", R"({"email":"u@x.io"})"),
+        Ev("2", "user.deleted", "u", "2026-03-01T23:00:00Z"),
+        Ev("3", "user.signup", "w", "2026-03-01T22:00:00Z", R"({"email":"w@x.io"})"),
+        Ev("4", "user.signup", "v", "2026-03-01T22:00:00Z", R"({"email":"v@x.io"})")});
+  Feed({Ev("5", "user.deleted", "w", "2026-03-01T23:00:00Z")});
+  Start(CapOfOne(3600));  // the cancellations were stored with the exits
+  for (const char* key : {"u", "w", "v"}) {
+    auto id = "q/" + std::string(key) + "/1";
+    ASSERT_EQ(store_->Sends(id).value().size(), 1u) << id;
+  }
+  Feed({Ev("6", "order.placed", "x", "2026-03-02T10:00:00Z", R"({"email":"x@x.io"})"),
+        Ev("7", "user.deleted", "x", "2026-03-02T10:30:00Z")});
+  ASSERT_TRUE(engine_->Advance(ParseRfc3339("2026-03-03T12:00:00Z").value()).ok());
+  ASSERT_TRUE(engine_->Commit(0).ok());
+  // The results of the instance's sends, by template, in order.
+  auto results = [&](const std::string& instance) {
+    std::map<std::string, std::vector<std::string>> by;
+    auto sends = store_->Sends(instance);
+    EXPECT_TRUE(sends.ok()) << sends.error();
+    for (const SendRow& s : sends.value()) {
+      auto rs = store_->SendResults(s.seq);
+      EXPECT_TRUE(rs.ok()) << rs.error();
+      for (const SendResultRow& r : rs.value()) {
+        by[s.template_name].push_back(r.result + (r.final ? "" : "?"));
+      }
+    }
+    return by;
+  };
+  using By = std::map<std::string, std::vector<std::string>>;
+  EXPECT_EQ(results("q/u/1"), (By{{"a", {"cancelled"}}}));
+  EXPECT_EQ(results("q/w/1"), (By{{"a", {"cancelled"}}}));
+  EXPECT_EQ(results("q/v/1"), (By{{"a", {"accepted"}}}));
+  // d's instances completed at once: their held sends are not the exit's.
+  for (const char* key : {"u", "w", "v"}) {
+    EXPECT_EQ(results("d/" + std::string(key) + "/1"), (By{{"m", {"accepted"}}})) << key;
+  }
+  EXPECT_EQ(results("c/x/1"), (By{{"b", {"accepted"}}, {"c", {"deferred?", "cancelled"}}}));
+  EXPECT_EQ(Results("a").at("accepted"), 1);
+  EXPECT_EQ(Results("b").at("accepted"), 1);
+  EXPECT_EQ(Results("c").count("accepted"), 0u);
+  EXPECT_EQ(Results("c").at("cancelled"), 1);
+}
+
 TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   Journey("a", R"(journey a {
   over_cap defer
