@@ -59,9 +59,9 @@ struct WaitStmt {
   int64_t seconds = 0;
 };
 struct WaitUntilStmt {
-  int minute_of_day = 0;   // 0..1439
-  std::vector<int> days;   // 0 = Monday .. 6 = Sunday; empty = any day
-  ExprPtr zone;            // null: the journey's timezone
+  int minute_of_day = 0;  // 0..1439
+  std::vector<int> days;  // 0 = Monday .. 6 = Sunday; empty = any day
+  ExprPtr zone;           // null: the journey's timezone
   std::optional<std::string> fallback;
   Loc fallback_loc;
 };
@@ -96,6 +96,9 @@ struct SplitStmt {
     Loc loc;
     std::string name;
     double percent = 0;
+    // The share exactly, in billionths of a percent (-1: not representable,
+    // reported by the parser), for the check that the arms add up to 100.
+    int64_t nano_percent = 0;
     bool holdout = false;
     Block body;
   };

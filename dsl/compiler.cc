@@ -596,7 +596,8 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
           if (x.cases.empty()) Error(s.loc, "'match' needs at least one 'case'");
         } else if constexpr (std::is_same_v<T, SplitStmt>) {
           std::map<std::string, Loc> names;
-          double total = 0;
+          int64_t total = 0;  // billionths of a percent
+          bool exact = true;
           for (const auto& a : x.arms) {
             if (!names.emplace(a.name, a.loc).second) {
               Error(a.loc, "split arm '" + a.name + "' is already defined at line " +
@@ -607,15 +608,19 @@ void Compiler::CheckStmt(const Stmt& s, const Scope& scope) {
               Error(a.loc,
                     "split arm '" + a.name + "' must have a share above 0% and at most 100%");
             }
-            total += a.percent;
+            if (a.nano_percent < 0) exact = false;  // reported already
+            total += a.nano_percent;
             CheckBlock(a.body, scope);
           }
           if (x.arms.size() < 2) {
             Error(s.loc, "a split needs at least two arms");
-          } else if (std::fabs(total - 100) > 1e-6) {
-            char buf[64];
-            std::snprintf(buf, sizeof buf, "%g%%", total);
-            Error(s.loc, std::string("split percentages add up to ") + buf + ", not 100%");
+          } else if (exact && total != 100'000'000'000) {
+            std::string sum = std::to_string(total / 1'000'000'000);
+            if (std::string frac = std::to_string(total % 1'000'000'000); total % 1'000'000'000) {
+              frac.insert(0, 9 - frac.size(), '0');
+              sum += "." + frac.substr(0, frac.find_last_not_of('0') + 1);
+            }
+            Error(s.loc, "split percentages add up to " + sum + "%, not 100%");
           }
         } else if constexpr (std::is_same_v<T, SetStmt>) {
           Check(x.value, scope);

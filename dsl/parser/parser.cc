@@ -159,8 +159,11 @@ class Converter {
     if (type.empty()) Error(LocOf(t), "an event type is empty");
     return type;
   }
+  // Seconds; -1 for a duration in error (reported here, and by nothing
+  // that checks the value, such as a window of 0s).
   int64_t Duration(const raw::DurLit& d);
   double Number(const raw::NumLit& n);
+  int64_t NanoPercent(const raw::NumLit& n);
   std::optional<int> Integer(const raw::NumLit& n, const char* what, int min);
   int TimeOfDay(const raw::Token& t);
 
@@ -296,7 +299,7 @@ int64_t Converter::Duration(const raw::DurLit& d) {
     while (i < d.size() && std::isdigit(static_cast<unsigned char>(d[i]))) {
       if (n > 1'000'000'000) {
         Error(LocOf(d), "duration '" + d + "' is too long");
-        return 0;
+        return -1;
       }
       n = n * 10 + (d[i++] - '0');
     }
@@ -304,7 +307,7 @@ int64_t Converter::Duration(const raw::DurLit& d) {
     if (!first && unit <= last_unit) {
       Error(LocOf(d), "duration '" + d +
                           "' must list its units from largest to smallest (w d h m s), each once");
-      return 0;
+      return -1;
     }
     first = false;
     last_unit = unit;
@@ -312,9 +315,23 @@ int64_t Converter::Duration(const raw::DurLit& d) {
   }
   if (total > int64_t(100) * 365 * 86400) {
     Error(LocOf(d), "duration '" + d + "' is longer than 100 years");
-    return 0;
+    return -1;
   }
   return total;
+}
+
+// A split arm's share, exactly: at most nine decimals, and at most 100
+// before them (a larger share is reported by the checker).
+int64_t Converter::NanoPercent(const raw::NumLit& n) {
+  size_t dot = n.find('.');
+  std::string whole = n.substr(0, dot), frac = dot == std::string::npos ? "" : n.substr(dot + 1);
+  if (frac.size() > 9) {
+    Error(LocOf(n), "split share '" + n + "%' has more than 9 decimals");
+    return -1;
+  }
+  if (whole.empty() || whole[0] == '-' || whole.size() > 4) return -1;
+  frac.resize(9, '0');
+  return std::stoll(whole) * 1'000'000'000 + std::stoll(frac);
 }
 
 double Converter::Number(const raw::NumLit& n) {
@@ -588,6 +605,7 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
         arm.loc = c.LocOf(a);
         arm.name = a.name;
         arm.percent = c.Number(a.percent);
+        arm.nano_percent = c.NanoPercent(a.percent);
         arm.holdout = a.name == "holdout";
         if (arm.holdout && a.body) {
           c.Error(c.LocOf(a), "the holdout arm takes no block: held-out instances end at once");
