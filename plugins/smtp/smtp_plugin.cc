@@ -6,6 +6,9 @@
 #include <curl/curl.h>
 #include <waymark/transport_plugin.h>
 
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -120,6 +123,18 @@ std::string ProviderId(const Reply& r, const wm_str& key) {
   return id;
 }
 
+// The connection is in doubt (no answer in time, a reply we cannot read,
+// a refused login): the next message goes over a new one, and this one is
+// shut now. Left open, libcurl would say QUIT on it when it replaces or
+// ends it, and wait for an answer that a hung server never gives.
+void Abandon(wm_transport* t) {
+  curl_socket_t s = CURL_SOCKET_BAD;
+  if (curl_easy_getinfo(t->curl, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s != CURL_SOCKET_BAD) {
+    shutdown(s, SHUT_RDWR);
+  }
+  t->fresh = true;
+}
+
 void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   CURL* c = t->curl;
   t->stage = Stage::kConnect;
@@ -166,7 +181,7 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
                                                 "\"starttls\" requires: not sent"
                  : text.empty()               ? std::string("login refused")
                                               : text);
-    t->fresh = true;
+    Abandon(t);
     return;
   }
   if (text.empty()) text = t->curl_error[0] ? t->curl_error : curl_easy_strerror(rc);
@@ -190,12 +205,13 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     r->kind = mapped.kind;
     r->throttle_scope = mapped.scope;
     r->retry_after_ms = mapped.retry_after_ms;
+    if (reply.code >= 600) Abandon(t);  // not SMTP: the session is not to be trusted
     return;
   }
   // No reply to read: the connection dropped or timed out. Once the body
   // went out, the server may have taken it.
   r->kind = t->body_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
-  t->fresh = true;
+  Abandon(t);
 }
 
 int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* err,
@@ -243,6 +259,10 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     // One connection kept: a new one (`fresh`) closes the one before it.
     curl_easy_setopt(h, CURLOPT_MAXCONNECTS, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
+    // Each reply within the timeout too: also the QUIT that ends a
+    // connection, outside any transfer (libcurl's default is 120 s).
+    curl_easy_setopt(h, CURLOPT_SERVER_RESPONSE_TIMEOUT,
+                     std::max(1L, (t->timeout_ms + 999) / 1000));
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     if (t->tls == "starttls") curl_easy_setopt(h, CURLOPT_USE_SSL, long(CURLUSESSL_ALL));

@@ -162,7 +162,9 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     }
     return kind(stage == Stage::kMail ? WM_RESULT_PROVIDER_FAULT : WM_RESULT_PERMANENT_MESSAGE);
   }
-  return kind(WM_RESULT_AMBIGUOUS);  // no reply, or not one we know
+  // A code outside SMTP's: after the body the server may have taken the
+  // message; before it, nothing was sent.
+  return kind(stage == Stage::kBody ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER);
 }
 
 }  // namespace waymark::smtp

@@ -6,7 +6,9 @@ A recipient whose local part is cueNNNxK (cue550x0@example.com) is answered
 with reply NNN below K times, then accepted; K = 0 means always. Replies at
 RCPT unless marked "data" (answered after the message body instead). A
 recipient lateS@ (late3@example.com) has the end of its data answered S
-seconds late, with a 554.
+seconds late, with a 554; hang@ has it never answered (the connection
+stays open). A recipient oddNNN@ is answered with reply NNN at RCPT (a
+code outside SMTP's, such as 999).
 
 Every connection and every reply is one JSON line in DIR/log.jsonl; every
 accepted message is DIR/N.eml. The port (bound on 127.0.0.1, chosen by the
@@ -38,6 +40,7 @@ CUES = {
 }
 CUE = re.compile(r"^cue(\d{3})x(\d+)@", re.IGNORECASE)
 LATE = re.compile(r"^late(\d+)@", re.IGNORECASE)
+ODD = re.compile(r"^odd(\d{3})@", re.IGNORECASE)
 
 
 class Log:
@@ -67,7 +70,8 @@ class Handler:
         return CUES[m.group(1)][1]
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.cue(address, "rcpt")
+        odd = ODD.match(address)
+        reply = odd.group(1) + " what" if odd else self.cue(address, "rcpt")
         if reply:
             self.log.write(event="reply", stage="rcpt", rcpt=address, reply=reply)
             return reply
@@ -76,6 +80,9 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         for address in envelope.rcpt_tos:
+            if address.lower().startswith("hang@"):
+                self.log.write(event="hang", rcpt=address)
+                await asyncio.sleep(3600)
             late = LATE.match(address)
             if late:
                 await asyncio.sleep(int(late.group(1)))

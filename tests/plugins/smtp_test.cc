@@ -204,6 +204,45 @@ TEST(Smtp, AMessageAfterATimeoutGoesOverANewConnection) {
   EXPECT_EQ(server.Log("connect").size(), 2u);
 }
 
+// A server that never answers the end of a message: the message is
+// ambiguous after timeout_ms, the next goes over a new connection, and
+// neither the batch nor the instance's end waits on the dead connection
+// (libcurl said QUIT on it and waited for an answer for 120 s).
+TEST(Smtp, AServerThatNeverAnswersHoldsNothingUpForLong) {
+  SmtpServer server;
+  auto t = Open(server.Url("?tls=none&timeout_ms=1000"));
+  ASSERT_TRUE(t);
+  auto began = std::chrono::steady_clock::now();
+  std::vector<TransportResult> r =
+      t->SendBatch({Message("s1", "hang@example.com"), Message("s2", "innocent@example.com")});
+  auto batch = std::chrono::steady_clock::now() - began;
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, "ambiguous") << r[0].detail;
+  EXPECT_EQ(r[1].kind, "accepted") << r[1].detail;
+  r = t->SendBatch({Message("s3", "hang@example.com")});
+  EXPECT_EQ(r.at(0).kind, "ambiguous") << r[0].detail;
+  began = std::chrono::steady_clock::now();
+  t.reset();  // destroy(): the connection is the hung one
+  auto destroy = std::chrono::steady_clock::now() - began;
+  // A bound of behaviour (timeout_ms is 1 s), not a measure of speed.
+  EXPECT_LT(batch, std::chrono::seconds(30));
+  EXPECT_LT(destroy, std::chrono::seconds(30));
+}
+
+// A reply with a code outside SMTP's to the envelope: nothing was sent, so
+// it is sent again later (it was `ambiguous`, which the engine ends there
+// for a provider that does not deduplicate: never sent, never retried).
+TEST(Smtp, AnUnknownReplyBeforeTheBodyIsRetryLater) {
+  SmtpServer server;
+  auto t = Open(server.Url("?tls=none&timeout_ms=5000"));
+  ASSERT_TRUE(t);
+  std::vector<TransportResult> r =
+      t->SendBatch({Message("s1", "odd999@example.com"), Message("s2", "innocent@example.com")});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, "retry_later") << r[0].detail;
+  EXPECT_EQ(r[1].kind, "accepted") << r[1].detail;
+}
+
 // Credentials are for a server that asks for them: one that offers no
 // AUTH, or none libcurl can use, gets nothing (the message went out
 // unauthenticated, while the description said "AUTH as u"), and that is
