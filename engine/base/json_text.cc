@@ -235,6 +235,8 @@ class Reader {
     Space();
     return p_ == end_;
   }
+  // Why Document() refused well-formed text ("" for a syntax error).
+  const std::string& why() const { return why_; }
 
  private:
   void Space() {
@@ -275,7 +277,10 @@ class Reader {
   }
 
   bool Object(nlohmann::json& out, int depth) {
-    if (depth > kMaxJsonDepth) return false;
+    if (depth > kMaxJsonDepth) {
+      why_ = "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      return false;
+    }
     ++p_;  // {
     out = nlohmann::json::object();
     auto& members = out.get_ref<nlohmann::json::object_t&>();
@@ -308,7 +313,10 @@ class Reader {
   }
 
   bool Array(nlohmann::json& out, int depth) {
-    if (depth > kMaxJsonDepth) return false;
+    if (depth > kMaxJsonDepth) {
+      why_ = "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      return false;
+    }
     ++p_;  // [
     out = nlohmann::json::array();
     auto& items = out.get_ref<nlohmann::json::array_t&>();
@@ -387,7 +395,10 @@ class Reader {
       // Underflow reads as the nearest value (zero or a subnormal), as
       // strtod gives it; overflow is refused, as nlohmann refuses it.
       d = std::strtod(std::string(start, p_).c_str(), nullptr);
-      if (!std::isfinite(d)) return false;
+      if (!std::isfinite(d)) {
+        why_ = "JSON number out of range: " + std::string(start, std::min(p_, start + 40));
+        return false;
+      }
     } else if (r.ec != std::errc() || r.ptr != p_) {
       return false;
     }
@@ -500,13 +511,18 @@ class Reader {
 
   const char* p_;
   const char* end_;
+  std::string why_;
 };
 
 }  // namespace
 
-bool ParseJson(std::string_view text, nlohmann::json& out) {
+bool ParseJson(std::string_view text, nlohmann::json& out, std::string* why) {
   nlohmann::json v;
-  if (!Reader(text).Document(v)) return false;
+  Reader r(text);
+  if (!r.Document(v)) {
+    if (why) *why = r.why().empty() ? "malformed JSON" : r.why();
+    return false;
+  }
   out = std::move(v);
   return true;
 }

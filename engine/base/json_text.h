@@ -56,8 +56,10 @@ std::string OutputJson(const nlohmann::json& v, int indent = 2);
 // (the reader recurses), and text holding a NUL byte, which JSON cannot
 // hold anywhere (nlohmann stops reading at a NUL and accepts what came
 // before it).
+// On a refusal, `why` says so: "malformed JSON", or what in well-formed
+// text is refused (the nesting, a number out of a double's range).
 constexpr int kMaxJsonDepth = 512;
-bool ParseJson(std::string_view text, nlohmann::json& out);
+bool ParseJson(std::string_view text, nlohmann::json& out, std::string* why = nullptr);
 
 // A JSON object built in place from (name, value) pairs, the values moved
 // in: JsonObject(std::pair{"a", x}, std::pair{"b", y}). On hot paths (a

@@ -88,8 +88,8 @@ int Publish(const PublishOptions& o) {
       continue;
     }
     nlohmann::json e;
-    if (!ParseJson(line, e)) {  // the engine's reader, and its words for it
-      refuse("malformed JSON");
+    if (std::string why; !ParseJson(line, e, &why)) {  // the engine's reader, and its words
+      refuse(why);
       continue;
     }
     if (!e.is_object()) {

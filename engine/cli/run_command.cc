@@ -321,10 +321,7 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
     if (!gate->open) return fail(503, "shutting down");
     // The engine's reader: nesting is bounded, a NUL byte is refused.
     nlohmann::json body;
-    if (!ParseJson(text, body)) {
-      return fail(400,
-                  "malformed JSON (or nested deeper than " + std::to_string(kMaxJsonDepth) + ")");
-    }
+    if (std::string why; !ParseJson(text, body, &why)) return fail(400, why);
     if (!body.is_object() && !body.is_array()) {
       return fail(400, "expected one CloudEvent (an object) or an array of them");
     }
@@ -1368,9 +1365,8 @@ int Render(const std::string& name, const std::string& data_file, const std::str
   // Read as events are: nesting deeper than kMaxJsonDepth is refused, not
   // recursed into.
   nlohmann::json data;
-  if (!ParseJson(text, data)) {
-    std::cerr << "waymark render: " << data_file << " is not JSON (or is nested deeper than "
-              << kMaxJsonDepth << " levels)\n";
+  if (std::string why; !ParseJson(text, data, &why)) {
+    std::cerr << "waymark render: " << data_file << ": " << why << "\n";
     return kExitRejected;
   }
   TemplateSet set(dir);

@@ -258,7 +258,7 @@ Result<Event> EventDecoder::Decode(std::string_view text, Micros now) const {
     return Status::Error(EventTooLarge(text.size(), max_bytes_));
   }
   nlohmann::json j;
-  if (!ParseJson(text, j)) return Status::Error("malformed JSON");
+  if (std::string why; !ParseJson(text, j, &why)) return Status::Error(why);
   return DecodeParsed(std::move(j), text.size(), now, text);
 }
 

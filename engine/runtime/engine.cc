@@ -957,7 +957,10 @@ std::string Engine::KeyFor(const dsl::CompiledJourney& j, const Event& e, bool c
     json k = Eval(j.key, scope);
     key = k.is_string() ? k.get<std::string>() : "";
     if (count && !k.is_string() && !k.is_null() && Triggers(j, e.type)) {  // no schema typed it
-      ++summary_.entries_refused[std::string("key is a ") + k.type_name() + ", not a string"];
+      std::string type = k.type_name();
+      ++summary_
+            .entries_refused[(type == "array" || type == "object" ? "key is an " : "key is a ") +
+                             type + ", not a string"];
     }
   }
   if (key.empty()) return "";

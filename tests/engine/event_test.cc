@@ -130,6 +130,14 @@ TEST(EventDecoder, BadInputIsAnErrorNamingWhatIsWrong) {
     ASSERT_FALSE(e.ok()) << in;
     EXPECT_NE(e.error().find(want), std::string::npos) << in << " -> " << e.error();
   }
+  // Well-formed JSON the reader refuses says why (both were "malformed JSON").
+  std::string deep = R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data":{"a":)" +
+                     std::string(600, '[') + std::string(600, ']') + "}}";
+  EXPECT_EQ(d->Decode(deep, 0).error(), "JSON nested deeper than 512 levels");
+  EXPECT_EQ(
+      d->Decode(R"({"specversion":"1.0","id":"e1","source":"s","type":"t","data":{"a":-1e400}})", 0)
+          .error(),
+      "JSON number out of range: -1e400");
   // The attributes the stores index are at most kMaxKeyBytes long: a longer
   // one passed, and PostgreSQL refused its index entry at the commit, which
   // stopped the engine.
