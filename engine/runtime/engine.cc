@@ -303,12 +303,13 @@ const dsl::CompiledJourney* Engine::VersionOf(const Instance& i) {
 std::string DeadLetterKind(const std::string& reason) {
   std::string kind;
   bool quoted = false;
-  std::string head = reason.substr(0, reason.find(": "));
-  for (char c : head) {
+  for (size_t i = 0; i < reason.size(); ++i) {
+    char c = reason[i];
     if (c == '\'') {
       kind += quoted ? "…'" : "'";
       quoted = !quoted;
     } else if (!quoted) {
+      if (c == ':' && i + 1 < reason.size() && reason[i + 1] == ' ') break;
       kind += c;
     }
   }

@@ -442,6 +442,17 @@ TEST_F(EngineTest, FrequencyCapForgetsWhatNoWindowCounts) {
   EXPECT_EQ(Results("b").at("accepted"), 51);
 }
 
+// A dead letter's kind (the run summary's groups) is its reason up to the
+// first ": " outside quotes, with quoted values elided: a value holding
+// ": " made a group of its own ("invalid recipient address ': 1").
+TEST(DeadLetterKind, ElidesQuotedValuesWhateverTheyHold) {
+  EXPECT_EQ(DeadLetterKind("invalid recipient address 'a@x.io\\r\\nBcc: evil@x.io'"),
+            "invalid recipient address '…'");
+  EXPECT_EQ(DeadLetterKind("schema 'user.signup': /data/email: required"), "schema '…'");
+  EXPECT_EQ(DeadLetterKind("malformed JSON"), "malformed JSON");
+  EXPECT_EQ(DeadLetterKind("JSON number out of range: 1e400"), "JSON number out of range");
+}
+
 // An exit cancels the sends of the instance that have not gone yet: held
 // past the exit for quiet hours or by a frequency cap's deferral. Each gets
 // a final `cancelled` result, stored with the exit, so a restart does not
