@@ -1,5 +1,6 @@
 #include "engine/delivery/template.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -49,8 +50,15 @@ mus::data ToData(const nlohmann::json& j) {
       // and an inverted one shown (an empty string is truthy to kainjow).
       // As a variable it renders nothing either way.
       return mus::data{false};
+    case nlohmann::json::value_t::number_float: {
+      // The shortest form: a whole number as an integer (1e2 is "100", not
+      // "100.0"), others as the shortest text that reads back the same.
+      double v = j.get<double>();
+      if (std::trunc(v) == v && std::fabs(v) < 1e15) return mus::data{std::to_string(int64_t(v))};
+      return mus::data{j.dump()};
+    }
     default:
-      return mus::data{j.dump()};  // numbers as written
+      return mus::data{j.dump()};  // integers
   }
 }
 

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/base/json_text.h"
 #include "engine/delivery/message.h"
 #include "engine/delivery/template.h"
 #include "engine/delivery/transport.h"
@@ -85,6 +86,22 @@ TEST(Template, NullIsFalsy) {
   auto m = t.Render({{"trigger", {{"data", {{"coupon", nullptr}}}}}});
   ASSERT_TRUE(m.ok()) << m.error();
   EXPECT_EQ(m.value().text, "[][no code]()\n");
+}
+
+// A number renders in its shortest form: a whole one (1e2, 100.0) as an
+// integer, where it rendered "100.0"; others as the shortest text that
+// reads back as the same double.
+TEST(Template, NumbersRenderInTheirShortestForm) {
+  Template t = Parse(
+      "subject: s\n--- text\n{{trigger.data.a}} {{trigger.data.b}} {{trigger.data.c}} "
+      "{{trigger.data.d}} {{trigger.data.e}} {{trigger.data.f}}\n");
+  nlohmann::json data;
+  ASSERT_TRUE(ParseJson(R"({"trigger":{"data":{"a":19.90,"b":1e2,"c":-3,"d":1.5e-7,)"
+                        R"("e":123456789012345678901234567890,"f":2.0}}})",
+                        data));
+  auto m = t.Render(data);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().text, "19.9 100 -3 1.5e-07 1.2345678901234568e+29 2\n");
 }
 
 TEST(Template, AMissingNameIsAnErrorNamingIt) {
