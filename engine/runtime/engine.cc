@@ -266,6 +266,7 @@ Status Engine::Start() {
   // The events of the results decided here (sends pinned to a provider
   // that is gone) go with them, in this first batch.
   if (!emitted_.empty()) RouteEmitted();
+  if (!exits_.empty()) CancelHeld();  // an exit on one of those events
   committer_ = std::make_unique<Committer>(store_);
   committer_->Start(std::move(batch_));
   batch_ = Batch();
