@@ -227,7 +227,8 @@ namespace {
 
 class Reader {
  public:
-  explicit Reader(std::string_view t) : p_(t.data()), end_(t.data() + t.size()) {}
+  Reader(std::string_view t, int max_depth)
+      : p_(t.data()), end_(t.data() + t.size()), max_depth_(max_depth) {}
 
   bool Document(nlohmann::json& out) {
     Space();
@@ -277,8 +278,8 @@ class Reader {
   }
 
   bool Object(nlohmann::json& out, int depth) {
-    if (depth > kMaxJsonDepth) {
-      why_ = "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+    if (depth > max_depth_) {
+      why_ = "JSON nested deeper than " + std::to_string(max_depth_) + " levels";
       return false;
     }
     ++p_;  // {
@@ -313,8 +314,8 @@ class Reader {
   }
 
   bool Array(nlohmann::json& out, int depth) {
-    if (depth > kMaxJsonDepth) {
-      why_ = "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+    if (depth > max_depth_) {
+      why_ = "JSON nested deeper than " + std::to_string(max_depth_) + " levels";
       return false;
     }
     ++p_;  // [
@@ -511,14 +512,15 @@ class Reader {
 
   const char* p_;
   const char* end_;
+  int max_depth_;
   std::string why_;
 };
 
 }  // namespace
 
-bool ParseJson(std::string_view text, nlohmann::json& out, std::string* why) {
+bool ParseJson(std::string_view text, nlohmann::json& out, std::string* why, int max_depth) {
   nlohmann::json v;
-  Reader r(text);
+  Reader r(text, max_depth);
   if (!r.Document(v)) {
     if (why) *why = r.why().empty() ? "malformed JSON" : r.why();
     return false;

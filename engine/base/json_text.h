@@ -59,7 +59,8 @@ std::string OutputJson(const nlohmann::json& v, int indent = 2);
 // On a refusal, `why` says so: "malformed JSON", or what in well-formed
 // text is refused (the nesting, a number out of a double's range).
 constexpr int kMaxJsonDepth = 512;
-bool ParseJson(std::string_view text, nlohmann::json& out, std::string* why = nullptr);
+bool ParseJson(std::string_view text, nlohmann::json& out, std::string* why = nullptr,
+               int max_depth = kMaxJsonDepth);
 
 // A JSON object built in place from (name, value) pairs, the values moved
 // in: JsonObject(std::pair{"a", x}, std::pair{"b", y}). On hot paths (a

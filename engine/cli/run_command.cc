@@ -300,28 +300,36 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
     // over 8 KiB) and the framing (chunks and compressed bodies were read
     // whole, with no limit).
     std::string text;
-    bool over = false;
-    content([&](const char* data, size_t n) {
-      if (text.size() + n > kMaxRequestBytes) {
-        over = true;
-        return false;
-      }
-      text.append(data, n);
-      return true;
-    });
+    // A length said up front over the limit is refused before any of the
+    // body is read (httplib would read and drop all of it first).
+    bool over = req.get_header_value<uint64_t>("Content-Length") > kMaxRequestBytes;
+    bool read = over || content([&](const char* data, size_t n) {
+                  if (text.size() + n > kMaxRequestBytes) {
+                    over = true;
+                    return false;
+                  }
+                  text.append(data, n);
+                  return true;
+                });
     if (over) {
       // The rest of the body is still coming: the connection ends here,
       // or its bytes would be read as the next request.
       res.set_header("Connection", "close");
       return fail(413, "the request body is over 64 MiB");
     }
+    if (!read) {  // the client stopped sending, or the body's framing is broken
+      res.set_header("Connection", "close");
+      return fail(400, "the request body could not be read whole");
+    }
     // A client slow enough to outlast the stop is answered without the
     // inbox, which may be gone.
     std::shared_lock<std::shared_mutex> lock(gate->mu);
     if (!gate->open) return fail(503, "shutting down");
-    // The engine's reader: nesting is bounded, a NUL byte is refused.
+    // The engine's reader: nesting is bounded, a NUL byte is refused. An
+    // array of events is one level more: each event is held to the limit
+    // when it is decoded, as from any source.
     nlohmann::json body;
-    if (std::string why; !ParseJson(text, body, &why)) return fail(400, why);
+    if (std::string why; !ParseJson(text, body, &why, kMaxJsonDepth + 1)) return fail(400, why);
     if (!body.is_object() && !body.is_array()) {
       return fail(400, "expected one CloudEvent (an object) or an array of them");
     }

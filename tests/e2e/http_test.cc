@@ -127,6 +127,15 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
       cli.Post("/events", std::string(200000, '[') + std::string(200000, ']'), "application/json");
   ASSERT_TRUE(deep) << "no answer";
   EXPECT_EQ(deep->status, 400);
+  // An event nested as deep as events may be is taken in an array too (the
+  // array's level was counted against it: 400 for the whole request).
+  std::string deepest = R"({"specversion":"1.0","id":"d512","source":"t","type":"x.y",)"
+                        R"("subject":"d","data":{"a":)" +
+                        std::string(510, '[') + std::string(510, ']') + "}}";
+  auto in_array = cli.Post("/events", "[" + deepest + "]", "application/json");
+  ASSERT_TRUE(in_array);
+  EXPECT_EQ(in_array->status, 200) << in_array->body;
+  EXPECT_EQ(json::parse(in_array->body)["stored"], 1) << in_array->body;
   auto after = cli.Post("/events", Ev("e3", "u3"), "application/json");
   ASSERT_TRUE(after);
   EXPECT_EQ(after->status, 200);
@@ -193,6 +202,27 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
     EXPECT_EQ(answers.rfind("HTTP/1.1 413", 0), 0u) << answers;
     EXPECT_NE(answers.find("\r\nConnection: close\r\n"), std::string::npos) << answers;
     EXPECT_EQ(answers.find("HTTP/1.1", 1), std::string::npos) << "a second answer: " << answers;
+  }
+  // A length said up front over 64 MiB is refused at once, before any of
+  // the body is read, and the connection ends: it was answered 400
+  // "malformed JSON" after the whole body was read and thrown away (a
+  // claimed 100 GB held a serving thread for as long as the client liked).
+  {
+    int fd = ConnectLoopback(port);
+    ASSERT_GE(fd, 0);
+    std::string head =
+        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000000000\r\n\r\n[";
+    ASSERT_GT(send(fd, head.data(), head.size(), MSG_NOSIGNAL), 0);
+    std::string answers;
+    char buf[4096];
+    timeval wait{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) answers.append(buf, size_t(n));
+    close(fd);
+    EXPECT_EQ(answers.rfind("HTTP/1.1 413", 0), 0u) << answers;
+    EXPECT_NE(answers.find("over 64 MiB"), std::string::npos) << answers;
+    EXPECT_NE(answers.find("\r\nConnection: close\r\n"), std::string::npos) << answers;
   }
   // A multipart form is not an event (it was an empty 500).
   httplib::MultipartFormDataItems form_items = {
