@@ -96,8 +96,9 @@ struct SplitStmt {
     Loc loc;
     std::string name;
     double percent = 0;
-    // The share exactly, in billionths of a percent (-1: not representable,
-    // reported by the parser), for the check that the arms add up to 100.
+    // The share exactly, in billionths of a percent, for the check that the
+    // arms add up to 100 (-1: more than nine decimals, which the parser
+    // reports, or out of 0-100%, which the checker reports).
     int64_t nano_percent = 0;
     bool holdout = false;
     Block body;

@@ -329,7 +329,8 @@ int64_t Converter::NanoPercent(const raw::NumLit& n) {
     Error(LocOf(n), "split share '" + n + "%' has more than 9 decimals");
     return -1;
   }
-  if (whole.empty() || whole[0] == '-' || whole.size() > 4) return -1;
+  whole.erase(0, std::min(whole.find_first_not_of('0'), whole.size() - 1));  // 00050: 50
+  if (whole.empty() || whole[0] == '-' || whole.size() > 4) return -1;       // over 100%: reported
   frac.resize(9, '0');
   return std::stoll(whole) * 1'000'000'000 + std::stoll(frac);
 }

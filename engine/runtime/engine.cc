@@ -247,7 +247,9 @@ Status Engine::Start() {
     progress_.erase(s.key);
     return true;
   });
-  for (const SendRow& s : pending_) Held(s);
+  for (const SendRow& s : pending_) {
+    if (s.not_before > s.requested_at) Held(s.instance_id, s.not_before);
+  }
   // The clock (the latest event's time) was at least when each pending
   // send was requested: with the event clock and no instance still
   // running, nothing else brings it back, and sends due would wait for a
@@ -266,8 +268,9 @@ Status Engine::Start() {
   // The events of the results decided here (sends pinned to a provider
   // that is gone) go with them, in this first batch.
   if (!emitted_.empty()) RouteEmitted();
-  if (!exits_.empty()) CancelHeld();  // an exit on one of those events
   committer_ = std::make_unique<Committer>(store_);
+  inflight_sends_ = std::move(staged_);  // sends those events' steps decided
+  staged_.clear();
   committer_->Start(std::move(batch_));
   batch_ = Batch();
   return Settle();
@@ -770,38 +773,45 @@ void Engine::DecideSends() {
       times.insert(row.not_before);
     }
     Decided(row);
-    Held(row);
+    if (row.not_before > row.requested_at) Held(row.instance_id, row.not_before);
     batch_.sends.push_back(std::move(row));
     staged_.push_back(batch_.sends.size() - 1);
   }
 }
 
-void Engine::Held(const SendRow& s) {
-  if (!options_.dispatch || s.not_before <= s.requested_at || !active_.count(s.instance_id)) {
-    return;
-  }
-  Micros& until = held_until_[s.instance_id];
-  until = std::max(until, s.not_before);
+void Engine::Held(const std::string& instance_id, Micros until) {
+  if (!options_.dispatch || !active_.count(instance_id)) return;
+  Micros& last = held_until_[instance_id];
+  last = std::max(last, until);
 }
 
-// The sends of the instances that exited in this batch, held past the
-// exit, end `cancelled`: stored with the exit, never sent. One due before
-// the exit still goes (also when it waits for a retry or a throttle).
-void Engine::CancelHeld() {
-  std::unordered_map<std::string, Micros> exits(exits_.begin(), exits_.end());
-  exits_.clear();
+// The sends of an instance that exits at `at` (the engine's clock as the
+// exit is applied) that no provider may have yet and that are due after
+// it end `cancelled`, in the exit's batch, their events routed after the
+// exit's input as any result's are. Due by `at`, a send goes: on the event
+// clock it may have gone already under another batching. On the wall
+// clock, a send waiting for a retry, a throttle or the end of quiet hours
+// counts as due then. One that may have reached a provider (an ambiguous
+// answer, pinned to it) goes on.
+void Engine::CancelHeld(const std::string& instance_id, Micros at) {
+  // The batch in flight may hold the instance's sends: they join pending_.
+  if (inflight_ && !Settle().ok()) return;  // failed_ says why
   auto cancel = [&](const SendRow& s) {
-    auto x = exits.find(s.instance_id);
-    if (x == exits.end()) return false;
-    if (s.not_before <= x->second) return false;  // due before the exit: it goes
+    if (s.instance_id != instance_id) return false;
     auto p = progress_.find(s.key);
-    std::string reason = "the instance exited at " + FormatRfc3339(x->second) +
-                         ", before the send went (due at " + FormatRfc3339(s.not_before) + ")";
+    Micros next = s.not_before;
+    if (p != progress_.end()) {
+      if (p->second.pinned >= 0) return false;
+      if (!options_.event_clock) next = std::max(next, p->second.retry_at);
+    }
+    if (next <= at) return false;
+    std::string reason = "the instance exited at " + FormatRfc3339(at) +
+                         ", before the send went (due at " + FormatRfc3339(next) + ")";
     int attempt = p == progress_.end() ? 1 : p->second.recorded + 1;
     if (p != progress_.end()) progress_.erase(p);
-    batch_.results.push_back({s.seq, s.key, attempt, x->second, "cancelled", true,
-                              JsonObject(std::pair{"reason", reason})});
-    EmitResult(s, attempt, "cancelled", true, reason, x->second, "");
+    batch_.results.push_back(
+        {s.seq, s.key, attempt, at, "cancelled", true, JsonObject(std::pair{"reason", reason})});
+    EmitResult(s, attempt, "cancelled", true, reason, at, "");
     ++summary_.sends[s.template_name]["cancelled"];
     return true;
   };
@@ -1059,8 +1069,10 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
   // Finished now (or it was, and reached a goal since).
   if (running != active_.end()) {
     if (auto h = held_until_.find(r.next.id); h != held_until_.end()) {
-      if (r.next.status == InstanceStatus::kExited) exits_.push_back({r.next.id, r.next.time});
+      Micros at = std::max(r.next.time, clock_);
+      bool cancel = r.next.status == InstanceStatus::kExited && h->second > at;
       held_until_.erase(h);
+      if (cancel) CancelHeld(r.next.id, at);
     }
     RunSummary::Instances& by = summary_.by_journey[j.name];
     if (r.next.status == InstanceStatus::kCompleted) ++by.completed;
@@ -1103,7 +1115,6 @@ Status Engine::Settle() {
 
 Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   if (Status s = Settle(); !s.ok()) return s;
-  if (!exits_.empty()) CancelHeld();  // the in-flight batch's sends are in pending_ now
   for (const std::string& id : dirty_) {
     auto it = active_.find(id);
     if (it != active_.end()) batch_.instances.push_back(it->second);
@@ -1165,6 +1176,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   std::vector<std::vector<OutMessage>> messages(router_.size());
   auto hold = [&](SendRow& s, Micros until) {
     progress_[s.key].retry_at = until;
+    if (!options_.event_clock) Held(s.instance_id, until);
     later.push_back(std::move(s));
   };
   static const SendProgress kFresh;

@@ -372,13 +372,13 @@ class Engine {
   std::vector<size_t> staged_, inflight_sends_;
   std::vector<SendRow> pending_;  // committed sends not yet dispatched
   // Running instances with sends held past their decision (quiet hours, a
-  // frequency cap's deferral): when the last of those is due. An exit
-  // before then cancels them, in the batch that stores the exit
-  // (docs/language.md, "Sends, quiet hours and idempotency").
+  // frequency cap's deferral; on the wall clock also a retry, a throttle,
+  // quiet hours at the hand-over): when the last of those is due. An exit
+  // before then cancels them, as it is applied (docs/language.md, "Sends,
+  // quiet hours and idempotency").
   std::unordered_map<std::string, Micros> held_until_;
-  std::vector<std::pair<std::string, Micros>> exits_;  // instance, exit time
-  void Held(const SendRow& s);
-  void CancelHeld();
+  void Held(const std::string& instance_id, Micros until);
+  void CancelHeld(const std::string& instance_id, Micros at);
   // Per pending send (by key): results recorded so far, attempts spent
   // (docs/engine.md, "Sending"), and when it may go again (wall clock).
   struct SendProgress {

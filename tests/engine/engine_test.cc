@@ -528,6 +528,61 @@ TEST_F(EngineTest, AnExitCancelsTheInstancesHeldSends) {
   EXPECT_EQ(Results("c").at("cancelled"), 1);
 }
 
+// Whether an exit cancels a held send does not depend on how the inputs
+// were batched: the exit counts from the engine's clock as it is applied
+// (an exit dated 07:00 handled after an event of 09:00 comes after the
+// 08:00 send, which another batching had sent already), and the
+// cancellation's result event is routed right after the exit's input, as
+// any result's is (it was routed after the batch's later inputs).
+TEST_F(EngineTest, AnExitCancelsTheSameWhateverTheBatches) {
+  Journey("q", R"(journey q {
+  quiet hours 21:00 to 08:00
+  entry { on user.signup }
+  exit on user.deleted
+  step s { send "a" to trigger.data.email intent marketing  wait 30d  end }
+})");
+  Journey("k", R"(journey k {
+  entry { on user.signup }
+  exit on waymark.send.result when event.data.result == "cancelled"
+  step s {
+    wait for promo.viewed within 1d received { set seen = 1 } timeout { set seen = 0 }
+    end
+  }
+})");
+  Start();
+  // The evening of March `day`, and the morning after.
+  auto events = [](const std::string& n, int day) {
+    std::string u = "u" + n, v = "v" + n, w = "w" + n;
+    auto at = [&](int d, const char* time) {
+      return "2026-03-0" + std::to_string(d) + "T" + time + "Z";
+    };
+    return std::vector<std::string>{
+        Ev(u + "s", "user.signup", u, at(day, "22:00:00"), R"({"email":"u@x.io"})"),
+        Ev(w + "s", "user.signup", w, at(day, "22:00:00"), R"({"email":"w@x.io"})"),
+        Ev(w + "d", "user.deleted", w, at(day, "23:00:00")),
+        Ev(w + "p", "promo.viewed", w, at(day, "23:30:00")),
+        Ev(v + "s", "user.signup", v, at(day + 1, "09:00:00"), R"({"email":"v@x.io"})"),
+        Ev(u + "d", "user.deleted", u, at(day + 1, "07:00:00"))};
+  };
+  Feed(events("1", 1));                                   // one batch
+  for (const std::string& e : events("2", 4)) Feed({e});  // one batch each
+  ASSERT_TRUE(engine_->Advance(ParseRfc3339("2026-03-07T12:00:00Z").value()).ok());
+  ASSERT_TRUE(engine_->Commit(0).ok());
+  auto last = [&](const std::string& instance) {
+    auto sends = store_->Sends(instance);
+    EXPECT_TRUE(sends.ok() && sends.value().size() == 1) << instance;
+    if (!sends.ok() || sends.value().empty()) return std::string();
+    auto rs = store_->SendResults(sends.value()[0].seq);
+    return rs.ok() && !rs.value().empty() ? rs.value().back().result : std::string();
+  };
+  for (const char* n : {"1", "2"}) {
+    std::string u = std::string("u") + n, w = std::string("w") + n;
+    EXPECT_EQ(last("q/" + u + "/1"), "accepted") << n;
+    EXPECT_EQ(last("q/" + w + "/1"), "cancelled") << n;
+    EXPECT_EQ(Instances("k", w).at(0).outcome, "exit on waymark.send.result") << n;
+  }
+}
+
 TEST_F(EngineTest, FrequencyCapDefersWhenTheJourneySaysSo) {
   Journey("a", R"(journey a {
   over_cap defer

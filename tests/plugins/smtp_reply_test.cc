@@ -31,6 +31,16 @@ TEST(SmtpReply, ARefusedSenderIsTheProvidersFaultNotTheRecipients) {
   EXPECT_EQ(KindOf("553 sorry\r\n", Stage::kRcpt), WM_RESULT_PERMANENT_RECIPIENT);
 }
 
+// A code outside SMTP's (600-999): before the body nothing was sent, and
+// it is sent again later; after the body the server may have it.
+TEST(SmtpReply, ACodeOutsideSmtpsIsRetryLaterBeforeTheBodyAndAmbiguousAfter) {
+  for (Stage stage : {Stage::kConnect, Stage::kMail, Stage::kRcpt, Stage::kData}) {
+    EXPECT_EQ(KindOf("999 what\r\n", stage), WM_RESULT_RETRY_LATER) << int(stage);
+    EXPECT_EQ(KindOf("600 what\r\n", stage), WM_RESULT_RETRY_LATER) << int(stage);
+  }
+  EXPECT_EQ(KindOf("999 what\r\n", Stage::kBody), WM_RESULT_AMBIGUOUS);
+}
+
 // Refusals to RCPT that are about our sender or our relaying (Postfix's
 // sender restrictions, qmail's rcpthosts) suppressed the recipient for good
 // (permanent_recipient); so did 5.1.0, "other address status". Only the
