@@ -453,17 +453,21 @@ TEST(DeadLetterKind, ElidesQuotedValuesWhateverTheyHold) {
   EXPECT_EQ(DeadLetterKind("JSON number out of range: 1e400"), "JSON number out of range");
 }
 
+// Sends "a" at signup, held for quiet hours from 21:00 to 08:00 UTC, then
+// waits; a user.deleted ends it.
+const char* kQuietUntilDeleted = R"(journey q {
+  quiet hours 21:00 to 08:00
+  entry { on user.signup }
+  exit on user.deleted
+  step s { send "a" to trigger.data.email intent marketing  wait 30d  end }
+})";
+
 // An exit cancels the sends of the instance that have not gone yet: held
 // past the exit for quiet hours or by a frequency cap's deferral. Each gets
 // a final `cancelled` result, stored with the exit, so a restart does not
 // send them either. A held send of an instance that completed still goes.
 TEST_F(EngineTest, AnExitCancelsTheInstancesHeldSends) {
-  Journey("q", R"(journey q {
-  quiet hours 21:00 to 08:00
-  entry { on user.signup }
-  exit on user.deleted
-  step s { send "a" to trigger.data.email intent marketing  wait 30d  end }
-})");
+  Journey("q", kQuietUntilDeleted);
   Journey("c", R"(journey c {
   over_cap defer
   entry { on order.placed }
@@ -535,12 +539,7 @@ TEST_F(EngineTest, AnExitCancelsTheInstancesHeldSends) {
 // cancellation's result event is routed right after the exit's input, as
 // any result's is (it was routed after the batch's later inputs).
 TEST_F(EngineTest, AnExitCancelsTheSameWhateverTheBatches) {
-  Journey("q", R"(journey q {
-  quiet hours 21:00 to 08:00
-  entry { on user.signup }
-  exit on user.deleted
-  step s { send "a" to trigger.data.email intent marketing  wait 30d  end }
-})");
+  Journey("q", kQuietUntilDeleted);
   Journey("k", R"(journey k {
   entry { on user.signup }
   exit on waymark.send.result when event.data.result == "cancelled"
