@@ -157,6 +157,16 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
   r->retry_after_ms = RetryAfterMs(t->retry_after);
   if (status >= 200 && status < 300) {
     std::string id = text(t->api == "resend" ? "id" : "MessageId");
+    if (id.empty()) {
+      // Both APIs answer an acceptance with the message's id. A 2xx
+      // without one is not known to be theirs (a base URL that is not the
+      // API's, a captive portal, an error in a 200's body): the request
+      // may or may not have reached the provider.
+      r->kind = WM_RESULT_AMBIGUOUS;
+      Put(r->text, "http " + std::to_string(status) + " with no message id: " +
+                       (message.empty() ? t->body.substr(0, 200) : code + " " + message));
+      return;
+    }
     r->kind = WM_RESULT_ACCEPTED;
     PutProviderId(t, r->provider_message_id, id);
     Put(r->text, "");
@@ -184,6 +194,12 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
     }
     r->kind = WM_RESULT_RETRY_LATER;
     if (!r->retry_after_ms) r->retry_after_ms = 1000;
+    return;
+  }
+  // Resend's 403 validation_error refuses this message (a test account
+  // may send to its owner only; delivery.md: permanent), not the account.
+  if (status == 403 && code == "validation_error") {
+    r->kind = WM_RESULT_PERMANENT_MESSAGE;
     return;
   }
   // 401/403: the account; 404, 405 or a redirect: the base URL is not the
@@ -313,6 +329,9 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "waymark-http/0.1.0");
     if (!ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, ca_file.c_str());
+    // Clear text stays on loopback: an http_proxy of the environment would
+    // carry the key and the message to wherever it points.
+    if (StartsWith(t->base_url, "http://")) curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     std::string account;
     if (t->api == "ses") {
       std::string sigv4 = "aws:amz:" + t->region + ":ses";
@@ -321,9 +340,18 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
       curl_easy_setopt(h, CURLOPT_PASSWORD, t->secret_access_key.c_str());
       account = "key " + t->access_key_id;
     } else {
-      account = "key " + t->api_key.substr(0, std::min<size_t>(6, t->api_key.size())) + "...";
+      // Its last four characters, as dashboards show a key: every Resend
+      // key begins "re_", and the characters after that are the secret.
+      account = t->api_key.size() >= 12 ? "key ..." + t->api_key.substr(t->api_key.size() - 4)
+                                        : std::string("a key");
     }
-    t->description = t->base_url + " (" + t->api + " API, " + account + ")";
+    // The base URL without a user part, which may hold a password.
+    std::string shown = t->base_url;
+    if (size_t scheme = shown.find("://"); scheme != std::string::npos) {
+      size_t host = scheme + 3, at = shown.find('@', host);
+      if (at != std::string::npos && at < shown.find('/', host)) shown.erase(host, at + 1 - host);
+    }
+    t->description = shown + " (" + t->api + " API, " + account + ")";
     *out = t.release();
     return WM_OK;
   } catch (const std::exception& e) {

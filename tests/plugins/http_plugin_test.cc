@@ -89,6 +89,18 @@ class Provider {
       if (to.rfind("longid@", 0) == 0) return Answer(a, 200, {{"id", std::string(300, 'x')}});
       if (to.rfind("conflict@", 0) == 0) return Answer(a, 409, json::object());  // a proxy's
       if (to.rfind("oddjson@", 0) == 0) return Answer(a, 422, {{"name", 5}, {"message", true}});
+      if (to.rfind("testonly@", 0) == 0) {  // an account that may send to its owner only
+        return Answer(a, 403,
+                      {{"name", "validation_error"},
+                       {"message", "You can only send testing emails to your own email address."}});
+      }
+      if (to.rfind("portal@", 0) == 0) {  // not Resend: a captive portal, a default page
+        a.set_content("<html>Welcome to nginx!</html>", "text/html");
+        return;
+      }
+      if (to.rfind("errorbody@", 0) == 0) {
+        return Answer(a, 200, {{"statusCode", 422}, {"name", "validation_error"}});
+      }
       // Idempotency: the same key with the same body is answered as the
       // first time; with another body, 409.
       auto [it, fresh] = keys_.try_emplace(s.idempotency_key, s.body.dump(), "");
@@ -191,7 +203,10 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k8", "conflict@example.com"),
       Message("k10", "oddjson@example.com"),
       Message("k12", "later@example.com"),
-      Message("k13", "far@example.com")};
+      Message("k13", "far@example.com"),
+      Message("k14", "testonly@example.com"),
+      Message("k15", "portal@example.com"),
+      Message("k16", "errorbody@example.com")};
   for (OutMessage& m : batch)
     m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
@@ -219,6 +234,15 @@ TEST(Http, ResendAnswersMapToResults) {
   EXPECT_GE(r[9].retry_after_ms, 3000u);
   EXPECT_LE(r[9].retry_after_ms, 5000u);
   EXPECT_EQ(r[10].retry_after_ms, 86400000u);
+  // Resend's 403 validation_error is about the message (delivery.md:
+  // permanent); it was the account's fault, retried and then a dead letter.
+  EXPECT_EQ(r[11].kind, "permanent_message") << r[11].detail;
+  // A 2xx without Resend's id is not known to be its acceptance (a wrong
+  // base URL, a portal; a body that is an error): it was accepted, and
+  // the message lost.
+  EXPECT_EQ(r[12].kind, "ambiguous") << r[12].detail;
+  EXPECT_NE(r[12].detail.find("no message id"), std::string::npos) << r[12].detail;
+  EXPECT_EQ(r[13].kind, "ambiguous") << r[13].detail;
   // What Resend was sent.
   auto seen = provider.seen();
   ASSERT_EQ(seen.size(), batch.size());
@@ -244,6 +268,29 @@ TEST(Http, ResendAnswersMapToResults) {
   ASSERT_TRUE(lost);
   r = lost->SendBatch({Message("k11", "ana@example.com")});
   EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
+}
+
+// Secrets stay where they are: a proxy of the environment does not see a
+// clear-text (loopback) request, which carried the key to it; the
+// description shows no password of the base URL and no more of the key
+// than its last four characters (it showed "re_tes...", the key's own
+// characters after Resend's prefix).
+TEST(Http, NeitherAProxyNorTheDescriptionSeesTheSecrets) {
+  Provider provider;
+  setenv("http_proxy", "http://127.0.0.1:1", 1);  // nothing listens there
+  auto t = Open("api=resend&api_key=re_test_key&base_url=" + provider.Base());
+  ASSERT_TRUE(t);
+  auto r = t->SendBatch({Message("p1", "ana@example.com")});
+  unsetenv("http_proxy");
+  EXPECT_EQ(r.at(0).kind, "accepted") << r[0].detail;
+  std::string base = provider.Base();
+  base.insert(base.find("://") + 3, "bob:HUNTER2PW@");
+  t = Open("api=resend&api_key=re_test_key_1234&base_url=" + base);
+  ASSERT_TRUE(t);
+  std::string d = t->Describe();
+  EXPECT_EQ(d.find("HUNTER2PW"), std::string::npos) << d;
+  EXPECT_EQ(d.find("re_tes"), std::string::npos) << d;
+  EXPECT_NE(d.find("key ...1234"), std::string::npos) << d;
 }
 
 // A provider id longer than a result holds is left empty, as
