@@ -1,5 +1,8 @@
 #include "engine/delivery/template.h"
 
+#include "engine/base/json_text.h"
+
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -173,6 +176,15 @@ Template::~Template() = default;
 Result<Template> Template::Parse(const std::string& name, const std::string& text) {
   if (text.size() > kMaxTemplateBytes) {
     return Status::Error("template '" + name + "' is over the 256 KiB limit");
+  }
+  // Messages are UTF-8 (their headers and parts say so): a template saved
+  // in another encoding would go out mislabelled from one transport and be
+  // refused by another. StorableText replaces what is not UTF-8 (and NUL).
+  if (std::string clean = StorableText(text); clean != text) {
+    size_t at = size_t(std::mismatch(text.begin(), text.end(), clean.begin()).first - text.begin());
+    return Status::Error(
+        "template '" + name + "' is not UTF-8 text (line " +
+        std::to_string(1 + std::count(text.begin(), text.begin() + long(at), '\n')) + ")");
   }
   std::string subject, from, text_part, html_part;
   Template t;

@@ -150,6 +150,18 @@ TEST(Template, LimitsAndFormatErrors) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("(text)"), std::string::npos) << bad.error();
   EXPECT_FALSE(Parse("subject: s\n--- text\nx\n").Render(json::array()).ok());
+  // A template saved in another encoding (Latin-1 here) is refused, with
+  // its line: it went out labelled UTF-8 from some transports and was
+  // refused by another.
+  auto latin1 = Template::Parse("t",
+                                "subject: Gr\xfc\xdf"
+                                "e\n--- text\nHallo\n");
+  ASSERT_FALSE(latin1.ok());
+  EXPECT_EQ(latin1.error(), "template 't' is not UTF-8 text (line 1)");
+  auto nul = Template::Parse("t", std::string("subject: s\n--- text\na\0b\n", 24));
+  ASSERT_FALSE(nul.ok());
+  EXPECT_EQ(nul.error(), "template 't' is not UTF-8 text (line 3)");
+  EXPECT_TRUE(Template::Parse("t", "subject: Grüße\n--- text\nHallo\n").ok());
 }
 
 MessageParams Params() {
