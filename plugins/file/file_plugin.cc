@@ -4,6 +4,7 @@
 // exists, so a repeat is answered "duplicate" and a crash never leaves a
 // half-written message under its final name.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <waymark/transport_plugin.h>
 
@@ -22,9 +23,10 @@ namespace fs = std::filesystem;
 
 struct wm_transport {
   fs::path dir;
-  // The directory, open for the instance's life: syncfs(2) reports the
-  // write-back errors since the descriptor was opened, so one opened per
-  // batch, after its files were written, missed an error in between.
+  // The directory, open while its path names it (Follow): syncfs(2)
+  // reports the write-back errors since the descriptor was opened, so one
+  // opened per batch, after its files were written, missed an error in
+  // between.
   int dfd = -1;
   ~wm_transport() {
     if (dfd >= 0) ::close(dfd);
@@ -65,21 +67,36 @@ std::string WriteTmp(int dfd, const wm_str& data, int& fd) {
   return "";
 }
 
+// Makes `t->dfd` the directory its path names now, with its .tmp: one
+// renamed, or removed and made again, since it was opened is not written
+// behind the operator's back (the results would name files that are not
+// there), and one removed is made again. A new descriptor is opened before
+// the batch's files are written, so its syncfs() still sees their errors.
+// "" or the error.
+std::string Follow(wm_transport* t) {
+  std::error_code ec;
+  fs::create_directories(t->dir / ".tmp", ec);
+  if (ec) return "cannot create " + (t->dir / ".tmp").string() + ": " + ec.message();
+  int fd = ::open(t->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return "cannot open " + t->dir.string() + ": " + std::strerror(errno);
+  struct stat now, held;
+  if (t->dfd >= 0 && ::fstat(fd, &now) == 0 && ::fstat(t->dfd, &held) == 0 &&
+      now.st_dev == held.st_dev && now.st_ino == held.st_ino) {
+    ::close(fd);
+    return "";
+  }
+  if (t->dfd >= 0) ::close(t->dfd);
+  t->dfd = fd;
+  return "";
+}
+
 int Create(const wm_host*, wm_str config_json, wm_transport** out, char* err, size_t err_size) {
   try {
     auto config = nlohmann::json::parse(config_json.ptr, config_json.ptr + config_json.len);
     auto t = std::make_unique<wm_transport>();
     t->dir = config.at("dir").get<std::string>();
-    std::error_code ec;
-    fs::create_directories(t->dir / ".tmp", ec);
-    if (ec) {
-      std::snprintf(err, err_size, "cannot create %s: %s", (t->dir / ".tmp").c_str(),
-                    ec.message().c_str());
-      return WM_ERR_CONFIG;
-    }
-    t->dfd = ::open(t->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (t->dfd < 0) {
-      std::snprintf(err, err_size, "cannot open %s: %s", t->dir.c_str(), std::strerror(errno));
+    if (std::string why = Follow(t.get()); !why.empty()) {
+      std::snprintf(err, err_size, "%s", why.c_str());
       return WM_ERR_CONFIG;
     }
     *out = t.release();
@@ -115,6 +132,10 @@ void Info(wm_transport* t, wm_transport_info* out) {
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
                uint32_t) {
   try {
+    if (std::string why = Follow(t); !why.empty()) {
+      for (size_t i = 0; i < count; ++i) Fail(wm_result_at(results, i), WM_RESULT_RETRY_LATER, why);
+      return;
+    }
     std::vector<int> fds(count, -1);
     for (size_t i = 0; i < count; ++i) {
       std::string err = WriteTmp(t->dfd, wm_message_at(messages, i)->data, fds[i]);

@@ -16,6 +16,7 @@
 #include "engine/delivery/message.h"
 #include "engine/delivery/template.h"
 #include "engine/delivery/transport.h"
+#include "tests/testing/messages.h"
 
 namespace waymark {
 namespace {
@@ -348,6 +349,39 @@ TEST(FileTransport, SaysItDeduplicatesByTheKey) {
   ASSERT_TRUE(t.ok()) << t.error();
   EXPECT_TRUE(t.value()->Idempotent());
   std::filesystem::remove_all(dir);
+}
+
+// The directory is the one its path names at each batch: one renamed away
+// got the messages while their results named files that did not exist, and
+// one removed and made again (or its .tmp removed) failed every send until
+// a restart, each a dead letter after its attempts.
+TEST(FileTransport, FollowsItsPathWhenTheDirectoryIsReplaced) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("waymark_file_moved_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::remove_all(dir.string() + ".moved");
+  auto t = OpenTransport("file:" + dir.string(), WAYMARK_PLUGIN_DIR);
+  ASSERT_TRUE(t.ok()) << t.error();
+  RenderedMessage content{"s", "Waymark <t@waymark.example>", "x\n", ""};
+  auto send = [&](const std::string& key) {
+    auto r =
+        t.value()->SendBatch({testing_util::MakeOutMessage("wm-" + key, "a@example.com", content)});
+    EXPECT_EQ(r.at(0).kind, "accepted") << key << ": " << r[0].detail;
+    EXPECT_TRUE(fs::exists(r[0].detail)) << key << ": " << r[0].detail;
+    EXPECT_EQ(fs::path(r[0].detail).parent_path(), dir) << key;
+  };
+  send("1");
+  fs::rename(dir, dir.string() + ".moved");
+  fs::create_directories(dir);
+  send("2");
+  fs::remove_all(dir);
+  send("3");
+  fs::remove_all(dir / ".tmp");
+  send("4");
+  // wm-3.eml, wm-4.eml and .tmp (wm-2.eml went with the directory removed)
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 3);
+  fs::remove_all(dir);
+  fs::remove_all(dir.string() + ".moved");
 }
 
 // The Subject line was never folded: a 1,500-byte subject made a header
