@@ -327,9 +327,14 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
     if (!gate->open) return fail(503, "shutting down");
     // The engine's reader: nesting is bounded, a NUL byte is refused. An
     // array of events is one level more: each event is held to the limit
-    // when it is decoded, as from any source.
+    // when it is decoded, as from any source, and is refused as deep as a
+    // single one.
     nlohmann::json body;
-    if (std::string why; !ParseJson(text, body, &why, kMaxJsonDepth + 1)) return fail(400, why);
+    size_t first = text.find_first_not_of(" \t\r\n");
+    bool batch = first != std::string::npos && text[first] == '[';
+    if (std::string why; !ParseJson(text, body, &why, kMaxJsonDepth + (batch ? 1 : 0))) {
+      return fail(400, why);
+    }
     if (!body.is_object() && !body.is_array()) {
       return fail(400, "expected one CloudEvent (an object) or an array of them");
     }

@@ -57,7 +57,9 @@ mus::data ToData(const nlohmann::json& j) {
       // The shortest form: a whole number as an integer (1e2 is "100", not
       // "100.0"), others as the shortest text that reads back the same.
       double v = j.get<double>();
-      if (std::trunc(v) == v && std::fabs(v) < 1e15) return mus::data{std::to_string(int64_t(v))};
+      if (std::trunc(v) == v && std::fabs(v) <= 9007199254740992.0) {  // 2^53: exact
+        return mus::data{std::to_string(int64_t(v))};
+      }
       return mus::data{j.dump()};
     }
     default:

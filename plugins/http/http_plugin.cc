@@ -197,8 +197,10 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
     return;
   }
   // Resend's 403 validation_error refuses this message (a test account
-  // may send to its owner only; delivery.md: permanent), not the account.
-  if (status == 403 && code == "validation_error") {
+  // may send to its owner only; delivery.md: permanent), unless it says a
+  // domain is not verified: the account's, for every message.
+  if (status == 403 && code == "validation_error" &&
+      lower.find("not verified") == std::string::npos) {
     r->kind = WM_RESULT_PERMANENT_MESSAGE;
     return;
   }
@@ -348,8 +350,10 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     // The base URL without a user part, which may hold a password.
     std::string shown = t->base_url;
     if (size_t scheme = shown.find("://"); scheme != std::string::npos) {
-      size_t host = scheme + 3, at = shown.find('@', host);
-      if (at != std::string::npos && at < shown.find('/', host)) shown.erase(host, at + 1 - host);
+      size_t host = scheme + 3;
+      size_t end = std::min(shown.find_first_of("/?#", host), shown.size());
+      size_t at = shown.rfind('@', end - 1);  // a password may hold '@' itself
+      if (at != std::string::npos && at >= host) shown.erase(host, at + 1 - host);
     }
     t->description = shown + " (" + t->api + " API, " + account + ")";
     *out = t.release();

@@ -95,14 +95,14 @@ TEST(Template, NullIsFalsy) {
 TEST(Template, NumbersRenderInTheirShortestForm) {
   Template t = Parse(
       "subject: s\n--- text\n{{trigger.data.a}} {{trigger.data.b}} {{trigger.data.c}} "
-      "{{trigger.data.d}} {{trigger.data.e}} {{trigger.data.f}}\n");
+      "{{trigger.data.d}} {{trigger.data.e}} {{trigger.data.f}} {{trigger.data.g}}\n");
   nlohmann::json data;
   ASSERT_TRUE(ParseJson(R"({"trigger":{"data":{"a":19.90,"b":1e2,"c":-3,"d":1.5e-7,)"
-                        R"("e":123456789012345678901234567890,"f":2.0}}})",
+                        R"("e":123456789012345678901234567890,"f":2.0,"g":-1e15}}})",
                         data));
   auto m = t.Render(data);
   ASSERT_TRUE(m.ok()) << m.error();
-  EXPECT_EQ(m.value().text, "19.9 100 -3 1.5e-07 1.2345678901234568e+29 2\n");
+  EXPECT_EQ(m.value().text, "19.9 100 -3 1.5e-07 1.2345678901234568e+29 2 -1000000000000000\n");
 }
 
 TEST(Template, AMissingNameIsAnErrorNamingIt) {

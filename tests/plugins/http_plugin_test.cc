@@ -94,6 +94,11 @@ class Provider {
                       {{"name", "validation_error"},
                        {"message", "You can only send testing emails to your own email address."}});
       }
+      if (to.rfind("unverified@", 0) == 0) {  // the account's domain: every message
+        return Answer(
+            a, 403,
+            {{"name", "validation_error"}, {"message", "The example.com domain is not verified."}});
+      }
       if (to.rfind("portal@", 0) == 0) {  // not Resend: a captive portal, a default page
         a.set_content("<html>Welcome to nginx!</html>", "text/html");
         return;
@@ -206,7 +211,8 @@ TEST(Http, ResendAnswersMapToResults) {
       Message("k13", "far@example.com"),
       Message("k14", "testonly@example.com"),
       Message("k15", "portal@example.com"),
-      Message("k16", "errorbody@example.com")};
+      Message("k16", "errorbody@example.com"),
+      Message("k17", "unverified@example.com")};
   for (OutMessage& m : batch)
     m.data.clear();  // as the engine hands them to a fields-only transport
   auto r = t->SendBatch(batch);
@@ -243,6 +249,8 @@ TEST(Http, ResendAnswersMapToResults) {
   EXPECT_EQ(r[12].kind, "ambiguous") << r[12].detail;
   EXPECT_NE(r[12].detail.find("no message id"), std::string::npos) << r[12].detail;
   EXPECT_EQ(r[13].kind, "ambiguous") << r[13].detail;
+  // A 403 validation_error about the account's domain is the account's.
+  EXPECT_EQ(r[14].kind, "provider_fault") << r[14].detail;
   // What Resend was sent.
   auto seen = provider.seen();
   ASSERT_EQ(seen.size(), batch.size());
@@ -284,11 +292,12 @@ TEST(Http, NeitherAProxyNorTheDescriptionSeesTheSecrets) {
   unsetenv("http_proxy");
   EXPECT_EQ(r.at(0).kind, "accepted") << r[0].detail;
   std::string base = provider.Base();
-  base.insert(base.find("://") + 3, "bob:HUNTER2PW@");
+  base.insert(base.find("://") + 3, "bob:HUNTER2@PW@");
   t = Open("api=resend&api_key=re_test_key_1234&base_url=" + base);
   ASSERT_TRUE(t);
   std::string d = t->Describe();
-  EXPECT_EQ(d.find("HUNTER2PW"), std::string::npos) << d;
+  EXPECT_EQ(d.find("PW@"), std::string::npos) << d;
+  EXPECT_EQ(d.find("HUNTER2"), std::string::npos) << d;
   EXPECT_EQ(d.find("re_tes"), std::string::npos) << d;
   EXPECT_NE(d.find("key ...1234"), std::string::npos) << d;
 }
