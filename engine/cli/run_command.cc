@@ -287,6 +287,17 @@ class HttpServer {
 void ServeEvents(HttpServer& http, Inbox& inbox) {
   http.server().set_payload_max_length(kMaxRequestBytes);  // a length said up front
   std::shared_ptr<Gate> gate = http.gate();
+  // Another method on the path is answered as such (it was 404).
+  auto post_only = [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content(R"({"error":"POST events to /events"})"
+                    "\n",
+                    "application/json");
+  };
+  http.server().Get("/events", post_only);
+  http.server().Put("/events", post_only);
+  http.server().Delete("/events", post_only);
   http.server().Post("/events", [&inbox, gate](const httplib::Request& req, httplib::Response& res,
                                                const httplib::ContentReader& content) {
     auto fail = [&](int code, const std::string& why) {

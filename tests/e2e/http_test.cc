@@ -118,6 +118,10 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   ASSERT_EQ(body["dead_letters"].size(), 1u);
   EXPECT_EQ(body["dead_letters"][0]["index"], 2);
 
+  auto got = cli.Get("/events");  // another method: said so (it was 404)
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->status, 405);
+  EXPECT_EQ(got->get_header_value("Allow"), "POST");
   auto bad = cli.Post("/events", "{nope", "application/json");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
