@@ -101,7 +101,7 @@ void Destroy(T* t) {
 }
 
 // send_batch: the messages one by one, in order, with `send_one`, until
-// the batch's time runs out (the rest are not attempted). An exception
+// the batch's time runs out (the rest are not attempted: `throttled`). An exception
 // (out of memory) is ambiguous once `t->*went_out` says the message may
 // have reached the provider.
 template <typename T>
@@ -112,7 +112,12 @@ void SendEach(T* t, const wm_message* messages, size_t count, wm_send_result* re
   for (size_t i = 0; i < count; ++i) {
     wm_send_result* r = wm_result_at(results, i);
     if (std::chrono::steady_clock::now() >= deadline) {
-      r->kind = WM_RESULT_RETRY_LATER;
+      // The provider answers slower than the batch's time allows: it is
+      // the provider's pace, not the message's attempt (retry_later spent
+      // one, and a slow server turned messages never tried into dead
+      // letters). The host's throttle slows down for it.
+      r->kind = WM_RESULT_THROTTLED;
+      r->throttle_scope = WM_THROTTLE_PROVIDER;
       Put(r->text, "not attempted: the batch's time ran out");
       continue;
     }

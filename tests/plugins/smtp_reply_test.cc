@@ -4,7 +4,12 @@
 // greeting and EHLO are hard to make aiosmtpd refuse.
 #include "plugins/smtp/smtp_reply.h"
 
+#include <chrono>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include "plugins/common/curl_plugin.h"
 
 #include <gtest/gtest.h>
 #include <waymark/transport_plugin.h>
@@ -39,6 +44,35 @@ TEST(SmtpReply, ACodeOutsideSmtpsIsRetryLaterBeforeTheBodyAndAmbiguousAfter) {
     EXPECT_EQ(KindOf("600 what\r\n", stage), WM_RESULT_RETRY_LATER) << int(stage);
   }
   EXPECT_EQ(KindOf("999 what\r\n", Stage::kBody), WM_RESULT_AMBIGUOUS);
+}
+
+// Messages a batch's time leaves unattempted are `throttled` (scope
+// provider): the provider's pace, not an attempt of theirs (they were
+// retry_later, which spends one: a slow server made dead letters of
+// messages never tried).
+TEST(SendEach, MessagesLeftUnattemptedAreThrottledNotRetried) {
+  struct Slow {
+    bool went = false;
+    int sent = 0;
+  } slow;
+  std::vector<wm_message> messages(3);
+  std::vector<wm_send_result> results(3);
+  for (auto& r : results) r.struct_size = sizeof r;
+  for (auto& m : messages) m.struct_size = sizeof m;
+  waymark::curl_plugin::SendEach<Slow>(
+      &slow, messages.data(), messages.size(), results.data(), 50,
+      [](Slow* t, const wm_message*, wm_send_result* r) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(80));
+        ++t->sent;
+        r->kind = WM_RESULT_ACCEPTED;
+      },
+      &Slow::went);
+  EXPECT_EQ(slow.sent, 1);
+  EXPECT_EQ(results[0].kind, WM_RESULT_ACCEPTED);
+  for (int i : {1, 2}) {
+    EXPECT_EQ(results[size_t(i)].kind, WM_RESULT_THROTTLED) << i;
+    EXPECT_EQ(results[size_t(i)].throttle_scope, WM_THROTTLE_PROVIDER) << i;
+  }
 }
 
 // Refusals to RCPT that are about our sender or our relaying (Postfix's
