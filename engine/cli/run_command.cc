@@ -1432,9 +1432,10 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--source", o->source.url,
                   "NATS JetStream server, nats://HOST:PORT (stream and consumer are created or "
                   "checked)");
-  cmd->add_option("--store", o->store, "sqlite:PATH")->capture_default_str();
+  cmd->add_option("--store", o->store, "sqlite:PATH or postgresql://...")->capture_default_str();
   cmd->add_option("--transport", o->transport,
-                  "file:DIR, null:, or PLUGIN:?KEY=VALUE&... (a plugin from --plugin-dir)")
+                  "file:DIR, null:, smtp://... or smtps://..., or PLUGIN:?KEY=VALUE&... (a plugin "
+                  "from --plugin-dir)")
       ->capture_default_str();
   cmd->add_option("--transport-rate", o->transport_rate,
                   "the transport's rate ceiling, messages/s (the throttle adapts below it)");
