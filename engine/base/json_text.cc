@@ -252,6 +252,10 @@ class Reader {
 
   bool Value(nlohmann::json& out, int depth) {
     if (p_ == end_) return false;
+    if ((*p_ == '{' || *p_ == '[') && depth >= max_depth_) {
+      why_ = "JSON nested deeper than " + std::to_string(max_depth_) + " levels";
+      return false;
+    }
     switch (*p_) {
       case '{':
         return Object(out, depth + 1);
@@ -278,10 +282,6 @@ class Reader {
   }
 
   bool Object(nlohmann::json& out, int depth) {
-    if (depth > max_depth_) {
-      why_ = "JSON nested deeper than " + std::to_string(max_depth_) + " levels";
-      return false;
-    }
     ++p_;  // {
     out = nlohmann::json::object();
     auto& members = out.get_ref<nlohmann::json::object_t&>();
@@ -314,10 +314,6 @@ class Reader {
   }
 
   bool Array(nlohmann::json& out, int depth) {
-    if (depth > max_depth_) {
-      why_ = "JSON nested deeper than " + std::to_string(max_depth_) + " levels";
-      return false;
-    }
     ++p_;  // [
     out = nlohmann::json::array();
     auto& items = out.get_ref<nlohmann::json::array_t&>();

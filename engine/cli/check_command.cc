@@ -62,11 +62,8 @@ std::optional<dsl::SchemaRegistry> LoadSchemas(const char* command, const Schema
 // No schemas is a warning among the diagnostics, counted with them (it was
 // said apart, and the summary said "0 warnings" under it).
 void WarnIfNoSchemas(const SchemaOption& o, dsl::CheckResult& r) {
-  if (std::string why = NoSchemasWhy(o.dir); !why.empty()) {
-    r.diags.Warning(o.dir, {},
-                    "no event schemas (" + why +
-                        "): events are not validated and the journeys' event fields are not "
-                        "checked (--schemas DIR)");
+  if (std::string warning = NoSchemasWarning(o.dir); !warning.empty()) {
+    r.diags.Warning(o.dir, {}, warning);
   }
 }
 

@@ -31,10 +31,10 @@ void StopOnSignals();
 // diagnostics.)
 bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named,
                            bool warn = true);
-// Why the schema directory `dir` gives no event schema ("DIR/events is not
-// a directory", "... has no *.json schema"), or "" when it gives some or
-// is "".
-std::string NoSchemasWhy(const std::string& dir);
+// The warning when the schema directory `dir` gives no event schema ("no
+// event schemas (DIR/events is not a directory): ..."), or "" when it
+// gives some or is "".
+std::string NoSchemasWarning(const std::string& dir);
 
 // Whether the journeys directory `dir` is one; says on stderr when it is
 // not (the caller exits 2), and warns when it holds no *.journey file.

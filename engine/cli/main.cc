@@ -21,16 +21,21 @@ void StopOnSignals() {
   std::signal(SIGINT, on_signal);
 }
 
-std::string NoSchemasWhy(const std::string& dir) {
+std::string NoSchemasWarning(const std::string& dir) {
   if (dir.empty()) return "";
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path events = fs::path(dir) / "events";
-  if (!fs::is_directory(events, ec)) return events.string() + " is not a directory";
-  for (const auto& entry : fs::directory_iterator(events, ec)) {
-    if (entry.path().extension() == ".json") return "";
+  std::string why = events.string() + " is not a directory";
+  if (fs::is_directory(events, ec)) {
+    for (const auto& entry : fs::directory_iterator(events, ec)) {
+      if (entry.path().extension() == ".json") return "";
+    }
+    why = events.string() + " has no *.json schema";
   }
-  return events.string() + " has no *.json schema";
+  return "no event schemas (" + why +
+         "): events are not validated and the journeys' event fields are not checked "
+         "(--schemas DIR)";
 }
 
 bool SchemasDirectoryThere(const char* command, const std::string& dir, bool named, bool warn) {
@@ -43,10 +48,8 @@ bool SchemasDirectoryThere(const char* command, const std::string& dir, bool nam
               << " (--schemas DIR)\n";
     return false;
   }
-  if (std::string why = NoSchemasWhy(dir); warn && !why.empty()) {
-    std::cerr << "waymark " << command << ": warning: no event schemas (" << why
-              << "): events are not validated and the journeys' event fields are not checked "
-                 "(--schemas DIR)\n";
+  if (std::string warning = NoSchemasWarning(dir); warn && !warning.empty()) {
+    std::cerr << "waymark " << command << ": warning: " << warning << "\n";
   }
   return true;
 }

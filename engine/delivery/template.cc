@@ -1,7 +1,5 @@
 #include "engine/delivery/template.h"
 
-#include "engine/base/json_text.h"
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -9,6 +7,8 @@
 #include <sstream>
 
 #include <kainjow/mustache.hpp>
+
+#include "engine/base/json_text.h"
 
 namespace waymark {
 

@@ -238,13 +238,8 @@ Status Engine::Start() {
     std::string reason = "its message may be with provider '" + lost->second +
                          "' (an ambiguous answer), which is no longer configured: not sent "
                          "elsewhere, where it could arrive twice";
-    int attempt = int(++progress_[s.key].recorded);
-    batch_.results.push_back({s.seq, s.key, attempt, s.requested_at, "dead_letter", true,
-                              JsonObject(std::pair{"reason", reason})});
-    EmitResult(s, attempt, "dead_letter", true, reason, s.requested_at, "");
+    EndSend(s, "dead_letter", reason, s.requested_at);
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
-    ++summary_.sends[s.template_name]["dead_letter"];
-    progress_.erase(s.key);
     return true;
   });
   for (const SendRow& s : pending_) {
@@ -691,10 +686,7 @@ void Engine::DecideSends() {
       Decided(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
-      batch_.results.push_back(
-          {0, row.key, 1, row.requested_at, "dead_letter", true, {{"reason", reason}}});
-      EmitResult(row, 1, "dead_letter", true, reason, row.requested_at, "");
-      ++summary_.sends[row.template_name]["dead_letter"];
+      EndSend(row, "dead_letter", reason, row.requested_at);
       continue;
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
@@ -779,6 +771,16 @@ void Engine::DecideSends() {
   }
 }
 
+void Engine::EndSend(const SendRow& s, const std::string& result, const std::string& reason,
+                     Micros at) {
+  int attempt = ++progress_[s.key].recorded;
+  progress_.erase(s.key);
+  batch_.results.push_back(
+      {s.seq, s.key, attempt, at, result, true, JsonObject(std::pair{"reason", reason})});
+  EmitResult(s, attempt, result, true, reason, at, "");
+  ++summary_.sends[s.template_name][result];
+}
+
 void Engine::Held(const std::string& instance_id, Micros until) {
   if (!options_.dispatch || !active_.count(instance_id)) return;
   Micros& last = held_until_[instance_id];
@@ -805,14 +807,10 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
       if (!options_.event_clock) next = std::max(next, p->second.retry_at);
     }
     if (next <= at) return false;
-    std::string reason = "the instance exited at " + FormatRfc3339(at) +
-                         ", before the send went (due at " + FormatRfc3339(next) + ")";
-    int attempt = p == progress_.end() ? 1 : p->second.recorded + 1;
-    if (p != progress_.end()) progress_.erase(p);
-    batch_.results.push_back(
-        {s.seq, s.key, attempt, at, "cancelled", true, JsonObject(std::pair{"reason", reason})});
-    EmitResult(s, attempt, "cancelled", true, reason, at, "");
-    ++summary_.sends[s.template_name]["cancelled"];
+    EndSend(s, "cancelled",
+            "the instance exited at " + FormatRfc3339(at) + ", before the send went (due at " +
+                FormatRfc3339(next) + ")",
+            at);
     return true;
   };
   std::erase_if(pending_, cancel);
@@ -830,7 +828,8 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
     auto it = pool.find(id);
     if (it == pool.end()) continue;
     // An instance this event finished has had its goals checked.
-    if (&pool == &watching_ && std::find(stepped_.begin(), stepped_.end(), id) != stepped_.end()) {
+    if (&pool == &watching_ && std::find(finished_by_event_.begin(), finished_by_event_.end(),
+                                         id) != finished_by_event_.end()) {
       continue;
     }
     if (versions &&
@@ -861,13 +860,13 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
     }
     Input in{Input::Kind::kEvent, &e, 0};
     Micros due = it->second.due;
-    if (&pool == &active_) stepped_.push_back(id);
     // A running instance moves into the step and back (Apply); a finished
     // one, still watching for goals, is stepped as a copy.
-    Apply(*v,
-          &pool == &active_ ? Step(*v, std::move(it->second), in, e.time)
-                            : Step(*v, it->second, in, e.time),
-          due);
+    bool running = &pool == &active_;
+    StepResult r =
+        running ? Step(*v, std::move(it->second), in, e.time) : Step(*v, it->second, in, e.time);
+    if (running && r.next.Finished()) finished_by_event_.push_back(id);
+    Apply(*v, std::move(r), due);
   }
 }
 
@@ -915,7 +914,7 @@ void Engine::Route(const Event& e, bool emitted) {
     if (!older) {
       if (key.empty()) return;
       std::string key_of = KeyOf(name, key);
-      stepped_.clear();
+      finished_by_event_.clear();
       StepEach(by_key_, active_, key_of, e);
       StepEach(watching_by_key_, watching_, key_of, e);
     } else {
@@ -934,7 +933,7 @@ void Engine::Route(const Event& e, bool emitted) {
         std::string key_of = KeyOf(name, k);
         // Only the versions whose expressions gave this key: another one
         // may give the event another key, or none.
-        stepped_.clear();
+        finished_by_event_.clear();
         StepEach(by_key_, active_, key_of, e, &versions);
         StepEach(watching_by_key_, watching_, key_of, e, &versions);
       }

@@ -280,6 +280,11 @@ class Engine {
   // journey listens to that type.
   void EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
                   const std::string& detail, Micros at, const std::string& provider);
+  // Ends `s` with the engine's own final `result`, no provider asked
+  // (dead_letter, cancelled), saying `reason`, at `at`: its result row in
+  // this batch (by key when `s` is of this batch), its event, its count;
+  // its progress forgotten.
+  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at);
   // Whether an entry `have` suppresses at least what `r` does.
   static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
   // Adds `r` to the suppressions in memory, widening a narrower entry.
@@ -325,8 +330,9 @@ class Engine {
   // stops listening.
   std::unordered_map<std::string, Instance> watching_;
   KeyIndex watching_by_key_;
-  // The running instances the event in hand was applied to (StepEach).
-  std::vector<std::string> stepped_;
+  // The running instances the event in hand finished (StepEach): their
+  // goals were checked as they ran, and are not checked again.
+  std::vector<std::string> finished_by_event_;
   std::set<std::pair<Micros, std::string>> watch_ends_;
   // Entries so far and the last entry's time, by KeyOf(journey, key), for
   // every key that ever entered (loaded at start).

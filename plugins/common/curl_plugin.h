@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <waymark/transport_plugin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -41,11 +42,21 @@ inline bool StartsWith(const std::string& s, const char* prefix) {
 // 127.x.y.z or [::1]. (Prefixes let http://localhost@example.com,
 // localhost.example.com and 127.example.com through, and credentials went
 // there in clear.)
-inline bool Loopback(const std::string& url) {
+// `url` without its user part (USER:PASSWORD@, up to the authority's last
+// '@': a password may hold one), which is not to be shown.
+inline std::string WithoutUser(const std::string& url) {
   size_t scheme = url.find("://");
-  std::string host = scheme == std::string::npos ? url : url.substr(scheme + 3);
+  size_t host = scheme == std::string::npos ? 0 : scheme + 3;
+  size_t end = std::min(url.find_first_of("/?#", host), url.size());
+  size_t at = end > host ? url.rfind('@', end - 1) : std::string::npos;
+  if (at == std::string::npos || at < host) return url;
+  return url.substr(0, host) + url.substr(at + 1);
+}
+
+inline bool Loopback(const std::string& url) {
+  std::string host = WithoutUser(url);
+  if (size_t scheme = host.find("://"); scheme != std::string::npos) host.erase(0, scheme + 3);
   host = host.substr(0, host.find_first_of("/?#"));
-  if (size_t at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
   if (StartsWith(host, "[")) return host == "[::1]" || StartsWith(host, "[::1]:");
   host = host.substr(0, host.find(':'));
   if (host == "localhost") return true;

@@ -27,6 +27,7 @@ using waymark::curl_plugin::Loopback;
 using waymark::curl_plugin::Put;
 using waymark::curl_plugin::PutProviderId;
 using waymark::curl_plugin::StartsWith;
+using waymark::curl_plugin::WithoutUser;
 
 namespace {
 
@@ -347,15 +348,7 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
       account = t->api_key.size() >= 12 ? "key ..." + t->api_key.substr(t->api_key.size() - 4)
                                         : std::string("a key");
     }
-    // The base URL without a user part, which may hold a password.
-    std::string shown = t->base_url;
-    if (size_t scheme = shown.find("://"); scheme != std::string::npos) {
-      size_t host = scheme + 3;
-      size_t end = std::min(shown.find_first_of("/?#", host), shown.size());
-      size_t at = shown.rfind('@', end - 1);  // a password may hold '@' itself
-      if (at != std::string::npos && at >= host) shown.erase(host, at + 1 - host);
-    }
-    t->description = shown + " (" + t->api + " API, " + account + ")";
+    t->description = WithoutUser(t->base_url) + " (" + t->api + " API, " + account + ")";
     *out = t.release();
     return WM_OK;
   } catch (const std::exception& e) {
