@@ -344,6 +344,12 @@ void ServeEvents(HttpServer& http, Inbox& inbox) {
     size_t first = text.find_first_not_of(" \t\r\n");
     bool batch = first != std::string::npos && text[first] == '[';
     if (std::string why; !ParseJson(text, body, &why, kMaxJsonDepth + (batch ? 1 : 0))) {
+      // The limit said is the events', not the array's one more.
+      if (batch &&
+          why == "JSON nested deeper than " + std::to_string(kMaxJsonDepth + 1) + " levels") {
+        why =
+            "an event of the array nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      }
       return fail(400, why);
     }
     if (!body.is_object() && !body.is_array()) {
