@@ -405,8 +405,12 @@ Status CheckEncoding(pqxx::transaction_base& t) {
 
 class PostgresStore : public Store {
  public:
-  Status Open(const std::string& url, Reconnect reconnect) {
+  // read_only: no writer connection (its staging tables need the right to
+  // create them, which a read-only role or a standby lacks); the methods
+  // that write say so.
+  Status Open(const std::string& url, Reconnect reconnect, bool read_only) {
     shown_ = RedactedUrl(url);
+    read_only_ = read_only;
     url_ = WithConnectionDefaults(url);
     reconnect_ = std::move(reconnect);
     if (Status s = AwaitServer(); !s.ok()) return s;
@@ -432,7 +436,7 @@ class PostgresStore : public Store {
         }
       }
       read_ = Connect(Side::kRead);
-      write_ = Connect(Side::kWrite);
+      if (!read_only_) write_ = Connect(Side::kWrite);
       return Status();
     });
   }
@@ -441,6 +445,7 @@ class PostgresStore : public Store {
                const std::function<void(const std::string&)>& report) override {
     claim_ = "waymark run " + name;
     claim_name_ = name.empty() ? "the run" : name;
+    if (Status s = Writable(); !s.ok()) return s;
     bool said = false;
     for (;;) {
       auto holder = Retry(Side::kWrite, "claim", [&]() -> Result<int> { return TakeClaim(); });
@@ -461,6 +466,7 @@ class PostgresStore : public Store {
 
   Status Commit(Batch& b) override {
     if (b.empty()) return Status();
+    if (Status s = Writable(); !s.ok()) return s;
     // The transaction of a connection lost after it began: COMMIT sent and
     // its answer lost, or a statement before it cut off while the server
     // may still hold the transaction (and its locks on the batch's rows).
@@ -789,6 +795,7 @@ class PostgresStore : public Store {
   }
 
   Status Suppress(const std::vector<SuppressionRow>& rows) override {
+    if (Status s = Writable(); !s.ok()) return s;
     return Guard("suppress", [&]() -> Status {
       pqxx::work t(*write_);
       WriteSuppressions(t, rows, true);
@@ -798,6 +805,7 @@ class PostgresStore : public Store {
   }
 
   Result<bool> Unsuppress(const std::string& entry) override {
+    if (Status s = Writable(); !s.ok()) return s;
     return Guard("unsuppress", [&]() -> Result<bool> {
       pqxx::work t(*write_);
       // The version row first, as every writer takes it (WriteSuppressions).
@@ -843,6 +851,7 @@ class PostgresStore : public Store {
 #define STORED_JSON(column) STORED_TEXT(column) "::json"
 
   Result<PruneCounts> Prune(const PruneRequest& r) override {
+    if (Status s = Writable(); !s.ok()) return s;
     return Guard("prune", [&]() -> Result<PruneCounts> {
       pqxx::work t(*write_);
       PruneCounts c;
@@ -925,6 +934,11 @@ class PostgresStore : public Store {
     std::string xid;
     int backend = 0;  // its server process
   };
+
+  Status Writable() const {
+    if (!read_only_) return Status();
+    return Status::Error("postgresql: the store was opened for reading only");
+  }
 
   std::unique_ptr<pqxx::connection>& Conn(Side side) {
     return side == Side::kRead ? read_ : write_;
@@ -1443,7 +1457,8 @@ class PostgresStore : public Store {
   Reconnect reconnect_;
   // The writer's is used by Commit's thread, the reader's by the other
   // methods'; each is replaced only on its own thread.
-  std::unique_ptr<pqxx::connection> write_, read_;
+  std::unique_ptr<pqxx::connection> write_, read_;  // no write_ when read_only_
+  bool read_only_ = false;
   // Claim: the lock's name ("waymark run " + the name claimed; "" when
   // none), its name in messages, and the writer's server process that took
   // it (0 while not held).
@@ -1487,9 +1502,10 @@ Result<bool> CommitLanded(const std::string& url, const std::string& xid, int ba
   });
 }
 
-Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect) {
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect,
+                                                 bool read_only) {
   auto s = std::make_unique<PostgresStore>();
-  if (Status st = s->Open(url, std::move(reconnect)); !st.ok()) return st;
+  if (Status st = s->Open(url, std::move(reconnect), read_only); !st.ok()) return st;
   return std::unique_ptr<Store>(std::move(s));
 }
 

@@ -13,7 +13,8 @@
 namespace waymark {
 
 // `url`: a libpq connection URI, postgresql://USER@HOST:PORT/DB[?...].
-Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect = {});
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url, Reconnect reconnect = {},
+                                                 bool read_only = false);
 
 // Brings the database's schema to this binary's version (or, when
 // `to_version` is given, to that one: the tests of upgrades stop there;

@@ -59,7 +59,9 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect recon
     }
     return OpenSqliteStore(path, access == StoreAccess::kRead);
   }
-  if (IsPostgresUrl(url)) return OpenPostgresStore(url, std::move(reconnect));
+  if (IsPostgresUrl(url)) {
+    return OpenPostgresStore(url, std::move(reconnect), access == StoreAccess::kRead);
+  }
   return Status::Error("unknown store URL '" + RedactedUrl(url) +
                        "' (expected sqlite:PATH or postgresql://USER@HOST:PORT/DB)");
 }

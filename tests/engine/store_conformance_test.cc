@@ -1139,6 +1139,63 @@ TEST(PostgresStore, MigrationsAreAppliedOnceAndVersionsAreChecked) {
   EXPECT_NE(refused.error().find("newer"), std::string::npos) << refused.error();
 }
 
+// PostgreSQL: the commands that only read (inspect, replay, suppress list)
+// open the store for reading, which a read-only role can (as on a hot
+// standby): no writer connection, whose staging tables it may not create.
+// What would write says so.
+TEST(PostgresStore, AReadOnlyRoleReadsAStoreOpenedForReading) {
+  const char* server = std::getenv("WAYMARK_TEST_POSTGRES");
+  ASSERT_TRUE(server && *server) << "WAYMARK_TEST_POSTGRES is not set: run scripts/test.sh";
+  const std::string db = "readonly_" + std::to_string(::getpid()), role = db + "_reader";
+  std::string url = testing_util::FreshPostgresDatabase(server, db);
+  ASSERT_TRUE(MigratePostgres(url).ok());
+  auto signup = [](const std::string& id, Micros t) {
+    Event e;
+    e.id = id;
+    e.source = "test";
+    e.type = "user.signup";
+    e.subject = "ana";
+    e.time = t;
+    return e;
+  };
+  {
+    auto writer = OpenPostgresStore(url);
+    ASSERT_TRUE(writer.ok()) << writer.error();
+    Batch b;
+    b.events.push_back(signup("e1", 1000));
+    ASSERT_TRUE(writer.value()->Commit(b).ok());
+  }
+  {
+    pqxx::connection c(url);
+    pqxx::nontransaction t(c);
+    t.exec("DROP ROLE IF EXISTS " + t.quote_name(role));
+    t.exec("CREATE ROLE " + t.quote_name(role) + " LOGIN");
+    t.exec("GRANT SELECT ON ALL TABLES IN SCHEMA public TO " + t.quote_name(role));
+    t.exec("ALTER ROLE " + t.quote_name(role) + " SET default_transaction_read_only = on");
+  }
+  const std::string at = "postgresql://postgres@";
+  ASSERT_EQ(url.rfind(at, 0), 0u) << url;
+  std::string as_reader = "postgresql://" + role + "@" + url.substr(at.size());
+  auto reader = OpenStore(as_reader, {}, StoreAccess::kRead);
+  ASSERT_TRUE(reader.ok()) << reader.error();
+  auto ana = reader.value()->EventsBySubject("ana");
+  ASSERT_TRUE(ana.ok()) << ana.error();
+  ASSERT_EQ(ana.value().size(), 1u);
+  EXPECT_EQ(ana.value()[0].id, "e1");
+  Batch b;
+  b.events.push_back(signup("e2", 2000));
+  Status refused = reader.value()->Commit(b);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.message(), "postgresql: the store was opened for reading only");
+  // Opened to write, the same role is refused by the server, as before.
+  EXPECT_FALSE(OpenStore(as_reader, {}, StoreAccess::kExisting).ok());
+  reader.value().reset();
+  pqxx::connection c(url);
+  pqxx::nontransaction t(c);
+  t.exec("DROP OWNED BY " + t.quote_name(role));
+  t.exec("DROP ROLE " + t.quote_name(role));
+}
+
 // PostgreSQL: a store at schema version 6 that holds data is migrated to
 // bytewise text keys (7): then no index compares text by the database's
 // collation, the events keep their replica identity through the rebuild
