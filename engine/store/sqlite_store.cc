@@ -228,7 +228,8 @@ class SqliteStore : public Store {
   // Two connections: `db_` writes (Commit, on the engine's writer thread),
   // `rdb_` reads (everything else, on the engine's thread). In WAL mode a
   // reader never waits for the writer and sees what is committed.
-  Status Open(const std::string& path, bool read_only) {
+  Status Open(const std::string& path, StoreAccess access) {
+    const bool read_only = access == StoreAccess::kRead;
     if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
       return Status::Error("the SQLite store needs a file path, not '" + path + "'");
     }
@@ -243,6 +244,11 @@ class SqliteStore : public Store {
         return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(*db));
       }
       sqlite3_busy_timeout(*db, 10000);
+      // A command that needs a store there looks for one before it
+      // changes anything in the file (journal_mode is the file's).
+      if (db == &db_ && access == StoreAccess::kExisting) {
+        if (auto v = StoredVersion(path); !v.ok()) return v.status();
+      }
       // journal_mode is the file's (set when it was made): a reader leaves it.
       for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
                                  "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
@@ -265,6 +271,14 @@ class SqliteStore : public Store {
   // A reader's check (nothing created or upgraded): this binary's schema
   // version, or an error.
   Status CheckSchema(const std::string& path) {
+    auto version = StoredVersion(path);
+    if (!version.ok()) return version.status();
+    return VersionIsThis(path, version.value(), /*upgradable=*/version.value() >= 3);
+  }
+
+  // The schema version the file's meta table says, or an error: not a
+  // waymark store.
+  Result<int> StoredVersion(const std::string& path) {
     Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
     Status st;
     if (!get.Next(st)) {
@@ -273,8 +287,7 @@ class SqliteStore : public Store {
     }
     auto version = rows::SchemaVersion(get.Text(0));
     sqlite3_reset(get.get());
-    if (!version.ok()) return version.status();
-    return VersionIsThis(path, version.value(), /*upgradable=*/version.value() >= 3);
+    return version;
   }
 
   // Whether schema version `v` (after any upgrade) is this binary's.
@@ -1132,9 +1145,9 @@ class SqliteStore : public Store {
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, bool read_only) {
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, StoreAccess access) {
   auto s = std::make_unique<SqliteStore>();
-  if (Status st = s->Open(path, read_only); !st.ok()) return st;
+  if (Status st = s->Open(path, access); !st.ok()) return st;
   return std::unique_ptr<Store>(std::move(s));
 }
 

@@ -8,10 +8,12 @@
 
 namespace waymark {
 
-// `read_only`: the store must exist, is not upgraded (its schema must be
-// this binary's: an older one is refused) and the caller only reads;
-// without it, a store that does not exist is created and an older one
-// upgraded.
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, bool read_only = false);
+// `access` (store.h): kCreate makes a store that does not exist, or an
+// empty file, into one and upgrades an older one; kExisting wants a
+// waymark store already there (upgraded if older); kRead too, not
+// upgraded (its schema must be this binary's: an older one is refused),
+// and the caller only reads.
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                               StoreAccess access = StoreAccess::kCreate);
 
 }  // namespace waymark

@@ -57,7 +57,7 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect recon
     if (std::error_code ec; access != StoreAccess::kCreate && !std::filesystem::exists(path, ec)) {
       return Status::Error("no store at " + path + " (is --store, or [store] url, the run's?)");
     }
-    return OpenSqliteStore(path, access == StoreAccess::kRead);
+    return OpenSqliteStore(path, access);
   }
   if (IsPostgresUrl(url)) {
     return OpenPostgresStore(url, std::move(reconnect), access == StoreAccess::kRead);

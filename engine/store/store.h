@@ -350,7 +350,8 @@ struct Reconnect {
 // How a command opens its store.
 enum class StoreAccess {
   kCreate,    // run: an SQLite store that does not exist is created, an older one upgraded
-  kExisting,  // prune: the store must exist (an empty one would answer wrongly)
+  kExisting,  // prune, suppress remove: a waymark store must be there (an empty one
+              // would answer wrongly; another file is left alone)
   kRead,      // inspect, replay: must exist, and is not upgraded (an older engine may
               // still be running on it)
 };

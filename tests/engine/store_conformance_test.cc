@@ -11,7 +11,9 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -1325,7 +1327,7 @@ TEST(SqliteStore, AVersion3To7StoreGainsTheLaterTablesWhenOpened) {
 TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
   fs::path p = fs::temp_directory_path() / ("waymark_ro_" + std::to_string(::getpid()) + ".db");
   fs::remove(p);
-  EXPECT_FALSE(OpenSqliteStore(p.string(), /*read_only=*/true).ok());  // nothing to read
+  EXPECT_FALSE(OpenSqliteStore(p.string(), StoreAccess::kRead).ok());  // nothing to read
   EXPECT_FALSE(fs::exists(p));
   { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
   sqlite3* db = nullptr;
@@ -1351,7 +1353,7 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
                          "UPDATE meta SET value='5' WHERE key='schema_version'",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
-  auto old = OpenSqliteStore(p.string(), /*read_only=*/true);
+  auto old = OpenSqliteStore(p.string(), StoreAccess::kRead);
   ASSERT_FALSE(old.ok());
   EXPECT_NE(old.error().find("older than this waymark's"), std::string::npos) << old.error();
   EXPECT_EQ(version(), "5");
@@ -1361,13 +1363,48 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
   sqlite3_close(db);
   ASSERT_FALSE(fs::exists(p.string() + "-wal"));
   {
-    auto reader = OpenSqliteStore(p.string(), /*read_only=*/true);
+    auto reader = OpenSqliteStore(p.string(), StoreAccess::kRead);
     ASSERT_TRUE(reader.ok()) << reader.error();
     EXPECT_TRUE(reader.value()->Instances("j", "u1").ok());
   }
   EXPECT_FALSE(fs::exists(p.string() + "-wal"));
   EXPECT_FALSE(fs::exists(p.string() + "-shm"));
   fs::remove(p);
+}
+
+// A command that needs a store (prune, suppress remove) pointed at a file
+// that is not one (empty, or another program's database) says so and
+// leaves it as it was: it made a store of it, and pruned nothing.
+TEST(SqliteStore, ACommandThatNeedsAStoreLeavesAnotherFileAlone) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_other_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path empty = dir / "empty.db", other = dir / "other.db";
+  std::ofstream(empty.string()).close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(other.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE customers (id INTEGER PRIMARY KEY)", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string other_before = bytes(other);
+  for (const fs::path& p : {empty, other}) {
+    for (StoreAccess access : {StoreAccess::kExisting, StoreAccess::kRead}) {
+      auto s = OpenStore("sqlite:" + p.string(), {}, access);
+      ASSERT_FALSE(s.ok()) << p;
+      EXPECT_EQ(s.error().rfind("'" + p.string() + "' is not a waymark store", 0), 0u) << s.error();
+    }
+  }
+  EXPECT_EQ(fs::file_size(empty), 0u);
+  EXPECT_EQ(bytes(other), other_before);
+  EXPECT_FALSE(fs::exists(other.string() + "-wal"));
+  // A run makes a store of an empty file.
+  EXPECT_TRUE(OpenStore("sqlite:" + empty.string()).ok());
+  fs::remove_all(dir);
 }
 
 // A read whose statement cannot be prepared (here a table dropped behind
