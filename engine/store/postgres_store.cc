@@ -313,10 +313,9 @@ bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, co
             b.results[0].send_seq, b.results[0].attempt);
       }
       // A batch of events and dead letters only (inputs that start no
-      // journey, over HTTP): its new events carry the ID, else its first
-      // dead letter, by its time, input and reason (a scan: dead letters
-      // have no key the batch knows, and this path is rare). Neither: its
-      // events were all repeats, and writing it again (suppressions and
+      // journey, over HTTP): its new events carry the ID, else its new
+      // dead letters, by their digests. Neither: its events and dead
+      // letters were all repeats, and writing it again (suppressions and
       // journey versions are upserts) is harmless.
       if (!b.events.empty()) {
         std::vector<rows::EventRef> refs;
@@ -330,11 +329,14 @@ bool CommitLandedOn(pqxx::connection& c, const std::string& xid, int backend, co
         }
       }
       if (b.dead_letters.empty()) return false;
-      const DeadLetterRow& d = b.dead_letters[0];
+      std::string digests = "{";
+      for (const DeadLetterRow& d : b.dead_letters) {
+        AppendArrayElement(digests, DeadLetterDigest(d));
+      }
+      digests.back() = '}';
       return carries(
-          "SELECT 1 FROM dead_letters WHERE time = $1 AND input = $2 AND reason = $3 AND "
-          "xmin::TEXT = $4 LIMIT 1",
-          d.time, d.input, d.reason);
+          "SELECT 1 FROM dead_letters WHERE digest = ANY($1::TEXT[]) AND xmin::TEXT = $2 LIMIT 1",
+          digests);
     }
     if (!keep_trying || !keep_trying()) {
       throw std::runtime_error("stopped while transaction " + xid + " was still in progress");

@@ -615,6 +615,16 @@ TEST_F(PostgresReconnect, ACommitInDoubtLandedOnlyIfTheBatchsRowsCarryItsTransac
   landed = CommitLanded(url_, own, 0, letters);
   ASSERT_TRUE(landed.ok()) << landed.error();
   EXPECT_FALSE(landed.value()) << "another batch's dead letter passed for this batch's";
+  // Told by any new dead letter of the batch (found by its digest), not
+  // only its first, which may be stored already.
+  Batch again;
+  again.dead_letters = {letters.dead_letters[0], {0, 12, "http[1]", "not a CloudEvent", "1"}};
+  s = store.value()->Commit(again);
+  ASSERT_TRUE(s.ok()) << s.message();
+  own = WrittenBy("dead_letters WHERE time = 12");
+  landed = CommitLanded(url_, own, 0, again);
+  ASSERT_TRUE(landed.ok()) << landed.error();
+  EXPECT_TRUE(landed.value()) << "a batch whose first dead letter was a repeat";
 }
 
 TEST_F(PostgresReconnect, OpeningWaitsForAServerThatIsNotUpYet) {
