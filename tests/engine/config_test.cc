@@ -90,6 +90,15 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[source]\nack_wait = \"\"\n", "[source] ack_wait (is \"\")"},
       // A fragment is never sent: the m=KEY after it would never arrive.
       {"[delivery]\nunsubscribe_url = \"https://a.example/u#top\"\n", "[delivery] unsubscribe_url"},
+      // What would end the header's <URL> early and add a target of its
+      // own, a control character (every message refused), no host.
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u>,<mailto:x@evil.example\"\n",
+       "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://a.example/\\u0001u\"\n",
+       "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://?\"\n", "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u\\\"x\"\n",
+       "[delivery] unsubscribe_url"},
       {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
       {"[engine]\nclock = \"fast\"\n", "[engine] clock (is \"fast\")"},
       {"[store]\nurl = 5\n", "[store] url (is 5)"},
