@@ -59,6 +59,15 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
   CheckResult r;
   std::vector<std::string> files;
   std::set<fs::path> seen;  // a file named twice (itself and its directory) is checked once
+  // Lua journeys are designed (docs/architecture.md), not built: a .lua
+  // file was skipped in a directory, and read as this language when named.
+  auto lua = [&](const fs::path& file) {
+    if (file.extension() != ".lua") return false;
+    r.diags.Error(file.string(), {},
+                  "a Lua journey: this waymark runs .journey files only (Lua journeys are not "
+                  "built yet: docs/engine.md, \"Not yet built\")");
+    return true;
+  };
   auto add = [&](const fs::path& file) {
     std::error_code ec;
     fs::path canonical = fs::weakly_canonical(file, ec);
@@ -71,6 +80,8 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
       for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
         if (e.is_regular_file() && e.path().extension() == ".journey") {
           found.push_back(e.path().string());
+        } else if (e.is_regular_file()) {
+          lua(e.path());
         }
       }
       // A mistyped or emptied directory in CI passed as "checked 0".
@@ -78,7 +89,7 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
       std::sort(found.begin(), found.end());
       for (const std::string& f : found) add(f);
     } else if (fs::exists(p, ec)) {
-      add(p);
+      if (!lua(p)) add(p);
     } else {
       r.diags.Error(p, {}, "no such file or directory");
     }

@@ -63,7 +63,7 @@ bool JourneysDirectoryThere(const char* command, const std::string& dir) {
               << " (--journeys DIR)\n";
     return false;
   }
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {  // as CheckPaths
     if (entry.path().extension() == ".journey") return true;
   }
   std::cerr << "waymark " << command << ": warning: " << dir

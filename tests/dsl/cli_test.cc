@@ -117,6 +117,44 @@ TEST(Cli, CheckTakesAFileOnceAndSaysWhenADirectoryHasNoJourney) {
       << r.out;
 }
 
+// Lua journeys are not built: a .lua file is an error, in a directory
+// (it was skipped: check passed and run never ran it) and named (it was
+// read as this language: "expected name, found '('"); and run refuses
+// to start on them. A journey in a subdirectory runs, as check finds it,
+// without the warning that none does.
+TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_lua_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "j" / "sub");
+  fs::copy_file(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/onboarding.journey",
+                dir / "j" / "sub" / "onboarding.journey");
+  fs::copy(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/templates", dir / "j" / "templates");
+  std::ofstream(dir / "j" / "welcome.lua") << "journey(\"welcome\", function() end)\n";
+  const std::string said =
+      "welcome.lua: error: a Lua journey: this waymark runs .journey files "
+      "only (Lua journeys are not built yet";
+  for (const std::string& what : {(dir / "j").string(), (dir / "j" / "welcome.lua").string()}) {
+    Outcome r = Sh(kWaymark + " check --schemas '' '" + what + "'");
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
+  }
+  std::ofstream(dir / "ev.jsonl")
+      << R"({"specversion":"1.0","id":"1","source":"s","type":"user.signup","subject":"u1",)"
+      << R"("time":"2026-01-01T00:00:00Z","data":{"email":"a@example.com"}})"
+      << "\n";
+  std::string run = kWaymark + " run --journeys '" + (dir / "j").string() + "' --events '" +
+                    (dir / "ev.jsonl").string() + "' --store 'sqlite:" + (dir / "t.db").string() +
+                    "' --transport null: --schemas '' --clock event --until-idle";
+  Outcome r = Sh(run);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
+  fs::remove(dir / "j" / "welcome.lua");
+  r = Sh(run);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("no *.journey file"), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
 // A send naming a template that is not there passed check ("1 ok"), and
 // run then dead-lettered every such send: check reads the templates from
 // where run does (JOURNEYS/templates), and a missing or broken one is an
