@@ -1376,7 +1376,9 @@ int Inspect(const std::string& journey, const std::string& key, const std::strin
   return kExitOk;
 }
 
-int Render(const std::string& name, const std::string& data_file, const std::string& dir) {
+// `from`, `unsubscribe_url`: [delivery]'s, "" for the engine's defaults.
+int Render(const std::string& name, const std::string& data_file, const std::string& dir,
+           const std::string& from, const std::string& unsubscribe_url) {
   std::string problem = InputFileProblem(data_file);
   std::ifstream in;
   if (problem.empty()) {
@@ -1410,14 +1412,16 @@ int Render(const std::string& name, const std::string& data_file, const std::str
     std::cerr << "waymark render: " << r.error() << "\n";
     return kExitRejected;
   }
+  const EngineOptions defaults;
   MessageParams p;
   p.idempotency_key = "wm-preview";
-  p.from = r.value().from.empty() ? "Waymark <noreply@waymark.example>" : r.value().from;
+  p.from = !r.value().from.empty() ? r.value().from : from.empty() ? defaults.default_from : from;
   p.to = data.contains("to") && data["to"].is_string() ? data["to"].get<std::string>()
                                                        : "preview@example.com";
   p.date = 0;
   p.list_unsubscribe = true;
-  p.unsubscribe_url = "https://waymark.example/unsubscribe?m=wm-preview";
+  p.unsubscribe_url = UnsubscribeUrl(
+      unsubscribe_url.empty() ? defaults.unsubscribe_url : unsubscribe_url, p.idempotency_key);
   p.content = r.value();
   auto m = BuildMessage(p);
   if (!m.ok()) {
@@ -1617,12 +1621,16 @@ void RegisterRender(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
+    std::string from, unsubscribe_url;
+    c->Under(cmd, "", "delivery", "from", from);
+    c->Under(cmd, "", "delivery", "unsubscribe_url", unsubscribe_url);
     std::error_code ec;
     if (dir->empty()) {
       std::string journeys = "journeys";
       c->Under(cmd, "", "", "journeys", journeys);
       *dir = (std::filesystem::path(journeys) / "templates").string();
-    } else if (!std::filesystem::is_directory(*dir, ec)) {
+    }
+    if (!std::filesystem::is_directory(*dir, ec)) {
       // A mistyped path, not a template that is not there (exit 1).
       std::cerr << "waymark render: the templates directory " << *dir
                 << (std::filesystem::exists(*dir, ec) ? " is not a directory" : " does not exist")
@@ -1630,7 +1638,7 @@ void RegisterRender(CLI::App& app, int* exit_code) {
       *exit_code = kExitUsage;
       return;
     }
-    *exit_code = Render(*name, *data, *dir);
+    *exit_code = Render(*name, *data, *dir, from, unsubscribe_url);
   });
 }
 

@@ -281,6 +281,10 @@ bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
   return ValidAddress(addr);
 }
 
+std::string UnsubscribeUrl(const std::string& endpoint, const std::string& key) {
+  return endpoint + (endpoint.find('?') == std::string::npos ? "?m=" : "&m=") + key;
+}
+
 bool HeaderHasControl(std::string_view s) {
   for (unsigned char c : s) {
     if ((c < 0x20 && c != '\t') || c == 0x7F) return true;

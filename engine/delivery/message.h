@@ -24,6 +24,10 @@ struct MessageParams {
   RenderedMessage content;
 };
 
+// The one-click unsubscribe URL of the message `key`: the endpoint
+// ([delivery] unsubscribe_url) with "?m=KEY", or "&m=KEY" after a query.
+std::string UnsubscribeUrl(const std::string& endpoint, const std::string& key);
+
 // Whether `s` holds a control character a header may not: any of C0 but
 // the tab (a header's whitespace), and DEL. CR and LF would end it.
 bool HeaderHasControl(std::string_view s);

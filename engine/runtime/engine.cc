@@ -1397,9 +1397,7 @@ Result<OutMessage> Engine::Render(const SendRow& s, bool with_data) {
   p.to = s.recipient;
   p.date = std::max(s.requested_at, s.not_before);  // when it is released
   p.list_unsubscribe = s.intent != "transactional";
-  p.unsubscribe_url = options_.unsubscribe_url +
-                      (options_.unsubscribe_url.find('?') == std::string::npos ? "?m=" : "&m=") +
-                      s.key;
+  p.unsubscribe_url = UnsubscribeUrl(options_.unsubscribe_url, s.key);
   p.content = std::move(rendered).value();
   return BuildOutMessage(std::move(p), s.intent, with_data);
 }

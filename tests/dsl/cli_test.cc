@@ -440,7 +440,9 @@ TEST(Cli, CheckGraphAndRenderUseTheConfiguredJourneysAndSchemas) {
   std::ofstream(dir / "flows/templates/hello.mustache")
       << "subject: Hi {{trigger.data.email}}\n--- text\nHello\n";
   std::ofstream(dir / "data.json") << R"({"trigger":{"data":{"email":"a@example.com"}}})";
-  std::ofstream(dir / "waymark.toml") << "journeys = \"flows\"\nschemas = \"conf-schemas\"\n";
+  std::ofstream(dir / "waymark.toml")
+      << "journeys = \"flows\"\nschemas = \"conf-schemas\"\n[delivery]\n"
+         "from = \"Acme <hi@acme.example>\"\nunsubscribe_url = \"https://acme.example/u\"\n";
   std::string in_dir = "cd '" + dir.string() + "' && ";
   Outcome r = Sh(in_dir + kWaymark + " check");
   EXPECT_EQ(r.code, 1) << r.out << r.err;
@@ -455,6 +457,19 @@ TEST(Cli, CheckGraphAndRenderUseTheConfiguredJourneysAndSchemas) {
   r = Sh(in_dir + kWaymark + " render hello --data data.json");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("Subject: Hi a@example.com"), std::string::npos) << r.out;
+  // The message run would send: [delivery]'s From and endpoint (render
+  // showed placeholders whatever the file said).
+  EXPECT_NE(r.out.find("\r\nFrom: Acme <hi@acme.example>\r\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\r\nList-Unsubscribe: <https://acme.example/u?m=wm-preview>\r\n"),
+            std::string::npos)
+      << r.out;
+  // A journeys directory that is not there is a usage error, as a
+  // --templates one is (it was "template not found", exit 1).
+  std::ofstream(dir / "waymark.toml", std::ios::trunc) << "journeys = \"nope\"\n";
+  r = Sh(in_dir + kWaymark + " render hello --data data.json");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("the templates directory nope/templates does not exist"), std::string::npos)
+      << r.err;
   fs::remove_all(dir);
 }
 
