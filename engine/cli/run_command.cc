@@ -616,6 +616,18 @@ void FillGaps(JetStream& js, uint64_t& through, bool& lost, std::vector<JetStrea
   msgs = std::move(out);
 }
 
+// A stop that leaves messages delivered past the stored position on
+// purpose: the restart the next start counts over them is taken off the
+// position's count beforehand (it may go below 0; a commit resets it).
+Status UncountStop(Store& store, const std::string& name) {
+  auto pos = store.Position(name);
+  if (!pos.ok()) return pos.status();
+  Batch b;
+  b.position = pos.value().value_or(SourcePosition{name, 0, 0});
+  --b.position->restarts;
+  return store.Commit(b);
+}
+
 // Reads the stream until SIGTERM/SIGINT (or, with --until-idle, until the
 // consumer has nothing left); docs/engine.md, "The JetStream source". Each
 // batch carries the stream position to the store in its transaction; its
@@ -648,8 +660,12 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     // The message after the position is the first one the probe takes
     // (one after it when it was deleted from the stream).
     poison_next = restarts + 1 >= so.max_deliver;
-    std::cerr << "waymark run: resuming " << name << " after " << committed << " (restart "
-              << restarts << " over message " << committed + 1 << ")\n";
+    std::cerr << "waymark run: resuming " << name << " after " << committed;
+    if (restarts > 0) {
+      std::cerr << " (restart " << restarts << " over message " << committed + 1 << ")\n";
+    } else {  // UncountStop
+      std::cerr << " (the run before stopped cleanly before storing what followed)\n";
+    }
   }
   uint64_t submitted_through = committed, delivered_through = committed;
   bool deliveries_lost = false;  // FillGaps
@@ -1064,7 +1080,17 @@ int Run(const RunOptions& o) {
     reconnects.nats = js.value()->reconnects();
     if (!s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
-      return abandoned ? kExitOk : 3;  // stopped, with what is stored consistent
+      if (!abandoned) return 3;
+      // Stopped, with what is stored consistent. The next start counts
+      // messages delivered past the stored position as a crash over them
+      // (ConsumeStream): this stop was none, and the count it will add is
+      // taken off now, once the engine's last commit is done.
+      const JetStreamOptions& used = js.value()->options();
+      engine.value().reset();
+      if (Status u = UncountStop(*store.value(), used.stream + "/" + used.consumer); !u.ok()) {
+        std::cerr << "waymark run: " << u.message() << "\n";
+      }
+      return kExitOk;
     }
     last_event = e.clock();
   } else if (in >= 0) {

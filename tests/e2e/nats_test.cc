@@ -828,6 +828,81 @@ TEST_F(Nats, DeadLettersTheStreamCannotTakeDoNotStallIt) {
             "g1,g2");
 }
 
+// A stop asked while a dead letter waits for the dead-letter stream is
+// clean (exit 0): the batch is not stored and is delivered again. The next
+// start took the messages delivered past the stored position for a crash
+// over them, and with max_deliver 2 made the first one, a valid event, a
+// poison dead letter. It is counted as the clean stop it was.
+TEST_F(Nats, AStopWhileADeadLetterWaitsIsNotCountedAsACrash) {
+  std::ofstream(dir_ / "waymark.toml") << "[source]\nmax_deliver = 2\n";
+  const std::string config = "--config " + (dir_ / "waymark.toml").string();
+  std::vector<std::string> args = {bin_,          "run",
+                                   "--source",    nats_,
+                                   "--journeys",  root_ + "/journeys",
+                                   "--schemas",   root_ + "/schemas",
+                                   "--clock",     "event",
+                                   "--store",     pg_,
+                                   "--transport", "null:",
+                                   "--config",    (dir_ / "waymark.toml").string()};
+  const std::string errors = (dir_ / "serving.err").string();
+  pid_t engine = waymark::testing_util::Spawn(args, errors);
+  waymark::testing_util::KillOnExit reap(engine);
+  NatsClient c(nats_);
+  auto consumer_there = [&] {
+    jsConsumerInfo* ci = nullptr;
+    bool there = js_GetConsumerInfo(&ci, c.js(), "EVENTS", "waymark", nullptr, nullptr) == NATS_OK;
+    jsConsumerInfo_Destroy(ci);
+    return there;
+  };
+  for (int i = 0; i < 600 && !consumer_there(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(consumer_there()) << ReadFile(errors);
+  // A dead-letter stream that takes no dead letter: its publish finds no
+  // stream, as when nats-server is away, and waits.
+  c.DeleteStreams({"EVENTS_DEAD"});
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = "EVENTS_DEAD";
+  const char* subjects[] = {"elsewhere.x"};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  jsStreamInfo* si = nullptr;
+  ASSERT_EQ(js_AddStream(&si, c.js(), &cfg, nullptr, nullptr), NATS_OK);
+  jsStreamInfo_Destroy(si);
+  for (int k = 1; k <= 6; ++k) {
+    if (k == 4) ASSERT_TRUE(c.Publish("events.user.signup", "not json"));
+    ASSERT_TRUE(
+        c.Publish("events.user.signup", Signup("s" + std::to_string(k), "u" + std::to_string(k))));
+  }
+  for (int i = 0; i < 600 && ReadFile(errors).find("the stream waits") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_NE(ReadFile(errors).find("the stream waits"), std::string::npos) << ReadFile(errors);
+  int status = waymark::testing_util::TerminateWithin(engine, 30);
+  engine = 0;
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << ReadFile(errors);
+  ASSERT_NE(ReadFile(errors).find("stopped while a dead letter waited"), std::string::npos)
+      << ReadFile(errors);
+  // The dead-letter stream as it should be: made again at the next start.
+  c.DeleteStreams({"EVENTS_DEAD"});
+  std::string out = Run("--source " + nats_, pg_, dir_ / "out", &status, config);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("(the run before stopped cleanly before storing what followed)"),
+            std::string::npos)
+      << out;
+  pqxx::connection db(pg_);
+  pqxx::read_transaction t(db);
+  EXPECT_EQ(t.exec1("SELECT string_agg(id, ',' ORDER BY id) FROM events WHERE source = 'app'")[0]
+                .as<std::string>(),
+            "s1,s2,s3,s4,s5,s6");
+  EXPECT_EQ(t.exec1("SELECT string_agg(reason, ',') FROM dead_letters")[0].as<std::string>(),
+            "malformed JSON");
+  auto dead = c.Messages("EVENTS_DEAD");
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].headers.at("Waymark-Reason"), "malformed JSON");
+}
+
 // Messages purged from the stream between two the engine reads are gone,
 // not lost in flight: the consumer's delivery sequence has no gap, so the
 // stream is not read for them one request each (a purge of 20,000 took
