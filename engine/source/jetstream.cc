@@ -288,7 +288,9 @@ Result<std::unique_ptr<JetStream>> JetStream::Connect(
   s = natsConnection_JetStream(&m.js, m.nc, &jo);
   if (s != NATS_OK) return Status::Error("JetStream: " + Why(s));
   if (Status st = EnsureStream(m.js, o.stream, kEventSubjects, o); !st.ok()) return st;
-  if (Status st = EnsureStream(m.js, o.stream + "_DEAD", kDeadSubjects, o); !st.ok()) return st;
+  if (o.apply_retention) {
+    if (Status st = EnsureStream(m.js, o.stream + "_DEAD", kDeadSubjects, o); !st.ok()) return st;
+  }
   return j;
 }
 

@@ -30,7 +30,9 @@ struct JetStreamOptions {
   // duplicate window must be duplicate_window_s at least (`waymark run`,
   // which the stream's [source] settings belong to), or the stream is left
   // as it is and kMinDuplicateWindowS is enough (`waymark publish`, a
-  // client that may run without those settings).
+  // client that may run without those settings). Only the engine makes or
+  // checks the dead-letter stream: a publisher does not need it, nor the
+  // right to manage it.
   bool apply_retention = true;
   int64_t fetch_wait_ms = 500;  // longest wait for the first message of a fetch
   // Connect: when no server answers, wait for one while this returns true
@@ -54,8 +56,8 @@ struct JetStreamMessage {
 class JetStream {
  public:
   // Connects (reconnecting forever afterwards; with wait_for_server, also
-  // at first) and creates or checks the event stream and the dead-letter
-  // stream. A stream whose subjects, storage or duplicate window differ is
+  // at first) and creates or checks the event stream and (apply_retention)
+  // the dead-letter stream. A stream whose subjects, storage or duplicate window differ is
   // refused with what differs. `report` hears, in words starting "nats: ",
   // of a wait for the server and of each loss and recovery of the
   // connection (by default on stderr after "waymark: ").

@@ -948,6 +948,25 @@ TEST_F(Nats, PublishTakesTheEnginesStreamWithItsShorterWindow) {
                           &status);
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
   EXPECT_NE(out.find("1 stored"), std::string::npos) << out;
+  // Nor does it depend on the dead-letter stream, which is the engine's:
+  // one with settings the engine would refuse refused the publisher too.
+  NatsClient c(nats_);
+  c.DeleteStreams({"EVENTS_DEAD"});
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = "EVENTS_DEAD";
+  const char* subjects[] = {"deadletter.>"};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Duplicates = int64_t(300) * 1000000000;
+  jsStreamInfo* si = nullptr;
+  ASSERT_EQ(js_AddStream(&si, c.js(), &cfg, nullptr, nullptr), NATS_OK);
+  jsStreamInfo_Destroy(si);
+  std::ofstream(dir_ / "two.jsonl") << Signup("g2", "u2") << "\n";
+  out = Shell(bin_ + " publish " + (dir_ / "two.jsonl").string() + " --source " + nats_ + " 2>&1",
+              &status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("1 stored"), std::string::npos) << out;
 }
 
 // An existing events stream whose limits remove unread events is refused:
