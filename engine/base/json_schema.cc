@@ -10,6 +10,7 @@
 
 #include "engine/base/json_text.h"
 #include "engine/base/large_stack.h"
+#include "engine/base/url.h"
 
 namespace waymark {
 
@@ -131,7 +132,13 @@ Status SchemaCheck::Check(const json& doc) const {
       v = nullptr;
     }
   }
-  if (v && !where.empty()) value = " (is " + OutputJson(*v, -1) + ")";
+  // Shown without secrets: not the value of a key that names one, nor a
+  // URL's password or secret parameters.
+  if (v && !where.empty()) {
+    value = NamesASecret(where.back()) ? " (is ***)"
+            : v->is_string() ? " (is " + OutputJson(RedactedUrl(v->get<std::string>()), -1) + ")"
+                             : " (is " + OutputJson(*v, -1) + ")";
+  }
   // What the schema says the key takes.
   const json* node = &doc_;
   for (const std::string& k : where) {

@@ -19,8 +19,6 @@ std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url)
   return keys;
 }
 
-namespace {
-
 bool NamesASecret(std::string_view key) {
   std::string k(key);
   for (char& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -28,8 +26,6 @@ bool NamesASecret(std::string_view key) {
     if (k.find(word) != std::string::npos) return true;
   return false;
 }
-
-}  // namespace
 
 std::string RedactedUrl(std::string_view url) {
   // A list of servers (nats://a:4222,nats://b:4222): each of them.

@@ -13,6 +13,10 @@ namespace waymark {
 // and where its value starts.
 std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url);
 
+// Whether a key (a query parameter's, a configuration key's) names a
+// secret: it contains pass, secret, token, key, auth or cred, in any case.
+bool NamesASecret(std::string_view key);
+
 // `url` for messages: a secret as ***. A secret is the password of the
 // user part (SCHEME://USER:PASSWORD@HOST..., up to the first '@' before the
 // first '/', as libpq reads it), a NATS token (nats://TOKEN@HOST), and the

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/base/json_schema.h"
 #include "tests/testing/files.h"
 
 namespace waymark::cli {
@@ -143,6 +144,24 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
 // A very long value against a key's pattern is judged, not fatal:
 // std::regex recursed once per character, and a 40,000-character stream
 // name killed every command that read the file (SIGSEGV).
+// A refused value is shown, but not a secret: a URL's password (masked as
+// everywhere else) and the value of a key that names one (a plugin's
+// api_key).
+TEST(Config, ARefusedValueIsShownWithoutItsSecrets) {
+  auto c = LoadText("[source]\nurl = \"nats://u:s3cret@h:4222/ x\"\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("[source] url (is \"nats://u:***@h:4222/ x\")"), std::string::npos)
+      << c.error();
+  EXPECT_EQ(c.error().find("s3cret"), std::string::npos) << c.error();
+  auto check = SchemaCheck::Compile(nlohmann::json::parse(
+      R"({"type":"object","properties":{"api_key":{"type":"string","pattern":"^re_"}}})"));
+  ASSERT_TRUE(check.ok()) << check.error();
+  Status s = check.value()->Check({{"api_key", "sk_live_123"}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("api_key (is ***)"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("sk_live"), std::string::npos) << s.message();
+}
+
 TEST(Config, AVeryLongValueIsJudgedNotFatal) {
   auto c = LoadText("[source]\nstream = \"" + std::string(400000, 'A') + "\"\n");
   ASSERT_TRUE(c.ok()) << c.error().substr(0, 200);
