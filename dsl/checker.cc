@@ -55,6 +55,16 @@ std::string Summary(const CheckResult& r) {
          Plural(size_t(r.diags.warnings()), "warning");
 }
 
+std::vector<std::string> FilesUnder(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec)) out.push_back(it->path().string());
+  }
+  return out;
+}
+
 CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegistry& schemas) {
   CheckResult r;
   std::vector<std::string> files;
@@ -77,11 +87,11 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
       std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
-        if (e.is_regular_file() && e.path().extension() == ".journey") {
-          found.push_back(e.path().string());
-        } else if (e.is_regular_file()) {
-          lua(e.path());
+      for (const std::string& f : FilesUnder(p)) {
+        if (fs::path(f).extension() == ".journey") {
+          found.push_back(f);
+        } else {
+          lua(f);
         }
       }
       // A mistyped or emptied directory in CI passed as "checked 0".

@@ -24,6 +24,11 @@ struct CheckResult {
   DiagnosticSink diags;  // sorted by path, line, column
 };
 
+// The regular files under `dir`, its subdirectories included, in the
+// order found. A subdirectory that cannot be read is skipped (never an
+// exception: an unreadable one ended the process).
+std::vector<std::string> FilesUnder(const std::string& dir);
+
 // Expands PATHs (files, or directories searched for *.journey, sorted) and
 // checks each file. A path that does not exist is reported as an error
 // diagnostic on that path.

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <string>
 
+#include "dsl/checker.h"
 #include "engine/cli/commands.h"
 
 namespace waymark::cli {
@@ -63,8 +64,8 @@ bool JourneysDirectoryThere(const char* command, const std::string& dir) {
               << " (--journeys DIR)\n";
     return false;
   }
-  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {  // as CheckPaths
-    if (entry.path().extension() == ".journey") return true;
+  for (const std::string& f : dsl::FilesUnder(dir)) {  // as CheckPaths
+    if (fs::path(f).extension() == ".journey") return true;
   }
   std::cerr << "waymark " << command << ": warning: " << dir
             << " has no *.journey file: no journey runs (--journeys DIR)\n";

@@ -155,6 +155,34 @@ TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
   fs::remove_all(dir);
 }
 
+// A subdirectory of the journeys that the user may not read is skipped:
+// walking into it threw, and check and run died (exit 134) before a word.
+// Run as nobody (root reads everything), where setpriv can.
+TEST(Cli, AnUnreadableSubdirectoryOfTheJourneysIsSkipped) {
+  const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (Sh(nobody + kWaymark + " --version").code != 0) {
+    GTEST_SKIP() << "cannot run the binary as nobody here";
+  }
+  fs::path dir = fs::path("/tmp") / ("waymark_unreadable_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "j" / "locked");
+  fs::copy_file(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/thanks.journey",
+                dir / "j" / "thanks.journey");
+  fs::copy(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/templates", dir / "j" / "templates");
+  ASSERT_EQ(Sh("chmod -R a+rX '" + dir.string() + "' && chmod 000 '" +
+               (dir / "j" / "locked").string() + "'")
+                .code,
+            0);
+  Outcome r = Sh(nobody + kWaymark + " check --schemas '' '" + (dir / "j").string() + "'");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("checked 1 journey: 1 ok"), std::string::npos) << r.out << r.err;
+  r = Sh(nobody + kWaymark + " run --journeys '" + (dir / "j").string() +
+         "' --events /dev/null --store sqlite:/dev/null/x --schemas '' --until-idle");
+  EXPECT_NE(r.code, 134) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
 // A send naming a template that is not there passed check ("1 ok"), and
 // run then dead-lettered every such send: check reads the templates from
 // where run does (JOURNEYS/templates), and a missing or broken one is an
