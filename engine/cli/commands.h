@@ -16,7 +16,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitRejected = 1;
 constexpr int kExitUsage = 2;
 
-// Set by SIGTERM or SIGINT once StopOnSignals has run: a command that
+// Set by SIGTERM, SIGINT or SIGHUP once StopOnSignals has run: a command that
 // serves or replays finishes in order instead of dying.
 extern std::atomic<bool> g_stop;
 void StopOnSignals();

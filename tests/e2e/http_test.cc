@@ -555,4 +555,32 @@ TEST(Inputs, AnIdlePipeIsCommittedAndStoppedBySigterm) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
+// SIGHUP (a terminal closed under a run) stops it in order, as SIGTERM
+// does: it was killed (exit 129), with no summary.
+TEST(Inputs, SighupStopsARunInOrder) {
+  using waymark::testing_util::Shell;
+  fs::path dir = fs::temp_directory_path() / ("waymark_sighup_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string journeys =
+      (waymark::testing_util::SourceRoot() / "tests/e2e/crash_journeys").string();
+  std::string run =
+      std::string(WAYMARK_BINARY) + " run --journeys " + journeys +
+      " --schemas '' --events - --clock event --store sqlite:" + (dir / "w.db").string() +
+      " --transport null:";
+  int status = 0;
+  // Its input a FIFO held open by the shell: no line, and no end.
+  std::string fifo = (dir / "in").string();
+  std::string out =
+      Shell("(mkfifo " + fifo + " && exec 3<>" + fifo + " && { " + run + " < " + fifo + " > " +
+                (dir / "out").string() +
+                " 2>&1 & pid=$!; sleep 1; kill -HUP $pid; wait $pid; echo exit=$?; })",
+            &status);
+  EXPECT_NE(out.find("exit=0"), std::string::npos) << out;
+  EXPECT_NE(waymark::testing_util::ReadFile(dir / "out").find("waymark run: summary"),
+            std::string::npos)
+      << waymark::testing_util::ReadFile(dir / "out");
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 }  // namespace
