@@ -268,7 +268,11 @@ Status Engine::Start() {
   staged_.clear();
   committer_->Start(std::move(batch_));
   batch_ = Batch();
-  return Settle();
+  if (Status s = Settle(); !s.ok()) return s;
+  // Every journey's series from the start, whatever the clock (on the
+  // event clock nothing else publishes them before the first event).
+  if (options_.metrics) options_.metrics->Publish(*this);
+  return Status();
 }
 
 void Engine::Listen(const dsl::CompiledJourney& j, bool triggers) {

@@ -372,6 +372,16 @@ TEST(Metrics, FromTheConfigFileBesideListen) {
   int events = PrintedPort(err, "events"), metrics = PrintedPort(err, "metrics");
   ASSERT_TRUE(events > 0 && metrics > 0) << waymark::testing_util::ReadFile(err);
   httplib::Client in("127.0.0.1", events), scrape("127.0.0.1", metrics);
+  // Every journey's series from the start, at 0, before any event (on the
+  // event clock they were missing until the first one came).
+  const std::string at_zero = "waymark_instances_started_total{journey=\"onboarding\"} 0\n";
+  std::string before;
+  for (int i = 0; i < 200 && before.find(at_zero) == std::string::npos; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto early = scrape.Get("/metrics");
+    before = early ? early->body : "";
+  }
+  EXPECT_NE(before.find(at_zero), std::string::npos) << before;
   auto posted =
       in.Post("/events", "[" + Ev("1", "ana") + "," + Ev("2", "ben") + "]", "application/json");
   ASSERT_TRUE(posted) << "no answer";
