@@ -1187,7 +1187,8 @@ int Run(const RunOptions& o) {
     }
     for (const auto& r : inbox.Close()) r->done.set_value({Status::Error("shutting down"), {}});
     if (!events_server.Stop()) {
-      std::cerr << "waymark run: a client still sending a request was left behind at the stop\n";
+      std::cerr << "waymark run: a client connection still open 2 s into the stop (idle, or "
+                   "sending a request) was left behind\n";
     }
     if (!failed.ok()) {
       std::cerr << "waymark run: " << failed.message() << "\n";
