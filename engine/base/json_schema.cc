@@ -1,5 +1,6 @@
 #include "engine/base/json_schema.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
@@ -135,7 +136,7 @@ Status SchemaCheck::Check(const json& doc) const {
   // Shown without secrets: not the value of a key that names one, nor a
   // URL's password or secret parameters.
   if (v && !where.empty()) {
-    value = NamesASecret(where.back()) ? " (is ***)"
+    value = std::any_of(where.begin(), where.end(), NamesASecret) ? " (is ***)"
             : v->is_string() ? " (is " + OutputJson(RedactedUrl(v->get<std::string>()), -1) + ")"
                              : " (is " + OutputJson(*v, -1) + ")";
   }

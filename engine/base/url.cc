@@ -34,6 +34,35 @@ std::string RedactedUrl(std::string_view url) {
     return RedactedUrl(url.substr(0, comma)) + "," + RedactedUrl(url.substr(comma + 1));
   }
   std::string out(url);
+  // libpq's keyword form (host=db password=s3cret dbname=wm; no "://" and
+  // no query): the value of each keyword that names a secret, quoted ('a
+  // b', with \' inside) or not.
+  if (out.find("://") == std::string::npos && out.find('?') == std::string::npos) {
+    for (size_t at = 0; (at = out.find('=', at)) != std::string::npos;) {
+      size_t key_end = at;  // libpq takes spaces around '='
+      while (key_end > 0 && std::isspace(static_cast<unsigned char>(out[key_end - 1]))) --key_end;
+      size_t start = key_end;
+      while (start > 0 && !std::isspace(static_cast<unsigned char>(out[start - 1]))) --start;
+      size_t v = at + 1;
+      while (v < out.size() && std::isspace(static_cast<unsigned char>(out[v]))) ++v;
+      size_t end = v;
+      if (end < out.size() && out[end] == '\'') {
+        for (++end; end < out.size() && out[end] != '\''; ++end) {
+          if (out[end] == '\\') ++end;
+        }
+        end = std::min(end + 1, out.size());
+      } else {
+        while (end < out.size() && !std::isspace(static_cast<unsigned char>(out[end]))) ++end;
+      }
+      std::string_view key = std::string_view(out).substr(start, key_end - start);
+      if (NamesASecret(key) && end > v) {
+        out.replace(v, end - v, "***");
+        end = v + 3;
+      }
+      at = std::max(end, at + 1);
+    }
+    return out;
+  }
   // The user part first: its password may hold '?', '&' or '='.
   if (size_t scheme = out.find("://"); scheme != std::string::npos) {
     size_t start = scheme + 3;

@@ -153,6 +153,11 @@ TEST(Config, ARefusedValueIsShownWithoutItsSecrets) {
   EXPECT_NE(c.error().find("[source] url (is \"nats://u:***@h:4222/ x\")"), std::string::npos)
       << c.error();
   EXPECT_EQ(c.error().find("s3cret"), std::string::npos) << c.error();
+  // libpq's keyword form where a URL goes.
+  c = LoadText("[store]\nurl = \"host=db user=wm password=s3cret\"\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("[store] url (is \"host=db user=wm password=***\")"), std::string::npos)
+      << c.error();
   auto check = SchemaCheck::Compile(nlohmann::json::parse(
       R"({"type":"object","properties":{"api_key":{"type":"string","pattern":"^re_"}}})"));
   ASSERT_TRUE(check.ok()) << check.error();
@@ -160,6 +165,13 @@ TEST(Config, ARefusedValueIsShownWithoutItsSecrets) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("api_key (is ***)"), std::string::npos) << s.message();
   EXPECT_EQ(s.message().find("sk_live"), std::string::npos) << s.message();
+  // Within a key that names one, whatever the element at fault.
+  auto nested = SchemaCheck::Compile(nlohmann::json::parse(
+      R"({"type":"object","properties":{"tokens":{"type":"array","items":{"type":"integer"}}}})"));
+  ASSERT_TRUE(nested.ok()) << nested.error();
+  s = nested.value()->Check({{"tokens", {"tk_live_9"}}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().find("tk_live"), std::string::npos) << s.message();
 }
 
 TEST(Config, AVeryLongValueIsJudgedNotFatal) {

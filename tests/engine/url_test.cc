@@ -42,5 +42,17 @@ TEST(RedactedUrl, OtherSchemesAndSecretParametersAreMasked) {
             "http://h/?Token=***&AUTH=***&client_secret=***&region=eu");
 }
 
+// A store given in libpq's keyword form instead of a URL (a common slip):
+// its password was printed as given.
+TEST(RedactedUrl, ASecretInLibpqsKeywordFormIsMasked) {
+  EXPECT_EQ(RedactedUrl("host=db user=wm password=s3cret dbname=wm"),
+            "host=db user=wm password=*** dbname=wm");
+  EXPECT_EQ(RedactedUrl("host=db password = 's3 c\\'ret' dbname=wm"),
+            "host=db password = *** dbname=wm");
+  EXPECT_EQ(RedactedUrl("sslpassword=x"), "sslpassword=***");
+  EXPECT_EQ(RedactedUrl("host=db dbname=wm"), "host=db dbname=wm");
+  EXPECT_EQ(RedactedUrl("3/1h1d"), "3/1h1d");
+}
+
 }  // namespace
 }  // namespace waymark
