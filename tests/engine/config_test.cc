@@ -98,6 +98,9 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[delivery]\nunsubscribe_url = \"https://a.example/\\u0001u\"\n",
        "[delivery] unsubscribe_url"},
       {"[delivery]\nunsubscribe_url = \"https://?\"\n", "[delivery] unsubscribe_url"},
+      // Past what the header's line may hold.
+      {"[delivery]\nunsubscribe_url = \"https://a.example/" + std::string(900, 'u') + "\"\n",
+       "[delivery] unsubscribe_url"},
       {"[delivery]\nunsubscribe_url = \"https://a.example/u\\\"x\"\n",
        "[delivery] unsubscribe_url"},
       {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
