@@ -865,6 +865,20 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   return finish();
 }
 
+// What is wrong with [delivery] from ("" when nothing): run and render
+// refuse it alike.
+std::string DefaultFromProblem(const std::string& from) {
+  std::string name, addr;
+  if (HeaderHasControl(from)) {
+    return "[delivery] from: a line break or another control character is not part of a mailbox "
+           "(every send it was the From of would be refused)";
+  }
+  if (!SplitMailbox(from, name, addr)) {
+    return "[delivery] from: '" + from + "' is not a mailbox (\"Name <addr>\" or \"addr\")";
+  }
+  return "";
+}
+
 int Run(const RunOptions& o) {
   // Every option is checked, and --listen bound, before the store is opened
   // or created.
@@ -937,15 +951,8 @@ int Run(const RunOptions& o) {
   }
   eo.max_attempts = o.max_attempts;
   if (!o.from.empty()) {
-    std::string name, addr;
-    if (HeaderHasControl(o.from)) {
-      std::cerr << "waymark run: [delivery] from: a line break or another control character is "
-                   "not part of a mailbox (every send it was the From of would be refused)\n";
-      return kExitUsage;
-    }
-    if (!SplitMailbox(o.from, name, addr)) {
-      std::cerr << "waymark run: [delivery] from: '" << o.from
-                << "' is not a mailbox (\"Name <addr>\" or \"addr\")\n";
+    if (std::string why = DefaultFromProblem(o.from); !why.empty()) {
+      std::cerr << "waymark run: " << why << "\n";
       return kExitUsage;
     }
     eo.default_from = o.from;
@@ -1651,6 +1658,11 @@ void RegisterRender(CLI::App& app, int* exit_code) {
     std::string from, unsubscribe_url;
     c->Under(cmd, "", "delivery", "from", from);
     c->Under(cmd, "", "delivery", "unsubscribe_url", unsubscribe_url);
+    if (std::string why = from.empty() ? "" : DefaultFromProblem(from); !why.empty()) {
+      std::cerr << "waymark render: " << why << "\n";
+      *exit_code = kExitUsage;
+      return;
+    }
     std::error_code ec;
     if (dir->empty()) {
       std::string journeys = "journeys";

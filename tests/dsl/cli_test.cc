@@ -498,6 +498,15 @@ TEST(Cli, CheckGraphAndRenderUseTheConfiguredJourneysAndSchemas) {
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("the templates directory nope/templates does not exist"), std::string::npos)
       << r.err;
+  // A From run refuses, render refuses alike (it failed building the
+  // message, exit 1, or passed where the template has its own).
+  std::ofstream(dir / "waymark.toml", std::ios::trunc)
+      << "journeys = \"flows\"\n[delivery]\nfrom = \"not a mailbox\"\n";
+  r = Sh(in_dir + kWaymark + " render hello --data data.json");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("waymark render: [delivery] from: 'not a mailbox' is not a mailbox"),
+            std::string::npos)
+      << r.err;
   fs::remove_all(dir);
 }
 
