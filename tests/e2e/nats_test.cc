@@ -861,15 +861,7 @@ TEST_F(Nats, AStopWhileADeadLetterWaitsIsNotCountedAsACrash) {
   // A dead-letter stream that takes no dead letter: its publish finds no
   // stream, as when nats-server is away, and waits.
   c.DeleteStreams({"EVENTS_DEAD"});
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = "EVENTS_DEAD";
-  const char* subjects[] = {"elsewhere.x"};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  jsStreamInfo* si = nullptr;
-  ASSERT_EQ(js_AddStream(&si, c.js(), &cfg, nullptr, nullptr), NATS_OK);
-  jsStreamInfo_Destroy(si);
+  ASSERT_TRUE(c.AddStream("EVENTS_DEAD", "elsewhere.x"));
   for (int k = 1; k <= 6; ++k) {
     if (k == 4) ASSERT_TRUE(c.Publish("events.user.signup", "not json"));
     ASSERT_TRUE(
@@ -952,16 +944,9 @@ TEST_F(Nats, PublishTakesTheEnginesStreamWithItsShorterWindow) {
   // one with settings the engine would refuse refused the publisher too.
   NatsClient c(nats_);
   c.DeleteStreams({"EVENTS_DEAD"});
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = "EVENTS_DEAD";
-  const char* subjects[] = {"deadletter.>"};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Duplicates = int64_t(300) * 1000000000;
-  jsStreamInfo* si = nullptr;
-  ASSERT_EQ(js_AddStream(&si, c.js(), &cfg, nullptr, nullptr), NATS_OK);
-  jsStreamInfo_Destroy(si);
+  ASSERT_TRUE(c.AddStream("EVENTS_DEAD", "deadletter.>", [](jsStreamConfig& cfg) {
+    cfg.Duplicates = int64_t(300) * 1'000'000'000;
+  }));
   std::ofstream(dir_ / "two.jsonl") << Signup("g2", "u2") << "\n";
   out = Shell(bin_ + " publish " + (dir_ / "two.jsonl").string() + " --source " + nats_ + " 2>&1",
               &status);
@@ -974,18 +959,11 @@ TEST_F(Nats, PublishTakesTheEnginesStreamWithItsShorterWindow) {
 // engine started were gone without a word.
 TEST_F(Nats, AStreamThatRemovesUnreadEventsIsRefused) {
   NatsClient c(nats_);
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  const char* subjects[] = {"events.>"};
-  cfg.Name = "EVENTS";
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Storage = js_FileStorage;
-  cfg.Duplicates = int64_t(1200) * 1'000'000'000;
-  cfg.MaxMsgsPerSubject = 1;
-  jsStreamInfo* si = nullptr;
-  ASSERT_EQ(js_AddStream(&si, c.js(), &cfg, nullptr, nullptr), NATS_OK);
-  jsStreamInfo_Destroy(si);
+  ASSERT_TRUE(c.AddStream("EVENTS", "events.>", [](jsStreamConfig& cfg) {
+    cfg.Storage = js_FileStorage;
+    cfg.Duplicates = int64_t(1200) * 1'000'000'000;
+    cfg.MaxMsgsPerSubject = 1;
+  }));
   int status = 0;
   std::string out = Run("--source " + nats_, pg_, dir_ / "out", &status);
   EXPECT_EQ(WEXITSTATUS(status), 2) << out;

@@ -6,6 +6,7 @@
 #include <nats/nats.h>
 
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,6 +41,22 @@ class NatsClient {
   // Deletes the streams, so that a test starts from nothing.
   void DeleteStreams(const std::vector<std::string>& names) {
     for (const auto& n : names) js_DeleteStream(js_, n.c_str(), nullptr, nullptr);
+  }
+
+  // Creates stream `name` on `subject`; `tune` sets anything else.
+  bool AddStream(const std::string& name, const char* subject,
+                 const std::function<void(jsStreamConfig&)>& tune = {}) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = name.c_str();
+    const char* subjects[] = {subject};
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    if (tune) tune(cfg);
+    jsStreamInfo* si = nullptr;
+    bool made = js_AddStream(&si, js_, &cfg, nullptr, nullptr) == NATS_OK;
+    jsStreamInfo_Destroy(si);
+    return made;
   }
 
   // Every message in the stream, in order; empty if there is no stream.
