@@ -863,7 +863,9 @@ TEST_F(Nats, AStopWhileADeadLetterWaitsIsNotCountedAsACrash) {
   c.DeleteStreams({"EVENTS_DEAD"});
   ASSERT_TRUE(c.AddStream("EVENTS_DEAD", "elsewhere.x"));
   for (int k = 1; k <= 6; ++k) {
-    if (k == 4) ASSERT_TRUE(c.Publish("events.user.signup", "not json"));
+    if (k == 4) {
+      ASSERT_TRUE(c.Publish("events.user.signup", "not json"));
+    }
     ASSERT_TRUE(
         c.Publish("events.user.signup", Signup("s" + std::to_string(k), "u" + std::to_string(k))));
   }
