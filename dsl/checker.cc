@@ -55,12 +55,25 @@ std::string Summary(const CheckResult& r) {
          Plural(size_t(r.diags.warnings()), "warning");
 }
 
-std::vector<std::string> FilesUnder(const std::string& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
-  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file(ec)) out.push_back(it->path().string());
+FilesFound FilesUnder(const std::string& dir) {
+  FilesFound out;
+  std::vector<fs::path> pending = {dir};  // one directory at a time: a bad one ends only itself
+  while (!pending.empty()) {
+    fs::path d = std::move(pending.back());
+    pending.pop_back();
+    std::error_code ec;
+    fs::directory_iterator it(d, ec);
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      std::error_code kind;
+      if (it->is_symlink(kind)) {
+        if (it->is_regular_file(kind)) out.files.push_back(it->path().string());
+      } else if (it->is_directory(kind)) {
+        pending.push_back(it->path());
+      } else if (it->is_regular_file(kind)) {
+        out.files.push_back(it->path().string());
+      }
+    }
+    if (ec) out.unreadable.emplace_back(d.string(), ec.message());
   }
   return out;
 }
@@ -87,7 +100,12 @@ CheckResult CheckPaths(const std::vector<std::string>& paths, const SchemaRegist
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
       std::vector<std::string> found;
-      for (const std::string& f : FilesUnder(p)) {
+      FilesFound walk = FilesUnder(p);
+      for (const auto& [d, why] : walk.unreadable) {
+        r.diags.Error(d, {},
+                      "cannot read this directory (" + why + "): a journey in it would not run");
+      }
+      for (const std::string& f : walk.files) {
         if (fs::path(f).extension() == ".journey") {
           found.push_back(f);
         } else {

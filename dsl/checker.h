@@ -24,10 +24,15 @@ struct CheckResult {
   DiagnosticSink diags;  // sorted by path, line, column
 };
 
-// The regular files under `dir`, its subdirectories included, in the
-// order found. A subdirectory that cannot be read is skipped (never an
-// exception: an unreadable one ended the process).
-std::vector<std::string> FilesUnder(const std::string& dir);
+// The regular files under `dir`, its subdirectories included (symbolic
+// links to directories not followed), and the directories that could not
+// be read, with why: a journey there would not run, which must be said
+// (an unreadable one threw, and ended the process). Never throws.
+struct FilesFound {
+  std::vector<std::string> files;
+  std::vector<std::pair<std::string, std::string>> unreadable;  // directory, why
+};
+FilesFound FilesUnder(const std::string& dir);
 
 // Expands PATHs (files, or directories searched for *.journey, sorted) and
 // checks each file. A path that does not exist is reported as an error

@@ -65,7 +65,8 @@ bool JourneysDirectoryThere(const char* command, const std::string& dir) {
               << " (--journeys DIR)\n";
     return false;
   }
-  for (const std::string& f : dsl::FilesUnder(dir)) {  // as CheckPaths
+  // As CheckPaths, which says what it cannot read.
+  for (const std::string& f : dsl::FilesUnder(dir).files) {
     if (fs::path(f).extension() == ".journey") return true;
   }
   std::cerr << "waymark " << command << ": warning: " << dir

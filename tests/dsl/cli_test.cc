@@ -155,10 +155,11 @@ TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
   fs::remove_all(dir);
 }
 
-// A subdirectory of the journeys that the user may not read is skipped:
-// walking into it threw, and check and run died (exit 134) before a word.
+// A subdirectory of the journeys that the user may not read is an error
+// naming it, for check and run: walking into it threw, and both died
+// (exit 134) before a word; a journey in it must not be left out quietly.
 // Run as nobody (root reads everything), where setpriv can.
-TEST(Cli, AnUnreadableSubdirectoryOfTheJourneysIsSkipped) {
+TEST(Cli, AnUnreadableSubdirectoryOfTheJourneysIsAnError) {
   const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
   if (Sh(nobody + kWaymark + " --version").code != 0) {
     GTEST_SKIP() << "cannot run the binary as nobody here";
@@ -168,18 +169,25 @@ TEST(Cli, AnUnreadableSubdirectoryOfTheJourneysIsSkipped) {
   fs::create_directories(dir / "j" / "locked");
   fs::copy_file(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/thanks.journey",
                 dir / "j" / "thanks.journey");
+  fs::copy_file(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/onboarding.journey",
+                dir / "j" / "locked" / "onboarding.journey");
   fs::copy(WAYMARK_SOURCE_DIR "/tests/e2e/crash_journeys/templates", dir / "j" / "templates");
+  fs::create_directories(dir / "db");
   ASSERT_EQ(Sh("chmod -R a+rX '" + dir.string() + "' && chmod 000 '" +
-               (dir / "j" / "locked").string() + "'")
+               (dir / "j" / "locked").string() + "' && chmod 777 '" + (dir / "db").string() + "'")
                 .code,
             0);
+  const std::string said = (dir / "j" / "locked").string() +
+                           ": error: cannot read this directory (Permission denied): a journey "
+                           "in it would not run";
   Outcome r = Sh(nobody + kWaymark + " check --schemas '' '" + (dir / "j").string() + "'");
-  EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.out.find("checked 1 journey: 1 ok"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find(said), std::string::npos) << r.out << r.err;
   r = Sh(nobody + kWaymark + " run --journeys '" + (dir / "j").string() +
-         "' --events /dev/null --store sqlite:/dev/null/x --schemas '' --until-idle");
-  EXPECT_NE(r.code, 134) << r.err;
-  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+         "' --events /dev/null --store sqlite:" + (dir / "db" / "w.db").string() +
+         " --schemas '' --transport null: --until-idle");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
   fs::remove_all(dir);
 }
 
