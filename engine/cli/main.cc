@@ -18,9 +18,15 @@ std::atomic<bool> g_stop{false};
 void StopOnSignals() {
   static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
   auto on_signal = [](int) { g_stop = true; };
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
   // SIGHUP too: a terminal that closes under a run stops it in order (it
-  // was killed, with no summary).
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) std::signal(s, on_signal);
+  // was killed, with no summary); unless it was ignored when the command
+  // began (nohup), which then stays.
+  struct sigaction hup = {};
+  if (sigaction(SIGHUP, nullptr, &hup) == 0 && hup.sa_handler != SIG_IGN) {
+    std::signal(SIGHUP, on_signal);
+  }
 }
 
 std::string NoSchemasWarning(const std::string& dir) {

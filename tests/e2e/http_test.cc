@@ -590,6 +590,14 @@ TEST(Inputs, SighupStopsARunInOrder) {
   EXPECT_NE(waymark::testing_util::ReadFile(dir / "out").find("waymark run: summary"),
             std::string::npos)
       << waymark::testing_util::ReadFile(dir / "out");
+  // Started with SIGHUP ignored (nohup), it keeps running through one.
+  fs::remove(fifo);
+  out = Shell("(mkfifo " + fifo + " && exec 3<>" + fifo + " && { (trap '' HUP; exec " + run +
+                  " < " + fifo + " > " + (dir / "out").string() +
+                  " 2>&1) & pid=$!; sleep 1; kill -HUP $pid; sleep 0.5; kill -0 $pid && echo alive;"
+                  " kill -TERM $pid; wait $pid; echo exit=$?; })",
+              &status);
+  EXPECT_NE(out.find("alive\nexit=0"), std::string::npos) << out;
   if (!HasFailure()) fs::remove_all(dir);
 }
 
