@@ -17,6 +17,27 @@ namespace waymark {
 
 using nlohmann::json;
 
+namespace {
+
+// `v` for a message: strings through RedactedUrl, the members of objects
+// whose names name a secret as "***", in arrays and objects at any depth.
+json WithoutSecrets(const json& v) {
+  if (v.is_string()) return RedactedUrl(v.get<std::string>());
+  if (v.is_array()) {
+    json out = json::array();
+    for (const json& e : v) out.push_back(WithoutSecrets(e));
+    return out;
+  }
+  if (v.is_object()) {
+    json out = json::object();
+    for (const auto& [k, e] : v.items()) out[k] = NamesASecret(k) ? json("***") : WithoutSecrets(e);
+    return out;
+  }
+  return v;
+}
+
+}  // namespace
+
 std::string SchemaCheck::Dotted(const std::vector<std::string>& path) {
   if (path.empty()) return "top level";
   std::string s = path[0];
@@ -136,9 +157,9 @@ Status SchemaCheck::Check(const json& doc) const {
   // Shown without secrets: not the value of a key that names one, nor a
   // URL's password or secret parameters.
   if (v && !where.empty()) {
-    value = std::any_of(where.begin(), where.end(), NamesASecret) ? " (is ***)"
-            : v->is_string() ? " (is " + OutputJson(RedactedUrl(v->get<std::string>()), -1) + ")"
-                             : " (is " + OutputJson(*v, -1) + ")";
+    value = std::any_of(where.begin(), where.end(), NamesASecret)
+                ? " (is ***)"
+                : " (is " + OutputJson(WithoutSecrets(*v), -1) + ")";
   }
   // What the schema says the key takes.
   const json* node = &doc_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 
 namespace waymark {
 
@@ -27,42 +28,69 @@ bool NamesASecret(std::string_view key) {
   return false;
 }
 
+namespace {
+
+// libpq's keyword form: "keyword = value" pairs apart by spaces, a value
+// single-quoted ('a b', with \' and \\ inside) or up to the next space
+// (a backslash taking the character after it). The text with the value of
+// each keyword that names a secret as ***; nullopt when `s` is not in that
+// form (it does not begin with a keyword and '=').
+std::optional<std::string> RedactedKeywords(std::string_view s) {
+  auto space = [&](size_t k) {
+    return k < s.size() && std::isspace(static_cast<unsigned char>(s[k]));
+  };
+  size_t k = 0;
+  while (space(k)) ++k;
+  size_t word = k;
+  while (k < s.size() && (std::isalpha(static_cast<unsigned char>(s[k])) || s[k] == '_')) ++k;
+  if (k == word) return std::nullopt;
+  while (space(k)) ++k;
+  if (k >= s.size() || s[k] != '=') return std::nullopt;
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    size_t from = i;
+    while (space(i)) ++i;
+    out.append(s.substr(from, i - from));
+    size_t key = i;
+    while (i < s.size() && !space(i) && s[i] != '=') ++i;
+    size_t key_end = i;
+    while (space(i)) ++i;
+    if (i >= s.size() || s[i] != '=') {  // not a pair: as it is
+      out.append(s.substr(key, i - key));
+      continue;
+    }
+    ++i;
+    while (space(i)) ++i;
+    out.append(s.substr(key, i - key));  // the keyword, '=' and the spaces around it
+    size_t value = i;
+    if (i < s.size() && s[i] == '\'') {
+      for (++i; i < s.size() && s[i] != '\''; ++i) {
+        if (s[i] == '\\') ++i;
+      }
+      ++i;
+    } else {
+      for (; i < s.size() && !space(i); ++i) {
+        if (s[i] == '\\') ++i;
+      }
+    }
+    i = std::min(i, s.size());
+    bool secret = NamesASecret(s.substr(key, key_end - key)) && i > value;
+    out.append(secret ? std::string_view("***") : s.substr(value, i - value));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string RedactedUrl(std::string_view url) {
   // A list of servers (nats://a:4222,nats://b:4222): each of them.
   if (size_t comma = url.find(',');
       comma != std::string_view::npos && url.find("://", comma) != std::string_view::npos) {
     return RedactedUrl(url.substr(0, comma)) + "," + RedactedUrl(url.substr(comma + 1));
   }
+  if (auto keywords = RedactedKeywords(url)) return *keywords;
   std::string out(url);
-  // libpq's keyword form (host=db password=s3cret dbname=wm; no "://" and
-  // no query): the value of each keyword that names a secret, quoted ('a
-  // b', with \' inside) or not.
-  if (out.find("://") == std::string::npos && out.find('?') == std::string::npos) {
-    for (size_t at = 0; (at = out.find('=', at)) != std::string::npos;) {
-      size_t key_end = at;  // libpq takes spaces around '='
-      while (key_end > 0 && std::isspace(static_cast<unsigned char>(out[key_end - 1]))) --key_end;
-      size_t start = key_end;
-      while (start > 0 && !std::isspace(static_cast<unsigned char>(out[start - 1]))) --start;
-      size_t v = at + 1;
-      while (v < out.size() && std::isspace(static_cast<unsigned char>(out[v]))) ++v;
-      size_t end = v;
-      if (end < out.size() && out[end] == '\'') {
-        for (++end; end < out.size() && out[end] != '\''; ++end) {
-          if (out[end] == '\\') ++end;
-        }
-        end = std::min(end + 1, out.size());
-      } else {
-        while (end < out.size() && !std::isspace(static_cast<unsigned char>(out[end]))) ++end;
-      }
-      std::string_view key = std::string_view(out).substr(start, key_end - start);
-      if (NamesASecret(key) && end > v) {
-        out.replace(v, end - v, "***");
-        end = v + 3;
-      }
-      at = std::max(end, at + 1);
-    }
-    return out;
-  }
   // The user part first: its password may hold '?', '&' or '='.
   if (size_t scheme = out.find("://"); scheme != std::string::npos) {
     size_t start = scheme + 3;

@@ -17,8 +17,8 @@ std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url)
 // secret: it contains pass, secret, token, key, auth or cred, in any case.
 bool NamesASecret(std::string_view key);
 
-// `url` for messages: a secret as ***. In libpq's keyword form (neither
-// "://" nor '?': host=db password=s3cret), the value of each keyword that
+// `url` for messages: a secret as ***. In libpq's keyword form (keyword =
+// value pairs: host=db password=s3cret), the value of each keyword that
 // names one. A secret is the password of
 // the user part (SCHEME://USER:PASSWORD@HOST..., up to the first '@' before the first '/', as libpq
 // reads it), a NATS token (nats://TOKEN@HOST), and the value of a query parameter whose key names

@@ -144,9 +144,6 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
   EXPECT_NE(syntax.error().find(":1:"), std::string::npos) << syntax.error();
 }
 
-// A very long value against a key's pattern is judged, not fatal:
-// std::regex recursed once per character, and a 40,000-character stream
-// name killed every command that read the file (SIGSEGV).
 // A refused value is shown, but not a secret: a URL's password (masked as
 // everywhere else) and the value of a key that names one (a plugin's
 // api_key).
@@ -155,6 +152,10 @@ TEST(Config, ARefusedValueIsShownWithoutItsSecrets) {
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().find("[source] url (is \"nats://u:***@h:4222/ x\")"), std::string::npos)
       << c.error();
+  EXPECT_EQ(c.error().find("s3cret"), std::string::npos) << c.error();
+  // In an array (where a string goes), masked all the same.
+  c = LoadText("[source]\nurl = [\"nats://u:s3cret@h:4222\"]\n");
+  ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.error().find("s3cret"), std::string::npos) << c.error();
   // libpq's keyword form where a URL goes.
   c = LoadText("[store]\nurl = \"host=db user=wm password=s3cret\"\n");
@@ -177,6 +178,9 @@ TEST(Config, ARefusedValueIsShownWithoutItsSecrets) {
   EXPECT_EQ(s.message().find("tk_live"), std::string::npos) << s.message();
 }
 
+// A very long value against a key's pattern is judged, not fatal:
+// std::regex recursed once per character, and a 40,000-character stream
+// name killed every command that read the file (SIGSEGV).
 TEST(Config, AVeryLongValueIsJudgedNotFatal) {
   auto c = LoadText("[source]\nstream = \"" + std::string(400000, 'A') + "\"\n");
   ASSERT_TRUE(c.ok()) << c.error().substr(0, 200);

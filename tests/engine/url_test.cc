@@ -52,6 +52,14 @@ TEST(RedactedUrl, ASecretInLibpqsKeywordFormIsMasked) {
   EXPECT_EQ(RedactedUrl("sslpassword=x"), "sslpassword=***");
   EXPECT_EQ(RedactedUrl("host=db dbname=wm"), "host=db dbname=wm");
   EXPECT_EQ(RedactedUrl("3/1h1d"), "3/1h1d");
+  // A password holding what looks like a URL or a query, or a space
+  // escaped by a backslash (libpq takes it into the value).
+  EXPECT_EQ(RedactedUrl("host=db password=s3?cret"), "host=db password=***");
+  EXPECT_EQ(RedactedUrl("password=a://b@c dbname=wm"), "password=*** dbname=wm");
+  EXPECT_EQ(RedactedUrl("host=db password=abc\\ def dbname=wm"), "host=db password=*** dbname=wm");
+  // Not the keyword form: as before.
+  EXPECT_EQ(RedactedUrl("sqlite:/data/wm.db"), "sqlite:/data/wm.db");
+  EXPECT_EQ(RedactedUrl("sim:?latency_ms=5&token=t"), "sim:?latency_ms=5&token=***");
 }
 
 }  // namespace
