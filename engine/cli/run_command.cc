@@ -618,13 +618,15 @@ void FillGaps(JetStream& js, uint64_t& through, bool& lost, std::vector<JetStrea
 
 // A stop that leaves messages delivered past the stored position on
 // purpose: the restart the next start counts over them is taken off the
-// position's count beforehand (it may go below 0; a commit resets it).
+// position's count beforehand (down to -1: two such stops with no start
+// counting in between, the consumer made again, forgive one crash at
+// most; a commit resets it).
 Status UncountStop(Store& store, const std::string& name) {
   auto pos = store.Position(name);
   if (!pos.ok()) return pos.status();
   Batch b;
   b.position = pos.value().value_or(SourcePosition{name, 0, 0});
-  --b.position->restarts;
+  b.position->restarts = std::max<int64_t>(b.position->restarts - 1, -1);
   return store.Commit(b);
 }
 
