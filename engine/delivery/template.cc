@@ -1,10 +1,12 @@
 #include "engine/delivery/template.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include <kainjow/mustache.hpp>
 
@@ -67,13 +69,34 @@ mus::data ToData(const nlohmann::json& j) {
   }
 }
 
+// How deep sections nest, tag by tag as the library reads them: spaces
+// before the sigil ({{ #a}}) and changed delimiters ({{=<% %>=}}<%#a%>)
+// count too (they were not counted, and 18,000 levels overflowed the
+// stack).
 int SectionDepth(const std::string& t) {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
+    return v;
+  };
+  std::string open = "{{", close = "}}";
   int depth = 0, max = 0;
-  for (size_t p = t.find("{{"); p != std::string::npos; p = t.find("{{", p + 2)) {
-    if (p + 2 >= t.size()) break;
-    char c = t[p + 2];
-    if (c == '#' || c == '^') max = std::max(max, ++depth);
-    if (c == '/') --depth;
+  for (size_t p = t.find(open); p != std::string::npos; p = t.find(open, p)) {
+    size_t begin = p + open.size(), end = t.find(close, begin);
+    if (end == std::string::npos) break;
+    std::string_view tag = trim(std::string_view(t).substr(begin, end - begin));
+    p = end + close.size();
+    if (tag.empty()) continue;
+    if (tag[0] == '#' || tag[0] == '^') max = std::max(max, ++depth);
+    if (tag[0] == '/') --depth;
+    if (tag[0] == '=' && tag.size() >= 2 && tag.back() == '=') {  // {{=OPEN CLOSE=}}
+      std::string_view both = trim(tag.substr(1, tag.size() - 2));
+      size_t gap = both.find_first_of(" \t\r\n");
+      if (gap != std::string_view::npos) {
+        std::string_view o = both.substr(0, gap), c = trim(both.substr(gap));
+        if (!o.empty() && !c.empty()) open = o, close = c;
+      }
+    }
   }
   return max;
 }

@@ -141,6 +141,17 @@ TEST(Template, LimitsAndFormatErrors) {
   auto d = Template::Parse("t", deep + "\n");
   ASSERT_FALSE(d.ok());
   EXPECT_NE(d.error().find("nested deeper than 16"), std::string::npos);
+  // Counted however the tags are written: a space before the sigil, or
+  // other delimiters (uncounted, 18,000 levels crashed the process).
+  for (auto [open, close, prefix] : {std::tuple{"{{ #vars.a}}", "{{ /vars.a}}", ""},
+                                     std::tuple{"<%#vars.a%>", "<%/vars.a%>", "{{=<% %>=}}"}}) {
+    std::string t = std::string("subject: s\n--- text\n") + prefix;
+    for (int i = 0; i < 17; ++i) t += open;
+    for (int i = 0; i < 17; ++i) t += close;
+    auto spaced = Template::Parse("t", t + "\n");
+    ASSERT_FALSE(spaced.ok()) << open;
+    EXPECT_NE(spaced.error().find("nested deeper than 16"), std::string::npos) << spaced.error();
+  }
   auto big = Template::Parse("t", "subject: s\n--- text\n" + std::string(300 * 1024, 'x'));
   ASSERT_FALSE(big.ok());
   EXPECT_NE(big.error().find("256 KiB"), std::string::npos);
