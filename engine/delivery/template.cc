@@ -11,6 +11,7 @@
 #include <kainjow/mustache.hpp>
 
 #include "engine/base/json_text.h"
+#include "engine/delivery/message.h"
 
 namespace waymark {
 
@@ -232,11 +233,21 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
       }
       std::string key = line.substr(0, colon);
       std::string value = line.substr(colon + 1);
-      value.erase(0, value.find_first_not_of(' '));
+      // Spaces around the value are the line's, not the value's (a space
+      // after the From's '>' refused every send of the template).
+      value.erase(0, value.find_first_not_of(" \t"));
+      value.erase(value.find_last_not_of(" \t\r") + 1);
       if (key == "subject") {
         subject = value;
       } else if (key == "from") {
         from = value;
+        // Without tags it is what every send gets: checked now (by
+        // `check` too), not at each send.
+        std::string display, addr;
+        if (value.find('{') == std::string::npos && !SplitMailbox(value, display, addr)) {
+          return Status::Error("template '" + name + "': from: '" + value +
+                               "' is not a mailbox (\"Name <addr>\" or \"addr\")");
+        }
       } else {
         return Status::Error("template '" + name + "': unknown header '" + key + "'");
       }

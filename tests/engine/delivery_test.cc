@@ -134,6 +134,26 @@ TEST(Template, ChangedDelimitersStillFindTheirNames) {
   EXPECT_EQ(m.value().text, "Hi Ana <b>\n");
 }
 
+// The header lines' values without the spaces around them: a space after
+// the From's '>' made every send of the template a dead letter. A From
+// without tags that is no mailbox is refused when the template is read
+// (by check too), not at each send.
+TEST(Template, HeaderValuesAreTrimmedAndAFixedFromIsChecked) {
+  Template t = Parse("subject: Hello \t\nfrom: Acme <hello@acme.example> \n--- text\nx\n");
+  auto m = t.Render(kData);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().subject, "Hello");
+  EXPECT_EQ(m.value().from, "Acme <hello@acme.example>");
+  auto bad = Template::Parse("t", "subject: s\nfrom: not an address\n--- text\nx\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error(),
+            "template 't': from: 'not an address' is not a mailbox (\"Name <addr>\" or \"addr\")");
+  EXPECT_TRUE(Template::Parse("t",
+                              "subject: s\nfrom: {{trigger.data.first_name}} <a@b.io>\n"
+                              "--- text\nx\n")
+                  .ok());
+}
+
 TEST(Template, LimitsAndFormatErrors) {
   std::string deep = "subject: s\n--- text\n";
   for (int i = 0; i < 17; ++i) deep += "{{#vars.a}}";
