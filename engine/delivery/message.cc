@@ -86,7 +86,8 @@ bool NeedsEncoding(std::string_view s) {
 // space, which unfolding removes) so that lines stay within 78 characters
 // where its words allow, the first starting at `column`. White space with
 // no word after it stays on its line (a line of white space only is not
-// allowed). Empty when a word is too long for the 998 a line may have.
+// allowed). Empty when a word, or white space that ends the value, would
+// take a line past the 998 it may have.
 std::string FoldAtSpaces(std::string_view s, size_t column) {
   std::string out;
   size_t line = column;
@@ -100,6 +101,9 @@ std::string FoldAtSpaces(std::string_view s, size_t column) {
       out += "\r\n";
       line = 0;
     }
+    // White space with no word after it cannot fold: past 998, the value
+    // is encoded instead (its encoded words fold anywhere).
+    if (line + (end - i) > 998) return std::string();
     out.append(s.substr(i, end - i));
     line += end - i;
     i = end;

@@ -528,6 +528,9 @@ TEST(Message, EveryHeaderKeepsItsLineLimitsAndReadsBackAsWritten) {
            {umlauts, "Jörg " + umlauts.substr(0, umlauts.size() - 1), 78},
            {subject_words, words, 78},
            {words + std::string(90, ' '), std::string(1200, 'n'), 998},
+           // A long word, then white space with none after it: that space
+           // went on the word's line, past 998 (1,109 octets).
+           {std::string(900, 'x') + std::string(200, ' '), "Acme", 998},
            {"=?UTF-8?B?SGk=?= there", "=?UTF-8?B?SGk=?=", 78},
            {"Plain", "Acme Inc.", 78},
            {std::string(1500, 'x'), "A \"quoted\" " + words, 78}}) {
@@ -553,6 +556,12 @@ TEST(Message, EveryHeaderKeepsItsLineLimitsAndReadsBackAsWritten) {
       EXPECT_EQ(from, "\"Acme Inc.\" <hello@acme.example>");
     }
   }
+  // The same in a quoted From name (1,105 octets).
+  MessageParams p = Params();
+  p.from = "\"" + std::string(899, 'x') + std::string(200, ' ') + "\" <hello@acme.example>";
+  auto m = BuildMessage(p);
+  ASSERT_TRUE(m.ok()) << m.error();
+  UnfoldedHeaders(m.value(), 998);
 }
 
 TEST(Message, RefusesHeaderInjectionAndBadAddresses) {
