@@ -70,35 +70,49 @@ mus::data ToData(const nlohmann::json& j) {
   }
 }
 
+std::string_view Trim(std::string_view v) {
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
+  return v;
+}
+
+// Calls `on_tag` with each tag of `t` as the library reads them: the text
+// between the delimiters, trimmed, and whether it is a triple mustache
+// ({{{name}}}); delimiters changed by a tag ({{=<% %>=}}) are followed.
+template <typename OnTag>
+void EachTag(const std::string& t, OnTag&& on_tag) {
+  std::string open = "{{", close = "}}";
+  for (size_t p = t.find(open); p != std::string::npos; p = t.find(open, p)) {
+    size_t begin = p + open.size();
+    bool triple = open == "{{" && t.compare(begin, 1, "{") == 0;
+    if (triple) ++begin;
+    size_t end = t.find(triple ? "}}}" : close, begin);
+    if (end == std::string::npos) return;
+    std::string_view tag = Trim(std::string_view(t).substr(begin, end - begin));
+    p = end + (triple ? 3 : close.size());
+    on_tag(tag, triple);
+    if (!triple && tag.size() >= 2 && tag.front() == '=' && tag.back() == '=') {
+      std::string_view both = Trim(tag.substr(1, tag.size() - 2));
+      size_t gap = both.find_first_of(" \t\r\n");
+      if (gap != std::string_view::npos) {
+        std::string_view o = both.substr(0, gap), c = Trim(both.substr(gap));
+        if (!o.empty() && !c.empty()) open = o, close = c;
+      }
+    }
+  }
+}
+
 // How deep sections nest, tag by tag as the library reads them: spaces
 // before the sigil ({{ #a}}) and changed delimiters ({{=<% %>=}}<%#a%>)
 // count too (they were not counted, and 18,000 levels overflowed the
 // stack).
 int SectionDepth(const std::string& t) {
-  auto trim = [](std::string_view v) {
-    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
-    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
-    return v;
-  };
-  std::string open = "{{", close = "}}";
   int depth = 0, max = 0;
-  for (size_t p = t.find(open); p != std::string::npos; p = t.find(open, p)) {
-    size_t begin = p + open.size(), end = t.find(close, begin);
-    if (end == std::string::npos) break;
-    std::string_view tag = trim(std::string_view(t).substr(begin, end - begin));
-    p = end + close.size();
-    if (tag.empty()) continue;
+  EachTag(t, [&](std::string_view tag, bool triple) {
+    if (triple || tag.empty()) return;
     if (tag[0] == '#' || tag[0] == '^') max = std::max(max, ++depth);
     if (tag[0] == '/') --depth;
-    if (tag[0] == '=' && tag.size() >= 2 && tag.back() == '=') {  // {{=OPEN CLOSE=}}
-      std::string_view both = trim(tag.substr(1, tag.size() - 2));
-      size_t gap = both.find_first_of(" \t\r\n");
-      if (gap != std::string_view::npos) {
-        std::string_view o = both.substr(0, gap), c = trim(both.substr(gap));
-        if (!o.empty() && !c.empty()) open = o, close = c;
-      }
-    }
-  }
+  });
   return max;
 }
 
@@ -132,24 +146,15 @@ struct Template::Names {
   }
 
   void Scan(const std::string& t) {
-    for (size_t p = t.find("{{"); p != std::string::npos; p = t.find("{{", p + 2)) {
-      bool triple = t.compare(p, 3, "{{{") == 0;
-      size_t begin = p + (triple ? 3 : 2);
-      size_t end = t.find(triple ? "}}}" : "}}", begin);
-      if (end == std::string::npos) return;
-      std::string tag = t.substr(begin, end - begin);
-      tag.erase(0, tag.find_first_not_of(" \t"));
+    EachTag(t, [&](std::string_view tag, bool triple) {
       if (!triple && !tag.empty()) {
         char sigil = tag[0];
         if (sigil == '=') all = true;  // new delimiters: names unknown from here
-        if (sigil == '!' || sigil == '/' || sigil == '>' || sigil == '=') continue;
-        if (sigil == '#' || sigil == '^' || sigil == '&') tag.erase(0, 1);
+        if (sigil == '!' || sigil == '/' || sigil == '>' || sigil == '=') return;
+        if (sigil == '#' || sigil == '^' || sigil == '&') tag = Trim(tag.substr(1));
       }
-      tag.erase(0, tag.find_first_not_of(" \t"));
-      tag.erase(tag.find_last_not_of(" \t") + 1);
-      Add(tag);
-      p = end;
-    }
+      Add(std::string(tag));
+    });
   }
 
   mus::data Convert(const nlohmann::json& j) const {
