@@ -867,20 +867,6 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   return finish();
 }
 
-// What is wrong with [delivery] from ("" when nothing): run and render
-// refuse it alike.
-std::string DefaultFromProblem(const std::string& from) {
-  std::string name, addr;
-  if (HeaderHasControl(from)) {
-    return "[delivery] from: a line break or another control character is not part of a mailbox "
-           "(every send it was the From of would be refused)";
-  }
-  if (!SplitMailbox(from, name, addr)) {
-    return "[delivery] from: '" + from + "' is not a mailbox (\"Name <addr>\" or \"addr\")";
-  }
-  return "";
-}
-
 int Run(const RunOptions& o) {
   // Every option is checked, and --listen bound, before the store is opened
   // or created.
@@ -953,8 +939,8 @@ int Run(const RunOptions& o) {
   }
   eo.max_attempts = o.max_attempts;
   if (!o.from.empty()) {
-    if (std::string why = DefaultFromProblem(o.from); !why.empty()) {
-      std::cerr << "waymark run: " << why << "\n";
+    if (std::string why = MailboxProblem(o.from); !why.empty()) {
+      std::cerr << "waymark run: [delivery] from: " << why << "\n";
       return kExitUsage;
     }
     eo.default_from = o.from;
@@ -1660,8 +1646,8 @@ void RegisterRender(CLI::App& app, int* exit_code) {
     std::string from, unsubscribe_url;
     c->Under(cmd, "", "delivery", "from", from);
     c->Under(cmd, "", "delivery", "unsubscribe_url", unsubscribe_url);
-    if (std::string why = from.empty() ? "" : DefaultFromProblem(from); !why.empty()) {
-      std::cerr << "waymark render: " << why << "\n";
+    if (std::string why = from.empty() ? "" : MailboxProblem(from); !why.empty()) {
+      std::cerr << "waymark render: [delivery] from: " << why << "\n";
       *exit_code = kExitUsage;
       return;
     }

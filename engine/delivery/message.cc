@@ -285,6 +285,18 @@ bool SplitMailbox(std::string_view mb, std::string& name, std::string& addr) {
   return ValidAddress(addr);
 }
 
+std::string MailboxProblem(const std::string& mailbox) {
+  if (HeaderHasControl(mailbox)) {
+    return "a line break or another control character is not part of a mailbox (every send it "
+           "was the From of would be refused)";
+  }
+  std::string name, addr;
+  if (!SplitMailbox(mailbox, name, addr)) {
+    return "'" + mailbox + "' is not a mailbox (\"Name <addr>\" or \"addr\")";
+  }
+  return "";
+}
+
 std::string UnsubscribeUrl(const std::string& endpoint, const std::string& key) {
   return endpoint + (endpoint.find('?') == std::string::npos ? "?m=" : "&m=") + key;
 }

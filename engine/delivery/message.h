@@ -41,6 +41,10 @@ bool ValidAddress(std::string_view addr);
 // it is neither or the address is invalid.
 bool SplitMailbox(std::string_view mailbox, std::string& name, std::string& addr);
 
+// What keeps `mailbox` from being a From ("" when nothing): a control
+// character, or neither "Name <addr>" nor "addr" with a valid address.
+std::string MailboxProblem(const std::string& mailbox);
+
 // The sender of a checked message: the From mailbox's display name and
 // address.
 struct Sender {

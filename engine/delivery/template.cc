@@ -248,10 +248,9 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
         from = value;
         // Without tags it is what every send gets: checked now (by
         // `check` too), not at each send.
-        std::string display, addr;
-        if (value.find('{') == std::string::npos && !SplitMailbox(value, display, addr)) {
-          return Status::Error("template '" + name + "': from: '" + value +
-                               "' is not a mailbox (\"Name <addr>\" or \"addr\")");
+        if (std::string why = value.find('{') == std::string::npos ? MailboxProblem(value) : "";
+            !why.empty()) {
+          return Status::Error("template '" + name + "': from: " + why);
         }
       } else {
         return Status::Error("template '" + name + "': unknown header '" + key + "'");
