@@ -412,7 +412,6 @@ class PostgresStore : public Store {
   // that write say so.
   Status Open(const std::string& url, Reconnect reconnect, bool read_only) {
     shown_ = RedactedUrl(url);
-    read_only_ = read_only;
     url_ = WithConnectionDefaults(url);
     reconnect_ = std::move(reconnect);
     if (Status s = AwaitServer(); !s.ok()) return s;
@@ -438,7 +437,7 @@ class PostgresStore : public Store {
         }
       }
       read_ = Connect(Side::kRead);
-      if (!read_only_) write_ = Connect(Side::kWrite);
+      if (!read_only) write_ = Connect(Side::kWrite);
       return Status();
     });
   }
@@ -938,7 +937,7 @@ class PostgresStore : public Store {
   };
 
   Status Writable() const {
-    if (!read_only_) return Status();
+    if (write_) return Status();  // a lost one is replaced, never dropped
     return Status::Error("postgresql: the store was opened for reading only");
   }
 
@@ -1459,8 +1458,7 @@ class PostgresStore : public Store {
   Reconnect reconnect_;
   // The writer's is used by Commit's thread, the reader's by the other
   // methods'; each is replaced only on its own thread.
-  std::unique_ptr<pqxx::connection> write_, read_;  // no write_ when read_only_
-  bool read_only_ = false;
+  std::unique_ptr<pqxx::connection> write_, read_;  // no write_: opened for reading
   // Claim: the lock's name ("waymark run " + the name claimed; "" when
   // none), its name in messages, and the writer's server process that took
   // it (0 while not held).
