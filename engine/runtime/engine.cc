@@ -216,6 +216,9 @@ Status Engine::Start() {
     SendProgress& p = progress_[s.key];
     p.recorded = int(results.size());
     for (const SendResultRow& r : results) p.spent += SpendsAnAttempt(r.result, r.detail);
+    for (auto r = results.rbegin(); r != results.rend() && r->result == "handed"; ++r) {
+      ++p.unanswered;
+    }
     // An ambiguous send still pending goes back to the provider that may
     // have it, whatever that provider answered since (throttled,
     // retry_later): pinned by the latest ambiguous answer.
@@ -231,13 +234,23 @@ Status Engine::Start() {
     }
   }
   // Pinned to a provider that is no longer configured: sent elsewhere it
-  // could arrive twice, so it ends here, a dead letter saying why.
+  // could arrive twice, so it ends here, a dead letter saying why. So does
+  // a send the engine kept dying on while it was with its transport.
   std::erase_if(pending_, [&](const SendRow& s) {
-    auto lost = lost_pins.find(s.key);
-    if (lost == lost_pins.end()) return false;
-    std::string reason = "its message may be with provider '" + lost->second +
-                         "' (an ambiguous answer), which is no longer configured: not sent "
-                         "elsewhere, where it could arrive twice";
+    std::string reason;
+    if (auto lost = lost_pins.find(s.key); lost != lost_pins.end()) {
+      reason = "its message may be with provider '" + lost->second +
+               "' (an ambiguous answer), which is no longer configured: not sent "
+               "elsewhere, where it could arrive twice";
+    } else if (int n = progress_[s.key].unanswered; n >= kMaxUnansweredHandOvers) {
+      reason = "the engine stopped " + std::to_string(n) +
+               " times in a row while this send was with its transport (the last " +
+               std::to_string(n - 1) +
+               " with it handed over alone), before any answer: not handed over again "
+               "(a crash in the transport, or in rendering its message)";
+    } else {
+      return false;
+    }
     EndSend(s, "dead_letter", reason, s.requested_at);
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
     return true;
@@ -1116,6 +1129,28 @@ Status Engine::Settle() {
   return Status();
 }
 
+void Engine::StartCommit() {
+  inflight_ids_ = std::move(batch_ids_);
+  batch_ids_.clear();
+  inflight_sends_ = std::move(staged_);
+  staged_.clear();
+  unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
+  committer_->Start(std::move(batch_));
+  batch_ = Batch();
+  ++handed_;
+  inflight_ = true;
+}
+
+void Engine::MarkHandOver(const SendRow& s, Micros at, bool alone) {
+  SendProgress& p = progress_[s.key];
+  p.marked = true;
+  batch_.results.push_back(
+      {s.seq, s.key, ++p.recorded, at, "handed", false,
+       JsonObject(std::pair{"reason", alone ? "pending at start, after a run that stopped while "
+                                              "it was with its transport: handed over alone"
+                                            : "pending at start: handed over"})});
+}
+
 Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   if (Status s = Settle(); !s.ok()) return s;
   for (const std::string& id : dirty_) {
@@ -1130,17 +1165,7 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     batch_.clock = {ClockName(), clock_};
     stored_clock_ = clock_;
   }
-  if (!batch_.empty()) {
-    inflight_ids_ = std::move(batch_ids_);
-    batch_ids_.clear();
-    inflight_sends_ = std::move(staged_);
-    staged_.clear();
-    unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
-    committer_->Start(std::move(batch_));
-    batch_ = Batch();
-    ++handed_;
-    inflight_ = true;
-  }
+  if (!batch_.empty()) StartCommit();
   // While the writer commits: the sends already durable go out, and their
   // results start the next batch. After a quiet spell, not before the
   // claim is known to be still this engine's: another engine that took it
@@ -1291,11 +1316,53 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       return;
     }
   }
+  // A send pending when this engine started may be what a run before it
+  // died on (a crash in a transport, or in rendering the message). Its
+  // hand-over is stored before it is made, once per run (MarkHandOver):
+  // together for most, in one commit here; alone for a suspect (a stored
+  // hand-over never answered), below, its mark committed with the answers
+  // before it. The one the engine keeps dying on ends at a start
+  // (kMaxUnansweredHandOvers); sends decided in this run cost nothing.
+  auto unmarked = [&](const SendRow& s) {
+    auto p = progress_.find(s.key);
+    return p != progress_.end() && p->second.recovered && !p->second.marked &&
+           Due(s, now, wall_now);
+  };
+  if (std::any_of(pending_.begin(), pending_.end(), unmarked)) {
+    if (Settle().ok()) {  // the batch in flight: its sends join pending_ here
+      bool any = false;
+      for (const SendRow& s : pending_) {
+        if (!unmarked(s) || progress_[s.key].unanswered > 0) continue;
+        MarkHandOver(s, options_.event_clock ? s.not_before : now, false);
+        any = true;
+      }
+      if (any) {
+        StartCommit();
+        Settle();
+      }
+    }
+    if (!failed_.ok()) return;
+  }
+  // Hands `out`, the messages of `rows`, to provider `i`, and records its
+  // answers. `wall_now` moved on by the time taken since `began`, in whole
+  // milliseconds of the steady clock (the caller's wall time may be
+  // simulated: an answer within a millisecond leaves it as it is).
+  auto hand = [&](int i, std::vector<OutMessage>& out,
+                  std::vector<std::pair<SendRow, std::string>>& rows,
+                  std::chrono::steady_clock::time_point began) {
+    std::vector<TransportResult> sent = router_.provider(i).transport->SendBatch(out);
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - began);
+    Micros answered = wall_now + Micros(took.count()) * 1000;
+    for (size_t j = 0; j < rows.size(); ++j) {
+      record(rows[j].first, i, sent[j], std::move(rows[j].second), answered);
+    }
+  };
   // Transactional mail goes first when the throttle is the limit.
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
   for (SendRow& s : pending_) {
-    if (!Due(s, now, wall_now)) {
+    if (!failed_.ok() || !Due(s, now, wall_now)) {
       later.push_back(std::move(s));
       continue;
     }
@@ -1355,6 +1422,15 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       hold(s, wall_now + c.wait);  // no attempt: it was never sent
       continue;
     }
+    bool alone = prior != progress_.end() && prior->second.unanswered > 0 && !prior->second.marked;
+    if (alone) {
+      MarkHandOver(s, options_.event_clock ? s.not_before : now, true);
+      StartCommit();
+      if (!Settle().ok()) {
+        later.push_back(std::move(s));
+        continue;
+      }
+    }
     Result<OutMessage> message = Render(s, !router_.provider(c.provider).transport->FieldsOnly());
     if (!message.ok()) {
       router_.Unused(c.provider);
@@ -1362,24 +1438,24 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       record(s, -1, Outcome("dead_letter", message.error()), "", wall_now);
       continue;
     }
-    messages[c.provider].push_back(std::move(message).value());
+    std::vector<OutMessage> one;
+    std::vector<std::pair<SendRow, std::string>> its;
+    std::vector<OutMessage>& out = alone ? one : messages[c.provider];
+    std::vector<std::pair<SendRow, std::string>>& rows = alone ? its : ready[c.provider];
+    out.push_back(std::move(message).value());
     auto p = progress_.find(s.key);
-    messages[c.provider].back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
-    ready[c.provider].push_back({std::move(s), std::move(group)});
+    out.back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
+    rows.push_back({std::move(s), std::move(group)});
+    if (alone) hand(c.provider, one, its, std::chrono::steady_clock::now());
   }
-  // `wall_now` moved on by the time each provider took, in whole
-  // milliseconds of the steady clock (the caller's wall time may be
-  // simulated: an answer within a millisecond leaves it as it is).
-  auto began = std::chrono::steady_clock::now();
+  auto began = std::chrono::steady_clock::now();  // each provider's time counts from here
   for (size_t i = 0; i < router_.size(); ++i) {
     if (messages[i].empty()) continue;
-    std::vector<TransportResult> sent = router_.provider(int(i)).transport->SendBatch(messages[i]);
-    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - began);
-    Micros answered = wall_now + Micros(took.count()) * 1000;
-    for (size_t j = 0; j < ready[i].size(); ++j) {
-      record(ready[i][j].first, int(i), sent[j], std::move(ready[i][j].second), answered);
+    if (!failed_.ok()) {  // a mark was not stored: these go back, unsent
+      for (auto& [row, group] : ready[i]) later.push_back(std::move(row));
+      continue;
     }
+    hand(int(i), messages[i], ready[i], began);
   }
   pending_ = std::move(later);
   RouteEmitted();  // the results' events, for the journeys that listen

@@ -38,6 +38,11 @@ inline constexpr uint32_t kMaxBurst = 1'000'000;
 // emits its own trigger, or two that emit each other's, would otherwise
 // loop without end inside one batch).
 inline constexpr int kMaxEmitsPerInput = 1000;
+// A send pending at start whose last this many results are hand-overs the
+// transport never answered (the engine stopped each time while the send
+// was with it, the later ones handed over alone) is not handed over again:
+// it ends a dead letter (docs/engine.md, "A send the engine dies on").
+inline constexpr int kMaxUnansweredHandOvers = 3;
 // How Engine::Create's message begins when the journeys do not check (the
 // input is rejected; every other failure is the store's or the setup's).
 inline constexpr std::string_view kJourneysDoNotCheck = "journeys do not check:";
@@ -297,6 +302,12 @@ class Engine {
   Micros DispatchTime(Micros wall_now) const { return options_.event_clock ? clock_ : wall_now; }
   // Waits for the batch in flight; its sends join pending_.
   Status Settle();
+  // Hands the batch being built to the writer (none may be in flight).
+  void StartCommit();
+  // Stores that `s`, pending when this engine started, is about to be
+  // handed to its transport (a "handed" result, in the batch being built),
+  // once per run; `alone`: by itself, as a suspect.
+  void MarkHandOver(const SendRow& s, Micros at, bool alone);
   // Settle, hand the batch being built to the writer, then (when
   // `dispatch`) send what is due while it commits.
   Status Hand(Micros now, Micros wall_now, bool dispatch);
@@ -401,6 +412,12 @@ class Engine {
     // Pending when this engine started: a run before it may have handed it
     // to a provider and stopped before the answer was stored.
     bool recovered = false;
+    // For a recovered send: its hand-over is stored (MarkHandOver) in this
+    // run; and how many stored hand-overs ended its results at start, none
+    // answered (a run stopped while it was with its transport): a suspect,
+    // handed over alone.
+    bool marked = false;
+    int unanswered = 0;
   };
   std::unordered_map<std::string, SendProgress> progress_;
   // The suppression list, by entry (address or domain), reloaded when the

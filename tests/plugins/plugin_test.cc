@@ -2,6 +2,7 @@
 // the checks of docs/plugins.md ("Loading"), the refusals before any plugin
 // code runs, and the results of the C ABI mapped into the taxonomy.
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -17,6 +18,7 @@
 #include "engine/base/json_text.h"
 #include "engine/delivery/plugin.h"
 #include "engine/delivery/transport.h"
+#include "tests/testing/db.h"
 #include "tests/testing/process.h"
 
 namespace waymark {
@@ -432,6 +434,73 @@ TEST_F(PluginTest, WaymarkPluginsListsTheDirectoryAndFailsWhenOneIsRefused) {
   out = RunBinary("plugins", &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("  file "), std::string::npos) << out;
+}
+
+// A transport that crashes the process on one message (the probe's
+// crash_to) must not crash every later start (docs/engine.md, "A send the
+// engine dies on"): sends pending at start are handed over after their
+// hand-over is stored, the suspects alone, and the one the engine keeps
+// dying on ends a dead letter saying why, once stored hand-overs of it
+// went unanswered kMaxUnansweredHandOvers times. Every other send gets
+// through, once.
+TEST_F(PluginTest, ASendTheEngineKeepsDyingOnEndsADeadLetterAndTheRestGo) {
+  Install("probe");
+  fs::path events = root_ / "events.jsonl";
+  {
+    std::ofstream out(events);
+    for (char c : std::string("abcde")) {
+      out << R"({"specversion":"1.0","id":"e-)" << c
+          << R"(","source":"test","type":"user.signup","subject":"u-)" << c
+          << R"(","time":"2026-01-01T00:00:00Z","data":{"email":")" << c << R"(@example.com"}})"
+          << "\n";
+    }
+  }
+  fs::path db = root_ / "w.db";
+  std::string run =
+      std::string(WAYMARK_BINARY) +
+      " run --journeys " WAYMARK_SOURCE_DIR "/bench/engine_journeys --schemas '' --events " +
+      events.string() + " --clock event --until-idle --store sqlite:" + db.string() +
+      " --transport 'probe:?crash_to=c@example.com' --plugin-dir " + dir_.string() + " 2>&1";
+  int crashed = 0, status = -1;
+  std::string out;
+  for (int i = 0; i < 8; ++i) {
+    out = testing_util::Shell(run, &status);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) break;
+    ASSERT_EQ(WEXITSTATUS(status), 128 + SIGABRT) << out;  // the shell's word for the abort
+    ++crashed;
+  }
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "still dying after " << crashed << " starts: " << out;
+  // The first run dies with the send decided; the next hands the five over
+  // together; then c alone, twice. The fifth start ends it.
+  EXPECT_EQ(crashed, 4) << out;
+  auto last = testing_util::SqliteRows(
+      db,
+      "SELECT s.recipient, (SELECT result FROM send_results r WHERE r.send_seq = s.seq "
+      "ORDER BY attempt DESC LIMIT 1) FROM sends s");
+  EXPECT_EQ(last, (std::map<std::string, std::string>{{"a@example.com", "accepted"},
+                                                      {"b@example.com", "accepted"},
+                                                      {"c@example.com", "dead_letter"},
+                                                      {"d@example.com", "accepted"},
+                                                      {"e@example.com", "accepted"}}));
+  auto handed = testing_util::SqliteRows(
+      db,
+      "SELECT s.recipient, COUNT(*) FROM send_results r JOIN sends s ON s.seq = r.send_seq "
+      "WHERE r.result = 'handed' GROUP BY s.recipient");
+  EXPECT_EQ(handed, (std::map<std::string, std::string>{{"a@example.com", "2"},
+                                                        {"b@example.com", "2"},
+                                                        {"c@example.com", "3"},
+                                                        {"d@example.com", "2"},
+                                                        {"e@example.com", "2"}}));
+  auto dead = testing_util::SqliteRows(db, "SELECT input, reason FROM dead_letters");
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_NE(dead.begin()->second.find("the engine stopped 3 times in a row while this send was "
+                                      "with its transport"),
+            std::string::npos)
+      << dead.begin()->second;
+  // No pending send is left, and a start now hands nothing over.
+  EXPECT_EQ(testing_util::SqliteRows(db, "SELECT 'n', COUNT(*) FROM sends_pending"),
+            (std::map<std::string, std::string>{{"n", "0"}}));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 /* A test plugin in C99: answers every message with the result its
- * configuration names, and records nothing. Its ELF constructor writes the
+ * configuration names, and records nothing; or aborts the process when
+ * handed a message to the address "crash_to" names (a transport that
+ * crashes on one message). Its ELF constructor writes the
  * file named by $WM_TEST_MARKER (when set), so a test can tell whether any
  * of its code ran. Built also as "future" (it claims ABI 2.0), "older"
  * (ABI 1.1) and "misnamed" (its descriptor names another plugin) by
@@ -32,6 +34,7 @@ struct wm_transport {
   uint32_t fields_only;
   uint32_t bad_utf8;
   long window; /* -1: not idempotent */
+  char crash_to[128];
   uint32_t calls;
   const wm_host* host;
 };
@@ -42,6 +45,21 @@ static long json_number(wm_str json, const char* key, long otherwise) {
   snprintf(pattern, sizeof pattern, "\"%s\":", key);
   const char* at = strstr(json.ptr, pattern);
   return at ? strtol(at + strlen(pattern), NULL, 10) : otherwise;
+}
+
+/* The value of "key":"TEXT" in a flat JSON object (no escapes), or "". */
+static void json_text(wm_str json, const char* key, char* out, size_t size) {
+  char pattern[64];
+  snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+  const char* at = strstr(json.ptr, pattern);
+  out[0] = '\0';
+  if (!at) return;
+  at += strlen(pattern);
+  const char* end = strchr(at, '"');
+  size_t n = end ? (size_t)(end - at) : 0;
+  if (n >= size) n = size - 1;
+  memcpy(out, at, n);
+  out[n] = '\0';
 }
 
 static int probe_create(const wm_host* host, wm_str config, wm_transport** out, char* err,
@@ -60,6 +78,7 @@ static int probe_create(const wm_host* host, wm_str config, wm_transport** out, 
   t->fields_only = (uint32_t)json_number(config, "fields_only", 0);
   t->bad_utf8 = (uint32_t)json_number(config, "bad_utf8", 0);
   t->window = json_number(config, "window", -1);
+  json_text(config, "crash_to", t->crash_to, sizeof t->crash_to);
   t->host = host;
   *out = t;
   return WM_OK;
@@ -87,6 +106,10 @@ static void probe_send_batch(wm_transport* t, const wm_message* messages, size_t
   for (size_t i = 0; i < count; ++i) {
     const wm_message* m = wm_message_at(messages, i);
     wm_send_result* r = wm_result_at(results, i);
+    if (t->crash_to[0] && m->recipients[0].len == strlen(t->crash_to) &&
+        memcmp(m->recipients[0].ptr, t->crash_to, m->recipients[0].len) == 0) {
+      abort();
+    }
     r->kind = t->kind;
     r->smtp_code = (uint16_t)t->smtp_code;
     r->retry_after_ms = t->retry_after_ms;
