@@ -255,6 +255,7 @@ Status Engine::Start() {
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
     return true;
   });
+  unmarked_recovered_ = pending_.size();
   for (const SendRow& s : pending_) {
     if (s.not_before > s.requested_at) Held(s.instance_id, s.not_before);
   }
@@ -1144,6 +1145,7 @@ void Engine::StartCommit() {
 void Engine::MarkHandOver(const SendRow& s, Micros at, bool alone) {
   SendProgress& p = progress_[s.key];
   p.marked = true;
+  --unmarked_recovered_;
   batch_.results.push_back(
       {s.seq, s.key, ++p.recorded, at, "handed", false,
        JsonObject(std::pair{"reason", alone ? "pending at start, after a run that stopped while "
@@ -1318,30 +1320,20 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   }
   // A send pending when this engine started may be what a run before it
   // died on (a crash in a transport, or in rendering the message). Its
-  // hand-over is stored before it is made, once per run (MarkHandOver):
-  // together for most, in one commit here; alone for a suspect (a stored
-  // hand-over never answered), below, its mark committed with the answers
-  // before it. The one the engine keeps dying on ends at a start
-  // (kMaxUnansweredHandOvers); sends decided in this run cost nothing.
-  auto unmarked = [&](const SendRow& s) {
-    auto p = progress_.find(s.key);
-    return p != progress_.end() && p->second.recovered && !p->second.marked &&
-           Due(s, now, wall_now);
-  };
-  if (std::any_of(pending_.begin(), pending_.end(), unmarked)) {
-    if (Settle().ok()) {  // the batch in flight: its sends join pending_ here
-      bool any = false;
-      for (const SendRow& s : pending_) {
-        if (!unmarked(s) || progress_[s.key].unanswered > 0) continue;
-        MarkHandOver(s, options_.event_clock ? s.not_before : now, false);
-        any = true;
-      }
-      if (any) {
-        StartCommit();
-        Settle();
-      }
-    }
-    if (!failed_.ok()) return;
+  // hand-over is stored before it is made (rendering included), once per
+  // run (MarkHandOver): for most together, in one commit below; for a
+  // suspect (a stored hand-over never answered) alone, its mark committed
+  // with the answers before it. The one the engine keeps dying on ends at
+  // a start (kMaxUnansweredHandOvers). Sends decided in this run cost
+  // nothing here. Marks are committed with no batch in flight: the one
+  // Hand started is waited for first (its sends join pending_ then).
+  if (unmarked_recovered_ > 0 &&
+      std::any_of(pending_.begin(), pending_.end(), [&](const SendRow& s) {
+        auto p = progress_.find(s.key);
+        return p != progress_.end() && p->second.recovered && !p->second.marked &&
+               Due(s, now, wall_now);
+      })) {
+    if (!Settle().ok()) return;
   }
   // Hands `out`, the messages of `rows`, to provider `i`, and records its
   // answers. `wall_now` moved on by the time taken since `began`, in whole
@@ -1361,8 +1353,18 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   // Transactional mail goes first when the throttle is the limit.
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
+  // Sends routed to a provider, rendered and handed over once the marks
+  // are stored.
+  enum class Handing { kNow, kMarked, kAlone };
+  struct Routed {
+    SendRow send;
+    std::string group;
+    int provider;
+    Handing handing;
+  };
+  std::vector<Routed> routed;
   for (SendRow& s : pending_) {
-    if (!failed_.ok() || !Due(s, now, wall_now)) {
+    if (!Due(s, now, wall_now)) {
       later.push_back(std::move(s));
       continue;
     }
@@ -1422,7 +1424,29 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       hold(s, wall_now + c.wait);  // no attempt: it was never sent
       continue;
     }
-    bool alone = prior != progress_.end() && prior->second.unanswered > 0 && !prior->second.marked;
+    Routed r{std::move(s), std::move(group), c.provider, Handing::kNow};
+    if (prior != progress_.end() && prior->second.recovered && !prior->second.marked) {
+      r.handing = prior->second.unanswered > 0 ? Handing::kAlone : Handing::kMarked;
+    }
+    routed.push_back(std::move(r));
+  }
+  bool marks = false;
+  for (const Routed& r : routed) {
+    if (r.handing != Handing::kMarked) continue;
+    MarkHandOver(r.send, options_.event_clock ? r.send.not_before : now, false);
+    marks = true;
+  }
+  if (marks) {
+    StartCommit();
+    Settle();
+  }
+  for (Routed& r : routed) {
+    SendRow& s = r.send;
+    if (!failed_.ok()) {  // a mark was not stored: it goes back, not handed over
+      later.push_back(std::move(s));
+      continue;
+    }
+    const bool alone = r.handing == Handing::kAlone;
     if (alone) {
       MarkHandOver(s, options_.event_clock ? s.not_before : now, true);
       StartCommit();
@@ -1431,27 +1455,27 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
         continue;
       }
     }
-    Result<OutMessage> message = Render(s, !router_.provider(c.provider).transport->FieldsOnly());
+    Result<OutMessage> message = Render(s, !router_.provider(r.provider).transport->FieldsOnly());
     if (!message.ok()) {
-      router_.Unused(c.provider);
+      router_.Unused(r.provider);
       DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", message.error(), "");
       record(s, -1, Outcome("dead_letter", message.error()), "", wall_now);
       continue;
     }
     std::vector<OutMessage> one;
     std::vector<std::pair<SendRow, std::string>> its;
-    std::vector<OutMessage>& out = alone ? one : messages[c.provider];
-    std::vector<std::pair<SendRow, std::string>>& rows = alone ? its : ready[c.provider];
+    std::vector<OutMessage>& out = alone ? one : messages[r.provider];
+    std::vector<std::pair<SendRow, std::string>>& rows = alone ? its : ready[r.provider];
     out.push_back(std::move(message).value());
     auto p = progress_.find(s.key);
     out.back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
-    rows.push_back({std::move(s), std::move(group)});
-    if (alone) hand(c.provider, one, its, std::chrono::steady_clock::now());
+    rows.push_back({std::move(s), std::move(r.group)});
+    if (alone) hand(r.provider, one, its, std::chrono::steady_clock::now());
   }
   auto began = std::chrono::steady_clock::now();  // each provider's time counts from here
   for (size_t i = 0; i < router_.size(); ++i) {
     if (messages[i].empty()) continue;
-    if (!failed_.ok()) {  // a mark was not stored: these go back, unsent
+    if (!failed_.ok()) {  // a mark was not stored: these go back, not handed over
       for (auto& [row, group] : ready[i]) later.push_back(std::move(row));
       continue;
     }

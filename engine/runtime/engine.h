@@ -420,6 +420,9 @@ class Engine {
     int unanswered = 0;
   };
   std::unordered_map<std::string, SendProgress> progress_;
+  // Sends pending at start whose hand-over is not stored yet (an upper
+  // bound: some end otherwise): while there are any, a dispatch looks.
+  size_t unmarked_recovered_ = 0;
   // The suppression list, by entry (address or domain), reloaded when the
   // store's version moves (a command changed it).
   std::unordered_map<std::string, SuppressionRow> suppressed_;

@@ -214,9 +214,10 @@ TEST_F(PluginTest, TheConfigurationIsCheckedAgainstThePluginsSchemaBeforeCreate)
   ASSERT_TRUE(p.ok()) << p.error();
   auto unknown = p.value()->Create("main", {{"kindd", 1}});
   ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(unknown.error(),
-            "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: "
-            "bad_utf8, fail, fields_only, kind, max_batch, retry_after_ms, smtp_code, window)");
+  EXPECT_EQ(
+      unknown.error(),
+      "transport 'main' (plugin probe): configuration unknown key 'kindd' (known: "
+      "bad_utf8, crash_to, fail, fields_only, kind, max_batch, retry_after_ms, smtp_code, window)");
   auto bad = p.value()->Create("main", {{"kind", "accepted"}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("kind (is \"accepted\")"), std::string::npos) << bad.error();
