@@ -20,7 +20,7 @@ namespace {
 // over to another (docs/engine.md, "Sending").
 bool SpendsAnAttempt(const std::string& result, const json& detail) {
   return result != "throttled" && result != "quota_exhausted" && result != "deferred" &&
-         !detail.contains("failed_over");
+         result != "handed" && !detail.contains("failed_over");
 }
 
 // When the first ambiguous attempt through `provider` began (its result's
@@ -244,7 +244,7 @@ Status Engine::Start() {
                "elsewhere, where it could arrive twice";
     } else if (int n = progress_[s.key].unanswered; n >= kMaxUnansweredHandOvers) {
       reason = "the engine stopped " + std::to_string(n) +
-               " times in a row while this send was with its transport (the last " +
+               " times in a row while this send was being handed over to its transport (the last " +
                std::to_string(n - 1) +
                " with it handed over alone), before any answer: not handed over again "
                "(a crash in the transport, or in rendering its message)";
@@ -457,6 +457,12 @@ Status Engine::Flush(Micros wall_now) {
   for (bool dispatch : {true, true, false}) {
     if (Status s = Hand(now, wall_now, dispatch); !s.ok()) return s;
     if (Status s = Settle(); !s.ok()) return s;
+    // Suspects go one to a dispatch (Dispatch), each after the answers
+    // before it are stored: rounds until none waits.
+    while (dispatch && alone_waiting_) {
+      if (Status s = Hand(now, wall_now, true); !s.ok()) return s;
+      if (Status s = Settle(); !s.ok()) return s;
+    }
   }
   return Status();
 }
@@ -1130,27 +1136,27 @@ Status Engine::Settle() {
   return Status();
 }
 
-void Engine::StartCommit() {
-  inflight_ids_ = std::move(batch_ids_);
-  batch_ids_.clear();
-  inflight_sends_ = std::move(staged_);
-  staged_.clear();
-  unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
-  committer_->Start(std::move(batch_));
-  batch_ = Batch();
-  ++handed_;
-  inflight_ = true;
-}
-
-void Engine::MarkHandOver(const SendRow& s, Micros at, bool alone) {
+SendResultRow Engine::MarkHandOver(const SendRow& s, Micros at, bool alone) {
   SendProgress& p = progress_[s.key];
   p.marked = true;
   --unmarked_recovered_;
-  batch_.results.push_back(
-      {s.seq, s.key, ++p.recorded, at, "handed", false,
-       JsonObject(std::pair{"reason", alone ? "pending at start, after a run that stopped while "
-                                              "it was with its transport: handed over alone"
-                                            : "pending at start: handed over"})});
+  return {s.seq,
+          s.key,
+          ++p.recorded,
+          at,
+          "handed",
+          false,
+          JsonObject(std::pair{"reason", alone ? "pending at start, after a run that stopped while "
+                                                 "it was being handed over: handed over alone"
+                                               : "pending at start: handed over"})};
+}
+
+Status Engine::CommitMarks(std::vector<SendResultRow> marks) {
+  Batch b;
+  b.results = std::move(marks);
+  committer_->Start(std::move(b));
+  inflight_ = true;
+  return Settle();
 }
 
 Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
@@ -1167,7 +1173,17 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     batch_.clock = {ClockName(), clock_};
     stored_clock_ = clock_;
   }
-  if (!batch_.empty()) StartCommit();
+  if (!batch_.empty()) {
+    inflight_ids_ = std::move(batch_ids_);
+    batch_ids_.clear();
+    inflight_sends_ = std::move(staged_);
+    staged_.clear();
+    unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
+    committer_->Start(std::move(batch_));
+    batch_ = Batch();
+    ++handed_;
+    inflight_ = true;
+  }
   // While the writer commits: the sends already durable go out, and their
   // results start the next batch. After a quiet spell, not before the
   // claim is known to be still this engine's: another engine that took it
@@ -1321,35 +1337,22 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   // A send pending when this engine started may be what a run before it
   // died on (a crash in a transport, or in rendering the message). Its
   // hand-over is stored before it is made (rendering included), once per
-  // run (MarkHandOver): for most together, in one commit below; for a
-  // suspect (a stored hand-over never answered) alone, its mark committed
-  // with the answers before it. The one the engine keeps dying on ends at
-  // a start (kMaxUnansweredHandOvers). Sends decided in this run cost
-  // nothing here. Marks are committed with no batch in flight: the one
-  // Hand started is waited for first (its sends join pending_ then).
-  if (unmarked_recovered_ > 0 &&
-      std::any_of(pending_.begin(), pending_.end(), [&](const SendRow& s) {
-        auto p = progress_.find(s.key);
-        return p != progress_.end() && p->second.recovered && !p->second.marked &&
-               Due(s, now, wall_now);
-      })) {
+  // run (MarkHandOver): for most together, in one commit; a suspect (a
+  // stored hand-over never answered) alone, in a dispatch of its own,
+  // after the answers before it are stored and before anything else is
+  // handed over (below). The one the engine keeps dying on ends at a start
+  // (kMaxUnansweredHandOvers). Sends decided in this run cost nothing
+  // here. So the batch Hand started (holding the last suspect's answer,
+  // or the sends to mark) is waited for first: marks are committed with
+  // none in flight.
+  if (alone_waiting_ || (unmarked_recovered_ > 0 &&
+                         std::any_of(pending_.begin(), pending_.end(), [&](const SendRow& s) {
+                           auto p = progress_.find(s.key);
+                           return p != progress_.end() && p->second.recovered &&
+                                  !p->second.marked && Due(s, now, wall_now);
+                         }))) {
     if (!Settle().ok()) return;
   }
-  // Hands `out`, the messages of `rows`, to provider `i`, and records its
-  // answers. `wall_now` moved on by the time taken since `began`, in whole
-  // milliseconds of the steady clock (the caller's wall time may be
-  // simulated: an answer within a millisecond leaves it as it is).
-  auto hand = [&](int i, std::vector<OutMessage>& out,
-                  std::vector<std::pair<SendRow, std::string>>& rows,
-                  std::chrono::steady_clock::time_point began) {
-    std::vector<TransportResult> sent = router_.provider(i).transport->SendBatch(out);
-    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - began);
-    Micros answered = wall_now + Micros(took.count()) * 1000;
-    for (size_t j = 0; j < rows.size(); ++j) {
-      record(rows[j].first, i, sent[j], std::move(rows[j].second), answered);
-    }
-  };
   // Transactional mail goes first when the throttle is the limit.
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
@@ -1430,31 +1433,35 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     }
     routed.push_back(std::move(r));
   }
-  bool marks = false;
-  for (const Routed& r : routed) {
-    if (r.handing != Handing::kMarked) continue;
-    MarkHandOver(r.send, options_.event_clock ? r.send.not_before : now, false);
-    marks = true;
+  // A suspect goes alone, in a dispatch of its own: the rest wait for the
+  // next (Flush takes rounds while this holds), which stores its answer
+  // first (above). A crash on it costs no other send a mark or an answer.
+  alone_waiting_ = false;
+  auto suspect = std::find_if(routed.begin(), routed.end(),
+                              [](const Routed& r) { return r.handing == Handing::kAlone; });
+  if (suspect != routed.end()) {
+    Routed alone = std::move(*suspect);
+    for (auto r = routed.begin(); r != routed.end(); ++r) {
+      if (r == suspect) continue;
+      router_.Unused(r->provider);
+      later.push_back(std::move(r->send));
+    }
+    routed.clear();
+    routed.push_back(std::move(alone));
+    alone_waiting_ = true;
   }
-  if (marks) {
-    StartCommit();
-    Settle();
+  std::vector<SendResultRow> marks;
+  for (Routed& r : routed) {
+    if (r.handing == Handing::kNow) continue;
+    marks.push_back(MarkHandOver(r.send, options_.event_clock ? r.send.not_before : now,
+                                 r.handing == Handing::kAlone));
+  }
+  if (!marks.empty() && !CommitMarks(std::move(marks)).ok()) {
+    for (Routed& r : routed) later.push_back(std::move(r.send));  // not handed over
+    routed.clear();
   }
   for (Routed& r : routed) {
     SendRow& s = r.send;
-    if (!failed_.ok()) {  // a mark was not stored: it goes back, not handed over
-      later.push_back(std::move(s));
-      continue;
-    }
-    const bool alone = r.handing == Handing::kAlone;
-    if (alone) {
-      MarkHandOver(s, options_.event_clock ? s.not_before : now, true);
-      StartCommit();
-      if (!Settle().ok()) {
-        later.push_back(std::move(s));
-        continue;
-      }
-    }
     Result<OutMessage> message = Render(s, !router_.provider(r.provider).transport->FieldsOnly());
     if (!message.ok()) {
       router_.Unused(r.provider);
@@ -1462,24 +1469,24 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       record(s, -1, Outcome("dead_letter", message.error()), "", wall_now);
       continue;
     }
-    std::vector<OutMessage> one;
-    std::vector<std::pair<SendRow, std::string>> its;
-    std::vector<OutMessage>& out = alone ? one : messages[r.provider];
-    std::vector<std::pair<SendRow, std::string>>& rows = alone ? its : ready[r.provider];
-    out.push_back(std::move(message).value());
+    messages[r.provider].push_back(std::move(message).value());
     auto p = progress_.find(s.key);
-    out.back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
-    rows.push_back({std::move(s), std::move(r.group)});
-    if (alone) hand(r.provider, one, its, std::chrono::steady_clock::now());
+    messages[r.provider].back().attempt = uint32_t(p == progress_.end() ? 1 : p->second.spent + 1);
+    ready[r.provider].push_back({std::move(s), std::move(r.group)});
   }
-  auto began = std::chrono::steady_clock::now();  // each provider's time counts from here
+  // `wall_now` moved on by the time each provider took, in whole
+  // milliseconds of the steady clock (the caller's wall time may be
+  // simulated: an answer within a millisecond leaves it as it is).
+  auto began = std::chrono::steady_clock::now();
   for (size_t i = 0; i < router_.size(); ++i) {
     if (messages[i].empty()) continue;
-    if (!failed_.ok()) {  // a mark was not stored: these go back, not handed over
-      for (auto& [row, group] : ready[i]) later.push_back(std::move(row));
-      continue;
+    std::vector<TransportResult> sent = router_.provider(int(i)).transport->SendBatch(messages[i]);
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - began);
+    Micros answered = wall_now + Micros(took.count()) * 1000;
+    for (size_t j = 0; j < ready[i].size(); ++j) {
+      record(ready[i][j].first, int(i), sent[j], std::move(ready[i][j].second), answered);
     }
-    hand(int(i), messages[i], ready[i], began);
   }
   pending_ = std::move(later);
   RouteEmitted();  // the results' events, for the journeys that listen

@@ -302,12 +302,13 @@ class Engine {
   Micros DispatchTime(Micros wall_now) const { return options_.event_clock ? clock_ : wall_now; }
   // Waits for the batch in flight; its sends join pending_.
   Status Settle();
-  // Hands the batch being built to the writer (none may be in flight).
-  void StartCommit();
-  // Stores that `s`, pending when this engine started, is about to be
-  // handed to its transport (a "handed" result, in the batch being built),
-  // once per run; `alone`: by itself, as a suspect.
-  void MarkHandOver(const SendRow& s, Micros at, bool alone);
+  // The stored result saying that `s`, pending when this engine started,
+  // is about to be handed to its transport ("handed"), once per run;
+  // `alone`: by itself, as a suspect.
+  SendResultRow MarkHandOver(const SendRow& s, Micros at, bool alone);
+  // Stores `marks` in a batch of their own, before the hand-overs they
+  // announce (no batch may be in flight).
+  Status CommitMarks(std::vector<SendResultRow> marks);
   // Settle, hand the batch being built to the writer, then (when
   // `dispatch`) send what is due while it commits.
   Status Hand(Micros now, Micros wall_now, bool dispatch);
@@ -423,6 +424,10 @@ class Engine {
   // Sends pending at start whose hand-over is not stored yet (an upper
   // bound: some end otherwise): while there are any, a dispatch looks.
   size_t unmarked_recovered_ = 0;
+  // A suspect was handed over alone at the last dispatch: the next waits
+  // for its answer to be stored, then hands over the sends it held back,
+  // or the next suspect (Flush takes rounds while this holds).
+  bool alone_waiting_ = false;
   // The suppression list, by entry (address or domain), reloaded when the
   // store's version moves (a command changed it).
   std::unordered_map<std::string, SuppressionRow> suppressed_;

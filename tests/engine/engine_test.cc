@@ -2028,6 +2028,101 @@ TEST_F(EngineTest, AnAmbiguousSendStaysPinnedAcrossARestart) {
   EXPECT_TRUE(b.got.empty()) << "failed over to b, which does not know the key";
 }
 
+// A stored "handed" result (the mark before a hand-over after a restart,
+// docs/engine.md "A send the engine dies on") spends no attempt: a send
+// answered retry_later before each of two restarts is on its third attempt
+// after the second, and gives up after max_attempts real ones. Each mark
+// counted as one: the third attempt went out as the fourth.
+TEST_F(EngineTest, AHandOverAfterARestartSpendsNoAttempt) {
+  Journey("j", kTransactional);
+  class Counting : public Scripted {
+   public:
+    using Scripted::Scripted;
+    std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+      for (const OutMessage& m : messages) attempts.push_back(m.attempt);
+      return Scripted::SendBatch(messages);
+    }
+    std::vector<uint32_t> attempts;
+  };
+  Counting a({"retry_later", "retry_later", "retry_later"});
+  providers_ = {{.name = "a", .transport = &a}};
+  EngineOptions slow = QuickRetries(3);
+  slow.retry_base = slow.retry_max = 60 * kMicrosPerSecond;  // no retry within a Flush
+  Start(slow);
+  Micros wall = 1'000'000'000;
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());
+  for (int restart = 0; restart < 2; ++restart) {
+    Start(slow);
+    wall += kMicrosPerSecond;
+    ASSERT_TRUE(engine_->Flush(wall).ok());
+  }
+  EXPECT_EQ(a.attempts, (std::vector<uint32_t>{1, 2, 3}));
+  auto results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 5u);  // retry_later, then handed and retry_later twice
+  EXPECT_EQ(results[1].result, "handed");
+  EXPECT_EQ(results[3].result, "handed");
+  EXPECT_TRUE(results[4].final);
+  EXPECT_EQ(results[4].result, "retry_later");
+}
+
+// A suspect goes alone, in a dispatch of its own, and its answer is stored
+// before anything else is handed over: a new send the engine then dies on
+// costs it nothing. (A transport that throws stands for a process that
+// dies in it: the engine is dropped with whatever it had not stored.)
+// Handed over alone in the same dispatch as the new send, before it, i's
+// acceptance was lost with the crash and i counted a second unanswered
+// hand-over.
+TEST_F(EngineTest, ASuspectsAnswerIsStoredBeforeAnythingElseIsHandedOver) {
+  Journey("j", kTransactional);
+  struct Dies : Transport {
+    std::set<std::string> on;
+    std::vector<std::vector<std::string>> handed;  // each call's recipients
+    std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+      handed.emplace_back();
+      for (const OutMessage& m : messages) handed.back().push_back(m.to);
+      for (const OutMessage& m : messages) {
+        if (on.count(m.to)) throw std::runtime_error("died on " + m.to);
+      }
+      return std::vector<TransportResult>(messages.size(), {"accepted", "id", "", 0, ""});
+    }
+    std::string Describe() const override { return "dies"; }
+  } t;
+  providers_ = {{.name = "t", .transport = &t}};
+  auto signup = [](const char* who) {
+    return std::vector<RawInput>{{std::string("t:") + who,
+                                  Ev(who, "user.signup", who, "2026-03-01T10:00:00Z",
+                                     R"({"email":")" + std::string(who) + R"(@x.io"})"),
+                                  {},
+                                  {}}};
+  };
+  Micros wall = 1'000'000'000;
+  // i dies twice: decided and handed over, then handed over with the
+  // sends pending at start. It is a suspect now.
+  t.on = {"i@x.io"};
+  Start();
+  EXPECT_THROW(engine_->Ingest(signup("i"), wall), std::runtime_error);
+  Start();
+  EXPECT_THROW(engine_->Flush(wall), std::runtime_error);
+  // p, new, dies.
+  t.on = {"p@x.io"};
+  Start();
+  t.handed.clear();
+  EXPECT_THROW(engine_->Ingest(signup("p"), wall), std::runtime_error);
+  EXPECT_EQ(t.handed, (std::vector<std::vector<std::string>>{{"i@x.io"}, {"p@x.io"}}));
+  auto pending = store_->PendingSends(10).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].recipient, "p@x.io") << "i's acceptance was not stored";
+  auto i = store_->SendResults(1).value();
+  ASSERT_EQ(i.size(), 3u);
+  EXPECT_EQ(i[2].result, "accepted");
+  // Then p goes, with no suspect left.
+  t.on.clear();
+  Start();
+  ASSERT_TRUE(engine_->Flush(wall).ok());
+  EXPECT_TRUE(store_->PendingSends(10).value().empty());
+  EXPECT_TRUE(store_->DeadLetters().value().empty());
+}
+
 // A provider knows a key for its idempotency window only: an ambiguous
 // send is sent to it again within the window, and past it (counted from
 // the first attempt that may have reached it, also across a restart) it

@@ -484,6 +484,13 @@ TEST_F(PluginTest, ASendTheEngineKeepsDyingOnEndsADeadLetterAndTheRestGo) {
                                                       {"c@example.com", "dead_letter"},
                                                       {"d@example.com", "accepted"},
                                                       {"e@example.com", "accepted"}}));
+  // Each accepted once, as a send pending at start that a transport
+  // without deduplication took: a run that died may have handed it over.
+  auto flagged = testing_util::SqliteRows(
+      db,
+      "SELECT 'n', COUNT(*) FROM send_results WHERE result = 'accepted' AND "
+      "json_extract(detail, '$.maybe_repeated') = 1");
+  EXPECT_EQ(flagged, (std::map<std::string, std::string>{{"n", "4"}}));
   auto handed = testing_util::SqliteRows(
       db,
       "SELECT s.recipient, COUNT(*) FROM send_results r JOIN sends s ON s.seq = r.send_seq "
@@ -496,7 +503,7 @@ TEST_F(PluginTest, ASendTheEngineKeepsDyingOnEndsADeadLetterAndTheRestGo) {
   auto dead = testing_util::SqliteRows(db, "SELECT input, reason FROM dead_letters");
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_NE(dead.begin()->second.find("the engine stopped 3 times in a row while this send was "
-                                      "with its transport"),
+                                      "being handed over to its transport"),
             std::string::npos)
       << dead.begin()->second;
   // No pending send is left, and a start now hands nothing over.
