@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -127,6 +128,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return waymark::cli::kExitUsage;
+  }
+  // Output that never reached its destination (a full disk) is a failure,
+  // not an exit 0 with nothing written. What the command did stands.
+  errno = 0;
+  std::cout.flush();
+  if (!std::cout || std::fflush(stdout) != 0) {
+    std::cerr << "waymark: cannot write the standard output"
+              << (errno ? std::string(": ") + std::strerror(errno) : std::string()) << "\n";
+    return exit_code == waymark::cli::kExitOk ? 3 : exit_code;
   }
   return exit_code;
 }

@@ -122,6 +122,32 @@ TEST(Cli, CheckTakesAFileOnceAndSaysWhenADirectoryHasNoJourney) {
 // read as this language: "expected name, found '('"); and run refuses
 // to start on them. A journey in a subdirectory runs, as check finds it,
 // without the warning that none does.
+// Output that cannot be written (a full disk: /dev/full) is a failure said
+// on stderr, not an exit 0 with nothing written. A run's work stands: its
+// batches are stored before its summary is written.
+TEST(Cli, OutputThatCannotBeWrittenIsAFailure) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_full_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string run =
+      "run --journeys journeys --events journeys/sample_events.jsonl "
+      "--transport null: --clock event --until-idle --json --store sqlite:" +
+      (dir / "w.db").string();
+  for (const std::string& args : {std::string("check journeys"), run}) {
+    Outcome r = Sh("{ " + kWaymark + " " + args + " >/dev/full; }");
+    EXPECT_EQ(r.code, 3) << args << ": " << r.err;
+    EXPECT_NE(r.err.find("waymark: cannot write the standard output"), std::string::npos)
+        << args << ": " << r.err;
+  }
+  Outcome again = Sh(kWaymark + " " + run);  // the run before stored its events
+  EXPECT_EQ(again.code, 0) << again.err;
+  nlohmann::json summary = nlohmann::json::parse(again.out, nullptr, false);
+  ASSERT_TRUE(summary.is_object()) << again.out;
+  EXPECT_GT(summary["duplicates"].get<int>(), 0) << again.out;
+  EXPECT_EQ(summary["instances"]["started"], 0) << again.out;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
   fs::path dir = fs::temp_directory_path() / ("waymark_lua_" + std::to_string(::getpid()));
   fs::remove_all(dir);
