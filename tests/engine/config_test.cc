@@ -103,6 +103,14 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
        "[delivery] unsubscribe_url"},
       {"[delivery]\nunsubscribe_url = \"https://a.example/u\\\"x\"\n",
        "[delivery] unsubscribe_url"},
+      // A % not followed by two hex digits, a port no TCP has, and an m
+      // the message's key would be given beside (m=KEY came second).
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u%zz\"\n", "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://a.example:99999/u\"\n",
+       "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u?m=1\"\n", "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u?list=2&m=1\"\n",
+       "[delivery] unsubscribe_url"},
       {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
       {"[engine]\nclock = \"fast\"\n", "[engine] clock (is \"fast\")"},
       {"[store]\nurl = 5\n", "[store] url (is 5)"},
@@ -142,6 +150,18 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
   auto syntax = LoadText("[source\nurl = 1\n");
   ASSERT_FALSE(syntax.ok());
   EXPECT_NE(syntax.error().find(":1:"), std::string::npos) << syntax.error();
+}
+
+// What RFC 3986 allows an https URL is taken: the scheme in any case, a
+// bracketed IPv6 host, a port, %XX, a query with other parameters (one
+// merely ending in m). Uppercase and IPv6 were refused.
+TEST(Config, AnUnsubscribeUrlTakesWhatRfc3986Allows) {
+  for (const char* url :
+       {"https://a.example/u", "HTTPS://A.Example:8443/u?list=1&mm=2",
+        "https://[2001:db8::1]:443/u%2Fx", "https://h", "https://h?am=1", "https://h:65535/u"}) {
+    auto c = LoadText(std::string("[delivery]\nunsubscribe_url = \"") + url + "\"\n");
+    EXPECT_TRUE(c.ok()) << url << ": " << c.error();
+  }
 }
 
 // A refused value is shown, but not a secret: a URL's password (masked as
