@@ -437,7 +437,15 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       return s;
     }
   }
-  return Hand(DispatchTime(wall_now), wall_now, true);
+  return HandAll(DispatchTime(wall_now), wall_now);
+}
+
+Status Engine::HandAll(Micros now, Micros wall_now) {
+  if (Status s = Hand(now, wall_now, true); !s.ok()) return s;
+  while (alone_waiting_) {
+    if (Status s = Hand(now, wall_now, true); !s.ok()) return s;
+  }
+  return Status();
 }
 
 Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
@@ -455,14 +463,10 @@ Status Engine::Flush(Micros wall_now) {
   // dispatched; then their results are committed.
   Micros now = DispatchTime(wall_now);
   for (bool dispatch : {true, true, false}) {
-    if (Status s = Hand(now, wall_now, dispatch); !s.ok()) return s;
-    if (Status s = Settle(); !s.ok()) return s;
-    // Suspects go one to a dispatch (Dispatch), each after the answers
-    // before it are stored: rounds until none waits.
-    while (dispatch && alone_waiting_) {
-      if (Status s = Hand(now, wall_now, true); !s.ok()) return s;
-      if (Status s = Settle(); !s.ok()) return s;
+    if (Status s = dispatch ? HandAll(now, wall_now) : Hand(now, wall_now, false); !s.ok()) {
+      return s;
     }
+    if (Status s = Settle(); !s.ok()) return s;
   }
   return Status();
 }
@@ -1338,21 +1342,36 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   // died on (a crash in a transport, or in rendering the message). Its
   // hand-over is stored before it is made (rendering included), once per
   // run (MarkHandOver): for most together, in one commit; a suspect (a
-  // stored hand-over never answered) alone, in a dispatch of its own,
-  // after the answers before it are stored and before anything else is
-  // handed over (below). The one the engine keeps dying on ends at a start
+  // stored hand-over never answered) alone, in a dispatch of its own (a
+  // suspect round: nothing else is routed, so no other send spends a
+  // throttle slot or waits for a mark), after the answers before it are
+  // stored. The one the engine keeps dying on ends at a start
   // (kMaxUnansweredHandOvers). Sends decided in this run cost nothing
   // here. So the batch Hand started (holding the last suspect's answer,
   // or the sends to mark) is waited for first: marks are committed with
   // none in flight.
-  if (alone_waiting_ || (unmarked_recovered_ > 0 &&
-                         std::any_of(pending_.begin(), pending_.end(), [&](const SendRow& s) {
-                           auto p = progress_.find(s.key);
-                           return p != progress_.end() && p->second.recovered &&
-                                  !p->second.marked && Due(s, now, wall_now);
-                         }))) {
+  auto unmarked = [&](const SendRow& s, bool suspect) {
+    auto p = progress_.find(s.key);
+    return p != progress_.end() && p->second.recovered && !p->second.marked &&
+           (!suspect || p->second.unanswered > 0) && Due(s, now, wall_now);
+  };
+  bool suspect_round = false;
+  if (unmarked_recovered_ > 0) {
+    for (const SendRow& s : pending_) {
+      if (unmarked(s, true)) {
+        suspect_round = true;
+        break;
+      }
+    }
+  }
+  if (alone_waiting_ || suspect_round ||
+      (unmarked_recovered_ > 0 &&
+       std::any_of(pending_.begin(), pending_.end(),
+                   [&](const SendRow& s) { return unmarked(s, false); }))) {
     if (!Settle().ok()) return;
   }
+  // The rounds take turns while suspects wait (HandAll).
+  alone_waiting_ = suspect_round;
   // Transactional mail goes first when the throttle is the limit.
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
@@ -1367,7 +1386,8 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   };
   std::vector<Routed> routed;
   for (SendRow& s : pending_) {
-    if (!Due(s, now, wall_now)) {
+    // In a suspect round, only the first suspect that gets a provider goes.
+    if (!Due(s, now, wall_now) || (suspect_round && (!routed.empty() || !unmarked(s, true)))) {
       later.push_back(std::move(s));
       continue;
     }
@@ -1432,23 +1452,6 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       r.handing = prior->second.unanswered > 0 ? Handing::kAlone : Handing::kMarked;
     }
     routed.push_back(std::move(r));
-  }
-  // A suspect goes alone, in a dispatch of its own: the rest wait for the
-  // next (Flush takes rounds while this holds), which stores its answer
-  // first (above). A crash on it costs no other send a mark or an answer.
-  alone_waiting_ = false;
-  auto suspect = std::find_if(routed.begin(), routed.end(),
-                              [](const Routed& r) { return r.handing == Handing::kAlone; });
-  if (suspect != routed.end()) {
-    Routed alone = std::move(*suspect);
-    for (auto r = routed.begin(); r != routed.end(); ++r) {
-      if (r == suspect) continue;
-      router_.Unused(r->provider);
-      later.push_back(std::move(r->send));
-    }
-    routed.clear();
-    routed.push_back(std::move(alone));
-    alone_waiting_ = true;
   }
   std::vector<SendResultRow> marks;
   for (Routed& r : routed) {

@@ -312,6 +312,9 @@ class Engine {
   // Settle, hand the batch being built to the writer, then (when
   // `dispatch`) send what is due while it commits.
   Status Hand(Micros now, Micros wall_now, bool dispatch);
+  // Hand, dispatching, and again while a suspect went alone (Dispatch):
+  // one to a dispatch, they take rounds of their own.
+  Status HandAll(Micros now, Micros wall_now);
   // Renders and sends what is due in pending_; results go into batch_.
   void Dispatch(Micros now, Micros wall_now);
   // Whether `s` may go at this dispatch by its times: its own (not_before)

@@ -118,6 +118,14 @@ class EngineTest : public testing::Test {
            R"(","subject":")" + subject + R"(","time":")" + time + R"(","data":)" + data + "}";
   }
   // One signup of "u" at `email`, as the input "t:1".
+  // `who` signs up (subject `who`, mail to who@x.io).
+  static RawInput SignupOf(const std::string& who) {
+    return {
+        "t:" + who,
+        Ev(who, "user.signup", who, "2026-03-01T10:00:00Z", R"({"email":")" + who + R"(@x.io"})"),
+        {},
+        {}};
+  }
   static std::vector<RawInput> Signup(const std::string& email) {
     return {{"t:1",
              Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":")" + email + R"("})"),
@@ -2065,49 +2073,63 @@ TEST_F(EngineTest, AHandOverAfterARestartSpendsNoAttempt) {
   EXPECT_EQ(results[4].result, "retry_later");
 }
 
+// A transport that throws (a stand-in for a process that dies in it) when
+// handed a message to one of `on`, and accepts the rest; it records each
+// call's recipients, telling `handing` each first.
+struct Dies : Transport {
+  std::set<std::string> on;
+  std::vector<std::vector<std::string>> handed;
+  std::function<void(const std::string&)> handing;
+  std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+    handed.emplace_back();
+    for (const OutMessage& m : messages) {
+      handed.back().push_back(m.to);
+      if (handing) handing(m.to);
+    }
+    for (const OutMessage& m : messages) {
+      if (on.count(m.to)) throw std::runtime_error("died on " + m.to);
+    }
+    return std::vector<TransportResult>(messages.size(), {"accepted", "id", "", 0, ""});
+  }
+  std::string Describe() const override { return "dies"; }
+};
+
 // A suspect goes alone, in a dispatch of its own, and its answer is stored
 // before anything else is handed over: a new send the engine then dies on
 // costs it nothing. (A transport that throws stands for a process that
-// dies in it: the engine is dropped with whatever it had not stored.)
+// dies in it.)
 // Handed over alone in the same dispatch as the new send, before it, i's
 // acceptance was lost with the crash and i counted a second unanswered
 // hand-over.
 TEST_F(EngineTest, ASuspectsAnswerIsStoredBeforeAnythingElseIsHandedOver) {
   Journey("j", kTransactional);
-  struct Dies : Transport {
-    std::set<std::string> on;
-    std::vector<std::vector<std::string>> handed;  // each call's recipients
-    std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
-      handed.emplace_back();
-      for (const OutMessage& m : messages) handed.back().push_back(m.to);
-      for (const OutMessage& m : messages) {
-        if (on.count(m.to)) throw std::runtime_error("died on " + m.to);
-      }
-      return std::vector<TransportResult>(messages.size(), {"accepted", "id", "", 0, ""});
-    }
-    std::string Describe() const override { return "dies"; }
-  } t;
+  Dies t;
   providers_ = {{.name = "t", .transport = &t}};
-  auto signup = [](const char* who) {
-    return std::vector<RawInput>{{std::string("t:") + who,
-                                  Ev(who, "user.signup", who, "2026-03-01T10:00:00Z",
-                                     R"({"email":")" + std::string(who) + R"(@x.io"})"),
-                                  {},
-                                  {}}};
-  };
   Micros wall = 1'000'000'000;
   // i dies twice: decided and handed over, then handed over with the
   // sends pending at start. It is a suspect now.
   t.on = {"i@x.io"};
   Start();
-  EXPECT_THROW(engine_->Ingest(signup("i"), wall), std::runtime_error);
+  EXPECT_THROW(engine_->Ingest({SignupOf("i")}, wall), std::runtime_error);
   Start();
   EXPECT_THROW(engine_->Flush(wall), std::runtime_error);
-  // p, new, dies.
+  // p, new, dies. i's acceptance is in the store (read through a handle of
+  // its own) by the time p is handed over: a throw is no crash (a batch
+  // the writer has begun still lands), so the store is asked then.
   t.on = {"p@x.io"};
   Start();
   t.handed.clear();
-  EXPECT_THROW(engine_->Ingest(signup("p"), wall), std::runtime_error);
+  auto reader = OpenStore("sqlite:" + (dir_ / "w.db").string(), {}, StoreAccess::kRead);
+  ASSERT_TRUE(reader.ok()) << reader.error();
+  std::string i_when_p = "p never handed over";
+  t.handing = [&](const std::string& to) {
+    if (to != "p@x.io") return;
+    auto r = reader.value()->SendResults(1);
+    i_when_p = !r.ok() ? r.error() : r.value().empty() ? "none" : r.value().back().result;
+  };
+  EXPECT_THROW(engine_->Ingest({SignupOf("p")}, wall), std::runtime_error);
+  t.handing = nullptr;
+  EXPECT_EQ(i_when_p, "accepted") << "p was handed over before i's answer was stored";
   EXPECT_EQ(t.handed, (std::vector<std::vector<std::string>>{{"i@x.io"}, {"p@x.io"}}));
   auto pending = store_->PendingSends(10).value();
   ASSERT_EQ(pending.size(), 1u);
@@ -2121,6 +2143,32 @@ TEST_F(EngineTest, ASuspectsAnswerIsStoredBeforeAnythingElseIsHandedOver) {
   ASSERT_TRUE(engine_->Flush(wall).ok());
   EXPECT_TRUE(store_->PendingSends(10).value().empty());
   EXPECT_TRUE(store_->DeadLetters().value().empty());
+}
+
+// Suspects drain within one Submit, each alone, then the rest go: an input
+// read batch by batch handed over one suspect per batch while every other
+// send waited. And the sends a suspect round holds back take no throttle
+// slot: with a burst of 4, three suspects and a new send all go now (each
+// held-back send had spent a slot, and the rest waited for the rate).
+TEST_F(EngineTest, SuspectsDrainWithinASubmitAndSpendNoOtherSendsSlots) {
+  Journey("j", kTransactional);
+  Dies t;
+  providers_ = {{.name = "t", .transport = &t, .rate = 0.001, .burst = 4}};
+  Micros wall = 1'000'000'000;
+  t.on = {"i@x.io", "j@x.io", "k@x.io"};
+  Start();
+  EXPECT_THROW(engine_->Ingest({SignupOf("i"), SignupOf("j"), SignupOf("k")}, wall),
+               std::runtime_error);
+  Start();
+  EXPECT_THROW(engine_->Flush(wall), std::runtime_error);  // the three handed over together
+  t.on.clear();
+  Start();
+  t.handed.clear();
+  ASSERT_TRUE(engine_->Submit({SignupOf("n")}, wall).ok());
+  EXPECT_EQ(t.handed, (std::vector<std::vector<std::string>>{
+                          {"i@x.io"}, {"j@x.io"}, {"k@x.io"}, {"n@x.io"}}));
+  ASSERT_TRUE(engine_->Flush(wall).ok());
+  EXPECT_TRUE(store_->PendingSends(10).value().empty());
 }
 
 // A provider knows a key for its idempotency window only: an ambiguous
