@@ -835,6 +835,7 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
       if (!options_.event_clock) next = std::max(next, p->second.retry_at);
     }
     if (next <= at) return false;
+    Uncount(s);
     EndSend(s, "cancelled",
             "the instance exited at " + FormatRfc3339(at) + ", before the send went (due at " +
                 FormatRfc3339(next) + ")",
@@ -843,7 +844,19 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
   };
   std::erase_if(pending_, cancel);
   // Decided in this batch, not stored yet: the result names them by key.
-  std::erase_if(staged_, [&](size_t k) { return cancel(batch_.sends[k]); });
+  std::erase_if(staged_, [&](size_t k) {
+    if (!cancel(batch_.sends[k])) return false;
+    batch_.sends[k].cap_counted = false;  // stored as what it is: it never went
+    return true;
+  });
+}
+
+void Engine::Uncount(const SendRow& s) {
+  if (!s.cap_counted) return;
+  auto it = cap_times_.find(s.person);
+  if (it == cap_times_.end() || s.not_before < it->second.from) return;  // not in memory
+  auto x = it->second.times.find(s.not_before);
+  if (x != it->second.times.end()) it->second.times.erase(x);
 }
 
 void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Instance>& pool,

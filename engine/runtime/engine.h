@@ -295,6 +295,9 @@ class Engine {
   // Adds `r` to the suppressions in memory, widening a narrower entry.
   void Suppressed(const SuppressionRow& r);
   std::multiset<Micros>* CapTimes(const std::string& person, Micros since);
+  // A cancelled send never went: it leaves the cap's times in memory (the
+  // store's CapCountedTimes leaves it out by its result).
+  void Uncount(const SendRow& s);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
   // With `dispatch` false: `row` was decided; releases what waited for it.

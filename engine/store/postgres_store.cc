@@ -1163,8 +1163,9 @@ class PostgresStore : public Store {
               "FROM sends_pending p JOIN send_results r ON r.send_seq = p.seq "
               "ORDER BY r.send_seq, r.attempt");
     r.prepare("cap_counted",
-              "SELECT not_before FROM sends WHERE person = $1 AND cap_counted AND "
-              "not_before >= $2 ORDER BY not_before");
+              "SELECT not_before FROM sends s WHERE person = $1 AND cap_counted AND "
+              "not_before >= $2 AND NOT EXISTS (SELECT 1 FROM send_results r WHERE "
+              "r.send_seq = s.seq AND r.result = 'cancelled') ORDER BY not_before");
     r.prepare("dead_letters",
               "SELECT id, time, input, reason, encode(raw, 'hex') FROM (SELECT * FROM dead_letters "
               "ORDER BY id DESC LIMIT $1) AS latest ORDER BY id");

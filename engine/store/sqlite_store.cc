@@ -600,8 +600,9 @@ class SqliteStore : public Store {
 
   Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) override {
     Stmt& q =
-        S("SELECT not_before FROM sends WHERE person = ?1 AND cap_counted = 1 AND "
-          "not_before >= ?2 ORDER BY not_before");
+        S("SELECT not_before FROM sends s WHERE person = ?1 AND cap_counted = 1 AND "
+          "not_before >= ?2 AND NOT EXISTS (SELECT 1 FROM send_results r WHERE "
+          "r.send_seq = s.seq AND r.result = 'cancelled') ORDER BY not_before");
     q.Bind(1, person).Bind(2, since);
     std::vector<Micros> out;
     Status st;

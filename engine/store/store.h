@@ -293,7 +293,8 @@ class Store {
   virtual Status ReadRecord(const std::function<Status(std::vector<SendSummary>)>& sends,
                             const std::function<Status(Event)>& each) = 0;
   // When the sends to `person` that count toward the frequency cap go out
-  // (their not_before), for those at or after `since`; ascending.
+  // (their not_before), for those at or after `since`; ascending. A send
+  // with a `cancelled` result never went and does not count.
   virtual Result<std::vector<Micros>> CapCountedTimes(const std::string& person, Micros since) = 0;
   // The latest `latest` dead letters (all by default), oldest first.
   virtual Result<std::vector<DeadLetterRow>> DeadLetters(size_t latest = SIZE_MAX) = 0;

@@ -474,6 +474,49 @@ const char* kQuietUntilDeleted = R"(journey q {
 // past the exit for quiet hours or by a frequency cap's deferral. Each gets
 // a final `cancelled` result, stored with the exit, so a restart does not
 // send them either. A held send of an instance that completed still goes.
+// A send an exit cancelled never went: it no longer counts against the
+// frequency cap, in memory or, after a restart, read from the store. x's
+// "c", deferred by the cap (1 an hour) to 11:00 and cancelled at 10:30,
+// left the window to another journey's send at 11:30, which the cap
+// deferred to 12:00 before. (y: the same, across a restart.)
+TEST_F(EngineTest, ACancelledSendDoesNotCountAgainstTheCap) {
+  Journey("c", R"(journey c {
+  over_cap defer
+  entry { on order.placed }
+  exit on user.deleted
+  step s {
+    send "b" to trigger.data.email intent marketing
+    send "c" to trigger.data.email intent marketing
+    wait 30d
+    end
+  }
+})");
+  Journey("n", R"(journey n {
+  over_cap defer
+  entry { on news.posted }
+  step s { send "m" to trigger.data.email intent marketing  end }
+})");
+  for (bool restart : {false, true}) {
+    SCOPED_TRACE(restart ? "across a restart" : "in one run");
+    const std::string x = restart ? "y" : "x", mail = R"({"email":")" + x + R"(@x.io"})";
+    engine_.reset();  // a store of its own (the outbox keeps x's messages)
+    store_.reset();
+    fs::remove(dir_ / "w.db");
+    Start(CapOfOne(3600));
+    Feed({Ev(x + "1", "order.placed", x, "2026-03-02T10:00:00Z", mail),
+          Ev(x + "2", "user.deleted", x, "2026-03-02T10:30:00Z")});
+    if (restart) Start(CapOfOne(3600));
+    Feed({Ev(x + "3", "news.posted", x, "2026-03-02T11:30:00Z", mail)});
+    ASSERT_TRUE(engine_->Advance(ParseRfc3339("2026-03-03T12:00:00Z").value()).ok());
+    auto sends = store_->Sends("n/" + x + "/1").value();
+    ASSERT_EQ(sends.size(), 1u);
+    EXPECT_EQ(FormatRfc3339(sends[0].not_before), "2026-03-02T11:30:00Z");
+    auto results = store_->SendResults(sends[0].seq).value();
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_EQ(results[0].result, "accepted");
+  }
+}
+
 TEST_F(EngineTest, AnExitCancelsTheInstancesHeldSends) {
   Journey("q", kQuietUntilDeleted);
   Journey("c", R"(journey c {

@@ -752,6 +752,18 @@ TEST_P(StoreConformance, CapCountedSendsByPersonAndTime) {
   EXPECT_EQ(store_->CapCountedTimes("u1", 11).value(), (std::vector<Micros>{50}));
   EXPECT_EQ(store_->CapCountedTimes("u3", 0).value(), std::vector<Micros>{});
   EXPECT_TRUE(store_->Sends("j/u1/1").value()[0].cap_counted);
+  // Cancelled (an exit before it went), it never went: it counts no more.
+  int64_t seq = 0;
+  auto stored = store_->Sends("j/u1/1");
+  ASSERT_TRUE(stored.ok()) << stored.error();
+  for (const SendRow& r : stored.value()) {
+    if (r.key == "k2") seq = r.seq;
+  }
+  ASSERT_GT(seq, 0);
+  Batch cancel;
+  cancel.results = {{seq, "k2", 1, 40, "cancelled", true, {{"reason", "exited"}}}};
+  ASSERT_TRUE(store_->Commit(cancel).ok());
+  EXPECT_EQ(store_->CapCountedTimes("u1", 0).value(), (std::vector<Micros>{10}));
 }
 
 TEST_P(StoreConformance, DeadLettersKeepTheirReasonAndInput) {
