@@ -88,6 +88,18 @@ std::string InputFileProblem(const std::string& path) {
   return "";
 }
 
+// `code`, unless the standard output never reached its destination (a
+// full disk): then that is said, and the exit is 3, not 0 with nothing
+// written. What the command did stands.
+int Written(int code) {
+  errno = 0;
+  std::cout.flush();
+  if (std::cout && std::fflush(stdout) == 0 && !std::ferror(stdout)) return code;
+  std::cerr << "waymark: cannot write the standard output"
+            << (errno ? std::string(": ") + std::strerror(errno) : std::string()) << "\n";
+  return code == kExitOk ? 3 : code;
+}
+
 }  // namespace waymark::cli
 
 int main(int argc, char** argv) {
@@ -124,19 +136,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
-    return app.exit(e);
+    return waymark::cli::Written(app.exit(e));  // --help, --version
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return waymark::cli::kExitUsage;
   }
-  // Output that never reached its destination (a full disk) is a failure,
-  // not an exit 0 with nothing written. What the command did stands.
-  errno = 0;
-  std::cout.flush();
-  if (!std::cout || std::fflush(stdout) != 0) {
-    std::cerr << "waymark: cannot write the standard output"
-              << (errno ? std::string(": ") + std::strerror(errno) : std::string()) << "\n";
-    return exit_code == waymark::cli::kExitOk ? 3 : exit_code;
-  }
-  return exit_code;
+  return waymark::cli::Written(exit_code);
 }

@@ -676,11 +676,21 @@ std::multiset<Micros>* Engine::CapTimes(const std::string& person, Micros since)
   // A sweep may have forgotten sends not stored yet: the batch the writer
   // holds is waited for (when it was built by the sweep's time), and this
   // batch's are taken from it.
-  if (inflight_ && handed_ <= cap_swept_at_ && !Settle().ok()) return nullptr;
+  // So is one holding cancellations: the store leaves a cancelled send out
+  // once its result is stored, and not before.
+  if (inflight_ && (handed_ <= cap_swept_at_ || !uncounted_inflight_.empty()) && !Settle().ok()) {
+    return nullptr;
+  }
   auto stored = store_->CapCountedTimes(person, since);
   if (!stored.ok()) {
     if (failed_.ok()) failed_ = stored.status();  // no decision is stored after this
     return nullptr;
+  }
+  // Stored sends cancelled in this batch, their results not stored yet.
+  for (const auto& [who, t] : uncounted_) {
+    if (who != person) continue;
+    auto x = std::find(stored.value().begin(), stored.value().end(), t);
+    if (x != stored.value().end()) stored.value().erase(x);
   }
   if (it == cap_times_.end()) it = cap_times_.emplace(person, CapTimesOf{{}, Micros(0)}).first;
   CapTimesOf& c = it->second;
@@ -846,13 +856,17 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
   // Decided in this batch, not stored yet: the result names them by key.
   std::erase_if(staged_, [&](size_t k) {
     if (!cancel(batch_.sends[k])) return false;
-    batch_.sends[k].cap_counted = false;  // stored as what it is: it never went
+    // Not stored yet: it is stored as not counted (the cap's read of this
+    // batch's sends skips it too). One stored before keeps its flag; the
+    // store leaves it out by its result.
+    batch_.sends[k].cap_counted = false;
     return true;
   });
 }
 
 void Engine::Uncount(const SendRow& s) {
   if (!s.cap_counted) return;
+  if (s.seq > 0) uncounted_.push_back({s.person, s.not_before});  // stored: see CapTimes
   auto it = cap_times_.find(s.person);
   if (it == cap_times_.end() || s.not_before < it->second.from) return;  // not in memory
   auto x = it->second.times.find(s.not_before);
@@ -1150,6 +1164,7 @@ Status Engine::Settle() {
   // the middle of its inputs) still recognises that batch's repeats.
   unconfirmed_.erase(unconfirmed_.begin(), unconfirmed_.begin() + long(unconfirmed_inflight_));
   unconfirmed_inflight_ = 0;
+  uncounted_inflight_.clear();
   return Status();
 }
 
@@ -1196,6 +1211,8 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     inflight_sends_ = std::move(staged_);
     staged_.clear();
     unconfirmed_inflight_ = unconfirmed_.size();  // every bounce so far is in this batch
+    uncounted_inflight_ = std::move(uncounted_);
+    uncounted_.clear();
     committer_->Start(std::move(batch_));
     batch_ = Batch();
     ++handed_;

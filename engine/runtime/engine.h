@@ -295,8 +295,9 @@ class Engine {
   // Adds `r` to the suppressions in memory, widening a narrower entry.
   void Suppressed(const SuppressionRow& r);
   std::multiset<Micros>* CapTimes(const std::string& person, Micros since);
-  // A cancelled send never went: it leaves the cap's times in memory (the
-  // store's CapCountedTimes leaves it out by its result).
+  // A cancelled send never went: it leaves the cap's times in memory, and
+  // one stored before is noted in uncounted_ until its result is stored
+  // (from then the store's CapCountedTimes leaves it out).
   void Uncount(const SendRow& s);
   void DeadLetter(Micros time, const std::string& input, const std::string& reason,
                   const std::string& raw);
@@ -430,6 +431,10 @@ class Engine {
   // Sends pending at start whose hand-over is not stored yet (an upper
   // bound: some end otherwise): while there are any, a dispatch looks.
   size_t unmarked_recovered_ = 0;
+  // Stored sends cancelled (person, time) whose results are in the batch
+  // being built, and in the batch being committed: CapTimes takes them out
+  // of what it reads from the store.
+  std::vector<std::pair<std::string, Micros>> uncounted_, uncounted_inflight_;
   // A suspect was handed over alone at the last dispatch: the next waits
   // for its answer to be stored, then hands over the sends it held back,
   // or the next suspect (Flush takes rounds while this holds).

@@ -117,11 +117,6 @@ TEST(Cli, CheckTakesAFileOnceAndSaysWhenADirectoryHasNoJourney) {
       << r.out;
 }
 
-// Lua journeys are not built: a .lua file is an error, in a directory
-// (it was skipped: check passed and run never ran it) and named (it was
-// read as this language: "expected name, found '('"); and run refuses
-// to start on them. A journey in a subdirectory runs, as check finds it,
-// without the warning that none does.
 // Output that cannot be written (a full disk: /dev/full) is a failure said
 // on stderr, not an exit 0 with nothing written. A run's work stands: its
 // batches are stored before its summary is written.
@@ -133,7 +128,7 @@ TEST(Cli, OutputThatCannotBeWrittenIsAFailure) {
       "run --journeys journeys --events journeys/sample_events.jsonl "
       "--transport null: --clock event --until-idle --json --store sqlite:" +
       (dir / "w.db").string();
-  for (const std::string& args : {std::string("check journeys"), run}) {
+  for (const std::string& args : {std::string("check journeys"), run, std::string("--help")}) {
     Outcome r = Sh("{ " + kWaymark + " " + args + " >/dev/full; }");
     EXPECT_EQ(r.code, 3) << args << ": " << r.err;
     EXPECT_NE(r.err.find("waymark: cannot write the standard output"), std::string::npos)
@@ -148,6 +143,11 @@ TEST(Cli, OutputThatCannotBeWrittenIsAFailure) {
   fs::remove_all(dir);
 }
 
+// Lua journeys are not built: a .lua file is an error, in a directory
+// (it was skipped: check passed and run never ran it) and named (it was
+// read as this language: "expected name, found '('"); and run refuses
+// to start on them. A journey in a subdirectory runs, as check finds it,
+// without the warning that none does.
 TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
   fs::path dir = fs::temp_directory_path() / ("waymark_lua_" + std::to_string(::getpid()));
   fs::remove_all(dir);

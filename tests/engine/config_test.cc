@@ -111,6 +111,10 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[delivery]\nunsubscribe_url = \"https://a.example/u?m=1\"\n", "[delivery] unsubscribe_url"},
       {"[delivery]\nunsubscribe_url = \"https://a.example/u?list=2&m=1\"\n",
        "[delivery] unsubscribe_url"},
+      // A bare m: ?m&m=KEY, whose first m (the one most servers read) is empty.
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u?m\"\n", "[delivery] unsubscribe_url"},
+      {"[delivery]\nunsubscribe_url = \"https://a.example/u?x=1&m&y=2\"\n",
+       "[delivery] unsubscribe_url"},
       {"[source]\nmax_deliver = 1\n", "[source] max_deliver (is 1)"},
       {"[engine]\nclock = \"fast\"\n", "[engine] clock (is \"fast\")"},
       {"[store]\nurl = 5\n", "[store] url (is 5)"},
