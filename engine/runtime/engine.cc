@@ -1406,10 +1406,11 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   std::stable_partition(pending_.begin(), pending_.end(),
                         [](const SendRow& s) { return s.intent == "transactional"; });
   // Sends routed to a provider, rendered and handed over once the marks
-  // are stored.
+  // are stored. They stay in pending_ until then (the marks' commit adds
+  // nothing to it: no batch of sends is in flight).
   enum class Handing { kNow, kMarked, kAlone };
   struct Routed {
-    SendRow send;
+    SendRow* send;
     std::string group;
     int provider;
     Handing handing;
@@ -1477,7 +1478,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       hold(s, wall_now + c.wait);  // no attempt: it was never sent
       continue;
     }
-    Routed r{std::move(s), std::move(group), c.provider, Handing::kNow};
+    Routed r{&s, std::move(group), c.provider, Handing::kNow};
     if (prior != progress_.end() && prior->second.recovered && !prior->second.marked) {
       r.handing = prior->second.unanswered > 0 ? Handing::kAlone : Handing::kMarked;
     }
@@ -1486,15 +1487,15 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
   std::vector<SendResultRow> marks;
   for (Routed& r : routed) {
     if (r.handing == Handing::kNow) continue;
-    marks.push_back(MarkHandOver(r.send, options_.event_clock ? r.send.not_before : now,
+    marks.push_back(MarkHandOver(*r.send, options_.event_clock ? r.send->not_before : now,
                                  r.handing == Handing::kAlone));
   }
   if (!marks.empty() && !CommitMarks(std::move(marks)).ok()) {
-    for (Routed& r : routed) later.push_back(std::move(r.send));  // not handed over
+    for (Routed& r : routed) later.push_back(std::move(*r.send));  // not handed over
     routed.clear();
   }
   for (Routed& r : routed) {
-    SendRow& s = r.send;
+    SendRow& s = *r.send;
     Result<OutMessage> message = Render(s, !router_.provider(r.provider).transport->FieldsOnly());
     if (!message.ok()) {
       router_.Unused(r.provider);
