@@ -5,8 +5,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 
 #include <kainjow/mustache.hpp>
 
@@ -218,12 +220,17 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
         std::to_string(1 + std::count(text.begin(), text.begin() + long(at), '\n')) + ")");
   }
   std::string subject, from, text_part, html_part;
+  // Where each line of a part (and the subject and from values) begins in
+  // the file: (offset in the part, line, column), for the parser's errors.
+  std::map<const std::string*, std::vector<std::tuple<size_t, int, size_t>>> starts;
   Template t;
   t.name_ = name;
   std::istringstream in(text);
   std::string line, *part = nullptr;
   bool header = true;
+  int lineno = 0;
   while (std::getline(in, line)) {
+    ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line == "--- text" || line == "--- html") {
       header = false;
@@ -240,12 +247,15 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
       std::string value = line.substr(colon + 1);
       // Spaces around the value are the line's, not the value's (a space
       // after the From's '>' refused every send of the template).
-      value.erase(0, value.find_first_not_of(" \t"));
+      size_t lead = std::min(value.find_first_not_of(" \t"), value.size());
+      value.erase(0, lead);
       value.erase(value.find_last_not_of(" \t\r") + 1);
       if (key == "subject") {
         subject = value;
+        starts[&subject] = {{0, lineno, colon + 1 + lead + 1}};
       } else if (key == "from") {
         from = value;
+        starts[&from] = {{0, lineno, colon + 1 + lead + 1}};
         // Without tags it is what every send gets: checked now (by
         // `check` too), not at each send.
         if (std::string why = value.find('{') == std::string::npos ? MailboxProblem(value) : "";
@@ -256,9 +266,28 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
         return Status::Error("template '" + name + "': unknown header '" + key + "'");
       }
     } else {
+      starts[part].push_back({part->size(), lineno, 1});
       *part += line + "\n";
     }
   }
+  // The mustache parser's "... at N" (N: an offset in the part) as the
+  // line and column in the file.
+  auto located = [&](const std::string* source, std::string message) {
+    size_t at = message.rfind(" at ");
+    if (at == std::string::npos ||
+        message.find_first_not_of("0123456789", at + 4) != message.npos ||
+        at + 4 == message.size() || !starts.count(source)) {
+      return message;
+    }
+    size_t offset = std::stoul(message.substr(at + 4));
+    const auto& lines = starts[source];
+    auto l = std::upper_bound(lines.begin(), lines.end(), offset,
+                              [](size_t o, const auto& x) { return o < std::get<0>(x); });
+    if (l == lines.begin()) return message;
+    --l;
+    return message.substr(0, at) + " at line " + std::to_string(std::get<1>(*l)) + ", column " +
+           std::to_string(std::get<2>(*l) + offset - std::get<0>(*l));
+  };
   if (subject.empty()) return Status::Error("template '" + name + "' has no subject");
   if (text_part.empty() && html_part.empty()) {
     return Status::Error("template '" + name + "' has neither a text nor an html part");
@@ -280,7 +309,7 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
     part->compiled = std::make_unique<mus::mustache>(part->text);
     if (!part->compiled->is_valid()) {
       return Status::Error("template '" + name + "' (" + label +
-                           "): " + part->compiled->error_message());
+                           "): " + located(source, part->compiled->error_message()));
     }
     if (slot != &t.html_) part->compiled->set_custom_escape([](const std::string& v) { return v; });
     t.names_->Scan(part->text);
