@@ -1385,21 +1385,13 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     return p != progress_.end() && p->second.recovered && !p->second.marked &&
            (!suspect || p->second.unanswered > 0) && Due(s, now, wall_now);
   };
-  bool suspect_round = false;
-  if (unmarked_recovered_ > 0) {
-    for (const SendRow& s : pending_) {
-      if (unmarked(s, true)) {
-        suspect_round = true;
-        break;
-      }
-    }
+  bool to_mark = false, suspect_round = false;  // one pass: a suspect is one to mark
+  for (size_t i = 0; unmarked_recovered_ > 0 && !suspect_round && i < pending_.size(); ++i) {
+    if (!unmarked(pending_[i], false)) continue;
+    to_mark = true;
+    suspect_round = unmarked(pending_[i], true);
   }
-  if (alone_waiting_ || suspect_round ||
-      (unmarked_recovered_ > 0 &&
-       std::any_of(pending_.begin(), pending_.end(),
-                   [&](const SendRow& s) { return unmarked(s, false); }))) {
-    if (!Settle().ok()) return;
-  }
+  if ((alone_waiting_ || to_mark) && !Settle().ok()) return;
   // The rounds take turns while suspects wait (HandAll).
   alone_waiting_ = suspect_round;
   // Transactional mail goes first when the throttle is the limit.
