@@ -219,6 +219,12 @@ Status Engine::Start() {
     for (auto r = results.rbegin(); r != results.rend() && r->result == "handed"; ++r) {
       ++p.unanswered;
     }
+    // Waiting for a retry (a backoff, a recipient's throttle, a
+    // retry-after) when the run before stopped: it still waits.
+    const json& last = results.back().detail;
+    if (auto at = last.find("retry_at"); at != last.end() && at->is_string()) {
+      if (auto t = ParseRfc3339(at->get_ref<const std::string&>()); t.ok()) p.retry_at = t.value();
+    }
     // An ambiguous send still pending goes back to the provider that may
     // have it, whatever that provider answered since (throttled,
     // retry_later): pinned by the latest ambiguous answer.
@@ -258,6 +264,8 @@ Status Engine::Start() {
   unmarked_recovered_ = pending_.size();
   for (const SendRow& s : pending_) {
     if (s.not_before > s.requested_at) Held(s.instance_id, s.not_before);
+    Micros retry_at = progress_[s.key].retry_at;
+    if (retry_at > 0 && !options_.event_clock) Held(s.instance_id, retry_at);
   }
   // The clock (the latest event's time) was at least when each pending
   // send was requested: with the event clock and no instance still
@@ -1342,6 +1350,11 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     }
     if (!r.provider_id.empty()) d["provider_id"] = r.provider_id;
     if (r.retry_after_ms) d["retry_after_ms"] = r.retry_after_ms;
+    // The backoff counts from the dispatch (the caller's time, which tests
+    // simulate); a provider's retry-after from its answer. Stored with the
+    // result when the send itself waits, so that a restart keeps the wait.
+    Micros until = std::max(wall_now + wait, answered + retry_after);
+    if (!final && until > answered) d["retry_at"] = FormatRfc3339(until);
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     ++p.recorded;
     EmitResult(s, p.recorded, result, final, r.detail, at,
@@ -1357,9 +1370,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
       return;
     }
     progress_[s.key] = p;
-    // The backoff counts from the dispatch (the caller's time, which tests
-    // simulate); a provider's retry-after from its answer.
-    hold(s, std::max(wall_now + wait, answered + retry_after));
+    hold(s, until);
   };
   // A command may have changed the suppression list: seen at this dispatch.
   if (!pending_.empty()) {

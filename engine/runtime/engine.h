@@ -416,6 +416,8 @@ class Engine {
     // clock), or 0 when not known: retries end once the provider's
     // idempotency window since then has passed.
     Micros pinned_at = 0;
+    // Stored with the answer that set it when the send waits for itself
+    // (a backoff, a retry-after): a restart keeps it.
     Micros retry_at = 0;
     // Pending when this engine started: a run before it may have handed it
     // to a provider and stopped before the answer was stored.

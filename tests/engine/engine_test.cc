@@ -2066,6 +2066,71 @@ TEST_F(EngineTest, ARetryAfterCountsFromTheAnswer) {
   EXPECT_GE(*engine_->NextRetry(), wall + 1'300'000);
 }
 
+// A transport that gives the answers it was made with, in turn, then
+// accepts; it counts the messages it was handed.
+class Answering : public Transport {
+ public:
+  explicit Answering(std::vector<TransportResult> answers) : answers_(std::move(answers)) {}
+  std::vector<TransportResult> SendBatch(const std::vector<OutMessage>& messages) override {
+    std::vector<TransportResult> out;
+    for (size_t i = 0; i < messages.size(); ++i, ++handed) {
+      out.push_back(next_ < answers_.size() ? answers_[next_++]
+                                            : TransportResult{"accepted", "id", "", 0, ""});
+    }
+    return out;
+  }
+  std::string Describe() const override { return "answering"; }
+  int handed = 0;
+
+ private:
+  std::vector<TransportResult> answers_;
+  size_t next_ = 0;
+};
+
+// A send waiting for a retry when the engine stops still waits after the
+// restart: the wait is stored with the answer (`retry_at`). Before, every
+// pending send was due at once after a restart: a deploy or a crash during
+// a provider's retry-after, or a backoff, sent it again at once.
+TEST_F(EngineTest, AWaitForARetryOutlastsARestart) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  exit on user.deleted
+  step s { send "a" to trigger.data.email intent transactional  wait 2h  end }
+})");
+  Answering a({{"retry_later", "", "busy", 60'000, ""},
+               {"throttled", "", "this mailbox is receiving too fast", 30'000, "recipient"}});
+  providers_ = {{.name = "a", .transport = &a}};
+  EngineOptions o = QuickRetries(5);  // a backoff of 1 ms: the retry-after decides
+  o.event_clock = false;
+  Start(o);
+  Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // retry_later, 60 s
+  ASSERT_EQ(a.handed, 1);
+  Start(o);
+  ASSERT_TRUE(engine_->NextRetry());
+  EXPECT_GE(*engine_->NextRetry(), wall + 60 * kMicrosPerSecond);
+  ASSERT_TRUE(engine_->Flush(wall + 59 * kMicrosPerSecond).ok());
+  EXPECT_EQ(a.handed, 1) << "sent again before the provider's retry-after, after a restart";
+  wall += 61 * kMicrosPerSecond;
+  ASSERT_TRUE(engine_->Flush(wall).ok());  // throttled (this recipient), 30 s
+  ASSERT_EQ(a.handed, 2);
+  auto results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 3u);  // retry_later, handed, throttled
+  EXPECT_EQ(results[2].result, "throttled");
+  // The wait is the engine's too: the instance's exit during it, after a
+  // restart, cancels the send, as it would have before the restart.
+  Start(o);
+  std::vector<RawInput> deleted = {
+      {"t:2", Ev("2", "user.deleted", "u", "2026-03-01T10:01:10Z"), {}, {}}};
+  ASSERT_TRUE(engine_->Ingest(deleted, wall + 10 * kMicrosPerSecond).ok());
+  ASSERT_TRUE(engine_->Commit(0).ok());
+  EXPECT_EQ(a.handed, 2);
+  results = store_->SendResults(1).value();
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_EQ(results[3].result, "cancelled");
+  EXPECT_TRUE(results[3].final);
+}
+
 // Across a restart the send stays pinned to the provider that may have it,
 // whatever that provider answered after its ambiguous answer: a provider
 // fault after the restart is retried there, never failed over.
@@ -2117,7 +2182,7 @@ TEST_F(EngineTest, AHandOverAfterARestartSpendsNoAttempt) {
   ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());
   for (int restart = 0; restart < 2; ++restart) {
     Start(slow);
-    wall += kMicrosPerSecond;
+    wall += 61 * kMicrosPerSecond;  // past the backoff, which the restart keeps
     ASSERT_TRUE(engine_->Flush(wall).ok());
   }
   EXPECT_EQ(a.attempts, (std::vector<uint32_t>{1, 2, 3}));
