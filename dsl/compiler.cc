@@ -152,6 +152,9 @@ class Compiler {
   std::map<std::string, Jump> jumps_;
   std::map<std::string, std::string> step_entry_;
   std::map<std::pair<std::string, std::string>, Loc> goto_edges_;
+  // From a state (or "" for the start): the steps its gotos pass through,
+  // so that a step is reached only through gotos that can run.
+  std::map<std::string, std::set<std::string>> passed_;
 };
 
 void Compiler::Collect(const Block& b) {
@@ -782,6 +785,7 @@ std::string Compiler::Resolve(const std::string& id, const std::string& from,
       break;
     }
     gotos.push_back(it->second.loc);
+    passed_[from].insert(it->second.target_step);
     target = entry->second;
   }
   if (!gotos.empty()) goto_edges_.emplace(std::make_pair(from, target), gotos.back());
@@ -847,6 +851,23 @@ void Compiler::CheckGraph(CompiledJourney& c) {
     }
   }
 
+  // The steps that gotos able to run pass through (from the start, or from
+  // a state reached), and those any goto names: a step named only by gotos
+  // that can never run is not reached.
+  std::set<std::string> passed = passed_[""], named;
+  for (size_t i = 0; i < c.states.size(); ++i) {
+    if (!reached[i]) continue;
+    if (auto p = passed_.find(c.states[i].id); p != passed_.end()) {
+      passed.insert(p->second.begin(), p->second.end());
+    }
+  }
+  for (const auto& [id, jump] : jumps_) named.insert(jump.target_step);
+  auto never = [&](const std::string& step) {
+    return "step '" + step + "' can never be reached: " +
+           (named.count(step) ? "the gotos that name it can never run" : "no 'goto' leads to it") +
+           " and the step before it never falls through";
+  };
+
   // Unreachable steps and statements. After a goto to an unknown step the
   // intended target is unclear: do not pile on.
   std::set<size_t> reported_steps;
@@ -857,30 +878,24 @@ void Compiler::CheckGraph(CompiledJourney& c) {
     reported_steps.insert(step);
     if (flagged_.count({s.loc.line, s.loc.col})) continue;
     if (s.id == j_.steps[step].name) {
-      Error(j_.steps[step].loc, "step '" + s.id +
-                                    "' can never be reached: no 'goto' leads to it "
-                                    "and the step before it never falls through");
+      Error(j_.steps[step].loc, never(s.id));
     } else {
       Error(s.loc, "this statement can never run: every path before it ends or jumps away");
     }
   }
   // A step that makes no state (empty, or a lone goto) is not in the graph
-  // above: it can never be reached when no goto names it and the step
-  // before it ends in `end` or `goto`. (A goto that names it, or a step
-  // before it that ends otherwise, is taken to reach it.)
-  std::set<std::string> targets;
-  for (const auto& [id, jump] : jumps_) targets.insert(jump.target_step);
+  // above: it can never be reached when no goto that can run passes
+  // through it and the step before it ends in `end` or `goto`. (A step
+  // before it that ends otherwise is taken to reach it.)
   std::set<size_t> with_states;
   for (const auto& [id, step] : state_step_) with_states.insert(step);
   for (size_t k = 1; k < j_.steps.size() && !unknown_goto_; ++k) {
     const Step& st = j_.steps[k];
     const Block& before = j_.steps[k - 1].body;
-    if (with_states.count(k) || targets.count(st.name) || before.empty()) continue;
+    if (with_states.count(k) || passed.count(st.name) || before.empty()) continue;
     const auto& last = before.back()->v;
     if (std::holds_alternative<EndStmt>(last) || std::holds_alternative<GotoStmt>(last)) {
-      Error(st.loc, "step '" + st.name +
-                        "' can never be reached: no 'goto' leads to it "
-                        "and the step before it never falls through");
+      Error(st.loc, never(st.name));
     }
   }
 
