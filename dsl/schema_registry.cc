@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 namespace waymark::dsl {
 
@@ -91,6 +92,25 @@ SchemaRegistry::Lookup SchemaRegistry::Field(const std::string& event_type,
     if (props != s->end() && props->is_object() && props->contains(f)) {
       s = &(*props)[f];
       continue;
+    }
+    // A name a pattern matches (unanchored, as JSON Schema's): the first
+    // such pattern's schema. One the regex library cannot read may match.
+    if (auto patterns = s->find("patternProperties");
+        patterns != s->end() && patterns->is_object()) {
+      const nlohmann::json* matched = nullptr;
+      for (const auto& [pattern, sub] : patterns->items()) {
+        try {
+          if (!std::regex_search(f, std::regex(pattern, std::regex::ECMAScript))) continue;
+        } catch (const std::regex_error&) {
+          return {true, Type::kAny};
+        }
+        matched = &sub;
+        break;
+      }
+      if (matched) {
+        s = matched;
+        continue;
+      }
     }
     auto extra = s->find("additionalProperties");
     bool closed = extra != s->end() && extra->is_boolean() && !extra->get<bool>();

@@ -394,6 +394,45 @@ TEST(Checker, PathsAreCheckedAgainstTheEventsTheyCanBe) {
       << e[0];
 }
 
+// A closed schema (`additionalProperties: false`) still allows the names
+// its `patternProperties` match, with the pattern's schema, as the
+// validation at run time does: `check` refused them, in conditions and in
+// emits, and the run accepted the same events.
+TEST(Checker, FieldsMatchingAPatternOfAClosedSchemaAreKnown) {
+  SchemaRegistry schemas;
+  schemas.Add("form.submitted", nlohmann::json::parse(R"({
+    "type": "object",
+    "properties": {"email": {"type": "string"}},
+    "patternProperties": {"^answer_[a-z0-9_]+$": {"type": "string"}, "^score_": {"type": "number"}},
+    "required": ["email"],
+    "additionalProperties": false})"));
+  auto errors = [&](const std::string& src) {
+    DiagnosticSink d;
+    CheckSource("t.journey", src, schemas, d);
+    std::vector<std::string> out;
+    for (const Diagnostic& x : d.all()) {
+      if (x.severity == Severity::kError) out.push_back(x.message);
+    }
+    return out;
+  };
+  EXPECT_EQ(errors(R"(journey j {
+  entry { on form.submitted when event.data.answer_plan == "pro" and event.data.score_nps > 8 }
+  step a {
+    emit form.submitted with { email: trigger.data.email, answer_size: "xl" }
+    end
+  }
+})"),
+            std::vector<std::string>{});
+  // Other names are still refused, and a pattern's type is checked.
+  std::vector<std::string> e = errors(R"(journey j {
+  entry { on form.submitted when event.data.other == "x" or event.data.answer_x > 3 }
+  step a { end }
+})");
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_NE(e[0].find("has no field 'data.other'"), std::string::npos) << e[0];
+  EXPECT_NE(e[1].find("string"), std::string::npos) << e[1];
+}
+
 // A variable's type does not depend on the order of the names: a set that
 // reads a variable whose name sorts later saw it untyped, so only one of
 // these two comparisons was refused. A field of a variable that holds a
