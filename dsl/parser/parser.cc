@@ -6,8 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "dsl/parser/grammar.h"
+#include "engine/base/subject.h"
 
 namespace waymark::dsl {
 namespace {
@@ -151,12 +153,23 @@ class Converter {
   }
 
   // Tokens and literals.
+  std::set<std::string> not_subjects_;  // event types warned of (once each)
   std::string Unquote(const std::string& quoted, Loc loc);
   std::string EventType(const raw::Token& t) {
     if (t.empty() || t.front() != '"') return t;
     std::string type = Unquote(t, LocOf(t));
     // No event has an empty type: CloudEvents requires one.
-    if (type.empty()) Error(LocOf(t), "an event type is empty");
+    if (type.empty()) {
+      Error(LocOf(t), "an event type is empty");
+    } else if (!SubjectFor(type, nullptr) && not_subjects_.insert(type).second) {
+      diags_.Warning(path_, LocOf(t),
+                     "event type '" + type.substr(0, 64) + (type.size() > 64 ? "…" : "") +
+                         "' cannot be a NATS subject (events.TYPE: no spaces, control "
+                         "characters, '*', '>' or empty parts; at most " +
+                         std::to_string(kMaxSubjectType) +
+                         " bytes): such events come from files and POST /events, never from "
+                         "the stream");
+    }
     return type;
   }
   // Seconds; -1 for a duration in error (reported here, and by nothing

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/json_text.h"
+#include "engine/base/subject.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
 #include "engine/source/jetstream.h"
@@ -22,22 +23,6 @@ struct PublishOptions {
   std::string config;
   bool json = false;
 };
-
-// The subject for an event type: events.<type>, where the type must make
-// valid subject tokens (no spaces, wildcards or empty tokens) and leave the
-// protocol line it goes in well inside nats-server's limit (4 KiB).
-constexpr size_t kMaxType = 256;
-bool SubjectFor(const std::string& type, std::string* subject) {
-  if (type.empty() || type.size() > kMaxType || type.front() == '.' || type.back() == '.' ||
-      type.find("..") != std::string::npos) {
-    return false;
-  }
-  for (unsigned char c : type) {
-    if (c <= ' ' || c == '*' || c == '>' || c == 0x7f) return false;
-  }
-  *subject = "events." + type;
-  return true;
-}
 
 // The stream's deduplication key for an event: its source's length, the
 // source and the id, so that no two (source, id) pairs share one ("a b" +
@@ -111,7 +96,7 @@ int Publish(const PublishOptions& o) {
     }
     if (!SubjectFor(type, &subject)) {
       refuse("type '" + type.substr(0, 64) + (type.size() > 64 ? "…" : "") +
-             "' cannot be a subject (at most " + std::to_string(kMaxType) +
+             "' cannot be a subject (at most " + std::to_string(kMaxSubjectType) +
              " bytes; no spaces, '*', '>' or empty parts)");
       continue;
     }
