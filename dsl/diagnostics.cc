@@ -78,7 +78,12 @@ std::string Render(const Diagnostic& d, std::string_view source) {
     std::string_view shown = text.substr(from, to - from);
     std::string lead = from > 0 ? "..." : "";
     out += "  " + lead;
-    out += shown;
+    // A control character (a stray CR, say) is shown as a space: written
+    // out, it would move the terminal's cursor and garble the line.
+    for (char c : shown) {
+      auto u = static_cast<unsigned char>(c);
+      out += (u < 0x20 && c != '\t') || u == 0x7F ? ' ' : c;
+    }
     if (to < text.size()) out += "...";
     out += "\n  " + std::string(lead.size(), ' ');
     // Keep tabs so the caret lines up under the same characters; a column

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <set>
@@ -42,11 +43,28 @@ bool Continues(char c) {
   return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
 }
 
+// The code point of the (valid) UTF-8 character at `it`, as U+XXXX: a
+// character that looks like a space, or like nothing, is named by it.
+std::string CodePoint(Iterator it, Iterator last) {
+  auto c = static_cast<unsigned char>(*it);
+  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+  uint32_t cp = more ? c & (0x3F >> more) : c;
+  for (int k = 1; k <= more && it + k != last; ++k) cp = cp << 6 | (it[k] & 0x3F);
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "U+%04X", unsigned(cp));
+  return buf;
+}
+
 // What stands at `it`, for "found ..." in messages: never part of a UTF-8
-// character (the text is valid UTF-8, and so must the message be).
+// character (the text is valid UTF-8, and so must the message be). A
+// character beyond ASCII is named by its code point too, and so is one
+// that ends a word without a space (a zero-width space looks like none).
 std::string FoundAt(Iterator it, Iterator last) {
   if (it == last) return "end of file";
   if (*it == '\n' || *it == '\r') return "end of line";
+  auto beyond_ascii = [&](Iterator at) {
+    return at != last && static_cast<unsigned char>(*at) >= 0x80;
+  };
   size_t n = 0;
   if (*it == '"') {
     n = 1;
@@ -58,11 +76,13 @@ std::string FoundAt(Iterator it, Iterator last) {
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   if (is_word(*it)) {
     while (it + n != last && is_word(it[n]) && n < 40) ++n;
-  } else {
-    n = 1;
-    while (it + n != last && Continues(it[n])) ++n;
+    std::string word = "'" + std::string(it, n) + "'";
+    return beyond_ascii(it + n) ? word + " followed by " + CodePoint(it + n, last) : word;
   }
-  return "'" + std::string(it, n) + "'";
+  n = 1;
+  while (it + n != last && Continues(it[n])) ++n;
+  std::string one = "'" + std::string(it, n) + "'";
+  return beyond_ascii(it) ? one + " (" + CodePoint(it, last) + ")" : one;
 }
 
 constexpr std::string_view kTopLevel[] = {"step",        "entry", "exit",     "goal",
@@ -89,8 +109,9 @@ bool OnlyTrailing(Iterator p, Iterator last) {
 // a journey written without indentation a step's `}` ended the recovery,
 // and the next step was reported as text after the journey.) A keyword
 // counts where the item's braces are closed (a send's `priority` line
-// inside a step is no journey setting); `step` counts anywhere, so a step
-// left open by the error does not hide the next one.
+// inside a step is no journey setting); `step NAME {` counts anywhere, so
+// a step left open by the error does not hide the next one (`step` alone
+// there may be an emitted field, `step: "profile"`).
 Iterator Resync(Iterator item, Iterator from, Iterator last) {
   int depth = 0;  // braces open since `item`, outside strings and comments
   auto scan = [&](Iterator a, Iterator b) {
@@ -115,10 +136,25 @@ Iterator Resync(Iterator item, Iterator from, Iterator last) {
     Iterator q = p;
     while (q != last && (*q == ' ' || *q == '\t')) ++q;
     if (q != last && *q == '}' && OnlyTrailing(q + 1, last)) return q;
+    // `step NAME {` at `q`.
+    auto step_header = [&] {
+      Iterator r = q + 4;
+      auto blanks = [&] {
+        Iterator from = r;
+        while (r != last && (*r == ' ' || *r == '\t')) ++r;
+        return r != from;
+      };
+      if (!blanks() || r == last || !(std::isalpha(static_cast<unsigned char>(*r)) || *r == '_')) {
+        return false;
+      }
+      while (r != last && (std::isalnum(static_cast<unsigned char>(*r)) || *r == '_')) ++r;
+      blanks();
+      return r != last && *r == '{';
+    };
     for (std::string_view kw : kTopLevel) {
-      if ((depth <= 0 || kw == "step") && size_t(last - q) > kw.size() &&
-          std::string_view(q, kw.size()) == kw &&
-          !(std::isalnum(static_cast<unsigned char>(q[kw.size()])) || q[kw.size()] == '_')) {
+      if (size_t(last - q) > kw.size() && std::string_view(q, kw.size()) == kw &&
+          !(std::isalnum(static_cast<unsigned char>(q[kw.size()])) || q[kw.size()] == '_') &&
+          (depth <= 0 || (kw == "step" && step_header()))) {
         return q;
       }
     }
@@ -954,6 +990,17 @@ std::optional<Journey> Parse(std::string_view text, const std::string& path,
     LineIndex lines(text);
     diags.Error(path, lines.At(text.data() + bad),
                 text[bad] == 0 ? "NUL byte in the source" : "the source is not valid UTF-8 here");
+    return std::nullopt;
+  }
+  // Lines end with LF or CRLF. A CR alone would be taken for a space: every
+  // line after it numbered as the one before, a comment running on to the
+  // end of the file.
+  for (size_t cr = text.find('\r'); cr != std::string_view::npos; cr = text.find('\r', cr + 1)) {
+    if (cr + 1 < text.size() && text[cr + 1] == '\n') continue;
+    LineIndex lines(text);
+    diags.Error(path, lines.At(text.data() + cr),
+                "a carriage return (CR) without a line feed after it: end lines with LF or "
+                "CRLF (this file has old Mac line endings, or a stray CR)");
     return std::nullopt;
   }
   if (auto [deep, what] = TooDeep(text); deep != std::string_view::npos) {
