@@ -126,7 +126,11 @@ void PrintReport(const AuditReport& r, const ReplayOptions& o) {
             << (o.until.empty() && r.events == 0 ? " on, with no event recorded"
                                                  : " to " + FormatRfc3339(r.until))
             << (o.person.empty() ? "" : ", of " + o.person) << "\n";
-  if (r.since > r.until) std::cout << "the window is empty: --since is after its end\n";
+  if (r.since > r.until) {
+    std::cout << "the window is empty: "
+              << (o.since.empty() ? "--until is before 1970-01-01, where it begins\n"
+                                  : "--since is after its end\n");
+  }
   std::cout << "sends in the window: " << r.recorded << " recorded, " << r.replayed
             << " replayed\ndecisions: " << r.same << " the same, " << r.changed << " changed, "
             << r.only_recorded << " only recorded, " << r.only_replayed << " only replayed; "

@@ -1190,7 +1190,8 @@ int Run(const RunOptions& o) {
       return 3;
     }
   } else if (event_clock && o.until_idle && !g_stop) {
-    if (Status s = e.Advance(last_event + advance * kMicrosPerSecond, WallNow()); !s.ok()) {
+    if (Status s = e.Advance(last_event + advance * kMicrosPerSecond, WallNow(), &g_stop);
+        !s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;
     }
@@ -1213,7 +1214,7 @@ int Run(const RunOptions& o) {
     // Serve: fire timers and release held sends at wall-clock time.
     while (!g_stop) {
       Micros now = WallNow();
-      if (Status s = e.Advance(now); !s.ok()) {
+      if (Status s = e.Advance(now, std::nullopt, &g_stop); !s.ok()) {
         std::cerr << "waymark run: " << s.message() << "\n";
         return 3;
       }

@@ -118,20 +118,25 @@ Result<AuditReport> Auditor::Run() {
   };
   Status scan = recorded.ReadRecord(read_sends, [&](Event ev) -> Status {
     if (o.stop && o.stop->load()) return Status::Error("stopped");
-    if (o.until && ev.time > *o.until) {
-      ++r.after_until;
-      return Status();
-    }
     if (ev.source.rfind("waymark/", 0) == 0) {  // a journey's emit: the replay makes its own
       ++r.emitted_skipped;
+      return Status();
+    }
+    if (o.until && ev.time > *o.until) {
+      ++r.after_until;
       return Status();
     }
     ++r.events;
     last = std::max(last, ev.time);
     RawInput in{"recorded " + ev.source + " " + ev.id, ev.Text(), {}, {}};
     if (ev.source == "waymark" && ev.type == kSendResultEvent) {
-      const auto& key = (*ev.Doc())["data"]["send_key"];
-      auto m = key.is_string() ? match_of.find(key.get<std::string>()) : match_of.end();
+      // Read without operator[]: on a const object a missing name is
+      // undefined behaviour, and an outside producer may send this type.
+      const nlohmann::json* key = nullptr;
+      if (auto data = ev.Doc()->find("data"); data != ev.Doc()->end() && data->is_object()) {
+        if (auto k = data->find("send_key"); k != data->end()) key = &*k;
+      }
+      auto m = key && key->is_string() ? match_of.find(key->get<std::string>()) : match_of.end();
       if (m != match_of.end()) in.after_send = *m->second;
     }
     batch.push_back(std::move(in));
@@ -141,7 +146,10 @@ Result<AuditReport> Auditor::Run() {
   if (Status s = submit(); !s.ok()) return s;
   r.since = o.since.value_or(0);
   r.until = o.until.value_or(last);
-  if (Status s = e.Advance(r.until); !s.ok()) return s;
+  // Timers a batch at a time (a far --until with looping timers is work
+  // without end): a signal stops it there.
+  if (Status s = e.Advance(r.until, std::nullopt, o.stop); !s.ok()) return s;
+  if (o.stop && o.stop->load()) return Status::Error("stopped");
   r.results_without_send = int64_t(e.held_inputs());
 
   auto now = scratch_->AllSends();

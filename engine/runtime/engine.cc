@@ -456,14 +456,19 @@ Status Engine::HandAll(Micros now, Micros wall_now) {
   return Status();
 }
 
-Status Engine::Advance(Micros until, std::optional<Micros> wall_now) {
+Status Engine::Advance(Micros until, std::optional<Micros> wall_now,
+                       const std::atomic<bool>* stop) {
   if (!failed_.ok()) return failed_;
   // Past the year 9999 no time can be written (a Date header, an emitted
   // event's time): the clock stops at its end.
   until = std::min(until, kLastMicros);
-  FireTimers(until);
-  clock_ = std::max(clock_, until);
-  return Flush(wall_now.value_or(until));
+  while (true) {
+    bool more = FireTimers(until, kTimersPerBatch) == kTimersPerBatch && !timers_.empty() &&
+                timers_.begin()->first <= until;
+    if (!more) clock_ = std::max(clock_, until);
+    if (Status s = Flush(wall_now.value_or(until)); !s.ok()) return s;
+    if (!more || (stop && stop->load())) return Status();
+  }
 }
 
 Status Engine::Flush(Micros wall_now) {
@@ -549,8 +554,9 @@ std::optional<Micros> Engine::NextRetry() const {
   return next;
 }
 
-void Engine::FireTimers(Micros until) {
-  while (!timers_.empty() && timers_.begin()->first <= until) {
+size_t Engine::FireTimers(Micros until, size_t limit) {
+  size_t taken = 0;
+  for (; taken < limit && !timers_.empty() && timers_.begin()->first <= until; ++taken) {
     auto [due, id] = *timers_.begin();
     timers_.erase(timers_.begin());
     auto it = active_.find(id);
@@ -563,6 +569,7 @@ void Engine::FireTimers(Micros until) {
     Apply(*j, Step(*j, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
     RouteEmitted();
   }
+  return taken;
 }
 
 // Events the journeys emit go through the same path as inputs, at once and

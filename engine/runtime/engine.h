@@ -3,6 +3,7 @@
 // the resulting sends. One thread drives it. See docs/engine.md.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -204,8 +205,15 @@ class Engine {
   // Fires every timer due at or before `until`, then Flush(wall_now): the
   // journeys' clock moves to `until`, while delivery (throttles, retries,
   // holds) keeps the wall clock. `wall_now` defaults to `until`, as on the
-  // wall clock (and in a replay, whose time is the recorded one).
-  Status Advance(Micros until, std::optional<Micros> wall_now = std::nullopt);
+  // wall clock (and in a replay, whose time is the recorded one). The
+  // timers fire kTimersPerBatch at a time, each batch committed (Flush)
+  // before the next: looping timers up to a far `until` are work without
+  // end, not one batch that grows until memory runs out. Once `stop` is
+  // set, it returns after the batch in hand, ok, with the clock where
+  // that batch left it.
+  static constexpr size_t kTimersPerBatch = 1000;
+  Status Advance(Micros until, std::optional<Micros> wall_now = std::nullopt,
+                 const std::atomic<bool>* stop = nullptr);
 
   // A stream source's position, committed with the batch being built (the
   // next Submit's, or Flush's).
@@ -275,7 +283,9 @@ class Engine {
   void Watch(Instance i);
   void Unwatch(const std::string& id);
   void CloseGoalWindows();
-  void FireTimers(Micros until);
+  // Fires the timers due at or before `until`, in due order, at most
+  // `limit` of them (stale entries included); returns how many it took.
+  size_t FireTimers(Micros until, size_t limit = SIZE_MAX);
   // Decides the sends one input produced, highest priority first:
   // frequency cap (skip or defer), recipient check, then the outbox.
   void DecideSends();

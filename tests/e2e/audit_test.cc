@@ -5,12 +5,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -238,6 +240,29 @@ TEST_F(AuditTest, AFrequencyCapFromTheConfigRefusesOrDefersSends) {
 
 // Journeys that do not check are rejected input (exit 1, as for run); bad
 // flags are usage errors (exit 2).
+// An audit to a far --until: the bundled weekly digest loops, so its
+// timers fire without end. They fire a batch at a time, and SIGTERM stops
+// the audit between two (exit 3, the scratch store removed). They were one
+// batch that grew until memory ran out, deaf to signals, and a killed
+// audit left its scratch store behind.
+TEST_F(AuditTest, AFarUntilIsStoppedBySigtermAndLeavesNoScratchStore) {
+  fs::path scratch = dir_ / "scratch";
+  fs::create_directories(scratch);
+  pid_t pid = waymark::testing_util::Spawn(
+      {bin_, "replay", "--mode", "audit", "--store", "sqlite:" + (dir_ / "w.db").string(),
+       "--journeys", root_ + "/journeys", "--schemas", root_ + "/schemas", "--until",
+       "9999-12-31T23:59:59Z", "--temp-dir", scratch.string()},
+      (dir_ / "err").string());
+  waymark::testing_util::KillOnExit guard(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  int status = waymark::testing_util::TerminateWithin(pid, 20);
+  pid = 0;
+  ASSERT_NE(status, -1) << "still running 20 s after SIGTERM";
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 3) << ReadFile(dir_ / "err");
+  EXPECT_TRUE(fs::is_empty(scratch)) << "the scratch store was left behind";
+}
+
 TEST_F(AuditTest, JourneysThatDoNotCompileAreExit1AndBadFlagsExit2) {
   fs::create_directories(dir_ / "bad");
   std::ofstream(dir_ / "bad" / "broken.journey") << "journey broken {\n";
