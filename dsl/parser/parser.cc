@@ -10,6 +10,7 @@
 #include <set>
 
 #include "dsl/parser/grammar.h"
+#include "engine/base/json_text.h"
 #include "engine/base/subject.h"
 
 namespace waymark::dsl {
@@ -909,28 +910,6 @@ const char* IntentName(Intent i) {
 
 namespace {
 
-// Offset of the first byte that is not part of valid UTF-8 (or is NUL), or
-// npos. Journeys are UTF-8 text; the compiled form is JSON, which must be.
-size_t InvalidUtf8(std::string_view t) {
-  size_t i = 0;
-  while (i < t.size()) {
-    unsigned char c = static_cast<unsigned char>(t[i]);
-    if (c == 0) return i;
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > t.size()) return i;
-    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; k < n; ++k) {
-      unsigned char cc = static_cast<unsigned char>(t[i + k]);
-      if ((cc >> 6) != 0x2) return i;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    bool overlong = (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += n;
-  }
-  return std::string_view::npos;
-}
-
 // The first place nested too deep, and what is, or npos. Brackets ({, (
 // and [) and runs of `not` nest (kMaxNesting), and so does each `and` or
 // `or` of a chain (kMaxChain, within the brackets open there): the parser,
@@ -986,7 +965,7 @@ std::pair<size_t, std::string> TooDeep(std::string_view t) {
 
 std::optional<Journey> Parse(std::string_view text, const std::string& path,
                              DiagnosticSink& diags) {
-  if (size_t bad = InvalidUtf8(text); bad != std::string_view::npos) {
+  if (size_t bad = FirstNonText(text); bad != std::string_view::npos) {
     LineIndex lines(text);
     diags.Error(path, lines.At(text.data() + bad),
                 text[bad] == 0 ? "NUL byte in the source" : "the source is not valid UTF-8 here");

@@ -141,6 +141,16 @@ std::string StorableText(std::string_view s) {
   return out;
 }
 
+size_t FirstNonText(std::string_view s) {
+  const char* end = s.data() + s.size();
+  for (const char* p = s.data(); p < end;) {
+    size_t n = *p == '\0' ? 0 : static_cast<unsigned char>(*p) < 0x80 ? 1 : Utf8SequenceAt(p, end);
+    if (n == 0) return size_t(p - s.data());
+    p += n;
+  }
+  return std::string_view::npos;
+}
+
 bool HasControlCharacter(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (ControlAt(s, i) >= 0) return true;

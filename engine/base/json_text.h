@@ -26,6 +26,11 @@ void AppendJsonString(std::string& out, std::string_view s);
 // answer, a dead letter's input and reason, a suppression's reason.
 std::string StorableText(std::string_view s);
 
+// Where `s` stops being StorableText's kind of text: the offset of its
+// first NUL or of the first byte that begins no well-formed UTF-8
+// sequence, or npos when there is none.
+size_t FirstNonText(std::string_view s);
+
 // Whether `s` (UTF-8) holds a control character, U+0000-U+001F or
 // U+007F-U+009F: CloudEvents string attributes exclude them, and keys and
 // ids made of them would break stores and headers downstream.

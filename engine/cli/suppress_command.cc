@@ -1,6 +1,7 @@
 // waymark suppress add|remove|list|import: the suppression list in the
 // store (docs/operations.md, "Suppression"). A running engine sees a change
 // at its next dispatch.
+#include <cstdio>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -24,16 +25,56 @@ struct SuppressOptions {
   bool json = false;
 };
 
-// A lowercased address or domain, or why it is neither.
+// The code point of a character in `s` that shows as nothing or as a
+// space (no-break and zero-width spaces, joiners, direction marks, the
+// soft hyphen, a byte order mark), or 0.
+uint32_t InvisibleIn(std::string_view s) {
+  for (size_t i = 0; i + 1 < s.size(); ++i) {
+    auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    if (b(0) == 0xC2 && (b(1) == 0xA0 || b(1) == 0xAD)) return b(1);
+    if (i + 2 >= s.size()) continue;
+    uint32_t cp = (b(0) & 0x0Fu) << 12 | (b(1) & 0x3Fu) << 6 | (b(2) & 0x3Fu);
+    if ((b(0) == 0xE2 && b(1) == 0x80 &&
+         ((b(2) >= 0x8B && b(2) <= 0x8F) || (b(2) >= 0xA8 && b(2) <= 0xAF))) ||
+        (b(0) == 0xE2 && b(1) == 0x81 && b(2) >= 0xA0 && b(2) <= 0xA4) ||
+        (b(0) == 0xEF && b(1) == 0xBB && b(2) == 0xBF)) {
+      return cp;
+    }
+  }
+  return 0;
+}
+
+// A lowercased address or domain, or why it is neither. An entry must be
+// UTF-8 text with nothing invisible in it: a byte order mark (a file saved
+// as "UTF-8 with BOM") or a zero-width space pasted with an address made
+// an entry that looked right and matched no recipient.
 Result<std::string> Entry(const std::string& given) {
   std::string e = SuppressionEntry(given);
+  if (size_t bad = FirstNonText(e); bad != std::string::npos) {
+    return Status::Error("'" + Printable(StorableText(e)) + "' is not UTF-8 text (byte " +
+                         std::to_string(bad + 1) + ")");
+  }
+  if (HasControlCharacter(e)) {
+    return Status::Error("'" + Printable(e) + "' holds a control character");
+  }
+  if (uint32_t cp = InvisibleIn(e)) {
+    char name[16];
+    std::snprintf(name, sizeof name, "U+%04X", unsigned(cp));
+    return Status::Error("'" + e + "' holds an invisible character (" + name +
+                         "): remove it, or the entry matches no recipient");
+  }
   if (e.find('@') != std::string::npos) {
     if (!ValidAddress(e)) return Status::Error("'" + e + "' is not a valid address");
     return e;
   }
+  // A domain: letters, digits, '-' and '.', and characters beyond ASCII
+  // (an internationalized domain as recipients write it, münchen.de).
   bool ok = !e.empty() && e.find('.') != std::string::npos && e.front() != '.' && e.back() != '.' &&
-            e.find("..") == std::string::npos;
-  for (char c : e) ok &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+            e.find("..") == std::string::npos && e.front() != '-' && e.back() != '-';
+  for (char c : e) {
+    ok &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+          static_cast<unsigned char>(c) >= 0x80;
+  }
   if (!ok) return Status::Error("'" + e + "' is neither an address nor a domain");
   return e;
 }
@@ -63,15 +104,20 @@ int Add(const SuppressOptions& o) {
   return kExitOk;
 }
 
+// An entry that is no longer taken (one stored before the checks above:
+// with a byte order mark, say) can still be removed by its stored text.
 int Remove(const SuppressOptions& o) {
   auto entry = Entry(o.entry);
-  if (!entry.ok()) return Fail("remove", entry.error(), kExitUsage);
   auto store = Open(o, StoreAccess::kExisting);
   if (!store.ok()) return Fail("remove", store.error(), kExitUsage);
-  auto removed = store.value()->Unsuppress(entry.value());
+  std::string text = entry.ok() ? entry.value() : SuppressionEntry(o.entry);
+  auto removed = store.value()->Unsuppress(text);
   if (!removed.ok()) return Fail("remove", removed.error(), 3);
-  if (!removed.value()) return Fail("remove", entry.value() + " is not suppressed", kExitRejected);
-  std::cout << "removed " << entry.value() << "\n";
+  if (!removed.value()) {
+    if (!entry.ok()) return Fail("remove", entry.error(), kExitUsage);
+    return Fail("remove", text + " is not suppressed", kExitRejected);
+  }
+  std::cout << "removed " << Printable(StorableText(text)) << "\n";
   return kExitOk;
 }
 
@@ -116,6 +162,7 @@ int Import(const SuppressOptions& o) {
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (n == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // a byte order mark
     size_t first = line.find_first_not_of(" \t");
     if (first == std::string::npos || line[first] == '#') continue;
     std::string fields[3] = {line, "all", "imported from " + o.file};

@@ -195,6 +195,50 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   fs::remove_all(dir);
 }
 
+// An entry is UTF-8 text with nothing invisible in it. A file saved as
+// "UTF-8 with BOM" put the mark into its first entry, and a zero-width
+// space pasted with an address went in too: each looked right in `list`
+// and matched no recipient (the person kept getting mail). The mark at the
+// start of a file is skipped; the rest are refused, naming the character.
+// A domain may be internationalized, as addresses may.
+TEST(Suppress, AnEntryIsUtf8TextWithNothingInvisible) {
+  fs::path dir = fs::temp_directory_path() / ("wm_suppress_text_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string store = " --store sqlite:" + (dir / "w.db").string();
+  int status = -1;
+  auto run = [&](const std::string& args, int* code) {
+    return Waymark(args + store + " 2>&1", code);
+  };
+  std::ofstream(dir / "bom.csv") << "\xEF\xBB\xBFuser-1@example.com,all,asked to stop\n";
+  EXPECT_EQ(run("suppress import " + (dir / "bom.csv").string(), &status),
+            "imported 1 entries from " + (dir / "bom.csv").string() + "\n");
+  EXPECT_EQ(run("suppress add \"$(printf 'user-2\\342\\200\\213@example.com')\"", &status),
+            "waymark suppress add: 'user-2\xE2\x80\x8B@example.com' holds an invisible character "
+            "(U+200B): remove it, or the entry matches no recipient\n");
+  EXPECT_EQ(status, 2);
+  EXPECT_EQ(run("suppress add \"$(printf 'ana\\377@example.com')\"", &status),
+            "waymark suppress add: 'ana\xEF\xBF\xBD@example.com' is not UTF-8 text (byte 4)\n");
+  EXPECT_EQ(status, 2);
+  std::ofstream(dir / "nbsp.csv") << "user-3@example.com\nuser-4@example.com\xC2\xA0\n";
+  EXPECT_EQ(run("suppress import " + (dir / "nbsp.csv").string(), &status),
+            "waymark suppress import: " + (dir / "nbsp.csv").string() +
+                ":2: 'user-4@example.com\xC2\xA0' holds an invisible character (U+00A0): remove "
+                "it, or the entry matches no recipient\n");
+  EXPECT_EQ(status, 1);
+  EXPECT_EQ(run("suppress add münchen.de", &status), "suppressed münchen.de (all)\n");
+  json list = json::parse(run("suppress list --json", &status));
+  ASSERT_EQ(list.size(), 2u) << list;
+  EXPECT_EQ(list[0]["entry"], "münchen.de");
+  EXPECT_EQ(list[1]["entry"], "user-1@example.com");
+  // user-1 gets nothing: the entry matches.
+  WriteEvents(dir, 2);
+  json summary = json::parse(
+      RunBench(dir, "--clock event" + store + " --transport null: --json 2>/dev/null", &status));
+  EXPECT_EQ(summary["sends"]["welcome"]["suppressed"], 1) << summary["sends"].dump();
+  fs::remove_all(dir);
+}
+
 // The file transport under the usual limit of open files: a batch held a
 // descriptor per message until its syncfs(), so a backlog of 1,500 sends
 // ran out of them and 1,258 went "retry_later" (spending attempts). It
