@@ -94,7 +94,7 @@ int Fail(const std::string& what, const std::string& why, int code) {
 int Add(const SuppressOptions& o) {
   auto entry = Entry(o.entry);
   if (!entry.ok()) return Fail("add", entry.error(), kExitUsage);
-  auto store = Open(o, StoreAccess::kCreate);
+  auto store = Open(o, StoreAccess::kCreateNew);
   if (!store.ok()) return Fail("add", store.error(), kExitUsage);
   Status s = store.value()->Suppress(
       {{entry.value(), o.scope, o.reason.empty() ? "added by hand" : StorableText(o.reason), "cli",
@@ -185,7 +185,7 @@ int Import(const SuppressOptions& o) {
     rows.push_back({entry.value(), fields[1], StorableText(fields[2]), "import", now});
   }
   if (in.bad()) return Fail("import", "cannot read " + o.file + " to its end", kExitUsage);
-  auto store = Open(o, StoreAccess::kCreate);
+  auto store = Open(o, StoreAccess::kCreateNew);
   if (!store.ok()) return Fail("import", store.error(), kExitUsage);
   if (Status s = store.value()->Suppress(rows); !s.ok()) return Fail("import", s.message(), 3);
   std::cout << "imported " << rows.size() << " entries from " << o.file << "\n";

@@ -249,6 +249,20 @@ class SqliteStore : public Store {
       if (db == &db_ && access == StoreAccess::kExisting) {
         if (auto v = StoredVersion(path); !v.ok()) return v.status();
       }
+      // One that may make a store leaves another program's database as it
+      // is (no meta table, and tables of its own): it added waymark's.
+      if (db == &db_ && !read_only) {
+        Stmt tables(db_,
+                    "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = "
+                    "'meta'), (SELECT count(*) FROM sqlite_master WHERE type = 'table')");
+        Status st;
+        if (!tables.Next(st)) return st.ok() ? Status::Error("sqlite: no answer") : st;
+        if (tables.Int(0) == 0 && tables.Int(1) > 0) {
+          return Status::Error("'" + path +
+                               "' is not a waymark store: it holds another program's tables "
+                               "(give waymark a file of its own)");
+        }
+      }
       // journal_mode is the file's (set when it was made): a reader leaves it.
       for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
                                  "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
@@ -260,8 +274,9 @@ class SqliteStore : public Store {
       // transaction, so two processes opening a new store do not both
       // create it.
       if (db == &db_) {
-        Status s = read_only ? CheckSchema(path)
-                             : InTransaction([&] { return CheckOrCreateSchema(path); });
+        Status s = read_only ? CheckSchema(path) : InTransaction([&] {
+          return CheckOrCreateSchema(path, access == StoreAccess::kCreate);
+        });
         if (!s.ok()) return s;
       }
     }
@@ -300,9 +315,9 @@ class SqliteStore : public Store {
     if (v < kSqliteSchemaVersion && upgradable) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
                            ", older than this waymark's (" + std::to_string(kSqliteSchemaVersion) +
-                           "), and a command that only reads does not upgrade it (an older "
-                           "engine may still run on it): `waymark run` with this waymark "
-                           "upgrades it");
+                           "): only `waymark run` with this waymark upgrades it (an older "
+                           "engine may still run on it, and would refuse it then: stop the "
+                           "older engines first)");
     }
     if (v < kSqliteSchemaVersion) {
       return Status::Error("store '" + path + "' has schema version " + std::to_string(v) +
@@ -313,7 +328,9 @@ class SqliteStore : public Store {
     return Status();
   }
 
-  Status CheckOrCreateSchema(const std::string& path) {
+  // A new store in a file with no table; an older one upgraded when
+  // `upgrade` (a run), else refused.
+  Status CheckOrCreateSchema(const std::string& path, bool upgrade) {
     if (Status s =
             ExecSql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
         !s.ok()) {
@@ -332,6 +349,7 @@ class SqliteStore : public Store {
     sqlite3_reset(get.get());
     if (!version.ok()) return version.status();
     int v = version.value();
+    if (!upgrade) return VersionIsThis(path, v, /*upgradable=*/v >= 3);
     // What each version from 3 on lacks, applied in turn.
     static const char* const kUpgrades[] = {kSourcePositions, kSuppressions, kPruning,
                                             kDeadLetterDigest, kSuppressionStamps};

@@ -54,7 +54,8 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& url, Reconnect recon
                                          StoreAccess access) {
   if (StartsWith(url, "sqlite:")) {
     std::string path = url.substr(7);
-    if (std::error_code ec; access != StoreAccess::kCreate && !std::filesystem::exists(path, ec)) {
+    if (std::error_code ec; (access == StoreAccess::kExisting || access == StoreAccess::kRead) &&
+                            !std::filesystem::exists(path, ec)) {
       return Status::Error("no store at " + path + " (is --store, or [store] url, the run's?)");
     }
     return OpenSqliteStore(path, access);

@@ -349,12 +349,16 @@ struct Reconnect {
 };
 
 // How a command opens its store.
+// An SQLite store is created in a file that does not exist or is empty,
+// never in another program's database; only a run upgrades an older one
+// (an older engine may still be running on it, and would refuse it then).
 enum class StoreAccess {
-  kCreate,    // run: an SQLite store that does not exist is created, an older one upgraded
-  kExisting,  // prune, suppress remove: a waymark store must be there (an empty one
-              // would answer wrongly; another file is left alone)
-  kRead,      // inspect, replay: must exist, and is not upgraded (an older engine may
-              // still be running on it)
+  kCreate,     // run: a store that is not there is created, an older one upgraded
+  kCreateNew,  // suppress add, import: one that is not there is created (a list set up
+               // before the first run); an older one is refused
+  kExisting,   // prune, suppress remove: a waymark store must be there (an empty one
+               // would answer wrongly; another file is left alone), at this version
+  kRead,       // inspect, replay: must exist, at this version; opened to read
 };
 
 // Opens a store from a URL: "sqlite:PATH" or "postgresql://USER@HOST:PORT/DB"

@@ -1369,6 +1369,16 @@ TEST(SqliteStore, AReadOnlyOpenNeverUpgrades) {
   ASSERT_FALSE(old.ok());
   EXPECT_NE(old.error().find("older than this waymark's"), std::string::npos) << old.error();
   EXPECT_EQ(version(), "5");
+  // Nor do prune (its dry run too) and suppress: only a run upgrades (they
+  // did, and stranded the older engine).
+  for (StoreAccess access : {StoreAccess::kExisting, StoreAccess::kCreateNew}) {
+    auto other = OpenSqliteStore(p.string(), access);
+    ASSERT_FALSE(other.ok());
+    EXPECT_NE(other.error().find("only `waymark run` with this waymark upgrades it"),
+              std::string::npos)
+        << other.error();
+    EXPECT_EQ(version(), "5");
+  }
   // A writer upgrades it; then it reads, and refuses writes.
   { ASSERT_TRUE(OpenSqliteStore(p.string()).ok()); }
   EXPECT_EQ(version(), "8");
@@ -1411,8 +1421,16 @@ TEST(SqliteStore, ACommandThatNeedsAStoreLeavesAnotherFileAlone) {
       EXPECT_EQ(s.error().rfind("'" + p.string() + "' is not a waymark store", 0), 0u) << s.error();
     }
   }
+  // Nor do run and suppress add make a store in another program's
+  // database: they added waymark's tables to it.
+  for (StoreAccess access : {StoreAccess::kCreate, StoreAccess::kCreateNew}) {
+    auto s = OpenStore("sqlite:" + other.string(), {}, access);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().rfind("'" + other.string() + "' is not a waymark store", 0), 0u)
+        << s.error();
+  }
   EXPECT_EQ(fs::file_size(empty), 0u);
-  EXPECT_EQ(bytes(other), other_before);
+  EXPECT_TRUE(bytes(other) == other_before) << "another program's database was changed";
   EXPECT_FALSE(fs::exists(other.string() + "-wal"));
   // A run makes a store of an empty file.
   EXPECT_TRUE(OpenStore("sqlite:" + empty.string()).ok());
