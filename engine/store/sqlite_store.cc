@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -236,11 +238,25 @@ class SqliteStore : public Store {
     // A reader still opens the file read-write (not created): a read-only
     // connection to a WAL store creates its -wal and -shm files and cannot
     // remove them, and they stayed, owned by whoever ran `inspect`.
+    // A reader that may not write the file or its directory (a read-only
+    // backup, another user's stopped store) opens it read-only: with its
+    // -wal there, through it; without one (stopped cleanly, nothing
+    // beyond the file), as immutable, making no -shm. The read-write open
+    // failed: "attempt to write a readonly database".
     path_ = path;
-    const int mode = read_only ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int mode = read_only ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    std::string name = path;
+    if (read_only && !Writable(path)) {
+      mode = SQLITE_OPEN_READONLY;
+      std::error_code ec;
+      if (!std::filesystem::exists(path + "-wal", ec)) {
+        mode |= SQLITE_OPEN_URI;
+        name = "file:" + UriPath(path) + "?immutable=1";
+      }
+    }
     for (sqlite3** db : {&db_, &rdb_}) {
       // NOMUTEX: each connection is used by one thread at a time (store.h).
-      if (sqlite3_open_v2(path.c_str(), db, mode | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      if (sqlite3_open_v2(name.c_str(), db, mode | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
         return Status::Error("cannot open SQLite store '" + path + "': " + sqlite3_errmsg(*db));
       }
       sqlite3_busy_timeout(*db, 10000);
@@ -281,6 +297,28 @@ class SqliteStore : public Store {
       }
     }
     return Status();
+  }
+
+  // Whether this process may write the file and make files beside it.
+  static bool Writable(const std::string& path) {
+    std::filesystem::path dir = std::filesystem::path(path).parent_path();
+    return ::access(path.c_str(), W_OK) == 0 &&
+           ::access(dir.empty() ? "." : dir.c_str(), W_OK) == 0;
+  }
+  // `path` as a file: URI's path: the characters a URI gives a meaning
+  // percent-encoded.
+  static std::string UriPath(const std::string& path) {
+    std::string out;
+    for (unsigned char c : path) {
+      if (c == '%' || c == '?' || c == '#' || c <= ' ' || c >= 0x7F) {
+        char buf[4];
+        std::snprintf(buf, sizeof buf, "%%%02X", c);
+        out += buf;
+      } else {
+        out += char(c);
+      }
+    }
+    return out;
   }
 
   // A reader's check (nothing created or upgraded): this binary's schema

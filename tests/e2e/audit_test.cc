@@ -2,6 +2,7 @@
 // the bundled journeys over the bundled sample events, then audited with
 // the same journeys (nothing differs) and with edited copies, whose
 // differences are counted independently from the store's own tables.
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -261,6 +262,37 @@ TEST_F(AuditTest, AFarUntilIsStoppedBySigtermAndLeavesNoScratchStore) {
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 3) << ReadFile(dir_ / "err");
   EXPECT_TRUE(fs::is_empty(scratch)) << "the scratch store was left behind";
+}
+
+// A store the user may read and not write (a read-only backup, another
+// user's stopped store): replay, its audit and suppress list read it, and
+// leave no file beside it. They failed, "attempt to write a readonly
+// database", unless an engine had made its -wal and -shm files. Run as
+// nobody (root may write anything), where setpriv can.
+TEST_F(AuditTest, AStoreTheUserMayOnlyReadIsRead) {
+  const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  Shell(nobody + bin_ + " --version", &status_);
+  if (status_ != 0) {
+    GTEST_SKIP() << "cannot run the binary as nobody here";
+  }
+  fs::path ro = dir_ / "ro";
+  fs::create_directories(ro);
+  fs::copy_file(dir_ / "w.db", ro / "w.db");
+  ASSERT_EQ(::chmod(ro.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((ro / "w.db").c_str(), 0644), 0);
+  std::string store = " --store sqlite:" + (ro / "w.db").string();
+  std::string out = Shell(nobody + bin_ + " replay" + store + " 2>&1", &status_);
+  EXPECT_EQ(status_, 0) << out;
+  EXPECT_NE(out.find(" 0 divergences"), std::string::npos) << out;
+  out = Shell(nobody + bin_ + " replay --mode audit" + store + " --journeys " + root_ +
+                  "/journeys --schemas " + root_ + "/schemas 2>&1",
+              &status_);
+  EXPECT_EQ(status_, 0) << out;
+  EXPECT_NE(out.find("0 changed, 0 only recorded, 0 only replayed"), std::string::npos) << out;
+  out = Shell(nobody + bin_ + " suppress list" + store + " 2>&1", &status_);
+  EXPECT_EQ(status_, 0) << out;
+  EXPECT_FALSE(fs::exists(ro / "w.db-wal"));
+  EXPECT_FALSE(fs::exists(ro / "w.db-shm"));
 }
 
 TEST_F(AuditTest, JourneysThatDoNotCompileAreExit1AndBadFlagsExit2) {
