@@ -842,12 +842,18 @@ void Compiler::CheckGraph(CompiledJourney& c) {
     const State& s = c.states[i];
     if (!reached[i]) continue;
     for (const std::string& n : s.Successors()) {
-      if (n == kFall) {
+      if (n != kFall) continue;
+      // Through a goto to empty steps at the end: said at the goto.
+      if (auto g = goto_edges_.find({s.id, kFall}); g != goto_edges_.end()) {
+        Error(g->second,
+              "this goto leads to the end of the journey: the steps from it to the end are "
+              "empty; say how the journey finishes ('end', or a goto to a step that does)");
+      } else {
         Error(s.loc, "control can reach the end of the journey after this " +
                          std::string(StateKindName(s.kind)) +
                          " without 'end' or 'goto': say how the journey finishes");
-        break;
       }
+      break;
     }
   }
 
