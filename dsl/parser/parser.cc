@@ -185,8 +185,34 @@ class Converter {
     Iterator at = e.where;
     // A string must close on its own line: report that line, not the next.
     if (e.expected.rfind("closing", 0) != 0) parser::SkipBlanks(at, text_.data() + text_.size());
-    Error(lines_.At(at),
-          "expected " + e.expected + ", found " + FoundAt(at, text_.data() + text_.size()));
+    Error(lines_.At(at), "expected " + e.expected + ", found " +
+                             FoundAt(at, text_.data() + text_.size()) + ClauseOrder(at));
+  }
+
+  // A clause of `wait for` or `goal` written out of its order (the two
+  // take `within` and `when` in opposite orders): said, as a hint.
+  std::string ClauseOrder(Iterator at) const {
+    Iterator end = text_.data() + text_.size();
+    auto word_at = [&](std::string_view w) {
+      return size_t(end - at) >= w.size() && std::string_view(at, w.size()) == w &&
+             (size_t(end - at) == w.size() ||
+              !(std::isalnum(static_cast<unsigned char>(at[w.size()])) || at[w.size()] == '_'));
+    };
+    // The statement's text before `at`: back to the line that begins it.
+    Iterator from = at;
+    while (from != text_.data() && from[-1] != '\n') --from;
+    std::string_view line(from, size_t(at - from));
+    auto has = [&](std::string_view w) { return line.find(w) != std::string_view::npos; };
+    if (word_at("within") && has("wait for")) {
+      return " ('within' comes right after the event type: wait for TYPE within D when C)";
+    }
+    if (word_at("when") && has("goal ") && has(" within ")) {
+      return " ('when' comes before 'within': goal NAME on TYPE when C within D)";
+    }
+    if (word_at("received")) {
+      return " ('received { }' comes before 'timeout { }', right after the wait for's clauses)";
+    }
+    return "";
   }
 
   // Tokens and literals.
@@ -873,7 +899,7 @@ std::optional<Journey> Converter::Run() {
       Error(lines_.At(start),
             "expected a journey item (entry, exit, goal, step, description, label, priority, "
             "over_cap, timezone, quiet hours) or '}', found " +
-                FoundAt(start, last));
+                FoundAt(start, last) + ClauseOrder(start));
       first = Resync(start, start, last);
     }
   }
