@@ -462,13 +462,17 @@ Status Engine::Advance(Micros until, std::optional<Micros> wall_now,
   // Past the year 9999 no time can be written (a Date header, an emitted
   // event's time): the clock stops at its end.
   until = std::min(until, kLastMicros);
-  while (true) {
-    bool more = FireTimers(until, kTimersPerBatch) == kTimersPerBatch && !timers_.empty() &&
-                timers_.begin()->first <= until;
-    if (!more) clock_ = std::max(clock_, until);
-    if (Status s = Flush(wall_now.value_or(until)); !s.ok()) return s;
-    if (!more || (stop && stop->load())) return Status();
+  // The batches before the last are committed, not dispatched: every timer
+  // up to `until` fires before any send goes and any result comes back,
+  // as in one batch (a journey waiting for a send's result, or timing it
+  // out, decides the same whatever the number of timers).
+  while (FireTimers(until, kTimersPerBatch) == kTimersPerBatch && !timers_.empty() &&
+         timers_.begin()->first <= until) {
+    if (Status s = Commit(wall_now.value_or(until)); !s.ok()) return s;
+    if (stop && stop->load()) return Status();
   }
+  clock_ = std::max(clock_, until);
+  return Flush(wall_now.value_or(until));
 }
 
 Status Engine::Flush(Micros wall_now) {

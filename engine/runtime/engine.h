@@ -206,11 +206,12 @@ class Engine {
   // journeys' clock moves to `until`, while delivery (throttles, retries,
   // holds) keeps the wall clock. `wall_now` defaults to `until`, as on the
   // wall clock (and in a replay, whose time is the recorded one). The
-  // timers fire kTimersPerBatch at a time, each batch committed (Flush)
-  // before the next: looping timers up to a far `until` are work without
-  // end, not one batch that grows until memory runs out. Once `stop` is
-  // set, it returns after the batch in hand, ok, with the clock where
-  // that batch left it.
+  // timers fire kTimersPerBatch at a time, each batch committed before the
+  // next (and dispatched only after the last, so that every timer fires
+  // before any send goes, as in one batch): looping timers up to a far
+  // `until` are work without end, not one batch that grows until memory
+  // runs out. Once `stop` is set, it returns after the batch in hand, ok,
+  // with the clock where that batch left it (its sends stored, pending).
   static constexpr size_t kTimersPerBatch = 1000;
   Status Advance(Micros until, std::optional<Micros> wall_now = std::nullopt,
                  const std::atomic<bool>* stop = nullptr);
