@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "dsl/checker.h"
 #include "engine/base/json_text.h"
@@ -220,10 +221,19 @@ Status Engine::Start() {
       ++p.unanswered;
     }
     // Waiting for a retry (a backoff, a recipient's throttle, a
-    // retry-after) when the run before stopped: it still waits.
+    // retry-after) when the run before stopped: it still waits. Not past
+    // the longest wait an answer can set from now: a wait stored while the
+    // host's clock was wrong (ahead by years) would hold the send for
+    // good, and `--until-idle` with it.
     const json& last = results.back().detail;
     if (auto at = last.find("retry_at"); at != last.end() && at->is_string()) {
-      if (auto t = ParseRfc3339(at->get_ref<const std::string&>()); t.ok()) p.retry_at = t.value();
+      auto t = ParseRfc3339(at->get_ref<const std::string&>());
+      Micros now = std::chrono::duration_cast<std::chrono::microseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+      Micros longest = std::max(options_.retry_max,
+                                Micros(std::numeric_limits<uint32_t>::max()) * 1000);  // ms
+      if (t.ok() && t.value() <= now + longest) p.retry_at = t.value();
     }
     // An ambiguous send still pending goes back to the provider that may
     // have it, whatever that provider answered since (throttled,

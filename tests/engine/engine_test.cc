@@ -2167,6 +2167,32 @@ TEST_F(EngineTest, AWaitForARetryOutlastsARestart) {
   EXPECT_TRUE(results[3].final);
 }
 
+// A stored wait past the longest an answer can set from now (written while
+// the host's clock was years ahead, say) is not kept: the send goes at
+// once after the restart. Kept, it held the send for good (and a run
+// --until-idle never ended).
+TEST_F(EngineTest, AStoredWaitBeyondAnyAnswersIsNotKept) {
+  Journey("j", kTransactional);
+  Answering a({{"retry_later", "", "busy", 60'000, ""}});
+  providers_ = {{.name = "a", .transport = &a}};
+  Start(QuickRetries(5));
+  Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());
+  ASSERT_EQ(a.handed, 1);
+  engine_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE send_results SET detail = json_set(detail, '$.retry_at', "
+                         "'2099-01-01T00:00:00Z')",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  Start(QuickRetries(5));
+  ASSERT_TRUE(engine_->Flush(wall + kMicrosPerSecond).ok());
+  EXPECT_EQ(a.handed, 2) << "held by a wait stored for 2099";
+}
+
 // Across a restart the send stays pinned to the provider that may have it,
 // whatever that provider answered after its ambiguous answer: a provider
 // fault after the restart is retried there, never failed over.
