@@ -997,15 +997,15 @@ std::optional<Journey> Parse(std::string_view text, const std::string& path,
                 text[bad] == 0 ? "NUL byte in the source" : "the source is not valid UTF-8 here");
     return std::nullopt;
   }
-  // Lines end with LF or CRLF. A CR alone would be taken for a space: every
-  // line after it numbered as the one before, a comment running on to the
-  // end of the file.
-  for (size_t cr = text.find('\r'); cr != std::string_view::npos; cr = text.find('\r', cr + 1)) {
-    if (cr + 1 < text.size() && text[cr + 1] == '\n') continue;
+  // Lines end with LF (or CRLF; a stray CR elsewhere is a space). A file
+  // whose lines end with CR alone (old Mac line endings) would be one line:
+  // every diagnostic on line 1, and its first comment running on to its end.
+  if (size_t cr = text.find('\r');
+      cr != std::string_view::npos && text.find('\n') == std::string_view::npos) {
     LineIndex lines(text);
     diags.Error(path, lines.At(text.data() + cr),
-                "a carriage return (CR) without a line feed after it: end lines with LF or "
-                "CRLF (this file has old Mac line endings, or a stray CR)");
+                "this file's lines end with a carriage return (CR) alone, old Mac line "
+                "endings: end them with LF or CRLF");
     return std::nullopt;
   }
   if (auto [deep, what] = TooDeep(text); deep != std::string_view::npos) {

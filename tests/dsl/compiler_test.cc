@@ -544,6 +544,23 @@ TEST(Parser, AnUnterminatedStringIsSaidAtTheEndOfItsLineWithCrlfToo) {
   EXPECT_EQ(a.all()[0].message, b.all()[0].message);
 }
 
+// Lines that end with CR CR LF (an editor's or a checkout's doubling), or
+// a stray CR, take the CR for a space, as before; only a file whose lines
+// end with CR alone is refused (it would be one line).
+TEST(Parser, AStrayCrIsASpaceAndCrOnlyLinesAreRefused) {
+  std::string lf = "journey j {\n entry { on user.signup } # hi\n step a {\n  end\n }\n}\n";
+  std::string doubled, cr_only;
+  for (char c : lf) {
+    doubled += c == '\n' ? std::string("\r\r\n") : std::string(1, c);
+    cr_only += c == '\n' ? '\r' : c;
+  }
+  EXPECT_EQ(MustCompile(doubled).version, MustCompile(lf).version);
+  DiagnosticSink d;
+  EXPECT_FALSE(Parse(cr_only, "t.journey", d));
+  ASSERT_EQ(d.errors(), 1);
+  EXPECT_NE(d.all()[0].message.find("old Mac line endings"), std::string::npos);
+}
+
 TEST(Parser, StringEscapes) {
   CompiledJourney j = MustCompile(R"(journey j {
   description "tab\there \"quoted\" \u00e9\u20ac"
