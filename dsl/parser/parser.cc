@@ -218,20 +218,21 @@ class Converter {
   // Tokens and literals.
   std::set<std::string> not_subjects_;  // event types warned of (once each)
   std::string Unquote(const std::string& quoted, Loc loc);
-  std::string EventType(const raw::Token& t) {
+  // `emitted`: an emit's type, routed inside the engine, never published.
+  std::string EventType(const raw::Token& t, bool emitted = false) {
     if (t.empty() || t.front() != '"') return t;
     std::string type = Unquote(t, LocOf(t));
     // No event has an empty type: CloudEvents requires one.
     if (type.empty()) {
       Error(LocOf(t), "an event type is empty");
-    } else if (!SubjectFor(type, nullptr) && not_subjects_.insert(type).second) {
+    } else if (!emitted && !SubjectFor(type, nullptr) && not_subjects_.insert(type).second) {
       diags_.Warning(path_, LocOf(t),
                      "event type '" + type.substr(0, 64) + (type.size() > 64 ? "…" : "") +
                          "' cannot be a NATS subject (events.TYPE: no spaces, control "
                          "characters, '*', '>' or empty parts; at most " +
                          std::to_string(kMaxSubjectType) +
-                         " bytes): such events come from files and POST /events, never from "
-                         "the stream");
+                         " bytes): such events come from files, POST /events and journeys' "
+                         "emits, never from the stream");
     }
     return type;
   }
@@ -701,7 +702,7 @@ StmtPtr Converter::Convert(const raw::Statement& s) {
     void operator()(const raw::Emit& e) const {
       out.loc = c.LocOf(e);
       EmitStmt em;
-      em.event = c.EventType(e.event);
+      em.event = c.EventType(e.event, /*emitted=*/true);
       for (const raw::EmitField& f : e.fields) {
         em.fields.push_back({c.LocOf(f.name), f.name, c.Convert(f.value)});
       }
