@@ -268,12 +268,22 @@ class SqliteStore : public Store {
       // One that may make a store leaves another program's database as it
       // is (no meta table, and tables of its own): it added waymark's.
       if (db == &db_ && !read_only) {
+        // A waymark store has a schema version in its meta table; a file
+        // with tables and none (another program may keep a `meta` table
+        // too) is not one.
         Stmt tables(db_,
                     "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = "
-                    "'meta'), (SELECT count(*) FROM sqlite_master WHERE type = 'table')");
+                    "'meta'), (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
+                    "!= 'meta')");
         Status st;
         if (!tables.Next(st)) return st.ok() ? Status::Error("sqlite: no answer") : st;
-        if (tables.Int(0) == 0 && tables.Int(1) > 0) {
+        bool versioned = false;
+        if (tables.Int(0) > 0) {
+          Stmt version(db_, "SELECT count(*) FROM meta WHERE key = 'schema_version'");
+          if (!version.Next(st)) return st.ok() ? Status::Error("sqlite: no answer") : st;
+          versioned = version.Int(0) > 0;
+        }
+        if (!versioned && tables.Int(1) > 0) {
           return Status::Error("'" + path +
                                "' is not a waymark store: it holds another program's tables "
                                "(give waymark a file of its own)");

@@ -1405,8 +1405,12 @@ TEST(SqliteStore, ACommandThatNeedsAStoreLeavesAnotherFileAlone) {
   std::ofstream(empty.string()).close();
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(other.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE customers (id INTEGER PRIMARY KEY)", nullptr, nullptr,
-                         nullptr),
+  // Its own `meta` table too, as waymark's is named (it was taken for a
+  // waymark store that had not been made yet).
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TABLE customers (id INTEGER PRIMARY KEY); CREATE TABLE meta (key "
+                         "TEXT PRIMARY KEY, value TEXT)",
+                         nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);
   auto bytes = [](const fs::path& p) {
