@@ -34,6 +34,13 @@ uint32_t InvisibleIn(std::string_view s) {
     if (b(0) == 0xC2 && (b(1) == 0xA0 || b(1) == 0xAD)) return b(1);
     if (i + 2 >= s.size()) continue;
     uint32_t cp = (b(0) & 0x0Fu) << 12 | (b(1) & 0x3Fu) << 6 | (b(2) & 0x3Fu);
+    // A zero-width (non-)joiner between two letters beyond ASCII is part
+    // of a word in some scripts (IDNA2008 allows it there: a Persian
+    // domain, say).
+    if ((cp == 0x200C || cp == 0x200D) && b(0) == 0xE2 && i > 0 &&
+        static_cast<unsigned char>(s[i - 1]) >= 0x80 && i + 3 < s.size() && b(3) >= 0x80) {
+      continue;
+    }
     if ((b(0) == 0xE2 && b(1) == 0x80 &&
          ((b(2) >= 0x8B && b(2) <= 0x8F) || (b(2) >= 0xA8 && b(2) <= 0xAF))) ||
         (b(0) == 0xE2 && b(1) == 0x81 && b(2) >= 0xA0 && b(2) <= 0xA4) ||

@@ -227,6 +227,11 @@ TEST(Suppress, AnEntryIsUtf8TextWithNothingInvisible) {
                 "it, or the entry matches no recipient\n");
   EXPECT_EQ(status, 1);
   EXPECT_EQ(run("suppress add münchen.de", &status), "suppressed münchen.de (all)\n");
+  // A zero-width non-joiner inside a Persian word is part of it.
+  const std::string persian = "\"$(printf 'u@\\331\\205\\333\\214\\342\\200\\214\\330\\256.ir')\"";
+  EXPECT_EQ(run("suppress add " + persian, &status),
+            "suppressed u@\u0645\u06cc\u200c\u062e.ir (all)\n");
+  EXPECT_EQ(run("suppress remove " + persian, &status), "removed u@\u0645\u06cc\u200c\u062e.ir\n");
   json list = json::parse(run("suppress list --json", &status));
   ASSERT_EQ(list.size(), 2u) << list;
   EXPECT_EQ(list[0]["entry"], "münchen.de");
