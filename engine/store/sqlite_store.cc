@@ -249,9 +249,17 @@ class SqliteStore : public Store {
     if (read_only && !Writable(path)) {
       mode = SQLITE_OPEN_READONLY;
       std::error_code ec;
-      if (!std::filesystem::exists(path + "-wal", ec)) {
+      bool wal = std::filesystem::exists(path + "-wal", ec);
+      if (!wal) {
         mode |= SQLITE_OPEN_URI;
         name = "file:" + UriPath(path) + "?immutable=1";
+      } else if (!std::filesystem::exists(path + "-shm", ec)) {
+        return Status::Error("cannot read SQLite store '" + path +
+                             "': it has a -wal file and no -shm file, which this user may not "
+                             "make there (a copy of a running store?). Copy it with sqlite3 '" +
+                             path +
+                             "' \".backup COPY\", or read it as a user who may write "
+                             "its directory");
       }
     }
     for (sqlite3** db : {&db_, &rdb_}) {

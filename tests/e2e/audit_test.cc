@@ -297,6 +297,13 @@ TEST_F(AuditTest, AStoreTheUserMayOnlyReadIsRead) {
   EXPECT_EQ(status_, 0) << out;
   EXPECT_FALSE(fs::exists(ro / "w.db-wal"));
   EXPECT_FALSE(fs::exists(ro / "w.db-shm"));
+  // A -wal with no -shm (a file copy of a running store) cannot be read
+  // so: said, with how to copy the store ("unable to open database file").
+  std::ofstream(ro / "w.db-wal").close();
+  ASSERT_EQ(::chmod((ro / "w.db-wal").c_str(), 0644), 0);
+  out = Shell(nobody + bin_ + " suppress list" + store + " 2>&1", &status_);
+  EXPECT_EQ(WEXITSTATUS(status_), 2) << out;
+  EXPECT_NE(out.find("it has a -wal file and no -shm file"), std::string::npos) << out;
 }
 
 TEST_F(AuditTest, JourneysThatDoNotCompileAreExit1AndBadFlagsExit2) {
