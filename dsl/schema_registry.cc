@@ -1,5 +1,6 @@
 #include "dsl/schema_registry.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -93,24 +94,32 @@ SchemaRegistry::Lookup SchemaRegistry::Field(const std::string& event_type,
       s = &(*props)[f];
       continue;
     }
-    // A name a pattern matches (unanchored, as JSON Schema's): the first
-    // such pattern's schema. One the regex library cannot read may match.
+    // A name patterns match (unanchored, as JSON Schema's): the value
+    // meets each of their schemas. One match: its schema; several: their
+    // type when they agree, else any. A pattern the regex library cannot
+    // read (ECMAScript: no \p{...}) may match: the field is then taken,
+    // of any type, where no readable pattern matched.
     if (auto patterns = s->find("patternProperties");
         patterns != s->end() && patterns->is_object()) {
-      const nlohmann::json* matched = nullptr;
+      std::vector<const nlohmann::json*> matched;
+      bool unreadable = false;
       for (const auto& [pattern, sub] : patterns->items()) {
         try {
-          if (!std::regex_search(f, std::regex(pattern, std::regex::ECMAScript))) continue;
+          if (std::regex_search(f, std::regex(pattern, std::regex::ECMAScript))) {
+            matched.push_back(&sub);
+          }
         } catch (const std::regex_error&) {
-          return {true, Type::kAny};
+          unreadable = true;
         }
-        matched = &sub;
-        break;
       }
-      if (matched) {
-        s = matched;
+      bool agree = std::all_of(matched.begin(), matched.end(), [&](const nlohmann::json* m) {
+        return FromSchemaType(*m) == FromSchemaType(*matched.front());
+      });
+      if (matched.size() == 1 || (!matched.empty() && agree && &f == &fields.back())) {
+        s = matched.front();
         continue;
       }
+      if (!matched.empty() || unreadable) return {true, Type::kAny};
     }
     auto extra = s->find("additionalProperties");
     bool closed = extra != s->end() && extra->is_boolean() && !extra->get<bool>();

@@ -431,6 +431,17 @@ TEST(Checker, FieldsMatchingAPatternOfAClosedSchemaAreKnown) {
   ASSERT_EQ(e.size(), 2u);
   EXPECT_NE(e[0].find("has no field 'data.other'"), std::string::npos) << e[0];
   EXPECT_NE(e[1].find("string"), std::string::npos) << e[1];
+  // A name two patterns match meets both: of different types, it is taken
+  // as of any type (the first pattern in name order decided: a string).
+  schemas.Add("form.scored", nlohmann::json::parse(R"({
+    "type": "object",
+    "patternProperties": {"^a": {"type": "string"}, "_n$": {"type": "number"}},
+    "additionalProperties": false})"));
+  EXPECT_EQ(errors(R"(journey j {
+  entry { on form.scored when event.data.a_n > 3 }
+  step a { end }
+})"),
+            std::vector<std::string>{});
 }
 
 // A variable's type does not depend on the order of the names: a set that
