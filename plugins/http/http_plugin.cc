@@ -89,7 +89,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   if (colon == std::string::npos) return size * n;
   std::string name = Lower(line.substr(0, colon)), value = line.substr(colon + 1);
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
-  while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+  while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ' ||
+                            value.back() == '\t'))
     value.pop_back();
   if (name == "retry-after") t->retry_after = value;
   if (name == "x-amzn-errortype") t->error_type = value.substr(0, value.find(':'));
@@ -206,8 +207,13 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
     return;
   }
   // 401/403: the account; 404, 405 or a redirect: the base URL is not the
-  // API's. Either way no message can go: not the message's fault.
-  if (status == 401 || status == 403 || status == 404 || status == 405 ||
+  // API's. Either way no message can go: not the message's fault. Nor is
+  // SES's "Email address is not verified" (MessageRejected): the sender's
+  // identity, or a sandboxed account's recipients (delivery.md: an
+  // unverified domain is the provider's fault).
+  const bool unverified =
+      code == "MessageRejected" && lower.find("not verified") != std::string::npos;
+  if (unverified || status == 401 || status == 403 || status == 404 || status == 405 ||
       (status >= 300 && status < 400) || code == "MailFromDomainNotVerifiedException" ||
       code == "AccountSuspendedException" || code == "SendingPausedException" ||
       code == "missing_api_key" || code == "invalid_api_key" || code == "restricted_api_key") {

@@ -203,7 +203,9 @@ Answer Decide(wm_transport* t, const wm_message* m) {
 }
 
 // Returns within about `timeout_ms`, as the header asks: a message whose
-// latency would end past it is not sent (retry_later).
+// latency would end past it is not sent, and answered as the real plugins
+// answer one the batch's time did not reach (throttled, of the provider:
+// not an attempt).
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
                uint32_t timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -212,8 +214,9 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
     wm_send_result* r = wm_result_at(results, i);
     if (t->latency_ms &&
         std::chrono::steady_clock::now() + std::chrono::milliseconds(t->latency_ms) > deadline) {
-      r->kind = WM_RESULT_RETRY_LATER;
-      Put(r->text, "not sent: the call's " + std::to_string(timeout_ms) + " ms were up");
+      r->kind = WM_RESULT_THROTTLED;
+      r->throttle_scope = WM_THROTTLE_PROVIDER;
+      Put(r->text, "not attempted: the call's " + std::to_string(timeout_ms) + " ms were up");
       continue;
     }
     try {

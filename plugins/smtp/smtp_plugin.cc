@@ -109,7 +109,9 @@ size_t OnRead(char* buffer, size_t size, size_t n, void* user) {
 }
 
 // The provider's id for an accepted message, from the reply to the body:
-// Postfix "Ok: queued as 4Xyz", SES "Ok 0100018e...", else the whole text.
+// Postfix "Ok: queued as 4Xyz", SES "Ok 0100018e...", Gmail "OK  1711111111
+// d9443c01...gsmtp" (two spaces), Exim "OK id=1rAbc-000123-XY"; else the
+// key.
 std::string ProviderId(const Reply& r, const wm_str& key) {
   size_t at = r.text.find("queued as ");
   std::string id;
@@ -118,6 +120,8 @@ std::string ProviderId(const Reply& r, const wm_str& key) {
   } else if (StartsWith(r.text, "Ok ") || StartsWith(r.text, "OK ")) {
     id = r.text.substr(3);
   }
+  id.erase(0, std::min(id.size(), id.find_first_not_of(" \t")));
+  if (StartsWith(id, "id=")) id.erase(0, 3);
   if (size_t end = id.find_first_of(" \t"); end != std::string::npos) id.resize(end);
   if (id.empty()) id.assign(key.ptr, key.len);  // the Message-ID derives from the key
   return id;

@@ -91,8 +91,14 @@ Mapped MapReply(const Reply& reply, Stage stage) {
                           StartsWith(e, "5.2.") ||
                           (stage == Stage::kRcpt && (ContainsNoCase(reply.text, "receiving") ||
                                                      ContainsNoCase(reply.text, "mailbox")));
+  // Office 365's "554 5.2.0 STOREDRV.Submission.Exception:
+  // SubmissionQuotaExceededException" is the account's quota, whatever its
+  // x.2.x code says.
+  const bool submission_quota = ContainsNoCase(reply.text, "submissionquotaexceeded") ||
+                                ContainsNoCase(reply.text, "submission quota");
   if (code >= 400 && code < 600 && stage != Stage::kAuth &&
-      (e == "5.4.5" || (!recipients && (daily || ContainsNoCase(reply.text, "sending quota"))))) {
+      (e == "5.4.5" || submission_quota ||
+       (!recipients && (daily || ContainsNoCase(reply.text, "sending quota"))))) {
     return kind(WM_RESULT_QUOTA_EXHAUSTED);
   }
   if (code >= 400 && code < 500) {
@@ -119,8 +125,10 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     return kind(WM_RESULT_RETRY_LATER);
   }
   if (code >= 500 && code < 600) {
-    if (stage == Stage::kAuth || code == 530 || code == 535 || e == "5.7.8" || e == "5.7.9" ||
-        e == "5.7.11") {
+    // 5.7.8, 5.7.9 and 5.7.11 are about authentication only in answer to
+    // AUTH (RFC 4954): Yahoo refuses a message for its policy (DMARC) with
+    // "554 5.7.9", a refusal of that message.
+    if (stage == Stage::kAuth || code == 530 || code == 535) {
       return kind(WM_RESULT_PROVIDER_FAULT);  // our credentials or TLS, not the message
     }
     // Refused before any message: the greeting or EHLO (our IP blocked, a
@@ -140,6 +148,15 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     for (const char* ours : {"sender address rejected", "relay access denied", "relaying denied",
                              "relay not permitted", "allowed rcpthosts"}) {
       sender = sender || ContainsNoCase(reply.text, ours);
+    }
+    // An identity the provider has not verified (SES: "554 Message
+    // rejected: Email address is not verified", SendGrid: "550 The from
+    // address does not match a verified Sender Identity"), at whatever
+    // stage: the account's, and every message would fail the same way
+    // (delivery.md: provider fault).
+    if (ContainsNoCase(reply.text, "not verified") ||
+        ContainsNoCase(reply.text, "verified sender identity")) {
+      return kind(WM_RESULT_PROVIDER_FAULT);
     }
     // Only the recipient's own address or mailbox suppresses it: 5.1.1 no
     // such mailbox, 5.1.2 no such domain, 5.1.3 a bad address, 5.1.6 moved,

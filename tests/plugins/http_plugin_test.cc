@@ -123,7 +123,18 @@ class Provider {
           std::string to = s.body["Destination"]["ToAddresses"][0];
           if (to.rfind("rejected@", 0) == 0) {
             a.set_header("x-amzn-ErrorType", "MessageRejected:http://internal.amazon.com/");
-            return Answer(a, 400, {{"message", "Email address is not verified."}});
+            return Answer(a, 400, {{"message", "Illegal address"}});
+          }
+          if (to.rfind("sandbox@", 0) == 0) {
+            a.set_header("x-amzn-ErrorType", "MessageRejected:http://internal.amazon.com/");
+            return Answer(a, 400,
+                          {{"message",
+                            "Email address is not verified. The following identities failed "
+                            "the check in region US-EAST-1: news@waymark.example"}});
+          }
+          if (to.rfind("tab@", 0) == 0) {
+            a.set_header("Retry-After", "120\t");
+            return Answer(a, 503, {{"message", "Service Unavailable"}});
           }
           if (to.rfind("limited@", 0) == 0) {
             a.set_header("x-amzn-ErrorType", "TooManyRequestsException:");
@@ -331,17 +342,24 @@ TEST(Http, SesAnswersMapToResultsAndRequestsAreSigned) {
   ASSERT_TRUE(t);
   EXPECT_FALSE(t->FieldsOnly());  // SES takes the whole message
   EXPECT_EQ(t->Describe().find("s3cret"), std::string::npos) << t->Describe();
-  auto r =
-      t->SendBatch({Message("s1", "ana@example.com"), Message("s2", "rejected@example.com"),
-                    Message("s3", "limited@example.com"), Message("s4", "paused@example.com")});
+  auto r = t->SendBatch({Message("s1", "ana@example.com"), Message("s2", "rejected@example.com"),
+                         Message("s3", "limited@example.com"), Message("s4", "paused@example.com"),
+                         Message("s5", "sandbox@example.com"), Message("s6", "tab@example.com")});
   EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;
   EXPECT_EQ(r[0].provider_id, "0100018e-ses-1");
   EXPECT_EQ(r[1].kind, "permanent_message") << r[1].detail;
   EXPECT_NE(r[1].detail.find("MessageRejected"), std::string::npos) << r[1].detail;
   EXPECT_EQ(r[2].kind, "throttled") << r[2].detail;
   EXPECT_EQ(r[3].kind, "provider_fault") << r[3].detail;
+  // An identity not verified (a new account's sandbox, or the sender's
+  // domain) is the account's: every message would fail so (delivery.md).
+  // It was each message's, final: the backlog lost.
+  EXPECT_EQ(r[4].kind, "provider_fault") << r[4].detail;
+  // A Retry-After ending in a tab (RFC 9110 whitespace) was read as 0.
+  EXPECT_EQ(r[5].kind, "retry_later") << r[5].detail;
+  EXPECT_EQ(r[5].retry_after_ms, 120000u);
   auto seen = provider.seen();
-  ASSERT_EQ(seen.size(), 4u);
+  ASSERT_EQ(seen.size(), 6u);
   EXPECT_EQ(seen[0].path, "/v2/email/outbound-emails");
   EXPECT_EQ(seen[0].authorization.rfind("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/", 0), 0u)
       << seen[0].authorization;

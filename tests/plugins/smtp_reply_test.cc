@@ -155,6 +155,33 @@ TEST(SmtpReply, ADailySendingQuotaIsAQuotaWhateverItsCode) {
             WM_RESULT_QUOTA_EXHAUSTED);
 }
 
+// An identity the provider has not verified is the account's (delivery.md:
+// provider fault): it was each message's, final, and the backlog was lost.
+// 5.7.9 is about authentication only in answer to AUTH: Yahoo refuses a
+// message for policy with it (it opened the provider's circuit). Office
+// 365's submission quota is the account's quota, whatever its 5.2.0 says
+// (it was the message's, final).
+TEST(SmtpReply, UnverifiedIdentitiesPolicyRefusalsAndSubmissionQuotas) {
+  EXPECT_EQ(KindOf("554 Message rejected: Email address is not verified. The following "
+                   "identities failed the check in region US-EAST-1: a@example.com\r\n",
+                   Stage::kBody),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 The from address does not match a verified Sender Identity. Mail cannot "
+                   "be sent until this error is resolved.\r\n",
+                   Stage::kBody),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("554 5.7.9 Message not accepted for policy reasons.\r\n", Stage::kBody),
+            WM_RESULT_PERMANENT_MESSAGE);
+  EXPECT_EQ(KindOf("550 5.7.9 Message not accepted for policy reasons.\r\n", Stage::kRcpt),
+            WM_RESULT_PERMANENT_MESSAGE);
+  EXPECT_EQ(KindOf("504 5.7.9 Authentication mechanism is too weak\r\n", Stage::kAuth),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; "
+                   "Failed to process message due to a permanent exception\r\n",
+                   Stage::kBody),
+            WM_RESULT_QUOTA_EXHAUSTED);
+}
+
 // RFC 5321 4.5.3.1.10: a 552 to RCPT is read as 452.
 TEST(SmtpReply, A552ToRcptIsTransient) {
   EXPECT_EQ(KindOf("552 Mailbox full\r\n", Stage::kRcpt), WM_RESULT_RETRY_LATER);

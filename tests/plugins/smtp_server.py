@@ -102,6 +102,13 @@ class Handler:
         self.log.write(event="accepted", mail_from=envelope.mail_from, rcpt=envelope.rcpt_tos,
                        file=name, id=qid, tls=session.ssl is not None,
                        auth=session.auth_data)
+        # Other servers' ways of saying the id: Gmail's (two spaces after
+        # OK), Exim's (id=...).
+        first = envelope.rcpt_tos[0].lower()
+        if first.startswith("gmailid@"):
+            return "250 2.0.0 OK  1711111111 " + qid + " - gsmtp"
+        if first.startswith("eximid@"):
+            return "250 OK id=" + qid
         return "250 2.0.0 Ok: queued as " + qid
 
 

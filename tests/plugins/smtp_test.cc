@@ -127,8 +127,15 @@ TEST(Smtp, MessagesArriveAsValidMimeOverOneConnection) {
     EXPECT_EQ(r[i].provider_id, "Q00000" + std::to_string(i + 1));  // "queued as ..."
   }
   EXPECT_EQ(server.Log("connect").size(), 1u);  // one connection, reused
+  // Gmail's "OK  <time> <id> - gsmtp" (two spaces: the id was empty, and
+  // the key taken instead) and Exim's "OK id=<id>" (with its prefix).
+  std::vector<TransportResult> other =
+      t->SendBatch({Message("k4", "gmailid@example.com"), Message("k5", "eximid@example.com")});
+  ASSERT_EQ(other.size(), 2u);
+  EXPECT_EQ(other[0].provider_id, "1711111111") << other[0].detail;
+  EXPECT_EQ(other[1].provider_id, "Q000005") << other[1].detail;
   auto accepted = server.Log("accepted");
-  ASSERT_EQ(accepted.size(), 3u);
+  ASSERT_EQ(accepted.size(), 5u);
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(accepted[i]["mail_from"], "tests@waymark.example");
     EXPECT_EQ(accepted[i]["rcpt"], json::array({batch[i].to}));

@@ -387,8 +387,10 @@ typedef struct wm_transport_plugin {
    *   messages: host-owned, valid during the call only.
    *   results: host-owned, zeroed, struct_size set in each; the plugin
    *     writes in place.
-   *   timeout_ms: return within about this long. A message not finished
-   *     by then is WM_RESULT_RETRY_LATER if its body was not sent yet,
+   *   timeout_ms: return within about this long. A message not started
+   *     by then is WM_RESULT_THROTTLED of scope WM_THROTTLE_PROVIDER (the
+   *     provider's pace: no attempt spent); one started and not finished
+   *     is WM_RESULT_RETRY_LATER if its body was not sent yet,
    *     WM_RESULT_AMBIGUOUS if it was.
    * Blocking. Threading: the instance rule; other instances may send
    * concurrently. */
