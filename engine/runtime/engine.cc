@@ -479,7 +479,9 @@ Status Engine::Advance(Micros until, std::optional<Micros> wall_now,
   while (FireTimers(until, kTimersPerBatch) == kTimersPerBatch && !timers_.empty() &&
          timers_.begin()->first <= until) {
     if (Status s = Commit(wall_now.value_or(until)); !s.ok()) return s;
-    if (stop && stop->load()) return Status();
+    // Stopped: the sends stored so far go now (left pending, each would be
+    // taken at the next start for one a provider may have had).
+    if (stop && stop->load()) return Flush(wall_now.value_or(until));
   }
   clock_ = std::max(clock_, until);
   return Flush(wall_now.value_or(until));

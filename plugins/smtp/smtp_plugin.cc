@@ -122,6 +122,13 @@ std::string ProviderId(const Reply& r, const wm_str& key) {
   }
   id.erase(0, std::min(id.size(), id.find_first_not_of(" \t")));
   if (StartsWith(id, "id=")) id.erase(0, 3);
+  // Gmail's "OK  <unix time> <id> - gsmtp": the id follows the time (the
+  // time alone is shared by every message of that second).
+  if (size_t space = id.find_first_of(" \t");
+      space != std::string::npos && space > 0 && id.find_first_not_of("0123456789") == space) {
+    id.erase(0, space);
+    id.erase(0, std::min(id.size(), id.find_first_not_of(" \t")));
+  }
   if (size_t end = id.find_first_of(" \t"); end != std::string::npos) id.resize(end);
   if (id.empty()) id.assign(key.ptr, key.len);  // the Message-ID derives from the key
   return id;

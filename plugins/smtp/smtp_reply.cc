@@ -151,11 +151,14 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     }
     // An identity the provider has not verified (SES: "554 Message
     // rejected: Email address is not verified", SendGrid: "550 The from
-    // address does not match a verified Sender Identity"), at whatever
-    // stage: the account's, and every message would fail the same way
-    // (delivery.md: provider fault).
-    if (ContainsNoCase(reply.text, "not verified") ||
-        ContainsNoCase(reply.text, "verified sender identity")) {
+    // address does not match a verified Sender Identity"): the account's,
+    // and every message would fail the same way (delivery.md: provider
+    // fault). Not a recipient's refusal: to RCPT, or with an address or
+    // mailbox status, "not verified" is the recipient's address (a
+    // verifying relay's "550 5.1.1 ... address not verified").
+    const bool unverified = ContainsNoCase(reply.text, "not verified") ||
+                            ContainsNoCase(reply.text, "verified sender identity");
+    if (unverified && (sender || (stage != Stage::kRcpt && !recipients))) {
       return kind(WM_RESULT_PROVIDER_FAULT);
     }
     // Only the recipient's own address or mailbox suppresses it: 5.1.1 no

@@ -170,6 +170,12 @@ TEST(SmtpReply, UnverifiedIdentitiesPolicyRefusalsAndSubmissionQuotas) {
                    "be sent until this error is resolved.\r\n",
                    Stage::kBody),
             WM_RESULT_PROVIDER_FAULT);
+  // A verifying relay's refusal of the recipient stays the recipient's (it
+  // opened the circuit: all mail stopped).
+  EXPECT_EQ(KindOf("550 5.1.1 <bob@example.com>: Recipient address rejected: address not "
+                   "verified\r\n",
+                   Stage::kRcpt),
+            WM_RESULT_PERMANENT_RECIPIENT);
   EXPECT_EQ(KindOf("554 5.7.9 Message not accepted for policy reasons.\r\n", Stage::kBody),
             WM_RESULT_PERMANENT_MESSAGE);
   EXPECT_EQ(KindOf("550 5.7.9 Message not accepted for policy reasons.\r\n", Stage::kRcpt),
