@@ -998,15 +998,21 @@ std::optional<Journey> Parse(std::string_view text, const std::string& path,
                 text[bad] == 0 ? "NUL byte in the source" : "the source is not valid UTF-8 here");
     return std::nullopt;
   }
-  // Lines end with LF (or CRLF; a stray CR elsewhere is a space). A file
-  // whose lines end with CR alone (old Mac line endings) would be one line:
-  // every diagnostic on line 1, and its first comment running on to its end.
-  if (size_t cr = text.find('\r');
-      cr != std::string_view::npos && text.find('\n') == std::string_view::npos) {
+  // Lines end with LF, after any number of CRs (CRLF, and CR CR LF as a
+  // doubled conversion leaves it). A CR anywhere else is refused: the
+  // grammar ends a comment at it (what follows on the line would run) and
+  // the line count does not (old Mac line endings: every diagnostic on
+  // line 1).
+  for (size_t cr = text.find('\r'); cr != std::string_view::npos; cr = text.find('\r', cr)) {
+    size_t after = text.find_first_not_of('\r', cr);
+    if (after != std::string_view::npos && text[after] == '\n') {
+      cr = after;
+      continue;
+    }
     LineIndex lines(text);
     diags.Error(path, lines.At(text.data() + cr),
-                "this file's lines end with a carriage return (CR) alone, old Mac line "
-                "endings: end them with LF or CRLF");
+                "a carriage return (CR) that does not end a line: end lines with LF or CRLF "
+                "(old Mac line endings, or a stray CR)");
     return std::nullopt;
   }
   if (auto [deep, what] = TooDeep(text); deep != std::string_view::npos) {
