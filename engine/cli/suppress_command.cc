@@ -25,6 +25,27 @@ struct SuppressOptions {
   bool json = false;
 };
 
+// The code point of the (valid UTF-8) character starting at s[i].
+uint32_t CodePointAt(std::string_view s, size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+  uint32_t cp = more ? c & (0x3Fu >> more) : c;
+  for (int k = 1; k <= more && i + k < s.size(); ++k) cp = cp << 6 | (s[i + k] & 0x3Fu);
+  return cp;
+}
+
+// Whether a zero-width (non-)joiner may stand between `before` and
+// `after`: letters of the scripts that write words with it (Arabic's, as
+// in a Persian name; Brahmic scripts', after a virama). IDNA2008 allows
+// it there (CONTEXTJ).
+bool JoinsLetters(uint32_t before, uint32_t after) {
+  auto joining = [](uint32_t c) {
+    return (c >= 0x0600 && c <= 0x06FF) || (c >= 0x0750 && c <= 0x077F) ||
+           (c >= 0x08A0 && c <= 0x08FF) || (c >= 0x0900 && c <= 0x0DFF);
+  };
+  return joining(before) && joining(after);
+}
+
 // The code point of a character in `s` that shows as nothing or as a
 // space (no-break and zero-width spaces, joiners, direction marks, the
 // soft hyphen, a byte order mark), or 0.
@@ -34,12 +55,10 @@ uint32_t InvisibleIn(std::string_view s) {
     if (b(0) == 0xC2 && (b(1) == 0xA0 || b(1) == 0xAD)) return b(1);
     if (i + 2 >= s.size()) continue;
     uint32_t cp = (b(0) & 0x0Fu) << 12 | (b(1) & 0x3Fu) << 6 | (b(2) & 0x3Fu);
-    // A zero-width (non-)joiner between two letters beyond ASCII is part
-    // of a word in some scripts (IDNA2008 allows it there: a Persian
-    // domain, say).
-    if ((cp == 0x200C || cp == 0x200D) && b(0) == 0xE2 && i > 0 &&
-        static_cast<unsigned char>(s[i - 1]) >= 0x80 && i + 3 < s.size() && b(3) >= 0x80) {
-      continue;
+    if ((cp == 0x200C || cp == 0x200D) && b(0) == 0xE2 && i > 0 && i + 3 < s.size()) {
+      size_t prev = i - 1;
+      while (prev > 0 && (static_cast<unsigned char>(s[prev]) & 0xC0) == 0x80) --prev;
+      if (JoinsLetters(CodePointAt(s, prev), CodePointAt(s, i + 3))) continue;
     }
     if ((b(0) == 0xE2 && b(1) == 0x80 &&
          ((b(2) >= 0x8B && b(2) <= 0x8F) || (b(2) >= 0xA8 && b(2) <= 0xAF))) ||

@@ -232,6 +232,12 @@ TEST(Suppress, AnEntryIsUtf8TextWithNothingInvisible) {
   EXPECT_EQ(run("suppress add " + persian, &status),
             "suppressed u@\u0645\u06cc\u200c\u062e.ir (all)\n");
   EXPECT_EQ(run("suppress remove " + persian, &status), "removed u@\u0645\u06cc\u200c\u062e.ir\n");
+  // Between Latin letters, or two in a row, it is still invisible junk.
+  for (const char* junk : {"jos\\303\\251\\342\\200\\215\\303\\251@example.com",
+                           "u@\\303\\274\\342\\200\\214\\342\\200\\214\\303\\274.example.com"}) {
+    run("suppress add \"$(printf '" + std::string(junk) + "')\"", &status);
+    EXPECT_EQ(status, 2) << junk;
+  }
   json list = json::parse(run("suppress list --json", &status));
   ASSERT_EQ(list.size(), 2u) << list;
   EXPECT_EQ(list[0]["entry"], "münchen.de");
