@@ -275,7 +275,9 @@ TEST_F(AuditTest, AStoreTheUserMayOnlyReadIsRead) {
   if (status_ != 0) {
     GTEST_SKIP() << "cannot run the binary as nobody here";
   }
-  fs::path ro = dir_ / "ro";
+  // Under /tmp: the suite's own temporary directory is root's alone (0700).
+  fs::path ro = fs::path("/tmp") / ("waymark_ro_" + std::to_string(getpid()));
+  fs::remove_all(ro);
   fs::create_directories(ro);
   fs::copy_file(dir_ / "w.db", ro / "w.db");
   ASSERT_EQ(::chmod(ro.c_str(), 0755), 0);
@@ -284,7 +286,7 @@ TEST_F(AuditTest, AStoreTheUserMayOnlyReadIsRead) {
   std::string out = Shell(nobody + bin_ + " replay" + store + " 2>&1", &status_);
   EXPECT_EQ(status_, 0) << out;
   EXPECT_NE(out.find(" 0 divergences"), std::string::npos) << out;
-  fs::path scratch = dir_ / "scratch";  // the audit's, where nobody may write
+  fs::path scratch = ro / "scratch";  // the audit's, where nobody may write
   fs::create_directories(scratch);
   ASSERT_EQ(::chmod(scratch.c_str(), 0777), 0);
   out = Shell(nobody + bin_ + " replay --mode audit" + store + " --journeys " + root_ +
@@ -304,6 +306,7 @@ TEST_F(AuditTest, AStoreTheUserMayOnlyReadIsRead) {
   out = Shell(nobody + bin_ + " suppress list" + store + " 2>&1", &status_);
   EXPECT_EQ(WEXITSTATUS(status_), 2) << out;
   EXPECT_NE(out.find("it has a -wal file and no -shm file"), std::string::npos) << out;
+  fs::remove_all(ro);
 }
 
 TEST_F(AuditTest, JourneysThatDoNotCompileAreExit1AndBadFlagsExit2) {
