@@ -210,8 +210,9 @@ class Engine {
   // next (and dispatched only after the last, so that every timer fires
   // before any send goes, as in one batch): looping timers up to a far
   // `until` are work without end, not one batch that grows until memory
-  // runs out. Once `stop` is set, it returns after the batch in hand, ok,
-  // with the clock where that batch left it (its sends stored, pending).
+  // runs out. Once `stop` is set, it returns after the batch in hand (its
+  // sends and those of the batches before it dispatched), ok, with the
+  // clock where that batch left it.
   static constexpr size_t kTimersPerBatch = 1000;
   Status Advance(Micros until, std::optional<Micros> wall_now = std::nullopt,
                  const std::atomic<bool>* stop = nullptr);

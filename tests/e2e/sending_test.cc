@@ -143,17 +143,27 @@ TEST(Throttling, TheSesSeedScenarioCompletesWithinTheLimitAndLearnsIt) {
   fs::remove_all(dir);
 }
 
-// `waymark suppress` through the binary, then a run that honours it.
-TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
+// `waymark suppress` commands on a store of their own.
+class Suppress : public testing::Test {
+ protected:
+  void SetUp() override {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir);
+  }
+  // Its messages, errors included, and its exit code in `status`.
+  std::string run(const std::string& args, int* code) {
+    return Waymark(args + store + " 2>&1", code);
+  }
   fs::path dir = fs::temp_directory_path() / ("wm_suppress_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
   std::string store = " --store sqlite:" + (dir / "w.db").string();
   int status = -1;
-  // Its messages, errors included, and its exit code in `status`.
-  auto run = [&](const std::string& args, int* code) {
-    return Waymark(args + store + " 2>&1", code);
-  };
+};
+
+// `waymark suppress` through the binary, then a run that honours it.
+TEST_F(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
   EXPECT_EQ(run("suppress add User-1@Example.com --reason 'asked by phone'", &status),
             "suppressed user-1@example.com (all)\n");
   EXPECT_EQ(status, 0);
@@ -192,7 +202,6 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
                       "dead-lettered"),
             std::string::npos)
       << text;
-  fs::remove_all(dir);
 }
 
 // An entry is UTF-8 text with nothing invisible in it. A file saved as
@@ -201,15 +210,7 @@ TEST(Suppress, TheCommandsManageTheListAndARunHonoursIt) {
 // and matched no recipient (the person kept getting mail). The mark at the
 // start of a file is skipped; the rest are refused, naming the character.
 // A domain may be internationalized, as addresses may.
-TEST(Suppress, AnEntryIsUtf8TextWithNothingInvisible) {
-  fs::path dir = fs::temp_directory_path() / ("wm_suppress_text_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::string store = " --store sqlite:" + (dir / "w.db").string();
-  int status = -1;
-  auto run = [&](const std::string& args, int* code) {
-    return Waymark(args + store + " 2>&1", code);
-  };
+TEST_F(Suppress, AnEntryIsUtf8TextWithNothingInvisible) {
   std::ofstream(dir / "bom.csv") << "\xEF\xBB\xBFuser-1@example.com,all,asked to stop\n";
   EXPECT_EQ(run("suppress import " + (dir / "bom.csv").string(), &status),
             "imported 1 entries from " + (dir / "bom.csv").string() + "\n");
@@ -247,7 +248,6 @@ TEST(Suppress, AnEntryIsUtf8TextWithNothingInvisible) {
   json summary = json::parse(
       RunBench(dir, "--clock event" + store + " --transport null: --json 2>/dev/null", &status));
   EXPECT_EQ(summary["sends"]["welcome"]["suppressed"], 1) << summary["sends"].dump();
-  fs::remove_all(dir);
 }
 
 // The file transport under the usual limit of open files: a batch held a
