@@ -633,6 +633,32 @@ TEST_F(EngineTest, AdvanceFiresEveryTimerBeforeAnySendGoes) {
   EXPECT_EQ(Results("a").at("accepted"), n);
 }
 
+// Stopped between two of Advance's batches, the engine dispatches the sends
+// those batches stored: left pending, each would have been taken at the
+// next start for one a provider may have had (marked, and flagged
+// maybe_repeated when accepted).
+TEST_F(EngineTest, AStoppedAdvanceDispatchesWhatItStored) {
+  Journey("r", R"(journey r {
+  entry { on user.signup }
+  step s { wait 1d  send "a" to trigger.data.email intent transactional  wait 30d  end }
+})");
+  Start();
+  const int n = 1500;  // 1,500 timers at 1d: the first batch takes 1,000
+  std::vector<std::string> in;
+  for (int i = 0; i < n; ++i) {
+    std::string u = "u" + std::to_string(i);
+    in.push_back(
+        Ev(u, "user.signup", u, "2026-03-01T10:00:00Z", R"({"email":")" + u + R"(@x.io"})"));
+  }
+  Feed(in);
+  std::atomic<bool> stop{true};
+  ASSERT_TRUE(
+      engine_->Advance(ParseRfc3339("2026-03-03T10:00:00Z").value(), std::nullopt, &stop).ok());
+  std::map<std::string, int64_t> results = Results("a");
+  EXPECT_EQ(results["accepted"], int64_t(Engine::kTimersPerBatch)) << "the stored sends waited";
+  EXPECT_EQ(engine_->held_sends(), 0u);
+}
+
 // Whether an exit cancels a held send does not depend on how the inputs
 // were batched: the exit counts from the engine's clock as it is applied
 // (an exit dated 07:00 handled after an event of 09:00 comes after the
