@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <map>
 #include <set>
@@ -44,16 +43,10 @@ bool Continues(char c) {
   return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
 }
 
-// The code point of the (valid) UTF-8 character at `it`, as U+XXXX: a
-// character that looks like a space, or like nothing, is named by it.
+// The name of the (valid) UTF-8 character at `it` (U+XXXX): a character
+// that looks like a space, or like nothing, is named by it.
 std::string CodePoint(Iterator it, Iterator last) {
-  auto c = static_cast<unsigned char>(*it);
-  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-  uint32_t cp = more ? c & (0x3F >> more) : c;
-  for (int k = 1; k <= more && it + k != last; ++k) cp = cp << 6 | (it[k] & 0x3F);
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "U+%04X", unsigned(cp));
-  return buf;
+  return CodePointName(CodePointAt(std::string_view(it, size_t(last - it)), 0));
 }
 
 // What stands at `it`, for "found ..." in messages: never part of a UTF-8

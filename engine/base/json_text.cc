@@ -1,5 +1,7 @@
 #include "engine/base/json_text.h"
 
+#include <cstdio>
+
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -149,6 +151,20 @@ size_t FirstNonText(std::string_view s) {
     p += n;
   }
   return std::string_view::npos;
+}
+
+uint32_t CodePointAt(std::string_view s, size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+  uint32_t cp = more ? c & (0x3Fu >> more) : c;
+  for (int k = 1; k <= more && i + k < s.size(); ++k) cp = cp << 6 | (s[i + k] & 0x3Fu);
+  return cp;
+}
+
+std::string CodePointName(uint32_t cp) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "U+%04X", unsigned(cp));
+  return buf;
 }
 
 bool HasControlCharacter(std::string_view s) {

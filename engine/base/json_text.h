@@ -31,6 +31,12 @@ std::string StorableText(std::string_view s);
 // sequence, or npos when there is none.
 size_t FirstNonText(std::string_view s);
 
+// The code point of the UTF-8 character that starts at s[i] (text that
+// FirstNonText passes), and its name as Unicode writes it ("U+00A0"): for
+// messages about a character that looks like a space, or like nothing.
+uint32_t CodePointAt(std::string_view s, size_t i);
+std::string CodePointName(uint32_t cp);
+
 // Whether `s` (UTF-8) holds a control character, U+0000-U+001F or
 // U+007F-U+009F: CloudEvents string attributes exclude them, and keys and
 // ids made of them would break stores and headers downstream.

@@ -1,7 +1,6 @@
 // waymark suppress add|remove|list|import: the suppression list in the
 // store (docs/operations.md, "Suppression"). A running engine sees a change
 // at its next dispatch.
-#include <cstdio>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -25,15 +24,6 @@ struct SuppressOptions {
   bool json = false;
 };
 
-// The code point of the (valid UTF-8) character starting at s[i].
-uint32_t CodePointAt(std::string_view s, size_t i) {
-  auto c = static_cast<unsigned char>(s[i]);
-  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-  uint32_t cp = more ? c & (0x3Fu >> more) : c;
-  for (int k = 1; k <= more && i + k < s.size(); ++k) cp = cp << 6 | (s[i + k] & 0x3Fu);
-  return cp;
-}
-
 // Whether a zero-width (non-)joiner may stand between `before` and
 // `after`: letters of the scripts that write words with it (Arabic's, as
 // in a Persian name; Brahmic scripts', after a virama). IDNA2008 allows
@@ -46,26 +36,24 @@ bool JoinsLetters(uint32_t before, uint32_t after) {
   return joining(before) && joining(after);
 }
 
-// The code point of a character in `s` that shows as nothing or as a
-// space (no-break and zero-width spaces, joiners, direction marks, the
-// soft hyphen, a byte order mark), or 0.
+// The code point of a character in `s` (UTF-8 text) that shows as nothing
+// or as a space (no-break and zero-width spaces, joiners, direction marks,
+// the soft hyphen, a byte order mark), or 0.
 uint32_t InvisibleIn(std::string_view s) {
-  for (size_t i = 0; i + 1 < s.size(); ++i) {
-    auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-    if (b(0) == 0xC2 && (b(1) == 0xA0 || b(1) == 0xAD)) return b(1);
-    if (i + 2 >= s.size()) continue;
-    uint32_t cp = (b(0) & 0x0Fu) << 12 | (b(1) & 0x3Fu) << 6 | (b(2) & 0x3Fu);
-    if ((cp == 0x200C || cp == 0x200D) && b(0) == 0xE2 && i > 0 && i + 3 < s.size()) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (byte(i) < 0xC0) continue;  // ASCII, or inside a character
+    uint32_t cp = CodePointAt(s, i);
+    bool invisible = cp == 0xA0 || cp == 0xAD || (cp >= 0x200B && cp <= 0x200F) ||
+                     (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x2060 && cp <= 0x2064) ||
+                     cp == 0xFEFF;
+    if (!invisible) continue;
+    if ((cp == 0x200C || cp == 0x200D) && i > 0 && i + 3 < s.size()) {
       size_t prev = i - 1;
-      while (prev > 0 && (static_cast<unsigned char>(s[prev]) & 0xC0) == 0x80) --prev;
+      while (prev > 0 && (byte(prev) & 0xC0) == 0x80) --prev;  // to its character's start
       if (JoinsLetters(CodePointAt(s, prev), CodePointAt(s, i + 3))) continue;
     }
-    if ((b(0) == 0xE2 && b(1) == 0x80 &&
-         ((b(2) >= 0x8B && b(2) <= 0x8F) || (b(2) >= 0xA8 && b(2) <= 0xAF))) ||
-        (b(0) == 0xE2 && b(1) == 0x81 && b(2) >= 0xA0 && b(2) <= 0xA4) ||
-        (b(0) == 0xEF && b(1) == 0xBB && b(2) == 0xBF)) {
-      return cp;
-    }
+    return cp;
   }
   return 0;
 }
@@ -84,9 +72,7 @@ Result<std::string> Entry(const std::string& given) {
     return Status::Error("'" + Printable(e) + "' holds a control character");
   }
   if (uint32_t cp = InvisibleIn(e)) {
-    char name[16];
-    std::snprintf(name, sizeof name, "U+%04X", unsigned(cp));
-    return Status::Error("'" + e + "' holds an invisible character (" + name +
+    return Status::Error("'" + e + "' holds an invisible character (" + CodePointName(cp) +
                          "): remove it, or the entry matches no recipient");
   }
   if (e.find('@') != std::string::npos) {
