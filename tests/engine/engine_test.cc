@@ -126,6 +126,12 @@ class EngineTest : public testing::Test {
         {},
         {}};
   }
+  // u0 ... u<n-1> sign up, in one batch.
+  void SignUp(int n) {
+    std::vector<RawInput> in;
+    for (int i = 0; i < n; ++i) in.push_back(SignupOf("u" + std::to_string(i)));
+    ASSERT_TRUE(engine_->Ingest(in, 0).ok());
+  }
   static std::vector<RawInput> Signup(const std::string& email) {
     return {{"t:1",
              Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":")" + email + R"("})"),
@@ -615,13 +621,7 @@ TEST_F(EngineTest, AdvanceFiresEveryTimerBeforeAnySendGoes) {
 })");
   Start();
   const int n = 1500;  // two timers each: three batches
-  std::vector<std::string> in;
-  for (int i = 0; i < n; ++i) {
-    std::string u = "u" + std::to_string(i);
-    in.push_back(
-        Ev(u, "user.signup", u, "2026-03-01T10:00:00Z", R"({"email":")" + u + R"(@x.io"})"));
-  }
-  Feed(in);
+  ASSERT_NO_FATAL_FAILURE(SignUp(n));
   ASSERT_TRUE(engine_->Advance(ParseRfc3339("2026-03-03T10:00:00Z").value()).ok());
   int timed_out = 0;
   for (int i = 0; i < n; ++i) {
@@ -644,13 +644,7 @@ TEST_F(EngineTest, AStoppedAdvanceDispatchesWhatItStored) {
 })");
   Start();
   const int n = 1500;  // 1,500 timers at 1d: the first batch takes 1,000
-  std::vector<std::string> in;
-  for (int i = 0; i < n; ++i) {
-    std::string u = "u" + std::to_string(i);
-    in.push_back(
-        Ev(u, "user.signup", u, "2026-03-01T10:00:00Z", R"({"email":")" + u + R"(@x.io"})"));
-  }
-  Feed(in);
+  ASSERT_NO_FATAL_FAILURE(SignUp(n));
   std::atomic<bool> stop{true};
   ASSERT_TRUE(
       engine_->Advance(ParseRfc3339("2026-03-03T10:00:00Z").value(), std::nullopt, &stop).ok());
