@@ -126,6 +126,18 @@ class EngineTest : public testing::Test {
         {},
         {}};
   }
+  // Runs `sql` on the store's file behind the engine's back: the rows its
+  // last statement changed, or -1 when it could not run.
+  int Tamper(const char* sql) {
+    sqlite3* db = nullptr;
+    int changes = -1;
+    if (sqlite3_open((dir_ / "w.db").c_str(), &db) == SQLITE_OK &&
+        sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK) {
+      changes = sqlite3_changes(db);
+    }
+    sqlite3_close(db);
+    return changes;
+  }
   // u0 ... u<n-1> sign up, in one batch.
   void SignUp(int n) {
     std::vector<RawInput> in;
@@ -880,15 +892,9 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   // Change one stored decision: the replay must notice.
   engine_.reset();
   store_.reset();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE history SET records = replace(records, '\"arm\":\"y\"', "
-                         "'\"arm\":\"x\"') WHERE records LIKE '%\"arm\":\"y\"%'",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  ASSERT_GT(sqlite3_changes(db), 0);
-  sqlite3_close(db);
+  ASSERT_GT(Tamper("UPDATE history SET records = replace(records, '\"arm\":\"y\"', "
+                   "'\"arm\":\"x\"') WHERE records LIKE '%\"arm\":\"y\"%'"),
+            0);
   store_ = OpenStore("sqlite:" + (dir_ / "w.db").string()).value();
   auto tampered = VerifyHistories(*store_);
   ASSERT_TRUE(tampered.ok());
@@ -898,16 +904,12 @@ TEST_F(EngineTest, StoredHistoriesReplayExactlyAndTamperingIsCaught) {
   // prefixes of the states, identical there; the second a difference of
   // final states).
   store_.reset();
-  ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE instances SET body = replace(body, '\"visits\":{\"s\":1,', "
-                         "'\"visits\":{\"s\":2,') WHERE id = 'j/u9/1';"
-                         "UPDATE instances SET body = replace(body, '\"goals\":[\"bought\"]', "
-                         "'\"goals\":[]') WHERE id = 'j/u9/1';"
-                         "DELETE FROM history WHERE instance_id = 'j/u1/1';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_GE(Tamper("UPDATE instances SET body = replace(body, '\"visits\":{\"s\":1,', "
+                   "'\"visits\":{\"s\":2,') WHERE id = 'j/u9/1';"
+                   "UPDATE instances SET body = replace(body, '\"goals\":[\"bought\"]', "
+                   "'\"goals\":[]') WHERE id = 'j/u9/1';"
+                   "DELETE FROM history WHERE instance_id = 'j/u1/1';"),
+            0);
   store_ = OpenStore("sqlite:" + (dir_ / "w.db").string()).value();
   auto problems = VerifyHistories(*store_, 100);
   ASSERT_TRUE(problems.ok());
@@ -2200,14 +2202,9 @@ TEST_F(EngineTest, AStoredWaitBeyondAnyAnswersIsNotKept) {
   ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());
   ASSERT_EQ(a.handed, 1);
   engine_.reset();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ / "w.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE send_results SET detail = json_set(detail, '$.retry_at', "
-                         "'2099-01-01T00:00:00Z')",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_GT(Tamper("UPDATE send_results SET detail = json_set(detail, '$.retry_at', "
+                   "'2099-01-01T00:00:00Z')"),
+            0);
   Start(QuickRetries(5));
   ASSERT_TRUE(engine_->Flush(wall + kMicrosPerSecond).ok());
   EXPECT_EQ(a.handed, 2) << "held by a wait stored for 2099";
