@@ -897,6 +897,7 @@ int Run(const RunOptions& o) {
   eo.schemas_dir = o.schemas;
   if (!SchemasDirectoryThere("run", o.schemas, o.schemas_named)) return kExitUsage;
   eo.event_clock = event_clock;
+  eo.lead_on_event_clock = true;
   eo.pin_via = !o.providers.empty();  // [[provider]] tables; --transport takes every send
   if (o.partitions > 1 && o.source.url.empty()) {
     std::cerr << "waymark run: [source] partitions divides a stream (--source) between engines; "

@@ -415,7 +415,8 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       out[index[k]].kind = InputOutcome::Kind::kDuplicate;
       continue;
     }
-    if (!options_.event_clock && e.time > wall_now + options_.max_event_lead) {
+    if ((!options_.event_clock || options_.lead_on_event_clock) &&
+        e.time > wall_now + options_.max_event_lead) {
       if (!mine[k]) {  // its own engine dead-letters it
         ++summary_.other_partitions;
         out[index[k]].kind = InputOutcome::Kind::kElsewhere;

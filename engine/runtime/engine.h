@@ -60,8 +60,13 @@ struct EngineOptions {
   bool pin_via = false;
   // On the wall clock, an event dated more than this ahead of it is a dead
   // letter: taken, it would move the engine's clock, and so every later
-  // entry's time and waits, as far ahead as it says.
+  // entry's time and waits, as far ahead as it says. On the event clock
+  // too when `lead_on_event_clock` (waymark run, whose wall clock is
+  // now): an event is dated when it happened, and one dated in a mistyped
+  // year would fire every timer up to it, and send what they send. An
+  // audit's wall clock is the recorded time, a test's anything.
   Micros max_event_lead = 300'000'000;
+  bool lead_on_event_clock = false;
   // [delivery] from and unsubscribe_url (docs/operations.md): the From of
   // a template that sets none, and the one-click unsubscribe endpoint of
   // non-transactional mail, to which "?m=KEY" (or "&m=KEY") is added.

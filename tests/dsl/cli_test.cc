@@ -384,6 +384,32 @@ TEST(Cli, TheRunSummaryNamesOnlyThisRunsDeadLetters) {
   fs::remove_all(dir);
 }
 
+// An event dated in a mistyped year is a dead letter on the event clock of
+// a run too: taken, the bundled weekly digest went out to every subscriber
+// each week until then (1.9 million sends in one batch).
+TEST(Cli, AnEventClockRunRefusesAnEventFromTheFarFuture) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_cli_future_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "e.jsonl")
+      << R"({"specversion":"1.0","id":"1","source":"s","type":"digest.subscribed",)"
+      << R"("subject":"u1","time":"2026-03-02T01:16:12Z","data":{"email":"a@b.io",)"
+      << R"("frequency":"weekly"}})"
+      << "\n"
+      << R"({"specversion":"1.0","id":"2","source":"s","type":"session.started",)"
+      << R"("subject":"u2","time":"2206-03-02T01:40:46Z","data":{"device":"web"}})"
+      << "\n";
+  Outcome r = Sh(kWaymark + " run --clock event --until-idle --transport null: --store 'sqlite:" +
+                 (dir / "w.db").string() + "' --events '" + (dir / "e.jsonl").string() + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("e.jsonl:2: from the future: dated 2206-03-02T01:40:46Z, more than 5m "
+                       "ahead of the wall clock ("),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("dead letters: 1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("timers fired: 0\n"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
 // The example configuration runs the bundled journeys: every provider
 // their sends pin with `via` is there and sends their intent. Without one,
 // the run stops at start and says which send, and why (exit 2); with

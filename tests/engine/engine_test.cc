@@ -286,6 +286,41 @@ TEST_F(EngineTest, OnTheWallClockAnEventFromTheFarFutureIsADeadLetter) {
             (std::map<std::string, int64_t>{{"from the future", 2}}));
 }
 
+// waymark run's event clock refuses the far future too: an event dated in
+// a mistyped year (2206) moved the clock there, and every looping timer
+// fired up to it in one batch, each making its send (the bundled weekly
+// digest: 1.9 million sends, 8.6 GB, three minutes deaf to SIGTERM).
+TEST_F(EngineTest, OnTheEventClockOfARunAnEventFromTheFarFutureIsADeadLetter) {
+  Journey("d", R"(journey d {
+  entry { on user.signup }
+  step s { wait 1d  send "a" to trigger.data.email intent marketing  goto s }
+})");
+  EngineOptions o;
+  o.lead_on_event_clock = true;
+  Start(o);
+  const Micros wall = ParseRfc3339("2026-03-10T10:00:00Z").value();
+  auto in = [](const std::string& id, const std::string& key, const std::string& time) {
+    return RawInput{"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
+  };
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({in("1", "u", "2026-03-01T10:00:00Z"), in("2", "v", "2206-03-01T10:00:00Z"),
+                    in("3", "w", "2026-03-04T10:00:00Z")},
+                   wall)
+          .ok());
+  // The clock followed the events of the past only: u's three days.
+  EXPECT_EQ(FormatRfc3339(engine_->clock()), "2026-03-04T10:00:00Z");
+  EXPECT_EQ(engine_->summary().timers_fired, 3);
+  EXPECT_TRUE(Instances("d", "v").empty());
+  ASSERT_EQ(Instances("d", "w").size(), 1u);
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].input, "t:2");
+  EXPECT_EQ(dead[0].reason,
+            "from the future: dated 2206-03-01T10:00:00Z, more than 5m ahead of the wall clock "
+            "(2026-03-10T10:00:00Z)");
+}
+
 TEST_F(EngineTest, ReentryOnce) {
   Journey("o", R"(journey o {
   entry { on user.signup }
