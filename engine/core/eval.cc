@@ -127,8 +127,21 @@ json Call(const dsl::Expr& e, const EvalScope& scope) {
 
 }  // namespace
 
+// Numbers compare exactly at any depth: nlohmann's == rounds an integer
+// past 2^53 to a double and reads 2^64 - 1 as -1, nested ones included.
 bool JsonEqual(const json& a, const json& b) {
   if (a.is_number() && b.is_number()) return CompareNumbers(a, b) == 0;
+  if (a.is_array() && b.is_array()) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), JsonEqual);
+  }
+  if (a.is_object() && b.is_object()) {
+    if (a.size() != b.size()) return false;
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      auto other = b.find(it.key());
+      if (other == b.end() || !JsonEqual(it.value(), *other)) return false;
+    }
+    return true;
+  }
   return a == b;
 }
 

@@ -186,6 +186,7 @@ TEST(Step, BranchesMatchSetAndEmit) {
 // equal 9007199254740992 in `==`, `match` and `in`; a float against an
 // integer compares the float's value. A whole-number literal is an
 // integer too (it was a double, so it could not equal the id it names).
+// Inside arrays and objects as well (nlohmann's == compared those).
 TEST(Step, LargeIntegersCompareExactly) {
   Driver r{Compile(R"(journey j {
   entry { on user.signup }
@@ -201,12 +202,18 @@ TEST(Step, LargeIntegersCompareExactly) {
     set half_gt = trigger.data.half > 0
     set literal_eq = trigger.data.a == 9007199254740993
     set literal_max = trigger.data.max == 18446744073709551615
+    set nested_max = trigger.data.nested_max == trigger.data.nested_minus_one
+    set nested_rounded = trigger.data.nested_a == trigger.data.nested_b
+    set nested_float = trigger.data.nested_one == trigger.data.nested_one_f
     end
   }
 })")};
   nlohmann::json data = nlohmann::json::parse(R"({"a": 9007199254740993, "b": 9007199254740992,
       "one_f": 1.0, "f": 9007199254740992.0, "min": -9223372036854775808,
-      "max": 18446744073709551615, "huge": 1e300, "half": 0.5})");
+      "max": 18446744073709551615, "huge": 1e300, "half": 0.5,
+      "nested_max": {"x": [18446744073709551615]}, "nested_minus_one": {"x": [-1]},
+      "nested_a": [9007199254740993], "nested_b": [9007199254740992.0],
+      "nested_one": {"x": 1, "y": [2]}, "nested_one_f": {"y": [2.0], "x": 1.0}})");
   r.Start(Ev("user.signup", "2026-01-10T10:00:00Z", data));
   EXPECT_EQ(r.i.vars["eq"], false);
   EXPECT_EQ(r.i.vars["gt"], true);
@@ -219,6 +226,9 @@ TEST(Step, LargeIntegersCompareExactly) {
   EXPECT_EQ(r.i.vars["half_gt"], true);
   EXPECT_EQ(r.i.vars["literal_eq"], true);
   EXPECT_EQ(r.i.vars["literal_max"], true);
+  EXPECT_EQ(r.i.vars["nested_max"], false);
+  EXPECT_EQ(r.i.vars["nested_rounded"], false);
+  EXPECT_EQ(r.i.vars["nested_float"], true);
 }
 
 // `not` is two-valued, as `and` and `or` are: anything but true is false
