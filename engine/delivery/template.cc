@@ -34,6 +34,9 @@ class StrictContext : public mus::context<std::string> {
     if (!v) missing.push_back(name);
     return v;
   }
+  // Never from the data. Parse refuses partial tags; this holds should its
+  // reading of the tags ever differ from the library's.
+  const mus::data* get_partial(const std::string&) const override { return nullptr; }
   mutable std::vector<std::string> missing;
 };
 
@@ -79,20 +82,24 @@ std::string_view Trim(std::string_view v) {
 }
 
 // Calls `on_tag` with each tag of `t` as the library reads them: the text
-// between the delimiters, trimmed, and whether it is a triple mustache
-// ({{{name}}}); delimiters changed by a tag ({{=<% %>=}}) are followed.
+// between the delimiters, trimmed, whether it is a triple mustache
+// ({{{name}}}), and where it begins; delimiters changed by a tag
+// ({{=<% %>=}}) are followed. A triple is one only with the default
+// delimiters, both of them (after {{={{ ]]=}}, "{{{x]]" is a plain tag
+// to the library: taken for a triple, the tags up to the next "}}}" went
+// uncounted).
 template <typename OnTag>
 void EachTag(const std::string& t, OnTag&& on_tag) {
   std::string open = "{{", close = "}}";
   for (size_t p = t.find(open); p != std::string::npos; p = t.find(open, p)) {
-    size_t begin = p + open.size();
-    bool triple = open == "{{" && t.compare(begin, 1, "{") == 0;
+    size_t at = p, begin = p + open.size();
+    bool triple = open == "{{" && close == "}}" && t.compare(begin, 1, "{") == 0;
     if (triple) ++begin;
     size_t end = t.find(triple ? "}}}" : close, begin);
     if (end == std::string::npos) return;
     std::string_view tag = Trim(std::string_view(t).substr(begin, end - begin));
     p = end + (triple ? 3 : close.size());
-    on_tag(tag, triple);
+    on_tag(tag, triple, at);
     if (!triple && tag.size() >= 2 && tag.front() == '=' && tag.back() == '=') {
       std::string_view both = Trim(tag.substr(1, tag.size() - 2));
       size_t gap = both.find_first_of(" \t\r\n");
@@ -110,12 +117,24 @@ void EachTag(const std::string& t, OnTag&& on_tag) {
 // stack).
 int SectionDepth(const std::string& t) {
   int depth = 0, max = 0;
-  EachTag(t, [&](std::string_view tag, bool triple) {
+  EachTag(t, [&](std::string_view tag, bool triple, size_t) {
     if (triple || tag.empty()) return;
     if (tag[0] == '#' || tag[0] == '^') max = std::max(max, ++depth);
     if (tag[0] == '/') --depth;
   });
   return max;
+}
+
+// Where the first partial tag ({{> name}}) begins, or npos. There are no
+// partials: the library looked the name up in the data and rendered the
+// string it found as a template, unescaped (an event's field became
+// markup, and one naming itself recursed until the stack ran out).
+size_t FirstPartial(const std::string& t) {
+  size_t first = std::string::npos;
+  EachTag(t, [&](std::string_view tag, bool triple, size_t at) {
+    if (!triple && !tag.empty() && tag[0] == '>' && first == std::string::npos) first = at;
+  });
+  return first;
 }
 
 }  // namespace
@@ -148,7 +167,7 @@ struct Template::Names {
   }
 
   void Scan(const std::string& t) {
-    EachTag(t, [&](std::string_view tag, bool triple) {
+    EachTag(t, [&](std::string_view tag, bool triple, size_t) {
       if (!triple && !tag.empty()) {
         char sigil = tag[0];
         if (sigil == '=') all = true;  // new delimiters: names unknown from here
@@ -304,6 +323,11 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
                         : slot == &t.from_  ? "from"
                         : slot == &t.text_  ? "text"
                                             : "html";
+    if (size_t at = FirstPartial(*source); at != std::string::npos) {
+      return Status::Error(
+          "template '" + name + "' (" + label + "): " +
+          located(source, "partials ({{> name}}) are not supported at " + std::to_string(at)));
+    }
     auto part = std::make_unique<Part>();
     part->text = std::move(*source);
     part->compiled = std::make_unique<mus::mustache>(part->text);

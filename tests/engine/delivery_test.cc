@@ -172,6 +172,16 @@ TEST(Template, LimitsAndFormatErrors) {
     ASSERT_FALSE(spaced.ok()) << open;
     EXPECT_NE(spaced.error().find("nested deeper than 16"), std::string::npos) << spaced.error();
   }
+  // "{{{" after {{={{ ]]=}} is no triple to the library: the tags up to
+  // the next "}}}" were skipped as one, and 21,000 levels crashed render.
+  {
+    std::string t = "subject: s\n--- text\n{{={{ ]]=}}{{{x]]{{=< >=]]";
+    for (int i = 0; i < 17; ++i) t += "<#vars.a>";
+    for (int i = 0; i < 17; ++i) t += "</vars.a>";
+    auto skipped = Template::Parse("t", t + " }}}\n");
+    ASSERT_FALSE(skipped.ok());
+    EXPECT_NE(skipped.error().find("nested deeper than 16"), std::string::npos) << skipped.error();
+  }
   auto big = Template::Parse("t", "subject: s\n--- text\n" + std::string(300 * 1024, 'x'));
   ASSERT_FALSE(big.ok());
   EXPECT_NE(big.error().find("256 KiB"), std::string::npos);
@@ -201,6 +211,32 @@ TEST(Template, LimitsAndFormatErrors) {
   ASSERT_FALSE(nul.ok());
   EXPECT_EQ(nul.error(), "template 't' is not UTF-8 text (line 3)");
   EXPECT_TRUE(Template::Parse("t", "subject: Grüße\n--- text\nHallo\n").ok());
+}
+
+// There are no partials. The library looked a partial's name up in the
+// data and rendered the string it found as a template: an event's field
+// went out as unescaped markup, and one naming itself recursed until the
+// process crashed. Refused by Parse (and `check`), wherever they are.
+TEST(Template, PartialsAreRefused) {
+  auto html = Template::Parse("t",
+                              "subject: s\n--- text\nx\n--- html\n<p>{{#trigger.data}}\n"
+                              "  {{ > footer}}{{/trigger.data}}</p>\n");
+  ASSERT_FALSE(html.ok());
+  EXPECT_EQ(html.error(),
+            "template 't' (html): partials ({{> name}}) are not supported at line 6, column 3");
+  auto subject = Template::Parse("t", "subject: Hi {{>name}}\n--- text\nx\n");
+  ASSERT_FALSE(subject.ok());
+  EXPECT_EQ(subject.error(),
+            "template 't' (subject): partials ({{> name}}) are not supported at line 1, column 13");
+  auto changed = Template::Parse("t", "subject: s\n--- text\n{{=<% %>=}}<%> footer%>\n");
+  ASSERT_FALSE(changed.ok());
+  EXPECT_NE(changed.error().find("partials"), std::string::npos) << changed.error();
+  // A triple mustache and a comment that begin with '>' are no partials.
+  auto fine = Template::Parse("t", "subject: s\n--- text\n{{! > not one}}{{{vars.a}}}\n");
+  ASSERT_TRUE(fine.ok()) << fine.error();
+  auto out = fine.value().Render(json{{"vars", {{"a", "<b>"}}}});
+  ASSERT_TRUE(out.ok()) << out.error();
+  EXPECT_EQ(out.value().text, "<b>\n");
 }
 
 MessageParams Params() {
