@@ -213,15 +213,26 @@ Status ValidateConfig(const json& doc) {
 Result<Config> Config::Load(const std::string& path) {
   Config c;
   c.path_ = path.empty() ? "waymark.toml" : path;
-  if (path.empty() && !std::filesystem::exists(c.path_)) {
-    c.path_.clear();
-    return c;
-  }
-  if (std::error_code ec; !std::filesystem::exists(c.path_, ec)) {
+  // Only a name that is not there means no file: one the user may not
+  // look at, or a link to nothing (a configuration mounted as a link), is
+  // said, not taken for none (it threw, or ran on the defaults).
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::symlink_status(c.path_, ec).type() == fs::file_type::not_found) {
+    if (path.empty()) {
+      c.path_.clear();
+      return c;
+    }
     return Status::Error(c.path_ + ": no such file (--config FILE)");
-  } else if (!std::filesystem::is_regular_file(c.path_, ec)) {
-    return Status::Error(c.path_ + ": not a file");
   }
+  fs::file_status st = fs::status(c.path_, ec);
+  if (st.type() == fs::file_type::not_found) {
+    std::error_code link_ec;
+    return Status::Error(c.path_ + ": a link to nothing (" +
+                         fs::read_symlink(c.path_, link_ec).string() + ")");
+  }
+  if (ec) return Status::Error(c.path_ + ": cannot read it (" + ec.message() + ")");
+  if (!fs::is_regular_file(st)) return Status::Error(c.path_ + ": not a file");
   std::ifstream in(c.path_, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();

@@ -181,6 +181,23 @@ TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
   fs::remove_all(dir);
 }
 
+// A working directory the user may not search: looking for ./waymark.toml
+// threw, and every command died (exit 134) before a word. Run as nobody.
+TEST(Cli, AConfigurationThatCannotBeLookedAtIsAnError) {
+  const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (Sh(nobody + kWaymark + " --version").code != 0) {
+    GTEST_SKIP() << "cannot run the binary as nobody here";
+  }
+  fs::path dir = fs::path("/tmp") / ("waymark_unsearchable_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all);
+  Outcome r = Sh("cd '" + dir.string() + "' && " + nobody + kWaymark + " publish /dev/null");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(r.err, "waymark publish: waymark.toml: cannot read it (Permission denied)\n");
+  fs::remove_all(dir);
+}
+
 // A subdirectory of the journeys that the user may not read is an error
 // naming it, for check and run: walking into it threw, and both died
 // (exit 134) before a word; a journey in it must not be left out quietly.

@@ -225,6 +225,18 @@ TEST(Config, ADirectoryIsNotAConfiguration) {
   EXPECT_NE(c.error().find("not a file"), std::string::npos) << c.error();
 }
 
+// A link to nothing (a configuration mounted as a link, its target gone)
+// is said: it was taken for no file, and the command ran on the defaults.
+TEST(Config, ALinkToNothingIsSaid) {
+  fs::path link = fs::temp_directory_path() / ("waymark_dangling_" + std::to_string(::getpid()));
+  fs::remove(link);
+  fs::create_symlink("/nonexistent/waymark.toml", link);
+  auto c = Config::Load(link.string());
+  fs::remove(link);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error(), link.string() + ": a link to nothing (/nonexistent/waymark.toml)");
+}
+
 TEST(Config, FlagsWinOverTheFile) {
   auto c = LoadText("journeys = \"from-file\"\n[store]\nurl = \"sqlite:file.db\"\n");
   ASSERT_TRUE(c.ok()) << c.error();
