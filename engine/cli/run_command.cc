@@ -904,6 +904,12 @@ int Run(const RunOptions& o) {
                  "with --events or --listen, one engine takes all of its input\n";
     return kExitUsage;
   }
+  if (!o.source.url.empty()) {
+    if (Status s = o.source.Check(); !s.ok()) {
+      std::cerr << "waymark run: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  }
   if (o.partition > 0 && o.source.url.empty()) {
     std::cerr << "waymark run: --partition divides a stream (--source) between engines; with "
                  "--events or --listen, one engine takes all of its input\n";

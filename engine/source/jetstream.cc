@@ -214,20 +214,25 @@ Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
 
 }  // namespace
 
+Status JetStreamOptions::Check() const {
+  if (url.rfind("nats://", 0) != 0) {
+    return Status::Error("source: expected nats://HOST:PORT, not '" + RedactedUrl(url) + "'");
+  }
+  if (duplicate_window_s < kMinDuplicateWindowS) {
+    return Status::Error(
+        "source: duplicate_window must be at least 10m (it is how a re-published "
+        "event is recognised)");
+  }
+  if (max_deliver < 2) return Status::Error("source: max_deliver must be at least 2");
+  return Status();
+}
+
 Result<std::unique_ptr<JetStream>> JetStream::Connect(
     const JetStreamOptions& o, std::function<void(const std::string&)> report) {
   if (!report) {
     report = [](const std::string& what) { std::fprintf(stderr, "waymark: %s\n", what.c_str()); };
   }
-  if (o.url.rfind("nats://", 0) != 0) {
-    return Status::Error("source: expected nats://HOST:PORT, not '" + RedactedUrl(o.url) + "'");
-  }
-  if (o.duplicate_window_s < kMinDuplicateWindowS) {
-    return Status::Error(
-        "source: duplicate_window must be at least 10m (it is how a re-published "
-        "event is recognised)");
-  }
-  if (o.max_deliver < 2) return Status::Error("source: max_deliver must be at least 2");
+  if (Status s = o.Check(); !s.ok()) return s;
   std::unique_ptr<JetStream> j(new JetStream(o));
   j->report_ = report;
   Impl& m = *j->impl_;

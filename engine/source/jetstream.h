@@ -38,6 +38,9 @@ struct JetStreamOptions {
   // Connect: when no server answers, wait for one while this returns true
   // (a service, until it is stopped) instead of failing (a command).
   std::function<bool()> wait_for_server;
+  // What is wrong with these options alone (the URL's scheme, the limits):
+  // checked by Connect, and by `waymark run` before it opens the store.
+  Status Check() const;
 };
 
 // One fetched message. Acked through JetStream::Ack only.

@@ -331,6 +331,10 @@ TEST(Cli, InputsThatAreDirectoriesOrMissingAreUsageErrors) {
        "the plugin directory journeys/sample_events.jsonl is not a directory"},
       {"run --journeys nowhere --events journeys/sample_events.jsonl --transport null:" + store,
        "the journeys directory nowhere does not exist"},
+      // The source's URL before the store (it was checked at the connect:
+      // the store was made, or an older one upgraded, for nothing).
+      {"run --source 127.0.0.1:4222 --transport null:" + store,
+       "source: expected nats://HOST:PORT, not '127.0.0.1:4222'"},
       // A named schemas directory that is not there was a warning, and
       // nothing was validated.
       {"check --schemas /nonexistent journeys",
