@@ -19,7 +19,7 @@ std::optional<CompiledJourney> Compile(const Journey& journey, const SchemaRegis
                                        DiagnosticSink& diags);
 
 // True when `name` is an IANA time-zone name known to this machine's tz
-// database (e.g. "Europe/Berlin").
+// database (e.g. "Europe/Berlin"); "localtime", the host's zone, is not.
 bool IsValidTimeZone(const std::string& name);
 
 }  // namespace waymark::dsl

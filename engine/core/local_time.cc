@@ -5,6 +5,8 @@
 
 #include <date/tz.h>
 
+#include "dsl/compiler.h"
+
 namespace waymark {
 
 namespace {
@@ -47,7 +49,7 @@ const date::time_zone* FindZone(const std::string& name) {
   if (it != cache.end()) return it->second;
   const date::time_zone* z = nullptr;
   try {
-    if (!name.empty()) z = date::locate_zone(name);
+    if (dsl::IsValidTimeZone(name)) z = date::locate_zone(name);
   } catch (const std::exception&) {
     z = nullptr;
   }

@@ -1,6 +1,7 @@
 // Local-time waits and quiet hours across DST transitions.
 #include "engine/core/local_time.h"
 
+#include <date/tz.h>
 #include <gtest/gtest.h>
 
 namespace waymark {
@@ -29,6 +30,16 @@ TEST(Rfc3339, ParsesOffsetsAndFractions) {
                           "2026-03-08T09:30:00", "2026-03-08T25:00:00Z", "x", ""}) {
     EXPECT_FALSE(ParseRfc3339(bad).ok()) << bad;
   }
+}
+
+// Only the tz database's zones: "localtime" is the host's own (a link to
+// /etc/localtime), which made a step decide by the machine it ran on.
+TEST(LocalTime, TheHostsZoneIsNoZone) {
+  EXPECT_EQ(FindZone("localtime"), nullptr);
+  EXPECT_EQ(FindZone("Europe/Nowhere"), nullptr);
+  EXPECT_EQ(FindZone(""), nullptr);
+  ASSERT_NE(FindZone("Europe/Berlin"), nullptr);
+  EXPECT_EQ(FindZone("Europe/Berlin")->name(), "Europe/Berlin");
 }
 
 TEST(LocalTime, NextLocalTimeIsStrictlyAfter) {
