@@ -69,8 +69,10 @@ void Throttle::Throttled(int64_t now_us, int64_t retry_after_us) {
     gcra_->SetRate(rate_, burst_);
     last_step_ = now_us;
   }
-  // The provider's bucket is empty: no burst until it has refilled.
-  gcra_->Drain(now_us);
+  // The provider's bucket is empty: no burst until it has refilled, counted
+  // from the end of the wait (the wait earned none back: at its end the
+  // whole burst went at once).
+  gcra_->Drain(std::max(now_us, suspended_until_));
 }
 
 void Throttle::Suspend(int64_t until_us) {

@@ -44,6 +44,19 @@ TEST(Throttle, ASignalHalvesTheRateOncePerSecondAndSuspends) {
   EXPECT_EQ(t.rate(), 20.0 / 64);  // the floor
 }
 
+// After a retry-after, sends go at the rate: the wait earns no burst back
+// (at its end the whole burst of 30 went at once).
+TEST(Throttle, ARetryAfterEarnsNoBurstBack) {
+  Throttle t(14, 30);
+  t.Throttled(0, 5 * kSecond);
+  const int64_t end = 5 * kSecond;
+  EXPECT_EQ(t.Take(end - 1), 1);
+  int at_once = 0;
+  while (t.Take(end) == 0) ++at_once;
+  EXPECT_EQ(at_once, 1);
+  EXPECT_GT(t.Take(end), 0);
+}
+
 struct Outcome {
   int64_t accepted = 0, throttled = 0, throttled_late = 0, attempts_late = 0;
   size_t max_in_a_second = 0;
