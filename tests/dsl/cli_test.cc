@@ -716,6 +716,13 @@ TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_NE(r.err.find("--until-idle and --listen: a run that serves POST /events is never idle"),
             std::string::npos)
       << r.err;
+  // A burst without a rate: no throttle is made, so it limited nothing.
+  r = Sh(run + "--transport-burst 30");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("a burst (--transport-burst, [transport] burst) without a rate does "
+                       "nothing: give --transport-rate or [transport] rate"),
+            std::string::npos)
+      << r.err;
   EXPECT_EQ(Sh(kWaymark + " frobnicate").code, 2);
   EXPECT_EQ(Sh(kWaymark).code, 2);
   EXPECT_EQ(Sh(kWaymark + " graph").code, 2);

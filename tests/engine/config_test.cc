@@ -237,6 +237,16 @@ TEST(Config, ALinkToNothingIsSaid) {
   EXPECT_EQ(c.error(), link.string() + ": a link to nothing (/nonexistent/waymark.toml)");
 }
 
+// A provider's burst without its rate limited nothing (no throttle is made).
+TEST(Config, AProvidersBurstNeedsItsRate) {
+  auto c = LoadText("[[provider]]\nname = \"a\"\nplugin = \"null\"\nburst = 30\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("[[provider]] #1"), std::string::npos) << c.error();
+  EXPECT_NE(c.error().find("Missing dependency 'rate'"), std::string::npos) << c.error();
+  EXPECT_TRUE(
+      LoadText("[[provider]]\nname = \"a\"\nplugin = \"null\"\nrate = 5\nburst = 30\n").ok());
+}
+
 TEST(Config, FlagsWinOverTheFile) {
   auto c = LoadText("journeys = \"from-file\"\n[store]\nurl = \"sqlite:file.db\"\n");
   ASSERT_TRUE(c.ok()) << c.error();
