@@ -102,8 +102,9 @@ std::optional<Cap> ParseCap(const std::string& s) {
   if (slash == std::string::npos || slash == 0) return std::nullopt;
   Cap c;
   for (char ch : s.substr(0, slash)) {
-    if (!std::isdigit(static_cast<unsigned char>(ch)) || c.max > 100000) return std::nullopt;
+    if (!std::isdigit(static_cast<unsigned char>(ch))) return std::nullopt;
     c.max = c.max * 10 + (ch - '0');
+    if (c.max > kMaxCap) return std::nullopt;
   }
   c.window_s = ParseDurationSeconds(s.substr(slash + 1));
   if (c.max <= 0 || c.window_s <= 0) return std::nullopt;
@@ -114,8 +115,8 @@ bool CapFlag(const std::string& command, const std::string& text, Cap& out) {
   if (text.empty()) return true;
   std::optional<Cap> cap = ParseCap(text);
   if (!cap) {
-    std::cerr << "waymark " << command << ": --cap: expected N/DURATION such as 3/7d, not '" << text
-              << "'\n";
+    std::cerr << "waymark " << command << ": --cap: expected N/DURATION such as 3/7d, " << kCapForms
+              << ", not '" << text << "'\n";
     return false;
   }
   out = *cap;
@@ -183,9 +184,9 @@ Status CheckValues(const json& doc) {
     return fail("delivery", "retry_max", "shorter than retry_base");
   }
   if (const json* cap = text("engine", "cap"); cap && !ParseCap(cap->get<std::string>())) {
-    return fail("engine", "cap",
-                "'" + cap->get<std::string>() +
-                    "': expected N/DURATION such as 3/7d, the duration from 1s to 100 years");
+    return fail(
+        "engine", "cap",
+        "'" + cap->get<std::string>() + "': expected N/DURATION such as 3/7d, " + kCapForms);
   }
   return Status();
 }

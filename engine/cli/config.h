@@ -33,6 +33,9 @@ struct Cap {
   int max = 0;
   int64_t window_s = 0;
 };
+inline constexpr int kMaxCap = 1000000;
+inline constexpr const char* kCapForms =
+    "N from 1 to 1000000 and the duration from 1s to 100 years";
 // nullopt if malformed.
 std::optional<Cap> ParseCap(const std::string& s);
 // --cap's text into `out` (left as it is, no cap, when `text` is empty), or

@@ -135,6 +135,11 @@ TEST(Config, ABadValueIsNamedWithWhatTheKeyTakes) {
       {"[delivery]\nretry_base = \"1h\"\nretry_max = \"1m\"\n",
        "[delivery] retry_max: shorter than retry_base"},
       {"[engine]\ncap = \"3/0s\"\n", "[engine] cap: '3/0s'"},
+      // One limit for N, said (1,000,009 passed, 1,000,010 did not, and the
+      // message blamed the duration).
+      {"[engine]\ncap = \"1000001/1d\"\n",
+       "[engine] cap: '1000001/1d': expected N/DURATION such as 3/7d, N from 1 to 1000000 and "
+       "the duration from 1s to 100 years"},
       {"[transport]\nrate = 1e-20\n", "[transport] rate"},
       {"[transport]\nrate = nan\n", "[transport] rate"},
       {"[[domain]]\nname = \"g\"\nrate = inf\n", "[[domain]] #1 rate"},
@@ -245,6 +250,12 @@ TEST(Config, AProvidersBurstNeedsItsRate) {
   EXPECT_NE(c.error().find("Missing dependency 'rate'"), std::string::npos) << c.error();
   EXPECT_TRUE(
       LoadText("[[provider]]\nname = \"a\"\nplugin = \"null\"\nrate = 5\nburst = 30\n").ok());
+}
+
+TEST(Config, ACapsNIsAtMostAMillion) {
+  EXPECT_TRUE(LoadText("[engine]\ncap = \"1000000/1d\"\n").ok());
+  EXPECT_FALSE(ParseCap("1000009/1d"));
+  EXPECT_FALSE(ParseCap("99999999999999999999/1d"));
 }
 
 TEST(Config, FlagsWinOverTheFile) {
