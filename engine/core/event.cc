@@ -6,9 +6,11 @@
 
 #include <date/date.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
@@ -28,6 +30,23 @@ bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
     out = out * 10 + (s[i] - '0');
   }
   return true;
+}
+
+constexpr uint64_t kInt64Max = uint64_t(std::numeric_limits<int64_t>::max());
+
+// Whether `j` holds an integer past 2^63 - 1.
+bool PastInt64(const nlohmann::json& j) {
+  if (j.is_number_unsigned()) return j.get<uint64_t>() > kInt64Max;
+  if (!j.is_structured()) return false;
+  return std::any_of(j.begin(), j.end(), [](const nlohmann::json& x) { return PastInt64(x); });
+}
+
+// Each integer past 2^63 - 1 in `j` set to 2^63 - 1.
+void ClampPastInt64(nlohmann::json& j) {
+  if (j.is_number_unsigned() && j.get<uint64_t>() > kInt64Max) j = int64_t(kInt64Max);
+  if (j.is_structured()) {
+    for (nlohmann::json& x : j) ClampPastInt64(x);
+  }
 }
 
 }  // namespace
@@ -352,7 +371,17 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
       const Schemas::Compiled& c = schema->second;
       if (c.quick && c.quick->SurelyValid(e.data)) return;
       std::string msg = "'data' does not match schemas/events/" + e.type + ".json";
-      valijson::adapters::NlohmannJsonAdapter target(e.data);
+      // valijson reads an integer as int64_t: one past 2^63 - 1 wrapped to
+      // a negative, and 10^19 met "maximum": 100. It judges a copy with
+      // those at 2^63 - 1, which every bound below that judges the same.
+      nlohmann::json clamped;
+      const nlohmann::json* judged_data = &e.data;
+      if (PastInt64(e.data)) {
+        clamped = e.data;
+        ClampPastInt64(clamped);
+        judged_data = &clamped;
+      }
+      valijson::adapters::NlohmannJsonAdapter target(*judged_data);
       valijson::ValidationResults results;
       try {
         if (!schemas_->validator.validate(*c.full, target, &results)) {

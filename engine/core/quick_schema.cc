@@ -71,7 +71,14 @@ bool SameScalar(const json& a, const json& b) {
     return a.get_ref<const std::string&>() == b.get_ref<const std::string&>();
   if (a.is_boolean() && b.is_boolean()) return a.get<bool>() == b.get<bool>();
   if (a.is_null() && b.is_null()) return true;
-  if (a.is_number_integer() && b.is_number_integer()) return a == b;
+  if (a.is_number_integer() && b.is_number_integer()) {
+    // By sign first: nlohmann's == took 2^64 - 1 for -1.
+    if (a.is_number_unsigned() != b.is_number_unsigned() &&
+        (a.is_number_unsigned() ? b.get<int64_t>() < 0 : a.get<int64_t>() < 0)) {
+      return false;
+    }
+    return a.get<uint64_t>() == b.get<uint64_t>();
+  }
   return false;  // floats, mixed numbers, containers: valijson decides
 }
 

@@ -279,6 +279,38 @@ TEST(EventDecoder, AFormatFieldHoldingAnArrayIsRefusedNotFatal) {
       << e.error();
 }
 
+// Integers past 2^63 - 1 are judged by their value, by the quick check and
+// by valijson alike: valijson read 10^19 as a negative int64_t (it met
+// "maximum": 100), and the quick check took 2^64 - 1 for -1 in an enum.
+TEST(EventDecoder, IntegersPast63BitsMeetTheSchemasBounds) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("wm_big_ints_" + std::to_string(getpid()));
+  fs::create_directories(dir / "events");
+  const std::string props =
+      R"("properties":{"n":{"type":"integer","maximum":100},"m":{"type":"integer","minimum":0},)"
+      R"("e":{"enum":[-1,0,1]}})";
+  std::ofstream(dir / "events" / "quick.json") << "{" << props << "}";
+  // maxProperties: a schema the quick check leaves to valijson.
+  std::ofstream(dir / "events" / "full.json") << R"({"maxProperties":50,)" << props << "}";
+  auto d = EventDecoder::Create(dir.string());
+  ASSERT_TRUE(d.ok()) << d.error();
+  auto event = [](const std::string& type, const std::string& data) {
+    return R"({"specversion":"1.0","id":"e1","source":"s","type":")" + type +
+           R"(","subject":"u","data":)" + data + "}";
+  };
+  for (const std::string type : {"quick", "full"}) {
+    EXPECT_FALSE(d.value()->Decode(event(type, R"({"n":10000000000000000000})"), 0).ok()) << type;
+    EXPECT_FALSE(d.value()->Decode(event(type, R"({"e":18446744073709551615})"), 0).ok()) << type;
+    auto m = d.value()->Decode(event(type, R"({"m":10000000000000000000,"n":[5]})"), 0);
+    EXPECT_FALSE(m.ok()) << type;  // n is no integer
+    m = d.value()->Decode(event(type, R"({"m":10000000000000000000,"e":-1,"n":100})"), 0);
+    ASSERT_TRUE(m.ok()) << type << ": " << m.error();
+    // The event keeps the number as it came.
+    EXPECT_EQ(m.value().Doc()->at("data").at("m").get<uint64_t>(), 10000000000000000000ULL) << type;
+  }
+  fs::remove_all(dir);
+}
+
 // A schema's `pattern` is matched with std::regex, which recurses once per
 // character: a string of a few hundred thousand characters (an event may
 // be 1 MiB) ran the thread's stack out and killed the process (SIGSEGV)
