@@ -938,15 +938,15 @@ int Run(const RunOptions& o) {
               << kMaxBurst << " and --batch from 1 to 100000\n";
     return kExitUsage;
   }
-  if (o.transport_burst > 1 && o.transport_rate == 0) {
-    std::cerr << "waymark run: a burst (--transport-burst, [transport] burst) without a rate "
-                 "does nothing: give --transport-rate or [transport] rate\n";
-    return kExitUsage;
-  }
   if (!o.providers.empty() && o.transport_pacing_given) {
     std::cerr << "waymark run: a rate for --transport (--transport-rate, --transport-burst, "
                  "[transport] rate and burst) does not apply to [[provider]] tables: give each "
                  "its own rate and burst\n";
+    return kExitUsage;
+  }
+  if (o.transport_burst > 1 && o.transport_rate == 0) {
+    std::cerr << "waymark run: a burst (--transport-burst, [transport] burst) without a rate "
+                 "does nothing: give --transport-rate or [transport] rate\n";
     return kExitUsage;
   }
   eo.max_attempts = o.max_attempts;

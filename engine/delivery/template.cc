@@ -84,7 +84,7 @@ std::string_view Trim(std::string_view v) {
 // Calls `on_tag` with each tag of `t` as the library reads them: the text
 // between the delimiters, trimmed, whether it is a triple mustache
 // ({{{name}}}), and where it begins; delimiters changed by a tag
-// ({{=<% %>=}}) are followed. A triple is one only with the default
+// ({{=<% %>=}}, {{{=<% %>=}}}) are followed. A triple is one only with the default
 // delimiters, both of them (after {{={{ ]]=}}, "{{{x]]" is a plain tag
 // to the library: taken for a triple, the tags up to the next "}}}" went
 // uncounted).
@@ -100,7 +100,9 @@ void EachTag(const std::string& t, OnTag&& on_tag) {
     std::string_view tag = Trim(std::string_view(t).substr(begin, end - begin));
     p = end + (triple ? 3 : close.size());
     on_tag(tag, triple, at);
-    if (!triple && tag.size() >= 2 && tag.front() == '=' && tag.back() == '=') {
+    // A triple's too ({{{=< >=}}}): the library reads any tag that begins
+    // with '=' as new delimiters.
+    if (tag.size() >= 2 && tag.front() == '=' && tag.back() == '=') {
       std::string_view both = Trim(tag.substr(1, tag.size() - 2));
       size_t gap = both.find_first_of(" \t\r\n");
       if (gap != std::string_view::npos) {
@@ -168,10 +170,13 @@ struct Template::Names {
 
   void Scan(const std::string& t) {
     EachTag(t, [&](std::string_view tag, bool triple, size_t) {
+      if (!tag.empty() && tag[0] == '=') {
+        all = true;  // new delimiters (a triple's too): names unknown from here
+        return;
+      }
       if (!triple && !tag.empty()) {
         char sigil = tag[0];
-        if (sigil == '=') all = true;  // new delimiters: names unknown from here
-        if (sigil == '!' || sigil == '/' || sigil == '>' || sigil == '=') return;
+        if (sigil == '!' || sigil == '/' || sigil == '>') return;
         if (sigil == '#' || sigil == '^' || sigil == '&') tag = Trim(tag.substr(1));
       }
       Add(std::string(tag));

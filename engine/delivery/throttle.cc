@@ -44,17 +44,25 @@ void Throttle::Recover(int64_t now_us) {
   if (rate_ != before) gcra_->SetRate(rate_, burst_);
 }
 
+void Throttle::Settle(int64_t now_us) {
+  Recover(now_us);
+  if (drain_at_ != 0 && now_us >= drain_at_) {
+    gcra_->Drain(drain_at_);
+    drain_at_ = 0;
+  }
+}
+
 int64_t Throttle::Take(int64_t now_us) {
   if (now_us < suspended_until_) return suspended_until_ - now_us;
   if (!gcra_) return 0;
-  Recover(now_us);
+  Settle(now_us);
   return gcra_->Take(now_us);
 }
 
 int64_t Throttle::Wait(int64_t now_us) {
   if (now_us < suspended_until_) return suspended_until_ - now_us;
   if (!gcra_) return 0;
-  Recover(now_us);
+  Settle(now_us);
   return gcra_->Wait(now_us);
 }
 
@@ -71,8 +79,10 @@ void Throttle::Throttled(int64_t now_us, int64_t retry_after_us) {
   }
   // The provider's bucket is empty: no burst until it has refilled, counted
   // from the end of the wait (the wait earned none back: at its end the
-  // whole burst went at once).
-  gcra_->Drain(std::max(now_us, suspended_until_));
+  // whole burst went at once), at the rate recovered by then (drained at
+  // the signal, the halved rate's longer window held the first send back
+  // past the wait's end).
+  drain_at_ = std::max({drain_at_, now_us, suspended_until_});
 }
 
 void Throttle::Suspend(int64_t until_us) {

@@ -37,12 +37,16 @@ class Throttle {
   double learned() const { return learned_; }  // the rate the provider last throttled at
 
  private:
+  // Recover, then the burst spent by a throttle signal once its wait is
+  // over (at the rate recovered by then).
+  void Settle(int64_t now_us);
   void Recover(int64_t now_us);
 
   double ceiling_, rate_, learned_;
   uint32_t burst_;
   std::optional<Gcra> gcra_;
   int64_t suspended_until_ = 0;
+  int64_t drain_at_ = 0;   // a signal's burst to spend from then (0: none)
   int64_t last_cut_ = 0;   // when the rate was last halved
   int64_t last_step_ = 0;  // when Recover last moved the rate (whole seconds)
   bool started_ = false;

@@ -423,11 +423,15 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
         continue;
       }
       const RawInput& in = *events[k].second;
-      // The kind before ": ", the times after it (the summary counts by kind).
+      // The kind before ": ", the time after it (the summary counts by
+      // kind). Not the wall clock's: the same input read again (a file
+      // re-read, a redelivery) makes the same dead letter, stored once; on
+      // the event clock it is dated by that clock, as a decoding error is
+      // (prune cuts by journey time).
       std::string why = "from the future: dated " + FormatRfc3339(e.time) + ", more than " +
                         dsl::DurationToString(options_.max_event_lead / kMicrosPerSecond) +
-                        " ahead of the wall clock (" + FormatRfc3339(wall_now) + ")";
-      DeadLetter(wall_now, in.position, why, in.text);
+                        " ahead of the wall clock";
+      DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, why, in.text);
       out[index[k]] = {InputOutcome::Kind::kDeadLetter, why};
       continue;
     }

@@ -174,12 +174,14 @@ TEST(Template, LimitsAndFormatErrors) {
   }
   // "{{{" after {{={{ ]]=}} is no triple to the library: the tags up to
   // the next "}}}" were skipped as one, and 21,000 levels crashed render.
-  {
-    std::string t = "subject: s\n--- text\n{{={{ ]]=}}{{{x]]{{=< >=]]";
+  // And a triple that sets delimiters sets them ({{{=< >=}}}: the tags
+  // after it went uncounted, and 30,000 levels crashed it too).
+  for (const char* prefix : {"{{={{ ]]=}}{{{x]]{{=< >=]]", "{{{=< >=}}}"}) {
+    std::string t = std::string("subject: s\n--- text\n") + prefix;
     for (int i = 0; i < 17; ++i) t += "<#vars.a>";
     for (int i = 0; i < 17; ++i) t += "</vars.a>";
     auto skipped = Template::Parse("t", t + " }}}\n");
-    ASSERT_FALSE(skipped.ok());
+    ASSERT_FALSE(skipped.ok()) << prefix;
     EXPECT_NE(skipped.error().find("nested deeper than 16"), std::string::npos) << skipped.error();
   }
   auto big = Template::Parse("t", "subject: s\n--- text\n" + std::string(300 * 1024, 'x'));
@@ -228,9 +230,12 @@ TEST(Template, PartialsAreRefused) {
   ASSERT_FALSE(subject.ok());
   EXPECT_EQ(subject.error(),
             "template 't' (subject): partials ({{> name}}) are not supported at line 1, column 13");
-  auto changed = Template::Parse("t", "subject: s\n--- text\n{{=<% %>=}}<%> footer%>\n");
-  ASSERT_FALSE(changed.ok());
-  EXPECT_NE(changed.error().find("partials"), std::string::npos) << changed.error();
+  for (const char* set : {"{{=<% %>=}}", "{{{=<% %>=}}}"}) {
+    auto changed =
+        Template::Parse("t", std::string("subject: s\n--- text\n") + set + "<%> footer%>\n");
+    ASSERT_FALSE(changed.ok()) << set;
+    EXPECT_NE(changed.error().find("partials"), std::string::npos) << changed.error();
+  }
   // A triple mustache and a comment that begin with '>' are no partials.
   auto fine = Template::Parse("t", "subject: s\n--- text\n{{! > not one}}{{{vars.a}}}\n");
   ASSERT_TRUE(fine.ok()) << fine.error();

@@ -46,15 +46,25 @@ TEST(Throttle, ASignalHalvesTheRateOncePerSecondAndSuspends) {
 
 // After a retry-after, sends go at the rate: the wait earns no burst back
 // (at its end the whole burst of 30 went at once).
+// Nor does it hold the first send back past its end (the burst spent at
+// the halved rate left a window longer than the recovered rate's: the
+// first send waited 1.8 s more).
 TEST(Throttle, ARetryAfterEarnsNoBurstBack) {
   Throttle t(14, 30);
+  EXPECT_EQ(t.Take(0), 0);
   t.Throttled(0, 5 * kSecond);
   const int64_t end = 5 * kSecond;
+  EXPECT_EQ(t.Wait(end - 1), 1);
   EXPECT_EQ(t.Take(end - 1), 1);
   int at_once = 0;
   while (t.Take(end) == 0) ++at_once;
   EXPECT_EQ(at_once, 1);
-  EXPECT_GT(t.Take(end), 0);
+  EXPECT_GT(t.rate(), 7);  // recovered over the wait
+  // Then paced at that rate.
+  const int64_t next = t.Take(end);
+  EXPECT_GT(next, 0);
+  EXPECT_LE(next, int64_t(kSecond / 7));
+  EXPECT_EQ(t.Take(end + next), 0);
 }
 
 struct Outcome {
