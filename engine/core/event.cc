@@ -34,19 +34,23 @@ bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
 
 constexpr uint64_t kInt64Max = uint64_t(std::numeric_limits<int64_t>::max());
 
-// Whether `j` holds an integer past 2^63 - 1.
-bool PastInt64(const nlohmann::json& j) {
-  if (j.is_number_unsigned()) return j.get<uint64_t>() > kInt64Max;
-  if (!j.is_structured()) return false;
-  return std::any_of(j.begin(), j.end(), [](const nlohmann::json& x) { return PastInt64(x); });
-}
-
-// Each integer past 2^63 - 1 in `j` set to 2^63 - 1.
-void ClampPastInt64(nlohmann::json& j) {
-  if (j.is_number_unsigned() && j.get<uint64_t>() > kInt64Max) j = int64_t(kInt64Max);
-  if (j.is_structured()) {
-    for (nlohmann::json& x : j) ClampPastInt64(x);
+// Where `j` holds an integer past 2^63 - 1 (`at`, then its members and
+// items), or "" when it holds none: valijson reads integers as int64_t,
+// so it judges those wrapped to negatives (10^19 met "maximum": 100).
+std::string PastInt64(const nlohmann::json& j, const std::string& at) {
+  if (j.is_number_unsigned()) return j.get<uint64_t>() > kInt64Max ? at : "";
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      if (std::string p = PastInt64(v, at + "." + k); !p.empty()) return p;
+    }
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) {
+      if (std::string p = PastInt64(j[i], at + "[" + std::to_string(i) + "]"); !p.empty()) {
+        return p;
+      }
+    }
   }
+  return "";
 }
 
 }  // namespace
@@ -249,6 +253,11 @@ Result<std::unique_ptr<EventDecoder>> EventDecoder::Create(const std::string& sc
     std::ifstream in(entry.path());
     nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
     if (doc.is_discarded()) return Status::Error(entry.path().string() + ": not JSON");
+    if (std::string at = PastInt64(doc, "schema"); !at.empty()) {
+      return Status::Error(entry.path().string() + ": " + at +
+                           ": an integer past 2^63 - 1 (valijson would read it wrapped to a "
+                           "negative)");
+    }
     auto schema = std::make_unique<valijson::Schema>();
     try {
       valijson::SchemaParser parser;
@@ -371,17 +380,15 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
       const Schemas::Compiled& c = schema->second;
       if (c.quick && c.quick->SurelyValid(e.data)) return;
       std::string msg = "'data' does not match schemas/events/" + e.type + ".json";
-      // valijson reads an integer as int64_t: one past 2^63 - 1 wrapped to
-      // a negative, and 10^19 met "maximum": 100. It judges a copy with
-      // those at 2^63 - 1, which every bound below that judges the same.
-      nlohmann::json clamped;
-      const nlohmann::json* judged_data = &e.data;
-      if (PastInt64(e.data)) {
-        clamped = e.data;
-        ClampPastInt64(clamped);
-        judged_data = &clamped;
+      // What valijson cannot read is not given to it: such data is valid
+      // only where the quick check is sure of it.
+      if (std::string at = PastInt64(e.data, "data"); !at.empty()) {
+        judged = Status::Error(msg + ": " + at +
+                               ": an integer past 2^63 - 1, which this schema cannot judge "
+                               "(valijson reads 64-bit signed integers)");
+        return;
       }
-      valijson::adapters::NlohmannJsonAdapter target(*judged_data);
+      valijson::adapters::NlohmannJsonAdapter target(e.data);
       valijson::ValidationResults results;
       try {
         if (!schemas_->validator.validate(*c.full, target, &results)) {

@@ -1,6 +1,7 @@
 #include "engine/core/quick_schema.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <regex>
@@ -222,6 +223,13 @@ bool QuickSchema::Node::Valid(const json& v) const {
   } else if (format != Format::kNone) {
     return false;  // valijson reads any value as a string here: let it judge
   } else if (v.is_number()) {
+    // Past 2^63 - 1 the double rounds (2^63 met a maximum of 2^63 - 1): only
+    // bounds below 2^63 are sure, and the decoder refuses what is not.
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) {
+      for (const auto& b : {minimum, maximum, exclusive_minimum, exclusive_maximum}) {
+        if (b && *b >= 0x1p63) return false;
+      }
+    }
     double d = v.get<double>();
     if ((minimum && d < *minimum) || (maximum && d > *maximum) ||
         (exclusive_minimum && d <= *exclusive_minimum) ||

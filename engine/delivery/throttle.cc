@@ -46,9 +46,9 @@ void Throttle::Recover(int64_t now_us) {
 
 void Throttle::Settle(int64_t now_us) {
   Recover(now_us);
-  if (drain_at_ != 0 && now_us >= drain_at_) {
-    gcra_->Drain(drain_at_);
-    drain_at_ = 0;
+  if (drain_at_ && now_us >= *drain_at_) {
+    gcra_->Drain(*drain_at_);
+    drain_at_.reset();
   }
 }
 
@@ -82,7 +82,7 @@ void Throttle::Throttled(int64_t now_us, int64_t retry_after_us) {
   // whole burst went at once), at the rate recovered by then (drained at
   // the signal, the halved rate's longer window held the first send back
   // past the wait's end).
-  drain_at_ = std::max({drain_at_, now_us, suspended_until_});
+  drain_at_ = std::max({drain_at_.value_or(now_us), now_us, suspended_until_});
 }
 
 void Throttle::Suspend(int64_t until_us) {

@@ -46,9 +46,9 @@ class Throttle {
   uint32_t burst_;
   std::optional<Gcra> gcra_;
   int64_t suspended_until_ = 0;
-  int64_t drain_at_ = 0;   // a signal's burst to spend from then (0: none)
-  int64_t last_cut_ = 0;   // when the rate was last halved
-  int64_t last_step_ = 0;  // when Recover last moved the rate (whole seconds)
+  std::optional<int64_t> drain_at_;  // a signal's burst, spent from then
+  int64_t last_cut_ = 0;             // when the rate was last halved
+  int64_t last_step_ = 0;            // when Recover last moved the rate (whole seconds)
   bool started_ = false;
 };
 

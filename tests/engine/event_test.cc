@@ -279,16 +279,18 @@ TEST(EventDecoder, AFormatFieldHoldingAnArrayIsRefusedNotFatal) {
       << e.error();
 }
 
-// Integers past 2^63 - 1 are judged by their value, by the quick check and
-// by valijson alike: valijson read 10^19 as a negative int64_t (it met
-// "maximum": 100), and the quick check took 2^64 - 1 for -1 in an enum.
-TEST(EventDecoder, IntegersPast63BitsMeetTheSchemasBounds) {
+// Integers past 2^63 - 1 are never judged wrapped: valijson reads 10^19
+// as a negative int64_t (it met "maximum": 100), and the quick check took
+// 2^64 - 1 for -1 in an enum. Such data is valid only where the quick
+// check is sure of it; a schema holding such an integer is refused.
+TEST(EventDecoder, IntegersPast63BitsAreNeverJudgedWrapped) {
   namespace fs = std::filesystem;
   fs::path dir = fs::temp_directory_path() / ("wm_big_ints_" + std::to_string(getpid()));
+  fs::remove_all(dir);
   fs::create_directories(dir / "events");
   const std::string props =
       R"("properties":{"n":{"type":"integer","maximum":100},"m":{"type":"integer","minimum":0},)"
-      R"("e":{"enum":[-1,0,1]}})";
+      R"("e":{"enum":[-1,0,1]},"top":{"maximum":9223372036854775807}})";
   std::ofstream(dir / "events" / "quick.json") << "{" << props << "}";
   // maxProperties: a schema the quick check leaves to valijson.
   std::ofstream(dir / "events" / "full.json") << R"({"maxProperties":50,)" << props << "}";
@@ -301,13 +303,30 @@ TEST(EventDecoder, IntegersPast63BitsMeetTheSchemasBounds) {
   for (const std::string type : {"quick", "full"}) {
     EXPECT_FALSE(d.value()->Decode(event(type, R"({"n":10000000000000000000})"), 0).ok()) << type;
     EXPECT_FALSE(d.value()->Decode(event(type, R"({"e":18446744073709551615})"), 0).ok()) << type;
-    auto m = d.value()->Decode(event(type, R"({"m":10000000000000000000,"n":[5]})"), 0);
-    EXPECT_FALSE(m.ok()) << type;  // n is no integer
-    m = d.value()->Decode(event(type, R"({"m":10000000000000000000,"e":-1,"n":100})"), 0);
-    ASSERT_TRUE(m.ok()) << type << ": " << m.error();
-    // The event keeps the number as it came.
-    EXPECT_EQ(m.value().Doc()->at("data").at("m").get<uint64_t>(), 10000000000000000000ULL) << type;
+    // 2^63 as a double equals the maximum 2^63 - 1.
+    EXPECT_FALSE(d.value()->Decode(event(type, R"({"top":9223372036854775808})"), 0).ok()) << type;
+    EXPECT_FALSE(d.value()->Decode(event(type, R"({"m":10000000000000000000,"n":[5]})"), 0).ok())
+        << type;
   }
+  // Valid, and the quick check is sure: taken, the number as it came.
+  auto m = d.value()->Decode(event("quick", R"({"m":10000000000000000000,"e":-1,"n":100})"), 0);
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().Doc()->at("data").at("m").get<uint64_t>(), 10000000000000000000ULL);
+  // Where only valijson judges, refused, saying why and where.
+  m = d.value()->Decode(event("full", R"({"e":-1,"n":100,"m":10000000000000000000})"), 0);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error(),
+            "'data' does not match schemas/events/full.json: data.m: an integer past 2^63 - 1, "
+            "which this schema cannot judge (valijson reads 64-bit signed integers)");
+  // Below 2^63 nothing changes there.
+  EXPECT_TRUE(d.value()->Decode(event("full", R"({"m":9223372036854775807,"n":100})"), 0).ok());
+  std::ofstream(dir / "events" / "big.json")
+      << R"({"properties":{"x":{"enum":[1,[18446744073709551615]]}}})";
+  auto refused = EventDecoder::Create(dir.string());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error(), (dir / "events" / "big.json").string() +
+                                 ": schema.properties.x.enum[1][0]: an integer past 2^63 - 1 "
+                                 "(valijson would read it wrapped to a negative)");
   fs::remove_all(dir);
 }
 

@@ -29,6 +29,14 @@ TEST(Throttle, WithoutACeilingOnlySuspensionsHold) {
   EXPECT_EQ(t.Take(10 + 2 * kSecond), 0);
 }
 
+// A signal at time 0 spends the burst too (0 meant "none pending").
+TEST(Throttle, ASignalAtTimeZeroSpendsTheBurst) {
+  Throttle t(10, 5);
+  t.Throttled(0, 0);
+  EXPECT_EQ(t.Take(0), 0);
+  EXPECT_GT(t.Take(0), 0);
+}
+
 TEST(Throttle, ASignalHalvesTheRateOncePerSecondAndSuspends) {
   Throttle t(20, 5);
   EXPECT_EQ(t.rate(), 20);
