@@ -43,6 +43,13 @@ Outcome Sh(const std::string& cmd) {
 
 const std::string kWaymark = WAYMARK_BINARY;
 
+// A command prefix that runs as nobody (root reads and searches
+// everything), and whether it can here.
+const std::string kNobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+bool AsNobodyWorks() {
+  return Sh(kNobody + kWaymark + " --version").code == 0;
+}
+
 TEST(Cli, CheckAcceptsTheBundledJourneys) {
   Outcome r = Sh(kWaymark + " check journeys");
   EXPECT_EQ(r.code, 0) << r.err;
@@ -184,15 +191,12 @@ TEST(Cli, ALuaJourneyIsAnErrorNotSkipped) {
 // A working directory the user may not search: looking for ./waymark.toml
 // threw, and every command died (exit 134) before a word. Run as nobody.
 TEST(Cli, AConfigurationThatCannotBeLookedAtIsAnError) {
-  const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
-  if (Sh(nobody + kWaymark + " --version").code != 0) {
-    GTEST_SKIP() << "cannot run the binary as nobody here";
-  }
+  if (!AsNobodyWorks()) GTEST_SKIP() << "cannot run the binary as nobody here";
   fs::path dir = fs::path("/tmp") / ("waymark_unsearchable_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::permissions(dir, fs::perms::owner_all);
-  Outcome r = Sh("cd '" + dir.string() + "' && " + nobody + kWaymark + " publish /dev/null");
+  Outcome r = Sh("cd '" + dir.string() + "' && " + kNobody + kWaymark + " publish /dev/null");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_EQ(r.err, "waymark publish: waymark.toml: cannot read it (Permission denied)\n");
   fs::remove_all(dir);
@@ -203,10 +207,7 @@ TEST(Cli, AConfigurationThatCannotBeLookedAtIsAnError) {
 // (exit 134) before a word; a journey in it must not be left out quietly.
 // Run as nobody (root reads everything), where setpriv can.
 TEST(Cli, AnUnreadableSubdirectoryOfTheJourneysIsAnError) {
-  const std::string nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
-  if (Sh(nobody + kWaymark + " --version").code != 0) {
-    GTEST_SKIP() << "cannot run the binary as nobody here";
-  }
+  if (!AsNobodyWorks()) GTEST_SKIP() << "cannot run the binary as nobody here";
   fs::path dir = fs::path("/tmp") / ("waymark_unreadable_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir / "j" / "locked");
@@ -223,10 +224,10 @@ TEST(Cli, AnUnreadableSubdirectoryOfTheJourneysIsAnError) {
   const std::string said = (dir / "j" / "locked").string() +
                            ": error: cannot read this directory (Permission denied): a journey "
                            "in it would not run";
-  Outcome r = Sh(nobody + kWaymark + " check --schemas '' '" + (dir / "j").string() + "'");
+  Outcome r = Sh(kNobody + kWaymark + " check --schemas '' '" + (dir / "j").string() + "'");
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_NE(r.err.find(said), std::string::npos) << r.out << r.err;
-  r = Sh(nobody + kWaymark + " run --journeys '" + (dir / "j").string() +
+  r = Sh(kNobody + kWaymark + " run --journeys '" + (dir / "j").string() +
          "' --events /dev/null --store sqlite:" + (dir / "db" / "w.db").string() +
          " --schemas '' --transport null: --until-idle");
   EXPECT_EQ(r.code, 1) << r.err;

@@ -119,6 +119,10 @@ class EngineTest : public testing::Test {
   }
   // One signup of "u" at `email`, as the input "t:1".
   // `who` signs up (subject `who`, mail to who@x.io).
+  // Input "t:ID": KEY signs up (x@y.io) at TIME.
+  static RawInput SignupAt(const std::string& id, const std::string& key, const std::string& time) {
+    return {"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
+  }
   static RawInput SignupOf(const std::string& who) {
     return {
         "t:" + who,
@@ -260,15 +264,13 @@ TEST_F(EngineTest, OnTheWallClockAnEventFromTheFarFutureIsADeadLetter) {
   o.event_clock = false;
   Start(o);
   const Micros wall = ParseRfc3339("2026-03-01T10:00:00Z").value();
-  auto in = [](const std::string& id, const std::string& key, const std::string& time) {
-    return RawInput{"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
-  };
-  ASSERT_TRUE(
-      engine_
-          ->Ingest({in("1", "far", "2027-03-01T10:00:00Z"), in("2", "near", "2026-03-01T10:04:59Z"),
-                    in("3", "now", "2026-03-01T10:00:00Z"), in("4", "far", "2027-03-01T10:00:01Z")},
-                   wall)
-          .ok());
+  ASSERT_TRUE(engine_
+                  ->Ingest({SignupAt("1", "far", "2027-03-01T10:00:00Z"),
+                            SignupAt("2", "near", "2026-03-01T10:04:59Z"),
+                            SignupAt("3", "now", "2026-03-01T10:00:00Z"),
+                            SignupAt("4", "far", "2027-03-01T10:00:01Z")},
+                           wall)
+                  .ok());
   // Entered at the clock the near event moved it to, not a year ahead.
   ASSERT_EQ(Instances("j", "now").size(), 1u);
   EXPECT_EQ(Instances("j", "now")[0].entered_at, ParseRfc3339("2026-03-01T10:04:59Z").value());
@@ -299,15 +301,12 @@ TEST_F(EngineTest, OnTheEventClockOfARunAnEventFromTheFarFutureIsADeadLetter) {
   o.lead_on_event_clock = true;
   Start(o);
   const Micros wall = ParseRfc3339("2026-03-10T10:00:00Z").value();
-  auto in = [](const std::string& id, const std::string& key, const std::string& time) {
-    return RawInput{"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
-  };
-  ASSERT_TRUE(
-      engine_
-          ->Ingest({in("1", "u", "2026-03-01T10:00:00Z"), in("2", "v", "2206-03-01T10:00:00Z"),
-                    in("3", "w", "2026-03-04T10:00:00Z")},
-                   wall)
-          .ok());
+  ASSERT_TRUE(engine_
+                  ->Ingest({SignupAt("1", "u", "2026-03-01T10:00:00Z"),
+                            SignupAt("2", "v", "2206-03-01T10:00:00Z"),
+                            SignupAt("3", "w", "2026-03-04T10:00:00Z")},
+                           wall)
+                  .ok());
   // The clock followed the events of the past only: u's three days.
   EXPECT_EQ(FormatRfc3339(engine_->clock()), "2026-03-04T10:00:00Z");
   EXPECT_EQ(engine_->summary().timers_fired, 3);
@@ -317,7 +316,8 @@ TEST_F(EngineTest, OnTheEventClockOfARunAnEventFromTheFarFutureIsADeadLetter) {
   // once (the wall clock's time in it made it another each time), dated
   // by the engine's clock (prune cuts by journey time).
   ASSERT_TRUE(
-      engine_->Ingest({in("2", "v", "2206-03-01T10:00:00Z")}, wall + 3600 * kMicrosPerSecond).ok());
+      engine_->Ingest({SignupAt("2", "v", "2206-03-01T10:00:00Z")}, wall + 3600 * kMicrosPerSecond)
+          .ok());
   auto dead = store_->DeadLetters().value();
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_EQ(dead[0].input, "t:2");
