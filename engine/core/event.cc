@@ -34,23 +34,27 @@ bool Digits(std::string_view s, size_t pos, size_t n, int& out) {
 
 constexpr uint64_t kInt64Max = uint64_t(std::numeric_limits<int64_t>::max());
 
-// Where `j` holds an integer past 2^63 - 1 (`at`, then its members and
-// items), or "" when it holds none: valijson reads integers as int64_t,
-// so it judges those wrapped to negatives (10^19 met "maximum": 100).
-std::string PastInt64(const nlohmann::json& j, const std::string& at) {
-  if (j.is_number_unsigned()) return j.get<uint64_t>() > kInt64Max ? at : "";
+// Whether `j` holds an integer past 2^63 - 1, and where (appended to
+// `at`, only for the one found): valijson reads integers as int64_t, so
+// it judges those wrapped to negatives (10^19 met "maximum": 100).
+bool PastInt64(const nlohmann::json& j, std::string* at) {
+  if (j.is_number_unsigned()) return j.get<uint64_t>() > kInt64Max;
   if (j.is_object()) {
     for (const auto& [k, v] : j.items()) {
-      if (std::string p = PastInt64(v, at + "." + k); !p.empty()) return p;
+      if (PastInt64(v, at)) {
+        at->insert(0, "." + k);
+        return true;
+      }
     }
   } else if (j.is_array()) {
     for (size_t i = 0; i < j.size(); ++i) {
-      if (std::string p = PastInt64(j[i], at + "[" + std::to_string(i) + "]"); !p.empty()) {
-        return p;
+      if (PastInt64(j[i], at)) {
+        at->insert(0, "[" + std::to_string(i) + "]");
+        return true;
       }
     }
   }
-  return "";
+  return false;
 }
 
 }  // namespace
@@ -253,8 +257,8 @@ Result<std::unique_ptr<EventDecoder>> EventDecoder::Create(const std::string& sc
     std::ifstream in(entry.path());
     nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
     if (doc.is_discarded()) return Status::Error(entry.path().string() + ": not JSON");
-    if (std::string at = PastInt64(doc, "schema"); !at.empty()) {
-      return Status::Error(entry.path().string() + ": " + at +
+    if (std::string at; PastInt64(doc, &at)) {
+      return Status::Error(entry.path().string() + ": schema" + at +
                            ": an integer past 2^63 - 1 (valijson would read it wrapped to a "
                            "negative)");
     }
@@ -382,8 +386,8 @@ Result<Event> EventDecoder::DecodeParsed(nlohmann::json j, size_t size, Micros n
       std::string msg = "'data' does not match schemas/events/" + e.type + ".json";
       // What valijson cannot read is not given to it: such data is valid
       // only where the quick check is sure of it.
-      if (std::string at = PastInt64(e.data, "data"); !at.empty()) {
-        judged = Status::Error(msg + ": " + at +
+      if (std::string at; PastInt64(e.data, &at)) {
+        judged = Status::Error(msg + ": data" + at +
                                ": an integer past 2^63 - 1, which this schema cannot judge "
                                "(valijson reads 64-bit signed integers)");
         return;
