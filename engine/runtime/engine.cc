@@ -1241,6 +1241,12 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     batch_.clock = {ClockName(), clock_};
     stored_clock_ = clock_;
   }
+  // On the event clock, input refused before the clock has started is
+  // dated by the clock the batch reached, or by the wall clock when no
+  // event moved it: prune cuts by date, and 0 is older than any cut-off.
+  for (DeadLetterRow& d : batch_.dead_letters) {
+    if (d.time == 0) d.time = clock_ > 0 ? clock_ : wall_now;
+  }
   if (!batch_.empty()) {
     inflight_ids_ = std::move(batch_ids_);
     batch_ids_.clear();

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -117,12 +118,11 @@ class EngineTest : public testing::Test {
     return R"({"specversion":"1.0","id":")" + id + R"(","source":"t","type":")" + type +
            R"(","subject":")" + subject + R"(","time":")" + time + R"(","data":)" + data + "}";
   }
-  // One signup of "u" at `email`, as the input "t:1".
-  // `who` signs up (subject `who`, mail to who@x.io).
   // Input "t:ID": KEY signs up (x@y.io) at TIME.
   static RawInput SignupAt(const std::string& id, const std::string& key, const std::string& time) {
     return {"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
   }
+  // `who` signs up (subject `who`, mail to who@x.io).
   static RawInput SignupOf(const std::string& who) {
     return {
         "t:" + who,
@@ -324,6 +324,43 @@ TEST_F(EngineTest, OnTheEventClockOfARunAnEventFromTheFarFutureIsADeadLetter) {
   EXPECT_EQ(dead[0].reason,
             "from the future: dated 2206-03-01T10:00:00Z, more than 5m ahead of the wall clock");
   EXPECT_EQ(FormatRfc3339(dead[0].time), "2026-03-01T10:00:00Z");
+}
+
+TEST_F(EngineTest, OnTheEventClockADeadLetterBeforeTheFirstEventIsNotDatedZero) {
+  Journey("d", R"(journey d {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent marketing  end }
+})");
+  EngineOptions o;
+  o.lead_on_event_clock = true;
+  Start(o);
+  const Micros wall = ParseRfc3339("2026-03-10T10:00:00Z").value();
+  // Before any event the engine's clock is 0: a dead letter dated so was
+  // cut by the first prune, whatever its age. It takes the clock the
+  // batch reaches, or the wall clock when the batch moves it nowhere.
+  ASSERT_TRUE(engine_
+                  ->Ingest({{"t:bad", "not json", {}, {}},
+                            SignupAt("2", "v", "2206-03-01T10:00:00Z"),
+                            SignupAt("3", "w", "2026-03-04T10:00:00Z")},
+                           wall)
+                  .ok());
+  ASSERT_TRUE(engine_->Ingest({{"t:alone", "{", {}, {}}}, wall).ok());
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 3u);
+  std::map<std::string, std::string> dated;
+  for (const auto& d : dead) dated[d.input] = FormatRfc3339(d.time);
+  EXPECT_EQ(dated["t:bad"], "2026-03-04T10:00:00Z");
+  EXPECT_EQ(dated["t:2"], "2026-03-04T10:00:00Z");
+  EXPECT_EQ(dated["t:alone"], "2026-03-04T10:00:00Z");  // the clock has started
+}
+
+TEST_F(EngineTest, OnTheEventClockADeadLetterWithNoEventYetIsDatedByTheWallClock) {
+  Start();
+  const Micros wall = ParseRfc3339("2026-03-10T10:00:00Z").value();
+  ASSERT_TRUE(engine_->Ingest({{"t:alone", "{", {}, {}}}, wall).ok());
+  auto dead = store_->DeadLetters().value();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(FormatRfc3339(dead[0].time), "2026-03-10T10:00:00Z");
 }
 
 TEST_F(EngineTest, ReentryOnce) {
