@@ -196,6 +196,36 @@ struct Template::Names {
 
 namespace {
 
+// mustache's html_escape, but with `&#39;` for an apostrophe: its `&apos;`
+// is not HTML 4, and mail clients that render HTML 4 (Outlook's Word
+// engine) show it as written.
+std::string EscapeHtml(const std::string& s) {
+  std::string out;
+  out.reserve(s.size() + s.size() / 8);
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
 Result<std::string> RenderPart(const std::string& tmpl_name, const char* part, mus::mustache* m,
                                const mus::data& data) {
   if (!m) return std::string();
@@ -340,7 +370,11 @@ Result<Template> Template::Parse(const std::string& name, const std::string& tex
       return Status::Error("template '" + name + "' (" + label +
                            "): " + located(source, part->compiled->error_message()));
     }
-    if (slot != &t.html_) part->compiled->set_custom_escape([](const std::string& v) { return v; });
+    if (slot != &t.html_) {
+      part->compiled->set_custom_escape([](const std::string& v) { return v; });
+    } else {
+      part->compiled->set_custom_escape(EscapeHtml);
+    }
     t.names_->Scan(part->text);
     *slot = std::move(part);
   }

@@ -57,6 +57,15 @@ TEST(Template, RendersPartsWithHtmlEscapedOnlyInHtml) {
   EXPECT_EQ(m.value().html, "<p>Ana &lt;b&gt; Ana <b> dach</p>\n");
 }
 
+TEST(Template, AnApostropheIsEscapedAsEveryMailClientReadsIt) {
+  // `&apos;` is not HTML 4: mail clients that render HTML 4 (Outlook's
+  // Word engine among them) showed it as written, "O&apos;Brien".
+  Template t = Parse("subject: s\nfrom: a@acme.example\n--- html\n<p>{{trigger.data.n}}</p>\n");
+  auto m = t.Render(nlohmann::json{{"trigger", {{"data", {{"n", "O'Brien & \"Co\" <x>"}}}}}});
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_EQ(m.value().html, "<p>O&#39;Brien &amp; &quot;Co&quot; &lt;x&gt;</p>\n");
+}
+
 TEST(Template, SectionsSeeTheirItemsAndTheOuterNames) {
   Template t = Parse(
       "subject: s\n--- text\n"
