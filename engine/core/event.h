@@ -39,9 +39,9 @@ struct Event {
   std::string subject;
   Micros time = 0;
   bool time_assigned = false;  // `time` was missing; stamped at ingestion
-  // A journey's emit: which input's (or timer's) routing led to it, so
-  // that the emits of each are counted apart (kMaxEmitsPerInput). Not
-  // stored.
+  // A journey's emit, or a send's result decided with the send: which
+  // input's (or timer's) routing led to it, so that the emits of each are
+  // counted apart (kMaxEmitsPerInput). Not stored.
   uint64_t emit_root = 0;
   nlohmann::json data = nlohmann::json::object();
 

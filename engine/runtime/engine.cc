@@ -603,14 +603,22 @@ void Engine::RouteEmitted() {
     std::deque<Event>& from = emitted ? emitted_ : released_;
     Event x = std::move(from.front());
     from.pop_front();
-    // A send's result is an input of its own (as the audit replays it):
-    // what it leads journeys to emit is counted apart.
+    // A provider's answer to a send is an input of its own (as the audit
+    // replays it): what it leads journeys to emit is counted apart. A
+    // result decided with its send (an invalid address) counts against the
+    // input that made the send: a journey sending again on it would loop
+    // inside this call.
     bool journeys = emitted && x.source != "waymark";
-    root_ = journeys ? x.emit_root : ++roots_;
-    if (journeys && ++routed[root_] > kMaxEmitsPerInput) {
+    bool counted = emitted && x.emit_root != 0;
+    root_ = counted ? x.emit_root : ++roots_;
+    if (counted && ++routed[root_] > kMaxEmitsPerInput) {
       DeadLetter(x.time, "emitted " + x.source + " " + x.id,
-                 "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                     " events emitted from one input (a journey emitting what triggers it?)",
+                 journeys ? "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                                " events emitted from one input (a journey emitting what "
+                                "triggers it?)"
+                          : "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                                " send results from one input (a journey sending again on a "
+                                "failed send without waiting?)",
                  x.Text());
       continue;
     }
@@ -664,7 +672,8 @@ size_t Engine::held_inputs() const {
 }
 
 void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
-                        const std::string& detail, Micros at, const std::string& provider) {
+                        const std::string& detail, Micros at, const std::string& provider,
+                        uint64_t root) {
   if (!listened_.count(kSendResultEvent)) return;
   // For the journeys (docs/engine.md, "Send results as events"); an input
   // like any other from here on: stored, replayed.
@@ -685,6 +694,7 @@ void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& re
             {"attempt", attempt},
             {"detail", detail}};
   if (!provider.empty()) e.data["provider"] = provider;
+  e.emit_root = root;
   emitted_.push_back(std::move(e));
 }
 
@@ -851,7 +861,7 @@ void Engine::EndSend(const SendRow& s, const std::string& result, const std::str
   progress_.erase(s.key);
   batch_.results.push_back(
       {s.seq, s.key, attempt, at, result, true, JsonObject(std::pair{"reason", reason})});
-  EmitResult(s, attempt, result, true, reason, at, "");
+  EmitResult(s, attempt, result, true, reason, at, "", root_);
   ++summary_.sends[s.template_name][result];
 }
 
@@ -1392,7 +1402,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     ++p.recorded;
     EmitResult(s, p.recorded, result, final, r.detail, at,
-               provider >= 0 ? router_.provider(provider).name : std::string());
+               provider >= 0 ? router_.provider(provider).name : std::string(), 0);
     batch_.results.push_back({s.seq, s.key, p.recorded, at, result, final, std::move(d)});
     ++summary_.sends[s.template_name][result];
     if (!gave_up.empty()) {

@@ -300,8 +300,10 @@ class Engine {
   // use; null when the store cannot be read (failed_ is then set).
   // Send `s`'s `attempt`-th result as a waymark.send.result event, when a
   // journey listens to that type.
+  // `root`: the input being routed when the result is decided with its
+  // send (no provider asked), 0 for a provider's answer.
   void EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
-                  const std::string& detail, Micros at, const std::string& provider);
+                  const std::string& detail, Micros at, const std::string& provider, uint64_t root);
   // Ends `s` with the engine's own final `result`, no provider asked
   // (dead_letter, cancelled), saying `reason`, at `at`: its result row in
   // this batch (by key when `s` is of this batch), its event, its count;

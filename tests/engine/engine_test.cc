@@ -454,6 +454,39 @@ TEST_F(EngineTest, AnEmitLoopEndsInADeadLetter) {
   EXPECT_NE(dead[0].raw.find(R"("type":"cart.abandoned")"), std::string::npos) << dead[0].raw;
 }
 
+// A journey that sends again when a send fails, to an address that fails
+// at once (invalid: its result is decided with the send): each result
+// made another send inside one Submit, without end (a gigabyte in
+// seconds, SIGTERM never looked at, nothing committed, the same at every
+// restart). Such results count against the input that made the send.
+TEST_F(EngineTest, ASendLoopOnResultsDecidedAtOnceEndsInADeadLetter) {
+  Journey("r", R"(journey r {
+  entry { on user.signup  reentry always }
+  step s {
+    send "a" to trigger.data.email intent transactional
+    wait for waymark.send.result within 1d when event.data.final == true
+      received {
+        if event.data.result != "accepted" { goto s }
+        end
+      }
+      timeout { end }
+  }
+})");
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@nowhere"})"),
+        Ev("2", "user.signup", "v", "2026-03-01T10:00:01Z", R"({"email":"v@nowhere"})")});
+  EXPECT_EQ(Results("a").at("dead_letter"), 2 * (1 + kMaxEmitsPerInput));
+  auto dead = store_->DeadLetters().value();
+  int loops = 0;
+  for (const auto& d : dead) {
+    if (d.reason.rfind("send loop: more than 1000 send results from one input", 0) == 0) ++loops;
+  }
+  EXPECT_EQ(loops, 2);  // one per input: each input's loop is counted apart
+  auto u = Instances("r", "u");
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(u[0].status, InstanceStatus::kWaiting);  // the cut result never reached it
+}
+
 // The emits that send results lead to are counted per result, as the
 // audit replays each result as an input: they shared one budget per
 // dispatch round, so more than 1,000 results in a round dead-lettered
