@@ -295,6 +295,7 @@ Status Engine::Start() {
   // The events of the results decided here (sends pinned to a provider
   // that is gone) go with them, in this first batch.
   if (!emitted_.empty()) RouteEmitted();
+  StageInstances();  // and the instances those steps moved
   committer_ = std::make_unique<Committer>(store_);
   inflight_sends_ = std::move(staged_);  // sends those events' steps decided
   staged_.clear();
@@ -1237,13 +1238,17 @@ Status Engine::CommitMarks(std::vector<SendResultRow> marks) {
   return Settle();
 }
 
-Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
-  if (Status s = Settle(); !s.ok()) return s;
+void Engine::StageInstances() {
   for (const std::string& id : dirty_) {
     auto it = active_.find(id);
     if (it != active_.end()) batch_.instances.push_back(it->second);
   }
   dirty_.clear();
+}
+
+Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
+  if (Status s = Settle(); !s.ok()) return s;
+  StageInstances();
   // With the batch's rows; on the event clock also alone (--advance moves
   // it with nothing else to write), but not on the wall clock, where an
   // idle engine's clock follows now and would be written every 200 ms.

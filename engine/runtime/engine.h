@@ -332,6 +332,9 @@ class Engine {
   // Stores `marks` in a batch of their own, before the hand-overs they
   // announce (no batch may be in flight).
   Status CommitMarks(std::vector<SendResultRow> marks);
+  // The rows of the running instances that steps have moved (dirty_),
+  // into the batch being built.
+  void StageInstances();
   // Settle, hand the batch being built to the writer, then (when
   // `dispatch`) send what is due while it commits.
   Status Hand(Micros now, Micros wall_now, bool dispatch);

@@ -2576,6 +2576,41 @@ TEST_F(EngineTest, AnAmbiguousSendWhoseProviderIsGoneIsADeadLetter) {
   EXPECT_EQ(b.got[1].to, "w@x.io");
 }
 
+// The steps that results decided at start make are stored with their
+// instances: the start's batch held their history but not the instance
+// rows, so an engine ending before its next batch (SIGTERM while waiting
+// for NATS) left the row behind its history, and the instance's next step
+// wrote a history record that existed (every commit failed).
+TEST_F(EngineTest, StepsMadeAtStartAreStoredWithTheirInstances) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s {
+    send "a" to trigger.data.email intent transactional
+    wait for waymark.send.result within 1d when event.data.final == true
+      received { goto after }
+      timeout { end }
+  }
+  step after { wait 30d  end }
+})");
+  Scripted a({"ambiguous"});
+  Keeping b(false);
+  providers_ = {{.name = "a", .transport = &a, .cost = 1},
+                {.name = "b", .transport = &b, .cost = 2}};
+  Start();
+  Micros wall = 1'000'000'000;
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // ambiguous: pinned to a
+  providers_ = {{.name = "b", .transport = &b, .cost = 2}};
+  Start();          // a is gone: the send is a dead letter, and u steps to `after`
+  engine_.reset();  // no batch after the start's
+  auto u = Instances("j", "u");
+  ASSERT_EQ(u.size(), 1u);
+  auto h = store_->History(u[0].id).value();
+  ASSERT_FALSE(h.empty());
+  EXPECT_EQ(h.back().state, "after");
+  EXPECT_EQ(u[0].at, "after");
+  EXPECT_EQ(u[0].revision, h.back().n);
+}
+
 // On the event clock, a send stored but not yet handed to the transport
 // when the engine stopped goes out after the restart, with no instance
 // left running to bring the clock back.
