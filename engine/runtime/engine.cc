@@ -1489,7 +1489,9 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
                                   false,
                                   {{"reason", "quiet hours: due at " + FormatRfc3339(s.not_before) +
                                                   ", handled at " + FormatRfc3339(wall_now)},
-                                   {"until", FormatRfc3339(until)}}});
+                                   {"until", FormatRfc3339(until)},
+                                   // the wait a restart keeps (Start), as a retry's
+                                   {"retry_at", FormatRfc3339(until)}}});
         hold(s, until);
         continue;
       }

@@ -1397,6 +1397,41 @@ TEST_F(EngineTest, OnTheWallClockALateSendKeepsTheQuietHoursOfWhenItGoes) {
   EXPECT_EQ(Results("a")["accepted"], 1);
 }
 
+// A send held at the hand-over for the quiet hours is still held after a
+// restart, so an exit cancels it: the hold was in memory only, and after a
+// restart the exit left it to go at the end of the quiet hours (and each
+// restart stored another deferral).
+TEST_F(EngineTest, AnExitAfterARestartCancelsASendHeldForQuietHours) {
+  Journey("q", R"(journey q {
+  quiet hours 10:30 to 14:00
+  entry { on user.signup }
+  exit on user.deleted
+  step s { send "a" to trigger.data.email intent marketing  wait 1d  end }
+})");
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  Micros late = ParseRfc3339("2026-03-01T11:35:00Z").value();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), late).ok());  // dated 10:00: held
+  Start(o);
+  Micros noon = ParseRfc3339("2026-03-01T12:00:00Z").value();
+  ASSERT_TRUE(engine_->Advance(noon, noon).ok());
+  ASSERT_TRUE(
+      engine_->Ingest({{"t:2", Ev("2", "user.deleted", "u", "2026-03-01T12:00:00Z"), {}, {}}}, noon)
+          .ok());
+  auto sends = store_->Sends("q/u/1").value();
+  ASSERT_EQ(sends.size(), 1u);
+  auto results = store_->SendResults(sends[0].seq).value();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].result, "deferred");
+  EXPECT_EQ(results[1].result, "cancelled");
+  EXPECT_TRUE(store_->PendingSends(10).value().empty());
+  Micros end = ParseRfc3339("2026-03-01T14:00:00Z").value();
+  ASSERT_TRUE(engine_->Advance(end, end).ok());
+  EXPECT_EQ(Results("a").count("accepted"), 0u) << "sent after the exit";
+  EXPECT_EQ(store_->SendResults(sends[0].seq).value().size(), 2u);
+}
+
 // On the wall clock an event may be dated ahead of it (up to the lead):
 // an instance's timer due before the event's time fires first, as it would
 // have had the event come at its time. The event was "received" 2 minutes
