@@ -1072,7 +1072,6 @@ int Run(const RunOptions& o) {
   Engine& e = *engine.value();
 
   std::string name = o.events == "-" ? "stdin" : o.events;
-  Micros last_event = e.clock();
   Reconnects reconnects;
   if (!o.source.url.empty()) {
     so.wait_for_server = [] { return !g_stop; };
@@ -1099,7 +1098,6 @@ int Run(const RunOptions& o) {
       }
       return kExitOk;
     }
-    last_event = e.clock();
   } else if (in >= 0) {
     std::vector<RawInput> batch;
     std::string line;
@@ -1158,7 +1156,6 @@ int Run(const RunOptions& o) {
                 << std::strerror(reader.error()) << " (what came before is committed)\n";
       return 3;
     }
-    last_event = e.clock();
   }
   if (!o.listen.empty() && !g_stop) {
     Inbox inbox;
@@ -1202,7 +1199,7 @@ int Run(const RunOptions& o) {
       return 3;
     }
   } else if (event_clock && o.until_idle && !g_stop) {
-    if (Status s = e.Advance(last_event + advance * kMicrosPerSecond, WallNow(), &g_stop);
+    if (Status s = e.Advance(e.latest_event() + advance * kMicrosPerSecond, WallNow(), &g_stop);
         !s.ok()) {
       std::cerr << "waymark run: " << s.message() << "\n";
       return 3;

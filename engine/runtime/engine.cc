@@ -291,6 +291,11 @@ Status Engine::Start() {
   if (!stored.ok()) return stored.status();
   stored_clock_ = stored.value();
   clock_ = std::max(clock_, stored_clock_);
+  auto latest = store_->Clock(LatestEventName());
+  if (!latest.ok()) return latest.status();
+  stored_latest_event_ = latest.value();
+  // A store from before it was kept: its clock is the best guess.
+  latest_event_ = stored_latest_event_ > 0 ? stored_latest_event_ : clock_;
   if (Status s = LoadSuppressions(); !s.ok()) return s;
   // The events of the results decided here (sends pinned to a provider
   // that is gone) go with them, in this first batch.
@@ -441,6 +446,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     // reached: a backlog's events come after its overdue timers).
     FireTimers(options_.event_clock ? e.time : std::min(e.time, wall_now));
     clock_ = std::max(clock_, e.time);
+    latest_event_ = std::max(latest_event_, e.time);
     if (!mine[k]) {
       ++summary_.other_partitions;
       out[index[k]].kind = InputOutcome::Kind::kElsewhere;
@@ -1253,8 +1259,12 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
   // it with nothing else to write), but not on the wall clock, where an
   // idle engine's clock follows now and would be written every 200 ms.
   if (clock_ > stored_clock_ && (options_.event_clock || !batch_.empty())) {
-    batch_.clock = {ClockName(), clock_};
+    batch_.clocks.emplace_back(ClockName(), clock_);
     stored_clock_ = clock_;
+  }
+  if (latest_event_ > stored_latest_event_ && (options_.event_clock || !batch_.empty())) {
+    batch_.clocks.emplace_back(LatestEventName(), latest_event_);
+    stored_latest_event_ = latest_event_;
   }
   // On the event clock, input refused before the clock has started is
   // dated by the clock the batch reached, or by the wall clock when no

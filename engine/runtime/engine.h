@@ -227,6 +227,9 @@ class Engine {
   void SetPosition(SourcePosition p) { batch_.position = std::move(p); }
 
   Micros clock() const { return clock_; }
+  // The greatest event time seen (stored, so across restarts): the clock
+  // without the time an Advance took it to. 0 before any.
+  Micros latest_event() const { return latest_event_; }
   // The journey time the next timer fires or held send (quiet hours, a
   // cap's deferral) comes due.
   std::optional<Micros> NextDue() const;
@@ -480,8 +483,11 @@ class Engine {
   std::mt19937_64 jitter_{std::random_device{}()};
   Micros clock_ = 0;
   Micros stored_clock_ = 0;  // the latest clock handed to the store with a batch
-  // Its name in the store (Store::Clock): one per partition.
+  Micros latest_event_ = 0, stored_latest_event_ = 0;  // latest_event(), likewise
+  // Its name in the store (Store::Clock): one per partition; and that of
+  // its latest event's time.
   std::string ClockName() const { return "partition " + std::to_string(options_.partition); }
+  std::string LatestEventName() const { return ClockName() + " latest event"; }
   RunSummary summary_;
   Status failed_;  // a failed commit: the engine stops (the store has the truth)
   std::unique_ptr<Committer> committer_;  // last: stops first

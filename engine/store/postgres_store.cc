@@ -1413,8 +1413,8 @@ class PostgresStore : public Store {
       t.exec_prepared("put_dead_letters", cols[0], cols[1], cols[2], cols[3], cols[4]);
     }
     if (!b.suppressions.empty()) WriteSuppressions(t, b.suppressions, false);
-    if (b.clock)
-      t.exec_prepared("put_clock", "clock " + b.clock->first, std::to_string(b.clock->second));
+    for (const auto& [name, time] : b.clocks)
+      t.exec_prepared("put_clock", "clock " + name, std::to_string(time));
     if (b.position) {
       t.exec_prepared("put_position", b.position->source, int64_t(b.position->seq),
                       b.position->restarts);

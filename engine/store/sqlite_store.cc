@@ -1187,11 +1187,11 @@ class SqliteStore : public Store {
         return s;
       }
     }
-    if (b.clock) {
+    for (const auto& [name, time] : b.clocks) {
       Stmt& q =
           W("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = "
             "excluded.value WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)");
-      std::string key = "clock " + b.clock->first, value = std::to_string(b.clock->second);
+      std::string key = "clock " + name, value = std::to_string(time);
       if (Status s = q.Bind(1, key).Bind(2, value).Exec(); !s.ok()) {
         return s;
       }

@@ -141,11 +141,13 @@ struct Batch {
   std::vector<SendResultRow> results;
   std::vector<DeadLetterRow> dead_letters;
   std::optional<SourcePosition> position;  // upserted
-  // An engine's clock (the greatest event time it has seen) under its
-  // name, kept when later than the one stored (Store::Clock): a restart
-  // resumes from it, so an event dated earlier than one seen before the
-  // restart is applied as it would have been without it.
-  std::optional<std::pair<std::string, Micros>> clock;
+  // An engine's clocks under their names, each kept when later than the
+  // one stored (Store::Clock): its clock (the greatest event time it has
+  // seen, or the time an --advance took it to), so a restart resumes from
+  // it and an event dated earlier than one seen before the restart is
+  // applied as it would have been without it; and the greatest event
+  // time alone, which --advance counts from.
+  std::vector<std::pair<std::string, Micros>> clocks;
   // Added unless the entry is already suppressed (which it keeps as it is,
   // unless a `marketing` entry, which an `all` one widens).
   std::vector<SuppressionRow> suppressions;
@@ -153,7 +155,7 @@ struct Batch {
   bool empty() const {
     return events.empty() && journey_versions.empty() && history.empty() && instances.empty() &&
            sends.empty() && results.empty() && dead_letters.empty() && !position &&
-           suppressions.empty() && !clock;
+           suppressions.empty() && clocks.empty();
   }
 };
 

@@ -150,6 +150,32 @@ TEST(Cli, OutputThatCannotBeWrittenIsAFailure) {
   fs::remove_all(dir);
 }
 
+// `--advance D` counts from the latest event, stored: run again over the
+// same events (or restarted after a crash), the README's command fires no
+// timer it has fired. It counted from the engine's clock, which the last
+// advance had moved: each run fired another 30 days of the weekly digest.
+TEST(Cli, RunningTheSampleAgainAdvancesNoFurther) {
+  fs::path dir = fs::temp_directory_path() / ("waymark_again_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string run =
+      kWaymark +
+      " run --journeys journeys --events journeys/sample_events.jsonl --transport null: "
+      "--clock event --until-idle --advance 30d --json --store sqlite:" +
+      (dir / "w.db").string();
+  std::vector<int64_t> fired;
+  for (int i = 0; i < 2; ++i) {
+    Outcome r = Sh(run);
+    ASSERT_EQ(r.code, 0) << r.err;
+    nlohmann::json summary = nlohmann::json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(summary.is_object()) << r.out;
+    fired.push_back(summary["timers_fired"].get<int64_t>());
+  }
+  EXPECT_GT(fired[0], 0);
+  EXPECT_EQ(fired[1], 0);
+  fs::remove_all(dir);
+}
+
 // Lua journeys are not built: a .lua file is an error, in a directory
 // (it was skipped: check passed and run never ran it) and named (it was
 // read as this language: "expected name, found '('"); and run refuses

@@ -910,24 +910,25 @@ TEST_P(StoreConformance, AnEnginesClockIsCommittedWithItsBatchAndOnlyMovesForwar
   EXPECT_EQ(store_->Clock("partition 0").value(), 0);
   Batch b;
   b.events = {Ev("e1")};
-  b.clock = {{"partition 0", 5000}};
+  b.clocks = {{"partition 0", 5000}};
   ASSERT_TRUE(store_->Commit(b).ok());
   Batch earlier;
   earlier.events = {Ev("e2")};
-  earlier.clock = {{"partition 0", 4000}};
+  earlier.clocks = {{"partition 0", 4000}};
   ASSERT_TRUE(store_->Commit(earlier).ok());
-  Batch other;
+  Batch other;  // two clocks in one batch
   other.events = {Ev("e3")};
-  other.clock = {{"partition 1", 7}};
+  other.clocks = {{"partition 1", 7}, {"partition 1 latest event", 6}};
   ASSERT_TRUE(store_->Commit(other).ok());
   // A failed batch moves no clock.
   Batch bad;
   bad.history = {{"j/u1/1", 1, 5, "entered", "", {}}, {"j/u1/1", 1, 6, "entered", "", {}}};
-  bad.clock = {{"partition 0", 9000}};
+  bad.clocks = {{"partition 0", 9000}};
   EXPECT_FALSE(store_->Commit(bad).ok());
   Reopen();
   EXPECT_EQ(store_->Clock("partition 0").value(), 5000);
   EXPECT_EQ(store_->Clock("partition 1").value(), 7);
+  EXPECT_EQ(store_->Clock("partition 1 latest event").value(), 6);
 }
 
 // Pruning (docs/operations.md, "Pruning"), with the cut-off at 1000 (4000
