@@ -577,6 +577,9 @@ std::optional<Micros> Engine::NextRetry() const {
     if (s.not_before > clock_) continue;  // its journey time has not come
     auto p = progress_.find(s.key);
     Micros at = p == progress_.end() ? 0 : p->second.retry_at;
+    // On the wall clock a send goes at its time by the wall clock, which
+    // an event dated ahead put the engine's clock past.
+    if (!options_.event_clock) at = std::max(at, s.not_before);
     if (!next || at < *next) next = at;
   }
   return next;

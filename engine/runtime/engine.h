@@ -234,7 +234,8 @@ class Engine {
   // cap's deferral) comes due.
   std::optional<Micros> NextDue() const;
   // The wall-clock time the next send held back by a retry or the
-  // throttle may go (only sends whose journey time has come).
+  // throttle may go (only sends whose journey time has come; on the wall
+  // clock, not before that time either).
   std::optional<Micros> NextRetry() const;
   size_t held_sends() const { return pending_.size() + staged_.size() + inflight_sends_.size(); }
   // Finished instances held in memory for their open goal windows.

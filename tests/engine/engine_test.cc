@@ -1397,6 +1397,27 @@ TEST_F(EngineTest, OnTheWallClockALateSendKeepsTheQuietHoursOfWhenItGoes) {
   EXPECT_EQ(Results("a")["accepted"], 1);
 }
 
+// On the wall clock an event dated ahead (within the lead) moves the
+// engine's clock past the wall clock: its send is due at the event's time,
+// and the serve loop, asking when the next send may go, was told "now"
+// (its journey time had come) and polled every millisecond until then,
+// reading the store at each pass.
+TEST_F(EngineTest, OnTheWallClockASendDatedAheadIsWaitedForNotPolled) {
+  Journey("j", R"(journey j {
+  entry { on user.signup }
+  step s { send "a" to trigger.data.email intent transactional  end }
+})");
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  Micros wall = ParseRfc3339("2026-03-01T09:56:00Z").value();
+  ASSERT_TRUE(engine_->Ingest(Signup("u@x.io"), wall).ok());  // dated 10:00
+  EXPECT_TRUE(Results("a").empty()) << "sent before its time";
+  auto next = engine_->NextRetry();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(FormatRfc3339(*next), "2026-03-01T10:00:00Z");
+}
+
 // A send held at the hand-over for the quiet hours is still held after a
 // restart, so an exit cancels it: the hold was in memory only, and after a
 // restart the exit left it to go at the end of the quiet hours (and each
