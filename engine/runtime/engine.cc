@@ -1092,7 +1092,7 @@ std::string Engine::KeyFor(const dsl::CompiledJourney& j, const Event& e, bool c
     return "";
   }
   if (!Mine(key)) {  // a key expression that does not follow the subject
-    if (count)
+    if (count && Triggers(j, e.type))
       ++summary_.entries_refused["key belongs to another partition than its event's subject"];
     return "";
   }

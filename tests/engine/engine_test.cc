@@ -1654,6 +1654,32 @@ TEST_F(EngineTest, AnotherPartitionsStoredEventsMoveTheClockAndAreNoRepeats) {
   EXPECT_EQ(j[0].status, InstanceStatus::kCompleted);
 }
 
+// A key of another partition refuses an entry only for an event that
+// could start one: an exit or a waited-for event, or a type the journey
+// does not start on, was counted as a refused entry too.
+TEST_F(EngineTest, AKeyOfAnotherPartitionRefusesOnlyEntries) {
+  Journey("j", R"(journey j {
+  entry { on user.signup  key event.data.owner }
+  exit on user.deleted
+  step s { wait 1d  end }
+})");
+  std::string a, b;  // a key of partition 0, one of partition 1
+  for (int i = 0; a.empty() || b.empty(); ++i) {
+    std::string k = "user-" + std::to_string(i);
+    (PartitionOf(k, 2) == 0 ? a : b) = k;
+  }
+  EngineOptions o;
+  o.partitions = 2;
+  o.partition = 0;
+  Start(o);
+  std::string owned_by_b = R"({"owner":")" + b + R"("})";
+  Feed({Ev("1", "user.signup", a, "2026-03-01T10:00:00Z", owned_by_b),
+        Ev("2", "user.deleted", a, "2026-03-01T10:30:00Z", owned_by_b)});
+  EXPECT_EQ(engine_->summary().entries_refused,
+            (std::map<std::string, int64_t>{
+                {"key belongs to another partition than its event's subject", 1}}));
+}
+
 // GET /metrics's text: what the engine did, as its summary says, in the
 // text format (docs/operations.md, "Metrics").
 TEST_F(EngineTest, MetricsCountWhatTheEngineDid) {
