@@ -267,7 +267,7 @@ Status Engine::Start() {
     } else {
       return false;
     }
-    EndSend(s, "dead_letter", reason, s.requested_at);
+    EndSend(s, "dead_letter", reason, s.requested_at, 0);
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
     return true;
   });
@@ -383,6 +383,19 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
   // Decode everything first, then ask the store once which are repeats.
   std::vector<std::pair<Event, const RawInput*>> events;
   std::vector<size_t> index;  // events[k] is inputs[index[k]]
+  // On the event clock, the dead letters of input that is no event, by
+  // the input: each is dated by the engine's clock once the event after it
+  // is applied (the clock at its place in the input), or at the end of the
+  // batch; one before the clock has started, when no event moves it, in
+  // Hand.
+  std::vector<std::pair<size_t, size_t>> undated;  // (dead letter, input)
+  auto date = [&](size_t before) {
+    std::erase_if(undated, [&](const std::pair<size_t, size_t>& u) {
+      if (u.second >= before || clock_ == 0) return false;
+      batch_.dead_letters[u.first].time = clock_;
+      return true;
+    });
+  };
   for (size_t i = 0; i < inputs.size(); ++i) {
     const RawInput& in = inputs[i];
     auto e = in.reject.empty() ? decoder_->Decode(in.text, in.time ? in.time : wall_now)
@@ -394,7 +407,8 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
         out[i].kind = InputOutcome::Kind::kElsewhere;
         continue;
       }
-      DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, e.error(), in.text);
+      if (options_.event_clock) undated.emplace_back(batch_.dead_letters.size(), i);
+      DeadLetter(options_.event_clock ? 0 : wall_now, in.position, e.error(), in.text);
       out[i] = {InputOutcome::Kind::kDeadLetter, e.error()};
       continue;
     }
@@ -437,6 +451,9 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       std::string why = "from the future: dated " + FormatRfc3339(e.time) + ", more than " +
                         dsl::DurationToString(options_.max_event_lead / kMicrosPerSecond) +
                         " ahead of the wall clock";
+      if (options_.event_clock && clock_ == 0) {
+        undated.emplace_back(batch_.dead_letters.size(), index[k]);
+      }
       DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, why, in.text);
       out[index[k]] = {InputOutcome::Kind::kDeadLetter, why};
       continue;
@@ -447,6 +464,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     FireTimers(options_.event_clock ? e.time : std::min(e.time, wall_now));
     clock_ = std::max(clock_, e.time);
     latest_event_ = std::max(latest_event_, e.time);
+    if (!undated.empty()) date(index[k]);
     if (!mine[k]) {
       ++summary_.other_partitions;
       out[index[k]].kind = InputOutcome::Kind::kElsewhere;
@@ -461,6 +479,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     Route(e, false);
     RouteEmitted();
   }
+  date(inputs.size());
   if (before_commit) {
     if (Status s = before_commit(); !s.ok()) {
       failed_ = s;  // the batch's effects are in memory only: none may be stored
@@ -780,7 +799,7 @@ void Engine::DecideSends() {
       Decided(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
-      EndSend(row, "dead_letter", reason, row.requested_at);
+      EndSend(row, "dead_letter", reason, row.requested_at, root_);
       continue;
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
@@ -866,12 +885,12 @@ void Engine::DecideSends() {
 }
 
 void Engine::EndSend(const SendRow& s, const std::string& result, const std::string& reason,
-                     Micros at) {
+                     Micros at, uint64_t root) {
   int attempt = ++progress_[s.key].recorded;
   progress_.erase(s.key);
   batch_.results.push_back(
       {s.seq, s.key, attempt, at, result, true, JsonObject(std::pair{"reason", reason})});
-  EmitResult(s, attempt, result, true, reason, at, "", root_);
+  EmitResult(s, attempt, result, true, reason, at, "", root);
   ++summary_.sends[s.template_name][result];
 }
 
@@ -905,7 +924,7 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
     EndSend(s, "cancelled",
             "the instance exited at " + FormatRfc3339(at) + ", before the send went (due at " +
                 FormatRfc3339(next) + ")",
-            at);
+            at, 0);
     return true;
   };
   std::erase_if(pending_, cancel);
@@ -1269,9 +1288,9 @@ Status Engine::Hand(Micros now, Micros wall_now, bool dispatch) {
     batch_.clocks.emplace_back(LatestEventName(), latest_event_);
     stored_latest_event_ = latest_event_;
   }
-  // On the event clock, input refused before the clock has started is
-  // dated by the clock the batch reached, or by the wall clock when no
-  // event moved it: prune cuts by date, and 0 is older than any cut-off.
+  // On the event clock, input refused with no event after it to date it
+  // (Submit) is dated by the clock, or by the wall clock before the clock
+  // has started: prune cuts by date, and 0 is older than any cut-off.
   for (DeadLetterRow& d : batch_.dead_letters) {
     if (d.time == 0) d.time = clock_ > 0 ? clock_ : wall_now;
   }

@@ -311,8 +311,12 @@ class Engine {
   // Ends `s` with the engine's own final `result`, no provider asked
   // (dead_letter, cancelled), saying `reason`, at `at`: its result row in
   // this batch (by key when `s` is of this batch), its event, its count;
-  // its progress forgotten.
-  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at);
+  // its progress forgotten. `root` as for EmitResult: the input being
+  // routed for a result decided with the send, which a journey sending
+  // again on it would loop on (DecideSends); 0 otherwise (a cancellation
+  // makes no send).
+  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at,
+               uint64_t root);
   // Whether an entry `have` suppresses at least what `r` does.
   static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
   // Adds `r` to the suppressions in memory, widening a narrower entry.
