@@ -497,6 +497,41 @@ TEST_F(EngineTest, ASendLoopOnResultsDecidedAtOnceEndsInADeadLetter) {
   EXPECT_EQ(u[0].status, InstanceStatus::kWaiting);  // the cut result never reached it
 }
 
+// A cancellation makes no send, so its result cannot loop: an exit that
+// cancels more than 1,000 held sends is no "send loop" (their results
+// were counted against it, and past 1,000 dead-lettered).
+TEST_F(EngineTest, ManyCancellationsFromOneExitAreNoSendLoop) {
+  Journey("q", R"(journey q {
+  quiet hours 10:30 to 14:00
+  entry { on user.signup  reentry always  max_concurrent 2000 }
+  exit on user.deleted
+  step s { send "a" to trigger.data.email intent marketing  wait 1d  end }
+})");
+  Journey("r", R"(journey r {
+  entry { on waymark.send.result when event.data.result == "cancelled"  reentry always }
+  step s { end }
+})");
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  Micros at = ParseRfc3339("2026-03-01T11:00:00Z").value();
+  std::vector<RawInput> signups;
+  for (int i = 0; i < kMaxEmitsPerInput + 1; ++i) {
+    signups.push_back(
+        {"t:" + std::to_string(i),
+         Ev(std::to_string(i), "user.signup", "u", "2026-03-01T11:00:00Z", R"({"email":"u@x.io"})"),
+         {},
+         {}});
+  }
+  ASSERT_TRUE(engine_->Ingest(signups, at).ok());  // each held for the quiet hours
+  ASSERT_TRUE(
+      engine_->Ingest({{"t:x", Ev("x", "user.deleted", "u", "2026-03-01T11:00:01Z"), {}, {}}}, at)
+          .ok());
+  EXPECT_EQ(Results("a").at("cancelled"), kMaxEmitsPerInput + 1);
+  EXPECT_TRUE(store_->DeadLetters().value().empty());
+  EXPECT_EQ(Instances("r", "u").size(), size_t(kMaxEmitsPerInput + 1));
+}
+
 // The emits that send results lead to are counted per result, as the
 // audit replays each result as an input: they shared one budget per
 // dispatch round, so more than 1,000 results in a round dead-lettered
