@@ -39,10 +39,15 @@ struct Event {
   std::string subject;
   Micros time = 0;
   bool time_assigned = false;  // `time` was missing; stamped at ingestion
-  // A journey's emit, or a send's result decided with the send: which
-  // input's (or timer's) routing led to it, so that the emits of each are
-  // counted apart (kMaxEmitsPerInput). Not stored.
+  // A journey's emit: which input's (or timer's) routing led to it, so
+  // that the emits of each are counted apart (kMaxEmitsPerInput). Not
+  // stored.
   uint64_t emit_root = 0;
+  // A send's result: how many results in a row, each routed to a step
+  // that made the next send, led to it (1 for a send no result made), so
+  // that a journey sending again on a failed send without waiting ends
+  // (kMaxEmitsPerInput). Not stored.
+  uint32_t send_chain = 0;
   nlohmann::json data = nlohmann::json::object();
 
   // {"id","source","type","subject","time","data", "specversion"}: what

@@ -267,7 +267,7 @@ Status Engine::Start() {
     } else {
       return false;
     }
-    EndSend(s, "dead_letter", reason, s.requested_at, 0);
+    EndSend(s, "dead_letter", reason, s.requested_at);
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
     return true;
   });
@@ -632,22 +632,26 @@ void Engine::RouteEmitted() {
     std::deque<Event>& from = emitted ? emitted_ : released_;
     Event x = std::move(from.front());
     from.pop_front();
-    // A provider's answer to a send is an input of its own (as the audit
-    // replays it): what it leads journeys to emit is counted apart. A
-    // result decided with its send (an invalid address) counts against the
-    // input that made the send: a journey sending again on it would loop
-    // inside this call.
+    // A send's result is an input of its own (as the audit replays it):
+    // what it leads journeys to emit is counted apart.
     bool journeys = emitted && x.source != "waymark";
-    bool counted = emitted && x.emit_root != 0;
-    root_ = counted ? x.emit_root : ++roots_;
-    if (counted && ++routed[root_] > kMaxEmitsPerInput) {
+    root_ = journeys ? x.emit_root : ++roots_;
+    if (journeys && ++routed[root_] > kMaxEmitsPerInput) {
       DeadLetter(x.time, "emitted " + x.source + " " + x.id,
-                 journeys ? "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                                " events emitted from one input (a journey emitting what "
-                                "triggers it?)"
-                          : "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                                " send results from one input (a journey sending again on a "
-                                "failed send without waiting?)",
+                 "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                     " events emitted from one input (a journey emitting what triggers it?)",
+                 x.Text());
+      continue;
+    }
+    // A result whose step sends again, whose result does, and so on: a
+    // journey sending again on a failed send without waiting, which an
+    // address failing at once (invalid, suppressed) looped without end,
+    // inside one batch or one per dispatch round.
+    if (x.send_chain > uint32_t(kMaxEmitsPerInput)) {
+      DeadLetter(x.time, "emitted " + x.source + " " + x.id,
+                 "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                     " send results in a row, each leading to another send (a journey sending "
+                     "again on a failed send without waiting?)",
                  x.Text());
       continue;
     }
@@ -663,7 +667,11 @@ void Engine::RouteEmitted() {
       }
     }
     // A released result was checked for repeats when it came in.
-    if (!emitted || batch_ids_.insert({x.source, x.id}).second) Route(x, emitted);
+    if (!emitted || batch_ids_.insert({x.source, x.id}).second) {
+      chain_ = x.send_chain;
+      Route(x, emitted);
+      chain_ = 0;
+    }
     DecideSends();
   }
 }
@@ -690,7 +698,10 @@ void Engine::Decided(const SendRow& row) {
   decided_.insert(key);
   auto held = held_.find(key);
   if (held == held_.end()) return;
-  for (Event& e : held->second) released_.push_back(std::move(e));
+  for (Event& e : held->second) {
+    e.send_chain = row.send_chain + 1;  // as EmitResult makes it
+    released_.push_back(std::move(e));
+  }
   held_.erase(held);
 }
 
@@ -701,8 +712,7 @@ size_t Engine::held_inputs() const {
 }
 
 void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
-                        const std::string& detail, Micros at, const std::string& provider,
-                        uint64_t root) {
+                        const std::string& detail, Micros at, const std::string& provider) {
   if (!listened_.count(kSendResultEvent)) return;
   // For the journeys (docs/engine.md, "Send results as events"); an input
   // like any other from here on: stored, replayed.
@@ -723,7 +733,7 @@ void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& re
             {"attempt", attempt},
             {"detail", detail}};
   if (!provider.empty()) e.data["provider"] = provider;
-  e.emit_root = root;
+  e.send_chain = s.send_chain + 1;
   emitted_.push_back(std::move(e));
 }
 
@@ -799,7 +809,7 @@ void Engine::DecideSends() {
       Decided(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
-      EndSend(row, "dead_letter", reason, row.requested_at, root_);
+      EndSend(row, "dead_letter", reason, row.requested_at);
       continue;
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
@@ -885,12 +895,12 @@ void Engine::DecideSends() {
 }
 
 void Engine::EndSend(const SendRow& s, const std::string& result, const std::string& reason,
-                     Micros at, uint64_t root) {
+                     Micros at) {
   int attempt = ++progress_[s.key].recorded;
   progress_.erase(s.key);
   batch_.results.push_back(
       {s.seq, s.key, attempt, at, result, true, JsonObject(std::pair{"reason", reason})});
-  EmitResult(s, attempt, result, true, reason, at, "", root);
+  EmitResult(s, attempt, result, true, reason, at, "");
   ++summary_.sends[s.template_name][result];
 }
 
@@ -924,7 +934,7 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
     EndSend(s, "cancelled",
             "the instance exited at " + FormatRfc3339(at) + ", before the send went (due at " +
                 FormatRfc3339(next) + ")",
-            at, 0);
+            at);
     return true;
   };
   std::erase_if(pending_, cancel);
@@ -1184,6 +1194,7 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     row.trigger = std::move(s.trigger);
     row.event = std::move(s.event);
     row.vars = std::move(s.vars);
+    row.send_chain = chain_;
     proposed_.push_back({std::move(row), j.over_cap_defer, s.quiet});
   }
   for (Event& x : r.emits) {
@@ -1439,7 +1450,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     ++p.recorded;
     EmitResult(s, p.recorded, result, final, r.detail, at,
-               provider >= 0 ? router_.provider(provider).name : std::string(), 0);
+               provider >= 0 ? router_.provider(provider).name : std::string());
     batch_.results.push_back({s.seq, s.key, p.recorded, at, result, final, std::move(d)});
     ++summary_.sends[s.template_name][result];
     if (!gave_up.empty()) {

@@ -304,19 +304,13 @@ class Engine {
   // use; null when the store cannot be read (failed_ is then set).
   // Send `s`'s `attempt`-th result as a waymark.send.result event, when a
   // journey listens to that type.
-  // `root`: the input being routed when the result is decided with its
-  // send (no provider asked), 0 for a provider's answer.
   void EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
-                  const std::string& detail, Micros at, const std::string& provider, uint64_t root);
+                  const std::string& detail, Micros at, const std::string& provider);
   // Ends `s` with the engine's own final `result`, no provider asked
   // (dead_letter, cancelled), saying `reason`, at `at`: its result row in
   // this batch (by key when `s` is of this batch), its event, its count;
-  // its progress forgotten. `root` as for EmitResult: the input being
-  // routed for a result decided with the send, which a journey sending
-  // again on it would loop on (DecideSends); 0 otherwise (a cancellation
-  // makes no send).
-  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at,
-               uint64_t root);
+  // its progress forgotten.
+  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at);
   // Whether an entry `have` suppresses at least what `r` does.
   static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
   // Adds `r` to the suppressions in memory, widening a narrower entry.
@@ -394,6 +388,9 @@ class Engine {
   // The input, timer or send result being routed (Event::emit_root), and
   // the last number given to one.
   uint64_t root_ = 0, roots_ = 0;
+  // The Event::send_chain of the send result being routed (0 for any
+  // other input): the sends its steps make carry it.
+  uint32_t chain_ = 0;
   // With `dispatch` false: the sends decided (SendMatchKey) and how many
   // of each instance and template, the inputs held by the send they wait
   // for, and those released, to be routed.

@@ -63,6 +63,9 @@ struct SendRow {
   // table) and its variables when the send was decided.
   JsonDoc trigger, event;
   nlohmann::json vars = nlohmann::json::object();
+  // Not stored: the Event::send_chain of the result whose step made it (0
+  // when no result did, and after a restart).
+  uint32_t send_chain = 0;
 };
 
 struct SendResultRow {

@@ -465,12 +465,12 @@ TEST_F(EngineTest, AnEmitLoopEndsInADeadLetter) {
 }
 
 // A journey that sends again when a send fails, to an address that fails
-// at once (invalid: its result is decided with the send): each result
-// made another send inside one Submit, without end (a gigabyte in
-// seconds, SIGTERM never looked at, nothing committed, the same at every
-// restart). Such results count against the input that made the send.
-TEST_F(EngineTest, ASendLoopOnResultsDecidedAtOnceEndsInADeadLetter) {
-  Journey("r", R"(journey r {
+// at once: each result made another send, without end. An invalid address
+// looped inside one Submit (a gigabyte in seconds, SIGTERM never looked
+// at, nothing committed, the same at every restart); a suppressed one
+// looped once per dispatch round (the store grew, `--until-idle` never
+// ended). Past 1,000 results in a row the next is a dead letter.
+const char* kResendOnFailure = R"(journey r {
   entry { on user.signup  reentry always }
   step s {
     send "a" to trigger.data.email intent transactional
@@ -481,20 +481,38 @@ TEST_F(EngineTest, ASendLoopOnResultsDecidedAtOnceEndsInADeadLetter) {
       }
       timeout { end }
   }
-})");
+})";
+
+size_t SendLoops(const std::vector<DeadLetterRow>& dead) {
+  size_t n = 0;
+  for (const auto& d : dead) {
+    n += d.reason.rfind("send loop: more than 1000 send results in a row", 0) == 0;
+  }
+  return n;
+}
+
+TEST_F(EngineTest, ASendLoopOnAnInvalidAddressEndsInADeadLetter) {
+  Journey("r", kResendOnFailure);
   Start();
   Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@nowhere"})"),
         Ev("2", "user.signup", "v", "2026-03-01T10:00:01Z", R"({"email":"v@nowhere"})")});
   EXPECT_EQ(Results("a").at("dead_letter"), 2 * (1 + kMaxEmitsPerInput));
-  auto dead = store_->DeadLetters().value();
-  int loops = 0;
-  for (const auto& d : dead) {
-    if (d.reason.rfind("send loop: more than 1000 send results from one input", 0) == 0) ++loops;
-  }
-  EXPECT_EQ(loops, 2);  // one per input: each input's loop is counted apart
+  EXPECT_EQ(SendLoops(store_->DeadLetters().value()), 2u);  // each chain apart
   auto u = Instances("r", "u");
   ASSERT_EQ(u.size(), 1u);
   EXPECT_EQ(u[0].status, InstanceStatus::kWaiting);  // the cut result never reached it
+}
+
+TEST_F(EngineTest, ASendLoopOnASuppressedAddressEndsInADeadLetter) {
+  Journey("r", kResendOnFailure);
+  Start();
+  ASSERT_TRUE(store_->Suppress({{"u@x.io", "all", "asked us", "cli", 1}}).ok());
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@x.io"})")});
+  int rounds = 0;
+  for (; rounds < 5000 && engine_->NextRetry(); ++rounds) ASSERT_TRUE(engine_->Flush(0).ok());
+  EXPECT_LT(rounds, 5000) << "still sending";
+  EXPECT_EQ(Results("a").at("suppressed"), 1 + kMaxEmitsPerInput);
+  EXPECT_EQ(SendLoops(store_->DeadLetters().value()), 1u);
 }
 
 // A cancellation makes no send, so its result cannot loop: an exit that
