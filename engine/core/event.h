@@ -32,6 +32,13 @@ Micros WallNow();
 // sends, the batch being written): an event is parsed once and never copied.
 using JsonDoc = std::shared_ptr<const nlohmann::json>;
 
+// How many events (journeys' emits, send results) descend from one input
+// or timer so far, shared by them and by the sends made on the way: past
+// kMaxEmitsPerInput each is a dead letter, so a journey emitting what
+// triggers it, or sending again on a failed send without waiting, ends.
+// In memory only, freed with the last of them.
+using EmitBudget = std::shared_ptr<int>;
+
 struct Event {
   std::string id;
   std::string source;
@@ -39,15 +46,9 @@ struct Event {
   std::string subject;
   Micros time = 0;
   bool time_assigned = false;  // `time` was missing; stamped at ingestion
-  // A journey's emit: which input's (or timer's) routing led to it, so
-  // that the emits of each are counted apart (kMaxEmitsPerInput). Not
-  // stored.
-  uint64_t emit_root = 0;
-  // A send's result: how many results in a row, each routed to a step
-  // that made the next send, led to it (1 for a send no result made), so
-  // that a journey sending again on a failed send without waiting ends
-  // (kMaxEmitsPerInput). Not stored.
-  uint32_t send_chain = 0;
+  // A journey's emit, or a send's result: the count of the input or timer
+  // it descends from (EmitBudget). Not stored.
+  EmitBudget budget;
   nlohmann::json data = nlohmann::json::object();
 
   // {"id","source","type","subject","time","data", "specversion"}: what

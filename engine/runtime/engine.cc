@@ -16,6 +16,13 @@ using nlohmann::json;
 
 namespace {
 
+// A send result's event saying a cancellation (Engine::CancelHeld), which
+// counts against nothing (EmitBudget): it makes no send.
+bool IsCancellation(const Event& e) {
+  auto r = e.data.find("result");
+  return e.type == kSendResultEvent && r != e.data.end() && *r == "cancelled";
+}
+
 // Whether a result used up one of a send's attempts: the provider's "slow
 // down" and "come back later" did not, nor a provider's fault that failed
 // over to another (docs/engine.md, "Sending").
@@ -267,7 +274,7 @@ Status Engine::Start() {
     } else {
       return false;
     }
-    EndSend(s, "dead_letter", reason, s.requested_at);
+    EndSend(s, "dead_letter", reason, s.requested_at, s.budget);
     DeadLetter(s.requested_at, "send " + s.key + " (" + s.instance_id + ")", reason, "");
     return true;
   });
@@ -471,11 +478,19 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       continue;
     }
     if (const std::string& after = events[k].second->after_send;
-        !options_.dispatch && !after.empty() && !decided_.count(after)) {
-      held_[after].push_back(std::move(e));  // until that send is decided
+        !options_.dispatch && !after.empty()) {
+      auto decided = decided_.find(after);
+      if (decided == decided_.end()) {
+        held_[after].push_back(std::move(e));  // until that send is decided
+        continue;
+      }
+      // A recorded result counts as the run counted it (RouteEmitted).
+      if (!IsCancellation(e)) e.budget = decided->second;
+      released_.push_back(std::move(e));
+      RouteEmitted();
       continue;
     }
-    root_ = ++roots_;
+    budget_ = std::make_shared<int>(0);
     Route(e, false);
     RouteEmitted();
   }
@@ -615,7 +630,7 @@ size_t Engine::FireTimers(Micros until, size_t limit) {
     if (!j) continue;
     clock_ = std::max(clock_, due);
     ++summary_.timers_fired;
-    root_ = ++roots_;
+    budget_ = std::make_shared<int>(0);
     Apply(*j, Step(*j, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
     RouteEmitted();
   }
@@ -626,32 +641,24 @@ size_t Engine::FireTimers(Micros until, size_t limit) {
 // in order, so they are part of the same deterministic history.
 void Engine::RouteEmitted() {
   DecideSends();
-  std::unordered_map<uint64_t, int> routed;  // journeys' emits by root, of kMaxEmitsPerInput
   while (!emitted_.empty() || !released_.empty()) {
     bool emitted = !emitted_.empty();
     std::deque<Event>& from = emitted ? emitted_ : released_;
     Event x = std::move(from.front());
     from.pop_front();
-    // A send's result is an input of its own (as the audit replays it):
-    // what it leads journeys to emit is counted apart.
+    // Counted against the input or timer it descends from; a send result
+    // without one (its send is from before a restart, or it says a
+    // cancellation, which makes no send) starts a count of its own.
     bool journeys = emitted && x.source != "waymark";
-    root_ = journeys ? x.emit_root : ++roots_;
-    if (journeys && ++routed[root_] > kMaxEmitsPerInput) {
+    budget_ = x.budget ? x.budget : std::make_shared<int>(0);
+    if (x.budget && ++*budget_ > kMaxEmitsPerInput) {
       DeadLetter(x.time, "emitted " + x.source + " " + x.id,
-                 "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                     " events emitted from one input (a journey emitting what triggers it?)",
-                 x.Text());
-      continue;
-    }
-    // A result whose step sends again, whose result does, and so on: a
-    // journey sending again on a failed send without waiting, which an
-    // address failing at once (invalid, suppressed) looped without end,
-    // inside one batch or one per dispatch round.
-    if (x.send_chain > uint32_t(kMaxEmitsPerInput)) {
-      DeadLetter(x.time, "emitted " + x.source + " " + x.id,
-                 "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                     " send results in a row, each leading to another send (a journey sending "
-                     "again on a failed send without waiting?)",
+                 journeys ? "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                                " events emitted from one input (a journey emitting what "
+                                "triggers it?)"
+                          : "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                                " send results from one input (a journey sending again on a "
+                                "failed send without waiting?)",
                  x.Text());
       continue;
     }
@@ -667,11 +674,7 @@ void Engine::RouteEmitted() {
       }
     }
     // A released result was checked for repeats when it came in.
-    if (!emitted || batch_ids_.insert({x.source, x.id}).second) {
-      chain_ = x.send_chain;
-      Route(x, emitted);
-      chain_ = 0;
-    }
+    if (!emitted || batch_ids_.insert({x.source, x.id}).second) Route(x, emitted);
     DecideSends();
   }
 }
@@ -695,11 +698,11 @@ void Engine::Decided(const SendRow& row) {
   if (options_.dispatch) return;
   int& n = decided_count_[row.instance_id + '\n' + row.template_name];
   std::string key = SendMatchKey(row.instance_id, row.template_name, ++n);
-  decided_.insert(key);
+  decided_[key] = row.budget;
   auto held = held_.find(key);
   if (held == held_.end()) return;
   for (Event& e : held->second) {
-    e.send_chain = row.send_chain + 1;  // as EmitResult makes it
+    if (!IsCancellation(e)) e.budget = row.budget;  // as EmitResult gives it
     released_.push_back(std::move(e));
   }
   held_.erase(held);
@@ -712,7 +715,8 @@ size_t Engine::held_inputs() const {
 }
 
 void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
-                        const std::string& detail, Micros at, const std::string& provider) {
+                        const std::string& detail, Micros at, const std::string& provider,
+                        const EmitBudget& budget) {
   if (!listened_.count(kSendResultEvent)) return;
   // For the journeys (docs/engine.md, "Send results as events"); an input
   // like any other from here on: stored, replayed.
@@ -733,7 +737,7 @@ void Engine::EmitResult(const SendRow& s, int64_t attempt, const std::string& re
             {"attempt", attempt},
             {"detail", detail}};
   if (!provider.empty()) e.data["provider"] = provider;
-  e.send_chain = s.send_chain + 1;
+  e.budget = budget;
   emitted_.push_back(std::move(e));
 }
 
@@ -809,7 +813,7 @@ void Engine::DecideSends() {
       Decided(row);
       std::string reason = "invalid recipient address '" + row.recipient + "'";
       DeadLetter(row.requested_at, "send " + row.key + " (" + row.instance_id + ")", reason, "");
-      EndSend(row, "dead_letter", reason, row.requested_at);
+      EndSend(row, "dead_letter", reason, row.requested_at, row.budget);
       continue;
     }
     if (options_.cap_max > 0 && row.intent != "transactional") {
@@ -895,12 +899,12 @@ void Engine::DecideSends() {
 }
 
 void Engine::EndSend(const SendRow& s, const std::string& result, const std::string& reason,
-                     Micros at) {
+                     Micros at, const EmitBudget& budget) {
   int attempt = ++progress_[s.key].recorded;
   progress_.erase(s.key);
   batch_.results.push_back(
       {s.seq, s.key, attempt, at, result, true, JsonObject(std::pair{"reason", reason})});
-  EmitResult(s, attempt, result, true, reason, at, "");
+  EmitResult(s, attempt, result, true, reason, at, "", budget);
   ++summary_.sends[s.template_name][result];
 }
 
@@ -934,7 +938,7 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
     EndSend(s, "cancelled",
             "the instance exited at " + FormatRfc3339(at) + ", before the send went (due at " +
                 FormatRfc3339(next) + ")",
-            at);
+            at, nullptr);  // a cancellation makes no send: it counts against nothing
     return true;
   };
   std::erase_if(pending_, cancel);
@@ -989,11 +993,11 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
       ++summary_.timers_fired;
       std::vector<Proposed> events_sends = std::move(proposed_);
       proposed_.clear();
-      uint64_t events_root = root_;
-      root_ = ++roots_;
+      EmitBudget events_budget = std::move(budget_);
+      budget_ = std::make_shared<int>(0);
       Apply(*v, Step(*v, std::move(it->second), {Input::Kind::kTimer, nullptr, due}, due), due);
       DecideSends();
-      root_ = events_root;
+      budget_ = std::move(events_budget);
       proposed_ = std::move(events_sends);
       it = pool.find(id);
       if (it == pool.end()) continue;  // it ended there
@@ -1194,11 +1198,11 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     row.trigger = std::move(s.trigger);
     row.event = std::move(s.event);
     row.vars = std::move(s.vars);
-    row.send_chain = chain_;
+    row.budget = budget_;
     proposed_.push_back({std::move(row), j.over_cap_defer, s.quiet});
   }
   for (Event& x : r.emits) {
-    x.emit_root = root_;
+    x.budget = budget_;
     emitted_.push_back(std::move(x));
   }
   if (!r.next.Finished()) {
@@ -1450,7 +1454,7 @@ void Engine::Dispatch(Micros now, Micros wall_now) {
     Micros at = options_.event_clock ? s.not_before : now;  // journey time is deterministic
     ++p.recorded;
     EmitResult(s, p.recorded, result, final, r.detail, at,
-               provider >= 0 ? router_.provider(provider).name : std::string());
+               provider >= 0 ? router_.provider(provider).name : std::string(), s.budget);
     batch_.results.push_back({s.seq, s.key, p.recorded, at, result, final, std::move(d)});
     ++summary_.sends[s.template_name][result];
     if (!gave_up.empty()) {

@@ -304,13 +304,16 @@ class Engine {
   // use; null when the store cannot be read (failed_ is then set).
   // Send `s`'s `attempt`-th result as a waymark.send.result event, when a
   // journey listens to that type.
+  // `budget`: what the event counts against (the send's, or none).
   void EmitResult(const SendRow& s, int64_t attempt, const std::string& result, bool final,
-                  const std::string& detail, Micros at, const std::string& provider);
+                  const std::string& detail, Micros at, const std::string& provider,
+                  const EmitBudget& budget);
   // Ends `s` with the engine's own final `result`, no provider asked
   // (dead_letter, cancelled), saying `reason`, at `at`: its result row in
   // this batch (by key when `s` is of this batch), its event, its count;
   // its progress forgotten.
-  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at);
+  void EndSend(const SendRow& s, const std::string& result, const std::string& reason, Micros at,
+               const EmitBudget& budget);
   // Whether an entry `have` suppresses at least what `r` does.
   static bool Covers(const SuppressionRow& have, const SuppressionRow& r);
   // Adds `r` to the suppressions in memory, widening a narrower entry.
@@ -385,16 +388,12 @@ class Engine {
   std::set<std::pair<std::string, std::string>> batch_ids_;     // (source, id) in this batch
   std::set<std::pair<std::string, std::string>> inflight_ids_;  // ... in the batch in flight
   std::deque<Event> emitted_;
-  // The input, timer or send result being routed (Event::emit_root), and
-  // the last number given to one.
-  uint64_t root_ = 0, roots_ = 0;
-  // The Event::send_chain of the send result being routed (0 for any
-  // other input): the sends its steps make carry it.
-  uint32_t chain_ = 0;
+  // What the input, timer or emitted event being routed descends from.
+  EmitBudget budget_;
   // With `dispatch` false: the sends decided (SendMatchKey) and how many
   // of each instance and template, the inputs held by the send they wait
   // for, and those released, to be routed.
-  std::unordered_set<std::string> decided_;
+  std::unordered_map<std::string, EmitBudget> decided_;  // and their sends' budgets
   std::unordered_map<std::string, int> decided_count_;
   std::unordered_map<std::string, std::vector<Event>> held_;
   std::deque<Event> released_;

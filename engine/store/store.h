@@ -63,9 +63,9 @@ struct SendRow {
   // table) and its variables when the send was decided.
   JsonDoc trigger, event;
   nlohmann::json vars = nlohmann::json::object();
-  // Not stored: the Event::send_chain of the result whose step made it (0
-  // when no result did, and after a restart).
-  uint32_t send_chain = 0;
+  // Not stored: what the step that made it descends from (none after a
+  // restart); its results count against it.
+  EmitBudget budget;
 };
 
 struct SendResultRow {

@@ -469,7 +469,8 @@ TEST_F(EngineTest, AnEmitLoopEndsInADeadLetter) {
 // looped inside one Submit (a gigabyte in seconds, SIGTERM never looked
 // at, nothing committed, the same at every restart); a suppressed one
 // looped once per dispatch round (the store grew, `--until-idle` never
-// ended). Past 1,000 results in a row the next is a dead letter.
+// ended). Results count against the input their sends descend from, as
+// journeys' emits do: past 1,000 each is a dead letter.
 const char* kResendOnFailure = R"(journey r {
   entry { on user.signup  reentry always }
   step s {
@@ -486,7 +487,7 @@ const char* kResendOnFailure = R"(journey r {
 size_t SendLoops(const std::vector<DeadLetterRow>& dead) {
   size_t n = 0;
   for (const auto& d : dead) {
-    n += d.reason.rfind("send loop: more than 1000 send results in a row", 0) == 0;
+    n += d.reason.rfind("send loop: more than 1000 send results from one input", 0) == 0;
   }
   return n;
 }
@@ -515,9 +516,46 @@ TEST_F(EngineTest, ASendLoopOnASuppressedAddressEndsInADeadLetter) {
   EXPECT_EQ(SendLoops(store_->DeadLetters().value()), 1u);
 }
 
-// A cancellation makes no send, so its result cannot loop: an exit that
-// cancels more than 1,000 held sends is no "send loop" (their results
-// were counted against it, and past 1,000 dead-lettered).
+// Two instances of one person that each send again on any failed result:
+// each result made two sends, doubling every round (counted by depth, the
+// loop never reached the cut before memory ran out).
+TEST_F(EngineTest, ASendLoopThatBranchesEnds) {
+  Journey("r", std::string(kResendOnFailure)
+                   .replace(std::string(kResendOnFailure).find("reentry always"), 14,
+                            "reentry always  max_concurrent 2"));
+  Start();
+  Feed({Ev("1", "user.signup", "u", "2026-03-01T10:00:00Z", R"({"email":"u@nowhere"})"),
+        Ev("2", "user.signup", "u", "2026-03-01T10:00:01Z", R"({"email":"u@nowhere"})")});
+  EXPECT_LE(Results("a").at("dead_letter"), 4 * (1 + kMaxEmitsPerInput));
+  EXPECT_GE(SendLoops(store_->DeadLetters().value()), 1u);
+}
+
+// A loop through a journey's emit: a failed send emits, the emit's journey
+// sends again (emits and results count against the same input).
+TEST_F(EngineTest, ASendLoopThroughAnEmitEnds) {
+  Journey("r", R"(journey r {
+  entry { on user.retry  reentry always }
+  step s {
+    send "a" to trigger.data.email intent transactional
+    wait for waymark.send.result within 1d when event.data.final == true
+      received {
+        if event.data.result != "accepted" { emit user.retry with { email: trigger.data.email } }
+        end
+      }
+      timeout { end }
+  }
+})");
+  Start();
+  Feed({Ev("1", "user.retry", "u", "2026-03-01T10:00:00Z", R"({"email":"u@nowhere"})")});
+  EXPECT_LE(Results("a").at("dead_letter"), 1 + kMaxEmitsPerInput);
+  auto dead = store_->DeadLetters().value();
+  ASSERT_FALSE(dead.empty());
+  EXPECT_NE(dead.back().reason.find(" loop: more than 1000 "), std::string::npos)
+      << dead.back().reason;
+}
+
+// A cancellation makes no send, so its result counts against nothing: an
+// exit that cancels more than 1,000 held sends is no "send loop".
 TEST_F(EngineTest, ManyCancellationsFromOneExitAreNoSendLoop) {
   Journey("q", R"(journey q {
   quiet hours 10:30 to 14:00
