@@ -286,6 +286,10 @@ class HttpServer {
 // POST /events: one CloudEvent or a JSON array of them.
 void ServeEvents(HttpServer& http, Inbox& inbox) {
   http.server().set_payload_max_length(kMaxRequestBytes);  // a length said up front
+  // One request per connection: httplib keeps a connection whatever the
+  // answer's "Connection: close" says, so after a refused body the rest
+  // of it (or a request hidden there) was read as the next request.
+  http.server().set_keep_alive_max_count(1);
   std::shared_ptr<Gate> gate = http.gate();
   // Another method on the path is answered as such (it was 404).
   auto post_only = [](const httplib::Request&, httplib::Response& res) {

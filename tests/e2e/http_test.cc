@@ -194,15 +194,22 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
           return;
         }
       }
-      std::string tail = "1\r\nx\r\n" + smuggled;
-      (void)!send(fd, tail.data(), tail.size(), MSG_NOSIGNAL);
+      (void)!send(fd, "1\r\nx\r\n", 6, MSG_NOSIGNAL);
     });
     std::string answers;
     char buf[4096];
     timeval wait{5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
-    for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) answers.append(buf, size_t(n));
+    // The whole 413 first, then the hidden request: whether the server
+    // read it as the rest of the refused body or as the next request
+    // depended on when its bytes came (the test failed now and then).
+    for (ssize_t n;
+         answers.find("}\n") == std::string::npos && (n = recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answers.append(buf, size_t(n));
+    }
     sender.join();
+    (void)!send(fd, smuggled.data(), smuggled.size(), MSG_NOSIGNAL);
+    for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) answers.append(buf, size_t(n));
     close(fd);
     EXPECT_EQ(answers.rfind("HTTP/1.1 413", 0), 0u) << answers;
     EXPECT_NE(answers.find("\r\nConnection: close\r\n"), std::string::npos) << answers;
