@@ -16,8 +16,10 @@ using nlohmann::json;
 
 namespace {
 
-// A send result's event saying a cancellation (Engine::CancelHeld), which
-// counts against nothing (EmitBudget): it makes no send.
+// A send result's event saying a cancellation (Engine::CancelHeld). The
+// run gives it the budget of the exit that made it (EmitBudget), which an
+// audit replaying the recorded one does not know: there it starts a count
+// of its own.
 bool IsCancellation(const Event& e) {
   auto r = e.data.find("result");
   return e.type == kSendResultEvent && r != e.data.end() && *r == "cancelled";
@@ -646,22 +648,11 @@ void Engine::RouteEmitted() {
     std::deque<Event>& from = emitted ? emitted_ : released_;
     Event x = std::move(from.front());
     from.pop_front();
-    // Counted against the input or timer it descends from; a send result
-    // without one (its send is from before a restart, or it says a
-    // cancellation, which makes no send) starts a count of its own.
+    // What its steps send and emit counts against the input or timer it
+    // descends from (Apply); a send result without one (its send is from
+    // before a restart) starts a count of its own.
     bool journeys = emitted && x.source != "waymark";
     budget_ = x.budget ? x.budget : std::make_shared<int>(0);
-    if (x.budget && ++*budget_ > kMaxEmitsPerInput) {
-      DeadLetter(x.time, "emitted " + x.source + " " + x.id,
-                 journeys ? "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                                " events emitted from one input (a journey emitting what "
-                                "triggers it?)"
-                          : "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
-                                " send results from one input (a journey sending again on a "
-                                "failed send without waiting?)",
-                 x.Text());
-      continue;
-    }
     // What a journey emits meets its type's schema, as any input must: the
     // journeys that listen rely on it (their fields were checked against
     // it).
@@ -938,7 +929,7 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
     EndSend(s, "cancelled",
             "the instance exited at " + FormatRfc3339(at) + ", before the send went (due at " +
                 FormatRfc3339(next) + ")",
-            at, nullptr);  // a cancellation makes no send: it counts against nothing
+            at, budget_);  // what it leads to counts against the exit's input
     return true;
   };
   std::erase_if(pending_, cancel);
@@ -951,6 +942,10 @@ void Engine::CancelHeld(const std::string& instance_id, Micros at) {
     batch_.sends[k].cap_counted = false;
     return true;
   });
+}
+
+bool Engine::Spend() {
+  return !budget_ || ++*budget_ <= kMaxEmitsPerInput;
 }
 
 void Engine::Uncount(const SendRow& s) {
@@ -1181,6 +1176,14 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     if (r.next.due) timers_.insert({r.next.due, r.next.id});
   }
   for (SendEffect& s : r.sends) {
+    if (!Spend()) {
+      DeadLetter(s.requested_at, "send " + s.idempotency_key + " (" + s.instance_id + ")",
+                 "send loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                     " sends and events emitted from one input (a journey sending again on a "
+                     "failed send without waiting?)",
+                 "");
+      continue;
+    }
     SendRow row;
     row.key = s.idempotency_key;
     row.instance_id = s.instance_id;
@@ -1202,6 +1205,14 @@ void Engine::Apply(const dsl::CompiledJourney& j, StepResult r, Micros old_due) 
     proposed_.push_back({std::move(row), j.over_cap_defer, s.quiet});
   }
   for (Event& x : r.emits) {
+    if (!Spend()) {
+      DeadLetter(x.time, "emitted " + x.source + " " + x.id,
+                 "emit loop: more than " + std::to_string(kMaxEmitsPerInput) +
+                     " events emitted and sends made from one input (a journey emitting what "
+                     "triggers it?)",
+                 x.Text());
+      continue;
+    }
     x.budget = budget_;
     emitted_.push_back(std::move(x));
   }

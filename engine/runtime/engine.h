@@ -390,6 +390,9 @@ class Engine {
   std::deque<Event> emitted_;
   // What the input, timer or emitted event being routed descends from.
   EmitBudget budget_;
+  // Counts a send or an emit a step makes against budget_: false past
+  // kMaxEmitsPerInput (the step's send or emit is then a dead letter).
+  bool Spend();
   // With `dispatch` false: the sends decided (SendMatchKey) and how many
   // of each instance and template, the inputs held by the send they wait
   // for, and those released, to be routed.
