@@ -118,6 +118,14 @@ class EngineTest : public testing::Test {
     return R"({"specversion":"1.0","id":")" + id + R"(","source":"t","type":")" + type +
            R"(","subject":")" + subject + R"(","time":")" + time + R"(","data":)" + data + "}";
   }
+  // Starts as `waymark run --clock event` does (an event far ahead of the
+  // wall clock is refused); the wall clock it is given: 2026-03-10 10:00.
+  Micros StartARunOnTheEventClock() {
+    EngineOptions o;
+    o.lead_on_event_clock = true;
+    Start(o);
+    return ParseRfc3339("2026-03-10T10:00:00Z").value();
+  }
   // Input "t:ID": KEY signs up (x@y.io) at TIME.
   static RawInput SignupAt(const std::string& id, const std::string& key, const std::string& time) {
     return {"t:" + id, Ev(id, "user.signup", key, time, R"({"email":"x@y.io"})"), {}, {}};
@@ -297,10 +305,7 @@ TEST_F(EngineTest, OnTheEventClockOfARunAnEventFromTheFarFutureIsADeadLetter) {
   entry { on user.signup }
   step s { wait 1d  send "a" to trigger.data.email intent marketing  goto s }
 })");
-  EngineOptions o;
-  o.lead_on_event_clock = true;
-  Start(o);
-  const Micros wall = ParseRfc3339("2026-03-10T10:00:00Z").value();
+  const Micros wall = StartARunOnTheEventClock();
   ASSERT_TRUE(engine_
                   ->Ingest({SignupAt("1", "u", "2026-03-01T10:00:00Z"),
                             SignupAt("2", "v", "2206-03-01T10:00:00Z"),
@@ -331,13 +336,10 @@ TEST_F(EngineTest, OnTheEventClockADeadLetterBeforeTheFirstEventIsNotDatedZero) 
   entry { on user.signup }
   step s { send "a" to trigger.data.email intent marketing  end }
 })");
-  EngineOptions o;
-  o.lead_on_event_clock = true;
-  Start(o);
-  const Micros wall = ParseRfc3339("2026-03-10T10:00:00Z").value();
+  const Micros wall = StartARunOnTheEventClock();
   // Before any event the engine's clock is 0: a dead letter dated so was
-  // cut by the first prune, whatever its age. It takes the clock the
-  // batch reaches, or the wall clock when the batch moves it nowhere.
+  // cut by the first prune, whatever its age. It takes the clock once the
+  // event after it is applied, or the wall clock when none has started it.
   ASSERT_TRUE(engine_
                   ->Ingest({{"t:bad", "not json", {}, {}},
                             SignupAt("2", "v", "2206-03-01T10:00:00Z"),
