@@ -32,11 +32,12 @@ Micros WallNow();
 // sends, the batch being written): an event is parsed once and never copied.
 using JsonDoc = std::shared_ptr<const nlohmann::json>;
 
-// How many events (journeys' emits, send results) descend from one input
-// or timer so far, shared by them and by the sends made on the way: past
-// kMaxEmitsPerInput each is a dead letter, so a journey emitting what
-// triggers it, or sending again on a failed send without waiting, ends.
-// In memory only, freed with the last of them.
+// How many emits and sends the steps have made so far that descend from
+// one input or timer (through emits, and the results of sends), shared by
+// all that descends from it: past kMaxEmitsPerInput each further one is a
+// dead letter (Engine::Spend), so a journey emitting what triggers it, or
+// sending again on a failed send without waiting, ends. Results cost
+// nothing. In memory only, freed with the last holder.
 using EmitBudget = std::shared_ptr<int>;
 
 struct Event {

@@ -393,10 +393,10 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
   std::vector<std::pair<Event, const RawInput*>> events;
   std::vector<size_t> index;  // events[k] is inputs[index[k]]
   // On the event clock, the dead letters of input that is no event, by
-  // the input: each is dated by the engine's clock once the event after it
-  // is applied (the clock at its place in the input), or at the end of the
-  // batch; one before the clock has started, when no event moves it, in
-  // Hand.
+  // the input (decoded before any of the batch is applied): each is dated
+  // by the engine's clock at its place in the input, where the events
+  // before it brought it; before the clock has started, by the first event
+  // after it, or in Hand when none.
   std::vector<std::pair<size_t, size_t>> undated;  // (dead letter, input)
   auto date = [&](size_t before) {
     std::erase_if(undated, [&](const std::pair<size_t, size_t>& u) {
@@ -438,6 +438,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
   if (!seen.ok()) return seen.status();
   for (size_t k = 0, m = 0; k < events.size(); ++k) {
     Event& e = events[k].first;
+    if (!undated.empty()) date(index[k]);
     if (mine[k] && (seen.value()[m++] || inflight_ids_.count({e.source, e.id}) ||
                     !batch_ids_.insert({e.source, e.id}).second)) {
       ++summary_.duplicates;
@@ -460,7 +461,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
       std::string why = "from the future: dated " + FormatRfc3339(e.time) + ", more than " +
                         dsl::DurationToString(options_.max_event_lead / kMicrosPerSecond) +
                         " ahead of the wall clock";
-      if (options_.event_clock && clock_ == 0) {
+      if (options_.event_clock && clock_ == 0) {  // the first event after it dates it
         undated.emplace_back(batch_.dead_letters.size(), index[k]);
       }
       DeadLetter(options_.event_clock ? clock_ : wall_now, in.position, why, in.text);
@@ -473,7 +474,7 @@ Status Engine::Submit(const std::vector<RawInput>& inputs, Micros wall_now,
     FireTimers(options_.event_clock ? e.time : std::min(e.time, wall_now));
     clock_ = std::max(clock_, e.time);
     latest_event_ = std::max(latest_event_, e.time);
-    if (!undated.empty()) date(index[k]);
+    if (!undated.empty()) date(index[k] + 1);  // before the clock had started
     if (!mine[k]) {
       ++summary_.other_partitions;
       out[index[k]].kind = InputOutcome::Kind::kElsewhere;
@@ -981,7 +982,7 @@ void Engine::StepEach(const KeyIndex& index, std::unordered_map<std::string, Ins
     // lead), past a timer the wall clock has not reached: the timer fires
     // first, as it would have (on the event clock it has fired already).
     // Its sends are decided on their own, before the event's, and its
-    // emits count against a root of their own, as a timer's are.
+    // sends and emits count against a budget of their own, as a timer's do.
     if (Micros due = it->second.due; &pool == &active_ && due > 0 && due <= e.time) {
       timers_.erase({due, id});
       clock_ = std::max(clock_, due);

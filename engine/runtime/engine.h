@@ -33,11 +33,11 @@ class Metrics;
 inline constexpr int kMaxAttempts = 100;
 // The largest burst a rate may have (every `burst` of waymark.toml).
 inline constexpr uint32_t kMaxBurst = 1'000'000;
-// The most events the journeys may emit, in all, from one input, timer or
-// send result:
-// past it each emitted event is a dead letter, not routed (a journey that
-// emits its own trigger, or two that emit each other's, would otherwise
-// loop without end inside one batch).
+// The most events the journeys may emit and sends they may make, in all,
+// descending from one input or timer (EmitBudget): past it each further
+// emit or send is a dead letter, not made (a journey that emits its own
+// trigger, or sends again on a failed send without waiting, would
+// otherwise loop without end).
 inline constexpr int kMaxEmitsPerInput = 1000;
 // A send pending at start whose last this many results are hand-overs the
 // transport never answered (the engine stopped each time while the send

@@ -171,9 +171,9 @@ TEST(Listen, PostEventsIsAnsweredAfterTheyAreStored) {
   auto still = cli.Post("/events", Ev("e4", "u4"), "application/json");
   ASSERT_TRUE(still);
   EXPECT_EQ(still->status, 200);
-  // After a 413 the connection ends: the rest of the refused body was read
-  // as the next request (here a whole request hidden at its end, which
-  // must not be stored).
+  // After a 413 the connection ends: what comes after the refused body on
+  // it (here a whole request, sent once the 413 is in) was read as the
+  // next request, answered, and stored.
   {
     int fd = ConnectLoopback(port);
     ASSERT_GE(fd, 0);

@@ -338,8 +338,8 @@ TEST_F(EngineTest, OnTheEventClockADeadLetterBeforeTheFirstEventIsNotDatedZero) 
 })");
   const Micros wall = StartARunOnTheEventClock();
   // Before any event the engine's clock is 0: a dead letter dated so was
-  // cut by the first prune, whatever its age. It takes the clock once the
-  // event after it is applied, or the wall clock when none has started it.
+  // cut by the first prune, whatever its age. It takes the clock the first
+  // event after it brings, or the wall clock when none does.
   ASSERT_TRUE(engine_
                   ->Ingest({{"t:bad", "not json", {}, {}},
                             SignupAt("2", "v", "2206-03-01T10:00:00Z"),
@@ -347,8 +347,8 @@ TEST_F(EngineTest, OnTheEventClockADeadLetterBeforeTheFirstEventIsNotDatedZero) 
                            wall)
                   .ok());
   ASSERT_TRUE(engine_->Ingest({{"t:alone", "{", {}, {}}}, wall).ok());
-  // Later, each is dated by the clock at its place in the input (it was
-  // the clock at the batch's start).
+  // Later, each is dated by the clock at its place in the input, where the
+  // events before it brought it (it was the clock at the batch's start).
   ASSERT_TRUE(engine_
                   ->Ingest({SignupAt("4", "x", "2026-03-05T10:00:00Z"),
                             {"t:between", "[", {}, {}},
@@ -363,7 +363,7 @@ TEST_F(EngineTest, OnTheEventClockADeadLetterBeforeTheFirstEventIsNotDatedZero) 
   EXPECT_EQ(dated["t:bad"], "2026-03-04T10:00:00Z");
   EXPECT_EQ(dated["t:2"], "2026-03-04T10:00:00Z");
   EXPECT_EQ(dated["t:alone"], "2026-03-04T10:00:00Z");  // the clock has started
-  EXPECT_EQ(dated["t:between"], "2026-03-06T10:00:00Z");
+  EXPECT_EQ(dated["t:between"], "2026-03-05T10:00:00Z");
 }
 
 TEST_F(EngineTest, OnTheEventClockADeadLetterWithNoEventYetIsDatedByTheWallClock) {
@@ -534,7 +534,7 @@ TEST_F(EngineTest, ASendLoopThatBranchesEnds) {
 }
 
 // A loop through a journey's emit: a failed send emits, the emit's journey
-// sends again (emits and results count against the same input).
+// sends again (emits and sends count against the same input).
 TEST_F(EngineTest, ASendLoopThroughAnEmitEnds) {
   Journey("r", R"(journey r {
   entry { on user.retry  reentry always }
@@ -557,8 +557,47 @@ TEST_F(EngineTest, ASendLoopThroughAnEmitEnds) {
       << dead.back().reason;
 }
 
-// A cancellation makes no send, so its result counts against nothing: an
-// exit that cancels more than 1,000 held sends is no "send loop".
+// Cancelling costs nothing, nor does routing the results: an exit that
+// cancels more than 1,000 held sends is no "send loop".
+// A loop through cancellations: the cancellation's result, routed, emits
+// a new start and a new exit, which cancels again (inside one Submit: a
+// cancellation's result counted against nothing, and this ran out of
+// memory). What follows a cancellation counts against the exit's input.
+TEST_F(EngineTest, ALoopThroughCancellationsEnds) {
+  Journey("q", R"(journey q {
+  quiet hours 10:30 to 14:00
+  entry { on user.go  reentry always }
+  exit on user.stop
+  step s { send "a" to trigger.data.email intent marketing  wait 1d  end }
+})");
+  Journey("r", R"(journey r {
+  entry { on waymark.send.result when event.data.result == "cancelled"  reentry always }
+  step s {
+    emit user.go with { email: trigger.data.to }
+    emit user.stop with { email: trigger.data.to }
+    end
+  }
+})");
+  EngineOptions o;
+  o.event_clock = false;
+  Start(o);
+  Micros at = ParseRfc3339("2026-03-01T11:00:01Z").value();
+  ASSERT_TRUE(
+      engine_
+          ->Ingest({{"t:1",
+                     Ev("1", "user.go", "u", "2026-03-01T11:00:00Z", R"({"email":"u@x.io"})"),
+                     {},
+                     {}},
+                    {"t:2", Ev("2", "user.stop", "u", "2026-03-01T11:00:01Z"), {}, {}}},
+                   at)
+          .ok());
+  EXPECT_LE(Results("a").at("cancelled"), kMaxEmitsPerInput);
+  auto dead = store_->DeadLetters().value();
+  ASSERT_FALSE(dead.empty());
+  EXPECT_NE(dead.back().reason.find(" loop: more than 1000 "), std::string::npos)
+      << dead.back().reason;
+}
+
 TEST_F(EngineTest, ManyCancellationsFromOneExitAreNoSendLoop) {
   Journey("q", R"(journey q {
   quiet hours 10:30 to 14:00
@@ -591,10 +630,10 @@ TEST_F(EngineTest, ManyCancellationsFromOneExitAreNoSendLoop) {
   EXPECT_EQ(Instances("r", "u").size(), size_t(kMaxEmitsPerInput + 1));
 }
 
-// The emits that send results lead to are counted per result, as the
-// audit replays each result as an input: they shared one budget per
-// dispatch round, so more than 1,000 results in a round dead-lettered
-// emits that were no loop (and how many depended on the batch size).
+// The emits that send results lead to are counted per input their sends
+// descend from, whatever the dispatch round: they shared one budget per
+// round, so more than 1,000 results in a round dead-lettered emits that
+// were no loop (and how many depended on the batch size).
 TEST_F(EngineTest, EachSendResultsEmitsAreCountedApart) {
   Journey("a", R"(journey a {
   entry { on user.signup }
