@@ -41,8 +41,12 @@ struct wm_transport {
 
   // One message's exchange, as libcurl reports it.
   Stage stage = Stage::kConnect;
-  std::string reply;  // the server's lines since our last command
-  bool body_sent = false;
+  std::string reply;          // the server's lines since our last command
+  bool body_started = false;  // libcurl began to send the message's data
+  // The whole message was handed to libcurl, which sends the end of data
+  // next: from here the server may take it. Before, it cannot: a message
+  // is the server's only once the end-of-data line has arrived.
+  bool body_done = false;
   bool quitting = false;
   bool authed = false;   // AUTH went out in this connection's session
   bool no_auth = false;  // with credentials, the body was about to go unauthenticated
@@ -82,8 +86,8 @@ int OnDebug(CURL*, curl_infotype type, char* data, size_t size, void* user) {
       if (!t->quitting) t->reply += s;
       break;
     case CURLINFO_DATA_OUT:  // the message itself
-      if (!t->body_sent) t->reply.clear();
-      t->body_sent = true;
+      if (!t->body_started) t->reply.clear();
+      t->body_started = true;
       t->stage = Stage::kBody;
       break;
     default:
@@ -105,6 +109,7 @@ size_t OnRead(char* buffer, size_t size, size_t n, void* user) {
   std::memcpy(buffer, t->body, take);
   t->body += take;
   t->body_left -= take;
+  if (take == 0) t->body_done = true;
   return take;
 }
 
@@ -150,7 +155,8 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   CURL* c = t->curl;
   t->stage = Stage::kConnect;
   t->reply.clear();
-  t->body_sent = false;
+  t->body_started = false;
+  t->body_done = false;
   t->quitting = false;
   t->no_auth = false;
   t->body = m->data.ptr;
@@ -219,9 +225,10 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     if (reply.code >= 600) Abandon(t);  // not SMTP: the session is not to be trusted
     return;
   }
-  // No reply to read: the connection dropped or timed out. Once the body
-  // went out, the server may have taken it.
-  r->kind = t->body_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
+  // No reply to read: the connection dropped or timed out. Once the whole
+  // body went out, the server may have taken it; cut off in the middle
+  // (a large message, a slow link), it cannot have.
+  r->kind = t->body_done ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
   Abandon(t);
 }
 
@@ -301,9 +308,9 @@ void Info(wm_transport* t, wm_transport_info* out) {
 
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
                uint32_t timeout_ms) {
-  // Once the body went out, the server may have taken it.
+  // Once the whole body went out, the server may have taken it.
   waymark::curl_plugin::SendEach(t, messages, count, results, timeout_ms, SendOne,
-                                 &wm_transport::body_sent);
+                                 &wm_transport::body_done);
 }
 
 }  // namespace

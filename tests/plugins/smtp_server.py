@@ -7,7 +7,9 @@ with reply NNN below K times, then accepted; K = 0 means always. Replies at
 RCPT unless marked "data" (answered after the message body instead). A
 recipient lateS@ (late3@example.com) has the end of its data answered S
 seconds late, with a 554; hang@ has it never answered (the connection
-stays open). A recipient oddNNN@ is answered with reply NNN at RCPT (a
+stays open). A recipient stall@ has its data read no further than its
+first line (the connection stays open: a large message is cut off in the
+middle). A recipient oddNNN@ is answered with reply NNN at RCPT (a
 code outside SMTP's, such as 999).
 
 Every connection and every reply is one JSON line in DIR/log.jsonl; every
@@ -150,6 +152,14 @@ def main():
         def connection_made(self, transport):
             log.write(event="connect")
             super().connection_made(transport)
+
+        async def smtp_DATA(self, arg):
+            if not any(r.lower().startswith("stall@") for r in self.envelope.rcpt_tos):
+                return await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await self._reader.readuntil(b"\r\n")
+            log.write(event="stall")
+            await asyncio.sleep(3600)
 
     async def serve():
         server = await asyncio.get_running_loop().create_server(

@@ -237,6 +237,30 @@ TEST(Smtp, AServerThatNeverAnswersHoldsNothingUpForLong) {
   EXPECT_LT(destroy, std::chrono::seconds(30));
 }
 
+// A message cut off in the middle of its body (large, over a slow link or
+// to a server that stopped reading) cannot have been taken: a server takes
+// a message only at its end-of-data line. It is retry_later, and the next
+// message goes over a new connection. (It was `ambiguous`, which ends a
+// send for a provider that does not deduplicate: never sent, never
+// retried.)
+TEST(Smtp, AMessageCutOffInTheMiddleOfItsBodyIsRetryLater) {
+  SmtpServer server;
+  auto t = Open(server.Url("?tls=none&timeout_ms=1000"));
+  ASSERT_TRUE(t);
+  RenderedMessage big;
+  big.from = "Waymark Tests <tests@waymark.example>";
+  big.subject = "A large message";
+  big.text = std::string(24 << 20, 'x');  // more than the sockets between us hold
+  std::vector<TransportResult> r =
+      t->SendBatch({testing_util::MakeOutMessage("s1", "stall@example.com", big),
+                    Message("s2", "innocent@example.com")});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, "retry_later") << r[0].detail;
+  EXPECT_EQ(r[1].kind, "accepted") << r[1].detail;
+  EXPECT_EQ(server.Log("stall").size(), 1u);
+  EXPECT_EQ(server.Log("connect").size(), 2u);
+}
+
 // A reply with a code outside SMTP's to the envelope: nothing was sent, so
 // it is sent again later (it was `ambiguous`, which the engine ends there
 // for a provider that does not deduplicate: never sent, never retried).
