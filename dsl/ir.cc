@@ -9,6 +9,11 @@ namespace waymark::dsl {
 
 using nlohmann::json;
 
+json NumberValue(double v) {
+  if (std::floor(v) == v && v >= -0x1p63 && v < 0x1p63) return int64_t(v);
+  return v;
+}
+
 namespace {
 
 constexpr const char* kKindNames[] = {"send",  "wait",  "wait_until", "wait_event", "branch",
@@ -27,16 +32,8 @@ const char* ReentryName(Reentry r) {
   return "once";
 }
 
-// A number that is a whole number serialises as an integer, so that the
-// JSON (and the hash) do not depend on how a literal was written (`5.0`
-// is 5; `9007199254740992.0` is the integer it equals at run time).
-json Number(double v) {
-  if (std::floor(v) == v && v >= -0x1p63 && v < 0x1p63) return int64_t(v);
-  return v;
-}
-
 json Canonical(const json& v) {
-  return v.is_number_float() ? Number(v.get<double>()) : v;
+  return v.is_number_float() ? NumberValue(v.get<double>()) : v;
 }
 
 int Precedence(const std::string& op) {
@@ -274,7 +271,7 @@ json StateToJson(const State& s) {
     case State::Kind::kSplit: {
       json arms = json::array();
       for (const State::Arm& a : s.arms) {
-        json aj = {{"name", a.name}, {"weight", Number(a.weight)}};
+        json aj = {{"name", a.name}, {"weight", NumberValue(a.weight)}};
         if (a.holdout) {
           aj["holdout"] = true;
         } else {

@@ -145,6 +145,12 @@ struct CompiledJourney {
   std::map<std::string, size_t> index_;
 };
 
+// A number as the language holds it: a whole number is an integer, so
+// that neither the compiled form's JSON (and the version hash) nor what a
+// journey does depends on how a literal was written (`5.0` is 5, in the
+// source as in the stored form; `9007199254740992.0` is the integer it
+// equals).
+nlohmann::json NumberValue(double v);
 nlohmann::json ExprToJson(const ExprPtr& e);
 Result<ExprPtr> ExprFromJson(const nlohmann::json& j);
 // Canonical source form, e.g. `event.data.total > 50 and not exists(vars.x)`.

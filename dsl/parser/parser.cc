@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "dsl/ir.h"
 #include "dsl/parser/grammar.h"
 #include "engine/base/json_text.h"
 #include "engine/base/subject.h"
@@ -525,7 +526,7 @@ ExprPtr Converter::Convert(const raw::Primary& e) {
         if (whole(i)) return c.Literal(c.LocOf(n), i);
         if (whole(u)) return c.Literal(c.LocOf(n), u);
       }
-      return c.Literal(c.LocOf(n), c.Number(n));
+      return c.Literal(c.LocOf(n), NumberValue(c.Number(n)));
     }
     ExprPtr operator()(const raw::StrLit& s) const {
       return c.Literal(c.LocOf(s), c.Unquote(s, c.LocOf(s)));

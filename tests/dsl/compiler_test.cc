@@ -58,6 +58,27 @@ TEST(CompiledForm, JsonRoundTripKeepsFormAndVersion) {
   }
 }
 
+// `10.0` and `10` are one version, so they must be one behaviour: compiled
+// from source, the literal was the double 10.0, which a schema's
+// "integer" refuses, while the stored form (and so a restart, a replay)
+// had the integer 10.
+TEST(CompiledForm, AWholeNumberWithAFractionIsTheIntegerOfItsStoredForm) {
+  CompiledJourney j = MustCompile(R"(journey j {
+  entry { on user.signup when trigger.data.n == 10.0 or trigger.data.n == 2.5 }
+  step a { end }
+}
+)");
+  Result<CompiledJourney> back = CompiledJourney::FromJson(j.ToJson());
+  ASSERT_TRUE(back.ok()) << back.error();
+  auto literals = [](const CompiledJourney& c) {
+    const Expr& either = *c.triggers.at(0).when;
+    return either.args.at(0)->args.at(1)->value.dump() + " " +
+           either.args.at(1)->args.at(1)->value.dump();
+  };
+  EXPECT_EQ(literals(j), "10 2.5");
+  EXPECT_EQ(literals(back.value()), "10 2.5");
+}
+
 TEST(CompiledForm, FromJsonRejectsMalformedInput) {
   EXPECT_FALSE(CompiledJourney::FromJson(nlohmann::json::object()).ok());
   EXPECT_FALSE(CompiledJourney::FromJson({{"format", "waymark.journey/1"}}).ok());
