@@ -933,7 +933,7 @@ namespace {
 
 // The first place nested too deep, and what is, or npos. Brackets ({, (
 // and [) and runs of `not` nest (kMaxNesting), and so does each `and` or
-// `or` of a chain (kMaxChain, within the brackets open there): the parser,
+// `or` of a chain (kMaxChain, brackets included, within a block): the parser,
 // the checks and evaluation recurse on each level, and thousands of them
 // overflowed the stack. Strings and comments are skipped.
 std::pair<size_t, std::string> TooDeep(std::string_view t) {
@@ -947,8 +947,11 @@ std::pair<size_t, std::string> TooDeep(std::string_view t) {
   for (size_t i = 0; i < t.size(); ++i) {
     char c = t[i];
     if (c == '"') {
-      for (++i; i < t.size() && t[i] != '"' && t[i] != '\n'; ++i) {
-        if (t[i] == '\\') ++i;
+      // As the grammar reads it: a line break ends the string (an error
+      // there), escaped or not.
+      auto line_break = [&](size_t k) { return t[k] == '\n' || t[k] == '\r'; };
+      for (++i; i < t.size() && t[i] != '"' && !line_break(i); ++i) {
+        if (t[i] == '\\' && i + 1 < t.size() && !line_break(i + 1)) ++i;
       }
       nots = 0;
     } else if (c == '#') {
@@ -960,7 +963,10 @@ std::pair<size_t, std::string> TooDeep(std::string_view t) {
       depth = std::max(0, depth - 1);
       nots = 0;
       if (!ops_outside.empty()) {
-        ops = ops_outside.back();
+        // A block's statements are trees of their own. A bracket's chain
+        // is part of the expression around it: the `and`s after it are
+        // its ancestors, so they count on from its own.
+        if (c == '}') ops = ops_outside.back();
         ops_outside.pop_back();
       }
     } else if (word(i)) {
@@ -972,7 +978,7 @@ std::pair<size_t, std::string> TooDeep(std::string_view t) {
       if (depth + nots > kMaxNesting) return {i, nested};
       if ((w == "and" || w == "or") && ++ops > kMaxChain) {
         return {i, "more than " + std::to_string(kMaxChain) +
-                       " `and`s and `or`s in one expression (or one block or bracket)"};
+                       " `and`s and `or`s in one expression (its brackets included) or one block"};
       }
       i = end - 1;
     } else if (!std::isspace(static_cast<unsigned char>(c))) {

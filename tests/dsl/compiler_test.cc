@@ -279,18 +279,34 @@ TEST(Parser, NestingIsBoundedNotACrash) {
     for (int i = 0; i < n; ++i) s = "if true { " + s + " } end";
     return s;
   };
+  // Chains in brackets in chains: each bracket's under the limit, the
+  // tree (the `and`s after a bracket are its ancestors) 15,000 deep.
+  auto chains = [](int levels) {
+    std::string e = "true";
+    for (int k = 0; k < levels; ++k) {
+      e = "(" + e;
+      for (int i = 0; i < 999; ++i) e += " and true";
+      e += ")";
+    }
+    return e;
+  };
   std::string nots;
   for (int i = 0; i < 62; ++i) nots += "not ";
   // Within the limits (the journey's and the entry's braces count).
   MustCompile(journey(chain(kMaxChain + 1)));  // kMaxChain `or`s
   MustCompile(journey(parens(kMaxNesting - 2)));
   MustCompile(journey(nots + "true"));
+  MustCompile(journey("(" + chain(kMaxChain / 2) + ") or (" + chain(kMaxChain / 2) + ")"));
   MustCompile(journey("true", ifs(kMaxNesting - 2)));
   // Past them, and far past them.
   for (const std::string& src :
        {journey(chain(kMaxChain + 2)), journey(chain(50000)), journey(parens(kMaxNesting - 1)),
         journey(parens(5000)), journey("not " + nots + "true"), journey(std::string(20000, '!')),
-        journey("true", ifs(kMaxNesting - 1)), journey("true", ifs(3000))}) {
+        journey("true", ifs(kMaxNesting - 1)), journey("true", ifs(3000)), journey(chains(15)),
+        // A string that ends in a backslash at the end of its line ends
+        // there: the brackets of the next line count.
+        "journey j {\n  description \"C:\\\n  step s { set a = " + parens(5000) +
+            " end }\n  entry { on user.signup }\n}\n"}) {
     DiagnosticSink d;
     EXPECT_FALSE(Parse(src, "t.journey", d).has_value());
     ASSERT_GE(d.errors(), 1);
