@@ -74,7 +74,7 @@ struct RunOptions {
 // for a retry or a throttle go when their wall-clock time comes (as with
 // --until-idle), the journeys' clock staying where the events left it.
 Status WhileIdle(Engine& e, bool event_clock) {
-  if (!event_clock) return e.Advance(WallNow());
+  if (!event_clock) return e.Advance(WallNow(), std::nullopt, &g_stop);
   if (auto next = e.NextRetry(); next && *next <= WallNow()) return e.Flush(WallNow());
   return Status();
 }
@@ -792,7 +792,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       if (Status s = e.Flush(WallNow()); !s.ok()) return s;
       if (Status s = finish(); !s.ok()) return s;
       if (!event_clock) {
-        if (Status s = e.Advance(WallNow()); !s.ok()) return s;
+        if (Status s = e.Advance(WallNow(), std::nullopt, &g_stop); !s.ok()) return s;
       }
       if (o.until_idle) {
         auto left = js.Unfinished();
@@ -861,7 +861,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
       if ((next && *next <= WallNow()) || (retry && *retry <= WallNow())) {
         // The event clock moves with events only: sends due again are
         // dispatched by a Flush.
-        Status s = event_clock ? e.Flush(WallNow()) : e.Advance(WallNow());
+        Status s = event_clock ? e.Flush(WallNow()) : e.Advance(WallNow(), std::nullopt, &g_stop);
         if (!s.ok()) return s;
         if (Status f = finish(); !f.ok()) return f;
       }

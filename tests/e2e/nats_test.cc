@@ -397,6 +397,74 @@ TEST_F(Nats, SigtermCommitsAcksAndExitsZero) {
   EXPECT_GT(delivered, 0u);
 }
 
+// SIGTERM while timers due during a downtime fire (on the wall clock,
+// 1,000 per batch): the engine stops after the batch in hand, as the other
+// sources do. The stream's loop fired the whole backlog first, and a
+// service manager's stop timeout ended it with SIGKILL.
+TEST_F(Nats, SigtermStopsATimerBacklogAfterTheBatchInHand) {
+  constexpr int kInstances = 100000;
+  fs::create_directories(dir_ / "journeys");
+  std::ofstream(dir_ / "journeys" / "backlog.journey")
+      << "journey backlog {\n  entry { on user.signup }\n  step a {\n    wait 1s\n    end\n  "
+         "}\n}\n";
+  {
+    std::ofstream events(dir_ / "events.jsonl");
+    for (int i = 0; i < kInstances; ++i) {
+      std::string u = "u" + std::to_string(i);
+      events << R"({"specversion":"1.0","id":")" << u << R"(","source":"t","type":"user.signup",)"
+             << R"("subject":")" << u << R"(","time":"2026-04-20T10:00:00Z","data":{"user_id":")"
+             << u << R"(","email":")" << u << R"(@example.com","first_name":"A","country":"DE",)"
+             << R"("plan":"free","seats":1,"marketing_opt_in":true}})"
+             << "\n";
+    }
+  }
+  int status = 0;
+  std::string out =
+      Shell(bin_ + " publish " + (dir_ / "events.jsonl").string() + " --source " + nats_ + " 2>&1",
+            &status);
+  ASSERT_EQ(status, 0) << out;
+  std::string db = (dir_ / "w.db").string();
+  std::string run = bin_ + " run --source " + nats_ + " --journeys " +
+                    (dir_ / "journeys").string() + " --schemas " + root_ +
+                    "/schemas --store sqlite:" + db + " --transport null:";
+  // On the event clock, every instance waits for a second of April 2026.
+  out = Shell("timeout 120 " + run + " --clock event --until-idle 2>&1", &status);
+  ASSERT_EQ(status, 0) << out;
+  auto finished = [&db] {
+    sqlite3* h = nullptr;
+    int64_t n = -1;
+    if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+      sqlite3_busy_timeout(h, 5000);
+      sqlite3_stmt* q = nullptr;
+      if (sqlite3_prepare_v2(h, "SELECT count(*) FROM instances WHERE finished", -1, &q, nullptr) ==
+              SQLITE_OK &&
+          sqlite3_step(q) == SQLITE_ROW) {
+        n = sqlite3_column_int64(q, 0);
+      }
+      sqlite3_finalize(q);
+    }
+    sqlite3_close(h);
+    return n;
+  };
+  ASSERT_EQ(finished(), 0);
+  // On the wall clock, all of them are due: SIGTERM once the first batch
+  // of them is committed.
+  pid_t pid = waymark::testing_util::Spawn({"/bin/sh", "-c", "exec " + run + " --clock wall"},
+                                           (dir_ / "err").string());
+  waymark::testing_util::KillOnExit guard(pid);
+  for (int i = 0; i < 3000 && finished() <= 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(finished(), 0) << ReadFile(dir_ / "err");
+  status = waymark::testing_util::TerminateWithin(pid, 60);
+  pid = 0;
+  ASSERT_NE(status, -1) << "still running 60 s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << ReadFile(dir_ / "err");
+  int64_t fired = finished();
+  EXPECT_LT(fired, kInstances / 2) << "the whole backlog fired before the stop";
+  EXPECT_GT(fired, 0);
+}
+
 // A stream deleted and created again begins its sequences again: a run
 // that read it from the store's old position skipped its first messages
 // without a word. It is refused, and a new consumer name reads it from its
