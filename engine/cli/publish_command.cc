@@ -1,14 +1,17 @@
 // `waymark publish FILE|-`: CloudEvents JSON lines to NATS JetStream, each
 // on events.<type> with Nats-Msg-Id = MsgId(source, id), asynchronously.
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
-#include <fstream>
+#include <cstring>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/base/json_text.h"
+#include "engine/base/line_reader.h"
 #include "engine/base/subject.h"
 #include "engine/cli/commands.h"
 #include "engine/cli/config.h"
@@ -32,20 +35,24 @@ std::string MsgId(const std::string& source, const std::string& id) {
 }
 
 int Publish(const PublishOptions& o) {
-  std::ifstream file;
-  std::istream* in = &std::cin;
+  int fd = STDIN_FILENO;
   if (o.input != "-") {
     std::string problem = InputFileProblem(o.input);
     if (problem.empty()) {
-      file.open(o.input, std::ios::binary);
-      if (!file) problem = "cannot read " + o.input;
+      fd = ::open(o.input.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) problem = "cannot read " + o.input + ": " + std::strerror(errno);
     }
     if (!problem.empty()) {
       std::cerr << "waymark publish: " << problem << "\n";
       return kExitUsage;
     }
-    in = &file;
   }
+  struct Closer {
+    int fd;
+    ~Closer() {
+      if (fd != STDIN_FILENO) ::close(fd);
+    }
+  } closer{fd};
   auto js = JetStream::Connect(o.stream);
   if (!js.ok()) {
     std::cerr << "waymark publish: " << js.error() << "\n";
@@ -58,8 +65,14 @@ int Publish(const PublishOptions& o) {
   bool tty = isatty(STDERR_FILENO);
   auto last_progress = std::chrono::steady_clock::now();
   std::string line, subject, stopped;
-  size_t lineno = 0, sent = 0, refused = 0;
-  while (std::getline(*in, line)) {
+  size_t lineno = 0, sent = 0, refused = 0, length = 0;
+  // A line longer than the server takes is not held whole (a pipe of
+  // /dev/zero took all memory): its length is counted, it is refused.
+  LineReader in(fd, max_line);
+  LineReader::Got got;
+  while ((got = in.Next(&line, &length, -1)) != LineReader::Got::kEnd &&
+         got != LineReader::Got::kError) {
+    if (got != LineReader::Got::kLine) continue;  // a signal interrupted the wait
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto refuse = [&](const std::string& why) {
@@ -67,8 +80,8 @@ int Publish(const PublishOptions& o) {
       std::cerr << (tty ? "\r\033[K" : "") << o.input << ":" << lineno << ": not published: " << why
                 << "\n";
     };
-    if (line.size() > max_line) {
-      refuse(std::to_string(line.size()) + " bytes, more than the server takes in a message (" +
+    if (length > max_line) {
+      refuse(std::to_string(length) + " bytes, more than the server takes in a message (" +
              std::to_string(max_line) + ")");
       continue;
     }
@@ -121,8 +134,9 @@ int Publish(const PublishOptions& o) {
                 << t.stored + t.duplicates + t.failed << std::flush;
     }
   }
-  if (stopped.empty() && in->bad()) {
-    stopped = "reading " + o.input + " failed after line " + std::to_string(lineno);
+  if (stopped.empty() && got == LineReader::Got::kError) {
+    stopped = "reading " + o.input + " failed after line " + std::to_string(lineno) + ": " +
+              std::strerror(in.error());
   }
   auto totals = j.CompletePublishing();
   if (tty) std::cerr << "\r\033[K";

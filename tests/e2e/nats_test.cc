@@ -1134,6 +1134,26 @@ TEST_F(Nats, AnEventWithoutATimeTakesTheStreamsTime) {
   EXPECT_EQ(t.exec1("SELECT time FROM events WHERE id = 't0'")[0].as<int64_t>(), stored_us);
 }
 
+// A line longer than the server takes is refused by its length, not held:
+// `waymark publish -` read it whole first, and a pipe without newlines (a
+// corrupt producer, /dev/zero) took all memory. Here 400 MB of line under
+// a limit of 250 MB of address space, then an event that goes.
+TEST_F(Nats, PublishRefusesAHugeLineWithoutHoldingIt) {
+  std::string event = R"({"specversion":"1.0","source":"s","id":"after","type":"user.signup",)"
+                      R"("subject":"u1","data":{}})";
+  int status = 0;
+  std::string out = Shell(
+      "(ulimit -v 250000; (printf '{\"a\":\"'; head -c 400000000 /dev/zero | "
+      "tr '\\0' x; echo '\"}'; echo '" +
+          event + "') | " + bin_ + " publish - --source " + nats_ + ") 2>&1",
+      &status);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_NE(out.find("-:1: not published: 400000008 bytes, more than the server takes"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("published 1 events to stream EVENTS: 1 stored"), std::string::npos) << out;
+}
+
 // `waymark publish`: each line it cannot publish is named and skipped (the
 // lines after it are published); two events whose source and id join to
 // the same text are both stored; an existing stream keeps the retention
