@@ -193,8 +193,16 @@ Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
           " max_msgs or max_bytes with discard old removes unread events (use discard "
           "new, or no such limit);";
     }
-    if (have->Sealed) differs += " it is sealed;";
+    if (have->AllowRollup) {
+      differs += " allow_rollup_hdrs lets one message purge unread events;";
+    }
   }
+  // Neither stream can be written to as the engine and publish do: a
+  // sealed one refuses every message, and one with no_ack answers none, so
+  // no publish is ever known to be stored (a dead letter was tried again
+  // for ever, and the stream stalled behind it).
+  if (have->Sealed) differs += " it is sealed;";
+  if (have->NoAck) differs += " no_ack: it does not acknowledge what is published;";
   if (!differs.empty()) {
     jsStreamInfo_Destroy(si);
     return Status::Error("stream " + name + " exists but does not fit:" + differs +
@@ -622,8 +630,8 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
     return Published::kTryAgain;
   }
   // What the stream refuses for good: its limits (full, with discard new)
-  // or its largest message. Anything else may pass (resources, a cluster
-  // electing, a timeout while nats-server restarts).
+  // or its largest message. Anything else may pass
+  // (resources, a cluster electing, a timeout while nats-server restarts).
   if (jerr == JSStreamStoreFailedErr || jerr == JSStreamMessageExceedsMaximumErr) {
     return Published::kRefused;
   }

@@ -1043,6 +1043,43 @@ TEST_F(Nats, AStreamThatRemovesUnreadEventsIsRefused) {
       << out;
 }
 
+// Streams the engine cannot write to as it must are refused at start: a
+// dead-letter stream with no_ack answered no publish, and the engine tried
+// the first dead letter again for ever, the stream stalled behind it; an
+// events stream with no_ack left `publish` unable to count anything as
+// stored; allow_rollup_hdrs lets one message purge unread events.
+TEST_F(Nats, StreamsThatCannotBeWrittenAsTheEngineMustAreRefused) {
+  NatsClient c(nats_);
+  ASSERT_TRUE(c.AddStream("EVENTS", "events.>", [](jsStreamConfig& cfg) {
+    cfg.Storage = js_FileStorage;
+    cfg.Duplicates = int64_t(1200) * 1'000'000'000;
+    cfg.AllowRollup = true;
+    cfg.NoAck = true;
+  }));
+  int status = 0;
+  std::string out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("stream EVENTS exists but does not fit: allow_rollup_hdrs lets one message "
+                     "purge unread events; no_ack"),
+            std::string::npos)
+      << out;
+  std::ofstream(dir_ / "one.jsonl") << Signup("g1", "u1") << "\n";
+  out = Shell(bin_ + " publish " + (dir_ / "one.jsonl").string() + " --source " + nats_ + " 2>&1",
+              &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("no_ack: it does not acknowledge"), std::string::npos) << out;
+  c.DeleteStreams({"EVENTS"});
+  ASSERT_TRUE(c.AddStream("EVENTS_DEAD", "deadletter.>", [](jsStreamConfig& cfg) {
+    cfg.Storage = js_FileStorage;
+    cfg.Duplicates = int64_t(1200) * 1'000'000'000;
+    cfg.NoAck = true;
+  }));
+  out = Run("--source " + nats_, pg_, dir_ / "out", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("stream EVENTS_DEAD exists but does not fit: no_ack"), std::string::npos)
+      << out;
+}
+
 // A dead letter reaches the dead-letter stream even when the engine dies
 // once its batch is durable and before that batch is acked (a failpoint
 // aborts there): it was published before the batch was committed.
