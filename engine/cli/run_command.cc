@@ -653,7 +653,19 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   if (!sub.ok()) return sub.status();
   uint64_t isolate_until = 0, poison = 0;
   bool poison_next = false;  // the next message taken is the poison
-  if (sub.value() > committed) {
+  if (!pos.value()) {
+    // This store has not read through this consumer before: what the
+    // consumer delivered went to another store (this one is new, or was
+    // emptied), and no process of ours died holding it. It was counted as
+    // a restart, and with max_deliver 2 the stream's first message, valid,
+    // became a poison dead letter. From here on, stops are counted.
+    if (sub.value() > 0) {
+      std::cerr << "waymark run: " << name << " had delivered through " << sub.value()
+                << " to another store; this store reads the stream from its start\n";
+    }
+    e.SetPosition({name, 0, 0});
+    if (Status s = e.Flush(WallNow()); !s.ok()) return s;
+  } else if (sub.value() > committed) {
     // The last process died holding messages after `committed`, before
     // committing them. Count it (a commit resets the count). What it held
     // is probed below, the message after the position alone first; when
