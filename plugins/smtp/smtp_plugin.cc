@@ -186,7 +186,11 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     Put(r->text, text);
     return;
   }
-  if (t->no_auth || rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) {
+  // A refusal of AUTH or STARTTLS for now (4xx: too many logins, TLS not
+  // available at the moment) is retried later, as MapReply says below.
+  const bool refused_for_now = reply.code >= 400 && reply.code < 500;
+  if (t->no_auth ||
+      ((rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) && !refused_for_now)) {
     // The account's configuration, not the message: said as such (the
     // last reply, the EHLO's, says nothing about it).
     r->kind = WM_RESULT_PROVIDER_FAULT;
@@ -222,7 +226,9 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     r->kind = mapped.kind;
     r->throttle_scope = mapped.scope;
     r->retry_after_ms = mapped.retry_after_ms;
-    if (reply.code >= 600) Abandon(t);  // not SMTP: the session is not to be trusted
+    // Not SMTP, or a session that did not get as far as a message: not to
+    // be trusted with the next.
+    if (reply.code >= 600 || rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) Abandon(t);
     return;
   }
   // No reply to read: the connection dropped or timed out. Once the whole

@@ -18,6 +18,7 @@ kernel) is written to DIR/port once the server listens.
 
     smtp_server.py DIR [--tls CERT KEY [--implicit]] [--auth USER:PASS]
 
+--auth refuses the user `busy` for now (454 4.7.0), whatever its password.
 --tls offers STARTTLS and requires it; with --implicit the connection is
 TLS from the start instead (smtps, port 465 style).
 """
@@ -140,6 +141,10 @@ def main():
         user, password = a.auth.split(":", 1)
 
         def authenticate(server, session, envelope, mechanism, auth_data):
+            if auth_data.login.decode() == "busy":  # a refusal for now
+                log.write(event="auth", mechanism=mechanism, ok=False)
+                return AuthResult(success=False, handled=False,
+                                  message="454 4.7.0 Too many login attempts, try again later")
             ok = auth_data.login.decode() == user and auth_data.password.decode() == password
             log.write(event="auth", mechanism=mechanism, ok=ok)
             # handled=False: aiosmtpd answers a failure itself (535 5.7.8).
