@@ -9,6 +9,7 @@
 // Answers map into the result taxonomy as docs/plugins.md ("The http
 // plugin") lays out. The configuration is schemas/plugins/http.schema.json.
 #include <curl/curl.h>
+#include <sys/socket.h>
 #include <waymark/transport_plugin.h>
 
 #include <algorithm>
@@ -67,6 +68,11 @@ struct wm_transport {
   char curl_error[CURL_ERROR_SIZE] = {};
   // One request's answer.
   std::string body, retry_after, error_type;
+  size_t payload_size = 0;  // the request's body
+  size_t body_out = 0;      // of it, sent in the current try
+  // The whole request went out (in this call's first try: no other is
+  // made): from here the provider may have taken it. Before, it cannot:
+  // a server acts on a body once it has all of it.
   bool request_sent = false;
 
   void Log(uint32_t level, const std::string& msg) const {
@@ -97,10 +103,25 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t ulnow) {
+// What libcurl has sent, as it sends it (after each write).
+int OnDebug(CURL*, curl_infotype type, char*, size_t size, void* user) {
   auto* t = static_cast<wm_transport*>(user);
-  if (ulnow > 0) t->request_sent = true;
+  if (type == CURLINFO_HEADER_OUT) t->body_out = 0;  // a request begins
+  if (type == CURLINFO_DATA_OUT) {
+    t->body_out += size;
+    if (t->body_out >= t->payload_size) t->request_sent = true;
+  }
   return 0;
+}
+
+// libcurl sends a request again, by itself, on a new connection when a
+// kept one closes before any answer. After a whole request, the provider
+// may have taken it, and a second one could duplicate the message: the
+// new connection is refused (the answer is `ambiguous`).
+curl_socket_t OnOpenSocket(void* user, curlsocktype, curl_sockaddr* a) {
+  auto* t = static_cast<wm_transport*>(user);
+  if (t->request_sent) return CURL_SOCKET_BAD;
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
 // Retry-After (RFC 9110, 10.2.3) in ms: delay-seconds, or an HTTP-date
@@ -260,6 +281,8 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(payload.size()));
+  t->payload_size = payload.size();
+  t->body_out = 0;
   CURLcode rc = curl_easy_perform(c);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
   curl_slist_free_all(headers);
@@ -278,10 +301,16 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
       return;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
+      if (t->request_sent) {  // OnOpenSocket: not sent again
+        r->kind = WM_RESULT_AMBIGUOUS;
+        Put(r->text,
+            "the connection closed after the whole request, with no answer; not sent again");
+        return;
+      }
       r->kind = WM_RESULT_RETRY_LATER;
       return;
     default:
-      // Once the request went out, the provider may have taken it.
+      // Once the whole request went out, the provider may have taken it.
       r->kind = t->request_sent ? WM_RESULT_AMBIGUOUS : WM_RESULT_RETRY_LATER;
   }
 }
@@ -328,9 +357,11 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     curl_easy_setopt(h, CURLOPT_WRITEDATA, t.get());
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, t.get());
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, t.get());
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, OnDebug);
+    curl_easy_setopt(h, CURLOPT_DEBUGDATA, t.get());
+    curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);  // for OnDebug
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, OnOpenSocket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t.get());
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->curl_error);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
@@ -376,7 +407,7 @@ void Info(wm_transport* t, wm_transport_info* out) {
 
 void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_send_result* results,
                uint32_t timeout_ms) {
-  // Once the request went out, the provider may have taken it.
+  // Once the whole request went out, the provider may have taken it.
   waymark::curl_plugin::SendEach(t, messages, count, results, timeout_ms, SendOne,
                                  &wm_transport::request_sent);
 }

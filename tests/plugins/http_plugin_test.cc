@@ -1,7 +1,14 @@
 // The http plugin against a local HTTP server (cpp-httplib, in the test)
-// that answers as Resend and as SES v2 do.
+// that answers as Resend and as SES v2 do, and against raw sockets for
+// what such a server cannot do.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -187,6 +194,84 @@ class Provider {
   int ids_ = 0;
 };
 
+// A provider over raw sockets, for what cpp-httplib cannot do: stop
+// reading in the middle of a body, close a kept connection after a whole
+// request without answering. `serve(fd, n)` has the nth connection (from
+// 0); the connection is closed when it returns.
+class RawServer {
+ public:
+  explicit RawServer(std::function<void(int fd, int n)> serve) {
+    listen_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listen_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(listen_, 8) != 0 ||
+        getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "cannot listen: " << std::strerror(errno);
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this, serve] {
+      for (int n = 0;; ++n) {
+        int fd = accept(listen_, nullptr, nullptr);
+        if (fd < 0) return;  // shut down
+        connections_ = n + 1;
+        serve(fd, n);
+        close(fd);
+      }
+    });
+  }
+  ~RawServer() {
+    shutdown(listen_, SHUT_RDWR);
+    thread_.join();
+    close(listen_);
+  }
+  std::string Base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int connections() const { return connections_; }
+
+  // Reads a request's head (answering `Expect: 100-continue`), then up to
+  // `at_most` bytes of its body: whether the whole body came.
+  static bool Read(int fd, size_t at_most = SIZE_MAX) {
+    std::string in;
+    char buf[65536];
+    size_t head = std::string::npos;
+    while ((head = in.find("\r\n\r\n")) == std::string::npos) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      in.append(buf, size_t(n));
+    }
+    std::string lower = in.substr(0, head);
+    for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    size_t at = lower.find("content-length:");
+    size_t length = at == std::string::npos ? 0 : std::stoul(lower.substr(at + 15));
+    if (lower.find("expect: 100-continue") != std::string::npos)
+      Write(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+    size_t got = in.size() - head - 4;
+    while (got < length && got < at_most) {
+      ssize_t n = recv(fd, buf, std::min(sizeof buf, at_most - got), 0);
+      if (n <= 0) return false;
+      got += size_t(n);
+    }
+    return got >= length;
+  }
+  static void Answer(int fd, const std::string& json) {
+    Write(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                  std::to_string(json.size()) + "\r\n\r\n" + json);
+  }
+
+ private:
+  static void Write(int fd, const std::string& s) {
+    for (size_t at = 0; at < s.size();) {
+      ssize_t n = send(fd, s.data() + at, s.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      at += size_t(n);
+    }
+  }
+  int listen_ = -1, port_ = 0;
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+};
+
 OutMessage Message(const std::string& key, const std::string& to,
                    const std::string& subject = "Hello") {
   RenderedMessage content;
@@ -331,6 +416,56 @@ TEST(Http, AnOversizedIdIsLeftEmptyAndTextThatIsNotUtf8IsRefused) {
   EXPECT_EQ(r[0].provider_id, "");
   EXPECT_EQ(r[1].kind, "permanent_message") << r[1].detail;
   EXPECT_NE(r[1].detail.find("not UTF-8"), std::string::npos) << r[1].detail;
+}
+
+// A request cut off in the middle of its body (a large message, a slow
+// link, a provider that stopped reading) cannot have been taken: an HTTP
+// server acts on a body only once it has all of it. retry_later; it was
+// `ambiguous` from the first byte, which for a provider without an
+// idempotency key (SES) ends the send: never sent, never retried.
+TEST(Http, ARequestCutOffInTheMiddleOfItsBodyIsRetryLater) {
+  std::atomic<bool> whole{false};
+  RawServer server([&](int fd, int) {
+    whole = RawServer::Read(fd, 64 * 1024);
+    std::this_thread::sleep_for(std::chrono::seconds(3));  // reads no more
+  });
+  auto t = Open(
+      "api=ses&access_key_id=AKIDEXAMPLE&secret_access_key=s3cret&timeout_ms=1000"
+      "&base_url=" +
+      server.Base());
+  ASSERT_TRUE(t);
+  RenderedMessage big;
+  big.from = "Waymark <news@waymark.example>";
+  big.subject = "A large message";
+  big.text = std::string(24 << 20, 'x');  // more than the sockets between us hold
+  auto r = t->SendBatch({testing_util::MakeOutMessage("b1", "ana@example.com", big)});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, "retry_later") << r[0].detail;
+  EXPECT_FALSE(whole);
+}
+
+// A kept connection that the provider closes after a whole request,
+// without an answer: libcurl sent the request again on a new connection by
+// itself, and the answer to that one was reported, though the provider may
+// have taken the first (SES has no idempotency key: a duplicate). The
+// request is not sent again: `ambiguous`.
+TEST(Http, ARequestIsNotSentAgainAfterAKeptConnectionCloses) {
+  std::atomic<int> requests{0};
+  RawServer server([&](int fd, int n) {
+    if (RawServer::Read(fd)) ++requests;
+    RawServer::Answer(fd, R"({"MessageId":"m)" + std::to_string(n) + R"("})");
+    if (n == 0 && RawServer::Read(fd)) ++requests;  // then closed, unanswered
+  });
+  auto t =
+      Open("api=ses&access_key_id=AKIDEXAMPLE&secret_access_key=s3cret&base_url=" + server.Base());
+  ASSERT_TRUE(t);
+  auto r = t->SendBatch({Message("d1", "ana@example.com"), Message("d2", "bo@example.com")});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, "accepted") << r[0].detail;
+  EXPECT_EQ(r[0].provider_id, "m0");
+  EXPECT_EQ(r[1].kind, "ambiguous") << r[1].detail;
+  EXPECT_EQ(requests, 2);
+  EXPECT_EQ(server.connections(), 1);
 }
 
 TEST(Http, SesAnswersMapToResultsAndRequestsAreSigned) {
