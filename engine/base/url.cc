@@ -4,6 +4,8 @@
 #include <cctype>
 #include <optional>
 
+#include "engine/base/ascii.h"
+
 namespace waymark {
 
 std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url) {
@@ -21,8 +23,7 @@ std::vector<std::pair<std::string_view, size_t>> QueryKeys(std::string_view url)
 }
 
 bool NamesASecret(std::string_view key) {
-  std::string k(key);
-  for (char& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
+  std::string k = AsciiLower(std::string(key));
   for (const char* word : {"pass", "secret", "token", "key", "auth", "cred"})
     if (k.find(word) != std::string::npos) return true;
   return false;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "dsl/checker.h"
+#include "engine/base/ascii.h"
 #include "engine/base/json_text.h"
 #include "engine/core/eval.h"
 #include "engine/delivery/message.h"
@@ -64,9 +65,7 @@ TransportResult Outcome(std::string kind, std::string detail) {
 // The lowercased domain of an address ("" without an '@').
 std::string DomainOf(const std::string& address) {
   size_t at = address.rfind('@');
-  std::string d = at == std::string::npos ? "" : address.substr(at + 1);
-  for (char& c : d) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return d;
+  return at == std::string::npos ? "" : AsciiLower(address.substr(at + 1));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/ascii.h"
 #include "engine/base/result.h"
 #include "engine/core/event.h"
 #include "engine/core/instance.h"
@@ -113,8 +114,7 @@ struct SuppressionRow {
 
 // An address or a domain as the suppression list keys it: lowercased.
 inline std::string SuppressionEntry(std::string s) {
-  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
+  return AsciiLower(std::move(s));
 }
 
 struct JourneyVersionRow {

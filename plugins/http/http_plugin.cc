@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/ascii.h"
 #include "plugins/common/curl_plugin.h"
 
 using nlohmann::json;
@@ -50,11 +51,6 @@ std::string Base64(const char* p, size_t n) {
     out += i + 2 < n ? k[v & 63] : '=';
   }
   return out;
-}
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
 }
 
 }  // namespace
@@ -93,7 +89,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   std::string line(data, size * n);
   size_t colon = line.find(':');
   if (colon == std::string::npos) return size * n;
-  std::string name = Lower(line.substr(0, colon)), value = line.substr(colon + 1);
+  std::string name = waymark::AsciiLower(line.substr(0, colon)), value = line.substr(colon + 1);
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
   while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ' ||
                             value.back() == '\t'))
@@ -195,7 +191,7 @@ void Map(const wm_transport* t, long status, wm_send_result* r) {
     Put(r->text, "");
     return;
   }
-  const std::string lower = Lower(code + " " + message);
+  const std::string lower = waymark::AsciiLower(code + " " + message);
   if (status == 429 || code == "TooManyRequestsException" || code == "ThrottlingException") {
     bool quota = lower.find("quota") != std::string::npos;
     r->kind = quota ? WM_RESULT_QUOTA_EXHAUSTED : WM_RESULT_THROTTLED;

@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/base/ascii.h"
 #include "engine/base/gcra.h"
 
 using nlohmann::json;
@@ -114,7 +115,7 @@ int Create(const wm_host*, wm_str config_json, wm_transport** out, char* err, si
     t->fault_after = c.value("fault_after", int64_t(-1));
     if (c.contains("domains")) {
       for (const auto& [domain, a] : c["domains"].items()) {
-        Answer& d = t->domains[domain];
+        Answer& d = t->domains[waymark::AsciiLower(domain)];
         d.kind = KindOf(a.at("kind").get<std::string>());
         d.smtp_code = a.value("smtp_code", uint16_t(0));
         d.enhanced = a.value("enhanced", "");
@@ -173,7 +174,7 @@ Answer Decide(wm_transport* t, const wm_message* m) {
   // deduplicated as any acceptance is (it skipped all three).
   const Answer* fixed = nullptr;
   if (size_t at = to.rfind('@'); at != std::string::npos) {
-    auto d = t->domains.find(to.substr(at + 1));
+    auto d = t->domains.find(waymark::AsciiLower(to.substr(at + 1)));  // a domain has no case
     if (d != t->domains.end()) {
       if (d->second.kind != WM_RESULT_ACCEPTED) return d->second;
       fixed = &d->second;

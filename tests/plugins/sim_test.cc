@@ -160,7 +160,10 @@ TEST(SimPlugin, ADomainGetsItsOwnAnswerAndAFaultComesAfterNAcceptances) {
                                            {"retry_after_ms", 7200000},
                                            {"scope", "domain"}}}}}});
   ASSERT_TRUE(d.ok()) << d.error();
-  auto y = d.value()->SendBatch({Message("y1", "bo@yahoo.com"), Message("y2", "bo@gmail.com")});
+  // A domain has no case: Bo@Yahoo.COM is at yahoo.com (it was accepted).
+  auto y = d.value()->SendBatch({Message("y1", "bo@yahoo.com"), Message("y2", "bo@gmail.com"),
+                                 Message("y3", "Bo@Yahoo.COM")});
+  EXPECT_EQ(y[2].kind, "throttled");
   EXPECT_EQ(y[0].kind, "throttled");
   EXPECT_EQ(y[0].retry_after_ms, 7200000u);
   EXPECT_EQ(y[0].detail,
