@@ -553,15 +553,15 @@ Result<std::optional<JetStreamMessage>> JetStream::Get(uint64_t seq) {
   return std::optional<JetStreamMessage>(std::move(jm));
 }
 
-Result<uint64_t> JetStream::FirstSeq() {
+Result<JetStream::StreamFacts> JetStream::Facts() {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = jsErrCode(0);
   natsStatus s = js_GetStreamInfo(&si, impl_->js, options_.stream.c_str(), nullptr, &jerr);
   if (s != NATS_OK)
     return Status::Error("cannot read stream " + options_.stream + ": " + Why(s, jerr));
-  uint64_t first = si->State.FirstSeq;
+  StreamFacts f{si->State.FirstSeq, si->Created / 1000};
   jsStreamInfo_Destroy(si);
-  return first;
+  return f;
 }
 
 // The longest Waymark-Reason header value, in bytes.
