@@ -9,6 +9,7 @@
 #include <waymark/transport_plugin.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -161,6 +162,13 @@ void SendBatch(wm_transport* t, const wm_message* messages, size_t count, wm_sen
       if (key.empty() || key[0] == '.' || key.find('/') != std::string::npos) {
         ::close(fds[i]);
         Fail(r, WM_RESULT_PERMANENT_MESSAGE, "idempotency key '" + key + "' is not a file name");
+        continue;
+      }
+      if (key.size() + 4 > NAME_MAX) {  // with ".eml"
+        ::close(fds[i]);
+        Fail(r, WM_RESULT_PERMANENT_MESSAGE,
+             "idempotency key of " + std::to_string(key.size()) +
+                 " bytes: with .eml, longer than a file name (" + std::to_string(NAME_MAX) + ")");
         continue;
       }
       // Linked under the directory the descriptor holds, the one synced.

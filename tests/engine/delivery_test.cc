@@ -439,6 +439,27 @@ TEST(FileTransport, SaysItDeduplicatesByTheKey) {
   std::filesystem::remove_all(dir);
 }
 
+// A key is a file's name with ".eml": one too long for a name (the ABI
+// allows 255 bytes, a name 255 with the suffix) is refused for good,
+// saying why. It was retry_later at every attempt, "File name too long",
+// until the send became a dead letter.
+TEST(FileTransport, AKeyTooLongForAFileNameIsRefused) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("waymark_file_long_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto t = OpenTransport("file:" + dir.string(), WAYMARK_PLUGIN_DIR);
+  ASSERT_TRUE(t.ok()) << t.error();
+  RenderedMessage content{"s", "Waymark <t@waymark.example>", "x\n", ""};
+  auto r = t.value()->SendBatch(
+      {testing_util::MakeOutMessage(std::string(252, 'k'), "a@example.com", content),
+       testing_util::MakeOutMessage(std::string(251, 'k'), "a@example.com", content)});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, "permanent_message") << r[0].detail;
+  EXPECT_NE(r[0].detail.find("longer than a file name"), std::string::npos) << r[0].detail;
+  EXPECT_EQ(r[1].kind, "accepted") << r[1].detail;
+  fs::remove_all(dir);
+}
+
 // The directory is the one its path names at each batch: one renamed away
 // got the messages while their results named files that did not exist, and
 // one removed and made again (or its .tmp removed) failed every send until
