@@ -146,8 +146,16 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     // be suppressed for it.
     bool sender = stage == Stage::kMail;
     for (const char* ours : {"sender address rejected", "relay access denied", "relaying denied",
-                             "relay not permitted", "allowed rcpthosts"}) {
+                             "relay not permitted", "allowed rcpthosts", "sender verify"}) {
       sender = sender || ContainsNoCase(reply.text, ours);
+    }
+    // Nor is a refusal of our sending IP (a blocklist) or of us as such
+    // (Exim's "administrative prohibition"): the message's, not the
+    // recipient's.
+    bool us = false;
+    for (const char* ours :
+         {"black list", "blacklist", "block list", "blocklist", "administrative prohibition"}) {
+      us = us || ContainsNoCase(reply.text, ours);
     }
     // An identity the provider has not verified (SES: "554 Message
     // rejected: Email address is not verified", SendGrid: "550 The from
@@ -171,13 +179,13 @@ Mapped MapReply(const Reply& reply, Stage stage) {
       return kind(WM_RESULT_PERMANENT_RECIPIENT);
     }
     if (!sender && e == "5.2.1") return kind(WM_RESULT_PERMANENT_RECIPIENT);  // mailbox disabled
-    if (sender && (StartsWith(e, "5.1.") || StartsWith(e, "5.7.") || code == 553)) {
+    if (sender && (e.empty() || StartsWith(e, "5.1.") || StartsWith(e, "5.7.") || code == 553)) {
       return kind(WM_RESULT_PROVIDER_FAULT);
     }
     if (!e.empty()) {
       return kind(WM_RESULT_PERMANENT_MESSAGE);  // 5.7.x policy, 5.3.4 size, 5.6.x content
     }
-    if (code == 553 || (code == 550 && stage == Stage::kRcpt)) {
+    if (!us && (code == 553 || (code == 550 && stage == Stage::kRcpt))) {
       return kind(WM_RESULT_PERMANENT_RECIPIENT);
     }
     return kind(stage == Stage::kMail ? WM_RESULT_PROVIDER_FAULT : WM_RESULT_PERMANENT_MESSAGE);

@@ -95,6 +95,20 @@ TEST(SmtpReply, OnlyTheRecipientsOwnAddressSuppressesIt) {
               WM_RESULT_PERMANENT_RECIPIENT)
         << e;
   }
+  // Without an enhanced code too: a 550 to RCPT is the recipient's unless
+  // its text blames our sender, our relaying, or our IP (a blocklist):
+  // suppressing the recipient for those would suppress every recipient
+  // behind such a server.
+  EXPECT_EQ(KindOf("550 Relay access denied\r\n", Stage::kRcpt), WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 Sender verify failed\r\n", Stage::kRcpt), WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("550 Administrative prohibition\r\n", Stage::kRcpt),
+            WM_RESULT_PERMANENT_MESSAGE);
+  EXPECT_EQ(KindOf("550 Rejected because 192.0.2.1 is in a black list at zen.spamhaus.org\r\n",
+                   Stage::kRcpt),
+            WM_RESULT_PERMANENT_MESSAGE);
+  EXPECT_EQ(KindOf("554 Your IP is on our blocklist\r\n", Stage::kRcpt),
+            WM_RESULT_PERMANENT_MESSAGE);
+  EXPECT_EQ(KindOf("550 No such user here\r\n", Stage::kRcpt), WM_RESULT_PERMANENT_RECIPIENT);
   // A host name with "relay" in it is not a relay refusal.
   EXPECT_EQ(KindOf("550 5.1.1 mx-relay.example.net: user unknown\r\n", Stage::kRcpt),
             WM_RESULT_PERMANENT_RECIPIENT);
