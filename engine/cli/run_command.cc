@@ -584,8 +584,8 @@ void FillGaps(JetStream& js, uint64_t& through, bool& lost, std::vector<JetStrea
       std::cerr << "waymark run: nats: messages " << through + 1 << " to " << m.stream_seq - 1
                 << " are no longer in the stream (deleted, or expired before they were read)\n";
     } else if (m.stream_seq > through + 1) {
-      auto first = js.Facts();
-      uint64_t from = std::max(through + 1, first.ok() ? first.value().first_seq : 0);
+      auto first = js.FirstSeq();
+      uint64_t from = std::max(through + 1, first.ok() ? first.value() : 0);
       size_t read = 0;
       Status failed;
       for (uint64_t seq = from; first.ok() && seq < m.stream_seq; ++seq) {
@@ -649,23 +649,6 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
   if (!pos.ok()) return pos.status();
   uint64_t committed = pos.value() ? pos.value()->seq : 0;
   int64_t restarts = pos.value() ? pos.value()->restarts : 0;
-  // The stream this store has read from, by its creation time: one
-  // deleted and created again under its name starts its sequences again,
-  // and read from the stored position its first messages were skipped
-  // without a word (when it ended before the position, Subscribe saw it).
-  auto facts = js.Facts();
-  if (!facts.ok()) return facts.status();
-  const std::string created_key = "stream " + name + " created";
-  auto created = store.Clock(created_key);
-  if (!created.ok()) return created.status();
-  if (created.value() != 0 && created.value() != facts.value().created) {
-    return Status::Error("stream " + so.stream + " was created at " +
-                         FormatRfc3339(facts.value().created) + ", but the store read " + name +
-                         " from one created at " + FormatRfc3339(created.value()) +
-                         ": the stream was deleted and created again, or nats-server lost it. To "
-                         "read it from its start, give [source] consumer a new name (events "
-                         "stored before are recognised and skipped)");
-  }
   auto sub = js.Subscribe(committed);
   if (!sub.ok()) return sub.status();
   uint64_t isolate_until = 0, poison = 0;
@@ -681,6 +664,7 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
                 << " to another store; this store reads the stream from its start\n";
     }
     e.SetPosition({name, 0, 0});
+    if (Status s = e.Flush(WallNow()); !s.ok()) return s;
   } else if (sub.value() > committed) {
     // The last process died holding messages after `committed`, before
     // committing them. Count it (a commit resets the count). What it held
@@ -700,10 +684,6 @@ Status ConsumeStream(Engine& e, Store& store, JetStream& js, const RunOptions& o
     } else {  // UncountStop
       std::cerr << " (the run before stopped cleanly before storing what followed)\n";
     }
-  }
-  if (created.value() == 0) e.KeepTime(created_key, facts.value().created);
-  if (!pos.value() || created.value() == 0) {
-    if (Status s = e.Flush(WallNow()); !s.ok()) return s;
   }
   uint64_t submitted_through = committed, delivered_through = committed;
   bool deliveries_lost = false;  // FillGaps

@@ -225,9 +225,6 @@ class Engine {
   // A stream source's position, committed with the batch being built (the
   // next Submit's, or Flush's).
   void SetPosition(SourcePosition p) { batch_.position = std::move(p); }
-  // A time kept under `name` with the batch being built (Store::Clock
-  // reads it back; a later one replaces it, an earlier one does not).
-  void KeepTime(std::string name, Micros t) { batch_.clocks.emplace_back(std::move(name), t); }
 
   Micros clock() const { return clock_; }
   // The greatest event time seen (stored, so across restarts): the clock

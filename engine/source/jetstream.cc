@@ -553,15 +553,15 @@ Result<std::optional<JetStreamMessage>> JetStream::Get(uint64_t seq) {
   return std::optional<JetStreamMessage>(std::move(jm));
 }
 
-Result<JetStream::StreamFacts> JetStream::Facts() {
+Result<uint64_t> JetStream::FirstSeq() {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = jsErrCode(0);
   natsStatus s = js_GetStreamInfo(&si, impl_->js, options_.stream.c_str(), nullptr, &jerr);
   if (s != NATS_OK)
     return Status::Error("cannot read stream " + options_.stream + ": " + Why(s, jerr));
-  StreamFacts f{si->State.FirstSeq, si->Created / 1000};
+  uint64_t first = si->State.FirstSeq;
   jsStreamInfo_Destroy(si);
-  return f;
+  return first;
 }
 
 // The longest Waymark-Reason header value, in bytes.

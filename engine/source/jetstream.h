@@ -88,14 +88,8 @@ class JetStream {
   // again in time); nullopt when the stream no longer has it (retention,
   // deletion).
   Result<std::optional<JetStreamMessage>> Get(uint64_t seq);
-  // The stream's first sequence (the messages before it are gone), and
-  // when it was created (microseconds since the epoch: a stream deleted
-  // and created again under its name is another one).
-  struct StreamFacts {
-    uint64_t first_seq = 0;
-    int64_t created = 0;
-  };
-  Result<StreamFacts> Facts();
+  // The stream's first sequence: the messages before it are gone.
+  Result<uint64_t> FirstSeq();
   // Publishes the message to deadletter.<subject> in the dead-letter
   // stream with the reason in the header Waymark-Reason, once (its
   // Nats-Msg-Id is the source stream sequence). A subject too long for
