@@ -74,7 +74,8 @@ int Publish(const PublishOptions& o) {
          got != LineReader::Got::kError) {
     if (got != LineReader::Got::kLine) continue;  // a signal interrupted the wait
     ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    // Blank (a line over the limit is kept only in part: it is not).
+    if (length == line.size() && line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto refuse = [&](const std::string& why) {
       ++refused;
       std::cerr << (tty ? "\r\033[K" : "") << o.input << ":" << lineno << ": not published: " << why

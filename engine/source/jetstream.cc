@@ -197,12 +197,15 @@ Status EnsureStream(jsCtx* js, const std::string& name, const char* subject,
       differs += " allow_rollup_hdrs lets one message purge unread events;";
     }
   }
-  // Neither stream can be written to as the engine and publish do: a
-  // sealed one refuses every message, and one with no_ack answers none, so
-  // no publish is ever known to be stored (a dead letter was tried again
-  // for ever, and the stream stalled behind it).
+  // A stream written to (the dead-letter stream by the engine, the events
+  // stream by publish) must take and answer what is published: a sealed
+  // one refuses every message, and one with no_ack answers none, so no
+  // publish is ever known to be stored (a dead letter was tried again for
+  // ever, and the stream stalled behind it). `run` only reads the events
+  // stream: its producers' no_ack is theirs.
+  const bool written = std::string_view(subject) != kEventSubjects || !o.apply_retention;
   if (have->Sealed) differs += " it is sealed;";
-  if (have->NoAck) differs += " no_ack: it does not acknowledge what is published;";
+  if (have->NoAck && written) differs += " no_ack: it does not acknowledge what is published;";
   if (!differs.empty()) {
     jsStreamInfo_Destroy(si);
     return Status::Error("stream " + name + " exists but does not fit:" + differs +
