@@ -322,12 +322,14 @@ TEST(Smtp, StartTlsAndAuthOrNothing) {
   ASSERT_TRUE(wrong);
   r = wrong->SendBatch({Message("tls2", "ana@example.com")});
   EXPECT_EQ(r[0].kind, "provider_fault") << r[0].detail;
-  // A refusal for now (454 4.7.0 to AUTH: too many logins) is a retry
-  // later, not the account's fault (which opened the provider's circuit).
+  // A refusal for now (454 4.7.0 to AUTH: too many logins) is the
+  // provider's pace (no attempt spent), not the account's fault (which
+  // opened the provider's circuit).
   auto busy = Open("smtp://busy:p@127.0.0.1:" + std::to_string(server.port()) + "?ca_file=" + cert);
   ASSERT_TRUE(busy);
   r = busy->SendBatch({Message("tls2b", "ana@example.com")});
-  EXPECT_EQ(r[0].kind, "retry_later") << r[0].detail;
+  EXPECT_EQ(r[0].kind, "throttled") << r[0].detail;
+  EXPECT_EQ(r[0].scope, "provider");
   EXPECT_NE(r[0].detail.find("Too many login attempts"), std::string::npos) << r[0].detail;
   // A certificate we do not trust: nothing is sent.
   auto untrusted = Open(authority);
