@@ -633,8 +633,8 @@ JetStream::Published JetStream::PublishDeadLetter(const JetStreamMessage& jm,
     return Published::kTryAgain;
   }
   // What the stream refuses for good: its limits (full, with discard new)
-  // or its largest message. Anything else may pass
-  // (resources, a cluster electing, a timeout while nats-server restarts).
+  // or its largest message. Anything else may pass (resources, a cluster
+  // electing, a timeout while nats-server restarts).
   if (jerr == JSStreamStoreFailedErr || jerr == JSStreamMessageExceedsMaximumErr) {
     return Published::kRefused;
   }

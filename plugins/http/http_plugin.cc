@@ -357,12 +357,12 @@ int Create(const wm_host* host, wm_str config_json, wm_transport** out, char* er
     curl_easy_setopt(h, CURLOPT_DEBUGDATA, t.get());
     curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);  // for OnDebug
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, OnOpenSocket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t.get());
     // HTTP/1.1: one request per connection at a time, so that what went out
     // (OnDebug) is what the provider could have (HTTP/2 streams a server
     // refused unprocessed would be retried on a new connection, refused
     // by OnOpenSocket, and end as `ambiguous`).
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, long(CURL_HTTP_VERSION_1_1));
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t.get());
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->curl_error);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
