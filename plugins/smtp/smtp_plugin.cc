@@ -77,7 +77,7 @@ int OnDebug(CURL*, curl_infotype type, char* data, size_t size, void* user) {
       if (StartsWith(s, "RCPT TO")) t->stage = Stage::kRcpt;
       if (StartsWith(s, "DATA")) t->stage = Stage::kData;
       if (StartsWith(s, "EHLO") || StartsWith(s, "HELO") || StartsWith(s, "STARTTLS")) {
-        t->stage = Stage::kConnect;
+        t->stage = StartsWith(s, "STARTTLS") ? Stage::kStartTls : Stage::kConnect;
         t->authed = false;  // a new session (or one that TLS began again)
       }
       if (StartsWith(s, "AUTH")) t->authed = true;
@@ -186,11 +186,8 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     Put(r->text, text);
     return;
   }
-  // A refusal of AUTH or STARTTLS for now (4xx: too many logins, TLS not
-  // available at the moment) is the provider's pace, for every message:
-  // throttled below, no attempt spent. 4.7.12 (a password transition
-  // needed) is not for now.
-  const bool refused_for_now = reply.code >= 400 && reply.code < 500 && reply.enhanced != "4.7.12";
+  // A refusal of AUTH or STARTTLS for now (4xx) is MapReply's, below.
+  const bool refused_for_now = reply.code >= 400 && reply.code < 500;
   if (t->no_auth ||
       ((rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) && !refused_for_now)) {
     // The account's configuration, not the message: said as such (the
@@ -228,10 +225,6 @@ void SendOne(wm_transport* t, const wm_message* m, wm_send_result* r) {
     r->kind = mapped.kind;
     r->throttle_scope = mapped.scope;
     r->retry_after_ms = mapped.retry_after_ms;
-    if (rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) {  // refused_for_now
-      r->kind = WM_RESULT_THROTTLED;
-      r->throttle_scope = WM_THROTTLE_PROVIDER;
-    }
     // Not SMTP, or a session that did not get as far as a message: not to
     // be trusted with the next.
     if (reply.code >= 600 || rc == CURLE_LOGIN_DENIED || rc == CURLE_USE_SSL_FAILED) Abandon(t);

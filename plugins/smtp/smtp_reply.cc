@@ -102,6 +102,13 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     return kind(WM_RESULT_QUOTA_EXHAUSTED);
   }
   if (code >= 400 && code < 500) {
+    // AUTH or STARTTLS refused for now ("454 4.7.0 Too many login
+    // attempts", "454 4.7.0 TLS not available"): every message would meet
+    // it, so it is the provider's pace, no attempt spent. 4.7.12, a
+    // password transition needed, is the account's to fix.
+    if (stage == Stage::kAuth || stage == Stage::kStartTls) {
+      return e == "4.7.12" ? kind(WM_RESULT_PROVIDER_FAULT) : throttled(WM_THROTTLE_PROVIDER);
+    }
     // Yahoo's "421 4.7.0 [TSS04]": mail to Yahoo is deferred for about 2 hours
     // (its servers: other domains go on).
     if (reply.text.find("TSS04") != std::string::npos) {
@@ -109,7 +116,7 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     }
     if (e == "4.7.28") return throttled(WM_THROTTLE_DOMAIN);  // Gmail: rate limited
     if (e == "4.2.1" && code == 450) return throttled(WM_THROTTLE_RECIPIENT);
-    if (code == 454 && stage != Stage::kAuth && stage != Stage::kConnect) {
+    if (code == 454 && stage != Stage::kConnect) {
       // SES: "454 Throttling failure: Daily message quota exceeded." is a
       // quota that resets, not a rate to halve; other 454s are a rate.
       if (ContainsNoCase(reply.text, "quota")) return kind(WM_RESULT_QUOTA_EXHAUSTED);
@@ -133,7 +140,9 @@ Mapped MapReply(const Reply& reply, Stage stage) {
     }
     // Refused before any message: the greeting or EHLO (our IP blocked, a
     // bad HELO name). The session's fault, not a message's.
-    if (stage == Stage::kConnect) return kind(WM_RESULT_PROVIDER_FAULT);
+    if (stage == Stage::kConnect || stage == Stage::kStartTls) {
+      return kind(WM_RESULT_PROVIDER_FAULT);
+    }
     if (code == 552 && e == "5.5.3") return kind(WM_RESULT_RETRY_LATER);  // too many recipients
     // RFC 5321 4.5.3.1.10: 552 to RCPT is read as 452 (storage).
     if (code == 552 && stage == Stage::kRcpt) return kind(WM_RESULT_RETRY_LATER);

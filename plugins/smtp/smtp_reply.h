@@ -10,7 +10,8 @@
 namespace waymark::smtp {
 
 // The SMTP command a reply answered.
-enum class Stage { kConnect, kAuth, kMail, kRcpt, kData, kBody };
+// kStartTls: the reply to STARTTLS (the greeting and EHLO are kConnect).
+enum class Stage { kConnect, kStartTls, kAuth, kMail, kRcpt, kData, kBody };
 
 struct Reply {
   int code = 0;          // 250, 421, 550; 0 when there was none

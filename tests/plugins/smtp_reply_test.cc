@@ -202,6 +202,21 @@ TEST(SmtpReply, UnverifiedIdentitiesPolicyRefusalsAndSubmissionQuotas) {
             WM_RESULT_QUOTA_EXHAUSTED);
 }
 
+// AUTH or STARTTLS refused for now is the provider's pace, for every
+// message (no attempt spent); it was provider_fault, which opened the
+// circuit for a temporary refusal. A password transition needed is not
+// for now.
+TEST(SmtpReply, AuthOrStartTlsRefusedForNowIsThrottled) {
+  EXPECT_EQ(KindOf("454 4.7.0 Too many login attempts, try again later\r\n", Stage::kAuth),
+            WM_RESULT_THROTTLED);
+  EXPECT_EQ(KindOf("421 4.7.0 Temporary System Problem\r\n", Stage::kAuth), WM_RESULT_THROTTLED);
+  EXPECT_EQ(KindOf("454 4.7.0 TLS not available due to local problem\r\n", Stage::kStartTls),
+            WM_RESULT_THROTTLED);
+  EXPECT_EQ(KindOf("432 4.7.12 A password transition is needed\r\n", Stage::kAuth),
+            WM_RESULT_PROVIDER_FAULT);
+  EXPECT_EQ(KindOf("554 5.7.0 TLS not permitted\r\n", Stage::kStartTls), WM_RESULT_PROVIDER_FAULT);
+}
+
 // RFC 5321 4.5.3.1.10: a 552 to RCPT is read as 452.
 TEST(SmtpReply, A552ToRcptIsTransient) {
   EXPECT_EQ(KindOf("552 Mailbox full\r\n", Stage::kRcpt), WM_RESULT_RETRY_LATER);
