@@ -410,12 +410,7 @@ TEST_F(Nats, SigtermStopsATimerBacklogAfterTheBatchInHand) {
   {
     std::ofstream events(dir_ / "events.jsonl");
     for (int i = 0; i < kInstances; ++i) {
-      std::string u = "u" + std::to_string(i);
-      events << R"({"specversion":"1.0","id":")" << u << R"(","source":"t","type":"user.signup",)"
-             << R"("subject":")" << u << R"(","time":"2026-04-20T10:00:00Z","data":{"user_id":")"
-             << u << R"(","email":")" << u << R"(@example.com","first_name":"A","country":"DE",)"
-             << R"("plan":"free","seats":1,"marketing_opt_in":true}})"
-             << "\n";
+      events << Signup("e" + std::to_string(i), "u" + std::to_string(i)) << "\n";
     }
   }
   int status = 0;
@@ -427,7 +422,7 @@ TEST_F(Nats, SigtermStopsATimerBacklogAfterTheBatchInHand) {
   std::string run = bin_ + " run --source " + nats_ + " --journeys " +
                     (dir_ / "journeys").string() + " --schemas " + root_ +
                     "/schemas --store sqlite:" + db + " --transport null:";
-  // On the event clock, every instance waits for a second of April 2026.
+  // On the event clock, every instance waits for a second of March 2026.
   out = Shell("timeout 120 " + run + " --clock event --until-idle 2>&1", &status);
   ASSERT_EQ(status, 0) << out;
   auto finished = [&db] {

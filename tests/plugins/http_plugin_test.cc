@@ -19,6 +19,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/base/ascii.h"
 #include "engine/delivery/transport.h"
 #include "tests/testing/messages.h"
 
@@ -240,8 +241,7 @@ class RawServer {
       if (n <= 0) return false;
       in.append(buf, size_t(n));
     }
-    std::string lower = in.substr(0, head);
-    for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    std::string lower = AsciiLower(in.substr(0, head));
     size_t at = lower.find("content-length:");
     size_t length = at == std::string::npos ? 0 : std::stoul(lower.substr(at + 15));
     if (lower.find("expect: 100-continue") != std::string::npos)
