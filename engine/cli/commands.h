@@ -46,6 +46,23 @@ bool JourneysDirectoryThere(const char* command, const std::string& dir);
 // and whose first read fails, after the command has made its store).
 std::string InputFileProblem(const std::string& path);
 
+// An input of lines opened for read(2) (LineReader): the file, or the
+// standard input for "-". Closed with the object (the standard input is
+// not). problem(): why it cannot be read, "" when it can.
+class InputFd {
+ public:
+  explicit InputFd(const std::string& path);
+  ~InputFd();
+  InputFd(const InputFd&) = delete;
+  InputFd& operator=(const InputFd&) = delete;
+  int fd() const { return fd_; }
+  const std::string& problem() const { return problem_; }
+
+ private:
+  int fd_ = -1;
+  std::string problem_;
+};
+
 void RegisterCheck(CLI::App& app, int* exit_code);
 void RegisterGraph(CLI::App& app, int* exit_code);
 void RegisterRun(CLI::App& app, int* exit_code);

@@ -1,5 +1,7 @@
 // waymark: lifecycle email journeys. See README.md and docs/.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
@@ -86,6 +88,21 @@ std::string InputFileProblem(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return "cannot read " + path + ": " + std::strerror(errno);
   if (S_ISDIR(st.st_mode)) return "cannot read " + path + ": it is a directory";
   return "";
+}
+
+InputFd::InputFd(const std::string& path) {
+  if (path == "-") {
+    fd_ = STDIN_FILENO;
+    return;
+  }
+  problem_ = InputFileProblem(path);
+  if (problem_.empty() && (fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC)) < 0) {
+    problem_ = "cannot read " + path + ": " + std::strerror(errno);
+  }
+}
+
+InputFd::~InputFd() {
+  if (fd_ > STDIN_FILENO) ::close(fd_);
 }
 
 // `code`, unless the standard output never reached its destination (a

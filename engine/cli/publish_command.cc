@@ -1,9 +1,7 @@
 // `waymark publish FILE|-`: CloudEvents JSON lines to NATS JetStream, each
 // on events.<type> with Nats-Msg-Id = MsgId(source, id), asynchronously.
-#include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -35,24 +33,11 @@ std::string MsgId(const std::string& source, const std::string& id) {
 }
 
 int Publish(const PublishOptions& o) {
-  int fd = STDIN_FILENO;
-  if (o.input != "-") {
-    std::string problem = InputFileProblem(o.input);
-    if (problem.empty()) {
-      fd = ::open(o.input.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) problem = "cannot read " + o.input + ": " + std::strerror(errno);
-    }
-    if (!problem.empty()) {
-      std::cerr << "waymark publish: " << problem << "\n";
-      return kExitUsage;
-    }
+  InputFd input(o.input);
+  if (!input.problem().empty()) {
+    std::cerr << "waymark publish: " << input.problem() << "\n";
+    return kExitUsage;
   }
-  struct Closer {
-    int fd;
-    ~Closer() {
-      if (fd != STDIN_FILENO) ::close(fd);
-    }
-  } closer{fd};
   auto js = JetStream::Connect(o.stream);
   if (!js.ok()) {
     std::cerr << "waymark publish: " << js.error() << "\n";
@@ -68,7 +53,7 @@ int Publish(const PublishOptions& o) {
   size_t lineno = 0, sent = 0, refused = 0, length = 0;
   // A line longer than the server takes is not held whole (a pipe of
   // /dev/zero took all memory): its length is counted, it is refused.
-  LineReader in(fd, max_line);
+  LineReader in(input.fd(), max_line);
   LineReader::Got got;
   while ((got = in.Next(&line, &length, -1)) != LineReader::Got::kEnd &&
          got != LineReader::Got::kError) {

@@ -1,6 +1,5 @@
 // `waymark run`, `waymark inspect` and `waymark render` on the embedded
 // default (SQLite store, file transport).
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1013,25 +1012,15 @@ int Run(const RunOptions& o) {
   eo.retry_base = retry_base * kMicrosPerSecond;
   eo.retry_max = retry_max * kMicrosPerSecond;
 
-  int in = -1;  // --events: standard input or the file
-  if (o.events == "-") {
-    in = 0;
-  } else if (!o.events.empty()) {
-    std::string problem = InputFileProblem(o.events);
-    if (problem.empty() && (in = ::open(o.events.c_str(), O_RDONLY | O_CLOEXEC)) < 0) {
-      problem = "cannot read " + o.events + ": " + std::strerror(errno);
-    }
-    if (!problem.empty()) {
-      std::cerr << "waymark run: --events: " << problem << "\n";
+  std::optional<InputFd> events;  // --events: standard input or the file
+  if (!o.events.empty()) {
+    events.emplace(o.events);
+    if (!events->problem().empty()) {
+      std::cerr << "waymark run: --events: " << events->problem() << "\n";
       return kExitUsage;
     }
   }
-  struct CloseInput {
-    int fd;
-    ~CloseInput() {
-      if (fd > 0) ::close(fd);
-    }
-  } close_input{in};
+  const int in = events ? events->fd() : -1;
   // --listen is bound now, and served once the --events input is done.
   HttpServer events_server;
   std::string listen_host;
